@@ -1,0 +1,29 @@
+// Allocators behind tensor storage. The host allocator hands out 64-byte aligned blocks; a device
+// allocator (the caching CUDA allocator, registered by the CUDA backend) implements the same
+// interface, so Tensor never calls cudaMalloc itself.
+#pragma once
+#include <cstddef>
+
+namespace diffuse {
+
+enum class Device : unsigned char { cpu, cuda };
+const char* device_name(Device d);
+
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void deallocate(void* ptr, size_t bytes) = 0;
+  virtual Device device() const = 0;
+  // Copies between host and this allocator's memory (identity memcpy for the host).
+  virtual void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) = 0;
+};
+
+Allocator& host_allocator();
+
+// The CUDA backend registers its allocator here at start-up; nullptr when none is available.
+void register_device_allocator(Allocator* alloc);
+bool device_allocator_available();
+Allocator* device_allocator();  // throws "no CUDA device" when none is registered
+
+}  // namespace diffuse

@@ -1,0 +1,90 @@
+// The tape: record() appends, run_backward() replays newest-first and empties it.
+#include "nn/autograd.h"
+
+#include "nn/ops.h"
+
+namespace diffuse {
+
+namespace {
+thread_local bool t_grad_enabled = true;
+thread_local std::vector<Node> t_tape;
+
+std::shared_ptr<AutogradMeta> meta_of(Tensor& t) {
+  if (!t.meta()) t.meta() = std::make_shared<AutogradMeta>();
+  auto& m = t.meta();
+  m->shape = t.shape();
+  m->dtype = t.dtype();
+  m->device = t.device();
+  return m;
+}
+
+// Adds g into meta's grad out of place, so a grad handed to two inputs is never mutated.
+void accumulate(AutogradMeta& m, const Tensor& g) {
+  if (g.shape() != m.shape)
+    throw Error("autograd: grad " + g.describe() + " for a tensor of shape " + shape_str(m.shape));
+  if (!m.grad.defined()) {
+    m.grad = g.detach();
+  } else {
+    m.grad = ops::add(m.grad, g).detach();
+  }
+}
+}  // namespace
+
+bool grad_enabled() { return t_grad_enabled; }
+NoGrad::NoGrad() : previous_(t_grad_enabled) { t_grad_enabled = false; }
+NoGrad::~NoGrad() { t_grad_enabled = previous_; }
+
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!t_grad_enabled) return false;
+  for (const Tensor* t : inputs)
+    if (t && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+void record(const char* name, const std::vector<const Tensor*>& inputs, const std::vector<Tensor*>& outputs,
+            BackwardFn backward) {
+  Node node;
+  node.name = name;
+  for (const Tensor* t : inputs)
+    node.inputs.push_back(t && t->defined() && t->requires_grad() ? t->meta() : nullptr);
+  for (Tensor* t : outputs) {
+    auto m = meta_of(*t);
+    m->requires_grad = true;
+    m->is_leaf = false;
+    node.outputs.push_back(m);
+  }
+  node.backward = std::move(backward);
+  t_tape.push_back(std::move(node));
+}
+
+void run_backward(const Tensor& root, const Tensor& seed_grad) {
+  if (!root.requires_grad()) throw Error("backward(): the loss does not depend on anything that requires grad");
+  NoGrad no_grad;
+  accumulate(*root.meta(), seed_grad);
+  std::vector<Node> tape;
+  tape.swap(t_tape);
+  for (auto it = tape.rbegin(); it != tape.rend(); ++it) {
+    Node& node = *it;
+    bool any = false;
+    for (auto& o : node.outputs) any = any || o->grad.defined();
+    if (any) {
+      std::vector<Tensor> gouts;
+      for (auto& o : node.outputs)
+        gouts.push_back(o->grad.defined() ? o->grad : Tensor::zeros(o->shape, o->dtype, o->device));
+      std::vector<Tensor> gins = node.backward(gouts);
+      if (gins.size() != node.inputs.size())
+        throw Error(std::string("autograd: backward of ") + node.name + " returned the wrong number of grads");
+      for (size_t i = 0; i < gins.size(); ++i)
+        if (node.inputs[i] && node.inputs[i]->requires_grad && gins[i].defined()) accumulate(*node.inputs[i], gins[i]);
+    }
+    // Free what this node held: intermediate grads and saved tensors.
+    for (auto& o : node.outputs)
+      if (!o->is_leaf) o->grad = Tensor();
+    node = Node();
+  }
+}
+
+void clear_tape() { t_tape.clear(); }
+size_t tape_size() { return t_tape.size(); }
+
+}  // namespace diffuse

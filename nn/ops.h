@@ -1,0 +1,73 @@
+// Differentiable ops on Tensors: check arguments (one clear diffuse::Error naming the op and the
+// shapes), dispatch to the kernel family for the tensor's device, and record a backward node when
+// any input requires grad. Activations are NHWC; conv weights OHWI; linear weights [out, in].
+// CPU kernels run f32 and f64 (f64 for finite-difference checks).
+#pragma once
+#include <cstdint>
+
+#include "nn/tensor.h"
+
+namespace diffuse::ops {
+
+// ---- element-wise (ops_elementwise.cpp) --------------------------------------------------------
+// Binary ops broadcast b over a: b's shape, right-aligned to a's, has each dim equal to a's or 1
+// (e.g. [C], [N, 1, 1, C], [1]). The result has a's shape.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& a, double s);
+Tensor silu(const Tensor& x);
+Tensor reshape(const Tensor& x, const Shape& shape);  // differentiable view (-1 allowed once)
+Tensor sum(const Tensor& x);   // scalar [] of all elements
+Tensor mean(const Tensor& x);  // scalar []
+
+// ---- convolution (ops_conv.cpp) ----------------------------------------------------------------
+struct Conv2dOptions {
+  int stride = 1;
+  int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+  static Conv2dOptions same(int k, int stride = 1) {  // symmetric (k-1)/2 padding
+    int p = (k - 1) / 2;
+    return {stride, p, p, p, p};
+  }
+};
+// x [N, H, W, Cin], w [Cout, kh, kw, Cin], bias [Cout] or undefined -> [N, Ho, Wo, Cout].
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& opt);
+
+// ---- dense (ops_linear.cpp) --------------------------------------------------------------------
+// x [..., in], w [out, in], bias [out] or undefined -> [..., out].
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
+
+// ---- normalisation (ops_group_norm.cpp) --------------------------------------------------------
+struct GroupNormOptions {
+  int groups = 32;
+  double eps = 1e-5;
+  bool silu = false;  // apply SiLU to the normalised, affine output
+};
+// x [N, ..., C] (NHWC or [N, L, C]); gamma, beta [C]; add_nc [N, C] or undefined: added to x per
+// (n, c) before the statistics (the ResnetBlock time-embedding projection).
+Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const GroupNormOptions& opt,
+                  const Tensor& add_nc = Tensor());
+
+// ---- attention (ops_attention.cpp) -------------------------------------------------------------
+// q, k, v [N, L, heads * d] (i.e. [N, L, heads, d]) -> softmax(q kᵀ / √d) v, same shape.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads);
+
+// ---- shape ops (ops_shape.cpp) -----------------------------------------------------------------
+Tensor concat_channels(const Tensor& a, const Tensor& b);  // along the last dim
+Tensor upsample_nearest2x(const Tensor& x);                // NHWC [N, H, W, C] -> [N, 2H, 2W, C]
+
+// ---- embeddings (ops_embedding.cpp) ------------------------------------------------------------
+// table [V, D], index i32/i64 [N] -> [N, D]; out-of-range indices are an error.
+Tensor embedding(const Tensor& table, const Tensor& index);
+// Sinusoidal timestep embedding (DESIGN.md §7), not differentiable: t [N] (f32 or integer) ->
+// [N, dim] f32 (or f64 when t is f64).
+Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, double freq_shift);
+
+// ---- regularisation and loss (ops_loss.cpp) ----------------------------------------------------
+// Inverted dropout with a Philox mask from (seed, kDropout stream, block offset). p == 0 returns x.
+Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset);
+// mean over all elements of w[n] * (pred - target)^2; weight [N] or undefined (all ones).
+// Gradient flows to pred only.
+Tensor mse_loss(const Tensor& pred, const Tensor& target, const Tensor& weight = Tensor());
+
+}  // namespace diffuse::ops

@@ -1,0 +1,55 @@
+// `diffuse` entry point: picks the subcommand, turns every diffuse::Error into one line on stderr
+// and a non-zero exit code.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "diffuse/error.h"
+#include "tools/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(int, char**);
+  const char* help;
+};
+
+const Command kCommands[] = {
+    {"info", diffuse::cli::cmd_info, "version, build options, devices and library versions"},
+};
+
+void usage(FILE* out) {
+  std::fprintf(out, "usage: diffuse <command> [options]\n\ncommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-9s %s\n", c.name, c.help);
+  std::fprintf(out, "\n`diffuse <command> --help` lists that command's flags and their defaults.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::printf("diffuse %s\n", DIFFUSE_VERSION);
+    return 0;
+  }
+  for (const Command& c : kCommands) {
+    if (std::string(argv[1]) != c.name) continue;
+    try {
+      return c.run(argc - 1, argv + 1);
+    } catch (const diffuse::Error& e) {
+      std::fprintf(stderr, "diffuse %s: %s\n", c.name, e.what());
+      return std::string(e.what()).find("no CUDA device") != std::string::npos ? 2 : 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "diffuse %s: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "diffuse: unknown command '%s'\n", argv[1]);
+  usage(stderr);
+  return 2;
+}
