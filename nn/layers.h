@@ -1,0 +1,95 @@
+// The UNet's building blocks with diffusers' parameter names: Conv2d, Linear, GroupNorm,
+// ResnetBlock2D, AttentionBlock, TimestepEmbedding. Each holds its parameters as Tensors and lists
+// them under a name prefix; initialisation follows PyTorch's defaults, drawn from Philox (kInit).
+// Forward passes are compositions of nn/ops.h, so autograd comes for free.
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nn/ops.h"
+#include "nn/tensor.h"
+
+namespace diffuse {
+
+using ParamList = std::vector<std::pair<std::string, Tensor*>>;
+
+// Draws initial values; each parameter takes the next stretch of the kInit stream.
+struct InitRng {
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+  Tensor uniform(const Shape& shape, double bound);  // U(-bound, bound)
+  Tensor normal(const Shape& shape);                 // N(0, 1)
+};
+
+// What a forward pass needs besides its inputs: training mode and the dropout stream position.
+struct ForwardContext {
+  bool training = false;
+  uint64_t dropout_seed = 0;
+  uint64_t dropout_offset = 0;  // advanced by every dropout that draws
+};
+
+struct Conv2d {
+  Tensor weight;  // [out, kh, kw, in] (OHWI)
+  Tensor bias;    // [out]
+  ops::Conv2dOptions options;
+  Conv2d() = default;
+  Conv2d(int in, int out, int kernel, const ops::Conv2dOptions& opt, InitRng& rng);
+  Tensor forward(const Tensor& x) const { return ops::conv2d(x, weight, bias, options); }
+  void collect(const std::string& prefix, ParamList& out);
+};
+
+struct Linear {
+  Tensor weight;  // [out, in]
+  Tensor bias;    // [out]
+  Linear() = default;
+  Linear(int in, int out, InitRng& rng);
+  Tensor forward(const Tensor& x) const { return ops::linear(x, weight, bias); }
+  void collect(const std::string& prefix, ParamList& out);
+};
+
+struct GroupNorm {
+  Tensor weight, bias;  // [C]: ones and zeros
+  int groups = 32;
+  double eps = 1e-5;
+  GroupNorm() = default;
+  GroupNorm(int groups, int channels, double eps);
+  Tensor forward(const Tensor& x, bool silu, const Tensor& add_nc = Tensor()) const;
+  void collect(const std::string& prefix, ParamList& out);
+};
+
+struct ResnetBlock2D {
+  GroupNorm norm1, norm2;
+  Conv2d conv1, conv2;
+  Linear time_emb_proj;
+  bool has_shortcut = false;
+  Conv2d conv_shortcut;  // 1x1, when in != out
+  double dropout = 0;
+  ResnetBlock2D() = default;
+  ResnetBlock2D(int in, int out, int temb, int groups, double eps, double dropout, InitRng& rng);
+  // temb_act: SiLU(time embedding) [N, temb], shared by every block.
+  Tensor forward(const Tensor& x, const Tensor& temb_act, ForwardContext& ctx) const;
+  void collect(const std::string& prefix, ParamList& out);
+};
+
+// diffusers' Attention as UNet2DModel uses it: group norm, q/k/v projections, softmax(q kᵀ/√d) v,
+// output projection, residual. NHWC in and out.
+struct AttentionBlock {
+  GroupNorm group_norm;
+  Linear to_q, to_k, to_v, to_out;
+  int heads = 1;
+  AttentionBlock() = default;
+  AttentionBlock(int channels, int head_dim, int groups, double eps, InitRng& rng);
+  Tensor forward(const Tensor& x) const;
+  void collect(const std::string& prefix, ParamList& out);
+};
+
+struct TimestepEmbedding {
+  Linear linear_1, linear_2;
+  TimestepEmbedding() = default;
+  TimestepEmbedding(int in, int dim, InitRng& rng);
+  Tensor forward(const Tensor& t_emb) const { return linear_2.forward(ops::silu(linear_1.forward(t_emb))); }
+  void collect(const std::string& prefix, ParamList& out);
+};
+
+}  // namespace diffuse

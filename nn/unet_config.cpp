@@ -1,0 +1,204 @@
+// See unet_config.h. The named configs are embedded from configs/*.json at build time.
+#include "nn/unet_config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "diffuse/error.h"
+#include "nn/named_configs.h"
+
+namespace diffuse {
+
+using json = nlohmann::json;
+
+namespace {
+
+[[noreturn]] void reject(const std::string& source, const std::string& key, const json& value, const std::string& why) {
+  throw Error(source + ": unsupported " + key + " = " + value.dump() + " (" + why + ")");
+}
+
+template <typename T>
+T get_as(const json& j, const std::string& key, const std::string& source) {
+  try {
+    return j.get<T>();
+  } catch (const json::exception&) {
+    throw Error(source + ": key " + key + " has the wrong type: " + j.dump());
+  }
+}
+
+std::optional<int> optional_int(const json& v, const std::string& key, const std::string& source) {
+  if (v.is_null()) return std::nullopt;
+  if (v.is_array()) {
+    // diffusers allows one value per block; we support a single value, or all entries equal.
+    auto vals = get_as<std::vector<int>>(v, key, source);
+    if (vals.empty()) reject(source, key, v, "empty list");
+    for (int x : vals)
+      if (x != vals[0]) reject(source, key, v, "per-block values must all be equal");
+    return vals[0];
+  }
+  return get_as<int>(v, key, source);
+}
+
+}  // namespace
+
+UNet2DConfig parse_unet_config(const std::string& json_text, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(json_text);
+  } catch (const json::exception& e) {
+    throw Error(source + ": not valid JSON (" + std::string(e.what()) + ")");
+  }
+  if (!j.is_object()) throw Error(source + ": expected a JSON object");
+  if (j.contains("_class_name") && j["_class_name"] != "UNet2DModel")
+    reject(source, "_class_name", j["_class_name"], "only UNet2DModel is supported");
+
+  UNet2DConfig c;
+  for (auto& [key, v] : j.items()) {
+    if (!key.empty() && key[0] == '_') continue;
+    if (key == "sample_size") {
+      if (v.is_array()) {
+        auto s = get_as<std::vector<int>>(v, key, source);
+        if (s.size() != 2 || s[0] != s[1]) reject(source, key, v, "only square samples are supported");
+        c.sample_size = s[0];
+      } else {
+        c.sample_size = get_as<int>(v, key, source);
+      }
+    } else if (key == "in_channels") c.in_channels = get_as<int>(v, key, source);
+    else if (key == "out_channels") c.out_channels = get_as<int>(v, key, source);
+    else if (key == "block_out_channels") c.block_out_channels = get_as<std::vector<int>>(v, key, source);
+    else if (key == "layers_per_block") c.layers_per_block = get_as<int>(v, key, source);
+    else if (key == "down_block_types") c.down_block_types = get_as<std::vector<std::string>>(v, key, source);
+    else if (key == "up_block_types") c.up_block_types = get_as<std::vector<std::string>>(v, key, source);
+    else if (key == "attention_head_dim") c.attention_head_dim = optional_int(v, key, source);
+    else if (key == "norm_num_groups") {
+      if (v.is_null()) reject(source, key, v, "norm_num_groups must be set");
+      c.norm_num_groups = get_as<int>(v, key, source);
+    } else if (key == "norm_eps") c.norm_eps = get_as<double>(v, key, source);
+    else if (key == "act_fn") {
+      if (v != "silu" && v != "swish") reject(source, key, v, "only silu is implemented");
+    } else if (key == "time_embedding_type") {
+      if (v != "positional") reject(source, key, v, "only positional is implemented");
+    } else if (key == "flip_sin_to_cos") c.flip_sin_to_cos = get_as<bool>(v, key, source);
+    else if (key == "freq_shift") c.freq_shift = get_as<double>(v, key, source);
+    else if (key == "downsample_padding") {
+      c.downsample_padding = get_as<int>(v, key, source);
+      if (c.downsample_padding != 0 && c.downsample_padding != 1) reject(source, key, v, "expected 0 or 1");
+    } else if (key == "dropout") c.dropout = get_as<double>(v, key, source);
+    else if (key == "num_class_embeds") c.num_class_embeds = optional_int(v, key, source);
+    else if (key == "center_input_sample") c.center_input_sample = get_as<bool>(v, key, source);
+    else if (key == "num_train_timesteps") {
+      if (!v.is_null()) c.num_train_timesteps = get_as<int>(v, key, source);
+    } else if (key == "mid_block_type") {
+      if (v != "UNetMidBlock2D") reject(source, key, v, "only UNetMidBlock2D is implemented");
+    } else if (key == "mid_block_scale_factor") {
+      if (get_as<double>(v, key, source) != 1.0) reject(source, key, v, "only 1 is implemented");
+    } else if (key == "resnet_time_scale_shift") {
+      if (v != "default") reject(source, key, v, "only default is implemented");
+    } else if (key == "add_attention") {
+      if (v != true) reject(source, key, v, "the mid block always has attention");
+    } else if (key == "class_embed_type") {
+      if (!v.is_null()) reject(source, key, v, "only null (a class embedding table) is implemented");
+    } else if (key == "downsample_type" || key == "upsample_type") {
+      if (v != "conv") reject(source, key, v, "only conv is implemented");
+    } else if (key == "attn_norm_num_groups" || key == "time_embedding_dim") {
+      if (!v.is_null()) reject(source, key, v, "only null is implemented");
+    } else if (key == "time_embedding_act_fn" || key == "resnet_skip_time_act" || key == "resnet_out_scale_factor") {
+      if (!v.is_null() && v != 1.0 && v != false) reject(source, key, v, "not implemented");
+    } else {
+      throw Error(source + ": unknown key " + key + " = " + v.dump());
+    }
+  }
+  validate_unet_config(c, source);
+  return c;
+}
+
+void validate_unet_config(const UNet2DConfig& c, const std::string& source) {
+  auto bad = [&](const std::string& what) { throw Error(source + ": " + what); };
+  size_t levels = c.block_out_channels.size();
+  if (levels == 0) bad("block_out_channels is empty");
+  if (c.down_block_types.size() != levels || c.up_block_types.size() != levels)
+    bad("down_block_types and up_block_types must have one entry per block_out_channels entry");
+  for (auto& t : c.down_block_types)
+    if (t != "DownBlock2D" && t != "AttnDownBlock2D") bad("unsupported down block type \"" + t + "\"");
+  for (auto& t : c.up_block_types)
+    if (t != "UpBlock2D" && t != "AttnUpBlock2D") bad("unsupported up block type \"" + t + "\"");
+  if (c.in_channels <= 0 || c.out_channels <= 0 || c.layers_per_block <= 0 || c.sample_size <= 0)
+    bad("in_channels, out_channels, layers_per_block and sample_size must be positive");
+  if (c.sample_size % (1 << (levels - 1)) != 0)
+    bad("sample_size " + std::to_string(c.sample_size) + " is not divisible by 2^" + std::to_string(levels - 1));
+  if (c.norm_num_groups <= 0) bad("norm_num_groups must be positive");
+  for (int ch : c.block_out_channels) {
+    if (ch <= 0 || ch % c.norm_num_groups != 0)
+      bad("block_out_channels entry " + std::to_string(ch) + " is not a positive multiple of norm_num_groups " +
+          std::to_string(c.norm_num_groups));
+    int hd = c.head_dim_for(ch);
+    if (hd <= 0 || ch % hd != 0)
+      bad("attention_head_dim " + std::to_string(hd) + " does not divide " + std::to_string(ch) + " channels");
+  }
+  if (c.dropout < 0 || c.dropout >= 1) bad("dropout must be in [0, 1)");
+  if (c.num_class_embeds && *c.num_class_embeds <= 0) bad("num_class_embeds must be positive");
+}
+
+UNet2DConfig load_unet_config(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot open config file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_unet_config(ss.str(), path);
+}
+
+std::string unet_config_to_json(const UNet2DConfig& c) {
+  json j;
+  j["_class_name"] = "UNet2DModel";
+  j["_diffusers_version"] = "0.30.0";
+  j["sample_size"] = c.sample_size;
+  j["in_channels"] = c.in_channels;
+  j["out_channels"] = c.out_channels;
+  j["block_out_channels"] = c.block_out_channels;
+  j["layers_per_block"] = c.layers_per_block;
+  j["down_block_types"] = c.down_block_types;
+  j["up_block_types"] = c.up_block_types;
+  j["attention_head_dim"] = c.attention_head_dim ? json(*c.attention_head_dim) : json(nullptr);
+  j["norm_num_groups"] = c.norm_num_groups;
+  j["norm_eps"] = c.norm_eps;
+  j["act_fn"] = "silu";
+  j["time_embedding_type"] = "positional";
+  j["flip_sin_to_cos"] = c.flip_sin_to_cos;
+  j["freq_shift"] = c.freq_shift;
+  j["downsample_padding"] = c.downsample_padding;
+  j["dropout"] = c.dropout;
+  j["num_class_embeds"] = c.num_class_embeds ? json(*c.num_class_embeds) : json(nullptr);
+  j["center_input_sample"] = c.center_input_sample;
+  j["mid_block_scale_factor"] = 1;
+  j["resnet_time_scale_shift"] = "default";
+  j["add_attention"] = true;
+  j["class_embed_type"] = nullptr;
+  if (c.num_train_timesteps) j["num_train_timesteps"] = *c.num_train_timesteps;
+  return j.dump(2) + "\n";
+}
+
+std::vector<std::string> named_unet_configs() {
+  std::vector<std::string> names;
+  for (const auto& nc : kNamedConfigs) names.push_back(nc.name);
+  return names;
+}
+
+UNet2DConfig resolve_unet_config(const std::string& name_or_path) {
+  for (const auto& nc : kNamedConfigs)
+    if (name_or_path == nc.name) return parse_unet_config(nc.json, std::string("config ") + nc.name);
+  if (std::filesystem::is_directory(name_or_path)) {
+    for (const char* sub : {"/unet/config.json", "/config.json"})
+      if (std::filesystem::exists(name_or_path + sub)) return load_unet_config(name_or_path + sub);
+  }
+  if (!std::filesystem::exists(name_or_path)) {
+    std::string names;
+    for (const auto& n : named_unet_configs()) names += (names.empty() ? "" : ", ") + n;
+    throw Error("--config " + name_or_path + ": neither a named config (" + names + ") nor an existing file");
+  }
+  return load_unet_config(name_or_path);
+}
+
+}  // namespace diffuse
