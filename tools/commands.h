@@ -6,5 +6,6 @@
 namespace diffuse::cli {
 
 int cmd_info(int argc, char** argv);
+int cmd_forward(int argc, char** argv);
 
 }  // namespace diffuse::cli

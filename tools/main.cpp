@@ -17,6 +17,7 @@ struct Command {
 };
 
 const Command kCommands[] = {
+    {"forward", diffuse::cli::cmd_forward, "run the UNet once on tensors from a safetensors file (parity checks)"},
     {"info", diffuse::cli::cmd_info, "version, build options, devices and library versions"},
 };
 
