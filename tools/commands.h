@@ -7,5 +7,7 @@ namespace diffuse::cli {
 
 int cmd_info(int argc, char** argv);
 int cmd_forward(int argc, char** argv);
+int cmd_train(int argc, char** argv);
+int cmd_sample(int argc, char** argv);
 
 }  // namespace diffuse::cli

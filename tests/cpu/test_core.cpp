@@ -46,7 +46,7 @@ TEST_CASE("philox normals have the moments of N(0,1) and are pure functions of t
   for (int i = 0; i < 15; ++i) CHECK(v[i] == Approx(philox::normal_at(42, philox::kNoise, 2, i)));
 }
 
-TEST_CASE("tensor views share storage; copies do not", "[tensor]") {
+TEST_CASE("tensor views share storage, copies do not", "[tensor]") {
   Tensor t = Tensor::from({0, 1, 2, 3, 4, 5}, {3, 2});
   Tensor v = t.view({2, 3});
   CHECK(v.same_storage(t));

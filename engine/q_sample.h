@@ -1,0 +1,23 @@
+// The forward (noising) process for a training batch: x_t and the training target from x0, the
+// per-sample schedule coefficients and a Philox position, in one pass of the `noise` kernel
+// family on the tensor's device.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "engine/schedule.h"
+#include "nn/tensor.h"
+
+namespace diffuse {
+
+struct QSampleResult {
+  Tensor x_t;
+  Tensor target;
+};
+
+// x0 f32 [B, ...] on the CPU or CUDA; coefs one per sample; noise element k of the flat batch is
+// philox::normal_at(seed, kNoise, offset, k).
+QSampleResult q_sample(const Tensor& x0, const std::vector<QSampleCoef>& coefs, PredictionType prediction,
+                       uint64_t seed, uint64_t offset);
+
+}  // namespace diffuse

@@ -1,0 +1,12 @@
+// The CUDA execution context every op on CUDA tensors uses: one stream per device (DESIGN.md §5).
+// Host code passes current_stream() to the kernel launchers; in a build without CUDA it is null.
+#pragma once
+#include "kernels/common.h"
+
+namespace diffuse {
+
+kernels::Stream current_stream();
+// Blocks until all work queued on current_stream() has finished (no-op without CUDA).
+void synchronize_device();
+
+}  // namespace diffuse
