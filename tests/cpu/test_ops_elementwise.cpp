@@ -47,7 +47,7 @@ Tensor run_binary(Bin op, const Tensor& a, const Tensor& b) {
   return op == Bin::add ? ops::add(a, b) : op == Bin::sub ? ops::sub(a, b) : ops::mul(a, b);
 }
 
-const std::vector<Shape> kBroadcastShapes = {{5}, {2, 1, 1, 5}, {1}, {2, 3, 3, 5}, {3, 1, 5}, {2, 1, 3, 1}};
+const std::vector<Shape> kBroadcastShapes = {{5}, {2, 1, 1, 5}, {1}, {2, 3, 3, 5}, {3, 1, 5}, {2, 1, 3, 1}, {}, {1, 1, 1, 1}};
 
 }  // namespace
 
@@ -83,6 +83,20 @@ TEST_CASE("add, sub and mul gradients match finite differences for every broadca
   Tensor a = Tensor::randn({3, 5}, 5, 0, 0, DType::f64);
   Tensor b = Tensor::randn({5}, 6, 0, 0, DType::f64).set_requires_grad(true);
   check_gradients([](const std::vector<Tensor>& in) { return weighted_sum(ops::mul(in[0], in[1])); }, {a, b});
+}
+
+TEST_CASE("broadcasting works when a itself has size-1 dims", "[ops][elementwise][grad]") {
+  const Shape as = {3, 1, 4, 1};
+  for (const Shape& bs : std::vector<Shape>{{4, 1}, {1, 1, 4, 1}, {3, 1, 1, 1}, {1, 1}, {3, 1, 4, 1}}) {
+    for (Bin op : {Bin::add, Bin::sub, Bin::mul}) {
+      INFO("b " << shape_str(bs) << " op " << static_cast<int>(op));
+      Tensor a = Tensor::randn(as, 9, 0, 0, DType::f64).set_requires_grad(true);
+      Tensor b = Tensor::randn(bs, 10, 0, 0, DType::f64).set_requires_grad(true);
+      CHECK(max_rel_error(run_binary(op, a, b), naive_binary(op, a, b)) < 1e-15);
+      check_gradients([op](const std::vector<Tensor>& in) { return weighted_sum(run_binary(op, in[0], in[1])); },
+                      {a, b});
+    }
+  }
 }
 
 TEST_CASE("scale, silu, reshape, sum and mean match naive loops", "[ops][elementwise]") {

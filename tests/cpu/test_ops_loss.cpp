@@ -75,7 +75,7 @@ TEST_CASE("dropout backward masks the same elements (finite differences)", "[ops
   }
 }
 
-TEST_CASE("dropout rejects p outside [0, 1)", "[ops][loss][dropout][errors]") {
+TEST_CASE("dropout rejects p outside 0 <= p < 1", "[ops][loss][dropout][errors]") {
   Tensor x = Tensor::zeros({2, 3});
   CHECK_THROWS_WITH(ops::dropout(x, 1.0, 1, 0), Catch::Contains("dropout: p must be in [0, 1), got 1.0") &&
                                                    Catch::Contains("f32[2, 3]"));
