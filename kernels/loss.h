@@ -1,0 +1,42 @@
+// Regularisation and loss kernels: inverted dropout whose mask is a pure function of
+// (seed, philox::kDropout, offset, element) — so the backward regenerates it instead of storing
+// it — and the (optionally per-batch-item weighted) mean squared error with its backward.
+#pragma once
+#include <cstdint>
+
+#include "kernels/common.h"
+#include "kernels/philox.h"
+
+namespace diffuse::kernels {
+
+struct DropoutDesc {
+  int64_t n = 0;        // elements
+  float p = 0.f;        // drop probability in [0, 1)
+  double scale = 1.0;   // 1 / (1 - p), applied to kept elements
+  uint64_t seed = 0;
+  uint64_t offset = 0;  // Philox block offset; a draw of n elements uses philox::blocks_for(n)
+};
+
+// Element i is dropped when its uniform is below p (the same test on every device).
+DIFFUSE_HD inline bool dropout_dropped(const DropoutDesc& d, uint64_t i) {
+  return philox::uniform_at(d.seed, philox::kDropout, d.offset, i) < d.p;
+}
+
+struct MseDesc {
+  int64_t batch = 0;     // N: the leading dim, the unit a weight applies to
+  int64_t per_item = 0;  // elements per batch item
+};
+
+namespace cpu {
+// y = dropped ? 0 : x * scale. The backward is this same function applied to the output grad.
+template <typename T>
+void dropout_apply(const DropoutDesc& d, const T* x, T* y);
+// Sum over all elements of w[n] * (pred - target)^2 (w == null: all ones), accumulated in double.
+template <typename T>
+double mse_weighted_sum(const MseDesc& d, const T* pred, const T* target, const T* w);
+// gpred = coef * w[n] * (pred - target), coef = 2 * grad_of_loss / numel.
+template <typename T>
+void mse_backward(const MseDesc& d, double coef, const T* pred, const T* target, const T* w, T* gpred);
+}  // namespace cpu
+
+}  // namespace diffuse::kernels

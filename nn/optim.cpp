@@ -1,0 +1,226 @@
+// AdamW, EMA and grad-norm clipping over parameter lists (see nn/optim.h). This file validates
+// the lists and builds the per-tensor entries; all arithmetic is in kernels/cpu/optim.cpp.
+#include "nn/optim.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/optim.h"
+#include "nn/op_checks.h"
+
+namespace diffuse::optim {
+
+using ops::detail::fail;
+namespace k = diffuse::kernels;
+
+namespace {
+
+// Every parameter defined, on the CPU, f32 or f64, all one dtype (one kernel call serves them).
+void check_params(const char* op, const std::vector<Tensor>& params) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Tensor& p = params[i];
+    if (!p.defined()) fail(op, "parameter " + std::to_string(i) + " is undefined");
+    if (p.device() != Device::cpu) ops::detail::no_cuda_path(op);
+    if (p.dtype() != DType::f32 && p.dtype() != DType::f64)
+      fail(op, "parameter " + std::to_string(i) + " must be f32 or f64, got " + p.describe());
+    if (p.dtype() != params[0].dtype())
+      fail(op, "parameters must share one dtype: parameter 0 is " + params[0].describe() + ", parameter " +
+                   std::to_string(i) + " is " + p.describe());
+  }
+}
+
+// The parameter's grad, or undefined; a grad that does not match its parameter is an error.
+Tensor grad_of(const char* op, const std::vector<Tensor>& params, size_t i) {
+  Tensor g = params[i].grad();
+  if (g.defined() && (g.shape() != params[i].shape() || g.dtype() != params[i].dtype() ||
+                      g.device() != params[i].device()))
+    fail(op, "grad " + g.describe() + " does not match parameter " + std::to_string(i) + " " + params[i].describe());
+  return g;
+}
+
+// Calls fn(T{}) for the list's dtype (float or double); an empty list calls nothing.
+template <typename Fn>
+void dispatch_list(const std::vector<Tensor>& params, Fn&& fn) {
+  if (params.empty()) return;
+  if (params[0].dtype() == DType::f32) {
+    fn(float{});
+  } else {
+    fn(double{});
+  }
+}
+
+}  // namespace
+
+// ---- EMA ---------------------------------------------------------------------------------------
+
+EMA::EMA(const std::vector<Tensor>& params, EMAOptions options) : options_(options) {
+  check_params("EMA", params);
+  if (!(options.decay >= 0.0 && options.decay <= 1.0) || !(options.min_decay >= 0.0 && options.min_decay <= 1.0))
+    fail("EMA", "decay " + std::to_string(options.decay) + " and min_decay " + std::to_string(options.min_decay) +
+                    " must lie in [0, 1]");
+  if (options.use_ema_warmup && !(options.inv_gamma > 0.0))
+    fail("EMA", "inv_gamma must be positive, got " + std::to_string(options.inv_gamma));
+  shadow_.reserve(params.size());
+  for (const Tensor& p : params) shadow_.push_back(p.detach().clone());
+}
+
+double EMA::decay_at(int64_t optimization_step) const {
+  const int64_t step = std::max<int64_t>(0, optimization_step - options_.update_after_step - 1);
+  if (step <= 0) return 0.0;
+  const double s = static_cast<double>(step);
+  double decay = options_.use_ema_warmup ? 1.0 - std::pow(1.0 + s / options_.inv_gamma, -options_.power)
+                                         : (1.0 + s) / (10.0 + s);
+  decay = std::min(decay, options_.decay);
+  return std::max(decay, options_.min_decay);
+}
+
+void EMA::check_matches(const char* op, const std::vector<Tensor>& params) const {
+  if (params.size() != shadow_.size())
+    fail(op, "the EMA holds " + std::to_string(shadow_.size()) + " tensors but " + std::to_string(params.size()) +
+                 " parameters were given");
+  for (size_t i = 0; i < params.size(); ++i)
+    if (!params[i].defined() || params[i].shape() != shadow_[i].shape() || params[i].dtype() != shadow_[i].dtype() ||
+        params[i].device() != shadow_[i].device())
+      fail(op, "parameter " + std::to_string(i) + " " + (params[i].defined() ? params[i].describe() : "undefined") +
+                   " does not match its EMA shadow " + shadow_[i].describe());
+}
+
+double EMA::advance() {
+  ++optimization_step_;
+  last_decay_ = decay_at(optimization_step_);
+  return last_decay_;
+}
+
+void EMA::update(const std::vector<Tensor>& params) {
+  check_matches("EMA.update", params);
+  k::AdamWHyper h;
+  h.ema_decay = advance();
+  dispatch_list(params, [&](auto t) {
+    using T = decltype(t);
+    std::vector<k::OptimEntry<T>> entries;
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (!params[i].requires_grad()) continue;  // copied below
+      k::OptimEntry<T> e;
+      e.param = params[i].data<T>();
+      e.ema = shadow_[i].data<T>();
+      e.n = params[i].numel();
+      entries.push_back(e);
+    }
+    k::cpu::adamw_ema_step<T>(h, entries.data(), static_cast<int64_t>(entries.size()));
+  });
+  for (size_t i = 0; i < params.size(); ++i)
+    if (!params[i].requires_grad()) shadow_[i].copy_from(params[i]);
+}
+
+void EMA::copy_to(const std::vector<Tensor>& params) const {
+  check_matches("EMA.copy_to", params);
+  for (size_t i = 0; i < params.size(); ++i) params[i].detach().copy_from(shadow_[i]);
+}
+
+// ---- AdamW -------------------------------------------------------------------------------------
+
+AdamW::AdamW(std::vector<Tensor> params, AdamWOptions options) : options_(options), params_(std::move(params)) {
+  check_params("AdamW", params_);
+  // torch.optim.AdamW's argument checks.
+  if (!(options.lr >= 0.0)) fail("AdamW", "invalid learning rate " + std::to_string(options.lr));
+  if (!(options.eps >= 0.0)) fail("AdamW", "invalid eps " + std::to_string(options.eps));
+  if (!(options.beta1 >= 0.0 && options.beta1 < 1.0) || !(options.beta2 >= 0.0 && options.beta2 < 1.0))
+    fail("AdamW", "betas must lie in [0, 1), got (" + std::to_string(options.beta1) + ", " +
+                      std::to_string(options.beta2) + ")");
+  if (!(options.weight_decay >= 0.0)) fail("AdamW", "invalid weight_decay " + std::to_string(options.weight_decay));
+  for (const Tensor& p : params_) {
+    exp_avg_.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
+    exp_avg_sq_.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
+  }
+  param_steps_.assign(params_.size(), 0);
+}
+
+void AdamW::step(double lr, EMA* ema) {
+  if (!(lr >= 0.0)) fail("AdamW.step", "invalid learning rate " + std::to_string(lr));
+  if (ema) ema->check_matches("AdamW.step (fused EMA)", params_);
+  std::vector<Tensor> grads;  // all validated before anything changes
+  grads.reserve(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) grads.push_back(grad_of("AdamW.step", params_, i));
+  k::AdamWHyper h;
+  h.lr = lr;
+  h.beta1 = options_.beta1;
+  h.beta2 = options_.beta2;
+  h.eps = options_.eps;
+  h.weight_decay = options_.weight_decay;
+  h.ema_decay = ema ? ema->advance() : 0.0;
+  dispatch_list(params_, [&](auto t) {
+    using T = decltype(t);
+    std::vector<k::OptimEntry<T>> entries;
+    entries.reserve(params_.size());
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const Tensor& g = grads[i];
+      bool averaged = ema && params_[i].requires_grad();
+      if (!g.defined() && !averaged) continue;
+      k::OptimEntry<T> e;
+      e.param = params_[i].data<T>();
+      e.n = params_[i].numel();
+      if (g.defined()) {
+        int64_t step = ++param_steps_[i];
+        e.grad = g.data<T>();
+        e.exp_avg = exp_avg_[i].data<T>();
+        e.exp_avg_sq = exp_avg_sq_[i].data<T>();
+        e.step_size = lr / (1.0 - std::pow(options_.beta1, static_cast<double>(step)));
+        e.bias_correction2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(step)));
+      }
+      if (averaged) e.ema = ema->shadow_[i].data<T>();
+      entries.push_back(e);
+    }
+    k::cpu::adamw_ema_step<T>(h, entries.data(), static_cast<int64_t>(entries.size()));
+  });
+  if (ema)
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (!params_[i].requires_grad()) ema->shadow_[i].copy_from(params_[i]);
+  ++step_count_;
+}
+
+void AdamW::zero_grad() {
+  for (Tensor& p : params_) p.zero_grad();
+}
+
+void AdamW::set_step_count(int64_t steps) {
+  if (steps < 0) fail("AdamW.set_step_count", "negative step count " + std::to_string(steps));
+  step_count_ = steps;
+  std::fill(param_steps_.begin(), param_steps_.end(), steps);
+}
+
+// ---- grad norm ---------------------------------------------------------------------------------
+
+double grad_norm(const std::vector<Tensor>& params) {
+  check_params("grad_norm", params);
+  double total = 0.0;
+  dispatch_list(params, [&](auto t) {
+    using T = decltype(t);
+    std::vector<k::Span<const T>> spans;
+    for (size_t i = 0; i < params.size(); ++i) {
+      Tensor g = grad_of("grad_norm", params, i);
+      if (g.defined()) spans.push_back({g.data<T>(), g.numel()});
+    }
+    total = k::cpu::sum_of_squares<T>(spans.data(), static_cast<int64_t>(spans.size()));
+  });
+  return std::sqrt(total);
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  if (!(max_norm > 0.0)) fail("clip_grad_norm", "max_norm must be positive, got " + std::to_string(max_norm));
+  const double norm = grad_norm(params);
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) {
+    dispatch_list(params, [&](auto t) {
+      using T = decltype(t);
+      std::vector<k::Span<T>> spans;
+      for (const Tensor& p : params) {
+        Tensor g = p.grad();
+        if (g.defined()) spans.push_back({g.data<T>(), g.numel()});
+      }
+      k::cpu::scale_all<T>(spans.data(), static_cast<int64_t>(spans.size()), coef);
+    });
+  }
+  return norm;
+}
+
+}  // namespace diffuse::optim
