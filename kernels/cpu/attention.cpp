@@ -1,10 +1,13 @@
 // CPU attention (see kernels/attention.h): per (n, head), scores = q kᵀ/√d by GEMM into an L×L
 // buffer, a max-subtracted softmax per row, then GEMMs for the output or the grads. OpenMP runs
-// the (n, head) pairs in parallel, each thread with its own L×L buffers (grow-only scratch).
+// the (n, head) pairs in parallel, each thread with its own L×L buffers (grow-only scratch);
+// with fewer pairs than threads (sampling one image) the pairs run in turn and each GEMM splits.
 #include "kernels/attention.h"
 
 #include <algorithm>
 #include <cmath>
+
+#include <omp.h>
 
 #include "kernels/gemm.h"
 
@@ -29,7 +32,9 @@ void probabilities(int64_t len, int64_t dim, int64_t ld, T scale, const T* qh, c
   }
 }
 
-bool worth_threads(const AttentionDesc& d) { return d.n * d.heads * d.len * d.len * d.head_dim > 65536; }
+bool parallel_over_pairs(const AttentionDesc& d) {
+  return d.n * d.heads >= omp_get_max_threads() && d.n * d.heads * d.len * d.len * d.head_dim > 65536;
+}
 
 }  // namespace
 
@@ -38,7 +43,7 @@ void attention_forward(const AttentionDesc& d, const T* q, const T* k, const T* 
   const int64_t L = d.len, dh = d.head_dim, W = d.width();
   const T scale = static_cast<T>(1.0 / std::sqrt(double(dh)));
   if (L == 0 || dh == 0) return;
-#pragma omp parallel for schedule(dynamic, 1) if (worth_threads(d))
+#pragma omp parallel for schedule(dynamic, 1) if (parallel_over_pairs(d))
   for (int64_t t = 0; t < d.n * d.heads; ++t) {
     const int64_t off = (t / d.heads) * L * W + (t % d.heads) * dh;
     T* p = thread_scratch_of<T>(0, size_t(L * L));
@@ -53,7 +58,7 @@ void attention_backward(const AttentionDesc& d, const T* q, const T* k, const T*
   const int64_t L = d.len, dh = d.head_dim, W = d.width();
   const T scale = static_cast<T>(1.0 / std::sqrt(double(dh)));
   if (L == 0 || dh == 0) return;
-#pragma omp parallel for schedule(dynamic, 1) if (worth_threads(d))
+#pragma omp parallel for schedule(dynamic, 1) if (parallel_over_pairs(d))
   for (int64_t t = 0; t < d.n * d.heads; ++t) {
     const int64_t off = (t / d.heads) * L * W + (t % d.heads) * dh;
     T* p = thread_scratch_of<T>(0, size_t(L * L));

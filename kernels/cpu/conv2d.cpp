@@ -14,7 +14,9 @@ namespace diffuse::kernels::cpu {
 
 namespace {
 
-constexpr size_t kColumnBytes = size_t(32) << 20;
+// Column buffer budget per chunk (at least one whole image). Small enough to stay mostly in cache
+// between im2col and the GEMM: measured ~2x faster forward than 32 MB chunks at 32x32x32, batch 32.
+constexpr size_t kColumnBytes = size_t(8) << 20;
 
 template <typename T>
 int64_t images_per_chunk(const Conv2dDesc& d) {

@@ -80,26 +80,34 @@ TEST_CASE("attention with large logits stays finite (softmax subtracts the row m
   CHECK(test::max_abs_error(ops::attention(q, k, v, 2), ref) < 1e-12);
 }
 
-TEST_CASE("attention on a size that takes the OpenMP path matches the reference, backward too", "[attention]") {
-  Tensor q = rnd({2, 40, 32}, 10).set_requires_grad(true);
-  Tensor k = rnd({2, 40, 32}, 11).set_requires_grad(true);
-  Tensor v = rnd({2, 40, 32}, 12).set_requires_grad(true);
-  Tensor y = ops::attention(q, k, v, 2);
-  CHECK(test::max_abs_error(y, naive_attention(q.detach(), k.detach(), v.detach(), 2)) < 1e-12);
-  test::weighted_sum(y, 55).backward();
-  NoGrad no_grad;
-  for (Tensor* t : {&q, &k, &v}) {
-    Tensor u = rnd(t->shape(), 15);
-    Tensor keep = t->detach().clone();
-    auto loss_at = [&](double s) {
-      t->detach().copy_from(ops::add(keep, ops::scale(u, s)));
-      return test::weighted_sum(ops::attention(q, k, v, 2), 55).item();
-    };
-    const double eps = 1e-5;
-    double numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps);
-    t->detach().copy_from(keep);
-    double analytic = ops::sum(ops::mul(t->grad(), u)).item();
-    CHECK(std::fabs(analytic - numeric) < 1e-6 * std::max(1.0, std::fabs(numeric)));
+TEST_CASE("attention on threaded sizes matches the reference, backward too", "[attention]") {
+  // 2 x 2 (n, head) pairs run in parallel; a single pair of L = 96 runs alone with split GEMMs.
+  struct Big {
+    Shape shape;
+    int heads;
+  };
+  for (const Big& c : {Big{{2, 40, 32}, 2}, Big{{1, 96, 32}, 1}}) {
+    INFO(shape_str(c.shape) << " heads " << c.heads);
+    Tensor q = rnd(c.shape, 10).set_requires_grad(true);
+    Tensor k = rnd(c.shape, 11).set_requires_grad(true);
+    Tensor v = rnd(c.shape, 12).set_requires_grad(true);
+    Tensor y = ops::attention(q, k, v, c.heads);
+    CHECK(test::max_abs_error(y, naive_attention(q.detach(), k.detach(), v.detach(), c.heads)) < 1e-12);
+    test::weighted_sum(y, 55).backward();
+    NoGrad no_grad;
+    for (Tensor* t : {&q, &k, &v}) {
+      Tensor u = rnd(t->shape(), 15);
+      Tensor keep = t->detach().clone();
+      auto loss_at = [&](double s) {
+        t->detach().copy_from(ops::add(keep, ops::scale(u, s)));
+        return test::weighted_sum(ops::attention(q, k, v, c.heads), 55).item();
+      };
+      const double eps = 1e-5;
+      double numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps);
+      t->detach().copy_from(keep);
+      double analytic = ops::sum(ops::mul(t->grad(), u)).item();
+      CHECK(std::fabs(analytic - numeric) < 1e-6 * std::max(1.0, std::fabs(numeric)));
+    }
   }
 }
 

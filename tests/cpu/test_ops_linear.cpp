@@ -77,6 +77,27 @@ TEST_CASE("linear on many rows (threaded bias grad) matches the naive loop", "[l
   CHECK(test::max_abs_error(b.grad(), Tensor::from(expect, {16}, DType::f64)) < 1e-10);
 }
 
+TEST_CASE("linear with few rows and many outputs (GEMM split by columns) matches the naive loop", "[linear]") {
+  Tensor x = rnd({3, 64}, 11).set_requires_grad(true);
+  Tensor w = rnd({2048, 64}, 12).set_requires_grad(true);
+  Tensor b = rnd({2048}, 13);
+  Tensor y = ops::linear(x, w, b);
+  CHECK(test::max_abs_error(y, naive_linear(x.detach(), w.detach(), b)) < 1e-11);
+  // sum(y * g): dx = g · w and dw = gᵀ · x, checked against plain loops.
+  Tensor g = rnd(y.shape(), 14);
+  ops::sum(ops::mul(y, g)).backward();
+  auto gv = g.to_vector(), xv = x.to_vector(), wv = w.to_vector();
+  std::vector<double> dx(3 * 64, 0.0), dw(2048 * 64, 0.0);
+  for (int r = 0; r < 3; ++r)
+    for (int o = 0; o < 2048; ++o)
+      for (int i = 0; i < 64; ++i) {
+        dx[r * 64 + i] += gv[r * 2048 + o] * wv[o * 64 + i];
+        dw[o * 64 + i] += gv[r * 2048 + o] * xv[r * 64 + i];
+      }
+  CHECK(test::max_abs_error(x.grad(), Tensor::from(dx, {3, 64}, DType::f64)) < 1e-11);
+  CHECK(test::max_abs_error(w.grad(), Tensor::from(dw, {2048, 64}, DType::f64)) < 1e-11);
+}
+
 TEST_CASE("linear rejects bad arguments with one message naming the shapes", "[linear]") {
   Tensor x = Tensor::zeros({2, 3, 5});
   Tensor w = Tensor::zeros({4, 5});
