@@ -12,7 +12,8 @@ namespace diffuse::kernels::cpu {
 
 // c[m, n] = alpha * op(a) · op(b) + beta * c, all row-major; op(a) is [m, k], op(b) is [k, n].
 // trans_a: a is stored [k, m]; trans_b: b is stored [n, k]. Empty dims are fine (k == 0 scales c
-// by beta). Called from inside an OpenMP region it is safe (OpenBLAS serialises its own threads).
+// by beta). Threads: the first call pins OpenBLAS to one thread for the whole process; a large
+// GEMM called outside an OpenMP region is split over OpenMP's threads, one inside runs serially.
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
           const T* b, int64_t ldb, T beta, T* c, int64_t ldc);

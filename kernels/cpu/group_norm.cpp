@@ -58,18 +58,17 @@ void group_norm_forward(const GroupNormDesc& d, const T* x, const T* add_nc, con
       mean[n * G + g] = gmean[g];
       rstd[n * G + g] = grstd[g];
     }
-    // Per-channel scale and shift: y = h * a[c] + b[c], a = gamma * rstd, b = beta - mean * a.
+    // Per channel the affine normalisation is y = h * scale[c] + shift[c].
+    std::vector<double> scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) {
-      double a = double(gamma[c]) * grstd[c / cg];
-      chan[c] = a;
+      scale[c] = double(gamma[c]) * grstd[c / cg];
+      shift[c] = double(beta[c]) - cmean[c] * scale[c];
     }
-    std::vector<double> shift(static_cast<size_t>(C));
-    for (int64_t c = 0; c < C; ++c) shift[c] = double(beta[c]) - gmean[c / cg] * chan[c];
     for (int64_t s = 0; s < S; ++s) {
       const T* xr = xn + s * C;
       T* yr = yn + s * C;
       for (int64_t c = 0; c < C; ++c) {
-        double v = pre_norm(xr, an, c) * chan[c] + shift[c];
+        double v = pre_norm(xr, an, c) * scale[c] + shift[c];
         yr[c] = static_cast<T>(d.silu ? v * sigmoid<T>(v) : v);
       }
     }
