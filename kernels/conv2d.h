@@ -1,0 +1,36 @@
+// 2-D convolution over NHWC activations with OHWI weights: x [N, H, W, Cin], w [Cout, kh, kw, Cin],
+// bias [Cout] (optional) -> y [N, Ho, Wo, Cout]. Padding is per side, so diffusers' asymmetric
+// (0, 1, 0, 1) downsample pad is a plain descriptor. The CPU path is im2col + OpenBLAS GEMM:
+// im2col rows are output pixels and columns (ki, kj, ci) in OHWI order, so y = cols · wᵀ.
+#pragma once
+#include <cstdint>
+
+#include "kernels/common.h"
+
+namespace diffuse::kernels {
+
+struct Conv2dDesc {
+  int64_t n = 0, h = 0, w = 0, cin = 0;
+  int64_t cout = 0, kh = 1, kw = 1;
+  int64_t stride = 1;
+  int64_t pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+  int64_t out_h() const { return (h + pad_top + pad_bottom - kh) / stride + 1; }
+  int64_t out_w() const { return (w + pad_left + pad_right - kw) / stride + 1; }
+  int64_t k() const { return kh * kw * cin; }  // GEMM reduction length
+  // 1x1, stride 1, no padding: x itself is the im2col matrix.
+  bool pointwise() const {
+    return kh == 1 && kw == 1 && stride == 1 && pad_top == 0 && pad_bottom == 0 && pad_left == 0 && pad_right == 0;
+  }
+};
+
+namespace cpu {
+// bias may be null.
+template <typename T>
+void conv2d_forward(const Conv2dDesc& d, const T* x, const T* w, const T* bias, T* y);
+// dy [N, Ho, Wo, Cout]; any of dx [N, H, W, Cin], dw [Cout, kh, kw, Cin], dbias [Cout] may be null
+// (not wanted); the others are overwritten.
+template <typename T>
+void conv2d_backward(const Conv2dDesc& d, const T* x, const T* w, const T* dy, T* dx, T* dw, T* dbias);
+}  // namespace cpu
+
+}  // namespace diffuse::kernels

@@ -1,0 +1,121 @@
+// cblas_sgemm / cblas_dgemm behind one template (see kernels/gemm.h), and the per-thread scratch.
+// The only BLAS entry point of the CPU kernels. OpenBLAS is pinned to one thread and a large GEMM
+// is split into row or column blocks over OpenMP's threads instead: two thread pools (OpenMP's
+// and OpenBLAS's pthreads) spinning for the same cores made conv and attention 2-3x slower.
+#include "kernels/gemm.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+
+namespace diffuse::kernels::cpu {
+
+namespace {
+
+void check_fits(int64_t v, const char* what) {
+  require(v >= 0 && v <= INT_MAX, std::string("gemm: ") + what + " = " + std::to_string(v) +
+                                       " does not fit the BLAS library's 32-bit integers");
+}
+
+// The k == 0 (or alpha == 0) case: c = beta * c, which cblas would also do but only after
+// rejecting lda < 1; and beta == 0 must overwrite whatever (possibly NaN) c held.
+template <typename T>
+void scale_c(int64_t m, int64_t n, T beta, T* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
+}
+
+// Below this many multiply-adds a GEMM runs on the calling thread alone.
+constexpr double kSplitWork = 1 << 18;
+
+void single_threaded_blas() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+
+template <typename T>
+void blas_call(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+               const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
+  CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+  if constexpr (sizeof(T) == sizeof(float)) {
+    cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+  } else {
+    cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+  }
+}
+
+struct Scratch {
+  void* data = nullptr;
+  size_t bytes = 0;
+  ~Scratch() { std::free(data); }
+};
+
+}  // namespace
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+          const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    scale_c(m, n, beta, c, ldc);
+    return;
+  }
+  check_fits(m, "m");
+  check_fits(n, "n");
+  check_fits(k, "k");
+  check_fits(lda, "lda");
+  check_fits(ldb, "ldb");
+  check_fits(ldc, "ldc");
+  single_threaded_blas();
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (threads <= 1 || double(m) * double(n) * double(k) < kSplitWork) {
+    blas_call(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  // Split the longer side of c into one block per thread (multiples of 16 keep the blocks
+  // aligned with the BLAS micro-kernels); op(a) rows or op(b) columns follow their block.
+  const bool split_rows = m >= n;
+  const int64_t len = split_rows ? m : n;
+  const int64_t block = std::max<int64_t>(16, (len + threads - 1) / threads + 15) / 16 * 16;
+  const int64_t blocks = (len + block - 1) / block;
+#pragma omp parallel for schedule(static, 1) num_threads(threads)
+  for (int64_t i = 0; i < blocks; ++i) {
+    const int64_t lo = i * block, hi = std::min(len, lo + block);
+    if (split_rows) {
+      const T* ai = trans_a ? a + lo : a + lo * lda;
+      blas_call(trans_a, trans_b, hi - lo, n, k, alpha, ai, lda, b, ldb, beta, c + lo * ldc, ldc);
+    } else {
+      const T* bi = trans_b ? b + lo * ldb : b + lo;
+      blas_call(trans_a, trans_b, m, hi - lo, k, alpha, a, lda, bi, ldb, beta, c + lo, ldc);
+    }
+  }
+}
+
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                          int64_t, float, float*, int64_t);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
+                           int64_t, double, double*, int64_t);
+
+void* thread_scratch(int slot, size_t bytes) {
+  constexpr int kSlots = 4;
+  thread_local Scratch scratch[kSlots];
+  require(slot >= 0 && slot < kSlots, "thread_scratch: slot " + std::to_string(slot) + " out of range");
+  Scratch& s = scratch[slot];
+  if (bytes > s.bytes) {
+    size_t rounded = (bytes + 127) / 64 * 64;  // never 0: aligned_alloc(64, 0) may be null
+    void* p = std::aligned_alloc(64, rounded);
+    if (!p) throw Error("out of host memory allocating " + std::to_string(rounded) + " bytes of kernel scratch");
+    std::free(s.data);
+    s.data = p;
+    s.bytes = rounded;
+  }
+  return s.data;
+}
+
+}  // namespace diffuse::kernels::cpu

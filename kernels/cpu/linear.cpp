@@ -1,0 +1,58 @@
+// CPU dense layer (see kernels/linear.h): the products are single GEMMs with OpenBLAS threading;
+// the bias gradient is a column sum split over row blocks (fixed blocks, so results do not
+// depend on the thread count).
+#include "kernels/linear.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/gemm.h"
+
+namespace diffuse::kernels::cpu {
+
+template <typename T>
+void linear_forward(const LinearDesc& d, const T* x, const T* w, const T* bias, T* y) {
+  if (bias) {
+#pragma omp parallel for schedule(static) if (d.rows * d.out > 65536)
+    for (int64_t r = 0; r < d.rows; ++r)
+      for (int64_t o = 0; o < d.out; ++o) y[r * d.out + o] = bias[o];
+  }
+  gemm<T>(false, true, d.rows, d.out, d.in, T(1), x, d.in, w, d.in, bias ? T(1) : T(0), y, d.out);
+}
+
+template <typename T>
+void linear_backward(const LinearDesc& d, const T* x, const T* w, const T* dy, T* dx, T* dw, T* dbias) {
+  if (dx) gemm<T>(false, false, d.rows, d.in, d.out, T(1), dy, d.out, w, d.in, T(0), dx, d.in);
+  if (dw) gemm<T>(true, false, d.out, d.in, d.rows, T(1), dy, d.out, x, d.in, T(0), dw, d.in);
+  if (dbias) column_sum(d.rows, d.out, dy, dbias);
+}
+
+template <typename T>
+void column_sum(int64_t rows, int64_t cols, const T* m, T* out) {
+  // Row blocks of a fixed size; each block's partial sums go to its own slot, summed in order.
+  constexpr int64_t kBlock = 1024;
+  int64_t blocks = (rows + kBlock - 1) / kBlock;
+  std::vector<double> partial(static_cast<size_t>(std::max<int64_t>(blocks, 1) * cols), 0.0);
+#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+  for (int64_t b = 0; b < blocks; ++b) {
+    double* acc = partial.data() + b * cols;
+    int64_t end = std::min(rows, (b + 1) * kBlock);
+    for (int64_t r = b * kBlock; r < end; ++r)
+      for (int64_t c = 0; c < cols; ++c) acc[c] += double(m[r * cols + c]);
+  }
+  for (int64_t c = 0; c < cols; ++c) {
+    double s = 0;
+    for (int64_t b = 0; b < blocks; ++b) s += partial[b * cols + c];
+    out[c] = static_cast<T>(s);
+  }
+}
+
+#define DIFFUSE_INSTANTIATE(T)                                                                          \
+  template void linear_forward<T>(const LinearDesc&, const T*, const T*, const T*, T*);                \
+  template void linear_backward<T>(const LinearDesc&, const T*, const T*, const T*, T*, T*, T*);       \
+  template void column_sum<T>(int64_t, int64_t, const T*, T*);
+DIFFUSE_INSTANTIATE(float)
+DIFFUSE_INSTANTIATE(double)
+#undef DIFFUSE_INSTANTIATE
+
+}  // namespace diffuse::kernels::cpu

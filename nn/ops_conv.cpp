@@ -1,0 +1,83 @@
+// conv2d op (kernels/conv2d.h): NHWC x, OHWI w, optional bias, per-side padding. Checks name the
+// op and every tensor's shape; the backward node keeps x and w and asks for only the grads needed.
+#include "kernels/conv2d.h"
+
+#include "nn/autograd.h"
+#include "nn/op_checks.h"
+#include "nn/ops.h"
+
+namespace diffuse::ops {
+
+using namespace detail;
+namespace k = diffuse::kernels;
+
+namespace {
+
+std::string operands(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  return " (x " + x.describe() + ", w " + w.describe() + ", bias " + (bias.defined() ? bias.describe() : "none") + ")";
+}
+
+k::Conv2dDesc conv_desc(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& opt) {
+  const char* op = "conv2d";
+  check_defined(op, x, "x");
+  check_defined(op, w, "w");
+  check_same(op, {&x, &w, &bias});
+  check_float(op, x);
+  const std::string what = operands(x, w, bias);
+  if (x.ndim() != 4) fail(op, "x must be [N, H, W, Cin]" + what);
+  if (w.ndim() != 4) fail(op, "w must be [Cout, kh, kw, Cin]" + what);
+  if (x.dim(3) != w.dim(3)) fail(op, "x has " + std::to_string(x.dim(3)) + " channels but w expects " +
+                                         std::to_string(w.dim(3)) + what);
+  if (bias.defined() && (bias.ndim() != 1 || bias.dim(0) != w.dim(0)))
+    fail(op, "bias must be [" + std::to_string(w.dim(0)) + "]" + what);
+  if (opt.stride < 1) fail(op, "stride must be >= 1, got " + std::to_string(opt.stride) + what);
+  if (opt.pad_top < 0 || opt.pad_bottom < 0 || opt.pad_left < 0 || opt.pad_right < 0)
+    fail(op, "padding must be >= 0" + what);
+  k::Conv2dDesc d;
+  d.n = x.dim(0);
+  d.h = x.dim(1);
+  d.w = x.dim(2);
+  d.cin = x.dim(3);
+  d.cout = w.dim(0);
+  d.kh = w.dim(1);
+  d.kw = w.dim(2);
+  d.stride = opt.stride;
+  d.pad_top = opt.pad_top;
+  d.pad_bottom = opt.pad_bottom;
+  d.pad_left = opt.pad_left;
+  d.pad_right = opt.pad_right;
+  if (d.kh < 1 || d.kw < 1) fail(op, "kernel must be at least 1x1" + what);
+  if (d.h + d.pad_top + d.pad_bottom < d.kh || d.w + d.pad_left + d.pad_right < d.kw)
+    fail(op, "the " + std::to_string(d.kh) + "x" + std::to_string(d.kw) + " kernel is larger than the padded input" +
+                 what);
+  return d;
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& opt) {
+  const k::Conv2dDesc d = conv_desc(x, w, bias, opt);
+  Tensor y = Tensor::empty({d.n, d.out_h(), d.out_w(), d.cout}, x.dtype(), x.device());
+  dispatch_cpu_float("conv2d", x, [&](auto t) {
+    using T = decltype(t);
+    k::cpu::conv2d_forward<T>(d, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr, y.data<T>());
+  });
+  if (any_requires_grad({&x, &w, &bias})) {
+    Tensor sx = x.detach(), sw = w.detach();
+    bool need_x = x.requires_grad(), need_w = w.requires_grad(), need_b = bias.defined() && bias.requires_grad();
+    record("conv2d", {&x, &w, &bias}, {&y}, [d, sx, sw, need_x, need_w, need_b](const std::vector<Tensor>& g) {
+      Tensor gx = need_x ? Tensor::empty(sx.shape(), sx.dtype(), sx.device()) : Tensor();
+      Tensor gw = need_w ? Tensor::empty(sw.shape(), sw.dtype(), sw.device()) : Tensor();
+      Tensor gb = need_b ? Tensor::empty({d.cout}, sx.dtype(), sx.device()) : Tensor();
+      dispatch_cpu_float("conv2d", sx, [&](auto t) {
+        using T = decltype(t);
+        k::cpu::conv2d_backward<T>(d, sx.data<T>(), sw.data<T>(), g[0].data<T>(), need_x ? gx.data<T>() : nullptr,
+                                   need_w ? gw.data<T>() : nullptr, need_b ? gb.data<T>() : nullptr);
+      });
+      return std::vector<Tensor>{gx, gw, gb};
+    });
+  }
+  return y;
+}
+
+}  // namespace diffuse::ops
