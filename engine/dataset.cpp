@@ -4,6 +4,7 @@
 #include "engine/dataset.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 
 #include "kernels/philox.h"
@@ -123,6 +124,10 @@ Dataset load_dataset(const std::string& path_or_name, int64_t sample_size, int64
           break;
         }
     } else {
+      std::string ext = fs::path(path_or_name).extension().string();
+      for (auto& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp")
+        throw Error("dataset " + path_or_name + " is a single image; give the folder that holds the images");
       images_path = path_or_name;
     }
   }

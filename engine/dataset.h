@@ -83,7 +83,7 @@ struct Batch {
 // Draws batches without replacement: epoch e visits the images in a permutation drawn from
 // Philox stream kDataShuffle under (seed, e); a batch that crosses the end of an epoch continues
 // into the next one, so every batch is full. With random_flip, each draw is mirrored left-right
-// when a Philox kAugment word for (seed, epoch, index) is odd.
+// when a Philox kAugment word for (seed, epoch, index) is odd. The dataset must outlive it.
 class Batcher {
  public:
   Batcher(const Dataset& data, int64_t batch_size, uint64_t seed, bool random_flip = false);
