@@ -1,0 +1,37 @@
+// Image files out (DESIGN.md §9): sample grids and single images as PNG, written atomically via
+// nn/atomic_file.h, plus a small reader. Images come in as f32 NHWC in [-1, 1] (the model's
+// range) and are stored as round((x + 1) / 2 · 255) clamped to [0, 255]; NaN becomes 0.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nn/tensor.h"
+
+namespace diffuse {
+
+// 8-bit interleaved pixels, row-major [height, width, channels].
+struct Image8 {
+  int64_t width = 0, height = 0, channels = 0;
+  std::vector<uint8_t> pixels;
+};
+
+// f32 [H, W, C] or [1, H, W, C] in [-1, 1] → 8 bits (any device; copied to the host).
+Image8 to_image8(const Tensor& image);
+
+// Arranges images [N, H, W, C] like torchvision's make_grid: `nrow` images per row (0 picks
+// ceil(sqrt(N)), a near-square grid), `padding` pixels of black between and around them.
+Image8 make_grid(const Tensor& images, int64_t nrow = 0, int64_t padding = 2);
+
+// PNG writers (C = 1 gray, 3 RGB or 4 RGBA). Throw diffuse::Error naming the path; on failure
+// whatever was at `path` before is left as it was.
+void save_png(const std::string& path, const Tensor& image);  // [H, W, C] or [1, H, W, C]
+void save_png_grid(const std::string& path, const Tensor& images, int64_t nrow = 0, int64_t padding = 2);
+
+// Writes 8-bit pixels as .png, .bmp or .jpg/.jpeg (quality 95), chosen by the extension.
+void write_image(const std::string& path, const Image8& image);
+
+// Reads PNG/JPEG/BMP (anything stb_image decodes); channels 0 keeps the file's own count.
+Image8 read_image(const std::string& path, int channels = 0);
+
+}  // namespace diffuse

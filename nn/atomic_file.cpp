@@ -1,0 +1,152 @@
+// AtomicFile: write to a temporary in the destination's directory, fsync, rename into place.
+// rename(2) within one file system is atomic, which is the whole trick; the per-process counter
+// in the temporary's name keeps two writers in one process (threads) from sharing a temporary.
+#include "nn/atomic_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include "diffuse/error.h"
+
+namespace diffuse {
+
+namespace {
+
+constexpr size_t kBufferBytes = 1 << 20;
+std::atomic<uint64_t> temp_counter{0};
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+std::string parent_dir(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+// Best effort: makes the rename itself durable. Some file systems refuse fsync on a directory.
+void fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+}  // namespace
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  if (path_.empty()) throw Error("cannot write a file with an empty path");
+  temp_ = path_ + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(temp_counter++);
+  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
+    int err = errno;
+    throw Error("cannot write " + path_ + ": " + errno_text(err));
+  }
+  buffer_.reserve(kBufferBytes);
+}
+
+AtomicFile::~AtomicFile() { abandon(); }
+
+void AtomicFile::abandon() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+    ::unlink(temp_.c_str());
+  }
+  buffer_.clear();
+}
+
+void AtomicFile::fail(const std::string& what, int err) {
+  abandon();
+  throw Error("cannot write " + path_ + ": " + what + ": " + errno_text(err));
+}
+
+void AtomicFile::write_all(const char* p, size_t left) {
+  while (left > 0) {
+    ssize_t n = ::write(fd_, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("write failed", errno);
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+void AtomicFile::flush_buffer() {
+  write_all(buffer_.data(), buffer_.size());
+  buffer_.clear();
+}
+
+void AtomicFile::write(const void* data, size_t bytes) {
+  if (fd_ < 0) throw Error("cannot write " + path_ + ": the file was already committed or abandoned");
+  const char* p = static_cast<const char*>(data);
+  written_ += bytes;
+  if (buffer_.size() + bytes > kBufferBytes) flush_buffer();
+  if (bytes >= kBufferBytes) {
+    write_all(p, bytes);  // large blocks (big tensors) go straight to the file
+    return;
+  }
+  buffer_.insert(buffer_.end(), p, p + bytes);
+}
+
+void AtomicFile::commit() {
+  if (fd_ < 0) throw Error("cannot write " + path_ + ": the file was already committed or abandoned");
+  flush_buffer();
+  if (::fsync(fd_) != 0) fail("fsync failed", errno);
+  if (::close(fd_) != 0) {
+    int err = errno;
+    fd_ = -1;
+    ::unlink(temp_.c_str());
+    throw Error("cannot write " + path_ + ": close failed: " + errno_text(err));
+  }
+  fd_ = -1;
+  if (::rename(temp_.c_str(), path_.c_str()) != 0) {
+    int err = errno;
+    ::unlink(temp_.c_str());
+    throw Error("cannot write " + path_ + ": rename from " + temp_ + " failed: " + errno_text(err));
+  }
+  fsync_dir(parent_dir(path_));
+}
+
+void write_file_atomic(const std::string& path, const void* data, size_t bytes) {
+  AtomicFile f(path);
+  f.write(data, bytes);
+  f.commit();
+}
+
+std::string read_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    throw Error("cannot read " + path + ": " + errno_text(err));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error("cannot read " + path + ": not a regular file");
+  }
+  std::string out;
+  out.reserve(static_cast<size_t>(st.st_size));
+  char chunk[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, chunk, sizeof chunk);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      throw Error("cannot read " + path + ": " + errno_text(err));
+    }
+    if (n == 0) break;
+    out.append(chunk, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+}  // namespace diffuse

@@ -1,0 +1,51 @@
+// Whole-file writes that never leave a half-written file (DESIGN.md §9, §10): bytes go to a
+// temporary "<path>.tmp-<pid>-<n>" in the same directory, are fsync'ed, and only then renamed
+// over <path>. A crash or an exception leaves either the old file or the new one, never a mix;
+// on failure the temporary is removed and a diffuse::Error names the destination path.
+#pragma once
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace diffuse {
+
+// A file being written. Nothing appears at `path` until commit(); destroying an uncommitted
+// AtomicFile (e.g. during stack unwinding) removes the temporary and leaves `path` untouched.
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::string path);  // creates the temporary; throws if it cannot
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(const void* data, size_t bytes);
+  void write(std::string_view bytes) { write(bytes.data(), bytes.size()); }
+  void commit();   // flush, fsync, rename over the destination, fsync the directory
+  void abandon();  // remove the temporary now (the destructor does this too)
+
+  const std::string& path() const { return path_; }
+  const std::string& temp_path() const { return temp_; }
+  size_t bytes_written() const { return written_; }
+
+ private:
+  void flush_buffer();
+  void write_all(const char* p, size_t bytes);
+  [[noreturn]] void fail(const std::string& what, int err);
+
+  std::string path_, temp_;
+  int fd_ = -1;
+  std::vector<char> buffer_;  // coalesces small writes (safetensors writes many small tensors)
+  size_t written_ = 0;
+};
+
+// One-shot helpers.
+void write_file_atomic(const std::string& path, const void* data, size_t bytes);
+inline void write_file_atomic(const std::string& path, std::string_view bytes) {
+  write_file_atomic(path, bytes.data(), bytes.size());
+}
+
+// The whole file as bytes; throws diffuse::Error naming the path when it cannot be read.
+std::string read_file(const std::string& path);
+
+}  // namespace diffuse
