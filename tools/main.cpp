@@ -20,6 +20,7 @@ const Command kCommands[] = {
     {"train", diffuse::cli::cmd_train, "train a UNet on a dataset into a run directory"},
     {"sample", diffuse::cli::cmd_sample, "generate images from a model directory"},
     {"forward", diffuse::cli::cmd_forward, "run the UNet once on tensors from a safetensors file (parity checks)"},
+    {"bench", diffuse::cli::cmd_bench, "time kernels, a training step or sampling against their references"},
     {"info", diffuse::cli::cmd_info, "version, build options, devices and library versions"},
 };
 

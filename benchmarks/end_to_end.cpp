@@ -1,0 +1,203 @@
+// `diffuse bench train` and `diffuse bench sample`. The training step is the trainer's step,
+// line for line (engine/trainer.cpp): q_sample, UNet forward, MSE, backward, grad-norm clipping,
+// AdamW fused with the EMA, zero_grad — on a batch already resident on the device (data loading
+// is not timed, here or in the PyTorch reference). Sampling times the Sampler's loop: one UNet
+// forward and one denoise_step per step. Every step costs the same whatever its timestep, so a
+// run may time only the first K steps and extrapolate to the sampler's full count; the output
+// says when it did.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ostream>
+
+#include "benchmarks/bench.h"
+#include "benchmarks/measure.h"
+#include "engine/q_sample.h"
+#include "engine/sampler.h"
+#include "engine/schedule.h"
+#include "kernels/philox.h"
+#include "nn/autograd.h"
+#include "nn/device_context.h"
+#include "nn/ops.h"
+#include "nn/optim.h"
+#include "nn/runtime.h"
+#include "nn/unet2d.h"
+
+namespace diffuse::bench {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+double ms_since(clock::time_point t0) {
+  synchronize_device();
+  return std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+}
+
+void check_precision(const std::string& precision, Device device) {
+  if (precision == "fp32") return;
+  if (precision != "bf16") throw Error("--precision " + precision + ": expected fp32 or bf16");
+  if (device != Device::cuda) throw Error("--precision bf16 needs --device cuda");
+  throw Error("--precision bf16: the engine's training and sampling steps have no bf16 path yet; benchmark fp32");
+}
+
+}  // namespace
+
+int64_t nominal_steps(const std::string& sampler) {
+  if (sampler == "ddpm") return 1000;
+  if (sampler == "ddim") return 50;
+  if (sampler == "dpmpp-2m") return 20;
+  throw Error("--samplers " + sampler + ": expected ddpm, ddim or dpmpp-2m");
+}
+
+nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& out) {
+  check_precision(o.precision, o.device);
+  if (o.device == Device::cuda) require_cuda_device();
+  if (o.batch <= 0) throw Error("--batch must be positive, got " + std::to_string(o.batch));
+  if (o.iters <= 0 || o.warmup < 0) throw Error("--iters must be positive and --warmup >= 0");
+  const UNet2DConfig cfg = resolve_unet_config(o.config);
+  UNet2D model(cfg, o.seed);
+  model.to(o.device);
+  model.set_requires_grad(true);
+  model.set_training(true);
+  model.set_dropout_state(o.seed, 0);
+  std::vector<Tensor> params = model.parameters();
+  optim::AdamW adam(params, {1e-4, 0.9, 0.999, 1e-8, 0.0});
+  optim::EMAOptions eopt;  // the trainer's EMA settings
+  eopt.decay = 0.9999;
+  eopt.use_ema_warmup = true;
+  eopt.inv_gamma = 1.0;
+  eopt.power = 0.75;
+  optim::EMA ema(params, eopt);
+  NoiseSchedule schedule(ScheduleOptions{});
+  const int64_t B = o.batch, S = cfg.sample_size, T = schedule.num_train_timesteps();
+  const int64_t per_image = S * S * cfg.in_channels;
+  Tensor x0 = Tensor::rand({B, S, S, int64_t(cfg.in_channels)}, o.seed, philox::kAugment).to(o.device);
+  x0 = ops::sub(ops::scale(x0, 2.0), Tensor::ones({1}, DType::f32, o.device));  // pixels in [-1, 1]
+
+  out << strf("diffuse bench train: %s, batch %lld, %s, %lld parameters, %lld warm-up + %lld timed steps\n",
+                o.config.c_str(), (long long)B, device_name(o.device), (long long)model.num_parameters(),
+                (long long)o.warmup, (long long)o.iters) << std::flush;
+  std::vector<double> step_ms, fwd_ms, bwd_ms, opt_ms;
+  double first_loss = 0, last_loss = 0;
+  for (int64_t step = 1; step <= o.warmup + o.iters; ++step) {
+    const auto t0 = clock::now();
+    const uint64_t row_block = uint64_t(step) * philox::blocks_for(uint64_t(B));
+    std::vector<int64_t> timesteps(static_cast<size_t>(B));
+    for (int64_t i = 0; i < B; ++i) {
+      float u = philox::uniform_at(o.seed, philox::kTimesteps, row_block, uint64_t(i));
+      timesteps[i] = std::min<int64_t>(int64_t(u * float(T)), T - 1);
+    }
+    QSampleResult q = q_sample(x0, schedule.q_sample_coefs(timesteps), PredictionType::epsilon, o.seed,
+                               uint64_t(step) * philox::blocks_for(uint64_t(B * per_image)));
+    Tensor t_tensor = Tensor::from(std::vector<double>(timesteps.begin(), timesteps.end()), {B}, DType::i64);
+    Tensor loss = ops::mse_loss(model.forward(q.x_t, t_tensor), q.target);
+    const double loss_value = loss.item();
+    const double f = ms_since(t0);
+    if (!std::isfinite(loss_value)) throw Error("bench train: step " + std::to_string(step) + " loss is not finite");
+    loss.backward();
+    const double b = ms_since(t0);
+    optim::clip_grad_norm(params, 1.0);
+    adam.step(1e-4, &ema);
+    adam.zero_grad();
+    const double total = ms_since(t0);
+    const bool timed = step > o.warmup;
+    out << strf("  step %lld%s: %.1f ms (forward+loss %.1f, backward %.1f, optimizer %.1f), loss %.4f\n",
+                  (long long)step, timed ? "" : " (warm-up)", total, f, b - f, total - b, loss_value) << std::flush;
+    if (step == 1) first_loss = loss_value;
+    last_loss = loss_value;
+    if (!timed) continue;
+    step_ms.push_back(total);
+    fwd_ms.push_back(f);
+    bwd_ms.push_back(b - f);
+    opt_ms.push_back(total - b);
+  }
+  nlohmann::json r = run_context(o.device);
+  r["benchmark"] = "train";
+  r["framework"] = "diffuse";
+  r["mode"] = o.precision;
+  r["config"] = o.config;
+  r["batch"] = B;
+  r["params"] = model.num_parameters();
+  r["warmup"] = o.warmup;
+  r["iters"] = o.iters;
+  r["step_ms"] = median_of(step_ms);
+  r["step_ms_all"] = step_ms;
+  r["forward_ms"] = median_of(fwd_ms);
+  r["backward_ms"] = median_of(bwd_ms);
+  r["optimizer_ms"] = median_of(opt_ms);
+  r["images_per_second"] = double(B) / (median_of(step_ms) * 1e-3);
+  r["loss_first"] = first_loss;
+  r["loss_last"] = last_loss;
+  out << strf("median step %.1f ms = %.1f images/s (forward+loss %.1f, backward %.1f, optimizer %.1f ms)\n",
+                r["step_ms"].get<double>(), r["images_per_second"].get<double>(), r["forward_ms"].get<double>(),
+                r["backward_ms"].get<double>(), r["optimizer_ms"].get<double>());
+  return r;
+}
+
+nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) {
+  check_precision(o.precision, o.device);
+  if (o.device == Device::cuda) require_cuda_device();
+  for (const std::string& s : o.samplers) nominal_steps(s);
+  for (int64_t b : o.batches)
+    if (b <= 0) throw Error("--batch must be positive, got " + std::to_string(b));
+  const UNet2DConfig cfg = resolve_unet_config(o.config);
+  UNet2D model(cfg, o.seed);
+  model.to(o.device);
+  const int64_t S = cfg.sample_size;
+  // The CPU cannot run 1000 UNet steps in a benchmark's time: by default it times 3 per sampler.
+  const int64_t timed_default = o.device == Device::cpu ? 3 : 0;
+  const int64_t timed_cap = o.timed_steps > 0 ? o.timed_steps : timed_default;
+  out << strf("diffuse bench sample: %s on %s, %s\n", o.config.c_str(), device_name(o.device),
+                timed_cap > 0 ? strf("the first %lld steps of each sampler timed, totals extrapolated", (long long)timed_cap).c_str()
+                              : "every step timed");
+  out << strf("%-9s %6s %6s %6s %12s %12s %10s\n", "sampler", "steps", "batch", "timed", "ms/step",
+                "total s", "images/s") << std::string(68, '-') << "\n" << std::flush;
+  nlohmann::json results = nlohmann::json::array();
+  NoGrad no_grad;
+  for (int64_t B : o.batches) {
+    Tensor warm = Tensor::zeros({B, S, S, int64_t(cfg.in_channels)}, DType::f32, o.device);
+    model.forward(warm, Tensor::from({500.0}, {1}, DType::i64));  // allocator and scratch warm-up
+    synchronize_device();
+    for (const std::string& name : o.samplers) {
+      SchedulerConfig sc;
+      sc.kind = parse_sampler_kind(name, "--samplers");
+      const int64_t steps = nominal_steps(name);
+      Sampler sampler(sc, steps);
+      const int64_t timed = timed_cap > 0 ? std::min(timed_cap, sampler.num_steps()) : sampler.num_steps();
+      Tensor x = Sampler::initial_noise({B, S, S, int64_t(cfg.in_channels)}, o.seed).to(o.device);
+      Tensor x0;
+      SampleOptions opt;
+      opt.seed = o.seed;
+      std::vector<double> ms;
+      for (int64_t i = 0; i < timed; ++i) {
+        const auto t0 = clock::now();
+        Tensor t = Tensor::from({double(sampler.timesteps()[i])}, {1}, DType::i64);
+        sampler.step(i, model.forward(x, t), x, x0, opt);
+        ms.push_back(ms_since(t0));
+      }
+      double sum = 0;
+      for (double v : ms) sum += v;
+      const double per = median_of(ms);
+      const bool all = timed == sampler.num_steps();
+      const double total_s = (all ? sum : per * double(sampler.num_steps())) * 1e-3;
+      nlohmann::json r = {{"sampler", name}, {"steps", sampler.num_steps()}, {"batch", B}, {"timed_steps", timed},
+                          {"step_ms", per}, {"total_s", total_s}, {"extrapolated", !all},
+                          {"images_per_second", double(B) / total_s}};
+      results.push_back(r);
+      out << strf("%-9s %6lld %6lld %6lld %12.1f %11.2f%s %10.2f\n", name.c_str(),
+                    (long long)sampler.num_steps(), (long long)B, (long long)timed, per, total_s, all ? " " : "*",
+                    double(B) / total_s) << std::flush;
+    }
+  }
+  if (timed_cap > 0) out << "* extrapolated: steps x median time per step\n";
+  nlohmann::json r = run_context(o.device);
+  r["benchmark"] = "sample";
+  r["framework"] = "diffuse";
+  r["mode"] = o.precision;
+  r["config"] = o.config;
+  r["results"] = results;
+  return r;
+}
+
+}  // namespace diffuse::bench

@@ -1,0 +1,167 @@
+// See measure.h. The git commit is read at run time from the source tree the binary was built
+// from (DIFFUSE_SOURCE_DIR), so a rebuild is not needed after a commit; the configure-time value
+// (DIFFUSE_BENCH_GIT_COMMIT) is the fallback where git or the tree is absent.
+#include "benchmarks/measure.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+
+#include "benchmarks/cases.h"
+#include "nn/runtime.h"
+
+namespace diffuse::bench {
+
+std::string strf(const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  char small[512];
+  va_list copy;
+  va_copy(copy, args);
+  int n = std::vsnprintf(small, sizeof small, fmt, copy);
+  va_end(copy);
+  std::string s;
+  if (n >= 0 && n < int(sizeof small)) {
+    s.assign(small, size_t(n));
+  } else if (n >= 0) {
+    s.resize(size_t(n) + 1);
+    std::vsnprintf(s.data(), s.size(), fmt, args);
+    s.resize(size_t(n));
+  }
+  va_end(args);
+  return s;
+}
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
+Timing summarize(const std::vector<double>& ms) {
+  Timing t;
+  t.median_ms = median_of(ms);
+  t.min_ms = ms.empty() ? 0 : *std::min_element(ms.begin(), ms.end());
+  t.reps = static_cast<int>(ms.size());
+  return t;
+}
+
+Timing time_host(const std::function<void(int)>& fn, const RepeatPolicy& policy) {
+  using clock = std::chrono::steady_clock;
+  int call = 0;
+  for (int i = 0; i < policy.warmup; ++i) fn(call++);
+  std::vector<double> ms;
+  double total = 0;
+  while (static_cast<int>(ms.size()) < policy.min_reps ||
+         (total < policy.target_seconds && static_cast<int>(ms.size()) < policy.max_reps)) {
+    auto t0 = clock::now();
+    fn(call++);
+    double s = std::chrono::duration<double>(clock::now() - t0).count();
+    ms.push_back(s * 1e3);
+    total += s;
+  }
+  return summarize(ms);
+}
+
+void fill_uniform(float* p, int64_t n, uint64_t seed, float lo, float hi) {
+  const float scale = (hi - lo) / 16777216.0f;
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) {
+    // splitmix64 of (seed, i): good enough spread for benchmark inputs.
+    uint64_t z = (static_cast<uint64_t>(i) + 1) * 0x9E3779B97F4A7C15ull + seed * 0xD1B54A32D192ED03ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    p[i] = lo + static_cast<float>(z >> 40) * scale;
+  }
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) != 0) continue;
+    auto colon = line.find(':');
+    if (colon == std::string::npos) break;
+    std::string v = line.substr(colon + 1);
+    v.erase(0, v.find_first_not_of(" \t"));
+    return v;
+  }
+  return "unknown CPU";
+}
+
+int cpu_cores() {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+size_t cpu_last_level_cache_bytes() {
+  long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  if (l3 > 0) return static_cast<size_t>(l3);
+  long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (l2 > 0) return static_cast<size_t>(l2);
+  return size_t(32) << 20;
+}
+
+namespace {
+
+// The first line printed by `cmd`, or "" when it fails.
+std::string first_line_of(const std::string& cmd) {
+  FILE* f = popen(cmd.c_str(), "r");
+  if (!f) return "";
+  char buf[256] = {};
+  std::string line = std::fgets(buf, sizeof buf, f) ? buf : "";
+  int status = pclose(f);
+  if (status != 0) return "";
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+  return line;
+}
+
+}  // namespace
+
+std::string git_commit() {
+  const std::string dir = DIFFUSE_SOURCE_DIR;
+  std::string head = first_line_of("git -C '" + dir + "' rev-parse HEAD 2>/dev/null");
+  if (head.empty()) return DIFFUSE_BENCH_GIT_COMMIT;
+  // Uncommitted changes to tracked files make the commit an approximation: say so.
+  std::string dirty = first_line_of("git -C '" + dir + "' status --porcelain --untracked-files=no 2>/dev/null | head -1");
+  return dirty.empty() ? head : head + "-dirty";
+}
+
+std::string utc_date() {
+  std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+nlohmann::json run_context(Device device) {
+  nlohmann::json ctx;
+  nlohmann::json dev;
+  dev["kind"] = device_name(device);
+  dev["cpu"] = cpu_model();
+  dev["cores"] = cpu_cores();
+  if (device == Device::cuda) dev["gpu"] = cuda_device_description();
+  dev["name"] = device == Device::cuda ? dev["gpu"].value("name", "CUDA device") : dev["cpu"].get<std::string>();
+  ctx["device"] = dev;
+  nlohmann::json build = nlohmann::json::object();
+  for (auto& [key, value] : build_info()) build[key] = value;
+  ctx["build"] = build;
+  // A shared machine's other work shows up in every CPU number: record how busy it was.
+  std::ifstream load("/proc/loadavg");
+  double l1 = 0, l5 = 0, l15 = 0;
+  if (load >> l1 >> l5 >> l15) ctx["load_average"] = {l1, l5, l15};
+  ctx["git_commit"] = git_commit();
+  ctx["date"] = utc_date();
+  return ctx;
+}
+
+}  // namespace diffuse::bench

@@ -1,0 +1,171 @@
+// `diffuse bench kernels|train|sample`: the benchmarks of benchmarks/ (DESIGN.md §12) from the
+// command line — a table on stdout and, with --json FILE, the same numbers as JSON (written
+// atomically). Flags are per mode; `diffuse bench MODE --help` lists them with their defaults.
+#include <cstdio>
+#include <cstring>
+#include <cxxopts.hpp>
+#include <iostream>
+#include <sstream>
+
+#include "benchmarks/bench.h"
+#include "diffuse/error.h"
+#include "nn/atomic_file.h"
+#include "tools/cli_util.h"
+#include "tools/commands.h"
+
+namespace diffuse::cli {
+
+namespace {
+
+const char* kUsage =
+    "usage: diffuse bench <mode> [options]\n\n"
+    "modes:\n"
+    "  kernels   every custom kernel family at the named configs' shapes: time, GB/s, GFLOP/s,\n"
+    "            fraction of the measured floor, speed-up over the reference composition\n"
+    "  train     steady-state training step time and images/s\n"
+    "  sample    sampling time for DDPM-1000, DDIM-50 and DPM-Solver++-20\n\n"
+    "`diffuse bench <mode> --help` lists that mode's flags and their defaults.\n";
+
+std::vector<std::string> split_list(const std::string& s, const char* flag) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ','))
+    if (!item.empty()) out.push_back(item);
+  if (out.empty()) throw Error(std::string("--") + flag + " needs at least one value, got '" + s + "'");
+  return out;
+}
+
+std::vector<int64_t> split_ints(const std::string& s, const char* flag) {
+  std::vector<int64_t> out;
+  for (const std::string& item : split_list(s, flag)) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || v <= 0)
+      throw Error(std::string("--") + flag + " " + s + ": expected positive integers separated by commas");
+    out.push_back(v);
+  }
+  return out;
+}
+
+void write_json(const cxxopts::ParseResult& args, const nlohmann::json& report) {
+  if (!args.count("json")) return;
+  const std::string path = args["json"].as<std::string>();
+  write_file_atomic(path, report.dump(2) + "\n");
+  std::cout << "wrote " << path << "\n";
+}
+
+// Parses one mode's flags; returns nullopt after printing help (code 0) or a usage error (code 2).
+std::optional<cxxopts::ParseResult> parse_mode(cxxopts::Options& options, int argc, char** argv, int& code) {
+  options.add_options()("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))(
+      "json", "also write the results as JSON to this file", cxxopts::value<std::string>())("h,help", "show this help");
+  auto args = parse_or_usage(options, argc, argv);
+  code = 2;
+  if (!args) return std::nullopt;
+  if (args->count("help")) {
+    std::cout << options.help() << "\n";
+    code = 0;
+    return std::nullopt;
+  }
+  if (!args->unmatched().empty()) {
+    std::fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", options.program().c_str(),
+                 args->unmatched()[0].c_str());
+    return std::nullopt;
+  }
+  return args;
+}
+
+int bench_kernels(int argc, char** argv) {
+  cxxopts::Options options("diffuse bench kernels", "Time every custom kernel family against its reference.");
+  options.add_options()("filter", "only families whose \"family pass\" contains this (e.g. group_norm, attention bwd)",
+                        cxxopts::value<std::string>()->default_value(""))(
+      "quick", "smoke run: tiny config at batch 2, no large shapes, few repetitions",
+      cxxopts::value<bool>()->default_value("false"))(
+      "configs", "named UNet configs whose shapes are measured", cxxopts::value<std::string>()->default_value("tiny,fmnist-small,ddpm-cifar10"))(
+      "batches", "batch sizes", cxxopts::value<std::string>()->default_value("64,128"))(
+      "no-large", "skip the one large shape per family", cxxopts::value<bool>()->default_value("false"));
+  int code = 0;
+  auto args = parse_mode(options, argc, argv, code);
+  if (!args) return code;
+  bench::KernelBenchOptions o;
+  o.device = parse_device(*args);
+  o.filter = (*args)["filter"].as<std::string>();
+  o.quick = (*args)["quick"].as<bool>();
+  o.configs = split_list((*args)["configs"].as<std::string>(), "configs");
+  o.batches = split_ints((*args)["batches"].as<std::string>(), "batches");
+  o.large = !(*args)["no-large"].as<bool>();
+  write_json(*args, bench::run_kernel_bench(o, std::cout));
+  return 0;
+}
+
+int bench_train(int argc, char** argv) {
+  cxxopts::Options options("diffuse bench train", "Time the training step (forward, MSE, backward, AdamW + EMA).");
+  bench::TrainBenchOptions d;
+  options.add_options()("config", "named UNet config or config.json", cxxopts::value<std::string>()->default_value(d.config))(
+      "batch", "batch size", cxxopts::value<int64_t>()->default_value(std::to_string(d.batch)))(
+      "precision", "fp32 or bf16 (cuda only)", cxxopts::value<std::string>()->default_value(d.precision))(
+      "warmup", "untimed steps first", cxxopts::value<int64_t>()->default_value(std::to_string(d.warmup)))(
+      "iters", "timed steps (the median is reported)", cxxopts::value<int64_t>()->default_value(std::to_string(d.iters)))(
+      "seed", "random seed", cxxopts::value<uint64_t>()->default_value("0"));
+  int code = 0;
+  auto args = parse_mode(options, argc, argv, code);
+  if (!args) return code;
+  bench::TrainBenchOptions o;
+  o.device = parse_device(*args);
+  o.config = (*args)["config"].as<std::string>();
+  o.batch = (*args)["batch"].as<int64_t>();
+  o.precision = (*args)["precision"].as<std::string>();
+  o.warmup = (*args)["warmup"].as<int64_t>();
+  o.iters = (*args)["iters"].as<int64_t>();
+  o.seed = (*args)["seed"].as<uint64_t>();
+  write_json(*args, bench::run_train_bench(o, std::cout));
+  return 0;
+}
+
+int bench_sample(int argc, char** argv) {
+  cxxopts::Options options("diffuse bench sample", "Time sampling: DDPM-1000, DDIM-50, DPM-Solver++(2M)-20.");
+  bench::SampleBenchOptions d;
+  options.add_options()("config", "named UNet config or config.json", cxxopts::value<std::string>()->default_value(d.config))(
+      "batch", "batch sizes, comma-separated", cxxopts::value<std::string>()->default_value("64,1"))(
+      "samplers", "any of ddpm, ddim, dpmpp-2m", cxxopts::value<std::string>()->default_value("ddpm,ddim,dpmpp-2m"))(
+      "steps", "time only the first N steps of each sampler and extrapolate (0: all on cuda, 3 on cpu)",
+      cxxopts::value<int64_t>()->default_value("0"))(
+      "precision", "fp32 or bf16 (cuda only)", cxxopts::value<std::string>()->default_value(d.precision))(
+      "seed", "random seed", cxxopts::value<uint64_t>()->default_value("0"));
+  int code = 0;
+  auto args = parse_mode(options, argc, argv, code);
+  if (!args) return code;
+  bench::SampleBenchOptions o;
+  o.device = parse_device(*args);
+  o.config = (*args)["config"].as<std::string>();
+  o.batches = split_ints((*args)["batch"].as<std::string>(), "batch");
+  o.samplers = split_list((*args)["samplers"].as<std::string>(), "samplers");
+  o.timed_steps = (*args)["steps"].as<int64_t>();
+  if (o.timed_steps < 0) throw Error("--steps must be >= 0, got " + std::to_string(o.timed_steps));
+  o.precision = (*args)["precision"].as<std::string>();
+  o.seed = (*args)["seed"].as<uint64_t>();
+  write_json(*args, bench::run_sample_bench(o, std::cout));
+  return 0;
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string mode = argv[1];
+  if (mode == "kernels") return bench_kernels(argc - 1, argv + 1);
+  if (mode == "train") return bench_train(argc - 1, argv + 1);
+  if (mode == "sample") return bench_sample(argc - 1, argv + 1);
+  std::fprintf(stderr, "diffuse bench: unknown mode '%s' (expected kernels, train or sample)\n", mode.c_str());
+  return 2;
+}
+
+}  // namespace diffuse::cli
