@@ -29,8 +29,10 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
-double ms_since(clock::time_point t0) {
-  synchronize_device();
+// Milliseconds since t0 once the device has finished what was queued (the CPU runs synchronously;
+// a CUDA build's stream exists only when a GPU does).
+double ms_since(clock::time_point t0, Device device) {
+  if (device == Device::cuda) synchronize_device();
   return std::chrono::duration<double, std::milli>(clock::now() - t0).count();
 }
 
@@ -93,14 +95,14 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& out) {
     Tensor t_tensor = Tensor::from(std::vector<double>(timesteps.begin(), timesteps.end()), {B}, DType::i64);
     Tensor loss = ops::mse_loss(model.forward(q.x_t, t_tensor), q.target);
     const double loss_value = loss.item();
-    const double f = ms_since(t0);
+    const double f = ms_since(t0, o.device);
     if (!std::isfinite(loss_value)) throw Error("bench train: step " + std::to_string(step) + " loss is not finite");
     loss.backward();
-    const double b = ms_since(t0);
+    const double b = ms_since(t0, o.device);
     optim::clip_grad_norm(params, 1.0);
     adam.step(1e-4, &ema);
     adam.zero_grad();
-    const double total = ms_since(t0);
+    const double total = ms_since(t0, o.device);
     const bool timed = step > o.warmup;
     out << strf("  step %lld%s: %.1f ms (forward+loss %.1f, backward %.1f, optimizer %.1f), loss %.4f\n",
                   (long long)step, timed ? "" : " (warm-up)", total, f, b - f, total - b, loss_value) << std::flush;
@@ -158,7 +160,7 @@ nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) 
   for (int64_t B : o.batches) {
     Tensor warm = Tensor::zeros({B, S, S, int64_t(cfg.in_channels)}, DType::f32, o.device);
     model.forward(warm, Tensor::from({500.0}, {1}, DType::i64));  // allocator and scratch warm-up
-    synchronize_device();
+    if (o.device == Device::cuda) synchronize_device();
     for (const std::string& name : o.samplers) {
       SchedulerConfig sc;
       sc.kind = parse_sampler_kind(name, "--samplers");
@@ -174,7 +176,7 @@ nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) 
         const auto t0 = clock::now();
         Tensor t = Tensor::from({double(sampler.timesteps()[i])}, {1}, DType::i64);
         sampler.step(i, model.forward(x, t), x, x0, opt);
-        ms.push_back(ms_since(t0));
+        ms.push_back(ms_since(t0, o.device));
       }
       double sum = 0;
       for (double v : ms) sum += v;

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 
@@ -102,10 +103,26 @@ int cpu_cores() {
 }
 
 size_t cpu_last_level_cache_bytes() {
+  // sysfs first: in a VM, sysconf may report the host's whole L3 (here 320 MiB for a 32 MiB one).
+  int best_level = 0;
+  size_t best = 0;
+  for (int i = 0; i < 8; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    std::ifstream level_in(dir + "level"), size_in(dir + "size");
+    int level = 0;
+    std::string size;
+    if (!(level_in >> level) || !(size_in >> size) || size.empty()) continue;
+    size_t bytes = std::strtoull(size.c_str(), nullptr, 10);
+    if (size.back() == 'K') bytes <<= 10;
+    if (size.back() == 'M') bytes <<= 20;
+    if (level > best_level && bytes > 0) {
+      best_level = level;
+      best = bytes;
+    }
+  }
+  if (best > 0) return best;
   long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
   if (l3 > 0) return static_cast<size_t>(l3);
-  long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-  if (l2 > 0) return static_cast<size_t>(l2);
   return size_t(32) << 20;
 }
 
@@ -126,6 +143,8 @@ std::string first_line_of(const std::string& cmd) {
 }  // namespace
 
 std::string git_commit() {
+  // A copy of the tree without .git (a GPU machine's) is told its commit by scripts/gpu-check.sh.
+  if (const char* env = std::getenv("DIFFUSE_GIT_COMMIT"); env && *env) return env;
   const std::string dir = DIFFUSE_SOURCE_DIR;
   std::string head = first_line_of("git -C '" + dir + "' rev-parse HEAD 2>/dev/null");
   if (head.empty()) return DIFFUSE_BENCH_GIT_COMMIT;

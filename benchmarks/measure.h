@@ -46,7 +46,9 @@ size_t cpu_last_level_cache_bytes();  // L3 (or L2) size; 32 MiB when the system
 
 // {"device": {...}, "build": {build_info()}, "load_average", "git_commit", "date"} for `device`.
 nlohmann::json run_context(Device device);
-std::string git_commit();  // `git rev-parse HEAD` of the source tree (+ "-dirty"), else the configure-time one
+// $DIFFUSE_GIT_COMMIT, else `git rev-parse HEAD` of the source tree (+ "-dirty"), else the
+// configure-time commit.
+std::string git_commit();
 std::string utc_date();    // "2025-01-31T12:00:00Z"
 
 }  // namespace diffuse::bench

@@ -1,0 +1,118 @@
+"""Side-by-side table of diffuse and PyTorch from the JSON files scripts/compare.sh leaves in one
+folder: diffuse_train.rN.json / torch_train.rN.json and diffuse_sample.rN.json /
+torch_sample.rN.json for rounds N = 1, 2, ... (ours and theirs alternate, so both see the same
+machine). Each side's number is its best round's median; the ratio is PyTorch time / diffuse
+time, so above 1 means diffuse is faster.
+
+usage: compare_report.py DIR [--markdown FILE]
+"""
+import argparse
+import glob
+import json
+import os
+
+
+def load_rounds(folder, stem):
+    out = []
+    for path in sorted(glob.glob(os.path.join(folder, stem + ".r*.json"))):
+        with open(path) as f:
+            out.append(json.load(f))
+    return out
+
+
+def modes_of(reports):
+    seen = []
+    for r in reports:
+        for x in r["results"]:
+            if x["mode"] not in seen:
+                seen.append(x["mode"])
+    return seen
+
+
+def best(values):
+    values = [v for v in values if v is not None and v > 0]
+    return min(values) if values else None
+
+
+def train_rows(folder):
+    ours, theirs = load_rounds(folder, "diffuse_train"), load_rounds(folder, "torch_train")
+    if not ours or not theirs:
+        return None, []
+    o = best([r.get("step_ms") for r in ours])
+    head = ours[0]
+    rows = [("diffuse", head.get("mode", "fp32"), o, len(ours), None)]
+    for m in modes_of(theirs):
+        t = best([x["step_ms"] for r in theirs for x in r["results"] if x["mode"] == m])
+        rows.append(("pytorch " + theirs[0]["torch_version"], m, t, len(theirs), t / o if o and t else None))
+    title = (f"training step: {head['config']}, batch {head['batch']}, {head['device']['kind']} "
+             f"({head['device']['name']}, {head['device']['cores']} cores), commit {head['git_commit'][:12]}, "
+             f"{head['date']}")
+    return title, rows
+
+
+def sample_rows(folder):
+    ours, theirs = load_rounds(folder, "diffuse_sample"), load_rounds(folder, "torch_sample")
+    if not ours or not theirs:
+        return None, []
+    rows = []
+    keys = []
+    for r in ours[0]["results"]:
+        keys.append((r["sampler"], r["batch"], r["steps"]))
+    for sampler, batch, steps in keys:
+        def pick(reports, mode=None):
+            return best([x["step_ms"] for r in reports for x in r["results"]
+                         if x["sampler"] == sampler and x["batch"] == batch and (mode is None or x["mode"] == mode)])
+        o = pick(ours)
+        extrap = any(x["extrapolated"] for r in ours for x in r["results"] if x["sampler"] == sampler)
+        for m in modes_of(theirs):
+            t = pick(theirs, m)
+            rows.append((sampler, steps, batch, o, o * steps * 1e-3 if o else None, m, t,
+                         t * steps * 1e-3 if t else None, t / o if o and t else None, extrap))
+    head = ours[0]
+    title = (f"sampling: {head['config']}, {head['device']['kind']} ({head['device']['name']}), "
+             f"commit {head['git_commit'][:12]}, {head['date']}")
+    return title, rows
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder")
+    ap.add_argument("--markdown")
+    args = ap.parse_args()
+    lines = []
+    title, rows = train_rows(args.folder)
+    if rows:
+        lines += [f"### {title}", "", "| implementation | mode | ms/step (best of rounds) | rounds | PyTorch / diffuse |",
+                  "|---|---|---:|---:|---:|"]
+        for impl, mode, ms, rounds, ratio in rows:
+            lines.append(f"| {impl} | {mode} | {fmt(ms, '.1f')} | {rounds} | {fmt(ratio, '.2f')} |")
+        lines.append("")
+    title, rows = sample_rows(args.folder)
+    if rows:
+        lines += [f"### {title}", "",
+                  "| sampler | steps | batch | diffuse ms/step | diffuse total s | PyTorch mode | PyTorch ms/step "
+                  "| PyTorch total s | PyTorch / diffuse |", "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+        any_extrap = False
+        for s, steps, b, o, ot, m, t, tt, ratio, extrap in rows:
+            any_extrap |= extrap
+            mark = "*" if extrap else ""
+            lines.append(f"| {s} | {steps} | {b} | {fmt(o, '.1f')} | {fmt(ot, '.2f')}{mark} | {m} | {fmt(t, '.1f')} "
+                         f"| {fmt(tt, '.2f')}{mark} | {fmt(ratio, '.2f')} |")
+        if any_extrap:
+            lines.append("\n\\* extrapolated: steps x the median time of the timed steps")
+        lines.append("")
+    if not lines:
+        raise SystemExit(f"{args.folder}: no pair of diffuse_*.rN.json and torch_*.rN.json files to compare")
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

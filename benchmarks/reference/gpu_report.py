@@ -1,0 +1,111 @@
+"""Writes report.md and report.json for a scripts/gpu-check.sh folder: the environment, what each
+stage did (ok / failed / timed out / skipped, and how long it took), the `cuda` test summary,
+the kernel table (fraction of the floor and speed-up over the reference per kernel) and the
+side-by-side comparison with PyTorch. Only reads what the stages left; never fails on a missing
+piece, it says it is missing.
+
+usage: gpu_report.py DIR
+"""
+import json
+import os
+import re
+import sys
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def load_json(path):
+    text = read(path)
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+
+
+def kernel_table(k):
+    lines = [f"Peaks: copy {k['peaks']['copy_gbps']:.0f} GB/s (read + write), f32 GEMM "
+             f"{k['peaks']['gemm_gflops'] / 1e3:.1f} TFLOP/s"]
+    for name in ("gemm_tf32", "gemm_bf16"):
+        d = k["peaks"].get("detail", {}).get(name)
+        if d:
+            lines[0] += f", {name[5:]} GEMM {d['gflops'] / 1e3:.0f} TFLOP/s"
+    lines += ["", "| family | pass | where | shape | ms | GB/s | TFLOP/s | floor | ref ms | vs ref | reference |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in k["rows"]:
+        head = f"| {r['family']} | {r['pass']} | {r['where']} | {r['shape']} "
+        if "error" in r:
+            lines.append(head + f"| n/a | | | | | | {r['error'][:120]} |")
+            continue
+        ref = r.get("reference")
+        lines.append(head + f"| {r['time_ms']:.4f} | {r['gbps']:.0f} | {r['gflops'] / 1e3:.2f} | "
+                     f"{100 * r['floor_fraction']:.1f}% | {r['reference_ms']:.4f} | "
+                     f"{r['speedup_vs_reference']:.2f}x | {ref} |" if ref else
+                     head + f"| {r['time_ms']:.4f} | {r['gbps']:.0f} | {r['gflops'] / 1e3:.2f} | "
+                     f"{100 * r['floor_fraction']:.1f}% | - | - | - |")
+    return lines
+
+
+def main():
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    d = sys.argv[1]
+    report = {"folder": os.path.abspath(d), "stages": []}
+    md = ["# diffuse GPU check", ""]
+    env = read(os.path.join(d, "environment.txt"))
+    md += ["## Environment", "", "```", (env or "environment.txt missing").rstrip(), "```", ""]
+    report["environment"] = env
+    info = read(os.path.join(d, "info.log"))
+    if info:
+        md += ["`diffuse info`:", "", "```", info.rstrip(), "```", ""]
+        report["diffuse_info"] = info
+    md += ["## Stages", "", "| stage | result | seconds | detail |", "|---|---|---:|---|"]
+    for line in (read(os.path.join(d, "stages.tsv")) or "").splitlines():
+        parts = line.split("\t")
+        if len(parts) == 4:
+            report["stages"].append(dict(zip(("stage", "result", "seconds", "detail"), parts)))
+            md.append("| " + " | ".join(parts) + " |")
+    md.append("")
+    ctest = read(os.path.join(d, "ctest_cuda.log"))
+    if ctest:
+        m = re.search(r"(\d+)% tests passed, (\d+) tests? failed out of (\d+)", ctest)
+        summary = m.group(0) if m else "no ctest summary line (see ctest_cuda.log)"
+        failed = re.findall(r"^\s*\d+ - (.+?) \(Failed\)", ctest, re.M)
+        report["ctest_cuda"] = {"summary": summary, "failed": failed}
+        md += ["## `ctest -L cuda`", "", summary, ""] + [f"- failed: {t}" for t in failed] + [""]
+    kernels = load_json(os.path.join(d, "kernels.json"))
+    if kernels:
+        report["kernels"] = kernels
+        md += ["## Kernels (`diffuse bench kernels --device cuda`)", "",
+               f"{kernels['device']['name']}, commit {kernels['git_commit']}, {kernels['date']}. floor = max(bytes / "
+               "copy peak, FLOPs / f32 GEMM peak); vs ref = reference time / our time.", ""]
+        md += kernel_table(kernels) + [""]
+    else:
+        md += ["## Kernels", "", "kernels.json missing (see bench_kernels.log)", ""]
+    for name in ("compare_train", "compare_sample"):
+        cmp_md = read(os.path.join(d, name, "compare.md"))
+        title = "Training step" if name == "compare_train" else "Sampling"
+        md += [f"## {title} against PyTorch", ""]
+        md += [cmp_md.rstrip() if cmp_md else f"{name}/compare.md missing (see {name}.log)", ""]
+        runs = {}
+        folder = os.path.join(d, name)
+        if os.path.isdir(folder):
+            for f in sorted(os.listdir(folder)):
+                if f.endswith(".json"):
+                    runs[f] = load_json(os.path.join(folder, f))
+        report[name] = runs
+    with open(os.path.join(d, "report.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    with open(os.path.join(d, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    print(f"wrote {os.path.join(d, 'report.md')} and report.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# diffuse against PyTorch, side by side: the same training step (and, with --sample, the same
+# samplers) timed by `diffuse bench` and by benchmarks/reference/bench_*.py, alternating for
+# --rounds rounds so both see the same machine, then one table of ratios (PyTorch time / diffuse
+# time: above 1 means diffuse is faster) on stdout and in OUT/compare.md, with every JSON kept.
+#
+#   scripts/compare.sh [--device cpu|cuda] [--config tiny] [--batch 32] [--iters 3] [--warmup 1]
+#                      [--rounds 2] [--modes eager,channels_last_bf16,compile] [--sample]
+#                      [--sample-batch 64,1] [--sample-steps K] [--no-train] [--out DIR]
+# Environment: DIFFUSE_BIN (default build/bin/diffuse), PYTHON (default: a python3 with torch).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+device=cpu config=tiny batch=32 iters=3 warmup=1 rounds=2 modes="eager,channels_last_bf16,compile"
+sample=0 train=1 sample_batch="64,1" sample_steps=0 out=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --device) device="$2"; shift 2 ;;
+    --config) config="$2"; shift 2 ;;
+    --batch) batch="$2"; shift 2 ;;
+    --iters) iters="$2"; shift 2 ;;
+    --warmup) warmup="$2"; shift 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
+    --modes) modes="$2"; shift 2 ;;
+    --sample) sample=1; shift ;;
+    --no-train) train=0; shift ;;
+    --sample-batch) sample_batch="$2"; shift 2 ;;
+    --sample-steps) sample_steps="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+bin="${DIFFUSE_BIN:-build/bin/diffuse}"
+[[ -x "$bin" ]] || { echo "compare.sh: $bin not found; build first (scripts/build.sh) or set DIFFUSE_BIN" >&2; exit 2; }
+python="${PYTHON:-}"
+if [[ -z "$python" ]]; then
+  for p in python3 /usr/bin/python3; do
+    if command -v "$p" >/dev/null && "$p" -c 'import torch' 2>/dev/null; then python="$p"; break; fi
+  done
+fi
+[[ -n "$python" ]] || { echo "compare.sh: no python3 with torch found; set PYTHON" >&2; exit 2; }
+out="${out:-compare-$config-$device-$(date -u +%Y%m%d-%H%M%S)}"
+mkdir -p "$out"
+ref=benchmarks/reference
+
+for ((r = 1; r <= rounds; r++)); do
+  echo "== round $r of $rounds"
+  if ((train)); then
+    "$bin" bench train --device "$device" --config "$config" --batch "$batch" --warmup "$warmup" --iters "$iters" \
+      --json "$out/diffuse_train.r$r.json"
+    "$python" "$ref/bench_train.py" --device "$device" --config "$config" --batch "$batch" --warmup "$warmup" \
+      --iters "$iters" --modes "$modes" --json "$out/torch_train.r$r.json"
+  fi
+  if ((sample)); then
+    "$bin" bench sample --device "$device" --config "$config" --batch "$sample_batch" --steps "$sample_steps" \
+      --json "$out/diffuse_sample.r$r.json"
+    "$python" "$ref/bench_sample.py" --device "$device" --config "$config" --batch "$sample_batch" \
+      --steps "$sample_steps" --modes "$modes" --json "$out/torch_sample.r$r.json"
+  fi
+done
+echo
+"$python" "$ref/compare_report.py" "$out" --markdown "$out/compare.md"
+echo
+echo "results in $out/"

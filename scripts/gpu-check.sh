@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# The one-command GPU check (docs/performance.md): on a machine with only the CUDA toolkit, CMake
+# and PyTorch, configure and build diffuse for the card found, run the `cuda` tests, the kernel
+# benchmarks and the comparison with PyTorch, and leave report.md + report.json (and every log
+# and JSON they came from) in one folder. Each stage runs under a time limit taken from one
+# overall deadline (default 540 s), so the whole check fits a 10-minute call on 16 cores; a stage
+# that fails or runs out of time is recorded and the next one still runs.
+#
+#   scripts/gpu-check.sh [--out DIR] [--deadline SECONDS] [--commit SHA] [--quick]
+#   scripts/gpu-check.sh --bundle      (on the dev machine: pack the Debian-built dependencies
+#                                       into .gpu-deps.tar.gz for a machine that has none of them)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+out="" deadline=540 commit="" quick=0 bundle=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --out) out="$2"; shift 2 ;;
+    --deadline) deadline="$2"; shift 2 ;;
+    --commit) commit="$2"; shift 2 ;;
+    --quick) quick=1; shift ;;
+    --bundle) bundle=1; shift ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gpu-check.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+# ---- --bundle: the build's Debian dependencies as a relocatable prefix (about 14 MB) ----------
+if ((bundle)); then
+  stage=$(mktemp -d)
+  mkdir -p "$stage"/{include,lib/cmake,share/cmake}
+  arch=x86_64-linux-gnu
+  cp -r /usr/include/nlohmann /usr/include/catch2 /usr/include/stb /usr/include/cxxopts.hpp "$stage/include/"
+  cp /usr/include/zlib.h /usr/include/zconf.h "$stage/include/"
+  cp /usr/include/$arch/openblas-pthread/{cblas.h,openblas_config.h,f77blas.h} "$stage/include/"
+  cp -r /usr/share/cmake/nlohmann_json "$stage/share/cmake/"
+  cp -r /usr/lib/cmake/Catch2 /usr/lib/cmake/cxxopts "$stage/lib/cmake/"
+  cp /usr/lib/libCatch2WithMain.a "$stage/lib/"  # Catch2Targets.cmake checks it exists
+  cp -L /usr/lib/$arch/openblas-pthread/libopenblas.so.0 "$stage/lib/libopenblas.so.0"
+  ln -s libopenblas.so.0 "$stage/lib/libopenblas.so"
+  cp -L /usr/lib/$arch/libz.so "$stage/lib/libz.so.1"
+  ln -s libz.so.1 "$stage/lib/libz.so"
+  cp -L /lib/$arch/libgfortran.so.5 /lib/$arch/libquadmath.so.0 "$stage/lib/"
+  git rev-parse HEAD > "$stage/commit" 2>/dev/null || echo unknown > "$stage/commit"
+  tar -czf .gpu-deps.tar.gz -C "$stage" .
+  rm -rf "$stage"
+  exclude=$(git rev-parse --git-path info/exclude 2>/dev/null) && mkdir -p "$(dirname "$exclude")" &&
+    { grep -qx '/.gpu-deps.tar.gz' "$exclude" 2>/dev/null || echo '/.gpu-deps.tar.gz' >> "$exclude"; }
+  echo "wrote .gpu-deps.tar.gz ($(du -h .gpu-deps.tar.gz | cut -f1)); carry it to the GPU machine (git ignores it)"
+  exit 0
+fi
+
+t0=$(date +%s)
+left() { echo $((deadline - ($(date +%s) - t0))); }
+out="${out:-gpu-report-$(date -u +%Y%m%d-%H%M%S)}"
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+status="$out/stages.tsv"
+: > "$status"
+# run_stage NAME CAP_SECONDS COMMAND...: runs under min(CAP, time left - 30 s), logs to NAME.log.
+run_stage() {
+  local name=$1 cap=$2; shift 2
+  local budget=$(( $(left) - 30 ))
+  ((budget > cap)) && budget=$cap
+  if ((budget < 10)); then
+    printf '%s\tskipped\t0\tout of time\n' "$name" >> "$status"; echo "== $name: skipped (out of time)"; return 1
+  fi
+  echo "== $name (limit ${budget}s)"
+  local s=$(date +%s)
+  timeout --kill-after=10 "$budget" "$@" > "$out/$name.log" 2>&1
+  local rc=$? took=$(( $(date +%s) - s ))
+  local what=ok
+  ((rc == 124 || rc == 137)) && what="timed out"
+  ((rc != 0 && rc != 124 && rc != 137)) && what="exit $rc"
+  printf '%s\t%s\t%s\t%s\n' "$name" "$([[ $what == ok ]] && echo ok || echo failed)" "$took" "$what" >> "$status"
+  tail -n 3 "$out/$name.log"
+  [[ $what == ok ]]
+}
+
+# ---- the tools: nvcc, a python with torch, cuDNN / cuBLAS, the bundled dependencies ----------
+export PATH="$PATH:/usr/local/cuda/bin"
+python=""
+for p in python3 /opt/torch/.venv/bin/python3 /usr/bin/python3; do
+  if command -v "$p" >/dev/null && "$p" -c 'import torch' 2>/dev/null; then python=$(command -v "$p"); break; fi
+done
+cmake_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DDIFFUSE_CUDA=ON)
+command -v ninja >/dev/null || cmake_args=(-DCMAKE_BUILD_TYPE=Release -DDIFFUSE_CUDA=ON)
+cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+[[ -n "$cap" ]] && cmake_args+=("-DDIFFUSE_CUDA_ARCHS=$cap")
+prefix=""
+if [[ -f .gpu-deps.tar.gz ]]; then
+  prefix=/tmp/diffuse-gpu-deps
+  rm -rf "$prefix" && mkdir -p "$prefix" && tar -xzf .gpu-deps.tar.gz -C "$prefix"
+  cmake_args+=("-DCMAKE_PREFIX_PATH=$prefix" "-DCBLAS_INCLUDE_DIR=$prefix/include" "-DSTB_INCLUDE_DIR=$prefix/include/stb")
+  export LD_LIBRARY_PATH="$prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  [[ -z "$commit" && -f "$prefix/commit" ]] && commit="$(cat "$prefix/commit") (from the dependency bundle)"
+fi
+# cuDNN (and cuBLAS when the toolkit lacks it) from the Python wheels, where /usr/local/cuda has none.
+find_in_wheels() {  # prints the first file named $1 under the nvidia-* Python packages
+  [[ -n "$python" ]] || return 1
+  local base
+  base=$("$python" -c 'import nvidia, os; print(os.path.dirname(list(nvidia.__path__)[0]))' 2>/dev/null) || return 1
+  find "$base/nvidia" -name "$1" 2>/dev/null | sort | head -1
+}
+if ! ls /usr/local/cuda/lib64/libcudnn.so* /usr/lib/x86_64-linux-gnu/libcudnn.so* >/dev/null 2>&1; then
+  h=$(find_in_wheels cudnn.h) l=$(find_in_wheels 'libcudnn.so.[0-9]*')
+  if [[ -n "$h" && -n "$l" ]]; then
+    cmake_args+=("-DCUDNN_INCLUDE_DIR=$(dirname "$h")" "-DCUDNN_LIBRARY=$l")
+    export LD_LIBRARY_PATH="$(dirname "$l")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+fi
+if ! ls /usr/local/cuda/lib64/libcublas.so* >/dev/null 2>&1; then
+  b=$(find_in_wheels 'libcublas.so.[0-9]*') bl=$(find_in_wheels 'libcublasLt.so.[0-9]*')
+  if [[ -n "$b" && -n "$bl" ]]; then
+    cmake_args+=("-DCUDA_cublas_LIBRARY=$b" "-DCUDA_cublasLt_LIBRARY=$bl")
+    export LD_LIBRARY_PATH="$(dirname "$b")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+fi
+[[ -z "$commit" ]] && commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+export DIFFUSE_GIT_COMMIT="$commit"
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit: $commit"
+  echo "host: $(uname -srm), $(nproc) cores"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv 2>&1
+  nvcc --version 2>&1 | tail -2
+  cmake --version | head -1
+  echo "c++: $(c++ --version 2>&1 | head -1)"
+  echo "python: ${python:-none} $([[ -n "$python" ]] && "$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)')"
+  echo "dependency bundle: ${prefix:-none}"
+  echo "cmake: ${cmake_args[*]}"
+} > "$out/environment.txt" 2>&1
+cat "$out/environment.txt"
+
+# ---- build, tests, benchmarks --------------------------------------------------------------
+bdir=build-gpu
+{  # the build as its own small script, so it runs under the stage's time limit
+  echo 'set -e'
+  printf '%q ' cmake -S . -B "$bdir" "${cmake_args[@]}"; echo
+  echo "targets=diffuse_cli"
+  echo "if cmake --build $bdir --target help | grep -q test_cuda; then targets='diffuse_cli test_cuda'; fi"
+  echo "cmake --build $bdir -j $(nproc) --target \$targets"
+} > "$out/build.sh"
+run_stage build 330 bash "$out/build.sh"
+bin="$root/$bdir/bin/diffuse"
+if [[ -x "$bin" ]]; then
+  "$bin" info > "$out/info.log" 2>&1
+  if [[ -d "$bdir/tests" ]] && grep -q 'test_cuda' "$bdir/build.ninja" "$bdir/Makefile" 2>/dev/null; then
+    run_stage ctest_cuda 120 ctest --test-dir "$bdir" -L cuda --output-on-failure --timeout 60 \
+      --output-junit "$out/ctest_cuda.xml"
+  else
+    printf 'ctest_cuda\tskipped\t0\tno test_cuda target in this tree\n' >> "$status"
+  fi
+  kq=(); ((quick)) && kq=(--quick)
+  run_stage bench_kernels 150 "$bin" bench kernels --device cuda "${kq[@]}" --json "$out/kernels.json"
+  if [[ -n "$python" ]]; then
+    cfg=ddpm-cifar10 batch=128 iters=10
+    ((quick)) && cfg=tiny batch=32 iters=3
+    run_stage compare_train 200 env DIFFUSE_BIN="$bin" PYTHON="$python" scripts/compare.sh --device cuda \
+      --config "$cfg" --batch "$batch" --warmup 3 --iters "$iters" --rounds 1 \
+      --modes eager,channels_last_bf16,compile --out "$out/compare_train"
+    run_stage compare_sample 120 env DIFFUSE_BIN="$bin" PYTHON="$python" scripts/compare.sh --device cuda \
+      --config "$cfg" --no-train --sample --sample-batch 64,1 --sample-steps 20 --rounds 1 \
+      --modes eager,channels_last_bf16 --out "$out/compare_sample"
+  else
+    printf 'compare\tskipped\t0\tno python3 with torch\n' >> "$status"
+  fi
+else
+  printf 'tests_and_benchmarks\tskipped\t0\tthe build did not produce %s\n' "$bin" >> "$status"
+fi
+
+# ---- the report ------------------------------------------------------------------------------
+report_py=benchmarks/reference/gpu_report.py
+for p in "$python" python3 /usr/bin/python3; do
+  [[ -n "$p" ]] && command -v "$p" >/dev/null && { "$p" "$report_py" "$out"; break; }
+done
+echo "gpu-check finished in $(( $(date +%s) - t0 )) s; report in $out/report.md"
+! grep -q $'\tfailed\t' "$status"
