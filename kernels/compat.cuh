@@ -13,6 +13,7 @@
 //     The __global__ kernels sit in an anonymous namespace inside the launchers' namespace.
 //  3. Launch only with DIFFUSE_LAUNCH(kernel, grid, block, smem_bytes, stream, args...), inside
 //     the .cu. A template kernel goes in parentheses: DIFFUSE_LAUNCH((foo_kernel<float, 4>), ...).
+//     Kernels take at least one parameter (the macro needs a non-empty argument list).
 //     nvcc: kernel<<<grid, block, smem_bytes, stream>>>(args...) + status check (and the opt-in
 //     for more than 48 KiB of dynamic smem); emulator: runs the whole grid before returning.
 //     A grid with a zero dimension launches nothing. Failures throw diffuse::Error naming the
