@@ -1,6 +1,7 @@
 // UNet2D construction: the exact parameter counts of the named configs (DESIGN.md §7), diffusers'
 // parameter names, strict config parsing, and a forward pass's shape and determinism.
 #include <catch2/catch.hpp>
+#include <map>
 
 #include "nn/autograd.h"
 #include "nn/unet2d.h"
