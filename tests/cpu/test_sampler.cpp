@@ -195,7 +195,8 @@ std::pair<std::vector<double>, std::vector<double>> run_steps(const Sampler& s, 
                                                               uint64_t seed) {
   Tensor x = Tensor::from(kX, {1, 8}), x0;
   for (size_t k = 0; k < outputs.size(); ++k)
-    s.step(first + static_cast<int64_t>(k), Tensor::from(outputs[k], {1, 8}), x, x0, SampleOptions{.seed = seed});
+    s.step(first + static_cast<int64_t>(k), Tensor::from(outputs[k], {1, 8}), x, x0,
+           SampleOptions{.seed = seed, .guidance = std::nullopt});
   return {x.to_vector(), x0.to_vector()};
 }
 }  // namespace

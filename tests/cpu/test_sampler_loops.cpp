@@ -99,13 +99,13 @@ struct LoopCase {
 const std::vector<LoopCase>& loop_cases() {
   static const std::vector<LoopCase> cases = {
   {"ddpm",  // run(DDPMScheduler, 10)
-   SamplerKind::ddpm, 10, std::nullopt, [](SchedulerConfig& c) {  },
+   SamplerKind::ddpm, 10, std::nullopt, [](SchedulerConfig&) {},
    {0.158918306, -0.322681874, 0.0243223663, -0.998494148, -0.631051719, -0.356704146, -0.736771703, 0.0709931254, 0.635568917, 0.215908781, 0.962200582, -0.358853847, 0.81761682, 1, 0.596758127, -0.199523851, -0.063391678, -0.2332744, 0.0806663036, -0.895336926, -0.13377744, -0.65703088, 0.914200783, 0.0989304483}},
   {"ddpm_large_v_trailing",  // run(DDPMScheduler, 10, variance_type="fixed_large", prediction_type="v_prediction", timestep_spacing="trailing", clip_sample=False)
    SamplerKind::ddpm, 10, std::nullopt, [](SchedulerConfig& c) { c.variance_type = VarianceType::fixed_large; c.prediction_type = PredictionType::v_prediction; c.timestep_spacing = TimestepSpacing::trailing; c.clip_sample = false; },
    {0.357292324, -0.0780028477, 0.221763283, -0.874624014, -0.0236210227, -0.385717124, -0.938874006, -0.662418187, 0.724363744, -0.87593317, -0.296509564, 1.0021224, 0.672512114, 0.974422276, 0.397147954, -0.608941972, -0.56464982, 0.782439351, -0.285573691, -0.188242912, -0.859259069, -1.85197401, 0.812349856, 0.169278353}},
   {"ddim",  // run(DDIMScheduler, 10, eta=0.0)
-   SamplerKind::ddim, 10, std::nullopt, [](SchedulerConfig& c) {  },
+   SamplerKind::ddim, 10, std::nullopt, [](SchedulerConfig&) {},
    {-0.175462484, 0.00289894384, -0.124027029, -0.664583147, -0.670425296, -0.988606632, -1, -0.153411686, 0.255092382, -0.0195861366, 0.228701085, 0.408642799, 0.663404465, 0.919042051, 0.221888453, 0.734880388, 1, 0.505715311, -0.327653885, -0.452525198, 0.448575228, -0.733340085, -0.644220531, 0.000255838502}},
   {"ddim_eta1_sample_linspace",  // run(DDIMScheduler, 10, eta=1.0, prediction_type="sample", timestep_spacing="linspace", set_alpha_to_one=False, clip_sample_range=0.8)
    SamplerKind::ddim, 10, std::nullopt, [](SchedulerConfig& c) { c.eta = 1; c.prediction_type = PredictionType::sample; c.timestep_spacing = TimestepSpacing::linspace; c.set_alpha_to_one = false; c.clip_sample_range = 0.8; },
@@ -117,7 +117,7 @@ const std::vector<LoopCase>& loop_cases() {
    SamplerKind::ddim, 10, std::nullopt, [](SchedulerConfig& c) { c.rescale_betas_zero_snr = true; c.timestep_spacing = TimestepSpacing::trailing; c.prediction_type = PredictionType::v_prediction; c.clip_sample = false; },
    {-0.411836922, -0.105644122, -0.120459415, -0.549363852, -0.2709876, -0.481245726, -0.473378867, 0.0835888162, 0.526793778, 0.139255807, 0.271011472, 0.259925485, 0.335582793, 0.507959962, 0.0545308366, 0.225183815, 0.33489278, 0.111045465, -0.479850471, -0.468139261, 0.072971493, -0.307114094, -0.250201166, 0.130623177}},
   {"dpm",  // run(DPMSolverMultistepScheduler, 10)
-   SamplerKind::dpmpp_2m, 10, std::nullopt, [](SchedulerConfig& c) {  },
+   SamplerKind::dpmpp_2m, 10, std::nullopt, [](SchedulerConfig&) {},
    {-5.21708059, -0.81868428, 0.0481597483, -3.76677251, -0.196549475, -2.30606127, -2.44155765, 3.02218509, 6.96400499, 1.71361268, 2.0769968, 1.00606143, 1.12338173, 2.6326859, -2.26550817, 0.00235835509, 1.93895781, 0.48214677, -4.86382198, -3.71099925, 3.00656462, -0.582255781, 0.203217372, 4.11190939}},
   {"dpm_karras_v",  // run(DPMSolverMultistepScheduler, 10, use_karras_sigmas=True, prediction_type="v_prediction", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
    SamplerKind::dpmpp_2m, 10, std::nullopt, [](SchedulerConfig& c) { c.use_karras_sigmas = true; c.prediction_type = PredictionType::v_prediction; c.beta_schedule = BetaSchedule::scaled_linear; c.beta_start = 0.00085; c.beta_end = 0.012; },

@@ -214,7 +214,8 @@ TEST_CASE("unsupported scheduler keys and values are one error naming file, key 
              Contains("\"num_train_timesteps\" = \"1000\" is not supported (expected an integer >= 1)"));
   CHECK_THAT(err(ddpm_with("steps_offset", "-1")), Contains("\"steps_offset\" = -1"));
   CHECK_THAT(err(ddpm_with("clip_sample_range", "0")), Contains("\"clip_sample_range\" = 0"));
-  CHECK_THAT(err(ddpm_with("clip_sample", "NaN")), Contains("\"clip_sample\" = \"NaN\" is not supported (expected true or false)"));
+  CHECK_THAT(err(ddpm_with("clip_sample", "NaN")),
+             Contains("\"clip_sample\" = \"NaN\" is not supported (expected true or false)"));
   CHECK_THAT(err(ddpm_with("skip_prk_steps", "true")), Contains(file + "unknown key \"skip_prk_steps\" = true"));
   CHECK_THAT(err("{\"beta_start\": 0.0001,"), Contains(file + "not valid JSON"));
   CHECK_THAT(err("[1, 2]"), Contains(file + "expected a JSON object"));
