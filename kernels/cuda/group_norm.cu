@@ -295,7 +295,9 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
     }
-    __syncthreads();  // the previous tile's reads of red are done
+    // The previous tile's reads of red are done. (Several tiles occur only with lanes == kThreads,
+    // where each thread reads back just its own slots, but the barrier keeps that from mattering.)
+    __syncthreads();
 #pragma unroll
     for (int q = 0; q < 3; ++q)
 #pragma unroll
