@@ -83,7 +83,8 @@ void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, in
   const size_t ws_bwd = kernels::emu::group_norm_backward_workspace_bytes(d);
   CHECK((smem_limit > 0) == (ws_fwd > 0));  // the small limit must really take the chunked path
   INFO("N=" << sh.n << " S=" << sh.s << " C=" << sh.c << " G=" << sh.g << " silu=" << silu << " add=" << with_add
-            << " smem_limit=" << smem_limit << " shift=" << shift << " order=" << emulator::order_name(emulator::order()));
+            << " smem_limit=" << smem_limit << " shift=" << shift
+            << " order=" << emulator::order_name(emulator::order()));
   Buffer y(total, shift, NAN);
   std::vector<double> mean(stats, NAN), rstd(stats, NAN);
   std::vector<float> ws(std::max(ws_fwd, ws_bwd) / sizeof(float) + 1, NAN);
