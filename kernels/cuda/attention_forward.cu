@@ -3,11 +3,12 @@
 // Bc keys (64; 32 at d = 128) through it with an online softmax, so no L×L matrix exists.
 //
 // Launch: grid (⌈L/64⌉, heads, N), 256 threads = 8 warps × 8 query rows. Lane l scores keys l and
-// l+32 of the tile for its warp's 8 rows, and accumulates output columns l, l+32, ... . Shared
-// memory (f32 whatever the input): Q 64×d, K and V Bc×(d+1) (odd stride: conflict-free per-lane
-// rows), P 64×Bc; 40.5/64.5/72.3 KiB for d = 32/64/128. Global traffic: Q, O once; K, V once per query
-// tile (⌈L/64⌉ times, mostly from L2). SIMT f32 FMAs only (no tensor cores yet): each K/V element
-// read from shared memory feeds 8 rows, so the inner loops are FMA-bound, not load-bound.
+// l+32 (only l at d = 128) for its warp's 8 rows and accumulates output columns l, l+32, ... .
+// Shared memory (f32 whatever the input): Q 64×d, K and V Bc×(d+1) (odd stride: conflict-free
+// per-lane rows), P 64×Bc; 40.5/64.5/72.3 KiB for d = 32/64/128. Global traffic: Q, O once; K, V
+// once per query tile (⌈L/64⌉ times, mostly from L2). SIMT f32 FMAs only (no tensor cores yet):
+// each K/V element read from shared memory feeds the warp's 8 rows, about one shared load per
+// 3-5 FMAs.
 #include "kernels/compat.cuh"
 #include "kernels/attention.h"
 #include "kernels/cuda/attention_tiles.cuh"

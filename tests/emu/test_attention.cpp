@@ -59,7 +59,8 @@ std::vector<float> reference_lse(const AttentionDesc& d, const std::vector<float
         double mx = -INFINITY, total = 0;
         for (int64_t j = 0; j < L; ++j) {
           double dot = 0;
-          for (int64_t c = 0; c < dh; ++c) dot += double(q[(n * L + i) * W + h * dh + c]) * k[(n * L + j) * W + h * dh + c];
+          for (int64_t c = 0; c < dh; ++c)
+            dot += double(q[(n * L + i) * W + h * dh + c]) * k[(n * L + j) * W + h * dh + c];
           mx = std::max(mx, s[j] = dot / std::sqrt(double(dh)));
         }
         for (double x : s) total += std::exp(x - mx);
@@ -68,14 +69,16 @@ std::vector<float> reference_lse(const AttentionDesc& d, const std::vector<float
   return lse;
 }
 
-std::vector<float> reference_delta(const AttentionDesc& d, const std::vector<float>& out, const std::vector<float>& dout) {
+std::vector<float> reference_delta(const AttentionDesc& d, const std::vector<float>& out,
+                                   const std::vector<float>& dout) {
   const int64_t L = d.len, W = d.width(), dh = d.head_dim;
   std::vector<float> delta(d.n * d.heads * L);
   for (int64_t n = 0; n < d.n; ++n)
     for (int64_t h = 0; h < d.heads; ++h)
       for (int64_t i = 0; i < L; ++i) {
         double dot = 0;
-        for (int64_t c = 0; c < dh; ++c) dot += double(out[(n * L + i) * W + h * dh + c]) * dout[(n * L + i) * W + h * dh + c];
+        for (int64_t c = 0; c < dh; ++c)
+          dot += double(out[(n * L + i) * W + h * dh + c]) * dout[(n * L + i) * W + h * dh + c];
         delta[(n * d.heads + h) * L + i] = static_cast<float>(dot);
       }
   return delta;
