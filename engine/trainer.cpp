@@ -86,6 +86,19 @@ void truncate_metrics(const std::string& path, int64_t last_step) {
   write_file_atomic(path, kept);
 }
 
+// The DDPMScheduler config saved with the model: the training schedule plus diffusers' defaults.
+SchedulerConfig training_scheduler_config(const ScheduleOptions& s) {
+  SchedulerConfig c;
+  c.kind = SamplerKind::ddpm;
+  c.num_train_timesteps = s.num_train_timesteps;
+  c.beta_start = s.beta_start;
+  c.beta_end = s.beta_end;
+  c.beta_schedule = s.beta_schedule;
+  c.rescale_betas_zero_snr = s.rescale_betas_zero_snr;
+  c.prediction_type = s.prediction_type;
+  return c;
+}
+
 }  // namespace
 
 std::string latest_checkpoint(const std::string& run_dir) { return find_latest_checkpoint(run_dir); }
