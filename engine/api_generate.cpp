@@ -144,8 +144,13 @@ Tensor run_generate(UNet2D& unet, const SchedulerConfig& scheduler, int steps, c
       if (!go) cancelled = true;
       return go;
     };
-  Tensor images = generate(unet, scheduler, g, callback);
-  if (cancelled) return Tensor();
+  Tensor images;
+  try {
+    images = generate(unet, scheduler, g, callback);
+  } catch (const Error&) {
+    if (cancelled) return Tensor();  // the engine reports a cancel as an error; the API as false
+    throw;
+  }
   return images.device() == Device::cpu ? images : images.to(Device::cpu);
 }
 

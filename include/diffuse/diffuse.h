@@ -65,8 +65,8 @@ struct GenerateRequest {
   int count = 1;          // images to generate
   int class_label = -1;   // a class of a class-conditional model, or -1 for unconditional
   double guidance = 1.0;  // classifier-free guidance weight w (with a class_label); 1 = none
-  uint64_t seed = 0;      // the same seed gives the same images, on every device
-  int batch = 16;         // images per forward pass (memory against speed; results don't change)
+  uint64_t seed = 0;      // the same seed and batch give the same images, on every device
+  int batch = 16;         // images per forward pass (each batch draws its own noise from the seed)
 };
 
 // After each sampler step of each batch: (batch index, step 1..steps, steps). Return false to stop.
