@@ -176,7 +176,9 @@ void Sampler::build_dpmpp(int64_t n) {
     std::vector<double> log_sigmas(T);
     for (int64_t t = 0; t < T; ++t) log_sigmas[t] = std::log(train_sigmas[t]);
     for (int64_t i = 0; i < n; ++i) {
-      const double ramp = n == 1 ? 0.0 : (i == n - 1 ? 1.0 : static_cast<double>(i) * (1.0 / static_cast<double>(n - 1)));
+      // np.linspace(0, 1, n): i·(1/(n−1)), the last exactly 1.
+      const double ramp =
+          n == 1 ? 0.0 : (i == n - 1 ? 1.0 : static_cast<double>(i) * (1.0 / static_cast<double>(n - 1)));
       const double sigma = std::pow(max_inv + ramp * (min_inv - max_inv), rho);
       const double ls = std::log(std::max(sigma, 1e-10));
       int64_t low = 0;

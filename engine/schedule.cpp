@@ -41,6 +41,8 @@ PredictionType parse_prediction_type(const std::string& s, const std::string& wh
   throw Error(what + ": prediction type \"" + s + "\" is not supported (epsilon, v_prediction, sample)");
 }
 
+namespace {
+
 // torch's CPU linspace kernel for float32 (AVX2 build, the common x86 one): step is computed in
 // float; element i is start + step·i below the halfway point and end − step·(n−1−i) above it,
 // each one fused multiply-add (the compiler contracts them). Runs of 16 elements go through
@@ -73,8 +75,6 @@ std::vector<float> torch_linspace_f32(double start_d, double end_d, int64_t n) {
   for (int64_t i = vectorised; i < n; ++i) out[i] = scalar_at(i);
   return out;
 }
-
-namespace {
 
 std::vector<float> float32_betas(const ScheduleOptions& o) {
   const int64_t T = o.num_train_timesteps;

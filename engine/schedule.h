@@ -68,7 +68,4 @@ class NoiseSchedule {
   std::vector<double> betas_, alphas_, alphas_cumprod_;
 };
 
-// torch.linspace(start, end, n, dtype=float32) as torch's CPU kernel computes it (see schedule.cpp).
-std::vector<float> torch_linspace_f32(double start, double end, int64_t n);
-
 }  // namespace diffuse

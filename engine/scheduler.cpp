@@ -200,9 +200,13 @@ const std::map<std::string, Handler>& handlers() {
       {"solver_type", [](const Reader& r, const std::string& k, const json& v) {
          // diffusers maps UniPC's names (logrho, bh1, bh2) to midpoint.
          std::string s = r.string(k, v);
-         if (s == "heun") r.c.solver_type = DpmSolverType::heun;
-         else if (s == "midpoint" || s == "logrho" || s == "bh1" || s == "bh2") r.c.solver_type = DpmSolverType::midpoint;
-         else r.reject(k, v, "midpoint or heun");
+         if (s == "heun") {
+           r.c.solver_type = DpmSolverType::heun;
+         } else if (s == "midpoint" || s == "logrho" || s == "bh1" || s == "bh2") {
+           r.c.solver_type = DpmSolverType::midpoint;
+         } else {
+           r.reject(k, v, "midpoint or heun");
+         }
        }},
       {"lower_order_final", [](const Reader& r, const std::string& k, const json& v) {
          r.c.lower_order_final = r.boolean(k, v);

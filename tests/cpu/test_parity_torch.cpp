@@ -102,8 +102,20 @@ TEST_CASE("gradients of every tiny-UNet parameter match PyTorch", "[parity][torc
   SafetensorsFile b = SafetensorsFile::open(r.dir.file("ref_grad.safetensors"));
   REQUIRE(a.names() == b.names());
   REQUIRE(a.size() > 100);
+  // to_k.bias gets a gradient that is zero in exact arithmetic (softmax ignores a per-query
+  // constant), so both sides hold rounding noise there: every tensor's error is measured against
+  // max(its own largest reference gradient, 1e-3 x the largest over all parameters).
+  double global = 0;
+  for (const auto& name : a.names())
+    for (double v : b.get(name).to_vector()) global = std::max(global, std::fabs(v));
   for (const auto& name : a.names()) {
     INFO("parameter " << name);
-    CHECK(normalized_error(a.get(name), b.get(name)) <= 1e-4);
+    auto va = a.get(name).to_vector(), vb = b.get(name).to_vector();
+    double num = 0, den = 1e-3 * global;
+    for (size_t i = 0; i < va.size(); ++i) {
+      num = std::max(num, std::isnan(va[i]) ? INFINITY : std::fabs(va[i] - vb[i]));
+      den = std::max(den, std::fabs(vb[i]));
+    }
+    CHECK(num / den <= 1e-4);
   }
 }

@@ -1,6 +1,7 @@
 // UNet2D construction: the exact parameter counts of the named configs (DESIGN.md §7), diffusers'
 // parameter names, strict config parsing, and a forward pass's shape and determinism.
 #include <catch2/catch.hpp>
+#include <map>
 
 #include "nn/autograd.h"
 #include "nn/unet2d.h"
@@ -33,14 +34,14 @@ TEST_CASE("parameter names and shapes follow diffusers", "[unet]") {
 
 TEST_CASE("config parsing rejects what diffuse does not implement, by key and value", "[unet]") {
   auto parse = [](const std::string& extra) {
-    return parse_unet_config(R"({"block_out_channels": [32, 64], "norm_num_groups": 8, )" + extra + "}", "cfg.json");
+    return parse_unet_config(R"({"block_out_channels": [32, 64], "norm_num_groups": 8, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], )" + extra + "}", "cfg.json");
   };
   CHECK_NOTHROW(parse(R"("_diffusers_version": "0.30.0", "mid_block_type": "UNetMidBlock2D", "add_attention": true)"));
   CHECK_THROWS_WITH(parse(R"("act_fn": "gelu")"), Catch::Contains("cfg.json") && Catch::Contains("act_fn") && Catch::Contains("gelu"));
   CHECK_THROWS_WITH(parse(R"("resnet_time_scale_shift": "scale_shift")"), Catch::Contains("resnet_time_scale_shift"));
   CHECK_THROWS_WITH(parse(R"("time_embedding_type": "fourier")"), Catch::Contains("fourier"));
   CHECK_THROWS_WITH(parse(R"("frobnicate": 1)"), Catch::Contains("unknown key frobnicate"));
-  CHECK_THROWS_WITH(parse(R"("down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"])"), Catch::Contains("CrossAttnDownBlock2D"));
+  CHECK_THROWS_WITH(parse_unet_config(R"({"block_out_channels": [32, 64], "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]})", "cfg.json"), Catch::Contains("CrossAttnDownBlock2D"));
   CHECK_THROWS_WITH(parse(R"("norm_num_groups": 7)"), Catch::Contains("norm_num_groups"));
   CHECK_THROWS_WITH(parse_unet_config("{not json", "bad.json"), Catch::Contains("bad.json") && Catch::Contains("not valid JSON"));
   CHECK_THROWS_WITH(resolve_unet_config("no-such-config"), Catch::Contains("no-such-config") && Catch::Contains("tiny"));
@@ -64,7 +65,7 @@ TEST_CASE("UNet2D forward maps NHWC to NHWC, is deterministic and checks its inp
   CHECK(y1.shape() == Shape{2, 8, 8, 1});
   CHECK(y1.to_vector() == y2.to_vector());
   CHECK_THROWS_WITH(m.forward(Tensor::randn({2, 8, 8, 3}, 5), t), Catch::Contains("3 channels"));
-  CHECK_THROWS_WITH(m.forward(Tensor::randn({2, 6, 6, 1}, 5), t), Catch::Contains("multiples of 2"));
+  CHECK_THROWS_WITH(m.forward(Tensor::randn({2, 7, 7, 1}, 5), t), Catch::Contains("multiples of 2"));
   CHECK_THROWS_WITH(m.forward(x, Tensor::from({1, 2, 3}, {3})), Catch::Contains("timestep"));
   CHECK_THROWS_WITH(m.forward(x, t, Tensor::from({0, 1}, {2}, DType::i64)), Catch::Contains("no class embedding"));
 }
