@@ -51,11 +51,11 @@ class Model {
   std::shared_ptr<Impl> impl_;
 };
 
-// Which sampler runs and how. The noise schedule and prediction type always come from a
-// scheduler config: the model's own, the file named here, or diffusers' DDPMScheduler defaults
-// when neither exists.
+// Which sampler runs and how (the defaults are `diffuse sample`'s). The noise schedule and
+// prediction type always come from a scheduler config: the file named here, else the model's
+// own, else diffusers' DDPMScheduler defaults.
 struct SamplerOptions {
-  std::string sampler;           // "ddpm", "ddim", "dpmpp-2m"; "" keeps the scheduler config's own
+  std::string sampler = "ddim";  // "ddpm", "ddim", "dpmpp-2m"; "" keeps the scheduler config's own
   int steps = 50;                // inference steps
   double eta = 0.0;              // DDIM's eta in [0, 1]: 0 is deterministic DDIM
   std::string scheduler_config;  // a scheduler_config.json path to use instead of the model's

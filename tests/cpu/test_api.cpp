@@ -21,10 +21,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A tiny UNet (1x32x32) with random weights saved as a pipeline directory; `classes` > 0 makes it
-// class-conditional with a null class, as training does.
+// The `tiny` UNet with random weights, for 16x16 images (a quarter of the work of its 32x32),
+// saved as a pipeline directory; `classes` > 0 makes it class-conditional with a null class, as
+// training does.
 std::string save_tiny_model(const TempDir& dir, const std::string& name, int classes = 0, bool with_scheduler = true) {
   UNet2DConfig cfg = resolve_unet_config("tiny");
+  cfg.sample_size = 16;
   if (classes > 0) cfg.num_class_embeds = classes + 1;
   UNet2D unet(cfg, 11);
   std::string path = dir.file(name);
@@ -46,7 +48,7 @@ TEST_CASE("Model::load reads pipeline and bare UNet directories", "[api]") {
   TempDir dir;
   std::string path = save_tiny_model(dir, "m");
   Model m = Model::load(path);
-  CHECK(m.sample_size() == 32);
+  CHECK(m.sample_size() == 16);
   CHECK(m.channels() == 1);
   CHECK(m.num_classes() == 0);
   CHECK(m.num_parameters() == UNet2D(resolve_unet_config("tiny")).num_parameters());
@@ -72,13 +74,15 @@ TEST_CASE("Model::load failures are one diffuse::Error naming the path", "[api]"
 TEST_CASE("Pipeline takes the scheduler from the model, a file or defaults, and the sampler from options", "[api]") {
   TempDir dir;
   Model m = Model::load(save_tiny_model(dir, "m"));
-  Pipeline own(m);
+  CHECK(Pipeline(m).sampler() == "ddim");  // the default, as `diffuse sample`
+  SamplerOptions o;
+  o.sampler = "";  // the scheduler config's own
+  Pipeline own(m, o);
   CHECK(own.sampler() == "ddpm");
   CHECK(own.steps() == 50);
   CHECK(own.timesteps().size() == 50);
   CHECK(own.timesteps().front() > own.timesteps().back());
 
-  SamplerOptions o;
   o.sampler = "dpmpp-2m";
   o.steps = 7;
   Pipeline dpm(m, o);
@@ -92,13 +96,18 @@ TEST_CASE("Pipeline takes the scheduler from the model, a file or defaults, and 
   cosine.beta_schedule = BetaSchedule::squaredcos_cap_v2;
   write_scheduler_config(dir.file("sched.json"), cosine);
   o = SamplerOptions{};
+  o.sampler = "";
   o.scheduler_config = dir.file("sched.json");
   Pipeline from_file(m, o);
   CHECK(from_file.sampler() == "ddim");
   CHECK_THAT(from_file.scheduler_config_json(), Catch::Contains("squaredcos_cap_v2"));
 
   // A bare UNet directory has no scheduler config: diffusers' DDPMScheduler defaults.
-  CHECK(Pipeline(Model::load(m.directory() + "/unet")).sampler() == "ddpm");
+  o = SamplerOptions{};
+  o.sampler = "";
+  Pipeline bare(Model::load(m.directory() + "/unet"), o);
+  CHECK(bare.sampler() == "ddpm");
+  CHECK_THAT(bare.scheduler_config_json(), Catch::Contains("\"beta_schedule\": \"linear\""));
 
   o = SamplerOptions{};
   o.sampler = "euler";
@@ -120,10 +129,10 @@ TEST_CASE("Pipeline::generate writes the engine's images into the caller's buffe
   Model m = Model::load(path);
   SamplerOptions o;
   o.sampler = "ddim";
-  o.steps = 4;
+  o.steps = 2;
   o.eta = 0.5;
   Pipeline p(m, o);
-  REQUIRE(p.image_elements() == 32 * 32 * 1);
+  REQUIRE(p.image_elements() == 16 * 16 * 1);
   GenerateRequest r;
   r.count = 3;
   r.batch = 2;
@@ -137,7 +146,7 @@ TEST_CASE("Pipeline::generate writes the engine's images into the caller's buffe
   GenerateOptions g;
   g.count = 3;
   g.batch = 2;
-  g.steps = 4;
+  g.steps = 2;
   g.eta = 0.5;
   g.seed = 5;
   std::vector<double> engine = generate(*unet, sc, g).to_vector();
@@ -183,7 +192,7 @@ TEST_CASE("bad generate requests are one diffuse::Error naming the field", "[api
   fails_with(r, "needs a class_label");
   r = GenerateRequest{};
   r.count = 5;
-  fails_with(r, "5 images need 5120");
+  fails_with(r, "5 images need 1280");
   r = GenerateRequest{};
   fails_with(r, "holds 10 floats", 10);
   CHECK_THROWS_WITH(p.generate(GenerateRequest{}, static_cast<float*>(nullptr), 100), Catch::Contains("null"));
@@ -194,7 +203,7 @@ TEST_CASE("class-conditional generation with guidance, progress and cancel", "[a
   Model m = Model::load(save_tiny_model(dir, "c", 2));
   SamplerOptions o;
   o.sampler = "ddim";
-  o.steps = 3;
+  o.steps = 2;
   Pipeline p(m, o);
   GenerateRequest r;
   r.count = 2;
@@ -221,9 +230,9 @@ TEST_CASE("class-conditional generation with guidance, progress and cancel", "[a
     calls.push_back({b, s, n});
     return true;
   }));
-  CHECK(calls.size() == 6);  // 2 batches x 3 steps
-  CHECK(calls.back() == std::array<int, 3>{1, 3, 3});
-  CHECK_FALSE(p.generate(r, buf.data(), buf.size(), [](int, int s, int) { return s < 2; }));
+  CHECK(calls.size() == 4);  // 2 batches x 2 steps
+  CHECK(calls.back() == std::array<int, 3>{1, 2, 2});
+  CHECK_FALSE(p.generate(r, buf.data(), buf.size(), [](int, int s, int) { return s < 1; }));
   CHECK_THROWS_AS(p.generate(r, buf.data(), buf.size(), [](int, int, int) -> bool { throw Stop{}; }), Stop);
 }
 
@@ -285,14 +294,18 @@ TEST_CASE("the public training defaults are the engine's", "[api]") {
 
 TEST_CASE("train through the public API: progress, cancel, a loadable checkpoint", "[api]") {
   TempDir dir;
-  // Four 32x32 gray images in two class folders.
+  // Four 16x16 gray images in two class folders, and `tiny` for 16x16 images.
   for (int i = 0; i < 4; ++i) {
-    Image8 img{32, 32, 1, std::vector<uint8_t>(32 * 32, static_cast<uint8_t>(40 * i))};
+    Image8 img{16, 16, 1, std::vector<uint8_t>(16 * 16, static_cast<uint8_t>(40 * i))};
     std::string cls = dir.file(i % 2 ? "data/b" : "data/a");
     fs::create_directories(cls);
     write_image(cls + "/" + std::to_string(i) + ".png", img);
   }
+  UNet2DConfig cfg = resolve_unet_config("tiny");
+  cfg.sample_size = 16;
+  test::write_bytes(dir.file("unet.json"), unet_config_to_json(cfg));
   TrainRequest req;
+  req.config = dir.file("unet.json");
   req.data = dir.file("data");
   req.out = dir.file("run");
   req.steps = 5;
@@ -318,7 +331,9 @@ TEST_CASE("train through the public API: progress, cancel, a loadable checkpoint
 
   Model trained = Model::load(s.model_dir);
   CHECK(trained.num_classes() == 2);
-  CHECK(Pipeline(trained).sampler() == "ddpm");  // the run's scheduler config travels with it
+  SamplerOptions own;
+  own.sampler = "";
+  CHECK(Pipeline(trained, own).sampler() == "ddpm");  // the run's scheduler config travels with it
 
   // Resuming continues after the checkpoint; a callback's own exception passes through unchanged.
   req.resume = true;

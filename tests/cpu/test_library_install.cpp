@@ -65,13 +65,15 @@ TEST_CASE("docs/examples/embed builds against the installed package and writes t
                        fs::path(prefix) / "lib/cmake/diffuse"));
   must_run({DIFFUSE_CMAKE_COMMAND, "--build", build});
 
-  UNet2D unet(resolve_unet_config("tiny"), 21);
+  UNet2DConfig cfg = resolve_unet_config("tiny");
+  cfg.sample_size = 16;  // a quarter of the sampling work
+  UNet2D unet(cfg, 21);
   const std::string model_dir = dir.file("model");
   save_model_dir(model_dir, unet, scheduler_config_to_json(SchedulerConfig{}));
   RunResult r = run({build + "/embed", model_dir, dir.file("out.png"), "3", "7"});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
-  CHECK_THAT(r.output, Catch::Contains("wrote 3 images of 32x32x1 (ddim, 20 steps)"));
+  CHECK_THAT(r.output, Catch::Contains("wrote 3 images of 16x16x1 (ddim, 20 steps)"));
 
   // The same request in this process, written the same way.
   Model model = Model::load(model_dir);
@@ -84,10 +86,10 @@ TEST_CASE("docs/examples/embed builds against the installed package and writes t
   Pipeline p(model, o);
   std::vector<float> images(3 * p.image_elements());
   REQUIRE(p.generate(req, images.data(), images.size()));
-  write_png(dir.file("expected.png"), images.data(), 3, 32, 32, 1);
+  write_png(dir.file("expected.png"), images.data(), 3, 16, 16, 1);
   Image8 got = read_image(dir.file("out.png")), want = read_image(dir.file("expected.png"));
-  CHECK(got.width == 2 * 32 + 3 * 2);  // a 2x2 grid with 2-pixel borders
-  CHECK(got.height == 2 * 32 + 3 * 2);
+  CHECK(got.width == 2 * 16 + 3 * 2);  // a 2x2 grid with 2-pixel borders
+  CHECK(got.height == 2 * 16 + 3 * 2);
   CHECK(got.channels == 1);
   CHECK(got.pixels == want.pixels);
   CHECK(std::count(got.pixels.begin(), got.pixels.end(), got.pixels[2 * got.width + 2]) <
@@ -109,4 +111,11 @@ TEST_CASE("docs/examples/embed configures with add_subdirectory of the source tr
   CHECK(cache_value(cache, "DIFFUSE_BUILD_TESTS") == "OFF");
   CHECK(cache_value(cache, "DIFFUSE_BUILD_TOOLS") == "OFF");
   CHECK(cache_value(cache, "DIFFUSE_INSTALL") == "OFF");
+}
+
+TEST_CASE("docs/library.md shows docs/examples/embed/main.cpp as it is", "[install]") {
+  std::string code = slurp(source_path("docs/examples/embed/main.cpp"));
+  // Past the file's opening comment, the program must appear in the docs verbatim.
+  code = code.substr(code.find("#include"));
+  CHECK(slurp(source_path("docs/library.md")).find(code) != std::string::npos);
 }

@@ -15,8 +15,7 @@ int main(int argc, char** argv) {
   try {
     diffuse::Model model = diffuse::Model::load(argv[1]);  // diffuse::Device::cuda for a GPU
 
-    diffuse::SamplerOptions sampler;  // noise schedule from the model's scheduler_config.json
-    sampler.sampler = "ddim";
+    diffuse::SamplerOptions sampler;  // DDIM; noise schedule from the model's scheduler config
     sampler.steps = 20;
     diffuse::Pipeline pipeline(model, sampler);
 
