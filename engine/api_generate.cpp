@@ -99,7 +99,8 @@ std::vector<int64_t> Pipeline::timesteps() const { return impl_->timesteps; }
 std::string Pipeline::scheduler_config_json() const { return scheduler_config_to_json(impl_->scheduler); }
 size_t Pipeline::image_elements() const {
   const Model& m = impl_->model;
-  return static_cast<size_t>(m.sample_size()) * static_cast<size_t>(m.sample_size()) * static_cast<size_t>(m.channels());
+  const size_t side = static_cast<size_t>(m.sample_size());
+  return side * side * static_cast<size_t>(m.channels());
 }
 
 namespace {
@@ -139,8 +140,9 @@ Tensor run_generate(UNet2D& unet, const SchedulerConfig& scheduler, int steps, c
   bool cancelled = false;
   GenerateCallback callback;
   if (progress)
-    callback = [&](int64_t batch, int64_t step, int64_t steps) {
-      bool go = api::call_user([&] { return progress(static_cast<int>(batch), static_cast<int>(step), static_cast<int>(steps)); });
+    callback = [&](int64_t batch, int64_t step, int64_t total) {
+      bool go = api::call_user(
+          [&] { return progress(static_cast<int>(batch), static_cast<int>(step), static_cast<int>(total)); });
       if (!go) cancelled = true;
       return go;
     };

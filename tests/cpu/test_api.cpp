@@ -68,7 +68,8 @@ TEST_CASE("Model::load failures are one diffuse::Error naming the path", "[api]"
   CHECK_THROWS_WITH(Model::load(dir.file("absent")), Catch::Contains(dir.file("absent")));
   fs::create_directories(dir.file("empty"));
   CHECK_THROWS_AS(Model::load(dir.file("empty")), Error);
-  if (!cuda_available()) CHECK_THROWS_WITH(Model::load(save_tiny_model(dir, "m"), Device::cuda), Catch::Contains("CUDA"));
+  if (!cuda_available())
+    CHECK_THROWS_WITH(Model::load(save_tiny_model(dir, "m"), Device::cuda), Catch::Contains("CUDA"));
 }
 
 TEST_CASE("Pipeline takes the scheduler from the model, a file or defaults, and the sampler from options", "[api]") {
