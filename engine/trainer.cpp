@@ -46,6 +46,7 @@ void validate(const TrainOptions& o) {
   if (o.grad_clip < 0) bad("--grad-clip must be >= 0");
   if (o.precision != "fp32" && o.precision != "bf16") bad("--precision " + o.precision + ": expected fp32 or bf16");
   if (o.precision == "bf16" && o.device != Device::cuda) bad("--precision bf16 needs --device cuda");
+  if (o.precision == "bf16") bad("--precision bf16: mixed-precision training is not implemented yet; use fp32");
   parse_prediction_type(o.prediction, "--prediction");
   parse_beta_schedule(o.beta_schedule, "--beta-schedule");
   if (o.device == Device::cuda) require_cuda_device();

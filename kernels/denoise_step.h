@@ -79,4 +79,17 @@ void denoise_step(const DenoiseStepDesc& d, const T* x, const T* model_out, cons
                   T* x0_out);
 }  // namespace cpu
 
+// Device launchers (kernels/cuda/denoise_step.cu), f32 only, same buffers and in-place rules as
+// cpu::denoise_step: cuda:: takes device pointers, emu:: host pointers (the SIMT emulator).
+#define DIFFUSE_DENOISE_STEP_LAUNCHERS                                                                       \
+  void denoise_step(const DenoiseStepDesc& d, const float* x, const float* model_out, const float* x0_prev,  \
+                    float* x_prev, float* x0_out, Stream stream);
+namespace cuda {
+DIFFUSE_DENOISE_STEP_LAUNCHERS
+}
+namespace emu {
+DIFFUSE_DENOISE_STEP_LAUNCHERS
+}
+#undef DIFFUSE_DENOISE_STEP_LAUNCHERS
+
 }  // namespace diffuse::kernels

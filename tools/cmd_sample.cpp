@@ -6,6 +6,8 @@
 #include <cxxopts.hpp>
 #include <filesystem>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "engine/generate.h"
 #include "engine/image_io.h"
@@ -23,7 +25,7 @@ int cmd_sample(int argc, char** argv) {
     ("sampler", "ddpm, ddim or dpmpp-2m", cxxopts::value<std::string>()->default_value("ddim"))
     ("steps", "inference steps", cxxopts::value<int64_t>()->default_value("50"))
     ("eta", "DDIM eta (0: deterministic)", cxxopts::value<double>()->default_value("0"))
-    ("n", "number of images", cxxopts::value<int64_t>()->default_value("16"))
+    ("n", "number of images (also --n)", cxxopts::value<int64_t>()->default_value("16"))
     ("class", "class label for a class-conditional model (-1: unconditional)", cxxopts::value<int64_t>()->default_value("-1"))
     ("guidance", "classifier-free guidance weight", cxxopts::value<double>()->default_value("1"))
     ("seed", "random seed", cxxopts::value<uint64_t>()->default_value("0"))
@@ -32,7 +34,15 @@ int cmd_sample(int argc, char** argv) {
     ("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))
     ("batch", "images per sampler batch", cxxopts::value<int64_t>()->default_value("16"))
     ("h,help", "show this help");
-  auto args = parse_or_usage(options, argc, argv);
+  // cxxopts treats one-letter names as short options; accept DESIGN's `--n 16` and `--n=16` too.
+  std::vector<std::string> rewritten(argv, argv + argc);
+  for (size_t i = 1; i < rewritten.size(); ++i) {
+    if (rewritten[i] == "--n") rewritten[i] = "-n";
+    else if (rewritten[i].rfind("--n=", 0) == 0) rewritten[i] = "-n" + rewritten[i].substr(4);
+  }
+  std::vector<char*> argv2;
+  for (auto& a : rewritten) argv2.push_back(a.data());
+  auto args = parse_or_usage(options, argc, argv2.data());
   if (!args) return 2;
   if (args->count("help")) {
     std::cout << options.help() << "\n";
