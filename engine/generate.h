@@ -13,7 +13,7 @@ namespace diffuse {
 
 struct GenerateOptions {
   int64_t count = 16;
-  int64_t batch = 16;          // images per forward (halved internally room for CFG is not needed)
+  int64_t batch = 16;          // images per sampler loop (the forward sees 2x this with guidance)
   int64_t steps = 50;          // inference steps
   double eta = 0.0;            // DDIM η
   int64_t class_label = -1;    // -1: unconditional (the null class for class-conditional models)
@@ -24,7 +24,8 @@ struct GenerateOptions {
 // Called after each sampler step of each batch: (batch index, step, steps); false cancels.
 using GenerateCallback = std::function<bool(int64_t, int64_t, int64_t)>;
 
-// Returns f32 [count, H, W, C] on the host, clamped to [-1, 1].
+// Returns f32 [count, H, W, C] on the host, clamped to [-1, 1]. Batch k (images k·batch ...)
+// draws its noise under a key derived from (seed, k), so a seed fixes every image.
 Tensor generate(UNet2D& model, const SchedulerConfig& scheduler, const GenerateOptions& options,
                 const GenerateCallback& callback = nullptr);
 

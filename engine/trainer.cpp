@@ -46,6 +46,7 @@ void validate(const TrainOptions& o) {
   if (o.grad_clip < 0) bad("--grad-clip must be >= 0");
   if (o.precision != "fp32" && o.precision != "bf16") bad("--precision " + o.precision + ": expected fp32 or bf16");
   if (o.precision == "bf16" && o.device != Device::cuda) bad("--precision bf16 needs --device cuda");
+  if (o.precision == "bf16") bad("--precision bf16: mixed-precision training is not implemented yet; use fp32");
   parse_prediction_type(o.prediction, "--prediction");
   parse_beta_schedule(o.beta_schedule, "--beta-schedule");
   if (o.device == Device::cuda) require_cuda_device();
@@ -84,6 +85,19 @@ void truncate_metrics(const std::string& path, int64_t last_step) {
     }
   }
   write_file_atomic(path, kept);
+}
+
+// The DDPMScheduler config saved with the model: the training schedule plus diffusers' defaults.
+SchedulerConfig training_scheduler_config(const ScheduleOptions& s) {
+  SchedulerConfig c;
+  c.kind = SamplerKind::ddpm;
+  c.num_train_timesteps = s.num_train_timesteps;
+  c.beta_start = s.beta_start;
+  c.beta_end = s.beta_end;
+  c.beta_schedule = s.beta_schedule;
+  c.rescale_betas_zero_snr = s.rescale_betas_zero_snr;
+  c.prediction_type = s.prediction_type;
+  return c;
 }
 
 }  // namespace

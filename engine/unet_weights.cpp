@@ -50,13 +50,11 @@ void load_unet_weights(UNet2D& model, const std::string& path) {
   }
   for (auto& [name, file_name] : stored)
     if (!used.count(name)) throw Error(path + ": unexpected tensor " + file_name + " (not part of this config's UNet)");
-  // All checks passed: install.
+  // All checks passed: copy into the existing storage, so every handle to a parameter (an
+  // optimizer's, an EMA's) keeps pointing at the model's weights.
   for (size_t k = 0; k < params.size(); ++k) {
     Tensor& t = *params[k].second;
-    bool rg = t.requires_grad();
-    Tensor v = loaded[k].to(t.dtype()).to(t.device());
-    t = v;
-    if (rg) t.set_requires_grad(true);
+    t.copy_from(loaded[k].to(t.dtype()).to(t.device()));
   }
 }
 

@@ -3,6 +3,7 @@
 // channels, biased variance, eps inside the sqrt (PyTorch's definition). Optional fusions:
 // add_nc [N, C] added to x before the statistics, SiLU applied after the affine.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/common.h"
@@ -14,6 +15,10 @@ struct GroupNormDesc {
   int64_t groups = 1;
   double eps = 1e-5;
   bool silu = false;
+  // Device kernels only: a cap on the shared memory of the one-read forward path (a whole
+  // (n, group) slab in one block); 0 means the device's own limit. Tests lower it to force the
+  // chunked two-pass path on tiny shapes.
+  int64_t smem_limit_bytes = 0;
   int64_t group_size() const { return channels / groups; }
 };
 
@@ -30,5 +35,25 @@ void group_norm_backward(const GroupNormDesc& d, const T* x, const T* add_nc, co
                          const double* mean, const double* rstd, const T* dy, T* dx, T* dgamma, T* dbeta,
                          T* dadd_nc);
 }  // namespace cpu
+
+// Device launchers (kernels/cuda/group_norm.cu), f32 only: cuda:: takes device pointers, emu::
+// host pointers. mean/rstd are f64 [N, groups] as on the CPU (computed with f32 accumulation).
+// `workspace` is scratch of at least the matching *_workspace_bytes(d) (null when that is 0);
+// both sizes depend only on d and the current device. dgamma, dbeta, dadd_nc may be null.
+#define DIFFUSE_GROUP_NORM_LAUNCHERS                                                                              \
+  size_t group_norm_forward_workspace_bytes(const GroupNormDesc& d);                                             \
+  size_t group_norm_backward_workspace_bytes(const GroupNormDesc& d);                                            \
+  void group_norm_forward(const GroupNormDesc& d, const float* x, const float* add_nc, const float* gamma,       \
+                          const float* beta, float* y, double* mean, double* rstd, void* workspace, Stream stream); \
+  void group_norm_backward(const GroupNormDesc& d, const float* x, const float* add_nc, const float* gamma,      \
+                           const float* beta, const double* mean, const double* rstd, const float* dy, float* dx,   \
+                           float* dgamma, float* dbeta, float* dadd_nc, void* workspace, Stream stream);
+namespace cuda {
+DIFFUSE_GROUP_NORM_LAUNCHERS
+}
+namespace emu {
+DIFFUSE_GROUP_NORM_LAUNCHERS
+}
+#undef DIFFUSE_GROUP_NORM_LAUNCHERS
 
 }  // namespace diffuse::kernels

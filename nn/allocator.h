@@ -4,9 +4,10 @@
 #pragma once
 #include <cstddef>
 
+#include "diffuse/device.h"
+
 namespace diffuse {
 
-enum class Device : unsigned char { cpu, cuda };
 const char* device_name(Device d);
 
 class Allocator {

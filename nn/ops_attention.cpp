@@ -1,8 +1,11 @@
 // attention op (kernels/attention.h): q, k, v [N, L, heads * d] -> softmax(q kᵀ / √d) v. The
-// backward node keeps q, k, v and the output and recomputes the probabilities (DESIGN.md §5).
+// backward node keeps q, k, v and the output and recomputes the probabilities (DESIGN.md §5); on
+// CUDA it also keeps the forward's per-row log-sum-exp [N, heads, L] f32, from which the flash
+// kernels rebuild P without a softmax pass. CUDA takes f32 or bf16 and head dims 32, 64, 128.
 #include "kernels/attention.h"
 
 #include "nn/autograd.h"
+#include "nn/device_context.h"
 #include "nn/op_checks.h"
 #include "nn/ops.h"
 
@@ -10,6 +13,48 @@ namespace diffuse::ops {
 
 using namespace detail;
 namespace k = diffuse::kernels;
+
+namespace {
+
+void cuda_forward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v, const Tensor& out,
+                  const Tensor& lse) {
+#if DIFFUSE_WITH_CUDA
+  float* lse_ptr = lse.defined() ? lse.data<float>() : nullptr;
+  if (q.dtype() == DType::bf16)
+    k::cuda::attention_forward(d, q.data<uint16_t>(), kt.data<uint16_t>(), v.data<uint16_t>(), out.data<uint16_t>(),
+                               lse_ptr, current_stream());
+  else
+    k::cuda::attention_forward(d, q.data<float>(), kt.data<float>(), v.data<float>(), out.data<float>(), lse_ptr,
+                               current_stream());
+#else
+  (void)d, (void)q, (void)kt, (void)v, (void)out, (void)lse;
+  no_cuda_path("attention");
+#endif
+}
+
+// gq/gk/gv may be undefined (not wanted). delta is the kernels' f32 [N, heads, L] scratch.
+void cuda_backward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v, const Tensor& out,
+                   const Tensor& lse, const Tensor& dout, const Tensor& gq, const Tensor& gk, const Tensor& gv) {
+#if DIFFUSE_WITH_CUDA
+  Tensor delta = Tensor::empty({d.n, d.heads, d.len}, DType::f32, Device::cuda);
+  auto run = [&](auto t) {
+    using T = decltype(t);
+    auto grad = [](const Tensor& g) { return g.defined() ? g.data<T>() : nullptr; };
+    k::cuda::attention_backward(d, q.data<T>(), kt.data<T>(), v.data<T>(), out.data<T>(), dout.data<T>(),
+                                lse.data<float>(), delta.data<float>(), grad(gq), grad(gk), grad(gv),
+                                current_stream());
+  };
+  if (q.dtype() == DType::bf16)
+    run(uint16_t{});
+  else
+    run(float{});
+#else
+  (void)d, (void)q, (void)kt, (void)v, (void)out, (void)lse, (void)dout, (void)gq, (void)gk, (void)gv;
+  no_cuda_path("attention");
+#endif
+}
+
+}  // namespace
 
 Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int heads) {
   const char* op = "attention";
@@ -29,26 +74,45 @@ Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int heads) 
   d.len = q.dim(1);
   d.heads = heads;
   d.head_dim = q.dim(2) / heads;
+  const bool on_cuda = q.device() == Device::cuda;
+  if (on_cuda && d.head_dim != 32 && d.head_dim != 64 && d.head_dim != 128)
+    fail(op, "head dim " + std::to_string(d.head_dim) + " is not supported on CUDA (32, 64 or 128)" + what);
 
+  const bool need_grad = any_requires_grad({&q, &kt, &v});
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
-  dispatch_cpu_float(op, q, [&](auto t) {
-    using T = decltype(t);
-    k::cpu::attention_forward<T>(d, q.data<T>(), kt.data<T>(), v.data<T>(), out.data<T>());
-  });
-  if (any_requires_grad({&q, &kt, &v})) {
+  Tensor lse;  // CUDA only, and only for a backward
+  if (on_cuda) {
+    if (need_grad) lse = Tensor::empty({d.n, d.heads, d.len}, DType::f32, Device::cuda);
+    cuda_forward(d, q, kt, v, out, lse);
+  } else {
+    dispatch_cpu_float(op, q, [&](auto t) {
+      using T = decltype(t);
+      k::cpu::attention_forward<T>(d, q.data<T>(), kt.data<T>(), v.data<T>(), out.data<T>());
+    });
+  }
+  if (need_grad) {
     Tensor sq = q.detach(), sk = kt.detach(), sv = v.detach(), so = out.detach();
     bool need_q = q.requires_grad(), need_k = kt.requires_grad(), need_v = v.requires_grad();
-    record(op, {&q, &kt, &v}, {&out}, [d, sq, sk, sv, so, need_q, need_k, need_v](const std::vector<Tensor>& g) {
-      auto grad_if = [&](bool need) { return need ? Tensor::empty(sq.shape(), sq.dtype(), sq.device()) : Tensor(); };
-      Tensor gq = grad_if(need_q), gk = grad_if(need_k), gv = grad_if(need_v);
-      dispatch_cpu_float("attention", sq, [&](auto t) {
-        using T = decltype(t);
-        k::cpu::attention_backward<T>(d, sq.data<T>(), sk.data<T>(), sv.data<T>(), so.data<T>(), g[0].data<T>(),
-                                      need_q ? gq.data<T>() : nullptr, need_k ? gk.data<T>() : nullptr,
-                                      need_v ? gv.data<T>() : nullptr);
-      });
-      return std::vector<Tensor>{gq, gk, gv};
-    });
+    record(op, {&q, &kt, &v}, {&out},
+           [d, sq, sk, sv, so, lse, need_q, need_k, need_v](const std::vector<Tensor>& g) {
+             auto grad_if = [&](bool need) {
+               return need ? Tensor::empty(sq.shape(), sq.dtype(), sq.device()) : Tensor();
+             };
+             Tensor gq = grad_if(need_q), gk = grad_if(need_k), gv = grad_if(need_v);
+             if (g[0].dtype() != sq.dtype() || g[0].device() != sq.device() || g[0].shape() != sq.shape())
+               fail("attention", "output grad " + g[0].describe() + " does not match the output " + so.describe());
+             if (sq.device() == Device::cuda) {
+               cuda_backward(d, sq, sk, sv, so, lse, g[0], gq, gk, gv);
+             } else {
+               dispatch_cpu_float("attention", sq, [&](auto t) {
+                 using T = decltype(t);
+                 k::cpu::attention_backward<T>(d, sq.data<T>(), sk.data<T>(), sv.data<T>(), so.data<T>(),
+                                               g[0].data<T>(), need_q ? gq.data<T>() : nullptr,
+                                               need_k ? gk.data<T>() : nullptr, need_v ? gv.data<T>() : nullptr);
+               });
+             }
+             return std::vector<Tensor>{gq, gk, gv};
+           });
   }
   return out;
 }

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "diffuse/error.h"
 #include "nn/allocator.h"
 
 namespace diffuse::cli {

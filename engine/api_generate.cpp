@@ -1,0 +1,207 @@
+// The public API's loading and sampling half (include/diffuse/diffuse.h): Model, Pipeline and
+// write_png as thin shells over engine/model_dir.h, engine/scheduler.h, engine/sampler.h and
+// engine/generate.h. Everything a caller passes is checked here, so a bad request is one
+// diffuse::Error naming the field, before any work starts.
+#include <cmath>
+#include <cstring>
+
+#include "diffuse/diffuse.h"
+#include "engine/api_internal.h"
+#include "engine/generate.h"
+#include "engine/image_io.h"
+#include "engine/model_dir.h"
+#include "engine/sampler.h"
+#include "engine/scheduler.h"
+#include "nn/atomic_file.h"
+#include "nn/runtime.h"
+
+namespace diffuse {
+
+struct Model::Impl {
+  std::unique_ptr<UNet2D> unet;
+  std::string directory;
+  std::string scheduler_path;  // "" when the directory has no scheduler config
+  std::string scheduler_json;
+};
+
+struct Pipeline::Impl {
+  explicit Impl(const Model& m) : model(m) {}
+  Model model;
+  std::shared_ptr<Model::Impl> weights;  // model's own, kept here for the engine calls
+  SchedulerConfig scheduler;
+  int steps = 0;
+  std::vector<int64_t> timesteps;
+};
+
+std::string version() { return DIFFUSE_VERSION; }
+
+bool cuda_available() {
+  return api::boundary("cuda_available", [] { return built_with_cuda() && cuda_device_count() > 0; });
+}
+
+// ---- Model ----------------------------------------------------------------------------------
+
+Model Model::load(const std::string& dir, Device device) {
+  return api::boundary(dir, [&] {
+    if (device == Device::cuda) require_cuda_device();
+    auto impl = std::make_shared<Impl>();
+    ModelDirectory located = locate_model_dir(dir);
+    impl->unet = load_unet(located);
+    impl->unet->set_requires_grad(false);
+    impl->unet->set_training(false);
+    if (device != Device::cpu) impl->unet->to(device);
+    impl->directory = dir;
+    impl->scheduler_path = located.scheduler_config_path;
+    if (!impl->scheduler_path.empty()) impl->scheduler_json = read_file(impl->scheduler_path);
+    return Model(std::move(impl));
+  });
+}
+
+int Model::sample_size() const { return impl_->unet->config().sample_size; }
+int Model::channels() const { return impl_->unet->config().in_channels; }
+int Model::num_classes() const {
+  const auto& n = impl_->unet->config().num_class_embeds;
+  return n && *n > 1 ? *n - 1 : 0;
+}
+int64_t Model::num_parameters() const { return impl_->unet->num_parameters(); }
+Device Model::device() const { return impl_->unet->device(); }
+const std::string& Model::directory() const { return impl_->directory; }
+const std::string& Model::scheduler_config_json() const { return impl_->scheduler_json; }
+
+// ---- Pipeline -------------------------------------------------------------------------------
+
+Pipeline::Pipeline(const Model& model, const SamplerOptions& options) {
+  impl_ = api::boundary("sampler options", [&] {
+    if (!model.impl_) throw Error("Pipeline: the Model was moved from");
+    auto impl = std::make_shared<Impl>(model);
+    impl->weights = model.impl_;
+    if (!options.scheduler_config.empty()) {
+      impl->scheduler = read_scheduler_config(options.scheduler_config);
+    } else if (!model.impl_->scheduler_json.empty()) {
+      impl->scheduler = scheduler_config_from_json(model.impl_->scheduler_json, model.impl_->scheduler_path);
+    }  // else diffusers' DDPMScheduler defaults: SchedulerConfig{}
+    if (!options.sampler.empty()) impl->scheduler.kind = parse_sampler_kind(options.sampler, "SamplerOptions::sampler");
+    if (options.steps <= 0)
+      throw Error("SamplerOptions::steps must be positive, got " + std::to_string(options.steps));
+    if (!(options.eta >= 0 && options.eta <= 1))
+      throw Error("SamplerOptions::eta must be in [0, 1], got " + std::to_string(options.eta));
+    impl->scheduler.eta = options.eta;
+    impl->steps = options.steps;
+    impl->timesteps = Sampler(impl->scheduler, options.steps).timesteps();  // validates steps too
+    return impl;
+  });
+}
+
+const Model& Pipeline::model() const { return impl_->model; }
+std::string Pipeline::sampler() const { return sampler_kind_name(impl_->scheduler.kind); }
+int Pipeline::steps() const { return impl_->steps; }
+std::vector<int64_t> Pipeline::timesteps() const { return impl_->timesteps; }
+std::string Pipeline::scheduler_config_json() const { return scheduler_config_to_json(impl_->scheduler); }
+size_t Pipeline::image_elements() const {
+  const Model& m = impl_->model;
+  const size_t side = static_cast<size_t>(m.sample_size());
+  return side * side * static_cast<size_t>(m.channels());
+}
+
+namespace {
+
+// Checks a request against the model and the caller's buffer; returns the elements it needs.
+size_t check_request(const GenerateRequest& r, const Model& model, size_t image_elements, const void* out,
+                     size_t out_size, const char* unit) {
+  if (r.count <= 0) throw Error("GenerateRequest::count must be positive, got " + std::to_string(r.count));
+  if (r.batch <= 0) throw Error("GenerateRequest::batch must be positive, got " + std::to_string(r.batch));
+  const int classes = model.num_classes();
+  if (r.class_label < -1 || (r.class_label >= 0 && r.class_label >= classes))
+    throw Error("GenerateRequest::class_label " + std::to_string(r.class_label) +
+                (classes == 0 ? std::string(": the model is unconditional; use -1")
+                              : ": expected -1 or 0.." + std::to_string(classes - 1)));
+  if (!std::isfinite(r.guidance)) throw Error("GenerateRequest::guidance must be finite");
+  if (r.guidance != 1.0 && r.class_label < 0)
+    throw Error("GenerateRequest::guidance " + std::to_string(r.guidance) + " needs a class_label");
+  const size_t need = static_cast<size_t>(r.count) * image_elements;
+  if (out == nullptr) throw Error("generate: the output buffer is null");
+  if (out_size < need)
+    throw Error("generate: the output buffer holds " + std::to_string(out_size) + " " + unit + ", " +
+                std::to_string(r.count) + " images need " + std::to_string(need));
+  return need;
+}
+
+// Runs the sampler; returns [count, H, W, C] f32 on the host, or an undefined tensor if cancelled.
+Tensor run_generate(UNet2D& unet, const SchedulerConfig& scheduler, int steps, const GenerateRequest& r,
+                    const GenerateProgress& progress) {
+  GenerateOptions g;
+  g.count = r.count;
+  g.batch = r.batch;
+  g.steps = steps;
+  g.eta = scheduler.eta;
+  g.class_label = r.class_label;
+  g.guidance = r.guidance;
+  g.seed = r.seed;
+  bool cancelled = false;
+  GenerateCallback callback;
+  if (progress)
+    callback = [&](int64_t batch, int64_t step, int64_t total) {
+      bool go = api::call_user(
+          [&] { return progress(static_cast<int>(batch), static_cast<int>(step), static_cast<int>(total)); });
+      if (!go) cancelled = true;
+      return go;
+    };
+  Tensor images;
+  try {
+    images = generate(unet, scheduler, g, callback);
+  } catch (const Error&) {
+    if (cancelled) return Tensor();  // the engine reports a cancel as an error; the API as false
+    throw;
+  }
+  return images.device() == Device::cpu ? images : images.to(Device::cpu);
+}
+
+}  // namespace
+
+bool Pipeline::generate(const GenerateRequest& request, float* out, size_t out_size,
+                        const GenerateProgress& progress) const {
+  return api::boundary("generate", [&] {
+    const size_t need = check_request(request, impl_->model, image_elements(), out, out_size, "floats");
+    Tensor images = run_generate(*impl_->weights->unet, impl_->scheduler, impl_->steps, request, progress);
+    if (!images.defined()) return false;
+    std::memcpy(out, images.data<float>(), need * sizeof(float));
+    return true;
+  });
+}
+
+bool Pipeline::generate(const GenerateRequest& request, uint8_t* out, size_t out_size,
+                        const GenerateProgress& progress) const {
+  return api::boundary("generate", [&] {
+    const size_t need = check_request(request, impl_->model, image_elements(), out, out_size, "bytes");
+    Tensor images = run_generate(*impl_->weights->unet, impl_->scheduler, impl_->steps, request, progress);
+    if (!images.defined()) return false;
+    // All images stacked as one tall [count*H, W, C] image: the same bytes in the same order.
+    const int64_t s = impl_->model.sample_size();
+    Image8 pixels = to_image8(images.view({request.count * s, s, impl_->model.channels()}));
+    std::memcpy(out, pixels.pixels.data(), need);
+    return true;
+  });
+}
+
+// ---- write_png ------------------------------------------------------------------------------
+
+void write_png(const std::string& path, const float* images, int count, int height, int width, int channels,
+               int nrow) {
+  api::boundary(path, [&] {
+    if (images == nullptr) throw Error(path + ": write_png was given a null image buffer");
+    if (count <= 0 || height <= 0 || width <= 0)
+      throw Error(path + ": write_png needs count, height and width > 0, got " + std::to_string(count) + ", " +
+                  std::to_string(height) + ", " + std::to_string(width));
+    if (channels != 1 && channels != 3 && channels != 4)
+      throw Error(path + ": write_png needs 1, 3 or 4 channels, got " + std::to_string(channels));
+    if (nrow < 0) throw Error(path + ": write_png nrow must be >= 0, got " + std::to_string(nrow));
+    Tensor t = Tensor::empty({count, height, width, channels});
+    std::memcpy(t.data<float>(), images, static_cast<size_t>(t.numel()) * sizeof(float));
+    if (count == 1)
+      save_png(path, t);
+    else
+      save_png_grid(path, t, nrow, 2);
+  });
+}
+
+}  // namespace diffuse

@@ -1,0 +1,99 @@
+// See generate.h. With guidance, the unconditional and conditional halves go through the UNet as
+// one batch of 2B (null labels first, as the denoise_step kernel expects), so a guided step costs
+// one forward.
+#include "engine/generate.h"
+
+#include <algorithm>
+
+#include "engine/sampler.h"
+#include "kernels/philox.h"
+#include "nn/autograd.h"
+
+namespace diffuse {
+
+namespace {
+
+// Rows [0, B) and [B, 2B) of the result are both x: the CFG batch.
+Tensor repeat_batch_twice(const Tensor& x) {
+  Shape s = x.shape();
+  const int64_t b = s[0];
+  s[0] = 2 * b;
+  Tensor out = Tensor::empty(s, x.dtype(), x.device());
+  Tensor lo = out.slice0(0, b), hi = out.slice0(b, 2 * b);
+  lo.copy_from(x);
+  hi.copy_from(x);
+  return out;
+}
+
+uint64_t batch_seed(uint64_t seed, int64_t batch_index) {
+  philox::U32x4 r = philox::block(seed, philox::kSampler, (uint64_t(1) << 63) + static_cast<uint64_t>(batch_index));
+  return (static_cast<uint64_t>(r.v[1]) << 32) | r.v[0];
+}
+
+// Restores the model's training flag however generate() exits.
+struct EvalMode {
+  UNet2D& m;
+  bool was;
+  explicit EvalMode(UNet2D& model) : m(model), was(model.training()) { m.set_training(false); }
+  ~EvalMode() { m.set_training(was); }
+};
+
+}  // namespace
+
+Tensor generate(UNet2D& model, const SchedulerConfig& scheduler, const GenerateOptions& g,
+                const GenerateCallback& callback) {
+  const UNet2DConfig& mc = model.config();
+  if (g.count <= 0) throw Error("generate: --n must be positive, got " + std::to_string(g.count));
+  if (g.batch <= 0) throw Error("generate: --batch must be positive, got " + std::to_string(g.batch));
+  if (g.steps <= 0) throw Error("generate: --steps must be positive, got " + std::to_string(g.steps));
+  if (mc.in_channels != mc.out_channels)
+    throw Error("generate: the model maps " + std::to_string(mc.in_channels) + " channels to " +
+                std::to_string(mc.out_channels) + "; sampling needs them equal");
+  const bool conditional = mc.num_class_embeds.has_value();
+  const int64_t null_class = conditional ? *mc.num_class_embeds - 1 : -1;
+  if (!conditional && g.class_label >= 0)
+    throw Error("generate: --class " + std::to_string(g.class_label) + " given, but the model is unconditional");
+  if (conditional && g.class_label >= null_class)
+    throw Error("generate: --class " + std::to_string(g.class_label) + " is out of range: the model has " +
+                std::to_string(null_class) + " classes (0.." + std::to_string(null_class - 1) + ")");
+  const bool guided = conditional && g.class_label >= 0 && g.guidance != 1.0;
+
+  SchedulerConfig cfg = scheduler;
+  cfg.eta = g.eta;
+  Sampler sampler(cfg, g.steps);
+  NoGrad no_grad;
+  EvalMode eval(model);
+  const Device device = model.device();
+  const int64_t S = mc.sample_size, C = mc.in_channels;
+  Tensor out = Tensor::empty({g.count, S, S, C});
+
+  for (int64_t b0 = 0, k = 0; b0 < g.count; b0 += g.batch, ++k) {
+    const int64_t nb = std::min(g.batch, g.count - b0);
+    SampleOptions opt;
+    opt.seed = batch_seed(g.seed, k);
+    if (guided) opt.guidance = g.guidance;
+
+    Tensor labels;
+    if (conditional) {
+      int64_t label = g.class_label >= 0 ? g.class_label : null_class;
+      std::vector<double> l(static_cast<size_t>(guided ? 2 * nb : nb), static_cast<double>(label));
+      if (guided) std::fill(l.begin(), l.begin() + nb, static_cast<double>(null_class));
+      labels = Tensor::from(l, {static_cast<int64_t>(l.size())}, DType::i64).to(device);
+    }
+    Tensor x = Sampler::initial_noise({nb, S, S, C}, opt.seed).to(device);
+    Tensor x0;
+    for (int64_t i = 0; i < sampler.num_steps(); ++i) {
+      Tensor t = Tensor::full({1}, static_cast<double>(sampler.timesteps()[i]), DType::i64);
+      Tensor m = model.forward(guided ? repeat_batch_twice(x) : x, t, labels);
+      sampler.step(i, m, x, x0, opt);
+      if (callback && !callback(k, i + 1, sampler.num_steps())) throw Error("generate: cancelled");
+    }
+    Tensor host = x.to(Device::cpu);
+    float* p = host.data<float>();
+    for (int64_t j = 0; j < host.numel(); ++j) p[j] = std::clamp(p[j], -1.0f, 1.0f);
+    out.slice0(b0, b0 + nb).copy_from(host);
+  }
+  return out;
+}
+
+}  // namespace diffuse

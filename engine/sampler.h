@@ -1,0 +1,73 @@
+// Sampler: a SchedulerConfig plus a number of inference steps becomes the timestep list and, for
+// each step, the scalar coefficients of the denoise_step kernel (DDPM, DDIM, DPM-Solver++(2M)),
+// all as diffusers' schedulers compute them (DESIGN.md §8). The loop itself is generic: the model
+// is a callback, and all randomness comes from Philox stream kSampler under one seed, so a seed
+// fixes the samples on every device.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include "engine/schedule.h"
+#include "engine/scheduler.h"
+#include "kernels/denoise_step.h"
+#include "nn/tensor.h"
+
+namespace diffuse {
+
+struct SampleOptions {
+  uint64_t seed = 0;
+  // Classifier-free guidance weight w. When set, the model callback returns 2·B rows for B rows of
+  // x_t — the unconditional outputs first, then the conditional ones — and the step uses
+  // m = m_uncond + w·(m_cond − m_uncond).
+  std::optional<double> guidance;
+};
+
+class Sampler {
+ public:
+  // The model's output (ε̂, v̂ or x̂0, per prediction_type) for x_t at timestep t.
+  using ModelFn = std::function<Tensor(const Tensor& x_t, int64_t t)>;
+  // Called after each step with the new x and this step's x0 prediction.
+  using StepFn = std::function<void(int64_t step, int64_t num_steps, const Tensor& x, const Tensor& x0)>;
+
+  Sampler(const SchedulerConfig& config, int64_t num_inference_steps);
+
+  const SchedulerConfig& config() const { return config_; }
+  const NoiseSchedule& schedule() const { return schedule_; }
+  int64_t num_steps() const { return static_cast<int64_t>(timesteps_.size()); }
+  const std::vector<int64_t>& timesteps() const { return timesteps_; }
+  // DPM-Solver++ only: σ_i = √((1−ᾱ)/ᾱ) for each step plus the final one (num_steps + 1 values).
+  const std::vector<double>& sigmas() const { return sigmas_; }
+  // Step i's coefficients; numel, guidance, seed and noise offset are filled in by step().
+  const kernels::DenoiseStepDesc& step_desc(int64_t i) const;
+
+  // x_T ~ N(0, I): Philox stream kSampler under `seed`, block offset 0.
+  static Tensor initial_noise(const Shape& shape, uint64_t seed, DType dtype = DType::f32);
+  // The Philox block offset of step i's noise for a batch of numel elements (after x_T's blocks).
+  static uint64_t noise_offset(int64_t step, int64_t numel);
+
+  // Step i: x (x_t) becomes x_{prev} in place; x0 becomes this step's x0 prediction and must hold
+  // the previous step's on entry (DPM-Solver++ second order reads it; allocated when undefined).
+  void step(int64_t i, const Tensor& model_output, Tensor& x, Tensor& x0, const SampleOptions& opt) const;
+  // The whole loop from x_T (not modified); returns x_0. Runs with autograd recording off.
+  Tensor sample(const ModelFn& model, const Tensor& x_T, const SampleOptions& opt, const StepFn& on_step = {}) const;
+
+ private:
+  void build_ddpm();
+  void build_ddim();
+  void build_dpmpp(int64_t num_inference_steps);
+
+  SchedulerConfig config_;
+  NoiseSchedule schedule_;
+  std::vector<int64_t> timesteps_;
+  std::vector<double> sigmas_;
+  std::vector<kernels::DenoiseStepDesc> steps_;
+};
+
+// diffusers' set_timesteps for DDPMScheduler/DDIMScheduler (and, with dpm = true, for
+// DPMSolverMultistepScheduler without Karras sigmas) for a spacing and steps_offset.
+std::vector<int64_t> spaced_timesteps(TimestepSpacing spacing, int64_t num_train_timesteps, int64_t steps,
+                                      int64_t steps_offset, bool dpm);
+
+}  // namespace diffuse

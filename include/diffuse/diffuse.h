@@ -1,0 +1,161 @@
+// diffuse/diffuse.h — the public C++ API for embedding diffuse: load a model directory, sample
+// images into your own buffer, train from a dataset. This header (with diffuse/error.h and
+// diffuse/device.h) is the whole stable surface; it includes only the standard library. Every
+// failure is thrown as diffuse::Error with a one-line message (an exception your callback throws
+// passes through unchanged). Calls are not thread-safe: run one generate/train at a time.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "diffuse/device.h"
+#include "diffuse/error.h"
+
+namespace diffuse {
+
+// The library's version, e.g. "0.1.0".
+std::string version();
+// True when this build has the CUDA backend and a CUDA device is usable right now.
+bool cuda_available();
+
+// A UNet2DModel with its weights, loaded from a model directory. A cheap shared handle: copies
+// refer to the same weights.
+class Model {
+ public:
+  // `dir` is diffusers' pipeline layout (model_index.json, unet/config.json,
+  // unet/diffusion_pytorch_model.safetensors, scheduler/scheduler_config.json) or a bare UNet
+  // directory (config.json + diffusion_pytorch_model.safetensors), such as a training
+  // checkpoint's ema/ directory.
+  static Model load(const std::string& dir, Device device = Device::cpu);
+
+  int sample_size() const;  // images are sample_size x sample_size pixels
+  int channels() const;     // 1 (gray) or 3 (RGB)
+  // 0 for an unconditional model. A class-conditional one accepts labels 0..num_classes()-1;
+  // its last class embedding (index num_classes()) is the null class used without a label.
+  int num_classes() const;
+  int64_t num_parameters() const;
+  Device device() const;
+  const std::string& directory() const;
+  // The directory's scheduler_config.json text, "" when it has none.
+  const std::string& scheduler_config_json() const;
+
+  struct Impl;  // defined in the library
+
+ private:
+  friend class Pipeline;
+  explicit Model(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<Impl> impl_;
+};
+
+// Which sampler runs and how (the defaults are `diffuse sample`'s). The noise schedule and
+// prediction type always come from a scheduler config: the file named here, else the model's
+// own, else diffusers' DDPMScheduler defaults.
+struct SamplerOptions {
+  std::string sampler = "ddim";  // "ddpm", "ddim", "dpmpp-2m"; "" keeps the scheduler config's own
+  int steps = 50;                // inference steps
+  double eta = 0.0;              // DDIM's eta in [0, 1]: 0 is deterministic DDIM
+  std::string scheduler_config;  // a scheduler_config.json path to use instead of the model's
+};
+
+struct GenerateRequest {
+  int count = 1;          // images to generate
+  int class_label = -1;   // a class of a class-conditional model, or -1 for unconditional
+  double guidance = 1.0;  // classifier-free guidance weight w (with a class_label); 1 = none
+  uint64_t seed = 0;      // the same seed and batch give the same images, on every device
+  int batch = 16;         // images per forward pass (each batch draws its own noise from the seed)
+};
+
+// After each sampler step of each batch: (batch index, step 1..steps, steps). Return false to stop.
+using GenerateProgress = std::function<bool(int batch, int step, int steps)>;
+
+// A model plus a ready sampler: build it once, generate as often as you like.
+class Pipeline {
+ public:
+  explicit Pipeline(const Model& model, const SamplerOptions& options = {});
+
+  const Model& model() const;
+  std::string sampler() const;               // the sampler that runs: "ddpm", "ddim" or "dpmpp-2m"
+  int steps() const;
+  std::vector<int64_t> timesteps() const;    // the model timesteps visited, first to last
+  std::string scheduler_config_json() const;  // the scheduler in use, as diffusers' JSON
+  size_t image_elements() const;             // sample_size * sample_size * channels
+
+  // Writes request.count images into `out` as NHWC floats in [-1, 1]: pixel (y, x) channel c of
+  // image i is out[((i * H + y) * W + x) * C + c]. `out_size` is the buffer's length in floats and
+  // must be at least count * image_elements(). Returns false if `progress` stopped it early (the
+  // buffer then holds no finished images).
+  bool generate(const GenerateRequest& request, float* out, size_t out_size,
+                const GenerateProgress& progress = {}) const;
+  // The same images as 8-bit pixels, round((x + 1) / 2 * 255), same layout; out_size in bytes.
+  bool generate(const GenerateRequest& request, uint8_t* out, size_t out_size,
+                const GenerateProgress& progress = {}) const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+// Writes `count` NHWC float images in [-1, 1] (as generate() writes them) to one PNG: the image
+// itself when count is 1, else a grid with `nrow` images per row (0: near-square) and 2 black
+// pixels between them. Replaces `path` only once the new file is complete.
+void write_png(const std::string& path, const float* images, int count, int height, int width, int channels,
+               int nrow = 0);
+
+// A training run (DESIGN.md section 8). Defaults are those of `diffuse train`.
+struct TrainRequest {
+  std::string data = "fashion-mnist";  // a folder of images, an IDX file, or "fashion-mnist"
+  std::string out;                     // the run directory (required)
+  std::string config = "tiny";         // "tiny", "fmnist-small", "ddpm-cifar10" or a config.json path
+  int64_t steps = 1000;
+  int64_t batch = 32;
+  double lr = 1e-4;
+  int64_t warmup = 0;                    // linear warmup steps
+  std::string lr_schedule = "constant";  // constant or cosine after the warmup
+  double weight_decay = 0.0;
+  double grad_clip = 1.0;                // max global gradient norm; 0 = off
+  double ema_decay = 0.9999;
+  std::string prediction = "epsilon";    // epsilon, v_prediction or sample
+  std::string beta_schedule = "linear";  // linear, scaled_linear or squaredcos_cap_v2
+  int64_t num_train_timesteps = 1000;
+  double snr_gamma = 0.0;                // min-SNR-gamma loss weighting; 0 = off
+  int64_t classes = 0;                   // > 0: class-conditional (the dataset's labels)
+  double p_uncond = 0.1;                 // label dropout for classifier-free guidance
+  bool random_flip = false;
+  int64_t sample_every = 0;              // write samples/step-N.png every N steps; 0 = never
+  int64_t sample_count = 16;
+  int64_t checkpoint_every = 0;          // checkpoint every N steps; 0 = only at the end
+  int64_t max_images = 0;                // use the first N images of the dataset; 0 = all
+  bool resume = false;                   // continue from the run's latest checkpoint
+  Device device = Device::cpu;
+  std::string precision = "fp32";        // fp32, or bf16 on CUDA
+  uint64_t seed = 0;
+};
+
+struct TrainUpdate {
+  int64_t step = 0;   // the step just finished, 1-based
+  int64_t total = 0;  // TrainRequest::steps
+  double loss = 0, lr = 0, grad_norm = 0, images_per_second = 0, seconds = 0;
+  std::string event;  // "" after a step; "checkpoint DIR" or "samples FILE" after writing one
+};
+
+struct TrainSummary {
+  int64_t first_step = 0, last_step = 0;  // the steps this call ran
+  double final_loss = 0;
+  std::string checkpoint;  // the last checkpoint written, checkpoints/step-N
+  std::string model_dir;   // its EMA weights, a model directory for Model::load
+  bool cancelled = false;  // the callback returned false
+};
+
+// Called after every step and after each checkpoint or sample grid. Returning false after a step
+// stops the run; a checkpoint of that step is still written.
+using TrainProgressFn = std::function<bool(const TrainUpdate&)>;
+
+// Trains a UNet and writes the run directory: config.json, metrics.jsonl,
+// checkpoints/step-N/{model,ema}/ and samples/ (docs/formats.md).
+TrainSummary train(const TrainRequest& request, const TrainProgressFn& progress = {});
+
+}  // namespace diffuse

@@ -1,0 +1,118 @@
+// CUDA denoise_step (see kernels/denoise_step.h), also run by the SIMT emulator: one sampler update
+// (CFG combine, x0 prediction, clipping, DDPM / DDIM / DPM-Solver++(2M) update, Philox noise) for
+// the whole batch in one element-wise pass, with the per-element math shared with the CPU twin.
+//
+// Launch: one thread per Philox quad — elements 4q..4q+3 use lanes 0..3 of counter block
+// noise_offset + q, so a thread draws its four normals once (only when noise_std != 0) — 256
+// threads a block, at most 4096 blocks (many waves on 132 SMs), grid-stride beyond that.
+// Memory: float4 loads and stores when every buffer read or written (including the conditional half
+// of a guided output, at model_out + numel) is 16-byte aligned; a final partial quad, or unaligned
+// buffers, go element by element. Per element the pass reads x (4 B), the model output (4 B; 8 B
+// guided) and x0_prev (4 B, second-order DPM only) and writes x_prev and x0 (8 B): 16 to 24 bytes,
+// so it is memory-bound; the descriptor's branches are uniform over the grid and cost no divergence.
+// In place (x_prev == x, x0_out == x0_prev) is safe: a thread loads its whole quad from every input
+// before storing it, and no other thread touches that quad — so those buffers carry no __restrict__.
+#include "kernels/compat.cuh"
+#include "kernels/denoise_step.h"
+#include "kernels/philox.h"
+
+#include <algorithm>
+#include <cstdint>
+
+namespace diffuse::kernels::DIFFUSE_DEVICE_NS {
+namespace {
+
+constexpr int kThreads = 256;
+#if defined(DIFFUSE_EMULATOR)
+// Under the emulator a small cap makes the tests' small shapes run the grid-stride loop too.
+constexpr int64_t kMaxBlocks = 3;
+#else
+constexpr int64_t kMaxBlocks = 4096;
+#endif
+
+__device__ __forceinline__ void load4(const float* p, int64_t quad, float v[4]) {
+  const float4 f = reinterpret_cast<const float4*>(p)[quad];
+  v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+}
+
+__device__ __forceinline__ void store4(float* p, int64_t quad, const float v[4]) {
+  reinterpret_cast<float4*>(p)[quad] = make_float4(v[0], v[1], v[2], v[3]);
+}
+
+template <bool kVector>
+__global__ void __launch_bounds__(kThreads)
+    denoise_step_kernel(DenoiseStepDesc d, const float* x, const float* model_out, const float* x0_prev,
+                        float* x_prev, float* x0_out) {
+  const int64_t n = d.numel;
+  const int64_t quads = (n + 3) / 4;
+  const bool second = d.update == static_cast<int32_t>(DenoiseUpdate::dpm_second);
+  const bool draw = d.noise_std != 0;
+  const float* m_cond = model_out + n;  // the conditional half of a guided output
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t q = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; q < quads; q += stride) {
+    const int64_t k0 = 4 * q;
+    const int count = n - k0 < 4 ? static_cast<int>(n - k0) : 4;
+    float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (draw) philox::normals4(d.seed, d.stream, d.noise_offset + static_cast<uint64_t>(q), z);
+    // Lanes past the end of a partial quad compute on zeros and are never stored.
+    float xv[4] = {0.0f, 0.0f, 0.0f, 0.0f}, mu[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float mc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, prev[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (kVector && count == 4) {
+      load4(x, q, xv);
+      load4(model_out, q, mu);
+      if (d.guided) load4(m_cond, q, mc);
+      if (second) load4(x0_prev, q, prev);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (j < count) {
+          xv[j] = x[k0 + j];
+          mu[j] = model_out[k0 + j];
+          if (d.guided) mc[j] = m_cond[k0 + j];
+          if (second) prev[j] = x0_prev[k0 + j];
+        }
+    }
+    float out[4], x0v[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float m = d.guided ? guided_output<float>(d, mu[j], mc[j]) : mu[j];
+      denoise_element<float>(d, xv[j], m, prev[j], z[j], &out[j], &x0v[j]);
+    }
+    if (kVector && count == 4) {
+      store4(x_prev, q, out);
+      store4(x0_out, q, x0v);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (j < count) {
+          x_prev[k0 + j] = out[j];
+          x0_out[k0 + j] = x0v[j];
+        }
+    }
+  }
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+void denoise_step(const DenoiseStepDesc& d, const float* x, const float* model_out, const float* x0_prev,
+                  float* x_prev, float* x0_out, Stream stream) {
+  validate(d);
+  const bool second = d.update == static_cast<int32_t>(DenoiseUpdate::dpm_second);
+  require(!second || x0_prev != nullptr,
+          "denoise_step: a second-order DPM-Solver++ step needs the previous x0");
+  require(d.numel == 0 || (x && model_out && x_prev && x0_out), "denoise_step: null buffer");
+  const int64_t quads = (d.numel + 3) / 4;
+  const int blocks = static_cast<int>(std::min<int64_t>((quads + kThreads - 1) / kThreads, kMaxBlocks));
+  const bool vector = aligned16(x) && aligned16(model_out) && (!d.guided || aligned16(model_out + d.numel)) &&
+                      (!second || aligned16(x0_prev)) && aligned16(x_prev) && aligned16(x0_out);
+  if (vector)
+    DIFFUSE_LAUNCH((denoise_step_kernel<true>), blocks, kThreads, 0, stream, d, x, model_out, x0_prev, x_prev,
+                   x0_out);
+  else
+    DIFFUSE_LAUNCH((denoise_step_kernel<false>), blocks, kThreads, 0, stream, d, x, model_out, x0_prev, x_prev,
+                   x0_out);
+}
+
+}  // namespace diffuse::kernels::DIFFUSE_DEVICE_NS

@@ -1,0 +1,562 @@
+// CUDA GroupNorm over NHWC (see kernels/group_norm.h), also run by the SIMT emulator. A group is
+// the [S, C/G] slab of one image: S rows of a contiguous run of channels, row stride C.
+//
+// Forward, one read (slab + 2·C/G floats fit the block's shared memory, e.g. 64x64 positions of
+// 10 channels = 160 KiB on an H100): grid (1, G, N), 64..1024 threads. The block copies its slab
+// (with add_nc applied) into shared memory, reduces the mean, then the squared deviations from it
+// (an exact two-pass in f32 over shared memory, like the CPU's double two-pass), and writes y from
+// shared memory: x read once, y written once. With one such block per SM, small N·G underfills.
+// Forward, chunked (bigger slabs): grid (chunks, G, N), 256 threads, chunk ≈ 4096 elements. Pass
+// 1 keeps its chunk in shared memory for an exact per-chunk (mean, M2); pass 2 merges the chunks'
+// partials in double (Chan et al., fixed order) and normalises its chunk: x read twice.
+// Backward: grid (chunks, G, N), 256 threads. Pass 1 reduces per channel over its chunk's rows
+// Σ dŷ, Σ dŷ·x̂ and Σ x̂ (dŷ = dy through the recomputed SiLU): threads stride the rows with a
+// fixed channel each (power-of-two lanes per row), then shuffle + shared-memory reduction. Pass 2
+// sums the chunk partials, forms the group means of dŷ·γ and dŷ·γ·x̂ and writes dx; chunk 0 also
+// writes dadd_nc in closed form and the per-(n, c) sums from which a last small kernel reduces
+// dγ and dβ over N in order: deterministic, no atomics. x and dy are read twice, dx written once.
+// All accumulation is f32 per thread and tree-ordered (fixed, so results are reproducible); the
+// cross-chunk and per-channel totals are in double. Loads are float4 when C/G % 4 == 0 and the
+// activation pointers are 16-byte aligned. Group runs narrower than a 32-byte sector (C/G < 8)
+// rely on L2 to share sectors between the G blocks of an image.
+#include "kernels/compat.cuh"
+#include "kernels/group_norm.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <string>
+
+namespace diffuse::kernels::DIFFUSE_DEVICE_NS {
+namespace {
+
+constexpr int kThreads = 256;          // chunked kernels
+constexpr int kFusedMaxThreads = 1024;
+constexpr int kMaxWarps = 32;
+constexpr int64_t kChunkElems = 4096;  // elements of an (n, g) slab one chunked block covers
+constexpr int64_t kStaticSmem = 1024;  // reserved for the kernels' static shared arrays
+
+// ---- device helpers ----------------------------------------------------------------------------
+
+template <int VEC>
+struct Pack {
+  float v[VEC];
+};
+
+template <int VEC>
+__device__ __forceinline__ Pack<VEC> load_pack(const float* p) {
+  Pack<VEC> r;
+  if constexpr (VEC == 4) {
+    const float4 t = *reinterpret_cast<const float4*>(p);
+    r.v[0] = t.x, r.v[1] = t.y, r.v[2] = t.z, r.v[3] = t.w;
+  } else {
+    r.v[0] = *p;
+  }
+  return r;
+}
+
+template <int VEC>
+__device__ __forceinline__ void store_pack(float* p, const Pack<VEC>& r) {
+  if constexpr (VEC == 4)
+    *reinterpret_cast<float4*>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
+  else
+    *p = r.v[0];
+}
+
+// (min() has no int64_t overload that both nvcc and the emulator agree on.)
+__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+__device__ __forceinline__ float sigmoid(float v) { return 1.0f / (1.0f + __expf(-v)); }
+
+// d silu(v) / dv
+__device__ __forceinline__ float silu_grad(float v) {
+  const float s = sigmoid(v);
+  return s * (1.0f + v * (1.0f - s));
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// The block's sum, returned to every thread in the same (fixed) order. red holds kMaxWarps
+// slots; the leading barrier lets a caller reuse red right after a previous call.
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* red) {
+  v = warp_sum(v);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  T total = 0;
+  for (int w = 0; w < warps; ++w) total += red[w];
+  return total;
+}
+
+// ---- forward -----------------------------------------------------------------------------------
+
+// Grid (chunks, G, N). Copies rows [k·chunk_rows, +rows) of the (n, g) slab, plus add_nc, into
+// shared memory and reduces their exact (mean, M2). kFused (one chunk = the whole slab): then
+// writes mean/rstd and y from shared memory. Otherwise: writes the chunk's partial (mean, M2).
+// Dynamic shared memory: (chunk_rows + 2) · C/G floats.
+template <int VEC, bool kFused>
+__global__ void __launch_bounds__(kFusedMaxThreads)
+    gn_forward_stats(GroupNormDesc d, int64_t chunk_rows, const float* __restrict__ x,
+                     const float* __restrict__ add_nc, const float* __restrict__ gamma,
+                     const float* __restrict__ beta, float* __restrict__ y, double* __restrict__ mean_out,
+                     double* __restrict__ rstd_out, float2* __restrict__ partial) {
+  DIFFUSE_SHARED(float, red, kMaxWarps);
+  const int64_t C = d.channels, S = d.spatial, G = d.groups;
+  const int cg = static_cast<int>(C / G), cgv = cg / VEC;
+  const int64_t k = blockIdx.x, g = blockIdx.y, n = blockIdx.z;
+  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, S - s0);
+  const int tid = threadIdx.x, T = blockDim.x;
+  float* slab = dynamic_smem<float>();   // [rows, cg]: h = x + add_nc
+  float* chan_a = slab + chunk_rows * cg;  // [cg]: add_nc, later gamma
+  float* chan_b = chan_a + cg;             // [cg]: beta
+
+  for (int c = tid; c < cg; c += T) chan_a[c] = add_nc ? add_nc[n * C + g * cg + c] : 0.0f;
+  __syncthreads();
+  const float* xg = x + (n * S + s0) * C + g * cg;
+  const int64_t packs = rows * cgv;
+  float local = 0.0f;
+  for (int64_t e = tid; e < packs; e += T) {
+    const int64_t r = e / cgv;
+    const int cv = static_cast<int>(e - r * cgv);
+    Pack<VEC> h = load_pack<VEC>(xg + r * C + cv * VEC);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      h.v[j] += chan_a[cv * VEC + j];
+      local += h.v[j];
+    }
+    store_pack<VEC>(slab + e * VEC, h);  // row r of the slab starts at r·cg = r·cgv·VEC
+  }
+  const float count = static_cast<float>(rows * cg);
+  const float sum = block_sum(local, red);
+  const float mean = rows > 0 ? sum / count : 0.0f;
+  // Each thread revisits the packs it wrote, so no barrier is needed before this pass.
+  local = 0.0f;
+  for (int64_t e = tid; e < packs; e += T) {
+    const Pack<VEC> h = load_pack<VEC>(slab + e * VEC);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      const float dev = h.v[j] - mean;
+      local += dev * dev;
+    }
+  }
+  const float m2 = block_sum(local, red);
+
+  if constexpr (!kFused) {
+    if (tid == 0) partial[(n * G + g) * gridDim.x + k] = make_float2(mean, m2);
+  } else {
+    const double var = rows > 0 ? static_cast<double>(m2) / static_cast<double>(count) : 0.0;
+    const double rstd_d = 1.0 / sqrt(var + d.eps);
+    const float rstd = static_cast<float>(rstd_d);
+    if (tid == 0) {
+      mean_out[n * G + g] = mean;
+      rstd_out[n * G + g] = rstd_d;
+    }
+    // block_sum's barriers ordered every read of chan_a (add_nc) before these writes.
+    for (int c = tid; c < cg; c += T) {
+      chan_a[c] = gamma[g * cg + c];
+      chan_b[c] = beta[g * cg + c];
+    }
+    __syncthreads();
+    float* yg = y + (n * S + s0) * C + g * cg;
+    for (int64_t e = tid; e < packs; e += T) {
+      const int64_t r = e / cgv;
+      const int cv = static_cast<int>(e - r * cgv);
+      Pack<VEC> v = load_pack<VEC>(slab + e * VEC);
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        const float a = (v.v[j] - mean) * rstd * chan_a[cv * VEC + j] + chan_b[cv * VEC + j];
+        v.v[j] = d.silu ? a * sigmoid(a) : a;
+      }
+      store_pack<VEC>(yg + r * C + cv * VEC, v);
+    }
+  }
+}
+
+// Grid (chunks, G, N), kThreads. Warp 0 merges the chunk partials of (n, g) in double (every
+// block of the group computes the same values in the same order); the block normalises its
+// chunk, re-reading x. Chunk 0 writes mean/rstd. Dynamic shared memory: 3 · C/G floats.
+template <int VEC>
+__global__ void __launch_bounds__(kThreads)
+    gn_forward_apply(GroupNormDesc d, int64_t chunk_rows, const float* __restrict__ x,
+                     const float* __restrict__ add_nc, const float* __restrict__ gamma,
+                     const float* __restrict__ beta, const float2* __restrict__ partial, float* __restrict__ y,
+                     double* __restrict__ mean_out, double* __restrict__ rstd_out) {
+  DIFFUSE_SHARED(double, stat, 2);
+  const int64_t C = d.channels, S = d.spatial, G = d.groups;
+  const int cg = static_cast<int>(C / G), cgv = cg / VEC;
+  const int64_t k = blockIdx.x, g = blockIdx.y, n = blockIdx.z, chunks = gridDim.x;
+  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, S - s0);
+  const int tid = threadIdx.x, T = blockDim.x;
+  float* chan_add = dynamic_smem<float>();  // [cg] each
+  float* chan_gamma = chan_add + cg;
+  float* chan_beta = chan_gamma + cg;
+
+  if (tid < 32) {
+    const float2* pg = partial + (n * G + g) * chunks;
+    const double total = static_cast<double>(S * cg);
+    double weighted = 0.0;
+    for (int64_t q = tid; q < chunks; q += 32)
+      weighted += static_cast<double>(min64(chunk_rows, S - q * chunk_rows) * cg) * pg[q].x;
+    weighted = warp_sum(weighted);
+    const double mean = total > 0 ? weighted / total : 0.0;
+    double m2 = 0.0;
+    for (int64_t q = tid; q < chunks; q += 32) {
+      const double nq = static_cast<double>(min64(chunk_rows, S - q * chunk_rows) * cg), dm = pg[q].x - mean;
+      m2 += pg[q].y + nq * dm * dm;
+    }
+    m2 = warp_sum(m2);
+    if (tid == 0) {
+      stat[0] = mean;
+      stat[1] = 1.0 / sqrt((total > 0 ? m2 / total : 0.0) + d.eps);
+      if (k == 0) {
+        mean_out[n * G + g] = stat[0];
+        rstd_out[n * G + g] = stat[1];
+      }
+    }
+  }
+  for (int c = tid; c < cg; c += T) {
+    chan_add[c] = add_nc ? add_nc[n * C + g * cg + c] : 0.0f;
+    chan_gamma[c] = gamma[g * cg + c];
+    chan_beta[c] = beta[g * cg + c];
+  }
+  __syncthreads();
+  const float mean = static_cast<float>(stat[0]), rstd = static_cast<float>(stat[1]);
+  const float* xg = x + (n * S + s0) * C + g * cg;
+  float* yg = y + (n * S + s0) * C + g * cg;
+  for (int64_t e = tid; e < rows * cgv; e += T) {
+    const int64_t r = e / cgv;
+    const int cv = static_cast<int>(e - r * cgv);
+    Pack<VEC> v = load_pack<VEC>(xg + r * C + cv * VEC);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      const int c = cv * VEC + j;
+      const float a = (v.v[j] + chan_add[c] - mean) * rstd * chan_gamma[c] + chan_beta[c];
+      v.v[j] = d.silu ? a * sigmoid(a) : a;
+    }
+    store_pack<VEC>(yg + r * C + cv * VEC, v);
+  }
+}
+
+// ---- backward ----------------------------------------------------------------------------------
+
+// Grid (chunks, G, N), kThreads. Per channel of the group, over the chunk's rows: Σ dŷ, Σ dŷ·x̂,
+// Σ x̂ into partial[n, g, k, 3, cg]. `lanes` (a power of two <= kThreads, >= the group's channel
+// packs where possible) threads cover one row's packs; the kThreads / lanes row-groups stride the
+// rows. Each sum is first shuffled across the row-groups of a warp, then across warps in order.
+template <int VEC>
+__global__ void __launch_bounds__(kThreads)
+    gn_backward_partial(GroupNormDesc d, int64_t chunk_rows, int lanes, const float* __restrict__ x,
+                        const float* __restrict__ add_nc, const float* __restrict__ gamma,
+                        const float* __restrict__ beta, const double* __restrict__ mean_in,
+                        const double* __restrict__ rstd_in, const float* __restrict__ dy,
+                        float* __restrict__ partial) {
+  DIFFUSE_SHARED(float, red, 3 * VEC * kThreads);
+  const int64_t C = d.channels, S = d.spatial, G = d.groups;
+  const int cg = static_cast<int>(C / G), cgv = cg / VEC;
+  const int64_t k = blockIdx.x, g = blockIdx.y, n = blockIdx.z, chunks = gridDim.x;
+  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, S - s0);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int L = lanes, row_groups = kThreads / L, r0 = tid / L;
+  const float mean = static_cast<float>(mean_in[n * G + g]), rstd = static_cast<float>(rstd_in[n * G + g]);
+  const float* xg = x + (n * S + s0) * C + g * cg;
+  const float* dyg = dy + (n * S + s0) * C + g * cg;
+  float* out = partial + ((n * G + g) * chunks + k) * 3 * cg;
+
+  for (int c0 = 0; c0 < cgv; c0 += L) {  // channel tiles (one unless the group is very wide)
+    const int cv = c0 + tid % L;
+    float acc[3][VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) acc[0][j] = acc[1][j] = acc[2][j] = 0.0f;
+    if (cv < cgv) {
+      float ga[VEC], be[VEC], ad[VEC];
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        const int64_t c = g * cg + cv * VEC + j;
+        ga[j] = gamma[c];
+        be[j] = beta[c];
+        ad[j] = add_nc ? add_nc[n * C + c] : 0.0f;
+      }
+      for (int64_t r = r0; r < rows; r += row_groups) {
+        const Pack<VEC> xp = load_pack<VEC>(xg + r * C + cv * VEC), dp = load_pack<VEC>(dyg + r * C + cv * VEC);
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          const float xh = (xp.v[j] + ad[j] - mean) * rstd;
+          const float gv = d.silu ? dp.v[j] * silu_grad(xh * ga[j] + be[j]) : dp.v[j];
+          acc[0][j] += gv;
+          acc[1][j] += gv * xh;
+          acc[2][j] += xh;
+        }
+      }
+    }
+    // The previous tile's reads of red are done. (Several tiles occur only with lanes == kThreads,
+    // where each thread reads back just its own slots, but the barrier keeps that from mattering.)
+    __syncthreads();
+#pragma unroll
+    for (int q = 0; q < 3; ++q)
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        float v = acc[q][j];
+        float* slot = red + (q * VEC + j) * kThreads;
+        if (L < 32) {  // lanes l, l + L, l + 2L, ... of a warp share a channel
+          for (int off = L; off < 32; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+          if (lane < L) slot[warp * L + lane] = v;
+        } else {
+          slot[tid] = v;
+        }
+      }
+    __syncthreads();
+    const int parts = L < 32 ? kThreads / 32 : row_groups;
+    if (tid < L && c0 + tid < cgv) {
+#pragma unroll
+      for (int q = 0; q < 3; ++q)
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          const float* slot = red + (q * VEC + j) * kThreads;
+          float s = 0.0f;
+          for (int p = 0; p < parts; ++p) s += slot[p * L + tid];
+          out[q * cg + (c0 + tid) * VEC + j] = s;
+        }
+    }
+  }
+}
+
+// Grid (chunks, G, N), kThreads. Totals the chunk partials per channel (double, chunk order),
+// m1 = mean over the group of dŷ·γ, m2 = mean of dŷ·γ·x̂, then for the chunk's rows
+// dx = rstd · (dŷ·γ − m1 − x̂·m2). Chunk 0 writes nc_sums [2, N, C] (Σ dŷ, Σ dŷ·x̂ per (n, c))
+// and dadd_nc = Σ_s dx = rstd · (γ·Σdŷ − S·m1 − m2·Σx̂). Dynamic shared memory: 3 · C/G floats.
+template <int VEC>
+__global__ void __launch_bounds__(kThreads)
+    gn_backward_apply(GroupNormDesc d, int64_t chunk_rows, const float* __restrict__ x,
+                      const float* __restrict__ add_nc, const float* __restrict__ gamma,
+                      const float* __restrict__ beta, const double* __restrict__ mean_in,
+                      const double* __restrict__ rstd_in, const float* __restrict__ dy,
+                      const float* __restrict__ partial, float* __restrict__ dx, float* __restrict__ nc_sums,
+                      float* __restrict__ dadd_nc) {
+  DIFFUSE_SHARED(double, red, kMaxWarps);
+  const int64_t N = d.n, C = d.channels, S = d.spatial, G = d.groups;
+  const int cg = static_cast<int>(C / G), cgv = cg / VEC;
+  const int64_t k = blockIdx.x, g = blockIdx.y, n = blockIdx.z, chunks = gridDim.x;
+  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, S - s0);
+  const int tid = threadIdx.x, T = blockDim.x;
+  float* chan_add = dynamic_smem<float>();  // [cg] each
+  float* chan_gamma = chan_add + cg;
+  float* chan_beta = chan_gamma + cg;
+  const double mean_d = mean_in[n * G + g], rstd_d = rstd_in[n * G + g];
+  const float* pg = partial + (n * G + g) * chunks * 3 * cg;
+
+  double l1 = 0.0, l2 = 0.0;
+  for (int c = tid; c < cg; c += T) {
+    const int64_t gc = g * cg + c;
+    const float ga = gamma[gc];
+    chan_add[c] = add_nc ? add_nc[n * C + gc] : 0.0f;
+    chan_gamma[c] = ga;
+    chan_beta[c] = beta[gc];
+    double sdy = 0.0, sdyx = 0.0;
+    for (int64_t q = 0; q < chunks; ++q) {
+      sdy += pg[(q * 3 + 0) * cg + c];
+      sdyx += pg[(q * 3 + 1) * cg + c];
+    }
+    l1 += ga * sdy;
+    l2 += ga * sdyx;
+    if (k == 0) {
+      nc_sums[n * C + gc] = static_cast<float>(sdy);
+      nc_sums[(N + n) * C + gc] = static_cast<float>(sdyx);
+    }
+  }
+  const double count = static_cast<double>(S * cg);
+  const double s1 = block_sum(l1, red), s2 = block_sum(l2, red);  // their barriers publish chan_*
+  const double m1_d = count > 0 ? s1 / count : 0.0, m2_d = count > 0 ? s2 / count : 0.0;
+  if (k == 0 && dadd_nc) {
+    for (int c = tid; c < cg; c += T) {
+      double sdy = 0.0, sx = 0.0;
+      for (int64_t q = 0; q < chunks; ++q) {
+        sdy += pg[(q * 3 + 0) * cg + c];
+        sx += pg[(q * 3 + 2) * cg + c];
+      }
+      dadd_nc[n * C + g * cg + c] =
+          static_cast<float>(rstd_d * (chan_gamma[c] * sdy - static_cast<double>(S) * m1_d - m2_d * sx));
+    }
+  }
+  const float mean = static_cast<float>(mean_d), rstd = static_cast<float>(rstd_d);
+  const float m1 = static_cast<float>(m1_d), m2 = static_cast<float>(m2_d);
+  const float* xg = x + (n * S + s0) * C + g * cg;
+  const float* dyg = dy + (n * S + s0) * C + g * cg;
+  float* dxg = dx + (n * S + s0) * C + g * cg;
+  for (int64_t e = tid; e < rows * cgv; e += T) {
+    const int64_t r = e / cgv;
+    const int cv = static_cast<int>(e - r * cgv);
+    const Pack<VEC> xp = load_pack<VEC>(xg + r * C + cv * VEC);
+    Pack<VEC> gp = load_pack<VEC>(dyg + r * C + cv * VEC);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      const int c = cv * VEC + j;
+      const float xh = (xp.v[j] + chan_add[c] - mean) * rstd;
+      const float gv = d.silu ? gp.v[j] * silu_grad(xh * chan_gamma[c] + chan_beta[c]) : gp.v[j];
+      gp.v[j] = rstd * (gv * chan_gamma[c] - m1 - xh * m2);
+    }
+    store_pack<VEC>(dxg + r * C + cv * VEC, gp);
+  }
+}
+
+// One thread per channel: dβ = Σ_n Σdŷ, dγ = Σ_n Σdŷ·x̂, summed over n in order.
+__global__ void __launch_bounds__(kThreads)
+    gn_backward_params(int64_t N, int64_t C, const float* __restrict__ nc_sums, float* __restrict__ dgamma,
+                       float* __restrict__ dbeta) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double sb = 0.0, sg = 0.0;
+  for (int64_t n = 0; n < N; ++n) {
+    sb += nc_sums[n * C + c];
+    sg += nc_sums[(N + n) * C + c];
+  }
+  if (dgamma) dgamma[c] = static_cast<float>(sg);
+  if (dbeta) dbeta[c] = static_cast<float>(sb);
+}
+
+// ---- host side ---------------------------------------------------------------------------------
+
+int64_t device_smem_limit() {
+#if defined(__CUDACC__)
+  int device = 0, bytes = 0;
+  DIFFUSE_CUDA_CHECK(cudaGetDevice(&device));
+  DIFFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return bytes;
+#else
+  return 48 * 1024;  // the emulator: what every device grants without opting in
+#endif
+}
+
+// How a descriptor is split into blocks; a pure function of d and the device, so the workspace
+// sizes agree with the launches.
+struct Plan {
+  bool fused = false;      // forward: the whole slab in one block's shared memory
+  int64_t chunk_rows = 1;  // rows per block of the chunked kernels
+  int64_t chunks = 1;      // chunked blocks per (n, g)
+  size_t fused_smem = 0;   // bytes
+  int fused_threads = 64;
+};
+
+void check_desc(const GroupNormDesc& d) {
+  require(d.n >= 0 && d.spatial >= 0 && d.channels >= 0 && d.groups >= 1 && d.channels % d.groups == 0,
+          "group_norm: bad descriptor (n " + std::to_string(d.n) + ", spatial " + std::to_string(d.spatial) +
+              ", channels " + std::to_string(d.channels) + ", groups " + std::to_string(d.groups) + ")");
+  require(d.n <= 65535 && d.groups <= 65535 && d.channels <= INT_MAX,
+          "group_norm: the CUDA kernels take at most 65535 images and groups, got n " + std::to_string(d.n) +
+              ", groups " + std::to_string(d.groups));
+  require(d.eps >= 0, "group_norm: eps must be >= 0");
+}
+
+Plan make_plan(const GroupNormDesc& d) {
+  const int64_t device_limit = device_smem_limit() - kStaticSmem;
+  const int64_t limit = d.smem_limit_bytes > 0 ? std::min(device_limit, d.smem_limit_bytes) : device_limit;
+  const int64_t cg = d.group_size(), S = d.spatial;
+  require((cg + 2 * cg) * static_cast<int64_t>(sizeof(float)) <= device_limit,
+          "group_norm: a group of " + std::to_string(cg) + " channels is too wide for the CUDA kernels");
+  Plan p;
+  p.fused_smem = static_cast<size_t>((S + 2) * cg) * sizeof(float);
+  p.fused = static_cast<int64_t>(p.fused_smem) <= limit;
+  const int64_t vec = cg % 4 == 0 ? 4 : 1;
+  p.fused_threads = 32 * static_cast<int>(std::clamp<int64_t>((S * cg / vec + 127) / 128, 2, kFusedMaxThreads / 32));
+  const int64_t chunk_elems = std::clamp<int64_t>(limit / static_cast<int64_t>(sizeof(float)), 1, kChunkElems);
+  p.chunk_rows = std::max<int64_t>(1, chunk_elems / std::max<int64_t>(cg, 1));
+  p.chunks = std::max<int64_t>(1, (S + p.chunk_rows - 1) / p.chunk_rows);
+  require(p.chunks <= INT_MAX, "group_norm: too many positions for the CUDA kernels");
+  return p;
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+template <int VEC>
+void forward_impl(const GroupNormDesc& d, const Plan& p, const float* x, const float* add_nc, const float* gamma,
+                  const float* beta, float* y, double* mean, double* rstd, void* workspace, Stream stream) {
+  const int64_t cg = d.group_size();
+  const dim3 groups_images(1, static_cast<unsigned>(d.groups), static_cast<unsigned>(d.n));
+  if (p.fused) {
+    DIFFUSE_LAUNCH((gn_forward_stats<VEC, true>), groups_images, p.fused_threads, p.fused_smem, stream, d,
+                   d.spatial, x, add_nc, gamma, beta, y, mean, rstd, static_cast<float2*>(nullptr));
+    return;
+  }
+  const dim3 grid(static_cast<unsigned>(p.chunks), static_cast<unsigned>(d.groups), static_cast<unsigned>(d.n));
+  float2* partial = static_cast<float2*>(workspace);
+  DIFFUSE_LAUNCH((gn_forward_stats<VEC, false>), grid, kThreads,
+                 static_cast<size_t>((p.chunk_rows + 2) * cg) * sizeof(float), stream, d, p.chunk_rows, x, add_nc,
+                 gamma, beta, y, mean, rstd, partial);
+  DIFFUSE_LAUNCH((gn_forward_apply<VEC>), grid, kThreads, static_cast<size_t>(3 * cg) * sizeof(float), stream, d,
+                 p.chunk_rows, x, add_nc, gamma, beta, static_cast<const float2*>(partial), y, mean, rstd);
+}
+
+template <int VEC>
+void backward_impl(const GroupNormDesc& d, const Plan& p, const float* x, const float* add_nc, const float* gamma,
+                   const float* beta, const double* mean, const double* rstd, const float* dy, float* dx,
+                   float* dgamma, float* dbeta, float* dadd_nc, void* workspace, Stream stream) {
+  const int64_t cg = d.group_size(), cgv = cg / VEC;
+  int lanes = 1;
+  while (lanes < cgv && lanes < kThreads) lanes *= 2;
+  float* partial = static_cast<float*>(workspace);  // [N, G, chunks, 3, cg]
+  float* nc_sums = partial + d.n * d.channels * p.chunks * 3;  // [2, N, C]
+  const dim3 grid(static_cast<unsigned>(p.chunks), static_cast<unsigned>(d.groups), static_cast<unsigned>(d.n));
+  DIFFUSE_LAUNCH((gn_backward_partial<VEC>), grid, kThreads, 0, stream, d, p.chunk_rows, lanes, x, add_nc, gamma,
+                 beta, mean, rstd, dy, partial);
+  DIFFUSE_LAUNCH((gn_backward_apply<VEC>), grid, kThreads, static_cast<size_t>(3 * cg) * sizeof(float), stream, d,
+                 p.chunk_rows, x, add_nc, gamma, beta, mean, rstd, dy, static_cast<const float*>(partial), dx,
+                 nc_sums, dadd_nc);
+  if (dgamma || dbeta)
+    DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + kThreads - 1) / kThreads), kThreads, 0,
+                   stream, d.n, d.channels, static_cast<const float*>(nc_sums), dgamma, dbeta);
+}
+
+}  // namespace
+
+size_t group_norm_forward_workspace_bytes(const GroupNormDesc& d) {
+  check_desc(d);
+  const Plan p = make_plan(d);
+  return p.fused ? 0 : static_cast<size_t>(d.n * d.groups * p.chunks) * 2 * sizeof(float);
+}
+
+size_t group_norm_backward_workspace_bytes(const GroupNormDesc& d) {
+  check_desc(d);
+  const Plan p = make_plan(d);
+  return static_cast<size_t>(d.n * d.channels * (3 * p.chunks + 2)) * sizeof(float);
+}
+
+void group_norm_forward(const GroupNormDesc& d, const float* x, const float* add_nc, const float* gamma,
+                        const float* beta, float* y, double* mean, double* rstd, void* workspace, Stream stream) {
+  check_desc(d);
+  if (d.n == 0 || d.channels == 0) return;
+  const Plan p = make_plan(d);
+  require(gamma && beta && mean && rstd && (d.spatial == 0 || (x && y)), "group_norm: null buffer");
+  require(p.fused || workspace, "group_norm: the chunked forward needs its workspace");
+  if (d.group_size() % 4 == 0 && aligned16(x) && aligned16(y))
+    forward_impl<4>(d, p, x, add_nc, gamma, beta, y, mean, rstd, workspace, stream);
+  else
+    forward_impl<1>(d, p, x, add_nc, gamma, beta, y, mean, rstd, workspace, stream);
+}
+
+void group_norm_backward(const GroupNormDesc& d, const float* x, const float* add_nc, const float* gamma,
+                         const float* beta, const double* mean, const double* rstd, const float* dy, float* dx,
+                         float* dgamma, float* dbeta, float* dadd_nc, void* workspace, Stream stream) {
+  check_desc(d);
+  if (d.channels == 0) return;
+  const Plan p = make_plan(d);
+  if (d.n == 0) {  // nothing to reduce: the parameter grads are zeros
+    if (dgamma || dbeta)
+      DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + kThreads - 1) / kThreads), kThreads, 0,
+                     stream, int64_t{0}, d.channels, static_cast<const float*>(nullptr), dgamma, dbeta);
+    return;
+  }
+  require(gamma && beta && mean && rstd && workspace && (d.spatial == 0 || (x && dy && dx)),
+          "group_norm backward: null buffer");
+  if (d.group_size() % 4 == 0 && aligned16(x) && aligned16(dy) && aligned16(dx))
+    backward_impl<4>(d, p, x, add_nc, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dadd_nc, workspace, stream);
+  else
+    backward_impl<1>(d, p, x, add_nc, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dadd_nc, workspace, stream);
+}
+
+}  // namespace diffuse::kernels::DIFFUSE_DEVICE_NS

@@ -1,0 +1,349 @@
+// The public API (include/diffuse/diffuse.h) on tiny random-weight UNets: loading, what a
+// Pipeline resolves from scheduler configs and options, generation into caller buffers (agrees
+// with the engine, deterministic per seed, every bad request one diffuse::Error), write_png,
+// training with a cancelling callback, and exceptions from callbacks passing through unchanged.
+#include <catch2/catch.hpp>
+#include <array>
+#include <cmath>
+#include <filesystem>
+
+#include "diffuse/diffuse.h"
+#include "engine/api_internal.h"
+#include "engine/generate.h"
+#include "engine/image_io.h"
+#include "engine/model_dir.h"
+#include "engine/scheduler.h"
+#include "support/temp_dir.h"
+
+using namespace diffuse;
+using diffuse::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The `tiny` UNet with random weights, for 16x16 images (a quarter of the work of its 32x32),
+// saved as a pipeline directory; `classes` > 0 makes it class-conditional with a null class, as
+// training does.
+std::string save_tiny_model(const TempDir& dir, const std::string& name, int classes = 0, bool with_scheduler = true) {
+  UNet2DConfig cfg = resolve_unet_config("tiny");
+  cfg.sample_size = 16;
+  if (classes > 0) cfg.num_class_embeds = classes + 1;
+  UNet2D unet(cfg, 11);
+  std::string path = dir.file(name);
+  save_model_dir(path, unet, with_scheduler ? scheduler_config_to_json(SchedulerConfig{}) : "");
+  return path;
+}
+
+std::vector<float> generate_floats(const Pipeline& p, const GenerateRequest& r) {
+  std::vector<float> out(static_cast<size_t>(r.count) * p.image_elements());
+  REQUIRE(p.generate(r, out.data(), out.size()));
+  return out;
+}
+
+struct Stop {};  // an embedding program's own exception type
+
+}  // namespace
+
+TEST_CASE("Model::load reads pipeline and bare UNet directories", "[api]") {
+  TempDir dir;
+  std::string path = save_tiny_model(dir, "m");
+  Model m = Model::load(path);
+  CHECK(m.sample_size() == 16);
+  CHECK(m.channels() == 1);
+  CHECK(m.num_classes() == 0);
+  CHECK(m.num_parameters() == UNet2D(resolve_unet_config("tiny")).num_parameters());
+  CHECK(m.device() == Device::cpu);
+  CHECK(m.directory() == path);
+  CHECK_THAT(m.scheduler_config_json(), Catch::Contains("DDPMScheduler"));
+
+  Model bare = Model::load(path + "/unet");
+  CHECK(bare.scheduler_config_json().empty());
+  CHECK(bare.num_parameters() == m.num_parameters());
+  CHECK(Model::load(save_tiny_model(dir, "c", 3)).num_classes() == 3);
+  CHECK(!version().empty());
+}
+
+TEST_CASE("Model::load failures are one diffuse::Error naming the path", "[api]") {
+  TempDir dir;
+  CHECK_THROWS_WITH(Model::load(dir.file("absent")), Catch::Contains(dir.file("absent")));
+  fs::create_directories(dir.file("empty"));
+  CHECK_THROWS_AS(Model::load(dir.file("empty")), Error);
+  if (!cuda_available())
+    CHECK_THROWS_WITH(Model::load(save_tiny_model(dir, "m"), Device::cuda), Catch::Contains("CUDA"));
+}
+
+TEST_CASE("Pipeline takes the scheduler from the model, a file or defaults, and the sampler from options", "[api]") {
+  TempDir dir;
+  Model m = Model::load(save_tiny_model(dir, "m"));
+  CHECK(Pipeline(m).sampler() == "ddim");  // the default, as `diffuse sample`
+  SamplerOptions o;
+  o.sampler = "";  // the scheduler config's own
+  Pipeline own(m, o);
+  CHECK(own.sampler() == "ddpm");
+  CHECK(own.steps() == 50);
+  CHECK(own.timesteps().size() == 50);
+  CHECK(own.timesteps().front() > own.timesteps().back());
+
+  o.sampler = "dpmpp-2m";
+  o.steps = 7;
+  Pipeline dpm(m, o);
+  CHECK(dpm.sampler() == "dpmpp-2m");
+  CHECK(dpm.timesteps().size() == 7);
+  CHECK_THAT(dpm.scheduler_config_json(), Catch::Contains("DPMSolverMultistepScheduler"));
+
+  // A scheduler config file replaces the model's: its beta schedule and class are used.
+  SchedulerConfig cosine;
+  cosine.kind = SamplerKind::ddim;
+  cosine.beta_schedule = BetaSchedule::squaredcos_cap_v2;
+  write_scheduler_config(dir.file("sched.json"), cosine);
+  o = SamplerOptions{};
+  o.sampler = "";
+  o.scheduler_config = dir.file("sched.json");
+  Pipeline from_file(m, o);
+  CHECK(from_file.sampler() == "ddim");
+  CHECK_THAT(from_file.scheduler_config_json(), Catch::Contains("squaredcos_cap_v2"));
+
+  // A bare UNet directory has no scheduler config: diffusers' DDPMScheduler defaults.
+  o = SamplerOptions{};
+  o.sampler = "";
+  Pipeline bare(Model::load(m.directory() + "/unet"), o);
+  CHECK(bare.sampler() == "ddpm");
+  CHECK_THAT(bare.scheduler_config_json(), Catch::Contains("\"beta_schedule\": \"linear\""));
+
+  o = SamplerOptions{};
+  o.sampler = "euler";
+  CHECK_THROWS_WITH(Pipeline(m, o), Catch::Contains("euler"));
+  o = SamplerOptions{};
+  o.steps = 0;
+  CHECK_THROWS_WITH(Pipeline(m, o), Catch::Contains("steps"));
+  o = SamplerOptions{};
+  o.eta = 1.5;
+  CHECK_THROWS_WITH(Pipeline(m, o), Catch::Contains("eta"));
+  o = SamplerOptions{};
+  o.scheduler_config = dir.file("missing.json");
+  CHECK_THROWS_WITH(Pipeline(m, o), Catch::Contains("missing.json"));
+}
+
+TEST_CASE("Pipeline::generate writes the engine's images into the caller's buffer", "[api]") {
+  TempDir dir;
+  std::string path = save_tiny_model(dir, "m");
+  Model m = Model::load(path);
+  SamplerOptions o;
+  o.sampler = "ddim";
+  o.steps = 2;
+  o.eta = 0.5;
+  Pipeline p(m, o);
+  REQUIRE(p.image_elements() == 16 * 16 * 1);
+  GenerateRequest r;
+  r.count = 3;
+  r.batch = 2;
+  r.seed = 5;
+  std::vector<float> a = generate_floats(p, r);
+
+  // The same call through the engine, on an independently loaded copy of the weights.
+  auto unet = load_unet(locate_model_dir(path));
+  SchedulerConfig sc = read_scheduler_config(path + "/scheduler/scheduler_config.json");
+  sc.kind = SamplerKind::ddim;
+  GenerateOptions g;
+  g.count = 3;
+  g.batch = 2;
+  g.steps = 2;
+  g.eta = 0.5;
+  g.seed = 5;
+  std::vector<double> engine = generate(*unet, sc, g).to_vector();
+  REQUIRE(engine.size() == a.size());
+  for (size_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == static_cast<float>(engine[i]));
+
+  CHECK(generate_floats(p, r) == a);  // deterministic
+  r.seed = 6;
+  CHECK(generate_floats(p, r) != a);
+  for (float v : a) REQUIRE((v >= -1.0f && v <= 1.0f));
+
+  // 8-bit output: the same images through round((x + 1) / 2 * 255).
+  r.seed = 5;
+  std::vector<uint8_t> bytes(a.size() + 10, 77);
+  REQUIRE(p.generate(r, bytes.data(), bytes.size()));
+  for (size_t i = 0; i < a.size(); ++i)
+    REQUIRE(bytes[i] == static_cast<uint8_t>(std::lround((a[i] + 1.0f) / 2.0f * 255.0f)));
+  CHECK(bytes[a.size()] == 77);  // nothing written past count images
+}
+
+TEST_CASE("bad generate requests are one diffuse::Error naming the field", "[api]") {
+  TempDir dir;
+  Model m = Model::load(save_tiny_model(dir, "m"));
+  SamplerOptions o;
+  o.steps = 2;
+  Pipeline p(m, o);
+  std::vector<float> buf(4 * p.image_elements());
+  auto fails_with = [&](GenerateRequest r, const std::string& text, size_t size = 0) {
+    INFO(text);
+    CHECK_THROWS_WITH(p.generate(r, buf.data(), size ? size : buf.size()), Catch::Contains(text));
+  };
+  GenerateRequest r;
+  r.count = 0;
+  fails_with(r, "count");
+  r = GenerateRequest{};
+  r.batch = -1;
+  fails_with(r, "batch");
+  r = GenerateRequest{};
+  r.class_label = 0;
+  fails_with(r, "unconditional");
+  r = GenerateRequest{};
+  r.guidance = 3;
+  fails_with(r, "needs a class_label");
+  r = GenerateRequest{};
+  r.count = 5;
+  fails_with(r, "5 images need 1280");
+  r = GenerateRequest{};
+  fails_with(r, "holds 10 floats", 10);
+  CHECK_THROWS_WITH(p.generate(GenerateRequest{}, static_cast<float*>(nullptr), 100), Catch::Contains("null"));
+}
+
+TEST_CASE("class-conditional generation with guidance, progress and cancel", "[api]") {
+  TempDir dir;
+  Model m = Model::load(save_tiny_model(dir, "c", 2));
+  SamplerOptions o;
+  o.sampler = "ddim";
+  o.steps = 2;
+  Pipeline p(m, o);
+  GenerateRequest r;
+  r.count = 2;
+  r.class_label = 0;
+  r.guidance = 3.0;
+  std::vector<float> c0 = generate_floats(p, r);
+  r.class_label = 1;
+  std::vector<float> c1 = generate_floats(p, r);
+  CHECK(c0 != c1);
+  r.guidance = 1.0;
+  CHECK(generate_floats(p, r) != c1);
+  r.class_label = -1;
+  CHECK(generate_floats(p, r).size() == c0.size());
+  r.class_label = 2;  // the null class is not a label
+  std::vector<float> buf(c0.size());
+  CHECK_THROWS_WITH(p.generate(r, buf.data(), buf.size()), Catch::Contains("0..1"));
+
+  r = GenerateRequest{};
+  r.count = 3;
+  r.batch = 2;
+  std::vector<std::array<int, 3>> calls;
+  buf.resize(3 * p.image_elements());
+  CHECK(p.generate(r, buf.data(), buf.size(), [&](int b, int s, int n) {
+    calls.push_back({b, s, n});
+    return true;
+  }));
+  CHECK(calls.size() == 4);  // 2 batches x 2 steps
+  CHECK(calls.back() == std::array<int, 3>{1, 2, 2});
+  CHECK_FALSE(p.generate(r, buf.data(), buf.size(), [](int, int s, int) { return s < 1; }));
+  CHECK_THROWS_AS(p.generate(r, buf.data(), buf.size(), [](int, int, int) -> bool { throw Stop{}; }), Stop);
+}
+
+TEST_CASE("write_png writes one image or a grid, in the 8-bit mapping", "[api]") {
+  TempDir dir;
+  std::vector<float> img(2 * 3 * 1, -1.0f);  // 2 rows x 3 columns, gray
+  img[1] = 1.0f;
+  img[2] = 0.0f;
+  write_png(dir.file("one.png"), img.data(), 1, 2, 3, 1);
+  Image8 one = read_image(dir.file("one.png"));
+  CHECK(one.width == 3);
+  CHECK(one.height == 2);
+  CHECK(one.pixels == std::vector<uint8_t>{0, 255, 128, 0, 0, 0});
+
+  std::vector<float> five(5 * 4 * 4 * 3, 0.5f);
+  write_png(dir.file("grid.png"), five.data(), 5, 4, 4, 3);
+  Image8 grid = read_image(dir.file("grid.png"));
+  CHECK(grid.width == 3 * 4 + 4 * 2);  // ceil(sqrt(5)) = 3 per row, 2-pixel borders
+  CHECK(grid.height == 2 * 4 + 3 * 2);
+  CHECK(grid.channels == 3);
+  write_png(dir.file("row.png"), five.data(), 5, 4, 4, 3, 5);
+  CHECK(read_image(dir.file("row.png")).height == 4 + 2 * 2);
+
+  CHECK_THROWS_WITH(write_png(dir.file("x.png"), five.data(), 1, 4, 4, 2), Catch::Contains("channels"));
+  CHECK_THROWS_WITH(write_png(dir.file("x.png"), nullptr, 1, 4, 4, 3), Catch::Contains("null"));
+  CHECK_THROWS_WITH(write_png(dir.file("no/such/dir/x.png"), five.data(), 1, 4, 4, 3), Catch::Contains("x.png"));
+  CHECK_FALSE(fs::exists(dir.file("x.png")));
+}
+
+TEST_CASE("the public training defaults are the engine's", "[api]") {
+  TrainOptions mapped = api::to_train_options(TrainRequest{});
+  TrainOptions engine;
+  CHECK(mapped.data == engine.data);
+  CHECK(mapped.config == engine.config);
+  CHECK(mapped.steps == engine.steps);
+  CHECK(mapped.batch == engine.batch);
+  CHECK(mapped.lr == engine.lr);
+  CHECK(mapped.warmup == engine.warmup);
+  CHECK(mapped.lr_schedule == engine.lr_schedule);
+  CHECK(mapped.weight_decay == engine.weight_decay);
+  CHECK(mapped.grad_clip == engine.grad_clip);
+  CHECK(mapped.ema_decay == engine.ema_decay);
+  CHECK(mapped.prediction == engine.prediction);
+  CHECK(mapped.beta_schedule == engine.beta_schedule);
+  CHECK(mapped.num_train_timesteps == engine.num_train_timesteps);
+  CHECK(mapped.snr_gamma == engine.snr_gamma);
+  CHECK(mapped.classes == engine.classes);
+  CHECK(mapped.p_uncond == engine.p_uncond);
+  CHECK(mapped.random_flip == engine.random_flip);
+  CHECK(mapped.sample_every == engine.sample_every);
+  CHECK(mapped.sample_count == engine.sample_count);
+  CHECK(mapped.checkpoint_every == engine.checkpoint_every);
+  CHECK(mapped.max_images == engine.max_images);
+  CHECK(mapped.resume == engine.resume);
+  CHECK(mapped.device == engine.device);
+  CHECK(mapped.precision == engine.precision);
+  CHECK(mapped.seed == engine.seed);
+}
+
+TEST_CASE("train through the public API: progress, cancel, a loadable checkpoint", "[api]") {
+  TempDir dir;
+  // Four 16x16 gray images in two class folders, and `tiny` for 16x16 images.
+  for (int i = 0; i < 4; ++i) {
+    Image8 img{16, 16, 1, std::vector<uint8_t>(16 * 16, static_cast<uint8_t>(40 * i))};
+    std::string cls = dir.file(i % 2 ? "data/b" : "data/a");
+    fs::create_directories(cls);
+    write_image(cls + "/" + std::to_string(i) + ".png", img);
+  }
+  UNet2DConfig cfg = resolve_unet_config("tiny");
+  cfg.sample_size = 16;
+  test::write_bytes(dir.file("unet.json"), unet_config_to_json(cfg));
+  TrainRequest req;
+  req.config = dir.file("unet.json");
+  req.data = dir.file("data");
+  req.out = dir.file("run");
+  req.steps = 5;
+  req.batch = 2;
+  req.lr = 1e-3;
+  req.classes = 2;
+  std::vector<TrainUpdate> updates;
+  TrainSummary s = train(req, [&](const TrainUpdate& u) {
+    updates.push_back(u);
+    return u.step < 2;
+  });
+  CHECK(s.cancelled);
+  CHECK(s.first_step == 1);
+  CHECK(s.last_step == 2);
+  CHECK(std::isfinite(s.final_loss));
+  CHECK(fs::path(s.checkpoint).filename() == "step-2");
+  CHECK(s.model_dir == s.checkpoint + "/ema");
+  REQUIRE(updates.size() == 3);  // step 1, step 2, then the checkpoint notice
+  CHECK(updates[0].step == 1);
+  CHECK(updates[0].total == 5);
+  CHECK(updates[1].loss == s.final_loss);
+  CHECK(updates[2].event == "checkpoint " + s.checkpoint);
+
+  Model trained = Model::load(s.model_dir);
+  CHECK(trained.num_classes() == 2);
+  SamplerOptions own;
+  own.sampler = "";
+  CHECK(Pipeline(trained, own).sampler() == "ddpm");  // the run's scheduler config travels with it
+
+  // Resuming continues after the checkpoint; a callback's own exception passes through unchanged.
+  req.resume = true;
+  CHECK_THROWS_AS(train(req, [](const TrainUpdate&) -> bool { throw Stop{}; }), Stop);
+  req.resume = false;
+  CHECK_THROWS_WITH(train(req), Catch::Contains("already has checkpoints"));
+  req.out = "";
+  CHECK_THROWS_WITH(train(req), Catch::Contains("out"));
+  req.out = dir.file("run2");
+  req.data = dir.file("nothing-here");
+  CHECK_THROWS_WITH(train(req), Catch::Contains("nothing-here"));
+}

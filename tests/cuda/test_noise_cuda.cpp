@@ -1,0 +1,135 @@
+// The `noise` family on a real GPU: kernels::cuda::q_sample on device buffers (aligned float4 and
+// unaligned scalar paths, odd sizes) and engine q_sample on CUDA tensors, both against the CPU
+// twin. Outputs are NaN-poisoned before the launch. Without a CUDA device every case says so and
+// returns (the binary must pass on a machine without one).
+#include <catch2/catch.hpp>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "engine/q_sample.h"
+#include "engine/schedule.h"
+#include "kernels/noise.h"
+#include "nn/device_context.h"
+#include "nn/runtime.h"
+
+using namespace diffuse;
+using kernels::NoiseTarget;
+using kernels::QSampleDesc;
+
+namespace {
+
+#define REQUIRE_CUDA_OK(call) REQUIRE((call) == cudaSuccess)
+
+// Device floats, freed on scope exit.
+struct DeviceFloats {
+  float* p = nullptr;
+  size_t n = 0;
+  explicit DeviceFloats(size_t count) : n(count) { REQUIRE_CUDA_OK(cudaMalloc(&p, (n ? n : 1) * sizeof(float))); }
+  ~DeviceFloats() { cudaFree(p); }
+  DeviceFloats(const DeviceFloats&) = delete;
+  DeviceFloats& operator=(const DeviceFloats&) = delete;
+};
+
+void upload(float* dst, const std::vector<float>& src) {
+  REQUIRE_CUDA_OK(cudaMemcpy(dst, src.data(), src.size() * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+std::vector<float> download(const float* src, size_t n) {
+  std::vector<float> out(n);
+  REQUIRE_CUDA_OK(cudaMemcpy(out.data(), src, n * sizeof(float), cudaMemcpyDeviceToHost));
+  return out;
+}
+
+// max |got - want| / max(1, |want|); NaN in `got` counts as infinitely wrong.
+template <typename T>
+double max_rel(const std::vector<T>& got, const std::vector<T>& want) {
+  double worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    double e = std::fabs(static_cast<double>(got[i]) - want[i]) / std::max(1.0, std::fabs(static_cast<double>(want[i])));
+    if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
+  }
+  return worst;
+}
+
+bool have_device() {
+  if (cuda_device_count() > 0) return true;
+  WARN("no CUDA device: test not run");
+  return false;
+}
+
+// The GPU's libm (logf, sinf, cosf in Box-Muller) and fused multiply-adds differ from the host's
+// in the last bits; anything beyond a few ulps is a bug.
+constexpr double kTol = 1e-5;
+
+void check_kernel(int64_t batch, int64_t per_sample, NoiseTarget target, int shift) {
+  const int64_t total = batch * per_sample;
+  QSampleDesc d;
+  d.batch = batch;
+  d.per_sample = per_sample;
+  d.seed = 0xfeedbeef1234ull;
+  d.offset = 11;
+  d.target = target;
+  std::vector<float> x0(total), a(batch), s(batch);
+  for (int64_t k = 0; k < total; ++k) x0[k] = static_cast<float>(1.5 * std::sin(0.37 * k));
+  for (int64_t b = 0; b < batch; ++b) {
+    const double alpha_bar = 0.9999 - 0.99 * static_cast<double>(b) / static_cast<double>(std::max<int64_t>(batch - 1, 1));
+    a[b] = static_cast<float>(std::sqrt(alpha_bar));
+    s[b] = static_cast<float>(std::sqrt(1 - alpha_bar));
+  }
+  std::vector<float> want_xt(total), want_target(total);
+  kernels::cpu::q_sample(d, x0.data(), a.data(), s.data(), want_xt.data(), want_target.data());
+
+  // `shift` floats into each buffer (shift 1 forces the scalar path); one guard float after it.
+  DeviceFloats dx0(total + 4), da(batch), ds(batch), dxt(total + 4), dtg(total + 4);
+  upload(dx0.p + shift, x0);
+  upload(da.p, a);
+  upload(ds.p, s);
+  REQUIRE_CUDA_OK(cudaMemset(dxt.p, 0xFF, dxt.n * sizeof(float)));  // all-ones bytes: NaN
+  REQUIRE_CUDA_OK(cudaMemset(dtg.p, 0xFF, dtg.n * sizeof(float)));
+  // The copies above ran on the legacy stream, which a non-blocking stream does not wait for.
+  REQUIRE_CUDA_OK(cudaDeviceSynchronize());
+  kernels::cuda::q_sample(d, dx0.p + shift, da.p, ds.p, dxt.p + shift, dtg.p + shift, current_stream());
+  synchronize_device();
+  std::vector<float> xt = download(dxt.p + shift, total + 1), tg = download(dtg.p + shift, total + 1);
+  INFO("B=" << batch << " n=" << per_sample << " target=" << static_cast<int>(target) << " shift=" << shift);
+  CHECK(std::isnan(xt[total]));  // one past the end stays untouched
+  CHECK(std::isnan(tg[total]));
+  xt.pop_back();
+  tg.pop_back();
+  CHECK(max_rel(xt, want_xt) < kTol);
+  CHECK(max_rel(tg, want_target) < kTol);
+}
+
+}  // namespace
+
+TEST_CASE("noise cuda: q_sample kernel matches the CPU twin", "[cuda][noise]") {
+  if (!have_device()) return;
+  for (NoiseTarget target : {NoiseTarget::epsilon, NoiseTarget::v_prediction, NoiseTarget::sample})
+    for (int shift : {0, 1}) check_kernel(3, 1001, target, shift);
+  // The last shape needs more than 4096 blocks of 256 quads: threads take the grid-stride loop.
+  for (auto [batch, n] : {std::pair<int64_t, int64_t>{5, 5}, {2, 4}, {1, 1}, {7, 3}, {5, 1000003}})
+    check_kernel(batch, n, NoiseTarget::v_prediction, 0);
+}
+
+TEST_CASE("noise cuda: engine q_sample on CUDA tensors matches the CPU", "[cuda][noise]") {
+  if (!have_device()) return;
+  NoiseSchedule schedule;
+  const std::vector<QSampleCoef> coefs = schedule.q_sample_coefs({0, 999, 17, 500});
+  std::vector<double> values(4 * 5 * 7 * 3);
+  for (size_t k = 0; k < values.size(); ++k) values[k] = std::cos(0.11 * static_cast<double>(k));
+  const Tensor x0 = Tensor::from(values, {4, 5, 7, 3});
+  for (PredictionType p : {PredictionType::epsilon, PredictionType::v_prediction, PredictionType::sample}) {
+    const QSampleResult cpu = q_sample(x0, coefs, p, 7, 123);
+    const QSampleResult gpu = q_sample(x0.to(Device::cuda), coefs, p, 7, 123);
+    REQUIRE(gpu.x_t.device() == Device::cuda);
+    REQUIRE(gpu.target.device() == Device::cuda);
+    const std::vector<double> cx = cpu.x_t.to_vector(), gx = gpu.x_t.to_vector();
+    const std::vector<double> ct = cpu.target.to_vector(), gt = gpu.target.to_vector();
+    INFO("prediction " << prediction_type_name(p));
+    CHECK(max_rel(gx, cx) < kTol);
+    CHECK(max_rel(gt, ct) < kTol);
+  }
+}

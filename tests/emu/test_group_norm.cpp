@@ -1,0 +1,167 @@
+// The `group_norm` family under the emulator: kernels/cuda/group_norm.cu against the CPU twin
+// (kernels/cpu/group_norm.cpp, f32) on odd NHWC shapes, with and without SiLU and add_nc, on the
+// one-read path and (by lowering smem_limit_bytes) the chunked two-pass path, float4 and scalar
+// loads. Outputs, statistics and workspace are NaN-poisoned before each launch, so an unwritten
+// element fails. The scheduling order is the ambient one: CTest runs this binary under all three.
+#include <catch2/catch.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/emulator/runtime.h"
+#include "kernels/group_norm.h"
+
+using namespace diffuse;
+using kernels::GroupNormDesc;
+
+namespace {
+
+// A float buffer starting `shift` floats past a 16-byte boundary (shift 1 forces scalar loads).
+struct Buffer {
+  std::vector<float> storage;
+  float* p;
+  Buffer(size_t n, int shift, float fill) : storage(n + 8, fill) {
+    auto addr = reinterpret_cast<uintptr_t>(storage.data());
+    p = reinterpret_cast<float*>((addr + 15) / 16 * 16) + shift;
+  }
+};
+
+// max |got - want| / max(1, |want|); NaN in `got` counts as infinitely wrong.
+template <typename G, typename W>
+double max_rel(const G* got, const W* want, size_t n) {
+  double worst = 0;
+  for (size_t i = 0; i < n; ++i) {
+    double e = std::fabs(double(got[i]) - double(want[i])) / std::max(1.0, std::fabs(double(want[i])));
+    if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
+  }
+  return worst;
+}
+
+struct Shape {
+  int64_t n, s, c, g;
+};
+
+// Runs forward and backward and compares them with the CPU twin.
+// smem_limit 0 keeps the one-read forward; a small one forces chunks of a few rows.
+void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, int shift) {
+  GroupNormDesc d;
+  d.n = sh.n;
+  d.spatial = sh.s;
+  d.channels = sh.c;
+  d.groups = sh.g;
+  d.eps = 1e-5;
+  d.silu = silu;
+  d.smem_limit_bytes = smem_limit;
+  const size_t total = static_cast<size_t>(sh.n * sh.s * sh.c), nc = static_cast<size_t>(sh.n * sh.c);
+  const size_t stats = static_cast<size_t>(sh.n * sh.g), C = static_cast<size_t>(sh.c);
+
+  // Inputs with a per-image offset (so the statistics matter) and a spread that differs by group.
+  Buffer x(total, shift, 0.0f), dy(total, shift, 0.0f);
+  for (size_t i = 0; i < total; ++i) {
+    const size_t c = i % C, n = i / (total / sh.n);
+    x.p[i] = static_cast<float>(0.5 * n - 0.3 + (1.0 + 0.1 * (c % 5)) * std::sin(0.37 * i + 0.11 * c));
+    dy.p[i] = static_cast<float>(std::cos(0.53 * i) * 0.8 + 0.05 * c);
+  }
+  std::vector<float> add(nc), gamma(C), beta(C);
+  for (size_t i = 0; i < nc; ++i) add[i] = static_cast<float>(0.4 * std::sin(1.7 * i + 0.2));
+  for (size_t c = 0; c < C; ++c) {
+    gamma[c] = static_cast<float>(1.0 + 0.3 * std::cos(0.9 * c));
+    beta[c] = static_cast<float>(0.2 * std::sin(1.3 * c) - 0.1);
+  }
+  const float* add_p = with_add ? add.data() : nullptr;
+
+  std::vector<float> cpu_y(total), cpu_dx(total), cpu_dg(C), cpu_db(C), cpu_da(nc);
+  std::vector<double> cpu_mean(stats), cpu_rstd(stats);
+  kernels::cpu::group_norm_forward<float>(d, x.p, add_p, gamma.data(), beta.data(), cpu_y.data(), cpu_mean.data(),
+                                          cpu_rstd.data());
+  kernels::cpu::group_norm_backward<float>(d, x.p, add_p, gamma.data(), beta.data(), cpu_mean.data(),
+                                           cpu_rstd.data(), dy.p, cpu_dx.data(), cpu_dg.data(), cpu_db.data(),
+                                           with_add ? cpu_da.data() : nullptr);
+
+  const size_t ws_fwd = kernels::emu::group_norm_forward_workspace_bytes(d);
+  const size_t ws_bwd = kernels::emu::group_norm_backward_workspace_bytes(d);
+  CHECK((smem_limit > 0) == (ws_fwd > 0));  // the small limit must really take the chunked path
+  INFO("N=" << sh.n << " S=" << sh.s << " C=" << sh.c << " G=" << sh.g << " silu=" << silu << " add=" << with_add
+            << " smem_limit=" << smem_limit << " shift=" << shift
+            << " order=" << emulator::order_name(emulator::order()));
+  Buffer y(total, shift, NAN);
+  std::vector<double> mean(stats, NAN), rstd(stats, NAN);
+  std::vector<float> ws(std::max(ws_fwd, ws_bwd) / sizeof(float) + 1, NAN);
+  kernels::emu::group_norm_forward(d, x.p, add_p, gamma.data(), beta.data(), y.p, mean.data(), rstd.data(),
+                                   ws_fwd ? ws.data() : nullptr, nullptr);
+  CHECK(max_rel(y.p, cpu_y.data(), total) < 1e-5);
+  CHECK(max_rel(mean.data(), cpu_mean.data(), stats) < 1e-6);
+  CHECK(max_rel(rstd.data(), cpu_rstd.data(), stats) < 1e-5);
+  CHECK(std::isnan(y.p[total]));  // one past the end stays untouched
+
+  // The backward takes the device's own statistics, as the op does.
+  Buffer dx(total, shift, NAN);
+  std::vector<float> dg(C, NAN), db(C, NAN), da(nc, NAN);
+  std::fill(ws.begin(), ws.end(), NAN);
+  kernels::emu::group_norm_backward(d, x.p, add_p, gamma.data(), beta.data(), mean.data(), rstd.data(), dy.p, dx.p,
+                                    dg.data(), db.data(), with_add ? da.data() : nullptr, ws.data(), nullptr);
+  CHECK(max_rel(dx.p, cpu_dx.data(), total) < 1e-5);
+  CHECK(max_rel(dg.data(), cpu_dg.data(), C) < 1e-5);
+  CHECK(max_rel(db.data(), cpu_db.data(), C) < 1e-5);
+  if (with_add) CHECK(max_rel(da.data(), cpu_da.data(), nc) < 1e-5);
+  CHECK(std::isnan(dx.p[total]));
+}
+
+}  // namespace
+
+TEST_CASE("group_norm: one-read forward and backward match the CPU twin on odd shapes", "[emu][group_norm]") {
+  for (bool silu : {false, true})
+    for (bool with_add : {false, true}) {
+      check_group_norm({2, 15, 12, 4}, silu, with_add, 0, 0);  // H=5 W=3, 3 channels per group
+      check_group_norm({2, 7, 6, 3}, silu, with_add, 0, 1);    // 2 channels per group
+    }
+  check_group_norm({3, 5, 16, 2}, true, true, 0, 0);   // 8 per group: float4 loads
+  check_group_norm({3, 5, 16, 2}, true, true, 0, 1);   // same, misaligned: scalar loads
+  check_group_norm({1, 1, 5, 5}, false, true, 0, 0);   // one value per group: x̂ = 0
+}
+
+TEST_CASE("group_norm: the chunked two-pass path matches the CPU twin", "[emu][group_norm]") {
+  // 96 bytes of "shared memory" hold 24 floats: 8 rows of 3 channels, so 15 rows are 2 chunks.
+  for (bool silu : {false, true})
+    for (bool with_add : {false, true}) check_group_norm({2, 15, 12, 4}, silu, with_add, 96, 0);
+  check_group_norm({3, 5, 16, 2}, true, true, 96, 0);  // float4, chunks of 3 and 2 rows
+  check_group_norm({1, 13, 6, 3}, false, true, 16, 1);  // 4 floats: 2 rows per chunk, 7 chunks
+}
+
+TEST_CASE("group_norm: wide groups take every per-channel reduction layout", "[emu][group_norm]") {
+  check_group_norm({2, 3, 72, 1}, true, true, 0, 0);   // 18 float4 packs: 32 lanes per row
+  check_group_norm({1, 4, 33, 1}, false, true, 0, 0);  // 33 scalar channels: 64 lanes per row
+  check_group_norm({1, 2, 260, 1}, true, false, 0, 1);  // wider than a block: channel tiles
+}
+
+TEST_CASE("group_norm: device launchers reject bad descriptors and handle empty input", "[emu][group_norm]") {
+  GroupNormDesc d;
+  d.n = 1;
+  d.spatial = 2;
+  d.channels = 6;
+  d.groups = 4;  // does not divide 6
+  float buf[16] = {};
+  double stats[4] = {};
+  CHECK_THROWS_AS(kernels::emu::group_norm_forward(d, buf, nullptr, buf, buf, buf, stats, stats, buf, nullptr), Error);
+  CHECK_THROWS_AS(kernels::emu::group_norm_backward_workspace_bytes(d), Error);
+  d.groups = 3;
+  CHECK_THROWS_AS(kernels::emu::group_norm_forward(d, nullptr, nullptr, buf, buf, buf, stats, stats, buf, nullptr),
+                  Error);
+  d.smem_limit_bytes = 16;  // chunked: the forward needs its workspace
+  CHECK(kernels::emu::group_norm_forward_workspace_bytes(d) > 0);
+  CHECK_THROWS_AS(kernels::emu::group_norm_forward(d, buf, nullptr, buf, buf, buf, stats, stats, nullptr, nullptr),
+                  Error);
+  // No images: nothing to write except zero parameter grads.
+  d.n = 0;
+  float dg[6], db[6];
+  std::fill(dg, dg + 6, NAN);
+  std::fill(db, db + 6, NAN);
+  kernels::emu::group_norm_forward(d, nullptr, nullptr, buf, buf, nullptr, nullptr, nullptr, nullptr, nullptr);
+  kernels::emu::group_norm_backward(d, nullptr, nullptr, buf, buf, nullptr, nullptr, nullptr, nullptr, dg, db, nullptr,
+                                    nullptr, nullptr);
+  for (int c = 0; c < 6; ++c) {
+    CHECK(dg[c] == 0.0f);
+    CHECK(db[c] == 0.0f);
+  }
+}
