@@ -5,6 +5,7 @@ side-by-side comparison with PyTorch. Only reads what the stages left; never fai
 piece, it says it is missing.
 
 usage: gpu_report.py DIR
+       gpu_report.py --kernels FILE.json   (just the kernel table, as markdown, on stdout)
 """
 import json
 import os
@@ -28,14 +29,16 @@ def load_json(path):
         return None
 
 
-def kernel_table(k):
-    lines = [f"Peaks: copy {k['peaks']['copy_gbps']:.0f} GB/s (read + write), f32 GEMM "
-             f"{k['peaks']['gemm_gflops'] / 1e3:.1f} TFLOP/s"]
+def kernel_table(k, gpu=True):
+    """Markdown lines: the peaks, then one row per kernel (TFLOP/s on a GPU, GFLOP/s on a CPU)."""
+    scale, unit = (1e3, "TFLOP/s") if gpu else (1.0, "GFLOP/s")
+    lines = [f"Peaks: copy {k['peaks']['copy_gbps']:.1f} GB/s (read + write), f32 GEMM "
+             f"{k['peaks']['gemm_gflops'] / scale:.1f} {unit}"]
     for name in ("gemm_tf32", "gemm_bf16"):
         d = k["peaks"].get("detail", {}).get(name)
         if d:
             lines[0] += f", {name[5:]} GEMM {d['gflops'] / 1e3:.0f} TFLOP/s"
-    lines += ["", "| family | pass | where | shape | ms | GB/s | TFLOP/s | floor | ref ms | vs ref | reference |",
+    lines += ["", f"| family | pass | where | shape | ms | GB/s | {unit} | floor | ref ms | vs ref | reference |",
               "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in k["rows"]:
         head = f"| {r['family']} | {r['pass']} | {r['where']} | {r['shape']} "
@@ -43,15 +46,22 @@ def kernel_table(k):
             lines.append(head + f"| n/a | | | | | | {r['error'][:120]} |")
             continue
         ref = r.get("reference")
-        lines.append(head + f"| {r['time_ms']:.4f} | {r['gbps']:.0f} | {r['gflops'] / 1e3:.2f} | "
-                     f"{100 * r['floor_fraction']:.1f}% | {r['reference_ms']:.4f} | "
-                     f"{r['speedup_vs_reference']:.2f}x | {ref} |" if ref else
-                     head + f"| {r['time_ms']:.4f} | {r['gbps']:.0f} | {r['gflops'] / 1e3:.2f} | "
-                     f"{100 * r['floor_fraction']:.1f}% | - | - | - |")
+        cells = f"| {r['time_ms']:.3f} | {r['gbps']:.1f} | {r['gflops'] / scale:.2f} | {100 * r['floor_fraction']:.1f}% "
+        if ref:
+            cells += f"| {r['reference_ms']:.3f} | {r['speedup_vs_reference']:.2f}x | {ref} |"
+        else:
+            cells += "| - | - | - |"
+        lines.append(head + cells)
     return lines
 
 
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--kernels":
+        k = load_json(sys.argv[2])
+        if not k:
+            raise SystemExit(f"{sys.argv[2]}: not a kernels JSON report")
+        print("\n".join(kernel_table(k, gpu=k["device"]["kind"] == "cuda")))
+        return
     if len(sys.argv) != 2:
         raise SystemExit(__doc__)
     d = sys.argv[1]

@@ -2,44 +2,23 @@
 // the CPU writes JSON whose rows carry every reported field, whose shapes are the tiny config's
 // levels at batch 2, and whose byte counts and rates agree with the shapes. Never a timing test:
 // only that times are positive and the derived numbers are consistent.
-#include <sys/wait.h>
-
 #include <catch2/catch.hpp>
-#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 
+#include "support/process.h"
 #include "support/temp_dir.h"
 
-namespace {
-
-struct Run {
-  int code = -1;
-  std::string output;  // stdout and stderr
-};
-
-Run run_cli(const std::string& args) {
-  Run r;
-  FILE* p = popen((std::string(DIFFUSE_CLI_PATH) + " " + args + " 2>&1").c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-}  // namespace
+using diffuse::test::run_cli;
 
 TEST_CASE("bench kernels --quick writes a JSON report of group_norm at the tiny config's shapes", "[bench]") {
   diffuse::test::TempDir dir;
   const std::string json_path = dir.file("kernels.json");
-  Run r = run_cli("bench kernels --device cpu --filter group_norm --quick --json " + json_path);
+  auto r = run_cli({"bench", "kernels", "--device", "cpu", "--filter", "group_norm", "--quick", "--json", json_path});
   INFO(r.output);
-  REQUIRE(r.code == 0);
+  REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("group_norm") != std::string::npos);  // the table is on stdout
 
   std::ifstream in(json_path);
@@ -93,16 +72,16 @@ TEST_CASE("bench kernels --quick writes a JSON report of group_norm at the tiny 
 }
 
 TEST_CASE("bench rejects an unknown mode, a bad flag and a filter that matches nothing", "[bench]") {
-  Run r = run_cli("bench kernelz");
-  CHECK(r.code == 2);
+  auto r = run_cli({"bench", "kernelz"});
+  CHECK(r.exit_code == 2);
   CHECK(r.output.find("kernelz") != std::string::npos);
-  r = run_cli("bench kernels --no-such-flag");
-  CHECK(r.code == 2);
+  r = run_cli({"bench", "kernels", "--no-such-flag"});
+  CHECK(r.exit_code == 2);
   CHECK(r.output.find("no-such-flag") != std::string::npos);
-  r = run_cli("bench kernels --quick --filter no_such_family");
-  CHECK(r.code == 1);
+  r = run_cli({"bench", "kernels", "--quick", "--filter", "no_such_family"});
+  CHECK(r.exit_code == 1);
   CHECK(r.output.find("--filter no_such_family") != std::string::npos);
-  r = run_cli("bench train --device cpu --precision bf16");
-  CHECK(r.code == 1);
+  r = run_cli({"bench", "train", "--device", "cpu", "--precision", "bf16"});
+  CHECK(r.exit_code == 1);
   CHECK(r.output.find("bf16") != std::string::npos);
 }
