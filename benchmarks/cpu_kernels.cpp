@@ -41,18 +41,19 @@ Peaks cpu_peaks(bool quick) {
         for (int64_t c = 0; c < chunks; ++c) std::memcpy(dst + c * chunk, src + c * chunk, size_t(chunk));
       },
       pol);
-  p.copy_gbps = 2.0 * double(bytes) / (copy.median_ms * 1e-3) * 1e-9;
+  // A peak is the best rate seen: on a shared machine the median includes other people's work.
+  p.copy_gbps = 2.0 * double(bytes) / (copy.min_ms * 1e-3) * 1e-9;
   const int64_t n = quick ? 512 : 2048;
   Arena g;
   float* x = g.random(n * n, 2);
   float* y = g.random(n * n, 3);
   float* z = g.zeros(n * n);
   Timing gemm = time_host([&](int) { k::cpu::gemm<float>(false, false, n, n, n, 1.f, x, n, y, n, 0.f, z, n); }, pol);
-  p.gemm_gflops = 2.0 * double(n) * n * n / (gemm.median_ms * 1e-3) * 1e-9;
+  p.gemm_gflops = 2.0 * double(n) * n * n / (gemm.min_ms * 1e-3) * 1e-9;
   p.detail = {{"copy", {{"what", "parallel memcpy (OpenMP threads), bytes read + written"},
-                        {"bytes", bytes}, {"ms", copy.median_ms}, {"gbps", p.copy_gbps}}},
+                        {"bytes", bytes}, {"best_ms", copy.min_ms}, {"median_ms", copy.median_ms}, {"gbps", p.copy_gbps}}},
               {"gemm", {{"what", "sgemm " + std::to_string(n) + "^3 via kernels::cpu::gemm (OpenBLAS, split over OpenMP)"},
-                        {"ms", gemm.median_ms}, {"gflops", p.gemm_gflops}}}};
+                        {"best_ms", gemm.min_ms}, {"median_ms", gemm.median_ms}, {"gflops", p.gemm_gflops}}}};
   return p;
 }
 

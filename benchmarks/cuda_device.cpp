@@ -119,8 +119,8 @@ double gemm_rate(int n, cudaDataType_t type, cublasComputeType_t compute, const 
     BENCH_CUBLAS(cublasGemmEx(bench_cublas(), CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a.p, type, n, b.p, type, n, &zero,
                               c.p, type, n, compute, CUBLAS_GEMM_DEFAULT));
   }, pol);
-  *ms_out = t.median_ms;
-  return 2.0 * double(n) * n * n / (t.median_ms * 1e-3) * 1e-9;
+  *ms_out = t.min_ms;  // a peak is the best rate seen
+  return 2.0 * double(n) * n * n / (t.min_ms * 1e-3) * 1e-9;
 }
 
 }  // namespace
@@ -154,7 +154,7 @@ Peaks cuda_peaks(bool quick) {
   Timing copy = time_device([&](int) {
     DIFFUSE_CUDA_CHECK(cudaMemcpyAsync(dst.p, src.p, bytes, cudaMemcpyDeviceToDevice, bench_stream()));
   }, pol);
-  peaks.copy_gbps = 2.0 * double(bytes) / (copy.median_ms * 1e-3) * 1e-9;
+  peaks.copy_gbps = 2.0 * double(bytes) / (copy.min_ms * 1e-3) * 1e-9;
   const int n = quick ? 2048 : 8192;
   double f32_ms = 0, tf32_ms = 0, bf16_ms = 0;
   peaks.gemm_gflops = gemm_rate(n, CUDA_R_32F, CUBLAS_COMPUTE_32F, pol, &f32_ms);
@@ -162,11 +162,11 @@ Peaks cuda_peaks(bool quick) {
   const double bf16 = gemm_rate(n, CUDA_R_16BF, CUBLAS_COMPUTE_32F, pol, &bf16_ms);
   peaks.detail = {
       {"copy", {{"what", "cudaMemcpyAsync device to device, bytes read + written"}, {"bytes", bytes},
-                {"ms", copy.median_ms}, {"gbps", peaks.copy_gbps}}},
-      {"gemm", {{"what", "cublasGemmEx f32 " + std::to_string(n) + "^3 (no TF32)"}, {"ms", f32_ms},
+                {"best_ms", copy.min_ms}, {"gbps", peaks.copy_gbps}}},
+      {"gemm", {{"what", "cublasGemmEx f32 " + std::to_string(n) + "^3 (no TF32)"}, {"best_ms", f32_ms},
                 {"gflops", peaks.gemm_gflops}}},
-      {"gemm_tf32", {{"what", "cublasGemmEx f32 in/out, TF32 compute"}, {"ms", tf32_ms}, {"gflops", tf32}}},
-      {"gemm_bf16", {{"what", "cublasGemmEx bf16 in/out, f32 compute"}, {"ms", bf16_ms}, {"gflops", bf16}}}};
+      {"gemm_tf32", {{"what", "cublasGemmEx f32 in/out, TF32 compute"}, {"best_ms", tf32_ms}, {"gflops", tf32}}},
+      {"gemm_bf16", {{"what", "cublasGemmEx bf16 in/out, f32 compute"}, {"best_ms", bf16_ms}, {"gflops", bf16}}}};
   return peaks;
 }
 

@@ -178,6 +178,12 @@ nlohmann::json run_context(Device device) {
   std::ifstream load("/proc/loadavg");
   double l1 = 0, l5 = 0, l15 = 0;
   if (load >> l1 >> l5 >> l15) ctx["load_average"] = {l1, l5, l15};
+  // OpenMP's wait policy decides how threads idle between parallel regions, which matters a lot
+  // on a machine whose cores are shared with other work.
+  nlohmann::json omp_env = nlohmann::json::object();
+  for (const char* name : {"OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"})
+    if (const char* v = std::getenv(name)) omp_env[name] = v;
+  ctx["openmp_env"] = omp_env;
   ctx["git_commit"] = git_commit();
   ctx["date"] = utc_date();
   return ctx;

@@ -7,6 +7,9 @@
 #   scripts/compare.sh [--device cpu|cuda] [--config tiny] [--batch 32] [--iters 3] [--warmup 1]
 #                      [--rounds 2] [--modes eager,channels_last_bf16,compile] [--sample]
 #                      [--sample-batch 64,1] [--sample-steps K] [--no-train] [--out DIR]
+#                      [--omp-wait passive|active]   (OMP_WAIT_POLICY for both sides; default: as set)
+# On a machine shared with other work, OpenMP threads that spin while waiting steal the cores the
+# working threads need; --omp-wait passive makes both sides sleep instead. Both JSONs record it.
 # Environment: DIFFUSE_BIN (default build/bin/diffuse), PYTHON (default: a python3 with torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +30,8 @@ while [[ $# -gt 0 ]]; do
     --sample-batch) sample_batch="$2"; shift 2 ;;
     --sample-steps) sample_steps="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --omp-wait) export OMP_WAIT_POLICY="$2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -64,6 +64,8 @@ def context(device):
            "cuda_version": torch.version.cuda, "cudnn_version": torch.backends.cudnn.version(),
            "allow_tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
            "git_commit": git_commit(), "date": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}
+    ctx["openmp_env"] = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+                         if k in os.environ}
     try:
         ctx["load_average"] = list(os.getloadavg())
     except OSError:

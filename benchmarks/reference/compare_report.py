@@ -38,15 +38,23 @@ def train_rows(folder):
     ours, theirs = load_rounds(folder, "diffuse_train"), load_rounds(folder, "torch_train")
     if not ours or not theirs:
         return None, []
-    o = best([r.get("step_ms") for r in ours])
+    # Each side's best round (lowest median step), with that round's phase split.
+    o = min((r for r in ours if r.get("step_ms")), key=lambda r: r["step_ms"], default=None)
+    if o is None:
+        return None, []
     head = ours[0]
-    rows = [("diffuse", head.get("mode", "fp32"), o, len(ours), None)]
+    rows = [("diffuse", o.get("mode", "fp32"), o["step_ms"], o["forward_ms"], o["backward_ms"], o["optimizer_ms"],
+             len(ours), None)]
     for m in modes_of(theirs):
-        t = best([x["step_ms"] for r in theirs for x in r["results"] if x["mode"] == m])
-        rows.append(("pytorch " + theirs[0]["torch_version"], m, t, len(theirs), t / o if o and t else None))
+        runs = [x for r in theirs for x in r["results"] if x["mode"] == m and x.get("step_ms")]
+        if not runs:
+            continue
+        t = min(runs, key=lambda x: x["step_ms"])
+        rows.append(("pytorch " + theirs[0]["torch_version"], m, t["step_ms"], t["forward_ms"], t["backward_ms"],
+                     t["optimizer_ms"], len(theirs), t["step_ms"] / o["step_ms"]))
     title = (f"training step: {head['config']}, batch {head['batch']}, {head['device']['kind']} "
-             f"({head['device']['name']}, {head['device']['cores']} cores), commit {head['git_commit'][:12]}, "
-             f"{head['date']}")
+             f"({head['device']['name']}, {head['device']['cores']} cores), commit {short_commit(head['git_commit'])}, "
+             f"{head['date']}{load_note(head)}")
     return title, rows
 
 
@@ -70,8 +78,19 @@ def sample_rows(folder):
                          t * steps * 1e-3 if t else None, t / o if o and t else None, extrap))
     head = ours[0]
     title = (f"sampling: {head['config']}, {head['device']['kind']} ({head['device']['name']}), "
-             f"commit {head['git_commit'][:12]}, {head['date']}")
+             f"commit {short_commit(head['git_commit'])}, {head['date']}{load_note(head)}")
     return title, rows
+
+
+def short_commit(c):
+    return c[:12] + ("-dirty" if c.endswith("-dirty") else "")
+
+
+def load_note(report):
+    la = report.get("load_average")
+    note = f", load average {la[0]:.1f}" if la else ""
+    policy = report.get("openmp_env", {}).get("OMP_WAIT_POLICY")
+    return note + (f", OMP_WAIT_POLICY={policy}" if policy else "")
 
 
 def fmt(v, spec):
@@ -86,10 +105,12 @@ def main():
     lines = []
     title, rows = train_rows(args.folder)
     if rows:
-        lines += [f"### {title}", "", "| implementation | mode | ms/step (best of rounds) | rounds | PyTorch / diffuse |",
-                  "|---|---|---:|---:|---:|"]
-        for impl, mode, ms, rounds, ratio in rows:
-            lines.append(f"| {impl} | {mode} | {fmt(ms, '.1f')} | {rounds} | {fmt(ratio, '.2f')} |")
+        lines += [f"### {title}", "",
+                  "| implementation | mode | ms/step (best round's median) | forward+loss | backward | optimizer "
+                  "| rounds | PyTorch / diffuse |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for impl, mode, ms, f, b, opt, rounds, ratio in rows:
+            lines.append(f"| {impl} | {mode} | {fmt(ms, '.1f')} | {fmt(f, '.1f')} | {fmt(b, '.1f')} | {fmt(opt, '.1f')} "
+                         f"| {rounds} | {fmt(ratio, '.2f')} |")
         lines.append("")
     title, rows = sample_rows(args.folder)
     if rows:
