@@ -55,7 +55,7 @@ TEST_CASE("unknown commands and flags exit with code 2 and name them", "[cli]") 
   }
 }
 
-TEST_CASE("--device cuda without a device fails at once with exit code 2", "[cli]") {
+TEST_CASE("asking for --device cuda without a device fails at once with exit code 2", "[cli]") {
   Fixture f;
   for (auto args : std::vector<std::vector<std::string>>{
            {"forward", "--model", f.model, "--input", f.input, "--out", f.out, "--device", "cuda"},
