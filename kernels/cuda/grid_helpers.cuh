@@ -35,7 +35,7 @@ inline int blocks_for(int64_t items, int64_t per_block = kThreads, int64_t cap =
   return static_cast<int>(std::min<int64_t>((items + per_block - 1) / per_block, cap));
 }
 
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+__host__ __device__ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // std::min is host-only under nvcc (without --expt-relaxed-constexpr).
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }

@@ -21,6 +21,8 @@ struct Buf {
     auto addr = reinterpret_cast<uintptr_t>(storage.data());
     p = reinterpret_cast<T*>((addr + 15) / 16 * 16) + shift;
   }
+  Buf(const Buf&) = delete;  // p points into storage: a copy would alias the original
+  Buf(Buf&&) = default;      // a moved vector keeps its heap block, so p stays valid
   T& operator[](int64_t i) { return p[i]; }
   // Every slot outside [p, p + n) still holds the poison (no write past either end).
   bool guard_intact() const {
