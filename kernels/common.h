@@ -7,7 +7,9 @@
 
 #include "diffuse/error.h"
 
-#if defined(__CUDACC__) || defined(DIFFUSE_EMULATOR)
+// Under the SIMT emulator (DIFFUSE_EMULATOR) host and device code are one g++ program, so
+// DIFFUSE_HD is empty there too; that keeps headers usable before or without kernels/compat.cuh.
+#if defined(__CUDACC__)
 #define DIFFUSE_HD __host__ __device__
 #else
 #define DIFFUSE_HD

@@ -1,0 +1,125 @@
+// The one header a kernel .cu includes: the same source compiles with nvcc (libdiffuse's CUDA
+// backend) and with g++ -DDIFFUSE_EMULATOR=1 against the SIMT emulator (DESIGN.md §5), which runs
+// each CUDA thread as a fiber and checks barriers, warp collectives and shared-memory use.
+//
+// How to write a kernel family `foo` (kernels/foo.h, kernels/cpu/foo.cpp, kernels/cuda/foo.cu):
+//  1. foo.cu includes "kernels/compat.cuh" FIRST, then kernels/*.h headers; never CUDA headers.
+//  2. Host launchers live in namespace diffuse::kernels::DIFFUSE_DEVICE_NS (`cuda` under nvcc,
+//     `emu` under the emulator) and take a kernels::Stream (void*) last. foo.h declares them for
+//     both namespaces with one macro (pointers are device pointers for cuda::, host for emu::):
+//        #define DIFFUSE_FOO_LAUNCHERS void foo(const FooDesc& d, const float* x, float* y, Stream s);
+//        namespace cuda { DIFFUSE_FOO_LAUNCHERS }
+//        namespace emu { DIFFUSE_FOO_LAUNCHERS }
+//     The __global__ kernels sit in an anonymous namespace inside the launchers' namespace.
+//  3. Launch only with DIFFUSE_LAUNCH(kernel, grid, block, smem_bytes, stream, args...), inside
+//     the .cu. A template kernel goes in parentheses: DIFFUSE_LAUNCH((foo_kernel<float, 4>), ...).
+//     Kernels take at least one parameter (the macro needs a non-empty argument list).
+//     nvcc: kernel<<<grid, block, smem_bytes, stream>>>(args...) + status check (and the opt-in
+//     for more than 48 KiB of dynamic smem); emulator: runs the whole grid before returning.
+//     A grid with a zero dimension launches nothing. Failures throw diffuse::Error naming the
+//     launch site (file:line) and the CUDA error string or the emulator's finding.
+//  4. Static shared memory: `DIFFUSE_SHARED(T, name, N);` or `DIFFUSE_SHARED_2D(T, name, R, C);`
+//     (a T[N] / T[R][C] array; use N = 1 for a scalar) — never `__shared__`, which the emulator
+//     rejects. Dynamic shared memory: `T* p = dynamic_smem<T>();` — never `extern __shared__`.
+//     Shared memory is never assumed zeroed: the emulator fills it with 0xFF bytes (NaN for
+//     f32/f64/bf16) before every block, and the dynamic buffer ends exactly at a guard page.
+//  5. __syncthreads (and _count/_and/_or) only in block-uniform control flow; only the _sync warp
+//     intrinsics, with exact masks (a mask naming a lane that cannot arrive is reported as a
+//     deadlock); no spin-waits on other threads or blocks; inline PTX / mma / cp.async behind
+//     #if defined(__CUDA_ARCH__) with a plain C++ path for the emulator.
+//  6. Sources are C++17 (nvcc's dialect). Device helpers are `__device__ __forceinline__`;
+//     helpers shared with host code use DIFFUSE_HD (kernels/common.h). Host code in the .cu may
+//     call the CUDA runtime only under #if defined(__CUDACC__), wrapped in DIFFUSE_CUDA_CHECK(call).
+//  7. Emulator intrinsics are exact (libm): compare against the CPU with f32 tolerances; the
+//     GPU's fast approximations (__expf, ...) need the looser ones of the `cuda` tests.
+#pragma once
+#include <cstddef>
+#include <string>
+#include <utility>
+
+#include "diffuse/error.h"
+
+#if defined(__CUDACC__)
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/common.h"
+
+#define DIFFUSE_DEVICE_NS cuda
+
+namespace diffuse::kernels {
+
+inline void cuda_check(cudaError_t status, const char* what, const char* file, int line) {
+  if (status != cudaSuccess)
+    throw Error(std::string("CUDA error at ") + file + ":" + std::to_string(line) + ": " + what + ": " +
+                cudaGetErrorString(status) + " (" + std::to_string(static_cast<int>(status)) + ")");
+}
+
+template <typename... P, typename... A>
+void launch_kernel(const char* file, int line, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes,
+                   Stream stream, A&&... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "DIFFUSE_LAUNCH: argument count differs from the kernel's");
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
+  if (smem_bytes > 48 * 1024)
+    cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes)),
+               "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)", file, line);
+  kernel<<<grid, block, smem_bytes, static_cast<cudaStream_t>(stream)>>>(std::forward<A>(args)...);
+  cuda_check(cudaGetLastError(), "kernel launch", file, line);
+}
+
+template <typename T>
+__device__ __forceinline__ T* dynamic_smem() {
+  extern __shared__ __align__(16) unsigned char diffuse_dynamic_smem[];
+  return reinterpret_cast<T*>(diffuse_dynamic_smem);
+}
+
+}  // namespace diffuse::kernels
+
+#define DIFFUSE_CUDA_CHECK(call) ::diffuse::kernels::cuda_check((call), #call, __FILE__, __LINE__)
+#define DIFFUSE_LAUNCH(kernel, grid, block, smem_bytes, stream, ...) \
+  ::diffuse::kernels::launch_kernel(__FILE__, __LINE__, kernel, grid, block, smem_bytes, stream, __VA_ARGS__)
+#define DIFFUSE_SHARED(T, name, N) __shared__ T name[N]
+#define DIFFUSE_SHARED_2D(T, name, R, C) __shared__ T name[R][C]
+
+#elif defined(DIFFUSE_EMULATOR)
+
+#include "kernels/common.h"
+#include "kernels/emulator/intrinsics.h"
+
+#pragma GCC diagnostic ignored "-Wunknown-pragmas"  // `#pragma unroll` is for nvcc
+// (No __noinline__: libstdc++ spells __attribute__((__noinline__)) and a macro would break it.)
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+#define __constant__
+// Static shared memory must go through DIFFUSE_SHARED; this makes a stray __shared__ a compile error.
+#define __shared__ __shared___is_not_supported_use_DIFFUSE_SHARED
+
+#define DIFFUSE_DEVICE_NS emu
+
+namespace diffuse::kernels {
+template <typename T>
+inline T* dynamic_smem() {
+  return static_cast<T*>(::diffuse::emulator::detail::dynamic_smem());
+}
+}  // namespace diffuse::kernels
+
+#define DIFFUSE_LAUNCH(kernel, grid, block, smem_bytes, stream, ...) \
+  ::diffuse::emulator::launch(__FILE__, __LINE__, kernel, grid, block, smem_bytes, stream, __VA_ARGS__)
+// The block's array for this declaration, found by the address of a per-declaration static tag
+// (per template instantiation too), so all threads of a block share it and each block gets a
+// freshly poisoned one.
+#define DIFFUSE_SHARED(T, name, N)        \
+  static char diffuse_shared_tag_##name; \
+  auto& name = ::diffuse::emulator::static_shared<T[N]>(&diffuse_shared_tag_##name)
+#define DIFFUSE_SHARED_2D(T, name, R, C)  \
+  static char diffuse_shared_tag_##name; \
+  auto& name = ::diffuse::emulator::static_shared<T[R][C]>(&diffuse_shared_tag_##name)
+
+#else
+#error "kernels/compat.cuh is for kernel sources: compile them with nvcc or with -DDIFFUSE_EMULATOR=1"
+#endif

@@ -1,0 +1,246 @@
+// The emulator's scheduler: runs a grid block after block, each block's threads as Boost.Context
+// fibers on the launching OS thread, and implements __syncthreads. A thread runs until it blocks
+// (barrier, warp collective) or exits; then the next runnable thread in the chosen order runs.
+// Failures inside a thread are caught on its own fiber, the block's other fibers are unwound,
+// and the error is rethrown from the launch.
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <string>
+
+#include "diffuse/error.h"
+#include "kernels/emulator/block.h"
+
+namespace diffuse::emulator {
+
+namespace {
+
+Order g_order = Order::fwd;
+bool g_order_set = false;
+
+}  // namespace
+
+const char* order_name(Order o) {
+  switch (o) {
+    case Order::fwd: return "fwd";
+    case Order::rev: return "rev";
+    case Order::shuffle: return "shuffle";
+  }
+  return "?";
+}
+
+Order order() {
+  if (!g_order_set) {
+    const char* env = std::getenv("DIFFUSE_EMU_ORDER");
+    std::string v = env ? env : "fwd";
+    if (v == "fwd" || v.empty()) g_order = Order::fwd;
+    else if (v == "rev") g_order = Order::rev;
+    else if (v == "shuffle") g_order = Order::shuffle;
+    else throw Error("DIFFUSE_EMU_ORDER must be fwd, rev or shuffle, got '" + v + "'");
+    g_order_set = true;
+  }
+  return g_order;
+}
+
+void set_order(Order o) {
+  g_order = o;
+  g_order_set = true;
+}
+
+namespace detail {
+
+uint3 thread_idx{0, 0, 0};
+uint3 block_idx{0, 0, 0};
+dim3 block_dim{1, 1, 1};
+dim3 grid_dim{1, 1, 1};
+BlockState* g_block = nullptr;
+
+std::string site(const char* file, unsigned line) { return std::string(file) + ":" + std::to_string(line); }
+
+std::string dim_str(uint3 v) {
+  return "(" + std::to_string(v.x) + "," + std::to_string(v.y) + "," + std::to_string(v.z) + ")";
+}
+
+void fail(const std::string& message) { throw Error("emulator: " + message); }
+
+void yield_to_scheduler() {
+  EmuThread& t = g_block->threads[g_block->current];
+  t.scheduler = std::move(t.scheduler).resume();
+}
+
+namespace {
+
+std::atomic<bool> g_running{false};
+
+bool same_site(const char* fa, unsigned la, const char* fb, unsigned lb) {
+  return la == lb && (fa == fb || std::strcmp(fa, fb) == 0);
+}
+
+// The fiber's stack belongs to LaunchMemory and is reused, so the fiber frees nothing.
+struct ReusedStack {
+  void deallocate(boost::context::stack_context&) noexcept {}
+};
+
+// splitmix64: the shuffle order's generator (fixed seed; varies with block and pass).
+uint64_t mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+void fill_order(std::vector<int>& order, Order mode, uint64_t block_linear, uint64_t pass) {
+  int n = static_cast<int>(order.size());
+  if (mode == Order::rev) {
+    for (int i = 0; i < n; ++i) order[i] = n - 1 - i;
+    return;
+  }
+  std::iota(order.begin(), order.end(), 0);
+  if (mode == Order::shuffle) {
+    uint64_t state = mix(0x5EEDull ^ mix(block_linear) ^ mix(pass + 0x1000));
+    for (int i = n - 1; i > 0; --i) {
+      state = mix(state);
+      std::swap(order[i], order[static_cast<int>(state % static_cast<uint64_t>(i + 1))]);
+    }
+  }
+}
+
+void run_block(BlockState& b, LaunchMemory& memory, Order mode, uint64_t block_linear, KernelBody body,
+               void* context) {
+  b.current = 0;
+  b.exited = 0;
+  b.barrier_arrivals = 0;
+  b.error = nullptr;
+  memory.begin_block();
+  for (int i = 0; i < b.nthreads; ++i) {
+    EmuThread& t = b.threads[i];
+    t.state = ThreadState::runnable;
+    t.idx = uint3{i % block_dim.x, (i / block_dim.x) % block_dim.y, i / (block_dim.x * block_dim.y)};
+    boost::context::stack_context sctx = memory.stack(i);
+    EmuThread* self = &t;
+    t.fiber = boost::context::fiber(
+        std::allocator_arg, boost::context::preallocated(sctx.sp, sctx.size, sctx), ReusedStack{},
+        [self, body, context](boost::context::fiber&& scheduler) {
+          self->scheduler = std::move(scheduler);
+          try {
+            body(context);
+          } catch (const boost::context::detail::forced_unwind&) {
+            throw;  // the block is being torn down: let Boost unwind this fiber
+          } catch (...) {
+            if (!g_block->error) g_block->error = std::current_exception();
+          }
+          self->state = ThreadState::exited;
+          ++g_block->exited;
+          return std::move(self->scheduler);
+        });
+  }
+
+  std::vector<int> order(b.nthreads);
+  fill_order(order, mode, block_linear, 0);
+  for (uint64_t pass = 1;; ++pass) {
+    bool ran = false;
+    for (int i : order) {
+      EmuThread& t = b.threads[i];
+      if (t.state != ThreadState::runnable) continue;
+      ran = true;
+      b.current = i;
+      thread_idx = t.idx;
+      t.fiber = std::move(t.fiber).resume();
+      if (b.error) return;
+    }
+    if (!ran) break;
+    if (mode == Order::shuffle) fill_order(order, mode, block_linear, pass);
+  }
+  if (b.exited != b.nthreads) report_deadlock(b);
+}
+
+}  // namespace
+
+void run_grid(const char* file, int line, dim3 grid, dim3 block, size_t dynamic_smem_bytes, KernelBody body,
+              void* context) {
+  std::string where = "DIFFUSE_LAUNCH at " + site(file, static_cast<unsigned>(line)) + ": ";
+  uint64_t nthreads = uint64_t{block.x} * block.y * block.z;
+  if (nthreads == 0 || nthreads > 1024 || block.z > 64)
+    throw Error(where + "block " + dim_str({block.x, block.y, block.z}) +
+                " must have 1..1024 threads (z at most 64)");
+  if (grid.y > 65535 || grid.z > 65535 || grid.x > 2147483647u)
+    throw Error(where + "grid " + dim_str({grid.x, grid.y, grid.z}) + " exceeds CUDA's limits");
+  if (dynamic_smem_bytes > 227 * 1024)
+    throw Error(where + std::to_string(dynamic_smem_bytes) + " bytes of dynamic shared memory exceed 227 KiB");
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;  // nothing to run (documented in compat.cuh)
+  if (g_running.exchange(true)) throw Error(where + "another emulated grid is already running (nested or concurrent launch)");
+  struct Running {
+    ~Running() {
+      g_block = nullptr;
+      g_running = false;
+    }
+  } running;
+
+  Order mode = order();
+  LaunchMemory memory(static_cast<int>(nthreads), dynamic_smem_bytes);
+  BlockState b;
+  b.nthreads = static_cast<int>(nthreads);
+  b.threads.resize(nthreads);
+  g_block = &b;
+  grid_dim = grid;
+  block_dim = block;
+  // Unwinds the fibers still suspended (after a failure) before the stacks go away.
+  struct Unwind {
+    BlockState& b;
+    ~Unwind() {
+      for (EmuThread& t : b.threads) t.fiber = boost::context::fiber();
+    }
+  } unwind{b};
+
+  uint64_t block_linear = 0;
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x, ++block_linear) {
+        block_idx = uint3{x, y, z};
+        run_block(b, memory, mode, block_linear, body, context);
+        if (b.error) {
+          for (EmuThread& t : b.threads) t.fiber = boost::context::fiber();
+          std::rethrow_exception(b.error);
+        }
+      }
+}
+
+int syncthreads(int kind, int predicate, const char* file, unsigned line) {
+  BlockState& b = running_block("__syncthreads");
+  EmuThread& t = b.threads[b.current];
+  if (b.barrier_arrivals == 0) {
+    b.barrier_file = file;
+    b.barrier_line = line;
+    b.barrier_kind = kind;
+    b.barrier_true = 0;
+  } else if (!same_site(file, line, b.barrier_file, b.barrier_line)) {
+    std::string waiting;
+    for (const EmuThread& u : b.threads)
+      if (u.state == ThreadState::at_barrier) {
+        waiting = dim_str(u.idx);
+        break;
+      }
+    fail("divergent __syncthreads in block " + dim_str(block_idx) + ": thread " + dim_str(t.idx) +
+         " reached the barrier at " + site(file, line) + " while thread " + waiting + " (and " +
+         std::to_string(b.barrier_arrivals - 1) + " more) wait at " + site(b.barrier_file, b.barrier_line));
+  }
+  b.barrier_true += predicate != 0;
+  t.state = ThreadState::at_barrier;
+  if (++b.barrier_arrivals == b.nthreads) {  // everyone is here: release them all
+    for (EmuThread& u : b.threads) u.state = ThreadState::runnable;
+    b.barrier_arrivals = 0;
+    switch (b.barrier_kind) {
+      case 1: b.barrier_result = b.barrier_true; break;
+      case 2: b.barrier_result = b.barrier_true == b.nthreads; break;
+      case 3: b.barrier_result = b.barrier_true > 0; break;
+      default: b.barrier_result = 0;
+    }
+  }
+  // Even the last arrival yields, so the threads after a barrier start in the chosen order.
+  yield_to_scheduler();
+  return b.barrier_result;
+}
+
+}  // namespace detail
+}  // namespace diffuse::emulator
