@@ -263,17 +263,12 @@ __global__ void __launch_bounds__(kThreads)
       [&](int64_t i) { gx[i] = silu_grad(x[i], gy[i]); });
 }
 
-// value == null writes zeros.
+// The value is read from memory once per thread (a device scalar: no host round trip).
 __global__ void __launch_bounds__(kThreads)
     fill_kernel(int64_t n, const float* __restrict__ value, float* __restrict__ out, bool vector) {
-  const float v = value ? *value : 0.0f;
+  const float v = *value;
   grid::for_each_element(
       n, vector, [&](int64_t q) { store4(out, q, make_float4(v, v, v, v)); }, [&](int64_t i) { out[i] = v; });
-}
-
-void launch_fill(int64_t n, const float* value, float* out, Stream stream) {
-  const bool vector = aligned16(out);
-  DIFFUSE_LAUNCH(fill_kernel, blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, value, out, vector);
 }
 
 }  // namespace
@@ -306,7 +301,8 @@ void silu_backward(int64_t n, const float* x, const float* gy, float* gx, Stream
 
 void fill(int64_t n, const float* value, float* out, Stream stream) {
   require(value != nullptr, "fill: null value");
-  launch_fill(n, value, out, stream);
+  const bool vector = aligned16(out);
+  DIFFUSE_LAUNCH(fill_kernel, blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, value, out, vector);
 }
 
 }  // namespace diffuse::kernels::DIFFUSE_DEVICE_NS

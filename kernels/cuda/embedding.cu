@@ -26,19 +26,20 @@ template <typename I>
 __global__ void __launch_bounds__(kThreads)
     embedding_forward_kernel(EmbeddingDesc d, const float* __restrict__ table, const I* __restrict__ index,
                              float* __restrict__ out, bool vector) {
-  const int64_t cols = vector ? d.d / 4 : d.d;
   const int64_t col_stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const float nan = quiet_nan();
   for (int64_t i = blockIdx.y; i < d.n; i += gridDim.y) {
     const int64_t row = static_cast<int64_t>(index[i]);
     const bool valid = row >= 0 && row < d.v;  // validated by the caller; never read outside the table
-    for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < cols; k += col_stride) {
-      if (vector) {
-        const float nan = quiet_nan();
-        reinterpret_cast<float4*>(out)[i * cols + k] =
-            valid ? reinterpret_cast<const float4*>(table)[row * cols + k] : make_float4(nan, nan, nan, nan);
-      } else {
-        out[i * cols + k] = valid ? table[row * cols + k] : quiet_nan();
-      }
+    const float* src = table + (valid ? row : 0) * d.d;
+    float* dst = out + i * d.d;
+    if (vector) {
+      for (int64_t k = first; k < d.d / 4; k += col_stride)
+        reinterpret_cast<float4*>(dst)[k] =
+            valid ? reinterpret_cast<const float4*>(src)[k] : make_float4(nan, nan, nan, nan);
+    } else {
+      for (int64_t k = first; k < d.d; k += col_stride) dst[k] = valid ? src[k] : nan;
     }
   }
 }
