@@ -20,12 +20,13 @@ inline void cublas_check(cublasStatus_t status, const char* what, const char* fi
 
 inline void cudnn_check(cudnnStatus_t status, const char* what, const char* file, int line) {
   if (status == CUDNN_STATUS_SUCCESS) return;
-  // cuDNN 9 keeps a more specific message for the last failure of this thread.
+  // cuDNN 9 keeps a more specific message for the latest failure in this thread (which may come
+  // from an earlier, deliberately ignored probe, hence the label).
   char detail[512] = {0};
   cudnnGetLastErrorString(detail, sizeof(detail));
   std::string msg = std::string("cuDNN error ") + cudnnGetErrorString(status) + " in " + what + " at " + file + ":" +
                     std::to_string(line);
-  if (detail[0]) msg += std::string(": ") + detail;
+  if (detail[0]) msg += std::string(" (cuDNN's last message: ") + detail + ")";
   throw Error(msg);
 }
 
