@@ -53,7 +53,8 @@ void check_unet(const std::string& name, UNet2DConfig config, bool training) {
   x_gpu.set_requires_grad(true);
   const Tensor t = Tensor::from({17, 803}, {2}, DType::i64);
   Tensor labels;
-  if (config.num_class_embeds) labels = Tensor::from({3, static_cast<double>(*config.num_class_embeds - 1)}, {2}, DType::i64);
+  if (config.num_class_embeds)  // a class and the null class (the last embedding)
+    labels = Tensor::from({3, static_cast<double>(*config.num_class_embeds - 1)}, {2}, DType::i64);
 
   // Each backward right after its forward: a backward consumes the whole (shared) tape.
   const Tensor want = cpu.forward(x_cpu, t, labels);
