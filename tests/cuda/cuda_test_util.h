@@ -1,24 +1,58 @@
-// Shared by the `cuda` tests: they run only where a CUDA device exists. On a machine without one
-// each test prints "no CUDA device" as a Catch2 warning and returns, so the binary still passes
-// (DESIGN.md §5: the tests are reported as not run, not silently as checks that passed).
+// Helpers shared by the `cuda` tests (the skip guard is support/cuda_guard.h's
+// DIFFUSE_CUDA_TEST_GUARD): raw device buffers, NaN-filled device tensors and error measures.
 #pragma once
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
-#include "nn/runtime.h"
 #include "nn/tensor.h"
+#include "support/cuda_guard.h"
 
-#define DIFFUSE_REQUIRE_CUDA_OR_SKIP()                                    \
-  do {                                                                    \
-    if (::diffuse::cuda_device_count() == 0) {                            \
-      WARN("no CUDA device: test not run");                               \
-      return;                                                             \
-    }                                                                     \
-  } while (0)
 
 namespace diffuse::test {
+
+// Raw device buffers for kernel-level tests (no tensors, no caching allocator).
+#define REQUIRE_CUDA_OK(call) REQUIRE((call) == cudaSuccess)
+
+// Device floats, freed on scope exit.
+struct DeviceFloats {
+  float* p = nullptr;
+  size_t n = 0;
+  explicit DeviceFloats(size_t count) : n(count) { REQUIRE_CUDA_OK(cudaMalloc(&p, (n ? n : 1) * sizeof(float))); }
+  ~DeviceFloats() { cudaFree(p); }
+  DeviceFloats(const DeviceFloats&) = delete;
+  DeviceFloats& operator=(const DeviceFloats&) = delete;
+};
+
+inline void upload(float* dst, const std::vector<float>& src) {
+  REQUIRE_CUDA_OK(cudaMemcpy(dst, src.data(), src.size() * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+inline std::vector<float> download(const float* src, size_t n) {
+  std::vector<float> out(n);
+  REQUIRE_CUDA_OK(cudaMemcpy(out.data(), src, n * sizeof(float), cudaMemcpyDeviceToHost));
+  return out;
+}
+
+// max |got - want| / max(1, |want|); NaN in `got` counts as infinitely wrong.
+template <typename T>
+inline double max_rel(const std::vector<T>& got, const std::vector<T>& want) {
+  double worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    double e = std::fabs(static_cast<double>(got[i]) - want[i]) / std::max(1.0, std::fabs(static_cast<double>(want[i])));
+    if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
+  }
+  return worst;
+}
+
+inline bool have_device() {
+  if (cuda_device_count() > 0) return true;
+  WARN("no CUDA device: test not run");
+  return false;
+}
+
 
 // A device tensor filled with NaN, so an element the code under test never writes fails the
 // comparison.

@@ -24,7 +24,7 @@ TEST_CASE("allocator size classes: 512-byte steps up to 1 MiB, 2 MiB steps above
 }
 
 TEST_CASE("the device allocator is registered on first use when a device exists", "[cuda][allocator]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   REQUIRE(device_allocator_available());
   CHECK(device_allocator()->device() == Device::cuda);
   Tensor t = Tensor::empty({3}, DType::f32, Device::cuda);
@@ -33,7 +33,7 @@ TEST_CASE("the device allocator is registered on first use when a device exists"
 }
 
 TEST_CASE("a repeated allocation pattern makes no new cudaMalloc", "[cuda][allocator]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   // Small and large classes, a block freed in the middle and requested again, and a shape that
   // lands in the same class as another (100 and 120 floats both round to 512 bytes).
   auto pattern = [] {
@@ -56,7 +56,7 @@ TEST_CASE("a repeated allocation pattern makes no new cudaMalloc", "[cuda][alloc
 }
 
 TEST_CASE("allocator statistics follow allocations, frees and the peak", "[cuda][allocator]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   cuda::reset_peak_allocated();
   const cuda::AllocatorStats s0 = cuda::allocator_stats();
   const size_t bytes = 3 * (size_t(1) << 20) + 12;  // a large class: 4 MiB
@@ -78,7 +78,7 @@ TEST_CASE("allocator statistics follow allocations, frees and the peak", "[cuda]
 }
 
 TEST_CASE("host-device copies round-trip exactly, through views and device clones", "[cuda][allocator]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::i32, DType::i64}) {
     Tensor host = dt == DType::i32 || dt == DType::i64 ? Tensor::from({1, -2, 3, 40000, -5, 6, 7, 8, 9, 10, 11, 12},
                                                                       {4, 3}, dt)
@@ -99,7 +99,7 @@ TEST_CASE("host-device copies round-trip exactly, through views and device clone
 }
 
 TEST_CASE("running out of device memory is one clear error, and the allocator still works", "[cuda][allocator]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   const int64_t huge = int64_t(1) << 48;  // 1 PiB of f32: more than any card
   CHECK_THROWS_WITH(Tensor::empty({huge}, DType::f32, Device::cuda),
                     Catch::Contains("out of device memory allocating 1125899906842624 bytes") &&

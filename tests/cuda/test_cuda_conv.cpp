@@ -89,18 +89,18 @@ void check_case(const Case& c, DType dt, double tol) {
 }  // namespace
 
 TEST_CASE("cuDNN conv2d f32 matches the CPU, forward and backward", "[cuda][conv2d]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   REQUIRE_FALSE(cuda::allow_tf32());
   for (const Case& c : kCases) check_case(c, DType::f32, 2e-4);
 }
 
 TEST_CASE("cuDNN conv2d bf16 (f32 compute) matches the CPU to bf16 rounding", "[cuda][conv2d]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   for (const Case& c : kCases) check_case(c, DType::bf16, 1e-2);
 }
 
 TEST_CASE("cuDNN conv2d with TF32 allowed stays within TF32 rounding", "[cuda][conv2d]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   cuda::set_allow_tf32(true);
   try {
     check_case(kCases[1], DType::f32, 1e-2);
@@ -112,7 +112,7 @@ TEST_CASE("cuDNN conv2d with TF32 allowed stays within TF32 rounding", "[cuda][c
 }
 
 TEST_CASE("the conv algorithm search runs once per shape and direction", "[cuda][conv2d]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   const k::Conv2dDesc d = desc_of({1, 9, 9, 5}, {6, 3, 3, 5}, {2, 0, 1, 0, 1});
   Tensor x = Tensor::randn({1, 9, 9, 5}, 1).to(Device::cuda), w = Tensor::randn({6, 3, 3, 5}, 2).to(Device::cuda);
   Tensor y = Tensor::empty({1, 4, 4, 6}, DType::f32, Device::cuda);
@@ -127,7 +127,7 @@ TEST_CASE("the conv algorithm search runs once per shape and direction", "[cuda]
 }
 
 TEST_CASE("ops::conv2d on CUDA tensors runs forward and its backward node on the device", "[cuda][conv2d]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   const Case& c = kCases[1];
   const k::Conv2dDesc d = desc_of(c.x, c.w, c.opt);
   Tensor x = Tensor::randn(c.x, 21), w = Tensor::randn(c.w, 22), b = Tensor::randn({d.cout}, 23);

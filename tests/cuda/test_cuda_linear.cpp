@@ -76,7 +76,7 @@ void check_linear(int64_t rows, int64_t in, int64_t out, DType dt, bool use_lt, 
 }  // namespace
 
 TEST_CASE("cuBLAS linear f32 matches the CPU, forward and backward", "[cuda][linear]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   REQUIRE_FALSE(cuda::allow_tf32());
   for (bool lt : {true, false}) {
     check_linear(7, 5, 3, DType::f32, lt, false, 2e-4);
@@ -86,7 +86,7 @@ TEST_CASE("cuBLAS linear f32 matches the CPU, forward and backward", "[cuda][lin
 }
 
 TEST_CASE("cuBLAS linear bf16 (f32 accumulation) matches the CPU to bf16 rounding", "[cuda][linear]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   for (bool lt : {true, false}) {
     check_linear(7, 5, 3, DType::bf16, lt, false, 1e-2);
     check_linear(37, 64, 96, DType::bf16, lt, false, 1e-2);
@@ -95,7 +95,7 @@ TEST_CASE("cuBLAS linear bf16 (f32 accumulation) matches the CPU to bf16 roundin
 }
 
 TEST_CASE("cuBLAS linear with TF32 allowed stays within TF32 rounding", "[cuda][linear]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   cuda::set_allow_tf32(true);
   try {
     check_linear(37, 64, 96, DType::f32, true, false, 1e-2);
@@ -107,7 +107,7 @@ TEST_CASE("cuBLAS linear with TF32 allowed stays within TF32 rounding", "[cuda][
 }
 
 TEST_CASE("the row-major cuBLAS GEMM helper handles every transpose combination", "[cuda][linear]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   const int64_t m = 5, n = 4, kk = 3;
   for (bool ta : {false, true})
     for (bool tb : {false, true}) {
@@ -130,7 +130,7 @@ TEST_CASE("the row-major cuBLAS GEMM helper handles every transpose combination"
 }
 
 TEST_CASE("ops::linear on CUDA tensors runs forward and its backward node on the device", "[cuda][linear]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   const k::LinearDesc d{2 * 3, 8, 5};
   Tensor x = Tensor::randn({2, 3, 8}, 51), w = Tensor::randn({5, 8}, 52), b = Tensor::randn({5}, 53);
   Tensor dy = Tensor::randn({2, 3, 5}, 54);
@@ -149,7 +149,7 @@ TEST_CASE("ops::linear on CUDA tensors runs forward and its backward node on the
 }
 
 TEST_CASE("a conv + linear training step makes no new cudaMalloc the second time", "[cuda][allocator]") {
-  DIFFUSE_REQUIRE_CUDA_OR_SKIP();
+  DIFFUSE_CUDA_TEST_GUARD();
   auto step = [] {
     Tensor x = Tensor::randn({2, 8, 8, 4}, 61).to(Device::cuda).set_requires_grad(true);
     Tensor w = Tensor::randn({6, 3, 3, 4}, 62).to(Device::cuda).set_requires_grad(true);
