@@ -134,10 +134,12 @@ TEST_CASE("class-conditional training and guided sampling run end to end", "[tra
   TempDir dir;
   std::string run = dir.file("run");
   auto args = small_run(run, "2");
-  args.insert(args.end(), {"--classes", "10", "--p-uncond", "0.2"});
+  args.insert(args.end(), {"--classes", "10", "--p-uncond", "0.2", "--sample-every", "2"});
   auto t = run_cli(args);
   INFO(t.output);
   REQUIRE(t.exit_code == 0);
+  Image8 periodic = read_image(run + "/samples/step-2.png");  // the periodic grid: 16 images, 4 per row
+  CHECK(periodic.width == 4 * 34 + 2);
   std::string model = run + "/checkpoints/step-2/ema";
   auto g = run_cli({"sample", "--model", model, "--steps", "2", "--n", "3", "--class", "7", "--guidance", "3", "--out-dir",
                     dir.file("imgs")});
