@@ -45,16 +45,11 @@
 #include <cuda_runtime.h>
 
 #include "kernels/common.h"
+#include "kernels/cuda_status.h"  // cuda_check and DIFFUSE_CUDA_CHECK, shared with nn/cuda/
 
 #define DIFFUSE_DEVICE_NS cuda
 
 namespace diffuse::kernels {
-
-inline void cuda_check(cudaError_t status, const char* what, const char* file, int line) {
-  if (status != cudaSuccess)
-    throw Error(std::string("CUDA error at ") + file + ":" + std::to_string(line) + ": " + what + ": " +
-                cudaGetErrorString(status) + " (" + std::to_string(static_cast<int>(status)) + ")");
-}
 
 template <typename... P, typename... A>
 void launch_kernel(const char* file, int line, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes,
@@ -76,7 +71,6 @@ __device__ __forceinline__ T* dynamic_smem() {
 
 }  // namespace diffuse::kernels
 
-#define DIFFUSE_CUDA_CHECK(call) ::diffuse::kernels::cuda_check((call), #call, __FILE__, __LINE__)
 #define DIFFUSE_LAUNCH(kernel, grid, block, smem_bytes, stream, ...) \
   ::diffuse::kernels::launch_kernel(__FILE__, __LINE__, kernel, grid, block, smem_bytes, stream, __VA_ARGS__)
 #define DIFFUSE_SHARED(T, name, N) __shared__ T name[N]

@@ -38,4 +38,26 @@ template <typename T, typename TIn>
 void timestep_embedding(const TimestepEmbeddingDesc& d, const TIn* t, T* out);
 }  // namespace cpu
 
+// Device launchers (kernels/cuda/embedding.cu), f32 tables with i32 or i64 indices: cuda:: takes
+// device pointers, emu:: host pointers. Indices must have been validated (an index outside the
+// table gives a NaN row forward and is skipped backward). The backward adds each table row's
+// grads in index order with no atomics, so it is deterministic and equals the CPU twin exactly.
+// The timestep embedding stays on the host (it is [N, dim] with N the batch).
+#define DIFFUSE_EMBEDDING_LAUNCHERS                                                                      \
+  void embedding_forward(const EmbeddingDesc& d, const float* table, const int32_t* index, float* out,  \
+                         Stream stream);                                                                \
+  void embedding_forward(const EmbeddingDesc& d, const float* table, const int64_t* index, float* out,  \
+                         Stream stream);                                                                \
+  void embedding_backward(const EmbeddingDesc& d, const int32_t* index, const float* gout, float* gtable, \
+                          Stream stream);                                                               \
+  void embedding_backward(const EmbeddingDesc& d, const int64_t* index, const float* gout, float* gtable, \
+                          Stream stream);
+namespace cuda {
+DIFFUSE_EMBEDDING_LAUNCHERS
+}
+namespace emu {
+DIFFUSE_EMBEDDING_LAUNCHERS
+}
+#undef DIFFUSE_EMBEDDING_LAUNCHERS
+
 }  // namespace diffuse::kernels

@@ -39,4 +39,25 @@ template <typename T>
 void mse_backward(const MseDesc& d, double coef, const T* pred, const T* target, const T* w, T* gpred);
 }  // namespace cpu
 
+// Device launchers (kernels/cuda/loss.cu), f32: cuda:: takes device pointers, emu:: host pointers.
+// dropout_apply draws the same mask as the CPU twin (dropout_dropped, element for element).
+// mse_loss writes loss[0] = scale * sum_n w[n] * sum_i (pred - target)^2 as a deterministic
+// two-stage sum (f32 within a thread, f64 across threads and blocks) through a workspace of
+// mse_loss_workspace(d) doubles. mse_backward reads the upstream grad from memory
+// (grad_loss, a device scalar; null means 1): gpred = coef * grad_loss * w[n] * (pred - target).
+#define DIFFUSE_LOSS_LAUNCHERS                                                                          \
+  void dropout_apply(const DropoutDesc& d, const float* x, float* y, Stream stream);                    \
+  int64_t mse_loss_workspace(const MseDesc& d);                                                         \
+  void mse_loss(const MseDesc& d, double scale, const float* pred, const float* target, const float* w, \
+                float* loss, double* workspace, Stream stream);                                         \
+  void mse_backward(const MseDesc& d, double coef, const float* grad_loss, const float* pred,           \
+                    const float* target, const float* w, float* gpred, Stream stream);
+namespace cuda {
+DIFFUSE_LOSS_LAUNCHERS
+}
+namespace emu {
+DIFFUSE_LOSS_LAUNCHERS
+}
+#undef DIFFUSE_LOSS_LAUNCHERS
+
 }  // namespace diffuse::kernels

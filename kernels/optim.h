@@ -5,6 +5,7 @@
 // PyTorch keeps a step count per parameter (a parameter that got no grad does not advance).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "kernels/common.h"
 
@@ -49,5 +50,45 @@ double sum_of_squares(const Span<const T>* spans, int64_t count);
 template <typename T>
 void scale_all(const Span<T>* spans, int64_t count, double factor);
 }  // namespace cpu
+
+// ---- the device multi-tensor launch --------------------------------------------------------------
+// One launch covers every tensor: the caller uploads a table of entries (OptimEntry or Span, with
+// device pointers) and first_chunk[count + 1], the running total of each entry's chunks of
+// kDeviceChunk elements; block b works on chunk b of the entry e with first_chunk[e] <= b <
+// first_chunk[e + 1] (found by binary search).
+constexpr int64_t kDeviceChunk = 16384;  // 64 elements per thread of a 256-thread block
+
+template <typename Entry>
+struct MultiTensorTable {
+  const Entry* entries = nullptr;        // [count], device memory
+  const int64_t* first_chunk = nullptr;  // [count + 1], device memory
+  int64_t count = 0;
+  int64_t chunks = 0;  // first_chunk[count]
+};
+
+// The host side of first_chunk for entries with an element count `n`.
+template <typename Sized>
+std::vector<int64_t> chunk_offsets(const Sized* list, int64_t count) {
+  std::vector<int64_t> first(static_cast<size_t>(count) + 1, 0);
+  for (int64_t e = 0; e < count; ++e) first[e + 1] = first[e] + (list[e].n + kDeviceChunk - 1) / kDeviceChunk;
+  return first;
+}
+
+// Device launchers (kernels/cuda/optim.cu), f32: cuda:: takes device tables and buffers, emu::
+// host ones. adamw_ema_step is the CPU twin's per-element arithmetic. sum_of_squares is
+// deterministic: one f64 partial per chunk ([table.chunks] doubles of workspace), then one block
+// adds them in a fixed order into out[0] (a double in device memory).
+#define DIFFUSE_OPTIM_LAUNCHERS                                                                          \
+  void adamw_ema_step(const AdamWHyper& h, const MultiTensorTable<OptimEntry<float>>& table, Stream stream); \
+  void sum_of_squares(const MultiTensorTable<Span<const float>>& table, double* partials, double* out,       \
+                      Stream stream);                                                                        \
+  void scale_all(const MultiTensorTable<Span<float>>& table, double factor, Stream stream);
+namespace cuda {
+DIFFUSE_OPTIM_LAUNCHERS
+}
+namespace emu {
+DIFFUSE_OPTIM_LAUNCHERS
+}
+#undef DIFFUSE_OPTIM_LAUNCHERS
 
 }  // namespace diffuse::kernels

@@ -34,4 +34,19 @@ template <typename T>
 void upsample_nearest2x_backward(const Upsample2xDesc& d, const T* gy, T* gx);
 }  // namespace cpu
 
+// Device launchers (kernels/cuda/shape.cu), f32: cuda:: takes device pointers, emu:: host
+// pointers. split_last skips a null destination, like the CPU twin.
+#define DIFFUSE_SHAPE_LAUNCHERS                                                                          \
+  void concat_last(const ConcatDesc& d, const float* a, const float* b, float* out, Stream stream);     \
+  void split_last(const ConcatDesc& d, const float* g, float* ga, float* gb, Stream stream);           \
+  void upsample_nearest2x(const Upsample2xDesc& d, const float* x, float* y, Stream stream);           \
+  void upsample_nearest2x_backward(const Upsample2xDesc& d, const float* gy, float* gx, Stream stream);
+namespace cuda {
+DIFFUSE_SHAPE_LAUNCHERS
+}
+namespace emu {
+DIFFUSE_SHAPE_LAUNCHERS
+}
+#undef DIFFUSE_SHAPE_LAUNCHERS
+
 }  // namespace diffuse::kernels

@@ -1,12 +1,20 @@
 // Host allocator (64-byte aligned, for vector loads and cache lines) and the registry through
-// which the CUDA backend supplies its device allocator.
+// which the CUDA backend supplies its device allocator. In a CUDA build the caching allocator
+// (nn/cuda/caching_allocator.h) registers itself on the first request for device memory, if a
+// device exists; nothing touches the CUDA runtime before that.
 #include "nn/allocator.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 
 #include "diffuse/error.h"
+#include "nn/runtime.h"
+
+#if DIFFUSE_WITH_CUDA
+#include "nn/cuda/caching_allocator.h"
+#endif
 
 namespace diffuse {
 
@@ -31,7 +39,17 @@ class HostAllocator final : public Allocator {
   }
 };
 
-Allocator* g_device_allocator = nullptr;
+std::atomic<Allocator*> g_device_allocator{nullptr};
+
+// Registers the CUDA caching allocator when this build has CUDA and the machine a device.
+void register_cuda_allocator_if_possible() {
+#if DIFFUSE_WITH_CUDA
+  if (!g_device_allocator.load() && cuda_device_count() > 0) {
+    Allocator* expected = nullptr;
+    g_device_allocator.compare_exchange_strong(expected, &cuda::caching_allocator());
+  }
+#endif
+}
 
 }  // namespace
 
@@ -42,11 +60,17 @@ Allocator& host_allocator() {
 
 void register_device_allocator(Allocator* alloc) { g_device_allocator = alloc; }
 
-bool device_allocator_available() { return g_device_allocator != nullptr; }
+bool device_allocator_available() {
+  register_cuda_allocator_if_possible();
+  return g_device_allocator.load() != nullptr;
+}
 
 Allocator* device_allocator() {
-  if (!g_device_allocator) throw Error("no CUDA device");
-  return g_device_allocator;
+  register_cuda_allocator_if_possible();
+  Allocator* alloc = g_device_allocator.load();
+  if (!alloc) require_cuda_device();  // throws "no CUDA device: <why>"
+  if (!alloc) throw Error("no CUDA device");
+  return alloc;
 }
 
 }  // namespace diffuse

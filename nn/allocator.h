@@ -22,9 +22,10 @@ class Allocator {
 
 Allocator& host_allocator();
 
-// The CUDA backend registers its allocator here at start-up; nullptr when none is available.
+// The device allocator. A CUDA build registers its caching allocator on the first call to either
+// query below when a device is present; register_device_allocator replaces it (tests, embedders).
 void register_device_allocator(Allocator* alloc);
 bool device_allocator_available();
-Allocator* device_allocator();  // throws "no CUDA device" when none is registered
+Allocator* device_allocator();  // throws "no CUDA device: <why>" when there is none
 
 }  // namespace diffuse

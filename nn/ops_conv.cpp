@@ -1,10 +1,15 @@
 // conv2d op (kernels/conv2d.h): NHWC x, OHWI w, optional bias, per-side padding. Checks name the
 // op and every tensor's shape; the backward node keeps x and w and asks for only the grads needed.
+// CUDA tensors go to cuDNN (nn/cuda/conv.h), CPU tensors to im2col + OpenBLAS.
 #include "kernels/conv2d.h"
 
 #include "nn/autograd.h"
 #include "nn/op_checks.h"
 #include "nn/ops.h"
+
+#if DIFFUSE_WITH_CUDA
+#include "nn/cuda/conv.h"
+#endif
 
 namespace diffuse::ops {
 
@@ -53,15 +58,45 @@ k::Conv2dDesc conv_desc(const Tensor& x, const Tensor& w, const Tensor& bias, co
   return d;
 }
 
+void forward(const k::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& y) {
+  if (x.device() == Device::cuda) {
+#if DIFFUSE_WITH_CUDA
+    cuda::conv2d_forward(d, x, w, bias, y);
+    return;
+#else
+    no_cuda_path("conv2d");
+#endif
+  }
+  dispatch_cpu_float("conv2d", x, [&](auto t) {
+    using T = decltype(t);
+    k::cpu::conv2d_forward<T>(d, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr, y.data<T>());
+  });
+}
+
+// gx, gw, gb: undefined where not wanted.
+void backward(const k::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& gx,
+              const Tensor& gw, const Tensor& gb) {
+  if (x.device() == Device::cuda) {
+#if DIFFUSE_WITH_CUDA
+    cuda::conv2d_backward(d, x, w, dy, gx, gw, gb);
+    return;
+#else
+    no_cuda_path("conv2d");
+#endif
+  }
+  dispatch_cpu_float("conv2d", x, [&](auto t) {
+    using T = decltype(t);
+    k::cpu::conv2d_backward<T>(d, x.data<T>(), w.data<T>(), dy.data<T>(), gx.defined() ? gx.data<T>() : nullptr,
+                               gw.defined() ? gw.data<T>() : nullptr, gb.defined() ? gb.data<T>() : nullptr);
+  });
+}
+
 }  // namespace
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& opt) {
   const k::Conv2dDesc d = conv_desc(x, w, bias, opt);
   Tensor y = Tensor::empty({d.n, d.out_h(), d.out_w(), d.cout}, x.dtype(), x.device());
-  dispatch_cpu_float("conv2d", x, [&](auto t) {
-    using T = decltype(t);
-    k::cpu::conv2d_forward<T>(d, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr, y.data<T>());
-  });
+  forward(d, x, w, bias, y);
   if (any_requires_grad({&x, &w, &bias})) {
     Tensor sx = x.detach(), sw = w.detach();
     bool need_x = x.requires_grad(), need_w = w.requires_grad(), need_b = bias.defined() && bias.requires_grad();
@@ -69,11 +104,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
       Tensor gx = need_x ? Tensor::empty(sx.shape(), sx.dtype(), sx.device()) : Tensor();
       Tensor gw = need_w ? Tensor::empty(sw.shape(), sw.dtype(), sw.device()) : Tensor();
       Tensor gb = need_b ? Tensor::empty({d.cout}, sx.dtype(), sx.device()) : Tensor();
-      dispatch_cpu_float("conv2d", sx, [&](auto t) {
-        using T = decltype(t);
-        k::cpu::conv2d_backward<T>(d, sx.data<T>(), sw.data<T>(), g[0].data<T>(), need_x ? gx.data<T>() : nullptr,
-                                   need_w ? gw.data<T>() : nullptr, need_b ? gb.data<T>() : nullptr);
-      });
+      backward(d, sx, sw, g[0], gx, gw, gb);
       return std::vector<Tensor>{gx, gw, gb};
     });
   }

@@ -15,8 +15,10 @@ else
   echo "test.sh: running labels cpu, slow, emu; cuda: skipped, no CUDA device"
   exclude=(-LE cuda)
 fi
-if ! grep -q 'DIFFUSE_HAVE_BOOST_CONTEXT:INTERNAL=1\|DIFFUSE_HAVE_BOOST_CONTEXT.*TRUE' "$build_dir/CMakeCache.txt" 2>/dev/null \
-   && ! ctest --test-dir "$build_dir" -N -L emu | grep -q 'Total Tests: [1-9]'; then
-  echo "test.sh: emu: skipped, Boost.Context not found"
+if ! ctest --test-dir "$build_dir" -N -L emu | grep -q 'Total Tests: [1-9]'; then
+  echo "test.sh: emu: skipped, Boost.Context not found (no emulator build)"
 fi
+# ctest runs tests side by side on few cores: OpenMP threads spinning while they wait would steal
+# the cores the other test needs (seen: 26 s instead of 0.5 s), so they wait passively.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" "${exclude[@]}" ${DIFFUSE_CTEST_ARGS:-}

@@ -39,6 +39,9 @@ struct BlockState {
   std::vector<EmuThread> threads;
   int nthreads = 0;
   int current = 0;  // index of the running thread
+  // Per warp, the lanes whose state is at_warp: a collective is complete only when every lane of
+  // its mask is set here, so most arrivals skip the lane-by-lane comparison.
+  std::vector<uint32_t> warp_waiting;
   int exited = 0;
   // The barrier being gathered: the site of its first arrival and how many have arrived.
   int barrier_arrivals = 0;

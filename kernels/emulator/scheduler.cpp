@@ -3,6 +3,7 @@
 // (barrier, warp collective) or exits; then the next runnable thread in the chosen order runs.
 // Failures inside a thread are caught on its own fiber, the block's other fibers are unwound,
 // and the error is rethrown from the launch.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -112,6 +113,7 @@ void run_block(BlockState& b, LaunchMemory& memory, Order mode, uint64_t block_l
   b.exited = 0;
   b.barrier_arrivals = 0;
   b.error = nullptr;
+  std::fill(b.warp_waiting.begin(), b.warp_waiting.end(), 0u);
   memory.begin_block();
   for (int i = 0; i < b.nthreads; ++i) {
     EmuThread& t = b.threads[i];
@@ -159,17 +161,19 @@ void run_block(BlockState& b, LaunchMemory& memory, Order mode, uint64_t block_l
 
 void run_grid(const char* file, int line, dim3 grid, dim3 block, size_t dynamic_smem_bytes, KernelBody body,
               void* context) {
-  std::string where = "DIFFUSE_LAUNCH at " + site(file, static_cast<unsigned>(line)) + ": ";
+  // The launch site as errors name it, formatted only when one is thrown.
+  auto where = [&] { return "DIFFUSE_LAUNCH at " + site(file, static_cast<unsigned>(line)) + ": "; };
   uint64_t nthreads = uint64_t{block.x} * block.y * block.z;
   if (nthreads == 0 || nthreads > 1024 || block.z > 64)
-    throw Error(where + "block " + dim_str({block.x, block.y, block.z}) +
+    throw Error(where() + "block " + dim_str({block.x, block.y, block.z}) +
                 " must have 1..1024 threads (z at most 64)");
   if (grid.y > 65535 || grid.z > 65535 || grid.x > 2147483647u)
-    throw Error(where + "grid " + dim_str({grid.x, grid.y, grid.z}) + " exceeds CUDA's limits");
+    throw Error(where() + "grid " + dim_str({grid.x, grid.y, grid.z}) + " exceeds CUDA's limits");
   if (dynamic_smem_bytes > 227 * 1024)
-    throw Error(where + std::to_string(dynamic_smem_bytes) + " bytes of dynamic shared memory exceed 227 KiB");
+    throw Error(where() + std::to_string(dynamic_smem_bytes) + " bytes of dynamic shared memory exceed 227 KiB");
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;  // nothing to run (documented in compat.cuh)
-  if (g_running.exchange(true)) throw Error(where + "another emulated grid is already running (nested or concurrent launch)");
+  if (g_running.exchange(true))
+    throw Error(where() + "another emulated grid is already running (nested or concurrent launch)");
   struct Running {
     ~Running() {
       g_block = nullptr;
@@ -182,6 +186,7 @@ void run_grid(const char* file, int line, dim3 grid, dim3 block, size_t dynamic_
   BlockState b;
   b.nthreads = static_cast<int>(nthreads);
   b.threads.resize(nthreads);
+  b.warp_waiting.assign((nthreads + 31) / 32, 0u);
   g_block = &b;
   grid_dim = grid;
   block_dim = block;

@@ -1,25 +1,37 @@
 // Status checks for host-side CUDA, cuBLAS and cuDNN calls: a failure becomes one diffuse::Error
 // naming the call, the file:line and the library's own description (DESIGN.md §10).
+// DIFFUSE_CUDA_CHECK itself is defined once, in kernels/cuda_status.h, for kernels and host alike.
 #pragma once
-#include <cuda_runtime.h>
+#include <cublas_v2.h>
+#include <cudnn.h>
 
 #include <string>
 
 #include "diffuse/error.h"
+#include "kernels/cuda_status.h"
 
 namespace diffuse::cuda_detail {
 
-[[noreturn]] inline void throw_cuda(cudaError_t e, const char* call, const char* file, int line) {
-  cudaGetLastError();  // clear the sticky-free error state so later calls are not poisoned
-  throw Error(std::string("CUDA error ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ") in " + call +
-              " at " + file + ":" + std::to_string(line));
+inline void cublas_check(cublasStatus_t status, const char* what, const char* file, int line) {
+  if (status == CUBLAS_STATUS_SUCCESS) return;
+  throw Error(std::string("cuBLAS error ") + cublasGetStatusName(status) + " (" + cublasGetStatusString(status) +
+              ") in " + what + " at " + file + ":" + std::to_string(line));
+}
+
+inline void cudnn_check(cudnnStatus_t status, const char* what, const char* file, int line) {
+  if (status == CUDNN_STATUS_SUCCESS) return;
+  // cuDNN 9 keeps a more specific message for the latest failure in this thread (which may come
+  // from an earlier, deliberately ignored probe, hence the label).
+  char detail[512] = {0};
+  cudnnGetLastErrorString(detail, sizeof(detail));
+  std::string msg = std::string("cuDNN error ") + cudnnGetErrorString(status) + " in " + what + " at " + file + ":" +
+                    std::to_string(line);
+  if (detail[0]) msg += std::string(" (cuDNN's last message: ") + detail + ")";
+  throw Error(msg);
 }
 
 }  // namespace diffuse::cuda_detail
 
-#define DIFFUSE_CUDA_CHECK(call)                                                                 \
-  do {                                                                                           \
-    cudaError_t diffuse_status_ = (call);                                                        \
-    if (diffuse_status_ != cudaSuccess)                                                          \
-      ::diffuse::cuda_detail::throw_cuda(diffuse_status_, #call, __FILE__, __LINE__);            \
-  } while (0)
+// cuBLASLt calls return cublasStatus_t too and use the same check.
+#define DIFFUSE_CUBLAS_CHECK(call) ::diffuse::cuda_detail::cublas_check((call), #call, __FILE__, __LINE__)
+#define DIFFUSE_CUDNN_CHECK(call) ::diffuse::cuda_detail::cudnn_check((call), #call, __FILE__, __LINE__)

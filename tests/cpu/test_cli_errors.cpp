@@ -55,7 +55,7 @@ TEST_CASE("unknown commands and flags exit with code 2 and name them", "[cli]") 
   }
 }
 
-TEST_CASE("--device cuda without a device fails at once with exit code 2", "[cli]") {
+TEST_CASE("asking for --device cuda without a device fails at once with exit code 2", "[cli]") {
   Fixture f;
   for (auto args : std::vector<std::vector<std::string>>{
            {"forward", "--model", f.model, "--input", f.input, "--out", f.out, "--device", "cuda"},
@@ -146,4 +146,25 @@ TEST_CASE("bad datasets are named by train and no run directory content is writt
   r = run_cli({"train", "--data", dir.file("bad-images-idx3-ubyte"), "--out", dir.file("run2"), "--steps", "1"});
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.output, Catch::Contains("bad-images-idx3-ubyte") && Catch::Contains("magic"));
+}
+
+TEST_CASE("forward takes the timestep as int64 or float32, per sample or as one scalar", "[cli]") {
+  Fixture f;
+  auto out_of = [&](const Tensor& timestep, const std::string& name) {
+    std::string in = f.dir.file(name + ".in.safetensors"), out = f.dir.file(name + ".out.safetensors");
+    Tensor x = SafetensorsFile::open(f.input).get("sample");
+    Tensor two = Tensor::empty({2, 1, 8, 8});
+    two.slice0(0, 1).copy_from(x);
+    two.slice0(1, 2).copy_from(x);
+    save_safetensors(in, {{"sample", two}, {"timestep", timestep}});
+    auto r = run_cli({"forward", "--model", f.model, "--input", in, "--out", out});
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    return SafetensorsFile::open(out).get("out").to_vector();
+  };
+  auto per_sample_i64 = out_of(Tensor::from({42, 42}, {2}, DType::i64), "a");
+  CHECK(out_of(Tensor::from({42}, {}, DType::f32), "b") == per_sample_i64);
+  CHECK(out_of(Tensor::from({42, 42}, {2}, DType::f32), "c") == per_sample_i64);
+  CHECK(out_of(Tensor::from({42}, {1}, DType::i64), "d") == per_sample_i64);
+  CHECK(out_of(Tensor::from({7, 42}, {2}, DType::i64), "e") != per_sample_i64);
 }

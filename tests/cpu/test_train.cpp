@@ -129,3 +129,26 @@ TEST_CASE("tiny on Fashion-MNIST: 300 steps at batch 32 bring the loss under 0.0
   CHECK(tail < 0.08);
   CHECK(tail < head / 4);
 }
+
+TEST_CASE("class-conditional training and guided sampling run end to end", "[train][sample]") {
+  TempDir dir;
+  std::string run = dir.file("run");
+  auto args = small_run(run, "2");
+  args.insert(args.end(), {"--classes", "10", "--p-uncond", "0.2", "--sample-every", "2"});
+  auto t = run_cli(args);
+  INFO(t.output);
+  REQUIRE(t.exit_code == 0);
+  Image8 periodic = read_image(run + "/samples/step-2.png");  // the periodic grid: 16 images, 4 per row
+  CHECK(periodic.width == 4 * 34 + 2);
+  std::string model = run + "/checkpoints/step-2/ema";
+  auto g = run_cli({"sample", "--model", model, "--steps", "2", "--n", "3", "--class", "7", "--guidance", "3", "--out-dir",
+                    dir.file("imgs")});
+  INFO(g.output);
+  REQUIRE(g.exit_code == 0);
+  CHECK(fs::exists(dir.file("imgs/00002.png")));
+  CHECK(read_image(dir.file("imgs/00000.png")).width == 32);
+  auto bad = run_cli({"sample", "--model", model, "--class", "10", "--out", dir.file("x.png")});
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.output, Catch::Contains("--class 10"));
+  CHECK_FALSE(fs::exists(dir.file("x.png")));
+}

@@ -69,3 +69,41 @@ TEST_CASE("UNet2D forward maps NHWC to NHWC, is deterministic and checks its inp
   CHECK_THROWS_WITH(m.forward(x, Tensor::from({1, 2, 3}, {3})), Catch::Contains("timestep"));
   CHECK_THROWS_WITH(m.forward(x, t, Tensor::from({0, 1}, {2}, DType::i64)), Catch::Contains("no class embedding"));
 }
+
+TEST_CASE("dropout in the resnets acts only in training mode and follows its Philox position", "[unet]") {
+  UNet2DConfig cfg = resolve_unet_config("tiny");
+  cfg.sample_size = 8;
+  cfg.dropout = 0.5;
+  UNet2D m(cfg, 3);
+  Tensor x = Tensor::randn({1, 8, 8, 1}, 5);
+  Tensor t = Tensor::from({10}, {1}, DType::i64);
+  NoGrad ng;
+  Tensor eval1 = m.forward(x, t), eval2 = m.forward(x, t);
+  CHECK(eval1.to_vector() == eval2.to_vector());
+  m.set_training(true);
+  m.set_dropout_state(1, 0);
+  Tensor a = m.forward(x, t);
+  CHECK(m.dropout_offset() > 0);
+  Tensor b = m.forward(x, t);  // the stream moved on: other masks
+  m.set_dropout_state(1, 0);
+  Tensor a_again = m.forward(x, t);
+  CHECK(a.to_vector() == a_again.to_vector());
+  CHECK(a.to_vector() != b.to_vector());
+  CHECK(a.to_vector() != eval1.to_vector());
+}
+
+TEST_CASE("class embeddings condition the output and are checked", "[unet]") {
+  UNet2DConfig cfg = resolve_unet_config("tiny");
+  cfg.sample_size = 8;
+  cfg.num_class_embeds = 4;
+  UNet2D m(cfg, 3);
+  CHECK(m.num_parameters() == 701345 + 4 * 128);
+  Tensor x = Tensor::randn({2, 8, 8, 1}, 5);
+  Tensor t = Tensor::from({10, 10}, {2}, DType::i64);
+  NoGrad ng;
+  Tensor y0 = m.forward(x, t, Tensor::from({0, 0}, {2}, DType::i64));
+  Tensor y1 = m.forward(x, t, Tensor::from({1, 1}, {2}, DType::i64));
+  CHECK(y0.to_vector() != y1.to_vector());
+  CHECK_THROWS_WITH(m.forward(x, t), Catch::Contains("class_labels are required"));
+  CHECK_THROWS_WITH(m.forward(x, t, Tensor::from({0, 4}, {2}, DType::i64)), Catch::Contains("4"));
+}

@@ -13,49 +13,16 @@
 #include "kernels/denoise_step.h"
 #include "nn/device_context.h"
 #include "nn/runtime.h"
+#include "cuda_test_util.h"
 
 using namespace diffuse;
 using kernels::DenoiseStepDesc;
 using kernels::DenoiseUpdate;
 
+using namespace diffuse::test;
+
 namespace {
 
-#define REQUIRE_CUDA_OK(call) REQUIRE((call) == cudaSuccess)
-
-struct DeviceFloats {
-  float* p = nullptr;
-  explicit DeviceFloats(size_t n) { REQUIRE_CUDA_OK(cudaMalloc(&p, (n ? n : 1) * sizeof(float))); }
-  ~DeviceFloats() { cudaFree(p); }
-  DeviceFloats(const DeviceFloats&) = delete;
-  DeviceFloats& operator=(const DeviceFloats&) = delete;
-};
-
-void upload(float* dst, const std::vector<float>& src) {
-  REQUIRE_CUDA_OK(cudaMemcpy(dst, src.data(), src.size() * sizeof(float), cudaMemcpyHostToDevice));
-}
-
-std::vector<float> download(const float* src, size_t n) {
-  std::vector<float> out(n);
-  REQUIRE_CUDA_OK(cudaMemcpy(out.data(), src, n * sizeof(float), cudaMemcpyDeviceToHost));
-  return out;
-}
-
-// max |got - want| / max(1, |want|); NaN in `got` counts as infinitely wrong.
-template <typename T>
-double max_rel(const std::vector<T>& got, const std::vector<T>& want) {
-  double worst = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    double e = std::fabs(static_cast<double>(got[i]) - want[i]) / std::max(1.0, std::fabs(static_cast<double>(want[i])));
-    if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
-  }
-  return worst;
-}
-
-bool have_device() {
-  if (cuda_device_count() > 0) return true;
-  WARN("no CUDA device: test not run");
-  return false;
-}
 
 DenoiseStepDesc make_desc(DenoiseUpdate kind, int64_t numel, bool guided, bool clip) {
   DenoiseStepDesc d;

@@ -2,7 +2,10 @@
 // by hand), collective deadlocks reported with their location, barrier votes, atomics, and the
 // intrinsics and bf16 conversions compat.cuh supplies. Every kernel runs under all three orders.
 #include <catch2/catch.hpp>
+#include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -221,4 +224,29 @@ TEST_CASE("emulator: intrinsics and bf16 conversions", "[emu][emulator]") {
   float4 v = make_float4(1, 2, 3, 4);
   CHECK(alignof(float4) == 16);
   CHECK(v.w == 4.0f);
+}
+
+namespace {
+// Four warp sums of five __shfl_xor_sync each: 20 collectives per thread.
+__global__ void shuffle_sums(float* out) {
+  float v = static_cast<float>(threadIdx.x % 32);
+  for (int round = 0; round < 4; ++round)
+    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(kFull, v, offset);
+  out[blockIdx.x * blockDim.x + threadIdx.x] = v;
+}
+}  // namespace
+
+// Not a test: `test_emu "[.bench]"` prints the cost of warp collectives under the emulator.
+TEST_CASE("emulator speed: 64 blocks x 256 threads x 20 warp shuffles", "[.bench]") {
+  std::vector<float> out(64 * 256);
+  double best = 1e30;
+  for (int rep = 0; rep < 10; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    DIFFUSE_LAUNCH(shuffle_sums, 64, 256, 0, nullptr, out.data());
+    best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  // Each round multiplies the warp's common sum by 32: 496 · 32³.
+  for (float x : out) REQUIRE(x == 496.0f * 32 * 32 * 32);
+  std::printf("emulator (%s): 64 blocks x 256 threads x 20 warp shuffles: %.2f ms (best of 10)\n",
+              diffuse::emulator::order_name(diffuse::emulator::order()), best);
 }

@@ -8,7 +8,7 @@
 
 namespace diffuse::test {
 
-RunResult run(const std::vector<std::string>& argv) {
+RunResult run(const std::vector<std::string>& argv, const std::string& cwd) {
   int fds[2];
   if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
   pid_t pid = fork();
@@ -18,6 +18,7 @@ RunResult run(const std::vector<std::string>& argv) {
     dup2(fds[1], 2);
     close(fds[0]);
     close(fds[1]);
+    if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(126);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -36,10 +37,10 @@ RunResult run(const std::vector<std::string>& argv) {
   return r;
 }
 
-RunResult run_cli(const std::vector<std::string>& args) {
+RunResult run_cli(const std::vector<std::string>& args, const std::string& cwd) {
   std::vector<std::string> argv{DIFFUSE_CLI_PATH};
   argv.insert(argv.end(), args.begin(), args.end());
-  return run(argv);
+  return run(argv, cwd);
 }
 
 bool python_has_torch() {

@@ -11,10 +11,10 @@ struct RunResult {
   std::string output;  // stdout and stderr together
 };
 
-// Runs argv (no shell); output captured.
-RunResult run(const std::vector<std::string>& argv);
+// Runs argv (no shell) in directory `cwd` (empty: the current one); output captured.
+RunResult run(const std::vector<std::string>& argv, const std::string& cwd = "");
 // The built CLI with these arguments.
-RunResult run_cli(const std::vector<std::string>& args);
+RunResult run_cli(const std::vector<std::string>& args, const std::string& cwd = "");
 bool python_has_torch();
 std::string source_path(const std::string& relative);  // a path inside the source tree
 

@@ -1,0 +1,308 @@
+// CUDA element-wise kernels (see kernels/elementwise.h), also run by the SIMT emulator. All are
+// memory-bound: 256-thread blocks, grid-stride, float4 when the pointers are 16-byte aligned.
+// Binary ops pick a path from the collapsed BroadcastDesc: same shape (pure float4 stream, 12 B
+// per element), b a trailing vector [C] or a scalar (b's index kept as a running `c`, stepped by
+// the grid stride mod C: no per-element division; b as float4 when C % 4 == 0), and any other
+// broadcast ([N,1,1,C], [N,1,1,1], ...) through a mixed-radix cursor that also only adds.
+// The reductions (reduce_to_broadcast, sum) are in elementwise_reduce.cu.
+#include "kernels/compat.cuh"
+#include "kernels/cuda/grid_helpers.cuh"
+#include "kernels/elementwise.h"
+
+#include <cmath>
+#include <cstdint>
+
+namespace diffuse::kernels::DIFFUSE_DEVICE_NS {
+namespace {
+
+using grid::aligned16;
+using grid::blocks_for;
+using grid::kThreads;
+constexpr int R = BroadcastDesc::kMaxRank;
+
+__device__ __forceinline__ float4 load4(const float* p, int64_t q) { return reinterpret_cast<const float4*>(p)[q]; }
+__device__ __forceinline__ void store4(float* p, int64_t q, float4 v) { reinterpret_cast<float4*>(p)[q] = v; }
+
+template <BinaryOp kOp>
+__device__ __forceinline__ float apply(float a, float b) {
+  if constexpr (kOp == BinaryOp::add) {
+    return a + b;
+  } else if constexpr (kOp == BinaryOp::sub) {
+    return a - b;
+  } else {
+    return a * b;
+  }
+}
+
+// ---- binary: same shape ------------------------------------------------------------------------
+
+template <BinaryOp kOp>
+__global__ void __launch_bounds__(kThreads)
+    binary_same(int64_t n, const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
+                bool vector) {
+  grid::for_each_element(
+      n, vector,
+      [&](int64_t q) {
+        float4 x = load4(a, q), y = load4(b, q);
+        store4(out, q, make_float4(apply<kOp>(x.x, y.x), apply<kOp>(x.y, y.y), apply<kOp>(x.z, y.z), apply<kOp>(x.w, y.w)));
+      },
+      [&](int64_t i) { out[i] = apply<kOp>(a[i], b[i]); });
+}
+
+// ---- binary: b is a trailing vector of length c_len (c_len == 1: a scalar) ------------------------
+
+template <BinaryOp kOp>
+__global__ void __launch_bounds__(kThreads)
+    binary_rowvec(int64_t n, int64_t c_len, const float* __restrict__ a, const float* __restrict__ b,
+                  float* __restrict__ out, bool vector, bool vector_b) {
+  const int64_t stride = grid::grid_threads(), first = grid::global_thread();
+  const int64_t n4 = vector ? n / 4 : 0;
+  if (first < n4) {
+    int64_t c = (4 * first) % c_len;  // b's index of element 4q; a multiple of 4 when c_len is
+    const int64_t step = (4 * stride) % c_len;
+    for (int64_t q = first; q < n4; q += stride) {
+      float4 x = load4(a, q);
+      float y[4];
+      if (vector_b) {
+        float4 v = load4(b, c / 4);
+        y[0] = v.x, y[1] = v.y, y[2] = v.z, y[3] = v.w;
+      } else {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          int64_t cj = c + j;
+          while (cj >= c_len) cj -= c_len;
+          y[j] = b[cj];
+        }
+      }
+      store4(out, q, make_float4(apply<kOp>(x.x, y[0]), apply<kOp>(x.y, y[1]), apply<kOp>(x.z, y[2]), apply<kOp>(x.w, y[3])));
+      c += step;
+      if (c >= c_len) c -= c_len;
+    }
+  }
+  int64_t i = 4 * n4 + first;
+  if (i < n) {
+    int64_t c = i % c_len;
+    const int64_t step = stride % c_len;
+    for (; i < n; i += stride) {
+      out[i] = apply<kOp>(a[i], b[c]);
+      c += step;
+      if (c >= c_len) c -= c_len;
+    }
+  }
+}
+
+// ---- binary: any broadcast, through a mixed-radix cursor ---------------------------------------
+
+// The collapsed dims right-aligned in R slots (innermost in slot R-1); unused outer slots have a
+// size no index reaches, so carries die there and every loop below unrolls to registers.
+struct BroadcastWalk {
+  int64_t size[R];
+  int64_t b_stride[R];  // b's stride along the dim, 0 where b is broadcast
+  int64_t step[R];      // 4 * (grid threads), written in this mixed radix
+};
+
+struct Cursor {
+  int64_t idx[R];
+  int64_t b_off;
+};
+
+BroadcastWalk make_walk(const BroadcastDesc& d, int64_t step) {
+  BroadcastWalk w;
+  for (int k = 0; k < R; ++k) w.size[k] = INT64_MAX / 4, w.b_stride[k] = 0, w.step[k] = 0;
+  int64_t bs = 1;
+  for (int k = d.rank - 1; k >= 0; --k) {
+    const int slot = R - d.rank + k;
+    w.size[slot] = d.size[k];
+    w.b_stride[slot] = d.b_has[k] ? bs : 0;
+    if (d.b_has[k]) bs *= d.size[k];
+  }
+  for (int slot = R - 1; slot >= R - d.rank; --slot) {
+    w.step[slot] = step % w.size[slot];
+    step /= w.size[slot];
+  }
+  if (d.rank < R) w.step[R - d.rank - 1] = step;  // past the last element: never read
+  return w;
+}
+
+__device__ __forceinline__ void cursor_at(const BroadcastWalk& w, int64_t i, Cursor& c) {
+  c.b_off = 0;
+#pragma unroll
+  for (int k = R - 1; k >= 0; --k) {
+    const int64_t q = i / w.size[k];  // once per thread
+    c.idx[k] = i - q * w.size[k];
+    c.b_off += c.idx[k] * w.b_stride[k];
+    i = q;
+  }
+}
+
+__device__ __forceinline__ void cursor_next(const BroadcastWalk& w, Cursor& c) {
+#pragma unroll
+  for (int k = R - 1; k >= 0; --k) {
+    ++c.idx[k];
+    c.b_off += w.b_stride[k];
+    if (c.idx[k] < w.size[k]) return;
+    c.idx[k] = 0;
+    c.b_off -= w.size[k] * w.b_stride[k];
+  }
+}
+
+// Adds w.step (every digit below its radix, so one subtraction fixes each carry).
+__device__ __forceinline__ void cursor_advance(const BroadcastWalk& w, Cursor& c) {
+  int64_t carry = 0;
+#pragma unroll
+  for (int k = R - 1; k >= 0; --k) {
+    const int64_t add = w.step[k] + carry;
+    c.idx[k] += add;
+    c.b_off += add * w.b_stride[k];
+    carry = c.idx[k] >= w.size[k] ? 1 : 0;
+    if (carry) {
+      c.idx[k] -= w.size[k];
+      c.b_off -= w.size[k] * w.b_stride[k];
+    }
+  }
+}
+
+// One thread per group of 4 consecutive elements (float4 for a/out when aligned and whole).
+template <BinaryOp kOp>
+__global__ void __launch_bounds__(kThreads)
+    binary_general(int64_t n, BroadcastWalk w, const float* __restrict__ a, const float* __restrict__ b,
+                   float* __restrict__ out, bool vector) {
+  const int64_t stride = grid::grid_threads(), first = grid::global_thread();
+  const int64_t groups = (n + 3) / 4;
+  if (first >= groups) return;
+  Cursor cur;
+  cursor_at(w, 4 * first, cur);
+  for (int64_t q = first; q < groups; q += stride) {
+    const int64_t i0 = 4 * q;
+    const int count = n - i0 < 4 ? static_cast<int>(n - i0) : 4;
+    float x[4], r[4];
+    if (vector && count == 4) {
+      float4 v = load4(a, q);
+      x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) x[j] = j < count ? a[i0 + j] : 0.0f;
+    }
+    Cursor e = cur;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      r[j] = j < count ? apply<kOp>(x[j], b[e.b_off]) : 0.0f;
+      if (j + 1 < count) cursor_next(w, e);
+    }
+    if (vector && count == 4) {
+      store4(out, q, make_float4(r[0], r[1], r[2], r[3]));
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (j < count) out[i0 + j] = r[j];
+    }
+    cursor_advance(w, cur);
+  }
+}
+
+template <BinaryOp kOp>
+void launch_binary(const BroadcastDesc& d, const float* a, const float* b, float* out, Stream stream) {
+  const int64_t n = d.numel;
+  const bool vector = aligned16(a) && aligned16(out);
+  const int rank = d.rank;
+  if (rank == 1 && d.b_has[0]) {
+    const bool vec = vector && aligned16(b);
+    DIFFUSE_LAUNCH((binary_same<kOp>), blocks_for(vec ? (n + 3) / 4 : n), kThreads, 0, stream, n, a, b, out, vec);
+  } else if ((rank == 1 && !d.b_has[0]) || (rank == 2 && !d.b_has[0] && d.b_has[1])) {
+    const int64_t c_len = rank == 1 ? 1 : d.size[1];
+    const bool vector_b = c_len % 4 == 0 && aligned16(b);
+    DIFFUSE_LAUNCH((binary_rowvec<kOp>), blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, c_len, a, b,
+                   out, vector, vector_b);
+  } else {
+    const int blocks = blocks_for((n + 3) / 4);
+    BroadcastWalk w = make_walk(d, 4 * static_cast<int64_t>(blocks) * kThreads);
+    DIFFUSE_LAUNCH((binary_general<kOp>), blocks, kThreads, 0, stream, n, w, a, b, out, vector);
+  }
+}
+
+// ---- unary maps and fill -------------------------------------------------------------------------
+
+__global__ void __launch_bounds__(kThreads)
+    scale_kernel(int64_t n, float s, const float* __restrict__ x, float* __restrict__ out, bool vector) {
+  grid::for_each_element(
+      n, vector,
+      [&](int64_t q) {
+        float4 v = load4(x, q);
+        store4(out, q, make_float4(s * v.x, s * v.y, s * v.z, s * v.w));
+      },
+      [&](int64_t i) { out[i] = s * x[i]; });
+}
+
+// The CPU twin's expressions, operation for operation.
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+__device__ __forceinline__ float silu_grad(float x, float gy) {
+  const float s = 1.0f / (1.0f + expf(-x));
+  return gy * s * (1.0f + x * (1.0f - s));
+}
+
+__global__ void __launch_bounds__(kThreads)
+    silu_forward_kernel(int64_t n, const float* __restrict__ x, float* __restrict__ y, bool vector) {
+  grid::for_each_element(
+      n, vector,
+      [&](int64_t q) {
+        float4 v = load4(x, q);
+        store4(y, q, make_float4(silu(v.x), silu(v.y), silu(v.z), silu(v.w)));
+      },
+      [&](int64_t i) { y[i] = silu(x[i]); });
+}
+
+__global__ void __launch_bounds__(kThreads)
+    silu_backward_kernel(int64_t n, const float* __restrict__ x, const float* __restrict__ gy, float* __restrict__ gx,
+                         bool vector) {
+  grid::for_each_element(
+      n, vector,
+      [&](int64_t q) {
+        float4 v = load4(x, q), g = load4(gy, q);
+        store4(gx, q, make_float4(silu_grad(v.x, g.x), silu_grad(v.y, g.y), silu_grad(v.z, g.z), silu_grad(v.w, g.w)));
+      },
+      [&](int64_t i) { gx[i] = silu_grad(x[i], gy[i]); });
+}
+
+// The value is read from memory once per thread (a device scalar: no host round trip).
+__global__ void __launch_bounds__(kThreads)
+    fill_kernel(int64_t n, const float* __restrict__ value, float* __restrict__ out, bool vector) {
+  const float v = *value;
+  grid::for_each_element(
+      n, vector, [&](int64_t q) { store4(out, q, make_float4(v, v, v, v)); }, [&](int64_t i) { out[i] = v; });
+}
+
+}  // namespace
+
+void binary(BinaryOp op, const BroadcastDesc& d, const float* a, const float* b, float* out, Stream stream) {
+  if (d.numel == 0) return;
+  require(a && b && out, "binary: null buffer");
+  switch (op) {
+    case BinaryOp::add: launch_binary<BinaryOp::add>(d, a, b, out, stream); break;
+    case BinaryOp::sub: launch_binary<BinaryOp::sub>(d, a, b, out, stream); break;
+    case BinaryOp::mul: launch_binary<BinaryOp::mul>(d, a, b, out, stream); break;
+  }
+}
+
+void scale(int64_t n, float s, const float* x, float* out, Stream stream) {
+  const bool vector = aligned16(x) && aligned16(out);
+  DIFFUSE_LAUNCH(scale_kernel, blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, s, x, out, vector);
+}
+
+void silu_forward(int64_t n, const float* x, float* y, Stream stream) {
+  const bool vector = aligned16(x) && aligned16(y);
+  DIFFUSE_LAUNCH(silu_forward_kernel, blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, x, y, vector);
+}
+
+void silu_backward(int64_t n, const float* x, const float* gy, float* gx, Stream stream) {
+  const bool vector = aligned16(x) && aligned16(gy) && aligned16(gx);
+  DIFFUSE_LAUNCH(silu_backward_kernel, blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, x, gy, gx,
+                 vector);
+}
+
+void fill(int64_t n, const float* value, float* out, Stream stream) {
+  require(value != nullptr, "fill: null value");
+  const bool vector = aligned16(out);
+  DIFFUSE_LAUNCH(fill_kernel, blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, value, out, vector);
+}
+
+}  // namespace diffuse::kernels::DIFFUSE_DEVICE_NS

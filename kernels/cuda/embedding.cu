@@ -1,0 +1,125 @@
+// CUDA embedding lookup and its backward (see kernels/embedding.h), also run by the SIMT emulator.
+// Forward: grid (column tiles, index rows); each block copies one table row (float4 when the width
+// is a multiple of 4 and the buffers aligned): 8 B per output element, no index math per element.
+// Backward without atomics: grid (column tiles, table rows); a block owns one table row's columns,
+// stages the indices 256 at a time in shared memory and adds gout rows whose index matches, in
+// index order. It reads the index list once per (table row, column tile) — N*V compares in all,
+// trivial for class labels (N = batch, V = classes) — and every grad row once per match, so the
+// result is deterministic and identical to the CPU twin's serial loop.
+#include "kernels/compat.cuh"
+#include "kernels/cuda/grid_helpers.cuh"
+#include "kernels/embedding.h"
+
+#include <cstdint>
+
+namespace diffuse::kernels::DIFFUSE_DEVICE_NS {
+namespace {
+
+using grid::aligned16;
+using grid::blocks_for;
+using grid::kThreads;
+constexpr int64_t kMaxGridY = 65535;
+
+__device__ __forceinline__ float quiet_nan() { return __int_as_float(0x7fc00000); }
+
+template <typename I>
+__global__ void __launch_bounds__(kThreads)
+    embedding_forward_kernel(EmbeddingDesc d, const float* __restrict__ table, const I* __restrict__ index,
+                             float* __restrict__ out, bool vector) {
+  const int64_t col_stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const float nan = quiet_nan();
+  for (int64_t i = blockIdx.y; i < d.n; i += gridDim.y) {
+    const int64_t row = static_cast<int64_t>(index[i]);
+    const bool valid = row >= 0 && row < d.v;  // validated by the caller; never read outside the table
+    const float* src = table + (valid ? row : 0) * d.d;
+    float* dst = out + i * d.d;
+    if (vector) {
+      for (int64_t k = first; k < d.d / 4; k += col_stride)
+        reinterpret_cast<float4*>(dst)[k] =
+            valid ? reinterpret_cast<const float4*>(src)[k] : make_float4(nan, nan, nan, nan);
+    } else {
+      for (int64_t k = first; k < d.d; k += col_stride) dst[k] = valid ? src[k] : nan;
+    }
+  }
+}
+
+template <typename I>
+__global__ void __launch_bounds__(kThreads)
+    embedding_backward_kernel(EmbeddingDesc d, const I* __restrict__ index, const float* __restrict__ gout,
+                              float* __restrict__ gtable, bool vector) {
+  DIFFUSE_SHARED(int64_t, ids, kThreads);
+  const int64_t cols = vector ? d.d / 4 : d.d;
+  const int64_t col_stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t row = blockIdx.y; row < d.v; row += gridDim.y) {  // block-uniform
+    for (int64_t c0 = static_cast<int64_t>(blockIdx.x) * blockDim.x; c0 < cols; c0 += col_stride) {  // block-uniform
+      const int64_t k = c0 + threadIdx.x;
+      float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int64_t i0 = 0; i0 < d.n; i0 += kThreads) {  // block-uniform
+        const int m = static_cast<int>(grid::min64(kThreads, d.n - i0));
+        if (static_cast<int>(threadIdx.x) < m) ids[threadIdx.x] = static_cast<int64_t>(index[i0 + threadIdx.x]);
+        __syncthreads();
+        if (k < cols) {
+          for (int t = 0; t < m; ++t) {
+            if (ids[t] != row) continue;
+            if (vector) {
+              const float4 g = reinterpret_cast<const float4*>(gout)[(i0 + t) * cols + k];
+              acc[0] += g.x, acc[1] += g.y, acc[2] += g.z, acc[3] += g.w;
+            } else {
+              acc[0] += gout[(i0 + t) * cols + k];
+            }
+          }
+        }
+        __syncthreads();  // ids[] is refilled by the next pass
+      }
+      if (k < cols) {
+        if (vector)
+          reinterpret_cast<float4*>(gtable)[row * cols + k] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        else
+          gtable[row * cols + k] = acc[0];
+      }
+    }
+  }
+}
+
+void check_desc(const EmbeddingDesc& d, const char* op) {
+  require(d.n >= 0 && d.v >= 0 && d.d >= 0, std::string(op) + ": negative size (n " + std::to_string(d.n) + ", v " +
+                                                 std::to_string(d.v) + ", d " + std::to_string(d.d) + ")");
+}
+
+template <typename I>
+void launch_forward(const EmbeddingDesc& d, const float* table, const I* index, float* out, Stream stream) {
+  check_desc(d, "embedding_forward");
+  const bool vector = d.d % 4 == 0 && aligned16(table) && aligned16(out);
+  const int64_t cols = vector ? d.d / 4 : d.d;
+  const dim3 grid_shape(blocks_for(cols), blocks_for(d.n, 1, kMaxGridY));
+  DIFFUSE_LAUNCH((embedding_forward_kernel<I>), grid_shape, kThreads, 0, stream, d, table, index, out, vector);
+}
+
+template <typename I>
+void launch_backward(const EmbeddingDesc& d, const I* index, const float* gout, float* gtable, Stream stream) {
+  check_desc(d, "embedding_backward");
+  const bool vector = d.d % 4 == 0 && aligned16(gout) && aligned16(gtable);
+  const int64_t cols = vector ? d.d / 4 : d.d;
+  const dim3 grid_shape(blocks_for(cols), blocks_for(d.v, 1, kMaxGridY));
+  DIFFUSE_LAUNCH((embedding_backward_kernel<I>), grid_shape, kThreads, 0, stream, d, index, gout, gtable, vector);
+}
+
+}  // namespace
+
+void embedding_forward(const EmbeddingDesc& d, const float* table, const int32_t* index, float* out, Stream stream) {
+  launch_forward(d, table, index, out, stream);
+}
+void embedding_forward(const EmbeddingDesc& d, const float* table, const int64_t* index, float* out, Stream stream) {
+  launch_forward(d, table, index, out, stream);
+}
+void embedding_backward(const EmbeddingDesc& d, const int32_t* index, const float* gout, float* gtable,
+                        Stream stream) {
+  launch_backward(d, index, gout, gtable, stream);
+}
+void embedding_backward(const EmbeddingDesc& d, const int64_t* index, const float* gout, float* gtable,
+                        Stream stream) {
+  launch_backward(d, index, gout, gtable, stream);
+}
+
+}  // namespace diffuse::kernels::DIFFUSE_DEVICE_NS

@@ -1,0 +1,86 @@
+// Helpers shared by the small memory-bound kernel families (elementwise, shape, embedding, loss,
+// optim): launch sizing, the grid-stride float4-with-scalar-tail loop, and deterministic warp and
+// block sums. Include after kernels/compat.cuh. Every sum here adds in a fixed order that depends
+// only on the block shape, never on scheduling, so a reduction gives the same bits on every run.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+namespace diffuse::kernels::DIFFUSE_DEVICE_NS::grid {
+
+constexpr int kThreads = 256;          // threads per block for 1-D launches
+constexpr int64_t kMaxBlocks = 4096;   // ~31 blocks per SM on a 132-SM H100; the rest grid-strides
+constexpr unsigned kFullMask = 0xffffffffu;
+
+#if defined(DIFFUSE_EMULATOR)
+// Emulator tests lower the block cap so that tiny shapes still run every grid-stride and
+// block-loop path more than once (a real launch of kMaxBlocks blocks would be far too slow here).
+inline int64_t& test_block_cap() {
+  static int64_t cap = 0;  // 0: no override
+  return cap;
+}
+struct ScopedBlockCap {
+  int64_t saved;
+  explicit ScopedBlockCap(int64_t cap) : saved(test_block_cap()) { test_block_cap() = cap; }
+  ~ScopedBlockCap() { test_block_cap() = saved; }
+};
+#endif
+
+// Blocks for `items` work items of `per_block` each, capped (grid-stride loops do the rest).
+inline int blocks_for(int64_t items, int64_t per_block = kThreads, int64_t cap = kMaxBlocks) {
+  if (items <= 0) return 0;
+#if defined(DIFFUSE_EMULATOR)
+  if (test_block_cap() > 0) cap = std::min(cap, test_block_cap());
+#endif
+  return static_cast<int>(std::min<int64_t>((items + per_block - 1) / per_block, cap));
+}
+
+__host__ __device__ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// std::min is host-only under nvcc (without --expt-relaxed-constexpr).
+__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+__device__ __forceinline__ int64_t global_thread() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_threads() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+
+// Grid-stride over n elements: f4(q) for each whole float4 q (elements 4q..4q+3) when `vector`,
+// then f1(i) for the scalar tail (or for every element when not `vector`).
+template <typename F4, typename F1>
+__device__ __forceinline__ void for_each_element(int64_t n, bool vector, F4&& f4, F1&& f1) {
+  const int64_t stride = grid_threads(), first = global_thread();
+  const int64_t n4 = vector ? n / 4 : 0;
+  for (int64_t q = first; q < n4; q += stride) f4(q);
+  for (int64_t i = 4 * n4 + first; i < n; i += stride) f1(i);
+}
+
+// Sum over the 32 lanes of a full warp (a fixed shuffle-down tree); the total lands in lane 0.
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(kFullMask, v, offset);
+  return v;
+}
+
+// Sum over a 1-D block of exactly kBlock threads (a multiple of 32): warp sums, one partial per
+// warp in shared memory, then warp 0 adds the partials in warp order. The result is valid in
+// thread 0. Every thread must call it (it has barriers); it may be called again in the same kernel.
+template <typename T, int kBlock>
+__device__ __forceinline__ T block_sum(T v) {
+  static_assert(kBlock % 32 == 0 && kBlock <= 1024, "block_sum: the block is whole warps");
+  DIFFUSE_SHARED(T, partial, kBlock / 32);
+  v = warp_sum(v);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  T total = T(0);
+  if (warp == 0) {
+    total = lane < kBlock / 32 ? partial[lane] : T(0);
+    total = warp_sum(total);
+  }
+  __syncthreads();  // partial[] may be reused by a later call
+  return total;
+}
+
+}  // namespace diffuse::kernels::DIFFUSE_DEVICE_NS::grid

@@ -1,0 +1,195 @@
+// See caching_allocator.h. Requests are rounded up to a size class and a free block of exactly
+// that class is reused, otherwise cudaMalloc is called. Blocks are never split or merged: a
+// training step allocates the same sizes in the same order every step, so after one step the
+// cache holds, per class, as many blocks as the step ever had live at once, and the next step
+// makes no cudaMalloc at all. cudaFree happens only when the cache is emptied: on an
+// out-of-memory retry (memory cached under other classes is returned first) or on request.
+#include "nn/cuda/caching_allocator.h"
+
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "diffuse/error.h"
+#include "nn/cuda/check.h"
+#include "nn/cuda/handles.h"
+#include "nn/runtime.h"
+
+namespace diffuse::cuda {
+
+namespace {
+
+constexpr size_t kSmallLimit = size_t(1) << 20;  // blocks up to 1 MiB are "small"
+constexpr size_t kSmallStep = 512;
+constexpr size_t kLargeStep = size_t(2) << 20;
+
+std::string format_bytes(size_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024.0 && u < 4) {
+    v /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+class CachingAllocator final : public Allocator {
+ public:
+  CachingAllocator() { require_cuda_device(); }
+
+  void* allocate(size_t bytes) override {
+    if (bytes == 0) return nullptr;
+    const size_t block = allocator_round_size(bytes);
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.allocations;
+    void* p = take_cached(block);
+    if (!p) p = cuda_malloc(block, bytes);
+    live_[p] = block;
+    stats_.allocated_bytes += block;
+    if (stats_.allocated_bytes > stats_.peak_allocated_bytes) stats_.peak_allocated_bytes = stats_.allocated_bytes;
+    return p;
+  }
+
+  void deallocate(void* ptr, size_t) override {
+    if (!ptr) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = live_.find(ptr);
+    if (it == live_.end()) return;  // not ours: a bug elsewhere, but never worth a crash at exit
+    const size_t size = it->second;
+    live_.erase(it);
+    stats_.allocated_bytes -= size;
+    stats_.cached_bytes += size;
+    free_[size].push_back(ptr);
+  }
+
+  Device device() const override { return Device::cuda; }
+
+  // Host memory is pageable, so host<->device copies are followed by a stream synchronisation:
+  // the host buffer may be freed or read as soon as this returns. Device-to-device stays async.
+  void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) override {
+    if (bytes == 0) return;
+    if (dst_dev == Device::cpu && src_dev == Device::cpu) {
+      std::memcpy(dst, src, bytes);
+      return;
+    }
+    cudaMemcpyKind kind = dst_dev == Device::cuda
+                              ? (src_dev == Device::cuda ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                              : cudaMemcpyDeviceToHost;
+    DIFFUSE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream()));
+    if (kind != cudaMemcpyDeviceToDevice) DIFFUSE_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  }
+
+  AllocatorStats stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stats_;
+  }
+
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.peak_allocated_bytes = stats_.allocated_bytes;
+  }
+
+  void empty() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    release_cached();
+  }
+
+ private:
+  void* take_cached(size_t block) {
+    auto it = free_.find(block);
+    if (it == free_.end() || it->second.empty()) return nullptr;
+    void* p = it->second.back();
+    it->second.pop_back();
+    stats_.cached_bytes -= block;
+    return p;
+  }
+
+  void* cuda_malloc(size_t block, size_t requested) {
+    void* p = nullptr;
+    cudaError_t status = cudaMalloc(&p, block);
+    if (status == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      const size_t cached_at_failure = stats_.cached_bytes;
+      release_cached();
+      status = cudaMalloc(&p, block);
+      if (status == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        throw Error("out of device memory allocating " + std::to_string(requested) + " bytes (" +
+                    format_bytes(stats_.allocated_bytes) + " in use, " + format_bytes(cached_at_failure) + " cached)");
+      }
+    }
+    kernels::cuda_check(status, "cudaMalloc", __FILE__, __LINE__);
+    ++stats_.cuda_mallocs;
+    return p;
+  }
+
+  // Cached blocks may still be read or written by queued work until the stream drains.
+  void release_cached() {
+    if (stats_.cached_bytes == 0) return;
+    DIFFUSE_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    for (auto& [size, blocks] : free_) {
+      while (!blocks.empty()) {
+        DIFFUSE_CUDA_CHECK(cudaFree(blocks.back()));
+        blocks.pop_back();
+        ++stats_.cuda_frees;
+        stats_.cached_bytes -= size;
+      }
+    }
+    free_.clear();
+  }
+
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<void*>> free_;  // size class -> cached blocks
+  std::unordered_map<void*, size_t> live_;                // block handed out -> its size class
+  AllocatorStats stats_;
+};
+
+CachingAllocator& instance() {
+  // Deliberately leaked (see caching_allocator.h); the driver reclaims the memory at exit.
+  static CachingAllocator* alloc = new CachingAllocator();
+  return *alloc;
+}
+
+}  // namespace
+
+size_t allocator_round_size(size_t bytes) {
+  if (bytes <= kSmallLimit) return (bytes + kSmallStep - 1) / kSmallStep * kSmallStep;
+  return (bytes + kLargeStep - 1) / kLargeStep * kLargeStep;
+}
+
+Allocator& caching_allocator() { return instance(); }
+AllocatorStats allocator_stats() { return instance().stats(); }
+void reset_peak_allocated() { instance().reset_peak(); }
+void empty_cache() { instance().empty(); }
+
+DeviceBuffer::DeviceBuffer(size_t bytes) : ptr_(instance().allocate(bytes)), bytes_(bytes) {}
+DeviceBuffer::~DeviceBuffer() { release(); }
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) {
+  o.ptr_ = nullptr;
+  o.bytes_ = 0;
+}
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    release();
+    ptr_ = o.ptr_;
+    bytes_ = o.bytes_;
+    o.ptr_ = nullptr;
+    o.bytes_ = 0;
+  }
+  return *this;
+}
+void DeviceBuffer::release() {
+  if (ptr_) instance().deallocate(ptr_, bytes_);
+  ptr_ = nullptr;
+  bytes_ = 0;
+}
+
+}  // namespace diffuse::cuda

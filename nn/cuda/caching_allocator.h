@@ -1,0 +1,57 @@
+// The caching CUDA device allocator behind every Device::cuda tensor (DESIGN.md §4): freed blocks
+// go to size-binned free lists and are handed out again, so a training step that repeats the
+// previous step's allocations makes no cudaMalloc calls. One stream orders all device work, which
+// is what makes reusing a block right after its host-side free safe.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "nn/allocator.h"
+
+namespace diffuse::cuda {
+
+struct AllocatorStats {
+  size_t allocated_bytes = 0;       // blocks handed out and not yet freed (rounded sizes)
+  size_t cached_bytes = 0;          // freed blocks kept for reuse
+  size_t peak_allocated_bytes = 0;  // high-water mark of allocated_bytes since the last reset
+  uint64_t allocations = 0;         // allocate() calls with a non-zero size
+  uint64_t cuda_mallocs = 0;        // cudaMalloc calls (cache misses)
+  uint64_t cuda_frees = 0;          // cudaFree calls (only when the cache is emptied)
+};
+
+// The process-wide allocator, created on first use (requires a CUDA device). It is never
+// destroyed: tensors released during static destruction must still find it.
+Allocator& caching_allocator();
+
+AllocatorStats allocator_stats();
+void reset_peak_allocated();
+// Waits for the stream, then returns every cached block to the driver.
+void empty_cache();
+
+// The block size a request of `bytes` is served with: 512-byte steps up to 1 MiB, 2 MiB steps
+// above (exposed for tests).
+size_t allocator_round_size(size_t bytes);
+
+// Scratch device memory (cuBLAS/cuDNN workspaces, padded copies) from the caching allocator,
+// returned to it when the buffer goes out of scope. Work queued on the stream that uses it stays
+// safe: the block is only reused by later work on the same stream.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* data() const { return ptr_; }
+  size_t size() const { return bytes_; }
+
+ private:
+  void release();
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace diffuse::cuda

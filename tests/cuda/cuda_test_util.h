@@ -1,0 +1,76 @@
+// Helpers shared by the `cuda` tests (the skip guard is support/cuda_guard.h's
+// DIFFUSE_CUDA_TEST_GUARD): raw device buffers, NaN-filled device tensors and error measures.
+#pragma once
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "nn/tensor.h"
+#include "support/cuda_guard.h"
+
+
+namespace diffuse::test {
+
+// Raw device buffers for kernel-level tests (no tensors, no caching allocator).
+#define REQUIRE_CUDA_OK(call) REQUIRE((call) == cudaSuccess)
+
+// Device floats, freed on scope exit.
+struct DeviceFloats {
+  float* p = nullptr;
+  size_t n = 0;
+  explicit DeviceFloats(size_t count) : n(count) { REQUIRE_CUDA_OK(cudaMalloc(&p, (n ? n : 1) * sizeof(float))); }
+  ~DeviceFloats() { cudaFree(p); }
+  DeviceFloats(const DeviceFloats&) = delete;
+  DeviceFloats& operator=(const DeviceFloats&) = delete;
+};
+
+inline void upload(float* dst, const std::vector<float>& src) {
+  REQUIRE_CUDA_OK(cudaMemcpy(dst, src.data(), src.size() * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+inline std::vector<float> download(const float* src, size_t n) {
+  std::vector<float> out(n);
+  REQUIRE_CUDA_OK(cudaMemcpy(out.data(), src, n * sizeof(float), cudaMemcpyDeviceToHost));
+  return out;
+}
+
+// max |got - want| / max(1, |want|); NaN in `got` counts as infinitely wrong.
+template <typename T>
+inline double max_rel(const std::vector<T>& got, const std::vector<T>& want) {
+  double worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    double e = std::fabs(static_cast<double>(got[i]) - want[i]) / std::max(1.0, std::fabs(static_cast<double>(want[i])));
+    if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
+  }
+  return worst;
+}
+
+inline bool have_device() {
+  if (cuda_device_count() > 0) return true;
+  WARN("no CUDA device: test not run");
+  return false;
+}
+
+
+// A device tensor filled with NaN, so an element the code under test never writes fails the
+// comparison.
+inline Tensor nan_cuda(const Shape& shape, DType dtype) { return Tensor::full(shape, NAN, dtype, Device::cuda); }
+
+// max |a - b| over max(1, max |b|): the error relative to the tensor's scale, for bf16 results
+// whose rounding error follows the largest intermediate rather than each element. NaN -> inf.
+inline double max_scaled_error(const Tensor& a, const Tensor& b) {
+  auto va = a.to_vector(), vb = b.to_vector();
+  REQUIRE(va.size() == vb.size());
+  double peak = 1.0, worst = 0.0;
+  for (double v : vb) peak = std::max(peak, std::fabs(v));
+  for (size_t i = 0; i < va.size(); ++i) {
+    double d = std::fabs(va[i] - vb[i]);
+    if (std::isnan(d)) return INFINITY;
+    worst = std::max(worst, d);
+  }
+  return worst / peak;
+}
+
+}  // namespace diffuse::test

@@ -1,0 +1,381 @@
+// Every differentiable op of nn/ops.h on CUDA tensors against the same op on the CPU (DESIGN.md
+// §5 item 4, §11): the output and the grads of weighted_sum(output) with respect to every input,
+// f32 error relative to the reference's peak at most 1e-3, at the shapes the UNet uses plus odd
+// ones. Device allocations are NaN-poisoned, so an element an op never writes fails. Also bf16
+// attention (1e-2), and AdamW+EMA and grad-norm clipping on CUDA parameters (nn/optim.h).
+// Without a CUDA device every case says so and returns.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "nn/autograd.h"
+#include "nn/ops.h"
+#include "nn/optim.h"
+#include "support/cuda_compare.h"
+#include "support/cuda_guard.h"
+
+using namespace diffuse;
+using namespace diffuse::test;
+
+namespace {
+
+// N(0, scale²) host f32 values with requires_grad (the inputs an op is differentiated by).
+Tensor input(const Shape& shape, uint64_t seed, double scale = 1.0, bool grad = true) {
+  Tensor t = Tensor::randn(shape, seed);
+  if (scale != 1.0)
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = static_cast<float>(t.data<float>()[i] * scale);
+  if (grad) t.set_requires_grad(true);
+  return t;
+}
+
+// U(0, 1) + 0.5: positive values, for reductions whose sums must not cancel to near zero.
+Tensor positive(const Shape& shape, uint64_t seed) {
+  Tensor t = Tensor::rand(shape, seed);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] += 0.5f;
+  t.set_requires_grad(true);
+  return t;
+}
+
+std::string str(const Shape& s) { return shape_str(s); }
+
+}  // namespace
+
+TEST_CASE("ops cuda: add, sub and mul with every broadcast the UNet uses", "[cuda][ops][elementwise]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  PoisonDeviceAllocations poison;
+  // (a, b): same shape (residuals, embeddings), [C] (bias-like), [N, 1, 1, C] (per-sample
+  // channel), [1] (center_input_sample); aligned, odd (scalar tails) and grid-stride sizes.
+  const std::vector<std::pair<Shape, Shape>> cases = {
+      {{2, 8, 8, 32}, {2, 8, 8, 32}}, {{2, 8, 8, 32}, {32}},   {{2, 8, 8, 32}, {2, 1, 1, 32}},
+      {{2, 8, 8, 32}, {1}},           {{3, 5, 7, 13}, {3, 5, 7, 13}}, {{3, 5, 7, 13}, {13}},
+      {{3, 5, 7, 13}, {3, 1, 1, 13}}, {{3, 5, 7, 13}, {1}},    {{4, 128}, {4, 128}},
+      {{4, 128}, {128}},              {{2, 64, 64, 64}, {64}}, {{2, 64, 64, 64}, {2, 1, 1, 64}},
+      {{2, 64, 64, 64}, {2, 64, 64, 64}}};
+  uint64_t seed = 1;
+  for (const auto& [sa, sb] : cases) {
+    const Tensor a = input(sa, seed++), b = input(sb, seed++);
+    const std::string shapes = str(sa) + " and " + str(sb);
+    check_against_cpu("add " + shapes, [](const std::vector<Tensor>& in) { return ops::add(in[0], in[1]); }, {a, b});
+    check_against_cpu("sub " + shapes, [](const std::vector<Tensor>& in) { return ops::sub(in[0], in[1]); }, {a, b});
+    check_against_cpu("mul " + shapes, [](const std::vector<Tensor>& in) { return ops::mul(in[0], in[1]); }, {a, b});
+  }
+}
+
+TEST_CASE("ops cuda: scale, silu, reshape, sum and mean", "[cuda][ops][elementwise]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  PoisonDeviceAllocations poison;
+  for (const Shape& s : std::vector<Shape>{{1}, {7}, {3, 5, 7, 13}, {2, 8, 8, 32}, {2, 64, 64, 64}}) {
+    check_against_cpu("scale " + str(s), [](const std::vector<Tensor>& in) { return ops::scale(in[0], -2.5); },
+                      {input(s, 11)});
+    check_against_cpu("silu " + str(s), [](const std::vector<Tensor>& in) { return ops::silu(in[0]); },
+                      {input(s, 12, 3.0)});
+    check_against_cpu("sum " + str(s), [](const std::vector<Tensor>& in) { return ops::sum(in[0]); },
+                      {positive(s, 13)});
+    check_against_cpu("mean " + str(s), [](const std::vector<Tensor>& in) { return ops::mean(in[0]); },
+                      {positive(s, 14)});
+  }
+  // Reshape is a view: the grad must flow back through it, and a silu after it sees the same data.
+  check_against_cpu("reshape [2, 8, 8, 32] -> [2, 64, 32]",
+                    [](const std::vector<Tensor>& in) { return ops::silu(ops::reshape(in[0], {2, 64, 32})); },
+                    {input({2, 8, 8, 32}, 15)});
+  check_against_cpu("reshape [3, 5, 7, 13] -> [-1, 13]",
+                    [](const std::vector<Tensor>& in) { return ops::reshape(in[0], {-1, 13}); },
+                    {input({3, 5, 7, 13}, 16)});
+}
+
+TEST_CASE("ops cuda: conv2d (3x3, stride 2 with both downsample paddings, 1x1)", "[cuda][ops][conv2d]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  PoisonDeviceAllocations poison;
+  struct Case {
+    Shape x;
+    int cout, k;
+    ops::Conv2dOptions opt;
+    bool bias;
+  };
+  const std::vector<Case> cases = {
+      {{2, 9, 11, 5}, 7, 3, ops::Conv2dOptions::same(3), true},
+      {{2, 16, 16, 32}, 64, 3, ops::Conv2dOptions::same(3), true},
+      {{2, 8, 8, 64}, 32, 3, ops::Conv2dOptions::same(3), false},
+      {{2, 16, 16, 32}, 32, 3, {2, 1, 1, 1, 1}, true},  // downsample_padding 1
+      {{2, 16, 16, 32}, 32, 3, {2, 0, 1, 0, 1}, true},  // downsample_padding 0: right and bottom only
+      {{1, 9, 7, 5}, 6, 3, {2, 0, 1, 0, 1}, true},
+      {{2, 8, 8, 64}, 32, 1, ops::Conv2dOptions::same(1), true},  // ResnetBlock conv_shortcut
+      {{3, 5, 7, 13}, 9, 1, ops::Conv2dOptions::same(1), false},
+  };
+  uint64_t seed = 100;
+  for (const Case& c : cases) {
+    const int64_t cin = c.x.back();
+    const double fan_in = static_cast<double>(cin * c.k * c.k);
+    const Tensor x = input(c.x, seed++), w = input({c.cout, c.k, c.k, cin}, seed++, 1 / std::sqrt(fan_in));
+    const Tensor b = c.bias ? input({c.cout}, seed++, 0.1) : Tensor();
+    const ops::Conv2dOptions opt = c.opt;
+    const std::string what = "conv2d x " + str(c.x) + " k" + std::to_string(c.k) + " stride " +
+                             std::to_string(opt.stride) + " pad " + std::to_string(opt.pad_top) + "," +
+                             std::to_string(opt.pad_bottom) + "," + std::to_string(opt.pad_left) + "," +
+                             std::to_string(opt.pad_right) + (c.bias ? " bias" : " no bias");
+    check_against_cpu(what, [opt](const std::vector<Tensor>& in) { return ops::conv2d(in[0], in[1], in[2], opt); },
+                      {x, w, b});
+  }
+}
+
+TEST_CASE("ops cuda: linear", "[cuda][ops][linear]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  PoisonDeviceAllocations poison;
+  struct Case {
+    Shape x;
+    int out;
+    bool bias;
+  };
+  // Time-embedding MLP rows, attention projections over tokens, odd widths, no bias.
+  const std::vector<Case> cases = {{{2, 32}, 128, true}, {{2, 128}, 128, true}, {{2, 256, 128}, 128, true},
+                                   {{2, 17, 32}, 48, true}, {{3, 5, 33}, 7, false}, {{1, 1}, 1, true}};
+  uint64_t seed = 200;
+  for (const Case& c : cases) {
+    const int64_t in = c.x.back();
+    const Tensor x = input(c.x, seed++), w = input({c.out, in}, seed++, 1 / std::sqrt(static_cast<double>(in)));
+    const Tensor b = c.bias ? input({c.out}, seed++, 0.1) : Tensor();
+    check_against_cpu("linear x " + str(c.x) + " out " + std::to_string(c.out) + (c.bias ? " bias" : " no bias"),
+                      [](const std::vector<Tensor>& in) { return ops::linear(in[0], in[1], in[2]); }, {x, w, b});
+  }
+}
+
+TEST_CASE("ops cuda: group_norm with and without fused SiLU and per-(n, c) add", "[cuda][ops][group_norm]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  PoisonDeviceAllocations poison;
+  struct Case {
+    Shape x;
+    int groups;
+    bool silu, add;
+    double eps;
+  };
+  const std::vector<Case> cases = {
+      {{2, 8, 8, 64}, 32, false, false, 1e-5},  {{2, 8, 8, 64}, 32, true, true, 1e-5},
+      {{2, 5, 7, 24}, 8, true, true, 1e-6},     {{2, 100, 64}, 32, false, false, 1e-5},  // tokens [N, L, C]
+      {{2, 32, 32, 64}, 32, true, true, 1e-5},  {{1, 64, 64, 128}, 32, true, false, 1e-5},
+      {{2, 16, 16, 256}, 32, true, true, 1e-5}, {{3, 3, 5, 12}, 4, false, true, 1e-5}};
+  uint64_t seed = 300;
+  for (const Case& c : cases) {
+    const int64_t n = c.x.front(), ch = c.x.back();
+    // Non-trivial affine parameters (1 ± 0.2, ±0.2) and an offset mean, so every grad is exercised.
+    Tensor gamma = input({ch}, seed++, 0.2);
+    for (int64_t i = 0; i < ch; ++i) gamma.data<float>()[i] += 1.0f;
+    Tensor x = input(c.x, seed++, 2.0);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] += 0.7f;
+    const Tensor beta = input({ch}, seed++, 0.2);
+    const Tensor add = c.add ? input({n, ch}, seed++) : Tensor();
+    ops::GroupNormOptions opt;
+    opt.groups = c.groups;
+    opt.eps = c.eps;
+    opt.silu = c.silu;
+    check_against_cpu("group_norm x " + str(c.x) + " groups " + std::to_string(c.groups) + (c.silu ? " silu" : "") +
+                          (c.add ? " add_nc" : ""),
+                      [opt](const std::vector<Tensor>& in) { return ops::group_norm(in[0], in[1], in[2], opt, in[3]); },
+                      {x, gamma, beta, add});
+  }
+}
+
+TEST_CASE("ops cuda: attention at head dims 32, 64, 128 and lengths off the tile", "[cuda][ops][attention]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  PoisonDeviceAllocations poison;
+  struct Case {
+    int64_t n, len;
+    int heads, d;
+  };
+  // 64 = 8x8 map, 256 = 16x16 (fmnist-small's attention level), the others not multiples of 64.
+  const std::vector<Case> cases = {{2, 64, 1, 32}, {2, 100, 2, 32}, {2, 256, 4, 32}, {1, 77, 2, 64},
+                                   {2, 130, 1, 128}, {1, 300, 2, 64}, {2, 1, 1, 32}, {1, 65, 1, 128}};
+  uint64_t seed = 400;
+  for (const Case& c : cases) {
+    const Shape s{c.n, c.len, static_cast<int64_t>(c.heads) * c.d};
+    const int heads = c.heads;
+    check_against_cpu("attention N " + std::to_string(c.n) + " L " + std::to_string(c.len) + " heads " +
+                          std::to_string(c.heads) + " d " + std::to_string(c.d),
+                      [heads](const std::vector<Tensor>& in) { return ops::attention(in[0], in[1], in[2], heads); },
+                      {input(s, seed), input(s, seed + 1), input(s, seed + 2)});
+    seed += 3;
+  }
+}
+
+TEST_CASE("ops cuda: bf16 attention against the CPU on the same rounded inputs", "[cuda][ops][attention][bf16]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  PoisonDeviceAllocations poison;
+  struct Case {
+    int64_t n, len;
+    int heads, d;
+  };
+  const std::vector<Case> cases = {{2, 100, 2, 32}, {1, 77, 2, 64}, {2, 130, 1, 128}, {2, 256, 4, 32}};
+  uint64_t seed = 500;
+  for (const Case& c : cases) {
+    INFO("bf16 attention N " << c.n << " L " << c.len << " heads " << c.heads << " d " << c.d);
+    const Shape s{c.n, c.len, static_cast<int64_t>(c.heads) * c.d};
+    // The CPU sees exactly the bf16 values the GPU sees, widened to f32; so does the output grad,
+    // which is fed straight into the op's backward (no bf16 loss arithmetic in between).
+    std::vector<Tensor> on_cuda, on_cpu;
+    for (int i = 0; i < 3; ++i) {
+      const Tensor h = Tensor::randn(s, seed++).to(DType::bf16);
+      on_cuda.push_back(h.to(Device::cuda).set_requires_grad(true));
+      on_cpu.push_back(h.to(DType::f32).set_requires_grad(true));
+    }
+    const Tensor dout = Tensor::randn(s, seed++).to(DType::bf16);
+    // Each backward right after its forward: a backward consumes the whole (shared) tape.
+    const Tensor want = ops::attention(on_cpu[0], on_cpu[1], on_cpu[2], c.heads);
+    run_backward(want, dout.to(DType::f32));
+    const Tensor got = ops::attention(on_cuda[0], on_cuda[1], on_cuda[2], c.heads);
+    run_backward(got, dout.to(Device::cuda));
+    REQUIRE(got.device() == Device::cuda);
+    REQUIRE(got.dtype() == DType::bf16);
+    CHECK(rel_to_peak_error(got, want) <= 1e-2);
+    for (int i = 0; i < 3; ++i) {
+      INFO("grad of " << "qkv"[i]);
+      REQUIRE(on_cuda[i].grad().defined());
+      CHECK(on_cuda[i].grad().dtype() == DType::bf16);
+      CHECK(rel_to_peak_error(on_cuda[i].grad(), on_cpu[i].grad()) <= 1e-2);
+    }
+  }
+}
+
+TEST_CASE("ops cuda: concat_channels, upsample_nearest2x, embedding", "[cuda][ops][shape]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  PoisonDeviceAllocations poison;
+  for (const auto& [sa, sb] : std::vector<std::pair<Shape, Shape>>{
+           {{2, 4, 4, 32}, {2, 4, 4, 64}}, {{2, 8, 8, 64}, {2, 8, 8, 32}}, {{2, 3, 5, 7}, {2, 3, 5, 5}}})
+    check_against_cpu("concat_channels " + str(sa) + " and " + str(sb),
+                      [](const std::vector<Tensor>& in) { return ops::concat_channels(in[0], in[1]); },
+                      {input(sa, 600), input(sb, 601)});
+  for (const Shape& s : std::vector<Shape>{{2, 4, 4, 64}, {1, 3, 5, 7}, {2, 16, 16, 128}})
+    check_against_cpu("upsample_nearest2x " + str(s),
+                      [](const std::vector<Tensor>& in) { return ops::upsample_nearest2x(in[0]); }, {input(s, 602)});
+  // Repeated indices: several rows' grads accumulate into one table row.
+  const Tensor i64 = Tensor::from({3, 0, 10, 3, 3, 7}, {6}, DType::i64);
+  const Tensor i32 = Tensor::from({10, 10}, {2}, DType::i32);
+  for (const Tensor& index : {i64, i32})
+    check_against_cpu("embedding table [11, 128], index " + index.describe(),
+                      [](const std::vector<Tensor>& in) { return ops::embedding(in[0], in[1]); },
+                      {input({11, 128}, 603), index});
+}
+
+TEST_CASE("ops cuda: dropout draws the CPU's mask, mse_loss with and without weights", "[cuda][ops][loss]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  PoisonDeviceAllocations poison;
+  for (const auto& [s, p] : std::vector<std::pair<Shape, double>>{{{2, 8, 8, 32}, 0.1}, {{3, 5, 7, 13}, 0.5}}) {
+    check_against_cpu("dropout " + str(s) + " p " + std::to_string(p),
+                      [p = p](const std::vector<Tensor>& in) { return ops::dropout(in[0], p, 42, 5); },
+                      {input(s, 700)});
+  }
+  for (const Shape& s : std::vector<Shape>{{4, 8, 8, 3}, {2, 32, 32, 1}, {3, 5, 7, 1}}) {
+    const Tensor pred = input(s, 701), target = input(s, 702, 1.0, false);
+    const Tensor weight = Tensor::from({0.5, 2.0, 1.25, 0.0}, {4}).slice0(0, s[0]);
+    check_against_cpu("mse_loss " + str(s),
+                      [](const std::vector<Tensor>& in) { return ops::mse_loss(in[0], in[1]); }, {pred, target});
+    check_against_cpu("mse_loss " + str(s) + " weighted",
+                      [](const std::vector<Tensor>& in) { return ops::mse_loss(in[0], in[1], in[2]); },
+                      {pred, target, weight});
+  }
+}
+
+namespace {
+
+// The same parameter list on the CPU and on CUDA: odd sizes, a conv-shaped weight, one large
+// enough to be chunked by a multi-tensor launch, and one that never requires grad (EMA copies it).
+struct ParamPair {
+  std::vector<Tensor> cpu, cuda;
+  ParamPair() {
+    const std::vector<Shape> shapes = {{3}, {2, 3}, {64, 3, 3, 32}, {1000003}, {129}, {5, 7}};
+    uint64_t seed = 800;
+    for (const Shape& s : shapes) {
+      const Tensor h = Tensor::randn(s, seed++);
+      const bool trainable = s != Shape{5, 7};
+      cpu.push_back(h.clone());
+      cuda.push_back(h.to(Device::cuda));
+      cpu.back().set_requires_grad(trainable);
+      cuda.back().set_requires_grad(trainable);
+    }
+  }
+  // Fresh grads for step k on both lists; the parameter at `skip` gets none this step.
+  void set_grads(int k, size_t skip) {
+    for (size_t i = 0; i < cpu.size(); ++i) {
+      cpu[i].zero_grad();
+      cuda[i].zero_grad();
+      if (i == skip || !cpu[i].requires_grad()) continue;
+      Tensor g = Tensor::randn(cpu[i].shape(), 900 + 17 * static_cast<uint64_t>(k) + i);
+      for (int64_t j = 0; j < g.numel(); ++j) g.data<float>()[j] *= 0.01f * static_cast<float>(i + 1);
+      cpu[i].set_grad(g.clone());
+      cuda[i].set_grad(g.to(Device::cuda));
+    }
+  }
+};
+
+void check_lists(const char* what, const std::vector<Tensor>& got, const std::vector<Tensor>& want, double tol) {
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    INFO(what << " " << i << " " << want[i].describe());
+    CHECK(got[i].device() == Device::cuda);
+    CHECK(rel_to_peak_error(got[i], want[i]) <= tol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("optim cuda: AdamW with fused EMA over CUDA parameters matches the CPU", "[cuda][optim]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  PoisonDeviceAllocations poison;
+  ParamPair p;
+  optim::AdamWOptions o;
+  o.lr = 1e-3;
+  o.weight_decay = 1e-2;
+  optim::EMAOptions e;
+  e.decay = 0.999;
+  e.use_ema_warmup = true;
+  e.power = 0.75;
+  optim::AdamW adam_cpu(p.cpu, o), adam_cuda(p.cuda, o);
+  optim::EMA ema_cpu(p.cpu, e), ema_cuda(p.cuda, e);
+  const std::vector<double> lrs = {1e-3, 1e-3, 5e-4, 2e-3};
+  for (int k = 0; k < 4; ++k) {
+    INFO("step " << k + 1);
+    p.set_grads(k, k == 1 ? 2 : 99);  // the conv weight sits out step 2: its step count lags
+    adam_cpu.step(lrs[k], &ema_cpu);
+    adam_cuda.step(lrs[k], &ema_cuda);
+    // A step moves a parameter by about lr; 1e-6 of the peak (~5) is under 1% of one step.
+    check_lists("param", p.cuda, p.cpu, 1e-6);
+  }
+  CHECK(adam_cuda.param_steps() == adam_cpu.param_steps());
+  CHECK(ema_cuda.last_decay() == ema_cpu.last_decay());
+  check_lists("exp_avg", adam_cuda.exp_avg(), adam_cpu.exp_avg(), 1e-5);
+  check_lists("exp_avg_sq", adam_cuda.exp_avg_sq(), adam_cpu.exp_avg_sq(), 1e-5);
+  check_lists("ema shadow", ema_cuda.shadow(), ema_cpu.shadow(), 1e-6);
+  // The separate EMA update and copy_to on the device as well.
+  ema_cpu.update(p.cpu);
+  ema_cuda.update(p.cuda);
+  check_lists("ema shadow after update()", ema_cuda.shadow(), ema_cpu.shadow(), 1e-6);
+  ema_cpu.copy_to(p.cpu);
+  ema_cuda.copy_to(p.cuda);
+  check_lists("param after copy_to()", p.cuda, p.cpu, 1e-6);
+}
+
+TEST_CASE("optim cuda: grad_norm and clip_grad_norm over CUDA grads match the CPU", "[cuda][optim]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  PoisonDeviceAllocations poison;
+  ParamPair p;
+  p.set_grads(0, 1);
+  const double norm = optim::grad_norm(p.cpu);
+  REQUIRE(norm > 0);
+  CHECK(std::fabs(optim::grad_norm(p.cuda) - norm) <= 1e-5 * norm);
+  // A ceiling above the norm leaves the grads alone; one below scales every grad by it.
+  for (double max_norm : {2 * norm, norm / 3}) {
+    INFO("max_norm " << max_norm << " (norm " << norm << ")");
+    p.set_grads(0, 1);
+    const double got = optim::clip_grad_norm(p.cuda, max_norm), want = optim::clip_grad_norm(p.cpu, max_norm);
+    CHECK(std::fabs(got - want) <= 1e-5 * want);
+    std::vector<Tensor> g_cuda, g_cpu;
+    for (size_t i = 0; i < p.cpu.size(); ++i)
+      if (p.cpu[i].grad().defined()) {
+        REQUIRE(p.cuda[i].grad().defined());
+        g_cuda.push_back(p.cuda[i].grad());
+        g_cpu.push_back(p.cpu[i].grad());
+      }
+    check_lists("clipped grad", g_cuda, g_cpu, 1e-5);
+    CHECK(std::fabs(optim::grad_norm(p.cuda) - std::min(norm, max_norm)) <= 1e-4 * norm);
+  }
+}

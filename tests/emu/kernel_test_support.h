@@ -1,0 +1,61 @@
+// Buffers and comparisons for the small kernel families' emulator tests (elementwise, shape,
+// embedding, loss, optim): host buffers placed a chosen number of elements past a 16-byte
+// boundary (shift 0 takes the float4 paths, shift 1 the scalar ones), NaN-poisoned outputs,
+// Philox test data, and error measures in which a NaN always fails.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/philox.h"
+
+namespace diffuse::test {
+
+template <typename T>
+struct Buf {
+  std::vector<T> storage;
+  T* p;
+  int64_t n;
+  Buf(int64_t count, int shift = 0, T fill = T(NAN)) : storage(static_cast<size_t>(count) + 8, fill), n(count) {
+    auto addr = reinterpret_cast<uintptr_t>(storage.data());
+    p = reinterpret_cast<T*>((addr + 15) / 16 * 16) + shift;
+  }
+  Buf(const Buf&) = delete;  // p points into storage: a copy would alias the original
+  Buf(Buf&&) = default;      // a moved vector keeps its heap block, so p stays valid
+  T& operator[](int64_t i) { return p[i]; }
+  // Every slot outside [p, p + n) still holds the poison (no write past either end).
+  bool guard_intact() const {
+    for (const T& v : storage)
+      if ((&v < p || &v >= p + n) && !std::isnan(static_cast<double>(v))) return false;
+    return true;
+  }
+};
+
+// A float buffer of standard normals (Philox, so every run sees the same data).
+inline Buf<float> randn_buf(int64_t n, uint64_t seed, int shift = 0) {
+  Buf<float> b(n, shift);
+  for (int64_t i = 0; i < n; ++i) b.p[i] = philox::normal_at(seed, philox::kInit, 0, static_cast<uint64_t>(i));
+  return b;
+}
+
+// max |got - want| / max(1, |want|); any NaN in got counts as infinitely wrong.
+template <typename A, typename B>
+double max_rel(const A* got, const B* want, int64_t n) {
+  double worst = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double e = std::fabs(double(got[i]) - double(want[i])) / std::max(1.0, std::fabs(double(want[i])));
+    if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
+  }
+  return worst;
+}
+
+// Whether got and want hold the same floats bit for bit (NaN never equals).
+template <typename T>
+bool same_values(const T* got, const T* want, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!(got[i] == want[i])) return false;
+  return true;
+}
+
+}  // namespace diffuse::test

@@ -1,0 +1,168 @@
+// The element-wise family under the emulator (kernels/cuda/elementwise.cu and
+// elementwise_reduce.cu) against the CPU twin: every broadcast pattern the paths distinguish
+// (same shape, trailing vector, scalar, [N,1,1,C], per-sample, other), float4 and scalar paths,
+// grid caps that force several grid-stride passes, reductions with several splits, every
+// scheduling order. Outputs and workspaces are NaN-poisoned first.
+#include <catch2/catch.hpp>
+#include <string>
+#include <vector>
+
+#include "kernels/compat.cuh"
+#include "kernels/cuda/grid_helpers.cuh"
+#include "kernels/elementwise.h"
+#include "emu/kernel_test_support.h"
+
+using namespace diffuse;
+using diffuse::test::Buf;
+using diffuse::test::max_rel;
+using diffuse::test::randn_buf;
+using diffuse::test::same_values;
+using kernels::BinaryOp;
+using kernels::BroadcastDesc;
+using Shape = std::vector<int64_t>;
+
+namespace {
+
+const emulator::Order kOrders[] = {emulator::Order::fwd, emulator::Order::rev, emulator::Order::shuffle};
+
+int64_t numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+std::string str(const Shape& s) {
+  std::string o = "[";
+  for (size_t i = 0; i < s.size(); ++i) o += (i ? "," : "") + std::to_string(s[i]);
+  return o + "]";
+}
+
+// b shapes over a = [3, 5, 7, 6]: same, [C], scalar, [N,1,1,C], per-sample, and general patterns.
+const Shape kA = {3, 5, 7, 6};
+const std::vector<Shape> kBShapes = {{3, 5, 7, 6}, {6}, {1}, {}, {3, 1, 1, 6}, {3, 1, 1, 1}, {1, 1, 1, 1},
+                                     {7, 6}, {5, 1, 6}, {3, 1, 7, 1}, {5, 7, 1}, {3, 5, 1, 6}};
+
+void check_binary(const Shape& as, const Shape& bs, int shift_a, int shift_b, int64_t block_cap) {
+  BroadcastDesc d = kernels::make_broadcast(as, bs, "test");
+  Buf<float> a = randn_buf(d.numel, 1, shift_a), b = randn_buf(d.b_numel, 2, shift_b);
+  for (BinaryOp op : {BinaryOp::add, BinaryOp::sub, BinaryOp::mul}) {
+    Buf<float> want(d.numel, shift_a);
+    kernels::cpu::binary<float>(op, d, a.p, b.p, want.p);
+    for (emulator::Order order : kOrders) {
+      emulator::ScopedOrder scoped(order);
+      kernels::emu::grid::ScopedBlockCap cap(block_cap);
+      INFO("a " << str(as) << " b " << str(bs) << " op " << static_cast<int>(op) << " shifts " << shift_a << "/"
+                << shift_b << " cap " << block_cap << " order " << emulator::order_name(order));
+      Buf<float> out(d.numel, shift_a);
+      kernels::emu::binary(op, d, a.p, b.p, out.p, nullptr);
+      CHECK(same_values(out.p, want.p, d.numel));  // one float op per element: identical bits
+      CHECK(out.guard_intact());
+    }
+  }
+}
+
+void check_reduce(const Shape& as, const Shape& bs, bool weighted, int shift) {
+  BroadcastDesc d = kernels::make_broadcast(as, bs, "test");
+  Buf<float> g = randn_buf(d.numel, 3, shift), w = randn_buf(d.numel, 4, shift);
+  Buf<float> want(d.b_numel);
+  kernels::cpu::reduce_to_broadcast<float>(d, g.p, weighted ? w.p : nullptr, want.p);
+  const int64_t ws = kernels::emu::reduce_to_broadcast_workspace(d);
+  for (emulator::Order order : kOrders) {
+    emulator::ScopedOrder scoped(order);
+    INFO("g " << str(as) << " b " << str(bs) << " weighted " << weighted << " shift " << shift << " workspace " << ws
+              << " order " << emulator::order_name(order));
+    Buf<float> out(d.b_numel, shift), workspace(ws);
+    kernels::emu::reduce_to_broadcast(d, g.p, weighted ? w.p : nullptr, out.p, ws ? workspace.p : nullptr, nullptr);
+    CHECK(max_rel(out.p, want.p, d.b_numel) < 1e-5);
+    CHECK(out.guard_intact());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("elementwise: binary ops match the CPU twin for every broadcast pattern", "[emu][elementwise]") {
+  for (const Shape& bs : kBShapes)
+    for (int shift_a : {0, 1})
+      for (int shift_b : {0, 1}) check_binary(kA, bs, shift_a, shift_b, 0);
+  // C % 4 == 0: b's float4 loads in the trailing-vector path.
+  for (const Shape& bs : std::vector<Shape>{{8}, {3, 1, 1, 8}, {3, 1, 1, 1}}) check_binary({3, 5, 3, 8}, bs, 0, 0, 0);
+}
+
+TEST_CASE("elementwise: binary ops are right when the grid strides several times", "[emu][elementwise]") {
+  // One or two blocks of 256 threads over ~1900 elements: every path wraps its cursor or channel
+  // counter across grid-stride passes.
+  const Shape as = {3, 9, 11, 7};
+  for (const Shape& bs : std::vector<Shape>{{3, 9, 11, 7}, {7}, {1}, {3, 1, 1, 7}, {3, 1, 11, 1}, {9, 1, 7}})
+    for (int64_t cap : {1, 2})
+      for (int shift : {0, 1}) check_binary(as, bs, shift, 0, cap);
+  check_binary({5, 9, 11, 8}, {8}, 0, 0, 1);
+  check_binary({5, 9, 11, 8}, {5, 1, 1, 8}, 0, 0, 1);
+}
+
+TEST_CASE("elementwise: reduce_to_broadcast matches the CPU twin", "[emu][elementwise]") {
+  for (const Shape& bs : kBShapes)
+    for (bool weighted : {false, true})
+      for (int shift : {0, 1}) check_reduce(kA, bs, weighted, shift);
+  // Several stage-1 splits: long columns (float4 and scalar channels) and a long row.
+  check_reduce({2, 150, 8}, {2, 1, 8}, true, 0);
+  check_reduce({2, 150, 8}, {8}, false, 1);
+  check_reduce({300, 5}, {5}, false, 0);
+  check_reduce({2, 20000}, {2, 1}, true, 0);
+  check_reduce({40001}, {1}, false, 1);
+  // Empty a: b's grad is zero (including the broadcast dims of size 0).
+  check_reduce({0, 6}, {1, 6}, false, 0);
+}
+
+TEST_CASE("elementwise: reductions with many blocks and a small grid cap", "[emu][elementwise]") {
+  kernels::emu::grid::ScopedBlockCap cap(2);
+  check_reduce({2, 150, 8}, {2, 1, 8}, false, 0);
+  check_reduce({3, 30000}, {3, 1}, false, 0);
+  check_reduce({3, 5, 7, 6}, {3, 1, 7, 1}, true, 0);
+}
+
+TEST_CASE("elementwise: sum matches the CPU twin", "[emu][elementwise]") {
+  for (int64_t n : {0, 1, 5, 630, 40001})
+    for (int shift : {0, 1}) {
+      Buf<float> x = randn_buf(n, 5, shift);
+      const float want = kernels::cpu::sum<float>(n, x.p);
+      const int64_t ws = kernels::emu::sum_workspace(n);
+      for (emulator::Order order : kOrders) {
+        emulator::ScopedOrder scoped(order);
+        INFO("n " << n << " shift " << shift << " order " << emulator::order_name(order));
+        Buf<float> out(1), workspace(ws);
+        kernels::emu::sum(n, x.p, out.p, ws ? workspace.p : nullptr, nullptr);
+        CHECK(max_rel(out.p, &want, 1) < 1e-5);
+      }
+    }
+  Buf<float> out(1);
+  CHECK_THROWS_AS(kernels::emu::sum(40001, out.p, out.p, nullptr, nullptr), Error);  // workspace is required
+}
+
+TEST_CASE("elementwise: scale, silu, silu backward and fill match the CPU twin", "[emu][elementwise]") {
+  for (int64_t n : {1, 7, 630, 1283})
+    for (int shift : {0, 1})
+      for (int64_t cap : {0, 1}) {
+        Buf<float> x = randn_buf(n, 6, shift), gy = randn_buf(n, 7, shift);
+        for (int i = 0; i < n; i += 5) x.p[i] *= 12.0f;  // the saturated ends of the sigmoid too
+        Buf<float> scaled(n, shift), y(n, shift), gx(n, shift), filled(n, shift);
+        kernels::cpu::scale<float>(n, -1.75f, x.p, scaled.p);
+        kernels::cpu::silu_forward<float>(n, x.p, y.p);
+        kernels::cpu::silu_backward<float>(n, x.p, gy.p, gx.p);
+        const float value = 0.625f;
+        for (emulator::Order order : kOrders) {
+          emulator::ScopedOrder scoped(order);
+          kernels::emu::grid::ScopedBlockCap block_cap(cap);
+          INFO("n " << n << " shift " << shift << " cap " << cap << " order " << emulator::order_name(order));
+          Buf<float> s(n, shift), fy(n, shift), bx(n, shift), f(n, shift);
+          kernels::emu::scale(n, -1.75f, x.p, s.p, nullptr);
+          kernels::emu::silu_forward(n, x.p, fy.p, nullptr);
+          kernels::emu::silu_backward(n, x.p, gy.p, bx.p, nullptr);
+          kernels::emu::fill(n, &value, f.p, nullptr);
+          CHECK(same_values(s.p, scaled.p, n));
+          CHECK(max_rel(fy.p, y.p, n) < 1e-6);
+          CHECK(max_rel(bx.p, gx.p, n) < 1e-6);
+          for (int64_t i = 0; i < n; ++i) REQUIRE(f.p[i] == value);
+          CHECK((s.guard_intact() && fy.guard_intact() && bx.guard_intact() && f.guard_intact()));
+        }
+      }
+}
