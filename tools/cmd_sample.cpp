@@ -79,6 +79,8 @@ int cmd_sample(int argc, char** argv) {
   });
   if (args->count("out")) {
     std::string out = (*args)["out"].as<std::string>();
+    std::filesystem::path parent = std::filesystem::path(out).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent);
     save_png_grid(out, images);
     std::cout << "wrote " << out << " (" << g.count << " images)\n";
   }

@@ -18,6 +18,16 @@ std::string format_duration(double s) {
   return buf;
 }
 
+namespace {
+// "  41.1 img/s", or nothing when the caller has no rate to report.
+std::string rate_text(double items_per_second) {
+  if (!(items_per_second > 0)) return "";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "  %.1f img/s", items_per_second);
+  return buf;
+}
+}  // namespace
+
 Progress::Progress(std::string label, int64_t total, bool terminal, int64_t log_every)
     : label_(std::move(label)),
       total_(total),
@@ -42,14 +52,14 @@ void Progress::update(int64_t step, const std::string& fields, double items_per_
     int filled = total_ ? static_cast<int>(width * step / total_) : width;
     std::string bar(static_cast<size_t>(filled), '#');
     bar.resize(width, '.');
-    std::printf("\r%s [%s] %lld/%lld  %s  %.1f img/s  ETA %s\x1b[K", label_.c_str(), bar.c_str(),
-                static_cast<long long>(step), static_cast<long long>(total_), fields.c_str(), items_per_second,
-                format_duration(eta).c_str());
+    std::printf("\r%s [%s] %lld/%lld  %s%s  ETA %s\x1b[K", label_.c_str(), bar.c_str(),
+                static_cast<long long>(step), static_cast<long long>(total_), fields.c_str(),
+                rate_text(items_per_second).c_str(), format_duration(eta).c_str());
     if (last) std::printf("\n");
     std::fflush(stdout);
   } else if (step % log_every_ == 0 || step == total_ || step == start_step_ + 1) {
-    std::printf("%s step %lld/%lld  %s  %.1f img/s  elapsed %s  ETA %s\n", label_.c_str(),
-                static_cast<long long>(step), static_cast<long long>(total_), fields.c_str(), items_per_second,
+    std::printf("%s step %lld/%lld  %s%s  elapsed %s  ETA %s\n", label_.c_str(), static_cast<long long>(step),
+                static_cast<long long>(total_), fields.c_str(), rate_text(items_per_second).c_str(),
                 format_duration(elapsed).c_str(), format_duration(eta).c_str());
     std::fflush(stdout);
   }

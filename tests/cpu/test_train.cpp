@@ -102,14 +102,14 @@ TEST_CASE("sampling is deterministic for a seed and writes a grid of the expecte
   // Same seed, same images; another seed, other images.
   std::vector<std::string> base{"sample", "--model", model, "--steps", "3", "--n", "4"};
   auto s1 = base, s2 = base, s3 = base;
-  s1.insert(s1.end(), {"--seed", "1", "--out", dir.file("s1.png")});
+  s1.insert(s1.end(), {"--seed", "1", "--out", dir.file("new/dir/s1.png")});  // parents are created
   s2.insert(s2.end(), {"--seed", "1", "--out", dir.file("s2.png")});
   s3.insert(s3.end(), {"--seed", "2", "--out", dir.file("s3.png")});
   REQUIRE(run_cli(s1).exit_code == 0);
   REQUIRE(run_cli(s2).exit_code == 0);
   REQUIRE(run_cli(s3).exit_code == 0);
-  CHECK(slurp(dir.file("s1.png")) == slurp(dir.file("s2.png")));
-  CHECK(slurp(dir.file("s1.png")) != slurp(dir.file("s3.png")));
+  CHECK(slurp(dir.file("new/dir/s1.png")) == slurp(dir.file("s2.png")));
+  CHECK(slurp(dir.file("new/dir/s1.png")) != slurp(dir.file("s3.png")));
 }
 
 TEST_CASE("tiny on Fashion-MNIST: 300 steps at batch 32 bring the loss under 0.08", "[train][slow]") {
