@@ -75,12 +75,17 @@ void group_norm_forward(const GroupNormDesc& d, const T* x, const T* add_nc, con
   }
 }
 
+// The backward's element math runs in T with per-channel constants converted once per image, and
+// each row is split into simple loops the compiler vectorises: the exp of the fused SiLU gets a
+// loop of its own (a library call no loop around it can vectorise). Channel sums stay in double,
+// accumulated per image in position order, so results do not depend on the thread count.
 template <typename T>
 void group_norm_backward(const GroupNormDesc& d, const T* x, const T* add_nc, const T* gamma, const T* beta,
                          const double* mean, const double* rstd, const T* dy, T* dx, T* dgamma, T* dbeta,
                          T* dadd_nc) {
   const int64_t N = d.n, S = d.spatial, C = d.channels, G = d.groups, cg = d.group_size();
   const double count = double(S * cg);
+  const size_t Cs = static_cast<size_t>(C);
   // Per-image partial sums of dy and dy * xhat per channel, summed over images in order afterwards.
   std::vector<double> part_dy(static_cast<size_t>(N * C)), part_dyx(static_cast<size_t>(N * C));
 #pragma omp parallel for schedule(dynamic, 1) if (N * S * C > 32768)
@@ -93,26 +98,37 @@ void group_norm_backward(const GroupNormDesc& d, const T* x, const T* add_nc, co
     const double* rn = rstd + n * G;
     double* sdy = part_dy.data() + n * C;
     double* sdyx = part_dyx.data() + n * C;
-    std::vector<double> cmean(static_cast<size_t>(C)), crstd(static_cast<size_t>(C));
+    // Per channel in T: the pre-norm offset (add_nc - mean, so h - mean = x + off), rstd, gamma,
+    // beta; row scratch for the pre-norm deviation xhat and the SiLU's exp(-v).
+    std::vector<T> off(Cs), cr(Cs), gm(Cs), bt(Cs), xh(Cs), ex(Cs);
     for (int64_t c = 0; c < C; ++c) {
-      cmean[c] = mn[c / cg];
-      crstd[c] = rn[c / cg];
+      off[c] = static_cast<T>((an ? double(an[c]) : 0.0) - mn[c / cg]);
+      cr[c] = static_cast<T>(rn[c / cg]);
+      gm[c] = gamma[c];
+      bt[c] = d.silu ? beta[c] : T(0);
     }
     // Pass 1: the grad of the affine output (through SiLU when fused) goes to dx as scratch,
     // and its per-channel sums (plain and times xhat) accumulate.
     for (int64_t s = 0; s < S; ++s) {
       const T* xr = xn + s * C;
-      for (int64_t c = 0; c < C; ++c) {
-        double xhat = (pre_norm(xr, an, c) - cmean[c]) * crstd[c];
-        double gv = double(dyn[s * C + c]);
-        if (d.silu) {
-          double v = xhat * double(gamma[c]) + double(beta[c]);
-          double sg = sigmoid<T>(v);
-          gv *= sg * (1.0 + v * (1.0 - sg));
+      const T* dyr = dyn + s * C;
+      T* dxr = dxn + s * C;
+      for (int64_t c = 0; c < C; ++c) xh[c] = (xr[c] + off[c]) * cr[c];
+      if (d.silu) {
+        for (int64_t c = 0; c < C; ++c) ex[c] = -(xh[c] * gm[c] + bt[c]);
+        for (int64_t c = 0; c < C; ++c) ex[c] = std::exp(ex[c]);
+        for (int64_t c = 0; c < C; ++c) {
+          const T v = xh[c] * gm[c] + bt[c];
+          const T sg = T(1) / (T(1) + ex[c]);
+          dxr[c] = dyr[c] * (sg * (T(1) + v * (T(1) - sg)));
         }
-        dxn[s * C + c] = static_cast<T>(gv);
+      } else {
+        for (int64_t c = 0; c < C; ++c) dxr[c] = dyr[c];
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const double gv = double(dxr[c]);
         sdy[c] += gv;
-        sdyx[c] += gv * xhat;
+        sdyx[c] += gv * double(xh[c]);
       }
     }
     // Group means of dxhat = gv * gamma and of dxhat * xhat.
@@ -125,22 +141,24 @@ void group_norm_backward(const GroupNormDesc& d, const T* x, const T* add_nc, co
       m1[g] = count > 0 ? m1[g] / count : 0.0;
       m2[g] = count > 0 ? m2[g] / count : 0.0;
     }
-    // Pass 2: dh = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
-    std::vector<double> c1(static_cast<size_t>(C)), c2(static_cast<size_t>(C));
+    // Pass 2: dh = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), per channel
+    // dh = gv * k_g[c] + xhat * k_x[c] + k_0[c].
+    std::vector<T> kg(Cs), kx(Cs), k0(Cs);
     for (int64_t c = 0; c < C; ++c) {
-      c1[c] = m1[c / cg];
-      c2[c] = m2[c / cg];
+      kg[c] = static_cast<T>(rn[c / cg] * double(gamma[c]));
+      kx[c] = static_cast<T>(-rn[c / cg] * m2[c / cg]);
+      k0[c] = static_cast<T>(-rn[c / cg] * m1[c / cg]);
     }
     std::vector<double> dadd(static_cast<size_t>(dadd_nc ? C : 0));
     for (int64_t s = 0; s < S; ++s) {
       const T* xr = xn + s * C;
       T* dxr = dxn + s * C;
       for (int64_t c = 0; c < C; ++c) {
-        double xhat = (pre_norm(xr, an, c) - cmean[c]) * crstd[c];
-        double dh = crstd[c] * (double(dxr[c]) * double(gamma[c]) - c1[c] - xhat * c2[c]);
-        dxr[c] = static_cast<T>(dh);
-        if (dadd_nc) dadd[c] += dh;
+        const T xhat = (xr[c] + off[c]) * cr[c];
+        dxr[c] = dxr[c] * kg[c] + xhat * kx[c] + k0[c];
       }
+      if (dadd_nc)
+        for (int64_t c = 0; c < C; ++c) dadd[c] += double(dxr[c]);
     }
     if (dadd_nc)
       for (int64_t c = 0; c < C; ++c) dadd_nc[n * C + c] = static_cast<T>(dadd[c]);
