@@ -75,10 +75,11 @@ void group_norm_forward(const GroupNormDesc& d, const T* x, const T* add_nc, con
   }
 }
 
-// The backward's element math runs in T with per-channel constants converted once per image, and
-// each row is split into simple loops the compiler vectorises: the exp of the fused SiLU gets a
-// loop of its own (a library call no loop around it can vectorise). Channel sums stay in double,
-// accumulated per image in position order, so results do not depend on the thread count.
+// The backward keeps the original double arithmetic where cancellation matters (xhat, dh) and
+// does the SiLU grad in T, with per-channel constants made once per image and each row split into
+// simple branch-free loops the compiler vectorises: the exp of the fused SiLU gets a loop of its
+// own (a library call no loop around it can vectorise). Channel sums stay in double, accumulated per image in position order,
+// so results do not depend on the thread count.
 template <typename T>
 void group_norm_backward(const GroupNormDesc& d, const T* x, const T* add_nc, const T* gamma, const T* beta,
                          const double* mean, const double* rstd, const T* dy, T* dx, T* dgamma, T* dbeta,
@@ -98,12 +99,15 @@ void group_norm_backward(const GroupNormDesc& d, const T* x, const T* add_nc, co
     const double* rn = rstd + n * G;
     double* sdy = part_dy.data() + n * C;
     double* sdyx = part_dyx.data() + n * C;
-    // Per channel in T: the pre-norm offset (add_nc - mean, so h - mean = x + off), rstd, gamma,
-    // beta; row scratch for the pre-norm deviation xhat and the SiLU's exp(-v).
-    std::vector<T> off(Cs), cr(Cs), gm(Cs), bt(Cs), xh(Cs), ex(Cs);
+    // Per channel: add_nc, mean and rstd in double (xhat is formed in double as the forward's
+    // statistics were, so h == mean gives exactly 0), gamma and beta in T; row scratch in T for
+    // xhat and the SiLU's exp(-v).
+    std::vector<double> ad(Cs), cm(Cs), cr(Cs);
+    std::vector<T> gm(Cs), bt(Cs), xh(Cs), ex(Cs);
     for (int64_t c = 0; c < C; ++c) {
-      off[c] = static_cast<T>((an ? double(an[c]) : 0.0) - mn[c / cg]);
-      cr[c] = static_cast<T>(rn[c / cg]);
+      ad[c] = an ? double(an[c]) : 0.0;
+      cm[c] = mn[c / cg];
+      cr[c] = rn[c / cg];
       gm[c] = gamma[c];
       bt[c] = d.silu ? beta[c] : T(0);
     }
@@ -113,7 +117,7 @@ void group_norm_backward(const GroupNormDesc& d, const T* x, const T* add_nc, co
       const T* xr = xn + s * C;
       const T* dyr = dyn + s * C;
       T* dxr = dxn + s * C;
-      for (int64_t c = 0; c < C; ++c) xh[c] = (xr[c] + off[c]) * cr[c];
+      for (int64_t c = 0; c < C; ++c) xh[c] = static_cast<T>((double(xr[c]) + ad[c] - cm[c]) * cr[c]);
       if (d.silu) {
         for (int64_t c = 0; c < C; ++c) ex[c] = -(xh[c] * gm[c] + bt[c]);
         for (int64_t c = 0; c < C; ++c) ex[c] = std::exp(ex[c]);
@@ -141,21 +145,21 @@ void group_norm_backward(const GroupNormDesc& d, const T* x, const T* add_nc, co
       m1[g] = count > 0 ? m1[g] / count : 0.0;
       m2[g] = count > 0 ? m2[g] / count : 0.0;
     }
-    // Pass 2: dh = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), per channel
-    // dh = gv * k_g[c] + xhat * k_x[c] + k_0[c].
-    std::vector<T> kg(Cs), kx(Cs), k0(Cs);
+    // Pass 2: dh = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), in double and in
+    // this order, so a group whose terms cancel (one element per group) gives exactly 0.
+    std::vector<double> gd(Cs), c1(Cs), c2(Cs);
     for (int64_t c = 0; c < C; ++c) {
-      kg[c] = static_cast<T>(rn[c / cg] * double(gamma[c]));
-      kx[c] = static_cast<T>(-rn[c / cg] * m2[c / cg]);
-      k0[c] = static_cast<T>(-rn[c / cg] * m1[c / cg]);
+      gd[c] = double(gamma[c]);
+      c1[c] = m1[c / cg];
+      c2[c] = m2[c / cg];
     }
     std::vector<double> dadd(static_cast<size_t>(dadd_nc ? C : 0));
     for (int64_t s = 0; s < S; ++s) {
       const T* xr = xn + s * C;
       T* dxr = dxn + s * C;
       for (int64_t c = 0; c < C; ++c) {
-        const T xhat = (xr[c] + off[c]) * cr[c];
-        dxr[c] = dxr[c] * kg[c] + xhat * kx[c] + k0[c];
+        const double xhat = (double(xr[c]) + ad[c] - cm[c]) * cr[c];
+        dxr[c] = static_cast<T>(cr[c] * (double(dxr[c]) * gd[c] - c1[c] - xhat * c2[c]));
       }
       if (dadd_nc)
         for (int64_t c = 0; c < C; ++c) dadd[c] += double(dxr[c]);
