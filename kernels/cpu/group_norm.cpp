@@ -78,8 +78,8 @@ void group_norm_forward(const GroupNormDesc& d, const T* x, const T* add_nc, con
 // The backward keeps the original double arithmetic where cancellation matters (xhat, dh) and
 // does the SiLU grad in T, with per-channel constants made once per image and each row split into
 // simple branch-free loops the compiler vectorises: the exp of the fused SiLU gets a loop of its
-// own (a library call no loop around it can vectorise). Channel sums stay in double, accumulated per image in position order,
-// so results do not depend on the thread count.
+// own (a library call no loop around it can vectorise). Channel sums stay in double, accumulated
+// per image in position order, so results do not depend on the thread count.
 template <typename T>
 void group_norm_backward(const GroupNormDesc& d, const T* x, const T* add_nc, const T* gamma, const T* beta,
                          const double* mean, const double* rstd, const T* dy, T* dx, T* dgamma, T* dbeta,
