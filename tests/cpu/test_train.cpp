@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/image_io.h"
+#include "support/metrics.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
 
@@ -16,14 +17,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::vector<double> losses(const std::string& metrics_path) {
-  std::ifstream in(metrics_path);
-  std::vector<double> out;
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line).at("loss").get<double>());
-  return out;
-}
 
 std::vector<std::string> small_run(const std::string& out, const std::string& steps) {
   return {"train", "--data", "fashion-mnist", "--max-images", "96", "--config", "tiny", "--out", out, "--steps", steps,

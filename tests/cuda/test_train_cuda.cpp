@@ -17,6 +17,7 @@
 #include "nn/safetensors.h"
 #include "support/cuda_compare.h"
 #include "support/cuda_guard.h"
+#include "support/metrics.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
 
@@ -26,15 +27,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// One loss per step from a run's metrics.jsonl.
-std::vector<double> losses(const std::string& metrics_path) {
-  std::ifstream in(metrics_path);
-  std::vector<double> out;
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line).at("loss").get<double>());
-  return out;
-}
 
 double mean_of(const std::vector<double>& v, size_t begin, size_t end) {
   double s = 0;
