@@ -8,7 +8,21 @@
 
 namespace diffuse::test {
 
-RunResult run(const std::vector<std::string>& argv, const std::string& cwd) {
+RunResult run(const std::vector<std::string>& argv, const std::string& cwd, const EnvVars& env) {
+  // Everything the child needs is built before fork: after it, only async-signal-safe calls.
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e) {
+    const std::string entry = *e;
+    bool overridden = false;
+    for (const auto& [name, value] : env) overridden |= entry.rfind(name + "=", 0) == 0;
+    if (!overridden) env_strings.push_back(entry);
+  }
+  for (const auto& [name, value] : env) env_strings.push_back(name + "=" + value);
+  std::vector<char*> envp, args;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
   int fds[2];
   if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
   pid_t pid = fork();
@@ -19,10 +33,7 @@ RunResult run(const std::vector<std::string>& argv, const std::string& cwd) {
     close(fds[0]);
     close(fds[1]);
     if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(126);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
+    execve(args[0], args.data(), envp.data());
     _exit(127);
   }
   close(fds[1]);
@@ -37,10 +48,15 @@ RunResult run(const std::vector<std::string>& argv, const std::string& cwd) {
   return r;
 }
 
-RunResult run_cli(const std::vector<std::string>& args, const std::string& cwd) {
+RunResult run_cli(const std::vector<std::string>& args, const std::string& cwd, const EnvVars& env) {
   std::vector<std::string> argv{DIFFUSE_CLI_PATH};
   argv.insert(argv.end(), args.begin(), args.end());
-  return run(argv, cwd);
+  return run(argv, cwd, env);
+}
+
+RunResult run_self(const std::string& test_name, const EnvVars& env) {
+  // The exact name, so only that case runs; Catch2 prints the usual summary after it.
+  return run({"/proc/self/exe", test_name}, "", env);
 }
 
 bool python_has_torch() {
