@@ -12,7 +12,12 @@ add_library(diffuse_deps INTERFACE)
 target_include_directories(diffuse_deps INTERFACE ${CBLAS_INCLUDE_DIR} ${STB_INCLUDE_DIR})
 target_link_libraries(diffuse_deps INTERFACE nlohmann_json::nlohmann_json ZLIB::ZLIB ${BLAS_LIBRARIES})
 
-find_package(Boost 1.74 QUIET COMPONENTS context)
+if(_diffuse_cuda_emulated)
+  # The emulated device runs every kernel under the SIMT emulator: Boost.Context is not optional.
+  find_package(Boost 1.74 REQUIRED COMPONENTS context)
+else()
+  find_package(Boost 1.74 QUIET COMPONENTS context)
+endif()
 set(DIFFUSE_HAVE_BOOST_CONTEXT ${Boost_CONTEXT_FOUND})
 
 if(_diffuse_cuda)
@@ -23,4 +28,14 @@ if(_diffuse_cuda)
   add_library(diffuse_cudnn INTERFACE)
   target_include_directories(diffuse_cudnn INTERFACE ${CUDNN_INCLUDE_DIR})
   target_link_libraries(diffuse_cudnn INTERFACE ${CUDNN_LIBRARY})
+endif()
+
+if(_diffuse_cuda_emulated)
+  # Headers only: nn/cuda/ compiles against the toolkit's own cuda_runtime_api.h, cublas_v2.h,
+  # cublasLt.h and cudnn.h, so every signature, enum and status code is NVIDIA's; nothing links
+  # libcudart, libcublas, libcublasLt or libcudnn (kernels/emulated_device/ implements them).
+  find_package(CUDAToolkit REQUIRED)
+  find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include REQUIRED)
+  add_library(diffuse_cuda_headers INTERFACE)
+  target_include_directories(diffuse_cuda_headers SYSTEM INTERFACE ${CUDAToolkit_INCLUDE_DIRS} ${CUDNN_INCLUDE_DIR})
 endif()

@@ -21,8 +21,17 @@ if(_diffuse_cuda)
   set_target_properties(diffuse_cudnn PROPERTIES EXPORT_NAME cudnn)  # diffuse::cudnn: cuDNN's path
   list(APPEND _diffuse_export_targets diffuse_cudnn)
   get_filename_component(DIFFUSE_CUDA_TOOLKIT_ROOT "${CUDAToolkit_BIN_DIR}" DIRECTORY)
+elseif(_diffuse_cuda_emulated)
+  # The emulated device is inside libdiffuse.a; consumers need only the toolkit's headers (the
+  # installed nn/cuda/ headers include them) and Boost.Context (the SIMT emulator's fibers).
+  set_target_properties(diffuse_cuda_headers PROPERTIES EXPORT_NAME cuda_headers)
+  list(APPEND _diffuse_export_targets diffuse_cuda_headers)
 endif()
 set(DIFFUSE_WITH_CUDA ${_diffuse_cuda})
+set(DIFFUSE_CUDA_EMULATED ${_diffuse_cuda_emulated})
+if(_diffuse_cuda_emulated)
+  set(DIFFUSE_WITH_CUDA ON)
+endif()
 
 install(TARGETS ${_diffuse_export_targets} EXPORT diffuseTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})

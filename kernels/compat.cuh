@@ -1,12 +1,19 @@
-// The one header a kernel .cu includes: the same source compiles with nvcc (libdiffuse's CUDA
-// backend) and with g++ -DDIFFUSE_EMULATOR=1 against the SIMT emulator (DESIGN.md §5), which runs
-// each CUDA thread as a fiber and checks barriers, warp collectives and shared-memory use.
+// The one header a kernel .cu includes: the same source compiles in three modes (DESIGN.md §5):
+//  - nvcc (libdiffuse's CUDA backend, -DDIFFUSE_CUDA=AUTO/ON): real kernels, real launches;
+//  - g++ -DDIFFUSE_EMULATOR=1 (diffuse_emu, the `emu` tests): the SIMT emulator, which runs each
+//    CUDA thread as a fiber and checks barriers, warp collectives and shared-memory use; the
+//    launchers are in namespace `emu`, take host pointers and run the grid before returning;
+//  - g++ -DDIFFUSE_EMULATOR=1 -DDIFFUSE_EMULATED_DEVICE=1 (libdiffuse in -DDIFFUSE_CUDA=EMULATED):
+//    the same emulator behind the emulated CUDA device; the launchers are the `cuda` ones, take
+//    device pointers, and queue the grid on its stream (kernels/emulator/device_launch.h): it
+//    runs when the host synchronises with that stream, as on a GPU.
 //
 // How to write a kernel family `foo` (kernels/foo.h, kernels/cpu/foo.cpp, kernels/cuda/foo.cu):
 //  1. foo.cu includes "kernels/compat.cuh" FIRST, then kernels/*.h headers; never CUDA headers.
-//  2. Host launchers live in namespace diffuse::kernels::DIFFUSE_DEVICE_NS (`cuda` under nvcc,
-//     `emu` under the emulator) and take a kernels::Stream (void*) last. foo.h declares them for
-//     both namespaces with one macro (pointers are device pointers for cuda::, host for emu::):
+//  2. Host launchers live in namespace diffuse::kernels::DIFFUSE_DEVICE_NS (`cuda` under nvcc and
+//     on the emulated device, `emu` under the plain emulator) and take a kernels::Stream (void*)
+//     last. foo.h declares them for both namespaces with one macro (pointers are device pointers
+//     for cuda::, host for emu::):
 //        #define DIFFUSE_FOO_LAUNCHERS void foo(const FooDesc& d, const float* x, float* y, Stream s);
 //        namespace cuda { DIFFUSE_FOO_LAUNCHERS }
 //        namespace emu { DIFFUSE_FOO_LAUNCHERS }
@@ -15,9 +22,12 @@
 //     the .cu. A template kernel goes in parentheses: DIFFUSE_LAUNCH((foo_kernel<float, 4>), ...).
 //     Kernels take at least one parameter (the macro needs a non-empty argument list).
 //     nvcc: kernel<<<grid, block, smem_bytes, stream>>>(args...) + status check (and the opt-in
-//     for more than 48 KiB of dynamic smem); emulator: runs the whole grid before returning.
-//     A grid with a zero dimension launches nothing. Failures throw diffuse::Error naming the
-//     launch site (file:line) and the CUDA error string or the emulator's finding.
+//     for more than 48 KiB of dynamic smem); emulator: runs the whole grid before returning;
+//     emulated device: checks the launch and every pointer argument (null or device memory),
+//     then queues the grid. A grid with a zero dimension launches nothing. Failures throw
+//     diffuse::Error naming the launch site (file:line) and the CUDA error string or the
+//     emulator's finding (on the emulated device, a failure inside the queued grid surfaces at
+//     the next synchronisation, as cudaErrorLaunchFailure).
 //  4. Static shared memory: `DIFFUSE_SHARED(T, name, N);` or `DIFFUSE_SHARED_2D(T, name, R, C);`
 //     (a T[N] / T[R][C] array; use N = 1 for a scalar) — never `__shared__`, which the emulator
 //     rejects. Dynamic shared memory: `T* p = dynamic_smem<T>();` — never `extern __shared__`.
@@ -29,7 +39,9 @@
 //     #if defined(__CUDA_ARCH__) with a plain C++ path for the emulator.
 //  6. Sources are C++17 (nvcc's dialect). Device helpers are `__device__ __forceinline__`;
 //     helpers shared with host code use DIFFUSE_HD (kernels/common.h). Host code in the .cu may
-//     call the CUDA runtime only under #if defined(__CUDACC__), wrapped in DIFFUSE_CUDA_CHECK(call).
+//     call the CUDA runtime only under #if defined(__CUDACC__), wrapped in DIFFUSE_CUDA_CHECK(call);
+//     on the emulated device it asks kernels/emulated_device/kernel_queue.h instead (the
+//     kernel sources never see the toolkit's headers, whose types the emulator defines itself).
 //  7. Emulator intrinsics are exact (libm): compare against the CPU with f32 tolerances; the
 //     GPU's fast approximations (__expf, ...) need the looser ones of the `cuda` tests.
 #pragma once
@@ -93,8 +105,6 @@ __device__ __forceinline__ T* dynamic_smem() {
 // Static shared memory must go through DIFFUSE_SHARED; this makes a stray __shared__ a compile error.
 #define __shared__ __shared___is_not_supported_use_DIFFUSE_SHARED
 
-#define DIFFUSE_DEVICE_NS emu
-
 namespace diffuse::kernels {
 template <typename T>
 inline T* dynamic_smem() {
@@ -102,8 +112,23 @@ inline T* dynamic_smem() {
 }
 }  // namespace diffuse::kernels
 
+#if defined(DIFFUSE_EMULATED_DEVICE)
+
+#include "kernels/emulated_device/kernel_queue.h"
+#include "kernels/emulator/device_launch.h"
+
+#define DIFFUSE_DEVICE_NS cuda
+#define DIFFUSE_LAUNCH(kernel, grid, block, smem_bytes, stream, ...)                                        \
+  ::diffuse::emulator::launch_on_device(#kernel, __FILE__, __LINE__, kernel, grid, block, smem_bytes, stream, \
+                                        __VA_ARGS__)
+
+#else
+
+#define DIFFUSE_DEVICE_NS emu
 #define DIFFUSE_LAUNCH(kernel, grid, block, smem_bytes, stream, ...) \
   ::diffuse::emulator::launch(__FILE__, __LINE__, kernel, grid, block, smem_bytes, stream, __VA_ARGS__)
+
+#endif
 // The block's array for this declaration, found by the address of a per-declaration static tag
 // (per template instantiation too), so all threads of a block share it and each block gets a
 // freshly poisoned one.
@@ -115,5 +140,5 @@ inline T* dynamic_smem() {
   auto& name = ::diffuse::emulator::static_shared<T[R][C]>(&diffuse_shared_tag_##name)
 
 #else
-#error "kernels/compat.cuh is for kernel sources: compile them with nvcc or with -DDIFFUSE_EMULATOR=1"
+#error "kernels/compat.cuh is for kernel sources: compile them with nvcc or with -DDIFFUSE_EMULATOR=1 (plus -DDIFFUSE_EMULATED_DEVICE=1 for the emulated device)"
 #endif

@@ -428,6 +428,8 @@ int64_t device_smem_limit() {
   DIFFUSE_CUDA_CHECK(cudaGetDevice(&device));
   DIFFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   return bytes;
+#elif defined(DIFFUSE_EMULATED_DEVICE)
+  return emulated_device::max_dynamic_smem_optin();  // the virtual sm_90 card: 227 KiB, as on a GPU
 #else
   return 48 * 1024;  // the emulator: what every device grants without opting in
 #endif

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "kernels/emulator/limits.h"  // kMaxDynamicSmemBytes
 #include "kernels/emulator/types.h"
 
 namespace diffuse::emulator {
@@ -47,6 +48,12 @@ extern dim3 block_dim;
 extern dim3 grid_dim;
 
 using KernelBody = void (*)(void* context);
+
+// Throws diffuse::Error naming the launch site `file:line` unless the block has 1..1024 threads
+// (z at most 64), the grid is within CUDA's limits and the dynamic shared memory within
+// kMaxDynamicSmemBytes. A grid with a zero dimension passes (it launches nothing). run_grid
+// checks the same; the emulated device checks at enqueue time, as a real launch fails at once.
+void check_launch(const char* file, int line, dim3 grid, dim3 block, size_t dynamic_smem_bytes);
 
 // Runs body(context) once per thread of every block; throws diffuse::Error for a bad launch
 // configuration, a divergent barrier or a deadlocked warp collective, and rethrows whatever a

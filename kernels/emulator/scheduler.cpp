@@ -159,8 +159,7 @@ void run_block(BlockState& b, LaunchMemory& memory, Order mode, uint64_t block_l
 
 }  // namespace
 
-void run_grid(const char* file, int line, dim3 grid, dim3 block, size_t dynamic_smem_bytes, KernelBody body,
-              void* context) {
+void check_launch(const char* file, int line, dim3 grid, dim3 block, size_t dynamic_smem_bytes) {
   // The launch site as errors name it, formatted only when one is thrown.
   auto where = [&] { return "DIFFUSE_LAUNCH at " + site(file, static_cast<unsigned>(line)) + ": "; };
   uint64_t nthreads = uint64_t{block.x} * block.y * block.z;
@@ -169,8 +168,15 @@ void run_grid(const char* file, int line, dim3 grid, dim3 block, size_t dynamic_
                 " must have 1..1024 threads (z at most 64)");
   if (grid.y > 65535 || grid.z > 65535 || grid.x > 2147483647u)
     throw Error(where() + "grid " + dim_str({grid.x, grid.y, grid.z}) + " exceeds CUDA's limits");
-  if (dynamic_smem_bytes > 227 * 1024)
+  if (dynamic_smem_bytes > kMaxDynamicSmemBytes)
     throw Error(where() + std::to_string(dynamic_smem_bytes) + " bytes of dynamic shared memory exceed 227 KiB");
+}
+
+void run_grid(const char* file, int line, dim3 grid, dim3 block, size_t dynamic_smem_bytes, KernelBody body,
+              void* context) {
+  auto where = [&] { return "DIFFUSE_LAUNCH at " + site(file, static_cast<unsigned>(line)) + ": "; };
+  check_launch(file, line, grid, block, dynamic_smem_bytes);
+  const uint64_t nthreads = uint64_t{block.x} * block.y * block.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;  // nothing to run (documented in compat.cuh)
   if (g_running.exchange(true))
     throw Error(where() + "another emulated grid is already running (nested or concurrent launch)");
