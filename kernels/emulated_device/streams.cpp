@@ -1,0 +1,376 @@
+// Streams, events and the queue of device work: the part of the emulated device that makes work
+// asynchronous. Work is queued per stream and runs, in order, on the host thread that
+// synchronises with it (never at enqueue time, never from a query), so host code that reads a
+// result before synchronising sees stale data, as it could on a GPU. Cross-stream order comes
+// only from events (a wait item flushes the other stream up to the record first) and from the
+// legacy default stream's implicit barrier with blocking streams. A device clock advances by the
+// measured wall time of each executed work item; event records stamp it.
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <exception>
+#include <optional>
+#include <set>
+#include <vector>
+
+#include "kernels/emulated_device/device.h"
+
+using diffuse::emulated_device::ApiCall;
+using diffuse::emulated_device::record;
+
+// One queued item: device work, a wait for another stream's position, or an event record.
+struct QueuedItem {
+  enum class Kind { work, wait, record } kind = Kind::work;
+  std::string what;                 // work: names it in reports
+  std::function<void()> run;        // work
+  CUstream_st* other = nullptr;     // wait: the stream waited for...
+  uint64_t other_serial = 0;        // ...(identified by serial: its address may be reused)
+  uint64_t position = 0;            // wait: run until other->done >= position
+  CUevent_st* event = nullptr;      // record
+  uint64_t generation = 0;          // record: the event's record this marker stamps
+};
+
+struct CUstream_st {
+  unsigned flags = cudaStreamDefault;
+  uint64_t serial = 0;
+  std::deque<QueuedItem> queue;
+  uint64_t enqueued = 0;  // items ever queued
+  uint64_t done = 0;      // items ever executed (or dropped after a device failure)
+  bool pending() const { return done < enqueued; }
+};
+
+struct CUevent_st {
+  unsigned flags = cudaEventDefault;
+  uint64_t generation = 0;  // records so far; 0: never recorded
+  uint64_t completed_generation = 0;
+  CUstream_st* stream = nullptr;  // of the latest record
+  uint64_t stream_serial = 0;
+  uint64_t position = 0;          // the latest record completes when stream->done >= position
+  double time_ms = 0;             // device clock at the latest completed record
+  bool destroyed = false;         // cudaEventDestroy came before its pending record ran
+  bool recorded() const { return generation != 0; }
+  bool complete() const { return completed_generation == generation; }
+};
+
+namespace diffuse::emulated_device {
+namespace {
+
+// All of this is guarded by device_lock().
+CUstream_st g_legacy;                  // the legacy default stream (nullptr, cudaStreamLegacy)
+std::vector<CUstream_st*> g_streams;   // created streams, in creation order
+std::set<CUevent_st*> g_events;        // live events
+uint64_t g_next_serial = 1;
+cudaError_t g_sticky = cudaSuccess;
+double g_clock_ms = 0;                 // advances only by executed work
+
+bool is_live(const CUstream_st* s) {
+  if (s == &g_legacy) return true;
+  for (const CUstream_st* mine : g_streams)
+    if (mine == s) return true;
+  return false;
+}
+
+// The legacy default stream's implicit barrier: its work waits for everything queued before on
+// blocking streams, and a blocking stream's work waits for everything queued before on it.
+void add_implicit_waits(CUstream_st* s) {
+  auto wait_for = [s](CUstream_st* other) {
+    QueuedItem w;
+    w.kind = QueuedItem::Kind::wait;
+    w.other = other;
+    w.other_serial = other->serial;
+    w.position = other->enqueued;
+    s->queue.push_back(std::move(w));
+    ++s->enqueued;
+  };
+  if (s == &g_legacy) {
+    for (CUstream_st* b : g_streams)
+      if (!(b->flags & cudaStreamNonBlocking) && b->pending()) wait_for(b);
+  } else if (!(s->flags & cudaStreamNonBlocking) && g_legacy.pending()) {
+    wait_for(&g_legacy);
+  }
+}
+
+void push(CUstream_st* s, QueuedItem item) {
+  add_implicit_waits(s);
+  s->queue.push_back(std::move(item));
+  ++s->enqueued;
+}
+
+void stamp(const QueuedItem& marker) {
+  CUevent_st* e = marker.event;
+  if (e->generation == marker.generation) {
+    e->time_ms = g_clock_ms;
+    e->completed_generation = marker.generation;
+  }
+  if (e->destroyed && e->complete()) delete e;
+}
+
+void run_work(QueuedItem& item, std::optional<WorkScope>& scope) {
+  if (!scope) scope.emplace();
+  announce_work(item.what);
+  auto start = std::chrono::steady_clock::now();
+  try {
+    item.run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", item.what.c_str(), e.what());
+    fail_device(cudaErrorLaunchFailure);
+  } catch (...) {
+    std::fprintf(stderr, "%s: unknown exception\n", item.what.c_str());
+    fail_device(cudaErrorLaunchFailure);
+  }
+  g_clock_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  if (g_sticky == cudaSuccess) {
+    cudaError_t slack = check_slack_after(item.what);
+    if (slack != cudaSuccess) fail_device(slack);
+  }
+}
+
+// Executes s's queue until s->done >= until. A wait item first flushes the stream it waits for;
+// waits only ever name positions queued earlier, so this terminates.
+void flush(CUstream_st* s, uint64_t until, std::optional<WorkScope>& scope) {
+  while (s->done < until && g_sticky == cudaSuccess) {
+    QueuedItem item = std::move(s->queue.front());
+    s->queue.pop_front();
+    switch (item.kind) {
+      case QueuedItem::Kind::wait:
+        if (is_live(item.other) && item.other->serial == item.other_serial) flush(item.other, item.position, scope);
+        break;
+      case QueuedItem::Kind::record:
+        stamp(item);
+        break;
+      case QueuedItem::Kind::work:
+        run_work(item, scope);
+        break;
+    }
+    ++s->done;
+  }
+}
+
+cudaError_t flush_all_of(CUstream_st* s) {
+  std::optional<WorkScope> scope;
+  flush(s, s->enqueued, scope);
+  return g_sticky;
+}
+
+CUstream_st* resolve(cudaStream_t stream) {
+  if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread) return &g_legacy;
+  return is_live(stream) ? stream : nullptr;
+}
+
+CUevent_st* resolve(cudaEvent_t event) { return g_events.count(event) ? event : nullptr; }
+
+}  // namespace
+
+// ---- the interface of device.h --------------------------------------------------------------------
+
+cudaError_t sticky_error() { return g_sticky; }
+
+void fail_device(cudaError_t status) {
+  if (g_sticky == cudaSuccess) g_sticky = status;
+  for (CUstream_st* s : g_streams) {
+    s->queue.clear();
+    s->done = s->enqueued;
+  }
+  g_legacy.queue.clear();
+  g_legacy.done = g_legacy.enqueued;
+}
+
+bool valid_stream(cudaStream_t stream) {
+  std::lock_guard<std::recursive_mutex> lock(device_lock());
+  return resolve(stream) != nullptr;
+}
+
+cudaError_t enqueue(cudaStream_t stream, std::string what, std::function<void()> run) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return call.status();
+  if (g_sticky != cudaSuccess) return g_sticky;
+  CUstream_st* s = resolve(stream);
+  if (!s) return cudaErrorInvalidResourceHandle;
+  QueuedItem item;
+  item.what = std::move(what);
+  item.run = std::move(run);
+  push(s, std::move(item));
+  return cudaSuccess;
+}
+
+cudaError_t synchronize_stream(cudaStream_t stream) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return call.status();
+  if (g_sticky != cudaSuccess) return g_sticky;
+  CUstream_st* s = resolve(stream);
+  if (!s) return cudaErrorInvalidResourceHandle;
+  return flush_all_of(s);
+}
+
+cudaError_t synchronize_all() {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return call.status();
+  std::optional<WorkScope> scope;
+  flush(&g_legacy, g_legacy.enqueued, scope);
+  for (size_t i = 0; i < g_streams.size(); ++i) flush(g_streams[i], g_streams[i]->enqueued, scope);
+  return g_sticky;
+}
+
+}  // namespace diffuse::emulated_device
+
+// ---- the CUDA runtime's stream and event functions ------------------------------------------------
+
+using namespace diffuse::emulated_device;
+
+extern "C" {
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return record(call.status());
+  if (g_sticky != cudaSuccess) return record(g_sticky);
+  if (!pStream || (flags & ~unsigned{cudaStreamNonBlocking})) return record(cudaErrorInvalidValue);
+  auto* s = new CUstream_st;
+  s->flags = flags;
+  s->serial = g_next_serial++;
+  g_streams.push_back(s);
+  *pStream = s;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t* pStream) { return cudaStreamCreateWithFlags(pStream, cudaStreamDefault); }
+
+// A real cudaStreamDestroy returns at once and lets pending work finish; here it runs first.
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return record(call.status());
+  CUstream_st* s = resolve(stream);
+  if (!s || s == &g_legacy) return record(cudaErrorInvalidResourceHandle);
+  cudaError_t status = flush_all_of(s);
+  std::erase(g_streams, s);
+  delete s;
+  return record(status);
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return record(call.status());
+  if (g_sticky != cudaSuccess) return record(g_sticky);
+  CUstream_st* s = resolve(stream);
+  if (!s) return record(cudaErrorInvalidResourceHandle);
+  return record(flush_all_of(s));
+}
+
+// Never runs work: a host thread that polls must synchronise before it sees progress.
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return record(call.status());
+  if (g_sticky != cudaSuccess) return record(g_sticky);
+  CUstream_st* s = resolve(stream);
+  if (!s) return record(cudaErrorInvalidResourceHandle);
+  return s->pending() ? cudaErrorNotReady : cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return record(call.status());
+  if (g_sticky != cudaSuccess) return record(g_sticky);
+  CUstream_st* s = resolve(stream);
+  CUevent_st* e = resolve(event);
+  if (!s || !e) return record(cudaErrorInvalidResourceHandle);
+  if (flags != 0) return record(cudaErrorInvalidValue);
+  if (!e->recorded() || e->complete() || e->stream == s) return cudaSuccess;  // nothing to wait for
+  QueuedItem w;
+  w.kind = QueuedItem::Kind::wait;
+  w.other = e->stream;
+  w.other_serial = e->stream_serial;
+  w.position = e->position;
+  push(s, std::move(w));
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return record(call.status());
+  if (g_sticky != cudaSuccess) return record(g_sticky);
+  return record(synchronize_all());
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return record(call.status());
+  if (g_sticky != cudaSuccess) return record(g_sticky);
+  const unsigned known = cudaEventBlockingSync | cudaEventDisableTiming | cudaEventInterprocess;
+  if (!event || (flags & ~known)) return record(cudaErrorInvalidValue);
+  if ((flags & cudaEventInterprocess) && !(flags & cudaEventDisableTiming)) return record(cudaErrorInvalidValue);
+  auto* e = new CUevent_st;
+  e->flags = flags;
+  g_events.insert(e);
+  *event = e;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return record(call.status());
+  CUevent_st* e = resolve(event);
+  if (!e) return record(cudaErrorInvalidResourceHandle);
+  g_events.erase(e);
+  if (e->complete() || g_sticky != cudaSuccess)
+    delete e;
+  else
+    e->destroyed = true;  // its pending record marker deletes it
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return record(call.status());
+  if (g_sticky != cudaSuccess) return record(g_sticky);
+  CUstream_st* s = resolve(stream);
+  CUevent_st* e = resolve(event);
+  if (!s || !e) return record(cudaErrorInvalidResourceHandle);
+  QueuedItem marker;
+  marker.kind = QueuedItem::Kind::record;
+  marker.event = e;
+  marker.generation = ++e->generation;
+  push(s, std::move(marker));
+  e->stream = s;
+  e->stream_serial = s->serial;
+  e->position = s->enqueued;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return record(call.status());
+  if (g_sticky != cudaSuccess) return record(g_sticky);
+  CUevent_st* e = resolve(event);
+  if (!e) return record(cudaErrorInvalidResourceHandle);
+  return e->complete() ? cudaSuccess : cudaErrorNotReady;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return record(call.status());
+  if (g_sticky != cudaSuccess) return record(g_sticky);
+  CUevent_st* e = resolve(event);
+  if (!e) return record(cudaErrorInvalidResourceHandle);
+  if (e->complete()) return cudaSuccess;
+  std::optional<WorkScope> scope;
+  flush(e->stream, e->position, scope);
+  return record(g_sticky);
+}
+
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return record(call.status());
+  if (g_sticky != cudaSuccess) return record(g_sticky);
+  if (!ms) return record(cudaErrorInvalidValue);
+  CUevent_st* a = resolve(start);
+  CUevent_st* b = resolve(end);
+  if (!a || !b) return record(cudaErrorInvalidResourceHandle);
+  if ((a->flags | b->flags) & cudaEventDisableTiming) return record(cudaErrorInvalidResourceHandle);
+  if (!a->recorded() || !b->recorded()) return record(cudaErrorInvalidResourceHandle);
+  if (!a->complete() || !b->complete()) return cudaErrorNotReady;
+  *ms = static_cast<float>(b->time_ms - a->time_ms);
+  return cudaSuccess;
+}
+
+}  // extern "C"
