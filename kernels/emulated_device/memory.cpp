@@ -7,16 +7,16 @@
 // (MADV_DONTNEED) and fresh addresses are preferred, so a use after free faults too. A destructor
 // reports allocations still live at exit and ends the process with status 86.
 //
-// Cost: an allocation is opened (made readable and writable) only when running work first
-// touches it: the fault handler opens it and the access is retried; when the work is done, only
-// the opened allocations are closed again and have their slack checked. A synchronisation costs
-// a fault and two mprotect calls per allocation the work used, not per live allocation.
+// Cost: a synchronisation that runs work opens every live allocation (one mprotect each) and
+// closes them all with one mprotect over the used part of the region. Opening on first touch
+// (from the fault handler) would be cheaper, but the SIMT emulator's handler, installed above
+// ours during a launch, chains by re-installing ours, which would leave its own handler (and
+// racecheck's shared-memory traps) uninstalled for the rest of the launch.
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <array>
-#include <atomic>
 #include <cctype>
 #include <cstdint>
 #include <cstdio>
@@ -61,7 +61,7 @@ struct Region {
   std::map<uintptr_t, size_t> free_spans;   // reusable address ranges once the bump area runs out
   std::map<uintptr_t, Allocation> live;     // by span_start
   uint64_t next_id = 1;
-  int open_depth = 0;         // WorkScopes alive: allocations open on first touch
+  int open_depth = 0;         // WorkScopes alive: live allocations are readable and writable
 };
 Region* g_region = nullptr;
 
@@ -73,13 +73,6 @@ size_t g_freed_next = 0;
 // Read by the fault handler (async-signal-safe state only).
 volatile sig_atomic_t g_table_busy = 0;  // the allocation table is being changed: do not walk it
 volatile sig_atomic_t g_work_running = 0;
-// Allocations opened by the fault handler while work runs (span starts), closed by ~WorkScope.
-// A fixed array: the handler may not allocate. When it overflows, every live allocation is
-// opened and closed instead.
-constexpr int kOpenedCapacity = 4096;
-std::array<uintptr_t, kOpenedCapacity> g_opened{};
-std::atomic<int> g_opened_count{0};
-std::atomic<bool> g_opened_overflow{false};
 char g_work_what[512] = "";
 struct sigaction g_previous_segv {};
 volatile sig_atomic_t g_handler_entered = 0;
@@ -120,22 +113,14 @@ void protect(uintptr_t start, size_t bytes, int prot) {
   }
 }
 
-void set_live_access(int prot) {
-  for (const auto& [span, a] : g_region->live) protect(a.span_start, a.span_bytes, prot);
+// Work may touch any live allocation: all of them become readable and writable (guards stay
+// PROT_NONE).
+void open_live_allocations() {
+  for (const auto& [span, a] : g_region->live) protect(a.span_start, a.span_bytes, PROT_READ | PROT_WRITE);
 }
 
-template <typename F>
-void for_each_opened(F&& f) {
-  if (g_opened_overflow) {
-    for (const auto& [span, a] : g_region->live) f(a);
-    return;
-  }
-  int n = std::min(g_opened_count.load(), kOpenedCapacity);
-  for (int i = 0; i < n; ++i) {
-    auto it = g_region->live.find(g_opened[i]);
-    if (it != g_region->live.end()) f(it->second);
-  }
-}
+// One call closes them all: everything from the region's start to the end of the used addresses.
+void close_region() { protect(g_region->base, g_region->bump - g_region->base, PROT_NONE); }
 
 // ---- address space --------------------------------------------------------------------------
 
@@ -261,25 +246,9 @@ void report_fault(uintptr_t a) {
 
 bool in_region(uintptr_t a) { return g_region && a >= g_region->base && a < g_region->base + g_region->virtual_bytes; }
 
-// While work runs, a first touch of a live allocation (at or after its start, before its guard)
-// opens it. True when the access may be retried.
-bool open_on_first_touch(uintptr_t a) {
-  if (!g_work_running || g_table_busy) return false;
-  const Allocation* hit = live_allocation_at(a);
-  if (!hit || a < hit->start || a >= hit->guard()) return false;
-  if (mprotect(reinterpret_cast<void*>(hit->span_start), hit->span_bytes, PROT_READ | PROT_WRITE) != 0) return false;
-  int slot = g_opened_count.fetch_add(1);
-  if (slot < kOpenedCapacity)
-    g_opened[slot] = hit->span_start;
-  else
-    g_opened_overflow = true;
-  return true;
-}
-
 void on_segv(int sig, siginfo_t* info, void*) {
   uintptr_t a = reinterpret_cast<uintptr_t>(info->si_addr);
   bool ours = info->si_code > 0 && in_region(a);
-  if (ours && open_on_first_touch(a)) return;
   if (g_handler_entered) {  // a second pass (a chained handler re-raised): die plainly
     signal(sig, SIG_DFL);
     return;
@@ -432,7 +401,7 @@ cudaError_t allocate_device_memory(void** p, size_t bytes) {
   a.start = a.guard() - rounded;  // the rounded end abuts the guard page
   protect(a.span_start, a.span_bytes, PROT_READ | PROT_WRITE);
   std::memset(reinterpret_cast<void*>(a.span_start), kPoison, a.span_bytes);  // cudaMalloc does not zero
-  protect(a.span_start, a.span_bytes, PROT_NONE);  // opened by the work that first touches it
+  if (r.open_depth == 0) protect(a.span_start, a.span_bytes, PROT_NONE);
   r.live.emplace(a.span_start, a);
   r.used += rounded;
   *p = reinterpret_cast<void*>(a.start);
@@ -460,20 +429,14 @@ cudaError_t free_device_memory(void* p) {
 // ---- while queued work runs ---------------------------------------------------------------------
 
 WorkScope::WorkScope() {
-  if (g_region) ++g_region->open_depth;
+  if (g_region && g_region->open_depth++ == 0) open_live_allocations();
   g_work_running = 1;
 }
 
 WorkScope::~WorkScope() {
   if (g_region && --g_region->open_depth > 0) return;
   g_work_running = 0;
-  if (!g_region) return;
-  if (g_opened_overflow)
-    set_live_access(PROT_NONE);
-  else
-    for_each_opened([](const Allocation& a) { protect(a.span_start, a.span_bytes, PROT_NONE); });
-  g_opened_count = 0;
-  g_opened_overflow = false;
+  if (g_region) close_region();
 }
 
 void announce_work(const std::string& what) {
@@ -482,7 +445,6 @@ void announce_work(const std::string& what) {
   g_work_what[n] = '\0';
 }
 
-// Only opened allocations can have been written, so only their slack is checked.
 cudaError_t check_slack_after(const std::string& what) {
   if (!g_region) return cudaSuccess;
   static const std::array<unsigned char, kAlignment> poison = [] {
@@ -490,20 +452,19 @@ cudaError_t check_slack_after(const std::string& what) {
     bytes.fill(kPoison);
     return bytes;
   }();
-  cudaError_t status = cudaSuccess;
-  for_each_opened([&](const Allocation& a) {
+  for (const auto& [span, a] : g_region->live) {
     const auto* slack = reinterpret_cast<const unsigned char*>(a.start + a.size);
     size_t slack_bytes = a.rounded() - a.size;
-    if (status != cudaSuccess || std::memcmp(slack, poison.data(), slack_bytes) == 0) return;
+    if (std::memcmp(slack, poison.data(), slack_bytes) == 0) continue;
     size_t first = 0;
     while (slack[first] == kPoison) ++first;
     std::fprintf(stderr,
                  "emulated device: out-of-bounds write by %s past the end of allocation #%llu of %zu bytes "
                  "(first overwritten byte: %zu past the end)\n",
                  what.c_str(), static_cast<unsigned long long>(a.id), a.size, first);
-    status = cudaErrorIllegalAddress;
-  });
-  return status;
+    return cudaErrorIllegalAddress;
+  }
+  return cudaSuccess;
 }
 
 }  // namespace diffuse::emulated_device

@@ -1,0 +1,499 @@
+// Tests of the emulated device's CUDA runtime (kernels/emulated_device/): the virtual card,
+// cudaMalloc's placement and NaN fill, out-of-memory on a small card, argument checks of copies,
+// queued work and its order across streams (events, the legacy stream's barrier), event timing,
+// and the planted bugs the device exists to catch: a host read of device memory, a read of an
+// async copy's destination before the sync, an out-of-bounds write into an allocation's slack,
+// failing work, and a device allocation leaked at exit. Whatever kills the process, fails the
+// device for good or needs the card configured at startup runs in a child: this binary re-run on
+// a hidden case (tag [.…]).
+#include <catch2/catch.hpp>
+#include <cuda_runtime.h>
+
+#include <chrono>
+#include <csignal>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/emulated_device/device.h"
+#include "support/process.h"
+
+using namespace diffuse::test;
+namespace device = diffuse::emulated_device;
+
+namespace {
+
+#define CUDA_OK(call) REQUIRE((call) == cudaSuccess)
+
+// A device buffer freed on scope exit.
+struct DeviceBytes {
+  void* p = nullptr;
+  size_t n = 0;
+  explicit DeviceBytes(size_t bytes) : n(bytes) { CUDA_OK(cudaMalloc(&p, bytes)); }
+  ~DeviceBytes() { cudaFree(p); }
+  DeviceBytes(const DeviceBytes&) = delete;
+  DeviceBytes& operator=(const DeviceBytes&) = delete;
+  unsigned char* bytes() const { return static_cast<unsigned char*>(p); }
+};
+
+struct Stream {
+  cudaStream_t s = nullptr;
+  explicit Stream(unsigned flags) { CUDA_OK(cudaStreamCreateWithFlags(&s, flags)); }
+  ~Stream() { cudaStreamDestroy(s); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+};
+
+struct Event {
+  cudaEvent_t e = nullptr;
+  explicit Event(unsigned flags = cudaEventDefault) { CUDA_OK(cudaEventCreateWithFlags(&e, flags)); }
+  ~Event() { cudaEventDestroy(e); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+};
+
+std::vector<unsigned char> download(const void* src, size_t n) {
+  std::vector<unsigned char> out(n);
+  CUDA_OK(cudaMemcpy(out.data(), src, n, cudaMemcpyDeviceToHost));
+  return out;
+}
+
+// Queues work on `s` that appends `id` to `order` when it runs.
+void queue_marker(cudaStream_t s, std::vector<int>& order, int id) {
+  CUDA_OK(device::enqueue(s, "marker " + std::to_string(id), [&order, id] { order.push_back(id); }));
+}
+
+void busy_wait_ms(double ms) {
+  const auto start = std::chrono::steady_clock::now();
+  while (std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() < ms) {
+  }
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+}  // namespace
+
+// ---- the virtual card ---------------------------------------------------------------------------
+
+TEST_CASE("emulated cudart: one named sm_90 card that says it is not a GPU", "[cuda][emulated]") {
+  int count = 0;
+  CUDA_OK(cudaGetDeviceCount(&count));
+  CHECK(count == 1);
+  cudaDeviceProp p;
+  CUDA_OK(cudaGetDeviceProperties(&p, 0));
+  CHECK(std::string(p.name) == "diffuse emulated sm_90 (not a GPU)");
+  CHECK(p.major == 9);
+  CHECK(p.minor == 0);
+  CHECK(p.multiProcessorCount == 132);
+  CHECK(p.sharedMemPerMultiprocessor == 228 * 1024);
+  CHECK(p.sharedMemPerBlockOptin == 227 * 1024);
+  CHECK(p.sharedMemPerBlock == 48 * 1024);
+  CHECK(p.warpSize == 32);
+  CHECK(p.maxThreadsPerBlock == 1024);
+  CHECK(p.totalGlobalMem == (size_t{16} << 30));  // the default: DIFFUSE_EMU_DEVICE_MEMORY unset
+
+  int v = 0;
+  CUDA_OK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+  CHECK(v == static_cast<int>(p.sharedMemPerBlockOptin));
+  CUDA_OK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, 0));
+  CHECK(v == p.multiProcessorCount);
+  CUDA_OK(cudaDeviceGetAttribute(&v, cudaDevAttrL2CacheSize, 0));
+  CHECK(v == p.l2CacheSize);
+  CUDA_OK(cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, 0));
+  CHECK(v == 9);
+
+  CHECK(cudaSetDevice(1) == cudaErrorInvalidDevice);
+  CHECK(cudaGetLastError() == cudaErrorInvalidDevice);
+  CHECK(cudaGetLastError() == cudaSuccess);  // cleared: not sticky
+  CUDA_OK(cudaSetDevice(0));
+  CHECK(cudaGetDeviceProperties(&p, 1) == cudaErrorInvalidDevice);
+  cudaGetLastError();
+
+  int runtime = 0, driver = 0;
+  CUDA_OK(cudaRuntimeGetVersion(&runtime));
+  CUDA_OK(cudaDriverGetVersion(&driver));
+  CHECK(runtime == CUDART_VERSION);
+  CHECK(driver == CUDART_VERSION);
+
+  CHECK(std::string(cudaGetErrorName(cudaErrorMemoryAllocation)) == "cudaErrorMemoryAllocation");
+  CHECK(std::string(cudaGetErrorString(cudaErrorMemoryAllocation)) == "out of memory");
+  CHECK(std::string(cudaGetErrorName(cudaErrorIllegalAddress)) == "cudaErrorIllegalAddress");
+}
+
+// ---- device memory ------------------------------------------------------------------------------
+
+TEST_CASE("emulated cudart: cudaMalloc returns 256-byte aligned, NaN-filled memory outside the host's",
+          "[cuda][emulated]") {
+  DeviceBytes a(10 * sizeof(float)), b(3);
+  CHECK(reinterpret_cast<uintptr_t>(a.p) % 256 == 0);
+  CHECK(reinterpret_cast<uintptr_t>(b.p) % 256 == 0);
+  CHECK(device::in_device_region(a.p));
+  CHECK_FALSE(device::in_device_region(&a));
+  CHECK(device::is_device_range(a.p, a.n));
+  CHECK_FALSE(device::is_device_range(a.p, a.n + 1));
+  CHECK(device::is_device_range(a.bytes() + a.n, 0));
+
+  std::vector<unsigned char> raw = download(a.p, a.n);
+  for (unsigned char byte : raw) REQUIRE(byte == 0xFF);
+  std::vector<float> as_floats(10);
+  std::memcpy(as_floats.data(), raw.data(), raw.size());
+  for (float f : as_floats) CHECK(std::isnan(f));
+
+  void* none = reinterpret_cast<void*>(1);
+  CUDA_OK(cudaMalloc(&none, 0));
+  CHECK(none == nullptr);
+  CHECK(cudaMalloc(nullptr, 16) == cudaErrorInvalidValue);
+  CUDA_OK(cudaFree(nullptr));
+  CHECK(cudaFree(a.bytes() + 4) == cudaErrorInvalidValue);  // not what cudaMalloc returned
+  int on_stack = 0;
+  CHECK(cudaFree(&on_stack) == cudaErrorInvalidValue);
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  CHECK(cudaGetLastError() == cudaSuccess);
+}
+
+TEST_CASE("emulated cudart child: a 1 MiB card", "[.cudart-small-card]") {
+  cudaDeviceProp p;
+  CUDA_OK(cudaGetDeviceProperties(&p, 0));
+  REQUIRE(p.totalGlobalMem == (size_t{1} << 20));
+  size_t free = 0, total = 0;
+  CUDA_OK(cudaMemGetInfo(&free, &total));
+  REQUIRE(total == (size_t{1} << 20));
+  REQUIRE(free == total);
+
+  void* whole = nullptr;
+  CUDA_OK(cudaMalloc(&whole, size_t{1} << 20));
+  CUDA_OK(cudaMemGetInfo(&free, &total));
+  REQUIRE(free == 0);
+  void* more = nullptr;
+  REQUIRE(cudaMalloc(&more, 1) == cudaErrorMemoryAllocation);
+  // Out of memory is not sticky: reported once, and the device goes on working.
+  REQUIRE(cudaGetLastError() == cudaErrorMemoryAllocation);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  CUDA_OK(cudaFree(whole));
+  CUDA_OK(cudaMalloc(&more, 1000));
+  CUDA_OK(cudaMemGetInfo(&free, &total));
+  REQUIRE(free == (size_t{1} << 20) - 1024);  // sizes count rounded up to 256 bytes
+  CUDA_OK(cudaFree(more));
+}
+
+TEST_CASE("emulated cudart child: a device memory size that does not parse", "[.cudart-bad-size]") {
+  int count = -1;
+  REQUIRE(cudaGetDeviceCount(&count) == cudaErrorInitializationError);
+  REQUIRE(count == 0);
+  void* p = nullptr;
+  REQUIRE(cudaMalloc(&p, 16) == cudaErrorInitializationError);
+}
+
+TEST_CASE("emulated cudart: DIFFUSE_EMU_DEVICE_MEMORY sets the card's memory; out of memory is reported",
+          "[cuda][emulated]") {
+  const RunResult small = run_self("emulated cudart child: a 1 MiB card", {{"DIFFUSE_EMU_DEVICE_MEMORY", "1M"}});
+  INFO(small.output);
+  CHECK(small.exit_code == 0);
+  CHECK(contains(small.output, "All tests passed"));
+
+  const RunResult bad = run_self("emulated cudart child: a device memory size that does not parse",
+                                 {{"DIFFUSE_EMU_DEVICE_MEMORY", "lots"}});
+  INFO(bad.output);
+  CHECK(bad.exit_code == 0);
+  CHECK(contains(bad.output, "DIFFUSE_EMU_DEVICE_MEMORY must be a byte count"));
+  CHECK(contains(bad.output, "got 'lots'"));
+}
+
+// ---- copies -------------------------------------------------------------------------------------
+
+TEST_CASE("emulated cudart: copies and memsets whose device side is not inside one allocation are refused",
+          "[cuda][emulated]") {
+  DeviceBytes a(100), b(100);
+  std::vector<unsigned char> host(200, 7);
+  Stream s(cudaStreamNonBlocking);
+
+  CHECK(cudaMemcpy(a.p, host.data(), 101, cudaMemcpyHostToDevice) == cudaErrorInvalidValue);  // past the end
+  CHECK(cudaMemcpy(host.data(), a.bytes() + 50, 51, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
+  CHECK(cudaMemcpy(host.data(), a.p, 10, cudaMemcpyHostToDevice) == cudaErrorInvalidValue);  // kind swapped
+  CHECK(cudaMemcpy(a.p, b.p, 10, cudaMemcpyHostToDevice) == cudaErrorInvalidValue);  // device as host source
+  CHECK(cudaMemcpy(a.p, host.data(), 10, static_cast<cudaMemcpyKind>(7)) == cudaErrorInvalidMemcpyDirection);
+  CHECK(cudaMemcpy(nullptr, a.p, 10, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
+  CHECK(cudaMemcpyAsync(b.p, a.p, 100, cudaMemcpyDeviceToDevice, s.s) == cudaSuccess);
+  CHECK(cudaMemcpyAsync(b.bytes() + 1, a.p, 100, cudaMemcpyDeviceToDevice, s.s) == cudaErrorInvalidValue);
+  CHECK(cudaMemsetAsync(a.bytes() + 90, 0, 11, s.s) == cudaErrorInvalidValue);
+  CHECK(cudaMemset(host.data(), 0, 10) == cudaErrorInvalidValue);  // host memory
+  CHECK(cudaMemcpy(host.data(), a.p, 0, cudaMemcpyDeviceToHost) == cudaSuccess);  // nothing to copy
+
+  cudaStream_t gone = nullptr;
+  CUDA_OK(cudaStreamCreate(&gone));
+  CUDA_OK(cudaStreamDestroy(gone));
+  CHECK(cudaMemsetAsync(a.p, 0, 10, gone) == cudaErrorInvalidResourceHandle);
+  CUDA_OK(cudaStreamSynchronize(s.s));
+  cudaGetLastError();
+
+  // cudaMemcpyDefault takes the direction from the pointers.
+  CUDA_OK(cudaMemcpy(a.p, host.data(), 100, cudaMemcpyDefault));
+  CHECK(download(a.p, 100) == std::vector<unsigned char>(100, 7));
+}
+
+TEST_CASE("emulated cudart: cudaMemcpy3DAsync copies a pitched box between positions and checks its bounds",
+          "[cuda][emulated]") {
+  // A 2 x 3 box of 4-byte rows (depth 2) from a dense [2][3][4] source into a [2][5][8] destination
+  // at x = 2, y = 1: nn/cuda/conv.cpp's padding copy in miniature.
+  constexpr size_t kW = 4, kH = 3, kD = 2, kDstPitch = 8, kDstRows = 5;
+  std::vector<unsigned char> src_host(kW * kH * kD);
+  for (size_t i = 0; i < src_host.size(); ++i) src_host[i] = static_cast<unsigned char>(i + 1);
+  DeviceBytes src(src_host.size()), dst(kDstPitch * kDstRows * kD);
+  CUDA_OK(cudaMemcpy(src.p, src_host.data(), src_host.size(), cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemset(dst.p, 0, dst.n));
+
+  cudaMemcpy3DParms c{};
+  c.srcPtr = make_cudaPitchedPtr(src.p, kW, kW, kH);
+  c.dstPtr = make_cudaPitchedPtr(dst.p, kDstPitch, kDstPitch, kDstRows);
+  c.dstPos = make_cudaPos(2, 1, 0);
+  c.extent = make_cudaExtent(kW, kH, kD);
+  c.kind = cudaMemcpyDeviceToDevice;
+  Stream s(cudaStreamNonBlocking);
+  CUDA_OK(cudaMemcpy3DAsync(&c, s.s));
+  CUDA_OK(cudaStreamSynchronize(s.s));
+  const std::vector<unsigned char> got = download(dst.p, dst.n);
+  for (size_t z = 0; z < kD; ++z)
+    for (size_t y = 0; y < kDstRows; ++y)
+      for (size_t x = 0; x < kDstPitch; ++x) {
+        const bool inside = y >= 1 && y < 1 + kH && x >= 2 && x < 2 + kW;
+        const unsigned char want = inside ? src_host[(z * kH + (y - 1)) * kW + (x - 2)] : 0;
+        REQUIRE(got[(z * kDstRows + y) * kDstPitch + x] == want);
+      }
+
+  cudaMemcpy3DParms too_wide = c;
+  too_wide.dstPtr.pitch = 3;  // narrower than a row
+  CHECK(cudaMemcpy3DAsync(&too_wide, s.s) == cudaErrorInvalidPitchValue);
+  cudaMemcpy3DParms off_the_end = c;
+  off_the_end.dstPos = make_cudaPos(2, 3, 0);  // rows 3..5 of a 5-row slice
+  CHECK(cudaMemcpy3DAsync(&off_the_end, s.s) == cudaErrorInvalidValue);
+  cudaMemcpy3DParms past_allocation = c;
+  past_allocation.dstPos = make_cudaPos(2, 1, 1);  // the second slice would land past the end
+  CHECK(cudaMemcpy3DAsync(&past_allocation, s.s) == cudaErrorInvalidValue);
+  CHECK(cudaMemcpy3DAsync(nullptr, s.s) == cudaErrorInvalidValue);
+  cudaGetLastError();
+}
+
+// ---- streams and events -------------------------------------------------------------------------
+
+TEST_CASE("emulated cudart: work runs only when the host synchronises, in order per stream",
+          "[cuda][emulated]") {
+  std::vector<int> order;
+  Stream s(cudaStreamNonBlocking);
+  Event e;
+  queue_marker(s.s, order, 1);
+  queue_marker(s.s, order, 2);
+  CUDA_OK(cudaEventRecord(e.e, s.s));
+  CHECK(order.empty());
+  CHECK(cudaStreamQuery(s.s) == cudaErrorNotReady);  // a query never runs work
+  CHECK(cudaEventQuery(e.e) == cudaErrorNotReady);
+  CHECK(order.empty());
+  CHECK(cudaGetLastError() == cudaSuccess);  // not-ready is not an error
+  CUDA_OK(cudaEventSynchronize(e.e));
+  CHECK(order == std::vector<int>{1, 2});
+  CUDA_OK(cudaEventQuery(e.e));
+  CUDA_OK(cudaStreamQuery(s.s));
+}
+
+TEST_CASE("emulated cudart: events order work across two streams, and nothing else does", "[cuda][emulated]") {
+  std::vector<int> order;
+  Stream producer(cudaStreamNonBlocking), consumer(cudaStreamNonBlocking);
+  Event produced;
+
+  SECTION("a wait on an event flushes the producer up to the record first") {
+    queue_marker(producer.s, order, 1);
+    CUDA_OK(cudaEventRecord(produced.e, producer.s));
+    queue_marker(producer.s, order, 3);  // after the record: not waited for
+    CUDA_OK(cudaStreamWaitEvent(consumer.s, produced.e, 0));
+    queue_marker(consumer.s, order, 2);
+    CUDA_OK(cudaStreamSynchronize(consumer.s));
+    CHECK(order == std::vector<int>{1, 2});
+    CUDA_OK(cudaStreamSynchronize(producer.s));
+    CHECK(order == std::vector<int>{1, 2, 3});
+  }
+  SECTION("without the wait, syncing the consumer leaves the producer's work queued") {
+    DeviceBytes data(64), copy(64);
+    CUDA_OK(cudaMemsetAsync(data.p, 1, 64, producer.s));
+    CUDA_OK(cudaMemcpyAsync(copy.p, data.p, 64, cudaMemcpyDeviceToDevice, consumer.s));
+    CUDA_OK(cudaStreamSynchronize(consumer.s));
+    CHECK(download(copy.p, 64) == std::vector<unsigned char>(64, 0xFF));  // copied before the memset
+    CUDA_OK(cudaDeviceSynchronize());
+    CHECK(download(data.p, 64) == std::vector<unsigned char>(64, 1));
+  }
+  SECTION("with the wait, the copy sees the memset") {
+    DeviceBytes data(64), copy(64);
+    CUDA_OK(cudaMemsetAsync(data.p, 1, 64, producer.s));
+    CUDA_OK(cudaEventRecord(produced.e, producer.s));
+    CUDA_OK(cudaStreamWaitEvent(consumer.s, produced.e, 0));
+    CUDA_OK(cudaMemcpyAsync(copy.p, data.p, 64, cudaMemcpyDeviceToDevice, consumer.s));
+    CUDA_OK(cudaStreamSynchronize(consumer.s));
+    CHECK(download(copy.p, 64) == std::vector<unsigned char>(64, 1));
+  }
+}
+
+TEST_CASE("emulated cudart: the legacy default stream is a barrier for blocking streams only",
+          "[cuda][emulated]") {
+  std::vector<int> order;
+  Stream blocking(cudaStreamDefault), non_blocking(cudaStreamNonBlocking);
+
+  queue_marker(blocking.s, order, 1);
+  queue_marker(non_blocking.s, order, 10);
+  queue_marker(nullptr, order, 2);  // waits for 1, not for 10
+  CUDA_OK(cudaStreamSynchronize(nullptr));
+  CHECK(order == std::vector<int>{1, 2});
+
+  queue_marker(cudaStreamLegacy, order, 3);
+  queue_marker(blocking.s, order, 4);  // waits for 3
+  CUDA_OK(cudaStreamSynchronize(blocking.s));
+  CHECK(order == std::vector<int>{1, 2, 3, 4});
+
+  // A synchronous copy is on the legacy stream: it waits for blocking streams' earlier work...
+  DeviceBytes data(16);
+  CUDA_OK(cudaMemsetAsync(data.p, 5, 16, blocking.s));
+  CHECK(download(data.p, 16) == std::vector<unsigned char>(16, 5));
+  // ...and not for a non-blocking stream's (which a real GPU may not have run yet either).
+  CUDA_OK(cudaMemsetAsync(data.p, 6, 16, non_blocking.s));
+  CHECK(download(data.p, 16) == std::vector<unsigned char>(16, 5));
+  CUDA_OK(cudaDeviceSynchronize());
+  CHECK(order == std::vector<int>{1, 2, 3, 4, 10});
+  CHECK(download(data.p, 16) == std::vector<unsigned char>(16, 6));
+}
+
+TEST_CASE("emulated cudart: event timing is the measured time of the work between the records",
+          "[cuda][emulated]") {
+  Stream s(cudaStreamNonBlocking);
+  Event start, stop, idle;
+  CUDA_OK(cudaEventRecord(start.e, s.s));
+  CUDA_OK(device::enqueue(s.s, "busy work", [] { busy_wait_ms(20); }));
+  CUDA_OK(cudaEventRecord(stop.e, s.s));
+  float ms = -1;
+  CHECK(cudaEventElapsedTime(&ms, start.e, stop.e) == cudaErrorNotReady);
+  CUDA_OK(cudaEventSynchronize(stop.e));
+  CUDA_OK(cudaEventElapsedTime(&ms, start.e, stop.e));
+  CHECK(ms >= 19.0f);
+  CHECK(ms < 2000.0f);
+
+  // The clock stands still while the host works: no device work, no device time.
+  busy_wait_ms(20);
+  CUDA_OK(cudaEventRecord(idle.e, s.s));
+  CUDA_OK(cudaEventSynchronize(idle.e));
+  CUDA_OK(cudaEventElapsedTime(&ms, stop.e, idle.e));
+  CHECK(ms == 0.0f);
+
+  Event untimed(cudaEventDisableTiming), never;
+  CUDA_OK(cudaEventRecord(untimed.e, s.s));
+  CUDA_OK(cudaStreamSynchronize(s.s));
+  CHECK(cudaEventElapsedTime(&ms, start.e, untimed.e) == cudaErrorInvalidResourceHandle);
+  CHECK(cudaEventElapsedTime(&ms, start.e, never.e) == cudaErrorInvalidResourceHandle);
+  CHECK(cudaEventElapsedTime(nullptr, start.e, stop.e) == cudaErrorInvalidValue);
+  cudaGetLastError();
+}
+
+// ---- planted bugs -------------------------------------------------------------------------------
+
+TEST_CASE("planted child: the host reads device memory", "[.planted-host-read]") {
+  float* p = nullptr;
+  CUDA_OK(cudaMalloc(&p, 1000));
+  volatile float leaked = p[7];  // faults: the host may not touch device memory
+  (void)leaked;
+}
+
+TEST_CASE("planted: a host read of device memory stops the program, naming the allocation", "[cuda][emulated]") {
+  const RunResult r = run_self("planted child: the host reads device memory");
+  INFO(r.output);
+  CHECK(r.exit_code == 128 + SIGSEGV);
+  CHECK(contains(r.output, "emulated device: host code dereferenced device memory at 0x"));
+  CHECK(std::regex_search(r.output, std::regex(R"(\(allocation #[0-9]+ of 1000 bytes, offset 28\))")));
+}
+
+TEST_CASE("planted: a host read of an async copy's destination before the sync sees stale data",
+          "[cuda][emulated]") {
+  const std::vector<float> values{1.5f, 2.5f, 3.5f, 4.5f};
+  DeviceBytes d(values.size() * sizeof(float));
+  CUDA_OK(cudaMemcpy(d.p, values.data(), d.n, cudaMemcpyHostToDevice));
+  Stream s(cudaStreamNonBlocking);
+  std::vector<float> host(values.size(), -1.0f);
+  CUDA_OK(cudaMemcpyAsync(host.data(), d.p, d.n, cudaMemcpyDeviceToHost, s.s));
+  CHECK(host == std::vector<float>(values.size(), -1.0f));  // the bug: read before the sync
+  CUDA_OK(cudaStreamSynchronize(s.s));
+  CHECK(host == values);
+
+  // The other direction: the host source is taken at the call, so changing it afterwards is safe.
+  std::vector<float> source{9.0f, 9.0f, 9.0f, 9.0f};
+  CUDA_OK(cudaMemcpyAsync(d.p, source.data(), d.n, cudaMemcpyHostToDevice, s.s));
+  source.assign(4, 0.0f);
+  CUDA_OK(cudaStreamSynchronize(s.s));
+  std::vector<float> back(4);
+  CUDA_OK(cudaMemcpy(back.data(), d.p, d.n, cudaMemcpyDeviceToHost));
+  CHECK(back == std::vector<float>(4, 9.0f));
+}
+
+TEST_CASE("planted child: work writes one element past its allocation", "[.planted-slack-write]") {
+  float* p = nullptr;
+  CUDA_OK(cudaMalloc(&p, 3 * sizeof(float)));
+  CUDA_OK(device::enqueue(nullptr, "kernel overrun launched at planted.cu:1", [p] { p[3] = 0.0f; }));
+  REQUIRE(cudaDeviceSynchronize() == cudaErrorIllegalAddress);
+  void* q = nullptr;
+  REQUIRE(cudaMalloc(&q, 16) == cudaErrorIllegalAddress);  // sticky: the device has failed
+  REQUIRE(cudaGetLastError() == cudaErrorIllegalAddress);
+  REQUIRE(cudaGetLastError() == cudaErrorIllegalAddress);
+  cudaFree(p);
+}
+
+TEST_CASE("planted child: work writes far past its allocation", "[.planted-guard-write]") {
+  float* p = nullptr;
+  CUDA_OK(cudaMalloc(&p, 64 * sizeof(float)));
+  CUDA_OK(device::enqueue(nullptr, "kernel far launched at planted.cu:2", [p] { p[64 + 100] = 0.0f; }));
+  cudaDeviceSynchronize();
+}
+
+TEST_CASE("planted: writes past an allocation's end are caught, in its slack and in the guard page",
+          "[cuda][emulated]") {
+  const RunResult slack = run_self("planted child: work writes one element past its allocation");
+  INFO(slack.output);
+  CHECK(slack.exit_code == 0);
+  CHECK(std::regex_search(slack.output, std::regex("out-of-bounds write by kernel overrun launched at planted.cu:1 "
+                                                   "past the end of allocation #[0-9]+ of 12 bytes")));
+
+  const RunResult guard = run_self("planted child: work writes far past its allocation");
+  INFO(guard.output);
+  CHECK(guard.exit_code == 128 + SIGSEGV);
+  CHECK(std::regex_search(guard.output, std::regex("out-of-bounds access by kernel far launched at planted.cu:2: "
+                                                   "address 0x[0-9a-f]+ is 400 bytes past the end of allocation "
+                                                   "#[0-9]+ of 256 bytes")));
+}
+
+TEST_CASE("planted child: work throws", "[.planted-work-throws]") {
+  CUDA_OK(device::enqueue(nullptr, "kernel thrower", [] { throw std::runtime_error("planted failure"); }));
+  REQUIRE(cudaDeviceSynchronize() == cudaErrorLaunchFailure);
+  void* p = nullptr;
+  REQUIRE(cudaMalloc(&p, 16) == cudaErrorLaunchFailure);
+  REQUIRE(cudaStreamSynchronize(nullptr) == cudaErrorLaunchFailure);
+}
+
+TEST_CASE("planted: failing work makes cudaErrorLaunchFailure sticky and names the work", "[cuda][emulated]") {
+  const RunResult r = run_self("planted child: work throws");
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.output, "kernel thrower: planted failure"));
+}
+
+TEST_CASE("planted child: a device allocation is never freed", "[.planted-leak]") {
+  void* p = nullptr;
+  CUDA_OK(cudaMalloc(&p, 12345));
+}
+
+TEST_CASE("planted: a device allocation leaked at exit fails the process with status 86", "[cuda][emulated]") {
+  const RunResult leak = run_self("planted child: a device allocation is never freed");
+  INFO(leak.output);
+  CHECK(leak.exit_code == 86);
+  CHECK(std::regex_search(leak.output, std::regex(R"(1 device allocation\(s\) leaked at exit: #[0-9]+ \(12345 bytes\))")));
+
+  const RunResult allowed =
+      run_self("planted child: a device allocation is never freed", {{"DIFFUSE_EMU_LEAK_CHECK", "0"}});
+  INFO(allowed.output);
+  CHECK(allowed.exit_code == 0);
+}
