@@ -51,15 +51,18 @@ uint32_t alignment_of(const void* p) {
 
 // A device vector of at least n ones in dtype t, grown by doubling and kept for the process.
 // Replacing it is safe while queued work still reads the old one: the old block is only reused
-// by work queued after it.
+// by work queued after it. The two vectors are static objects constructed after the caching
+// allocator, so their destructors return the blocks before the allocator's exit teardown frees
+// its cache (caching_allocator.cpp).
 const void* ones(DType t, int64_t n) {
   struct Ones {
+    Ones() { caching_allocator(); }  // the allocator exists before this object is complete
     DeviceBuffer buffer;
     int64_t count = 0;
   };
-  static Ones* f32 = new Ones();
-  static Ones* bf16 = new Ones();
-  Ones& o = t == DType::f32 ? *f32 : *bf16;
+  static Ones f32;
+  static Ones bf16;
+  Ones& o = t == DType::f32 ? f32 : bf16;
   if (o.count < n) {
     const int64_t count = std::max<int64_t>({n, 2 * o.count, 4096});
     const size_t bytes = static_cast<size_t>(count) * dtype_size(t);

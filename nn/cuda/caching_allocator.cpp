@@ -4,11 +4,16 @@
 // cache holds, per class, as many blocks as the step ever had live at once, and the next step
 // makes no cudaMalloc at all. cudaFree happens only when the cache is emptied: on an
 // out-of-memory retry (memory cached under other classes is returned first) or on request.
+//
+// At exit the cache is returned too (teardown_at_exit): the process must end with no device
+// memory of its own still allocated, so that a leak checker (the emulated device's, or
+// compute-sanitizer's) reports only real leaks. The allocator object itself is never destroyed.
 #include "nn/cuda/caching_allocator.h"
 
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -41,9 +46,18 @@ std::string format_bytes(size_t bytes) {
   return buf;
 }
 
+void teardown_at_exit();
+
 class CachingAllocator final : public Allocator {
  public:
-  CachingAllocator() { require_cuda_device(); }
+  CachingAllocator() {
+    require_cuda_device();
+    // cudaFree(nullptr) initialises the runtime now, so that its own exit handlers (the CUDA
+    // runtime's teardown, the emulated device's leak check) are registered before ours and
+    // therefore run after it: atexit handlers run in reverse order of registration.
+    DIFFUSE_CUDA_CHECK(cudaFree(nullptr));
+    if (std::atexit(teardown_at_exit) != 0) throw Error("caching allocator: atexit registration failed");
+  }
 
   void* allocate(size_t bytes) override {
     if (bytes == 0) return nullptr;
@@ -66,6 +80,20 @@ class CachingAllocator final : public Allocator {
     const size_t size = it->second;
     live_.erase(it);
     stats_.allocated_bytes -= size;
+    if (torn_down_) {
+      // A tensor destroyed after the exit teardown (a static one): nothing will reuse the block.
+      // Never throws: this runs from destructors during exit.
+      const cudaError_t status = cudaFree(ptr);
+      if (status == cudaSuccess) {
+        ++stats_.cuda_frees;
+      } else {
+        cudaGetLastError();
+        // cudaErrorCudartUnloading: the runtime is gone and has reclaimed everything already.
+        if (status != cudaErrorCudartUnloading)
+          std::fprintf(stderr, "diffuse: cudaFree at exit failed: %s\n", cudaGetErrorName(status));
+      }
+      return;
+    }
     stats_.cached_bytes += size;
     free_[size].push_back(ptr);
   }
@@ -100,6 +128,31 @@ class CachingAllocator final : public Allocator {
   void empty() {
     std::lock_guard<std::mutex> lock(mutex_);
     release_cached();
+  }
+
+  // The exit teardown: waits for all queued work, then frees every cached block. Blocks still
+  // handed out are left alone (they are leaks, for a leak checker to report), and blocks freed
+  // later go straight back to the device. Never throws (it runs from atexit).
+  void teardown() noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    torn_down_ = true;
+    if (stats_.cached_bytes == 0) return;
+    cudaError_t status = cudaDeviceSynchronize();
+    for (auto& [size, blocks] : free_) {
+      while (status == cudaSuccess && !blocks.empty()) {
+        status = cudaFree(blocks.back());
+        if (status != cudaSuccess) break;
+        blocks.pop_back();
+        ++stats_.cuda_frees;
+        stats_.cached_bytes -= size;
+      }
+    }
+    if (status != cudaSuccess) {
+      cudaGetLastError();
+      // A device that already failed has reported why; say only what is left behind.
+      std::fprintf(stderr, "diffuse: %zu bytes of cached device memory not returned at exit: CUDA error %s\n",
+                   stats_.cached_bytes, cudaGetErrorName(status));
+    }
   }
 
  private:
@@ -150,13 +203,21 @@ class CachingAllocator final : public Allocator {
   std::unordered_map<size_t, std::vector<void*>> free_;  // size class -> cached blocks
   std::unordered_map<void*, size_t> live_;                // block handed out -> its size class
   AllocatorStats stats_;
+  bool torn_down_ = false;  // teardown() has run: freed blocks are no longer cached
 };
 
 CachingAllocator& instance() {
-  // Deliberately leaked (see caching_allocator.h); the driver reclaims the memory at exit.
+  // Deliberately leaked (see caching_allocator.h): tensors released during static destruction
+  // must still find it. Its memory is returned by teardown_at_exit instead.
   static CachingAllocator* alloc = new CachingAllocator();
   return *alloc;
 }
+
+// Registered by the allocator's constructor. Process-lifetime buffers (the cuBLAS workspace, the
+// GEMM ones vectors) are static DeviceBuffer objects constructed after the allocator, so their
+// destructors run before this (static destruction and atexit handlers interleave in reverse
+// order of construction/registration) and their blocks are in the cache by now.
+void teardown_at_exit() { instance().teardown(); }
 
 }  // namespace
 

@@ -12,9 +12,12 @@ namespace {
 
 constexpr size_t kBlasWorkspaceBytes = size_t(32) << 20;
 
+// A static object rather than a leaked one: its construction creates the caching allocator first,
+// so its destructor runs before the allocator's exit teardown and the block is returned at exit
+// (caching_allocator.cpp). Nothing calls cuBLAS during static destruction.
 DeviceBuffer& workspace_buffer() {
-  static DeviceBuffer* buffer = new DeviceBuffer(kBlasWorkspaceBytes);
-  return *buffer;
+  static DeviceBuffer buffer(kBlasWorkspaceBytes);
+  return buffer;
 }
 
 }  // namespace
