@@ -65,6 +65,12 @@ size_t extent_bytes(int64_t rows, int64_t cols, int64_t ld, size_t elem) {
   return static_cast<size_t>((cols - 1) * ld + rows) * elem;
 }
 
+bool spans_overlap(const void* p, size_t p_bytes, const void* q, size_t q_bytes) {
+  if (p_bytes == 0 || q_bytes == 0) return false;
+  const auto a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(q);
+  return a < b + q_bytes && b < a + p_bytes;
+}
+
 uint32_t alignment_of(const void* p) {
   const auto a = reinterpret_cast<uintptr_t>(p);
   uint32_t align = 256;
@@ -350,6 +356,18 @@ cublasStatus_t gemm(const GemmArgs& g) {
                         std::string(o.name) + " (" + str(o.rows) + " x " + str(o.cols) + ", ld " + str(o.ld) +
                             (g.batch > 1 ? ", " + str(g.batch) + " batches" : std::string()) + ", " + str(bytes) +
                             " bytes) is not inside one live device allocation: " + describe(o.p));
+  }
+  // C may not overlap A or B (per batch entry: entries of one buffer may interleave).
+  for (int i = 0; i < g.batch; ++i) {
+    const size_t c_bytes = blas::extent_bytes(g.m, g.n, g.ldc, c_size);
+    const char* c_i = static_cast<const char*>(g.c) + static_cast<size_t>(i) * g.stride_c * c_size;
+    for (const Operand* o : {&operands[0], &operands[1]}) {
+      const char* o_i = static_cast<const char*>(o->p) + static_cast<size_t>(i) * o->stride * o->elem;
+      if (blas::spans_overlap(c_i, c_bytes, o_i, blas::extent_bytes(o->rows, o->cols, o->ld, o->elem)))
+        return blas::fail(fn, CUBLAS_STATUS_INVALID_VALUE,
+                          std::string("C overlaps ") + o->name + (g.batch > 1 ? " in batch entry " + str(i) : "") +
+                              ": the output would overwrite an input other blocks still read");
+    }
   }
   if (g.batch > 1 && g.stride_c < static_cast<long long>(g.ldc) * (g.n - 1) + g.m)
     return blas::fail(fn, CUBLAS_STATUS_INVALID_VALUE,

@@ -688,6 +688,27 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatm
                             " bytes) is not inside one live device allocation: " + ed::describe_address(p.bias));
   }
 
+  // D may not overlap A, B or the bias; C only as exactly D (in place).
+  for (int i = 0; i < p.batch; ++i) {
+    auto span = [&](const void* base, const Layout& l, size_t elem) {
+      return std::pair{static_cast<const char*>(base) + static_cast<size_t>(i) * static_cast<size_t>(l.batch_stride) * elem,
+                       blas::extent_bytes(l.rows, l.cols, l.ld, elem)};
+    };
+    const auto [d_at, d_bytes] = span(D, p.d, cd);
+    const auto [a_at, a_bytes] = span(A, p.a, ab);
+    const auto [b_at, b_bytes] = span(B, p.b, ab);
+    const auto [c_at, c_bytes] = span(C, p.c, cd);
+    const bool c_overlaps = C != D && reads_c && blas::spans_overlap(d_at, d_bytes, c_at, c_bytes);
+    if ((p.k > 0 && (blas::spans_overlap(d_at, d_bytes, a_at, a_bytes) || blas::spans_overlap(d_at, d_bytes, b_at, b_bytes))) ||
+        c_overlaps ||
+        (p.bias_epilogue && blas::spans_overlap(d_at, d_bytes,
+                                                static_cast<const char*>(p.bias) + i * p.bias_batch_stride * int64_t(cd),
+                                                static_cast<size_t>(p.m) * cd)))
+      return blas::fail(fn, CUBLAS_STATUS_INVALID_VALUE,
+                        "D overlaps A, B, the bias or (out of place) C: the output would overwrite an input other "
+                        "blocks still read");
+  }
+
   blas::GemmCall call;
   call.trans_a = p.ta;
   call.trans_b = p.tb;

@@ -41,6 +41,10 @@ void run_gemm(const GemmCall& call);
 // Bytes of a column-major rows × cols matrix with column stride ld, from its first element to
 // one past its last (0 when it has no elements).
 size_t extent_bytes(int64_t rows, int64_t cols, int64_t ld, size_t element_size);
+// True when [p, p + p_bytes) and [q, q + q_bytes) share a byte. An output whose span overlaps an
+// input's is refused: on a GPU other blocks would read elements already overwritten, and the
+// result would depend on scheduling (the emulation, computing into scratch first, would hide it).
+bool spans_overlap(const void* p, size_t p_bytes, const void* q, size_t q_bytes);
 // 4 for CUDA_R_32F, 2 for CUDA_R_16BF, 0 for types the emulation does not compute in.
 size_t element_size(cudaDataType_t t);
 const char* type_name(cudaDataType_t t);

@@ -443,6 +443,10 @@ TEST_CASE("cublasGemmEx argument checks return the documented statuses and leave
         CUBLAS_STATUS_INVALID_VALUE);
   CHECK(call(handle.h, CUBLAS_OP_N, s.m, s.n, s.k, &one, da.as<float>(16), CUDA_R_32F, s.lda(), s.ldb(), s.ldc()) ==
         CUBLAS_STATUS_INVALID_VALUE);
+  // An output overlapping an input (a GPU's result would depend on block scheduling).
+  CHECK(cublasGemmEx(handle.h, CUBLAS_OP_N, CUBLAS_OP_N, s.m, s.n, s.n, &one, dc.p, CUDA_R_32F, s.ldc(), db.p,
+                     CUDA_R_32F, s.ldb(), &zero, dc.p, CUDA_R_32F, s.ldc(), CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_INVALID_VALUE);
   // A handle that was never created, or was destroyed.
   cublasHandle_t dead = nullptr;
   BLAS_OK(cublasCreate(&dead));
@@ -772,9 +776,11 @@ TEST_CASE("cuBLASLt descriptor and configuration misuse returns the documented s
   p.set_bias(nullptr);
   CHECK(cublasLtMatmul(lt.h, p.op, &alpha, da.p, p.a, db.p, p.b, &beta, dd.p, p.d, dd.p, p.d, nullptr, nullptr, 0,
                        nullptr) == CUBLAS_STATUS_INVALID_VALUE);
-  // Operand outside device memory.
+  // Operand outside device memory; D overlapping A.
   std::vector<float> host(s.a_count());
   p.set_bias(dd.p);
+  CHECK(cublasLtMatmul(lt.h, p.op, &alpha, da.p, p.a, db.p, p.b, &beta, da.p, p.d, da.p, p.d, nullptr, nullptr, 0,
+                       nullptr) == CUBLAS_STATUS_INVALID_VALUE);
   CHECK(cublasLtMatmul(lt.h, p.op, &alpha, host.data(), p.a, db.p, p.b, &beta, dd.p, p.d, dd.p, p.d, nullptr, nullptr,
                        0, nullptr) == CUBLAS_STATUS_INVALID_VALUE);
   CHECK(std::string(cublasLtGetStatusName(CUBLAS_STATUS_NOT_SUPPORTED)) == "CUBLAS_STATUS_NOT_SUPPORTED");
