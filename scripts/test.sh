@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds, and runs every CTest label this
 # machine can run (cpu, slow, emu under the fwd/rev/shuffle schedules, and cuda only when a
-# CUDA device is present), saying which labels it skipped and why.
+# CUDA device is present), saying which labels it skipped and why. Then it builds the
+# -DDIFFUSE_CUDA=EMULATED flavour in its own directory (build-emu, or $DIFFUSE_EMU_BUILD_DIR) and
+# runs every `cuda` test there, on the emulated device: none may fail or be skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,7 +14,7 @@ exclude=()
 if "$build_dir/bin/diffuse" info | grep -q '^cuda device 0:'; then
   echo "test.sh: running labels cpu, slow, emu, cuda"
 else
-  echo "test.sh: running labels cpu, slow, emu; cuda: skipped, no CUDA device"
+  echo "test.sh: running labels cpu, slow, emu; cuda: skipped, no CUDA device (runs on the emulated device below)"
   exclude=(-LE cuda)
 fi
 if ! ctest --test-dir "$build_dir" -N -L emu | grep -q 'Total Tests: [1-9]'; then
@@ -21,4 +23,25 @@ fi
 # ctest runs tests side by side on few cores: OpenMP threads spinning while they wait would steal
 # the cores the other test needs (seen: 26 s instead of 0.5 s), so they wait passively.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" "${exclude[@]}" ${DIFFUSE_CTEST_ARGS:-}
+status=0
+ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" "${exclude[@]}" ${DIFFUSE_CTEST_ARGS:-} || status=1
+
+# ---- the emulated CUDA device: the whole CUDA backend, host code included, without a GPU -------
+emu_dir=${DIFFUSE_EMU_BUILD_DIR:-build-emu}
+echo "test.sh: building the emulated CUDA device flavour in $emu_dir (-DDIFFUSE_CUDA=EMULATED)"
+DIFFUSE_BUILD_DIR=$emu_dir DIFFUSE_CMAKE_ARGS="${DIFFUSE_CMAKE_ARGS:-} -DDIFFUSE_CUDA=EMULATED" bash scripts/build.sh
+emu_log=$(mktemp)
+trap 'rm -f "$emu_log"' EXIT
+emu_total=$(ctest --test-dir "$emu_dir" -N -L cuda | sed -n 's/^Total Tests: //p')
+echo "test.sh: running label cuda in $emu_dir on the emulated device (not a GPU): ${emu_total:-0} tests"
+if ! ctest --test-dir "$emu_dir" -L cuda --output-on-failure --no-tests=error -j "$(nproc)" \
+    ${DIFFUSE_CTEST_ARGS:-} 2>&1 | tee "$emu_log"; then
+  status=1
+fi
+# ctest exits 0 for skipped tests; here a skip is a failure (every cuda test must run).
+if grep -q 'The following tests did not run' "$emu_log"; then
+  echo "test.sh: cuda (emulated device): some tests were skipped; every cuda test must run there"
+  status=1
+fi
+echo "test.sh: cuda (emulated device): $(grep -E 'tests passed, [0-9]+ tests failed' "$emu_log" || echo 'no summary')"
+exit $status
