@@ -1,9 +1,14 @@
 // The CUDA caching allocator and host<->device copies: a repeated allocation pattern makes no new
-// cudaMalloc, statistics add up, copies round-trip bit-exactly (also through views with odd
-// offsets), and running out of memory is one clear diffuse::Error.
+// cudaMalloc, the cache grows by exactly the blocks a pattern needs, statistics add up, scratch
+// buffers return to the cache, copies round-trip bit-exactly (also through views with odd
+// offsets), and running out of memory is one clear diffuse::Error naming the size: for an
+// impossible request, and on a small card (a child process with DIFFUSE_EMU_DEVICE_MEMORY) after
+// filling it, where the allocator first returns its cache to the device and retries.
 #include <catch2/catch.hpp>
 
 #include <cstring>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda_test_util.h"
@@ -11,6 +16,7 @@
 #include "nn/cuda/caching_allocator.h"
 #include "nn/runtime.h"
 #include "nn/tensor.h"
+#include "support/process.h"
 
 using namespace diffuse;
 
@@ -106,4 +112,119 @@ TEST_CASE("running out of device memory is one clear error, and the allocator st
                         Catch::Contains("in use") && Catch::Contains("cached"));
   Tensor ok = Tensor::ones({4}, DType::f32, Device::cuda);
   CHECK(ok.to_vector() == std::vector<double>{1, 1, 1, 1});
+}
+
+TEST_CASE("the cache grows by one block per size class and per block live at once, then reuses them",
+          "[cuda][allocator]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  cuda::empty_cache();
+  const cuda::AllocatorStats s0 = cuda::allocator_stats();
+  REQUIRE(s0.cached_bytes == 0);
+  const size_t small = cuda::allocator_round_size(1000 * 4), large = cuda::allocator_round_size(size_t(3) << 20);
+  auto mallocs = [&] { return cuda::allocator_stats().cuda_mallocs - s0.cuda_mallocs; };
+  { Tensor a = Tensor::empty({1000}, DType::f32, Device::cuda); }
+  CHECK(mallocs() == 1);
+  CHECK(cuda::allocator_stats().cached_bytes == small);
+  { Tensor a = Tensor::empty({1000}, DType::f32, Device::cuda); }  // the cached block again
+  CHECK(mallocs() == 1);
+  {
+    // Two live at once in one class: the cache grows by one; 990 floats share the class.
+    Tensor a = Tensor::empty({1000}, DType::f32, Device::cuda), b = Tensor::empty({990}, DType::f32, Device::cuda);
+    CHECK(mallocs() == 2);
+    CHECK(a.raw() != b.raw());
+    CHECK(cuda::allocator_stats().allocated_bytes == s0.allocated_bytes + 2 * small);
+  }
+  CHECK(cuda::allocator_stats().cached_bytes == 2 * small);
+  { Tensor c = Tensor::empty({int64_t(3) << 18}, DType::f32, Device::cuda); }  // a new (large) class
+  CHECK(mallocs() == 3);
+  CHECK(cuda::allocator_stats().cached_bytes == 2 * small + large);
+  for (int round = 0; round < 3; ++round) {  // the same pattern again: all from the cache
+    Tensor a = Tensor::empty({1000}, DType::f32, Device::cuda), b = Tensor::empty({1000}, DType::f32, Device::cuda);
+    Tensor c = Tensor::empty({int64_t(3) << 18}, DType::f32, Device::cuda);
+  }
+  CHECK(mallocs() == 3);
+  // A larger class is not served from a smaller one, nor a smaller request from a larger block.
+  { Tensor d = Tensor::empty({int64_t(5) << 18}, DType::f32, Device::cuda); }
+  { Tensor e = Tensor::empty({10}, DType::f32, Device::cuda); }
+  CHECK(mallocs() == 5);
+  CHECK(cuda::allocator_stats().allocated_bytes == s0.allocated_bytes);
+}
+
+TEST_CASE("device scratch buffers return their block to the cache", "[cuda][allocator]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  const size_t bytes = 70000;
+  { cuda::DeviceBuffer warm(bytes); }
+  const cuda::AllocatorStats before = cuda::allocator_stats();
+  void* first = nullptr;
+  {
+    cuda::DeviceBuffer buf(bytes);
+    first = buf.data();
+    CHECK(buf.size() == bytes);
+    cuda::DeviceBuffer moved = std::move(buf);
+    CHECK(buf.data() == nullptr);
+    CHECK(moved.data() == first);
+    CHECK(cuda::allocator_stats().allocated_bytes == before.allocated_bytes + cuda::allocator_round_size(bytes));
+  }
+  const cuda::AllocatorStats after = cuda::allocator_stats();
+  CHECK(after.cuda_mallocs == before.cuda_mallocs);
+  CHECK(after.allocated_bytes == before.allocated_bytes);
+  cuda::DeviceBuffer again(bytes);
+  CHECK(again.data() == first);  // the one cached block of that class
+}
+
+// Run in a child process by the next case, on a small card (DIFFUSE_EMU_DEVICE_MEMORY under the
+// emulated device; a real GPU ignores it). Sizes follow the card, so it holds on any device.
+TEST_CASE("allocator cuda child: fill the card, run out, release the cache, run out again",
+          "[.cuda-allocator-small-card]") {
+  REQUIRE(cuda_device_count() > 0);  // a child: never a silent skip
+  const size_t card = cuda_devices().at(0).memory_bytes;
+  REQUIRE(card > 0);
+  cuda::empty_cache();
+  // Blocks of an eighth of the card until one does not fit: the error names the request's size.
+  const int64_t eighth = static_cast<int64_t>(card / 8 / 4);  // f32 elements
+  const size_t eighth_bytes = static_cast<size_t>(eighth) * 4;
+  std::vector<Tensor> live;
+  std::string message;
+  for (int i = 0; i < 16 && message.empty(); ++i) {
+    try {
+      live.push_back(Tensor::empty({eighth}, DType::f32, Device::cuda));
+    } catch (const Error& e) {
+      message = e.what();
+    }
+  }
+  INFO("card " << card << " bytes; " << live.size() << " blocks of " << eighth_bytes << " bytes fitted; " << message);
+  REQUIRE(!message.empty());
+  CHECK(live.size() >= 4);
+  CHECK(live.size() <= 8);
+  CHECK_THAT(message, Catch::Contains("out of device memory allocating " + std::to_string(eighth_bytes) + " bytes") &&
+                          Catch::Contains("in use") && Catch::Contains("cached"));
+  const size_t fitted = live.size();
+  live.clear();  // all cached now: the card has no room for a block of another class
+  const cuda::AllocatorStats cached = cuda::allocator_stats();
+  CHECK(cached.cached_bytes >= fitted * eighth_bytes);
+  // Three eighths at once (another size class): cudaMalloc fails, the cache goes back to the
+  // device, the retry succeeds, and the block works.
+  const int64_t three_eighths = 3 * eighth + 1;
+  Tensor big = Tensor::full({three_eighths}, 1.5, DType::f32, Device::cuda);
+  const cuda::AllocatorStats released = cuda::allocator_stats();
+  CHECK(released.cuda_frees >= cached.cuda_frees + fitted);
+  CHECK(released.cached_bytes == 0);
+  CHECK(big.slice0(three_eighths - 2, three_eighths).to_vector() == std::vector<double>{1.5, 1.5});
+  // Twice the card can never fit, cache or not.
+  const int64_t twice = static_cast<int64_t>(card / 2);  // f32 elements: 2 * card bytes
+  CHECK_THROWS_WITH(Tensor::empty({twice}, DType::f32, Device::cuda),
+                    Catch::Contains("out of device memory allocating " + std::to_string(twice * 4) + " bytes"));
+  big = Tensor();
+  Tensor ok = Tensor::ones({4}, DType::f32, Device::cuda);
+  CHECK(ok.to_vector() == std::vector<double>{1, 1, 1, 1});
+}
+
+TEST_CASE("on a small card the allocator runs out with the size named, releases its cache and retries",
+          "[cuda][allocator]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  const test::RunResult r = test::run_self("allocator cuda child: fill the card, run out, release the cache, run out again",
+                                           {{"DIFFUSE_EMU_DEVICE_MEMORY", "64M"}});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("All tests passed") && Catch::Contains("1 test case"));
 }

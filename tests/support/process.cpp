@@ -55,8 +55,14 @@ RunResult run_cli(const std::vector<std::string>& args, const std::string& cwd, 
 }
 
 RunResult run_self(const std::string& test_name, const EnvVars& env) {
-  // The exact name, so only that case runs; Catch2 prints the usual summary after it.
-  return run({"/proc/self/exe", test_name}, "", env);
+  // The exact name, so only that case runs (Catch2 reads ',' as "or" and '[' as a tag unless
+  // escaped); Catch2 prints the usual summary after it.
+  std::string spec;
+  for (char c : test_name) {
+    if (c == ',' || c == '[' || c == ']' || c == '\\' || c == '*' || c == '"') spec += '\\';
+    spec += c;
+  }
+  return run({"/proc/self/exe", spec}, "", env);
 }
 
 bool python_has_torch() {
