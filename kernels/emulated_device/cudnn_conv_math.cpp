@@ -292,26 +292,25 @@ const Offer* find_offer(const Offer (&offers)[N], int algo) {
   return nullptr;
 }
 
-// Buffers of one plan, without the header.
+// Buffers of one plan after its header, each starting 256-byte aligned; the size ends exactly at
+// the last byte of the last buffer, so the whole workspace asked for is used.
 void lay_out(Dir d, const ConvGeom& g, AlgoPlan& p) {
-  const size_t M = size_t(g.N) * g.P * g.Q, Kd = size_t(g.R) * g.S * g.C, RS = size_t(g.R) * g.S;
+  const size_t Kd = size_t(g.R) * g.S * g.C, RS = size_t(g.R) * g.S;
   const size_t t = static_cast<size_t>(p.tile);
   const size_t Hp = g.H + 2 * size_t(g.pad_h), Wp = g.W + 2 * size_t(g.pad_w);
-  size_t at = p.header;
-  p.off_col = at;
-  at = align_up(at + t * Kd * 4);
-  p.off_rows = at;
-  at = align_up(at + t * g.K * 4);
-  p.off_table = at;
-  if (p.table) at = align_up(at + t * RS * 4);
-  p.off_big = at;
-  if (d == Dir::bwd_data) at = align_up(at + size_t(g.N) * (p.staged == 2 ? Hp * Wp : size_t(g.H) * g.W) * g.C * 4);
-  if (d == Dir::bwd_filter) at = align_up(at + size_t(g.K) * Kd * 4);
-  p.off_big2 = at;
-  if (d != Dir::bwd_data && p.staged)
-    at = align_up(at + size_t(g.N) * (p.staged == 2 ? Hp * Wp : size_t(g.H) * g.W) * g.C * 4);
-  p.bytes = at;
-  (void)M;
+  const size_t image = size_t(g.N) * (p.staged == 2 ? Hp * Wp : size_t(g.H) * g.W) * g.C * 4;
+  size_t end = p.header;
+  auto place = [&](size_t bytes) {
+    const size_t at = align_up(end);
+    if (bytes) end = at + bytes;
+    return at;
+  };
+  p.off_col = place(t * Kd * 4);
+  p.off_rows = place(t * g.K * 4);
+  p.off_table = place(p.table ? t * RS * 4 : 0);
+  p.off_big = place(d == Dir::bwd_data ? image : d == Dir::bwd_filter ? size_t(g.K) * Kd * 4 : 0);
+  p.off_big2 = place(d != Dir::bwd_data && p.staged ? image : 0);
+  p.bytes = end;
 }
 
 AlgoPlan plan_one(Dir d, int algo, const ConvGeom& g, size_t header) {

@@ -601,3 +601,43 @@ TEST_CASE("emulated cuDNN: handle, stream and version", "[cuda][emulated]") {
   CHECK(cudnnGetVersion() == CUDNN_VERSION);
   CHECK(cudnnSetStream(nullptr, nullptr) == CUDNN_STATUS_BAD_PARAM);
 }
+
+TEST_CASE("emulated cuDNN: work is queued on the handle's stream; Find*Ex waits for queued inputs",
+          "[cuda][emulated]") {
+  Handle handle;
+  const Shape sh = kShapes[3];
+  const auto x = randoms(sh.xn(), 21), w = randoms(sh.wn(), 22);
+  const Reference ref = reference(sh, x, w, std::vector<float>(sh.yn()));
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreate(&stream));
+  DNN_OK(cudnnSetStream(handle.h, stream));
+  Descs d(sh, CUDNN_DATA_FLOAT, CUDNN_FMA_MATH);
+  Dev xd(sh.xn() * 4), wd = Dev::from(w), y(sh.yn() * 4), y2(sh.yn() * 4);
+  size_t need = 0;
+  for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; ++a) {
+    size_t b = 0;
+    if (cudnnGetConvolutionForwardWorkspaceSize(handle.h, d.x, d.w, d.conv, d.y, cudnnConvolutionFwdAlgo_t(a), &b) ==
+        CUDNN_STATUS_SUCCESS)
+      need = std::max(need, b);
+  }
+  Dev ws(need);
+  // x arrives by an async copy queued on the same stream: Find must run after it.
+  CUDA_OK(cudaMemcpyAsync(xd.p, x.data(), xd.bytes, cudaMemcpyHostToDevice, stream));
+  cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+  int returned = 0;
+  DNN_OK(cudnnFindConvolutionForwardAlgorithmEx(handle.h, d.x, xd.p, d.w, wd.p, d.conv, d.y, y.p,
+                                                CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, ws.p, ws.bytes));
+  REQUIRE(perf[0].status == CUDNN_STATUS_SUCCESS);
+  CHECK(max_err(y.get<float>(), ref.y) < 1e-5);
+
+  // A queued convolution uses the descriptors as they were when it was called.
+  const float one = 1.0f, zero = 0.0f;
+  DNN_OK(cudnnConvolutionForward(handle.h, &one, d.x, xd.p, d.w, wd.p, d.conv, perf[0].algo, ws.p, perf[0].memory,
+                                 &zero, d.y, y2.p));
+  DNN_OK(cudnnSetConvolution2dDescriptor(d.conv, sh.pad_h, sh.pad_w, sh.stride, sh.stride, sh.dil, sh.dil,
+                                         CUDNN_CONVOLUTION, CUDNN_DATA_FLOAT));
+  CUDA_OK(cudaStreamSynchronize(stream));
+  CHECK(max_err(y2.get<float>(), ref.y) < 1e-5);
+  DNN_OK(cudnnSetStream(handle.h, nullptr));
+  CUDA_OK(cudaStreamDestroy(stream));
+}
