@@ -3,7 +3,8 @@
 # machine can run (cpu, slow, emu under the fwd/rev/shuffle schedules, and cuda only when a
 # CUDA device is present), saying which labels it skipped and why. Then it builds the
 # -DDIFFUSE_CUDA=EMULATED flavour in its own directory (build-emu, or $DIFFUSE_EMU_BUILD_DIR) and
-# runs every `cuda` test there, on the emulated device: none may fail or be skipped.
+# runs every `cuda` test there, on the emulated device: none may fail or be skipped. (That stage
+# needs the CUDA toolkit's headers, with cuDNN's, but no GPU; without them it says it skipped.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -27,6 +28,14 @@ status=0
 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" "${exclude[@]}" ${DIFFUSE_CTEST_ARGS:-} || status=1
 
 # ---- the emulated CUDA device: the whole CUDA backend, host code included, without a GPU -------
+# It needs the CUDA toolkit's headers (cuda_runtime_api.h ... cudnn.h), not a GPU or its libraries.
+cuda_root=${CUDAToolkit_ROOT:-}
+if [ -z "$cuda_root" ] && command -v nvcc >/dev/null; then cuda_root=$(dirname "$(dirname "$(command -v nvcc)")"); fi
+cuda_root=${cuda_root:-/usr/local/cuda}
+if [ ! -f "$cuda_root/include/cuda_runtime_api.h" ] || [ ! -f "$cuda_root/include/cudnn.h" ]; then
+  echo "test.sh: cuda (emulated device): skipped, no CUDA toolkit headers with cuDNN under $cuda_root"
+  exit $status
+fi
 emu_dir=${DIFFUSE_EMU_BUILD_DIR:-build-emu}
 echo "test.sh: building the emulated CUDA device flavour in $emu_dir (-DDIFFUSE_CUDA=EMULATED)"
 DIFFUSE_BUILD_DIR=$emu_dir DIFFUSE_CMAKE_ARGS="${DIFFUSE_CMAKE_ARGS:-} -DDIFFUSE_CUDA=EMULATED" bash scripts/build.sh
