@@ -24,6 +24,9 @@ void accumulate(AutogradMeta& m, const Tensor& g) {
     throw Error("autograd: grad " + g.describe() + " for a tensor of shape " + shape_str(m.shape));
   if (!m.grad.defined()) {
     m.grad = g.detach();
+  } else if (g.dtype() == DType::bf16) {
+    // bf16 grads (CUDA attention, conv2d, linear) have no bf16 add kernel: sum in f32, round back.
+    m.grad = ops::add(m.grad.to(DType::f32), g.to(DType::f32)).to(DType::bf16).detach();
   } else {
     m.grad = ops::add(m.grad, g).detach();
   }

@@ -42,6 +42,10 @@ struct GroupNormOptions {
   int groups = 32;
   double eps = 1e-5;
   bool silu = false;  // apply SiLU to the normalised, affine output
+  // CUDA only: a cap on the shared memory of the one-read forward (kernels/group_norm.h's
+  // smem_limit_bytes; 0: the device's limit). Tests lower it to take the chunked two-pass path,
+  // which real activation sizes choose, on small shapes.
+  int64_t cuda_smem_limit_bytes = 0;
 };
 // x [N, ..., C] (NHWC or [N, L, C]); gamma, beta [C]; add_nc [N, C] or undefined: added to x per
 // (n, c) before the statistics (the ResnetBlock time-embedding projection).

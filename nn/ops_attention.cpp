@@ -2,6 +2,10 @@
 // backward node keeps q, k, v and the output and recomputes the probabilities (DESIGN.md §5); on
 // CUDA it also keeps the forward's per-row log-sum-exp [N, heads, L] f32, from which the flash
 // kernels rebuild P without a softmax pass. CUDA takes f32 or bf16 and head dims 32, 64, 128.
+// Other head dims on CUDA (ddpm-cifar10's single 256-wide head) take a stopgap: f32 only, q, k,
+// v copied to the host and the CPU twin run there, forward and backward, the result copied back.
+// Correct on any device, but it synchronises the stream and is slow at large batches; it lasts
+// until the device kernels (or a cuBLAS + softmax path) take those head dims.
 #include "kernels/attention.h"
 
 #include "nn/autograd.h"
@@ -54,6 +58,29 @@ void cuda_backward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt,
 #endif
 }
 
+bool device_kernels_take(int64_t head_dim) { return head_dim == 32 || head_dim == 64 || head_dim == 128; }
+
+// The host stopgap for CUDA tensors (see the top of the file): f32 CUDA tensors in and out.
+void host_forward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v, Tensor out) {
+  const Tensor hq = q.to(Device::cpu), hk = kt.to(Device::cpu), hv = v.to(Device::cpu);
+  Tensor hout = Tensor::empty(out.shape(), DType::f32);
+  k::cpu::attention_forward<float>(d, hq.data<float>(), hk.data<float>(), hv.data<float>(), hout.data<float>());
+  out.copy_from(hout);
+}
+
+void host_backward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v, const Tensor& out,
+                   const Tensor& dout, Tensor gq, Tensor gk, Tensor gv) {
+  const Tensor hq = q.to(Device::cpu), hk = kt.to(Device::cpu), hv = v.to(Device::cpu);
+  const Tensor hout = out.to(Device::cpu), hdout = dout.to(Device::cpu);
+  auto host_grad = [](const Tensor& g) { return g.defined() ? Tensor::empty(g.shape(), DType::f32) : Tensor(); };
+  Tensor hgq = host_grad(gq), hgk = host_grad(gk), hgv = host_grad(gv);
+  auto ptr = [](const Tensor& g) { return g.defined() ? g.data<float>() : nullptr; };
+  k::cpu::attention_backward<float>(d, hq.data<float>(), hk.data<float>(), hv.data<float>(), hout.data<float>(),
+                                    hdout.data<float>(), ptr(hgq), ptr(hgk), ptr(hgv));
+  for (auto [dev, host] : {std::pair{&gq, &hgq}, std::pair{&gk, &hgk}, std::pair{&gv, &hgv}})
+    if (dev->defined()) dev->copy_from(*host);
+}
+
 }  // namespace
 
 Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int heads) {
@@ -75,13 +102,17 @@ Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int heads) 
   d.heads = heads;
   d.head_dim = q.dim(2) / heads;
   const bool on_cuda = q.device() == Device::cuda;
-  if (on_cuda && d.head_dim != 32 && d.head_dim != 64 && d.head_dim != 128)
-    fail(op, "head dim " + std::to_string(d.head_dim) + " is not supported on CUDA (32, 64 or 128)" + what);
+  const bool on_host_stopgap = on_cuda && !device_kernels_take(d.head_dim);
+  if (on_host_stopgap && q.dtype() != DType::f32)
+    fail(op, "head dim " + std::to_string(d.head_dim) + " is supported on CUDA in f32 only (" +
+                 dtype_name(q.dtype()) + " needs head dim 32, 64 or 128)" + what);
 
   const bool need_grad = any_requires_grad({&q, &kt, &v});
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
-  Tensor lse;  // CUDA only, and only for a backward
-  if (on_cuda) {
+  Tensor lse;  // CUDA kernels only, and only for a backward
+  if (on_host_stopgap) {
+    host_forward(d, q, kt, v, out);
+  } else if (on_cuda) {
     if (need_grad) lse = Tensor::empty({d.n, d.heads, d.len}, DType::f32, Device::cuda);
     cuda_forward(d, q, kt, v, out, lse);
   } else {
@@ -94,14 +125,16 @@ Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int heads) 
     Tensor sq = q.detach(), sk = kt.detach(), sv = v.detach(), so = out.detach();
     bool need_q = q.requires_grad(), need_k = kt.requires_grad(), need_v = v.requires_grad();
     record(op, {&q, &kt, &v}, {&out},
-           [d, sq, sk, sv, so, lse, need_q, need_k, need_v](const std::vector<Tensor>& g) {
+           [d, sq, sk, sv, so, lse, need_q, need_k, need_v, on_host_stopgap](const std::vector<Tensor>& g) {
              auto grad_if = [&](bool need) {
                return need ? Tensor::empty(sq.shape(), sq.dtype(), sq.device()) : Tensor();
              };
              Tensor gq = grad_if(need_q), gk = grad_if(need_k), gv = grad_if(need_v);
              if (g[0].dtype() != sq.dtype() || g[0].device() != sq.device() || g[0].shape() != sq.shape())
                fail("attention", "output grad " + g[0].describe() + " does not match the output " + so.describe());
-             if (sq.device() == Device::cuda) {
+             if (on_host_stopgap) {
+               host_backward(d, sq, sk, sv, so, g[0], gq, gk, gv);
+             } else if (sq.device() == Device::cuda) {
                cuda_backward(d, sq, sk, sv, so, lse, g[0], gq, gk, gv);
              } else {
                dispatch_cpu_float("attention", sq, [&](auto t) {

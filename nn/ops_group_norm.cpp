@@ -67,6 +67,7 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
   d.groups = opt.groups;
   d.eps = opt.eps;
   d.silu = opt.silu;
+  d.smem_limit_bytes = opt.cuda_smem_limit_bytes;
 
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty({d.n, d.groups}, DType::f64, x.device());
