@@ -7,16 +7,19 @@
 // (MADV_DONTNEED) and fresh addresses are preferred, so a use after free faults too. A destructor
 // reports allocations still live at exit and ends the process with status 86.
 //
-// Cost: a synchronisation that runs work opens every live allocation (one mprotect each) and
-// closes them all with one mprotect over the used part of the region. Opening on first touch
-// (from the fault handler) would be cheaper, but the SIMT emulator's handler, installed above
-// ours during a launch, chains by re-installing ours, which would leave its own handler (and
-// racecheck's shared-memory traps) uninstalled for the rest of the launch.
+// Cost: while work runs, an allocation is opened (made readable and writable, one mprotect) when
+// the work first touches it: the fault handler opens it and the access is retried. Kernels are
+// the exception: the SIMT emulator installs its own SIGSEGV handler above ours for a launch and
+// chains to ours by re-installing it, which would leave the emulator's handler (and racecheck's
+// shared-memory traps) uninstalled for the rest of the launch; so before a kernel runs, every
+// live allocation is opened at once. At the end of a synchronisation one mprotect closes the
+// whole used part of the region.
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cctype>
 #include <cstdint>
 #include <cstdio>
@@ -61,7 +64,7 @@ struct Region {
   std::map<uintptr_t, size_t> free_spans;   // reusable address ranges once the bump area runs out
   std::map<uintptr_t, Allocation> live;     // by span_start
   uint64_t next_id = 1;
-  int open_depth = 0;         // WorkScopes alive: live allocations are readable and writable
+  int open_depth = 0;         // WorkScopes alive: work is running, allocations open on use
 };
 Region* g_region = nullptr;
 
@@ -73,6 +76,12 @@ size_t g_freed_next = 0;
 // Read by the fault handler (async-signal-safe state only).
 volatile sig_atomic_t g_table_busy = 0;  // the allocation table is being changed: do not walk it
 volatile sig_atomic_t g_work_running = 0;
+// Allocations opened on first touch in this synchronisation (span starts), for the slack check.
+// A fixed array (the handler may not allocate); past its capacity everything is opened instead.
+constexpr int kOpenedCapacity = 1024;
+std::array<uintptr_t, kOpenedCapacity> g_opened{};
+std::atomic<int> g_opened_count{0};
+std::atomic<bool> g_all_open{false};  // every live allocation is open (a kernel ran, or overflow)
 char g_work_what[512] = "";
 struct sigaction g_previous_segv {};
 volatile sig_atomic_t g_handler_entered = 0;
@@ -121,6 +130,17 @@ void open_live_allocations() {
 
 // One call closes them all: everything from the region's start to the end of the used addresses.
 void close_region() { protect(g_region->base, g_region->bump - g_region->base, PROT_NONE); }
+
+template <typename F>
+void for_each_open_allocation(F&& f) {
+  if (g_all_open) {
+    for (const auto& [span, a] : g_region->live) f(a);
+    return;
+  }
+  int n = std::min(g_opened_count.load(), kOpenedCapacity);
+  for (int i = 0; i < n; ++i)
+    if (auto it = g_region->live.find(g_opened[i]); it != g_region->live.end()) f(it->second);
+}
 
 // ---- address space --------------------------------------------------------------------------
 
@@ -246,9 +266,25 @@ void report_fault(uintptr_t a) {
 
 bool in_region(uintptr_t a) { return g_region && a >= g_region->base && a < g_region->base + g_region->virtual_bytes; }
 
+// While work runs, its first touch of a live allocation (at or after the start, before the guard)
+// opens the allocation. True when the access can be retried.
+bool open_on_first_touch(uintptr_t a) {
+  if (!g_work_running || g_table_busy) return false;
+  const Allocation* hit = live_allocation_at(a);
+  if (!hit || a < hit->start || a >= hit->guard()) return false;
+  if (mprotect(reinterpret_cast<void*>(hit->span_start), hit->span_bytes, PROT_READ | PROT_WRITE) != 0) return false;
+  int slot = g_opened_count.fetch_add(1);
+  if (slot < kOpenedCapacity)
+    g_opened[slot] = hit->span_start;
+  else
+    g_all_open = true;  // the slack check then looks at every allocation
+  return true;
+}
+
 void on_segv(int sig, siginfo_t* info, void*) {
   uintptr_t a = reinterpret_cast<uintptr_t>(info->si_addr);
   bool ours = info->si_code > 0 && in_region(a);
+  if (ours && open_on_first_touch(a)) return;
   if (g_handler_entered) {  // a second pass (a chained handler re-raised): die plainly
     signal(sig, SIG_DFL);
     return;
@@ -401,7 +437,7 @@ cudaError_t allocate_device_memory(void** p, size_t bytes) {
   a.start = a.guard() - rounded;  // the rounded end abuts the guard page
   protect(a.span_start, a.span_bytes, PROT_READ | PROT_WRITE);
   std::memset(reinterpret_cast<void*>(a.span_start), kPoison, a.span_bytes);  // cudaMalloc does not zero
-  if (r.open_depth == 0) protect(a.span_start, a.span_bytes, PROT_NONE);
+  protect(a.span_start, a.span_bytes, PROT_NONE);  // opened by the work that touches it
   r.live.emplace(a.span_start, a);
   r.used += rounded;
   *p = reinterpret_cast<void*>(a.start);
@@ -429,17 +465,26 @@ cudaError_t free_device_memory(void* p) {
 // ---- while queued work runs ---------------------------------------------------------------------
 
 WorkScope::WorkScope() {
-  if (g_region && g_region->open_depth++ == 0) open_live_allocations();
+  if (g_region) ++g_region->open_depth;
   g_work_running = 1;
 }
 
 WorkScope::~WorkScope() {
   if (g_region && --g_region->open_depth > 0) return;
   g_work_running = 0;
-  if (g_region) close_region();
+  if (!g_region) return;
+  close_region();
+  g_opened_count = 0;
+  g_all_open = false;
 }
 
+// Kernels ("kernel <name> launched at <file:line>", kernel_queue.cpp) get everything opened
+// first: see the top of this file.
 void announce_work(const std::string& what) {
+  if (g_region && !g_all_open && what.rfind("kernel ", 0) == 0) {
+    open_live_allocations();
+    g_all_open = true;
+  }
   size_t n = std::min(what.size(), sizeof g_work_what - 1);
   std::memcpy(g_work_what, what.data(), n);
   g_work_what[n] = '\0';
@@ -452,19 +497,20 @@ cudaError_t check_slack_after(const std::string& what) {
     bytes.fill(kPoison);
     return bytes;
   }();
-  for (const auto& [span, a] : g_region->live) {
+  cudaError_t status = cudaSuccess;
+  for_each_open_allocation([&](const Allocation& a) {
     const auto* slack = reinterpret_cast<const unsigned char*>(a.start + a.size);
     size_t slack_bytes = a.rounded() - a.size;
-    if (std::memcmp(slack, poison.data(), slack_bytes) == 0) continue;
+    if (status != cudaSuccess || std::memcmp(slack, poison.data(), slack_bytes) == 0) return;
     size_t first = 0;
     while (slack[first] == kPoison) ++first;
     std::fprintf(stderr,
                  "emulated device: out-of-bounds write by %s past the end of allocation #%llu of %zu bytes "
                  "(first overwritten byte: %zu past the end)\n",
                  what.c_str(), static_cast<unsigned long long>(a.id), a.size, first);
-    return cudaErrorIllegalAddress;
-  }
-  return cudaSuccess;
+    status = cudaErrorIllegalAddress;
+  });
+  return status;
 }
 
 }  // namespace diffuse::emulated_device
