@@ -368,6 +368,10 @@ bool reserve_device_memory() {
 // while work runs the SIMT emulator's handler sits on top of ours and must stay there.
 void assert_fault_handler() {
   if (g_work_running) return;
+  struct sigaction current {};
+  sigaction(SIGSEGV, nullptr, &current);
+  if (handler_is_ours(current)) return;
+  // Whoever replaced our handler (a test framework) may have changed the alternate stack too.
   stack_t current_stack{};
   sigaltstack(nullptr, &current_stack);
   if (current_stack.ss_flags & SS_DISABLE) {
@@ -376,9 +380,6 @@ void assert_fault_handler() {
     mine.ss_size = sizeof g_altstack;
     sigaltstack(&mine, nullptr);
   }
-  struct sigaction current {};
-  sigaction(SIGSEGV, nullptr, &current);
-  if (handler_is_ours(current)) return;
   struct sigaction action {};
   action.sa_sigaction = on_segv;
   action.sa_flags = SA_SIGINFO | SA_ONSTACK;
