@@ -831,3 +831,30 @@ TEST_CASE("cuBLASLt strided batches and TF32", "[cuda][emulated]") {
     }
   }
 }
+
+TEST_CASE("cuBLASLt pointer mode DEVICE reads alpha and beta when the work runs", "[cuda][emulated]") {
+  LtHandle lt;
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreate(&stream));
+  const Shape s{true, true, 3, 4, 5};
+  const auto a = random_floats(s.a_count(), 36), b = random_floats(s.b_count(), 37), c = random_floats(s.c_count(), 38);
+  Device da(s.a_count() * 4), db(s.b_count() * 4), dd(s.c_count() * 4), scalars(8);
+  upload(da.p, a);
+  upload(db.p, b);
+  upload(dd.p, c);
+  upload(scalars.p, std::vector<float>{kNaN, kNaN});
+  LtProblem p(s, CUDA_R_32F);
+  const int32_t mode = CUBLASLT_POINTER_MODE_DEVICE;
+  BLAS_OK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &mode, sizeof(mode)));
+  const float host_scalars[2] = {-1.5f, 0.5f};
+  CUDA_OK(cudaMemcpyAsync(scalars.p, host_scalars, sizeof(host_scalars), cudaMemcpyHostToDevice, stream));
+  BLAS_OK(cublasLtMatmul(lt.h, p.op, scalars.as<float>(), da.p, p.a, db.p, p.b, scalars.as<float>(4), dd.p, p.c, dd.p,
+                         p.d, nullptr, nullptr, 0, stream));
+  CUDA_OK(cudaStreamSynchronize(stream));
+  CHECK(max_error(download<float>(dd.p, s.c_count()), s.ldc(),
+                  reference(true, true, s.m, s.n, s.k, -1.5, a, s.lda(), b, s.ldb(), 0.5, c, s.ldc()), s.m, s.n) < 1e-6);
+  // Host scalars in DEVICE mode are refused.
+  CHECK(cublasLtMatmul(lt.h, p.op, host_scalars, da.p, p.a, db.p, p.b, host_scalars + 1, dd.p, p.c, dd.p, p.d, nullptr,
+                       nullptr, 0, stream) == CUBLAS_STATUS_INVALID_VALUE);
+  CUDA_OK(cudaStreamDestroy(stream));
+}
