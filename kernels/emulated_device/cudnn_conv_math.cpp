@@ -118,8 +118,8 @@ void pixel_offsets(const ConvGeom& g, const Source& src, int64_t m, int32_t* out
   const int p = static_cast<int>(m / g.Q % g.P), q = static_cast<int>(m % g.Q);
   for (int r = 0; r < g.R; ++r)
     for (int s = 0; s < g.S; ++s)
-      out[r * g.S + s] = static_cast<int32_t>(
-          pixel_offset(src, n, int64_t(p) * g.u - g.pad_h + int64_t(r) * g.dil_h, int64_t(q) * g.v - g.pad_w + int64_t(s) * g.dil_w));
+      out[r * g.S + s] = static_cast<int32_t>(pixel_offset(src, n, int64_t(p) * g.u - g.pad_h + int64_t(r) * g.dil_h,
+                                                           int64_t(q) * g.v - g.pad_w + int64_t(s) * g.dil_w));
 }
 
 // col [t, R*S*C] for output pixels [m0, m0 + t).

@@ -146,8 +146,10 @@ cudnnStatus_t CUDNNWINAPI cudnnSoftmaxBackward(cudnnHandle_t handle, cudnnSoftma
         // LOG: y is log-softmax, dx = dy - softmax * sum(dy); otherwise dx = y * (dy - sum(dy * y)).
         dot += algo == CUDNN_SOFTMAX_LOG ? dv[j] : dv[j] * yv[j];
       }
-      for (size_t j = 0; j < L; ++j)
-        store(dxd, dx, dxr[i][j], al, be, algo == CUDNN_SOFTMAX_LOG ? dv[j] - std::exp(yv[j]) * dot : yv[j] * (dv[j] - dot));
+      for (size_t j = 0; j < L; ++j) {
+        const double g = algo == CUDNN_SOFTMAX_LOG ? dv[j] - std::exp(yv[j]) * dot : yv[j] * (dv[j] - dot);
+        store(dxd, dx, dxr[i][j], al, be, g);
+      }
     }
   }));
 }

@@ -182,7 +182,8 @@ TEST_CASE("emulated cuDNN: every offered algorithm of the three directions match
     for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; ++a) {
       size_t bytes = 0;
       const auto algo = cudnnConvolutionFwdAlgo_t(a);
-      if (cudnnGetConvolutionForwardWorkspaceSize(handle.h, d.x, d.w, d.conv, d.y, algo, &bytes) != CUDNN_STATUS_SUCCESS)
+      if (cudnnGetConvolutionForwardWorkspaceSize(handle.h, d.x, d.w, d.conv, d.y, algo, &bytes) !=
+          CUDNN_STATUS_SUCCESS)
         continue;
       INFO("forward algo " << a);
       ++offered[0];
