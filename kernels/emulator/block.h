@@ -2,6 +2,8 @@
 // what each one waits for, the barrier) and the memory hooks of a launch. A thread's state
 // changes only on its own fiber or in the scheduler, both on the launching OS thread.
 #pragma once
+#include <signal.h>
+
 #include <boost/context/fiber.hpp>
 #include <cstddef>
 #include <cstdint>
@@ -84,5 +86,52 @@ class LaunchMemory {
   void begin_block();  // re-poisons dynamic shared memory, forgets static shared arrays
   boost::context::stack_context stack(int thread) const;
 };
+
+// Where the running launch's shared memory lies (memory.cpp), for racecheck: the static arena
+// (whole pages, shared with nothing else) and the pages holding the dynamic buffer, which ends at
+// the guard page. Only the launching thread changes it, between blocks.
+struct SharedMemoryMap {
+  char* static_base = nullptr;
+  size_t static_capacity = 0;    // bytes, a multiple of the page size
+  char* dynamic_pages = nullptr;  // the page holding the buffer's first byte
+  char* dynamic_ptr = nullptr;    // the kernel's buffer: [dynamic_ptr, dynamic_end)
+  char* dynamic_end = nullptr;    // the guard page
+};
+SharedMemoryMap shared_memory_map();
+// Makes every page of the launch's shared memory PROT_NONE (true) or readable and writable again.
+void protect_shared_memory(bool protect);
+// The static array of the running block that holds `addr`: its rank in allocation order (0 is the
+// first DIFFUSE_SHARED the block reached), its start and size. False when no array holds it.
+// Async-signal-safe (the fault handler asks).
+bool find_static_array(const char* addr, int* rank, const char** start, size_t* bytes);
+
+// ---- racecheck (racecheck.cpp) -----------------------------------------------------------------
+// True while a launch runs under racecheck; the scheduler and the warp code call the hooks below
+// only then, so a launch without racecheck pays one branch per barrier and collective.
+extern bool g_racecheck_running;
+
+// Per launch: allocates the shadow and installs the single-step (SIGTRAP) handler; throws when
+// racecheck is not supported here.
+class RacecheckLaunch {
+ public:
+  explicit RacecheckLaunch(int threads_per_block);
+  ~RacecheckLaunch();
+  RacecheckLaunch(const RacecheckLaunch&) = delete;
+  RacecheckLaunch& operator=(const RacecheckLaunch&) = delete;
+};
+// After LaunchMemory::begin_block: a new barrier interval, fresh warp clocks, shared memory
+// protected. end_block opens shared memory again (the emulator's own accesses must not count).
+void racecheck_begin_block(const BlockState& b);
+void racecheck_end_block();
+// A __syncthreads completed (every thread arrived at file:line): a new barrier interval.
+void racecheck_barrier(const char* file, unsigned line);
+// A warp collective over `mask` completed for the warp whose lane 0 is thread `base`.
+void racecheck_warp_sync(int base, unsigned mask);
+// The SIGSEGV handler's first question: a fault on protected shared memory is recorded and
+// single-stepped (true); anything else is not racecheck's (false).
+bool racecheck_fault(siginfo_t* info, void* ucontext);
+// The first finding of this launch as the full error message ("emulator: shared-memory race in
+// ..."), or ""; asked by the scheduler whenever a thread yields or exits. Clears it.
+std::string racecheck_finding(const BlockState& b);
 
 }  // namespace diffuse::emulator::detail

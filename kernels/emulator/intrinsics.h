@@ -2,7 +2,8 @@
 // (which record their call site for error reports), atomics, fast-math and conversion intrinsics.
 // The fast-math intrinsics (__expf, __logf, __fdividef, ...) are the accurate libm functions
 // here, so tolerances between emulator and GPU must allow for the GPU's approximations.
-// Atomics are plain read-modify-writes: all threads of a grid run on one OS thread.
+// Atomics are plain read-modify-writes: all threads of a grid run on one OS thread; each marks
+// itself as atomic for racecheck (racecheck.h), so atomics on shared memory do not race.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <source_location>
 #include <type_traits>
 
+#include "kernels/emulator/racecheck.h"
 #include "kernels/emulator/runtime.h"
 
 // ---- built-in variables (read-only views of the running thread's indices) --------------------
@@ -107,11 +109,12 @@ inline int __reduce_max_sync(unsigned mask, int v, std::source_location at = std
 }
 
 // ---- atomics (return the old value, like CUDA's) ----------------------------------------------
-#define DIFFUSE_EMU_ATOMIC(name, T, expr) \
-  inline T name(T* address, T val) {      \
-    T old = *address;                     \
-    *address = (expr);                    \
-    return old;                           \
+#define DIFFUSE_EMU_ATOMIC(name, T, expr)              \
+  inline T name(T* address, T val) {                   \
+    diffuse::emulator::detail::AtomicScope atomic;     \
+    T old = *address;                                  \
+    *address = (expr);                                 \
+    return old;                                        \
   }
 DIFFUSE_EMU_ATOMIC(atomicAdd, float, old + val)
 DIFFUSE_EMU_ATOMIC(atomicAdd, double, old + val)
@@ -133,16 +136,19 @@ DIFFUSE_EMU_ATOMIC(atomicOr, int, old | val)
 DIFFUSE_EMU_ATOMIC(atomicOr, unsigned int, old | val)
 #undef DIFFUSE_EMU_ATOMIC
 inline int atomicCAS(int* address, int compare, int val) {
+  diffuse::emulator::detail::AtomicScope atomic;
   int old = *address;
   if (old == compare) *address = val;
   return old;
 }
 inline unsigned int atomicCAS(unsigned int* address, unsigned int compare, unsigned int val) {
+  diffuse::emulator::detail::AtomicScope atomic;
   unsigned int old = *address;
   if (old == compare) *address = val;
   return old;
 }
 inline unsigned long long atomicCAS(unsigned long long* address, unsigned long long compare, unsigned long long val) {
+  diffuse::emulator::detail::AtomicScope atomic;
   unsigned long long old = *address;
   if (old == compare) *address = val;
   return old;

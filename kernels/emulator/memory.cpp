@@ -1,8 +1,10 @@
 // The emulator's memory: fiber stacks (allocated once, reused, a guard page under each), dynamic
 // shared memory placed so that it ends exactly at a PROT_NONE guard page, and static shared arrays
-// bump-allocated per block. Shared memory is poisoned with 0xFF bytes before every block (NaN for
-// f32/f64/bf16, -1 for integers). While a grid runs, a SIGSEGV in a guard page is named on stderr
-// (which guard, which block and thread) before the previous handler lets the process die.
+// bump-allocated per block from an arena of whole pages of its own (so that racecheck can protect
+// it). Shared memory is poisoned with 0xFF bytes before every block (NaN for f32/f64/bf16, -1 for
+// integers). While a grid runs, a SIGSEGV is first offered to racecheck (a trapped shared-memory
+// access); one in a guard page is named on stderr (which guard, which block and thread) before
+// the previous handler lets the process die.
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -67,11 +69,27 @@ struct Dynamic {
   size_t bytes = 0;
 } g_dynamic;
 
+struct StaticArray {
+  const void* key;  // the declaration's tag
+  char* address;
+  size_t bytes;
+};
+
 struct Static {
-  alignas(64) char arena[kMaxSharedBytes];
+  char* arena = nullptr;  // mapped on first use: kMaxSharedBytes rounded up to whole pages
+  size_t capacity = 0;
   size_t used = 0;
-  std::vector<std::pair<const void*, void*>> arrays;  // (declaration key, address) this block
+  std::vector<StaticArray> arrays;  // this block's, in allocation order
 } g_static;
+
+bool g_shared_protected = false;  // racecheck has made shared memory PROT_NONE
+
+void prepare_static() {
+  if (g_static.arena) return;
+  g_static.capacity = round_up(kMaxSharedBytes, page_bytes());
+  g_static.arena = map_region(g_static.capacity);
+  g_static.arrays.reserve(16);
+}
 
 void prepare_stacks(int count) {
   size_t stride = page_bytes() + round_up(stack_bytes(), page_bytes());
@@ -130,7 +148,8 @@ void append_dim(char*& out, uint3 v) {
   append(out, ")");
 }
 
-void on_fault(int sig, siginfo_t* info, void*) {
+void on_fault(int sig, siginfo_t* info, void* ucontext) {
+  if (racecheck_fault(info, ucontext)) return;  // a shared-memory access racecheck trapped
   uintptr_t a = reinterpret_cast<uintptr_t>(info->si_addr);
   uintptr_t guard = reinterpret_cast<uintptr_t>(g_dynamic.base + g_dynamic.capacity);
   uintptr_t stacks = reinterpret_cast<uintptr_t>(g_stacks.base);
@@ -162,6 +181,7 @@ void on_fault(int sig, siginfo_t* info, void*) {
 LaunchMemory::LaunchMemory(int threads_per_block, size_t dynamic_smem_bytes) {
   prepare_stacks(threads_per_block);
   prepare_dynamic(dynamic_smem_bytes);
+  prepare_static();
   // A stack overflow faults on the fiber's own stack, so the handler needs an alternate one.
   stack_t current{};
   sigaltstack(nullptr, &current);
@@ -205,17 +225,58 @@ void* dynamic_smem() {
 
 void* static_smem(const void* key, size_t bytes, size_t align) {
   running_block("DIFFUSE_SHARED");
-  for (const auto& [k, p] : g_static.arrays)
-    if (k == key) return p;
+  for (const StaticArray& a : g_static.arrays)
+    if (a.key == key) return a.address;
   size_t offset = round_up(g_static.used, align);
   if (offset + bytes + g_dynamic.bytes > kMaxSharedBytes)
     fail("block " + dim_str(block_idx) + " needs " + std::to_string(offset + bytes) + " bytes of static and " +
          std::to_string(g_dynamic.bytes) + " of dynamic shared memory, more than 227 KiB");
-  void* p = g_static.arena + offset;
-  std::memset(p, 0xFF, bytes);
+  char* p = g_static.arena + offset;
+  if (g_shared_protected) {  // under racecheck the poisoning is the emulator's, not a kernel access
+    char* first = g_static.arena + offset / page_bytes() * page_bytes();
+    size_t span = round_up(static_cast<size_t>(p + bytes - first), page_bytes());
+    if (mprotect(first, span, PROT_READ | PROT_WRITE) != 0) fail("racecheck: mprotect failed");
+    std::memset(p, 0xFF, bytes);
+    if (mprotect(first, span, PROT_NONE) != 0) fail("racecheck: mprotect failed");
+  } else {
+    std::memset(p, 0xFF, bytes);
+  }
   g_static.used = offset + bytes;
-  g_static.arrays.emplace_back(key, p);
+  g_static.arrays.push_back({key, p, bytes});
   return p;
+}
+
+SharedMemoryMap shared_memory_map() {
+  SharedMemoryMap m;
+  m.static_base = g_static.arena;
+  m.static_capacity = g_static.capacity;
+  m.dynamic_end = g_dynamic.base + g_dynamic.capacity;
+  m.dynamic_ptr = g_dynamic.ptr;
+  m.dynamic_pages = g_dynamic.base + static_cast<size_t>(g_dynamic.ptr - g_dynamic.base) / page_bytes() * page_bytes();
+  return m;
+}
+
+void protect_shared_memory(bool protect) {
+  int prot = protect ? PROT_NONE : PROT_READ | PROT_WRITE;
+  SharedMemoryMap m = shared_memory_map();
+  if (mprotect(m.static_base, m.static_capacity, prot) != 0 ||
+      (m.dynamic_end > m.dynamic_pages &&
+       mprotect(m.dynamic_pages, static_cast<size_t>(m.dynamic_end - m.dynamic_pages), prot) != 0))
+    fail("racecheck: mprotect of shared memory failed");
+  g_shared_protected = protect;
+}
+
+bool find_static_array(const char* addr, int* rank, const char** start, size_t* bytes) {
+  for (size_t i = 0; i < g_static.arrays.size(); ++i) {
+    const StaticArray& a = g_static.arrays[i];
+    if (addr >= a.address && addr < a.address + a.bytes) {
+      *rank = static_cast<int>(i);
+      *start = a.address;
+      *bytes = a.bytes;
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace detail

@@ -2,16 +2,19 @@
 // fibers on the launching OS thread, and implements __syncthreads. A thread runs until it blocks
 // (barrier, warp collective) or exits; then the next runnable thread in the chosen order runs.
 // Failures inside a thread are caught on its own fiber, the block's other fibers are unwound,
-// and the error is rethrown from the launch.
+// and the error is rethrown from the launch. Under racecheck the scheduler also opens a new
+// barrier interval when a __syncthreads completes and turns racecheck's finding into the error.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
+#include <optional>
 #include <string>
 
 #include "diffuse/error.h"
 #include "kernels/emulator/block.h"
+#include "kernels/emulator/racecheck.h"
 
 namespace diffuse::emulator {
 
@@ -115,6 +118,16 @@ void run_block(BlockState& b, LaunchMemory& memory, Order mode, uint64_t block_l
   b.error = nullptr;
   std::fill(b.warp_waiting.begin(), b.warp_waiting.end(), 0u);
   memory.begin_block();
+  // Under racecheck, shared memory is protected while this block's threads run, and opened again
+  // however the block ends (the unwinding of failed fibers and the next block's poisoning are the
+  // emulator's accesses, not the kernel's).
+  struct RacecheckBlock {
+    bool on;
+    ~RacecheckBlock() {
+      if (on) racecheck_end_block();
+    }
+  } racecheck_block{g_racecheck_running};
+  if (g_racecheck_running) racecheck_begin_block(b);
   for (int i = 0; i < b.nthreads; ++i) {
     EmuThread& t = b.threads[i];
     t.state = ThreadState::runnable;
@@ -149,6 +162,11 @@ void run_block(BlockState& b, LaunchMemory& memory, Order mode, uint64_t block_l
       b.current = i;
       thread_idx = t.idx;
       t.fiber = std::move(t.fiber).resume();
+      if (g_racecheck_running) [[unlikely]] {
+        // The race happened before anything the thread may have thrown since: report it first.
+        std::string race = racecheck_finding(b);
+        if (!race.empty()) b.error = std::make_exception_ptr(Error(race));
+      }
       if (b.error) return;
     }
     if (!ran) break;
@@ -189,6 +207,8 @@ void run_grid(const char* file, int line, dim3 grid, dim3 block, size_t dynamic_
 
   Order mode = order();
   LaunchMemory memory(static_cast<int>(nthreads), dynamic_smem_bytes);
+  std::optional<RacecheckLaunch> racecheck_launch;  // after memory: it needs the shared-memory map
+  if (racecheck()) racecheck_launch.emplace(static_cast<int>(nthreads));
   BlockState b;
   b.nthreads = static_cast<int>(nthreads);
   b.threads.resize(nthreads);
@@ -241,6 +261,7 @@ int syncthreads(int kind, int predicate, const char* file, unsigned line) {
   if (++b.barrier_arrivals == b.nthreads) {  // everyone is here: release them all
     for (EmuThread& u : b.threads) u.state = ThreadState::runnable;
     b.barrier_arrivals = 0;
+    if (g_racecheck_running) racecheck_barrier(b.barrier_file, b.barrier_line);
     switch (b.barrier_kind) {
       case 1: b.barrier_result = b.barrier_true; break;
       case 2: b.barrier_result = b.barrier_true == b.nthreads; break;

@@ -129,6 +129,7 @@ void complete(BlockState& b, int base, const PendingWarpOp& op) {
     t.state = ThreadState::runnable;
   }
   b.warp_waiting[base / 32] &= ~op.mask;
+  if (g_racecheck_running) racecheck_warp_sync(base, op.mask);  // the lanes' accesses are ordered now
 }
 
 }  // namespace
