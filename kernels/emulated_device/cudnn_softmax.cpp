@@ -27,27 +27,23 @@ void store(const cudnnTensorStruct& t, void* p, int64_t i, float alpha, float be
     static_cast<uint16_t*>(p)[i] = kernels::float_to_bf16(static_cast<float>(r));
 }
 
-// The element offsets of every softmax row: a row is C values (CHANNEL) or C*H*W (INSTANCE).
-std::vector<std::vector<int64_t>> rows(const cudnnTensorStruct& t, cudnnSoftmaxMode_t mode) {
-  std::vector<std::vector<int64_t>> out;
-  for (int n = 0; n < t.n; ++n) {
+// The softmax rows of a tensor: a row is C values (CHANNEL) or C*H*W (INSTANCE); offset(i, j) is
+// the element offset of value j of row i, computed on the fly (the attention reference's rows
+// hold N*heads*L*L values in all).
+struct Rows {
+  cudnnTensorStruct t;
+  cudnnSoftmaxMode_t mode;
+  int64_t count() const { return mode == CUDNN_SOFTMAX_MODE_INSTANCE ? t.n : int64_t(t.n) * t.h * t.w; }
+  int64_t length() const { return mode == CUDNN_SOFTMAX_MODE_INSTANCE ? int64_t(t.c) * t.h * t.w : t.c; }
+  int64_t offset(int64_t i, int64_t j) const {
     if (mode == CUDNN_SOFTMAX_MODE_INSTANCE) {
-      std::vector<int64_t> r;
-      for (int c = 0; c < t.c; ++c)
-        for (int h = 0; h < t.h; ++h)
-          for (int w = 0; w < t.w; ++w) r.push_back(n * t.sn + c * t.sc + h * t.sh + w * t.sw);
-      out.push_back(std::move(r));
-      continue;
+      const int64_t c = j / (int64_t(t.h) * t.w), h = j / t.w % t.h, w = j % t.w;
+      return i * t.sn + c * t.sc + h * t.sh + w * t.sw;
     }
-    for (int h = 0; h < t.h; ++h)
-      for (int w = 0; w < t.w; ++w) {
-        std::vector<int64_t> r;
-        for (int c = 0; c < t.c; ++c) r.push_back(n * t.sn + c * t.sc + h * t.sh + w * t.sw);
-        out.push_back(std::move(r));
-      }
+    const int64_t n = i / (int64_t(t.h) * t.w), h = i / t.w % t.h, w = i % t.w;
+    return n * t.sn + j * t.sc + h * t.sh + w * t.sw;
   }
-  return out;
-}
+};
 
 bool same_shape(const cudnnTensorStruct& a, const cudnnTensorStruct& b) {
   return a.n == b.n && a.c == b.c && a.h == b.h && a.w == b.w && a.type == b.type;
@@ -109,16 +105,15 @@ cudnnStatus_t CUDNNWINAPI cudnnSoftmaxForward(cudnnHandle_t handle, cudnnSoftmax
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   return queued(fn, enqueue(handle->stream, fn, [=] {
     // Rows are read whole before any is written, so y may be x (in place).
-    const auto xr = rows(xd, mode), yr = rows(yd, mode);
-    std::vector<double> v;
-    for (size_t i = 0; i < xr.size(); ++i) {
-      v.resize(xr[i].size());
+    const Rows xr{xd, mode}, yr{yd, mode};
+    std::vector<double> v(size_t(xr.length()));
+    for (int64_t i = 0; i < xr.count(); ++i) {
       double mx = -INFINITY, sum = 0;
-      for (size_t j = 0; j < v.size(); ++j) mx = std::max(mx, v[j] = load(xd, x, xr[i][j]));
+      for (size_t j = 0; j < v.size(); ++j) mx = std::max(mx, v[j] = load(xd, x, xr.offset(i, j)));
       if (algo == CUDNN_SOFTMAX_FAST) mx = 0;  // FAST does not subtract the maximum
       for (double& e : v) sum += (e = std::exp(e - mx));
       for (size_t j = 0; j < v.size(); ++j)
-        store(yd, y, yr[i][j], al, be, algo == CUDNN_SOFTMAX_LOG ? std::log(v[j] / sum) : v[j] / sum);
+        store(yd, y, yr.offset(i, j), al, be, algo == CUDNN_SOFTMAX_LOG ? std::log(v[j] / sum) : v[j] / sum);
     }
   }));
 }
@@ -133,22 +128,20 @@ cudnnStatus_t CUDNNWINAPI cudnnSoftmaxBackward(cudnnHandle_t handle, cudnnSoftma
   const cudnnTensorStruct yd = *yDesc, dyd = *dyDesc, dxd = *dxDesc;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   return queued(fn, enqueue(handle->stream, fn, [=] {
-    const auto yr = rows(yd, mode), dyr = rows(dyd, mode), dxr = rows(dxd, mode);
-    std::vector<double> yv, dv;
-    for (size_t i = 0; i < yr.size(); ++i) {
-      const size_t L = yr[i].size();
-      yv.resize(L);
-      dv.resize(L);
+    const Rows yr{yd, mode}, dyr{dyd, mode}, dxr{dxd, mode};
+    const size_t L = size_t(yr.length());
+    std::vector<double> yv(L), dv(L);
+    for (int64_t i = 0; i < yr.count(); ++i) {
       double dot = 0;
       for (size_t j = 0; j < L; ++j) {
-        yv[j] = load(yd, y, yr[i][j]);
-        dv[j] = load(dyd, dy, dyr[i][j]);
+        yv[j] = load(yd, y, yr.offset(i, j));
+        dv[j] = load(dyd, dy, dyr.offset(i, j));
         // LOG: y is log-softmax, dx = dy - softmax * sum(dy); otherwise dx = y * (dy - sum(dy * y)).
         dot += algo == CUDNN_SOFTMAX_LOG ? dv[j] : dv[j] * yv[j];
       }
       for (size_t j = 0; j < L; ++j) {
         const double g = algo == CUDNN_SOFTMAX_LOG ? dv[j] - std::exp(yv[j]) * dot : yv[j] * (dv[j] - dot);
-        store(dxd, dx, dxr[i][j], al, be, g);
+        store(dxd, dx, dxr.offset(i, j), al, be, g);
       }
     }
   }));

@@ -584,6 +584,23 @@ TEST_CASE("emulated cuDNN: softmax forward and backward over channels, in place"
   std::vector<double> lp(p.size());
   for (size_t i = 0; i < p.size(); ++i) lp[i] = std::log(p[i]);
   CHECK(max_err(l.get<float>(), lp) < 1e-6);
+  // INSTANCE over an NHWC [2, 3, 2, 2] tensor (rows of 12 contiguous values per n), bf16 storage.
+  cudnnTensorDescriptor_t inst;
+  DNN_OK(cudnnCreateTensorDescriptor(&inst));
+  DNN_OK(cudnnSetTensor4dDescriptor(inst, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, 2, 3, 2, 2));
+  const auto xi = randoms(24, 23, true);
+  Dev bi = Dev::from(to_bf16(xi));
+  DNN_OK(cudnnSoftmaxForward(handle.h, CUDNN_SOFTMAX_ACCURATE, CUDNN_SOFTMAX_MODE_INSTANCE, &one, inst, bi.p, &zero,
+                             inst, bi.p));
+  const auto gi = bi.get<uint16_t>();
+  for (int n = 0; n < 2; ++n) {
+    double sum = 0;
+    for (int j = 0; j < 12; ++j) sum += std::exp(double(xi[n * 12 + j]));
+    for (int j = 0; j < 12; ++j)
+      CHECK(gi[n * 12 + j] == diffuse::kernels::float_to_bf16(float(std::exp(double(xi[n * 12 + j])) / sum)));
+  }
+  cudnnDestroyTensorDescriptor(inst);
+
   std::vector<float> host(x.size());
   CHECK(cudnnSoftmaxForward(handle.h, CUDNN_SOFTMAX_ACCURATE, CUDNN_SOFTMAX_MODE_CHANNEL, &one, desc, host.data(),
                             &zero, desc, buf.p) == CUDNN_STATUS_BAD_PARAM);
