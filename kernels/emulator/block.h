@@ -96,6 +96,7 @@ struct SharedMemoryMap {
   char* dynamic_pages = nullptr;  // the page holding the buffer's first byte
   char* dynamic_ptr = nullptr;    // the kernel's buffer: [dynamic_ptr, dynamic_end)
   char* dynamic_end = nullptr;    // the guard page
+  ptrdiff_t alias_delta = 0;      // view + delta is the same byte, never protected (0: no alias)
 };
 SharedMemoryMap shared_memory_map();
 // Makes every page of the launch's shared memory PROT_NONE (true) or readable and writable again.

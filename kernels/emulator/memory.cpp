@@ -7,6 +7,7 @@
 // the previous handler lets the process die.
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -64,7 +65,7 @@ struct Stacks {
 
 struct Dynamic {
   char* base = nullptr;
-  size_t capacity = 0;  // usable bytes; the guard page starts at base + capacity
+  size_t capacity = 0;  // usable bytes; the guard page starts at base + capacity (fixed)
   char* ptr = nullptr;  // this launch's buffer: [ptr, base + capacity)
   size_t bytes = 0;
 } g_dynamic;
@@ -84,13 +85,6 @@ struct Static {
 
 bool g_shared_protected = false;  // racecheck has made shared memory PROT_NONE
 
-void prepare_static() {
-  if (g_static.arena) return;
-  g_static.capacity = round_up(kMaxSharedBytes, page_bytes());
-  g_static.arena = map_region(g_static.capacity);
-  g_static.arrays.reserve(16);
-}
-
 void prepare_stacks(int count) {
   size_t stride = page_bytes() + round_up(stack_bytes(), page_bytes());
   if (g_stacks.base && g_stacks.count >= count) return;
@@ -101,16 +95,49 @@ void prepare_stacks(int count) {
   g_stacks = {base, count, stride};
 }
 
-void prepare_dynamic(size_t bytes) {
-  size_t capacity = round_up(bytes, page_bytes());
-  if (!g_dynamic.base || g_dynamic.capacity < capacity) {
-    if (g_dynamic.base) munmap(g_dynamic.base, g_dynamic.capacity + page_bytes());
-    g_dynamic = {};
-    char* base = map_region(capacity + page_bytes());
-    protect(base + capacity, page_bytes());
-    g_dynamic.base = base;
-    g_dynamic.capacity = capacity;
+// The shared-memory window, mapped once: [static arena | dynamic buffer | guard page], each part
+// the 227 KiB maximum rounded up to whole pages. It is backed by a memfd and mapped a second time
+// (the alias, always readable and writable, guard page excepted) at a fixed distance, so that
+// racecheck can replay a trapped access on the alias instead of opening the page, and the
+// emulator can poison protected shared memory. Without memfd there is no alias (delta 0).
+struct Window {
+  char* view = nullptr;
+  ptrdiff_t alias_delta = 0;
+} g_window;
+
+void prepare_window() {
+  if (g_window.view) return;
+  size_t part = round_up(kMaxSharedBytes, page_bytes()), total = 2 * part + page_bytes();
+  char* view = nullptr;
+  int fd = static_cast<int>(syscall(SYS_memfd_create, "diffuse-emu-smem", 0u));
+  if (fd >= 0 && ftruncate(fd, static_cast<off_t>(total)) == 0) {
+    void* v = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void* alias = v == MAP_FAILED ? MAP_FAILED : mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (alias != MAP_FAILED) {
+      // The higher mapping is the alias: racecheck needs a positive distance (a GS base must be
+      // a user-space address).
+      if (alias < v) std::swap(alias, v);
+      view = static_cast<char*>(v);
+      g_window.alias_delta = static_cast<char*>(alias) - view;
+      protect(view + g_window.alias_delta + 2 * part, page_bytes());
+    } else if (v != MAP_FAILED) {
+      munmap(v, total);
+    }
   }
+  if (fd >= 0) close(fd);  // the mappings keep the memory
+  if (!view) view = map_region(total);
+  protect(view + 2 * part, page_bytes());
+  g_static.arena = view;
+  g_static.capacity = part;
+  g_static.arrays.reserve(16);
+  g_dynamic.base = view + part;
+  g_dynamic.capacity = part;
+  g_window.view = view;
+}
+
+void prepare_dynamic(size_t bytes) {
+  prepare_window();
+  if (bytes > g_dynamic.capacity) fail("dynamic shared memory of " + std::to_string(bytes) + " bytes exceeds 227 KiB");
   // End exactly at the guard page; start aligned to the largest power of two (<= 16) dividing
   // the size, so an overrun by even one element of the kernel's type faults.
   size_t align = 16;
@@ -154,7 +181,9 @@ void on_fault(int sig, siginfo_t* info, void* ucontext) {
   uintptr_t guard = reinterpret_cast<uintptr_t>(g_dynamic.base + g_dynamic.capacity);
   uintptr_t stacks = reinterpret_cast<uintptr_t>(g_stacks.base);
   const char* what = nullptr;
-  if (g_dynamic.base && a >= guard && a < guard + page_bytes())
+  uintptr_t alias_guard = guard + static_cast<uintptr_t>(g_window.alias_delta);  // racecheck's replayed access
+  if (g_dynamic.base && ((a >= guard && a < guard + page_bytes()) ||
+                         (g_window.alias_delta && a >= alias_guard && a < alias_guard + page_bytes())))
     what = "dynamic shared memory overrun (access past the launch's smem_bytes)";
   else if (g_stacks.base && a >= stacks && a < stacks + g_stacks.stride * g_stacks.count &&
            (a - stacks) % g_stacks.stride < page_bytes())
@@ -181,7 +210,6 @@ void on_fault(int sig, siginfo_t* info, void* ucontext) {
 LaunchMemory::LaunchMemory(int threads_per_block, size_t dynamic_smem_bytes) {
   prepare_stacks(threads_per_block);
   prepare_dynamic(dynamic_smem_bytes);
-  prepare_static();
   // A stack overflow faults on the fiber's own stack, so the handler needs an alternate one.
   stack_t current{};
   sigaltstack(nullptr, &current);
@@ -232,7 +260,9 @@ void* static_smem(const void* key, size_t bytes, size_t align) {
     fail("block " + dim_str(block_idx) + " needs " + std::to_string(offset + bytes) + " bytes of static and " +
          std::to_string(g_dynamic.bytes) + " of dynamic shared memory, more than 227 KiB");
   char* p = g_static.arena + offset;
-  if (g_shared_protected) {  // under racecheck the poisoning is the emulator's, not a kernel access
+  if (g_shared_protected && g_window.alias_delta) {  // the poisoning is the emulator's, not the kernel's
+    std::memset(p + g_window.alias_delta, 0xFF, bytes);
+  } else if (g_shared_protected) {
     char* first = g_static.arena + offset / page_bytes() * page_bytes();
     size_t span = round_up(static_cast<size_t>(p + bytes - first), page_bytes());
     if (mprotect(first, span, PROT_READ | PROT_WRITE) != 0) fail("racecheck: mprotect failed");
@@ -252,6 +282,7 @@ SharedMemoryMap shared_memory_map() {
   m.static_capacity = g_static.capacity;
   m.dynamic_end = g_dynamic.base + g_dynamic.capacity;
   m.dynamic_ptr = g_dynamic.ptr;
+  m.alias_delta = g_window.alias_delta;
   m.dynamic_pages = g_dynamic.base + static_cast<size_t>(g_dynamic.ptr - g_dynamic.base) / page_bytes() * page_bytes();
   return m;
 }

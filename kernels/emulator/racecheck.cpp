@@ -18,8 +18,10 @@
 // to two readers (thread, touched bytes, the lane's warp clock, the instruction's address). The
 // handler only records (async-signal-safe: no allocation, no locks, no exceptions); the first
 // finding is turned into a diffuse::Error by the scheduler when the thread next yields.
+#include <asm/prctl.h>
 #include <dlfcn.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -130,6 +132,10 @@ struct State {
   const char* step_end = nullptr;
   Finding finding;
   struct sigaction previous_trap {};
+  // Out-of-line replay (see replay_out_of_line): the code page and the GS base to restore.
+  uint8_t* xol = nullptr;
+  bool replay = false;
+  unsigned long saved_gs = 0;
 } g;
 
 size_t page_bytes() {
@@ -137,21 +143,44 @@ size_t page_bytes() {
   return page;
 }
 
-// ---- operand size of the faulting instruction ------------------------------------------------
+// ---- the faulting instruction ------------------------------------------------------------------
 // A vector access (float4: movups, 16 bytes) faults once, at its first byte; to record every word
 // it touches, the size of the memory operand is decoded from the instruction. This covers the
-// integer, x87, SSE/SSE2 and VEX forms g++ emits for kernel code; anything else returns 0 and only
-// the word holding the faulting byte is recorded. `rmw` is set for read-modify-write instructions
-// (recorded as writes whatever the fault's error code says).
-int operand_bytes(const uint8_t* p, bool* rmw) {
+// integer, x87, SSE/SSE2 and VEX forms g++ emits for kernel code; for anything else the size is 0
+// and only the word holding the faulting byte is recorded. `rmw` marks read-modify-write
+// instructions (recorded as writes whatever the fault's error code says). `length` is the whole
+// instruction's, known when its only memory operand is a ModRM one that is not RIP-relative and it
+// has no segment prefix: such an instruction can be replayed out of line with a GS override
+// (see replay_out_of_line); otherwise length is 0 and the access is single-stepped.
+struct Insn {
+  int bytes = 0;
+  int length = 0;
+  bool rmw = false;
+};
+
+int operand_bytes(const uint8_t* p, bool* rmw, int* length);
+int size_of(uint8_t op, int map, bool vex, bool vex_l, bool opsize, int rep, bool w, int reg, bool* rmw);
+
+Insn decode(const uint8_t* pc) {
+  Insn insn;
+  insn.bytes = operand_bytes(pc, &insn.rmw, &insn.length);
+  if (insn.length > 14) insn.length = 0;  // no room for the GS prefix (15 bytes at most)
+  return insn;
+}
+
+int operand_bytes(const uint8_t* p, bool* rmw, int* length) {
+  const uint8_t* const start = p;
   *rmw = false;
+  *length = 0;
+  bool segment = false;
   bool opsize = false;
   int rep = 0;  // 0xF3 or 0xF2 when present (mandatory SSE prefixes)
   for (;; ++p) {
     uint8_t b = *p;
     if (b == 0x66) opsize = true;
     else if (b == 0xF2 || b == 0xF3) rep = b;
-    else if (b == 0xF0 || b == 0x67 || b == 0x2E || b == 0x36 || b == 0x3E || b == 0x26 || b == 0x64 || b == 0x65) continue;
+    else if (b == 0xF0 || b == 0x67) continue;
+    else if (b == 0x2E || b == 0x36 || b == 0x3E || b == 0x26 || b == 0x64 || b == 0x65) segment = true;
     else break;
   }
   bool w = false, vex = false, vex_l = false;
@@ -179,7 +208,34 @@ int operand_bytes(const uint8_t* p, bool* rmw) {
     else if (*p == 0x3A) map = 3, ++p;
   }
   const uint8_t op = *p;
+  const uint8_t* const modrm = p + 1;
   const int reg = (p[1] >> 3) & 7;  // ModRM.reg (the opcode extension of group opcodes)
+  int size = size_of(op, map, vex, vex_l, opsize, rep, w, reg, rmw);
+  if (size == 0 || segment || (map == 0 && op >= 0xA4 && op <= 0xAF)) return size;  // string ops: no ModRM
+  if (map == 0 && op == 0xFF && reg >= 2 && reg != 6) return size;  // indirect call/jmp: never replayed
+  const uint8_t* q = modrm + 1;
+  int mod = *modrm >> 6, rm = *modrm & 7;
+  if (mod == 3) return size;  // a register operand: not this fault's access
+  if (rm == 4) {              // SIB
+    if (mod == 0 && (*q & 7) == 5) q += 4;
+    ++q;
+  } else if (mod == 0 && rm == 5) {
+    return size;  // RIP-relative: would move with the instruction
+  }
+  q += mod == 1 ? 1 : mod == 2 ? 4 : 0;
+  int imm = 0;
+  if (map == 0) {
+    if (op == 0x69 || op == 0x81 || op == 0xC7 || (op == 0xF7 && reg <= 1)) imm = opsize ? 2 : 4;
+    else if (op == 0x6B || op == 0x80 || op == 0x83 || op == 0xC0 || op == 0xC1 || op == 0xC6 || (op == 0xF6 && reg <= 1)) imm = 1;
+  } else if (op == 0x70 || op == 0xA4 || op == 0xAC || op == 0xBA || op == 0xC2 || op == 0xC4 || op == 0xC5 || op == 0xC6) {
+    imm = 1;
+  }
+  *length = static_cast<int>(q + imm - start);
+  return size;
+}
+
+// The memory operand's size for an opcode (0: not known here).
+int size_of(uint8_t op, int map, bool vex, bool vex_l, bool opsize, int rep, bool w, int reg, bool* rmw) {
   const int v = w ? 8 : opsize ? 2 : 4;
   const int xmm = vex && vex_l ? 32 : 16;
   if (map == 0) {
@@ -344,6 +400,25 @@ void record(const char* start, const char* end, bool write, uintptr_t pc) {
   }
 }
 
+// The fast path. Opening the page and single-stepping costs a debug trap, which is slow (about 15
+// us under a hypervisor); instead the faulting instruction is copied to a code page with a GS
+// segment prefix in front and a jump back after it, and the thread resumes there. GS's base is
+// set, for the launch, to the distance between the shared-memory view and its always-writable
+// alias (memory.cpp), so the copy touches the very same bytes through the alias, and the view
+// stays protected: one signal per access, no mprotect. Only instructions whose single memory
+// operand is a ModRM one (not RIP-relative, no segment prefix) are replayed; the rest are
+// single-stepped. x86-64 user code does not use GS (glibc's TLS is FS).
+void replay_out_of_line(ucontext_t* uc, const uint8_t* pc, int length) {
+  uint8_t* x = g.xol;
+  x[0] = 0x65;  // GS override
+  std::memcpy(x + 1, pc, static_cast<size_t>(length));
+  uint8_t* j = x + 1 + length;
+  j[0] = 0xFF, j[1] = 0x25, j[2] = j[3] = j[4] = j[5] = 0;  // jmp *0(%rip)
+  uintptr_t back = reinterpret_cast<uintptr_t>(pc) + static_cast<uintptr_t>(length);
+  std::memcpy(j + 6, &back, sizeof back);
+  uc->uc_mcontext.gregs[REG_RIP] = static_cast<greg_t>(reinterpret_cast<uintptr_t>(x));
+}
+
 void on_trap(int sig, siginfo_t*, void* ucontext) {
   if (g.open_count == 0) {  // not a step racecheck asked for: let the previous handler have it
     sigaction(sig, &g.previous_trap, nullptr);
@@ -385,12 +460,21 @@ RacecheckLaunch::RacecheckLaunch(int threads_per_block) {
   action.sa_flags = SA_SIGINFO | SA_ONSTACK;
   sigemptyset(&action.sa_mask);
   sigaction(SIGTRAP, &action, &g.previous_trap);
+  if (!g.xol) {
+    void* code = mmap(nullptr, page_bytes(), PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (code != MAP_FAILED) g.xol = static_cast<uint8_t*>(code);
+  }
+  g.replay = g.xol && g.map.alias_delta != 0 && std::getenv("DIFFUSE_EMU_RACECHECK_STEP") == nullptr &&
+             syscall(SYS_arch_prctl, ARCH_GET_GS, &g.saved_gs) == 0 &&
+             syscall(SYS_arch_prctl, ARCH_SET_GS, static_cast<unsigned long>(g.map.alias_delta)) == 0;
   g_racecheck_running = true;
 }
 
 RacecheckLaunch::~RacecheckLaunch() {
   if (g.protected_pages) racecheck_end_block();
   g_racecheck_running = false;
+  if (g.replay) syscall(SYS_arch_prctl, ARCH_SET_GS, g.saved_gs);
+  g.replay = false;
   sigaction(SIGTRAP, &g.previous_trap, nullptr);
 }
 
@@ -454,21 +538,25 @@ bool racecheck_fault(siginfo_t* info, void* ucontext) {
   g_faults = g_faults + 1;
   // The second page of an access that straddles two pages: its first part is recorded already.
   bool continuation = g.open_count > 0 && pc == g.step_pc && a >= g.step_start && a < g.step_end;
+  if (continuation) {
+    record(a, g.step_end, write, pc);
+  } else {
+    Insn insn = decode(reinterpret_cast<const uint8_t*>(pc));
+    const char* end = insn.bytes > 0 ? a + insn.bytes : a + (4 - reinterpret_cast<uintptr_t>(a) % 4);
+    g.step_pc = pc;
+    g.step_start = a;
+    g.step_end = end;
+    record(a, end, write || insn.rmw, pc);
+    if (g.replay && insn.length > 0 && g.open_count == 0) {
+      replay_out_of_line(uc, reinterpret_cast<const uint8_t*>(pc), insn.length);
+      return true;
+    }
+  }
+  // Single-step: open the page, run the one instruction with the trap flag, close it in on_trap.
   char* page = const_cast<char*>(a) - reinterpret_cast<uintptr_t>(a) % page_bytes();
   if (mprotect(page, page_bytes(), PROT_READ | PROT_WRITE) != 0) return false;
   g.open_pages[g.open_count++] = page;
   uc->uc_mcontext.gregs[REG_EFL] |= kTrapFlag;
-  if (continuation) {
-    record(a, g.step_end, write, pc);
-    return true;
-  }
-  bool rmw = false;
-  int bytes = operand_bytes(reinterpret_cast<const uint8_t*>(pc), &rmw);
-  const char* end = bytes > 0 ? a + bytes : a + (4 - reinterpret_cast<uintptr_t>(a) % 4);
-  g.step_pc = pc;
-  g.step_start = a;
-  g.step_end = end;
-  record(a, end, write || rmw, pc);
   return true;
 }
 

@@ -263,6 +263,24 @@ TEST_CASE("racecheck: vector and sub-word accesses are recorded at their width",
                         " read byte +128 of the static shared-memory arena, outside every shared array"));
 }
 
+TEST_CASE("racecheck: the single-step fallback finds the same races", "[emu][racecheck]") {
+  if (!diffuse::emulator::racecheck_supported()) return;
+  // Instructions racecheck cannot replay out of line are single-stepped; force that for all.
+  setenv("DIFFUSE_EMU_RACECHECK_STEP", "1", 1);
+  ScopedRacecheck on(true);
+  ScopedOrder fwd(Order::fwd);
+  std::string e = run_rotate(false, 1, 64);
+  CHECK(contains(e, thread_str(0) + " read word +4 (byte offset) of dynamic smem while " + thread_str(1) + " wrote it"));
+  std::vector<float> out(64, NAN);
+  CHECK(run_rotate(true, 1, 64, &out).empty());
+  e = error_of([&] { DIFFUSE_LAUNCH(float4_tiles<false>, 1, 32, 32 * 16, nullptr, out.data()); });
+  CHECK(contains(e, thread_str(0) + " read word +28 (byte offset) of dynamic smem while " + thread_str(1) + " wrote it"));
+  std::vector<int> out_i(96, -1);
+  CHECK(error_of([&] { DIFFUSE_LAUNCH(smem_atomics<false>, 1, 96, 0, nullptr, out_i.data()); }).empty());
+  for (int v : out_i) CHECK(v == 96 + 95 + 1);
+  unsetenv("DIFFUSE_EMU_RACECHECK_STEP");
+}
+
 TEST_CASE("racecheck: off, shared memory takes no fault; on, the cost per access is measured", "[emu][racecheck]") {
   if (!diffuse::emulator::racecheck_supported()) return;
   std::vector<float> out(4 * 64, NAN);
