@@ -253,7 +253,7 @@ cudaError_t check_slack_after(const std::string& what) {
     while (slack[first] == kPoison) ++first;
     std::fprintf(stderr,
                  "emulated device: out-of-bounds write by %s past the end of allocation #%llu of %zu bytes "
-                 "(first overwritten byte: %zu past the end)\n",
+                 "(the first overwritten byte is %zu bytes past the end)\n",
                  what.c_str(), static_cast<unsigned long long>(a.id), a.size, first);
     status = cudaErrorIllegalAddress;
   });
