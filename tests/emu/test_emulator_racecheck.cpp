@@ -281,7 +281,7 @@ TEST_CASE("racecheck: the single-step fallback finds the same races", "[emu][rac
   unsetenv("DIFFUSE_EMU_RACECHECK_STEP");
 }
 
-TEST_CASE("racecheck: off, shared memory takes no fault; on, the cost per access is measured", "[emu][racecheck]") {
+TEST_CASE("racecheck: off, shared memory takes no fault, on, the cost per access is measured", "[emu][racecheck]") {
   if (!diffuse::emulator::racecheck_supported()) return;
   std::vector<float> out(4 * 64, NAN);
   auto time_rotate = [&](bool on) {  // best of 3
