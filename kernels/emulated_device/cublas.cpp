@@ -149,37 +149,29 @@ std::vector<float> to_f32(const Matrix& x, bool tf32) {
 void run_gemm(const GemmCall& g) {
   if (g.m <= 0 || g.n <= 0) return;
   const size_t mn = static_cast<size_t>(g.m * g.n);
-  std::vector<float> host_scratch;
-  float* t = g.scratch;
-  if (!t) {
-    host_scratch.resize(mn);
-    t = host_scratch.data();
+  // Device memory is touched only here, on the thread running the queued work: OpenBLAS (which
+  // may use worker threads) multiplies host copies, and the emulated device's fault handling
+  // (first touch, out-of-bounds reports) sees every access from the thread it expects.
+  std::vector<float> t(mn, 0.0f);
+  if (g.k > 0) {
+    const std::vector<float> a32 = to_f32(g.a, g.tf32), b32 = to_f32(g.b, g.tf32);
+    cblas_sgemm(CblasColMajor, g.trans_a ? CblasTrans : CblasNoTrans, g.trans_b ? CblasTrans : CblasNoTrans,
+                static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), g.alpha, a32.data(),
+                static_cast<int>(std::max<int64_t>(1, g.a.rows)), b32.data(),
+                static_cast<int>(std::max<int64_t>(1, g.b.rows)), 0.0f, t.data(), static_cast<int>(g.m));
   }
-  if (g.k <= 0) {
-    std::fill(t, t + mn, 0.0f);
-  } else {
-    const auto ta = g.trans_a ? CblasTrans : CblasNoTrans, tb = g.trans_b ? CblasTrans : CblasNoTrans;
-    const bool direct = !g.tf32 && g.a.type == CUDA_R_32F;  // f32 operands go to OpenBLAS in place
-    std::vector<float> a32, b32;
-    const float* pa = static_cast<const float*>(g.a.data);
-    const float* pb = static_cast<const float*>(g.b.data);
-    int64_t lda = g.a.ld, ldb = g.b.ld;
-    if (!direct) {
-      a32 = to_f32(g.a, g.tf32);
-      b32 = to_f32(g.b, g.tf32);
-      pa = a32.data();
-      pb = b32.data();
-      lda = std::max<int64_t>(1, g.a.rows);
-      ldb = std::max<int64_t>(1, g.b.rows);
-    }
-    cblas_sgemm(CblasColMajor, ta, tb, static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), g.alpha,
-                pa, static_cast<int>(lda), pb, static_cast<int>(ldb), 0.0f, t, static_cast<int>(g.m));
+  // cuBLASLt's split-K algorithms keep their f32 partial sums in the workspace: store them there
+  // and read them back, so a workspace that is not writable device memory fails here as on a GPU.
+  const float* sums = t.data();
+  if (g.scratch) {
+    std::memcpy(g.scratch, t.data(), mn * sizeof(float));
+    sums = g.scratch;
   }
   // The epilogue in f32: beta·C (only when beta != 0: 0·NaN must not reach D), then the bias.
   const bool bf16_out = g.d.type == CUDA_R_16BF;
   for (int64_t j = 0; j < g.n; ++j) {
     for (int64_t i = 0; i < g.m; ++i) {
-      float v = t[j * g.m + i];
+      float v = sums[j * g.m + i];
       if (g.beta != 0.0f) v += g.beta * load(g.c, i, j);
       if (g.bias)
         v += bf16_out ? kernels::bf16_to_float(static_cast<const uint16_t*>(g.bias)[i])

@@ -24,9 +24,9 @@ struct Matrix {
 
 // D[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C[m×n] (+ bias[m] added to every column).
 // A and B share a type; C, D and the bias share the output type. `c.data` is not read when
-// beta == 0. `scratch`, when not null, holds at least m·n floats (the f32 accumulator lives there:
-// cuBLASLt's workspace); otherwise a host buffer is used. Runs on the host thread inside queued
-// work, where device memory is accessible.
+// beta == 0. `scratch`, when not null, is device memory for at least m·n floats through which the
+// f32 sums pass (cuBLASLt's workspace). Runs on the host thread inside queued work, where device
+// memory is accessible; OpenBLAS only ever sees host copies.
 struct GemmCall {
   bool trans_a = false, trans_b = false;
   int64_t m = 0, n = 0, k = 0;
