@@ -21,13 +21,15 @@
 // to two readers (thread, touched bytes, the lane's warp clock, the instruction's address). The
 // handler only records (async-signal-safe: no allocation, no locks, no exceptions); the first
 // finding is turned into a diffuse::Error by the scheduler when the thread next yields.
-#include <asm/prctl.h>
 #include <dlfcn.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
+#if defined(__x86_64__) && defined(__linux__)
+#include <asm/prctl.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#endif
 
 #include <algorithm>
 #include <cstdio>
