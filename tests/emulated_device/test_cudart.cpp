@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/emulated_device/device.h"
@@ -384,4 +385,30 @@ TEST_CASE("emulated cudart: event timing is the measured time of the work betwee
   CHECK(cudaEventElapsedTime(&ms, start.e, never.e) == cudaErrorInvalidResourceHandle);
   CHECK(cudaEventElapsedTime(nullptr, start.e, stop.e) == cudaErrorInvalidValue);
   cudaGetLastError();
+}
+
+TEST_CASE("emulated cudart: host threads may use the device at once, each with its own last error",
+          "[cuda][emulated]") {
+  auto worker = [](unsigned char value, bool* ok) {
+    cudaStream_t s = nullptr;
+    void* p = nullptr;
+    *ok = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess && cudaMalloc(&p, 4096) == cudaSuccess;
+    std::vector<unsigned char> host(4096);
+    for (int round = 0; round < 50 && *ok; ++round) {
+      const unsigned char v = static_cast<unsigned char>(value + round);
+      *ok = cudaMemsetAsync(p, v, 4096, s) == cudaSuccess &&
+            cudaMemcpyAsync(host.data(), p, 4096, cudaMemcpyDeviceToHost, s) == cudaSuccess &&
+            cudaStreamSynchronize(s) == cudaSuccess && host == std::vector<unsigned char>(4096, v);
+    }
+    // An error on this thread is this thread's last error only.
+    *ok = *ok && cudaSetDevice(value) == cudaErrorInvalidDevice && cudaGetLastError() == cudaErrorInvalidDevice;
+    *ok = *ok && cudaFree(p) == cudaSuccess && cudaStreamDestroy(s) == cudaSuccess;
+  };
+  bool ok1 = false, ok2 = false;
+  std::thread t1(worker, 1, &ok1), t2(worker, 100, &ok2);
+  t1.join();
+  t2.join();
+  CHECK(ok1);
+  CHECK(ok2);
+  CHECK(cudaGetLastError() == cudaSuccess);
 }
