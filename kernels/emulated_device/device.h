@@ -99,9 +99,10 @@ cudaError_t free_device_memory(void* p);                      // cudaFree of a n
 // True when p is not null and lies outside the device region (a host pointer, as far as can be told).
 bool is_host_pointer(const void* p);
 
-// Brackets the execution of queued work: while at least one WorkScope is alive on the flushing
-// thread, live allocations are readable and writable and a fault is blamed on the work named by
-// the innermost announce_work(). The destructor makes the region inaccessible again.
+// Brackets the execution of queued work: while at least one WorkScope is alive, live allocations
+// are readable and writable (each opened by the fault handler on the work's first touch) and any
+// other fault in the region is blamed on the work named by the latest announce_work(). The
+// destructor makes the whole region inaccessible again.
 class WorkScope {
  public:
   WorkScope();
@@ -109,7 +110,9 @@ class WorkScope {
   WorkScope(const WorkScope&) = delete;
   WorkScope& operator=(const WorkScope&) = delete;
 };
-// Names the work item about to run (copied into a fixed buffer the fault handler reads).
+// Names the work item about to run (copied into a fixed buffer the fault handler reads). For a
+// kernel ("kernel ..." from kernel_queue.cpp) it also opens every live allocation first: the SIMT
+// emulator's own SIGSEGV handler must not see first-touch faults (memory.cpp says why).
 void announce_work(const std::string& what);
 // After a work item: every allocation's slack (its end up to the 256-byte rounding) must still
 // hold 0xFF. Returns cudaErrorIllegalAddress and prints "out-of-bounds write by <what> past the
