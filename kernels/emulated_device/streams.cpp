@@ -55,17 +55,25 @@ struct CUevent_st {
 namespace diffuse::emulated_device {
 namespace {
 
-// All of this is guarded by device_lock().
-CUstream_st g_legacy;                  // the legacy default stream (nullptr, cudaStreamLegacy)
-std::vector<CUstream_st*> g_streams;   // created streams, in creation order
-std::set<CUevent_st*> g_events;        // live events
-uint64_t g_next_serial = 1;
-cudaError_t g_sticky = cudaSuccess;
-double g_clock_ms = 0;                 // advances only by executed work
+// Guarded by device_lock(). Heap-allocated and never destroyed, so that code freeing device
+// memory at exit (after static destructors may have run) still finds its streams.
+struct StreamState {
+  CUstream_st legacy;                  // the legacy default stream (nullptr, cudaStreamLegacy)
+  std::vector<CUstream_st*> streams;   // created streams, in creation order
+  std::set<CUevent_st*> events;        // live events
+  uint64_t next_serial = 1;
+  cudaError_t sticky = cudaSuccess;
+  double clock_ms = 0;                 // advances only by executed work
+};
+
+StreamState& state() {
+  static auto* s = new StreamState;
+  return *s;
+}
 
 bool is_live(const CUstream_st* s) {
-  if (s == &g_legacy) return true;
-  for (const CUstream_st* mine : g_streams)
+  if (s == &state().legacy) return true;
+  for (const CUstream_st* mine : state().streams)
     if (mine == s) return true;
   return false;
 }
@@ -82,11 +90,11 @@ void add_implicit_waits(CUstream_st* s) {
     s->queue.push_back(std::move(w));
     ++s->enqueued;
   };
-  if (s == &g_legacy) {
-    for (CUstream_st* b : g_streams)
+  if (s == &state().legacy) {
+    for (CUstream_st* b : state().streams)
       if (!(b->flags & cudaStreamNonBlocking) && b->pending()) wait_for(b);
-  } else if (!(s->flags & cudaStreamNonBlocking) && g_legacy.pending()) {
-    wait_for(&g_legacy);
+  } else if (!(s->flags & cudaStreamNonBlocking) && state().legacy.pending()) {
+    wait_for(&state().legacy);
   }
 }
 
@@ -99,7 +107,7 @@ void push(CUstream_st* s, QueuedItem item) {
 void stamp(const QueuedItem& marker) {
   CUevent_st* e = marker.event;
   if (e->generation == marker.generation) {
-    e->time_ms = g_clock_ms;
+    e->time_ms = state().clock_ms;
     e->completed_generation = marker.generation;
   }
   if (e->destroyed && e->complete()) delete e;
@@ -118,8 +126,8 @@ void run_work(QueuedItem& item, std::optional<WorkScope>& scope) {
     std::fprintf(stderr, "%s: unknown exception\n", item.what.c_str());
     fail_device(cudaErrorLaunchFailure);
   }
-  g_clock_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  if (g_sticky == cudaSuccess) {
+  state().clock_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  if (state().sticky == cudaSuccess) {
     cudaError_t slack = check_slack_after(item.what);
     if (slack != cudaSuccess) fail_device(slack);
   }
@@ -128,7 +136,7 @@ void run_work(QueuedItem& item, std::optional<WorkScope>& scope) {
 // Executes s's queue until s->done >= until. A wait item first flushes the stream it waits for;
 // waits only ever name positions queued earlier, so this terminates.
 void flush(CUstream_st* s, uint64_t until, std::optional<WorkScope>& scope) {
-  while (s->done < until && g_sticky == cudaSuccess) {
+  while (s->done < until && state().sticky == cudaSuccess) {
     QueuedItem item = std::move(s->queue.front());
     s->queue.pop_front();
     switch (item.kind) {
@@ -149,30 +157,30 @@ void flush(CUstream_st* s, uint64_t until, std::optional<WorkScope>& scope) {
 cudaError_t flush_all_of(CUstream_st* s) {
   std::optional<WorkScope> scope;
   flush(s, s->enqueued, scope);
-  return g_sticky;
+  return state().sticky;
 }
 
 CUstream_st* resolve(cudaStream_t stream) {
-  if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread) return &g_legacy;
+  if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread) return &state().legacy;
   return is_live(stream) ? stream : nullptr;
 }
 
-CUevent_st* resolve(cudaEvent_t event) { return g_events.count(event) ? event : nullptr; }
+CUevent_st* resolve(cudaEvent_t event) { return state().events.count(event) ? event : nullptr; }
 
 }  // namespace
 
 // ---- the interface of device.h --------------------------------------------------------------------
 
-cudaError_t sticky_error() { return g_sticky; }
+cudaError_t sticky_error() { return state().sticky; }
 
 void fail_device(cudaError_t status) {
-  if (g_sticky == cudaSuccess) g_sticky = status;
-  for (CUstream_st* s : g_streams) {
+  if (state().sticky == cudaSuccess) state().sticky = status;
+  for (CUstream_st* s : state().streams) {
     s->queue.clear();
     s->done = s->enqueued;
   }
-  g_legacy.queue.clear();
-  g_legacy.done = g_legacy.enqueued;
+  state().legacy.queue.clear();
+  state().legacy.done = state().legacy.enqueued;
 }
 
 bool valid_stream(cudaStream_t stream) {
@@ -183,7 +191,7 @@ bool valid_stream(cudaStream_t stream) {
 cudaError_t enqueue(cudaStream_t stream, std::string what, std::function<void()> run) {
   ApiCall call;
   if (call.status() != cudaSuccess) return call.status();
-  if (g_sticky != cudaSuccess) return g_sticky;
+  if (state().sticky != cudaSuccess) return state().sticky;
   CUstream_st* s = resolve(stream);
   if (!s) return cudaErrorInvalidResourceHandle;
   QueuedItem item;
@@ -196,7 +204,7 @@ cudaError_t enqueue(cudaStream_t stream, std::string what, std::function<void()>
 cudaError_t synchronize_stream(cudaStream_t stream) {
   ApiCall call;
   if (call.status() != cudaSuccess) return call.status();
-  if (g_sticky != cudaSuccess) return g_sticky;
+  if (state().sticky != cudaSuccess) return state().sticky;
   CUstream_st* s = resolve(stream);
   if (!s) return cudaErrorInvalidResourceHandle;
   return flush_all_of(s);
@@ -206,9 +214,9 @@ cudaError_t synchronize_all() {
   ApiCall call;
   if (call.status() != cudaSuccess) return call.status();
   std::optional<WorkScope> scope;
-  flush(&g_legacy, g_legacy.enqueued, scope);
-  for (size_t i = 0; i < g_streams.size(); ++i) flush(g_streams[i], g_streams[i]->enqueued, scope);
-  return g_sticky;
+  flush(&state().legacy, state().legacy.enqueued, scope);
+  for (size_t i = 0; i < state().streams.size(); ++i) flush(state().streams[i], state().streams[i]->enqueued, scope);
+  return state().sticky;
 }
 
 }  // namespace diffuse::emulated_device
@@ -222,12 +230,12 @@ extern "C" {
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());
-  if (g_sticky != cudaSuccess) return record(g_sticky);
+  if (state().sticky != cudaSuccess) return record(state().sticky);
   if (!pStream || (flags & ~unsigned{cudaStreamNonBlocking})) return record(cudaErrorInvalidValue);
   auto* s = new CUstream_st;
   s->flags = flags;
-  s->serial = g_next_serial++;
-  g_streams.push_back(s);
+  s->serial = state().next_serial++;
+  state().streams.push_back(s);
   *pStream = s;
   return cudaSuccess;
 }
@@ -239,9 +247,9 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());
   CUstream_st* s = resolve(stream);
-  if (!s || s == &g_legacy) return record(cudaErrorInvalidResourceHandle);
+  if (!s || s == &state().legacy) return record(cudaErrorInvalidResourceHandle);
   cudaError_t status = flush_all_of(s);
-  std::erase(g_streams, s);
+  std::erase(state().streams, s);
   delete s;
   return record(status);
 }
@@ -249,7 +257,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());
-  if (g_sticky != cudaSuccess) return record(g_sticky);
+  if (state().sticky != cudaSuccess) return record(state().sticky);
   CUstream_st* s = resolve(stream);
   if (!s) return record(cudaErrorInvalidResourceHandle);
   return record(flush_all_of(s));
@@ -259,7 +267,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());
-  if (g_sticky != cudaSuccess) return record(g_sticky);
+  if (state().sticky != cudaSuccess) return record(state().sticky);
   CUstream_st* s = resolve(stream);
   if (!s) return record(cudaErrorInvalidResourceHandle);
   return s->pending() ? cudaErrorNotReady : cudaSuccess;
@@ -268,7 +276,7 @@ cudaError_t cudaStreamQuery(cudaStream_t stream) {
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());
-  if (g_sticky != cudaSuccess) return record(g_sticky);
+  if (state().sticky != cudaSuccess) return record(state().sticky);
   CUstream_st* s = resolve(stream);
   CUevent_st* e = resolve(event);
   if (!s || !e) return record(cudaErrorInvalidResourceHandle);
@@ -286,20 +294,20 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 cudaError_t cudaDeviceSynchronize(void) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());
-  if (g_sticky != cudaSuccess) return record(g_sticky);
+  if (state().sticky != cudaSuccess) return record(state().sticky);
   return record(synchronize_all());
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());
-  if (g_sticky != cudaSuccess) return record(g_sticky);
+  if (state().sticky != cudaSuccess) return record(state().sticky);
   const unsigned known = cudaEventBlockingSync | cudaEventDisableTiming | cudaEventInterprocess;
   if (!event || (flags & ~known)) return record(cudaErrorInvalidValue);
   if ((flags & cudaEventInterprocess) && !(flags & cudaEventDisableTiming)) return record(cudaErrorInvalidValue);
   auto* e = new CUevent_st;
   e->flags = flags;
-  g_events.insert(e);
+  state().events.insert(e);
   *event = e;
   return cudaSuccess;
 }
@@ -311,8 +319,8 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   if (call.status() != cudaSuccess) return record(call.status());
   CUevent_st* e = resolve(event);
   if (!e) return record(cudaErrorInvalidResourceHandle);
-  g_events.erase(e);
-  if (e->complete() || g_sticky != cudaSuccess)
+  state().events.erase(e);
+  if (e->complete() || state().sticky != cudaSuccess)
     delete e;
   else
     e->destroyed = true;  // its pending record marker deletes it
@@ -322,7 +330,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());
-  if (g_sticky != cudaSuccess) return record(g_sticky);
+  if (state().sticky != cudaSuccess) return record(state().sticky);
   CUstream_st* s = resolve(stream);
   CUevent_st* e = resolve(event);
   if (!s || !e) return record(cudaErrorInvalidResourceHandle);
@@ -340,7 +348,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
 cudaError_t cudaEventQuery(cudaEvent_t event) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());
-  if (g_sticky != cudaSuccess) return record(g_sticky);
+  if (state().sticky != cudaSuccess) return record(state().sticky);
   CUevent_st* e = resolve(event);
   if (!e) return record(cudaErrorInvalidResourceHandle);
   return e->complete() ? cudaSuccess : cudaErrorNotReady;
@@ -349,19 +357,19 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());
-  if (g_sticky != cudaSuccess) return record(g_sticky);
+  if (state().sticky != cudaSuccess) return record(state().sticky);
   CUevent_st* e = resolve(event);
   if (!e) return record(cudaErrorInvalidResourceHandle);
   if (e->complete()) return cudaSuccess;
   std::optional<WorkScope> scope;
   flush(e->stream, e->position, scope);
-  return record(g_sticky);
+  return record(state().sticky);
 }
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());
-  if (g_sticky != cudaSuccess) return record(g_sticky);
+  if (state().sticky != cudaSuccess) return record(state().sticky);
   if (!ms) return record(cudaErrorInvalidValue);
   CUevent_st* a = resolve(start);
   CUevent_st* b = resolve(end);
