@@ -412,3 +412,23 @@ TEST_CASE("emulated cudart: host threads may use the device at once, each with i
   CHECK(ok2);
   CHECK(cudaGetLastError() == cudaSuccess);
 }
+
+namespace {
+void some_kernel() {}
+}  // namespace
+
+TEST_CASE("emulated cudart: cudaFuncSetAttribute opts a kernel into more dynamic shared memory, up to 227 KiB",
+          "[cuda][emulated]") {
+  const void* kernel = reinterpret_cast<const void*>(&some_kernel);
+  CHECK(device::max_dynamic_shared_bytes(kernel) == 48 * 1024);
+  CUDA_OK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 100 * 1024));
+  CHECK(device::max_dynamic_shared_bytes(kernel) == 100 * 1024);
+  CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024 + 1) ==
+        cudaErrorInvalidValue);
+  CHECK(cudaPeekAtLastError() == cudaErrorInvalidValue);  // peeking does not clear
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  CHECK(cudaPeekAtLastError() == cudaSuccess);
+  CHECK(cudaFuncSetAttribute(nullptr, cudaFuncAttributeMaxDynamicSharedMemorySize, 0) ==
+        cudaErrorInvalidDeviceFunction);
+  cudaGetLastError();
+}
