@@ -77,7 +77,7 @@ struct StaticArray {
 };
 
 struct Static {
-  char* arena = nullptr;  // mapped on first use: kMaxSharedBytes rounded up to whole pages
+  char* arena = nullptr;  // the first part of the shared-memory window (below)
   size_t capacity = 0;
   size_t used = 0;
   std::vector<StaticArray> arrays;  // this block's, in allocation order
@@ -99,7 +99,9 @@ void prepare_stacks(int count) {
 // the 227 KiB maximum rounded up to whole pages. It is backed by a memfd and mapped a second time
 // (the alias, always readable and writable, guard page excepted) at a fixed distance, so that
 // racecheck can replay a trapped access on the alias instead of opening the page, and the
-// emulator can poison protected shared memory. Without memfd there is no alias (delta 0).
+// emulator can poison protected shared memory. Without memfd there is no alias (delta 0). Being
+// MAP_SHARED, the window is shared with a child forked during a test; nothing relies on its
+// contents across launches (every block re-poisons).
 struct Window {
   char* view = nullptr;
   ptrdiff_t alias_delta = 0;
