@@ -1,8 +1,10 @@
-// The CLI end to end with --device cuda against the same commands on the CPU (issue 4, "Proof"):
-// a 200-step `tiny` run on Fashion-MNIST whose loss curve matches the CPU run's (same seed, so the
-// same batches, timesteps and noise: only float rounding differs), `diffuse sample` with DDIM-10
-// and `diffuse forward` (output and parameter grads) on one checkpoint. The CPU halves take
-// minutes on a small machine; these cases only run where a GPU is (label `cuda`).
+// The CLI end to end with --device cuda against the same commands on the CPU (issue 10, section 2):
+// a 20-step `tiny` training run on Fashion-MNIST whose loss curve follows the CPU run's (same
+// seed, so the same batches, timesteps and noise: only float rounding differs), a run resumed
+// on the device that continues its own curve, checkpoints moved between the devices both ways,
+// `diffuse sample` (DDIM, and a guided class-conditional DDPM) giving the CPU's grid for the same
+// seed, and `diffuse forward` (output and parameter grads) on one checkpoint. Runs are short and
+// batches small: under the emulated device every custom kernel runs thread by thread.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -27,81 +29,102 @@ namespace fs = std::filesystem;
 
 namespace {
 
-
-double mean_of(const std::vector<double>& v, size_t begin, size_t end) {
-  double s = 0;
-  for (size_t i = begin; i < end; ++i) s += v[i];
-  return s / static_cast<double>(end - begin);
-}
+// How far a CUDA loss curve may be from the CPU's, relative to the CPU's loss at each step.
+// Both runs see the same images, timesteps and noise at every step; only the order of f32
+// sums differs (cuDNN/cuBLAS against im2col + OpenBLAS, the device reductions against the CPU
+// twins), about 1e-6 relative per op. Step 1 (identical weights) therefore agrees to ~1e-5.
+// AdamW turns those differences into weight differences of a small fraction of the learning rate
+// per step (its update is about lr · sign(g) where the moments are young, so a grad component
+// near zero can flip). Measured on the emulated device (cuDNN and cuBLAS computed on the CPU in
+// another order than im2col + OpenBLAS): 20 steps at lr 1e-3 stay within 2.2e-5 of the CPU's
+// loss. A GPU sums in other orders again (other cuDNN algorithms, no TF32 here), so the bound is
+// 2e-3, about a hundred times the measured drift: still far below what a wrong batch, timestep
+// or noise draw does to a batch-of-2 loss (tens of per cent) or a lost optimizer state on resume.
+constexpr double kCurveTol = 2e-3;
+constexpr double kFirstStepTol = 1e-4;
 
 void require_ok(const RunResult& r, const std::string& what) {
   INFO(what << ":\n" << r.output);
   REQUIRE(r.exit_code == 0);
 }
 
-// A short CPU training run shared by the sample and forward cases (its weights have moved off
-// their initialisation, so images and outputs are not just the prior); made once per process.
-const std::string& short_run_checkpoint() {
-  static TempDir dir;
-  static const std::string model = [] {
-    const std::string run = dir.file("run");
-    require_ok(run_cli({"train", "--data", "fashion-mnist", "--max-images", "512", "--config", "tiny", "--out", run,
-                        "--steps", "40", "--batch", "8", "--lr", "1e-3", "--seed", "1"}),
-               "short CPU training run");
-    const std::string ckpt = run + "/checkpoints/step-40/model";
-    REQUIRE(fs::exists(ckpt));
-    return ckpt;
-  }();
-  return model;
+// `diffuse train` on 64 Fashion-MNIST images, `tiny`, batch 2, lr 1e-3, a checkpoint every
+// 5 steps; `resume` continues the run already in `out`.
+std::vector<double> train(const std::string& out, int steps, const std::string& device, bool resume = false,
+                          const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> args = {"train", "--data", "fashion-mnist", "--max-images", "64", "--config", "tiny",
+                                   "--out", out, "--steps", std::to_string(steps), "--batch", "2", "--lr", "1e-3",
+                                   "--seed", "3", "--log-every", "5", "--checkpoint-every", "5",
+                                   "--device", device};
+  if (resume) args.push_back("--resume");
+  args.insert(args.end(), extra.begin(), extra.end());
+  require_ok(run_cli(args), "train --device " + device + (resume ? " --resume" : "") + " to step " + std::to_string(steps));
+  std::vector<double> curve = losses(out + "/metrics.jsonl");
+  REQUIRE(curve.size() == static_cast<size_t>(steps));
+  for (double l : curve) REQUIRE(std::isfinite(l));
+  return curve;
 }
 
-}  // namespace
-
-TEST_CASE("train cuda: 200 tiny steps on Fashion-MNIST follow the CPU's loss curve", "[cuda][train]") {
-  DIFFUSE_CUDA_TEST_GUARD();
-  TempDir dir;
-  std::vector<std::vector<double>> curves;
-  for (const char* device : {"cpu", "cuda"}) {
-    const std::string out = dir.file(std::string("run-") + device);
-    require_ok(run_cli({"train", "--data", "fashion-mnist", "--config", "tiny", "--out", out, "--steps", "200",
-                        "--batch", "32", "--lr", "1e-3", "--seed", "0", "--log-every", "50", "--device", device}),
-               std::string("train --device ") + device);
-    CHECK(fs::exists(out + "/checkpoints/step-200/model/unet/diffusion_pytorch_model.safetensors"));
-    curves.push_back(losses(out + "/metrics.jsonl"));
-    REQUIRE(curves.back().size() == 200);
+// Steps [first, last] (1-based) of `got` against `want`, each within kCurveTol of want's loss.
+void check_curve(const std::string& what, const std::vector<double>& got, const std::vector<double>& want, int first,
+                 int last) {
+  double worst = 0;
+  int worst_step = first;
+  for (int s = first; s <= last; ++s) {
+    const double rel = std::fabs(got[s - 1] - want[s - 1]) / want[s - 1];
+    INFO(what << ": step " << s << " loss " << got[s - 1] << " against " << want[s - 1] << " (relative " << rel << ")");
+    CHECK(rel <= kCurveTol);
+    if (!(rel <= worst)) {
+      worst = rel;
+      worst_step = s;
+    }
   }
-  const std::vector<double>& cpu = curves[0];
-  const std::vector<double>& gpu = curves[1];
-  // Step 1 sees the same weights, batch, timesteps and noise on both devices.
-  CHECK(std::fabs(gpu[0] - cpu[0]) <= 1e-3 * cpu[0]);
-  const double tail_cpu = mean_of(cpu, 150, 200), tail_gpu = mean_of(gpu, 150, 200);
-  WARN("mean loss over steps 151-200: cpu " << tail_cpu << ", cuda " << tail_gpu << " (step 1: " << cpu[0] << ", "
-                                            << gpu[0] << ")");
-  CHECK(std::fabs(tail_gpu - tail_cpu) <= 0.1 * tail_cpu);
-  CHECK(tail_cpu < 0.1);
-  CHECK(tail_gpu < 0.1);
-  for (double l : gpu) CHECK(std::isfinite(l));
+  WARN(what << ": steps " << first << "-" << last << " within " << worst << " of the reference (worst at step "
+            << worst_step << ")");
 }
 
-TEST_CASE("sample cuda: a DDIM-10 grid equals the CPU sampler's on the same checkpoint", "[cuda][sample]") {
-  DIFFUSE_CUDA_TEST_GUARD();
-  const std::string model = short_run_checkpoint();
+// A copy of run `from` holding only its checkpoint at step 5 (and so, once resumed, truncating
+// its metrics there): the state a run interrupted after step 5 leaves.
+std::string interrupted_at_5(const std::string& from, const std::string& to) {
+  fs::copy(from, to, fs::copy_options::recursive);
+  for (const auto& e : fs::directory_iterator(to + "/checkpoints"))
+    if (e.path().filename() != "step-5") fs::remove_all(e.path());
+  REQUIRE(fs::exists(to + "/checkpoints/step-5/state.json"));
+  return to;
+}
+
+// A short CPU training run whose checkpoint the sample and forward cases read (its weights have
+// moved off their initialisation, so images and outputs are not just the prior).
+std::string cpu_checkpoint(const TempDir& dir, const std::vector<std::string>& extra = {}) {
+  const std::string run = dir.file("run");
+  std::vector<std::string> args = {"train", "--data", "fashion-mnist", "--max-images", "64", "--config", "tiny",
+                                   "--out", run, "--steps", "10", "--batch", "8", "--lr", "1e-3", "--seed", "1"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  require_ok(run_cli(args), "short CPU training run");
+  const std::string ckpt = run + "/checkpoints/step-10";
+  REQUIRE(fs::exists(ckpt + "/model"));
+  return ckpt;
+}
+
+// Runs `diffuse sample` with `args` on both devices and compares the two PNG grids: f32
+// rounding differences over a few sampler steps may move a pixel across one 8-bit level.
+void check_sample_grids(const std::vector<std::string>& args, int max_level_difference) {
   TempDir dir;
   std::vector<Image8> grids;
   for (const char* device : {"cpu", "cuda"}) {
     const std::string png = dir.file(std::string("grid-") + device + ".png");
-    require_ok(run_cli({"sample", "--model", model, "--sampler", "ddim", "--steps", "10", "--n", "16", "--seed", "5",
-                        "--out", png, "--device", device}),
-               std::string("sample --device ") + device);
+    std::vector<std::string> a = {"sample"};
+    a.insert(a.end(), args.begin(), args.end());
+    a.insert(a.end(), {"--out", png, "--device", device});
+    require_ok(run_cli(a), std::string("sample --device ") + device);
     REQUIRE(fs::exists(png));
     grids.push_back(read_image(png));
   }
   const Image8 &cpu = grids[0], &gpu = grids[1];
-  REQUIRE(gpu.width == 4 * 34 + 2);
-  REQUIRE(gpu.height == 4 * 34 + 2);
+  REQUIRE(gpu.width == cpu.width);
+  REQUIRE(gpu.height == cpu.height);
   REQUIRE(gpu.channels == cpu.channels);
   REQUIRE(gpu.pixels.size() == cpu.pixels.size());
-  // Ten sampler steps of f32 rounding differences may move a pixel across one 8-bit level.
   int worst = 0;
   size_t differing = 0;
   for (size_t i = 0; i < cpu.pixels.size(); ++i) {
@@ -110,13 +133,87 @@ TEST_CASE("sample cuda: a DDIM-10 grid equals the CPU sampler's on the same chec
     differing += d != 0;
   }
   INFO(differing << " of " << cpu.pixels.size() << " pixels differ; the largest difference is " << worst);
-  CHECK(worst <= 1);
+  CHECK(worst <= max_level_difference);
+  // Not a blank or saturated grid: the model's images have structure.
+  int lo = 255, hi = 0;
+  for (uint8_t p : cpu.pixels) lo = std::min<int>(lo, p), hi = std::max<int>(hi, p);
+  CHECK(hi - lo > 32);
+}
+
+}  // namespace
+
+TEST_CASE("train cuda: 20 tiny steps on Fashion-MNIST follow the CPU's loss curve", "[cuda][train]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  TempDir dir;
+  const std::vector<double> cpu = train(dir.file("cpu"), 20, "cpu");
+  const std::vector<double> gpu = train(dir.file("cuda"), 20, "cuda");
+  CHECK(fs::exists(dir.file("cuda") + "/checkpoints/step-20/model/unet/diffusion_pytorch_model.safetensors"));
+  CHECK(fs::exists(dir.file("cuda") + "/checkpoints/step-20/ema/unet/diffusion_pytorch_model.safetensors"));
+  const nlohmann::json config = nlohmann::json::parse(slurp(dir.file("cuda") + "/config.json"));
+  CHECK(config.at("train").at("device") == "cuda");
+  // Step 1 sees the same weights, batch, timesteps and noise on both devices.
+  INFO("step 1: cpu " << cpu[0] << ", cuda " << gpu[0]);
+  CHECK(std::fabs(gpu[0] - cpu[0]) <= kFirstStepTol * cpu[0]);
+  check_curve("cuda against cpu", gpu, cpu, 1, 20);
+}
+
+TEST_CASE("train cuda: --resume on the device continues the same curve", "[cuda][train][resume]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  TempDir dir;
+  const std::vector<double> whole = train(dir.file("whole"), 10, "cuda");
+  const std::string run = interrupted_at_5(dir.file("whole"), dir.file("resumed"));
+  const std::vector<double> resumed = train(run, 10, "cuda", true);
+  for (int s = 1; s <= 5; ++s) CHECK(resumed[s - 1] == whole[s - 1]);  // kept lines
+  // Not bit for bit, unlike the CPU: cuDNN's algorithm search times the candidates, so another
+  // process may pick another algorithm, which sums in another order (on the emulated device as
+  // on a GPU; measured: 1.3e-7 apart after 5 resumed steps). Hence the curve tolerance.
+  check_curve("resumed cuda run against the uninterrupted one", resumed, whole, 6, 10);
+  CHECK(fs::exists(run + "/checkpoints/step-10/state.json"));
+}
+
+TEST_CASE("train: a CPU checkpoint continues on CUDA, and a CUDA checkpoint on the CPU", "[cuda][train][resume]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  TempDir dir;
+  const std::vector<double> cpu = train(dir.file("cpu"), 10, "cpu");
+  const std::vector<double> gpu5 = train(dir.file("cuda"), 5, "cuda");
+  check_curve("cuda run to step 5", gpu5, cpu, 1, 5);
+  // Both directions continue the uninterrupted CPU curve (a checkpoint holds weights, EMA, AdamW
+  // moments, the batch position and the step: nothing device-specific).
+  const std::string from_cpu = interrupted_at_5(dir.file("cpu"), dir.file("cpu-then-cuda"));
+  const std::vector<double> on_cuda = train(from_cpu, 10, "cuda", true);
+  check_curve("cpu checkpoint resumed on cuda", on_cuda, cpu, 6, 10);
+  const std::vector<double> on_cpu = train(dir.file("cuda"), 10, "cpu", true);
+  check_curve("cuda checkpoint resumed on the cpu", on_cpu, cpu, 6, 10);
+}
+
+TEST_CASE("sample cuda: a DDIM grid equals the CPU sampler's on the same checkpoint", "[cuda][sample]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  TempDir dir;
+  const std::string ckpt = cpu_checkpoint(dir);
+  // Two batches (4 images, batch 3): a full one and a partial one, each with its own seed.
+  check_sample_grids({"--model", ckpt + "/ema", "--sampler", "ddim", "--steps", "5", "--n", "4", "--batch", "3",
+                      "--seed", "5"},
+                     1);
+}
+
+TEST_CASE("sample cuda: a guided class-conditional DDPM grid equals the CPU's", "[cuda][sample]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  TempDir dir;
+  const std::string ckpt = cpu_checkpoint(dir, {"--classes", "10", "--p-uncond", "0.2"});
+  // Guidance runs both halves as one batch of 2B; DDPM adds device-drawn noise every step, and
+  // the guidance weight 4 amplifies the halves' rounding differences fourfold.
+  check_sample_grids({"--model", ckpt + "/model", "--sampler", "ddpm", "--steps", "4", "--n", "2", "--class", "3",
+                      "--guidance", "4", "--seed", "9"},
+                     2);
+  check_sample_grids({"--model", ckpt + "/model", "--sampler", "dpmpp-2m", "--steps", "4", "--n", "2", "--class", "7",
+                      "--seed", "9"},
+                     1);
 }
 
 TEST_CASE("forward cuda: the output and parameter grads of diffuse forward equal the CPU's", "[cuda][forward]") {
   DIFFUSE_CUDA_TEST_GUARD();
-  const std::string model = short_run_checkpoint();
   TempDir dir;
+  const std::string model = cpu_checkpoint(dir) + "/model";
   const std::string input = dir.file("in.safetensors");
   save_safetensors(input, {{"sample", Tensor::randn({2, 1, 32, 32}, 21)},
                            {"timestep", Tensor::from({3, 750}, {2}, DType::i64)},
@@ -126,18 +223,23 @@ TEST_CASE("forward cuda: the output and parameter grads of diffuse forward equal
                         dir.file(std::string("out-") + device + ".safetensors"), "--grad-out",
                         dir.file(std::string("grad-") + device + ".safetensors"), "--device", device}),
                std::string("forward --device ") + device);
+  // Without --grad-out: the no-tape path.
+  require_ok(run_cli({"forward", "--model", model, "--input", input, "--out", dir.file("out-cuda-nograd.safetensors"),
+                      "--device", "cuda"}),
+             "forward --device cuda without --grad-out");
   const SafetensorsFile out_cpu = SafetensorsFile::open(dir.file("out-cpu.safetensors"));
-  const SafetensorsFile out_gpu = SafetensorsFile::open(dir.file("out-cuda.safetensors"));
-  const double out_err = rel_to_peak_error(out_gpu.get("out"), out_cpu.get("out"));
-  INFO("output error " << out_err);
-  CHECK(out_err <= 1e-3);
+  for (const char* name : {"out-cuda.safetensors", "out-cuda-nograd.safetensors"}) {
+    const SafetensorsFile out_gpu = SafetensorsFile::open(dir.file(name));
+    const double out_err = rel_to_peak_error(out_gpu.get("out"), out_cpu.get("out"));
+    INFO(name << ": output error " << out_err);
+    CHECK(out_err <= 1e-3);
+  }
   const SafetensorsFile g_cpu = SafetensorsFile::open(dir.file("grad-cpu.safetensors"));
   const SafetensorsFile g_gpu = SafetensorsFile::open(dir.file("grad-cuda.safetensors"));
   REQUIRE(g_gpu.names() == g_cpu.names());
   REQUIRE(g_cpu.size() > 0);
   for (const std::string& name : g_cpu.names()) {
-    const double err = rel_to_peak_error(g_gpu.get(name), g_cpu.get(name));
-    INFO("grad of " << name << ": error " << err);
-    CHECK(err <= 1e-3);
+    const std::string key_weight = key_weight_of(name);
+    check_param_grad(name, g_gpu.get(name), g_cpu.get(name), key_weight.empty() ? Tensor() : g_cpu.get(key_weight));
   }
 }

@@ -5,6 +5,7 @@
 #pragma once
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <string>
@@ -26,6 +27,46 @@ inline double rel_to_peak_error(const Tensor& got, const Tensor& want) {
     worst = std::max(worst, std::fabs(g[i] - w[i]));
   }
   return peak > 0 ? worst / peak : worst;
+}
+
+// max |t|; infinite when any element is not finite.
+inline double max_abs(const Tensor& t) {
+  double peak = 0;
+  for (double v : t.to_vector()) {
+    if (!std::isfinite(v)) return INFINITY;
+    peak = std::max(peak, std::fabs(v));
+  }
+  return peak;
+}
+
+// One UNet parameter's CUDA grad against the CPU's (diffusers' names): the error relative to
+// the reference's peak must be at most tol; returns it. The exception is an attention key bias
+// (`….to_k.bias`): it adds q·b to every score of a row, which the softmax ignores, so its grad
+// is zero in exact arithmetic and rounding noise on both devices, with no peak to be relative
+// to. Both must then be at most 1e-4 of the peak of the key weight's grad (`key_weight_grad`),
+// and 0 is returned.
+inline double check_param_grad(const std::string& name, const Tensor& got, const Tensor& want,
+                               const Tensor& key_weight_grad, double tol = 1e-3) {
+  INFO("grad of " << name << " " << want.describe());
+  if (name.size() >= 10 && name.compare(name.size() - 10, 10, ".to_k.bias") == 0) {
+    REQUIRE(key_weight_grad.defined());
+    const double scale = max_abs(key_weight_grad);
+    INFO("key bias grad peaks: cpu " << max_abs(want) << ", cuda " << max_abs(got) << "; key weight grad peak "
+                                     << scale);
+    CHECK(max_abs(want) <= 1e-4 * scale);
+    CHECK(max_abs(got) <= 1e-4 * scale);
+    return 0;
+  }
+  const double err = rel_to_peak_error(got, want);
+  INFO("error " << err);
+  CHECK(err <= tol);
+  return err;
+}
+
+// The name of the key weight beside a key bias (`….to_k.bias` -> `….to_k.weight`), else "".
+inline std::string key_weight_of(const std::string& name) {
+  if (name.size() < 10 || name.compare(name.size() - 10, 10, ".to_k.bias") != 0) return "";
+  return name.substr(0, name.size() - 4) + "weight";
 }
 
 // A leaf copy of a host tensor on `device` with the original's requires_grad (undefined stays so).
