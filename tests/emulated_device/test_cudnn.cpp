@@ -281,7 +281,7 @@ TEST_CASE("emulated cuDNN: NCHW tensors with a KCRS filter and convolution mode 
   cudnnDestroyConvolutionDescriptor(conv);
 }
 
-TEST_CASE("emulated cuDNN: alpha and beta blend into the output; beta = 0 never reads it", "[cuda][emulated]") {
+TEST_CASE("emulated cuDNN: alpha and beta blend into the output, and beta = 0 never reads it", "[cuda][emulated]") {
   Handle handle;
   const Shape sh = kShapes[1];
   const auto x = randoms(sh.xn(), 6), w = randoms(sh.wn(), 7), y0 = randoms(sh.yn(), 8), dy = randoms(sh.yn(), 9);
@@ -620,7 +620,7 @@ TEST_CASE("emulated cuDNN: handle, stream and version", "[cuda][emulated]") {
   CHECK(cudnnSetStream(nullptr, nullptr) == CUDNN_STATUS_BAD_PARAM);
 }
 
-TEST_CASE("emulated cuDNN: work is queued on the handle's stream; Find*Ex waits for queued inputs",
+TEST_CASE("emulated cuDNN: work is queued on the handle's stream, and Find*Ex waits for queued inputs",
           "[cuda][emulated]") {
   Handle handle;
   const Shape sh = kShapes[3];
