@@ -172,7 +172,7 @@ TEST_CASE("dataset: bad sample size or channel count", "[dataset][bad]") {
 
 // ---- image folders ---------------------------------------------------------------------------
 
-TEST_CASE("image folders: class subfolders give sorted labels; PNG, BMP and JPEG decode", "[dataset]") {
+TEST_CASE("image folders: class subfolders give sorted labels, and PNG, BMP and JPEG decode", "[dataset]") {
   TempDir dir;
   fs::create_directories(dir.path() / "dog");
   fs::create_directories(dir.path() / "cat" / "nested");
@@ -204,7 +204,7 @@ TEST_CASE("image folders: class subfolders give sorted labels; PNG, BMP and JPEG
   CHECK(std::abs(int(gray.pixels(2)[0]) - 77) <= 1);  // stb's luma of pure red: 255·77/256
 }
 
-TEST_CASE("image folders: a flat folder has no labels; sizes are resized and centre-cropped", "[dataset]") {
+TEST_CASE("image folders: a flat folder has no labels, and sizes are resized and centre-cropped", "[dataset]") {
   TempDir dir;
   // 8 wide, 4 tall: left half black, right half white, with a grey 2-column band in the middle.
   Image8 wide{8, 4, 1, {}};
