@@ -3,10 +3,12 @@
 // seed, so the same batches, timesteps and noise: only float rounding differs), a run resumed
 // on the device that continues its own curve, checkpoints moved between the devices both ways,
 // `diffuse sample` (DDIM, and a guided class-conditional DDPM) giving the CPU's grid for the same
-// seed, and `diffuse forward` (output and parameter grads) on one checkpoint. Runs are short and
+// seed, `diffuse forward` (output and parameter grads) on one checkpoint, and (emulated device
+// only) a card too small for the model: one line naming the allocation. Runs are short and
 // batches small: under the emulated device every custom kernel runs thread by thread.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "engine/image_io.h"
+#include "nn/runtime.h"
 #include "nn/safetensors.h"
 #include "support/cuda_compare.h"
 #include "support/cuda_guard.h"
@@ -36,10 +39,11 @@ namespace {
 // AdamW turns those differences into weight differences of a small fraction of the learning rate
 // per step (its update is about lr · sign(g) where the moments are young, so a grad component
 // near zero can flip). Measured on the emulated device (cuDNN and cuBLAS computed on the CPU in
-// another order than im2col + OpenBLAS): 20 steps at lr 1e-3 stay within 2.2e-5 of the CPU's
-// loss. A GPU sums in other orders again (other cuDNN algorithms, no TF32 here), so the bound is
-// 2e-3, about a hundred times the measured drift: still far below what a wrong batch, timestep
-// or noise draw does to a batch-of-2 loss (tens of per cent) or a lost optimizer state on resume.
+// another order than im2col + OpenBLAS): 20 steps at lr 1e-3 stay within 5.6e-6 of the CPU's
+// loss at batch 2 (2.2e-5 at batch 4). A GPU sums in other orders again (other cuDNN algorithms,
+// no TF32 here), so the bound is 2e-3, about a hundred times the drift measured at either
+// batch: still far below what a wrong batch, timestep or noise draw does to a batch-of-2 loss
+// (tens of per cent) or a lost optimizer state on resume.
 constexpr double kCurveTol = 2e-3;
 constexpr double kFirstStepTol = 1e-4;
 
@@ -242,4 +246,25 @@ TEST_CASE("forward cuda: the output and parameter grads of diffuse forward equal
     const std::string key_weight = key_weight_of(name);
     check_param_grad(name, g_gpu.get(name), g_cpu.get(name), key_weight.empty() ? Tensor() : g_cpu.get(key_weight));
   }
+}
+
+TEST_CASE("train cuda: a card too small for ddpm-cifar10 stops with one line naming the size", "[cuda][train][allocator]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  // The card's size is the emulated device's to set (DIFFUSE_EMU_DEVICE_MEMORY); a GPU is as big
+  // as it is, and this run would simply train there.
+  if (cuda_devices().at(0).name.find("emulated") == std::string::npos) {
+    WARN("a real GPU: its memory cannot be made small, test not run");
+    return;
+  }
+  TempDir dir;
+  // 128 MiB: less than ddpm-cifar10's 143 MB of weights alone.
+  const RunResult r = run_cli({"train", "--data", "fashion-mnist", "--max-images", "64", "--config", "ddpm-cifar10",
+                               "--out", dir.file("run"), "--steps", "1", "--batch", "2", "--device", "cuda"},
+                              "", {{"DIFFUSE_EMU_DEVICE_MEMORY", "128M"}});
+  INFO(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.output, Catch::StartsWith("diffuse train: out of device memory allocating ") &&
+                           Catch::Contains(" bytes (") && Catch::Contains("in use"));
+  CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
+  CHECK_FALSE(fs::exists(dir.file("run") + "/checkpoints"));
 }
