@@ -622,7 +622,7 @@ TEST_CASE("cublasLtMatmul with the bias epilogue matches a double GEMM, f32 and 
       }
 }
 
-TEST_CASE("cublasLtMatmul out of place with beta: C read with its own ld, D written; algo NULL runs the heuristic",
+TEST_CASE("cublasLtMatmul out of place with beta: C read with its own ld, D written, and algo NULL runs the heuristic",
           "[cuda][emulated]") {
   LtHandle lt;
   const Shape s{false, true, 6, 4, 5};
