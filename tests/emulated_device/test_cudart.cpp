@@ -183,7 +183,7 @@ TEST_CASE("emulated cudart child: a device memory size that does not parse", "[.
   REQUIRE(cudaMalloc(&p, 16) == cudaErrorInitializationError);
 }
 
-TEST_CASE("emulated cudart: DIFFUSE_EMU_DEVICE_MEMORY sets the card's memory; out of memory is reported",
+TEST_CASE("emulated cudart: DIFFUSE_EMU_DEVICE_MEMORY sets the card's memory, and out of memory is reported",
           "[cuda][emulated]") {
   const RunResult small = run_self("emulated cudart child: a 1 MiB card", {{"DIFFUSE_EMU_DEVICE_MEMORY", "1M"}});
   INFO(small.output);
