@@ -4,7 +4,8 @@
 // on the device that continues its own curve, checkpoints moved between the devices both ways,
 // `diffuse sample` (DDIM, and a guided class-conditional DDPM) giving the CPU's grid for the same
 // seed, `diffuse forward` (output and parameter grads) on one checkpoint, and (emulated device
-// only) a card too small for the model: one line naming the allocation. Runs are short and
+// only) a card too small for the model: one line naming the allocation; and `diffuse bench`
+// (train, sample, kernels) timing the device with events. Runs are short and
 // batches small: under the emulated device every custom kernel runs thread by thread.
 #include <catch2/catch.hpp>
 
@@ -267,4 +268,22 @@ TEST_CASE("train cuda: a card too small for ddpm-cifar10 stops with one line nam
                            Catch::Contains(" bytes (") && Catch::Contains("in use"));
   CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
   CHECK_FALSE(fs::exists(dir.file("run") + "/checkpoints"));
+}
+
+TEST_CASE("bench cuda: train, sample and kernels run on the device and time it with events", "[cuda][bench]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  const RunResult t = run_cli({"bench", "train", "--config", "tiny", "--batch", "2", "--iters", "1", "--warmup", "0",
+                               "--device", "cuda"});
+  INFO(t.output);
+  REQUIRE(t.exit_code == 0);
+  CHECK_THAT(t.output, Catch::Contains("tiny, batch 2, cuda") && Catch::Contains("median step"));
+  const RunResult s = run_cli({"bench", "sample", "--config", "tiny", "--batch", "1", "--steps", "1", "--samplers",
+                               "ddim", "--device", "cuda"});
+  INFO(s.output);
+  REQUIRE(s.exit_code == 0);
+  CHECK_THAT(s.output, Catch::Contains("tiny on cuda") && Catch::Contains("ddim"));
+  const RunResult k = run_cli({"bench", "kernels", "--quick", "--filter", "group_norm", "--device", "cuda"});
+  INFO(k.output);
+  REQUIRE(k.exit_code == 0);
+  CHECK_THAT(k.output, Catch::Contains("group_norm   fwd") && Catch::Contains("group_norm   bwd"));
 }
