@@ -1,7 +1,8 @@
-// conv2d on the GPU (cuDNN, nn/cuda/conv.h) against the CPU implementation in f64: forward and all
-// three gradients into NaN-poisoned outputs, f32 (no TF32: 2e-4) and bf16 (1e-2 of the tensor's
-// scale), including diffusers' stride-2 (0, 1, 0, 1) downsample; the algorithm search runs once
-// per shape; the op and its autograd node dispatch to the device.
+// conv2d on a CUDA device (cuDNN, nn/cuda/conv.h; a GPU or the emulated device) against the CPU
+// implementation in f64: forward and all three gradients into NaN-poisoned outputs, f32 (no TF32:
+// 2e-4) and bf16 (1e-2 of the tensor's scale), including diffusers' stride-2 (0, 1, 0, 1)
+// downsample; the algorithm search runs once per shape; the op and its autograd node dispatch to
+// the device.
 #include <catch2/catch.hpp>
 
 #include "cuda_test_util.h"

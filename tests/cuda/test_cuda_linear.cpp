@@ -1,8 +1,9 @@
-// linear on the GPU (cuBLAS / cuBLASLt, nn/cuda/blas.h) against the CPU implementation in f64:
-// forward through both the cuBLASLt bias epilogue and the GEMM + bias-add path, backward (dx, dw,
-// dbias) into NaN-poisoned outputs, f32 (no TF32: 2e-4) and bf16 (1e-2 of the tensor's scale),
-// an input view at an odd offset, the row-major GEMM helper with transposes, and the op's
-// autograd node on the device. Ends with a conv + linear step that allocates nothing new.
+// linear on a CUDA device (cuBLAS / cuBLASLt, nn/cuda/blas.h; a GPU or the emulated device) against
+// the CPU implementation in f64: forward through both the cuBLASLt bias epilogue and the GEMM +
+// bias-add path, backward (dx, dw, dbias) into NaN-poisoned outputs, f32 (no TF32: 2e-4) and bf16
+// (1e-2 of the tensor's scale), an input view at an odd offset, the row-major GEMM helper with
+// transposes, and the op's autograd node on the device. Ends with a conv + linear step that
+// allocates nothing new.
 #include <catch2/catch.hpp>
 
 #include "cuda_test_util.h"

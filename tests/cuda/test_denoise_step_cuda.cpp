@@ -1,7 +1,8 @@
-// The `denoise_step` family on a real GPU: kernels::cuda::denoise_step on device buffers against
-// the CPU twin (every update kind, guidance, clipping, in place, unaligned, a grid-stride size),
-// and Sampler::sample on CUDA tensors against the same loop on the CPU. Outputs are NaN-poisoned
-// before the launch. Without a CUDA device every case says so and returns.
+// The `denoise_step` family on a CUDA device (a GPU or the emulated one):
+// kernels::cuda::denoise_step on device buffers against the CPU twin (every update kind, guidance,
+// clipping, in place, unaligned, a grid-stride size), and Sampler::sample on CUDA tensors against
+// the same loop on the CPU. Outputs are NaN-poisoned before the launch. Without a CUDA device every
+// case says so and returns.
 #include <catch2/catch.hpp>
 #include <cuda_runtime.h>
 

@@ -1,7 +1,7 @@
-// The `noise` family on a real GPU: kernels::cuda::q_sample on device buffers (aligned float4 and
-// unaligned scalar paths, odd sizes) and engine q_sample on CUDA tensors, both against the CPU
-// twin. Outputs are NaN-poisoned before the launch. Without a CUDA device every case says so and
-// returns (the binary must pass on a machine without one).
+// The `noise` family on a CUDA device (a GPU or the emulated one): kernels::cuda::q_sample on
+// device buffers (aligned float4 and unaligned scalar paths, odd sizes) and engine q_sample on CUDA
+// tensors, both against the CPU twin. Outputs are NaN-poisoned before the launch. Without a CUDA
+// device every case says so and returns (the binary must pass on a machine without one).
 #include <catch2/catch.hpp>
 #include <cuda_runtime.h>
 
