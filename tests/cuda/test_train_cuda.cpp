@@ -249,7 +249,8 @@ TEST_CASE("forward cuda: the output and parameter grads of diffuse forward equal
   }
 }
 
-TEST_CASE("train cuda: a card too small for ddpm-cifar10 stops with one line naming the size", "[cuda][train][allocator]") {
+TEST_CASE("train cuda: a card too small for ddpm-cifar10 stops with one line naming the size",
+          "[cuda][emulated][train][allocator]") {
   DIFFUSE_CUDA_TEST_GUARD();
   // The card's size is the emulated device's to set (DIFFUSE_EMU_DEVICE_MEMORY); a GPU is as big
   // as it is, and this run would simply train there.
