@@ -162,6 +162,19 @@ TEST_CASE("train cuda: 20 tiny steps on Fashion-MNIST follow the CPU's loss curv
   check_curve("cuda against cpu", gpu, cpu, 1, 20);
 }
 
+TEST_CASE("train cuda: every training option's device path follows the CPU's curve", "[cuda][train]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  TempDir dir;
+  // Class labels (with label dropout) and min-SNR loss weights go to the device, the target is
+  // v; flips, warmup, the cosine schedule and weight decay run as on the CPU.
+  const std::vector<std::string> options = {"--classes", "10", "--p-uncond", "0.3", "--snr-gamma", "5",
+                                            "--prediction", "v_prediction", "--random-flip", "--warmup", "2",
+                                            "--lr-schedule", "cosine", "--weight-decay", "0.01"};
+  const std::vector<double> cpu = train(dir.file("cpu"), 5, "cpu", false, options);
+  const std::vector<double> gpu = train(dir.file("cuda"), 5, "cuda", false, options);
+  check_curve("cuda against cpu with every option", gpu, cpu, 1, 5);
+}
+
 TEST_CASE("train cuda: --resume on the device continues the same curve", "[cuda][train][resume]") {
   DIFFUSE_CUDA_TEST_GUARD();
   TempDir dir;
