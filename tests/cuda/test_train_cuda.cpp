@@ -1,6 +1,7 @@
 // The CLI end to end with --device cuda against the same commands on the CPU (issue 10, section 2):
 // a 20-step `tiny` training run on Fashion-MNIST whose loss curve follows the CPU run's (same
-// seed, so the same batches, timesteps and noise: only float rounding differs), a run resumed
+// seed, so the same batches, timesteps and noise: only float rounding differs), the same with
+// every training option that has a device path (labels, min-SNR weights, v-prediction), a run resumed
 // on the device that continues its own curve, checkpoints moved between the devices both ways,
 // `diffuse sample` (DDIM, and a guided class-conditional DDPM) giving the CPU's grid for the same
 // seed, `diffuse forward` (output and parameter grads) on one checkpoint, and (emulated device
