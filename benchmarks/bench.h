@@ -1,4 +1,4 @@
-// The benchmark library behind `diffuse bench` (DESIGN.md §12): kernel tables at the shapes the
+// The benchmark library behind `diffuse bench` (docs/design.md §12): kernel tables at the shapes the
 // named UNet configs really produce, and end-to-end training-step and sampling times. Every entry
 // point prints a readable table on `out` and returns the same numbers as JSON; the CLI writes
 // that JSON to --json. Benchmarks are programs, never timed tests: the smoke test only checks

@@ -1,4 +1,4 @@
-// The GPU's side of the run context and peaks (DESIGN.md §12): its name and clocks, a large
+// The GPU's side of the run context and peaks (docs/design.md §12): its name and clocks, a large
 // device-to-device copy and large cuBLAS GEMMs (f32, the floor for our f32 kernels; TF32 and bf16
 // tensor-core rates for context), all timed with device events; plus the event timer and buffers
 // the GPU cases use. A build without CUDA gets the same functions, each saying there is no device.

@@ -1,5 +1,5 @@
 // A kernel benchmark row and how it is reported: the floor time from the measured peaks (the
-// larger of bytes / copy bandwidth and FLOPs / GEMM rate, DESIGN.md §12), the fraction of that
+// larger of bytes / copy bandwidth and FLOPs / GEMM rate, docs/design.md §12), the fraction of that
 // floor achieved, and the speed-up over the reference composition measured in the same run —
 // as one line of the stdout table and as one JSON object.
 #pragma once

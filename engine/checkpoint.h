@@ -1,4 +1,4 @@
-// Training checkpoints (DESIGN.md §9): checkpoints/step-N/ holds `model/` and `ema/` (diffusers
+// Training checkpoints (docs/design.md §9): checkpoints/step-N/ holds `model/` and `ema/` (diffusers
 // model directories of the raw and EMA weights), optimizer.safetensors (AdamW moments, in
 // diffuse's internal layout) and state.json (step, batcher position, dropout stream position,
 // EMA and AdamW step counts). Written under a temporary name and renamed into place.

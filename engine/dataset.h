@@ -1,4 +1,4 @@
-// Training data (DESIGN.md §9): IDX files (MNIST / Fashion-MNIST, gzipped or not) and folders of
+// Training data (docs/design.md §9): IDX files (MNIST / Fashion-MNIST, gzipped or not) and folders of
 // PNG/JPEG/BMP images, held in memory as uint8 [N, S, S, C] already resized to sample_size S, and
 // handed out as f32 NHWC batches in [-1, 1] (pixel/127.5 − 1). The Batcher's order is a pure
 // function of (seed, epoch, index), so a run resumed from a saved position sees the same batches.

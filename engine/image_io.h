@@ -1,4 +1,4 @@
-// Image files out (DESIGN.md §9): sample grids and single images as PNG, written atomically via
+// Image files out (docs/design.md §9): sample grids and single images as PNG, written atomically via
 // nn/atomic_file.h, plus a small reader. Images come in as f32 NHWC in [-1, 1] (the model's
 // range) and are stored as round((x + 1) / 2 · 255) clamped to [0, 255]; NaN becomes 0.
 #pragma once

@@ -1,4 +1,4 @@
-// Model directories (DESIGN.md §9): diffusers' pipeline layout (model_index.json, unet/config.json,
+// Model directories (docs/design.md §9): diffusers' pipeline layout (model_index.json, unet/config.json,
 // unet/diffusion_pytorch_model.safetensors, scheduler/scheduler_config.json) or a bare UNet
 // directory (config.json + diffusion_pytorch_model.safetensors). Saving is atomic: the directory
 // is assembled under a temporary name and renamed into place.

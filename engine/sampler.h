@@ -1,6 +1,6 @@
 // Sampler: a SchedulerConfig plus a number of inference steps becomes the timestep list and, for
 // each step, the scalar coefficients of the denoise_step kernel (DDPM, DDIM, DPM-Solver++(2M)),
-// all as diffusers' schedulers compute them (DESIGN.md §8). The loop itself is generic: the model
+// all as diffusers' schedulers compute them (docs/design.md §8). The loop itself is generic: the model
 // is a callback, and all randomness comes from Philox stream kSampler under one seed, so a seed
 // fixes the samples on every device.
 #pragma once

@@ -1,5 +1,5 @@
 // The noise schedule of a diffusion model: betas, ᾱ_t and everything derived from them that
-// training and sampling need (DESIGN.md §8; t counts 0..T−1). Numbers match diffusers: diffusers
+// training and sampling need (docs/design.md §8; t counts 0..T−1). Numbers match diffusers: diffusers
 // builds betas as float32 torch tensors, so we reproduce those float32 betas (and 1 − β rounded
 // to float32, as torch does) and then take the cumulative product in f64, which agrees with
 // diffusers' stored float32 alphas_cumprod to its rounding (~6e-8 relative).

@@ -1,5 +1,5 @@
 // SchedulerConfig: which sampler and every setting of it, read from and written to diffusers'
-// scheduler_config.json (DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler; DESIGN.md §8,
+// scheduler_config.json (DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler; docs/design.md §8,
 // §9). Like the UNet config (§7): `_`-prefixed keys are ignored, a key whose value asks for the
 // behaviour we implement is accepted, anything else is one diffuse::Error naming file, key, value.
 #pragma once

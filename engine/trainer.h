@@ -1,4 +1,4 @@
-// The training loop (DESIGN.md §8, §9): draws batches, timesteps and noise from counter-based
+// The training loop (docs/design.md §8, §9): draws batches, timesteps and noise from counter-based
 // Philox streams keyed by the step number, so a run resumed from a checkpoint continues
 // bit-for-bit; optimizes the UNet with AdamW (warmup, then constant or cosine lr), clips the
 // global grad norm, keeps an EMA of the weights, writes metrics.jsonl, sample grids and atomic

@@ -1,4 +1,4 @@
-// The one header a kernel .cu includes: the same source compiles in three modes (DESIGN.md §5):
+// The one header a kernel .cu includes: the same source compiles in three modes (docs/design.md §5):
 //  - nvcc (libdiffuse's CUDA backend, -DDIFFUSE_CUDA=AUTO/ON): real kernels, real launches;
 //  - g++ -DDIFFUSE_EMULATOR=1 (diffuse_emu, the `emu` tests): the SIMT emulator, which runs each
 //    CUDA thread as a fiber and checks barriers, warp collectives and shared-memory use; the

@@ -1,6 +1,6 @@
 // The one CUDA-runtime status check, shared by kernel sources (through kernels/compat.cuh) and
 // the host runtime in nn/cuda/: a failed call becomes one diffuse::Error naming the call, the
-// file:line and CUDA's own name and description of the error (DESIGN.md §10). Host-only; the
+// file:line and CUDA's own name and description of the error (docs/design.md §10). Host-only; the
 // cuBLAS and cuDNN checks build on it in nn/cuda/check.h.
 #pragma once
 #include <cuda_runtime.h>

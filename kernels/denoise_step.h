@@ -1,6 +1,6 @@
 // denoise_step: one sampler update (DDPM, DDIM, DPM-Solver++(2M)) for a whole batch, fused into
 // one element-wise pass: CFG combine, x0 prediction, optional clipping, the update and fresh
-// Philox noise (DESIGN.md §5, §8). The host (engine/sampler.cpp) reduces every sampler, step and
+// Philox noise (docs/design.md §5, §8). The host (engine/sampler.cpp) reduces every sampler, step and
 // prediction type to the scalar coefficients of DenoiseStepDesc — a plain struct a CUDA kernel
 // takes by value — so the per-element math below is the whole contract for every backend.
 #pragma once

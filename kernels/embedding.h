@@ -1,6 +1,6 @@
 // Embedding kernels: a lookup table [V, D] indexed by integer ids [N] (class labels), its
 // backward (scatter-add into a [V, D] grad; ids may repeat), and the sinusoidal timestep
-// embedding of diffusers' get_timestep_embedding (DESIGN.md §7). The f32 timestep path repeats
+// embedding of diffusers' get_timestep_embedding (docs/design.md §7). The f32 timestep path repeats
 // diffusers' float32 arithmetic step by step, because a 1-ulp change in a frequency becomes a
 // visible change of sin(t·freq) once t is in the hundreds.
 #pragma once

@@ -1,4 +1,4 @@
-// The `noise` family: fused q_sample (DESIGN.md §5, §8). One pass draws ε with Philox and writes
+// The `noise` family: fused q_sample (docs/design.md §5, §8). One pass draws ε with Philox and writes
 // x_t = √ᾱ·x0 + √(1−ᾱ)·ε and the training target (ε, v = √ᾱ·ε − √(1−ᾱ)·x0, or x0).
 // x0, x_t and target are flat f32 [batch, per_sample]; ε of flat element k is
 // philox::normal_at(seed, philox::kNoise, offset, k), so every device draws the same noise and

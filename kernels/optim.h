@@ -1,4 +1,4 @@
-// The `optim` family (DESIGN.md §5): AdamW over every parameter in one call, optionally fused
+// The `optim` family (docs/design.md §5): AdamW over every parameter in one call, optionally fused
 // with the EMA update, plus the global grad-norm and clipping. The CPU twin of a multi-tensor
 // launch: the caller passes a list of per-tensor entries (raw pointers and sizes) and the kernel
 // walks all of them in fixed-size chunks. Per-tensor bias corrections live in the entries because

@@ -15,7 +15,7 @@ struct U32x4 {
   uint32_t v[4];
 };
 
-// Named streams (DESIGN.md §6): independent sequences under one seed.
+// Named streams (docs/design.md §6): independent sequences under one seed.
 enum Stream : uint32_t {
   kDataShuffle = 1,
   kTimesteps = 2,

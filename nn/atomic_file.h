@@ -1,4 +1,4 @@
-// Whole-file writes that never leave a half-written file (DESIGN.md §9, §10): bytes go to a
+// Whole-file writes that never leave a half-written file (docs/design.md §9, §10): bytes go to a
 // temporary "<path>.tmp-<pid>-<n>" in the same directory, are fsync'ed, and only then renamed
 // over <path>. A crash or an exception leaves either the old file or the new one, never a mix;
 // on failure the temporary is removed and a diffuse::Error names the destination path.

@@ -1,4 +1,4 @@
-// Reverse-mode autograd on a tape (DESIGN.md §4). A differentiable op whose inputs need grad
+// Reverse-mode autograd on a tape (docs/design.md §4). A differentiable op whose inputs need grad
 // (and with grad mode on) pushes one Node: the metas of its inputs and outputs and a backward
 // function holding what it saved. backward() walks the tape newest-first, accumulates grads into
 // inputs, frees each node (and its saved tensors) as soon as it has run, and clears the tape.

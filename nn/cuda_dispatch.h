@@ -1,4 +1,4 @@
-// The CUDA branch of an op (DESIGN.md §5): on_cuda(op, t, launch) runs `launch` when t is a CUDA
+// The CUDA branch of an op (docs/design.md §5): on_cuda(op, t, launch) runs `launch` when t is a CUDA
 // tensor, after checking that it is f32 (the dtype of these CUDA kernels), and says whether it
 // did; for a CPU tensor it returns false and the op takes its CPU path. In a build without CUDA
 // a CUDA tensor is the usual "no CUDA path" error and `launch` is never called, so its body may

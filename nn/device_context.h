@@ -1,4 +1,4 @@
-// The CUDA execution context every op on CUDA tensors uses: one stream per device (DESIGN.md §5).
+// The CUDA execution context every op on CUDA tensors uses: one stream per device (docs/design.md §5).
 // Host code passes current_stream() to the kernel launchers; in a build without CUDA it is null.
 #pragma once
 #include "kernels/common.h"

@@ -1,5 +1,5 @@
 // Axis permutation on the host, for the file boundary: PyTorch writes NCHW activations and OIHW
-// conv weights; diffuse computes in NHWC with OHWI weights (DESIGN.md §3).
+// conv weights; diffuse computes in NHWC with OHWI weights (docs/design.md §3).
 #pragma once
 #include <vector>
 

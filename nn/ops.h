@@ -63,7 +63,7 @@ Tensor upsample_nearest2x(const Tensor& x);                // NHWC [N, H, W, C] 
 // ---- embeddings (ops_embedding.cpp) ------------------------------------------------------------
 // table [V, D], index i32/i64 [N] -> [N, D]; out-of-range indices are an error.
 Tensor embedding(const Tensor& table, const Tensor& index);
-// Sinusoidal timestep embedding (DESIGN.md §7), not differentiable: t [N] (f32 or integer) ->
+// Sinusoidal timestep embedding (docs/design.md §7), not differentiable: t [N] (f32 or integer) ->
 // [N, dim] f32 (or f64 when t is f64).
 Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, double freq_shift);
 

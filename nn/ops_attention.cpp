@@ -1,5 +1,5 @@
 // attention op (kernels/attention.h): q, k, v [N, L, heads * d] -> softmax(q kᵀ / √d) v. The
-// backward node keeps q, k, v and the output and recomputes the probabilities (DESIGN.md §5); on
+// backward node keeps q, k, v and the output and recomputes the probabilities (docs/design.md §5); on
 // CUDA it also keeps the forward's per-row log-sum-exp [N, heads, L] f32, from which the flash
 // kernels rebuild P without a softmax pass. CUDA takes f32 or bf16 and head dims 32, 64, 128.
 // Other head dims on CUDA (ddpm-cifar10's single 256-wide head) take a stopgap: f32 only, q, k,

@@ -1,4 +1,4 @@
-// safetensors I/O (DESIGN.md §9): the Hugging Face format diffusers checkpoints use. Layout: an
+// safetensors I/O (docs/design.md §9): the Hugging Face format diffusers checkpoints use. Layout: an
 // 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets}},
 // optional "__metadata__" (string → string), then the data section. The reader maps the file
 // read-only and validates it the way the reference Rust implementation does — tensors must tile

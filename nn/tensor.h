@@ -1,5 +1,5 @@
 // Tensor: a shared handle to storage plus a shape and dtype — the currency of nn/.
-// Contiguous only (DESIGN.md §3): a view (reshape, a batch slice) shares storage and differs only
+// Contiguous only (docs/design.md §3): a view (reshape, a batch slice) shares storage and differs only
 // in offset and shape. Activations are NHWC. Autograd state lives in an optional AutogradMeta;
 // ops that record on the tape are in nn/ops.h, the tape itself in nn/autograd.h.
 #pragma once

@@ -1,5 +1,5 @@
 // UNet2D: diffusers' UNet2DModel rebuilt from its config, with the same arithmetic and parameter
-// names (DESIGN.md §7), so weights move both ways. Input and output are NHWC; the model directory
+// names (docs/design.md §7), so weights move both ways. Input and output are NHWC; the model directory
 // code converts from/to PyTorch's NCHW/OIHW at the file boundary.
 #pragma once
 #include <cstdint>

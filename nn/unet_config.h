@@ -1,5 +1,5 @@
 // UNet2DConfig: the subset of diffusers' UNet2DModel config.json that diffuse implements
-// (DESIGN.md §7). Parsing is strict: `_`-prefixed metadata is ignored, keys whose value is the one
+// (docs/design.md §7). Parsing is strict: `_`-prefixed metadata is ignored, keys whose value is the one
 // behaviour we implement are accepted, anything else is rejected naming the key and the value.
 #pragma once
 #include <optional>

@@ -1,4 +1,4 @@
-// `diffuse bench kernels|train|sample`: the benchmarks of benchmarks/ (DESIGN.md §12) from the
+// `diffuse bench kernels|train|sample`: the benchmarks of benchmarks/ (docs/design.md §12) from the
 // command line — a table on stdout and, with --json FILE, the same numbers as JSON (written
 // atomically). Flags are per mode; `diffuse bench MODE --help` lists them with their defaults.
 #include <cstdio>

@@ -34,7 +34,7 @@ int cmd_sample(int argc, char** argv) {
     ("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))
     ("batch", "images per sampler batch", cxxopts::value<int64_t>()->default_value("16"))
     ("h,help", "show this help");
-  // cxxopts treats one-letter names as short options; accept DESIGN's `--n 16` and `--n=16` too.
+  // cxxopts treats one-letter names as short options; accept `--n 16` and `--n=16` too (docs/cli.md writes `--n 16`).
   std::vector<std::string> rewritten(argv, argv + argc);
   for (size_t i = 1; i < rewritten.size(); ++i) {
     if (rewritten[i] == "--n") rewritten[i] = "-n";

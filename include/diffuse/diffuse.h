@@ -105,7 +105,7 @@ class Pipeline {
 void write_png(const std::string& path, const float* images, int count, int height, int width, int channels,
                int nrow = 0);
 
-// A training run (DESIGN.md section 8). Defaults are those of `diffuse train`.
+// A training run (docs/design.md section 8). Defaults are those of `diffuse train`.
 struct TrainRequest {
   std::string data = "fashion-mnist";  // a folder of images, an IDX file, or "fashion-mnist"
   std::string out;                     // the run directory (required)

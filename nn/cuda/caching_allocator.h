@@ -1,4 +1,4 @@
-// The caching CUDA device allocator behind every Device::cuda tensor (DESIGN.md §4): freed blocks
+// The caching CUDA device allocator behind every Device::cuda tensor (docs/design.md §4): freed blocks
 // go to size-binned free lists and are handed out again, so a training step that repeats the
 // previous step's allocations makes no cudaMalloc calls. One stream orders all device work, which
 // is what makes reusing a block right after its host-side free safe.

@@ -1,5 +1,5 @@
 // Status checks for host-side CUDA, cuBLAS and cuDNN calls: a failure becomes one diffuse::Error
-// naming the call, the file:line and the library's own description (DESIGN.md §10).
+// naming the call, the file:line and the library's own description (docs/design.md §10).
 // DIFFUSE_CUDA_CHECK itself is defined once, in kernels/cuda_status.h, for kernels and host alike.
 #pragma once
 #include <cublas_v2.h>

@@ -1,4 +1,4 @@
-// Bad input through the CLI (DESIGN.md §10): each case ends with one clear line naming the file or
+// Bad input through the CLI (docs/design.md §10): each case ends with one clear line naming the file or
 // flag, a non-zero exit code, and nothing written at the destination.
 #include <catch2/catch.hpp>
 #include <filesystem>

@@ -88,7 +88,7 @@ TEST_CASE("timestep_embedding matches diffusers' get_timestep_embedding", "[ops]
   CHECK(max_abs_error(ops::timestep_embedding(Tensor::from({0, 1, 17, 999}, {4}, DType::i32), 7, false, 1.0), a) == 0);
 }
 
-TEST_CASE("timestep_embedding in f64 follows the formula of DESIGN.md section 7", "[ops][embedding]") {
+TEST_CASE("timestep_embedding in f64 follows the formula of docs/design.md section 7", "[ops][embedding]") {
   const std::vector<double> ts = {0.0, 2.5, 17.0, 999.0};
   Tensor t = Tensor::from(ts, {4}, DType::f64);
   for (int dim : {1, 6, 9}) {

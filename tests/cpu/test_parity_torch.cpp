@@ -1,4 +1,4 @@
-// Parity with PyTorch (DESIGN.md §11): benchmarks/reference/unet.py builds the same UNet in plain
+// Parity with PyTorch (docs/design.md §11): benchmarks/reference/unet.py builds the same UNet in plain
 // PyTorch from the same config.json and safetensors; `diffuse forward` and the reference run on
 // identical random weights and inputs. Error measure: max|ours − ref| / max|ref| (a relative error
 // that does not explode where outputs cross zero), required ≤ 1e-4 in f32.

@@ -1,4 +1,4 @@
-// UNet2D construction: the exact parameter counts of the named configs (DESIGN.md §7), diffusers'
+// UNet2D construction: the exact parameter counts of the named configs (docs/design.md §7), diffusers'
 // parameter names, strict config parsing, and a forward pass's shape and determinism.
 #include <catch2/catch.hpp>
 #include <map>

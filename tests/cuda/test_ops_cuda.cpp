@@ -1,4 +1,4 @@
-// Every op of nn/ops.h on CUDA tensors against the same op on the CPU (DESIGN.md §5 item 4, §11):
+// Every op of nn/ops.h on CUDA tensors against the same op on the CPU (docs/design.md §5 item 4, §11):
 // the output and the grads of weighted_sum(output) with respect to every input, f32 error
 // relative to the reference's peak at most 1e-3, at the shapes the UNet uses plus odd ones.
 // Device allocations are NaN-poisoned, so an element an op never writes fails. The bf16 variants

@@ -1,9 +1,9 @@
-// The whole UNet on CUDA against the CPU (DESIGN.md §5 item 4, §11): all three named configs
+// The whole UNet on CUDA against the CPU (docs/design.md §5 item 4, §11): all three named configs
 // (`tiny`, `fmnist-small`, `ddpm-cifar10`) and a class-conditional `tiny` with dropout in training
 // mode; the output and the grad of weighted_sum(output) for every parameter and the input, f32
 // error relative to each tensor's peak at most 1e-3 with TF32 off; the sampling path (no tape);
 // the model's round trip back to the CPU. And the allocator's steady state: after one warm-up
-// training step a second one makes no cudaMalloc (DESIGN.md §4). Without a CUDA device each case
+// training step a second one makes no cudaMalloc (docs/design.md §4). Without a CUDA device each case
 // says so. Inputs are the smallest that still reach every layer with something to compare: 8x8
 // images (16x16 for ddpm-cifar10, whose four levels would leave its mid-block attention a single
 // token), batch 1 or 2 — under the emulated device every custom kernel runs thread by thread; the

@@ -300,7 +300,7 @@ __global__ void four_barriers(float* out) {
 }
 }  // namespace
 
-// Not a test: `test_emu "[.bench]"` prints the emulator's speed (DESIGN.md §5 quotes ~3 ms).
+// Not a test: `test_emu "[.bench]"` prints the emulator's speed (docs/design.md §5 quotes ~3 ms).
 TEST_CASE("emulator speed: 64 blocks x 256 threads x 4 barriers", "[.bench]") {
   std::vector<float> out(64 * 256);
   double best = 1e30;

@@ -1,5 +1,5 @@
 // The `noise` family under the emulator: kernels/cuda/noise.cu's q_sample against the CPU twin
-// and against the DESIGN.md §8 formulas evaluated here in f64 with ε from philox::normal_at, on
+// and against the docs/design.md §8 formulas evaluated here in f64 with ε from philox::normal_at, on
 // odd sizes (quads straddling samples), aligned (float4) and unaligned buffers, every target and
 // every scheduling order. Outputs are NaN-poisoned first, so an unwritten element fails.
 #include <catch2/catch.hpp>
@@ -54,7 +54,7 @@ void check_q_sample(int64_t batch, int64_t per_sample, NoiseTarget target, int s
     sqrt_1mab[b] = static_cast<float>(std::sqrt(1.0 - alpha_bar));
   }
 
-  // The formulas of DESIGN.md §8 in f64 from the f32 inputs.
+  // The formulas of docs/design.md §8 in f64 from the f32 inputs.
   std::vector<double> want_xt(total), want_target(total);
   for (int64_t k = 0; k < total; ++k) {
     double eps = philox::normal_at(d.seed, philox::kNoise, d.offset, static_cast<uint64_t>(k));

@@ -1,5 +1,5 @@
 // For the `cuda` tests: the same computation on CUDA tensors and on the CPU, compared. Errors are
-// relative to the reference tensor's scale, max|got - want| / max|want| (DESIGN.md §11: f32 well
+// relative to the reference tensor's scale, max|got - want| / max|want| (docs/design.md §11: f32 well
 // under 1e-3, bf16 under 1e-2); a NaN or inf in either tensor is an infinite error, so NaN never
 // passes and a poisoned, unwritten element fails.
 #pragma once

@@ -1,6 +1,6 @@
 // For the `cuda` tests: the guard every case opens with, and NaN-poisoning of device allocations.
 // Without a CUDA device a case prints "no CUDA device: test not run" as a Catch2 warning and
-// returns, so the binary passes on CI machines while saying plainly that nothing ran (DESIGN.md
+// returns, so the binary passes on CI machines while saying plainly that nothing ran (docs/design.md
 // §5 item 4). Include only from tests/cuda/: this header needs the CUDA runtime.
 #pragma once
 #include <catch2/catch.hpp>
@@ -22,7 +22,7 @@ namespace diffuse::test {
 
 // Wraps the registered device allocator and fills every block it hands out with 0xFF bytes (NaN
 // in f32 and bf16) on the stream all device work runs on, so an output element an op never
-// writes, or a buffer it reads before initialising, shows up as NaN (DESIGN.md §11). One
+// writes, or a buffer it reads before initialising, shows up as NaN (docs/design.md §11). One
 // instance lives for the whole process: storage allocated through it returns to it at any time.
 class PoisoningAllocator final : public Allocator {
  public:

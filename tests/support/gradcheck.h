@@ -1,5 +1,5 @@
 // Test helpers: compare tensors, and check an op's backward against central finite differences
-// in f64 (DESIGN.md §11). `check_gradients` perturbs every element of every input that needs grad.
+// in f64 (docs/design.md §11). `check_gradients` perturbs every element of every input that needs grad.
 #pragma once
 #include <functional>
 #include <vector>
