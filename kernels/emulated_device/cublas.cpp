@@ -185,6 +185,28 @@ void run_gemm(const GemmCall& g) {
   }
 }
 
+cudaError_t enqueue_batched_gemm(cudaStream_t stream, const char* what, const GemmCall& call, int batch,
+                                 const BatchStrides& strides, const float* alpha_device, const float* beta_device) {
+  return enqueue(stream, what, [call, batch, strides, alpha_device, beta_device] {
+    GemmCall one = call;
+    if (alpha_device) {  // pointer mode DEVICE: the scalars are read when the work runs
+      one.alpha = *alpha_device;
+      one.beta = *beta_device;
+    }
+    auto moved = [](const void* p, int64_t stride, int i) {
+      return p ? static_cast<const void*>(static_cast<const char*>(p) + i * stride) : nullptr;
+    };
+    for (int i = 0; i < batch; ++i) {
+      one.a.data = moved(call.a.data, strides.a, i);
+      one.b.data = moved(call.b.data, strides.b, i);
+      one.c.data = moved(call.c.data, strides.c, i);
+      one.d.data = moved(call.d.data, strides.d, i);
+      one.bias = moved(call.bias, strides.bias, i);
+      run_gemm(one);
+    }
+  });
+}
+
 }  // namespace diffuse::emulated_device::blas
 
 namespace {
@@ -380,23 +402,10 @@ cublasStatus_t gemm(const GemmArgs& g) {
   call.d = call.c;
   const float* alpha_device = device_scalars ? static_cast<const float*>(g.alpha) : nullptr;
   const float* beta_device = device_scalars ? static_cast<const float*>(g.beta) : nullptr;
-  const int batch = g.batch;
-  const long long sa = g.stride_a * static_cast<long long>(ab_size), sb = g.stride_b * static_cast<long long>(ab_size),
-                  sc = g.stride_c * static_cast<long long>(c_size);
-  const cudaError_t queued = ed::enqueue(h.stream, fn, [call, alpha_device, beta_device, batch, sa, sb, sc]() mutable {
-    if (alpha_device) {  // pointer mode DEVICE: the scalars are read when the work runs
-      call.alpha = *alpha_device;
-      call.beta = *beta_device;
-    }
-    for (int i = 0; i < batch; ++i) {
-      blas::GemmCall one = call;
-      one.a.data = static_cast<const char*>(call.a.data) + i * sa;
-      one.b.data = static_cast<const char*>(call.b.data) + i * sb;
-      one.c.data = static_cast<const char*>(call.c.data) + i * sc;
-      one.d.data = one.c.data;
-      blas::run_gemm(one);
-    }
-  });
+  const blas::BatchStrides strides{g.stride_a * static_cast<int64_t>(ab_size), g.stride_b * static_cast<int64_t>(ab_size),
+                                   g.stride_c * static_cast<int64_t>(c_size), g.stride_c * static_cast<int64_t>(c_size)};
+  const cudaError_t queued =
+      blas::enqueue_batched_gemm(h.stream, fn, call, g.batch, strides, alpha_device, beta_device);
   if (queued != cudaSuccess)
     return blas::fail(fn, CUBLAS_STATUS_EXECUTION_FAILED,
                       std::string("the work could not be queued on the handle's stream: ") + cudaGetErrorName(queued));

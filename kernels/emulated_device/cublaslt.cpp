@@ -727,26 +727,10 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatm
   call.scratch = chosen->splits > 0 ? static_cast<float*>(workspace) : nullptr;
   const float* alpha_device = p.device_scalars ? static_cast<const float*>(alpha) : nullptr;
   const float* beta_device = p.device_scalars ? static_cast<const float*>(beta) : nullptr;
-  const int batch = p.batch;
-  const int64_t sa = p.a.batch_stride * int64_t(ab), sb = p.b.batch_stride * int64_t(ab),
-                sc = p.c.batch_stride * int64_t(cd), sd = p.d.batch_stride * int64_t(cd),
-                sbias = p.bias_batch_stride * int64_t(cd);
-  const cudaError_t queued =
-      ed::enqueue(stream, fn, [call, alpha_device, beta_device, batch, sa, sb, sc, sd, sbias]() mutable {
-        if (alpha_device) {  // pointer mode DEVICE: the scalars are read when the work runs
-          call.alpha = *alpha_device;
-          call.beta = *beta_device;
-        }
-        for (int i = 0; i < batch; ++i) {
-          blas::GemmCall one = call;
-          one.a.data = static_cast<const char*>(call.a.data) + i * sa;
-          one.b.data = static_cast<const char*>(call.b.data) + i * sb;
-          if (call.c.data) one.c.data = static_cast<const char*>(call.c.data) + i * sc;
-          one.d.data = static_cast<const char*>(call.d.data) + i * sd;
-          if (call.bias) one.bias = static_cast<const char*>(call.bias) + i * sbias;
-          blas::run_gemm(one);
-        }
-      });
+  const blas::BatchStrides strides{p.a.batch_stride * int64_t(ab), p.b.batch_stride * int64_t(ab),
+                                   p.c.batch_stride * int64_t(cd), p.d.batch_stride * int64_t(cd),
+                                   p.bias_batch_stride * int64_t(cd)};
+  const cudaError_t queued = blas::enqueue_batched_gemm(stream, fn, call, p.batch, strides, alpha_device, beta_device);
   if (queued != cudaSuccess)
     return blas::fail(fn, CUBLAS_STATUS_EXECUTION_FAILED,
                       std::string("the work could not be queued on the stream: ") + cudaGetErrorName(queued));

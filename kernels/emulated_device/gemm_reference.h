@@ -8,6 +8,7 @@
 // Built only with -DDIFFUSE_CUDA=EMULATED; nothing outside kernels/emulated_device/ includes it.
 #pragma once
 #include <cublas_api.h>
+#include <cuda_runtime_api.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -37,6 +38,16 @@ struct GemmCall {
   float* scratch = nullptr;
 };
 void run_gemm(const GemmCall& call);
+
+// Byte offsets between consecutive entries of a strided batch, per operand.
+struct BatchStrides {
+  int64_t a = 0, b = 0, c = 0, d = 0, bias = 0;
+};
+// Queues `batch` GEMMs on `stream` (named `what` in reports): entry i is `call` with each operand
+// (C and the bias only when set) moved by i strides. With scalars in device memory (pointer mode
+// DEVICE: alpha_device and beta_device set), alpha and beta are read when the work runs.
+cudaError_t enqueue_batched_gemm(cudaStream_t stream, const char* what, const GemmCall& call, int batch,
+                                 const BatchStrides& strides, const float* alpha_device, const float* beta_device);
 
 // Bytes of a column-major rows × cols matrix with column stride ld, from its first element to
 // one past its last (0 when it has no elements).
