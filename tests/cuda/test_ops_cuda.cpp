@@ -150,6 +150,32 @@ TEST_CASE("ops cuda: linear", "[cuda][ops][linear]") {
   }
 }
 
+namespace {
+
+// group_norm on x (offset mean, non-trivial affine parameters 1 ± 0.2 and ±0.2, so every grad is
+// exercised) against the CPU; smem_limit > 0 lowers the CUDA kernels' shared-memory cap.
+void check_group_norm(const Shape& shape, int groups, bool silu, bool with_add, double eps, int64_t smem_limit,
+                      uint64_t& seed) {
+  const int64_t n = shape.front(), ch = shape.back();
+  Tensor gamma = input({ch}, seed++, 0.2);
+  for (int64_t i = 0; i < ch; ++i) gamma.data<float>()[i] += 1.0f;
+  Tensor x = input(shape, seed++, 2.0);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] += 0.7f;
+  const Tensor beta = input({ch}, seed++, 0.2);
+  const Tensor add = with_add ? input({n, ch}, seed++) : Tensor();
+  ops::GroupNormOptions opt;
+  opt.groups = groups;
+  opt.eps = eps;
+  opt.silu = silu;
+  opt.cuda_smem_limit_bytes = smem_limit;
+  check_against_cpu("group_norm x " + str(shape) + " groups " + std::to_string(groups) + (silu ? " silu" : "") +
+                        (with_add ? " add_nc" : "") + (smem_limit ? " cap " + std::to_string(smem_limit) : ""),
+                    [opt](const std::vector<Tensor>& in) { return ops::group_norm(in[0], in[1], in[2], opt, in[3]); },
+                    {x, gamma, beta, add});
+}
+
+}  // namespace
+
 TEST_CASE("ops cuda: group_norm with and without fused SiLU and per-(n, c) add", "[cuda][ops][group_norm]") {
   DIFFUSE_CUDA_TEST_GUARD();
   PoisonDeviceAllocations poison;
@@ -165,24 +191,7 @@ TEST_CASE("ops cuda: group_norm with and without fused SiLU and per-(n, c) add",
       {{2, 32, 32, 64}, 32, true, true, 1e-5},  {{1, 64, 64, 128}, 32, true, false, 1e-5},
       {{2, 16, 16, 256}, 32, true, true, 1e-5}, {{3, 3, 5, 12}, 4, false, true, 1e-5}};
   uint64_t seed = 300;
-  for (const Case& c : cases) {
-    const int64_t n = c.x.front(), ch = c.x.back();
-    // Non-trivial affine parameters (1 ± 0.2, ±0.2) and an offset mean, so every grad is exercised.
-    Tensor gamma = input({ch}, seed++, 0.2);
-    for (int64_t i = 0; i < ch; ++i) gamma.data<float>()[i] += 1.0f;
-    Tensor x = input(c.x, seed++, 2.0);
-    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] += 0.7f;
-    const Tensor beta = input({ch}, seed++, 0.2);
-    const Tensor add = c.add ? input({n, ch}, seed++) : Tensor();
-    ops::GroupNormOptions opt;
-    opt.groups = c.groups;
-    opt.eps = c.eps;
-    opt.silu = c.silu;
-    check_against_cpu("group_norm x " + str(c.x) + " groups " + std::to_string(c.groups) + (c.silu ? " silu" : "") +
-                          (c.add ? " add_nc" : ""),
-                      [opt](const std::vector<Tensor>& in) { return ops::group_norm(in[0], in[1], in[2], opt, in[3]); },
-                      {x, gamma, beta, add});
-  }
+  for (const Case& c : cases) check_group_norm(c.x, c.groups, c.silu, c.add, c.eps, 0, seed);
 }
 
 TEST_CASE("ops cuda: attention at head dims 32, 64, 128 and lengths off the tile", "[cuda][ops][attention]") {
@@ -567,28 +576,14 @@ TEST_CASE("ops cuda: group_norm's chunked two-pass path (a lowered shared-memory
                                    {{2, 33, 64}, 32, false, false, 96}};
   uint64_t seed = 1400;
   for (const Case& c : cases) {
-    const int64_t n = c.x.front(), ch = c.x.back();
-    Tensor gamma = input({ch}, seed++, 0.2);
-    for (int64_t i = 0; i < ch; ++i) gamma.data<float>()[i] += 1.0f;
-    Tensor x = input(c.x, seed++, 2.0);
-    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] += 0.7f;
-    const Tensor beta = input({ch}, seed++, 0.2);
-    const Tensor add = c.add ? input({n, ch}, seed++) : Tensor();
-    ops::GroupNormOptions opt;
-    opt.groups = c.groups;
-    opt.silu = c.silu;
-    opt.cuda_smem_limit_bytes = c.smem_limit;
     kernels::GroupNormDesc d;  // what the op hands the kernels: the cap must choose the chunked path
-    d.n = n;
-    d.channels = ch;
-    d.spatial = x.numel() / (n * ch);
+    d.n = c.x.front();
+    d.channels = c.x.back();
+    d.spatial = shape_numel(c.x) / (d.n * d.channels);
     d.groups = c.groups;
     d.smem_limit_bytes = c.smem_limit;
     REQUIRE(kernels::cuda::group_norm_forward_workspace_bytes(d) > 0);
-    check_against_cpu("chunked group_norm x " + str(c.x) + " groups " + std::to_string(c.groups) + " cap " +
-                          std::to_string(c.smem_limit),
-                      [opt](const std::vector<Tensor>& in) { return ops::group_norm(in[0], in[1], in[2], opt, in[3]); },
-                      {x, gamma, beta, add});
+    check_group_norm(c.x, c.groups, c.silu, c.add, 1e-5, c.smem_limit, seed);
   }
 }
 
