@@ -1,8 +1,7 @@
 // See q_sample.h.
 #include "engine/q_sample.h"
 
-#include "kernels/noise.h"
-#include "nn/device_context.h"
+#include "nn/ops.h"
 
 namespace diffuse {
 
@@ -28,19 +27,8 @@ QSampleResult q_sample(const Tensor& x0, const std::vector<QSampleCoef>& coefs, 
   }
   Tensor sqrt_ab = Tensor::from(a, {B}).to(x0.device());
   Tensor sqrt_1mab = Tensor::from(s, {B}).to(x0.device());
-  QSampleResult r{Tensor::empty(x0.shape(), DType::f32, x0.device()), Tensor::empty(x0.shape(), DType::f32, x0.device())};
-  if (x0.device() == Device::cpu) {
-    kernels::cpu::q_sample(d, x0.data<float>(), sqrt_ab.data<float>(), sqrt_1mab.data<float>(), r.x_t.data<float>(),
-                           r.target.data<float>());
-  } else {
-#if DIFFUSE_WITH_CUDA
-    kernels::cuda::q_sample(d, x0.data<float>(), sqrt_ab.data<float>(), sqrt_1mab.data<float>(), r.x_t.data<float>(),
-                            r.target.data<float>(), current_stream());
-#else
-    throw Error("q_sample: this build has no CUDA backend");
-#endif
-  }
-  return r;
+  ops::QSampleOutput r = ops::q_sample(d, x0, sqrt_ab, sqrt_1mab);
+  return {r.x_t, r.target};
 }
 
 }  // namespace diffuse

@@ -9,8 +9,7 @@
 #include <string>
 
 #include "nn/autograd.h"
-#include "nn/device_context.h"
-#include "nn/op_checks.h"
+#include "nn/ops.h"
 
 namespace diffuse {
 
@@ -270,22 +269,7 @@ void Sampler::step(int64_t i, const Tensor& model_output, Tensor& x, Tensor& x0,
   d.seed = opt.seed;
   d.noise_offset = noise_offset(i, x.numel());
   d.stream = philox::kSampler;
-  // ---- device path (branch k-denoise): the same update by kernels/cuda/denoise_step.cu, f32 only.
-  if (x.device() == Device::cuda) {
-#if DIFFUSE_WITH_CUDA
-    if (x.dtype() != DType::f32) fail("the CUDA denoise_step takes f32 tensors, got x_t " + x.describe());
-    k::cuda::denoise_step(d, x.data<float>(), model_output.data<float>(), x0.data<float>(), x.data<float>(),
-                          x0.data<float>(), current_stream());
-    return;
-#else
-    ops::detail::no_cuda_path("denoise_step");
-#endif
-  }
-  // ---- end of the device path.
-  ops::detail::dispatch_cpu_float("denoise_step", x, [&](auto tag) {
-    using T = decltype(tag);
-    k::cpu::denoise_step<T>(d, x.data<T>(), model_output.data<T>(), x0.data<T>(), x.data<T>(), x0.data<T>());
-  });
+  ops::denoise_step(d, model_output, x, x0);
 }
 
 Tensor Sampler::sample(const ModelFn& model, const Tensor& x_T, const SampleOptions& opt, const StepFn& on_step) const {

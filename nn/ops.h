@@ -5,6 +5,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/denoise_step.h"
+#include "kernels/noise.h"
 #include "nn/tensor.h"
 
 namespace diffuse::ops {
@@ -73,5 +75,19 @@ Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset);
 // mean over all elements of w[n] * (pred - target)^2; weight [N] or undefined (all ones).
 // Gradient flows to pred only.
 Tensor mse_loss(const Tensor& pred, const Tensor& target, const Tensor& weight = Tensor());
+
+// ---- the diffusion process (ops_diffusion.cpp); not differentiable ------------------------------
+// Forward noising of a training batch: x0 f32 [B, ...]; sqrt_ab and sqrt_1mab f32 [B] (√ᾱ and
+// √(1−ᾱ) of each sample's timestep) on x0's device. Returns x_t and the training target.
+struct QSampleOutput {
+  Tensor x_t;
+  Tensor target;
+};
+QSampleOutput q_sample(const kernels::QSampleDesc& desc, const Tensor& x0, const Tensor& sqrt_ab,
+                       const Tensor& sqrt_1mab);
+// One sampler update in place: x (x_t) becomes x_prev and x0 this step's x0 prediction (it holds
+// the previous step's on entry). model_output has desc.numel elements, twice that when guided.
+void denoise_step(const kernels::DenoiseStepDesc& desc, const Tensor& model_output, const Tensor& x,
+                  const Tensor& x0);
 
 }  // namespace diffuse::ops

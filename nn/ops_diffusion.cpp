@@ -1,0 +1,63 @@
+// The diffusion-process ops (kernels/noise.h, kernels/denoise_step.h) behind nn's one device
+// dispatch, so the engine's trainer and samplers reach every kernel through nn/ops.h alone. Neither
+// records a backward node: the noising draw and the sampler update are never differentiated.
+#include "kernels/denoise_step.h"
+#include "kernels/noise.h"
+#include "nn/cuda_dispatch.h"
+#include "nn/device_context.h"
+#include "nn/op_checks.h"
+#include "nn/ops.h"
+
+namespace diffuse::ops {
+
+using namespace detail;
+namespace k = diffuse::kernels;
+
+QSampleOutput q_sample(const k::QSampleDesc& desc, const Tensor& x0, const Tensor& sqrt_ab,
+                       const Tensor& sqrt_1mab) {
+  const char* op = "q_sample";
+  check_defined(op, x0, "x0");
+  check_defined(op, sqrt_ab, "sqrt_ab");
+  check_defined(op, sqrt_1mab, "sqrt_1mab");
+  if (x0.dtype() != DType::f32) fail(op, "x0 must be an f32 batch, got " + x0.describe());
+  check_same(op, {&x0, &sqrt_ab, &sqrt_1mab});
+  if (x0.ndim() < 1 || x0.dim(0) != desc.batch || x0.numel() != desc.batch * desc.per_sample)
+    fail(op, "x0 " + x0.describe() + " is not [" + std::to_string(desc.batch) + ", " +
+                 std::to_string(desc.per_sample) + " elements]");
+  if (sqrt_ab.numel() != desc.batch || sqrt_1mab.numel() != desc.batch)
+    fail(op, "one coefficient per sample is needed, got sqrt_ab " + sqrt_ab.describe() + " and sqrt_1mab " +
+                 sqrt_1mab.describe());
+  QSampleOutput r{Tensor::empty(x0.shape(), DType::f32, x0.device()), Tensor::empty(x0.shape(), DType::f32, x0.device())};
+  if (!on_cuda(op, x0, [&] {
+        k::cuda::q_sample(desc, x0.data<float>(), sqrt_ab.data<float>(), sqrt_1mab.data<float>(), r.x_t.data<float>(),
+                          r.target.data<float>(), current_stream());
+      }))
+    k::cpu::q_sample(desc, x0.data<float>(), sqrt_ab.data<float>(), sqrt_1mab.data<float>(), r.x_t.data<float>(),
+                     r.target.data<float>());
+  return r;
+}
+
+void denoise_step(const k::DenoiseStepDesc& desc, const Tensor& model_output, const Tensor& x, const Tensor& x0) {
+  const char* op = "denoise_step";
+  check_defined(op, model_output, "model_output");
+  check_defined(op, x, "x");
+  check_defined(op, x0, "x0");
+  check_same(op, {&x, &model_output, &x0});
+  check_float(op, x);
+  if (x.numel() != desc.numel || x0.numel() != desc.numel ||
+      model_output.numel() != (desc.guided ? 2 : 1) * desc.numel)
+    fail(op, "the descriptor is for " + std::to_string(desc.numel) + " elements" +
+                 (desc.guided ? " (guided: a model output of twice that)" : "") + ", got x " + x.describe() +
+                 ", x0 " + x0.describe() + ", model_output " + model_output.describe());
+  if (on_cuda(op, x, [&] {
+        k::cuda::denoise_step(desc, x.data<float>(), model_output.data<float>(), x0.data<float>(), x.data<float>(),
+                              x0.data<float>(), current_stream());
+      }))
+    return;
+  dispatch_cpu_float(op, x, [&](auto tag) {
+    using T = decltype(tag);
+    k::cpu::denoise_step<T>(desc, x.data<T>(), model_output.data<T>(), x0.data<T>(), x.data<T>(), x0.data<T>());
+  });
+}
+
+}  // namespace diffuse::ops
