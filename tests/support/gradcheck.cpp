@@ -2,6 +2,7 @@
 #include "support/gradcheck.h"
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cmath>
 
 #include "nn/autograd.h"
@@ -73,6 +74,38 @@ void check_gradients(const ScalarFn& f, std::vector<Tensor> inputs, double eps, 
                                          << numeric);
       }
     }
+  }
+}
+
+void check_directional_derivatives(const ScalarFn& f, std::vector<Tensor> inputs, uint64_t seed, double eps,
+                                   double tol) {
+  std::vector<bool> wants(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    wants[i] = inputs[i].defined() && inputs[i].requires_grad();
+    if (wants[i]) inputs[i].zero_grad();
+  }
+  f(inputs).backward();
+  NoGrad no_grad;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!wants[i]) continue;
+    Tensor& x = inputs[i];
+    INFO("input " << i << " " << x.describe());
+    REQUIRE(x.grad().defined());
+    REQUIRE(x.device() == Device::cpu);
+    REQUIRE(x.dtype() == DType::f64);
+    const std::vector<double> g = x.grad().to_vector(), u = Tensor::randn(x.shape(), seed + i, 0, 0, DType::f64).to_vector();
+    double analytic = 0;
+    for (size_t j = 0; j < g.size(); ++j) analytic += g[j] * u[j];
+    double* p = x.data<double>();
+    const std::vector<double> keep(p, p + x.numel());
+    auto loss_at = [&](double step) {
+      for (size_t j = 0; j < keep.size(); ++j) p[j] = keep[j] + step * u[j];
+      return f(inputs).item();
+    };
+    const double numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps);
+    std::copy(keep.begin(), keep.end(), p);
+    INFO("directional derivative: analytic " << analytic << " numeric " << numeric);
+    CHECK(std::fabs(analytic - numeric) <= tol * std::max(1.0, std::fabs(numeric)));
   }
 }
 

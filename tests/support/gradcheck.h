@@ -23,4 +23,10 @@ using ScalarFn = std::function<Tensor(const std::vector<Tensor>& inputs)>;
 // where |analytic - numeric| > tol * max(1, |numeric|).
 void check_gradients(const ScalarFn& f, std::vector<Tensor> inputs, double eps = 1e-6, double tol = 1e-6);
 
+// The same check for inputs too large to perturb element by element: for each input with
+// requires_grad set, the analytic directional derivative Σ grad·u along a random direction u
+// (N(0, 1), fixed by `seed`) against the central difference (f(x + eps·u) − f(x − eps·u)) / 2eps.
+void check_directional_derivatives(const ScalarFn& f, std::vector<Tensor> inputs, uint64_t seed = 77,
+                                   double eps = 1e-5, double tol = 1e-6);
+
 }  // namespace diffuse::test

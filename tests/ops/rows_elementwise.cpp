@@ -1,0 +1,98 @@
+// Op table rows for nn/ops_elementwise.cpp: add, sub and mul over every broadcast the UNet uses
+// (per-channel [C], per-(n, c) [N, 1, 1, C], a scalar [1], same shape) and odd ones (a with size-1
+// dims, b of lower rank, one side not differentiated); scale, silu, reshape, sum and mean at
+// aligned (float4) and odd sizes. sum and mean take positive inputs so their result cannot cancel
+// towards zero (an error relative to a near-zero peak would measure nothing).
+#include <utility>
+
+#include "nn/ops.h"
+#include "ops/naive_reference.h"
+#include "ops/op_table.h"
+
+namespace diffuse::test::op_table {
+
+namespace {
+
+struct BinaryOp {
+  const char* name;
+  naive::Binary kind;
+  Tensor (*run)(const Tensor&, const Tensor&);
+};
+const BinaryOp kBinaryOps[] = {{"add", naive::Binary::add, ops::add},
+                               {"sub", naive::Binary::sub, ops::sub},
+                               {"mul", naive::Binary::mul, ops::mul}};
+
+OpRow binary_row(const BinaryOp& op, const InputSpec& a, const InputSpec& b) {
+  const naive::Binary kind = op.kind;
+  const auto run = op.run;
+  return {.op = op.name,
+          .name = shape_str(a.shape) + " with b " + shape_str(b.shape) + (b.grad ? "" : " (b not differentiated)"),
+          .inputs = {a, b},
+          .run = [run](const Inputs& in) -> Outputs { return {run(in[0], in[1])}; },
+          .reference = [kind](const Inputs& in) -> Outputs { return {naive::binary(kind, in[0], in[1])}; },
+          .bounds = kElementRounding};
+}
+
+OpRow unary_row(const char* op, const InputSpec& x, Tensor (*run)(const Tensor&), Tensor (*reference)(const Tensor&),
+                const Bounds& bounds) {
+  return {.op = op,
+          .name = shape_str(x.shape),
+          .inputs = {x},
+          .run = [run](const Inputs& in) -> Outputs { return {run(in[0])}; },
+          .reference = [reference](const Inputs& in) -> Outputs { return {reference(in[0])}; },
+          .bounds = bounds};
+}
+
+}  // namespace
+
+std::vector<OpRow> elementwise_rows() {
+  std::vector<OpRow> rows;
+  // (a, b): b's shapes right-aligned against a; a itself with size-1 dims; UNet-sized aligned
+  // channels (float4 paths) and odd ones (scalar tails).
+  const std::vector<std::pair<Shape, Shape>> broadcasts = {
+      {{2, 3, 3, 5}, {5}},          {{2, 3, 3, 5}, {2, 1, 1, 5}}, {{2, 3, 3, 5}, {1}},
+      {{2, 3, 3, 5}, {2, 3, 3, 5}}, {{2, 3, 3, 5}, {3, 1, 5}},    {{2, 3, 3, 5}, {2, 1, 3, 1}},
+      {{2, 3, 3, 5}, {}},           {{2, 3, 3, 5}, {1, 1, 1, 1}}, {{3, 1, 4, 1}, {4, 1}},
+      {{3, 1, 4, 1}, {1, 1, 4, 1}}, {{3, 1, 4, 1}, {3, 1, 1, 1}}, {{3, 1, 4, 1}, {1, 1}},
+      {{2, 4, 4, 8}, {8}},          {{2, 4, 4, 8}, {2, 1, 1, 8}}, {{2, 4, 4, 8}, {2, 4, 4, 8}},
+      {{4, 32}, {32}}};
+  for (const BinaryOp& op : kBinaryOps) {
+    for (const auto& [a, b] : broadcasts) rows.push_back(binary_row(op, normal(a), normal(b)));
+    // Only one side differentiated (mul saves just what it needs).
+    rows.push_back(binary_row(op, normal({3, 5}), constant({5})));
+    rows.push_back(binary_row(op, constant({3, 5}), normal({5})));
+  }
+
+  const std::vector<Shape> shapes = {{7}, {3, 5, 1, 3}, {2, 4, 4, 8}, {3, 5, 7, 3}};
+  for (const Shape& s : shapes) {
+    rows.push_back({.op = "scale",
+                    .name = shape_str(s) + " by -2.5",
+                    .inputs = {normal(s)},
+                    .run = [](const Inputs& in) -> Outputs { return {ops::scale(in[0], -2.5)}; },
+                    .reference = [](const Inputs& in) -> Outputs { return {naive::scale(in[0], -2.5)}; },
+                    .bounds = kElementRounding});
+    rows.push_back(unary_row("silu", normal(s, 3.0), ops::silu, naive::silu, kElementRounding));
+  }
+  // A sum within 1e-6 of its value in f32 (the bound of the per-op test the table replaced).
+  const Bounds reduction{1e-12, 1e-6, 1e-3};
+  for (const Shape& s : std::vector<Shape>{{1}, {7}, {3, 5, 7, 3}, {2, 4, 4, 8}}) {
+    rows.push_back(unary_row("sum", positive(s), ops::sum, naive::sum, reduction));
+    rows.push_back(unary_row("mean", positive(s), ops::mean, naive::mean, reduction));
+  }
+  rows.push_back({.op = "reshape",
+                  .name = "[3, 5, 1, 3] to [5, -1]",
+                  .inputs = {normal({3, 5, 1, 3})},
+                  .run = [](const Inputs& in) -> Outputs { return {ops::reshape(in[0], {5, -1})}; },
+                  .reference = [](const Inputs& in) -> Outputs { return {in[0].view({5, 9})}; },
+                  .bounds = kExactCopy});
+  // A view: the grad must flow back through it into the op before, and silu after it sees the data.
+  rows.push_back({.op = "reshape",
+                  .name = "[2, 4, 4, 8] to [2, 16, 8], then silu",
+                  .inputs = {normal({2, 4, 4, 8})},
+                  .run = [](const Inputs& in) -> Outputs { return {ops::silu(ops::reshape(in[0], {2, 16, 8}))}; },
+                  .reference = [](const Inputs& in) -> Outputs { return {naive::silu(in[0].view({2, 16, 8}))}; },
+                  .bounds = kElementRounding});
+  return rows;
+}
+
+}  // namespace diffuse::test::op_table
