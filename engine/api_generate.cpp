@@ -1,8 +1,8 @@
 // The public API's loading and sampling half (include/diffuse/diffuse.h): Model, Pipeline and
 // write_png as thin shells over engine/model_dir.h, engine/scheduler.h, engine/sampler.h and
-// engine/generate.h. Everything a caller passes is checked here, so a bad request is one
-// diffuse::Error naming the field, before any work starts.
-#include <cmath>
+// engine/generate.h. Everything a caller passes is checked here (the option checks of
+// engine/options.h, naming the library's fields), so a bad request is one diffuse::Error naming
+// the field, before any work starts.
 #include <cstring>
 
 #include "diffuse/diffuse.h"
@@ -10,6 +10,7 @@
 #include "engine/generate.h"
 #include "engine/image_io.h"
 #include "engine/model_dir.h"
+#include "engine/options.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "nn/atomic_file.h"
@@ -43,10 +44,16 @@ bool cuda_available() {
 
 Model Model::load(const std::string& dir, Device device) {
   return api::boundary(dir, [&] {
-    if (device == Device::cuda) require_cuda_device();
+    Device wanted = device;
+    options::available_device().check(&wanted, "Model::load device");
     auto impl = std::make_shared<Impl>();
-    ModelDirectory located = locate_model_dir(dir);
-    impl->unet = load_unet(located);
+    ModelDirectory located;
+    try {
+      located = locate_model_dir(dir);
+      impl->unet = load_unet(located);
+    } catch (const Error& e) {  // the directory or its files are missing, corrupt or mismatched
+      throw Error(e.what(), ErrorKind::bad_input);
+    }
     impl->unet->set_requires_grad(false);
     impl->unet->set_training(false);
     if (device != Device::cpu) impl->unet->to(device);
@@ -72,19 +79,20 @@ const std::string& Model::scheduler_config_json() const { return impl_->schedule
 
 Pipeline::Pipeline(const Model& model, const SamplerOptions& options) {
   impl_ = api::boundary("sampler options", [&] {
-    if (!model.impl_) throw Error("Pipeline: the Model was moved from");
+    if (!model.impl_) throw Error("Pipeline: the Model was moved from", ErrorKind::usage);
     auto impl = std::make_shared<Impl>(model);
     impl->weights = model.impl_;
     if (!options.scheduler_config.empty()) {
-      impl->scheduler = read_scheduler_config(options.scheduler_config);
+      try {
+        impl->scheduler = read_scheduler_config(options.scheduler_config);
+      } catch (const Error& e) {
+        throw Error(e.what(), ErrorKind::bad_input);
+      }
     } else if (!model.impl_->scheduler_json.empty()) {
       impl->scheduler = scheduler_config_from_json(model.impl_->scheduler_json, model.impl_->scheduler_path);
     }  // else diffusers' DDPMScheduler defaults: SchedulerConfig{}
+    options::validate(options, options::Naming::field);
     if (!options.sampler.empty()) impl->scheduler.kind = parse_sampler_kind(options.sampler, "SamplerOptions::sampler");
-    if (options.steps <= 0)
-      throw Error("SamplerOptions::steps must be positive, got " + std::to_string(options.steps));
-    if (!(options.eta >= 0 && options.eta <= 1))
-      throw Error("SamplerOptions::eta must be in [0, 1], got " + std::to_string(options.eta));
     impl->scheduler.eta = options.eta;
     impl->steps = options.steps;
     impl->timesteps = Sampler(impl->scheduler, options.steps).timesteps();  // validates steps too
@@ -108,35 +116,23 @@ namespace {
 // Checks a request against the model and the caller's buffer; returns the elements it needs.
 size_t check_request(const GenerateRequest& r, const Model& model, size_t image_elements, const void* out,
                      size_t out_size, const char* unit) {
-  if (r.count <= 0) throw Error("GenerateRequest::count must be positive, got " + std::to_string(r.count));
-  if (r.batch <= 0) throw Error("GenerateRequest::batch must be positive, got " + std::to_string(r.batch));
-  const int classes = model.num_classes();
-  if (r.class_label < -1 || (r.class_label >= 0 && r.class_label >= classes))
-    throw Error("GenerateRequest::class_label " + std::to_string(r.class_label) +
-                (classes == 0 ? std::string(": the model is unconditional; use -1")
-                              : ": expected -1 or 0.." + std::to_string(classes - 1)));
-  if (!std::isfinite(r.guidance)) throw Error("GenerateRequest::guidance must be finite");
-  if (r.guidance != 1.0 && r.class_label < 0)
-    throw Error("GenerateRequest::guidance " + std::to_string(r.guidance) + " needs a class_label");
+  options::validate(r, options::Naming::field);
+  options::check_class_label(r, model.num_classes(), options::Naming::field);
   const size_t need = static_cast<size_t>(r.count) * image_elements;
-  if (out == nullptr) throw Error("generate: the output buffer is null");
+  if (out == nullptr) throw Error("generate: the output buffer is null", ErrorKind::usage);
   if (out_size < need)
     throw Error("generate: the output buffer holds " + std::to_string(out_size) + " " + unit + ", " +
-                std::to_string(r.count) + " images need " + std::to_string(need));
+                    std::to_string(r.count) + " images need " + std::to_string(need),
+                ErrorKind::usage);
   return need;
 }
 
 // Runs the sampler; returns [count, H, W, C] f32 on the host, or an undefined tensor if cancelled.
 Tensor run_generate(UNet2D& unet, const SchedulerConfig& scheduler, int steps, const GenerateRequest& r,
                     const GenerateProgress& progress) {
-  GenerateOptions g;
-  g.count = r.count;
-  g.batch = r.batch;
+  GenerateOptions g{r};
   g.steps = steps;
   g.eta = scheduler.eta;
-  g.class_label = r.class_label;
-  g.guidance = r.guidance;
-  g.seed = r.seed;
   bool cancelled = false;
   GenerateCallback callback;
   if (progress)
@@ -188,13 +184,13 @@ bool Pipeline::generate(const GenerateRequest& request, uint8_t* out, size_t out
 void write_png(const std::string& path, const float* images, int count, int height, int width, int channels,
                int nrow) {
   api::boundary(path, [&] {
-    if (images == nullptr) throw Error(path + ": write_png was given a null image buffer");
+    if (images == nullptr) throw Error(path + ": write_png was given a null image buffer", ErrorKind::usage);
     if (count <= 0 || height <= 0 || width <= 0)
       throw Error(path + ": write_png needs count, height and width > 0, got " + std::to_string(count) + ", " +
-                  std::to_string(height) + ", " + std::to_string(width));
+                  std::to_string(height) + ", " + std::to_string(width), ErrorKind::usage);
     if (channels != 1 && channels != 3 && channels != 4)
-      throw Error(path + ": write_png needs 1, 3 or 4 channels, got " + std::to_string(channels));
-    if (nrow < 0) throw Error(path + ": write_png nrow must be >= 0, got " + std::to_string(nrow));
+      throw Error(path + ": write_png needs 1, 3 or 4 channels, got " + std::to_string(channels), ErrorKind::usage);
+    if (nrow < 0) throw Error(path + ": write_png nrow must be >= 0, got " + std::to_string(nrow), ErrorKind::usage);
     Tensor t = Tensor::empty({count, height, width, channels});
     std::memcpy(t.data<float>(), images, static_cast<size_t>(t.numel()) * sizeof(float));
     if (count == 1)

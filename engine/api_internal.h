@@ -1,7 +1,7 @@
 // What the public API's implementation (engine/api_*.cpp) shares: the exception boundary —
 // diffuse/diffuse.h promises one exception type, so whatever the engine throws leaves the API as
 // diffuse::Error, except an exception thrown by the embedding program's own callback, which is
-// carried through the engine untouched and rethrown — and the TrainRequest mapping.
+// carried through the engine untouched and rethrown. An Error keeps its kind (diffuse/error.h).
 #pragma once
 #include <exception>
 #include <new>
@@ -9,7 +9,6 @@
 #include <utility>
 
 #include "diffuse/diffuse.h"
-#include "engine/trainer.h"
 
 namespace diffuse::api {
 
@@ -44,8 +43,5 @@ decltype(auto) boundary(const std::string& what, F&& body) {
     throw Error(what + ": " + e.what());
   }
 }
-
-// The engine's options for a public TrainRequest (field by field; the tests compare defaults).
-TrainOptions to_train_options(const TrainRequest& request);
 
 }  // namespace diffuse::api

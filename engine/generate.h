@@ -6,19 +6,18 @@
 #include <functional>
 #include <string>
 
+#include "diffuse/diffuse.h"
 #include "engine/scheduler.h"
 #include "nn/unet2d.h"
 
 namespace diffuse {
 
-struct GenerateOptions {
-  int64_t count = 16;
-  int64_t batch = 16;          // images per sampler loop (the forward sees 2x this with guidance)
-  int64_t steps = 50;          // inference steps
-  double eta = 0.0;            // DDIM η
-  int64_t class_label = -1;    // -1: unconditional (the null class for class-conditional models)
-  double guidance = 1.0;       // CFG weight w; 1 = plain conditional
-  uint64_t seed = 0;
+// The public GenerateRequest (its fields, defaults and checks are defined once, in
+// include/diffuse/diffuse.h and engine/options.cpp) plus the two sampler settings a loop needs;
+// the rest of SamplerOptions is resolved by the caller into the SchedulerConfig.
+struct GenerateOptions : GenerateRequest {
+  int64_t steps = SamplerOptions{}.steps;  // inference steps
+  double eta = SamplerOptions{}.eta;       // DDIM η
 };
 
 // Called after each sampler step of each batch: (batch index, step, steps); false cancels.

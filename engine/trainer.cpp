@@ -15,6 +15,7 @@
 #include "engine/dataset.h"
 #include "engine/generate.h"
 #include "engine/image_io.h"
+#include "engine/options.h"
 #include "engine/q_sample.h"
 #include "engine/schedule.h"
 #include "engine/scheduler.h"
@@ -32,26 +33,6 @@ using json = nlohmann::json;
 
 namespace {
 
-void validate(const TrainOptions& o) {
-  auto bad = [](const std::string& m) { throw Error(m); };
-  if (o.out.empty()) bad("--out is required");
-  if (o.steps <= 0) bad("--steps must be positive, got " + std::to_string(o.steps));
-  if (o.batch <= 0) bad("--batch must be positive, got " + std::to_string(o.batch));
-  if (!(o.lr > 0)) bad("--lr must be positive");
-  if (o.warmup < 0) bad("--warmup must be >= 0");
-  if (o.lr_schedule != "constant" && o.lr_schedule != "cosine") bad("--lr-schedule " + o.lr_schedule + ": expected constant or cosine");
-  if (!(o.ema_decay >= 0 && o.ema_decay < 1)) bad("--ema-decay must be in [0, 1)");
-  if (!(o.p_uncond >= 0 && o.p_uncond < 1)) bad("--p-uncond must be in [0, 1)");
-  if (o.classes < 0) bad("--classes must be >= 0");
-  if (o.grad_clip < 0) bad("--grad-clip must be >= 0");
-  if (o.precision != "fp32" && o.precision != "bf16") bad("--precision " + o.precision + ": expected fp32 or bf16");
-  if (o.precision == "bf16" && o.device != Device::cuda) bad("--precision bf16 needs --device cuda");
-  if (o.precision == "bf16") bad("--precision bf16: mixed-precision training is not implemented yet; use fp32");
-  parse_prediction_type(o.prediction, "--prediction");
-  parse_beta_schedule(o.beta_schedule, "--beta-schedule");
-  if (o.device == Device::cuda) require_cuda_device();
-}
-
 double lr_at(const TrainOptions& o, int64_t step0) {  // step0 counts from 0, like torch's LambdaLR
   if (step0 < o.warmup) return o.lr * static_cast<double>(step0) / static_cast<double>(std::max<int64_t>(1, o.warmup));
   if (o.lr_schedule == "cosine") {
@@ -59,16 +40,6 @@ double lr_at(const TrainOptions& o, int64_t step0) {  // step0 counts from 0, li
     return o.lr * 0.5 * (1.0 + std::cos(M_PI * progress));
   }
   return o.lr;
-}
-
-json options_json(const TrainOptions& o) {
-  return {{"data", o.data}, {"config", o.config}, {"steps", o.steps}, {"batch", o.batch}, {"lr", o.lr},
-          {"warmup", o.warmup}, {"lr_schedule", o.lr_schedule}, {"weight_decay", o.weight_decay},
-          {"grad_clip", o.grad_clip}, {"ema_decay", o.ema_decay}, {"ema_inv_gamma", o.ema_inv_gamma},
-          {"ema_power", o.ema_power}, {"prediction", o.prediction}, {"beta_schedule", o.beta_schedule},
-          {"num_train_timesteps", o.num_train_timesteps}, {"snr_gamma", o.snr_gamma}, {"classes", o.classes},
-          {"p_uncond", o.p_uncond}, {"random_flip", o.random_flip}, {"max_images", o.max_images},
-          {"device", device_name(o.device)}, {"precision", o.precision}, {"seed", o.seed}};
 }
 
 // Keeps the metrics lines of steps <= last_step (a resumed run rewrites what came after).
@@ -105,7 +76,7 @@ SchedulerConfig training_scheduler_config(const ScheduleOptions& s) {
 std::string latest_checkpoint(const std::string& run_dir) { return find_latest_checkpoint(run_dir); }
 
 TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
-  validate(o);
+  options::validate(o, options::Naming::flag);
   const fs::path run(o.out);
   const bool has_checkpoints = !find_latest_checkpoint(o.out).empty();
   if (!o.resume && has_checkpoints)
@@ -164,7 +135,7 @@ TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
     result.last_checkpoint = ckpt;
     if (start > o.steps) throw Error(o.out + ": already trained to step " + std::to_string(st.step) + "; raise --steps to continue");
   } else {
-    json run_config = {{"train", options_json(o)}, {"unet", json::parse(unet_config_to_json(cfg))},
+    json run_config = {{"train", options::train_options_json(o)}, {"unet", json::parse(unet_config_to_json(cfg))},
                        {"scheduler", json::parse(scheduler_json)}};
     write_file_atomic((run / "config.json").string(), run_config.dump(2) + "\n");
   }

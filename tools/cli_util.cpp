@@ -3,9 +3,7 @@
 
 #include <unistd.h>
 
-#include <cstdio>
-
-#include "nn/runtime.h"
+#include "engine/options.h"
 
 namespace diffuse::cli {
 
@@ -13,24 +11,19 @@ std::optional<cxxopts::ParseResult> parse_or_usage(cxxopts::Options& options, in
   try {
     return options.parse(argc, argv);
   } catch (const cxxopts::exceptions::exception& e) {
-    std::fprintf(stderr, "%s: %s (see --help)\n", options.program().c_str(), e.what());
-    return std::nullopt;
+    throw Error(std::string(e.what()) + " (see --help)", ErrorKind::usage);
   }
 }
 
 std::string required(const cxxopts::ParseResult& args, const std::string& name) {
-  if (!args.count(name)) throw Error("--" + name + " is required");
+  if (!args.count(name)) throw Error("--" + name + " is required", ErrorKind::usage);
   return args[name].as<std::string>();
 }
 
 Device parse_device(const cxxopts::ParseResult& args) {
-  std::string d = args["device"].as<std::string>();
-  if (d == "cpu") return Device::cpu;
-  if (d == "cuda") {
-    require_cuda_device();
-    return Device::cuda;
-  }
-  throw Error("--device " + d + ": expected cpu or cuda");
+  Device d = options::parse_device(args["device"].as<std::string>(), "--device");
+  options::available_device().check(&d, "--device");
+  return d;
 }
 
 bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }

@@ -1,5 +1,5 @@
 // `diffuse` entry point: picks the subcommand, turns every diffuse::Error into one line on stderr
-// and a non-zero exit code.
+// and the exit code of its kind (docs/cli.md).
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -24,6 +24,20 @@ const Command kCommands[] = {
     {"info", diffuse::cli::cmd_info, "version, build options, devices and library versions"},
 };
 
+// docs/cli.md's exit codes: 2 for a mistake in the command line (or a device it asks for that is
+// not there), 1 for a failure while running, whatever caused it.
+int exit_code(diffuse::ErrorKind kind) {
+  switch (kind) {
+    case diffuse::ErrorKind::usage:
+    case diffuse::ErrorKind::device_unavailable:
+      return 2;
+    case diffuse::ErrorKind::bad_input:
+    case diffuse::ErrorKind::runtime:
+      return 1;
+  }
+  return 1;
+}
+
 void usage(FILE* out) {
   std::fprintf(out, "usage: diffuse <command> [options]\n\ncommands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %-9s %s\n", c.name, c.help);
@@ -47,7 +61,7 @@ int main(int argc, char** argv) {
       return c.run(argc - 1, argv + 1);
     } catch (const diffuse::Error& e) {
       std::fprintf(stderr, "diffuse %s: %s\n", c.name, e.what());
-      return std::string(e.what()).find("no CUDA device") != std::string::npos ? 2 : 1;
+      return exit_code(e.kind());
     } catch (const std::exception& e) {
       std::fprintf(stderr, "diffuse %s: %s\n", c.name, e.what());
       return 1;

@@ -61,12 +61,13 @@ struct SamplerOptions {
   std::string scheduler_config;  // a scheduler_config.json path to use instead of the model's
 };
 
+// What to generate (the defaults are `diffuse sample`'s).
 struct GenerateRequest {
-  int count = 1;          // images to generate
-  int class_label = -1;   // a class of a class-conditional model, or -1 for unconditional
-  double guidance = 1.0;  // classifier-free guidance weight w (with a class_label); 1 = none
-  uint64_t seed = 0;      // the same seed and batch give the same images, on every device
-  int batch = 16;         // images per forward pass (each batch draws its own noise from the seed)
+  int64_t count = 16;         // images to generate
+  int64_t class_label = -1;   // a class of a class-conditional model, or -1 for unconditional
+  double guidance = 1.0;      // classifier-free guidance weight w (with a class_label); 1 = none
+  uint64_t seed = 0;          // the same seed and batch give the same images, on every device
+  int64_t batch = 16;         // images per forward pass (each batch draws its own noise from the seed)
 };
 
 // After each sampler step of each batch: (batch index, step 1..steps, steps). Return false to stop.
@@ -105,7 +106,8 @@ class Pipeline {
 void write_png(const std::string& path, const float* images, int count, int height, int width, int channels,
                int nrow = 0);
 
-// A training run (docs/design.md section 8). Defaults are those of `diffuse train`.
+// A training run (docs/design.md §8). Defaults are those of `diffuse train`: its flags, their
+// defaults and the run's saved config.json are all derived from these fields.
 struct TrainRequest {
   std::string data = "fashion-mnist";  // a folder of images, an IDX file, or "fashion-mnist"
   std::string out;                     // the run directory (required)
@@ -117,7 +119,9 @@ struct TrainRequest {
   std::string lr_schedule = "constant";  // constant or cosine after the warmup
   double weight_decay = 0.0;
   double grad_clip = 1.0;                // max global gradient norm; 0 = off
-  double ema_decay = 0.9999;
+  double ema_decay = 0.9999;             // the EMA's maximum decay (diffusers' ema_max_decay)
+  double ema_inv_gamma = 1.0;            // the EMA warmup: decay = 1 - (1 + step / inv_gamma)^-power
+  double ema_power = 0.75;
   std::string prediction = "epsilon";    // epsilon, v_prediction or sample
   std::string beta_schedule = "linear";  // linear, scaled_linear or squaredcos_cap_v2
   int64_t num_train_timesteps = 1000;

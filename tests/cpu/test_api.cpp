@@ -263,36 +263,6 @@ TEST_CASE("write_png writes one image or a grid, in the 8-bit mapping", "[api]")
   CHECK_FALSE(fs::exists(dir.file("x.png")));
 }
 
-TEST_CASE("the public training defaults are the engine's", "[api]") {
-  TrainOptions mapped = api::to_train_options(TrainRequest{});
-  TrainOptions engine;
-  CHECK(mapped.data == engine.data);
-  CHECK(mapped.config == engine.config);
-  CHECK(mapped.steps == engine.steps);
-  CHECK(mapped.batch == engine.batch);
-  CHECK(mapped.lr == engine.lr);
-  CHECK(mapped.warmup == engine.warmup);
-  CHECK(mapped.lr_schedule == engine.lr_schedule);
-  CHECK(mapped.weight_decay == engine.weight_decay);
-  CHECK(mapped.grad_clip == engine.grad_clip);
-  CHECK(mapped.ema_decay == engine.ema_decay);
-  CHECK(mapped.prediction == engine.prediction);
-  CHECK(mapped.beta_schedule == engine.beta_schedule);
-  CHECK(mapped.num_train_timesteps == engine.num_train_timesteps);
-  CHECK(mapped.snr_gamma == engine.snr_gamma);
-  CHECK(mapped.classes == engine.classes);
-  CHECK(mapped.p_uncond == engine.p_uncond);
-  CHECK(mapped.random_flip == engine.random_flip);
-  CHECK(mapped.sample_every == engine.sample_every);
-  CHECK(mapped.sample_count == engine.sample_count);
-  CHECK(mapped.checkpoint_every == engine.checkpoint_every);
-  CHECK(mapped.max_images == engine.max_images);
-  CHECK(mapped.resume == engine.resume);
-  CHECK(mapped.device == engine.device);
-  CHECK(mapped.precision == engine.precision);
-  CHECK(mapped.seed == engine.seed);
-}
-
 TEST_CASE("train through the public API: progress, cancel, a loadable checkpoint", "[api]") {
   TempDir dir;
   // Four 16x16 gray images in two class folders, and `tiny` for 16x16 images.

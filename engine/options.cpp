@@ -1,0 +1,350 @@
+// See options.h. The tables below are the one place an option's flag, help text, saved key and
+// check are written; the help texts are also docs/cli.md's "meaning" column (tests/cpu/test_docs.cpp
+// fails when docs/cli.md differs from the generated table).
+#include "engine/options.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include "engine/schedule.h"
+#include "engine/scheduler.h"
+#include "nn/allocator.h"
+#include "nn/runtime.h"
+
+namespace diffuse::options {
+
+namespace {
+
+[[noreturn]] void bad(const std::string& message) { throw Error(message, ErrorKind::usage); }
+
+// A numeric value as a double, for the range rules; a non-numeric field is a table mistake.
+double number(const ValueRef& v) {
+  return std::visit(
+      [](auto* p) -> double {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>)
+          return static_cast<double>(*p);
+        else
+          throw std::logic_error("options: a numeric rule on a non-numeric field");
+      },
+      v);
+}
+
+const std::string& text(const ValueRef& v) {
+  if (auto* p = std::get_if<std::string*>(&v)) return **p;
+  throw std::logic_error("options: a string rule on a non-string field");
+}
+
+// The fewest %g digits that read back as exactly `x` ("0.0001", not "1e-04" or 0.000100000...).
+std::string format_number(double x) {
+  char buf[40];
+  for (int digits = 1; digits <= 17; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, x);
+    if (std::strtod(buf, nullptr) == x) break;
+  }
+  return buf;
+}
+
+// A string rule that hands the value to the engine's own parser (the one place its names live),
+// turning its complaint into a usage error; "" passes when `allow_empty`.
+template <typename Parse>
+Rule parsed_by(Parse parse, bool allow_empty = false) {
+  return {false, [parse, allow_empty](const ValueRef& v, const std::string& label) {
+            if (allow_empty && text(v).empty()) return;
+            try {
+              parse(text(v), label);
+            } catch (const Error& e) {
+              bad(e.what());
+            }
+          }};
+}
+
+const Rule kPrediction = parsed_by(parse_prediction_type);
+const Rule kBetaSchedule = parsed_by(parse_beta_schedule);
+constexpr bool kSaved = true, kNotSaved = false;
+
+}  // namespace
+
+Rule required() {
+  return {true, [](const ValueRef& v, const std::string& label) {
+            if (text(v).empty()) bad(label + " is required");
+          }};
+}
+
+Rule positive() {
+  return {false, [](const ValueRef& v, const std::string& label) {
+            if (!(number(v) > 0)) bad(label + " must be positive, got " + format_value(v));
+          }};
+}
+
+Rule at_least(double min) {
+  return {false, [min](const ValueRef& v, const std::string& label) {
+            if (!(number(v) >= min)) bad(label + " must be >= " + format_number(min) + ", got " + format_value(v));
+          }};
+}
+
+Rule within(double lo, double hi, bool hi_included) {
+  return {false, [=](const ValueRef& v, const std::string& label) {
+            const double x = number(v);
+            if (!(x >= lo && (hi_included ? x <= hi : x < hi)))
+              bad(label + " must be in [" + format_number(lo) + ", " + format_number(hi) + (hi_included ? "]" : ")") +
+                  ", got " + format_value(v));
+          }};
+}
+
+Rule finite() {
+  return {false, [](const ValueRef& v, const std::string& label) {
+            if (!std::isfinite(number(v))) bad(label + " must be finite, got " + format_value(v));
+          }};
+}
+
+Rule one_of(std::vector<std::string> choices) {
+  return {false, [choices](const ValueRef& v, const std::string& label) {
+            for (const auto& c : choices)
+              if (text(v) == c) return;
+            std::string list;
+            for (size_t i = 0; i < choices.size(); ++i)
+              list += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + choices[i];
+            bad(label + " " + text(v) + ": expected " + list);
+          }};
+}
+
+Rule available_device() {
+  return {false, [](const ValueRef& v, const std::string& label) {
+            if (*std::get<Device*>(v) != Device::cuda) return;
+            try {
+              require_cuda_device();
+            } catch (const Error& e) {
+              throw Error(label + " cuda: " + e.what(), ErrorKind::device_unavailable);
+            }
+          }};
+}
+
+// ---- the tables -----------------------------------------------------------------------------
+
+const Table<TrainRequest>& train_table() {
+  using R = TrainRequest;
+  static const Table<R> table{
+      "TrainRequest",
+      {
+          {"data", DIFFUSE_OPTION_FIELD(R, data), kSaved,
+           "`fashion-mnist` (Debian's files under /usr/share/datasets/fashion-mnist), `fashion-mnist-test`, an IDX "
+           "images file (gzipped or not; labels found beside it), or a folder of PNG/JPEG/BMP images (class labels "
+           "from subfolder names)",
+           required()},
+          {"out", DIFFUSE_OPTION_FIELD(R, out), kNotSaved, "the run directory", required()},
+          {"config", DIFFUSE_OPTION_FIELD(R, config), kSaved,
+           "`tiny`, `fmnist-small`, `ddpm-cifar10`, or a diffusers UNet2DModel config.json", required()},
+          {"steps", DIFFUSE_OPTION_FIELD(R, steps), kSaved, "the step to train to (with `--resume`, the new total)",
+           positive()},
+          {"batch", DIFFUSE_OPTION_FIELD(R, batch), kSaved, "batch size", positive()},
+          {"lr", DIFFUSE_OPTION_FIELD(R, lr), kSaved, "peak learning rate of AdamW (β 0.9/0.999, ε 1e-8)",
+           positive()},
+          {"warmup", DIFFUSE_OPTION_FIELD(R, warmup), kSaved, "linear warmup steps (step s uses lr·s/warmup)",
+           at_least(0)},
+          {"lr-schedule", DIFFUSE_OPTION_FIELD(R, lr_schedule), kSaved,
+           "after warmup: `constant` or `cosine` (to 0 at `--steps`)", one_of({"constant", "cosine"})},
+          {"weight-decay", DIFFUSE_OPTION_FIELD(R, weight_decay), kSaved, "AdamW's decoupled weight decay",
+           at_least(0)},
+          {"grad-clip", DIFFUSE_OPTION_FIELD(R, grad_clip), kSaved, "max global gradient norm; 0 disables clipping",
+           at_least(0)},
+          {"ema-decay", DIFFUSE_OPTION_FIELD(R, ema_decay), kSaved,
+           "the EMA's maximum decay (diffusers' warmup rule with `--ema-inv-gamma` and `--ema-power`)",
+           within(0, 1, false)},
+          {"ema-inv-gamma", DIFFUSE_OPTION_FIELD(R, ema_inv_gamma), kSaved,
+           "EMA warmup: the decay at step s is 1 - (1 + s/inv_gamma)^-power, capped by `--ema-decay`", positive()},
+          {"ema-power", DIFFUSE_OPTION_FIELD(R, ema_power), kSaved, "EMA warmup power (see `--ema-inv-gamma`)",
+           positive()},
+          {"prediction", DIFFUSE_OPTION_FIELD(R, prediction), kSaved,
+           "the training target: `epsilon`, `v_prediction` or `sample`", kPrediction},
+          {"beta-schedule", DIFFUSE_OPTION_FIELD(R, beta_schedule), kSaved,
+           "`linear`, `scaled_linear` or `squaredcos_cap_v2` (β 1e-4 → 0.02)", kBetaSchedule},
+          {"timesteps", DIFFUSE_OPTION_FIELD(R, num_train_timesteps), kSaved, "number of training timesteps T",
+           positive()},
+          {"snr-gamma", DIFFUSE_OPTION_FIELD(R, snr_gamma), kSaved, "min-SNR-γ loss weighting; 0 is off",
+           at_least(0)},
+          {"classes", DIFFUSE_OPTION_FIELD(R, classes), kSaved,
+           "train class-conditional with this many classes (plus a null class for guidance)", at_least(0)},
+          {"p-uncond", DIFFUSE_OPTION_FIELD(R, p_uncond), kSaved, "probability of replacing a label by the null class",
+           within(0, 1, false)},
+          {"random-flip", DIFFUSE_OPTION_FIELD(R, random_flip), kSaved, "random horizontal flips"},
+          {"sample-every", DIFFUSE_OPTION_FIELD(R, sample_every), kNotSaved,
+           "write `samples/step-N.png` (`--sample-count` images, DDIM-50, EMA weights) every N steps; 0: never",
+           at_least(0)},
+          {"sample-count", DIFFUSE_OPTION_FIELD(R, sample_count), kNotSaved, "images in each sample grid",
+           positive()},
+          {"checkpoint-every", DIFFUSE_OPTION_FIELD(R, checkpoint_every), kNotSaved,
+           "write `checkpoints/step-N/` every N steps (always at the end)", at_least(0)},
+          {"max-images", DIFFUSE_OPTION_FIELD(R, max_images), kSaved, "use only the first N images (0: all)",
+           at_least(0)},
+          {"resume", DIFFUSE_OPTION_FIELD(R, resume), kNotSaved,
+           "continue the run in `--out` from its newest checkpoint, bit-for-bit"},
+          {"device", DIFFUSE_OPTION_FIELD(R, device), kSaved, "`cpu` or `cuda`", available_device()},
+          {"precision", DIFFUSE_OPTION_FIELD(R, precision), kSaved,
+           "`fp32`; `bf16` is reserved for CUDA mixed precision (not implemented yet: refused)",
+           one_of({"fp32", "bf16"})},
+          {"seed", DIFFUSE_OPTION_FIELD(R, seed), kSaved,
+           "seeds initialisation, shuffling, timesteps, noise, dropout and label dropout"},
+      }};
+  return table;
+}
+
+const Table<SamplerOptions>& sampler_table() {
+  using S = SamplerOptions;
+  static const Table<S> table{
+      "SamplerOptions",
+      {
+          {"sampler", DIFFUSE_OPTION_FIELD(S, sampler), kNotSaved,
+           "`ddpm`, `ddim` or `dpmpp-2m`; other settings (spacing, clipping, ...) come from the scheduler config",
+           parsed_by(parse_sampler_kind, /*allow_empty=*/true)},
+          {"steps", DIFFUSE_OPTION_FIELD(S, steps), kNotSaved, "inference steps", positive()},
+          {"eta", DIFFUSE_OPTION_FIELD(S, eta), kNotSaved, "DDIM's η (0: deterministic)", within(0, 1, true)},
+          {"scheduler-config", DIFFUSE_OPTION_FIELD(S, scheduler_config), kNotSaved,
+           "a scheduler_config.json to use instead of the model directory's own"},
+      }};
+  return table;
+}
+
+const Table<GenerateRequest>& generate_table() {
+  using G = GenerateRequest;
+  static const Table<G> table{
+      "GenerateRequest",
+      {
+          {"n", DIFFUSE_OPTION_FIELD(G, count), kNotSaved, "number of images", positive()},
+          {"class", DIFFUSE_OPTION_FIELD(G, class_label), kNotSaved,
+           "class label of a class-conditional model (-1: unconditional)", at_least(-1)},
+          {"guidance", DIFFUSE_OPTION_FIELD(G, guidance), kNotSaved,
+           "classifier-free guidance weight (with `--class`; both halves in one batched forward)", finite()},
+          {"seed", DIFFUSE_OPTION_FIELD(G, seed), kNotSaved, "the seed; the same seed and batch give the same images"},
+          {"batch", DIFFUSE_OPTION_FIELD(G, batch), kNotSaved, "images per sampler batch", positive()},
+      }};
+  return table;
+}
+
+// ---- what the tables drive ------------------------------------------------------------------
+
+std::string label(const char* struct_name, const char* flag, const char* member, Naming naming) {
+  return naming == Naming::flag ? std::string("--") + flag : std::string(struct_name) + "::" + member;
+}
+
+std::string format_value(const ValueRef& value) {
+  return std::visit(
+      [](auto* p) -> std::string {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, std::string>)
+          return *p;
+        else if constexpr (std::is_same_v<T, bool>)
+          return *p ? "true" : "false";
+        else if constexpr (std::is_same_v<T, Device>)
+          return device_name(*p);
+        else if constexpr (std::is_same_v<T, double>)
+          return format_number(*p);
+        else
+          return std::to_string(*p);
+      },
+      value);
+}
+
+Device parse_device(const std::string& text, const std::string& label) {
+  if (text == "cpu") return Device::cpu;
+  if (text == "cuda") return Device::cuda;
+  bad(label + " " + text + ": expected cpu or cuda");
+}
+
+std::string markdown_row(const char* flag, const ValueRef& default_value, const Rule& rule, const char* help) {
+  std::string name = std::string("`--") + flag + "`";
+  if (std::string(flag).size() == 1) name += std::string(" / `-") + flag + "`";
+  std::string def;
+  if (rule.required && std::holds_alternative<std::string*>(default_value) && text(default_value).empty())
+    def = "(required)";
+  else if (auto* b = std::get_if<bool*>(&default_value))
+    def = **b ? "on" : "off";
+  else if (std::holds_alternative<std::string*>(default_value) || std::holds_alternative<Device*>(default_value))
+    def = format_value(default_value).empty() ? "" : "`" + format_value(default_value) + "`";
+  else
+    def = format_value(default_value);
+  return "| " + name + " | " + def + " | " + help + " |\n";
+}
+
+nlohmann::json value_to_json(const ValueRef& value) {
+  return std::visit(
+      [](auto* p) -> nlohmann::json {
+        if constexpr (std::is_same_v<std::remove_pointer_t<decltype(p)>, Device>)
+          return device_name(*p);
+        else
+          return *p;
+      },
+      value);
+}
+
+void value_from_json(const nlohmann::json& j, const ValueRef& value, const std::string& what) {
+  std::visit(
+      [&](auto* p) {
+        using T = std::remove_pointer_t<decltype(p)>;
+        bool ok;
+        if constexpr (std::is_same_v<T, Device>) {
+          ok = j.is_string() && (j == "cpu" || j == "cuda");
+          if (ok) *p = j == "cuda" ? Device::cuda : Device::cpu;
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          ok = j.is_string();
+          if (ok) *p = j.get<std::string>();
+        } else if constexpr (std::is_same_v<T, bool>) {
+          ok = j.is_boolean();
+          if (ok) *p = j.get<bool>();
+        } else if constexpr (std::is_same_v<T, double>) {
+          ok = j.is_number();
+          if (ok) *p = j.get<double>();
+        } else if constexpr (std::is_unsigned_v<T>) {
+          ok = j.is_number_unsigned();
+          if (ok) *p = j.get<T>();
+        } else {
+          ok = j.is_number_integer();
+          if (ok) *p = j.get<T>();
+        }
+        if (!ok) throw Error(what + " = " + j.dump() + " has the wrong type", ErrorKind::bad_input);
+      },
+      value);
+}
+
+// ---- each command's checks ------------------------------------------------------------------
+
+void validate(const TrainRequest& r, Naming naming) {
+  const auto& t = train_table();
+  check(t, r, naming);
+  auto name = [&](const char* flag, const char* member) { return label(t.struct_name, flag, member, naming); };
+  if (r.precision == "bf16" && r.device != Device::cuda)
+    bad(name("precision", "precision") + " bf16 needs " + name("device", "device") + " cuda");
+  if (r.precision == "bf16")
+    bad(name("precision", "precision") + " bf16: mixed-precision training is not implemented yet; use fp32");
+}
+
+void validate(const SamplerOptions& o, Naming naming) { check(sampler_table(), o, naming); }
+
+void validate(const GenerateRequest& r, Naming naming) {
+  const auto& t = generate_table();
+  check(t, r, naming);
+  if (r.guidance != 1.0 && r.class_label < 0)
+    bad(label(t.struct_name, "guidance", "guidance", naming) + " " + format_number(r.guidance) + " needs a " +
+        (naming == Naming::flag ? "--class" : "class_label"));
+}
+
+void check_class_label(const GenerateRequest& r, int num_classes, Naming naming) {
+  if (r.class_label < 0 || r.class_label < num_classes) return;
+  throw Error(label(generate_table().struct_name, "class", "class_label", naming) + " " +
+                  std::to_string(r.class_label) +
+                  (num_classes == 0 ? std::string(": the model is unconditional; use -1")
+                                    : ": expected -1 or 0.." + std::to_string(num_classes - 1)),
+              ErrorKind::bad_input);
+}
+
+nlohmann::json train_options_json(const TrainRequest& r) { return to_json(train_table(), r); }
+
+TrainRequest train_options_from_json(const nlohmann::json& object, const std::string& source) {
+  if (!object.is_object()) throw Error(source + ": the saved train options are not a JSON object", ErrorKind::bad_input);
+  TrainRequest r;
+  from_json(train_table(), object, r, source);
+  return r;
+}
+
+}  // namespace diffuse::options
