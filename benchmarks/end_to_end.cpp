@@ -1,10 +1,11 @@
-// `diffuse bench train` and `diffuse bench sample`. The training step is the trainer's step,
-// line for line (engine/trainer.cpp): q_sample, UNet forward, MSE, backward, grad-norm clipping,
-// AdamW fused with the EMA, zero_grad — on a batch already resident on the device (data loading
-// is not timed, here or in the PyTorch reference). Sampling times the Sampler's loop: one UNet
-// forward and one denoise_step per step. Every step costs the same whatever its timestep, so a
-// run may time only the first K steps and extrapolate to the sampler's full count; the output
-// says when it did.
+// `diffuse bench train` and `diffuse bench sample`. The training step is the trainer's own
+// TrainStep (engine/train_step.h) with the trainer's default options: q_sample, UNet forward, MSE,
+// backward, grad-norm clipping, AdamW fused with the EMA, zero_grad — on a batch already resident
+// on the device (data loading is not timed, here or in the PyTorch reference). Sampling times the
+// one sampling loop, Sampler::sample, over the UNet denoise callback the CLI uses
+// (engine/unet_denoiser.h): one UNet forward and one denoise_step per step. Every step costs the
+// same whatever its timestep, so a run may stop the loop after the first K steps and extrapolate
+// to the sampler's full count; the output says when it did.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -12,9 +13,10 @@
 
 #include "benchmarks/bench.h"
 #include "benchmarks/measure.h"
-#include "engine/q_sample.h"
+#include "engine/dataset.h"
 #include "engine/sampler.h"
-#include "engine/schedule.h"
+#include "engine/train_step.h"
+#include "engine/unet_denoiser.h"
 #include "kernels/philox.h"
 #include "nn/autograd.h"
 #include "nn/device_context.h"
@@ -58,24 +60,16 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& out) {
   if (o.batch <= 0) throw Error("--batch must be positive, got " + std::to_string(o.batch));
   if (o.iters <= 0 || o.warmup < 0) throw Error("--iters must be positive and --warmup >= 0");
   const UNet2DConfig cfg = resolve_unet_config(o.config);
-  UNet2D model(cfg, o.seed);
-  model.to(o.device);
-  model.set_requires_grad(true);
-  model.set_training(true);
-  model.set_dropout_state(o.seed, 0);
-  std::vector<Tensor> params = model.parameters();
-  optim::AdamW adam(params, {1e-4, 0.9, 0.999, 1e-8, 0.0});
-  optim::EMAOptions eopt;  // the trainer's EMA settings
-  eopt.decay = 0.9999;
-  eopt.use_ema_warmup = true;
-  eopt.inv_gamma = 1.0;
-  eopt.power = 0.75;
-  optim::EMA ema(params, eopt);
-  NoiseSchedule schedule(ScheduleOptions{});
-  const int64_t B = o.batch, S = cfg.sample_size, T = schedule.num_train_timesteps();
-  const int64_t per_image = S * S * cfg.in_channels;
-  Tensor x0 = Tensor::rand({B, S, S, int64_t(cfg.in_channels)}, o.seed, philox::kAugment).to(o.device);
-  x0 = ops::sub(ops::scale(x0, 2.0), Tensor::ones({1}, DType::f32, o.device));  // pixels in [-1, 1]
+  TrainOptions topt;  // the trainer's defaults (lr, clipping, EMA, schedule) for this model and batch
+  topt.device = o.device;
+  topt.batch = o.batch;
+  topt.seed = o.seed;
+  TrainStep train_step(cfg, topt);
+  UNet2D& model = train_step.model();
+  const int64_t B = o.batch, S = cfg.sample_size;
+  Batch batch;  // one batch, already on the device
+  batch.images = Tensor::rand({B, S, S, int64_t(cfg.in_channels)}, o.seed, philox::kAugment).to(o.device);
+  batch.images = ops::sub(ops::scale(batch.images, 2.0), Tensor::ones({1}, DType::f32, o.device));  // pixels in [-1, 1]
 
   out << strf("diffuse bench train: %s, batch %lld, %s, %lld parameters, %lld warm-up + %lld timed steps\n",
                 o.config.c_str(), (long long)B, device_name(o.device), (long long)model.num_parameters(),
@@ -84,30 +78,17 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& out) {
   double first_loss = 0, last_loss = 0;
   for (int64_t step = 1; step <= o.warmup + o.iters; ++step) {
     const auto t0 = clock::now();
-    const uint64_t row_block = uint64_t(step) * philox::blocks_for(uint64_t(B));
-    std::vector<int64_t> timesteps(static_cast<size_t>(B));
-    for (int64_t i = 0; i < B; ++i) {
-      float u = philox::uniform_at(o.seed, philox::kTimesteps, row_block, uint64_t(i));
-      timesteps[i] = std::min<int64_t>(int64_t(u * float(T)), T - 1);
-    }
-    QSampleResult q = q_sample(x0, schedule.q_sample_coefs(timesteps), PredictionType::epsilon, o.seed,
-                               uint64_t(step) * philox::blocks_for(uint64_t(B * per_image)));
-    Tensor t_tensor = Tensor::from(std::vector<double>(timesteps.begin(), timesteps.end()), {B}, DType::i64);
-    Tensor loss = ops::mse_loss(model.forward(q.x_t, t_tensor), q.target);
-    const double loss_value = loss.item();
-    const double f = ms_since(t0, o.device);
-    if (!std::isfinite(loss_value)) throw Error("bench train: step " + std::to_string(step) + " loss is not finite");
-    loss.backward();
-    const double b = ms_since(t0, o.device);
-    optim::clip_grad_norm(params, 1.0);
-    adam.step(1e-4, &ema);
-    adam.zero_grad();
+    double f = 0, b = 0;
+    const TrainStepResult res = train_step.run(step, batch, [&](TrainStep::Phase phase) {
+      (phase == TrainStep::Phase::forward_loss ? f : b) = ms_since(t0, o.device);
+    });
+    if (!res.non_finite.empty()) throw Error("bench train: step " + std::to_string(step) + ": " + res.non_finite);
     const double total = ms_since(t0, o.device);
     const bool timed = step > o.warmup;
     out << strf("  step %lld%s: %.1f ms (forward+loss %.1f, backward %.1f, optimizer %.1f), loss %.4f\n",
-                  (long long)step, timed ? "" : " (warm-up)", total, f, b - f, total - b, loss_value) << std::flush;
-    if (step == 1) first_loss = loss_value;
-    last_loss = loss_value;
+                  (long long)step, timed ? "" : " (warm-up)", total, f, b - f, total - b, res.loss) << std::flush;
+    if (step == 1) first_loss = res.loss;
+    last_loss = res.loss;
     if (!timed) continue;
     step_ms.push_back(total);
     fwd_ms.push_back(f);
@@ -167,17 +148,16 @@ nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) 
       const int64_t steps = nominal_steps(name);
       Sampler sampler(sc, steps);
       const int64_t timed = timed_cap > 0 ? std::min(timed_cap, sampler.num_steps()) : sampler.num_steps();
-      Tensor x = Sampler::initial_noise({B, S, S, int64_t(cfg.in_channels)}, o.seed).to(o.device);
-      Tensor x0;
+      const Tensor x_T = Sampler::initial_noise({B, S, S, int64_t(cfg.in_channels)}, o.seed).to(o.device);
       SampleOptions opt;
       opt.seed = o.seed;
       std::vector<double> ms;
-      for (int64_t i = 0; i < timed; ++i) {
-        const auto t0 = clock::now();
-        Tensor t = Tensor::from({double(sampler.timesteps()[i])}, {1}, DType::i64);
-        sampler.step(i, model.forward(x, t), x, x0, opt);
+      auto t0 = clock::now();
+      sampler.sample(unet_denoiser(model, Tensor(), false), x_T, opt, [&](int64_t i, int64_t, const Tensor&, const Tensor&) {
         ms.push_back(ms_since(t0, o.device));
-      }
+        t0 = clock::now();
+        return i + 1 < timed;  // stop after the timed steps
+      });
       double sum = 0;
       for (double v : ms) sum += v;
       const double per = median_of(ms);

@@ -1,8 +1,11 @@
 // Sampler: a SchedulerConfig plus a number of inference steps becomes the timestep list and, for
-// each step, the scalar coefficients of the denoise_step kernel (DDPM, DDIM, DPM-Solver++(2M)),
-// all as diffusers' schedulers compute them (docs/design.md §8). The loop itself is generic: the model
-// is a callback, and all randomness comes from Philox stream kSampler under one seed, so a seed
-// fixes the samples on every device.
+// each step, the scalar coefficients of the denoise_step op (DDPM, DDIM, DPM-Solver++(2M)), all as
+// diffusers' schedulers compute them (docs/design.md §8). Each sampler is a small unit — one file
+// (engine/sampler_<name>.cpp) whose plan function builds those per-step coefficients — registered
+// in one table (sampler_units()). The loop, Sampler::sample, is the only sampling loop: the CLI
+// and the library (through engine/generate.h), the benchmark and the tests all run it. The model
+// is a denoise callback, and all randomness comes from Philox stream kSampler under one seed, so
+// a seed fixes the samples on every device.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -24,21 +27,43 @@ struct SampleOptions {
   std::optional<double> guidance;
 };
 
+// What a sampler unit builds for a config and a number of inference steps: the timesteps the model
+// is called at and step i's denoise_step coefficients (numel, guidance, seed and noise offset are
+// filled in by Sampler::step).
+struct SamplerPlan {
+  std::vector<int64_t> timesteps;
+  std::vector<double> sigmas;  // DPM-Solver++ only: σ per step plus the final one
+  std::vector<kernels::DenoiseStepDesc> steps;
+};
+
+// One sampler. plan() checks the settings only that sampler reads (the ones every sampler shares
+// are checked by Sampler's constructor first) and throws diffuse::Error naming a bad one.
+struct SamplerUnit {
+  SamplerKind kind;
+  SamplerPlan (*plan)(const SchedulerConfig& config, const NoiseSchedule& schedule, int64_t num_inference_steps);
+};
+
+// The table of every sampler, one entry per SamplerKind; sampler_unit(kind) finds its entry.
+const std::vector<SamplerUnit>& sampler_units();
+const SamplerUnit& sampler_unit(SamplerKind kind);
+
 class Sampler {
  public:
-  // The model's output (ε̂, v̂ or x̂0, per prediction_type) for x_t at timestep t.
+  // The denoise callback: the model's output (ε̂, v̂ or x̂0, per prediction_type) for x_t at
+  // timestep t — with guidance, the [uncond; cond] rows of SampleOptions::guidance.
   using ModelFn = std::function<Tensor(const Tensor& x_t, int64_t t)>;
-  // Called after each step with the new x and this step's x0 prediction.
-  using StepFn = std::function<void(int64_t step, int64_t num_steps, const Tensor& x, const Tensor& x0)>;
+  // Called after each step with the new x and this step's x0 prediction; returning false stops the
+  // loop there (sample() then returns that x).
+  using StepFn = std::function<bool(int64_t step, int64_t num_steps, const Tensor& x, const Tensor& x0)>;
 
   Sampler(const SchedulerConfig& config, int64_t num_inference_steps);
 
   const SchedulerConfig& config() const { return config_; }
   const NoiseSchedule& schedule() const { return schedule_; }
-  int64_t num_steps() const { return static_cast<int64_t>(timesteps_.size()); }
-  const std::vector<int64_t>& timesteps() const { return timesteps_; }
+  int64_t num_steps() const { return static_cast<int64_t>(plan_.timesteps.size()); }
+  const std::vector<int64_t>& timesteps() const { return plan_.timesteps; }
   // DPM-Solver++ only: σ_i = √((1−ᾱ)/ᾱ) for each step plus the final one (num_steps + 1 values).
-  const std::vector<double>& sigmas() const { return sigmas_; }
+  const std::vector<double>& sigmas() const { return plan_.sigmas; }
   // Step i's coefficients; numel, guidance, seed and noise offset are filled in by step().
   const kernels::DenoiseStepDesc& step_desc(int64_t i) const;
 
@@ -50,19 +75,14 @@ class Sampler {
   // Step i: x (x_t) becomes x_{prev} in place; x0 becomes this step's x0 prediction and must hold
   // the previous step's on entry (DPM-Solver++ second order reads it; allocated when undefined).
   void step(int64_t i, const Tensor& model_output, Tensor& x, Tensor& x0, const SampleOptions& opt) const;
-  // The whole loop from x_T (not modified); returns x_0. Runs with autograd recording off.
+  // The sampling loop from x_T (not modified): model, then step, for each timestep; returns x_0
+  // (or the x of the step where on_step returned false). Runs with autograd recording off.
   Tensor sample(const ModelFn& model, const Tensor& x_T, const SampleOptions& opt, const StepFn& on_step = {}) const;
 
  private:
-  void build_ddpm();
-  void build_ddim();
-  void build_dpmpp(int64_t num_inference_steps);
-
   SchedulerConfig config_;
   NoiseSchedule schedule_;
-  std::vector<int64_t> timesteps_;
-  std::vector<double> sigmas_;
-  std::vector<kernels::DenoiseStepDesc> steps_;
+  SamplerPlan plan_;
 };
 
 // diffusers' set_timesteps for DDPMScheduler/DDIMScheduler (and, with dpm = true, for
