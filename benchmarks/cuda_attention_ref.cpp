@@ -30,7 +30,7 @@ struct HeadGemm {
 
 void run(const HeadGemm& g, int batch) {
   const float zero = 0.f;
-  BENCH_CUBLAS(cublasSgemmStridedBatched(bench_cublas(), g.ta, g.tb, g.m, g.n, g.k, &g.alpha, g.a, g.lda, g.stride_a,
+  DIFFUSE_CUBLAS_CHECK(cublasSgemmStridedBatched(bench_cublas(), g.ta, g.tb, g.m, g.n, g.k, &g.alpha, g.a, g.lda, g.stride_a,
                                          g.b, g.ldb, g.stride_b, &zero, g.c, g.ldc, g.stride_c, batch));
 }
 
@@ -47,8 +47,8 @@ struct Geometry {
 // p as a cuDNN tensor: N·heads·L rows of L values, softmax over the "channel" dim.
 cudnnTensorDescriptor_t rows_desc(const Geometry& g) {
   cudnnTensorDescriptor_t desc;
-  BENCH_CUDNN(cudnnCreateTensorDescriptor(&desc));
-  BENCH_CUDNN(cudnnSetTensor4dDescriptor(desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, g.n * g.heads * g.L, g.L, 1, 1));
+  DIFFUSE_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc));
+  DIFFUSE_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, g.n * g.heads * g.L, g.L, 1, 1));
   return desc;
 }
 
@@ -67,7 +67,7 @@ void attention_reference_forward(const kernels::AttentionDesc& d, const float* q
   cudnnStatus_t st = cudnnSoftmaxForward(bench_cudnn(), CUDNN_SOFTMAX_ACCURATE, CUDNN_SOFTMAX_MODE_CHANNEL, &one, desc,
                                          p, &zero, desc, p);
   cudnnDestroyTensorDescriptor(desc);
-  BENCH_CUDNN(st);
+  DIFFUSE_CUDNN_CHECK(st);
   for (int h = 0; h < g.heads; ++h)  // outᵀ = vᵀ·pᵀ
     run({CUBLAS_OP_N, CUBLAS_OP_N, g.D, g.L, g.L, 1.f, v + g.tok_off(h), g.W, g.tok, p + g.prob_off(h), g.L, g.prob,
          out + g.tok_off(h), g.W, g.tok},
@@ -92,7 +92,7 @@ void attention_reference_backward(const kernels::AttentionDesc& d, const float* 
   cudnnStatus_t st = cudnnSoftmaxBackward(bench_cudnn(), CUDNN_SOFTMAX_ACCURATE, CUDNN_SOFTMAX_MODE_CHANNEL, &one,
                                           desc, p, desc, dp, &zero, desc, dp);  // ds, in place in dp
   cudnnDestroyTensorDescriptor(desc);
-  BENCH_CUDNN(st);
+  DIFFUSE_CUDNN_CHECK(st);
   for (int h = 0; h < g.heads; ++h) {
     // dqᵀ = kᵀ·dsᵀ / √d ; dkᵀ = qᵀ·ds / √d
     run({CUBLAS_OP_N, CUBLAS_OP_N, g.D, g.L, g.L, scale, k + g.tok_off(h), g.W, g.tok, dp + g.prob_off(h), g.L, g.prob,

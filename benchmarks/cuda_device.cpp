@@ -72,8 +72,8 @@ Tensor DeviceArena::zeros(const Shape& shape) {
 cublasHandle_t bench_cublas() {
   static cublasHandle_t h = [] {
     cublasHandle_t c = nullptr;
-    BENCH_CUBLAS(cublasCreate(&c));
-    BENCH_CUBLAS(cublasSetStream(c, bench_stream()));
+    DIFFUSE_CUBLAS_CHECK(cublasCreate(&c));
+    DIFFUSE_CUBLAS_CHECK(cublasSetStream(c, bench_stream()));
     return c;
   }();
   return h;
@@ -82,8 +82,8 @@ cublasHandle_t bench_cublas() {
 cudnnHandle_t bench_cudnn() {
   static cudnnHandle_t h = [] {
     cudnnHandle_t c = nullptr;
-    BENCH_CUDNN(cudnnCreate(&c));
-    BENCH_CUDNN(cudnnSetStream(c, bench_stream()));
+    DIFFUSE_CUDNN_CHECK(cudnnCreate(&c));
+    DIFFUSE_CUDNN_CHECK(cudnnSetStream(c, bench_stream()));
     return c;
   }();
   return h;
@@ -116,7 +116,7 @@ double gemm_rate(int n, cudaDataType_t type, cublasComputeType_t compute, const 
   DeviceBlock a(size_t(n) * n * elem), b(size_t(n) * n * elem), c(size_t(n) * n * elem);
   const float one = 1.f, zero = 0.f;
   Timing t = time_device([&](int) {
-    BENCH_CUBLAS(cublasGemmEx(bench_cublas(), CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a.p, type, n, b.p, type, n, &zero,
+    DIFFUSE_CUBLAS_CHECK(cublasGemmEx(bench_cublas(), CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a.p, type, n, b.p, type, n, &zero,
                               c.p, type, n, compute, CUBLAS_GEMM_DEFAULT));
   }, pol);
   *ms_out = t.min_ms;  // a peak is the best rate seen

@@ -1,6 +1,6 @@
-// CUDA helpers of the GPU benchmarks (CUDA builds only): status checks for cuBLAS and cuDNN that
-// become one diffuse::Error naming the call, timing with device events on the engine's stream,
-// and device buffers filled on the host and uploaded once per rotation set.
+// CUDA helpers of the GPU benchmarks (CUDA builds only): timing with device events on the engine's
+// stream and device buffers filled on the host and uploaded once per rotation set. Status checks
+// are the library's own (DIFFUSE_CUDA_CHECK, DIFFUSE_CUBLAS_CHECK, DIFFUSE_CUDNN_CHECK).
 #pragma once
 #if DIFFUSE_WITH_CUDA
 #include <cublas_v2.h>
@@ -12,25 +12,9 @@
 
 #include "benchmarks/measure.h"
 #include "kernels/attention.h"
-#include "nn/cuda/check.h"
+#include "kernels/cuda/library_status.h"
 #include "nn/device_context.h"
 #include "nn/tensor.h"
-
-#define BENCH_CUBLAS(call)                                                                                   \
-  do {                                                                                                       \
-    cublasStatus_t st_ = (call);                                                                             \
-    if (st_ != CUBLAS_STATUS_SUCCESS)                                                                        \
-      throw ::diffuse::Error(std::string("cuBLAS error ") + cublasGetStatusString(st_) + " in " #call " at " \
-                             __FILE__ ":" + std::to_string(__LINE__));                                       \
-  } while (0)
-
-#define BENCH_CUDNN(call)                                                                                    \
-  do {                                                                                                       \
-    cudnnStatus_t st_ = (call);                                                                              \
-    if (st_ != CUDNN_STATUS_SUCCESS)                                                                         \
-      throw ::diffuse::Error(std::string("cuDNN error ") + cudnnGetErrorString(st_) + " in " #call " at "    \
-                             __FILE__ ":" + std::to_string(__LINE__));                                       \
-  } while (0)
 
 namespace diffuse::bench {
 

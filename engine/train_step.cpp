@@ -43,6 +43,13 @@ optim::EMAOptions ema_options(const TrainOptions& o) {
 
 }  // namespace
 
+UNet2DConfig training_unet_config(const TrainOptions& o) {
+  UNet2DConfig cfg = resolve_unet_config(o.config);
+  if (o.classes > 0) cfg.num_class_embeds = static_cast<int>(o.classes + 1);
+  cfg.num_train_timesteps = static_cast<int>(o.num_train_timesteps);
+  return cfg;
+}
+
 TrainStep::TrainStep(const UNet2DConfig& cfg, const TrainOptions& options)
     : options_(options),
       schedule_(schedule_options(options)),

@@ -30,6 +30,10 @@ struct TrainStepResult {
   std::string non_finite;
 };
 
+// The UNet the options train: the named config or config.json, with options.classes + 1 class
+// embeddings (the last one the null class) when class-conditional, and the options' timestep count.
+UNet2DConfig training_unet_config(const TrainOptions& options);
+
 class TrainStep {
  public:
   // Where a step is; the benchmark times each part.

@@ -34,14 +34,6 @@ TrainOptions small_options(const std::string& out) {
   return o;
 }
 
-// The model the trainer builds for o (class embeddings and timestep count from the options).
-UNet2DConfig trainer_unet_config(const TrainOptions& o) {
-  UNet2DConfig cfg = resolve_unet_config(o.config);
-  if (o.classes > 0) cfg.num_class_embeds = static_cast<int>(o.classes + 1);
-  cfg.num_train_timesteps = static_cast<int>(o.num_train_timesteps);
-  return cfg;
-}
-
 std::vector<std::vector<double>> values(const std::vector<Tensor>& tensors) {
   std::vector<std::vector<double>> out;
   for (const Tensor& t : tensors) out.push_back(t.to_vector());
@@ -69,7 +61,7 @@ void check_step_matches_train(const std::function<void(TrainOptions&)>& edit) {
   const TrainResult trained = train(o);
   REQUIRE(trained.last_step == o.steps);
 
-  const UNet2DConfig cfg = trainer_unet_config(o);
+  const UNet2DConfig cfg = training_unet_config(o);
   DatasetOptions dopt;
   dopt.max_images = o.max_images;
   dopt.load_labels = o.classes > 0;
@@ -114,13 +106,13 @@ TEST_CASE("the learning rate warms up linearly, then stays or follows the cosine
   o.lr = 1e-3;
   o.steps = 10;
   o.warmup = 4;
-  TrainStep constant(trainer_unet_config(o), o);
+  TrainStep constant(training_unet_config(o), o);
   CHECK(constant.lr_at(1) == 0);
   CHECK(constant.lr_at(3) == Approx(0.5e-3));
   CHECK(constant.lr_at(5) == 1e-3);
   CHECK(constant.lr_at(10) == 1e-3);
   o.lr_schedule = "cosine";
-  TrainStep cosine(trainer_unet_config(o), o);
+  TrainStep cosine(training_unet_config(o), o);
   CHECK(cosine.lr_at(5) == Approx(1e-3));
   CHECK(cosine.lr_at(8) == Approx(0.5e-3));  // halfway through the 6 steps after warmup
 }
@@ -129,7 +121,7 @@ TEST_CASE("a non-finite loss stops the step before the update, naming it", "[tra
   TrainOptions o = small_options("");
   o.lr = 1e30;
   o.grad_clip = 0;
-  const UNet2DConfig cfg = trainer_unet_config(o);
+  const UNet2DConfig cfg = training_unet_config(o);
   DatasetOptions dopt;
   dopt.max_images = 8;
   Dataset data = load_dataset(o.data, cfg.sample_size, cfg.in_channels, dopt);
