@@ -37,7 +37,8 @@
 //     intrinsics, with exact masks (a mask naming a lane that cannot arrive is reported as a
 //     deadlock); no spin-waits on other threads or blocks; inline PTX / mma / cp.async behind
 //     #if defined(__CUDA_ARCH__) with a plain C++ path for the emulator.
-//  6. Sources are C++17 (nvcc's dialect). Device helpers are `__device__ __forceinline__`;
+//  6. Sources are C++17 (nvcc's dialect). Device helpers are `__device__ __forceinline__`; loop
+//     unrolling is DIFFUSE_UNROLL / DIFFUSE_UNROLL_BY(n), never `#pragma unroll` (g++ warns on it);
 //     helpers shared with host code use DIFFUSE_HD (kernels/common.h). Host code in the .cu may
 //     call the CUDA runtime only under #if defined(__CUDACC__), wrapped in DIFFUSE_CUDA_CHECK(call);
 //     on the emulated device it asks kernels/emulated_device/kernel_queue.h instead (the
@@ -86,6 +87,10 @@ __device__ __forceinline__ T* dynamic_smem() {
 #define DIFFUSE_LAUNCH(kernel, grid, block, smem_bytes, stream, ...) \
   ::diffuse::kernels::launch_kernel(__FILE__, __LINE__, kernel, grid, block, smem_bytes, stream, __VA_ARGS__)
 #define DIFFUSE_SHARED(T, name, N) __shared__ T name[N]
+// Loop unrolling hints, spelled as macros because g++ (the emulator) has no `#pragma unroll`.
+#define DIFFUSE_UNROLL _Pragma("unroll")
+#define DIFFUSE_PRAGMA(text) _Pragma(#text)
+#define DIFFUSE_UNROLL_BY(n) DIFFUSE_PRAGMA(unroll n)
 #define DIFFUSE_SHARED_2D(T, name, R, C) __shared__ T name[R][C]
 
 #elif defined(DIFFUSE_EMULATOR)
@@ -93,7 +98,9 @@ __device__ __forceinline__ T* dynamic_smem() {
 #include "kernels/common.h"
 #include "kernels/emulator/intrinsics.h"
 
-#pragma GCC diagnostic ignored "-Wunknown-pragmas"  // `#pragma unroll` is for nvcc
+// Unrolling is nvcc's business; the emulator runs the loops as written.
+#define DIFFUSE_UNROLL
+#define DIFFUSE_UNROLL_BY(n)
 // (No __noinline__: libstdc++ spells __attribute__((__noinline__)) and a macro would break it.)
 #define __global__
 #define __device__

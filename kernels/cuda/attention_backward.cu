@@ -71,13 +71,13 @@ __global__ void __launch_bounds__(BackwardTiles<kD>::kThreads, BackwardTiles<kD>
 
   // D = dO·O and the LSE of each owned row (zeros past the end: P there is masked anyway).
   float row_lse[kR], row_d[kR];
-#pragma unroll
+  DIFFUSE_UNROLL
   for (int r = 0; r < kR; ++r) {
     const int row = q0 + warp * kR + r;
     float part = 0.0f;
     if (row < len) {
       const T* o = out + head_offset + row * row_stride;
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int u = 0; u < kU; ++u) part += do_own[r * kD + lane + 32 * u] * to_float(o[lane + 32 * u]);
     }
     row_d[r] = warp_sum(part);
@@ -87,9 +87,9 @@ __global__ void __launch_bounds__(BackwardTiles<kD>::kThreads, BackwardTiles<kD>
   if (dq == nullptr) return;  // block-uniform: only D was wanted
 
   float acc[kR][kU];
-#pragma unroll
+  DIFFUSE_UNROLL
   for (int r = 0; r < kR; ++r)
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int u = 0; u < kU; ++u) acc[r][u] = 0.0f;
 
   for (int k0 = 0; k0 < len; k0 += C::kStream) {
@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(BackwardTiles<kD>::kThreads, BackwardTiles<kD>
     warp_dots<kD, kR, 1>(q_own, k_s, lane, s);
     warp_dots<kD, kR, 1>(do_own, v_s, lane, dp);
     const bool key_ok = k0 + lane < len;
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int r = 0; r < kR; ++r) {
       const float p = key_ok ? __expf(s[r][0] * sh.scale - row_lse[r]) : 0.0f;
       ds_own[r * C::kStream + lane] = p * (dp[r][0] - row_d[r]);
@@ -110,12 +110,12 @@ __global__ void __launch_bounds__(BackwardTiles<kD>::kThreads, BackwardTiles<kD>
     warp_accumulate<kD, kR, 1>(ds_own, k_s, lane, acc);
   }
 
-#pragma unroll
+  DIFFUSE_UNROLL
   for (int r = 0; r < kR; ++r) {
     const int row = q0 + warp * kR + r;
     if (row >= len) continue;
     T* g = dq + head_offset + row * row_stride;
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int u = 0; u < kU; ++u) store(g + lane + 32 * u, acc[r][u] * sh.scale);
   }
 }
@@ -149,9 +149,9 @@ __global__ void __launch_bounds__(BackwardTiles<kD>::kThreads, BackwardTiles<kD>
   float* ds_own = ds_s + warp * kR * C::kStream;
 
   float dk_acc[kR][kU], dv_acc[kR][kU];
-#pragma unroll
+  DIFFUSE_UNROLL
   for (int r = 0; r < kR; ++r)
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int u = 0; u < kU; ++u) dk_acc[r][u] = dv_acc[r][u] = 0.0f;
 
   for (int q0 = 0; q0 < len; q0 += C::kStream) {
@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(BackwardTiles<kD>::kThreads, BackwardTiles<kD>
     warp_dots<kD, kR, 1>(v_own, do_s, lane, dp);
     const bool query_ok = q0 + lane < len;
     const float query_lse = lse_s[lane], query_d = d_s[lane];
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int r = 0; r < kR; ++r) {
       const float p = query_ok ? __expf(s[r][0] * sh.scale - query_lse) : 0.0f;
       p_own[r * C::kStream + lane] = p;
@@ -181,12 +181,12 @@ __global__ void __launch_bounds__(BackwardTiles<kD>::kThreads, BackwardTiles<kD>
     warp_accumulate<kD, kR, 1>(ds_own, q_s, lane, dk_acc);
   }
 
-#pragma unroll
+  DIFFUSE_UNROLL
   for (int r = 0; r < kR; ++r) {
     const int row = k0 + warp * kR + r;
     if (row >= len) continue;
     const int64_t at = head_offset + row * row_stride;
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int u = 0; u < kU; ++u) {
       if (dk != nullptr) store(dk + at + lane + 32 * u, dk_acc[r][u] * sh.scale);
       if (dv != nullptr) store(dv + at + lane + 32 * u, dv_acc[r][u]);

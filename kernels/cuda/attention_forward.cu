@@ -55,11 +55,11 @@ __global__ void __launch_bounds__(ForwardTiles<kD>::kThreads, ForwardTiles<kD>::
 
   // Per owned row: running max m, this lane's share of the running sum l, the output columns.
   float m[kR], l_part[kR], acc[kR][kU];
-#pragma unroll
+  DIFFUSE_UNROLL
   for (int r = 0; r < kR; ++r) {
     m[r] = -INFINITY;
     l_part[r] = 0.0f;
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int u = 0; u < kU; ++u) acc[r][u] = 0.0f;
   }
 
@@ -71,10 +71,10 @@ __global__ void __launch_bounds__(ForwardTiles<kD>::kThreads, ForwardTiles<kD>::
 
     float s[kR][kCols];
     warp_dots<kD, kR, kCols>(q_own, k_s, lane, s);
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int r = 0; r < kR; ++r) {
       float tile_max = -INFINITY;
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int t = 0; t < kCols; ++t) {
         s[r][t] = k0 + lane + 32 * t < len ? s[r][t] * scale : -INFINITY;
         tile_max = fmaxf(tile_max, s[r][t]);
@@ -84,9 +84,9 @@ __global__ void __launch_bounds__(ForwardTiles<kD>::kThreads, ForwardTiles<kD>::
       const float alpha = __expf(m[r] - m_new);
       m[r] = m_new;
       l_part[r] *= alpha;
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int u = 0; u < kU; ++u) acc[r][u] *= alpha;
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int t = 0; t < kCols; ++t) {
         const float p = __expf(s[r][t] - m_new);  // 0 for masked keys
         l_part[r] += p;
@@ -97,14 +97,14 @@ __global__ void __launch_bounds__(ForwardTiles<kD>::kThreads, ForwardTiles<kD>::
     warp_accumulate<kD, kR, kCols>(p_own, v_s, lane, acc);
   }
 
-#pragma unroll
+  DIFFUSE_UNROLL
   for (int r = 0; r < kR; ++r) {
     const float l = warp_sum(l_part[r]);
     const int row = q0 + warp * kR + r;
     if (row >= len) continue;
     const float inv = 1.0f / l;
     T* o = out + head_offset + row * row_stride;
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int u = 0; u < kU; ++u) store(o + lane + 32 * u, acc[r][u] * inv);
     if (lse != nullptr && lane == 0) lse[(static_cast<int64_t>(n) * heads + h) * len + row] = m[r] + logf(l);
   }

@@ -1,15 +1,18 @@
 // Warp-level tile pieces shared by attention_forward.cu and attention_backward.cu (included after
-// kernels/compat.cuh). Every pass has the same shape: a warp OWNS kRows rows of one side (their
-// vectors sit in shared memory, read as broadcasts) and STREAMS a tile of 32·kCols rows of the
-// other side, lane l taking rows l, l+32, ... (stored with an odd leading dimension kD+1, so the
-// 32 lanes of a warp hit 32 different banks). All tiles are f32 in shared memory, whatever the
+// kernels/compat.cuh; the warp sum and the f32 float4 load are grid_helpers.cuh's). Every pass has
+// the same shape: a warp OWNS kRows rows of one side (their vectors sit in shared memory, read as
+// broadcasts) and STREAMS a tile of 32·kCols rows of the other side, lane l taking rows l, l+32,
+// ... (stored with an odd leading dimension kD+1, so the 32 lanes of a warp hit 32 different
+// banks). All tiles are f32 in shared memory, whatever the
 // input type; dot products accumulate in the same order in every pass, so the backward's S is
 // bit-identical to the forward's.
 #pragma once
+#include "kernels/cuda/grid_helpers.cuh"
 
 namespace diffuse::kernels::DIFFUSE_DEVICE_NS::attention_tiles {
 
-constexpr unsigned kFullMask = 0xffffffffu;
+using grid::kFullMask;
+using grid::warp_sum;
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -18,7 +21,7 @@ __device__ __forceinline__ void store(__nv_bfloat16* p, float x) { *p = __float2
 
 // Four consecutive elements as floats (16-byte aligned for f32, 8-byte for bf16: the launchers
 // check the base pointers, and every row of a head starts at a multiple of 32 elements).
-__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const float* p) { return grid::load4(p, 0); }
 __device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
   const uint2 raw = *reinterpret_cast<const uint2*>(p);  // bf16 -> f32 is a 16-bit shift, exact
   return make_float4(__uint_as_float(raw.x << 16), __uint_as_float(raw.x & 0xffff0000u),
@@ -34,11 +37,6 @@ __device__ __forceinline__ int ordered_bits(float x) {
 __device__ __forceinline__ float warp_max(float x) {
   const int m = __reduce_max_sync(kFullMask, ordered_bits(x));
   return __int_as_float(m >= 0 ? m : m ^ 0x7fffffff);
-}
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) x += __shfl_xor_sync(kFullMask, x, offset);
-  return x;
 }
 
 // Copies rows [row0, row0 + kTileRows) of one head into tile[r * ld + c] as f32, zero-filling
@@ -62,21 +60,21 @@ __device__ __forceinline__ void load_tile(float* tile, int ld, const T* head, in
 template <int kD, int kRows, int kCols>
 __device__ __forceinline__ void warp_dots(const float* own, const float* streamed, int lane,
                                           float (&out)[kRows][kCols]) {
-#pragma unroll
+  DIFFUSE_UNROLL
   for (int r = 0; r < kRows; ++r)
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int t = 0; t < kCols; ++t) out[r][t] = 0.0f;
-#pragma unroll 2
+  DIFFUSE_UNROLL_BY(2)
   for (int c = 0; c < kD; c += 4) {
     float b[kCols][4];
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int t = 0; t < kCols; ++t)
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int e = 0; e < 4; ++e) b[t][e] = streamed[(lane + 32 * t) * (kD + 1) + c + e];
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int r = 0; r < kRows; ++r) {
       const float4 a = *reinterpret_cast<const float4*>(own + r * kD + c);
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int t = 0; t < kCols; ++t) {
         float s = out[r][t];
         s += a.x * b[t][0];
@@ -96,17 +94,17 @@ template <int kD, int kRows, int kCols>
 __device__ __forceinline__ void warp_accumulate(const float* weight, const float* streamed, int lane,
                                                 float (&acc)[kRows][kD / 32]) {
   constexpr int kJ = 32 * kCols, kU = kD / 32;
-#pragma unroll 2
+  DIFFUSE_UNROLL_BY(2)
   for (int j = 0; j < kJ; j += 4) {
     float b[4][kU];
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int e = 0; e < 4; ++e)
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int u = 0; u < kU; ++u) b[e][u] = streamed[(j + e) * (kD + 1) + lane + 32 * u];
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int r = 0; r < kRows; ++r) {
       const float4 w = *reinterpret_cast<const float4*>(weight + r * kJ + j);
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int u = 0; u < kU; ++u) {
         float s = acc[r][u];
         s += w.x * b[0][u];

@@ -13,6 +13,7 @@
 // In place (x_prev == x, x0_out == x0_prev) is safe: a thread loads its whole quad from every input
 // before storing it, and no other thread touches that quad — so those buffers carry no __restrict__.
 #include "kernels/compat.cuh"
+#include "kernels/cuda/grid_helpers.cuh"
 #include "kernels/denoise_step.h"
 #include "kernels/philox.h"
 
@@ -30,14 +31,8 @@ constexpr int64_t kMaxBlocks = 3;
 constexpr int64_t kMaxBlocks = 4096;
 #endif
 
-__device__ __forceinline__ void load4(const float* p, int64_t quad, float v[4]) {
-  const float4 f = reinterpret_cast<const float4*>(p)[quad];
-  v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
-}
-
-__device__ __forceinline__ void store4(float* p, int64_t quad, const float v[4]) {
-  reinterpret_cast<float4*>(p)[quad] = make_float4(v[0], v[1], v[2], v[3]);
-}
+using grid::load4;
+using grid::store4;
 
 template <bool kVector>
 __global__ void __launch_bounds__(kThreads)
@@ -48,8 +43,8 @@ __global__ void __launch_bounds__(kThreads)
   const bool second = d.update == static_cast<int32_t>(DenoiseUpdate::dpm_second);
   const bool draw = d.noise_std != 0;
   const float* m_cond = model_out + n;  // the conditional half of a guided output
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t q = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; q < quads; q += stride) {
+  const int64_t stride = grid::grid_threads();
+  for (int64_t q = grid::global_thread(); q < quads; q += stride) {
     const int64_t k0 = 4 * q;
     const int count = n - k0 < 4 ? static_cast<int>(n - k0) : 4;
     float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -63,7 +58,7 @@ __global__ void __launch_bounds__(kThreads)
       if (d.guided) load4(m_cond, q, mc);
       if (second) load4(x0_prev, q, prev);
     } else {
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < 4; ++j)
         if (j < count) {
           xv[j] = x[k0 + j];
@@ -73,7 +68,7 @@ __global__ void __launch_bounds__(kThreads)
         }
     }
     float out[4], x0v[4];
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int j = 0; j < 4; ++j) {
       const float m = d.guided ? guided_output<float>(d, mu[j], mc[j]) : mu[j];
       denoise_element<float>(d, xv[j], m, prev[j], z[j], &out[j], &x0v[j]);
@@ -82,7 +77,7 @@ __global__ void __launch_bounds__(kThreads)
       store4(x_prev, q, out);
       store4(x0_out, q, x0v);
     } else {
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < 4; ++j)
         if (j < count) {
           x_prev[k0 + j] = out[j];

@@ -20,8 +20,8 @@ using grid::blocks_for;
 using grid::kThreads;
 constexpr int R = BroadcastDesc::kMaxRank;
 
-__device__ __forceinline__ float4 load4(const float* p, int64_t q) { return reinterpret_cast<const float4*>(p)[q]; }
-__device__ __forceinline__ void store4(float* p, int64_t q, float4 v) { reinterpret_cast<float4*>(p)[q] = v; }
+using grid::load4;
+using grid::store4;
 
 template <BinaryOp kOp>
 __device__ __forceinline__ float apply(float a, float b) {
@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(kThreads)
         float4 v = load4(b, c / 4);
         y[0] = v.x, y[1] = v.y, y[2] = v.z, y[3] = v.w;
       } else {
-#pragma unroll
+        DIFFUSE_UNROLL
         for (int j = 0; j < 4; ++j) {
           int64_t cj = c + j;
           while (cj >= c_len) cj -= c_len;
@@ -126,7 +126,7 @@ BroadcastWalk make_walk(const BroadcastDesc& d, int64_t step) {
 
 __device__ __forceinline__ void cursor_at(const BroadcastWalk& w, int64_t i, Cursor& c) {
   c.b_off = 0;
-#pragma unroll
+  DIFFUSE_UNROLL
   for (int k = R - 1; k >= 0; --k) {
     const int64_t q = i / w.size[k];  // once per thread
     c.idx[k] = i - q * w.size[k];
@@ -136,7 +136,7 @@ __device__ __forceinline__ void cursor_at(const BroadcastWalk& w, int64_t i, Cur
 }
 
 __device__ __forceinline__ void cursor_next(const BroadcastWalk& w, Cursor& c) {
-#pragma unroll
+  DIFFUSE_UNROLL
   for (int k = R - 1; k >= 0; --k) {
     ++c.idx[k];
     c.b_off += w.b_stride[k];
@@ -149,7 +149,7 @@ __device__ __forceinline__ void cursor_next(const BroadcastWalk& w, Cursor& c) {
 // Adds w.step (every digit below its radix, so one subtraction fixes each carry).
 __device__ __forceinline__ void cursor_advance(const BroadcastWalk& w, Cursor& c) {
   int64_t carry = 0;
-#pragma unroll
+  DIFFUSE_UNROLL
   for (int k = R - 1; k >= 0; --k) {
     const int64_t add = w.step[k] + carry;
     c.idx[k] += add;
@@ -180,11 +180,11 @@ __global__ void __launch_bounds__(kThreads)
       float4 v = load4(a, q);
       x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
     } else {
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < 4; ++j) x[j] = j < count ? a[i0 + j] : 0.0f;
     }
     Cursor e = cur;
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int j = 0; j < 4; ++j) {
       r[j] = j < count ? apply<kOp>(x[j], b[e.b_off]) : 0.0f;
       if (j + 1 < count) cursor_next(w, e);
@@ -192,7 +192,7 @@ __global__ void __launch_bounds__(kThreads)
     if (vector && count == 4) {
       store4(out, q, make_float4(r[0], r[1], r[2], r[3]));
     } else {
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < 4; ++j)
         if (j < count) out[i0 + j] = r[j];
     }

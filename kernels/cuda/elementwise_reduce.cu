@@ -78,8 +78,7 @@ ReducePlan plan(const BroadcastDesc& d) {
 template <int V>
 __device__ __forceinline__ void load_v(const float* p, float (&x)[V]) {
   if constexpr (V == 4) {
-    float4 v = *reinterpret_cast<const float4*>(p);
-    x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+    grid::load4(p, 0, x);
   } else {
     x[0] = *p;
   }
@@ -149,7 +148,7 @@ __global__ void __launch_bounds__(kColX* kColY)
     const int64_t c0 = (tile * kColX + tx) * V;  // V == 4 only when c_len % 4 == 0: all 4 valid
     const int64_t r1 = grid::min64(r_len, (s + 1) * span);
     float acc[V];
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int j = 0; j < V; ++j) acc[j] = 0.0f;
     if (c0 < c_len) {
       for (int64_t r = s * span + ty; r < r1; r += kColY) {
@@ -158,19 +157,19 @@ __global__ void __launch_bounds__(kColX* kColY)
         load_v<V>(g + off, x);
         if (w) {
           load_v<V>(w + off, y);
-#pragma unroll
+          DIFFUSE_UNROLL
           for (int j = 0; j < V; ++j) acc[j] += x[j] * y[j];
         } else {
-#pragma unroll
+          DIFFUSE_UNROLL
           for (int j = 0; j < V; ++j) acc[j] += x[j];
         }
       }
     }
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int j = 0; j < V; ++j) part[ty][j * kColX + tx] = acc[j];
     __syncthreads();
     if (ty == 0 && c0 < c_len) {
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < V; ++j) {
         float t = part[0][j * kColX + tx];
         for (int y = 1; y < kColY; ++y) t += part[y][j * kColX + tx];
@@ -270,7 +269,7 @@ __global__ void __launch_bounds__(kThreads)
         float x[4] = {0.0f, 0.0f, 0.0f, 0.0f}, y[4] = {1.0f, 1.0f, 1.0f, 1.0f};
         if (g) load_v<4>(g + 4 * q, x);
         if (w) load_v<4>(w + 4 * q, y);
-        reinterpret_cast<float4*>(out)[q] = make_float4(x[0] * y[0], x[1] * y[1], x[2] * y[2], x[3] * y[3]);
+        grid::store4(out, q, make_float4(x[0] * y[0], x[1] * y[1], x[2] * y[2], x[3] * y[3]));
       },
       [&](int64_t i) { out[i] = !g ? 0.0f : w ? g[i] * w[i] : g[i]; });
 }

@@ -26,8 +26,8 @@ template <typename I>
 __global__ void __launch_bounds__(kThreads)
     embedding_forward_kernel(EmbeddingDesc d, const float* __restrict__ table, const I* __restrict__ index,
                              float* __restrict__ out, bool vector) {
-  const int64_t col_stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t col_stride = grid::grid_threads();
+  const int64_t first = grid::global_thread();
   const float nan = quiet_nan();
   for (int64_t i = blockIdx.y; i < d.n; i += gridDim.y) {
     const int64_t row = static_cast<int64_t>(index[i]);
@@ -36,8 +36,7 @@ __global__ void __launch_bounds__(kThreads)
     float* dst = out + i * d.d;
     if (vector) {
       for (int64_t k = first; k < d.d / 4; k += col_stride)
-        reinterpret_cast<float4*>(dst)[k] =
-            valid ? reinterpret_cast<const float4*>(src)[k] : make_float4(nan, nan, nan, nan);
+        grid::store4(dst, k, valid ? grid::load4(src, k) : make_float4(nan, nan, nan, nan));
     } else {
       for (int64_t k = first; k < d.d; k += col_stride) dst[k] = valid ? src[k] : nan;
     }
@@ -50,7 +49,7 @@ __global__ void __launch_bounds__(kThreads)
                               float* __restrict__ gtable, bool vector) {
   DIFFUSE_SHARED(int64_t, ids, kThreads);
   const int64_t cols = vector ? d.d / 4 : d.d;
-  const int64_t col_stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t col_stride = grid::grid_threads();
   for (int64_t row = blockIdx.y; row < d.v; row += gridDim.y) {  // block-uniform
     for (int64_t c0 = static_cast<int64_t>(blockIdx.x) * blockDim.x; c0 < cols; c0 += col_stride) {  // block-uniform
       const int64_t k = c0 + threadIdx.x;
@@ -63,7 +62,7 @@ __global__ void __launch_bounds__(kThreads)
           for (int t = 0; t < m; ++t) {
             if (ids[t] != row) continue;
             if (vector) {
-              const float4 g = reinterpret_cast<const float4*>(gout)[(i0 + t) * cols + k];
+              const float4 g = grid::load4(gout, (i0 + t) * cols + k);
               acc[0] += g.x, acc[1] += g.y, acc[2] += g.z, acc[3] += g.w;
             } else {
               acc[0] += gout[(i0 + t) * cols + k];
@@ -74,7 +73,7 @@ __global__ void __launch_bounds__(kThreads)
       }
       if (k < cols) {
         if (vector)
-          reinterpret_cast<float4*>(gtable)[row * cols + k] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+          grid::store4(gtable, row * cols + k, acc);
         else
           gtable[row * cols + k] = acc[0];
       }

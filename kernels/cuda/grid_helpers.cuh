@@ -1,6 +1,6 @@
-// Helpers shared by the small memory-bound kernel families (elementwise, shape, embedding, loss,
-// optim): launch sizing, the grid-stride float4-with-scalar-tail loop, and deterministic warp and
-// block sums. Include after kernels/compat.cuh. Every sum here adds in a fixed order that depends
+// The small CUDA device helpers every kernel family shares, defined once here: launch sizing, the
+// grid-stride float4-with-scalar-tail loop, aligned float4 loads and stores, and deterministic warp
+// and block sums. Include after kernels/compat.cuh. Every sum here adds in a fixed order that depends
 // only on the block shape, never on scheduling, so a reduction gives the same bits on every run.
 #pragma once
 #include <algorithm>
@@ -45,6 +45,18 @@ __device__ __forceinline__ int64_t global_thread() {
 }
 __device__ __forceinline__ int64_t grid_threads() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
+// Element q of p seen as float4s: elements 4q..4q+3, p 16-byte aligned (callers check aligned16).
+// As a float4, or unpacked into / packed from four floats.
+__device__ __forceinline__ float4 load4(const float* p, int64_t q) { return reinterpret_cast<const float4*>(p)[q]; }
+__device__ __forceinline__ void store4(float* p, int64_t q, float4 v) { reinterpret_cast<float4*>(p)[q] = v; }
+__device__ __forceinline__ void load4(const float* p, int64_t q, float (&x)[4]) {
+  const float4 v = load4(p, q);
+  x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+}
+__device__ __forceinline__ void store4(float* p, int64_t q, const float (&x)[4]) {
+  store4(p, q, make_float4(x[0], x[1], x[2], x[3]));
+}
+
 // Grid-stride over n elements: f4(q) for each whole float4 q (elements 4q..4q+3) when `vector`,
 // then f1(i) for the scalar tail (or for every element when not `vector`).
 template <typename F4, typename F1>
@@ -55,11 +67,13 @@ __device__ __forceinline__ void for_each_element(int64_t n, bool vector, F4&& f4
   for (int64_t i = 4 * n4 + first; i < n; i += stride) f1(i);
 }
 
-// Sum over the 32 lanes of a full warp (a fixed shuffle-down tree); the total lands in lane 0.
+// Sum over the 32 lanes of a full warp: a fixed butterfly (xor) tree, so every lane gets the total
+// with the same bits (each lane adds the same pairs, only the operands of some additions swapped,
+// and float addition is commutative). Lane 0's additions are exactly a shuffle-down tree's.
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(kFullMask, v, offset);
+  DIFFUSE_UNROLL
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(kFullMask, v, offset);
   return v;
 }
 

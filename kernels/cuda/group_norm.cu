@@ -20,6 +20,7 @@
 // activation pointers are 16-byte aligned. Group runs narrower than a 32-byte sector (C/G < 8)
 // rely on L2 to share sectors between the G blocks of an image.
 #include "kernels/compat.cuh"
+#include "kernels/cuda/grid_helpers.cuh"
 #include "kernels/group_norm.h"
 
 #include <algorithm>
@@ -47,8 +48,7 @@ template <int VEC>
 __device__ __forceinline__ Pack<VEC> load_pack(const float* p) {
   Pack<VEC> r;
   if constexpr (VEC == 4) {
-    const float4 t = *reinterpret_cast<const float4*>(p);
-    r.v[0] = t.x, r.v[1] = t.y, r.v[2] = t.z, r.v[3] = t.w;
+    grid::load4(p, 0, r.v);
   } else {
     r.v[0] = *p;
   }
@@ -58,13 +58,14 @@ __device__ __forceinline__ Pack<VEC> load_pack(const float* p) {
 template <int VEC>
 __device__ __forceinline__ void store_pack(float* p, const Pack<VEC>& r) {
   if constexpr (VEC == 4)
-    *reinterpret_cast<float4*>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
+    grid::store4(p, 0, r.v);
   else
     *p = r.v[0];
 }
 
-// (min() has no int64_t overload that both nvcc and the emulator agree on.)
-__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+using grid::aligned16;
+using grid::min64;
+using grid::warp_sum;
 
 __device__ __forceinline__ float sigmoid(float v) { return 1.0f / (1.0f + __expf(-v)); }
 
@@ -74,17 +75,12 @@ __device__ __forceinline__ float silu_grad(float v) {
   return s * (1.0f + v * (1.0f - s));
 }
 
+// The block's sum, returned to every thread in the same (fixed) order: the warps' sums added in
+// warp order (grid::block_sum instead adds them with a warp tree and needs a compile-time block
+// size; group_norm's fused kernel picks its block size at run time). red holds kMaxWarps slots;
+// the leading barrier lets a caller reuse red right after a previous call.
 template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  return v;
-}
-
-// The block's sum, returned to every thread in the same (fixed) order. red holds kMaxWarps
-// slots; the leading barrier lets a caller reuse red right after a previous call.
-template <typename T>
-__device__ __forceinline__ T block_sum(T v, T* red) {
+__device__ __forceinline__ T block_sum_to_all(T v, T* red) {
   v = warp_sum(v);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   __syncthreads();
@@ -126,7 +122,7 @@ __global__ void __launch_bounds__(kFusedMaxThreads)
     const int64_t r = e / cgv;
     const int cv = static_cast<int>(e - r * cgv);
     Pack<VEC> h = load_pack<VEC>(xg + r * C + cv * VEC);
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int j = 0; j < VEC; ++j) {
       h.v[j] += chan_a[cv * VEC + j];
       local += h.v[j];
@@ -134,19 +130,19 @@ __global__ void __launch_bounds__(kFusedMaxThreads)
     store_pack<VEC>(slab + e * VEC, h);  // row r of the slab starts at r·cg = r·cgv·VEC
   }
   const float count = static_cast<float>(rows * cg);
-  const float sum = block_sum(local, red);
+  const float sum = block_sum_to_all(local, red);
   const float mean = rows > 0 ? sum / count : 0.0f;
   // Each thread revisits the packs it wrote, so no barrier is needed before this pass.
   local = 0.0f;
   for (int64_t e = tid; e < packs; e += T) {
     const Pack<VEC> h = load_pack<VEC>(slab + e * VEC);
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int j = 0; j < VEC; ++j) {
       const float dev = h.v[j] - mean;
       local += dev * dev;
     }
   }
-  const float m2 = block_sum(local, red);
+  const float m2 = block_sum_to_all(local, red);
 
   if constexpr (!kFused) {
     if (tid == 0) partial[(n * G + g) * gridDim.x + k] = make_float2(mean, m2);
@@ -158,7 +154,7 @@ __global__ void __launch_bounds__(kFusedMaxThreads)
       mean_out[n * G + g] = mean;
       rstd_out[n * G + g] = rstd_d;
     }
-    // block_sum's barriers ordered every read of chan_a (add_nc) before these writes.
+    // block_sum_to_all's barriers ordered every read of chan_a (add_nc) before these writes.
     for (int c = tid; c < cg; c += T) {
       chan_a[c] = gamma[g * cg + c];
       chan_b[c] = beta[g * cg + c];
@@ -169,7 +165,7 @@ __global__ void __launch_bounds__(kFusedMaxThreads)
       const int64_t r = e / cgv;
       const int cv = static_cast<int>(e - r * cgv);
       Pack<VEC> v = load_pack<VEC>(slab + e * VEC);
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < VEC; ++j) {
         const float a = (v.v[j] - mean) * rstd * chan_a[cv * VEC + j] + chan_b[cv * VEC + j];
         v.v[j] = d.silu ? a * sigmoid(a) : a;
@@ -234,7 +230,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t r = e / cgv;
     const int cv = static_cast<int>(e - r * cgv);
     Pack<VEC> v = load_pack<VEC>(xg + r * C + cv * VEC);
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int j = 0; j < VEC; ++j) {
       const int c = cv * VEC + j;
       const float a = (v.v[j] + chan_add[c] - mean) * rstd * chan_gamma[c] + chan_beta[c];
@@ -272,11 +268,11 @@ __global__ void __launch_bounds__(kThreads)
   for (int c0 = 0; c0 < cgv; c0 += L) {  // channel tiles (one unless the group is very wide)
     const int cv = c0 + tid % L;
     float acc[3][VEC];
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int j = 0; j < VEC; ++j) acc[0][j] = acc[1][j] = acc[2][j] = 0.0f;
     if (cv < cgv) {
       float ga[VEC], be[VEC], ad[VEC];
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < VEC; ++j) {
         const int64_t c = g * cg + cv * VEC + j;
         ga[j] = gamma[c];
@@ -285,7 +281,7 @@ __global__ void __launch_bounds__(kThreads)
       }
       for (int64_t r = r0; r < rows; r += row_groups) {
         const Pack<VEC> xp = load_pack<VEC>(xg + r * C + cv * VEC), dp = load_pack<VEC>(dyg + r * C + cv * VEC);
-#pragma unroll
+        DIFFUSE_UNROLL
         for (int j = 0; j < VEC; ++j) {
           const float xh = (xp.v[j] + ad[j] - mean) * rstd;
           const float gv = d.silu ? dp.v[j] * silu_grad(xh * ga[j] + be[j]) : dp.v[j];
@@ -298,9 +294,9 @@ __global__ void __launch_bounds__(kThreads)
     // The previous tile's reads of red are done. (Several tiles occur only with lanes == kThreads,
     // where each thread reads back just its own slots, but the barrier keeps that from mattering.)
     __syncthreads();
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int q = 0; q < 3; ++q)
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < VEC; ++j) {
         float v = acc[q][j];
         float* slot = red + (q * VEC + j) * kThreads;
@@ -314,9 +310,9 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     const int parts = L < 32 ? kThreads / 32 : row_groups;
     if (tid < L && c0 + tid < cgv) {
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int q = 0; q < 3; ++q)
-#pragma unroll
+        DIFFUSE_UNROLL
         for (int j = 0; j < VEC; ++j) {
           const float* slot = red + (q * VEC + j) * kThreads;
           float s = 0.0f;
@@ -371,7 +367,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   const double count = static_cast<double>(S * cg);
-  const double s1 = block_sum(l1, red), s2 = block_sum(l2, red);  // their barriers publish chan_*
+  const double s1 = block_sum_to_all(l1, red), s2 = block_sum_to_all(l2, red);  // their barriers publish chan_*
   const double m1_d = count > 0 ? s1 / count : 0.0, m2_d = count > 0 ? s2 / count : 0.0;
   if (k == 0 && dadd_nc) {
     for (int c = tid; c < cg; c += T) {
@@ -394,7 +390,7 @@ __global__ void __launch_bounds__(kThreads)
     const int cv = static_cast<int>(e - r * cgv);
     const Pack<VEC> xp = load_pack<VEC>(xg + r * C + cv * VEC);
     Pack<VEC> gp = load_pack<VEC>(dyg + r * C + cv * VEC);
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int j = 0; j < VEC; ++j) {
       const int c = cv * VEC + j;
       const float xh = (xp.v[j] + chan_add[c] - mean) * rstd;
@@ -409,7 +405,7 @@ __global__ void __launch_bounds__(kThreads)
 __global__ void __launch_bounds__(kThreads)
     gn_backward_params(int64_t N, int64_t C, const float* __restrict__ nc_sums, float* __restrict__ dgamma,
                        float* __restrict__ dbeta) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t c = grid::global_thread();
   if (c >= C) return;
   double sb = 0.0, sg = 0.0;
   for (int64_t n = 0; n < N; ++n) {
@@ -472,8 +468,6 @@ Plan make_plan(const GroupNormDesc& d) {
   require(p.chunks <= INT_MAX, "group_norm: too many positions for the CUDA kernels");
   return p;
 }
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 template <int VEC>
 void forward_impl(const GroupNormDesc& d, const Plan& p, const float* x, const float* add_nc, const float* gamma,

@@ -34,18 +34,17 @@ __global__ void __launch_bounds__(kThreads)
     const int count = d.n - i0 < 4 ? static_cast<int>(d.n - i0) : 4;
     float in[4], out[4];
     if (vector && count == 4) {
-      const float4 v = reinterpret_cast<const float4*>(x)[q];
-      in[0] = v.x, in[1] = v.y, in[2] = v.z, in[3] = v.w;
+      grid::load4(x, q, in);
     } else {
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < 4; ++j) in[j] = j < count ? x[i0 + j] : 0.0f;
     }
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int j = 0; j < 4; ++j) out[j] = philox::to_uniform(r.v[j]) < d.p ? 0.0f : in[j] * scale;
     if (vector && count == 4) {
-      reinterpret_cast<float4*>(y)[q] = make_float4(out[0], out[1], out[2], out[3]);
+      grid::store4(y, q, out);
     } else {
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < 4; ++j)
         if (j < count) y[i0 + j] = out[j];
     }
@@ -78,7 +77,7 @@ __global__ void __launch_bounds__(kThreads)
     float acc = 0.0f;
     if (vector) {
       for (int64_t q = begin / 4 + threadIdx.x; q < end / 4; q += blockDim.x) {
-        const float4 p = reinterpret_cast<const float4*>(pred)[q], t = reinterpret_cast<const float4*>(target)[q];
+        const float4 p = grid::load4(pred, q), t = grid::load4(target, q);
         const float e0 = p.x - t.x, e1 = p.y - t.y, e2 = p.z - t.z, e3 = p.w - t.w;
         acc += e0 * e0;
         acc += e1 * e1;
@@ -111,16 +110,16 @@ __global__ void __launch_bounds__(kThreads)
                         bool vector) {
   const double upstream = grad_loss ? static_cast<double>(*grad_loss) : 1.0;
   const int64_t cols = vector ? d.per_item / 4 : d.per_item;
-  const int64_t col_stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t col_stride = grid::grid_threads();
   for (int64_t o = blockIdx.y; o < d.batch; o += gridDim.y) {
     const float c = static_cast<float>(coef * upstream * (w ? static_cast<double>(w[o]) : 1.0));
     const int64_t base = o * cols;
-    for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < cols; k += col_stride) {
+    for (int64_t k = grid::global_thread(); k < cols; k += col_stride) {
       if (vector) {
-        const float4 p = reinterpret_cast<const float4*>(pred)[base + k];
-        const float4 t = reinterpret_cast<const float4*>(target)[base + k];
-        reinterpret_cast<float4*>(gpred)[base + k] =
-            make_float4(c * (p.x - t.x), c * (p.y - t.y), c * (p.z - t.z), c * (p.w - t.w));
+        const float4 p = grid::load4(pred, base + k);
+        const float4 t = grid::load4(target, base + k);
+        grid::store4(gpred, base + k,
+                     make_float4(c * (p.x - t.x), c * (p.y - t.y), c * (p.z - t.z), c * (p.w - t.w)));
       } else {
         gpred[base + k] = c * (pred[base + k] - target[base + k]);
       }

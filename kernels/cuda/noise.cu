@@ -2,6 +2,7 @@
 // (four consecutive flat elements share one counter block), grid-stride; float4 loads/stores when
 // all three arrays are 16-byte aligned. Memory-bound: 4 bytes read, 8 written per element.
 #include "kernels/compat.cuh"
+#include "kernels/cuda/grid_helpers.cuh"
 #include "kernels/noise.h"
 #include "kernels/philox.h"
 
@@ -20,18 +21,17 @@ __global__ void __launch_bounds__(kThreads)
                     const float* __restrict__ sqrt_1mab, float* __restrict__ x_t, float* __restrict__ target) {
   const int64_t total = d.batch * d.per_sample;
   const int64_t quads = (total + 3) / 4;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t q = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; q < quads; q += stride) {
+  const int64_t stride = grid::grid_threads();
+  for (int64_t q = grid::global_thread(); q < quads; q += stride) {
     float eps[4];
     philox::normals4(d.seed, philox::kNoise, d.offset + static_cast<uint64_t>(q), eps);
     const int64_t k0 = 4 * q;
     const int count = total - k0 < 4 ? static_cast<int>(total - k0) : 4;
     float in[4], xt[4], tg[4];
     if (kVector && count == 4) {
-      float4 v = reinterpret_cast<const float4*>(x0)[q];
-      in[0] = v.x, in[1] = v.y, in[2] = v.z, in[3] = v.w;
+      grid::load4(x0, q, in);
     } else {
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < 4; ++j) in[j] = j < count ? x0[k0 + j] : 0.0f;
     }
     // The quad may straddle samples: step the sample index instead of dividing per element.
@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(kThreads)
     int64_t pos = k0 - b * d.per_sample;
     float a = sqrt_ab[b], s = sqrt_1mab[b];
     // A fixed trip count (and `j < count` guards) keeps the quad's arrays in registers.
-#pragma unroll
+    DIFFUSE_UNROLL
     for (int j = 0; j < 4; ++j, ++pos) {
       if (pos == d.per_sample && j < count) {
         ++b;
@@ -50,10 +50,10 @@ __global__ void __launch_bounds__(kThreads)
       q_sample_element(in[j], eps[j], a, s, d.target, xt[j], tg[j]);
     }
     if (kVector && count == 4) {
-      reinterpret_cast<float4*>(x_t)[q] = make_float4(xt[0], xt[1], xt[2], xt[3]);
-      reinterpret_cast<float4*>(target)[q] = make_float4(tg[0], tg[1], tg[2], tg[3]);
+      grid::store4(x_t, q, xt);
+      grid::store4(target, q, tg);
     } else {
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < 4; ++j)
         if (j < count) {
           x_t[k0 + j] = xt[j];
@@ -63,8 +63,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 }  // namespace
 
 void q_sample(const QSampleDesc& d, const float* x0, const float* sqrt_ab, const float* sqrt_1mab, float* x_t,
@@ -72,7 +70,7 @@ void q_sample(const QSampleDesc& d, const float* x0, const float* sqrt_ab, const
   check_q_sample(d, x0, sqrt_ab, sqrt_1mab, x_t, target);
   const int64_t quads = (d.batch * d.per_sample + 3) / 4;
   const int blocks = static_cast<int>(std::min<int64_t>((quads + kThreads - 1) / kThreads, kMaxBlocks));
-  if (aligned16(x0) && aligned16(x_t) && aligned16(target))
+  if (grid::aligned16(x0) && grid::aligned16(x_t) && grid::aligned16(target))
     DIFFUSE_LAUNCH((q_sample_kernel<true>), blocks, kThreads, 0, stream, d, x0, sqrt_ab, sqrt_1mab, x_t, target);
   else
     DIFFUSE_LAUNCH((q_sample_kernel<false>), blocks, kThreads, 0, stream, d, x0, sqrt_ab, sqrt_1mab, x_t, target);

@@ -19,6 +19,8 @@ namespace {
 using grid::aligned16;
 using grid::blocks_for;
 using grid::kThreads;
+using grid::load4;
+using grid::store4;
 
 // The entry e with first_chunk[e] <= chunk < first_chunk[e + 1] (entries with no chunks never hold).
 template <typename Entry>
@@ -35,14 +37,6 @@ __device__ __forceinline__ int64_t entry_of(const MultiTensorTable<Entry>& t, in
   return lo;
 }
 
-template <typename T>
-__device__ __forceinline__ void load4(const T* p, int64_t q, float (&x)[4]) {
-  const float4 v = reinterpret_cast<const float4*>(p)[q];
-  x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
-}
-__device__ __forceinline__ void store4(float* p, int64_t q, const float (&x)[4]) {
-  reinterpret_cast<float4*>(p)[q] = make_float4(x[0], x[1], x[2], x[3]);
-}
 
 // The hyper-parameters rounded to f32 exactly as the CPU twin rounds them.
 struct AdamWConsts {
@@ -86,7 +80,7 @@ __global__ void __launch_bounds__(kThreads)
         load4(e.exp_avg_sq, q, v);
       }
       if (has_ema) load4(e.ema, q, a);
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < 4; ++j) adamw_element(k, neg_step_size, bc2_sqrt, has_grad, has_ema, p[j], g[j], m[j], v[j], a[j]);
       if (has_grad) {
         store4(e.param, q, p);
@@ -126,7 +120,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t q = begin / 4 + threadIdx.x; q < vector_end / 4; q += blockDim.x) {
       float x[4];
       load4(s.data, q, x);
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < 4; ++j) acc += static_cast<double>(x[j]) * static_cast<double>(x[j]);
     }
     for (int64_t i = vector_end + threadIdx.x; i < end; i += blockDim.x)
@@ -155,7 +149,7 @@ __global__ void __launch_bounds__(kThreads) scale_all_kernel(MultiTensorTable<Sp
     for (int64_t q = begin / 4 + threadIdx.x; q < vector_end / 4; q += blockDim.x) {
       float x[4];
       load4(s.data, q, x);
-#pragma unroll
+      DIFFUSE_UNROLL
       for (int j = 0; j < 4; ++j) x[j] *= factor;
       store4(s.data, q, x);
     }

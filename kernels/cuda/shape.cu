@@ -22,9 +22,7 @@ using grid::kThreads;
 __device__ __forceinline__ void warp_copy(float* __restrict__ dst, const float* __restrict__ src, int64_t len,
                                           bool vector, int lane) {
   if (vector) {
-    const float4* s = reinterpret_cast<const float4*>(src);
-    float4* d = reinterpret_cast<float4*>(dst);
-    for (int64_t k = lane; k < len / 4; k += 32) d[k] = s[k];
+    for (int64_t k = lane; k < len / 4; k += 32) grid::store4(dst, k, grid::load4(src, k));
   } else {
     for (int64_t k = lane; k < len; k += 32) dst[k] = src[k];
   }
@@ -63,12 +61,13 @@ __global__ void __launch_bounds__(kThreads)
     float* top = y + (2 * ni * 2 * d.w + 2 * j) * c;
     float* bottom = top + 2 * d.w * c;
     if (vector) {
-      const float4* s = reinterpret_cast<const float4*>(src);
-      float4 *t = reinterpret_cast<float4*>(top), *b = reinterpret_cast<float4*>(bottom);
       const int64_t c4 = c / 4;
       for (int64_t k = lane; k < c4; k += 32) {
-        const float4 v = s[k];
-        t[k] = v, t[c4 + k] = v, b[k] = v, b[c4 + k] = v;
+        const float4 v = grid::load4(src, k);
+        grid::store4(top, k, v);
+        grid::store4(top, c4 + k, v);
+        grid::store4(bottom, k, v);
+        grid::store4(bottom, c4 + k, v);
       }
     } else {
       for (int64_t k = lane; k < c; k += 32) {
@@ -90,12 +89,12 @@ __global__ void __launch_bounds__(kThreads)
     const float* bottom = top + 2 * d.w * c;
     float* dst = gx + p * c;
     if (vector) {
-      const float4 *t = reinterpret_cast<const float4*>(top), *b = reinterpret_cast<const float4*>(bottom);
       const int64_t c4 = c / 4;
       for (int64_t k = lane; k < c4; k += 32) {
-        const float4 t0 = t[k], t1 = t[c4 + k], b0 = b[k], b1 = b[c4 + k];
-        reinterpret_cast<float4*>(dst)[k] = make_float4((t0.x + t1.x) + (b0.x + b1.x), (t0.y + t1.y) + (b0.y + b1.y),
-                                                        (t0.z + t1.z) + (b0.z + b1.z), (t0.w + t1.w) + (b0.w + b1.w));
+        const float4 t0 = grid::load4(top, k), t1 = grid::load4(top, c4 + k);
+        const float4 b0 = grid::load4(bottom, k), b1 = grid::load4(bottom, c4 + k);
+        grid::store4(dst, k, make_float4((t0.x + t1.x) + (b0.x + b1.x), (t0.y + t1.y) + (b0.y + b1.y),
+                                         (t0.z + t1.z) + (b0.z + b1.z), (t0.w + t1.w) + (b0.w + b1.w)));
       }
     } else {
       for (int64_t k = lane; k < c; k += 32) dst[k] = (top[k] + top[c + k]) + (bottom[k] + bottom[c + k]);
