@@ -1,11 +1,13 @@
 // 2-D convolution over NHWC activations with OHWI weights: x [N, H, W, Cin], w [Cout, kh, kw, Cin],
 // bias [Cout] (optional) -> y [N, Ho, Wo, Cout]. Padding is per side, so diffusers' asymmetric
 // (0, 1, 0, 1) downsample pad is a plain descriptor. The CPU path is im2col + OpenBLAS GEMM:
-// im2col rows are output pixels and columns (ki, kj, ci) in OHWI order, so y = cols · wᵀ.
+// im2col rows are output pixels and columns (ki, kj, ci) in OHWI order, so y = cols · wᵀ. The
+// CUDA path (kernels/cuda/conv2d.cpp) is cuDNN.
 #pragma once
 #include <cstdint>
 
 #include "kernels/common.h"
+#include "kernels/gemm.h"
 
 namespace diffuse::kernels {
 
@@ -32,5 +34,21 @@ void conv2d_forward(const Conv2dDesc& d, const T* x, const T* w, const T* bias, 
 template <typename T>
 void conv2d_backward(const Conv2dDesc& d, const T* x, const T* w, const T* dy, T* dx, T* dw, T* dbias);
 }  // namespace cpu
+
+namespace cuda {
+// cuDNN on device pointers in `type` storage: NHWC activations, KRSC (= OHWI) filters, f32 compute
+// (exact FMA math unless set_allow_tf32). Per-side padding: cuDNN takes the symmetric part; an
+// asymmetric excess such as diffusers' (0, 1, 0, 1) downsample pad is applied by copying x into
+// a zero-bordered buffer first. bias may be null.
+void conv2d_forward(const Conv2dDesc& d, DenseType type, const void* x, const void* w, const void* bias, void* y,
+                    const DeviceMemory& mem, Stream stream);
+// Gradients from dy [N, Ho, Wo, Cout]; each of dx, dw, dbias may be null (not wanted) and is
+// overwritten otherwise.
+void conv2d_backward(const Conv2dDesc& d, DenseType type, const void* x, const void* w, const void* dy, void* dx,
+                     void* dw, void* dbias, const DeviceMemory& mem, Stream stream);
+// How many (shape, dtype, direction) algorithm searches have run: a second identical call must
+// not add one (tests).
+int conv_algorithm_searches();
+}  // namespace cuda
 
 }  // namespace diffuse::kernels

@@ -1,7 +1,7 @@
 // The one CUDA-runtime status check, shared by kernel sources (through kernels/compat.cuh) and
-// the host runtime in nn/cuda/: a failed call becomes one diffuse::Error naming the call, the
-// file:line and CUDA's own name and description of the error (docs/design.md §10). Host-only; the
-// cuBLAS and cuDNN checks build on it in nn/cuda/check.h.
+// the host runtime (kernels/cuda/*.cpp, nn/cuda/): a failed call becomes one diffuse::Error naming
+// the call, the file:line and CUDA's own name and description of the error (docs/design.md §10).
+// Host-only; the cuBLAS and cuDNN checks build on it in kernels/cuda/library_status.h.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -1,12 +1,25 @@
-// Typed GEMM over OpenBLAS (row-major cblas) for the CPU kernels of conv2d, linear and attention,
-// plus the per-thread scratch those kernels keep their im2col columns and score matrices in.
-// Leading dimensions are explicit, so a head of a [N, L, heads*d] tensor is an operand in place
-// (ld = heads*d). Dimensions must fit OpenBLAS's 32-bit ints; anything larger is an Error.
+// The GEMM family. CPU: a typed GEMM over OpenBLAS (row-major cblas) for the CPU kernels of
+// conv2d, linear and attention, plus the per-thread scratch those kernels keep their im2col
+// columns and score matrices in. Leading dimensions are explicit, so a head of a [N, L, heads*d]
+// tensor is an operand in place (ld = heads*d). Dimensions must fit OpenBLAS's 32-bit ints;
+// anything larger is an Error. CUDA (kernels/cuda/gemm.cpp): the same row-major GEMM over cuBLAS
+// in f32 or bf16 storage (f32 accumulation), the bias helpers of every GEMM-shaped op, the TF32
+// switch, and the device-memory provider that the library-backed launchers (GEMM, linear,
+// conv2d) take their scratch from.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 
 #include "kernels/common.h"
+
+namespace diffuse::kernels {
+
+// Storage type of a library-backed device operand (cuBLAS, cuDNN); compute is f32 for both.
+enum class DenseType { f32, bf16 };
+inline size_t dense_type_size(DenseType t) { return t == DenseType::f32 ? 4 : 2; }
+inline const char* dense_type_name(DenseType t) { return t == DenseType::f32 ? "f32" : "bf16"; }
+
+}  // namespace diffuse::kernels
 
 namespace diffuse::kernels::cpu {
 
@@ -29,3 +42,36 @@ T* thread_scratch_of(int slot, size_t count) {
 }
 
 }  // namespace diffuse::kernels::cpu
+
+namespace diffuse::kernels::cuda {
+
+// Where the library-backed launchers get device memory: the caller's allocator (nn passes its
+// caching allocator, nn/cuda/caching_allocator.h), so kernels/ never calls cudaMalloc for a
+// workspace. allocate throws on failure and returns null for 0 bytes; trim hands cached blocks
+// back to the driver before a large one-off cudaMalloc (cuDNN's algorithm search).
+struct DeviceMemory {
+  void* (*allocate)(size_t bytes) = nullptr;
+  void (*release)(void* ptr, size_t bytes) = nullptr;
+  void (*trim)() = nullptr;
+};
+
+// TF32 for f32 GEMMs and convolutions (cuBLAS compute type and cuDNN math type). Default off:
+// f32 math is exact FMA so results match the CPU to ~1e-6.
+void set_allow_tf32(bool on);
+bool allow_tf32();
+
+// Row-major GEMM on device pointers: c[m, n] = alpha · op(a)[m, k] · op(b)[k, n] + beta · c,
+// where op transposes when trans_* is set; lda/ldb/ldc are the row strides of the stored
+// matrices in elements. All three in `type` storage.
+void gemm(DenseType type, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const void* a,
+          int64_t lda, const void* b, int64_t ldb, float beta, void* c, int64_t ldc, const DeviceMemory& mem,
+          Stream stream);
+// y[r, c] += bias[c] for a contiguous row-major y [rows, cols] (a rank-1 GEMM update).
+void add_row_bias(DenseType type, int64_t rows, int64_t cols, const void* bias, void* y, const DeviceMemory& mem,
+                  Stream stream);
+// out[c] = Σ_r m[r, c] for a contiguous m [rows, cols] (a GEMV with a ones vector, f32
+// accumulation): the bias gradient of linear and conv2d.
+void column_sum(DenseType type, int64_t rows, int64_t cols, const void* m, void* out, const DeviceMemory& mem,
+                Stream stream);
+
+}  // namespace diffuse::kernels::cuda

@@ -1,10 +1,12 @@
 // Dense layer kernels: y[rows, out] = x[rows, in] · w[out, in]ᵀ + bias, and its backward. Also
 // the column sum that is the bias gradient of every GEMM-shaped op (linear, conv2d).
-// The CPU path is one OpenBLAS GEMM per product; rows is everything before the last dim.
+// The CPU path is one OpenBLAS GEMM per product; rows is everything before the last dim. The
+// CUDA path (kernels/cuda/linear.cpp) is cuBLAS / cuBLASLt.
 #pragma once
 #include <cstdint>
 
 #include "kernels/common.h"
+#include "kernels/gemm.h"
 
 namespace diffuse::kernels {
 
@@ -25,5 +27,17 @@ void linear_backward(const LinearDesc& d, const T* x, const T* w, const T* dy, T
 template <typename T>
 void column_sum(int64_t rows, int64_t cols, const T* m, T* out);
 }  // namespace cpu
+
+namespace cuda {
+// Device pointers in `type` storage; bias may be null. Forward uses cuBLASLt's bias epilogue when
+// it has a kernel for the shape and alignment, else a GEMM followed by add_row_bias.
+void linear_forward(const LinearDesc& d, DenseType type, const void* x, const void* w, const void* bias, void* y,
+                    const DeviceMemory& mem, Stream stream);
+// dx = dy·w, dw = dyᵀ·x, dbias = column sums of dy; null outputs are not computed.
+void linear_backward(const LinearDesc& d, DenseType type, const void* x, const void* w, const void* dy, void* dx,
+                     void* dw, void* dbias, const DeviceMemory& mem, Stream stream);
+// For tests: false forces the GEMM + add_row_bias path of linear_forward. Default true.
+void set_linear_use_lt(bool on);
+}  // namespace cuda
 
 }  // namespace diffuse::kernels

@@ -1,7 +1,8 @@
 // Host allocator (64-byte aligned, for vector loads and cache lines) and the registry through
 // which the CUDA backend supplies its device allocator. In a CUDA build the caching allocator
-// (nn/cuda/caching_allocator.h) registers itself on the first request for device memory, if a
-// device exists; nothing touches the CUDA runtime before that.
+// (nn/cuda/caching_allocator.h, reached through the device seam nn/dispatch.h) registers itself
+// on the first request for device memory, if a device exists; nothing touches the CUDA runtime
+// before that.
 #include "nn/allocator.h"
 
 #include <atomic>
@@ -10,11 +11,8 @@
 #include <new>
 
 #include "diffuse/error.h"
+#include "nn/dispatch.h"
 #include "nn/runtime.h"
-
-#if DIFFUSE_WITH_CUDA
-#include "nn/cuda/caching_allocator.h"
-#endif
 
 namespace diffuse {
 
@@ -43,12 +41,11 @@ std::atomic<Allocator*> g_device_allocator{nullptr};
 
 // Registers the CUDA caching allocator when this build has CUDA and the machine a device.
 void register_cuda_allocator_if_possible() {
-#if DIFFUSE_WITH_CUDA
-  if (!g_device_allocator.load() && cuda_device_count() > 0) {
+  if (g_device_allocator.load()) return;
+  if (Allocator* cuda = dispatch::cuda_device_allocator_if_available()) {
     Allocator* expected = nullptr;
-    g_device_allocator.compare_exchange_strong(expected, &cuda::caching_allocator());
+    g_device_allocator.compare_exchange_strong(expected, cuda);
   }
-#endif
 }
 
 }  // namespace

@@ -32,8 +32,4 @@ void check_rank(const char* op, const Tensor& t, int rank, const char* name) {
     fail(op, std::string(name) + " must have rank " + std::to_string(rank) + ", got " + t.describe());
 }
 
-void no_cuda_path(const char* op) {
-  fail(op, "CUDA tensors are not supported by this op in this build");
-}
-
 }  // namespace diffuse::ops::detail

@@ -14,20 +14,5 @@ void check_defined(const char* op, const Tensor& t, const char* name);
 void check_same(const char* op, std::initializer_list<const Tensor*> ts);
 void check_float(const char* op, const Tensor& t);  // f32 or f64 on the CPU; f32/bf16 on CUDA
 void check_rank(const char* op, const Tensor& t, int rank, const char* name);
-// Device dispatch: throws for CUDA tensors in a build or op without a CUDA path.
-[[noreturn]] void no_cuda_path(const char* op);
-
-// Calls fn(T{}) with T = float or double for a CPU tensor's dtype; any other dtype is an error.
-template <typename Fn>
-void dispatch_cpu_float(const char* op, const Tensor& t, Fn&& fn) {
-  if (t.device() != Device::cpu) no_cuda_path(op);
-  if (t.dtype() == DType::f32) {
-    fn(float{});
-  } else if (t.dtype() == DType::f64) {
-    fn(double{});
-  } else {
-    fail(op, "unsupported dtype for " + t.describe());
-  }
-}
 
 }  // namespace diffuse::ops::detail

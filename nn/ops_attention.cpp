@@ -1,7 +1,9 @@
 // attention op (kernels/attention.h): q, k, v [N, L, heads * d] -> softmax(q kᵀ / √d) v. The
 // backward node keeps q, k, v and the output and recomputes the probabilities (docs/design.md §5); on
 // CUDA it also keeps the forward's per-row log-sum-exp [N, heads, L] f32, from which the flash
-// kernels rebuild P without a softmax pass. CUDA takes f32 or bf16 and head dims 32, 64, 128.
+// kernels rebuild P without a softmax pass (the backend's attention_keeps_lse). CUDA takes f32 or
+// bf16 and head dims 32, 64, 128 (attention_takes_head_dim); the kernels are reached through the
+// device seam (nn/dispatch.h).
 // Other head dims on CUDA (ddpm-cifar10's single 256-wide head) take a stopgap: f32 only, q, k,
 // v copied to the host and the CPU twin run there, forward and backward, the result copied back.
 // Correct on any device, but it synchronises the stream and is slow at large batches; it lasts
@@ -9,62 +11,24 @@
 #include "kernels/attention.h"
 
 #include "nn/autograd.h"
-#include "nn/device_context.h"
+#include "nn/dispatch.h"
 #include "nn/op_checks.h"
 #include "nn/ops.h"
 
 namespace diffuse::ops {
 
 using namespace detail;
+using dispatch::backend_for;
 namespace k = diffuse::kernels;
 
 namespace {
 
-void cuda_forward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v, const Tensor& out,
-                  const Tensor& lse) {
-#if DIFFUSE_WITH_CUDA
-  float* lse_ptr = lse.defined() ? lse.data<float>() : nullptr;
-  if (q.dtype() == DType::bf16)
-    k::cuda::attention_forward(d, q.data<uint16_t>(), kt.data<uint16_t>(), v.data<uint16_t>(), out.data<uint16_t>(),
-                               lse_ptr, current_stream());
-  else
-    k::cuda::attention_forward(d, q.data<float>(), kt.data<float>(), v.data<float>(), out.data<float>(), lse_ptr,
-                               current_stream());
-#else
-  (void)d, (void)q, (void)kt, (void)v, (void)out, (void)lse;
-  no_cuda_path("attention");
-#endif
-}
-
-// gq/gk/gv may be undefined (not wanted). delta is the kernels' f32 [N, heads, L] scratch.
-void cuda_backward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v, const Tensor& out,
-                   const Tensor& lse, const Tensor& dout, const Tensor& gq, const Tensor& gk, const Tensor& gv) {
-#if DIFFUSE_WITH_CUDA
-  Tensor delta = Tensor::empty({d.n, d.heads, d.len}, DType::f32, Device::cuda);
-  auto run = [&](auto t) {
-    using T = decltype(t);
-    auto grad = [](const Tensor& g) { return g.defined() ? g.data<T>() : nullptr; };
-    k::cuda::attention_backward(d, q.data<T>(), kt.data<T>(), v.data<T>(), out.data<T>(), dout.data<T>(),
-                                lse.data<float>(), delta.data<float>(), grad(gq), grad(gk), grad(gv),
-                                current_stream());
-  };
-  if (q.dtype() == DType::bf16)
-    run(uint16_t{});
-  else
-    run(float{});
-#else
-  (void)d, (void)q, (void)kt, (void)v, (void)out, (void)lse, (void)dout, (void)gq, (void)gk, (void)gv;
-  no_cuda_path("attention");
-#endif
-}
-
-bool device_kernels_take(int64_t head_dim) { return head_dim == 32 || head_dim == 64 || head_dim == 128; }
-
-// The host stopgap for CUDA tensors (see the top of the file): f32 CUDA tensors in and out.
+// The host stopgap for CUDA tensors (see the top of the file): f32 CUDA tensors in and out, the
+// CPU backend in between.
 void host_forward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v, Tensor out) {
   const Tensor hq = q.to(Device::cpu), hk = kt.to(Device::cpu), hv = v.to(Device::cpu);
   Tensor hout = Tensor::empty(out.shape(), DType::f32);
-  k::cpu::attention_forward<float>(d, hq.data<float>(), hk.data<float>(), hv.data<float>(), hout.data<float>());
+  dispatch::cpu_backend().attention_forward(d, hq, hk, hv, hout, Tensor());
   out.copy_from(hout);
 }
 
@@ -74,9 +38,7 @@ void host_backward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt,
   const Tensor hout = out.to(Device::cpu), hdout = dout.to(Device::cpu);
   auto host_grad = [](const Tensor& g) { return g.defined() ? Tensor::empty(g.shape(), DType::f32) : Tensor(); };
   Tensor hgq = host_grad(gq), hgk = host_grad(gk), hgv = host_grad(gv);
-  auto ptr = [](const Tensor& g) { return g.defined() ? g.data<float>() : nullptr; };
-  k::cpu::attention_backward<float>(d, hq.data<float>(), hk.data<float>(), hv.data<float>(), hout.data<float>(),
-                                    hdout.data<float>(), ptr(hgq), ptr(hgk), ptr(hgv));
+  dispatch::cpu_backend().attention_backward(d, hq, hk, hv, hout, Tensor(), hdout, hgq, hgk, hgv);
   for (auto [dev, host] : {std::pair{&gq, &hgq}, std::pair{&gk, &hgk}, std::pair{&gv, &hgv}})
     if (dev->defined()) dev->copy_from(*host);
 }
@@ -101,25 +63,21 @@ Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int heads) 
   d.len = q.dim(1);
   d.heads = heads;
   d.head_dim = q.dim(2) / heads;
-  const bool on_cuda = q.device() == Device::cuda;
-  const bool on_host_stopgap = on_cuda && !device_kernels_take(d.head_dim);
+  const dispatch::Backend& backend = backend_for(op, q, dispatch::DeviceDTypes::f32_bf16);
+  const bool on_host_stopgap = !backend.attention_takes_head_dim(d.head_dim);
   if (on_host_stopgap && q.dtype() != DType::f32)
     fail(op, "head dim " + std::to_string(d.head_dim) + " is supported on CUDA in f32 only (" +
                  dtype_name(q.dtype()) + " needs head dim 32, 64 or 128)" + what);
 
   const bool need_grad = any_requires_grad({&q, &kt, &v});
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
-  Tensor lse;  // CUDA kernels only, and only for a backward
+  Tensor lse;  // only for a backend that keeps it, and only for a backward
   if (on_host_stopgap) {
     host_forward(d, q, kt, v, out);
-  } else if (on_cuda) {
-    if (need_grad) lse = Tensor::empty({d.n, d.heads, d.len}, DType::f32, Device::cuda);
-    cuda_forward(d, q, kt, v, out, lse);
   } else {
-    dispatch_cpu_float(op, q, [&](auto t) {
-      using T = decltype(t);
-      k::cpu::attention_forward<T>(d, q.data<T>(), kt.data<T>(), v.data<T>(), out.data<T>());
-    });
+    if (need_grad && backend.attention_keeps_lse())
+      lse = Tensor::empty({d.n, d.heads, d.len}, DType::f32, q.device());
+    backend.attention_forward(d, q, kt, v, out, lse);
   }
   if (need_grad) {
     Tensor sq = q.detach(), sk = kt.detach(), sv = v.detach(), so = out.detach();
@@ -132,18 +90,11 @@ Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int heads) 
              Tensor gq = grad_if(need_q), gk = grad_if(need_k), gv = grad_if(need_v);
              if (g[0].dtype() != sq.dtype() || g[0].device() != sq.device() || g[0].shape() != sq.shape())
                fail("attention", "output grad " + g[0].describe() + " does not match the output " + so.describe());
-             if (on_host_stopgap) {
+             if (on_host_stopgap)
                host_backward(d, sq, sk, sv, so, g[0], gq, gk, gv);
-             } else if (sq.device() == Device::cuda) {
-               cuda_backward(d, sq, sk, sv, so, lse, g[0], gq, gk, gv);
-             } else {
-               dispatch_cpu_float("attention", sq, [&](auto t) {
-                 using T = decltype(t);
-                 k::cpu::attention_backward<T>(d, sq.data<T>(), sk.data<T>(), sv.data<T>(), so.data<T>(),
-                                               g[0].data<T>(), need_q ? gq.data<T>() : nullptr,
-                                               need_k ? gk.data<T>() : nullptr, need_v ? gv.data<T>() : nullptr);
-               });
-             }
+             else
+               backend_for("attention", sq, dispatch::DeviceDTypes::f32_bf16)
+                   .attention_backward(d, sq, sk, sv, so, lse, g[0], gq, gk, gv);
              return std::vector<Tensor>{gq, gk, gv};
            });
   }

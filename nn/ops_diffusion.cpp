@@ -3,14 +3,14 @@
 // records a backward node: the noising draw and the sampler update are never differentiated.
 #include "kernels/denoise_step.h"
 #include "kernels/noise.h"
-#include "nn/cuda_dispatch.h"
-#include "nn/device_context.h"
+#include "nn/dispatch.h"
 #include "nn/op_checks.h"
 #include "nn/ops.h"
 
 namespace diffuse::ops {
 
 using namespace detail;
+using dispatch::backend_for;
 namespace k = diffuse::kernels;
 
 QSampleOutput q_sample(const k::QSampleDesc& desc, const Tensor& x0, const Tensor& sqrt_ab,
@@ -28,12 +28,7 @@ QSampleOutput q_sample(const k::QSampleDesc& desc, const Tensor& x0, const Tenso
     fail(op, "one coefficient per sample is needed, got sqrt_ab " + sqrt_ab.describe() + " and sqrt_1mab " +
                  sqrt_1mab.describe());
   QSampleOutput r{Tensor::empty(x0.shape(), DType::f32, x0.device()), Tensor::empty(x0.shape(), DType::f32, x0.device())};
-  if (!on_cuda(op, x0, [&] {
-        k::cuda::q_sample(desc, x0.data<float>(), sqrt_ab.data<float>(), sqrt_1mab.data<float>(), r.x_t.data<float>(),
-                          r.target.data<float>(), current_stream());
-      }))
-    k::cpu::q_sample(desc, x0.data<float>(), sqrt_ab.data<float>(), sqrt_1mab.data<float>(), r.x_t.data<float>(),
-                     r.target.data<float>());
+  backend_for(op, x0).q_sample(desc, x0, sqrt_ab, sqrt_1mab, r.x_t, r.target);
   return r;
 }
 
@@ -49,15 +44,7 @@ void denoise_step(const k::DenoiseStepDesc& desc, const Tensor& model_output, co
     fail(op, "the descriptor is for " + std::to_string(desc.numel) + " elements" +
                  (desc.guided ? " (guided: a model output of twice that)" : "") + ", got x " + x.describe() +
                  ", x0 " + x0.describe() + ", model_output " + model_output.describe());
-  if (on_cuda(op, x, [&] {
-        k::cuda::denoise_step(desc, x.data<float>(), model_output.data<float>(), x0.data<float>(), x.data<float>(),
-                              x0.data<float>(), current_stream());
-      }))
-    return;
-  dispatch_cpu_float(op, x, [&](auto tag) {
-    using T = decltype(tag);
-    k::cpu::denoise_step<T>(desc, x.data<T>(), model_output.data<T>(), x0.data<T>(), x.data<T>(), x0.data<T>());
-  });
+  backend_for(op, x).denoise_step(desc, model_output, x, x0);
 }
 
 }  // namespace diffuse::ops

@@ -1,17 +1,19 @@
 // Dropout and the MSE training loss (kernels/loss.h). Dropout's backward regenerates the Philox
-// mask from (seed, offset) rather than saving it; mse_loss sends a gradient to pred only. CUDA f32
-// tensors take kernels/cuda/loss.cu (the same mask; a deterministic two-stage loss sum whose
-// backward reads the upstream grad on the device), CPU tensors the CPU twins.
+// mask from (seed, offset) rather than saving it; mse_loss sends a gradient to pred only. The
+// kernels are reached through the device seam (nn/dispatch.h); on CUDA (kernels/cuda/loss.cu) the
+// mask is the same, the loss sum a deterministic two-stage one, and its backward reads the
+// upstream grad on the device.
 #include "kernels/loss.h"
 
 #include "nn/autograd.h"
-#include "nn/cuda_dispatch.h"
+#include "nn/dispatch.h"
 #include "nn/op_checks.h"
 #include "nn/ops.h"
 
 namespace diffuse::ops {
 
 using namespace detail;
+using dispatch::backend_for;
 namespace k = diffuse::kernels;
 
 Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
@@ -26,21 +28,11 @@ Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
   d.seed = seed;
   d.offset = offset;
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  if (!on_cuda(op, x, [&] { k::cuda::dropout_apply(d, x.data<float>(), y.data<float>(), current_stream()); }))
-    dispatch_cpu_float(op, x, [&](auto t) {
-      using T = decltype(t);
-      k::cpu::dropout_apply<T>(d, x.data<T>(), y.data<T>());
-    });
+  backend_for(op, x).dropout_apply(d, x, y);
   if (any_requires_grad({&x})) {
     record(op, {&x}, {&y}, [d](const std::vector<Tensor>& g) {
       Tensor gx = Tensor::empty(g[0].shape(), g[0].dtype(), g[0].device());
-      if (!on_cuda("dropout backward", g[0], [&] {
-            k::cuda::dropout_apply(d, g[0].data<float>(), gx.data<float>(), current_stream());
-          }))
-        dispatch_cpu_float("dropout backward", g[0], [&](auto t) {
-          using T = decltype(t);
-          k::cpu::dropout_apply<T>(d, g[0].data<T>(), gx.data<T>());
-        });
+      backend_for("dropout backward", g[0]).dropout_apply(d, g[0], gx);
       return std::vector<Tensor>{gx};
     });
   }
@@ -61,33 +53,12 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target, const Tensor& weight) 
                  weight.describe());
   Tensor loss = Tensor::empty({}, pred.dtype(), pred.device());
   const double inv_numel = 1.0 / static_cast<double>(pred.numel());
-  if (!on_cuda(op, pred, [&] {
-        Tensor ws = device_scratch(k::cuda::mse_loss_workspace(d), DType::f64);
-        k::cuda::mse_loss(d, inv_numel, pred.data<float>(), target.data<float>(),
-                          weight.defined() ? weight.data<float>() : nullptr, loss.data<float>(), scratch_ptr<double>(ws),
-                          current_stream());
-      }))
-    dispatch_cpu_float(op, pred, [&](auto t) {
-      using T = decltype(t);
-      const T* w = weight.defined() ? weight.data<T>() : nullptr;
-      double total = k::cpu::mse_weighted_sum<T>(d, pred.data<T>(), target.data<T>(), w);
-      loss.data<T>()[0] = static_cast<T>(total * inv_numel);
-    });
+  backend_for(op, pred).mse_loss(d, inv_numel, pred, target, weight, loss);
   if (any_requires_grad({&pred})) {
     Tensor sp = pred.detach(), st = target.detach(), sw = weight.defined() ? weight.detach() : Tensor();
     record(op, {&pred}, {&loss}, [d, sp, st, sw, inv_numel](const std::vector<Tensor>& g) {
       Tensor gp = Tensor::empty(sp.shape(), sp.dtype(), sp.device());
-      if (on_cuda("mse_loss backward", sp, [&] {
-            k::cuda::mse_backward(d, 2.0 * inv_numel, g[0].data<float>(), sp.data<float>(), st.data<float>(),
-                                  sw.defined() ? sw.data<float>() : nullptr, gp.data<float>(), current_stream());
-          }))
-        return std::vector<Tensor>{gp};
-      dispatch_cpu_float("mse_loss backward", sp, [&](auto t) {
-        using T = decltype(t);
-        double coef = 2.0 * inv_numel * static_cast<double>(g[0].data<T>()[0]);
-        k::cpu::mse_backward<T>(d, coef, sp.data<T>(), st.data<T>(), sw.defined() ? sw.data<T>() : nullptr,
-                                gp.data<T>());
-      });
+      backend_for("mse_loss backward", sp).mse_backward(d, 2.0 * inv_numel, g[0], sp, st, sw, gp);
       return std::vector<Tensor>{gp};
     });
   }

@@ -1,16 +1,17 @@
 // Differentiable shape ops (kernels/shape.h): concat along the last dim, nearest 2x upsampling.
-// Both backward passes are kernels of their own (a split; a 2x2 sum), not compositions. CUDA f32
-// tensors take the kernels/cuda/shape.cu launchers, CPU tensors the CPU twins.
+// Both backward passes are kernels of their own (a split; a 2x2 sum), not compositions, reached
+// through the device seam (nn/dispatch.h).
 #include "kernels/shape.h"
 
 #include "nn/autograd.h"
-#include "nn/cuda_dispatch.h"
+#include "nn/dispatch.h"
 #include "nn/op_checks.h"
 #include "nn/ops.h"
 
 namespace diffuse::ops {
 
 using namespace detail;
+using dispatch::backend_for;
 namespace k = diffuse::kernels;
 
 Tensor concat_channels(const Tensor& a, const Tensor& b) {
@@ -29,27 +30,14 @@ Tensor concat_channels(const Tensor& a, const Tensor& b) {
   Shape out_shape = a.shape();
   out_shape.back() = d.ca + d.cb;
   Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
-  if (!on_cuda(op, a, [&] {
-        k::cuda::concat_last(d, a.data<float>(), b.data<float>(), out.data<float>(), current_stream());
-      }))
-    dispatch_cpu_float(op, a, [&](auto t) {
-      using T = decltype(t);
-      k::cpu::concat_last<T>(d, a.data<T>(), b.data<T>(), out.data<T>());
-    });
+  backend_for(op, a).concat_last(d, a, b, out);
   if (any_requires_grad({&a, &b})) {
     bool need_a = a.requires_grad(), need_b = b.requires_grad();
     Shape as = a.shape(), bs = b.shape();
     record(op, {&a, &b}, {&out}, [d, as, bs, need_a, need_b](const std::vector<Tensor>& g) {
       Tensor ga = need_a ? Tensor::empty(as, g[0].dtype(), g[0].device()) : Tensor();
       Tensor gb = need_b ? Tensor::empty(bs, g[0].dtype(), g[0].device()) : Tensor();
-      if (!on_cuda("concat_channels backward", g[0], [&] {
-            k::cuda::split_last(d, g[0].data<float>(), need_a ? ga.data<float>() : nullptr,
-                                need_b ? gb.data<float>() : nullptr, current_stream());
-          }))
-        dispatch_cpu_float("concat_channels backward", g[0], [&](auto t) {
-          using T = decltype(t);
-          k::cpu::split_last<T>(d, g[0].data<T>(), need_a ? ga.data<T>() : nullptr, need_b ? gb.data<T>() : nullptr);
-        });
+      backend_for("concat_channels backward", g[0]).split_last(d, g[0], ga, gb);
       return std::vector<Tensor>{ga, gb};
     });
   }
@@ -62,22 +50,12 @@ Tensor upsample_nearest2x(const Tensor& x) {
   check_rank(op, x, 4, "x (NHWC)");
   k::Upsample2xDesc d{x.dim(0), x.dim(1), x.dim(2), x.dim(3)};
   Tensor y = Tensor::empty({d.n, 2 * d.h, 2 * d.w, d.c}, x.dtype(), x.device());
-  if (!on_cuda(op, x, [&] { k::cuda::upsample_nearest2x(d, x.data<float>(), y.data<float>(), current_stream()); }))
-    dispatch_cpu_float(op, x, [&](auto t) {
-      using T = decltype(t);
-      k::cpu::upsample_nearest2x<T>(d, x.data<T>(), y.data<T>());
-    });
+  backend_for(op, x).upsample_nearest2x(d, x, y);
   if (any_requires_grad({&x})) {
     Shape xs = x.shape();
     record(op, {&x}, {&y}, [d, xs](const std::vector<Tensor>& g) {
       Tensor gx = Tensor::empty(xs, g[0].dtype(), g[0].device());
-      if (!on_cuda("upsample_nearest2x backward", g[0], [&] {
-            k::cuda::upsample_nearest2x_backward(d, g[0].data<float>(), gx.data<float>(), current_stream());
-          }))
-        dispatch_cpu_float("upsample_nearest2x backward", g[0], [&](auto t) {
-          using T = decltype(t);
-          k::cpu::upsample_nearest2x_backward<T>(d, g[0].data<T>(), gx.data<T>());
-        });
+      backend_for("upsample_nearest2x backward", g[0]).upsample_nearest2x_backward(d, g[0], gx);
       return std::vector<Tensor>{gx};
     });
   }

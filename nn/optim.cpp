@@ -1,16 +1,13 @@
 // AdamW, EMA and grad-norm clipping over parameter lists (see nn/optim.h). This file validates
-// the lists and builds the per-tensor entries; all arithmetic is in kernels/cpu/optim.cpp or, for
-// CUDA parameters (f32), kernels/cuda/optim.cu: the entries go to the device as one table in one
-// copy and each update is ONE launch over every tensor.
+// the lists and builds the per-tensor entries; all arithmetic is in the list's backend (nn/dispatch.h):
+// kernels/cpu/optim.cpp or, for CUDA parameters (f32), kernels/cuda/optim.cu, where the entries go
+// to the device as one table in one copy and each update is ONE launch over every tensor.
 #include "nn/optim.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
-#include <type_traits>
-
 #include "kernels/optim.h"
-#include "nn/device_context.h"
+#include "nn/dispatch.h"
 #include "nn/op_checks.h"
 
 namespace diffuse::optim {
@@ -57,75 +54,6 @@ void dispatch_list(const std::vector<Tensor>& params, Fn&& fn) {
   } else {
     fn(double{});
   }
-}
-
-#if DIFFUSE_WITH_CUDA
-// A multi-tensor table in device memory: the entries, then first_chunk, uploaded in one copy. The
-// tensor owns the memory; dropping it right after the launch is safe because all work is ordered
-// on current_stream().
-template <typename Entry>
-struct DeviceTable {
-  static_assert(std::is_trivially_copyable_v<Entry> && alignof(Entry) <= alignof(int64_t));
-  Tensor storage;
-  k::MultiTensorTable<Entry> table;
-
-  explicit DeviceTable(const std::vector<Entry>& entries) {
-    const int64_t count = static_cast<int64_t>(entries.size());
-    const std::vector<int64_t> first = k::chunk_offsets(entries.data(), count);
-    const size_t entry_bytes = entries.size() * sizeof(Entry), entry_words = (entry_bytes + 7) / 8;
-    Tensor host = Tensor::empty({static_cast<int64_t>(entry_words + first.size())}, DType::i64, Device::cpu);
-    int64_t* h = host.data<int64_t>();
-    if (entry_bytes) std::memcpy(h, entries.data(), entry_bytes);
-    std::memcpy(h + entry_words, first.data(), first.size() * sizeof(int64_t));
-    storage = host.to(Device::cuda);
-    const int64_t* d = storage.data<int64_t>();
-    table.entries = reinterpret_cast<const Entry*>(d);
-    table.first_chunk = d + entry_words;
-    table.count = count;
-    table.chunks = first.back();
-  }
-};
-#endif
-
-// The kernels for the list's device: the CPU twin, or one CUDA launch (f32: check_params).
-template <typename T>
-void run_adamw(Device device, const k::AdamWHyper& h, const std::vector<k::OptimEntry<T>>& entries) {
-  if (device == Device::cpu) return k::cpu::adamw_ema_step<T>(h, entries.data(), static_cast<int64_t>(entries.size()));
-#if DIFFUSE_WITH_CUDA
-  if constexpr (std::is_same_v<T, float>) {
-    DeviceTable<k::OptimEntry<float>> t(entries);
-    return k::cuda::adamw_ema_step(h, t.table, current_stream());
-  }
-#endif
-  ops::detail::no_cuda_path("AdamW/EMA");
-}
-
-template <typename T>
-double run_sum_of_squares(Device device, const std::vector<k::Span<const T>>& spans) {
-  if (device == Device::cpu) return k::cpu::sum_of_squares<T>(spans.data(), static_cast<int64_t>(spans.size()));
-#if DIFFUSE_WITH_CUDA
-  if constexpr (std::is_same_v<T, float>) {
-    DeviceTable<k::Span<const float>> t(spans);
-    Tensor partials = Tensor::empty({t.table.chunks}, DType::f64, Device::cuda);
-    Tensor out = Tensor::empty({1}, DType::f64, Device::cuda);
-    k::cuda::sum_of_squares(t.table, t.table.chunks ? partials.data<double>() : nullptr, out.data<double>(),
-                            current_stream());
-    return out.item();  // the caller wants the norm on the host: this waits for the stream
-  }
-#endif
-  ops::detail::no_cuda_path("grad_norm");
-}
-
-template <typename T>
-void run_scale_all(Device device, const std::vector<k::Span<T>>& spans, double factor) {
-  if (device == Device::cpu) return k::cpu::scale_all<T>(spans.data(), static_cast<int64_t>(spans.size()), factor);
-#if DIFFUSE_WITH_CUDA
-  if constexpr (std::is_same_v<T, float>) {
-    DeviceTable<k::Span<float>> t(spans);
-    return k::cuda::scale_all(t.table, factor, current_stream());
-  }
-#endif
-  ops::detail::no_cuda_path("clip_grad_norm");
 }
 
 }  // namespace
@@ -185,7 +113,7 @@ void EMA::update(const std::vector<Tensor>& params) {
       e.n = params[i].numel();
       entries.push_back(e);
     }
-    run_adamw<T>(params[0].device(), h, entries);
+    dispatch::backend_for("AdamW/EMA", params[0].device()).adamw_ema_step(h, entries);
   });
   for (size_t i = 0; i < params.size(); ++i)
     if (!params[i].requires_grad()) shadow_[i].copy_from(params[i]);
@@ -249,7 +177,7 @@ void AdamW::step(double lr, EMA* ema) {
       if (averaged) e.ema = ema->shadow_[i].data<T>();
       entries.push_back(e);
     }
-    run_adamw<T>(params_[0].device(), h, entries);
+    dispatch::backend_for("AdamW/EMA", params_[0].device()).adamw_ema_step(h, entries);
   });
   if (ema)
     for (size_t i = 0; i < params_.size(); ++i)
@@ -279,7 +207,7 @@ double grad_norm(const std::vector<Tensor>& params) {
       Tensor g = grad_of("grad_norm", params, i);
       if (g.defined()) spans.push_back({g.data<T>(), g.numel()});
     }
-    total = run_sum_of_squares<T>(params[0].device(), spans);
+    total = dispatch::backend_for("grad_norm", params[0].device()).sum_of_squares(spans);
   });
   return std::sqrt(total);
 }
@@ -296,7 +224,7 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
         Tensor g = p.grad();
         if (g.defined()) spans.push_back({g.data<T>(), g.numel()});
       }
-      run_scale_all<T>(params[0].device(), spans, coef);
+      dispatch::backend_for("clip_grad_norm", params[0].device()).scale_all(spans, coef);
     });
   }
   return norm;

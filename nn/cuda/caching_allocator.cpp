@@ -21,13 +21,15 @@
 #include <vector>
 
 #include "diffuse/error.h"
-#include "nn/cuda/check.h"
-#include "nn/cuda/handles.h"
+#include "kernels/cuda_status.h"
+#include "nn/device_context.h"
 #include "nn/runtime.h"
 
 namespace diffuse::cuda {
 
 namespace {
+
+cudaStream_t stream() { return static_cast<cudaStream_t>(current_stream()); }
 
 constexpr size_t kSmallLimit = size_t(1) << 20;  // blocks up to 1 MiB are "small"
 constexpr size_t kSmallStep = 512;
@@ -214,7 +216,7 @@ CachingAllocator& instance() {
 }
 
 // Registered by the allocator's constructor. Process-lifetime buffers (the cuBLAS workspace, the
-// GEMM ones vectors) are static DeviceBuffer objects constructed after the allocator, so their
+// GEMM ones vectors in kernels/cuda/) are static buffers constructed after the allocator, so their
 // destructors run before this (static destruction and atexit handlers interleave in reverse
 // order of construction/registration) and their blocks are in the cache by now.
 void teardown_at_exit() { instance().teardown(); }
@@ -230,6 +232,13 @@ Allocator& caching_allocator() { return instance(); }
 AllocatorStats allocator_stats() { return instance().stats(); }
 void reset_peak_allocated() { instance().reset_peak(); }
 void empty_cache() { instance().empty(); }
+
+const kernels::cuda::DeviceMemory& device_memory() {
+  static const kernels::cuda::DeviceMemory memory{[](size_t bytes) { return instance().allocate(bytes); },
+                                                  [](void* ptr, size_t bytes) { instance().deallocate(ptr, bytes); },
+                                                  [] { instance().empty(); }};
+  return memory;
+}
 
 DeviceBuffer::DeviceBuffer(size_t bytes) : ptr_(instance().allocate(bytes)), bytes_(bytes) {}
 DeviceBuffer::~DeviceBuffer() { release(); }

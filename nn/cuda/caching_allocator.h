@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/gemm.h"
 #include "nn/allocator.h"
 
 namespace diffuse::cuda {
@@ -32,7 +33,11 @@ void empty_cache();
 // above (exposed for tests).
 size_t allocator_round_size(size_t bytes);
 
-// Scratch device memory (cuBLAS/cuDNN workspaces, padded copies) from the caching allocator,
+// The caching allocator as the device-memory provider of the library-backed kernel families
+// (kernels/gemm.h's DeviceMemory: cuBLAS/cuDNN workspaces, padded copies, the GEMM ones vectors).
+const kernels::cuda::DeviceMemory& device_memory();
+
+// Scratch device memory from the caching allocator,
 // returned to it when the buffer goes out of scope. Work queued on the stream that uses it stays
 // safe: the block is only reused by later work on the same stream.
 class DeviceBuffer {

@@ -1,9 +1,9 @@
-// CUDA build of device_context.h: one non-blocking stream, created on first use and kept for the
+// CUDA build of device_context.h (the device seam's stream, nn/dispatch.h): one non-blocking stream, created on first use and kept for the
 // life of the process (kernels, cuBLAS and cuDNN all queue on it, so their order is the program
 // order without extra synchronisation).
 #include <cuda_runtime.h>
 
-#include "nn/cuda/check.h"
+#include "kernels/cuda_status.h"
 #include "nn/device_context.h"
 #include "nn/runtime.h"
 

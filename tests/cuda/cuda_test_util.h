@@ -1,5 +1,7 @@
 // Helpers shared by the `cuda` tests (the skip guard is support/cuda_guard.h's
-// DIFFUSE_CUDA_TEST_GUARD): raw device buffers, NaN-filled device tensors and error measures.
+// DIFFUSE_CUDA_TEST_GUARD): raw device buffers, NaN-filled device tensors, error measures, and the
+// library-backed kernel launchers (kernels/conv2d.h, kernels/linear.h, kernels/gemm.h) called on
+// CUDA tensors with nn's caching allocator and stream, as nn's CUDA backend calls them.
 #pragma once
 #include <catch2/catch.hpp>
 
@@ -7,6 +9,10 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/conv2d.h"
+#include "kernels/linear.h"
+#include "nn/cuda/caching_allocator.h"
+#include "nn/device_context.h"
 #include "nn/tensor.h"
 #include "support/cuda_guard.h"
 
@@ -71,6 +77,33 @@ inline double max_scaled_error(const Tensor& a, const Tensor& b) {
     worst = std::max(worst, d);
   }
   return worst / peak;
+}
+
+// ---- the library-backed launchers on CUDA tensors (undefined outputs: not wanted) ----
+inline kernels::DenseType dense_type_of(const Tensor& t) {
+  return t.dtype() == DType::bf16 ? kernels::DenseType::bf16 : kernels::DenseType::f32;
+}
+inline void* raw_or_null(const Tensor& t) { return t.defined() ? t.raw() : nullptr; }
+
+inline void conv2d_forward(const kernels::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
+                           const Tensor& y) {
+  kernels::cuda::conv2d_forward(d, dense_type_of(x), x.raw(), w.raw(), raw_or_null(bias), y.raw(),
+                                cuda::device_memory(), current_stream());
+}
+inline void conv2d_backward(const kernels::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy,
+                            const Tensor& dx, const Tensor& dw, const Tensor& dbias) {
+  kernels::cuda::conv2d_backward(d, dense_type_of(x), x.raw(), w.raw(), dy.raw(), raw_or_null(dx), raw_or_null(dw),
+                                 raw_or_null(dbias), cuda::device_memory(), current_stream());
+}
+inline void linear_forward(const kernels::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
+                           const Tensor& y) {
+  kernels::cuda::linear_forward(d, dense_type_of(x), x.raw(), w.raw(), raw_or_null(bias), y.raw(),
+                                cuda::device_memory(), current_stream());
+}
+inline void linear_backward(const kernels::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy,
+                            const Tensor& dx, const Tensor& dw, const Tensor& dbias) {
+  kernels::cuda::linear_backward(d, dense_type_of(x), x.raw(), w.raw(), dy.raw(), raw_or_null(dx), raw_or_null(dw),
+                                 raw_or_null(dbias), cuda::device_memory(), current_stream());
 }
 
 }  // namespace diffuse::test

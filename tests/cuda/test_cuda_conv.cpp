@@ -1,4 +1,4 @@
-// conv2d on a CUDA device (cuDNN, nn/cuda/conv.h; a GPU or the emulated device) against the CPU
+// conv2d on a CUDA device (cuDNN, kernels/cuda/conv2d.cpp; a GPU or the emulated device) against the CPU
 // implementation in f64: forward and all three gradients into NaN-poisoned outputs, f32 (no TF32:
 // 2e-4) and bf16 (1e-2 of the tensor's scale), including diffusers' stride-2 (0, 1, 0, 1)
 // downsample; the algorithm search runs once per shape; the op and its autograd node dispatch to
@@ -8,8 +8,6 @@
 #include "cuda_test_util.h"
 #include "kernels/conv2d.h"
 #include "nn/autograd.h"
-#include "nn/cuda/blas.h"
-#include "nn/cuda/conv.h"
 #include "nn/ops.h"
 #include "support/gradcheck.h"
 
@@ -72,18 +70,18 @@ void check_case(const Case& c, DType dt, double tol) {
 
   Tensor xd = x.to(Device::cuda), wd = w.to(Device::cuda), bd = b.to(Device::cuda), dyd = dy.to(Device::cuda);
   Tensor y = test::nan_cuda(y_shape, dt);
-  cuda::conv2d_forward(d, xd, wd, bd, y);
+  test::conv2d_forward(d, xd, wd, bd, y);
   CHECK(error(y, ref.y, dt) < tol);
 
   Tensor dx = test::nan_cuda(c.x, dt), dw = test::nan_cuda(c.w, dt), db = test::nan_cuda({d.cout}, dt);
-  cuda::conv2d_backward(d, xd, wd, dyd, dx, dw, db);
+  test::conv2d_backward(d, xd, wd, dyd, dx, dw, db);
   CHECK(error(dx, ref.dx, dt) < tol);
   CHECK(error(dw, ref.dw, dt) < tol);
   CHECK(error(db, ref.db, dt) < tol);
 
   // Only some gradients wanted: the others stay untouched.
   Tensor dw_only = test::nan_cuda(c.w, dt);
-  cuda::conv2d_backward(d, xd, wd, dyd, Tensor(), dw_only, Tensor());
+  test::conv2d_backward(d, xd, wd, dyd, Tensor(), dw_only, Tensor());
   CHECK(error(dw_only, ref.dw, dt) < tol);
 }
 
@@ -91,7 +89,7 @@ void check_case(const Case& c, DType dt, double tol) {
 
 TEST_CASE("cuDNN conv2d f32 matches the CPU, forward and backward", "[cuda][conv2d]") {
   DIFFUSE_CUDA_TEST_GUARD();
-  REQUIRE_FALSE(cuda::allow_tf32());
+  REQUIRE_FALSE(k::cuda::allow_tf32());
   for (const Case& c : kCases) check_case(c, DType::f32, 2e-4);
 }
 
@@ -102,14 +100,14 @@ TEST_CASE("cuDNN conv2d bf16 (f32 compute) matches the CPU to bf16 rounding", "[
 
 TEST_CASE("cuDNN conv2d with TF32 allowed stays within TF32 rounding", "[cuda][conv2d]") {
   DIFFUSE_CUDA_TEST_GUARD();
-  cuda::set_allow_tf32(true);
+  k::cuda::set_allow_tf32(true);
   try {
     check_case(kCases[1], DType::f32, 1e-2);
   } catch (...) {
-    cuda::set_allow_tf32(false);
+    k::cuda::set_allow_tf32(false);
     throw;
   }
-  cuda::set_allow_tf32(false);
+  k::cuda::set_allow_tf32(false);
 }
 
 TEST_CASE("the conv algorithm search runs once per shape and direction", "[cuda][conv2d]") {
@@ -118,13 +116,13 @@ TEST_CASE("the conv algorithm search runs once per shape and direction", "[cuda]
   Tensor x = Tensor::randn({1, 9, 9, 5}, 1).to(Device::cuda), w = Tensor::randn({6, 3, 3, 5}, 2).to(Device::cuda);
   Tensor y = Tensor::empty({1, 4, 4, 6}, DType::f32, Device::cuda);
   Tensor dx = Tensor::empty(x.shape(), DType::f32, Device::cuda), dw = Tensor::empty(w.shape(), DType::f32, Device::cuda);
-  const int before = cuda::conv_algorithm_searches();
-  cuda::conv2d_forward(d, x, w, Tensor(), y);
-  cuda::conv2d_backward(d, x, w, y, dx, dw, Tensor());
-  CHECK(cuda::conv_algorithm_searches() == before + 3);
-  cuda::conv2d_forward(d, x, w, Tensor(), y);
-  cuda::conv2d_backward(d, x, w, y, dx, dw, Tensor());
-  CHECK(cuda::conv_algorithm_searches() == before + 3);
+  const int before = k::cuda::conv_algorithm_searches();
+  test::conv2d_forward(d, x, w, Tensor(), y);
+  test::conv2d_backward(d, x, w, y, dx, dw, Tensor());
+  CHECK(k::cuda::conv_algorithm_searches() == before + 3);
+  test::conv2d_forward(d, x, w, Tensor(), y);
+  test::conv2d_backward(d, x, w, y, dx, dw, Tensor());
+  CHECK(k::cuda::conv_algorithm_searches() == before + 3);
 }
 
 TEST_CASE("ops::conv2d on CUDA tensors runs forward and its backward node on the device", "[cuda][conv2d]") {

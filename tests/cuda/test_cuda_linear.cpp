@@ -1,4 +1,4 @@
-// linear on a CUDA device (cuBLAS / cuBLASLt, nn/cuda/blas.h; a GPU or the emulated device) against
+// linear on a CUDA device (cuBLAS / cuBLASLt, kernels/cuda/linear.cpp; a GPU or the emulated device) against
 // the CPU implementation in f64: forward through both the cuBLASLt bias epilogue and the GEMM +
 // bias-add path, backward (dx, dw, dbias) into NaN-poisoned outputs, f32 (no TF32: 2e-4) and bf16
 // (1e-2 of the tensor's scale), an input view at an odd offset, the row-major GEMM helper with
@@ -9,7 +9,6 @@
 #include "cuda_test_util.h"
 #include "kernels/linear.h"
 #include "nn/autograd.h"
-#include "nn/cuda/blas.h"
 #include "nn/cuda/caching_allocator.h"
 #include "nn/ops.h"
 #include "support/gradcheck.h"
@@ -51,16 +50,16 @@ void check_linear(int64_t rows, int64_t in, int64_t out, DType dt, bool use_lt, 
 
   Tensor xd = x_all.to(Device::cuda).slice0(offset_view ? 1 : 0, offset_view ? rows + 1 : rows);
   Tensor wd = w.to(Device::cuda), bd = b.to(Device::cuda), dyd = dy.to(Device::cuda);
-  cuda::set_linear_use_lt(use_lt);
+  kernels::cuda::set_linear_use_lt(use_lt);
   Tensor y = test::nan_cuda({rows, out}, dt), y_nobias = test::nan_cuda({rows, out}, dt);
   try {
-    cuda::linear_forward(d, xd, wd, bd, y);
-    cuda::linear_forward(d, xd, wd, Tensor(), y_nobias);
+    test::linear_forward(d, xd, wd, bd, y);
+    test::linear_forward(d, xd, wd, Tensor(), y_nobias);
   } catch (...) {
-    cuda::set_linear_use_lt(true);
+    kernels::cuda::set_linear_use_lt(true);
     throw;
   }
-  cuda::set_linear_use_lt(true);
+  kernels::cuda::set_linear_use_lt(true);
   CHECK(error(y, ref.y, dt) < tol);
   // Without bias: y - b.
   std::vector<double> yv = ref.y.to_vector(), bv = b.to_vector();
@@ -68,7 +67,7 @@ void check_linear(int64_t rows, int64_t in, int64_t out, DType dt, bool use_lt, 
   CHECK(error(y_nobias, Tensor::from(yv, {rows, out}, DType::f64), dt) < tol);
 
   Tensor dx = test::nan_cuda({rows, in}, dt), dw = test::nan_cuda({out, in}, dt), db = test::nan_cuda({out}, dt);
-  cuda::linear_backward(d, xd, wd, dyd, dx, dw, db);
+  test::linear_backward(d, xd, wd, dyd, dx, dw, db);
   CHECK(error(dx, ref.dx, dt) < tol);
   CHECK(error(dw, ref.dw, dt) < tol);
   CHECK(error(db, ref.db, dt) < tol);
@@ -78,7 +77,7 @@ void check_linear(int64_t rows, int64_t in, int64_t out, DType dt, bool use_lt, 
 
 TEST_CASE("cuBLAS linear f32 matches the CPU, forward and backward", "[cuda][linear]") {
   DIFFUSE_CUDA_TEST_GUARD();
-  REQUIRE_FALSE(cuda::allow_tf32());
+  REQUIRE_FALSE(kernels::cuda::allow_tf32());
   for (bool lt : {true, false}) {
     check_linear(7, 5, 3, DType::f32, lt, false, 2e-4);
     check_linear(37, 64, 96, DType::f32, lt, false, 2e-4);
@@ -97,14 +96,14 @@ TEST_CASE("cuBLAS linear bf16 (f32 accumulation) matches the CPU to bf16 roundin
 
 TEST_CASE("cuBLAS linear with TF32 allowed stays within TF32 rounding", "[cuda][linear]") {
   DIFFUSE_CUDA_TEST_GUARD();
-  cuda::set_allow_tf32(true);
+  kernels::cuda::set_allow_tf32(true);
   try {
     check_linear(37, 64, 96, DType::f32, true, false, 1e-2);
   } catch (...) {
-    cuda::set_allow_tf32(false);
+    kernels::cuda::set_allow_tf32(false);
     throw;
   }
-  cuda::set_allow_tf32(false);
+  kernels::cuda::set_allow_tf32(false);
 }
 
 TEST_CASE("the row-major cuBLAS GEMM helper handles every transpose combination", "[cuda][linear]") {
@@ -125,7 +124,8 @@ TEST_CASE("the row-major cuBLAS GEMM helper handles every transpose combination"
           want[i * n + j] = 2.0 * acc + 0.5 * cv[i * n + j];
         }
       Tensor ad = a.to(Device::cuda), bd = b.to(Device::cuda), cd = c0.to(Device::cuda);
-      cuda::gemm(DType::f32, ta, tb, m, n, kk, 2.0f, ad.raw(), ta ? m : kk, bd.raw(), tb ? kk : n, 0.5f, cd.raw(), n);
+      kernels::cuda::gemm(kernels::DenseType::f32, ta, tb, m, n, kk, 2.0f, ad.raw(), ta ? m : kk, bd.raw(), tb ? kk : n,
+                          0.5f, cd.raw(), n, cuda::device_memory(), current_stream());
       CHECK(test::max_rel_error(cd, Tensor::from(want, {m, n}, DType::f64)) < 1e-5);
     }
 }

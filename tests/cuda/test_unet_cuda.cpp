@@ -20,7 +20,7 @@
 
 #include "engine/q_sample.h"
 #include "engine/schedule.h"
-#include "nn/cuda/blas.h"
+#include "kernels/gemm.h"
 #include "nn/cuda/caching_allocator.h"
 #include "nn/device_context.h"
 #include "nn/ops.h"
@@ -59,7 +59,7 @@ void build_pair(UNet2D& cpu, UNet2D& gpu) {
 // Compares forward and backward of the pair on a batch of `batch` images of config.sample_size.
 void check_unet(const std::string& name, UNet2DConfig config, bool training, int64_t batch = 2) {
   INFO("UNet " << name);
-  cuda::set_allow_tf32(false);
+  kernels::cuda::set_allow_tf32(false);
   UNet2D cpu(config, 11), gpu(config, 12);
   build_pair(cpu, gpu);
   for (UNet2D* m : {&cpu, &gpu}) {

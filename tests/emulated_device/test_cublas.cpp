@@ -20,7 +20,9 @@
 
 #include "diffuse/error.h"
 #include "kernels/bf16.h"
-#include "nn/cuda/blas.h"
+#include "kernels/gemm.h"
+#include "nn/cuda/caching_allocator.h"
+#include "nn/device_context.h"
 
 namespace {
 
@@ -472,14 +474,15 @@ TEST_CASE("cublasGemmEx argument checks return the documented statuses and leave
   CHECK(std::string(cublasGetStatusString(CUBLAS_STATUS_SUCCESS)).size() > 0);
 }
 
-TEST_CASE("planted bug: nn/cuda's GEMM with a bad leading dimension is a diffuse::Error naming cuBLAS's status",
+TEST_CASE("planted bug: kernels/cuda's GEMM with a bad leading dimension is a diffuse::Error naming cuBLAS's status",
           "[cuda][emulated]") {
   // Row-major c[2, 3] = a[2, 4] · b[4, 3] with lda = 3 < 4: cuBLAS sees ldb = 3 < k.
   Device a(2 * 4 * 4), b(4 * 3 * 4), c(2 * 3 * 4);
   upload(a.p, random_floats(8, 21));
   upload(b.p, random_floats(12, 22));
   try {
-    diffuse::cuda::gemm(diffuse::DType::f32, false, false, 2, 3, 4, 1.0f, a.p, 3, b.p, 3, 0.0f, c.p, 3);
+    diffuse::kernels::cuda::gemm(diffuse::kernels::DenseType::f32, false, false, 2, 3, 4, 1.0f, a.p, 3, b.p, 3, 0.0f,
+                                 c.p, 3, diffuse::cuda::device_memory(), diffuse::current_stream());
     FAIL("a GEMM with lda < k was accepted");
   } catch (const diffuse::Error& e) {
     const std::string what = e.what();

@@ -1,0 +1,278 @@
+// The CPU backend of nn/dispatch.h: every entry runs the kernels/cpu twin on host memory, in f32
+// or f64 (f64 for the finite-difference checks). Device selection lives in backend_for, also
+// here because it is the one piece every build has.
+#include "nn/dispatch.h"
+
+namespace diffuse::dispatch {
+
+namespace k = diffuse::kernels;
+namespace cpu = diffuse::kernels::cpu;
+
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  void binary(k::BinaryOp op, const k::BroadcastDesc& d, const Tensor& a, const Tensor& b,
+              const Tensor& out) const override {
+    with_float_type("binary", a, [&](auto t) {
+      using T = decltype(t);
+      cpu::binary<T>(op, d, a.data<T>(), b.data<T>(), out.data<T>());
+    });
+  }
+  void reduce_to_broadcast(const k::BroadcastDesc& d, const Tensor& g, const Tensor& w,
+                           const Tensor& out) const override {
+    with_float_type("reduce", g, [&](auto t) {
+      using T = decltype(t);
+      cpu::reduce_to_broadcast<T>(d, g.data<T>(), data_or_null<T>(w), out.data<T>());
+    });
+  }
+  void scale(double s, const Tensor& x, const Tensor& out) const override {
+    with_float_type("scale", x, [&](auto t) {
+      using T = decltype(t);
+      cpu::scale<T>(x.numel(), static_cast<T>(s), x.data<T>(), out.data<T>());
+    });
+  }
+  void silu_forward(const Tensor& x, const Tensor& y) const override {
+    with_float_type("silu", x, [&](auto t) {
+      using T = decltype(t);
+      cpu::silu_forward<T>(x.numel(), x.data<T>(), y.data<T>());
+    });
+  }
+  void silu_backward(const Tensor& x, const Tensor& dy, const Tensor& dx) const override {
+    with_float_type("silu backward", x, [&](auto t) {
+      using T = decltype(t);
+      cpu::silu_backward<T>(x.numel(), x.data<T>(), dy.data<T>(), dx.data<T>());
+    });
+  }
+  void sum(const Tensor& x, const Tensor& out) const override {
+    with_float_type("sum", x, [&](auto t) {
+      using T = decltype(t);
+      out.data<T>()[0] = cpu::sum<T>(x.numel(), x.data<T>());
+    });
+  }
+  void fill(const Tensor& value, const Tensor& out) const override {
+    with_float_type("fill", out, [&](auto t) {
+      using T = decltype(t);
+      cpu::fill<T>(out.numel(), value.data<T>()[0], out.data<T>());
+    });
+  }
+
+  void embedding_forward(const k::EmbeddingDesc& d, const Tensor& table, const Tensor& index,
+                         const Tensor& out) const override {
+    with_index_type("embedding", index, [&](auto i) {
+      using I = decltype(i);
+      with_float_type("embedding", table, [&](auto t) {
+        using T = decltype(t);
+        cpu::embedding_forward<T, I>(d, table.data<T>(), index.data<I>(), out.data<T>());
+      });
+    });
+  }
+  void embedding_backward(const k::EmbeddingDesc& d, const Tensor& index, const Tensor& dy,
+                          const Tensor& dtable) const override {
+    with_index_type("embedding backward", index, [&](auto i) {
+      using I = decltype(i);
+      with_float_type("embedding backward", dy, [&](auto t) {
+        using T = decltype(t);
+        cpu::embedding_backward<T, I>(d, index.data<I>(), dy.data<T>(), dtable.data<T>());
+      });
+    });
+  }
+
+  void dropout_apply(const k::DropoutDesc& d, const Tensor& x, const Tensor& y) const override {
+    with_float_type("dropout", x, [&](auto t) {
+      using T = decltype(t);
+      cpu::dropout_apply<T>(d, x.data<T>(), y.data<T>());
+    });
+  }
+  void mse_loss(const k::MseDesc& d, double inv_numel, const Tensor& pred, const Tensor& target, const Tensor& weight,
+                const Tensor& loss) const override {
+    with_float_type("mse_loss", pred, [&](auto t) {
+      using T = decltype(t);
+      const double total = cpu::mse_weighted_sum<T>(d, pred.data<T>(), target.data<T>(), data_or_null<T>(weight));
+      loss.data<T>()[0] = static_cast<T>(total * inv_numel);
+    });
+  }
+  void mse_backward(const k::MseDesc& d, double coef, const Tensor& dloss, const Tensor& pred, const Tensor& target,
+                    const Tensor& weight, const Tensor& dpred) const override {
+    with_float_type("mse_loss backward", pred, [&](auto t) {
+      using T = decltype(t);
+      const double c = coef * static_cast<double>(dloss.data<T>()[0]);
+      cpu::mse_backward<T>(d, c, pred.data<T>(), target.data<T>(), data_or_null<T>(weight), dpred.data<T>());
+    });
+  }
+
+  void concat_last(const k::ConcatDesc& d, const Tensor& a, const Tensor& b, const Tensor& out) const override {
+    with_float_type("concat_channels", a, [&](auto t) {
+      using T = decltype(t);
+      cpu::concat_last<T>(d, a.data<T>(), b.data<T>(), out.data<T>());
+    });
+  }
+  void split_last(const k::ConcatDesc& d, const Tensor& g, const Tensor& ga, const Tensor& gb) const override {
+    with_float_type("concat_channels backward", g, [&](auto t) {
+      using T = decltype(t);
+      cpu::split_last<T>(d, g.data<T>(), data_or_null<T>(ga), data_or_null<T>(gb));
+    });
+  }
+  void upsample_nearest2x(const k::Upsample2xDesc& d, const Tensor& x, const Tensor& y) const override {
+    with_float_type("upsample_nearest2x", x, [&](auto t) {
+      using T = decltype(t);
+      cpu::upsample_nearest2x<T>(d, x.data<T>(), y.data<T>());
+    });
+  }
+  void upsample_nearest2x_backward(const k::Upsample2xDesc& d, const Tensor& dy, const Tensor& dx) const override {
+    with_float_type("upsample_nearest2x backward", dy, [&](auto t) {
+      using T = decltype(t);
+      cpu::upsample_nearest2x_backward<T>(d, dy.data<T>(), dx.data<T>());
+    });
+  }
+
+  void q_sample(const k::QSampleDesc& d, const Tensor& x0, const Tensor& sqrt_ab, const Tensor& sqrt_1mab,
+                const Tensor& x_t, const Tensor& target) const override {
+    cpu::q_sample(d, x0.data<float>(), sqrt_ab.data<float>(), sqrt_1mab.data<float>(), x_t.data<float>(),
+                  target.data<float>());
+  }
+  void denoise_step(const k::DenoiseStepDesc& d, const Tensor& model_output, const Tensor& x,
+                    const Tensor& x0) const override {
+    with_float_type("denoise_step", x, [&](auto t) {
+      using T = decltype(t);
+      cpu::denoise_step<T>(d, x.data<T>(), model_output.data<T>(), x0.data<T>(), x.data<T>(), x0.data<T>());
+    });
+  }
+
+  void group_norm_forward(const k::GroupNormDesc& d, const Tensor& x, const Tensor& add_nc, const Tensor& gamma,
+                          const Tensor& beta, const Tensor& y, const Tensor& mean, const Tensor& rstd) const override {
+    with_float_type("group_norm", x, [&](auto t) {
+      using T = decltype(t);
+      cpu::group_norm_forward<T>(d, x.data<T>(), data_or_null<T>(add_nc), gamma.data<T>(), beta.data<T>(),
+                                 y.data<T>(), mean.data<double>(), rstd.data<double>());
+    });
+  }
+  void group_norm_backward(const k::GroupNormDesc& d, const Tensor& x, const Tensor& add_nc, const Tensor& gamma,
+                           const Tensor& beta, const Tensor& mean, const Tensor& rstd, const Tensor& dy,
+                           const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta,
+                           const Tensor& dadd_nc) const override {
+    with_float_type("group_norm", x, [&](auto t) {
+      using T = decltype(t);
+      cpu::group_norm_backward<T>(d, x.data<T>(), data_or_null<T>(add_nc), gamma.data<T>(), beta.data<T>(),
+                                  mean.data<double>(), rstd.data<double>(), dy.data<T>(), dx.data<T>(),
+                                  data_or_null<T>(dgamma), data_or_null<T>(dbeta), data_or_null<T>(dadd_nc));
+    });
+  }
+
+  bool attention_takes_head_dim(int64_t) const override { return true; }
+  bool attention_keeps_lse() const override { return false; }
+  void attention_forward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v,
+                         const Tensor& out, const Tensor&) const override {
+    with_float_type("attention", q, [&](auto t) {
+      using T = decltype(t);
+      cpu::attention_forward<T>(d, q.data<T>(), kt.data<T>(), v.data<T>(), out.data<T>());
+    });
+  }
+  void attention_backward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v,
+                          const Tensor& out, const Tensor&, const Tensor& dout, const Tensor& dq, const Tensor& dk,
+                          const Tensor& dv) const override {
+    with_float_type("attention", q, [&](auto t) {
+      using T = decltype(t);
+      cpu::attention_backward<T>(d, q.data<T>(), kt.data<T>(), v.data<T>(), out.data<T>(), dout.data<T>(),
+                                 data_or_null<T>(dq), data_or_null<T>(dk), data_or_null<T>(dv));
+    });
+  }
+
+  void conv2d_forward(const k::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
+                      const Tensor& y) const override {
+    with_float_type("conv2d", x, [&](auto t) {
+      using T = decltype(t);
+      cpu::conv2d_forward<T>(d, x.data<T>(), w.data<T>(), data_or_null<T>(bias), y.data<T>());
+    });
+  }
+  void conv2d_backward(const k::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx,
+                       const Tensor& dw, const Tensor& dbias) const override {
+    with_float_type("conv2d", x, [&](auto t) {
+      using T = decltype(t);
+      cpu::conv2d_backward<T>(d, x.data<T>(), w.data<T>(), dy.data<T>(), data_or_null<T>(dx), data_or_null<T>(dw),
+                              data_or_null<T>(dbias));
+    });
+  }
+  void linear_forward(const k::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
+                      const Tensor& y) const override {
+    with_float_type("linear", x, [&](auto t) {
+      using T = decltype(t);
+      cpu::linear_forward<T>(d, x.data<T>(), w.data<T>(), data_or_null<T>(bias), y.data<T>());
+    });
+  }
+  void linear_backward(const k::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx,
+                       const Tensor& dw, const Tensor& dbias) const override {
+    with_float_type("linear", x, [&](auto t) {
+      using T = decltype(t);
+      cpu::linear_backward<T>(d, x.data<T>(), w.data<T>(), dy.data<T>(), data_or_null<T>(dx), data_or_null<T>(dw),
+                              data_or_null<T>(dbias));
+    });
+  }
+
+  void adamw_ema_step(const k::AdamWHyper& h, const std::vector<k::OptimEntry<float>>& e) const override {
+    cpu::adamw_ema_step<float>(h, e.data(), static_cast<int64_t>(e.size()));
+  }
+  void adamw_ema_step(const k::AdamWHyper& h, const std::vector<k::OptimEntry<double>>& e) const override {
+    cpu::adamw_ema_step<double>(h, e.data(), static_cast<int64_t>(e.size()));
+  }
+  double sum_of_squares(const std::vector<k::Span<const float>>& spans) const override {
+    return cpu::sum_of_squares<float>(spans.data(), static_cast<int64_t>(spans.size()));
+  }
+  double sum_of_squares(const std::vector<k::Span<const double>>& spans) const override {
+    return cpu::sum_of_squares<double>(spans.data(), static_cast<int64_t>(spans.size()));
+  }
+  void scale_all(const std::vector<k::Span<float>>& spans, double factor) const override {
+    cpu::scale_all<float>(spans.data(), static_cast<int64_t>(spans.size()), factor);
+  }
+  void scale_all(const std::vector<k::Span<double>>& spans, double factor) const override {
+    cpu::scale_all<double>(spans.data(), static_cast<int64_t>(spans.size()), factor);
+  }
+};
+
+}  // namespace
+
+BadIndex first_index_out_of_range(const char* op, const Tensor& host_index, int64_t rows) {
+  BadIndex bad;
+  with_index_type(op, host_index, [&](auto i) {
+    using I = decltype(i);
+    const I* index = host_index.data<I>();
+    bad.position = cpu::first_out_of_range<I>(host_index.numel(), rows, index);
+    if (bad.position >= 0) bad.value = static_cast<int64_t>(index[bad.position]);
+  });
+  return bad;
+}
+
+void timestep_embedding_on_host(const k::TimestepEmbeddingDesc& d, const Tensor& t, const Tensor& out) {
+  switch (t.dtype()) {
+    case DType::f32: cpu::timestep_embedding<float, float>(d, t.data<float>(), out.data<float>()); break;
+    case DType::f64: cpu::timestep_embedding<double, double>(d, t.data<double>(), out.data<double>()); break;
+    case DType::i32: cpu::timestep_embedding<float, int32_t>(d, t.data<int32_t>(), out.data<float>()); break;
+    case DType::i64: cpu::timestep_embedding<float, int64_t>(d, t.data<int64_t>(), out.data<float>()); break;
+    default: throw Error("timestep_embedding_on_host: unsupported dtype for " + t.describe());
+  }
+}
+
+const Backend& cpu_backend() {
+  static const CpuBackend backend;
+  return backend;
+}
+
+const Backend& backend_for(const char* op, Device device) {
+  if (device == Device::cpu) return cpu_backend();
+  const Backend* cuda = cuda_backend();
+  if (!cuda) throw Error(std::string(op) + ": this build has no CUDA backend");
+  return *cuda;
+}
+
+const Backend& backend_for(const char* op, const Tensor& t, DeviceDTypes dtypes) {
+  const Backend& backend = backend_for(op, t.device());
+  if (t.device() == Device::cpu && t.dtype() != DType::f32 && t.dtype() != DType::f64)
+    throw Error(std::string(op) + ": unsupported dtype for " + t.describe());
+  if (t.device() == Device::cuda && t.dtype() != DType::f32 &&
+      !(dtypes == DeviceDTypes::f32_bf16 && t.dtype() == DType::bf16))
+    throw Error(std::string(op) + ": the CUDA path takes " + (dtypes == DeviceDTypes::f32 ? "f32" : "f32 or bf16") +
+                " tensors, got " + t.describe());
+  return backend;
+}
+
+}  // namespace diffuse::dispatch

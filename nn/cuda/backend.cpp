@@ -1,0 +1,157 @@
+// The CUDA backend's element-wise, embedding, loss, shape, diffusion and group-norm entries (see
+// nn/cuda/backend.h): f32 device pointers (backend_for checked the dtype) on current_stream().
+// Also cuda_backend(), which makes this build's CUDA tensors reach these entries.
+#include "nn/cuda/backend.h"
+
+#include "nn/device_context.h"
+
+namespace diffuse::dispatch {
+
+namespace k = diffuse::kernels;
+namespace dev = diffuse::kernels::cuda;
+
+namespace {
+
+// Device scratch of at least `bytes` for a launcher's workspace (undefined for 0). Freed when the
+// tensor goes; every kernel runs on current_stream(), so a later reuse of the block is ordered
+// after the launch.
+Tensor device_scratch_bytes(size_t bytes) {
+  return bytes ? Tensor::empty({static_cast<int64_t>((bytes + 7) / 8)}, DType::f64, Device::cuda) : Tensor();
+}
+
+template <typename T>
+T* scratch_ptr(const Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.raw()) : nullptr;
+}
+
+const float* f32(const Tensor& t) { return data_or_null<float>(t); }
+float* f32_out(const Tensor& t) { return data_or_null<float>(t); }
+
+}  // namespace
+
+const Backend* cuda_backend() {
+  static const CudaBackend backend;
+  return &backend;
+}
+
+// ---- element-wise ----
+
+void CudaBackend::binary(k::BinaryOp op, const k::BroadcastDesc& d, const Tensor& a, const Tensor& b,
+                         const Tensor& out) const {
+  dev::binary(op, d, f32(a), f32(b), f32_out(out), current_stream());
+}
+
+void CudaBackend::reduce_to_broadcast(const k::BroadcastDesc& d, const Tensor& g, const Tensor& w,
+                                      const Tensor& out) const {
+  const Tensor ws = device_scratch_bytes(static_cast<size_t>(dev::reduce_to_broadcast_workspace(d)) * sizeof(float));
+  dev::reduce_to_broadcast(d, f32(g), f32(w), f32_out(out), scratch_ptr<float>(ws), current_stream());
+}
+
+void CudaBackend::scale(double s, const Tensor& x, const Tensor& out) const {
+  dev::scale(x.numel(), static_cast<float>(s), f32(x), f32_out(out), current_stream());
+}
+
+void CudaBackend::silu_forward(const Tensor& x, const Tensor& y) const {
+  dev::silu_forward(x.numel(), f32(x), f32_out(y), current_stream());
+}
+
+void CudaBackend::silu_backward(const Tensor& x, const Tensor& dy, const Tensor& dx) const {
+  dev::silu_backward(x.numel(), f32(x), f32(dy), f32_out(dx), current_stream());
+}
+
+void CudaBackend::sum(const Tensor& x, const Tensor& out) const {
+  const Tensor ws = device_scratch_bytes(static_cast<size_t>(dev::sum_workspace(x.numel())) * sizeof(float));
+  dev::sum(x.numel(), f32(x), f32_out(out), scratch_ptr<float>(ws), current_stream());
+}
+
+void CudaBackend::fill(const Tensor& value, const Tensor& out) const {
+  dev::fill(out.numel(), f32(value), f32_out(out), current_stream());
+}
+
+// ---- embedding ----
+
+void CudaBackend::embedding_forward(const k::EmbeddingDesc& d, const Tensor& table, const Tensor& index,
+                                    const Tensor& out) const {
+  with_index_type("embedding", index, [&](auto i) {
+    using I = decltype(i);
+    dev::embedding_forward(d, f32(table), index.data<I>(), f32_out(out), current_stream());
+  });
+}
+
+void CudaBackend::embedding_backward(const k::EmbeddingDesc& d, const Tensor& index, const Tensor& dy,
+                                     const Tensor& dtable) const {
+  with_index_type("embedding backward", index, [&](auto i) {
+    using I = decltype(i);
+    dev::embedding_backward(d, index.data<I>(), f32(dy), f32_out(dtable), current_stream());
+  });
+}
+
+// ---- dropout and loss ----
+
+void CudaBackend::dropout_apply(const k::DropoutDesc& d, const Tensor& x, const Tensor& y) const {
+  dev::dropout_apply(d, f32(x), f32_out(y), current_stream());
+}
+
+void CudaBackend::mse_loss(const k::MseDesc& d, double inv_numel, const Tensor& pred, const Tensor& target,
+                           const Tensor& weight, const Tensor& loss) const {
+  const Tensor ws = device_scratch_bytes(static_cast<size_t>(dev::mse_loss_workspace(d)) * sizeof(double));
+  dev::mse_loss(d, inv_numel, f32(pred), f32(target), f32(weight), f32_out(loss), scratch_ptr<double>(ws),
+                current_stream());
+}
+
+void CudaBackend::mse_backward(const k::MseDesc& d, double coef, const Tensor& dloss, const Tensor& pred,
+                               const Tensor& target, const Tensor& weight, const Tensor& dpred) const {
+  dev::mse_backward(d, coef, f32(dloss), f32(pred), f32(target), f32(weight), f32_out(dpred), current_stream());
+}
+
+// ---- shape ----
+
+void CudaBackend::concat_last(const k::ConcatDesc& d, const Tensor& a, const Tensor& b, const Tensor& out) const {
+  dev::concat_last(d, f32(a), f32(b), f32_out(out), current_stream());
+}
+
+void CudaBackend::split_last(const k::ConcatDesc& d, const Tensor& g, const Tensor& ga, const Tensor& gb) const {
+  dev::split_last(d, f32(g), f32_out(ga), f32_out(gb), current_stream());
+}
+
+void CudaBackend::upsample_nearest2x(const k::Upsample2xDesc& d, const Tensor& x, const Tensor& y) const {
+  dev::upsample_nearest2x(d, f32(x), f32_out(y), current_stream());
+}
+
+void CudaBackend::upsample_nearest2x_backward(const k::Upsample2xDesc& d, const Tensor& dy, const Tensor& dx) const {
+  dev::upsample_nearest2x_backward(d, f32(dy), f32_out(dx), current_stream());
+}
+
+// ---- the diffusion process ----
+
+void CudaBackend::q_sample(const k::QSampleDesc& d, const Tensor& x0, const Tensor& sqrt_ab, const Tensor& sqrt_1mab,
+                           const Tensor& x_t, const Tensor& target) const {
+  dev::q_sample(d, f32(x0), f32(sqrt_ab), f32(sqrt_1mab), f32_out(x_t), f32_out(target), current_stream());
+}
+
+void CudaBackend::denoise_step(const k::DenoiseStepDesc& d, const Tensor& model_output, const Tensor& x,
+                               const Tensor& x0) const {
+  dev::denoise_step(d, f32(x), f32(model_output), f32(x0), f32_out(x), f32_out(x0), current_stream());
+}
+
+// ---- group norm ----
+
+void CudaBackend::group_norm_forward(const k::GroupNormDesc& d, const Tensor& x, const Tensor& add_nc,
+                                     const Tensor& gamma, const Tensor& beta, const Tensor& y, const Tensor& mean,
+                                     const Tensor& rstd) const {
+  const Tensor ws = device_scratch_bytes(dev::group_norm_forward_workspace_bytes(d));
+  dev::group_norm_forward(d, f32(x), f32(add_nc), f32(gamma), f32(beta), f32_out(y), mean.data<double>(),
+                          rstd.data<double>(), scratch_ptr<void>(ws), current_stream());
+}
+
+void CudaBackend::group_norm_backward(const k::GroupNormDesc& d, const Tensor& x, const Tensor& add_nc,
+                                      const Tensor& gamma, const Tensor& beta, const Tensor& mean,
+                                      const Tensor& rstd, const Tensor& dy, const Tensor& dx, const Tensor& dgamma,
+                                      const Tensor& dbeta, const Tensor& dadd_nc) const {
+  const Tensor ws = device_scratch_bytes(dev::group_norm_backward_workspace_bytes(d));
+  dev::group_norm_backward(d, f32(x), f32(add_nc), f32(gamma), f32(beta), mean.data<double>(), rstd.data<double>(),
+                           f32(dy), f32_out(dx), f32_out(dgamma), f32_out(dbeta), f32_out(dadd_nc),
+                           scratch_ptr<void>(ws), current_stream());
+}
+
+}  // namespace diffuse::dispatch

@@ -1,0 +1,78 @@
+// The CUDA backend of nn/dispatch.h (compiled in the CUDA and EMULATED builds only): each entry
+// takes the kernels/cuda launcher of its family on current_stream(), with device scratch from the
+// caching allocator. The entries are split over nn/cuda/backend.cpp (element-wise, embedding,
+// loss, shape, diffusion, group norm) and nn/cuda/backend_dense.cpp (attention, conv2d, linear,
+// optimizer updates).
+#pragma once
+#include "nn/dispatch.h"
+
+namespace diffuse::dispatch {
+
+class CudaBackend final : public Backend {
+ public:
+  void binary(kernels::BinaryOp op, const kernels::BroadcastDesc& d, const Tensor& a, const Tensor& b,
+              const Tensor& out) const override;
+  void reduce_to_broadcast(const kernels::BroadcastDesc& d, const Tensor& g, const Tensor& w,
+                           const Tensor& out) const override;
+  void scale(double s, const Tensor& x, const Tensor& out) const override;
+  void silu_forward(const Tensor& x, const Tensor& y) const override;
+  void silu_backward(const Tensor& x, const Tensor& dy, const Tensor& dx) const override;
+  void sum(const Tensor& x, const Tensor& out) const override;
+  void fill(const Tensor& value, const Tensor& out) const override;
+
+  void embedding_forward(const kernels::EmbeddingDesc& d, const Tensor& table, const Tensor& index,
+                         const Tensor& out) const override;
+  void embedding_backward(const kernels::EmbeddingDesc& d, const Tensor& index, const Tensor& dy,
+                          const Tensor& dtable) const override;
+
+  void dropout_apply(const kernels::DropoutDesc& d, const Tensor& x, const Tensor& y) const override;
+  void mse_loss(const kernels::MseDesc& d, double inv_numel, const Tensor& pred, const Tensor& target,
+                const Tensor& weight, const Tensor& loss) const override;
+  void mse_backward(const kernels::MseDesc& d, double coef, const Tensor& dloss, const Tensor& pred,
+                    const Tensor& target, const Tensor& weight, const Tensor& dpred) const override;
+
+  void concat_last(const kernels::ConcatDesc& d, const Tensor& a, const Tensor& b, const Tensor& out) const override;
+  void split_last(const kernels::ConcatDesc& d, const Tensor& g, const Tensor& ga, const Tensor& gb) const override;
+  void upsample_nearest2x(const kernels::Upsample2xDesc& d, const Tensor& x, const Tensor& y) const override;
+  void upsample_nearest2x_backward(const kernels::Upsample2xDesc& d, const Tensor& dy,
+                                   const Tensor& dx) const override;
+
+  void q_sample(const kernels::QSampleDesc& d, const Tensor& x0, const Tensor& sqrt_ab, const Tensor& sqrt_1mab,
+                const Tensor& x_t, const Tensor& target) const override;
+  void denoise_step(const kernels::DenoiseStepDesc& d, const Tensor& model_output, const Tensor& x,
+                    const Tensor& x0) const override;
+
+  void group_norm_forward(const kernels::GroupNormDesc& d, const Tensor& x, const Tensor& add_nc,
+                          const Tensor& gamma, const Tensor& beta, const Tensor& y, const Tensor& mean,
+                          const Tensor& rstd) const override;
+  void group_norm_backward(const kernels::GroupNormDesc& d, const Tensor& x, const Tensor& add_nc,
+                           const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& rstd,
+                           const Tensor& dy, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta,
+                           const Tensor& dadd_nc) const override;
+
+  bool attention_takes_head_dim(int64_t head_dim) const override;
+  bool attention_keeps_lse() const override { return true; }
+  void attention_forward(const kernels::AttentionDesc& d, const Tensor& q, const Tensor& k, const Tensor& v,
+                         const Tensor& out, const Tensor& lse) const override;
+  void attention_backward(const kernels::AttentionDesc& d, const Tensor& q, const Tensor& k, const Tensor& v,
+                          const Tensor& out, const Tensor& lse, const Tensor& dout, const Tensor& dq,
+                          const Tensor& dk, const Tensor& dv) const override;
+
+  void conv2d_forward(const kernels::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
+                      const Tensor& y) const override;
+  void conv2d_backward(const kernels::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy,
+                       const Tensor& dx, const Tensor& dw, const Tensor& dbias) const override;
+  void linear_forward(const kernels::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
+                      const Tensor& y) const override;
+  void linear_backward(const kernels::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy,
+                       const Tensor& dx, const Tensor& dw, const Tensor& dbias) const override;
+
+  void adamw_ema_step(const kernels::AdamWHyper& h, const std::vector<kernels::OptimEntry<float>>& e) const override;
+  void adamw_ema_step(const kernels::AdamWHyper& h, const std::vector<kernels::OptimEntry<double>>& e) const override;
+  double sum_of_squares(const std::vector<kernels::Span<const float>>& spans) const override;
+  double sum_of_squares(const std::vector<kernels::Span<const double>>& spans) const override;
+  void scale_all(const std::vector<kernels::Span<float>>& spans, double factor) const override;
+  void scale_all(const std::vector<kernels::Span<double>>& spans, double factor) const override;
+};
+
+}  // namespace diffuse::dispatch

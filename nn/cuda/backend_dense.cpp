@@ -1,0 +1,147 @@
+// The CUDA backend's attention, conv2d, linear and optimizer entries (see nn/cuda/backend.h).
+// Attention takes f32 or bf16 storage and head dims 32, 64, 128 (the flash kernels); conv2d and
+// linear take f32 or bf16 through cuDNN and cuBLAS/cuBLASLt. The optimizer entries upload their
+// host-built entry list as one multi-tensor table and run ONE launch over every tensor.
+#include <cstring>
+#include <type_traits>
+
+#include "nn/cuda/backend.h"
+#include "nn/cuda/caching_allocator.h"
+#include "nn/device_context.h"
+
+namespace diffuse::dispatch {
+
+namespace k = diffuse::kernels;
+namespace dev = diffuse::kernels::cuda;
+
+namespace {
+
+// Calls fn(T{}) with T = float, or uint16_t for bf16 storage.
+template <typename Fn>
+void with_storage_type(const Tensor& t, Fn&& fn) {
+  if (t.dtype() == DType::bf16)
+    fn(uint16_t{});
+  else
+    fn(float{});
+}
+
+// A multi-tensor table in device memory: the entries, then first_chunk, uploaded in one copy. The
+// tensor owns the memory; dropping it right after the launch is safe because all work is ordered
+// on current_stream().
+template <typename Entry>
+struct DeviceTable {
+  static_assert(std::is_trivially_copyable_v<Entry> && alignof(Entry) <= alignof(int64_t));
+  Tensor storage;
+  k::MultiTensorTable<Entry> table;
+
+  explicit DeviceTable(const std::vector<Entry>& entries) {
+    const int64_t count = static_cast<int64_t>(entries.size());
+    const std::vector<int64_t> first = k::chunk_offsets(entries.data(), count);
+    const size_t entry_bytes = entries.size() * sizeof(Entry), entry_words = (entry_bytes + 7) / 8;
+    Tensor host = Tensor::empty({static_cast<int64_t>(entry_words + first.size())}, DType::i64, Device::cpu);
+    int64_t* h = host.data<int64_t>();
+    if (entry_bytes) std::memcpy(h, entries.data(), entry_bytes);
+    std::memcpy(h + entry_words, first.data(), first.size() * sizeof(int64_t));
+    storage = host.to(Device::cuda);
+    const int64_t* d = storage.data<int64_t>();
+    table.entries = reinterpret_cast<const Entry*>(d);
+    table.first_chunk = d + entry_words;
+    table.count = count;
+    table.chunks = first.back();
+  }
+};
+
+k::DenseType dense_type(const Tensor& t) { return t.dtype() == DType::bf16 ? k::DenseType::bf16 : k::DenseType::f32; }
+
+void* raw_or_null(const Tensor& t) { return t.defined() ? t.raw() : nullptr; }
+
+[[noreturn]] void f64_on_device(const char* op) {
+  throw Error(std::string(op) + ": CUDA parameters must be f32, got f64");
+}
+
+}  // namespace
+
+// ---- attention ----
+
+bool CudaBackend::attention_takes_head_dim(int64_t head_dim) const {
+  return head_dim == 32 || head_dim == 64 || head_dim == 128;
+}
+
+void CudaBackend::attention_forward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v,
+                                    const Tensor& out, const Tensor& lse) const {
+  with_storage_type(q, [&](auto t) {
+    using T = decltype(t);
+    dev::attention_forward(d, q.data<T>(), kt.data<T>(), v.data<T>(), out.data<T>(), data_or_null<float>(lse),
+                           current_stream());
+  });
+}
+
+void CudaBackend::attention_backward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v,
+                                     const Tensor& out, const Tensor& lse, const Tensor& dout, const Tensor& dq,
+                                     const Tensor& dk, const Tensor& dv) const {
+  // The kernels' f32 [N, heads, L] scratch for rowsum(dout ∘ out).
+  const Tensor delta = Tensor::empty({d.n, d.heads, d.len}, DType::f32, Device::cuda);
+  with_storage_type(q, [&](auto t) {
+    using T = decltype(t);
+    dev::attention_backward(d, q.data<T>(), kt.data<T>(), v.data<T>(), out.data<T>(), dout.data<T>(),
+                            lse.data<float>(), delta.data<float>(), data_or_null<T>(dq), data_or_null<T>(dk),
+                            data_or_null<T>(dv), current_stream());
+  });
+}
+
+// ---- conv2d and linear ----
+
+void CudaBackend::conv2d_forward(const k::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
+                                 const Tensor& y) const {
+  dev::conv2d_forward(d, dense_type(x), x.raw(), w.raw(), raw_or_null(bias), y.raw(), diffuse::cuda::device_memory(),
+                      current_stream());
+}
+
+void CudaBackend::conv2d_backward(const k::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy,
+                                  const Tensor& dx, const Tensor& dw, const Tensor& dbias) const {
+  dev::conv2d_backward(d, dense_type(x), x.raw(), w.raw(), dy.raw(), raw_or_null(dx), raw_or_null(dw),
+                       raw_or_null(dbias), diffuse::cuda::device_memory(), current_stream());
+}
+
+void CudaBackend::linear_forward(const k::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
+                                 const Tensor& y) const {
+  dev::linear_forward(d, dense_type(x), x.raw(), w.raw(), raw_or_null(bias), y.raw(), diffuse::cuda::device_memory(),
+                      current_stream());
+}
+
+void CudaBackend::linear_backward(const k::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy,
+                                  const Tensor& dx, const Tensor& dw, const Tensor& dbias) const {
+  dev::linear_backward(d, dense_type(x), x.raw(), w.raw(), dy.raw(), raw_or_null(dx), raw_or_null(dw),
+                       raw_or_null(dbias), diffuse::cuda::device_memory(), current_stream());
+}
+
+// ---- optimizer updates ----
+
+void CudaBackend::adamw_ema_step(const k::AdamWHyper& h, const std::vector<k::OptimEntry<float>>& e) const {
+  const DeviceTable<k::OptimEntry<float>> t(e);
+  dev::adamw_ema_step(h, t.table, current_stream());
+}
+
+void CudaBackend::adamw_ema_step(const k::AdamWHyper&, const std::vector<k::OptimEntry<double>>&) const {
+  f64_on_device("AdamW/EMA");
+}
+
+double CudaBackend::sum_of_squares(const std::vector<k::Span<const float>>& spans) const {
+  const DeviceTable<k::Span<const float>> t(spans);
+  const Tensor partials = Tensor::empty({t.table.chunks}, DType::f64, Device::cuda);
+  const Tensor out = Tensor::empty({1}, DType::f64, Device::cuda);
+  dev::sum_of_squares(t.table, t.table.chunks ? partials.data<double>() : nullptr, out.data<double>(),
+                      current_stream());
+  return out.item();  // the caller wants the norm on the host: this waits for the stream
+}
+
+double CudaBackend::sum_of_squares(const std::vector<k::Span<const double>>&) const { f64_on_device("grad_norm"); }
+
+void CudaBackend::scale_all(const std::vector<k::Span<float>>& spans, double factor) const {
+  const DeviceTable<k::Span<float>> t(spans);
+  dev::scale_all(t.table, factor, current_stream());
+}
+
+void CudaBackend::scale_all(const std::vector<k::Span<double>>&, double) const { f64_on_device("clip_grad_norm"); }
+
+}  // namespace diffuse::dispatch
