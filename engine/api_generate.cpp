@@ -40,6 +40,19 @@ bool cuda_available() {
   return api::boundary("cuda_available", [] { return built_with_cuda() && cuda_device_count() > 0; });
 }
 
+std::vector<std::pair<std::string, std::string>> system_info() {
+  return api::boundary("system_info", [] {
+    auto info = build_info();
+    auto devices = cuda_devices();
+    if (devices.empty()) info.emplace_back("cuda devices", "none");
+    for (const auto& d : devices)
+      info.emplace_back("cuda device " + std::to_string(d.index),
+                        d.name + " (sm_" + std::to_string(d.sm_major) + std::to_string(d.sm_minor) + ", " +
+                            std::to_string(d.sm_count) + " SMs, " + std::to_string(d.memory_bytes >> 20) + " MiB)");
+    return info;
+  });
+}
+
 // ---- Model ----------------------------------------------------------------------------------
 
 Model Model::load(const std::string& dir, Device device) {
@@ -53,6 +66,10 @@ Model Model::load(const std::string& dir, Device device) {
       impl->unet = load_unet(located);
     } catch (const Error& e) {  // the directory or its files are missing, corrupt or mismatched
       throw Error(e.what(), ErrorKind::bad_input);
+    } catch (const std::bad_alloc&) {
+      throw;  // a runtime failure (api::boundary words it)
+    } catch (const std::exception& e) {  // e.g. a filesystem error reading the directory
+      throw Error(dir + ": " + e.what(), ErrorKind::bad_input);
     }
     impl->unet->set_requires_grad(false);
     impl->unet->set_training(false);

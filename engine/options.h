@@ -124,7 +124,7 @@ std::string markdown_rows(const Table<S>& table) {
   for (const auto& o : table.rows) out += markdown_row(o.flag, o.bind(defaults), o.rule, o.help);
   return out;
 }
-inline const char* kMarkdownHeader = "| flag | default | meaning |\n|---|---|---|\n";
+inline constexpr char kMarkdownHeader[] = "| flag | default | meaning |\n|---|---|---|\n";
 
 // ---- each command's checks: the rows' rules plus the rules across fields --------------------
 

@@ -3,6 +3,9 @@
 // `timestep` (int64 or float32; a scalar or one per sample), optional `class_labels`. Writes `out`
 // NCHW. With --grad-out, also writes d(sum(out * weight))/d(parameter) for every parameter, in
 // diffusers' names and layouts, using the input file's `weight` tensor (NCHW, out's shape).
+// Unlike train and sample, this stays on engine and nn internals: it is a developer's handle on
+// tensors, autograd and parameter gradients, none of which the public API (a library user's view:
+// images in, images out) has; exposing them would freeze nn's types as a stable surface.
 #include <cxxopts.hpp>
 #include <iostream>
 
@@ -14,6 +17,7 @@
 #include "nn/safetensors.h"
 #include "tools/commands.h"
 #include "tools/cli_util.h"
+#include "tools/option_flags.h"
 
 namespace diffuse::cli {
 
@@ -26,14 +30,13 @@ int cmd_forward(int argc, char** argv) {
     ("grad-out", "also write parameter gradients of sum(out * weight) here", cxxopts::value<std::string>())
     ("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))
     ("h,help", "show this help");
-  auto args = parse_or_usage(options, argc, argv);
-  if (!args) return 2;
-  if (args->count("help")) {
+  auto args = parse_flags(options, argc, argv);
+  if (args.count("help")) {
     std::cout << options.help() << "\n";
     return 0;
   }
-  std::string model_path = required(*args, "model"), input = required(*args, "input"), out_path = required(*args, "out");
-  Device device = parse_device(*args);
+  std::string model_path = required(args, "model"), input = required(args, "input"), out_path = required(args, "out");
+  Device device = parse_device(args);
 
   auto model = load_unet(locate_model_dir(model_path));
   model->to(device);
@@ -47,7 +50,7 @@ int cmd_forward(int argc, char** argv) {
   Tensor t = in.get("timestep", tdt == "F32" || tdt == "F64" || tdt == "F16" || tdt == "BF16" ? DType::f32 : DType::i64);
   Tensor labels = in.contains("class_labels") ? in.get("class_labels", DType::i64) : Tensor();
 
-  bool want_grads = args->count("grad-out") > 0;
+  bool want_grads = args.count("grad-out") > 0;
   if (want_grads) {
     if (!in.contains("weight")) throw Error(input + ": --grad-out needs a tensor `weight` shaped like the output");
     model->set_requires_grad(true);
@@ -63,7 +66,7 @@ int cmd_forward(int argc, char** argv) {
       Tensor g = p->grad().to(Device::cpu);
       grads.emplace_back(name, g.ndim() == 4 ? ohwi_to_oihw(g) : g);
     }
-    save_safetensors((*args)["grad-out"].as<std::string>(), grads);
+    save_safetensors(args["grad-out"].as<std::string>(), grads);
   } else {
     NoGrad no_grad;
     out = model->forward(x, t, labels);

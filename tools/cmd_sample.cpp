@@ -53,15 +53,11 @@ int cmd_sample(int argc, char** argv) {
   add_flags(cli, options::generate_table());
   add_help_flags(cli);
   auto args = parse_flags(cli, argc, argv);
-  if (args.count("help")) {
-    std::cout << help_text(cli) << "\n";
+  if (answer_help(args, cli,
+                  options::kMarkdownHeader + options::markdown_rows(cli_table()) +
+                      options::markdown_rows(options::sampler_table()) +
+                      options::markdown_rows(options::generate_table())))
     return 0;
-  }
-  if (args.count("help-markdown")) {
-    std::cout << options::kMarkdownHeader << options::markdown_rows(cli_table())
-              << options::markdown_rows(options::sampler_table()) << options::markdown_rows(options::generate_table());
-    return 0;
-  }
   SampleCliOptions own;
   SamplerOptions sampler;
   GenerateRequest request;

@@ -43,15 +43,10 @@ int cmd_train(int argc, char** argv) {
   add_flags(cli, cli_table());
   add_help_flags(cli);
   auto args = parse_flags(cli, argc, argv);
-  if (args.count("help")) {
-    std::cout << help_text(cli) << "\n";
+  if (answer_help(args, cli,
+                  options::kMarkdownHeader + options::markdown_rows(options::train_table()) +
+                      options::markdown_rows(cli_table())))
     return 0;
-  }
-  if (args.count("help-markdown")) {
-    std::cout << options::kMarkdownHeader << options::markdown_rows(options::train_table())
-              << options::markdown_rows(cli_table());
-    return 0;
-  }
   TrainRequest request;
   TrainCliOptions own;
   read_flags(args, options::train_table(), request);

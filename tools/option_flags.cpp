@@ -1,6 +1,7 @@
 // See option_flags.h.
 #include "tools/option_flags.h"
 
+#include <iostream>
 #include <vector>
 
 namespace diffuse::cli {
@@ -69,6 +70,11 @@ cxxopts::ParseResult parse_flags(cxxopts::Options& cli, int argc, char** argv) {
   return args;
 }
 
-std::string help_text(const cxxopts::Options& cli) { return cli.help({""}); }
+bool answer_help(const cxxopts::ParseResult& args, const cxxopts::Options& cli, const std::string& markdown) {
+  if (args.count("help")) std::cout << cli.help({""}) << "\n";
+  else if (args.count("help-markdown")) std::cout << markdown;
+  else return false;
+  return true;
+}
 
 }  // namespace diffuse::cli

@@ -40,7 +40,8 @@ void add_help_flags(cxxopts::Options& cli);
 // Parses argv. A one-letter flag is accepted as --x too (docs/cli.md writes `--n 16`). An unknown
 // flag, a bad value or a stray argument is diffuse::Error(ErrorKind::usage) naming it.
 cxxopts::ParseResult parse_flags(cxxopts::Options& cli, int argc, char** argv);
-// --help without the hidden group.
-std::string help_text(const cxxopts::Options& cli);
+// Prints --help (without the hidden group) or --help-markdown (`markdown`, the docs/cli.md table)
+// when one was given, and says so: the command then exits 0.
+bool answer_help(const cxxopts::ParseResult& args, const cxxopts::Options& cli, const std::string& markdown);
 
 }  // namespace diffuse::cli

@@ -21,6 +21,10 @@ namespace diffuse {
 std::string version();
 // True when this build has the CUDA backend and a CUDA device is usable right now.
 bool cuda_available();
+// What `diffuse info` prints, as (key, value) pairs in order: the version, build options, the
+// CUDA runtime/driver, cuBLAS/cuDNN/OpenBLAS versions, threads, then each CUDA device found
+// ("cuda device N") or "cuda devices": "none".
+std::vector<std::pair<std::string, std::string>> system_info();
 
 // A UNet2DModel with its weights, loaded from a model directory. A cheap shared handle: copies
 // refer to the same weights.

@@ -1,7 +1,8 @@
 // The public API (include/diffuse/diffuse.h) on tiny random-weight UNets: loading, what a
 // Pipeline resolves from scheduler configs and options, generation into caller buffers (agrees
-// with the engine, deterministic per seed, every bad request one diffuse::Error), write_png,
-// training with a cancelling callback, and exceptions from callbacks passing through unchanged.
+// with the engine, deterministic per seed, every bad request one diffuse::Error of the right
+// kind), write_png, training with a cancelling callback, and exceptions from callbacks passing
+// through unchanged.
 #include <catch2/catch.hpp>
 #include <array>
 #include <cmath>
@@ -41,6 +42,18 @@ std::vector<float> generate_floats(const Pipeline& p, const GenerateRequest& r) 
 }
 
 struct Stop {};  // an embedding program's own exception type
+
+// The kind of the diffuse::Error `call` throws (it must throw one).
+template <typename F>
+ErrorKind kind_of(F&& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    return e.kind();
+  }
+  FAIL("no diffuse::Error thrown");
+  return ErrorKind::runtime;
+}
 
 }  // namespace
 
@@ -316,4 +329,42 @@ TEST_CASE("train through the public API: progress, cancel, a loadable checkpoint
   req.out = dir.file("run2");
   req.data = dir.file("nothing-here");
   CHECK_THROWS_WITH(train(req), Catch::Contains("nothing-here"));
+}
+
+TEST_CASE("each error carries its kind: usage, bad input, an unavailable device", "[api]") {
+  TempDir dir;
+  Model m = Model::load(save_tiny_model(dir, "m"));
+  CHECK(kind_of([&] { Model::load(dir.file("no-such-model")); }) == ErrorKind::bad_input);
+  test::write_bytes(dir.file("bad-scheduler.json"), "{");
+  SamplerOptions o;
+  o.scheduler_config = dir.file("bad-scheduler.json");
+  CHECK(kind_of([&] { Pipeline(m, o); }) == ErrorKind::bad_input);
+  o = SamplerOptions{};
+  o.steps = 0;
+  CHECK(kind_of([&] { Pipeline(m, o); }) == ErrorKind::usage);
+  o.steps = 1;
+  o.sampler = "euler";
+  CHECK(kind_of([&] { Pipeline(m, o); }) == ErrorKind::usage);
+  Pipeline p(m, SamplerOptions{});
+  std::vector<float> buf(p.image_elements());
+  GenerateRequest r;
+  r.count = 1;
+  r.class_label = 0;  // the model is unconditional
+  CHECK(kind_of([&] { p.generate(r, buf.data(), buf.size()); }) == ErrorKind::bad_input);
+  r.class_label = -1;
+  r.count = 2;  // the buffer holds one image
+  CHECK(kind_of([&] { p.generate(r, buf.data(), buf.size()); }) == ErrorKind::usage);
+  TrainRequest t;
+  t.out = dir.file("run");
+  t.lr = 0;
+  CHECK(kind_of([&] { train(t); }) == ErrorKind::usage);
+  CHECK_THROWS_WITH(train(t), Catch::Contains("TrainRequest::lr must be positive"));
+  if (!cuda_available()) {
+    CHECK(kind_of([&] { Model::load(dir.file("m"), Device::cuda); }) == ErrorKind::device_unavailable);
+    t.lr = 1e-4;
+    t.device = Device::cuda;
+    CHECK(kind_of([&] { train(t); }) == ErrorKind::device_unavailable);
+  }
+  CHECK_FALSE(fs::exists(dir.file("run")));
+  CHECK(Error("plain").kind() == ErrorKind::runtime);  // a throw without a kind is a runtime failure
 }

@@ -1,5 +1,6 @@
-// docs/cli.md stays true: every flag a subcommand's --help lists is documented, every flag the
-// example commands use is accepted, and the examples themselves run, in order, as written.
+// docs/cli.md stays true: every flag a subcommand's --help lists is documented, the train and
+// sample option tables are the generated ones, every flag the example commands use is accepted,
+// and the examples themselves run, in order, as written.
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
@@ -56,6 +57,22 @@ TEST_CASE("docs/cli.md documents every flag and uses only real ones", "[docs]") 
         CHECK(accepted.count(f) == 1);
       }
     }
+  }
+}
+
+TEST_CASE("docs/cli.md's option tables are the ones generated from the option tables", "[docs]") {
+  // Regenerate with `diffuse CMD --help-markdown` (engine/options.cpp holds the rows).
+  std::string doc = read(source_path("docs/cli.md"));
+  for (const char* cmd : {"train", "sample"}) {
+    INFO("diffuse " << cmd << " --help-markdown");
+    auto generated = run_cli({cmd, "--help-markdown"});
+    REQUIRE(generated.exit_code == 0);
+    auto start = doc.find("## diffuse " + std::string(cmd));
+    REQUIRE(start != std::string::npos);
+    auto table = doc.find("| flag | default | meaning |", start);
+    REQUIRE(table != std::string::npos);
+    auto end = doc.find("\n\n", table);
+    CHECK(doc.substr(table, end + 1 - table) == generated.output);
   }
 }
 

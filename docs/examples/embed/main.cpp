@@ -19,19 +19,20 @@ int main(int argc, char** argv) {
     sampler.steps = 20;
     diffuse::Pipeline pipeline(model, sampler);
 
+    const int count = argc > 3 ? std::stoi(argv[3]) : 4;
     diffuse::GenerateRequest request;
-    request.count = argc > 3 ? std::stoi(argv[3]) : 4;
+    request.count = count;
     request.seed = argc > 4 ? std::stoull(argv[4]) : 0;
     request.class_label = argc > 5 ? std::stoi(argv[5]) : -1;
     request.guidance = argc > 6 ? std::stod(argv[6]) : 1.0;
 
     // The caller owns the memory: count images, NHWC floats in [-1, 1].
-    std::vector<float> images(request.count * pipeline.image_elements());
+    std::vector<float> images(count * pipeline.image_elements());
     pipeline.generate(request, images.data(), images.size());
 
     const int size = model.sample_size();
-    diffuse::write_png(argv[2], images.data(), request.count, size, size, model.channels());
-    std::printf("wrote %d images of %dx%dx%d (%s, %d steps) to %s\n", request.count, size, size,
+    diffuse::write_png(argv[2], images.data(), count, size, size, model.channels());
+    std::printf("wrote %d images of %dx%dx%d (%s, %d steps) to %s\n", count, size, size,
                 model.channels(), pipeline.sampler().c_str(), pipeline.steps(), argv[2]);
     return 0;
   } catch (const diffuse::Error& e) {
