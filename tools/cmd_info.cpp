@@ -11,7 +11,7 @@ namespace diffuse::cli {
 
 int cmd_info(int argc, char** argv) {
   cxxopts::Options cli("diffuse info", "Print version, build options, devices and library versions.");
-  add_help_flags(cli);
+  add_help_flags(cli, /*has_option_tables=*/false);
   auto args = parse_flags(cli, argc, argv);
   if (answer_help(args, cli, "")) return 0;
   for (const auto& [key, value] : system_info()) std::cout << key << ": " << value << "\n";

@@ -44,9 +44,10 @@ void read_flag(const cxxopts::ParseResult& args, const char* flag, const options
       value);
 }
 
-void add_help_flags(cxxopts::Options& cli) {
+void add_help_flags(cxxopts::Options& cli, bool has_option_tables) {
   cli.add_options()("h,help", "show this help");
-  cli.add_options(kHiddenGroup)("help-markdown", "print the docs/cli.md option table")(
+  if (has_option_tables)
+    cli.add_options(kHiddenGroup)("help-markdown", "print the docs/cli.md option table")(
       "print-options", "print every option's parsed value as JSON and stop");
 }
 

@@ -33,10 +33,11 @@ void add_values(const options::Table<S>& table, S& s, nlohmann::json& out) {
   for (const auto& o : table.rows) out[o.flag] = options::format_value(o.bind(s));
 }
 
-// Adds -h/--help and, in a group --help does not show, --help-markdown and --print-options
-// (print every option's parsed value as JSON and stop: tests/cpu/test_options.cpp checks with it
-// that each flag lands in its field and that the CLI's defaults are the library's).
-void add_help_flags(cxxopts::Options& cli);
+// Adds -h/--help and, for a command with option tables, in a group --help does not show,
+// --help-markdown and --print-options (print every option's parsed value as JSON and stop:
+// tests/cpu/test_options.cpp checks with it that each flag lands in its field and that the CLI's
+// defaults are the library's).
+void add_help_flags(cxxopts::Options& cli, bool has_option_tables = true);
 // Parses argv. A one-letter flag is accepted as --x too (docs/cli.md writes `--n 16`). An unknown
 // flag, a bad value or a stray argument is diffuse::Error(ErrorKind::usage) naming it.
 cxxopts::ParseResult parse_flags(cxxopts::Options& cli, int argc, char** argv);
