@@ -1,6 +1,6 @@
 // Internal to the emulator's .cpp files: the state of the block being run (its threads' fibers,
 // what each one waits for, the barrier) and the memory hooks of a launch. A thread's state
-// changes only on its own fiber or in the scheduler, both on the launching OS thread.
+// changes only on its own fiber or in the interleaver, both on the launching OS thread.
 #pragma once
 #include <signal.h>
 
@@ -31,7 +31,7 @@ struct PendingWarpOp {
 
 struct EmuThread {
   boost::context::fiber fiber;      // the suspended thread (empty once it has exited)
-  boost::context::fiber scheduler;  // where the thread returns to when it blocks
+  boost::context::fiber interleaver;  // where the thread returns to when it blocks
   ThreadState state = ThreadState::runnable;
   uint3 idx{0, 0, 0};
   PendingWarpOp warp;  // meaningful while state == at_warp (and its result right after)
@@ -65,8 +65,8 @@ inline BlockState& running_block(const char* what) {
   return *g_block;
 }
 
-// Switches from the running thread's fiber back to the scheduler; returns when resumed.
-void yield_to_scheduler();
+// Switches from the running thread's fiber back to the interleaver; returns when resumed.
+void yield_to_interleaver();
 
 // Messages.
 std::string site(const char* file, unsigned line);
@@ -107,7 +107,7 @@ void protect_shared_memory(bool protect);
 bool find_static_array(const char* addr, int* rank, const char** start, size_t* bytes);
 
 // ---- racecheck (racecheck.cpp) -----------------------------------------------------------------
-// True while a launch runs under racecheck; the scheduler and the warp code call the hooks below
+// True while a launch runs under racecheck; the interleaver and the warp code call the hooks below
 // only then, so a launch without racecheck pays one branch per barrier and collective.
 extern bool g_racecheck_running;
 
@@ -132,7 +132,7 @@ void racecheck_warp_sync(int base, unsigned mask);
 // single-stepped (true); anything else is not racecheck's (false).
 bool racecheck_fault(siginfo_t* info, void* ucontext);
 // The first finding of this launch as the full error message ("emulator: shared-memory race in
-// ..."), or ""; asked by the scheduler whenever a thread yields or exits. Clears it.
+// ..."), or ""; asked by the interleaver whenever a thread yields or exits. Clears it.
 std::string racecheck_finding(const BlockState& b);
 
 }  // namespace diffuse::emulator::detail

@@ -1,8 +1,8 @@
-// The emulator's scheduler: runs a grid block after block, each block's threads as Boost.Context
+// The emulator's interleaver: runs a grid block after block, each block's threads as Boost.Context
 // fibers on the launching OS thread, and implements __syncthreads. A thread runs until it blocks
 // (barrier, warp collective) or exits; then the next runnable thread in the chosen order runs.
 // Failures inside a thread are caught on its own fiber, the block's other fibers are unwound,
-// and the error is rethrown from the launch. Under racecheck the scheduler also opens a new
+// and the error is rethrown from the launch. Under racecheck the interleaver also opens a new
 // barrier interval when a __syncthreads completes and turns racecheck's finding into the error.
 #include <algorithm>
 #include <atomic>
@@ -20,34 +20,34 @@ namespace diffuse::emulator {
 
 namespace {
 
-Order g_order = Order::fwd;
+ThreadOrder g_order = ThreadOrder::fwd;
 bool g_order_set = false;
 
 }  // namespace
 
-const char* order_name(Order o) {
+const char* thread_order_name(ThreadOrder o) {
   switch (o) {
-    case Order::fwd: return "fwd";
-    case Order::rev: return "rev";
-    case Order::shuffle: return "shuffle";
+    case ThreadOrder::fwd: return "fwd";
+    case ThreadOrder::rev: return "rev";
+    case ThreadOrder::shuffle: return "shuffle";
   }
   return "?";
 }
 
-Order order() {
+ThreadOrder thread_order() {
   if (!g_order_set) {
     const char* env = std::getenv("DIFFUSE_EMU_ORDER");
     std::string v = env ? env : "fwd";
-    if (v == "fwd" || v.empty()) g_order = Order::fwd;
-    else if (v == "rev") g_order = Order::rev;
-    else if (v == "shuffle") g_order = Order::shuffle;
+    if (v == "fwd" || v.empty()) g_order = ThreadOrder::fwd;
+    else if (v == "rev") g_order = ThreadOrder::rev;
+    else if (v == "shuffle") g_order = ThreadOrder::shuffle;
     else throw Error("DIFFUSE_EMU_ORDER must be fwd, rev or shuffle, got '" + v + "'");
     g_order_set = true;
   }
   return g_order;
 }
 
-void set_order(Order o) {
+void set_thread_order(ThreadOrder o) {
   g_order = o;
   g_order_set = true;
 }
@@ -62,15 +62,23 @@ BlockState* g_block = nullptr;
 
 std::string site(const char* file, unsigned line) { return std::string(file) + ":" + std::to_string(line); }
 
+// Appended piece by piece: g++ 12 at -O3 reports a false -Wrestrict on `"(" + std::to_string(...)`.
 std::string dim_str(uint3 v) {
-  return "(" + std::to_string(v.x) + "," + std::to_string(v.y) + "," + std::to_string(v.z) + ")";
+  std::string out = "(";
+  out += std::to_string(v.x);
+  out += ',';
+  out += std::to_string(v.y);
+  out += ',';
+  out += std::to_string(v.z);
+  out += ')';
+  return out;
 }
 
 void fail(const std::string& message) { throw Error("emulator: " + message); }
 
-void yield_to_scheduler() {
+void yield_to_interleaver() {
   EmuThread& t = g_block->threads[g_block->current];
-  t.scheduler = std::move(t.scheduler).resume();
+  t.interleaver = std::move(t.interleaver).resume();
 }
 
 namespace {
@@ -94,14 +102,14 @@ uint64_t mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-void fill_order(std::vector<int>& order, Order mode, uint64_t block_linear, uint64_t pass) {
+void fill_order(std::vector<int>& order, ThreadOrder mode, uint64_t block_linear, uint64_t pass) {
   int n = static_cast<int>(order.size());
-  if (mode == Order::rev) {
+  if (mode == ThreadOrder::rev) {
     for (int i = 0; i < n; ++i) order[i] = n - 1 - i;
     return;
   }
   std::iota(order.begin(), order.end(), 0);
-  if (mode == Order::shuffle) {
+  if (mode == ThreadOrder::shuffle) {
     uint64_t state = mix(0x5EEDull ^ mix(block_linear) ^ mix(pass + 0x1000));
     for (int i = n - 1; i > 0; --i) {
       state = mix(state);
@@ -110,7 +118,7 @@ void fill_order(std::vector<int>& order, Order mode, uint64_t block_linear, uint
   }
 }
 
-void run_block(BlockState& b, LaunchMemory& memory, Order mode, uint64_t block_linear, KernelBody body,
+void run_block(BlockState& b, LaunchMemory& memory, ThreadOrder mode, uint64_t block_linear, KernelBody body,
                void* context) {
   b.current = 0;
   b.exited = 0;
@@ -136,8 +144,8 @@ void run_block(BlockState& b, LaunchMemory& memory, Order mode, uint64_t block_l
     EmuThread* self = &t;
     t.fiber = boost::context::fiber(
         std::allocator_arg, boost::context::preallocated(sctx.sp, sctx.size, sctx), ReusedStack{},
-        [self, body, context](boost::context::fiber&& scheduler) {
-          self->scheduler = std::move(scheduler);
+        [self, body, context](boost::context::fiber&& interleaver) {
+          self->interleaver = std::move(interleaver);
           try {
             body(context);
           } catch (const boost::context::detail::forced_unwind&) {
@@ -147,7 +155,7 @@ void run_block(BlockState& b, LaunchMemory& memory, Order mode, uint64_t block_l
           }
           self->state = ThreadState::exited;
           ++g_block->exited;
-          return std::move(self->scheduler);
+          return std::move(self->interleaver);
         });
   }
 
@@ -170,7 +178,7 @@ void run_block(BlockState& b, LaunchMemory& memory, Order mode, uint64_t block_l
       if (b.error) return;
     }
     if (!ran) break;
-    if (mode == Order::shuffle) fill_order(order, mode, block_linear, pass);
+    if (mode == ThreadOrder::shuffle) fill_order(order, mode, block_linear, pass);
   }
   if (b.exited != b.nthreads) report_deadlock(b);
 }
@@ -205,7 +213,7 @@ void run_grid(const char* file, int line, dim3 grid, dim3 block, size_t dynamic_
     }
   } running;
 
-  Order mode = order();
+  ThreadOrder mode = thread_order();
   LaunchMemory memory(static_cast<int>(nthreads), dynamic_smem_bytes);
   std::optional<RacecheckLaunch> racecheck_launch;  // after memory: it needs the shared-memory map
   if (racecheck()) racecheck_launch.emplace(static_cast<int>(nthreads));
@@ -270,7 +278,7 @@ int syncthreads(int kind, int predicate, const char* file, unsigned line) {
     }
   }
   // Even the last arrival yields, so the threads after a barrier start in the chosen order.
-  yield_to_scheduler();
+  yield_to_interleaver();
   return b.barrier_result;
 }
 

@@ -8,11 +8,30 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <source_location>
 #include <type_traits>
 
 #include "kernels/emulator/racecheck.h"
 #include "kernels/emulator/runtime.h"
+
+namespace diffuse::emulator {
+// Where a barrier or warp collective was called from, for the emulator's reports: a default
+// argument `CallSite at = CallSite::current()` records the caller's file and line, as
+// std::source_location would. (clang 14 has no std::source_location with libstdc++ 12: it lacks
+// the __builtin_source_location that header needs; __builtin_FILE/__builtin_LINE work in both.)
+class CallSite {
+ public:
+  static constexpr CallSite current(const char* file = __builtin_FILE(), unsigned line = __builtin_LINE()) {
+    return CallSite(file, line);
+  }
+  constexpr const char* file_name() const { return file_; }
+  constexpr unsigned line() const { return line_; }
+
+ private:
+  constexpr CallSite(const char* file, unsigned line) : file_(file), line_(line) {}
+  const char* file_;
+  unsigned line_;
+};
+}  // namespace diffuse::emulator
 
 // ---- built-in variables (read-only views of the running thread's indices) --------------------
 inline const uint3& threadIdx = diffuse::emulator::detail::thread_idx;
@@ -22,16 +41,16 @@ inline const dim3& gridDim = diffuse::emulator::detail::grid_dim;
 constexpr int warpSize = 32;
 
 // ---- barriers --------------------------------------------------------------------------------
-inline void __syncthreads(std::source_location at = std::source_location::current()) {
+inline void __syncthreads(::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   diffuse::emulator::detail::syncthreads(0, 0, at.file_name(), at.line());
 }
-inline int __syncthreads_count(int pred, std::source_location at = std::source_location::current()) {
+inline int __syncthreads_count(int pred, ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return diffuse::emulator::detail::syncthreads(1, pred, at.file_name(), at.line());
 }
-inline int __syncthreads_and(int pred, std::source_location at = std::source_location::current()) {
+inline int __syncthreads_and(int pred, ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return diffuse::emulator::detail::syncthreads(2, pred, at.file_name(), at.line());
 }
-inline int __syncthreads_or(int pred, std::source_location at = std::source_location::current()) {
+inline int __syncthreads_or(int pred, ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return diffuse::emulator::detail::syncthreads(3, pred, at.file_name(), at.line());
 }
 inline void __threadfence_block() {}
@@ -40,7 +59,7 @@ inline void __threadfence() {}
 // ---- warp collectives --------------------------------------------------------------------------
 namespace diffuse::emulator::detail {
 template <typename T>
-T warp_value(WarpOp op, unsigned mask, T var, int arg, int width, const std::source_location& at) {
+T warp_value(WarpOp op, unsigned mask, T var, int arg, int width, const CallSite& at) {
   static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8, "warp shuffles move values of at most 8 bytes");
   uint64_t bits = 0;
   std::memcpy(&bits, &var, sizeof(T));
@@ -49,62 +68,72 @@ T warp_value(WarpOp op, unsigned mask, T var, int arg, int width, const std::sou
   std::memcpy(&out, &bits, sizeof(T));
   return out;
 }
-inline uint64_t warp_vote(WarpOp op, unsigned mask, int pred, const std::source_location& at) {
+inline uint64_t warp_vote(WarpOp op, unsigned mask, int pred, const CallSite& at) {
   return warp_collective(op, mask, pred != 0, 4, 0, 32, at.file_name(), at.line());
 }
 }  // namespace diffuse::emulator::detail
 
-inline void __syncwarp(unsigned mask = 0xffffffffu, std::source_location at = std::source_location::current()) {
+inline void __syncwarp(unsigned mask = 0xffffffffu,
+                       ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   diffuse::emulator::detail::warp_collective(diffuse::emulator::detail::WarpOp::sync, mask, 0, 0, 0, 32,
                                              at.file_name(), at.line());
 }
 template <typename T>
 T __shfl_sync(unsigned mask, T var, int src_lane, int width = warpSize,
-              std::source_location at = std::source_location::current()) {
+              ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return diffuse::emulator::detail::warp_value(diffuse::emulator::detail::WarpOp::shfl_idx, mask, var, src_lane, width, at);
 }
 template <typename T>
 T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
-                 std::source_location at = std::source_location::current()) {
+                 ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return diffuse::emulator::detail::warp_value(diffuse::emulator::detail::WarpOp::shfl_up, mask, var,
                                                static_cast<int>(delta), width, at);
 }
 template <typename T>
 T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
-                   std::source_location at = std::source_location::current()) {
+                   ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return diffuse::emulator::detail::warp_value(diffuse::emulator::detail::WarpOp::shfl_down, mask, var,
                                                static_cast<int>(delta), width, at);
 }
 template <typename T>
 T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize,
-                  std::source_location at = std::source_location::current()) {
+                  ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return diffuse::emulator::detail::warp_value(diffuse::emulator::detail::WarpOp::shfl_xor, mask, var, lane_mask, width, at);
 }
-inline unsigned __ballot_sync(unsigned mask, int pred, std::source_location at = std::source_location::current()) {
+inline unsigned __ballot_sync(unsigned mask, int pred,
+                              ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return static_cast<unsigned>(diffuse::emulator::detail::warp_vote(diffuse::emulator::detail::WarpOp::ballot, mask, pred, at));
 }
-inline int __any_sync(unsigned mask, int pred, std::source_location at = std::source_location::current()) {
+inline int __any_sync(unsigned mask, int pred,
+                      ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return static_cast<int>(diffuse::emulator::detail::warp_vote(diffuse::emulator::detail::WarpOp::any, mask, pred, at));
 }
-inline int __all_sync(unsigned mask, int pred, std::source_location at = std::source_location::current()) {
+inline int __all_sync(unsigned mask, int pred,
+                      ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return static_cast<int>(diffuse::emulator::detail::warp_vote(diffuse::emulator::detail::WarpOp::all, mask, pred, at));
 }
-inline unsigned __reduce_add_sync(unsigned mask, unsigned v, std::source_location at = std::source_location::current()) {
+inline unsigned __reduce_add_sync(unsigned mask, unsigned v,
+                                  ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return diffuse::emulator::detail::warp_value(diffuse::emulator::detail::WarpOp::reduce_add, mask, v, 0, 32, at);
 }
-inline int __reduce_add_sync(unsigned mask, int v, std::source_location at = std::source_location::current()) {
+inline int __reduce_add_sync(unsigned mask, int v,
+                             ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return diffuse::emulator::detail::warp_value(diffuse::emulator::detail::WarpOp::reduce_add, mask, v, 0, 32, at);
 }
-inline unsigned __reduce_min_sync(unsigned mask, unsigned v, std::source_location at = std::source_location::current()) {
+inline unsigned __reduce_min_sync(unsigned mask, unsigned v,
+                                  ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return diffuse::emulator::detail::warp_value(diffuse::emulator::detail::WarpOp::reduce_min_u, mask, v, 0, 32, at);
 }
-inline int __reduce_min_sync(unsigned mask, int v, std::source_location at = std::source_location::current()) {
+inline int __reduce_min_sync(unsigned mask, int v,
+                             ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return diffuse::emulator::detail::warp_value(diffuse::emulator::detail::WarpOp::reduce_min_i, mask, v, 0, 32, at);
 }
-inline unsigned __reduce_max_sync(unsigned mask, unsigned v, std::source_location at = std::source_location::current()) {
+inline unsigned __reduce_max_sync(unsigned mask, unsigned v,
+                                  ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return diffuse::emulator::detail::warp_value(diffuse::emulator::detail::WarpOp::reduce_max_u, mask, v, 0, 32, at);
 }
-inline int __reduce_max_sync(unsigned mask, int v, std::source_location at = std::source_location::current()) {
+inline int __reduce_max_sync(unsigned mask, int v,
+                             ::diffuse::emulator::CallSite at = ::diffuse::emulator::CallSite::current()) {
   return diffuse::emulator::detail::warp_value(diffuse::emulator::detail::WarpOp::reduce_max_i, mask, v, 0, 32, at);
 }
 

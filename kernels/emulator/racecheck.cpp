@@ -20,7 +20,7 @@
 // The shadow holds, per 4-byte word, the interval it was last touched in, the last writer and up
 // to two readers (thread, touched bytes, the lane's warp clock, the instruction's address). The
 // handler only records (async-signal-safe: no allocation, no locks, no exceptions); the first
-// finding is turned into a diffuse::Error by the scheduler when the thread next yields.
+// finding is turned into a diffuse::Error by the interleaver when the thread next yields.
 #include <dlfcn.h>
 #include <signal.h>
 #include <sys/mman.h>

@@ -1,4 +1,4 @@
-// The SIMT emulator's interface: the scheduling order, the grid launch, and the entry points that
+// The SIMT emulator's interface: the thread order, the grid launch, and the entry points that
 // compat.cuh's device functions (__syncthreads, warp collectives, shared memory) call into.
 // One grid runs at a time on the calling OS thread: blocks one after another, each block's
 // threads as fibers, switched only at barriers, warp collectives and thread exit.
@@ -15,24 +15,24 @@
 namespace diffuse::emulator {
 
 // Which runnable thread goes next after every synchronisation point: ascending thread index,
-// descending, or a permutation drawn afresh for every scheduling pass from a fixed seed.
-enum class Order { fwd, rev, shuffle };
+// descending, or a permutation drawn afresh for every interleaving pass from a fixed seed.
+enum class ThreadOrder { fwd, rev, shuffle };
 
-// The order in force: the last set_order(), else env DIFFUSE_EMU_ORDER (fwd|rev|shuffle), else fwd.
-Order order();
-void set_order(Order o);
-const char* order_name(Order o);
+// The order in force: the last set_thread_order(), else env DIFFUSE_EMU_ORDER (fwd|rev|shuffle), else fwd.
+ThreadOrder thread_order();
+void set_thread_order(ThreadOrder o);
+const char* thread_order_name(ThreadOrder o);
 
 // Sets an order for a scope (tests that sweep all three orders themselves).
-class ScopedOrder {
+class ScopedThreadOrder {
  public:
-  explicit ScopedOrder(Order o) : saved_(order()) { set_order(o); }
-  ~ScopedOrder() { set_order(saved_); }
-  ScopedOrder(const ScopedOrder&) = delete;
-  ScopedOrder& operator=(const ScopedOrder&) = delete;
+  explicit ScopedThreadOrder(ThreadOrder o) : saved_(thread_order()) { set_thread_order(o); }
+  ~ScopedThreadOrder() { set_thread_order(saved_); }
+  ScopedThreadOrder(const ScopedThreadOrder&) = delete;
+  ScopedThreadOrder& operator=(const ScopedThreadOrder&) = delete;
 
  private:
-  Order saved_;
+  ThreadOrder saved_;
 };
 
 // Per-thread fiber stack size (env DIFFUSE_EMU_STACK_KB, default 64); a guard page sits below it.

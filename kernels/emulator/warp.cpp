@@ -47,7 +47,13 @@ std::string lane_list(unsigned bits) {
     }
     int e = l;
     while (e + 1 < 32 && (bits >> (e + 1) & 1u)) ++e;
-    out += (out.empty() ? "" : ",") + std::to_string(l) + (e > l ? "-" + std::to_string(e) : "");
+    // Appended piece by piece: g++ 12 at -O3 reports a false -Wrestrict on `"-" + std::to_string(e)`.
+    if (!out.empty()) out += ',';
+    out += std::to_string(l);
+    if (e > l) {
+      out += '-';
+      out += std::to_string(e);
+    }
     l = e + 1;
   }
   return out;
@@ -165,7 +171,7 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int value_byt
       if (mask >> l & 1u) all_here = joined(b.threads[base + l], t.warp);
     if (all_here) complete(b, base, t.warp);
   }
-  yield_to_scheduler();  // the last arrival yields too: lanes continue in the chosen order
+  yield_to_interleaver();  // the last arrival yields too: lanes continue in the chosen order
   return t.warp.result;
 }
 

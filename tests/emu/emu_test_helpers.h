@@ -1,4 +1,4 @@
-// Helpers shared by the emulator's tests: the three scheduling orders and the text of the
+// Helpers shared by the emulator's tests: the three thread orders and the text of the
 // diffuse::Error a launch throws, with directories dropped from paths so that tests can look for
 // "file.cpp:LINE" whatever the build's source directory is.
 #pragma once
@@ -9,7 +9,8 @@
 
 namespace diffuse::test {
 
-inline const emulator::Order kAllOrders[] = {emulator::Order::fwd, emulator::Order::rev, emulator::Order::shuffle};
+inline const emulator::ThreadOrder kAllOrders[] = {emulator::ThreadOrder::fwd, emulator::ThreadOrder::rev,
+                                                   emulator::ThreadOrder::shuffle};
 
 // "at /a/b/x.cpp:7 ..." -> "at x.cpp:7 ...".
 inline std::string without_dirs(const std::string& message) {

@@ -1,5 +1,4 @@
-// Buffers and comparisons for the small kernel families' emulator tests (elementwise, shape,
-// embedding, loss, optim): host buffers placed a chosen number of elements past a 16-byte
+// Buffers and comparisons for the kernel families' emulator tests, defined once here: host buffers placed a chosen number of elements past a 16-byte
 // boundary (shift 0 takes the float4 paths, shift 1 the scalar ones), NaN-poisoned outputs,
 // Philox test data, and error measures in which a NaN always fails.
 #pragma once
@@ -12,12 +11,14 @@
 
 namespace diffuse::test {
 
+// At least 8 spare elements follow the data (shift 0 or 1), still holding `fill`: a write past the
+// end shows up there.
 template <typename T>
 struct Buf {
   std::vector<T> storage;
   T* p;
   int64_t n;
-  Buf(int64_t count, int shift = 0, T fill = T(NAN)) : storage(static_cast<size_t>(count) + 8, fill), n(count) {
+  Buf(int64_t count, int shift = 0, T fill = T(NAN)) : storage(static_cast<size_t>(count) + 12, fill), n(count) {
     auto addr = reinterpret_cast<uintptr_t>(storage.data());
     p = reinterpret_cast<T*>((addr + 15) / 16 * 16) + shift;
   }
@@ -48,6 +49,10 @@ double max_rel(const A* got, const B* want, int64_t n) {
     if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
   }
   return worst;
+}
+template <typename A>
+double max_rel(const A* got, const std::vector<double>& want) {
+  return max_rel(got, want.data(), static_cast<int64_t>(want.size()));
 }
 
 // Whether got and want hold the same floats bit for bit (NaN never equals).

@@ -2,7 +2,7 @@
 // the CPU twin (out, dq, dk, dv) and against f64 loops here (the log-sum-exp and D = rowsum(dO∘O)
 // the CPU twin does not produce), for head dims 32, 64, 128, lengths that are not multiples of
 // any tile (partial query and key tiles, several of each), f32 and bf16. Every output and the
-// scratch are NaN-poisoned before each launch, so an unwritten element fails. The scheduling order
+// scratch are NaN-poisoned before each launch, so an unwritten element fails. The thread order
 // is the one CTest sets (DIFFUSE_EMU_ORDER = fwd, rev, shuffle: each test runs under all three).
 #include <catch2/catch.hpp>
 #include <algorithm>
@@ -15,9 +15,12 @@
 #include "kernels/attention.h"
 #include "kernels/bf16.h"
 #include "kernels/philox.h"
+#include "support/bf16_vectors.h"
 
 using namespace diffuse;
 using kernels::AttentionDesc;
+using test::from_bf16;
+using test::to_bf16;
 
 namespace {
 
@@ -117,17 +120,6 @@ void check_f32(const AttentionDesc& d) {
   CHECK(rel_err(dq, dq_ref) < 2e-5);
   CHECK(rel_err(dk, dk_ref) < 2e-5);
   CHECK(rel_err(dv, dv_ref) < 2e-5);
-}
-
-std::vector<uint16_t> to_bf16(const std::vector<float>& x) {
-  std::vector<uint16_t> out(x.size());
-  for (size_t i = 0; i < x.size(); ++i) out[i] = kernels::float_to_bf16(x[i]);
-  return out;
-}
-std::vector<float> from_bf16(const std::vector<uint16_t>& x) {
-  std::vector<float> out(x.size());
-  for (size_t i = 0; i < x.size(); ++i) out[i] = kernels::bf16_to_float(x[i]);
-  return out;
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // The `denoise_step` family under the emulator: kernels/cuda/denoise_step.cu against the CPU twin
 // (kernels/cpu/denoise_step.cpp) and against the update formulas evaluated here in f64, for every
 // update kind, with and without guidance and clipping, in place and out of place, on odd sizes
-// (partial Philox quads), aligned (float4) and unaligned buffers, in every scheduling order.
+// (partial Philox quads), aligned (float4) and unaligned buffers, in every thread order.
 // Out-of-place outputs are NaN-poisoned first, so an unwritten element fails.
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -9,11 +9,15 @@
 #include <string>
 #include <vector>
 
+#include "emu/emu_test_helpers.h"
+#include "emu/kernel_test_support.h"
 #include "kernels/denoise_step.h"
 #include "kernels/emulator/runtime.h"
 #include "kernels/philox.h"
 
 using namespace diffuse;
+using diffuse::test::Buf;
+using diffuse::test::max_rel;
 using kernels::DenoiseStepDesc;
 using kernels::DenoiseUpdate;
 
@@ -29,16 +33,6 @@ const char* kind_name(DenoiseUpdate u) {
   return "?";
 }
 
-// A float buffer starting `shift` floats past a 16-byte boundary (shift 1 forces the scalar path),
-// with 8 spare floats after the data that keep the fill value as a guard.
-struct Buffer {
-  std::vector<float> storage;
-  float* p;
-  Buffer(size_t n, int shift, float fill) : storage(n + 12, fill) {
-    auto addr = reinterpret_cast<uintptr_t>(storage.data());
-    p = reinterpret_cast<float*>((addr + 15) / 16 * 16) + shift;
-  }
-};
 
 // Plausible coefficients for each update kind (the sampler's exact ones are tested in tests/cpu).
 // ε-prediction at √ᾱ = 0.6, √(1−ᾱ) = 0.8 for DDPM/DDIM, v-prediction for DPM-Solver++.
@@ -94,21 +88,12 @@ void reference(const DenoiseStepDesc& d, const float* x, const float* m_out, con
   }
 }
 
-// max |got - want| / max(1, |want|); NaN in `got` counts as infinitely wrong.
-double max_rel(const float* got, const std::vector<double>& want) {
-  double worst = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    double e = std::fabs(got[i] - want[i]) / std::max(1.0, std::fabs(want[i]));
-    if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
-  }
-  return worst;
-}
 
 std::vector<double> widen(const float* p, int64_t n) { return std::vector<double>(p, p + n); }
 
 // The inputs of one step: x_t, the model output (2·numel when guided) and the previous x0.
 struct Inputs {
-  Buffer x, m, x0_prev;
+  Buf<float> x, m, x0_prev;
   Inputs(int64_t n, int shift)
       : x(n, shift, 7.0f), m(2 * n, shift, 7.0f), x0_prev(n, shift, 7.0f) {
     for (int64_t i = 0; i < n; ++i) {
@@ -134,18 +119,18 @@ void check_step(DenoiseUpdate kind, int64_t n, bool guided, bool clip, bool in_p
   }
 
   // The CPU twin out of place (the reference the kernel must match).
-  Buffer cpu_prev(n, shift, NAN), cpu_x0(n, shift, NAN);
+  Buf<float> cpu_prev(n, shift, NAN), cpu_x0(n, shift, NAN);
   kernels::cpu::denoise_step<float>(d, in.x.p, in.m.p, in.x0_prev.p, cpu_prev.p, cpu_x0.p);
   REQUIRE(max_rel(cpu_prev.p, want_prev) < 1e-5);
   REQUIRE(max_rel(cpu_x0.p, want_x0) < 1e-5);
   const std::vector<double> cpu_prev_d = widen(cpu_prev.p, n), cpu_x0_d = widen(cpu_x0.p, n);
 
-  for (auto order : {emulator::Order::fwd, emulator::Order::rev, emulator::Order::shuffle}) {
-    emulator::ScopedOrder scoped(order);
+  for (auto order : diffuse::test::kAllOrders) {
+    emulator::ScopedThreadOrder scoped(order);
     INFO(kind_name(kind) << " n=" << n << " guided=" << guided << " clip=" << clip << " in_place=" << in_place
-                         << " shift=" << shift << " order=" << emulator::order_name(order));
+                         << " shift=" << shift << " order=" << emulator::thread_order_name(order));
     Inputs io(n, shift);  // fresh copies: in place overwrites them
-    Buffer out_prev(n, shift, NAN), out_x0(n, shift, NAN);
+    Buf<float> out_prev(n, shift, NAN), out_x0(n, shift, NAN);
     float* x_prev = in_place ? io.x.p : out_prev.p;
     float* x0_out = in_place ? io.x0_prev.p : out_x0.p;
     // Out of place, a first-order DPM step gets no x0_prev at all (it must not read one).

@@ -2,11 +2,12 @@
 // elementwise_reduce.cu) against the CPU twin: every broadcast pattern the paths distinguish
 // (same shape, trailing vector, scalar, [N,1,1,C], per-sample, other), float4 and scalar paths,
 // grid caps that force several grid-stride passes, reductions with several splits, every
-// scheduling order. Outputs and workspaces are NaN-poisoned first.
+// thread order. Outputs and workspaces are NaN-poisoned first.
 #include <catch2/catch.hpp>
 #include <string>
 #include <vector>
 
+#include "emu/emu_test_helpers.h"
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
 #include "kernels/elementwise.h"
@@ -23,17 +24,14 @@ using Shape = std::vector<int64_t>;
 
 namespace {
 
-const emulator::Order kOrders[] = {emulator::Order::fwd, emulator::Order::rev, emulator::Order::shuffle};
-
-int64_t numel(const Shape& s) {
-  int64_t n = 1;
-  for (int64_t d : s) n *= d;
-  return n;
-}
+const auto& kOrders = diffuse::test::kAllOrders;
 
 std::string str(const Shape& s) {
   std::string o = "[";
-  for (size_t i = 0; i < s.size(); ++i) o += (i ? "," : "") + std::to_string(s[i]);
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i) o += ',';
+    o += std::to_string(s[i]);
+  }
   return o + "]";
 }
 
@@ -48,11 +46,11 @@ void check_binary(const Shape& as, const Shape& bs, int shift_a, int shift_b, in
   for (BinaryOp op : {BinaryOp::add, BinaryOp::sub, BinaryOp::mul}) {
     Buf<float> want(d.numel, shift_a);
     kernels::cpu::binary<float>(op, d, a.p, b.p, want.p);
-    for (emulator::Order order : kOrders) {
-      emulator::ScopedOrder scoped(order);
+    for (emulator::ThreadOrder order : kOrders) {
+      emulator::ScopedThreadOrder scoped(order);
       kernels::emu::grid::ScopedBlockCap cap(block_cap);
       INFO("a " << str(as) << " b " << str(bs) << " op " << static_cast<int>(op) << " shifts " << shift_a << "/"
-                << shift_b << " cap " << block_cap << " order " << emulator::order_name(order));
+                << shift_b << " cap " << block_cap << " order " << emulator::thread_order_name(order));
       Buf<float> out(d.numel, shift_a);
       kernels::emu::binary(op, d, a.p, b.p, out.p, nullptr);
       CHECK(same_values(out.p, want.p, d.numel));  // one float op per element: identical bits
@@ -67,10 +65,10 @@ void check_reduce(const Shape& as, const Shape& bs, bool weighted, int shift) {
   Buf<float> want(d.b_numel);
   kernels::cpu::reduce_to_broadcast<float>(d, g.p, weighted ? w.p : nullptr, want.p);
   const int64_t ws = kernels::emu::reduce_to_broadcast_workspace(d);
-  for (emulator::Order order : kOrders) {
-    emulator::ScopedOrder scoped(order);
+  for (emulator::ThreadOrder order : kOrders) {
+    emulator::ScopedThreadOrder scoped(order);
     INFO("g " << str(as) << " b " << str(bs) << " weighted " << weighted << " shift " << shift << " workspace " << ws
-              << " order " << emulator::order_name(order));
+              << " order " << emulator::thread_order_name(order));
     Buf<float> out(d.b_numel, shift), workspace(ws);
     kernels::emu::reduce_to_broadcast(d, g.p, weighted ? w.p : nullptr, out.p, ws ? workspace.p : nullptr, nullptr);
     CHECK(max_rel(out.p, want.p, d.b_numel) < 1e-5);
@@ -126,9 +124,9 @@ TEST_CASE("elementwise: sum matches the CPU twin", "[emu][elementwise]") {
       Buf<float> x = randn_buf(n, 5, shift);
       const float want = kernels::cpu::sum<float>(n, x.p);
       const int64_t ws = kernels::emu::sum_workspace(n);
-      for (emulator::Order order : kOrders) {
-        emulator::ScopedOrder scoped(order);
-        INFO("n " << n << " shift " << shift << " order " << emulator::order_name(order));
+      for (emulator::ThreadOrder order : kOrders) {
+        emulator::ScopedThreadOrder scoped(order);
+        INFO("n " << n << " shift " << shift << " order " << emulator::thread_order_name(order));
         Buf<float> out(1), workspace(ws);
         kernels::emu::sum(n, x.p, out.p, ws ? workspace.p : nullptr, nullptr);
         CHECK(max_rel(out.p, &want, 1) < 1e-5);
@@ -149,10 +147,10 @@ TEST_CASE("elementwise: scale, silu, silu backward and fill match the CPU twin",
         kernels::cpu::silu_forward<float>(n, x.p, y.p);
         kernels::cpu::silu_backward<float>(n, x.p, gy.p, gx.p);
         const float value = 0.625f;
-        for (emulator::Order order : kOrders) {
-          emulator::ScopedOrder scoped(order);
+        for (emulator::ThreadOrder order : kOrders) {
+          emulator::ScopedThreadOrder scoped(order);
           kernels::emu::grid::ScopedBlockCap block_cap(cap);
-          INFO("n " << n << " shift " << shift << " cap " << cap << " order " << emulator::order_name(order));
+          INFO("n " << n << " shift " << shift << " cap " << cap << " order " << emulator::thread_order_name(order));
           Buf<float> s(n, shift), fy(n, shift), bx(n, shift), f(n, shift);
           kernels::emu::scale(n, -1.75f, x.p, s.p, nullptr);
           kernels::emu::silu_forward(n, x.p, fy.p, nullptr);

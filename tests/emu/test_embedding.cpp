@@ -1,13 +1,14 @@
 // The embedding family under the emulator (kernels/cuda/embedding.cu) against the CPU twin:
 // lookups and the scatter-add backward with repeated and unused ids, i32 and i64 indices, odd
 // widths (scalar) and multiples of 4 (float4), more ids than one shared-memory pass holds, a grid
-// cap that forces grid-stride loops, every scheduling order. The backward adds in index order
+// cap that forces grid-stride loops, every thread order. The backward adds in index order
 // like the twin, so both directions must match bit for bit.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "emu/emu_test_helpers.h"
 #include "emu/kernel_test_support.h"
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
@@ -20,7 +21,7 @@ using diffuse::test::same_values;
 
 namespace {
 
-const emulator::Order kOrders[] = {emulator::Order::fwd, emulator::Order::rev, emulator::Order::shuffle};
+const auto& kOrders = diffuse::test::kAllOrders;
 
 template <typename I>
 void check_embedding(int64_t n, int64_t v, int64_t width, int shift, int64_t cap) {
@@ -31,11 +32,11 @@ void check_embedding(int64_t n, int64_t v, int64_t width, int shift, int64_t cap
   Buf<float> want(n * width), want_g(v * width);
   kernels::cpu::embedding_forward<float, I>(d, table.p, index.data(), want.p);
   kernels::cpu::embedding_backward<float, I>(d, index.data(), gout.p, want_g.p);
-  for (emulator::Order order : kOrders) {
-    emulator::ScopedOrder scoped(order);
+  for (emulator::ThreadOrder order : kOrders) {
+    emulator::ScopedThreadOrder scoped(order);
     kernels::emu::grid::ScopedBlockCap block_cap(cap);
     INFO("n " << n << " v " << v << " d " << width << " index bytes " << sizeof(I) << " shift " << shift << " cap "
-              << cap << " order " << emulator::order_name(order));
+              << cap << " order " << emulator::thread_order_name(order));
     Buf<float> out(n * width, shift), gtable(v * width, shift);
     kernels::emu::embedding_forward(d, table.p, index.data(), out.p, nullptr);
     kernels::emu::embedding_backward(d, index.data(), gout.p, gtable.p, nullptr);

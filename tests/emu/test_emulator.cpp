@@ -1,7 +1,7 @@
-// The SIMT emulator proves itself on small planted kernels: barriers and scheduling orders,
+// The SIMT emulator proves itself on small planted kernels: barriers and thread orders,
 // divergent and skipped barriers, NaN-poisoned shared memory (static, 2-D, template, dynamic),
 // the dynamic-smem guard page (in a forked child), launch checks. Warp collectives and atomics
-// are in test_emulator_warp.cpp. Each kernel runs under all three orders via ScopedOrder, on top
+// are in test_emulator_warp.cpp. Each kernel runs under all three orders via ScopedThreadOrder, on top
 // of CTest running the whole binary once per DIFFUSE_EMU_ORDER.
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,8 +19,8 @@
 #include "emu_test_helpers.h"
 #include "kernels/compat.cuh"
 
-using diffuse::emulator::Order;
-using diffuse::emulator::ScopedOrder;
+using diffuse::emulator::ThreadOrder;
+using diffuse::emulator::ScopedThreadOrder;
 using diffuse::test::error_of;
 using diffuse::kernels::dynamic_smem;
 
@@ -66,15 +66,15 @@ std::vector<float> expected_block_sums(const std::vector<float>& x, int threads)
 TEST_CASE("emulator: the default order comes from DIFFUSE_EMU_ORDER", "[emu][emulator]") {
   const char* env = std::getenv("DIFFUSE_EMU_ORDER");
   std::string expected = env && *env ? env : "fwd";
-  CHECK(diffuse::emulator::order_name(diffuse::emulator::order()) == expected);
+  CHECK(diffuse::emulator::thread_order_name(diffuse::emulator::thread_order()) == expected);
 }
 
 TEST_CASE("emulator: a block reduction with shuffles and a barrier is right in every order", "[emu][emulator]") {
   std::vector<float> x(1000);
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(i % 7) - 3);  // exact sums
-  for (Order o : kOrders) {
-    ScopedOrder scoped(o);
-    INFO("order " << diffuse::emulator::order_name(o));
+  for (ThreadOrder o : kOrders) {
+    ScopedThreadOrder scoped(o);
+    INFO("order " << diffuse::emulator::thread_order_name(o));
     CHECK(run_block_sum<256, true>(x) == expected_block_sums(x, 256));
     CHECK(run_block_sum<128, true>(x) == expected_block_sums(x, 128));
   }
@@ -83,15 +83,15 @@ TEST_CASE("emulator: a block reduction with shuffles and a barrier is right in e
 TEST_CASE("emulator: a missing barrier gives a wrong result in at least one order", "[emu][emulator]") {
   std::vector<float> x(1000, 1.0f);
   int wrong = 0;
-  for (Order o : kOrders) {
-    ScopedOrder scoped(o);
+  for (ThreadOrder o : kOrders) {
+    ScopedThreadOrder scoped(o);
     if (run_block_sum<256, false>(x) != expected_block_sums(x, 256)) ++wrong;
   }
   CHECK(wrong >= 1);
 }
 
 namespace {
-__global__ void record_schedule(int* ticket, int* order_seen) {
+__global__ void record_thread_order(int* ticket, int* order_seen) {
   int n = blockDim.x;
   order_seen[atomicAdd(ticket, 1)] = threadIdx.x;
   __syncthreads();
@@ -101,13 +101,13 @@ __global__ void record_schedule(int* ticket, int* order_seen) {
 
 TEST_CASE("emulator: fwd and rev run threads by index, shuffle permutes afresh after each barrier", "[emu][emulator]") {
   const int n = 64;
-  auto run = [&](Order o) {
-    ScopedOrder scoped(o);
+  auto run = [&](ThreadOrder o) {
+    ScopedThreadOrder scoped(o);
     std::vector<int> tickets(2, 0), seen(2 * n, -1);
-    DIFFUSE_LAUNCH(record_schedule, 1, n, 0, nullptr, tickets.data(), seen.data());
+    DIFFUSE_LAUNCH(record_thread_order, 1, n, 0, nullptr, tickets.data(), seen.data());
     return seen;
   };
-  std::vector<int> fwd = run(Order::fwd), rev = run(Order::rev), shuffled = run(Order::shuffle);
+  std::vector<int> fwd = run(ThreadOrder::fwd), rev = run(ThreadOrder::rev), shuffled = run(ThreadOrder::shuffle);
   for (int i = 0; i < n; ++i) {
     CHECK(fwd[i] == i);
     CHECK(fwd[n + i] == i);
@@ -119,7 +119,7 @@ TEST_CASE("emulator: fwd and rev run threads by index, shuffle permutes afresh a
   CHECK(phase0 != phase1);
   std::sort(phase0.begin(), phase0.end());
   for (int i = 0; i < n; ++i) CHECK(phase0[i] == i);  // a permutation: every thread ran once
-  CHECK(run(Order::shuffle) == shuffled);             // fixed seed: reproducible
+  CHECK(run(ThreadOrder::shuffle) == shuffled);             // fixed seed: reproducible
 }
 
 namespace {
@@ -145,8 +145,8 @@ __global__ void exit_before_barrier(float* out) {
 
 TEST_CASE("emulator: threads meeting different barriers are reported with both locations", "[emu][emulator]") {
   std::vector<float> out(64);
-  for (Order o : kOrders) {
-    ScopedOrder scoped(o);
+  for (ThreadOrder o : kOrders) {
+    ScopedThreadOrder scoped(o);
     std::string e = error_of([&] { DIFFUSE_LAUNCH(divergent_barrier, 2, 64, 0, nullptr, out.data()); });
     INFO(e);
     CHECK(e.find("divergent __syncthreads") != std::string::npos);
@@ -158,8 +158,8 @@ TEST_CASE("emulator: threads meeting different barriers are reported with both l
 
 TEST_CASE("emulator: a barrier that some threads exit before is reported, not hung", "[emu][emulator]") {
   std::vector<float> out(64);
-  for (Order o : kOrders) {
-    ScopedOrder scoped(o);
+  for (ThreadOrder o : kOrders) {
+    ScopedThreadOrder scoped(o);
     std::string e = error_of([&] { DIFFUSE_LAUNCH(exit_before_barrier, 1, 64, 0, nullptr, out.data()); });
     INFO(e);
     CHECK(e.find("divergent __syncthreads at " + at_line(kSkippedBarrier)) != std::string::npos);
@@ -311,5 +311,5 @@ TEST_CASE("emulator speed: 64 blocks x 256 threads x 4 barriers", "[.bench]") {
   }
   for (int i = 0; i < 256; ++i) REQUIRE(out[i] == static_cast<float>((i + 4) % 256));
   std::printf("emulator (%s): 64 blocks x 256 threads x 4 barriers: %.2f ms (best of 10)\n",
-              diffuse::emulator::order_name(diffuse::emulator::order()), best);
+              diffuse::emulator::thread_order_name(diffuse::emulator::thread_order()), best);
 }

@@ -4,7 +4,7 @@
 // kernels with their barriers, many readers of a word written before a barrier, __syncwarp and
 // shuffle-ordered exchanges, shared-memory atomics, sub-word neighbours, float4 tiles. Each case
 // forces racecheck on (ScopedRacecheck) whatever DIFFUSE_EMU_RACECHECK says, and sweeps the three
-// scheduling orders; off, racecheck takes no fault at all.
+// thread orders; off, racecheck takes no fault at all.
 #include <catch2/catch.hpp>
 #include <algorithm>
 #include <chrono>
@@ -17,8 +17,8 @@
 #include "emu_test_helpers.h"
 #include "kernels/compat.cuh"
 
-using diffuse::emulator::Order;
-using diffuse::emulator::ScopedOrder;
+using diffuse::emulator::ThreadOrder;
+using diffuse::emulator::ScopedThreadOrder;
 using diffuse::emulator::ScopedRacecheck;
 using diffuse::kernels::dynamic_smem;
 using diffuse::test::error_of;
@@ -66,25 +66,25 @@ TEST_CASE("racecheck: a missing __syncthreads before reading a neighbour's word 
     return;
   }
   ScopedRacecheck on(true);
-  for (Order o : kOrders) {
-    ScopedOrder scoped(o);
-    INFO("order " << diffuse::emulator::order_name(o));
+  for (ThreadOrder o : kOrders) {
+    ScopedThreadOrder scoped(o);
+    INFO("order " << diffuse::emulator::thread_order_name(o));
     std::string e = run_rotate(false, 2, 64);
     INFO(e);
     CHECK(contains(e, "emulator: shared-memory race in block (0,0,0): "));
     CHECK(contains(e, "of dynamic smem"));
     CHECK(contains(e, "in the same barrier interval (since the block started, before any __syncthreads"));
-    if (o == Order::fwd) {  // thread 0 reads word 1 before thread 1 writes it
+    if (o == ThreadOrder::fwd) {  // thread 0 reads word 1 before thread 1 writes it
       CHECK(contains(e, thread_str(0) + " read word +4 (byte offset) of dynamic smem while " + thread_str(1) + " wrote it"));
       CHECK(contains(e, "both in warp 0 with no warp collective of both lanes"));
     }
-    if (o == Order::rev) {  // thread 63 writes word 63, then thread 62 reads it
+    if (o == ThreadOrder::rev) {  // thread 63 writes word 63, then thread 62 reads it
       CHECK(contains(e, thread_str(63) + " wrote word +252 (byte offset) of dynamic smem while " + thread_str(62) + " read it"));
     }
   }
   // The emulator is usable again, and the same kernel with its barrier passes in every block.
-  for (Order o : kOrders) {
-    ScopedOrder scoped(o);
+  for (ThreadOrder o : kOrders) {
+    ScopedThreadOrder scoped(o);
     std::vector<float> out;
     CHECK(run_rotate(true, 3, 64, &out).empty());
     for (int i = 0; i < 3 * 64; ++i) CHECK(out[i] == static_cast<float>((i % 64 + 1) % 64));
@@ -119,15 +119,15 @@ TEST_CASE("racecheck: a write-write race is reported, one writer and many reader
   if (!diffuse::emulator::racecheck_supported()) return;
   ScopedRacecheck on(true);
   std::vector<float> out(128, NAN);
-  for (Order o : kOrders) {
-    ScopedOrder scoped(o);
-    INFO("order " << diffuse::emulator::order_name(o));
+  for (ThreadOrder o : kOrders) {
+    ScopedThreadOrder scoped(o);
+    INFO("order " << diffuse::emulator::thread_order_name(o));
     std::string e = error_of([&] { DIFFUSE_LAUNCH(one_word<true>, 1, 128, 0, nullptr, out.data()); });
     INFO(e);
     CHECK(contains(e, "shared-memory race in block (0,0,0)"));
     CHECK(contains(e, " wrote word +4 (byte offset) of static array #1 (the 2nd DIFFUSE_SHARED the block reached, 8 bytes) while "));
     CHECK(contains(e, " wrote it in the same barrier interval"));
-    if (o == Order::fwd) CHECK(contains(e, thread_str(0) + " wrote word +4 ") & contains(e, "while " + thread_str(1) + " wrote it"));
+    if (o == ThreadOrder::fwd) CHECK(contains(e, thread_str(0) + " wrote word +4 ") & contains(e, "while " + thread_str(1) + " wrote it"));
     CHECK(error_of([&] { DIFFUSE_LAUNCH(one_word<false>, 2, 128, 0, nullptr, out.data()); }).empty());
     for (float v : out) CHECK(v == 1.0f);
 
@@ -162,9 +162,9 @@ TEST_CASE("racecheck: warp-synchronous exchanges pass with __syncwarp or a shuff
   if (!diffuse::emulator::racecheck_supported()) return;
   ScopedRacecheck on(true);
   std::vector<float> out(64, NAN);
-  for (Order o : kOrders) {
-    ScopedOrder scoped(o);
-    INFO("order " << diffuse::emulator::order_name(o));
+  for (ThreadOrder o : kOrders) {
+    ScopedThreadOrder scoped(o);
+    INFO("order " << diffuse::emulator::thread_order_name(o));
     CHECK(error_of([&] { DIFFUSE_LAUNCH((warp_exchange<true, false>), 1, 64, 0, nullptr, out.data()); }).empty());
     for (int t = 0; t < 64; ++t) CHECK(out[t] == static_cast<float>(t ^ 1));  // three swaps: the partner's index
     CHECK(error_of([&] { DIFFUSE_LAUNCH((warp_exchange<true, true>), 1, 64, 0, nullptr, out.data()); }).empty());
@@ -199,9 +199,9 @@ TEST_CASE("racecheck: shared-memory atomics do not race with each other, a plain
   if (!diffuse::emulator::racecheck_supported()) return;
   ScopedRacecheck on(true);
   std::vector<int> out(96, -1);
-  for (Order o : kOrders) {
-    ScopedOrder scoped(o);
-    INFO("order " << diffuse::emulator::order_name(o));
+  for (ThreadOrder o : kOrders) {
+    ScopedThreadOrder scoped(o);
+    INFO("order " << diffuse::emulator::thread_order_name(o));
     std::string e = error_of([&] { DIFFUSE_LAUNCH(smem_atomics<false>, 1, 96, 0, nullptr, out.data()); });
     INFO(e);
     CHECK(e.empty());
@@ -246,15 +246,15 @@ TEST_CASE("racecheck: vector and sub-word accesses are recorded at their width",
   if (!diffuse::emulator::racecheck_supported()) return;
   ScopedRacecheck on(true);
   std::vector<float> out(64, NAN);
-  for (Order o : kOrders) {
-    ScopedOrder scoped(o);
-    INFO("order " << diffuse::emulator::order_name(o));
+  for (ThreadOrder o : kOrders) {
+    ScopedThreadOrder scoped(o);
+    INFO("order " << diffuse::emulator::thread_order_name(o));
     CHECK(error_of([&] { DIFFUSE_LAUNCH(float4_tiles<true>, 1, 32, 32 * 16, nullptr, out.data()); }).empty());
     for (int t = 0; t < 32; ++t) CHECK(out[t] == static_cast<float>((t + 1) % 32) + 0.75f);
     std::string e = error_of([&] { DIFFUSE_LAUNCH(float4_tiles<false>, 1, 32, 32 * 16, nullptr, out.data()); });
     INFO(e);
     CHECK(contains(e, "shared-memory race"));
-    if (o == Order::fwd) CHECK(contains(e, thread_str(0) + " read word +28 (byte offset) of dynamic smem while " + thread_str(1) + " wrote it"));
+    if (o == ThreadOrder::fwd) CHECK(contains(e, thread_str(0) + " read word +28 (byte offset) of dynamic smem while " + thread_str(1) + " wrote it"));
     CHECK(error_of([&] { DIFFUSE_LAUNCH(bf16_halves, 1, 64, 0, nullptr, out.data()); }).empty());
   }
   std::string e = error_of([&] { DIFFUSE_LAUNCH(past_static, 1, 32, 0, nullptr, out.data()); });
@@ -268,7 +268,7 @@ TEST_CASE("racecheck: the single-step fallback finds the same races", "[emu][rac
   // Instructions racecheck cannot replay out of line are single-stepped; force that for all.
   setenv("DIFFUSE_EMU_RACECHECK_STEP", "1", 1);
   ScopedRacecheck on(true);
-  ScopedOrder fwd(Order::fwd);
+  ScopedThreadOrder fwd(ThreadOrder::fwd);
   std::string e = run_rotate(false, 1, 64);
   CHECK(contains(e, thread_str(0) + " read word +4 (byte offset) of dynamic smem while " + thread_str(1) + " wrote it"));
   std::vector<float> out(64, NAN);

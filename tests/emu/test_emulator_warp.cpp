@@ -12,8 +12,8 @@
 #include "emu_test_helpers.h"
 #include "kernels/compat.cuh"
 
-using diffuse::emulator::Order;
-using diffuse::emulator::ScopedOrder;
+using diffuse::emulator::ThreadOrder;
+using diffuse::emulator::ScopedThreadOrder;
 using diffuse::test::error_of;
 
 namespace {
@@ -49,9 +49,9 @@ __global__ void collectives(int* out, float* out_f, double* out_d) {
 
 TEST_CASE("emulator: warp shuffles, votes and reductions follow CUDA's semantics", "[emu][emulator]") {
   const int n = 64;
-  for (Order o : kOrders) {
-    ScopedOrder scoped(o);
-    INFO("order " << diffuse::emulator::order_name(o));
+  for (ThreadOrder o : kOrders) {
+    ScopedThreadOrder scoped(o);
+    INFO("order " << diffuse::emulator::thread_order_name(o));
     std::vector<int> out(kKinds * n, 12345);
     std::vector<float> out_f(n);
     std::vector<double> out_d(n);
@@ -113,9 +113,9 @@ __global__ void mask_without_self(int* out) { out[threadIdx.x] = __shfl_sync(0x1
 
 TEST_CASE("emulator: a collective whose mask names lanes that never arrive is a deadlock report", "[emu][emulator]") {
   std::vector<int> out(64);
-  for (Order o : kOrders) {
-    ScopedOrder scoped(o);
-    INFO("order " << diffuse::emulator::order_name(o));
+  for (ThreadOrder o : kOrders) {
+    ScopedThreadOrder scoped(o);
+    INFO("order " << diffuse::emulator::thread_order_name(o));
     std::string e = error_of([&] { DIFFUSE_LAUNCH(full_mask_in_small_block, 1, 16, 0, nullptr, out.data()); });
     INFO(e);
     CHECK(e.find("warp collective deadlock: __shfl_sync at " + at_line(kLineSmallBlock)) != std::string::npos);
@@ -169,8 +169,8 @@ __global__ void atomics(float* f, double* d, int* i, unsigned* u, unsigned long 
 }  // namespace
 
 TEST_CASE("emulator: __syncthreads_count/and/or and atomics", "[emu][emulator]") {
-  for (Order o : kOrders) {
-    ScopedOrder scoped(o);
+  for (ThreadOrder o : kOrders) {
+    ScopedThreadOrder scoped(o);
     std::vector<int> out(5 * 96);
     DIFFUSE_LAUNCH(barrier_votes, 1, 96, 0, nullptr, out.data());
     for (int t = 0; t < 96; ++t) {
@@ -248,5 +248,5 @@ TEST_CASE("emulator speed: 64 blocks x 256 threads x 20 warp shuffles", "[.bench
   // Each round multiplies the warp's common sum by 32: 496 · 32³.
   for (float x : out) REQUIRE(x == 496.0f * 32 * 32 * 32);
   std::printf("emulator (%s): 64 blocks x 256 threads x 20 warp shuffles: %.2f ms (best of 10)\n",
-              diffuse::emulator::order_name(diffuse::emulator::order()), best);
+              diffuse::emulator::thread_order_name(diffuse::emulator::thread_order()), best);
 }

@@ -2,41 +2,23 @@
 // (kernels/cpu/group_norm.cpp, f32) on odd NHWC shapes, with and without SiLU and add_nc, on the
 // one-read path and (by lowering smem_limit_bytes) the chunked two-pass path, float4 and scalar
 // loads. Outputs, statistics and workspace are NaN-poisoned before each launch, so an unwritten
-// element fails. The scheduling order is the ambient one: CTest runs this binary under all three.
+// element fails. The thread order is the ambient one: CTest runs this binary under all three.
 #include <catch2/catch.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "emu/kernel_test_support.h"
 #include "kernels/emulator/runtime.h"
 #include "kernels/group_norm.h"
 
 using namespace diffuse;
+using diffuse::test::Buf;
+using diffuse::test::max_rel;
 using kernels::GroupNormDesc;
 
 namespace {
-
-// A float buffer starting `shift` floats past a 16-byte boundary (shift 1 forces scalar loads).
-struct Buffer {
-  std::vector<float> storage;
-  float* p;
-  Buffer(size_t n, int shift, float fill) : storage(n + 8, fill) {
-    auto addr = reinterpret_cast<uintptr_t>(storage.data());
-    p = reinterpret_cast<float*>((addr + 15) / 16 * 16) + shift;
-  }
-};
-
-// max |got - want| / max(1, |want|); NaN in `got` counts as infinitely wrong.
-template <typename G, typename W>
-double max_rel(const G* got, const W* want, size_t n) {
-  double worst = 0;
-  for (size_t i = 0; i < n; ++i) {
-    double e = std::fabs(double(got[i]) - double(want[i])) / std::max(1.0, std::fabs(double(want[i])));
-    if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
-  }
-  return worst;
-}
 
 struct Shape {
   int64_t n, s, c, g;
@@ -57,7 +39,7 @@ void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, in
   const size_t stats = static_cast<size_t>(sh.n * sh.g), C = static_cast<size_t>(sh.c);
 
   // Inputs with a per-image offset (so the statistics matter) and a spread that differs by group.
-  Buffer x(total, shift, 0.0f), dy(total, shift, 0.0f);
+  Buf<float> x(total, shift, 0.0f), dy(total, shift, 0.0f);
   for (size_t i = 0; i < total; ++i) {
     const size_t c = i % C, n = i / (total / sh.n);
     x.p[i] = static_cast<float>(0.5 * n - 0.3 + (1.0 + 0.1 * (c % 5)) * std::sin(0.37 * i + 0.11 * c));
@@ -84,8 +66,8 @@ void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, in
   CHECK((smem_limit > 0) == (ws_fwd > 0));  // the small limit must really take the chunked path
   INFO("N=" << sh.n << " S=" << sh.s << " C=" << sh.c << " G=" << sh.g << " silu=" << silu << " add=" << with_add
             << " smem_limit=" << smem_limit << " shift=" << shift
-            << " order=" << emulator::order_name(emulator::order()));
-  Buffer y(total, shift, NAN);
+            << " order=" << emulator::thread_order_name(emulator::thread_order()));
+  Buf<float> y(total, shift, NAN);
   std::vector<double> mean(stats, NAN), rstd(stats, NAN);
   std::vector<float> ws(std::max(ws_fwd, ws_bwd) / sizeof(float) + 1, NAN);
   kernels::emu::group_norm_forward(d, x.p, add_p, gamma.data(), beta.data(), y.p, mean.data(), rstd.data(),
@@ -96,7 +78,7 @@ void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, in
   CHECK(std::isnan(y.p[total]));  // one past the end stays untouched
 
   // The backward takes the device's own statistics, as the op does.
-  Buffer dx(total, shift, NAN);
+  Buf<float> dx(total, shift, NAN);
   std::vector<float> dg(C, NAN), db(C, NAN), da(nc, NAN);
   std::fill(ws.begin(), ws.end(), NAN);
   kernels::emu::group_norm_backward(d, x.p, add_p, gamma.data(), beta.data(), mean.data(), rstd.data(), dy.p, dx.p,

@@ -2,11 +2,12 @@
 // draw the CPU's Philox mask exactly (same elements dropped, same scaled values), the weighted MSE
 // loss through its two-stage sum (one and several splits per item, float4 and scalar paths) and
 // its backward with the upstream grad read from memory; grid caps force grid-stride loops, every
-// scheduling order runs, outputs are NaN-poisoned.
+// thread order runs, outputs are NaN-poisoned.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 
+#include "emu/emu_test_helpers.h"
 #include "emu/kernel_test_support.h"
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
@@ -20,7 +21,7 @@ using diffuse::test::same_values;
 
 namespace {
 
-const emulator::Order kOrders[] = {emulator::Order::fwd, emulator::Order::rev, emulator::Order::shuffle};
+const auto& kOrders = diffuse::test::kAllOrders;
 
 void check_dropout(int64_t n, float p, uint64_t offset, int shift, int64_t cap) {
   kernels::DropoutDesc d;
@@ -34,11 +35,11 @@ void check_dropout(int64_t n, float p, uint64_t offset, int shift, int64_t cap) 
   int64_t dropped = 0;
   for (int64_t i = 0; i < n; ++i) dropped += want.p[i] == 0.0f;
   if (n >= 600) CHECK(std::fabs(double(dropped) / double(n) - p) < 0.08);  // the twin really drops ~p
-  for (emulator::Order order : kOrders) {
-    emulator::ScopedOrder scoped(order);
+  for (emulator::ThreadOrder order : kOrders) {
+    emulator::ScopedThreadOrder scoped(order);
     kernels::emu::grid::ScopedBlockCap block_cap(cap);
     INFO("n " << n << " p " << p << " offset " << offset << " shift " << shift << " cap " << cap << " order "
-              << emulator::order_name(order));
+              << emulator::thread_order_name(order));
     Buf<float> y(n, shift);
     kernels::emu::dropout_apply(d, x.p, y.p, nullptr);
     CHECK(same_values(y.p, want.p, n));
@@ -61,11 +62,11 @@ void check_mse(int64_t batch, int64_t per_item, bool weighted, int shift, int64_
   Buf<float> want_g1(n);
   kernels::cpu::mse_backward<float>(d, coef, pred.p, target.p, wp, want_g1.p);
   const int64_t ws = kernels::emu::mse_loss_workspace(d);
-  for (emulator::Order order : kOrders) {
-    emulator::ScopedOrder scoped(order);
+  for (emulator::ThreadOrder order : kOrders) {
+    emulator::ScopedThreadOrder scoped(order);
     kernels::emu::grid::ScopedBlockCap block_cap(cap);
     INFO("batch " << batch << " per_item " << per_item << " weighted " << weighted << " shift " << shift << " cap "
-                  << cap << " workspace " << ws << " order " << emulator::order_name(order));
+                  << cap << " workspace " << ws << " order " << emulator::thread_order_name(order));
     Buf<float> loss(1), g(n, shift), g1(n, shift);
     Buf<double> workspace(ws);
     kernels::emu::mse_loss(d, scale, pred.p, target.p, wp, loss.p, workspace.p, nullptr);

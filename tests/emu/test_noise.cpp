@@ -1,41 +1,25 @@
 // The `noise` family under the emulator: kernels/cuda/noise.cu's q_sample against the CPU twin
 // and against the docs/design.md §8 formulas evaluated here in f64 with ε from philox::normal_at, on
 // odd sizes (quads straddling samples), aligned (float4) and unaligned buffers, every target and
-// every scheduling order. Outputs are NaN-poisoned first, so an unwritten element fails.
+// every thread order. Outputs are NaN-poisoned first, so an unwritten element fails.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "emu/emu_test_helpers.h"
+#include "emu/kernel_test_support.h"
 #include "kernels/emulator/runtime.h"
 #include "kernels/noise.h"
 #include "kernels/philox.h"
 
 using namespace diffuse;
+using diffuse::test::Buf;
+using diffuse::test::max_rel;
 using kernels::NoiseTarget;
 using kernels::QSampleDesc;
 
 namespace {
-
-// A float buffer starting `shift` floats past a 16-byte boundary (shift 1 forces the scalar path).
-struct Buffer {
-  std::vector<float> storage;
-  float* p;
-  Buffer(size_t n, int shift, float fill) : storage(n + 8, fill) {
-    auto addr = reinterpret_cast<uintptr_t>(storage.data());
-    p = reinterpret_cast<float*>((addr + 15) / 16 * 16) + shift;
-  }
-};
-
-// max |got - want| / max(1, |want|); NaN in `got` counts as infinitely wrong.
-double max_rel(const float* got, const std::vector<double>& want) {
-  double worst = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    double e = std::fabs(got[i] - want[i]) / std::max(1.0, std::fabs(want[i]));
-    if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
-  }
-  return worst;
-}
 
 void check_q_sample(int64_t batch, int64_t per_sample, NoiseTarget target, int shift) {
   const int64_t total = batch * per_sample;
@@ -45,7 +29,7 @@ void check_q_sample(int64_t batch, int64_t per_sample, NoiseTarget target, int s
   d.seed = 0x1234abcd5678ull;
   d.offset = 5;
   d.target = target;
-  Buffer x0(total, shift, 0.0f);
+  Buf<float> x0(total, shift, 0.0f);
   for (int64_t k = 0; k < total; ++k) x0.p[k] = static_cast<float>(std::sin(0.37 * k) * 1.5);
   std::vector<float> sqrt_ab(batch), sqrt_1mab(batch);
   for (int64_t b = 0; b < batch; ++b) {  // ᾱ spread over (0, 1)
@@ -63,16 +47,16 @@ void check_q_sample(int64_t batch, int64_t per_sample, NoiseTarget target, int s
     want_target[k] = target == NoiseTarget::epsilon ? eps : target == NoiseTarget::v_prediction ? a * eps - s * x : x;
   }
 
-  Buffer cpu_xt(total, shift, NAN), cpu_target(total, shift, NAN);
+  Buf<float> cpu_xt(total, shift, NAN), cpu_target(total, shift, NAN);
   kernels::cpu::q_sample(d, x0.p, sqrt_ab.data(), sqrt_1mab.data(), cpu_xt.p, cpu_target.p);
   CHECK(max_rel(cpu_xt.p, want_xt) < 1e-6);
   CHECK(max_rel(cpu_target.p, want_target) < 1e-6);
 
-  for (auto order : {emulator::Order::fwd, emulator::Order::rev, emulator::Order::shuffle}) {
-    emulator::ScopedOrder scoped(order);
+  for (auto order : diffuse::test::kAllOrders) {
+    emulator::ScopedThreadOrder scoped(order);
     INFO("B=" << batch << " n=" << per_sample << " target=" << static_cast<int>(target) << " shift=" << shift
-              << " order=" << emulator::order_name(order));
-    Buffer xt(total, shift, NAN), tgt(total, shift, NAN);
+              << " order=" << emulator::thread_order_name(order));
+    Buf<float> xt(total, shift, NAN), tgt(total, shift, NAN);
     xt.storage.back() = 7.0f;  // sentinel past the end must survive
     kernels::emu::q_sample(d, x0.p, sqrt_ab.data(), sqrt_1mab.data(), xt.p, tgt.p, nullptr);
     CHECK(max_rel(xt.p, want_xt) < 1e-6);

@@ -2,12 +2,13 @@
 // + EMA steps in one multi-tensor launch each over tensors of odd sizes (one spanning several
 // chunks, one misaligned so it takes the scalar path, one EMA-only, one AdamW-only, one empty),
 // the global sum of squares (grad norm) to 1e-6 relative, and grad scaling; a grid cap forces
-// blocks to stride over chunks; every scheduling order runs.
+// blocks to stride over chunks; every thread order runs.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "emu/emu_test_helpers.h"
 #include "emu/kernel_test_support.h"
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
@@ -23,7 +24,7 @@ using kernels::Span;
 
 namespace {
 
-const emulator::Order kOrders[] = {emulator::Order::fwd, emulator::Order::rev, emulator::Order::shuffle};
+const auto& kOrders = diffuse::test::kAllOrders;
 
 // One parameter tensor with its grad, moments and EMA shadow.
 struct Param {
@@ -71,10 +72,10 @@ kernels::MultiTensorTable<Entry> table_of(const std::vector<Entry>& entries, std
 
 TEST_CASE("optim: several fused AdamW + EMA steps match the CPU twin", "[emu][optim]") {
   for (int64_t cap : {0, 2}) {
-    for (emulator::Order order : kOrders) {
-      emulator::ScopedOrder scoped(order);
+    for (emulator::ThreadOrder order : kOrders) {
+      emulator::ScopedThreadOrder scoped(order);
       kernels::emu::grid::ScopedBlockCap block_cap(cap);
-      INFO("cap " << cap << " order " << emulator::order_name(order));
+      INFO("cap " << cap << " order " << emulator::thread_order_name(order));
       std::vector<Param> cpu = make_params(), dev = make_params();
       kernels::AdamWHyper h;
       h.beta1 = 0.9, h.beta2 = 0.999, h.eps = 1e-8, h.weight_decay = 0.01;
@@ -120,10 +121,10 @@ TEST_CASE("optim: the sum of squares matches the CPU twin to 1e-6 and grad scali
   }
   const double want = kernels::cpu::sum_of_squares<float>(cspans.data(), static_cast<int64_t>(cspans.size()));
   for (int64_t cap : {0, 1})
-    for (emulator::Order order : kOrders) {
-      emulator::ScopedOrder scoped(order);
+    for (emulator::ThreadOrder order : kOrders) {
+      emulator::ScopedThreadOrder scoped(order);
       kernels::emu::grid::ScopedBlockCap block_cap(cap);
-      INFO("cap " << cap << " order " << emulator::order_name(order));
+      INFO("cap " << cap << " order " << emulator::thread_order_name(order));
       std::vector<int64_t> first;
       auto table = table_of(cspans, first);
       Buf<double> partials(table.chunks), out(1);

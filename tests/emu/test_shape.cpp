@@ -1,11 +1,12 @@
 // The shape family under the emulator (kernels/cuda/shape.cu) against the CPU twin: concat along
 // the last dim and its split (either destination optional), nearest 2x upsampling and its
 // backward, on odd channel counts (scalar path) and multiples of 4 (float4 path), aligned and
-// shifted buffers, a grid cap that forces several grid-stride passes, every scheduling order.
+// shifted buffers, a grid cap that forces several grid-stride passes, every thread order.
 // Pure copies and the twin's addition order: the results must be identical bit for bit.
 #include <catch2/catch.hpp>
 #include <cstdint>
 
+#include "emu/emu_test_helpers.h"
 #include "emu/kernel_test_support.h"
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
@@ -18,7 +19,7 @@ using diffuse::test::same_values;
 
 namespace {
 
-const emulator::Order kOrders[] = {emulator::Order::fwd, emulator::Order::rev, emulator::Order::shuffle};
+const auto& kOrders = diffuse::test::kAllOrders;
 
 void check_concat(int64_t rows, int64_t ca, int64_t cb, int shift, int64_t cap) {
   kernels::ConcatDesc d{rows, ca, cb};
@@ -27,11 +28,11 @@ void check_concat(int64_t rows, int64_t ca, int64_t cb, int shift, int64_t cap) 
   Buf<float> want(rows * c), want_ga(rows * ca), want_gb(rows * cb);
   kernels::cpu::concat_last<float>(d, a.p, b.p, want.p);
   kernels::cpu::split_last<float>(d, g.p, want_ga.p, want_gb.p);
-  for (emulator::Order order : kOrders) {
-    emulator::ScopedOrder scoped(order);
+  for (emulator::ThreadOrder order : kOrders) {
+    emulator::ScopedThreadOrder scoped(order);
     kernels::emu::grid::ScopedBlockCap block_cap(cap);
     INFO("rows " << rows << " ca " << ca << " cb " << cb << " shift " << shift << " cap " << cap << " order "
-                 << emulator::order_name(order));
+                 << emulator::thread_order_name(order));
     Buf<float> out(rows * c, shift), ga(rows * ca, shift), gb(rows * cb, shift);
     kernels::emu::concat_last(d, a.p, b.p, out.p, nullptr);
     kernels::emu::split_last(d, g.p, ga.p, gb.p, nullptr);
@@ -55,11 +56,11 @@ void check_upsample(int64_t n, int64_t h, int64_t w, int64_t c, int shift, int64
   Buf<float> want_y(out_n), want_gx(in);
   kernels::cpu::upsample_nearest2x<float>(d, x.p, want_y.p);
   kernels::cpu::upsample_nearest2x_backward<float>(d, gy.p, want_gx.p);
-  for (emulator::Order order : kOrders) {
-    emulator::ScopedOrder scoped(order);
+  for (emulator::ThreadOrder order : kOrders) {
+    emulator::ScopedThreadOrder scoped(order);
     kernels::emu::grid::ScopedBlockCap block_cap(cap);
     INFO("n " << n << " h " << h << " w " << w << " c " << c << " shift " << shift << " cap " << cap << " order "
-              << emulator::order_name(order));
+              << emulator::thread_order_name(order));
     Buf<float> y(out_n, shift), gx(in, shift);
     kernels::emu::upsample_nearest2x(d, x.p, y.p, nullptr);
     kernels::emu::upsample_nearest2x_backward(d, gy.p, gx.p, nullptr);
