@@ -18,7 +18,7 @@
 
 #include "kernels/group_norm.h"
 #include "nn/autograd.h"
-#include "nn/cuda/blas.h"
+#include "kernels/linear.h"
 #include "nn/ops.h"
 #include "nn/optim.h"
 #include "support/cuda_compare.h"
@@ -259,8 +259,8 @@ void check_bf16_against_cpu(const std::string& what, const OpFn& f, const std::v
 
 // Restores cuBLASLt's use for linear however the test exits.
 struct LinearWithoutLt {
-  LinearWithoutLt() { cuda::set_linear_use_lt(false); }
-  ~LinearWithoutLt() { cuda::set_linear_use_lt(true); }
+  LinearWithoutLt() { kernels::cuda::set_linear_use_lt(false); }
+  ~LinearWithoutLt() { kernels::cuda::set_linear_use_lt(true); }
 };
 
 }  // namespace

@@ -5,8 +5,9 @@
 // and whether it is differentiated. The runner (op_table.cpp) checks per backend: the output's
 // device, dtype and shape, its error against the reference (with and without an autograd tape),
 // the grads against the CPU f64 backward, and on CPU f64 the backward against central finite
-// differences. To add an op: write its naive reference, add its rows to a rows_*.cpp file; the
-// test cases "op table: <op> on <backend>" appear by themselves (register_*.cpp).
+// differences. To add an op: write its naive reference in naive_reference.cpp and its rows in a
+// rows_*.cpp file; the test cases "op table: <op> on <backend>" appear by themselves
+// (cpu/test_op_table_cpu.cpp, cuda/test_op_table_cuda.cpp register them from the rows).
 #pragma once
 #include <functional>
 #include <string>
