@@ -127,7 +127,10 @@ TEST_CASE("racecheck: a write-write race is reported, one writer and many reader
     CHECK(contains(e, "shared-memory race in block (0,0,0)"));
     CHECK(contains(e, " wrote word +4 (byte offset) of static array #1 (the 2nd DIFFUSE_SHARED the block reached, 8 bytes) while "));
     CHECK(contains(e, " wrote it in the same barrier interval"));
-    if (o == ThreadOrder::fwd) CHECK(contains(e, thread_str(0) + " wrote word +4 ") & contains(e, "while " + thread_str(1) + " wrote it"));
+    if (o == ThreadOrder::fwd) {
+      CHECK(contains(e, thread_str(0) + " wrote word +4 "));
+      CHECK(contains(e, "while " + thread_str(1) + " wrote it"));
+    }
     CHECK(error_of([&] { DIFFUSE_LAUNCH(one_word<false>, 2, 128, 0, nullptr, out.data()); }).empty());
     for (float v : out) CHECK(v == 1.0f);
 
