@@ -1,29 +1,18 @@
-// See generate.h. With guidance, the unconditional and conditional halves go through the UNet as
-// one batch of 2B (null labels first, as the denoise_step kernel expects), so a guided step costs
-// one forward.
+// See generate.h. Each batch is one run of the sampling loop, Sampler::sample, over the UNet denoise
+// callback (engine/unet_denoiser.h): with guidance, the unconditional and conditional halves go
+// through the UNet as one batch of 2B (null labels first), so a guided step costs one forward.
 #include "engine/generate.h"
 
 #include <algorithm>
 
 #include "engine/sampler.h"
+#include "engine/unet_denoiser.h"
 #include "kernels/philox.h"
 #include "nn/autograd.h"
 
 namespace diffuse {
 
 namespace {
-
-// Rows [0, B) and [B, 2B) of the result are both x: the CFG batch.
-Tensor repeat_batch_twice(const Tensor& x) {
-  Shape s = x.shape();
-  const int64_t b = s[0];
-  s[0] = 2 * b;
-  Tensor out = Tensor::empty(s, x.dtype(), x.device());
-  Tensor lo = out.slice0(0, b), hi = out.slice0(b, 2 * b);
-  lo.copy_from(x);
-  hi.copy_from(x);
-  return out;
-}
 
 uint64_t batch_seed(uint64_t seed, int64_t batch_index) {
   philox::U32x4 r = philox::block(seed, philox::kSampler, (uint64_t(1) << 63) + static_cast<uint64_t>(batch_index));
@@ -80,14 +69,13 @@ Tensor generate(UNet2D& model, const SchedulerConfig& scheduler, const GenerateO
       if (guided) std::fill(l.begin(), l.begin() + nb, static_cast<double>(null_class));
       labels = Tensor::from(l, {static_cast<int64_t>(l.size())}, DType::i64).to(device);
     }
-    Tensor x = Sampler::initial_noise({nb, S, S, C}, opt.seed).to(device);
-    Tensor x0;
-    for (int64_t i = 0; i < sampler.num_steps(); ++i) {
-      Tensor t = Tensor::full({1}, static_cast<double>(sampler.timesteps()[i]), DType::i64);
-      Tensor m = model.forward(guided ? repeat_batch_twice(x) : x, t, labels);
-      sampler.step(i, m, x, x0, opt);
-      if (callback && !callback(k, i + 1, sampler.num_steps())) throw Error("generate: cancelled");
-    }
+    bool cancelled = false;
+    Tensor x = sampler.sample(unet_denoiser(model, labels, guided), Sampler::initial_noise({nb, S, S, C}, opt.seed).to(device),
+                              opt, [&](int64_t i, int64_t n, const Tensor&, const Tensor&) {
+                                cancelled = callback && !callback(k, i + 1, n);
+                                return !cancelled;
+                              });
+    if (cancelled) throw Error("generate: cancelled");
     Tensor host = x.to(Device::cpu);
     float* p = host.data<float>();
     for (int64_t j = 0; j < host.numel(); ++j) p[j] = std::clamp(p[j], -1.0f, 1.0f);
