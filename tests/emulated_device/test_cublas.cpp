@@ -23,42 +23,21 @@
 #include "kernels/gemm.h"
 #include "nn/cuda/caching_allocator.h"
 #include "nn/device_context.h"
+#include "support/bf16_vectors.h"
+#include "support/device_memory.h"
 
 namespace {
 
 using diffuse::kernels::bf16_to_float;
 using diffuse::kernels::float_to_bf16;
+using diffuse::test::DeviceBuffer;
+using diffuse::test::download;
+using diffuse::test::to_bf16;
+using diffuse::test::upload;
 
-#define CUDA_OK(call) REQUIRE((call) == cudaSuccess)
 #define BLAS_OK(call) REQUIRE((call) == CUBLAS_STATUS_SUCCESS)
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-// A raw device allocation, freed on scope exit.
-struct Device {
-  void* p = nullptr;
-  size_t bytes = 0;
-  explicit Device(size_t n) : bytes(n) { CUDA_OK(cudaMalloc(&p, n)); }
-  ~Device() { cudaFree(p); }
-  Device(const Device&) = delete;
-  Device& operator=(const Device&) = delete;
-  template <typename T>
-  T* as(size_t byte_offset = 0) const {
-    return reinterpret_cast<T*>(static_cast<char*>(p) + byte_offset);
-  }
-};
-
-template <typename T>
-void upload(void* dst, const std::vector<T>& src) {
-  CUDA_OK(cudaMemcpy(dst, src.data(), src.size() * sizeof(T), cudaMemcpyHostToDevice));
-}
-
-template <typename T>
-std::vector<T> download(const void* src, size_t n) {
-  std::vector<T> out(n);
-  CUDA_OK(cudaMemcpy(out.data(), src, n * sizeof(T), cudaMemcpyDeviceToHost));
-  return out;
-}
 
 std::vector<float> random_floats(size_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -76,12 +55,6 @@ std::vector<float> random_ints(size_t n, unsigned seed, int range) {
   std::vector<float> v(n);
   for (float& x : v) x = static_cast<float>(u(rng));
   return v;
-}
-
-std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
-  std::vector<uint16_t> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = float_to_bf16(v[i]);
-  return out;
 }
 
 // Column-major reference: D = alpha·op(A)·op(B) + beta·C (+ bias[i]), in double; C not read when
@@ -158,7 +131,7 @@ TEST_CASE("cublasGemmEx f32 matches a double GEMM for every transpose, alpha/bet
       const Shape s{ta, tb};
       INFO("transa " << ta << " transb " << tb);
       const auto a = random_floats(s.a_count(), 1), b = random_floats(s.b_count(), 2), c = random_floats(s.c_count(), 3);
-      Device da(s.a_count() * 4), db(s.b_count() * 4), dc(s.c_count() * 4);
+      DeviceBuffer da(s.a_count() * 4), db(s.b_count() * 4), dc(s.c_count() * 4);
       upload(da.p, a);
       upload(db.p, b);
 
@@ -190,7 +163,7 @@ TEST_CASE("cublasSgemm and cublasSgemmStridedBatched match a double GEMM", "[cud
   Handle handle;
   const Shape s{true, false, 6, 3, 9};
   const auto a = random_floats(s.a_count(), 4), b = random_floats(s.b_count(), 5);
-  Device da(s.a_count() * 4), db(s.b_count() * 4), dc(s.c_count() * 4);
+  DeviceBuffer da(s.a_count() * 4), db(s.b_count() * 4), dc(s.c_count() * 4);
   upload(da.p, a);
   upload(db.p, b);
   upload(dc.p, std::vector<float>(s.c_count(), kNaN));
@@ -207,7 +180,7 @@ TEST_CASE("cublasSgemm and cublasSgemmStridedBatched match a double GEMM", "[cud
   const long long sa = static_cast<long long>(t.a_count()) + 3, sb = 0, sc = static_cast<long long>(t.c_count());
   const auto ab = random_floats(static_cast<size_t>(sa) * batch, 6), bb = random_floats(t.b_count(), 7),
              cb = random_floats(static_cast<size_t>(sc) * batch, 8);
-  Device dab(ab.size() * 4), dbb(bb.size() * 4), dcb(cb.size() * 4);
+  DeviceBuffer dab(ab.size() * 4), dbb(bb.size() * 4), dcb(cb.size() * 4);
   upload(dab.p, ab);
   upload(dbb.p, bb);
   upload(dcb.p, cb);
@@ -237,7 +210,7 @@ TEST_CASE("cublasGemmEx bf16: f32 accumulation, outputs rounded to nearest even,
       // every partial sum is exact in f32: the only rounding is the final one to bf16.
       const auto a = random_ints(s.a_count(), 9, 16), b = random_ints(s.b_count(), 10, 16);
       const auto c = random_ints(s.c_count(), 11, 16);
-      Device da(s.a_count() * 2), db(s.b_count() * 2), dc(s.c_count() * 2), dc32(s.c_count() * 4);
+      DeviceBuffer da(s.a_count() * 2), db(s.b_count() * 2), dc(s.c_count() * 2), dc32(s.c_count() * 4);
       upload(da.p, to_bf16(a));
       upload(db.p, to_bf16(b));
       upload(dc.p, to_bf16(c));
@@ -273,7 +246,7 @@ TEST_CASE("TF32: CUBLAS_COMPUTE_32F_FAST_TF32 and the TF32 math mode round input
   Handle handle;
   const Shape s{false, false, 9, 11, 33};
   const auto a = random_floats(s.a_count(), 12), b = random_floats(s.b_count(), 13);
-  Device da(s.a_count() * 4), db(s.b_count() * 4), dc(s.c_count() * 4);
+  DeviceBuffer da(s.a_count() * 4), db(s.b_count() * 4), dc(s.c_count() * 4);
   upload(da.p, a);
   upload(db.p, b);
   const auto exact = reference(false, false, s.m, s.n, s.k, 1, a, s.lda(), b, s.ldb(), 0, {}, s.ldc());
@@ -313,11 +286,11 @@ TEST_CASE("cuBLAS pointer modes: HOST scalars are read at the call, DEVICE scala
           "[cuda][emulated]") {
   Handle handle;
   cudaStream_t stream = nullptr;
-  CUDA_OK(cudaStreamCreate(&stream));
+  REQUIRE_CUDA_OK(cudaStreamCreate(&stream));
   BLAS_OK(cublasSetStream(handle.h, stream));
   const Shape s{false, false, 3, 4, 2};
   const auto a = random_floats(s.a_count(), 14), b = random_floats(s.b_count(), 15);
-  Device da(s.a_count() * 4), db(s.b_count() * 4), dc(s.c_count() * 4), scalars(2 * sizeof(float));
+  DeviceBuffer da(s.a_count() * 4), db(s.b_count() * 4), dc(s.c_count() * 4), scalars(2 * sizeof(float));
   upload(da.p, a);
   upload(db.p, b);
   const auto want2 = reference(false, false, s.m, s.n, s.k, 2.0, a, s.lda(), b, s.ldb(), 0, {}, s.ldc());
@@ -328,7 +301,7 @@ TEST_CASE("cuBLAS pointer modes: HOST scalars are read at the call, DEVICE scala
   BLAS_OK(cublasGemmEx(handle.h, CUBLAS_OP_N, CUBLAS_OP_N, s.m, s.n, s.k, &alpha, da.p, CUDA_R_32F, s.lda(), db.p,
                        CUDA_R_32F, s.ldb(), &beta, dc.p, CUDA_R_32F, s.ldc(), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   alpha = 100.0f;
-  CUDA_OK(cudaStreamSynchronize(stream));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(stream));
   CHECK(max_error(download<float>(dc.p, s.c_count()), s.ldc(), want2, s.m, s.n) < 1e-6);
 
   // DEVICE: the scalars are written by a copy queued before the GEMM on the same stream, so they
@@ -340,11 +313,11 @@ TEST_CASE("cuBLAS pointer modes: HOST scalars are read at the call, DEVICE scala
   const float host_scalars[2] = {2.0f, 0.0f};
   upload(dc.p, std::vector<float>(s.c_count(), kNaN));
   upload(scalars.p, std::vector<float>{kNaN, kNaN});
-  CUDA_OK(cudaMemcpyAsync(scalars.p, host_scalars, sizeof(host_scalars), cudaMemcpyHostToDevice, stream));
+  REQUIRE_CUDA_OK(cudaMemcpyAsync(scalars.p, host_scalars, sizeof(host_scalars), cudaMemcpyHostToDevice, stream));
   BLAS_OK(cublasGemmEx(handle.h, CUBLAS_OP_N, CUBLAS_OP_N, s.m, s.n, s.k, scalars.as<float>(), da.p, CUDA_R_32F,
                        s.lda(), db.p, CUDA_R_32F, s.ldb(), scalars.as<float>(4), dc.p, CUDA_R_32F, s.ldc(),
                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  CUDA_OK(cudaStreamSynchronize(stream));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(stream));
   CHECK(max_error(download<float>(dc.p, s.c_count()), s.ldc(), want2, s.m, s.n) < 1e-6);
   // A host scalar in DEVICE mode (and a device one in HOST mode) is refused.
   const float host_one = 1.0f;
@@ -357,21 +330,21 @@ TEST_CASE("cuBLAS pointer modes: HOST scalars are read at the call, DEVICE scala
                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_INVALID_VALUE);
   CHECK(cublasSetPointerMode(handle.h, static_cast<cublasPointerMode_t>(7)) == CUBLAS_STATUS_INVALID_VALUE);
   BLAS_OK(cublasSetStream(handle.h, nullptr));
-  CUDA_OK(cudaStreamDestroy(stream));
+  REQUIRE_CUDA_OK(cudaStreamDestroy(stream));
 }
 
 TEST_CASE("cuBLAS work runs when the host synchronises, not when it is queued", "[cuda][emulated]") {
   Handle handle;
   cudaStream_t gemm_stream = nullptr, copy_stream = nullptr;
-  CUDA_OK(cudaStreamCreateWithFlags(&gemm_stream, cudaStreamNonBlocking));
-  CUDA_OK(cudaStreamCreateWithFlags(&copy_stream, cudaStreamNonBlocking));
+  REQUIRE_CUDA_OK(cudaStreamCreateWithFlags(&gemm_stream, cudaStreamNonBlocking));
+  REQUIRE_CUDA_OK(cudaStreamCreateWithFlags(&copy_stream, cudaStreamNonBlocking));
   BLAS_OK(cublasSetStream(handle.h, gemm_stream));
   cudaStream_t got_stream = nullptr;
   BLAS_OK(cublasGetStream(handle.h, &got_stream));
   CHECK(got_stream == gemm_stream);
   const Shape s{false, false, 3, 3, 2};
   const auto a = random_floats(s.a_count(), 16), b = random_floats(s.b_count(), 17), a2 = random_floats(s.a_count(), 18);
-  Device da(s.a_count() * 4), db(s.b_count() * 4), dc(s.c_count() * 4);
+  DeviceBuffer da(s.a_count() * 4), db(s.b_count() * 4), dc(s.c_count() * 4);
   upload(da.p, a);
   upload(db.p, b);
   upload(dc.p, std::vector<float>(s.c_count(), -1.0f));
@@ -380,24 +353,24 @@ TEST_CASE("cuBLAS work runs when the host synchronises, not when it is queued", 
                        CUDA_R_32F, s.ldb(), &zero, dc.p, CUDA_R_32F, s.ldc(), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   // A read of C queued behind the GEMM still sees the old contents before the sync.
   std::vector<float> early(s.c_count(), 0.0f);
-  CUDA_OK(cudaMemcpyAsync(early.data(), dc.p, early.size() * 4, cudaMemcpyDeviceToHost, gemm_stream));
+  REQUIRE_CUDA_OK(cudaMemcpyAsync(early.data(), dc.p, early.size() * 4, cudaMemcpyDeviceToHost, gemm_stream));
   CHECK(early == std::vector<float>(s.c_count(), 0.0f));
   // Overwrite A on an unordered stream and run only that: the queued GEMM has not read A yet, so
   // it computes with the new A once its own stream is synchronised.
-  CUDA_OK(cudaMemcpyAsync(da.p, a2.data(), a2.size() * 4, cudaMemcpyHostToDevice, copy_stream));
-  CUDA_OK(cudaStreamSynchronize(copy_stream));
-  CUDA_OK(cudaStreamSynchronize(gemm_stream));
+  REQUIRE_CUDA_OK(cudaMemcpyAsync(da.p, a2.data(), a2.size() * 4, cudaMemcpyHostToDevice, copy_stream));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(copy_stream));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(gemm_stream));
   CHECK(max_error(early, s.ldc(), reference(false, false, s.m, s.n, s.k, 1, a2, s.lda(), b, s.ldb(), 0, {}, s.ldc()),
                   s.m, s.n) < 1e-6);
   BLAS_OK(cublasSetStream(handle.h, nullptr));
-  CUDA_OK(cudaStreamDestroy(gemm_stream));
-  CUDA_OK(cudaStreamDestroy(copy_stream));
+  REQUIRE_CUDA_OK(cudaStreamDestroy(gemm_stream));
+  REQUIRE_CUDA_OK(cudaStreamDestroy(copy_stream));
 }
 
 TEST_CASE("cublasGemmEx argument checks return the documented statuses and leave C alone", "[cuda][emulated]") {
   Handle handle;
   const Shape s{false, false, 4, 3, 5};
-  Device da(s.a_count() * 4), db(s.b_count() * 4), dc(s.c_count() * 4), small(8);
+  DeviceBuffer da(s.a_count() * 4), db(s.b_count() * 4), dc(s.c_count() * 4), small(8);
   upload(da.p, random_floats(s.a_count(), 19));
   upload(db.p, random_floats(s.b_count(), 20));
   const std::vector<float> c(s.c_count(), 42.0f);
@@ -459,7 +432,7 @@ TEST_CASE("cublasGemmEx argument checks return the documented statuses and leave
         CUBLAS_STATUS_NOT_INITIALIZED);
   CHECK(cublasDestroy(dead) == CUBLAS_STATUS_NOT_INITIALIZED);
   // Nothing was queued: C is untouched.
-  CUDA_OK(cudaDeviceSynchronize());
+  REQUIRE_CUDA_OK(cudaDeviceSynchronize());
   CHECK(download<float>(dc.p, s.c_count()) == c);
   // Empty problems touch nothing and succeed; k = 0 with beta = 0 zeroes C without reading A.
   CHECK(call(handle.h, CUBLAS_OP_N, 0, s.n, s.k, &one, nullptr, CUDA_R_32F, 1, s.ldb(), 1) == CUBLAS_STATUS_SUCCESS);
@@ -477,7 +450,7 @@ TEST_CASE("cublasGemmEx argument checks return the documented statuses and leave
 TEST_CASE("planted bug: kernels/cuda's GEMM with a bad leading dimension is a diffuse::Error naming cuBLAS's status",
           "[cuda][emulated]") {
   // Row-major c[2, 3] = a[2, 4] · b[4, 3] with lda = 3 < 4: cuBLAS sees ldb = 3 < k.
-  Device a(2 * 4 * 4), b(4 * 3 * 4), c(2 * 3 * 4);
+  DeviceBuffer a(2 * 4 * 4), b(4 * 3 * 4), c(2 * 3 * 4);
   upload(a.p, random_floats(8, 21));
   upload(b.p, random_floats(12, 22));
   try {
@@ -494,7 +467,7 @@ TEST_CASE("planted bug: kernels/cuda's GEMM with a bad leading dimension is a di
 
 TEST_CASE("cuBLAS handle settings: workspace alignment and memory, math mode, stream", "[cuda][emulated]") {
   Handle handle;
-  Device ws(4096);
+  DeviceBuffer ws(4096);
   BLAS_OK(cublasSetWorkspace(handle.h, ws.p, ws.bytes));
   // The documentation: the workspace must be 256-byte aligned.
   CHECK(cublasSetWorkspace(handle.h, ws.as<char>(64), 1024) == CUBLAS_STATUS_INVALID_VALUE);
@@ -572,7 +545,7 @@ struct LtProblem {
 TEST_CASE("cublasLtMatmul with the bias epilogue matches a double GEMM, f32 and bf16, every transpose",
           "[cuda][emulated]") {
   LtHandle lt;
-  Device workspace(1 << 20);
+  DeviceBuffer workspace(1 << 20);
   for (const cudaDataType_t type : {CUDA_R_32F, CUDA_R_16BF})
     for (const bool ta : {false, true})
       for (const bool tb : {false, true}) {
@@ -583,7 +556,7 @@ TEST_CASE("cublasLtMatmul with the bias epilogue matches a double GEMM, f32 and 
         const auto a = bf16 ? random_ints(s.a_count(), 23, 16) : random_floats(s.a_count(), 23);
         const auto b = bf16 ? random_ints(s.b_count(), 24, 16) : random_floats(s.b_count(), 24);
         const auto bias = bf16 ? random_ints(s.m, 25, 64) : random_floats(s.m, 25);
-        Device da(s.a_count() * elem), db(s.b_count() * elem), dd(s.c_count() * elem), dbias(s.m * elem);
+        DeviceBuffer da(s.a_count() * elem), db(s.b_count() * elem), dd(s.c_count() * elem), dbias(s.m * elem);
         if (bf16) {
           upload(da.p, to_bf16(a));
           upload(db.p, to_bf16(b));
@@ -632,7 +605,7 @@ TEST_CASE("cublasLtMatmul out of place with beta: C read with its own ld, D writ
   const int c_ld = s.m + 5;
   const auto a = random_floats(s.a_count(), 26), b = random_floats(s.b_count(), 27);
   const auto c = random_floats(static_cast<size_t>(c_ld) * s.n, 28);
-  Device da(s.a_count() * 4), db(s.b_count() * 4), dc(c.size() * 4), dd(s.c_count() * 4), ws(1 << 16);
+  DeviceBuffer da(s.a_count() * 4), db(s.b_count() * 4), dc(c.size() * 4), dd(s.c_count() * 4), ws(1 << 16);
   upload(da.p, a);
   upload(db.p, b);
   upload(dc.p, c);
@@ -652,7 +625,7 @@ TEST_CASE("cublasLtMatmul out of place with beta: C read with its own ld, D writ
 TEST_CASE("cuBLASLt workspace and alignment misuse returns the documented statuses", "[cuda][emulated]") {
   LtHandle lt;
   const Shape s{true, false, 6, 4, 6};  // every column 32 bytes, so the 16-byte-vector algorithm qualifies
-  Device da(s.a_count() * 4 + 256), db(s.b_count() * 4), dd(s.c_count() * 4), dbias(s.m * 4 + 64), ws(1 << 16);
+  DeviceBuffer da(s.a_count() * 4 + 256), db(s.b_count() * 4), dd(s.c_count() * 4), dbias(s.m * 4 + 64), ws(1 << 16);
   upload(da.p, random_floats(s.a_count() + 64, 29));
   upload(db.p, random_floats(s.b_count(), 30));
   upload(dbias.p, random_floats(s.m + 16, 31));
@@ -707,7 +680,7 @@ TEST_CASE("cuBLASLt workspace and alignment misuse returns the documented status
   p.set_alignment(2);
   CHECK(p.heuristic(lt.h, r, 3, &count) == CUBLAS_STATUS_NOT_SUPPORTED);
   CHECK(count == 0);
-  CUDA_OK(cudaDeviceSynchronize());
+  REQUIRE_CUDA_OK(cudaDeviceSynchronize());
 }
 
 TEST_CASE("cuBLASLt descriptor and configuration misuse returns the documented statuses", "[cuda][emulated]") {
@@ -757,13 +730,13 @@ TEST_CASE("cuBLASLt descriptor and configuration misuse returns the documented s
   BLAS_OK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &plain, sizeof(plain)));
   BLAS_OK(p.heuristic(lt.h, r, 1, &count));
   {
-    LtProblem half(s, CUDA_R_16F);
-    CHECK(half.heuristic(lt.h, r, 1, &count) == CUBLAS_STATUS_NOT_SUPPORTED);
+    LtProblem f16(s, CUDA_R_16F);  // (not `half`: that is cuda_fp16.h's type)
+    CHECK(f16.heuristic(lt.h, r, 1, &count) == CUBLAS_STATUS_NOT_SUPPORTED);
     LtProblem tf32_bf16(s, CUDA_R_16BF, CUBLAS_COMPUTE_32F_FAST_TF32);
     CHECK(tf32_bf16.heuristic(lt.h, r, 1, &count) == CUBLAS_STATUS_NOT_SUPPORTED);
   }
   // An algorithm chosen for one configuration used with another.
-  Device da(s.a_count() * 4), db(s.b_count() * 4), dd(s.c_count() * 4);
+  DeviceBuffer da(s.a_count() * 4), db(s.b_count() * 4), dd(s.c_count() * 4);
   upload(da.p, random_floats(s.a_count(), 32));
   upload(db.p, random_floats(s.b_count(), 33));
   const float alpha = 1.0f, beta = 0.0f;
@@ -787,7 +760,7 @@ TEST_CASE("cuBLASLt descriptor and configuration misuse returns the documented s
   CHECK(cublasLtMatmul(lt.h, p.op, &alpha, host.data(), p.a, db.p, p.b, &beta, dd.p, p.d, dd.p, p.d, nullptr, nullptr,
                        0, nullptr) == CUBLAS_STATUS_INVALID_VALUE);
   CHECK(std::string(cublasLtGetStatusName(CUBLAS_STATUS_NOT_SUPPORTED)) == "CUBLAS_STATUS_NOT_SUPPORTED");
-  CUDA_OK(cudaDeviceSynchronize());
+  REQUIRE_CUDA_OK(cudaDeviceSynchronize());
 }
 
 TEST_CASE("cuBLASLt strided batches and TF32", "[cuda][emulated]") {
@@ -797,7 +770,7 @@ TEST_CASE("cuBLASLt strided batches and TF32", "[cuda][emulated]") {
   const int64_t sa = static_cast<int64_t>(s.a_count()), sb = static_cast<int64_t>(s.b_count()),
                 sd = static_cast<int64_t>(s.c_count());
   const auto a = random_floats(sa * batch, 34), b = random_floats(sb * batch, 35);
-  Device da(a.size() * 4), db(b.size() * 4), dd(sd * batch * 4), ws(1 << 16);
+  DeviceBuffer da(a.size() * 4), db(b.size() * 4), dd(sd * batch * 4), ws(1 << 16);
   upload(da.p, a);
   upload(db.p, b);
   for (const bool tf32 : {false, true}) {
@@ -838,10 +811,10 @@ TEST_CASE("cuBLASLt strided batches and TF32", "[cuda][emulated]") {
 TEST_CASE("cuBLASLt pointer mode DEVICE reads alpha and beta when the work runs", "[cuda][emulated]") {
   LtHandle lt;
   cudaStream_t stream = nullptr;
-  CUDA_OK(cudaStreamCreate(&stream));
+  REQUIRE_CUDA_OK(cudaStreamCreate(&stream));
   const Shape s{true, true, 3, 4, 5};
   const auto a = random_floats(s.a_count(), 36), b = random_floats(s.b_count(), 37), c = random_floats(s.c_count(), 38);
-  Device da(s.a_count() * 4), db(s.b_count() * 4), dd(s.c_count() * 4), scalars(8);
+  DeviceBuffer da(s.a_count() * 4), db(s.b_count() * 4), dd(s.c_count() * 4), scalars(8);
   upload(da.p, a);
   upload(db.p, b);
   upload(dd.p, c);
@@ -850,14 +823,14 @@ TEST_CASE("cuBLASLt pointer mode DEVICE reads alpha and beta when the work runs"
   const int32_t mode = CUBLASLT_POINTER_MODE_DEVICE;
   BLAS_OK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &mode, sizeof(mode)));
   const float host_scalars[2] = {-1.5f, 0.5f};
-  CUDA_OK(cudaMemcpyAsync(scalars.p, host_scalars, sizeof(host_scalars), cudaMemcpyHostToDevice, stream));
+  REQUIRE_CUDA_OK(cudaMemcpyAsync(scalars.p, host_scalars, sizeof(host_scalars), cudaMemcpyHostToDevice, stream));
   BLAS_OK(cublasLtMatmul(lt.h, p.op, scalars.as<float>(), da.p, p.a, db.p, p.b, scalars.as<float>(4), dd.p, p.c, dd.p,
                          p.d, nullptr, nullptr, 0, stream));
-  CUDA_OK(cudaStreamSynchronize(stream));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(stream));
   CHECK(max_error(download<float>(dd.p, s.c_count()), s.ldc(),
                   reference(true, true, s.m, s.n, s.k, -1.5, a, s.lda(), b, s.ldb(), 0.5, c, s.ldc()), s.m, s.n) < 1e-6);
   // Host scalars in DEVICE mode are refused.
   CHECK(cublasLtMatmul(lt.h, p.op, host_scalars, da.p, p.a, db.p, p.b, host_scalars + 1, dd.p, p.c, dd.p, p.d, nullptr,
                        nullptr, 0, stream) == CUBLAS_STATUS_INVALID_VALUE);
-  CUDA_OK(cudaStreamDestroy(stream));
+  REQUIRE_CUDA_OK(cudaStreamDestroy(stream));
 }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/emulated_device/device.h"
+#include "support/device_memory.h"
 #include "support/process.h"
 
 using namespace diffuse::test;
@@ -22,44 +23,17 @@ namespace device = diffuse::emulated_device;
 
 namespace {
 
-#define CUDA_OK(call) REQUIRE((call) == cudaSuccess)
-
-// A device buffer freed on scope exit.
-struct DeviceBytes {
-  void* p = nullptr;
-  size_t n = 0;
-  explicit DeviceBytes(size_t bytes) : n(bytes) { CUDA_OK(cudaMalloc(&p, bytes)); }
-  ~DeviceBytes() { cudaFree(p); }
-  DeviceBytes(const DeviceBytes&) = delete;
-  DeviceBytes& operator=(const DeviceBytes&) = delete;
-  unsigned char* bytes() const { return static_cast<unsigned char*>(p); }
-};
-
-struct Stream {
-  cudaStream_t s = nullptr;
-  explicit Stream(unsigned flags) { CUDA_OK(cudaStreamCreateWithFlags(&s, flags)); }
-  ~Stream() { cudaStreamDestroy(s); }
-  Stream(const Stream&) = delete;
-  Stream& operator=(const Stream&) = delete;
-};
-
 struct Event {
   cudaEvent_t e = nullptr;
-  explicit Event(unsigned flags = cudaEventDefault) { CUDA_OK(cudaEventCreateWithFlags(&e, flags)); }
+  explicit Event(unsigned flags = cudaEventDefault) { REQUIRE_CUDA_OK(cudaEventCreateWithFlags(&e, flags)); }
   ~Event() { cudaEventDestroy(e); }
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
 };
 
-std::vector<unsigned char> download(const void* src, size_t n) {
-  std::vector<unsigned char> out(n);
-  CUDA_OK(cudaMemcpy(out.data(), src, n, cudaMemcpyDeviceToHost));
-  return out;
-}
-
 // Queues work on `s` that appends `id` to `order` when it runs.
 void queue_marker(cudaStream_t s, std::vector<int>& order, int id) {
-  CUDA_OK(device::enqueue(s, "marker " + std::to_string(id), [&order, id] { order.push_back(id); }));
+  REQUIRE_CUDA_OK(device::enqueue(s, "marker " + std::to_string(id), [&order, id] { order.push_back(id); }));
 }
 
 void busy_wait_ms(double ms) {
@@ -76,10 +50,10 @@ bool contains(const std::string& text, const std::string& part) { return text.fi
 
 TEST_CASE("emulated cudart: one named sm_90 card that says it is not a GPU", "[cuda][emulated]") {
   int count = 0;
-  CUDA_OK(cudaGetDeviceCount(&count));
+  REQUIRE_CUDA_OK(cudaGetDeviceCount(&count));
   CHECK(count == 1);
   cudaDeviceProp p;
-  CUDA_OK(cudaGetDeviceProperties(&p, 0));
+  REQUIRE_CUDA_OK(cudaGetDeviceProperties(&p, 0));
   CHECK(std::string(p.name) == "diffuse emulated sm_90 (not a GPU)");
   CHECK(p.major == 9);
   CHECK(p.minor == 0);
@@ -92,25 +66,25 @@ TEST_CASE("emulated cudart: one named sm_90 card that says it is not a GPU", "[c
   CHECK(p.totalGlobalMem == (size_t{16} << 30));  // the default: DIFFUSE_EMU_DEVICE_MEMORY unset
 
   int v = 0;
-  CUDA_OK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+  REQUIRE_CUDA_OK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
   CHECK(v == static_cast<int>(p.sharedMemPerBlockOptin));
-  CUDA_OK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, 0));
+  REQUIRE_CUDA_OK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, 0));
   CHECK(v == p.multiProcessorCount);
-  CUDA_OK(cudaDeviceGetAttribute(&v, cudaDevAttrL2CacheSize, 0));
+  REQUIRE_CUDA_OK(cudaDeviceGetAttribute(&v, cudaDevAttrL2CacheSize, 0));
   CHECK(v == p.l2CacheSize);
-  CUDA_OK(cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, 0));
+  REQUIRE_CUDA_OK(cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, 0));
   CHECK(v == 9);
 
   CHECK(cudaSetDevice(1) == cudaErrorInvalidDevice);
   CHECK(cudaGetLastError() == cudaErrorInvalidDevice);
   CHECK(cudaGetLastError() == cudaSuccess);  // cleared: not sticky
-  CUDA_OK(cudaSetDevice(0));
+  REQUIRE_CUDA_OK(cudaSetDevice(0));
   CHECK(cudaGetDeviceProperties(&p, 1) == cudaErrorInvalidDevice);
   cudaGetLastError();
 
   int runtime = 0, driver = 0;
-  CUDA_OK(cudaRuntimeGetVersion(&runtime));
-  CUDA_OK(cudaDriverGetVersion(&driver));
+  REQUIRE_CUDA_OK(cudaRuntimeGetVersion(&runtime));
+  REQUIRE_CUDA_OK(cudaDriverGetVersion(&driver));
   CHECK(runtime == CUDART_VERSION);
   CHECK(driver == CUDART_VERSION);
 
@@ -123,27 +97,27 @@ TEST_CASE("emulated cudart: one named sm_90 card that says it is not a GPU", "[c
 
 TEST_CASE("emulated cudart: cudaMalloc returns 256-byte aligned, NaN-filled memory outside the host's",
           "[cuda][emulated]") {
-  DeviceBytes a(10 * sizeof(float)), b(3);
+  DeviceBuffer a(10 * sizeof(float)), b(3);
   CHECK(reinterpret_cast<uintptr_t>(a.p) % 256 == 0);
   CHECK(reinterpret_cast<uintptr_t>(b.p) % 256 == 0);
   CHECK(device::in_device_region(a.p));
   CHECK_FALSE(device::in_device_region(&a));
-  CHECK(device::is_device_range(a.p, a.n));
-  CHECK_FALSE(device::is_device_range(a.p, a.n + 1));
-  CHECK(device::is_device_range(a.bytes() + a.n, 0));
+  CHECK(device::is_device_range(a.p, a.bytes));
+  CHECK_FALSE(device::is_device_range(a.p, a.bytes + 1));
+  CHECK(device::is_device_range(a.as<unsigned char>() + a.bytes, 0));
 
-  std::vector<unsigned char> raw = download(a.p, a.n);
+  std::vector<unsigned char> raw = download<unsigned char>(a.p, a.bytes);
   for (unsigned char byte : raw) REQUIRE(byte == 0xFF);
   std::vector<float> as_floats(10);
   std::memcpy(as_floats.data(), raw.data(), raw.size());
   for (float f : as_floats) CHECK(std::isnan(f));
 
   void* none = reinterpret_cast<void*>(1);
-  CUDA_OK(cudaMalloc(&none, 0));
+  REQUIRE_CUDA_OK(cudaMalloc(&none, 0));
   CHECK(none == nullptr);
   CHECK(cudaMalloc(nullptr, 16) == cudaErrorInvalidValue);
-  CUDA_OK(cudaFree(nullptr));
-  CHECK(cudaFree(a.bytes() + 4) == cudaErrorInvalidValue);  // not what cudaMalloc returned
+  REQUIRE_CUDA_OK(cudaFree(nullptr));
+  CHECK(cudaFree(a.as<unsigned char>() + 4) == cudaErrorInvalidValue);  // not what cudaMalloc returned
   int on_stack = 0;
   CHECK(cudaFree(&on_stack) == cudaErrorInvalidValue);
   CHECK(cudaGetLastError() == cudaErrorInvalidValue);
@@ -152,27 +126,27 @@ TEST_CASE("emulated cudart: cudaMalloc returns 256-byte aligned, NaN-filled memo
 
 TEST_CASE("emulated cudart child: a 1 MiB card", "[.cudart-small-card]") {
   cudaDeviceProp p;
-  CUDA_OK(cudaGetDeviceProperties(&p, 0));
+  REQUIRE_CUDA_OK(cudaGetDeviceProperties(&p, 0));
   REQUIRE(p.totalGlobalMem == (size_t{1} << 20));
   size_t free = 0, total = 0;
-  CUDA_OK(cudaMemGetInfo(&free, &total));
+  REQUIRE_CUDA_OK(cudaMemGetInfo(&free, &total));
   REQUIRE(total == (size_t{1} << 20));
   REQUIRE(free == total);
 
   void* whole = nullptr;
-  CUDA_OK(cudaMalloc(&whole, size_t{1} << 20));
-  CUDA_OK(cudaMemGetInfo(&free, &total));
+  REQUIRE_CUDA_OK(cudaMalloc(&whole, size_t{1} << 20));
+  REQUIRE_CUDA_OK(cudaMemGetInfo(&free, &total));
   REQUIRE(free == 0);
   void* more = nullptr;
   REQUIRE(cudaMalloc(&more, 1) == cudaErrorMemoryAllocation);
   // Out of memory is not sticky: reported once, and the device goes on working.
   REQUIRE(cudaGetLastError() == cudaErrorMemoryAllocation);
   REQUIRE(cudaGetLastError() == cudaSuccess);
-  CUDA_OK(cudaFree(whole));
-  CUDA_OK(cudaMalloc(&more, 1000));
-  CUDA_OK(cudaMemGetInfo(&free, &total));
+  REQUIRE_CUDA_OK(cudaFree(whole));
+  REQUIRE_CUDA_OK(cudaMalloc(&more, 1000));
+  REQUIRE_CUDA_OK(cudaMemGetInfo(&free, &total));
   REQUIRE(free == (size_t{1} << 20) - 1024);  // sizes count rounded up to 256 bytes
-  CUDA_OK(cudaFree(more));
+  REQUIRE_CUDA_OK(cudaFree(more));
 }
 
 TEST_CASE("emulated cudart child: a device memory size that does not parse", "[.cudart-bad-size]") {
@@ -202,32 +176,32 @@ TEST_CASE("emulated cudart: DIFFUSE_EMU_DEVICE_MEMORY sets the card's memory, an
 
 TEST_CASE("emulated cudart: copies and memsets whose device side is not inside one allocation are refused",
           "[cuda][emulated]") {
-  DeviceBytes a(100), b(100);
+  DeviceBuffer a(100), b(100);
   std::vector<unsigned char> host(200, 7);
-  Stream s(cudaStreamNonBlocking);
+  DeviceStream s(cudaStreamNonBlocking);
 
   CHECK(cudaMemcpy(a.p, host.data(), 101, cudaMemcpyHostToDevice) == cudaErrorInvalidValue);  // past the end
-  CHECK(cudaMemcpy(host.data(), a.bytes() + 50, 51, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
+  CHECK(cudaMemcpy(host.data(), a.as<unsigned char>() + 50, 51, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
   CHECK(cudaMemcpy(host.data(), a.p, 10, cudaMemcpyHostToDevice) == cudaErrorInvalidValue);  // kind swapped
   CHECK(cudaMemcpy(a.p, b.p, 10, cudaMemcpyHostToDevice) == cudaErrorInvalidValue);  // device as host source
   CHECK(cudaMemcpy(a.p, host.data(), 10, static_cast<cudaMemcpyKind>(7)) == cudaErrorInvalidMemcpyDirection);
   CHECK(cudaMemcpy(nullptr, a.p, 10, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
   CHECK(cudaMemcpyAsync(b.p, a.p, 100, cudaMemcpyDeviceToDevice, s.s) == cudaSuccess);
-  CHECK(cudaMemcpyAsync(b.bytes() + 1, a.p, 100, cudaMemcpyDeviceToDevice, s.s) == cudaErrorInvalidValue);
-  CHECK(cudaMemsetAsync(a.bytes() + 90, 0, 11, s.s) == cudaErrorInvalidValue);
+  CHECK(cudaMemcpyAsync(b.as<unsigned char>() + 1, a.p, 100, cudaMemcpyDeviceToDevice, s.s) == cudaErrorInvalidValue);
+  CHECK(cudaMemsetAsync(a.as<unsigned char>() + 90, 0, 11, s.s) == cudaErrorInvalidValue);
   CHECK(cudaMemset(host.data(), 0, 10) == cudaErrorInvalidValue);  // host memory
   CHECK(cudaMemcpy(host.data(), a.p, 0, cudaMemcpyDeviceToHost) == cudaSuccess);  // nothing to copy
 
   cudaStream_t gone = nullptr;
-  CUDA_OK(cudaStreamCreate(&gone));
-  CUDA_OK(cudaStreamDestroy(gone));
+  REQUIRE_CUDA_OK(cudaStreamCreate(&gone));
+  REQUIRE_CUDA_OK(cudaStreamDestroy(gone));
   CHECK(cudaMemsetAsync(a.p, 0, 10, gone) == cudaErrorInvalidResourceHandle);
-  CUDA_OK(cudaStreamSynchronize(s.s));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(s.s));
   cudaGetLastError();
 
   // cudaMemcpyDefault takes the direction from the pointers.
-  CUDA_OK(cudaMemcpy(a.p, host.data(), 100, cudaMemcpyDefault));
-  CHECK(download(a.p, 100) == std::vector<unsigned char>(100, 7));
+  REQUIRE_CUDA_OK(cudaMemcpy(a.p, host.data(), 100, cudaMemcpyDefault));
+  CHECK(download<unsigned char>(a.p, 100) == std::vector<unsigned char>(100, 7));
 }
 
 TEST_CASE("emulated cudart: cudaMemcpy3DAsync copies a pitched box between positions and checks its bounds",
@@ -237,9 +211,9 @@ TEST_CASE("emulated cudart: cudaMemcpy3DAsync copies a pitched box between posit
   constexpr size_t kW = 4, kH = 3, kD = 2, kDstPitch = 8, kDstRows = 5;
   std::vector<unsigned char> src_host(kW * kH * kD);
   for (size_t i = 0; i < src_host.size(); ++i) src_host[i] = static_cast<unsigned char>(i + 1);
-  DeviceBytes src(src_host.size()), dst(kDstPitch * kDstRows * kD);
-  CUDA_OK(cudaMemcpy(src.p, src_host.data(), src_host.size(), cudaMemcpyHostToDevice));
-  CUDA_OK(cudaMemset(dst.p, 0, dst.n));
+  DeviceBuffer src(src_host.size()), dst(kDstPitch * kDstRows * kD);
+  REQUIRE_CUDA_OK(cudaMemcpy(src.p, src_host.data(), src_host.size(), cudaMemcpyHostToDevice));
+  REQUIRE_CUDA_OK(cudaMemset(dst.p, 0, dst.bytes));
 
   cudaMemcpy3DParms c{};
   c.srcPtr = make_cudaPitchedPtr(src.p, kW, kW, kH);
@@ -247,10 +221,10 @@ TEST_CASE("emulated cudart: cudaMemcpy3DAsync copies a pitched box between posit
   c.dstPos = make_cudaPos(2, 1, 0);
   c.extent = make_cudaExtent(kW, kH, kD);
   c.kind = cudaMemcpyDeviceToDevice;
-  Stream s(cudaStreamNonBlocking);
-  CUDA_OK(cudaMemcpy3DAsync(&c, s.s));
-  CUDA_OK(cudaStreamSynchronize(s.s));
-  const std::vector<unsigned char> got = download(dst.p, dst.n);
+  DeviceStream s(cudaStreamNonBlocking);
+  REQUIRE_CUDA_OK(cudaMemcpy3DAsync(&c, s.s));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(s.s));
+  const std::vector<unsigned char> got = download<unsigned char>(dst.p, dst.bytes);
   for (size_t z = 0; z < kD; ++z)
     for (size_t y = 0; y < kDstRows; ++y)
       for (size_t x = 0; x < kDstPitch; ++x) {
@@ -277,110 +251,110 @@ TEST_CASE("emulated cudart: cudaMemcpy3DAsync copies a pitched box between posit
 TEST_CASE("emulated cudart: work runs only when the host synchronises, in order per stream",
           "[cuda][emulated]") {
   std::vector<int> order;
-  Stream s(cudaStreamNonBlocking);
+  DeviceStream s(cudaStreamNonBlocking);
   Event e;
   queue_marker(s.s, order, 1);
   queue_marker(s.s, order, 2);
-  CUDA_OK(cudaEventRecord(e.e, s.s));
+  REQUIRE_CUDA_OK(cudaEventRecord(e.e, s.s));
   CHECK(order.empty());
   CHECK(cudaStreamQuery(s.s) == cudaErrorNotReady);  // a query never runs work
   CHECK(cudaEventQuery(e.e) == cudaErrorNotReady);
   CHECK(order.empty());
   CHECK(cudaGetLastError() == cudaSuccess);  // not-ready is not an error
-  CUDA_OK(cudaEventSynchronize(e.e));
+  REQUIRE_CUDA_OK(cudaEventSynchronize(e.e));
   CHECK(order == std::vector<int>{1, 2});
-  CUDA_OK(cudaEventQuery(e.e));
-  CUDA_OK(cudaStreamQuery(s.s));
+  REQUIRE_CUDA_OK(cudaEventQuery(e.e));
+  REQUIRE_CUDA_OK(cudaStreamQuery(s.s));
 }
 
 TEST_CASE("emulated cudart: events order work across two streams, and nothing else does", "[cuda][emulated]") {
   std::vector<int> order;
-  Stream producer(cudaStreamNonBlocking), consumer(cudaStreamNonBlocking);
+  DeviceStream producer(cudaStreamNonBlocking), consumer(cudaStreamNonBlocking);
   Event produced;
 
   SECTION("a wait on an event flushes the producer up to the record first") {
     queue_marker(producer.s, order, 1);
-    CUDA_OK(cudaEventRecord(produced.e, producer.s));
+    REQUIRE_CUDA_OK(cudaEventRecord(produced.e, producer.s));
     queue_marker(producer.s, order, 3);  // after the record: not waited for
-    CUDA_OK(cudaStreamWaitEvent(consumer.s, produced.e, 0));
+    REQUIRE_CUDA_OK(cudaStreamWaitEvent(consumer.s, produced.e, 0));
     queue_marker(consumer.s, order, 2);
-    CUDA_OK(cudaStreamSynchronize(consumer.s));
+    REQUIRE_CUDA_OK(cudaStreamSynchronize(consumer.s));
     CHECK(order == std::vector<int>{1, 2});
-    CUDA_OK(cudaStreamSynchronize(producer.s));
+    REQUIRE_CUDA_OK(cudaStreamSynchronize(producer.s));
     CHECK(order == std::vector<int>{1, 2, 3});
   }
   SECTION("without the wait, syncing the consumer leaves the producer's work queued") {
-    DeviceBytes data(64), copy(64);
-    CUDA_OK(cudaMemsetAsync(data.p, 1, 64, producer.s));
-    CUDA_OK(cudaMemcpyAsync(copy.p, data.p, 64, cudaMemcpyDeviceToDevice, consumer.s));
-    CUDA_OK(cudaStreamSynchronize(consumer.s));
-    CHECK(download(copy.p, 64) == std::vector<unsigned char>(64, 0xFF));  // copied before the memset
-    CUDA_OK(cudaDeviceSynchronize());
-    CHECK(download(data.p, 64) == std::vector<unsigned char>(64, 1));
+    DeviceBuffer data(64), copy(64);
+    REQUIRE_CUDA_OK(cudaMemsetAsync(data.p, 1, 64, producer.s));
+    REQUIRE_CUDA_OK(cudaMemcpyAsync(copy.p, data.p, 64, cudaMemcpyDeviceToDevice, consumer.s));
+    REQUIRE_CUDA_OK(cudaStreamSynchronize(consumer.s));
+    CHECK(download<unsigned char>(copy.p, 64) == std::vector<unsigned char>(64, 0xFF));  // copied before the memset
+    REQUIRE_CUDA_OK(cudaDeviceSynchronize());
+    CHECK(download<unsigned char>(data.p, 64) == std::vector<unsigned char>(64, 1));
   }
   SECTION("with the wait, the copy sees the memset") {
-    DeviceBytes data(64), copy(64);
-    CUDA_OK(cudaMemsetAsync(data.p, 1, 64, producer.s));
-    CUDA_OK(cudaEventRecord(produced.e, producer.s));
-    CUDA_OK(cudaStreamWaitEvent(consumer.s, produced.e, 0));
-    CUDA_OK(cudaMemcpyAsync(copy.p, data.p, 64, cudaMemcpyDeviceToDevice, consumer.s));
-    CUDA_OK(cudaStreamSynchronize(consumer.s));
-    CHECK(download(copy.p, 64) == std::vector<unsigned char>(64, 1));
+    DeviceBuffer data(64), copy(64);
+    REQUIRE_CUDA_OK(cudaMemsetAsync(data.p, 1, 64, producer.s));
+    REQUIRE_CUDA_OK(cudaEventRecord(produced.e, producer.s));
+    REQUIRE_CUDA_OK(cudaStreamWaitEvent(consumer.s, produced.e, 0));
+    REQUIRE_CUDA_OK(cudaMemcpyAsync(copy.p, data.p, 64, cudaMemcpyDeviceToDevice, consumer.s));
+    REQUIRE_CUDA_OK(cudaStreamSynchronize(consumer.s));
+    CHECK(download<unsigned char>(copy.p, 64) == std::vector<unsigned char>(64, 1));
   }
 }
 
 TEST_CASE("emulated cudart: the legacy default stream is a barrier for blocking streams only",
           "[cuda][emulated]") {
   std::vector<int> order;
-  Stream blocking(cudaStreamDefault), non_blocking(cudaStreamNonBlocking);
+  DeviceStream blocking(cudaStreamDefault), non_blocking(cudaStreamNonBlocking);
 
   queue_marker(blocking.s, order, 1);
   queue_marker(non_blocking.s, order, 10);
   queue_marker(nullptr, order, 2);  // waits for 1, not for 10
-  CUDA_OK(cudaStreamSynchronize(nullptr));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(nullptr));
   CHECK(order == std::vector<int>{1, 2});
 
   queue_marker(cudaStreamLegacy, order, 3);
   queue_marker(blocking.s, order, 4);  // waits for 3
-  CUDA_OK(cudaStreamSynchronize(blocking.s));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(blocking.s));
   CHECK(order == std::vector<int>{1, 2, 3, 4});
 
   // A synchronous copy is on the legacy stream: it waits for blocking streams' earlier work...
-  DeviceBytes data(16);
-  CUDA_OK(cudaMemsetAsync(data.p, 5, 16, blocking.s));
-  CHECK(download(data.p, 16) == std::vector<unsigned char>(16, 5));
+  DeviceBuffer data(16);
+  REQUIRE_CUDA_OK(cudaMemsetAsync(data.p, 5, 16, blocking.s));
+  CHECK(download<unsigned char>(data.p, 16) == std::vector<unsigned char>(16, 5));
   // ...and not for a non-blocking stream's (which a real GPU may not have run yet either).
-  CUDA_OK(cudaMemsetAsync(data.p, 6, 16, non_blocking.s));
-  CHECK(download(data.p, 16) == std::vector<unsigned char>(16, 5));
-  CUDA_OK(cudaDeviceSynchronize());
+  REQUIRE_CUDA_OK(cudaMemsetAsync(data.p, 6, 16, non_blocking.s));
+  CHECK(download<unsigned char>(data.p, 16) == std::vector<unsigned char>(16, 5));
+  REQUIRE_CUDA_OK(cudaDeviceSynchronize());
   CHECK(order == std::vector<int>{1, 2, 3, 4, 10});
-  CHECK(download(data.p, 16) == std::vector<unsigned char>(16, 6));
+  CHECK(download<unsigned char>(data.p, 16) == std::vector<unsigned char>(16, 6));
 }
 
 TEST_CASE("emulated cudart: event timing is the measured time of the work between the records",
           "[cuda][emulated]") {
-  Stream s(cudaStreamNonBlocking);
+  DeviceStream s(cudaStreamNonBlocking);
   Event start, stop, idle;
-  CUDA_OK(cudaEventRecord(start.e, s.s));
-  CUDA_OK(device::enqueue(s.s, "busy work", [] { busy_wait_ms(20); }));
-  CUDA_OK(cudaEventRecord(stop.e, s.s));
+  REQUIRE_CUDA_OK(cudaEventRecord(start.e, s.s));
+  REQUIRE_CUDA_OK(device::enqueue(s.s, "busy work", [] { busy_wait_ms(20); }));
+  REQUIRE_CUDA_OK(cudaEventRecord(stop.e, s.s));
   float ms = -1;
   CHECK(cudaEventElapsedTime(&ms, start.e, stop.e) == cudaErrorNotReady);
-  CUDA_OK(cudaEventSynchronize(stop.e));
-  CUDA_OK(cudaEventElapsedTime(&ms, start.e, stop.e));
+  REQUIRE_CUDA_OK(cudaEventSynchronize(stop.e));
+  REQUIRE_CUDA_OK(cudaEventElapsedTime(&ms, start.e, stop.e));
   CHECK(ms >= 19.0f);
   CHECK(ms < 2000.0f);
 
   // The clock stands still while the host works: no device work, no device time.
   busy_wait_ms(20);
-  CUDA_OK(cudaEventRecord(idle.e, s.s));
-  CUDA_OK(cudaEventSynchronize(idle.e));
-  CUDA_OK(cudaEventElapsedTime(&ms, stop.e, idle.e));
+  REQUIRE_CUDA_OK(cudaEventRecord(idle.e, s.s));
+  REQUIRE_CUDA_OK(cudaEventSynchronize(idle.e));
+  REQUIRE_CUDA_OK(cudaEventElapsedTime(&ms, stop.e, idle.e));
   CHECK(ms == 0.0f);
 
   Event untimed(cudaEventDisableTiming), never;
-  CUDA_OK(cudaEventRecord(untimed.e, s.s));
-  CUDA_OK(cudaStreamSynchronize(s.s));
+  REQUIRE_CUDA_OK(cudaEventRecord(untimed.e, s.s));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(s.s));
   CHECK(cudaEventElapsedTime(&ms, start.e, untimed.e) == cudaErrorInvalidResourceHandle);
   CHECK(cudaEventElapsedTime(&ms, start.e, never.e) == cudaErrorInvalidResourceHandle);
   CHECK(cudaEventElapsedTime(nullptr, start.e, stop.e) == cudaErrorInvalidValue);
@@ -421,7 +395,7 @@ TEST_CASE("emulated cudart: cudaFuncSetAttribute opts a kernel into more dynamic
           "[cuda][emulated]") {
   const void* kernel = reinterpret_cast<const void*>(&some_kernel);
   CHECK(device::max_dynamic_shared_bytes(kernel) == 48 * 1024);
-  CUDA_OK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 100 * 1024));
+  REQUIRE_CUDA_OK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 100 * 1024));
   CHECK(device::max_dynamic_shared_bytes(kernel) == 100 * 1024);
   CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024 + 1) ==
         cudaErrorInvalidValue);

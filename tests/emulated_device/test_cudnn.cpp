@@ -18,10 +18,14 @@
 #include <vector>
 
 #include "kernels/bf16.h"
+#include "support/bf16_vectors.h"
+#include "support/device_memory.h"
 
 namespace {
 
-#define CUDA_OK(call) REQUIRE((call) == cudaSuccess)
+using diffuse::test::DeviceBuffer;
+using diffuse::test::to_bf16;
+
 #define DNN_OK(call) REQUIRE((call) == CUDNN_STATUS_SUCCESS)
 
 std::string last_error() {
@@ -29,29 +33,6 @@ std::string last_error() {
   cudnnGetLastErrorString(buf, sizeof(buf));
   return buf;
 }
-
-// A device allocation; cudaMalloc fills it with NaN, so an output never written shows up.
-struct Dev {
-  void* p = nullptr;
-  size_t bytes = 0;
-  explicit Dev(size_t n) : bytes(n) { CUDA_OK(cudaMalloc(&p, n)); }
-  ~Dev() { cudaFree(p); }
-  Dev(Dev&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; }
-  Dev& operator=(const Dev&) = delete;
-  template <typename T>
-  static Dev from(const std::vector<T>& v) {
-    Dev d(v.size() * sizeof(T));
-    CUDA_OK(cudaMemcpy(d.p, v.data(), d.bytes, cudaMemcpyHostToDevice));
-    return d;
-  }
-  template <typename T>
-  std::vector<T> get() const {
-    std::vector<T> v(bytes / sizeof(T));
-    CUDA_OK(cudaMemcpy(v.data(), p, bytes, cudaMemcpyDeviceToHost));
-    return v;
-  }
-  void poison() const { CUDA_OK(cudaMemset(p, 0xff, bytes)); }
-};
 
 std::vector<float> randoms(size_t n, unsigned seed, bool bf16_exact = false) {
   std::mt19937 rng(seed);
@@ -62,12 +43,6 @@ std::vector<float> randoms(size_t n, unsigned seed, bool bf16_exact = false) {
     if (bf16_exact) x = diffuse::kernels::bf16_to_float(diffuse::kernels::float_to_bf16(x));
   }
   return v;
-}
-
-std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
-  std::vector<uint16_t> r(v.size());
-  for (size_t i = 0; i < v.size(); ++i) r[i] = diffuse::kernels::float_to_bf16(v[i]);
-  return r;
 }
 
 struct Shape {
@@ -175,8 +150,8 @@ TEST_CASE("emulated cuDNN: every offered algorithm of the three directions match
     const auto x = randoms(sh.xn(), 1), w = randoms(sh.wn(), 2), dy = randoms(sh.yn(), 3);
     const Reference ref = reference(sh, x, w, dy);
     Descs d(sh, CUDNN_DATA_FLOAT, CUDNN_FMA_MATH);
-    Dev xd = Dev::from(x), wd = Dev::from(w), dyd = Dev::from(dy);
-    Dev y(sh.yn() * 4), dx(sh.xn() * 4), dw(sh.wn() * 4);
+    DeviceBuffer xd = DeviceBuffer::from(x), wd = DeviceBuffer::from(w), dyd = DeviceBuffer::from(dy);
+    DeviceBuffer y(sh.yn() * 4), dx(sh.xn() * 4), dw(sh.wn() * 4);
     const float one = 1.0f, zero = 0.0f;
     int offered[3] = {0, 0, 0};
     for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; ++a) {
@@ -188,7 +163,7 @@ TEST_CASE("emulated cuDNN: every offered algorithm of the three directions match
       INFO("forward algo " << a);
       ++offered[0];
       CHECK(bytes > 0);
-      Dev ws(bytes);
+      DeviceBuffer ws(bytes);
       y.poison();
       DNN_OK(cudnnConvolutionForward(handle.h, &one, d.x, xd.p, d.w, wd.p, d.conv, algo, ws.p, bytes, &zero, d.y, y.p));
       CHECK(max_err(y.get<float>(), ref.y) < 1e-5);
@@ -201,7 +176,7 @@ TEST_CASE("emulated cuDNN: every offered algorithm of the three directions match
         continue;
       INFO("backward-data algo " << a);
       ++offered[1];
-      Dev ws(bytes);
+      DeviceBuffer ws(bytes);
       dx.poison();
       DNN_OK(cudnnConvolutionBackwardData(handle.h, &one, d.w, wd.p, d.y, dyd.p, d.conv, algo, ws.p, bytes, &zero, d.x,
                                           dx.p));
@@ -215,7 +190,7 @@ TEST_CASE("emulated cuDNN: every offered algorithm of the three directions match
         continue;
       INFO("backward-filter algo " << a);
       ++offered[2];
-      Dev ws(bytes);
+      DeviceBuffer ws(bytes);
       dw.poison();
       DNN_OK(cudnnConvolutionBackwardFilter(handle.h, &one, d.x, xd.p, d.y, dyd.p, d.conv, algo, ws.p, bytes, &zero,
                                             d.w, dw.p));
@@ -258,11 +233,11 @@ TEST_CASE("emulated cuDNN: NCHW tensors with a KCRS filter and convolution mode 
   DNN_OK(cudnnSetConvolution2dDescriptor(conv, sh.pad_h, sh.pad_w, 1, 1, 1, 1, CUDNN_CONVOLUTION, CUDNN_DATA_FLOAT));
   DNN_OK(cudnnSetConvolutionMathType(conv, CUDNN_FMA_MATH));
   DNN_OK(cudnnSetTensor4dDescriptor(ydesc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, sh.n, sh.k, sh.p(), sh.q()));
-  Dev xd = Dev::from(xc), wd = Dev::from(wc), y(sh.yn() * 4);
+  DeviceBuffer xd = DeviceBuffer::from(xc), wd = DeviceBuffer::from(wc), y(sh.yn() * 4);
   size_t bytes = 0;
   DNN_OK(cudnnGetConvolutionForwardWorkspaceSize(handle.h, xdesc, wdesc, conv, ydesc,
                                                  CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, &bytes));
-  Dev ws(bytes);
+  DeviceBuffer ws(bytes);
   const float one = 1.0f, zero = 0.0f;
   DNN_OK(cudnnConvolutionForward(handle.h, &one, xdesc, xd.p, wdesc, wd.p, conv,
                                  CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, ws.p, bytes, &zero, ydesc, y.p));
@@ -287,13 +262,13 @@ TEST_CASE("emulated cuDNN: alpha and beta blend into the output, and beta = 0 ne
   const auto x = randoms(sh.xn(), 6), w = randoms(sh.wn(), 7), y0 = randoms(sh.yn(), 8), dy = randoms(sh.yn(), 9);
   const Reference ref = reference(sh, x, w, dy);
   Descs d(sh, CUDNN_DATA_FLOAT, CUDNN_FMA_MATH);
-  Dev xd = Dev::from(x), wd = Dev::from(w), dyd = Dev::from(dy);
+  DeviceBuffer xd = DeviceBuffer::from(x), wd = DeviceBuffer::from(w), dyd = DeviceBuffer::from(dy);
   const auto algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
   size_t bytes = 0;
   DNN_OK(cudnnGetConvolutionForwardWorkspaceSize(handle.h, d.x, d.w, d.conv, d.y, algo, &bytes));
-  Dev ws(bytes);
+  DeviceBuffer ws(bytes);
 
-  Dev y(sh.yn() * 4);
+  DeviceBuffer y(sh.yn() * 4);
   y.poison();  // NaN: any read of y with beta = 0 would show
   const float two = 2.0f, zero = 0.0f, half = 0.5f;
   DNN_OK(cudnnConvolutionForward(handle.h, &two, d.x, xd.p, d.w, wd.p, d.conv, algo, ws.p, bytes, &zero, d.y, y.p));
@@ -301,18 +276,18 @@ TEST_CASE("emulated cuDNN: alpha and beta blend into the output, and beta = 0 ne
   for (size_t i = 0; i < want.size(); ++i) want[i] = 2 * ref.y[i];
   CHECK(max_err(y.get<float>(), want) < 1e-5);
 
-  Dev yb = Dev::from(y0);
+  DeviceBuffer yb = DeviceBuffer::from(y0);
   DNN_OK(cudnnConvolutionForward(handle.h, &two, d.x, xd.p, d.w, wd.p, d.conv, algo, ws.p, bytes, &half, d.y, yb.p));
   for (size_t i = 0; i < want.size(); ++i) want[i] = 2 * ref.y[i] + 0.5 * y0[i];
   CHECK(max_err(yb.get<float>(), want) < 1e-5);
 
   // Backward filter accumulating into an existing gradient (beta = 1).
   const auto dw0 = randoms(sh.wn(), 10);
-  Dev dw = Dev::from(dw0);
+  DeviceBuffer dw = DeviceBuffer::from(dw0);
   size_t fbytes = 0;
   DNN_OK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle.h, d.x, d.y, d.conv, d.w,
                                                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, &fbytes));
-  Dev fws(fbytes);
+  DeviceBuffer fws(fbytes);
   const float one = 1.0f;
   DNN_OK(cudnnConvolutionBackwardFilter(handle.h, &one, d.x, xd.p, d.y, dyd.p, d.conv,
                                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, fws.p, fbytes, &one, d.w, dw.p));
@@ -327,11 +302,11 @@ TEST_CASE("emulated cuDNN: bf16 storage computes in f32 and rounds the output to
   const auto x = randoms(sh.xn(), 11, true), w = randoms(sh.wn(), 12, true), dy = randoms(sh.yn(), 13, true);
   const Reference ref = reference(sh, x, w, dy);
   Descs d(sh, CUDNN_DATA_BFLOAT16, CUDNN_TENSOR_OP_MATH);
-  Dev xd = Dev::from(to_bf16(x)), wd = Dev::from(to_bf16(w)), y(sh.yn() * 2);
+  DeviceBuffer xd = DeviceBuffer::from(to_bf16(x)), wd = DeviceBuffer::from(to_bf16(w)), y(sh.yn() * 2);
   size_t bytes = 0;
   const auto algo = CUDNN_CONVOLUTION_FWD_ALGO_GEMM;
   DNN_OK(cudnnGetConvolutionForwardWorkspaceSize(handle.h, d.x, d.w, d.conv, d.y, algo, &bytes));
-  Dev ws(bytes);
+  DeviceBuffer ws(bytes);
   const float one = 1.0f, zero = 0.0f;
   y.poison();
   DNN_OK(cudnnConvolutionForward(handle.h, &one, d.x, xd.p, d.w, wd.p, d.conv, algo, ws.p, bytes, &zero, d.y, y.p));
@@ -353,14 +328,14 @@ TEST_CASE("emulated cuDNN: f32 under tensor-op or default math sees TF32 roundin
   const Shape sh{1, 8, 8, 16, 8, 3, 3, 1, 1, 1, 1};
   const auto x = randoms(sh.xn(), 14), w = randoms(sh.wn(), 15);
   const Reference ref = reference(sh, x, w, std::vector<float>(sh.yn()));
-  Dev xd = Dev::from(x), wd = Dev::from(w), y(sh.yn() * 4);
+  DeviceBuffer xd = DeviceBuffer::from(x), wd = DeviceBuffer::from(w), y(sh.yn() * 4);
   const float one = 1.0f, zero = 0.0f;
   auto run = [&](cudnnMathType_t math) {
     Descs d(sh, CUDNN_DATA_FLOAT, math);
     size_t bytes = 0;
     DNN_OK(cudnnGetConvolutionForwardWorkspaceSize(handle.h, d.x, d.w, d.conv, d.y,
                                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, &bytes));
-    Dev ws(bytes);
+    DeviceBuffer ws(bytes);
     DNN_OK(cudnnConvolutionForward(handle.h, &one, d.x, xd.p, d.w, wd.p, d.conv,
                                    CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, ws.p, bytes, &zero, d.y, y.p));
     return max_err(y.get<float>(), ref.y);
@@ -379,7 +354,7 @@ TEST_CASE("emulated cuDNN: Find*Ex runs several algorithms with distinct workspa
   const auto x = randoms(sh.xn(), 16), w = randoms(sh.wn(), 17), dy = randoms(sh.yn(), 18);
   const Reference ref = reference(sh, x, w, dy);
   Descs d(sh, CUDNN_DATA_FLOAT, CUDNN_FMA_MATH);
-  Dev xd = Dev::from(x), wd = Dev::from(w), dyd = Dev::from(dy), y(sh.yn() * 4), dx(sh.xn() * 4), dw(sh.wn() * 4);
+  DeviceBuffer xd = DeviceBuffer::from(x), wd = DeviceBuffer::from(w), dyd = DeviceBuffer::from(dy), y(sh.yn() * 4), dx(sh.xn() * 4), dw(sh.wn() * 4);
   y.poison();
 
   int max_count = 0;
@@ -397,7 +372,7 @@ TEST_CASE("emulated cuDNN: Find*Ex runs several algorithms with distinct workspa
   size_t unused = 0;
   CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle.h, d.x, d.w, d.conv, d.y, CUDNN_CONVOLUTION_FWD_ALGO_DIRECT,
                                                 &unused) == CUDNN_STATUS_NOT_SUPPORTED);
-  Dev ws(need);
+  DeviceBuffer ws(need);
   std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(max_count);
   int returned = 0;
   DNN_OK(cudnnFindConvolutionForwardAlgorithmEx(handle.h, d.x, xd.p, d.w, wd.p, d.conv, d.y, y.p, max_count,
@@ -448,7 +423,7 @@ TEST_CASE("emulated cuDNN: Find*Ex runs several algorithms with distinct workspa
                                                        cudnnConvolutionBwdFilterAlgo_t(a), &b) == CUDNN_STATUS_SUCCESS)
       fneed = std::max(fneed, b);
   }
-  Dev fws(fneed);
+  DeviceBuffer fws(fneed);
   DNN_OK(cudnnFindConvolutionBackwardFilterAlgorithmEx(handle.h, d.x, xd.p, d.y, dyd.p, d.conv, d.w, dw.p, max_count,
                                                        &returned, fperf.data(), fws.p, fws.bytes));
   CHECK(fperf[0].status == CUDNN_STATUS_SUCCESS);
@@ -461,12 +436,12 @@ TEST_CASE("emulated cuDNN: misuse gets the documented status and a specific last
   Handle handle;
   const Shape sh = kShapes[1];
   Descs d(sh, CUDNN_DATA_FLOAT, CUDNN_FMA_MATH);
-  Dev x(sh.xn() * 4), w(sh.wn() * 4), y(sh.yn() * 4);
+  DeviceBuffer x(sh.xn() * 4), w(sh.wn() * 4), y(sh.yn() * 4);
   const float one = 1.0f, zero = 0.0f;
   const auto algo = CUDNN_CONVOLUTION_FWD_ALGO_GEMM;
   size_t bytes = 0;
   DNN_OK(cudnnGetConvolutionForwardWorkspaceSize(handle.h, d.x, d.w, d.conv, d.y, algo, &bytes));
-  Dev ws(bytes);
+  DeviceBuffer ws(bytes);
   auto fwd = [&](cudnnTensorDescriptor_t xdesc, const void* xp, cudnnTensorDescriptor_t ydesc, void* yp, void* wsp,
                  size_t wsb) {
     return cudnnConvolutionForward(handle.h, &one, xdesc, xp, d.w, w.p, d.conv, algo, wsp, wsb, &zero, ydesc, yp);
@@ -477,7 +452,7 @@ TEST_CASE("emulated cuDNN: misuse gets the documented status and a specific last
     CHECK(last_error().find("workspace") != std::string::npos);
   }
   SECTION("a workspace size larger than its allocation") {
-    Dev small(bytes / 2);
+    DeviceBuffer small(bytes / 2);
     CHECK(fwd(d.x, x.p, d.y, y.p, small.p, bytes) == CUDNN_STATUS_BAD_PARAM);
     CHECK(last_error().find("workSpace") != std::string::npos);
   }
@@ -567,18 +542,18 @@ TEST_CASE("emulated cuDNN: softmax forward and backward over channels, in place"
   cudnnTensorDescriptor_t desc;
   DNN_OK(cudnnCreateTensorDescriptor(&desc));
   DNN_OK(cudnnSetTensor4dDescriptor(desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, rows, len, 1, 1));
-  Dev buf = Dev::from(x);
+  DeviceBuffer buf = DeviceBuffer::from(x);
   const float one = 1.0f, zero = 0.0f;
   DNN_OK(cudnnSoftmaxForward(handle.h, CUDNN_SOFTMAX_ACCURATE, CUDNN_SOFTMAX_MODE_CHANNEL, &one, desc, buf.p, &zero,
                              desc, buf.p));
   CHECK(max_err(buf.get<float>(), p) < 1e-6);
-  Dev g = Dev::from(dy);
+  DeviceBuffer g = DeviceBuffer::from(dy);
   DNN_OK(cudnnSoftmaxBackward(handle.h, CUDNN_SOFTMAX_ACCURATE, CUDNN_SOFTMAX_MODE_CHANNEL, &one, desc, buf.p, desc,
                               g.p, &zero, desc, g.p));
   CHECK(max_err(g.get<float>(), dx) < 1e-6);
 
   // LOG: log-softmax.
-  Dev l = Dev::from(x);
+  DeviceBuffer l = DeviceBuffer::from(x);
   DNN_OK(cudnnSoftmaxForward(handle.h, CUDNN_SOFTMAX_LOG, CUDNN_SOFTMAX_MODE_CHANNEL, &one, desc, l.p, &zero, desc,
                              l.p));
   std::vector<double> lp(p.size());
@@ -589,7 +564,7 @@ TEST_CASE("emulated cuDNN: softmax forward and backward over channels, in place"
   DNN_OK(cudnnCreateTensorDescriptor(&inst));
   DNN_OK(cudnnSetTensor4dDescriptor(inst, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, 2, 3, 2, 2));
   const auto xi = randoms(24, 23, true);
-  Dev bi = Dev::from(to_bf16(xi));
+  DeviceBuffer bi = DeviceBuffer::from(to_bf16(xi));
   DNN_OK(cudnnSoftmaxForward(handle.h, CUDNN_SOFTMAX_ACCURATE, CUDNN_SOFTMAX_MODE_INSTANCE, &one, inst, bi.p, &zero,
                              inst, bi.p));
   const auto gi = bi.get<uint16_t>();
@@ -610,12 +585,12 @@ TEST_CASE("emulated cuDNN: softmax forward and backward over channels, in place"
 TEST_CASE("emulated cuDNN: handle, stream and version", "[cuda][emulated]") {
   Handle handle;
   cudaStream_t s = nullptr, got = reinterpret_cast<cudaStream_t>(1);
-  CUDA_OK(cudaStreamCreate(&s));
+  REQUIRE_CUDA_OK(cudaStreamCreate(&s));
   DNN_OK(cudnnSetStream(handle.h, s));
   DNN_OK(cudnnGetStream(handle.h, &got));
   CHECK(got == s);
   DNN_OK(cudnnSetStream(handle.h, nullptr));
-  CUDA_OK(cudaStreamDestroy(s));
+  REQUIRE_CUDA_OK(cudaStreamDestroy(s));
   CHECK(cudnnGetVersion() == CUDNN_VERSION);
   CHECK(cudnnSetStream(nullptr, nullptr) == CUDNN_STATUS_BAD_PARAM);
 }
@@ -627,10 +602,10 @@ TEST_CASE("emulated cuDNN: work is queued on the handle's stream, and Find*Ex wa
   const auto x = randoms(sh.xn(), 21), w = randoms(sh.wn(), 22);
   const Reference ref = reference(sh, x, w, std::vector<float>(sh.yn()));
   cudaStream_t stream = nullptr;
-  CUDA_OK(cudaStreamCreate(&stream));
+  REQUIRE_CUDA_OK(cudaStreamCreate(&stream));
   DNN_OK(cudnnSetStream(handle.h, stream));
   Descs d(sh, CUDNN_DATA_FLOAT, CUDNN_FMA_MATH);
-  Dev xd(sh.xn() * 4), wd = Dev::from(w), y(sh.yn() * 4), y2(sh.yn() * 4);
+  DeviceBuffer xd(sh.xn() * 4), wd = DeviceBuffer::from(w), y(sh.yn() * 4), y2(sh.yn() * 4);
   size_t need = 0;
   for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; ++a) {
     size_t b = 0;
@@ -638,9 +613,9 @@ TEST_CASE("emulated cuDNN: work is queued on the handle's stream, and Find*Ex wa
         CUDNN_STATUS_SUCCESS)
       need = std::max(need, b);
   }
-  Dev ws(need);
+  DeviceBuffer ws(need);
   // x arrives by an async copy queued on the same stream: Find must run after it.
-  CUDA_OK(cudaMemcpyAsync(xd.p, x.data(), xd.bytes, cudaMemcpyHostToDevice, stream));
+  REQUIRE_CUDA_OK(cudaMemcpyAsync(xd.p, x.data(), xd.bytes, cudaMemcpyHostToDevice, stream));
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int returned = 0;
   DNN_OK(cudnnFindConvolutionForwardAlgorithmEx(handle.h, d.x, xd.p, d.w, wd.p, d.conv, d.y, y.p,
@@ -654,8 +629,8 @@ TEST_CASE("emulated cuDNN: work is queued on the handle's stream, and Find*Ex wa
                                  &zero, d.y, y2.p));
   DNN_OK(cudnnSetConvolution2dDescriptor(d.conv, sh.pad_h, sh.pad_w, sh.stride, sh.stride, sh.dil, sh.dil,
                                          CUDNN_CONVOLUTION, CUDNN_DATA_FLOAT));
-  CUDA_OK(cudaStreamSynchronize(stream));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(stream));
   CHECK(max_err(y2.get<float>(), ref.y) < 1e-5);
   DNN_OK(cudnnSetStream(handle.h, nullptr));
-  CUDA_OK(cudaStreamDestroy(stream));
+  REQUIRE_CUDA_OK(cudaStreamDestroy(stream));
 }

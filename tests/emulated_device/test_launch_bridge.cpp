@@ -11,28 +11,14 @@
 #include <vector>
 
 #include "diffuse/error.h"
+#include "support/device_memory.h"
 #include "tests/emulated_device/launch_bridge_kernels.h"
 
 namespace lb = diffuse::kernels::cuda::launch_bridge_test;
 using Catch::Matchers::Contains;
 
-namespace {
-
-#define REQUIRE_CUDA_OK(call) REQUIRE((call) == cudaSuccess)
-
-struct DeviceFloats {
-  float* p = nullptr;
-  explicit DeviceFloats(size_t n) { REQUIRE_CUDA_OK(cudaMalloc(&p, n * sizeof(float))); }
-  ~DeviceFloats() { cudaFree(p); }
-};
-
-std::vector<float> download(const float* d, size_t n) {
-  std::vector<float> h(n);
-  REQUIRE_CUDA_OK(cudaMemcpy(h.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost));
-  return h;
-}
-
-}  // namespace
+using diffuse::test::DeviceBuffer;
+using diffuse::test::download;
 
 TEST_CASE("launch bridge: a host pointer argument is refused at launch, naming kernel, argument and site",
           "[emulated]") {
@@ -53,49 +39,49 @@ TEST_CASE("launch bridge: a host pointer argument is refused at launch, naming k
 }
 
 TEST_CASE("launch bridge: a bad launch configuration is refused at launch with run_grid's message", "[emulated]") {
-  DeviceFloats d(64);
+  DeviceBuffer d(64 * sizeof(float));
   int runs = 0;
-  // The same text as the SIMT emulator's run_grid (kernels/emulator/scheduler.cpp, check_launch).
-  REQUIRE_THROWS_WITH(lb::fill(d.p, 64, 1.0f, 2048, &runs, nullptr),
+  // The same text as the SIMT emulator's run_grid (kernels/emulator/interleaver.cpp, check_launch).
+  REQUIRE_THROWS_WITH(lb::fill(d.as<float>(), 64, 1.0f, 2048, &runs, nullptr),
                       Contains("DIFFUSE_LAUNCH at ") && Contains("launch_bridge_kernels.cu:") &&
                           Contains("block (2048,1,1) must have 1..1024 threads (z at most 64)"));
-  REQUIRE_THROWS_WITH(lb::fill_grid(d.p, 64, 1.0f, 1, 32, 227 * 1024 + 1, &runs, nullptr),
+  REQUIRE_THROWS_WITH(lb::fill_grid(d.as<float>(), 64, 1.0f, 1, 32, 227 * 1024 + 1, &runs, nullptr),
                       Contains("232449 bytes of dynamic shared memory exceed 227 KiB"));
   // Refused before queueing: the device has no failure to report and nothing ran.
   REQUIRE_CUDA_OK(cudaDeviceSynchronize());
   REQUIRE_CUDA_OK(cudaGetLastError());
   CHECK(runs == 0);
   // The limit itself is allowed (the virtual card's opt-in maximum).
-  lb::fill_grid(d.p, 64, 2.0f, 1, 32, 227 * 1024, &runs, nullptr);
+  lb::fill_grid(d.as<float>(), 64, 2.0f, 1, 32, 227 * 1024, &runs, nullptr);
   REQUIRE_CUDA_OK(cudaDeviceSynchronize());
   CHECK(runs == 1);
-  CHECK(download(d.p, 64) == std::vector<float>(64, 2.0f));
+  CHECK(download<float>(d.p, 64) == std::vector<float>(64, 2.0f));
 }
 
 TEST_CASE("launch bridge: a launch on a stream runs only when the host synchronises with it", "[emulated]") {
   cudaStream_t s = nullptr;
   REQUIRE_CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  DeviceFloats d(100);
+  DeviceBuffer d(100 * sizeof(float));
   int runs = 0;
   float value = 3.0f;
-  lb::fill(d.p, 100, value, 64, &runs, s);
+  lb::fill(d.as<float>(), 100, value, 64, &runs, s);
   value = -1.0f;  // the launch captured its arguments by value
   CHECK(runs == 0);  // queued, not run
-  lb::fill_grid(d.p, 100, 5.0f, 0, 64, 0, &runs, s);  // an empty grid queues nothing
+  lb::fill_grid(d.as<float>(), 100, 5.0f, 0, 64, 0, &runs, s);  // an empty grid queues nothing
   REQUIRE_CUDA_OK(cudaStreamSynchronize(s));
   CHECK(runs == 1);
-  CHECK(download(d.p, 100) == std::vector<float>(100, 3.0f));
+  CHECK(download<float>(d.p, 100) == std::vector<float>(100, 3.0f));
 
   // Two launches in order on the stream: the later one wins, both run at the sync.
-  lb::fill(d.p, 100, 7.0f, 32, &runs, s);
-  lb::fill_grid(d.p, 100, 8.0f, 3, 32, 0, &runs, s);
+  lb::fill(d.as<float>(), 100, 7.0f, 32, &runs, s);
+  lb::fill_grid(d.as<float>(), 100, 8.0f, 3, 32, 0, &runs, s);
   CHECK(runs == 1);
   cudaEvent_t done = nullptr;
   REQUIRE_CUDA_OK(cudaEventCreate(&done));
   REQUIRE_CUDA_OK(cudaEventRecord(done, s));
   REQUIRE_CUDA_OK(cudaEventSynchronize(done));
   CHECK(runs == 3);
-  CHECK(download(d.p, 100) == std::vector<float>(100, 8.0f));
+  CHECK(download<float>(d.p, 100) == std::vector<float>(100, 8.0f));
   REQUIRE_CUDA_OK(cudaEventDestroy(done));
   REQUIRE_CUDA_OK(cudaStreamDestroy(s));
 }
@@ -105,9 +91,9 @@ TEST_CASE("launch bridge: a launch on a destroyed stream is refused naming the s
   cudaStream_t s = nullptr;
   REQUIRE_CUDA_OK(cudaStreamCreate(&s));
   REQUIRE_CUDA_OK(cudaStreamDestroy(s));
-  DeviceFloats d(8);
+  DeviceBuffer d(8 * sizeof(float));
   int runs = 0;
-  REQUIRE_THROWS_WITH(lb::fill(d.p, 8, 1.0f, 32, &runs, s),
+  REQUIRE_THROWS_WITH(lb::fill(d.as<float>(), 8, 1.0f, 32, &runs, s),
                       Contains("launch_bridge_kernels.cu:") && Contains("bridge_fill_kernel") &&
                           Contains("cudaErrorInvalidResourceHandle"));
   cudaGetLastError();

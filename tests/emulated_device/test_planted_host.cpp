@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "kernels/emulated_device/device.h"
+#include "support/device_memory.h"
 #include "support/process.h"
 
 using namespace diffuse::test;
@@ -25,32 +26,14 @@ namespace device = diffuse::emulated_device;
 
 namespace {
 
-#define CUDA_OK(call) REQUIRE((call) == cudaSuccess)
-
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
-struct DeviceBytes {
-  void* p = nullptr;
-  size_t n = 0;
-  explicit DeviceBytes(size_t bytes) : n(bytes) { CUDA_OK(cudaMalloc(&p, bytes)); }
-  ~DeviceBytes() { cudaFree(p); }
-  DeviceBytes(const DeviceBytes&) = delete;
-  DeviceBytes& operator=(const DeviceBytes&) = delete;
-};
-
-struct Stream {
-  cudaStream_t s = nullptr;
-  Stream() { CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)); }
-  ~Stream() { cudaStreamDestroy(s); }
-  Stream(const Stream&) = delete;
-  Stream& operator=(const Stream&) = delete;
-};
 
 }  // namespace
 
 TEST_CASE("planted child: the host reads device memory", "[.planted-host-read]") {
   float* p = nullptr;
-  CUDA_OK(cudaMalloc(&p, 1000));
+  REQUIRE_CUDA_OK(cudaMalloc(&p, 1000));
   volatile float leaked = p[7];  // faults: the host may not touch device memory
   (void)leaked;
 }
@@ -66,29 +49,29 @@ TEST_CASE("planted: a host read of device memory stops the program, naming the a
 TEST_CASE("planted: a host read of an async copy's destination before the sync sees stale data",
           "[cuda][emulated]") {
   const std::vector<float> values{1.5f, 2.5f, 3.5f, 4.5f};
-  DeviceBytes d(values.size() * sizeof(float));
-  CUDA_OK(cudaMemcpy(d.p, values.data(), d.n, cudaMemcpyHostToDevice));
-  Stream s;
+  DeviceBuffer d(values.size() * sizeof(float));
+  REQUIRE_CUDA_OK(cudaMemcpy(d.p, values.data(), d.bytes, cudaMemcpyHostToDevice));
+  DeviceStream s;
   std::vector<float> host(values.size(), -1.0f);
-  CUDA_OK(cudaMemcpyAsync(host.data(), d.p, d.n, cudaMemcpyDeviceToHost, s.s));
+  REQUIRE_CUDA_OK(cudaMemcpyAsync(host.data(), d.p, d.bytes, cudaMemcpyDeviceToHost, s.s));
   CHECK(host == std::vector<float>(values.size(), -1.0f));  // the bug: read before the sync
-  CUDA_OK(cudaStreamSynchronize(s.s));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(s.s));
   CHECK(host == values);
 
   // The other direction: the host source is taken at the call, so changing it afterwards is safe.
   std::vector<float> source{9.0f, 9.0f, 9.0f, 9.0f};
-  CUDA_OK(cudaMemcpyAsync(d.p, source.data(), d.n, cudaMemcpyHostToDevice, s.s));
+  REQUIRE_CUDA_OK(cudaMemcpyAsync(d.p, source.data(), d.bytes, cudaMemcpyHostToDevice, s.s));
   source.assign(4, 0.0f);
-  CUDA_OK(cudaStreamSynchronize(s.s));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(s.s));
   std::vector<float> back(4);
-  CUDA_OK(cudaMemcpy(back.data(), d.p, d.n, cudaMemcpyDeviceToHost));
+  REQUIRE_CUDA_OK(cudaMemcpy(back.data(), d.p, d.bytes, cudaMemcpyDeviceToHost));
   CHECK(back == std::vector<float>(4, 9.0f));
 }
 
 TEST_CASE("planted child: work writes one element past its allocation", "[.planted-slack-write]") {
   float* p = nullptr;
-  CUDA_OK(cudaMalloc(&p, 3 * sizeof(float)));
-  CUDA_OK(device::enqueue(nullptr, "kernel overrun launched at planted.cu:1", [p] { p[3] = 0.0f; }));
+  REQUIRE_CUDA_OK(cudaMalloc(&p, 3 * sizeof(float)));
+  REQUIRE_CUDA_OK(device::enqueue(nullptr, "kernel overrun launched at planted.cu:1", [p] { p[3] = 0.0f; }));
   REQUIRE(cudaDeviceSynchronize() == cudaErrorIllegalAddress);
   void* q = nullptr;
   REQUIRE(cudaMalloc(&q, 16) == cudaErrorIllegalAddress);  // sticky: the device has failed
@@ -99,8 +82,8 @@ TEST_CASE("planted child: work writes one element past its allocation", "[.plant
 
 TEST_CASE("planted child: work writes far past its allocation", "[.planted-guard-write]") {
   float* p = nullptr;
-  CUDA_OK(cudaMalloc(&p, 64 * sizeof(float)));
-  CUDA_OK(device::enqueue(nullptr, "kernel far launched at planted.cu:2", [p] { p[64 + 100] = 0.0f; }));
+  REQUIRE_CUDA_OK(cudaMalloc(&p, 64 * sizeof(float)));
+  REQUIRE_CUDA_OK(device::enqueue(nullptr, "kernel far launched at planted.cu:2", [p] { p[64 + 100] = 0.0f; }));
   cudaDeviceSynchronize();
 }
 
@@ -121,7 +104,7 @@ TEST_CASE("planted: writes past an allocation's end are caught, in its slack and
 }
 
 TEST_CASE("planted child: work throws", "[.planted-work-throws]") {
-  CUDA_OK(device::enqueue(nullptr, "kernel thrower", [] { throw std::runtime_error("planted failure"); }));
+  REQUIRE_CUDA_OK(device::enqueue(nullptr, "kernel thrower", [] { throw std::runtime_error("planted failure"); }));
   REQUIRE(cudaDeviceSynchronize() == cudaErrorLaunchFailure);
   void* p = nullptr;
   REQUIRE(cudaMalloc(&p, 16) == cudaErrorLaunchFailure);
@@ -137,7 +120,7 @@ TEST_CASE("planted: failing work makes cudaErrorLaunchFailure sticky and names t
 
 TEST_CASE("planted child: a device allocation is never freed", "[.planted-leak]") {
   void* p = nullptr;
-  CUDA_OK(cudaMalloc(&p, 12345));
+  REQUIRE_CUDA_OK(cudaMalloc(&p, 12345));
 }
 
 TEST_CASE("planted: a device allocation leaked at exit fails the process with status 86", "[cuda][emulated]") {
