@@ -17,7 +17,10 @@ constexpr double kF32 = 4;
 
 std::string dims(std::initializer_list<int64_t> d) {
   std::string s = "[";
-  for (int64_t v : d) s += (s.size() > 1 ? "," : "") + std::to_string(v);
+  for (int64_t v : d) {
+    if (s.size() > 1) s += ",";
+    s += std::to_string(v);
+  }
   return s + "]";
 }
 

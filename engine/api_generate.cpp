@@ -1,5 +1,5 @@
 // The public API's loading and sampling half (include/diffuse/diffuse.h): Model, Pipeline and
-// write_png as thin shells over engine/model_dir.h, engine/scheduler.h, engine/sampler.h and
+// write_png as thin shells over engine/model_dir.h, engine/scheduler_config.h, engine/sampler.h and
 // engine/generate.h. Everything a caller passes is checked here (the option checks of
 // engine/options.h, naming the library's fields), so a bad request is one diffuse::Error naming
 // the field, before any work starts.
@@ -12,7 +12,7 @@
 #include "engine/model_dir.h"
 #include "engine/options.h"
 #include "engine/sampler.h"
-#include "engine/scheduler.h"
+#include "engine/scheduler_config.h"
 #include "nn/atomic_file.h"
 #include "nn/runtime.h"
 

@@ -84,7 +84,8 @@ Idx read_idx(const std::string& path, int ndim, const char* what) {
     uint32_t v = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
     idx.dims.push_back(v);
     if (__builtin_mul_overflow(expected_bytes, uint64_t{v}, &expected_bytes)) expected_bytes = UINT64_MAX;
-    dims_text += (d ? "x" : "") + std::to_string(v);
+    if (d) dims_text += "x";
+    dims_text += std::to_string(v);
   }
   const uint64_t available = size - idx.header;
   if (available < expected_bytes)

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "diffuse/diffuse.h"
-#include "engine/scheduler.h"
+#include "engine/scheduler_config.h"
 #include "nn/unet2d.h"
 
 namespace diffuse {

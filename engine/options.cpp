@@ -7,8 +7,8 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "engine/schedule.h"
-#include "engine/scheduler.h"
+#include "engine/noise_schedule.h"
+#include "engine/scheduler_config.h"
 #include "nn/allocator.h"
 #include "nn/runtime.h"
 

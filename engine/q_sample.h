@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/schedule.h"
+#include "engine/noise_schedule.h"
 #include "nn/tensor.h"
 
 namespace diffuse {

@@ -85,7 +85,7 @@ std::vector<int64_t> checked_timesteps(const SchedulerConfig& config, int64_t nu
 
 }  // namespace sampler_detail
 
-// The sampler table: adding a sampler is a SamplerKind (engine/scheduler.h, with its names), a
+// The sampler table: adding a sampler is a SamplerKind (engine/scheduler_config.h, with its names), a
 // unit file defining its plan function, and a row here.
 const std::vector<SamplerUnit>& sampler_units() {
   static const std::vector<SamplerUnit> units = {

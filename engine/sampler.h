@@ -12,8 +12,8 @@
 #include <optional>
 #include <vector>
 
-#include "engine/schedule.h"
-#include "engine/scheduler.h"
+#include "engine/noise_schedule.h"
+#include "engine/scheduler_config.h"
 #include "kernels/denoise_step.h"
 #include "nn/tensor.h"
 

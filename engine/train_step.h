@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "engine/dataset.h"
-#include "engine/schedule.h"
+#include "engine/noise_schedule.h"
 #include "engine/trainer.h"
 #include "nn/optim.h"
 #include "nn/unet2d.h"

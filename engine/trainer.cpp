@@ -15,8 +15,8 @@
 #include "engine/generate.h"
 #include "engine/image_io.h"
 #include "engine/options.h"
-#include "engine/schedule.h"
-#include "engine/scheduler.h"
+#include "engine/noise_schedule.h"
+#include "engine/scheduler_config.h"
 #include "engine/train_step.h"
 #include "nn/atomic_file.h"
 

@@ -72,7 +72,11 @@ bool is_float(DType d) { return d == DType::f32 || d == DType::f64 || d == DType
 }
 
 std::string range_str(uint64_t b, uint64_t e) {
-  return "[" + std::to_string(b) + ", " + std::to_string(e) + ")";
+  std::string s = "[";
+  s += std::to_string(b);
+  s += ", ";
+  s += std::to_string(e);
+  return s + ")";
 }
 
 // A JSON value that must be a non-negative integer.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds, and runs every CTest label this
-# machine can run (cpu, slow, emu under the fwd/rev/shuffle schedules, and cuda only when a
+# machine can run (cpu, slow, emu under the fwd/rev/shuffle thread orders, and cuda only when a
 # CUDA device is present), saying which labels it skipped and why. Then it builds the
 # -DDIFFUSE_CUDA=EMULATED flavour in its own directory (build-emu, or $DIFFUSE_EMU_BUILD_DIR) and
 # runs every `cuda` test there, on the emulated device: none may fail or be skipped. (That stage
@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Both builds treat warnings in diffuse's own C++ as errors (cmake/warnings.cmake), so a warning
+# fails CI here rather than piling up.
+export DIFFUSE_CMAKE_ARGS="${DIFFUSE_CMAKE_ARGS:-} -DDIFFUSE_WARNINGS_AS_ERRORS=ON"
 bash scripts/build.sh
 build_dir=${DIFFUSE_BUILD_DIR:-build}
 

@@ -13,7 +13,7 @@
 #include "engine/generate.h"
 #include "engine/image_io.h"
 #include "engine/model_dir.h"
-#include "engine/scheduler.h"
+#include "engine/scheduler_config.h"
 #include "support/temp_dir.h"
 
 using namespace diffuse;

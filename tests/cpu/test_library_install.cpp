@@ -10,7 +10,7 @@
 #include "diffuse/diffuse.h"
 #include "engine/image_io.h"
 #include "engine/model_dir.h"
-#include "engine/scheduler.h"
+#include "engine/scheduler_config.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
 

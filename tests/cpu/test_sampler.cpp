@@ -28,8 +28,6 @@ void check_close(const std::vector<double>& got, const std::vector<double>& want
   }
 }
 
-std::vector<double> as_double(const std::vector<int64_t>& v) { return {v.begin(), v.end()}; }
-
 SchedulerConfig config(SamplerKind kind, const std::function<void(SchedulerConfig&)>& edit = {}) {
   SchedulerConfig c;
   c.kind = kind;

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "engine/sampler.h"
-#include "engine/scheduler.h"
+#include "engine/scheduler_config.h"
 
 using namespace diffuse;
 

@@ -12,7 +12,7 @@
 
 #include "diffuse/diffuse.h"
 #include "engine/model_dir.h"
-#include "engine/scheduler.h"
+#include "engine/scheduler_config.h"
 #include "nn/unet2d.h"
 #include "support/cuda_guard.h"
 #include "support/temp_dir.h"

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "engine/q_sample.h"
-#include "engine/schedule.h"
+#include "engine/noise_schedule.h"
 #include "kernels/noise.h"
 #include "nn/device_context.h"
 #include "nn/runtime.h"

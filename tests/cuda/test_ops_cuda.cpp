@@ -304,7 +304,7 @@ TEST_CASE("ops cuda: linear in bf16 through the op, with and without the cuBLASL
       const Tensor x = input(x_shape, seed++), w = input({out, in}, seed++, 1 / std::sqrt(static_cast<double>(in)));
       const Tensor b = bias ? input({out}, seed++, 0.1) : Tensor();
       check_bf16_against_cpu(std::string(lt ? "lt " : "gemm ") + "linear x " + str(x_shape) + " out " + std::to_string(out),
-                             [](const std::vector<Tensor>& in) { return ops::linear(in[0], in[1], in[2]); }, {x, w, b});
+                             [](const std::vector<Tensor>& args) { return ops::linear(args[0], args[1], args[2]); }, {x, w, b});
     }
   }
 }
@@ -318,7 +318,7 @@ TEST_CASE("ops cuda: f32 linear without the cuBLASLt epilogue (GEMM, then the bi
     const int64_t in = x_shape.back();
     const Tensor x = input(x_shape, seed++), w = input({out, in}, seed++, 1 / std::sqrt(static_cast<double>(in)));
     check_against_cpu("linear (no Lt) x " + str(x_shape) + " out " + std::to_string(out),
-                      [](const std::vector<Tensor>& in) { return ops::linear(in[0], in[1], in[2]); },
+                      [](const std::vector<Tensor>& args) { return ops::linear(args[0], args[1], args[2]); },
                       {x, w, input({out}, seed++, 0.1)});
   }
 }

@@ -19,7 +19,7 @@
 #include "nn/autograd.h"
 
 #include "engine/q_sample.h"
-#include "engine/schedule.h"
+#include "engine/noise_schedule.h"
 #include "kernels/gemm.h"
 #include "nn/cuda/caching_allocator.h"
 #include "nn/device_context.h"

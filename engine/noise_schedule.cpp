@@ -1,7 +1,7 @@
-// Noise schedules (see schedule.h). The one subtle part is reproducing diffusers' float32 betas:
+// Noise schedules (see noise_schedule.h). The one subtle part is reproducing diffusers' float32 betas:
 // torch.linspace in float32 rounds differently from an ideal linspace, and those 1-ulp
 // differences, compounded over 1000 factors of ᾱ, are larger than the agreement we promise.
-#include "engine/schedule.h"
+#include "engine/noise_schedule.h"
 
 #include <algorithm>
 #include <cmath>

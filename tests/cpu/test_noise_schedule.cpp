@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "engine/schedule.h"
+#include "engine/noise_schedule.h"
 
 using namespace diffuse;
 

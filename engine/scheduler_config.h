@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-#include "engine/schedule.h"
+#include "engine/noise_schedule.h"
 
 namespace diffuse {
 

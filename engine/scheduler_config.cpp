@@ -1,8 +1,8 @@
-// scheduler_config.json read/write (see scheduler.h). Each key diffusers writes for the three
+// scheduler_config.json read/write (see scheduler_config.h). Each key diffusers writes for the three
 // scheduler classes has one handler below; it either sets a field or checks that the value asks
 // for nothing we lack. Python's json writes -Infinity for DPMSolverMultistepScheduler's
 // lambda_min_clipped, which strict JSON parsers refuse, so bare non-finite tokens are quoted first.
-#include "engine/scheduler.h"
+#include "engine/scheduler_config.h"
 
 #include <cmath>
 #include <filesystem>
