@@ -168,7 +168,8 @@ UNetShapes unet_shapes(const std::string& config) {
   const int n = static_cast<int>(ch.size());
   for (int i = 0; i < n; ++i) {
     UNetLevel l;
-    l.name = "L" + std::to_string(i);
+    l.name = "L";
+    l.name += std::to_string(i);  // not "L" + ...: g++ 12 -O3 warns a false -Wrestrict on that
     l.res = s.cfg.sample_size >> i;
     l.channels = ch[i];
     l.attention = s.cfg.down_block_types[i] == "AttnDownBlock2D" || s.cfg.up_block_types[n - 1 - i] == "AttnUpBlock2D";

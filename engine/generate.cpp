@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "engine/options.h"
 #include "engine/sampler.h"
 #include "engine/unet_denoiser.h"
 #include "kernels/philox.h"
@@ -32,19 +33,14 @@ struct EvalMode {
 Tensor generate(UNet2D& model, const SchedulerConfig& scheduler, const GenerateOptions& g,
                 const GenerateCallback& callback) {
   const UNet2DConfig& mc = model.config();
-  if (g.count <= 0) throw Error("generate: --n must be positive, got " + std::to_string(g.count));
-  if (g.batch <= 0) throw Error("generate: --batch must be positive, got " + std::to_string(g.batch));
-  if (g.steps <= 0) throw Error("generate: --steps must be positive, got " + std::to_string(g.steps));
+  // The request's own checks are the option table's (engine/options.h), as for the public API.
+  options::validate(static_cast<const GenerateRequest&>(g), options::Naming::field);
   if (mc.in_channels != mc.out_channels)
     throw Error("generate: the model maps " + std::to_string(mc.in_channels) + " channels to " +
                 std::to_string(mc.out_channels) + "; sampling needs them equal");
   const bool conditional = mc.num_class_embeds.has_value();
   const int64_t null_class = conditional ? *mc.num_class_embeds - 1 : -1;
-  if (!conditional && g.class_label >= 0)
-    throw Error("generate: --class " + std::to_string(g.class_label) + " given, but the model is unconditional");
-  if (conditional && g.class_label >= null_class)
-    throw Error("generate: --class " + std::to_string(g.class_label) + " is out of range: the model has " +
-                std::to_string(null_class) + " classes (0.." + std::to_string(null_class - 1) + ")");
+  options::check_class_label(g, static_cast<int>(conditional ? null_class : 0), options::Naming::field);
   const bool guided = conditional && g.class_label >= 0 && g.guidance != 1.0;
 
   SchedulerConfig cfg = scheduler;

@@ -66,7 +66,7 @@ Allocator* device_allocator() {
   register_cuda_allocator_if_possible();
   Allocator* alloc = g_device_allocator.load();
   if (!alloc) require_cuda_device();  // throws "no CUDA device: <why>"
-  if (!alloc) throw Error("no CUDA device");
+  if (!alloc) throw Error("no CUDA device", ErrorKind::device_unavailable);
   return alloc;
 }
 

@@ -23,8 +23,10 @@ std::vector<std::pair<std::string, std::string>> build_info() {
 }
 
 void require_cuda_device() {
-  if (!built_with_cuda()) throw Error("no CUDA device: this build of diffuse has no CUDA backend");
-  if (cuda_device_count() == 0) throw Error("no CUDA device: none was found (is the driver installed?)");
+  if (!built_with_cuda())
+    throw Error("no CUDA device: this build of diffuse has no CUDA backend", ErrorKind::device_unavailable);
+  if (cuda_device_count() == 0)
+    throw Error("no CUDA device: none was found (is the driver installed?)", ErrorKind::device_unavailable);
 }
 
 }  // namespace diffuse

@@ -19,7 +19,7 @@ int cuda_device_count();
 std::vector<CudaDeviceInfo> cuda_devices();
 // "key: value" lines: version, compiler, CUDA runtime/driver, cuBLAS, cuDNN, OpenBLAS, threads.
 std::vector<std::pair<std::string, std::string>> build_info();
-// Throws diffuse::Error("no CUDA device ...") unless a CUDA device is usable.
+// Throws diffuse::Error("no CUDA device ...", ErrorKind::device_unavailable) unless a CUDA device is usable.
 void require_cuda_device();
 
 }  // namespace diffuse

@@ -7,14 +7,6 @@
 
 namespace diffuse::cli {
 
-std::optional<cxxopts::ParseResult> parse_or_usage(cxxopts::Options& options, int argc, char** argv) {
-  try {
-    return options.parse(argc, argv);
-  } catch (const cxxopts::exceptions::exception& e) {
-    throw Error(std::string(e.what()) + " (see --help)", ErrorKind::usage);
-  }
-}
-
 std::string required(const cxxopts::ParseResult& args, const std::string& name) {
   if (!args.count(name)) throw Error("--" + name + " is required", ErrorKind::usage);
   return args[name].as<std::string>();

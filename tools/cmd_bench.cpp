@@ -5,6 +5,7 @@
 #include <cstring>
 #include <cxxopts.hpp>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "benchmarks/bench.h"
@@ -12,6 +13,7 @@
 #include "nn/atomic_file.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/option_flags.h"
 
 namespace diffuse::cli {
 
@@ -60,21 +62,14 @@ void write_json(const cxxopts::ParseResult& args, const nlohmann::json& report) 
   std::cout << "wrote " << path << "\n";
 }
 
-// Parses one mode's flags; returns nullopt after printing help (code 0) or a usage error (code 2).
-std::optional<cxxopts::ParseResult> parse_mode(cxxopts::Options& options, int argc, char** argv, int& code) {
+// Parses one mode's flags (a bad or stray one is a usage error, exit 2); nullopt after printing
+// --help.
+std::optional<cxxopts::ParseResult> parse_mode(cxxopts::Options& options, int argc, char** argv) {
   options.add_options()("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))(
       "json", "also write the results as JSON to this file", cxxopts::value<std::string>())("h,help", "show this help");
-  auto args = parse_or_usage(options, argc, argv);
-  code = 2;
-  if (!args) return std::nullopt;
-  if (args->count("help")) {
+  cxxopts::ParseResult args = parse_flags(options, argc, argv);
+  if (args.count("help")) {
     std::cout << options.help() << "\n";
-    code = 0;
-    return std::nullopt;
-  }
-  if (!args->unmatched().empty()) {
-    std::fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", options.program().c_str(),
-                 args->unmatched()[0].c_str());
     return std::nullopt;
   }
   return args;
@@ -89,9 +84,8 @@ int bench_kernels(int argc, char** argv) {
       "configs", "named UNet configs whose shapes are measured", cxxopts::value<std::string>()->default_value("tiny,fmnist-small,ddpm-cifar10"))(
       "batches", "batch sizes", cxxopts::value<std::string>()->default_value("64,128"))(
       "no-large", "skip the one large shape per family", cxxopts::value<bool>()->default_value("false"));
-  int code = 0;
-  auto args = parse_mode(options, argc, argv, code);
-  if (!args) return code;
+  auto args = parse_mode(options, argc, argv);
+  if (!args) return 0;
   bench::KernelBenchOptions o;
   o.device = parse_device(*args);
   o.filter = (*args)["filter"].as<std::string>();
@@ -112,9 +106,8 @@ int bench_train(int argc, char** argv) {
       "warmup", "untimed steps first", cxxopts::value<int64_t>()->default_value(std::to_string(d.warmup)))(
       "iters", "timed steps (the median is reported)", cxxopts::value<int64_t>()->default_value(std::to_string(d.iters)))(
       "seed", "random seed", cxxopts::value<uint64_t>()->default_value("0"));
-  int code = 0;
-  auto args = parse_mode(options, argc, argv, code);
-  if (!args) return code;
+  auto args = parse_mode(options, argc, argv);
+  if (!args) return 0;
   bench::TrainBenchOptions o;
   o.device = parse_device(*args);
   o.config = (*args)["config"].as<std::string>();
@@ -137,9 +130,8 @@ int bench_sample(int argc, char** argv) {
       cxxopts::value<int64_t>()->default_value("0"))(
       "precision", "fp32 or bf16 (cuda only)", cxxopts::value<std::string>()->default_value(d.precision))(
       "seed", "random seed", cxxopts::value<uint64_t>()->default_value("0"));
-  int code = 0;
-  auto args = parse_mode(options, argc, argv, code);
-  if (!args) return code;
+  auto args = parse_mode(options, argc, argv);
+  if (!args) return 0;
   bench::SampleBenchOptions o;
   o.device = parse_device(*args);
   o.config = (*args)["config"].as<std::string>();

@@ -1,5 +1,5 @@
 // Helpers shared by the `cuda` tests (the skip guard is support/cuda_guard.h's
-// DIFFUSE_CUDA_TEST_GUARD): raw device buffers, NaN-filled device tensors, error measures, and the
+// DIFFUSE_CUDA_TEST_GUARD; raw device memory is support/device_memory.h's): f32 device buffers, NaN-filled device tensors, error measures, and the
 // library-backed kernel launchers (kernels/conv2d.h, kernels/linear.h, kernels/gemm.h) called on
 // CUDA tensors with nn's caching allocator and stream, as nn's CUDA backend calls them.
 #pragma once
@@ -15,32 +15,13 @@
 #include "nn/device_context.h"
 #include "nn/tensor.h"
 #include "support/cuda_guard.h"
-
+#include "support/device_memory.h"
 
 namespace diffuse::test {
 
-// Raw device buffers for kernel-level tests (no tensors, no caching allocator).
-#define REQUIRE_CUDA_OK(call) REQUIRE((call) == cudaSuccess)
-
-// Device floats, freed on scope exit.
-struct DeviceFloats {
-  float* p = nullptr;
-  size_t n = 0;
-  explicit DeviceFloats(size_t count) : n(count) { REQUIRE_CUDA_OK(cudaMalloc(&p, (n ? n : 1) * sizeof(float))); }
-  ~DeviceFloats() { cudaFree(p); }
-  DeviceFloats(const DeviceFloats&) = delete;
-  DeviceFloats& operator=(const DeviceFloats&) = delete;
-};
-
-inline void upload(float* dst, const std::vector<float>& src) {
-  REQUIRE_CUDA_OK(cudaMemcpy(dst, src.data(), src.size() * sizeof(float), cudaMemcpyHostToDevice));
-}
-
-inline std::vector<float> download(const float* src, size_t n) {
-  std::vector<float> out(n);
-  REQUIRE_CUDA_OK(cudaMemcpy(out.data(), src, n * sizeof(float), cudaMemcpyDeviceToHost));
-  return out;
-}
+// f32 device buffers for kernel-level tests (no tensors, no caching allocator): `count` floats
+// (at least one) from support/device_memory.h's DeviceBuffer; `.as<float>()` is the pointer.
+inline DeviceBuffer device_floats(size_t count) { return DeviceBuffer((count ? count : 1) * sizeof(float)); }
 
 // max |got - want| / max(1, |want|); NaN in `got` counts as infinitely wrong.
 template <typename T>

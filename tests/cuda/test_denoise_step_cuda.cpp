@@ -58,17 +58,19 @@ void check_kernel(DenoiseUpdate kind, int64_t n, bool guided, bool clip, bool in
   kernels::cpu::denoise_step<float>(d, x.data(), m.data(), x0_prev.data(), want_prev.data(), want_x0.data());
 
   // `shift` floats into each buffer (shift 1 forces the scalar path), a NaN guard after the data.
-  DeviceFloats dx(n + 4), dm(2 * n + 4), dprev(n + 4), dout(n + 4), dx0(n + 4);
-  for (float* p : {dx.p, dprev.p, dout.p, dx0.p}) REQUIRE_CUDA_OK(cudaMemset(p, 0xFF, (n + 4) * sizeof(float)));
-  upload(dx.p + shift, x);
-  upload(dm.p + shift, m);
-  upload(dprev.p + shift, x0_prev);
+  DeviceBuffer dx = device_floats(n + 4), dm = device_floats(2 * n + 4), dprev = device_floats(n + 4),
+               dout = device_floats(n + 4), dx0 = device_floats(n + 4);
+  for (const DeviceBuffer* b : {&dx, &dprev, &dout, &dx0}) b->poison();
+  upload(dx.as<float>() + shift, x);
+  upload(dm.as<float>() + shift, m);
+  upload(dprev.as<float>() + shift, x0_prev);
   REQUIRE_CUDA_OK(cudaDeviceSynchronize());  // the legacy-stream copies before the non-blocking stream
-  float* x_prev = in_place ? dx.p + shift : dout.p + shift;
-  float* x0_out = in_place ? dprev.p + shift : dx0.p + shift;
-  kernels::cuda::denoise_step(d, dx.p + shift, dm.p + shift, dprev.p + shift, x_prev, x0_out, current_stream());
+  float* x_prev = in_place ? dx.as<float>() + shift : dout.as<float>() + shift;
+  float* x0_out = in_place ? dprev.as<float>() + shift : dx0.as<float>() + shift;
+  kernels::cuda::denoise_step(d, dx.as<float>() + shift, dm.as<float>() + shift, dprev.as<float>() + shift, x_prev,
+                              x0_out, current_stream());
   synchronize_device();
-  std::vector<float> got_prev = download(x_prev, n + 1), got_x0 = download(x0_out, n + 1);
+  std::vector<float> got_prev = download<float>(x_prev, n + 1), got_x0 = download<float>(x0_out, n + 1);
   INFO("kind " << static_cast<int>(kind) << " n=" << n << " guided=" << guided << " clip=" << clip
                << " in_place=" << in_place << " shift=" << shift);
   CHECK(std::isnan(got_prev[n]));

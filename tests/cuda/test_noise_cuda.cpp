@@ -48,17 +48,20 @@ void check_kernel(int64_t batch, int64_t per_sample, NoiseTarget target, int shi
   kernels::cpu::q_sample(d, x0.data(), a.data(), s.data(), want_xt.data(), want_target.data());
 
   // `shift` floats into each buffer (shift 1 forces the scalar path); one guard float after it.
-  DeviceFloats dx0(total + 4), da(batch), ds(batch), dxt(total + 4), dtg(total + 4);
-  upload(dx0.p + shift, x0);
-  upload(da.p, a);
-  upload(ds.p, s);
-  REQUIRE_CUDA_OK(cudaMemset(dxt.p, 0xFF, dxt.n * sizeof(float)));  // all-ones bytes: NaN
-  REQUIRE_CUDA_OK(cudaMemset(dtg.p, 0xFF, dtg.n * sizeof(float)));
+  DeviceBuffer dx0 = device_floats(total + 4), da = device_floats(batch), ds = device_floats(batch),
+               dxt = device_floats(total + 4), dtg = device_floats(total + 4);
+  upload(dx0.as<float>() + shift, x0);
+  upload(da.as<float>(), a);
+  upload(ds.as<float>(), s);
+  dxt.poison();  // all-ones bytes: NaN
+  dtg.poison();
   // The copies above ran on the legacy stream, which a non-blocking stream does not wait for.
   REQUIRE_CUDA_OK(cudaDeviceSynchronize());
-  kernels::cuda::q_sample(d, dx0.p + shift, da.p, ds.p, dxt.p + shift, dtg.p + shift, current_stream());
+  kernels::cuda::q_sample(d, dx0.as<float>() + shift, da.as<float>(), ds.as<float>(), dxt.as<float>() + shift,
+                          dtg.as<float>() + shift, current_stream());
   synchronize_device();
-  std::vector<float> xt = download(dxt.p + shift, total + 1), tg = download(dtg.p + shift, total + 1);
+  std::vector<float> xt = download<float>(dxt.as<float>() + shift, total + 1);
+  std::vector<float> tg = download<float>(dtg.as<float>() + shift, total + 1);
   INFO("B=" << batch << " n=" << per_sample << " target=" << static_cast<int>(target) << " shift=" << shift);
   CHECK(std::isnan(xt[total]));  // one past the end stays untouched
   CHECK(std::isnan(tg[total]));

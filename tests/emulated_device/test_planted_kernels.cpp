@@ -44,11 +44,11 @@ std::vector<float> row_sums_on_host(const std::vector<float>& x) {
 double row_sums_error(bool init_sum) {
   std::vector<float> x(kRows * kCols);
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.3 * static_cast<double>(i)));
-  DeviceFloats dx(x.size()), dout(kRows);  // dout: straight from cudaMalloc, never written by the host
-  upload(dx.p, x);
-  planted::row_sums(dx.p, dout.p, kRows, kCols, init_sum, current_stream());
+  DeviceBuffer dx = device_floats(x.size()), dout = device_floats(kRows);  // dout: straight from cudaMalloc, never written by the host
+  upload(dx.as<float>(), x);
+  planted::row_sums(dx.as<float>(), dout.as<float>(), kRows, kCols, init_sum, current_stream());
   synchronize_device();
-  const std::vector<float> got = download(dout.p, kRows), want = row_sums_on_host(x);
+  const std::vector<float> got = download<float>(dout.as<float>(), kRows), want = row_sums_on_host(x);
   std::vector<double> g(got.begin(), got.end()), w(want.begin(), want.end());
   return rel_to_peak_error(Tensor::from(g, {kRows}), Tensor::from(w, {kRows}));
 }
@@ -76,8 +76,8 @@ TEST_CASE("planted: a kernel reading uninitialised device memory gives NaN, and 
 TEST_CASE("planted child: an out-of-bounds kernel write", "[.planted-oob]") {
   REQUIRE(cuda_device_count() > 0);  // a child: never a silent skip
   // 64 floats = 256 bytes: the allocation ends exactly at its guard page, so dst[64] is in it.
-  DeviceFloats dst(64);
-  planted::fill_index(dst.p, 64, true, current_stream());
+  DeviceBuffer dst = device_floats(64);
+  planted::fill_index(dst.as<float>(), 64, true, current_stream());
   const cudaError_t status = cudaStreamSynchronize(static_cast<cudaStream_t>(current_stream()));
   // Reaching this line means the write went unnoticed or was only reported as a status.
   FAIL("planted out-of-bounds write survived the synchronisation (status " << cudaGetErrorName(status) << ")");
@@ -85,10 +85,10 @@ TEST_CASE("planted child: an out-of-bounds kernel write", "[.planted-oob]") {
 
 TEST_CASE("planted child: the same kernel in bounds", "[.planted-in-bounds]") {
   REQUIRE(cuda_device_count() > 0);  // a child: never a silent skip
-  DeviceFloats dst(64);
-  planted::fill_index(dst.p, 64, false, current_stream());
+  DeviceBuffer dst = device_floats(64);
+  planted::fill_index(dst.as<float>(), 64, false, current_stream());
   synchronize_device();
-  const std::vector<float> got = download(dst.p, 64);
+  const std::vector<float> got = download<float>(dst.as<float>(), 64);
   for (int i = 0; i < 64; ++i) REQUIRE(got[i] == static_cast<float>(i));
 }
 
@@ -114,11 +114,11 @@ TEST_CASE("planted child: a shared-memory exchange", "[.planted-exchange]") {
   const int blocks = 2;
   std::vector<float> in(blocks * 64);
   for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i);
-  DeviceFloats din(in.size()), dout(in.size());
-  upload(din.p, in);
-  planted::neighbour_exchange(din.p, dout.p, blocks, with_barrier, current_stream());
+  DeviceBuffer din = device_floats(in.size()), dout = device_floats(in.size());
+  upload(din.as<float>(), in);
+  planted::neighbour_exchange(din.as<float>(), dout.as<float>(), blocks, with_barrier, current_stream());
   REQUIRE(cudaStreamSynchronize(static_cast<cudaStream_t>(current_stream())) == cudaSuccess);
-  const std::vector<float> got = download(dout.p, in.size());
+  const std::vector<float> got = download<float>(dout.as<float>(), in.size());
   for (int b = 0; b < blocks; ++b)
     for (int t = 0; t < 64; ++t) REQUIRE(got[b * 64 + t] == in[b * 64 + (t + 1) % 64]);
 }
