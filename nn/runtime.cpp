@@ -6,6 +6,8 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <cstdlib>
+
 #include "diffuse/error.h"
 #include "nn/dispatch.h"
 
@@ -19,6 +21,8 @@ std::vector<std::pair<std::string, std::string>> build_info() {
   dispatch::append_cuda_build_info(info);
   info.emplace_back("openblas", openblas_get_config());
   info.emplace_back("openmp threads", std::to_string(omp_get_max_threads()));
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  info.emplace_back("openmp wait policy", wait_policy ? wait_policy : "unset (idle threads spin before they sleep)");
   return info;
 }
 

@@ -7,6 +7,7 @@
 
 #include "diffuse/error.h"
 #include "tools/commands.h"
+#include "tools/openmp_wait.h"
 
 namespace {
 
@@ -47,6 +48,7 @@ void usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  diffuse::cli::default_to_passive_openmp_waits(argv);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
