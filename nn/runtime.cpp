@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "diffuse/error.h"
+#include "kernels/cpu_isa.h"
 #include "nn/dispatch.h"
 
 namespace diffuse {
@@ -19,12 +20,24 @@ std::vector<std::pair<std::string, std::string>> build_info() {
   info.emplace_back("compiler", std::string("g++ ") + __VERSION__);
   info.emplace_back("cuda backend", built_with_cuda() ? "compiled" : "not compiled");
   dispatch::append_cuda_build_info(info);
+  info.emplace_back("cpu kernels", cpu_kernel_path());
   info.emplace_back("openblas", openblas_get_config());
   info.emplace_back("openmp threads", std::to_string(omp_get_max_threads()));
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
   info.emplace_back("openmp wait policy", wait_policy ? wait_policy : "unset (idle threads spin before they sleep)");
   return info;
 }
+
+std::string cpu_kernel_path() {
+  using namespace kernels::cpu;
+  std::string path = cpu_isa_name(active_cpu_isa());
+  const std::string origin = cpu_isa_origin();
+  path += origin == "detected" ? " (the best this CPU runs; DIFFUSE_CPU_ISA=baseline|avx2|avx512 forces one)"
+                               : " (from " + origin + "; this CPU runs up to " + cpu_isa_name(detected_cpu_isa()) + ")";
+  return path;
+}
+
+void check_cpu_kernel_environment() { kernels::cpu::check_cpu_isa_environment(); }
 
 void require_cuda_device() {
   if (!built_with_cuda())

@@ -19,6 +19,12 @@ int cuda_device_count();
 std::vector<CudaDeviceInfo> cuda_devices();
 // "key: value" lines: version, compiler, CUDA runtime/driver, cuBLAS, cuDNN, OpenBLAS, threads.
 std::vector<std::pair<std::string, std::string>> build_info();
+// The CPU kernels' instruction-set path in use and where it came from, e.g. "avx512 (the best this
+// CPU runs; ...)" (kernels/cpu_isa.h).
+std::string cpu_kernel_path();
+// Throws diffuse::Error (ErrorKind::usage) naming DIFFUSE_CPU_ISA when it asks for a path that is
+// unknown or that this CPU cannot run. The CLI calls it before any work.
+void check_cpu_kernel_environment();
 // Throws diffuse::Error("no CUDA device ...", ErrorKind::device_unavailable) unless a CUDA device is usable.
 void require_cuda_device();
 

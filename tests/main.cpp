@@ -1,3 +1,23 @@
 // The one Catch2 main shared by every test binary (compiled once: Catch's main is slow to build).
-#define CATCH_CONFIG_MAIN
+// CTest runs the CPU kernel tests again on each instruction-set path by setting DIFFUSE_CPU_ISA
+// (tests/CMakeLists.txt); on a CPU that cannot run the path asked for, the binary exits with
+// kSkipForIsa, which CTest reports as skipped rather than as a pass that tested nothing.
+#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
+
+#include <cstdio>
+
+#include "diffuse/error.h"
+#include "kernels/cpu_isa.h"
+
+constexpr int kSkipForIsa = 77;
+
+int main(int argc, char* argv[]) {
+  try {
+    diffuse::kernels::cpu::check_cpu_isa_environment();
+  } catch (const diffuse::Error& e) {
+    std::fprintf(stderr, "skipped: %s\n", e.what());
+    return kSkipForIsa;
+  }
+  return Catch::Session().run(argc, argv);
+}

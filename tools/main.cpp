@@ -6,6 +6,7 @@
 #include <string>
 
 #include "diffuse/error.h"
+#include "nn/runtime.h"
 #include "tools/commands.h"
 #include "tools/openmp_wait.h"
 
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
   for (const Command& c : kCommands) {
     if (std::string(argv[1]) != c.name) continue;
     try {
+      diffuse::check_cpu_kernel_environment();  // a bad DIFFUSE_CPU_ISA fails here, before any work
       return c.run(argc - 1, argv + 1);
     } catch (const diffuse::Error& e) {
       std::fprintf(stderr, "diffuse %s: %s\n", c.name, e.what());
