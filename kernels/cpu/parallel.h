@@ -1,4 +1,4 @@
-// How a CPU kernel uses threads (docs/design.md §6): at most one OpenMP region per op, none at all
+// How a CPU kernel uses threads (docs/design.md §5, "CPU kernels"): at most one OpenMP region per op, none at all
 // for small work, and the range handed out in chunks on demand (several per thread) rather than
 // one static slice per thread. On a machine shared with other work the OS deschedules threads at
 // will; with static slices the whole team then waits at the region's closing barrier for the one
