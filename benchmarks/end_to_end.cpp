@@ -12,6 +12,7 @@
 #include <ostream>
 
 #include "benchmarks/bench.h"
+#include "benchmarks/flops.h"
 #include "benchmarks/measure.h"
 #include "engine/dataset.h"
 #include "engine/sampler.h"
@@ -60,6 +61,7 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& out) {
   if (o.batch <= 0) throw Error("--batch must be positive, got " + std::to_string(o.batch));
   if (o.iters <= 0 || o.warmup < 0) throw Error("--iters must be positive and --warmup >= 0");
   const UNet2DConfig cfg = resolve_unet_config(o.config);
+  const double baseline_rss = current_rss_mib();  // before the model and its buffers exist
   TrainOptions topt;  // the trainer's defaults (lr, clipping, EMA, schedule) for this model and batch
   topt.device = o.device;
   topt.batch = o.batch;
@@ -73,7 +75,9 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& out) {
 
   out << strf("diffuse bench train: %s, batch %lld, %s, %lld parameters, %lld warm-up + %lld timed steps\n",
                 o.config.c_str(), (long long)B, device_name(o.device), (long long)model.num_parameters(),
-                (long long)o.warmup, (long long)o.iters) << std::flush;
+                (long long)o.warmup, (long long)o.iters);
+  if (o.device == Device::cpu) out << cpu_setup_line();
+  out << std::flush;
   std::vector<double> step_ms, fwd_ms, bwd_ms, opt_ms;
   double first_loss = 0, last_loss = 0;
   for (int64_t step = 1; step <= o.warmup + o.iters; ++step) {
@@ -110,11 +114,18 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& out) {
   r["backward_ms"] = median_of(bwd_ms);
   r["optimizer_ms"] = median_of(opt_ms);
   r["images_per_second"] = double(B) / (median_of(step_ms) * 1e-3);
+  r["step_flops"] = unet_train_step_flops(cfg, B);
+  r["gflops"] = r["step_flops"].get<double>() / (median_of(step_ms) * 1e-3) * 1e-9;
   r["loss_first"] = first_loss;
   r["loss_last"] = last_loss;
+  r["baseline_rss_mib"] = baseline_rss;
+  r["peak_rss_mib"] = peak_rss_mib();
   out << strf("median step %.1f ms = %.1f images/s (forward+loss %.1f, backward %.1f, optimizer %.1f ms)\n",
                 r["step_ms"].get<double>(), r["images_per_second"].get<double>(), r["forward_ms"].get<double>(),
-                r["backward_ms"].get<double>(), r["optimizer_ms"].get<double>());
+                r["backward_ms"].get<double>(), r["optimizer_ms"].get<double>())
+      << strf("%.1f GFLOP per step (convolutions, linears, attention; forward + backward) = %.1f GFLOP/s sustained; "
+              "peak RSS %.0f MiB\n",
+              r["step_flops"].get<double>() * 1e-9, r["gflops"].get<double>(), r["peak_rss_mib"].get<double>());
   return r;
 }
 
@@ -134,6 +145,7 @@ nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) 
   out << strf("diffuse bench sample: %s on %s, %s\n", o.config.c_str(), device_name(o.device),
                 timed_cap > 0 ? strf("the first %lld steps of each sampler timed, totals extrapolated", (long long)timed_cap).c_str()
                               : "every step timed");
+  if (o.device == Device::cpu) out << cpu_setup_line();
   out << strf("%-9s %6s %6s %6s %12s %12s %10s\n", "sampler", "steps", "batch", "timed", "ms/step",
                 "total s", "images/s") << std::string(68, '-') << "\n" << std::flush;
   nlohmann::json results = nlohmann::json::array();

@@ -3,6 +3,7 @@
 // (DIFFUSE_BENCH_GIT_COMMIT) is the fallback where git or the tree is absent.
 #include "benchmarks/measure.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -97,6 +98,23 @@ std::string cpu_model() {
   return "unknown CPU";
 }
 
+std::string cpu_setup_line() {
+  return strf("cpu: %d threads (%s), %s path\n", cpu_threads(), cpu_threads_choice().c_str(), cpu_isa_in_use().c_str());
+}
+
+double current_rss_mib() {
+  std::ifstream statm("/proc/self/statm");
+  double pages_total = 0, pages_resident = 0;
+  if (!(statm >> pages_total >> pages_resident)) return 0;
+  return pages_resident * double(sysconf(_SC_PAGESIZE)) / (1 << 20);
+}
+
+double peak_rss_mib() {
+  rusage usage{};
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0;
+  return double(usage.ru_maxrss) / 1024;  // Linux reports KiB
+}
+
 int cpu_cores() {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? static_cast<int>(n) : 1;
@@ -174,6 +192,9 @@ nlohmann::json run_context(Device device) {
   nlohmann::json build = nlohmann::json::object();
   for (auto& [key, value] : build_info()) build[key] = value;
   ctx["build"] = build;
+  ctx["cpu_threads"] = cpu_threads();
+  ctx["cpu_threads_choice"] = cpu_threads_choice();
+  ctx["cpu_isa"] = cpu_isa_in_use();
   // A shared machine's other work shows up in every CPU number: record how busy it was.
   std::ifstream load("/proc/loadavg");
   double l1 = 0, l5 = 0, l15 = 0;

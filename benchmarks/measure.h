@@ -41,10 +41,15 @@ Timing time_host(const std::function<void(int)>& fn, const RepeatPolicy& policy)
 void fill_uniform(float* p, int64_t n, uint64_t seed, float lo = -1.f, float hi = 1.f);
 
 std::string cpu_model();  // "model name" from /proc/cpuinfo
+// "cpu: 2 threads (how they were chosen), avx512 path\n": what a CPU benchmark ran with.
+std::string cpu_setup_line();
+double current_rss_mib();  // this process's resident set now (/proc/self/statm)
+double peak_rss_mib();     // its largest resident set so far (getrusage ru_maxrss)
 int cpu_cores();          // online logical CPUs
 size_t cpu_last_level_cache_bytes();  // L3 (or L2) size; 32 MiB when the system does not say
 
-// {"device": {...}, "build": {build_info()}, "load_average", "git_commit", "date"} for `device`.
+// {"device": {...}, "build": {build_info()}, "cpu_threads", "cpu_threads_choice", "cpu_isa",
+// "load_average", "git_commit", "date"} for `device`.
 nlohmann::json run_context(Device device);
 // $DIFFUSE_GIT_COMMIT, else `git rev-parse HEAD` of the source tree (+ "-dirty"), else the
 // configure-time commit.

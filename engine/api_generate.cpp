@@ -147,6 +147,7 @@ size_t check_request(const GenerateRequest& r, const Model& model, size_t image_
 // Runs the sampler; returns [count, H, W, C] f32 on the host, or an undefined tensor if cancelled.
 Tensor run_generate(UNet2D& unet, const SchedulerConfig& scheduler, int steps, const GenerateRequest& r,
                     const GenerateProgress& progress) {
+  set_cpu_threads(r.threads);
   GenerateOptions g{r};
   g.steps = steps;
   g.eta = scheduler.eta;

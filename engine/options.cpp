@@ -64,6 +64,15 @@ const Rule kPrediction = parsed_by(parse_prediction_type);
 const Rule kBetaSchedule = parsed_by(parse_beta_schedule);
 constexpr bool kSaved = true, kNotSaved = false;
 
+// The one `--threads` row, for every table whose struct has a `threads` field. Not saved: the
+// thread count is the machine's business, so a resumed run may use another one.
+template <class S>
+Option<S> threads_row() {
+  return {"threads", DIFFUSE_OPTION_FIELD(S, threads), kNotSaved,
+          "CPU threads for the kernels; 0: the cores this process may use (`OMP_NUM_THREADS` when set)",
+          at_least(0)};
+}
+
 }  // namespace
 
 Rule required() {
@@ -186,6 +195,7 @@ const Table<TrainRequest>& train_table() {
            one_of({"fp32", "bf16"})},
           {"seed", DIFFUSE_OPTION_FIELD(R, seed), kSaved,
            "seeds initialisation, shuffling, timesteps, noise, dropout and label dropout"},
+          threads_row<R>(),
       }};
   return table;
 }
@@ -218,7 +228,13 @@ const Table<GenerateRequest>& generate_table() {
            "classifier-free guidance weight (with `--class`; both halves in one batched forward)", finite()},
           {"seed", DIFFUSE_OPTION_FIELD(G, seed), kNotSaved, "the seed; the same seed and batch give the same images"},
           {"batch", DIFFUSE_OPTION_FIELD(G, batch), kNotSaved, "images per sampler batch", positive()},
+          threads_row<G>(),
       }};
+  return table;
+}
+
+const Table<ThreadOptions>& thread_table() {
+  static const Table<ThreadOptions> table{"ThreadOptions", {threads_row<ThreadOptions>()}};
   return table;
 }
 

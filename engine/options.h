@@ -68,11 +68,20 @@ ValueRef bind_member(typename member_owner<decltype(Member)>::type& s) {
 }
 #define DIFFUSE_OPTION_FIELD(Struct, name) #name, &::diffuse::options::bind_member<&Struct::name>
 
+// The CPU thread count of the commands that run kernels but take no public request (`diffuse
+// bench`, `diffuse forward`); train and sample carry the same row in TrainRequest and
+// GenerateRequest. Every `--threads` row is the one definition in engine/options.cpp.
+struct ThreadOptions {
+  int threads = 0;  // 0: the cores this process may use (nn/runtime.h set_cpu_threads)
+};
+
 // The tables: `diffuse train` is TrainRequest; `diffuse sample` is SamplerOptions then
-// GenerateRequest (plus the CLI's own flags, tools/cmd_sample.cpp).
+// GenerateRequest (plus the CLI's own flags, tools/cmd_sample.cpp); `diffuse bench` and `diffuse
+// forward` add ThreadOptions to flags of their own.
 const Table<TrainRequest>& train_table();
 const Table<SamplerOptions>& sampler_table();
 const Table<GenerateRequest>& generate_table();
+const Table<ThreadOptions>& thread_table();
 
 // ---- what the tables drive ------------------------------------------------------------------
 

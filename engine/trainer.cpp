@@ -19,6 +19,7 @@
 #include "engine/scheduler_config.h"
 #include "engine/train_step.h"
 #include "nn/atomic_file.h"
+#include "nn/runtime.h"
 
 namespace diffuse {
 
@@ -97,6 +98,7 @@ std::string latest_checkpoint(const std::string& run_dir) { return find_latest_c
 
 TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
   options::validate(o, options::Naming::flag);
+  set_cpu_threads(o.threads);
   const fs::path run(o.out);
   const bool has_checkpoints = !find_latest_checkpoint(o.out).empty();
   if (!o.resume && has_checkpoints)

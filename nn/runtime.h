@@ -17,7 +17,8 @@ struct CudaDeviceInfo {
 bool built_with_cuda();
 int cuda_device_count();
 std::vector<CudaDeviceInfo> cuda_devices();
-// "key: value" lines: version, compiler, CUDA runtime/driver, cuBLAS, cuDNN, OpenBLAS, threads.
+// "key: value" lines: version, compiler, CUDA runtime/driver, cuBLAS, cuDNN, the CPU kernels' path,
+// OpenBLAS, the CPU thread count and how it was chosen, the OpenMP wait policy.
 std::vector<std::pair<std::string, std::string>> build_info();
 // The CPU kernels' instruction-set path in use and where it came from, e.g. "avx512 (the best this
 // CPU runs; ...)" (kernels/cpu_isa.h).
@@ -25,6 +26,24 @@ std::string cpu_kernel_path();
 // Throws diffuse::Error (ErrorKind::usage) naming DIFFUSE_CPU_ISA when it asks for a path that is
 // unknown or that this CPU cannot run. The CLI calls it before any work.
 void check_cpu_kernel_environment();
+// The name of the CPU kernels' path in use, "baseline", "avx2" or "avx512": what a benchmark records.
+std::string cpu_isa_in_use();
+
+// How many threads the CPU kernels run (every command's --threads, TrainRequest::threads and
+// GenerateRequest::threads; docs/design.md §13). Set in this one place: the kernels' OpenMP regions
+// and the GEMM split all follow omp_get_max_threads() of the calling thread.
+// The count `threads = 0` means: OMP_NUM_THREADS when it is a positive integer, else the CPUs this
+// process may run on (its affinity mask, which taskset and container cpusets narrow), never the
+// machine's core count.
+int default_cpu_threads();
+// `threads` > 0 runs that many; 0 runs default_cpu_threads(). A negative count is
+// diffuse::Error(ErrorKind::usage) and changes nothing.
+void set_cpu_threads(int threads);
+// The count in use now (default_cpu_threads() until set_cpu_threads is called).
+int cpu_threads();
+// How that count was chosen, e.g. "the 2 CPUs this process may run on; --threads N overrides".
+std::string cpu_threads_choice();
+
 // Throws diffuse::Error("no CUDA device ...", ErrorKind::device_unavailable) unless a CUDA device is usable.
 void require_cuda_device();
 

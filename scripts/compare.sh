@@ -8,11 +8,14 @@
 #                      [--rounds 2] [--modes eager,channels_last_bf16,compile] [--sample]
 #                      [--sample-batch 64,1] [--sample-steps K] [--no-train] [--out DIR]
 #                      [--omp-wait passive|active]   (OMP_WAIT_POLICY for both sides; default: as set)
+#   scripts/compare.sh --cpu-targets [scripts/compare-cpu.sh's flags]   (issue 12's CPU table)
 # On a machine shared with other work, OpenMP threads that spin while waiting steal the cores the
 # working threads need; --omp-wait passive makes both sides sleep instead. Both JSONs record it.
 # Environment: DIFFUSE_BIN (default build/bin/diffuse), PYTHON (default: a python3 with torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "--cpu-targets" ]]; then shift; exec scripts/compare-cpu.sh "$@"; fi
 
 device=cpu config=tiny batch=32 iters=3 warmup=1 rounds=2 modes="eager,channels_last_bf16,compile"
 sample=0 train=1 sample_batch="64,1" sample_steps=0 out=""
@@ -31,20 +34,13 @@ while [[ $# -gt 0 ]]; do
     --sample-steps) sample_steps="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --omp-wait) export OMP_WAIT_POLICY="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 
-bin="${DIFFUSE_BIN:-build/bin/diffuse}"
-[[ -x "$bin" ]] || { echo "compare.sh: $bin not found; build first (scripts/build.sh) or set DIFFUSE_BIN" >&2; exit 2; }
-python="${PYTHON:-}"
-if [[ -z "$python" ]]; then
-  for p in python3 /usr/bin/python3; do
-    if command -v "$p" >/dev/null && "$p" -c 'import torch' 2>/dev/null; then python="$p"; break; fi
-  done
-fi
-[[ -n "$python" ]] || { echo "compare.sh: no python3 with torch found; set PYTHON" >&2; exit 2; }
+script=compare.sh
+source scripts/compare-tools.sh
 out="${out:-compare-$config-$device-$(date -u +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 ref=benchmarks/reference

@@ -11,6 +11,7 @@
 #include "benchmarks/bench.h"
 #include "diffuse/error.h"
 #include "nn/atomic_file.h"
+#include "nn/runtime.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/option_flags.h"
@@ -62,29 +63,34 @@ void write_json(const cxxopts::ParseResult& args, const nlohmann::json& report) 
   std::cout << "wrote " << path << "\n";
 }
 
-// Parses one mode's flags (a bad or stray one is a usage error, exit 2); nullopt after printing
-// --help.
-std::optional<cxxopts::ParseResult> parse_mode(cxxopts::Options& options, int argc, char** argv) {
-  options.add_options()("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))(
+// Parses one mode's flags (a bad or stray one is a usage error, exit 2) and sets the CPU thread
+// count (--threads); nullopt after printing --help.
+std::optional<cxxopts::ParseResult> parse_mode(cxxopts::Options& cli, int argc, char** argv) {
+  cli.add_options()("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))(
       "json", "also write the results as JSON to this file", cxxopts::value<std::string>())("h,help", "show this help");
-  cxxopts::ParseResult args = parse_flags(options, argc, argv);
+  add_flags(cli, options::thread_table());
+  cxxopts::ParseResult args = parse_flags(cli, argc, argv);
   if (args.count("help")) {
-    std::cout << options.help() << "\n";
+    std::cout << cli.help() << "\n";
     return std::nullopt;
   }
+  options::ThreadOptions threads;
+  read_flags(args, options::thread_table(), threads);
+  options::check(options::thread_table(), threads, options::Naming::flag);
+  set_cpu_threads(threads.threads);
   return args;
 }
 
 int bench_kernels(int argc, char** argv) {
-  cxxopts::Options options("diffuse bench kernels", "Time every custom kernel family against its reference.");
-  options.add_options()("filter", "only families whose \"family pass\" contains this (e.g. group_norm, attention bwd)",
+  cxxopts::Options cli("diffuse bench kernels", "Time every custom kernel family against its reference.");
+  cli.add_options()("filter", "only families whose \"family pass\" contains this (e.g. group_norm, attention bwd)",
                         cxxopts::value<std::string>()->default_value(""))(
       "quick", "smoke run: tiny config at batch 2, no large shapes, few repetitions",
       cxxopts::value<bool>()->default_value("false"))(
       "configs", "named UNet configs whose shapes are measured", cxxopts::value<std::string>()->default_value("tiny,fmnist-small,ddpm-cifar10"))(
       "batches", "batch sizes", cxxopts::value<std::string>()->default_value("64,128"))(
       "no-large", "skip the one large shape per family", cxxopts::value<bool>()->default_value("false"));
-  auto args = parse_mode(options, argc, argv);
+  auto args = parse_mode(cli, argc, argv);
   if (!args) return 0;
   bench::KernelBenchOptions o;
   o.device = parse_device(*args);
@@ -98,15 +104,15 @@ int bench_kernels(int argc, char** argv) {
 }
 
 int bench_train(int argc, char** argv) {
-  cxxopts::Options options("diffuse bench train", "Time the training step (forward, MSE, backward, AdamW + EMA).");
+  cxxopts::Options cli("diffuse bench train", "Time the training step (forward, MSE, backward, AdamW + EMA).");
   bench::TrainBenchOptions d;
-  options.add_options()("config", "named UNet config or config.json", cxxopts::value<std::string>()->default_value(d.config))(
+  cli.add_options()("config", "named UNet config or config.json", cxxopts::value<std::string>()->default_value(d.config))(
       "batch", "batch size", cxxopts::value<int64_t>()->default_value(std::to_string(d.batch)))(
       "precision", "fp32 or bf16 (cuda only)", cxxopts::value<std::string>()->default_value(d.precision))(
       "warmup", "untimed steps first", cxxopts::value<int64_t>()->default_value(std::to_string(d.warmup)))(
       "iters", "timed steps (the median is reported)", cxxopts::value<int64_t>()->default_value(std::to_string(d.iters)))(
       "seed", "random seed", cxxopts::value<uint64_t>()->default_value("0"));
-  auto args = parse_mode(options, argc, argv);
+  auto args = parse_mode(cli, argc, argv);
   if (!args) return 0;
   bench::TrainBenchOptions o;
   o.device = parse_device(*args);
@@ -121,16 +127,16 @@ int bench_train(int argc, char** argv) {
 }
 
 int bench_sample(int argc, char** argv) {
-  cxxopts::Options options("diffuse bench sample", "Time sampling: DDPM-1000, DDIM-50, DPM-Solver++(2M)-20.");
+  cxxopts::Options cli("diffuse bench sample", "Time sampling: DDPM-1000, DDIM-50, DPM-Solver++(2M)-20.");
   bench::SampleBenchOptions d;
-  options.add_options()("config", "named UNet config or config.json", cxxopts::value<std::string>()->default_value(d.config))(
+  cli.add_options()("config", "named UNet config or config.json", cxxopts::value<std::string>()->default_value(d.config))(
       "batch", "batch sizes, comma-separated", cxxopts::value<std::string>()->default_value("64,1"))(
       "samplers", "any of ddpm, ddim, dpmpp-2m", cxxopts::value<std::string>()->default_value("ddpm,ddim,dpmpp-2m"))(
       "steps", "time only the first N steps of each sampler and extrapolate (0: all on cuda, 3 on cpu)",
       cxxopts::value<int64_t>()->default_value("0"))(
       "precision", "fp32 or bf16 (cuda only)", cxxopts::value<std::string>()->default_value(d.precision))(
       "seed", "random seed", cxxopts::value<uint64_t>()->default_value("0"));
-  auto args = parse_mode(options, argc, argv);
+  auto args = parse_mode(cli, argc, argv);
   if (!args) return 0;
   bench::SampleBenchOptions o;
   o.device = parse_device(*args);

@@ -22,21 +22,26 @@
 namespace diffuse::cli {
 
 int cmd_forward(int argc, char** argv) {
-  cxxopts::Options options("diffuse forward", "Run the UNet once on tensors from a safetensors file.");
-  options.add_options()
+  cxxopts::Options cli("diffuse forward", "Run the UNet once on tensors from a safetensors file.");
+  cli.add_options()
     ("model", "model directory (diffusers layout or bare UNet)", cxxopts::value<std::string>())
     ("input", "safetensors with `sample` (NCHW), `timestep`, optional `class_labels`", cxxopts::value<std::string>())
     ("out", "output safetensors (tensor `out`, NCHW)", cxxopts::value<std::string>())
     ("grad-out", "also write parameter gradients of sum(out * weight) here", cxxopts::value<std::string>())
     ("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))
     ("h,help", "show this help");
-  auto args = parse_flags(options, argc, argv);
+  add_flags(cli, options::thread_table());
+  auto args = parse_flags(cli, argc, argv);
   if (args.count("help")) {
-    std::cout << options.help() << "\n";
+    std::cout << cli.help() << "\n";
     return 0;
   }
+  options::ThreadOptions threads;
+  read_flags(args, options::thread_table(), threads);
+  options::check(options::thread_table(), threads, options::Naming::flag);
   std::string model_path = required(args, "model"), input = required(args, "input"), out_path = required(args, "out");
   Device device = parse_device(args);
+  set_cpu_threads(threads.threads);
 
   auto model = load_unet(locate_model_dir(model_path));
   model->to(device);

@@ -16,6 +16,29 @@ std::string plain(const char* help) {
     if (*c != '`') out += *c;
   return out;
 }
+// cxxopts names the value that failed to parse ("Argument ‘x’ failed to parse"), not its flag:
+// find the flag that value was given to (`--flag value`, `--flag=value`, `-fvalue`) so the error
+// names both. "" when the message is not cxxopts' or no flag took that value.
+std::string flag_given(const std::vector<std::string>& words, const std::string& message) {
+  const std::string head = "Argument " + cxxopts::LQUOTE, tail = cxxopts::RQUOTE + " failed to parse";
+  if (message.size() < head.size() + tail.size() || message.rfind(head, 0) != 0 ||
+      message.compare(message.size() - tail.size(), tail.size(), tail) != 0)
+    return "";
+  const std::string value = message.substr(head.size(), message.size() - head.size() - tail.size());
+  for (size_t i = 1; i < words.size(); ++i) {
+    const std::string& w = words[i];
+    if (w.rfind("--", 0) == 0) {
+      const size_t eq = w.find('=');
+      if (eq != std::string::npos && w.substr(eq + 1) == value) return w.substr(0, eq) + " " + value;
+      if (eq == std::string::npos && i + 1 < words.size() && words[i + 1] == value) return w + " " + value;
+    } else if (w.size() >= 2 && w[0] == '-') {
+      if (w.size() == 2 && i + 1 < words.size() && words[i + 1] == value) return "--" + w.substr(1) + " " + value;
+      if (w.size() > 2 && w.substr(2) == value) return "--" + w.substr(1, 1) + " " + value;
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 void add_flag(cxxopts::OptionAdder& adder, const char* flag, const char* help, const options::ValueRef& default_value) {
@@ -63,6 +86,10 @@ cxxopts::ParseResult parse_flags(cxxopts::Options& cli, int argc, char** argv) {
   cxxopts::ParseResult args;
   try {
     args = cli.parse(argc, pointers.data());
+  } catch (const cxxopts::exceptions::incorrect_argument_type& e) {
+    const std::string given = flag_given(words, e.what());
+    throw Error((given.empty() ? std::string(e.what()) : given + ": not a value this flag takes") + " (see --help)",
+                ErrorKind::usage);
   } catch (const cxxopts::exceptions::exception& e) {
     throw Error(std::string(e.what()) + " (see --help)", ErrorKind::usage);
   }

@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 
@@ -73,9 +74,29 @@ def context(device):
     return ctx
 
 
+def default_threads():
+    # What `diffuse --threads 0` picks: OMP_NUM_THREADS when set, else the cores this process may
+    # run on (its CPU affinity), not the machine's core count.
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return len(os.sched_getaffinity(0))
+
+
 def setup_threads(threads):
-    # diffuse uses every core through OpenMP; give PyTorch the same (its default may be fewer).
-    torch.set_num_threads(threads or os.cpu_count())
+    # Give PyTorch the thread count diffuse uses (its own default may be fewer).
+    torch.set_num_threads(threads or default_threads())
+
+
+def current_rss_mib():
+    # This process's resident set now (to tell the interpreter's and torch's own share).
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
+def peak_rss_mib():
+    # The largest resident set so far; Linux reports ru_maxrss in KiB.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def available_modes(device, wanted):

@@ -28,6 +28,7 @@ def ema_decay(step, inv_gamma=1.0, power=0.75, max_decay=0.9999):
 
 
 def run_mode(cfg, mode, args, device):
+    baseline_rss = bc.current_rss_mib()
     torch.manual_seed(args.seed)
     model = UNet2DModel(cfg).to(device).train()
     params = [p for p in model.parameters()]
@@ -72,7 +73,8 @@ def run_mode(cfg, mode, args, device):
     step_ms = bc.median(times["step"])
     return {"mode": mode, "step_ms": step_ms, "step_ms_all": times["step"], "forward_ms": bc.median(times["forward"]),
             "backward_ms": bc.median(times["backward"]), "optimizer_ms": bc.median(times["optimizer"]),
-            "images_per_second": B / (step_ms * 1e-3), "params": sum(p.numel() for p in params)}
+            "images_per_second": B / (step_ms * 1e-3), "params": sum(p.numel() for p in params),
+            "baseline_rss_mib": baseline_rss, "peak_rss_mib": bc.peak_rss_mib()}
 
 
 def main():

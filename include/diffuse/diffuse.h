@@ -72,6 +72,7 @@ struct GenerateRequest {
   double guidance = 1.0;      // classifier-free guidance weight w (with a class_label); 1 = none
   uint64_t seed = 0;          // the same seed and batch give the same images, on every device
   int64_t batch = 16;         // images per forward pass (each batch draws its own noise from the seed)
+  int threads = 0;            // CPU threads; 0 = the cores this process may use (OMP_NUM_THREADS if set)
 };
 
 // After each sampler step of each batch: (batch index, step 1..steps, steps). Return false to stop.
@@ -141,6 +142,7 @@ struct TrainRequest {
   Device device = Device::cpu;
   std::string precision = "fp32";        // fp32, or bf16 on CUDA
   uint64_t seed = 0;
+  int threads = 0;                       // CPU threads; 0 = the cores this process may use (OMP_NUM_THREADS if set)
 };
 
 struct TrainUpdate {

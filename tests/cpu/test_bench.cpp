@@ -85,3 +85,36 @@ TEST_CASE("bench rejects an unknown mode, a bad flag and a filter that matches n
   CHECK(r.exit_code == 1);
   CHECK(r.output.find("bf16") != std::string::npos);
 }
+
+TEST_CASE("bench train reports the step's FLOPs, GFLOP/s, peak RSS, threads and ISA path", "[bench][threads]") {
+  diffuse::test::TempDir dir;
+  const std::string json_path = dir.file("train.json");
+  auto r = run_cli({"bench", "train", "--config", "tiny", "--batch", "1", "--warmup", "0", "--iters", "1", "--threads",
+                    "1", "--json", json_path});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("cpu: 1 threads") != std::string::npos);
+  CHECK(r.output.find("GFLOP/s sustained") != std::string::npos);
+  std::ifstream in(json_path);
+  nlohmann::json j = nlohmann::json::parse(in);
+  // PyTorch's profiler (torch.profiler with_flops over benchmarks/reference/unet.py, summing
+  // aten::conv2d, aten::addmm and aten::bmm) counts 18514182144 FLOPs for a tiny forward at batch
+  // 32: 578568192 per image; a training step is 3 forwards' worth (benchmarks/flops.h).
+  CHECK(j["step_flops"].get<double>() == 3.0 * 578568192.0);
+  CHECK(j["gflops"].get<double>() == Approx(j["step_flops"].get<double>() / (j["step_ms"].get<double>() * 1e-3) * 1e-9));
+  CHECK(j["peak_rss_mib"].get<double>() >= j["baseline_rss_mib"].get<double>());
+  CHECK(j["baseline_rss_mib"].get<double>() > 0);
+  CHECK(j["cpu_threads"] == 1);
+  CHECK(j["cpu_threads_choice"].get<std::string>().find("--threads") != std::string::npos);
+  const std::string isa = j["cpu_isa"];
+  CHECK((isa == "baseline" || isa == "avx2" || isa == "avx512"));
+
+  // The count scales with the batch and follows the config: fmnist-small at batch 2.
+  r = run_cli({"bench", "train", "--config", "fmnist-small", "--batch", "2", "--warmup", "0", "--iters", "1",
+               "--json", json_path});
+  REQUIRE(r.exit_code == 0);
+  std::ifstream again(json_path);
+  j = nlohmann::json::parse(again);
+  // The profiler's count for fmnist-small at batch 64: 202891067392, 3170172928 per image.
+  CHECK(j["step_flops"].get<double>() == 3.0 * 2 * 3170172928.0);
+}

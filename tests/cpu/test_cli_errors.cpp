@@ -245,3 +245,32 @@ TEST_CASE("Ctrl-C during train writes a checkpoint and exits with code 130", "[c
   for (auto& e : fs::directory_iterator(run + "/checkpoints")) checkpointed |= fs::exists(e.path() / "state.json");
   CHECK(checkpointed);
 }
+
+TEST_CASE("--threads on every command that runs kernels: a bad value is one line naming it, exit 2", "[cli]") {
+  Fixture f;
+  const std::vector<std::vector<std::string>> commands{
+      {"train", "--out", f.dir.file("run")},
+      {"sample", "--model", f.model, "--out", f.dir.file("g.png")},
+      {"forward", "--model", f.model, "--input", f.input, "--out", f.out},
+      {"bench", "train", "--config", "tiny"},
+      {"bench", "sample", "--config", "tiny"},
+      {"bench", "kernels", "--quick"},
+  };
+  for (const auto& command : commands) {
+    for (const auto& [value, named] : std::vector<std::pair<std::string, std::string>>{
+             {"-1", "--threads must be >= 0, got -1"}, {"x", "--threads x"}, {"2.5", "--threads 2.5"}}) {
+      std::vector<std::string> args = command;
+      args.insert(args.end(), {"--threads", value});
+      auto r = run_cli(args);
+      INFO(r.output);
+      CHECK(r.exit_code == 2);
+      CHECK_THAT(r.output, Catch::Contains(named));
+      CHECK(error_lines(r.output) == 1);
+    }
+  }
+  auto r = run_cli({"sample", "--model", f.model, "--out", f.dir.file("g.png"), "--threads=x"});
+  CHECK_THAT(r.output, Catch::Contains("--threads x"));
+  CHECK_FALSE(fs::exists(f.dir.file("g.png")));
+  CHECK_FALSE(fs::exists(f.dir.file("run")));
+  CHECK_FALSE(fs::exists(f.out));
+}

@@ -5,9 +5,11 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <cstdlib>
 #include <set>
 
 #include "engine/options.h"
+#include "nn/runtime.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
 
@@ -149,4 +151,54 @@ TEST_CASE("option checks name the flag for the CLI and the field for the library
   g.class_label = 4;
   CHECK_THROWS_WITH(options::check_class_label(g, 3, options::Naming::flag), "--class 4: expected -1 or 0..2");
   CHECK_NOTHROW(options::check_class_label(g, 5, options::Naming::flag));
+}
+
+TEST_CASE("threads: one row in every table, never saved, checked by name, applied by set_cpu_threads",
+          "[options][threads]") {
+  // The same row (flag, help, rule) in each table that has a threads field.
+  const auto row = [](const auto& table) {
+    for (const auto& o : table.rows)
+      if (std::string(o.flag) == "threads") return std::make_pair(std::string(o.help), o.saved);
+    FAIL("no --threads row in " << table.struct_name);
+    return std::make_pair(std::string(), true);
+  };
+  CHECK(row(options::train_table()) == row(options::generate_table()));
+  CHECK(row(options::train_table()) == row(options::thread_table()));
+  CHECK_FALSE(row(options::train_table()).second);  // a resumed run may use another thread count
+
+  TrainRequest t;
+  t.out = "run";
+  t.threads = -1;
+  CHECK_THROWS_WITH(options::validate(t, options::Naming::field), "TrainRequest::threads must be >= 0, got -1");
+  GenerateRequest g;
+  g.threads = -2;
+  CHECK_THROWS_WITH(options::validate(g, options::Naming::flag), "--threads must be >= 0, got -2");
+
+  const int before = cpu_threads();
+  set_cpu_threads(3);
+  CHECK(cpu_threads() == 3);
+  CHECK_THAT(cpu_threads_choice(), Catch::Contains("--threads"));
+  set_cpu_threads(0);
+  CHECK(cpu_threads() == default_cpu_threads());
+  CHECK(default_cpu_threads() >= 1);
+  CHECK_THROWS_WITH(set_cpu_threads(-1), Catch::Contains("must be >= 0"));
+  CHECK(cpu_threads() == default_cpu_threads());  // a refused value changes nothing
+  set_cpu_threads(before);
+}
+
+TEST_CASE("threads 0 is the cores this process may use, or OMP_NUM_THREADS when it is set", "[options][threads][cli]") {
+  // `diffuse info` says what a command would use and why, in a child whose environment is known.
+  RunResult r = run_cli({"info"}, "", {{"OMP_NUM_THREADS", "3"}});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("cpu threads: 3 (OMP_NUM_THREADS"));
+  if (std::getenv("OMP_NUM_THREADS") != nullptr) {
+    WARN("OMP_NUM_THREADS is set here: the affinity half of this test needs it unset");
+    return;
+  }
+  // Pinned to one CPU, the default is 1 thread however many cores the machine has.
+  r = run({"taskset", "-c", "0", DIFFUSE_CLI_PATH, "info"});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("cpu threads: 1 (the 1 CPU this process may run on"));
 }
