@@ -1,8 +1,9 @@
-// The GEMM family. CPU: a typed GEMM over OpenBLAS (row-major cblas) for the CPU kernels of
-// conv2d, linear and attention, plus the per-thread scratch those kernels keep their im2col
-// columns and score matrices in. Leading dimensions are explicit, so a head of a [N, L, heads*d]
-// tensor is an operand in place (ld = heads*d). Dimensions must fit OpenBLAS's 32-bit ints;
-// anything larger is an Error. CUDA (kernels/cuda/gemm.cpp): the same row-major GEMM over cuBLAS
+// The GEMM family. CPU: a typed row-major GEMM for the CPU kernels of conv2d, linear and
+// attention — f32 on the project's own packed GEMM (kernels/cpu/gemm_blocked.h, per-path
+// micro-kernels in kernels/cpu/simd/gemm_micro.h), f64 (gradient checks) on OpenBLAS's dgemm —
+// plus the per-thread scratch those kernels keep their score matrices in. Leading dimensions are
+// explicit, so a head of a [N, L, heads*d] tensor is an operand in place (ld = heads*d). f64
+// dimensions must fit OpenBLAS's 32-bit ints; anything larger is an Error. CUDA (kernels/cuda/gemm.cpp): the same row-major GEMM over cuBLAS
 // in f32 or bf16 storage (f32 accumulation), the bias helpers of every GEMM-shaped op, the TF32
 // switch, and the device-memory provider that the library-backed launchers (GEMM, linear,
 // conv2d) take their scratch from.
@@ -25,16 +26,28 @@ namespace diffuse::kernels::cpu {
 
 // c[m, n] = alpha * op(a) · op(b) + beta * c, all row-major; op(a) is [m, k], op(b) is [k, n].
 // trans_a: a is stored [k, m]; trans_b: b is stored [n, k]. Empty dims are fine (k == 0 scales c
-// by beta). Threads: the first call pins OpenBLAS to one thread for the whole process; a large
-// GEMM called outside an OpenMP region is split over OpenMP's threads, one inside runs serially.
+// by beta; beta == 0 overwrites c, NaN included). Threads: a large GEMM called outside an OpenMP
+// region runs as one region over blocks of c, one inside runs serially; the result does not depend
+// on the thread count. The first f64 call pins OpenBLAS to one thread for the whole process.
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
           const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
 
-// A grow-only buffer of at least `bytes`, private to the calling thread and to `slot` (0..3),
-// 64-byte aligned, uninitialised. Valid until the same thread asks for the same slot again.
-// Kept for the thread's life so repeated calls do not fault fresh pages in every step.
+// The f32 GEMM with a bias row added in the same pass: c = alpha · op(a) · op(b) + beta · c + bias[j]
+// (bias [n], may be null).
+void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+               int64_t lda, const float* b, int64_t ldb, float beta, const float* bias, float* c, int64_t ldc);
+
+// A grow-only buffer of at least `bytes`, private to the calling thread and to `slot`, 64-byte
+// aligned, uninitialised. Valid until the same thread asks for the same slot again. Kept for the
+// thread's life so repeated calls do not fault fresh pages in every step. Slots 0..3 are the
+// kernels' own (attention's score matrices); the GEMM packs its operands in the slots below, so
+// a caller's slot 0..3 buffer may be a GEMM operand.
 void* thread_scratch(int slot, size_t bytes);
+constexpr int kGemmPackASlot = 4;
+constexpr int kGemmPackBSlot = 5;
+constexpr int kColumnSumSlot = 6;  // the partial sums of column_sum (kernels/linear.h)
+constexpr int kScratchSlots = 7;
 
 template <typename T>
 T* thread_scratch_of(int slot, size_t count) {

@@ -1,7 +1,9 @@
-// cblas_sgemm / cblas_dgemm behind one template (see kernels/gemm.h), and the per-thread scratch.
-// The only BLAS entry point of the CPU kernels. OpenBLAS is pinned to one thread and a large GEMM
-// is split into row or column blocks over OpenMP's threads instead: two thread pools (OpenMP's
-// and OpenBLAS's pthreads) spinning for the same cores made conv and attention 2-3x slower.
+// The CPU GEMM behind one template (see kernels/gemm.h), and the per-thread scratch. f32 runs on
+// the project's own packed GEMM (kernels/cpu/gemm_blocked.h): its AVX-512 micro-kernel is chosen
+// at run time whatever OPENBLAS_CORETYPE says, it threads with one dynamic region per call, and
+// convolution shares its packing machinery. f64 (gradient checks only) stays on OpenBLAS's dgemm,
+// pinned to one thread and split into row or column blocks over OpenMP's threads: two thread
+// pools (OpenMP's and OpenBLAS's pthreads) spinning for the same cores made it 2-3x slower.
 #include "kernels/gemm.h"
 
 #include <cblas.h>
@@ -12,6 +14,8 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
+
+#include "kernels/cpu/gemm_blocked.h"
 
 namespace diffuse::kernels::cpu {
 
@@ -24,13 +28,12 @@ void check_fits(int64_t v, const char* what) {
 
 // The k == 0 (or alpha == 0) case: c = beta * c, which cblas would also do but only after
 // rejecting lda < 1; and beta == 0 must overwrite whatever (possibly NaN) c held.
-template <typename T>
-void scale_c(int64_t m, int64_t n, T beta, T* c, int64_t ldc) {
+void scale_c(int64_t m, int64_t n, double beta, double* c, int64_t ldc) {
   for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
+    for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0 ? 0.0 : beta * c[i * ldc + j];
 }
 
-// Below this many multiply-adds a GEMM runs on the calling thread alone.
+// Below this many multiply-adds a dgemm runs on the calling thread alone.
 constexpr double kSplitWork = 1 << 18;
 
 void single_threaded_blas() {
@@ -38,30 +41,14 @@ void single_threaded_blas() {
   std::call_once(once, [] { openblas_set_num_threads(1); });
 }
 
-template <typename T>
-void blas_call(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
-               const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
-  CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
-  if constexpr (sizeof(T) == sizeof(float)) {
-    cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
-  } else {
-    cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
-  }
+void dgemm_call(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
+                int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(m), int(n),
+              int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
 }
 
-struct Scratch {
-  void* data = nullptr;
-  size_t bytes = 0;
-  ~Scratch() { std::free(data); }
-};
-
-}  // namespace
-
-template <typename T>
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
-          const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
+void dgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
+           const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
   if (k == 0) {
     scale_c(m, n, beta, c, ldc);
     return;
@@ -75,7 +62,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
   single_threaded_blas();
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   if (threads <= 1 || double(m) * double(n) * double(k) < kSplitWork) {
-    blas_call(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    dgemm_call(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   // Split the longer side of c into one block per thread (multiples of 16 keep the blocks
@@ -88,12 +75,51 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
   for (int64_t i = 0; i < blocks; ++i) {
     const int64_t lo = i * block, hi = std::min(len, lo + block);
     if (split_rows) {
-      const T* ai = trans_a ? a + lo : a + lo * lda;
-      blas_call(trans_a, trans_b, hi - lo, n, k, alpha, ai, lda, b, ldb, beta, c + lo * ldc, ldc);
+      const double* ai = trans_a ? a + lo : a + lo * lda;
+      dgemm_call(trans_a, trans_b, hi - lo, n, k, alpha, ai, lda, b, ldb, beta, c + lo * ldc, ldc);
     } else {
-      const T* bi = trans_b ? b + lo * ldb : b + lo;
-      blas_call(trans_a, trans_b, m, hi - lo, k, alpha, a, lda, bi, ldb, beta, c + lo, ldc);
+      const double* bi = trans_b ? b + lo * ldb : b + lo;
+      dgemm_call(trans_a, trans_b, m, hi - lo, k, alpha, a, lda, bi, ldb, beta, c + lo, ldc);
     }
+  }
+}
+
+template <class PackA>
+void sgemm_with(const PackA& pack_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* b,
+                int64_t ldb, float beta, const float* bias, float* c, int64_t ldc) {
+  if (trans_b) {
+    blocked_gemm(m, n, k, alpha, pack_a, TransposedB{b, ldb}, beta, bias, c, ldc);
+  } else {
+    blocked_gemm(m, n, k, alpha, pack_a, RowsB<PlainBRow>{{b, ldb}}, beta, bias, c, ldc);
+  }
+}
+
+struct Scratch {
+  void* data = nullptr;
+  size_t bytes = 0;
+  ~Scratch() { std::free(data); }
+};
+
+}  // namespace
+
+void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+               int64_t lda, const float* b, int64_t ldb, float beta, const float* bias, float* c, int64_t ldc) {
+  require(m >= 0 && n >= 0 && k >= 0, "gemm: negative dimension");
+  if (trans_a) {
+    sgemm_with(TransposedA{a, lda}, trans_b, m, n, k, alpha, b, ldb, beta, bias, c, ldc);
+  } else {
+    sgemm_with(PlainA{a, lda}, trans_b, m, n, k, alpha, b, ldb, beta, bias, c, ldc);
+  }
+}
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+          const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  if constexpr (sizeof(T) == sizeof(float)) {
+    gemm_bias(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, nullptr, c, ldc);
+  } else {
+    if (m == 0 || n == 0) return;
+    dgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
 }
 
@@ -103,9 +129,8 @@ template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const 
                            int64_t, double, double*, int64_t);
 
 void* thread_scratch(int slot, size_t bytes) {
-  constexpr int kSlots = 4;
-  thread_local Scratch scratch[kSlots];
-  require(slot >= 0 && slot < kSlots, "thread_scratch: slot " + std::to_string(slot) + " out of range");
+  thread_local Scratch scratch[kScratchSlots];
+  require(slot >= 0 && slot < kScratchSlots, "thread_scratch: slot " + std::to_string(slot) + " out of range");
   Scratch& s = scratch[slot];
   if (bytes > s.bytes) {
     size_t rounded = (bytes + 127) / 64 * 64;  // never 0: aligned_alloc(64, 0) may be null

@@ -1,23 +1,27 @@
-// CPU dense layer (see kernels/linear.h): the products are single GEMMs with OpenBLAS threading;
-// the bias gradient is a column sum split over row blocks (fixed blocks, so results do not
-// depend on the thread count).
+// CPU dense layer (see kernels/linear.h): the products are single GEMMs (kernels/gemm.h); in f32
+// the bias is added by the GEMM as it stores its tiles, so y is written once. The bias gradient is
+// a column sum split over row blocks (fixed blocks, so results do not depend on the thread
+// count), its partial sums in per-thread scratch (no allocation per call).
 #include "kernels/linear.h"
 
 #include <algorithm>
-#include <vector>
 
+#include "kernels/cpu/parallel.h"
 #include "kernels/gemm.h"
 
 namespace diffuse::kernels::cpu {
 
 template <typename T>
 void linear_forward(const LinearDesc& d, const T* x, const T* w, const T* bias, T* y) {
-  if (bias) {
-#pragma omp parallel for schedule(static) if (d.rows * d.out > 65536)
-    for (int64_t r = 0; r < d.rows; ++r)
-      for (int64_t o = 0; o < d.out; ++o) y[r * d.out + o] = bias[o];
+  if constexpr (sizeof(T) == sizeof(float)) {
+    gemm_bias(false, true, d.rows, d.out, d.in, 1.0f, x, d.in, w, d.in, 0.0f, bias, y, d.out);
+  } else {
+    if (bias) {
+      for (int64_t r = 0; r < d.rows; ++r)
+        for (int64_t o = 0; o < d.out; ++o) y[r * d.out + o] = bias[o];
+    }
+    gemm<T>(false, true, d.rows, d.out, d.in, T(1), x, d.in, w, d.in, bias ? T(1) : T(0), y, d.out);
   }
-  gemm<T>(false, true, d.rows, d.out, d.in, T(1), x, d.in, w, d.in, bias ? T(1) : T(0), y, d.out);
 }
 
 template <typename T>
@@ -31,15 +35,19 @@ template <typename T>
 void column_sum(int64_t rows, int64_t cols, const T* m, T* out) {
   // Row blocks of a fixed size; each block's partial sums go to its own slot, summed in order.
   constexpr int64_t kBlock = 1024;
-  int64_t blocks = (rows + kBlock - 1) / kBlock;
-  std::vector<double> partial(static_cast<size_t>(std::max<int64_t>(blocks, 1) * cols), 0.0);
-#pragma omp parallel for schedule(static) if (rows * cols > 65536)
-  for (int64_t b = 0; b < blocks; ++b) {
-    double* acc = partial.data() + b * cols;
-    int64_t end = std::min(rows, (b + 1) * kBlock);
-    for (int64_t r = b * kBlock; r < end; ++r)
-      for (int64_t c = 0; c < cols; ++c) acc[c] += double(m[r * cols + c]);
-  }
+  const int64_t blocks = std::max<int64_t>((rows + kBlock - 1) / kBlock, 1);
+  double* partial = thread_scratch_of<double>(kColumnSumSlot, size_t(blocks * cols));
+  parallel_for(blocks, double(kBlock * cols), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      double* acc = partial + b * cols;
+      std::fill(acc, acc + cols, 0.0);
+      const int64_t stop = std::min(rows, (b + 1) * kBlock);
+      for (int64_t r = b * kBlock; r < stop; ++r) {
+        const T* row = m + r * cols;
+        for (int64_t c = 0; c < cols; ++c) acc[c] += double(row[c]);  // vectorized by the compiler
+      }
+    }
+  });
   for (int64_t c = 0; c < cols; ++c) {
     double s = 0;
     for (int64_t b = 0; b < blocks; ++b) s += partial[b * cols + c];

@@ -1,0 +1,169 @@
+// The CPU's own f32 GEMM driver (docs/design.md §5, "CPU kernels"): BLIS-style blocking around the
+// per-path micro-kernel of kernels/cpu/simd/gemm_micro.h, with the operands delivered by packers,
+// so that a convolution packs its im2col blocks straight from the NHWC activations
+// (kernels/cpu/conv2d.cpp) instead of writing and re-reading a column buffer, and a plain GEMM
+// (kernels/cpu/gemm.cpp) packs from its matrices.
+//
+// c[m, n] = alpha · A[m, k] · B[k, n] + beta · c + bias[j]. Blocks: at most KC reduction columns at
+// a time (an MR-row sliver of A, 6 × 384 floats, stays in L1), at most NC columns of B packed into
+// panels (KC × NC floats, in L2), at most MC rows of A per task. One parallel region per call (kernels/cpu/parallel.h)
+// hands out (MC, NC) tasks in dynamic chunks; each c element is summed by one task in a fixed order,
+// so results do not depend on the thread count. The packing buffers are grow-only per-thread
+// scratch: no allocation in the steady state.
+//
+// The packers (any callable objects):
+//   pack_a(i0, mc, p0, kc, float* scratch, int64_t& ld) -> const float*
+//       rows [i0, i0 + mc) of A, columns [p0, p0 + kc), row-major with row stride ld (set by the
+//       packer): written into scratch (room for mc × kc floats), or a pointer into the caller's A.
+//   pack_b(p0, kc, j0, nc, nr, float* dst)
+//       B's rows [p0, p0 + kc), columns [j0, j0 + nc) as ceil(nc / nr) panels of kc × nr floats
+//       (panel q holds columns j0 + q·nr ..), zero past nc.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/parallel.h"
+#include "kernels/cpu/simd/gemm_micro.h"
+#include "kernels/gemm.h"
+
+namespace diffuse::kernels::cpu {
+
+namespace gemm_detail {
+constexpr int64_t kBlockK = 384;    // reduction columns per packed block (a 3×3 conv's 9·C: whole taps)
+constexpr int64_t kBlockN = 384;    // B columns per packed block: 384 × 384 floats = 576 KB, in L2
+constexpr int64_t kMaxBlockM = 192;  // rows per task at most
+constexpr int64_t kRowQuantum = 12;  // a multiple of every path's MR (4 and 6)
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+}  // namespace gemm_detail
+
+template <class PackA, class PackB>
+void blocked_gemm(int64_t m, int64_t n, int64_t k, float alpha, const PackA& pack_a, const PackB& pack_b, float beta,
+                  const float* bias, float* c, int64_t ldc) {
+  using namespace gemm_detail;
+  if (m <= 0 || n <= 0) return;
+  const int64_t nr = simd::gemm_panel_width();
+  // Reduction blocks of equal length (a 3×3 conv's 9·C splits into whole multiples of C, and no
+  // short tail block runs at a lower rate).
+  const int64_t kc_max = std::max<int64_t>(1, ceil_div(k, ceil_div(std::max<int64_t>(k, 1), kBlockK)));
+  // Column blocks of equal width too (288 columns: one block, not 256 + 32).
+  int64_t nc_max = round_up(ceil_div(n, ceil_div(n, kBlockN)), nr);
+  int64_t nb = ceil_div(n, nc_max), mb = ceil_div(m, kMaxBlockM);
+  // Enough tasks for each thread to take about four (load balance on a busy machine). Each extra
+  // row block packs B once more (k·n floats), each extra column block packs A once more (m·k), so
+  // the cheaper side is cut: rows for a convolution's tall im2col, columns for its weight gradient.
+  const int threads = region_threads();
+  const int64_t want = threads > 1 ? int64_t(threads) * 4 : 1;
+  if (mb * nb < want) {
+    if (n > m) {
+      nb = std::min(ceil_div(want, mb), ceil_div(n, nr));
+      nc_max = round_up(ceil_div(n, nb), nr);
+      nb = ceil_div(n, nc_max);
+    } else {
+      mb = std::min(ceil_div(want, nb), ceil_div(m, kRowQuantum));
+    }
+  }
+  const int64_t mc = std::min(round_up(ceil_div(m, mb), kRowQuantum), kMaxBlockM);
+  mb = ceil_div(m, mc);
+  const double task_cost = double(std::min(mc, m)) * double(std::min(nc_max, n)) * double(std::max<int64_t>(k, 1)) / 4;
+  // Tasks run B-block-major (t = jb · mb + ib): consecutive tasks of a chunk share their packed B.
+  parallel_for(mb * nb, task_cost, [&](int64_t begin, int64_t end) {
+    float* b_pack = thread_scratch_of<float>(kGemmPackBSlot, size_t(kc_max * nc_max));
+    float* a_pack = thread_scratch_of<float>(kGemmPackASlot, size_t(mc * kc_max));
+    for (int64_t t = begin; t < end;) {
+      const int64_t jb = t / mb, group_end = std::min(end, (jb + 1) * mb);
+      const int64_t j0 = jb * nc_max, nc = std::min(nc_max, n - j0);
+      for (int64_t p0 = 0;; p0 += kc_max) {
+        const int64_t kc = std::min(kc_max, k - p0);
+        if (kc > 0) pack_b(p0, kc, j0, nc, nr, b_pack);
+        for (int64_t u = t; u < group_end; ++u) {
+          const int64_t i0 = (u - jb * mb) * mc, rows = std::min(mc, m - i0);
+          int64_t lda = kc;
+          const float* a = kc > 0 ? pack_a(i0, rows, p0, kc, a_pack, lda) : a_pack;
+          const bool first = p0 == 0;
+          simd::gemm_block(rows, nc, std::max<int64_t>(kc, 0), a, lda, b_pack, alpha, first ? beta : 1.0f,
+                           first && bias ? bias + j0 : nullptr, c + i0 * ldc + j0, ldc);
+        }
+        if (p0 + kc_max >= k) break;
+      }
+      t = group_end;
+    }
+  });
+}
+
+// Packers of plain row-major matrices (op(A) = A or Aᵀ, op(B) = B or Bᵀ).
+
+// A stored [m, k]: used in place.
+struct PlainA {
+  const float* a;
+  int64_t lda;
+  const float* operator()(int64_t i0, int64_t, int64_t p0, int64_t, float*, int64_t& ld) const {
+    ld = lda;
+    return a + i0 * lda + p0;
+  }
+};
+
+// A stored [k, m] (op(A) = Aᵀ): transposed into scratch, reading along A's rows.
+struct TransposedA {
+  const float* a;
+  int64_t lda;
+  const float* operator()(int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* dst, int64_t& ld) const {
+    ld = kc;
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* src = a + (p0 + p) * lda + i0;
+      for (int64_t r = 0; r < mc; ++r) dst[r * kc + p] = src[r];
+    }
+    return dst;
+  }
+};
+
+// B given row by row: row(p, j0, count, tmp) returns a pointer to B[p, j0 .. j0 + count), either
+// into the caller's data or into tmp after filling it (room for count floats).
+template <class Row>
+struct RowsB {
+  Row row;
+  void operator()(int64_t p0, int64_t kc, int64_t j0, int64_t nc, int64_t nr, float* dst) const {
+    float tmp[gemm_detail::kBlockN];
+    const int64_t panels = gemm_detail::ceil_div(nc, nr);
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* src = row(p0 + p, j0, nc, tmp);
+      for (int64_t q = 0; q < panels; ++q) {
+        float* out = dst + (q * kc + p) * nr;
+        const int64_t w = std::min(nr, nc - q * nr);
+        const float* from = src + q * nr;
+        // A plain loop, not memcpy: at 8..32 floats the call costs more than the copy.
+        for (int64_t jj = 0; jj < w; ++jj) out[jj] = from[jj];
+        for (int64_t jj = w; jj < nr; ++jj) out[jj] = 0.0f;
+      }
+    }
+  }
+};
+
+// B stored [k, n]: rows in place.
+struct PlainBRow {
+  const float* b;
+  int64_t ldb;
+  const float* operator()(int64_t p, int64_t j0, int64_t, float*) const { return b + p * ldb + j0; }
+};
+
+// B stored [n, k] (op(B) = Bᵀ): each panel gathered column by column, reading along B's rows.
+struct TransposedB {
+  const float* b;
+  int64_t ldb;
+  void operator()(int64_t p0, int64_t kc, int64_t j0, int64_t nc, int64_t nr, float* dst) const {
+    const int64_t panels = gemm_detail::ceil_div(nc, nr);
+    for (int64_t q = 0; q < panels; ++q) {
+      float* out = dst + q * kc * nr;
+      const int64_t w = std::min(nr, nc - q * nr);
+      for (int64_t jj = 0; jj < w; ++jj) {
+        const float* src = b + (j0 + q * nr + jj) * ldb + p0;
+        for (int64_t p = 0; p < kc; ++p) out[p * nr + jj] = src[p];
+      }
+      for (int64_t p = 0; p < kc && w < nr; ++p) std::memset(out + p * nr + w, 0, size_t(nr - w) * sizeof(float));
+    }
+  }
+};
+
+}  // namespace diffuse::kernels::cpu

@@ -1,0 +1,73 @@
+// See kernels/cpu/simd/gemm_micro.h; compiled once per path (kernels/cpu/simd/isa_begin.h).
+#include <cstdint>
+
+#include "kernels/cpu/simd/isa_begin.h"
+#include "kernels/cpu/simd/vec.h"
+#include "kernels/cpu/simd/gemm_micro.h"
+
+namespace diffuse::kernels::cpu::simd::DIFFUSE_ISA_NS {
+
+namespace {
+
+constexpr int kNR = 2 * kLanes;
+// SSE2 has 16 vector registers: 4×2 accumulators + 2 b vectors + the broadcast fit; the AVX paths
+// keep 12 accumulators in flight, enough to cover the FMA latency on two pipes.
+constexpr int kMR = kLanes == 4 ? 4 : 6;
+
+// out = alpha · acc + beta · c + bias for the first `cols` (<= kLanes) columns of one row.
+inline void store_row_part(Vec acc, float* c, const float* bias, int cols, float alpha, float beta) {
+  const bool full = cols == kLanes;
+  Vec out = acc * set1(alpha);
+  if (bias) out = out + (full ? load(bias) : load_n(bias, cols));
+  if (beta != 0.0f) out = fma(set1(beta), full ? load(c) : load_n(c, cols), out);
+  if (full) {
+    store(c, out);
+  } else {
+    store_n(c, out, cols);
+  }
+}
+
+// One MR × NR tile: rows past `rows` read the last valid row of a and are not stored.
+inline void tile(int64_t kc, const float* a, int64_t lda, int rows, const float* b, float* c, int64_t ldc, int cols,
+                 float alpha, float beta, const float* bias) {
+  const float* ar[kMR];
+  for (int r = 0; r < kMR; ++r) ar[r] = a + (r < rows ? r : rows - 1) * lda;
+  Vec acc[kMR][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < kMR; ++r) acc[r][0] = acc[r][1] = zero();
+  for (int64_t p = 0; p < kc; ++p) {
+    const Vec b0 = load(b), b1 = load(b + kLanes);
+    b += kNR;
+#pragma GCC unroll 16
+    for (int r = 0; r < kMR; ++r) {
+      const Vec av = set1(ar[r][p]);
+      acc[r][0] = fma(av, b0, acc[r][0]);
+      acc[r][1] = fma(av, b1, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    float* cr = c + r * ldc;
+    store_row_part(acc[r][0], cr, bias, cols < kLanes ? cols : kLanes, alpha, beta);
+    if (cols > kLanes) store_row_part(acc[r][1], cr + kLanes, bias ? bias + kLanes : nullptr, cols - kLanes, alpha, beta);
+  }
+}
+
+}  // namespace
+
+int gemm_panel_width() { return kNR; }
+
+void gemm_block(int64_t m, int64_t n, int64_t kc, const float* a, int64_t lda, const float* b_panels, float alpha,
+                float beta, const float* bias, float* c, int64_t ldc) {
+  // Rows outer, panels inner: the MR rows of a stay in L1 while every b panel of the block (sized
+  // by the driver to stay in L2) streams past them.
+  for (int64_t i = 0; i < m; i += kMR) {
+    const int rows = int(m - i < kMR ? m - i : kMR);
+    for (int64_t j = 0; j < n; j += kNR) {
+      const int cols = int(n - j < kNR ? n - j : kNR);
+      tile(kc, a + i * lda, lda, rows, b_panels + (j / kNR) * kc * kNR, c + i * ldc + j, ldc, cols, alpha, beta,
+           bias ? bias + j : nullptr);
+    }
+  }
+}
+
+}  // namespace diffuse::kernels::cpu::simd::DIFFUSE_ISA_NS

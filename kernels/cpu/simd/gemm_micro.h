@@ -1,0 +1,22 @@
+// The register-blocked inner kernel of the CPU's own f32 GEMM (kernels/cpu/gemm_blocked.h), one
+// version per instruction-set path (kernels/cpu/simd/dispatch.h). A tile of MR rows × NR columns
+// of c lives in registers (NR = two vectors: 32 on AVX-512, 16 on AVX2, 8 on SSE2; MR = 6, or 4 on
+// SSE2 with its 16 registers) while the kernel runs down the reduction: one broadcast of an a value
+// and two vector loads of b per MR·2 fused multiply-adds.
+#pragma once
+#include <cstdint>
+
+#include "kernels/cpu/simd/dispatch.h"
+
+namespace diffuse::kernels::cpu::simd {
+// NR: the width of the b panels gemm_block reads.
+DIFFUSE_SIMD_FUNCTION(int, gemm_panel_width, (), ())
+// c[i, j] = alpha · Σ_{p<kc} a[i·lda + p] · B[p, j] + beta · c[i, j] + bias[j] for i < m, j < n.
+// b_panels holds B as ceil(n / NR) panels, panel q = columns [q·NR, q·NR + NR) stored as kc rows of
+// NR floats, zero past n. beta == 0 never reads c (so NaN there is overwritten); bias may be null.
+// kc == 0 is allowed (then a and b_panels are not read).
+DIFFUSE_SIMD_FUNCTION(void, gemm_block,
+                      (int64_t m, int64_t n, int64_t kc, const float* a, int64_t lda, const float* b_panels,
+                       float alpha, float beta, const float* bias, float* c, int64_t ldc),
+                      (m, n, kc, a, lda, b_panels, alpha, beta, bias, c, ldc))
+}  // namespace diffuse::kernels::cpu::simd
