@@ -1,8 +1,9 @@
 // Multi-head self-attention: q, k, v [N, L, heads * d] read as [N, L, heads, d] (no transpose:
 // a head is a strided GEMM operand with leading dimension heads * d); out = softmax(q kᵀ / √d) v
-// in the same layout. The CPU path materialises the L×L probabilities per (n, head) and its
-// backward recomputes them; the flash-style kernel that never stores them is CUDA's: its forward
-// also writes the per-row log-sum-exp [N, heads, L] f32, from which the backward rebuilds P.
+// in the same layout. The CPU path works on tiles of query rows, holding the probabilities of one
+// tile at a time (kernels/cpu/attention.cpp), and its backward recomputes them; CUDA's flash-style
+// kernel never stores them: its forward also writes the per-row log-sum-exp [N, heads, L] f32,
+// from which the backward rebuilds P.
 #pragma once
 #include <cstdint>
 #include <initializer_list>

@@ -1,85 +1,159 @@
-// CPU attention (see kernels/attention.h): per (n, head), scores = q kᵀ/√d by GEMM into an L×L
-// buffer, a max-subtracted softmax per row, then GEMMs for the output or the grads. OpenMP runs
-// the (n, head) pairs in parallel, each thread with its own L×L buffers (grow-only scratch);
-// with fewer pairs than threads (sampling one image) the pairs run in turn and each GEMM splits.
+// CPU attention (see kernels/attention.h) as batched GEMMs over tiles of query rows. A work item
+// is one (n, head) pair's block of R query rows: S = q kᵀ/√d for those rows by GEMM into an R×L
+// tile, a vectorised row softmax (kernels/cpu/simd/softmax.h) in place, then GEMMs for the output
+// rows or the grads. R is chosen so the tile (and the backward's second one) stays in L2 however
+// long the sequence, so no L×L matrix is ever held. One parallel region per call
+// (kernels/cpu/parallel.h) runs the items; the GEMMs inside run serially.
+// The backward's dk and dv sum over every query row: the blocks of one pair normally run in turn
+// in one item and add into dk, dv directly; with fewer pairs than threads (a batch of one) a
+// pair's blocks are split into groups that sum into per-group partials (the calling thread's
+// scratch), added up after the region. f64 (gradient checks) runs the same tiles with scalar
+// row loops.
 #include "kernels/attention.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include <omp.h>
-
+#include "kernels/cpu/parallel.h"
+#include "kernels/cpu/simd/softmax.h"
 #include "kernels/gemm.h"
 
 namespace diffuse::kernels::cpu {
 
 namespace {
 
-// p[L, L] = softmax over rows of (q_h k_hᵀ) * scale, q_h and k_h with leading dimension ld.
-template <typename T>
-void probabilities(int64_t len, int64_t dim, int64_t ld, T scale, const T* qh, const T* kh, T* p) {
-  gemm<T>(false, true, len, len, dim, scale, qh, ld, kh, ld, T(0), p, len);
-  for (int64_t i = 0; i < len; ++i) {
-    T* row = p + i * len;
-    T mx = *std::max_element(row, row + len);
+// Scratch slots (kernels/gemm.h): the tiles of each worker, and the calling thread's partials.
+constexpr int kScoreSlot = 0, kGradSlot = 1, kDotSlot = 2, kPartialSlot = 3;
+
+// Query rows per tile: about 32K floats (128 KiB f32), a multiple of 16, at least 16 and at
+// most L.
+int64_t rows_per_tile(int64_t len) {
+  const int64_t r = std::max<int64_t>(16, (int64_t{1} << 15) / std::max<int64_t>(len, 1) / 16 * 16);
+  return std::min(r, len);
+}
+
+void softmax_rows(float* s, int64_t rows, int64_t len, int64_t ld) { simd::softmax_rows(s, rows, len, ld); }
+void softmax_rows(double* s, int64_t rows, int64_t len, int64_t ld) {
+  for (int64_t i = 0; i < rows; ++i) {
+    double* row = s + i * ld;
+    const double mx = *std::max_element(row, row + len);
     double total = 0;
-    for (int64_t j = 0; j < len; ++j) {
-      row[j] = std::exp(row[j] - mx);
-      total += double(row[j]);
-    }
-    const T inv = static_cast<T>(1.0 / total);
-    for (int64_t j = 0; j < len; ++j) row[j] *= inv;
+    for (int64_t j = 0; j < len; ++j) total += row[j] = std::exp(row[j] - mx);
+    for (int64_t j = 0; j < len; ++j) row[j] /= total;
   }
 }
 
-bool parallel_over_pairs(const AttentionDesc& d) {
-  return d.n * d.heads >= omp_get_max_threads() && d.n * d.heads * d.len * d.len * d.head_dim > 65536;
+void row_dots(const float* a, const float* b, int64_t rows, int64_t len, int64_t ld, float* dot) {
+  simd::row_dots(a, b, rows, len, ld, dot);
 }
+void row_dots(const double* a, const double* b, int64_t rows, int64_t len, int64_t ld, double* dot) {
+  for (int64_t i = 0; i < rows; ++i) {
+    double total = 0;
+    for (int64_t c = 0; c < len; ++c) total += a[i * ld + c] * b[i * ld + c];
+    dot[i] = total;
+  }
+}
+
+void softmax_backward_rows(const float* p, float* dp, const float* dot, int64_t rows, int64_t len, int64_t ld) {
+  simd::softmax_backward_rows(p, dp, dot, rows, len, ld);
+}
+void softmax_backward_rows(const double* p, double* dp, const double* dot, int64_t rows, int64_t len, int64_t ld) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < len; ++j) dp[i * ld + j] = p[i * ld + j] * (dp[i * ld + j] - dot[i]);
+}
+
+// p[rows, L] = softmax over rows of (q_rows k_hᵀ) · scale; q_rows and k_h with leading dimension ld.
+template <typename T>
+void probabilities(int64_t rows, int64_t len, int64_t dim, int64_t ld, T scale, const T* q_rows, const T* kh, T* p) {
+  gemm<T>(false, true, rows, len, dim, scale, q_rows, ld, kh, ld, T(0), p, len);
+  softmax_rows(p, rows, len, len);
+}
+
+// Roughly the simple operations of one item of `rows` query rows (parallel_for's cost unit).
+double tile_cost(const AttentionDesc& d, int64_t rows) { return 4.0 * double(rows) * double(d.len) * double(d.head_dim); }
 
 }  // namespace
 
 template <typename T>
 void attention_forward(const AttentionDesc& d, const T* q, const T* k, const T* v, T* out) {
   const int64_t L = d.len, dh = d.head_dim, W = d.width();
-  const T scale = static_cast<T>(1.0 / std::sqrt(double(dh)));
   if (L == 0 || dh == 0) return;
-#pragma omp parallel for schedule(dynamic, 1) if (parallel_over_pairs(d))
-  for (int64_t t = 0; t < d.n * d.heads; ++t) {
-    const int64_t off = (t / d.heads) * L * W + (t % d.heads) * dh;
-    T* p = thread_scratch_of<T>(0, size_t(L * L));
-    probabilities(L, dh, W, scale, q + off, k + off, p);
-    gemm<T>(false, false, L, dh, L, T(1), p, L, v + off, W, T(0), out + off, W);
-  }
+  const T scale = static_cast<T>(1.0 / std::sqrt(double(dh)));
+  const int64_t rows = rows_per_tile(L), blocks = (L + rows - 1) / rows;
+  parallel_for(d.n * d.heads * blocks, tile_cost(d, rows), [&](int64_t begin, int64_t end) {
+    T* p = thread_scratch_of<T>(kScoreSlot, size_t(rows * L));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t pair = item / blocks, row0 = (item % blocks) * rows, r = std::min(rows, L - row0);
+      const int64_t off = (pair / d.heads) * L * W + (pair % d.heads) * dh;
+      probabilities(r, L, dh, W, scale, q + off + row0 * W, k + off, p);
+      gemm<T>(false, false, r, dh, L, T(1), p, L, v + off, W, T(0), out + off + row0 * W, W);
+    }
+  });
 }
 
 template <typename T>
 void attention_backward(const AttentionDesc& d, const T* q, const T* k, const T* v, const T* out, const T* dout,
                         T* dq, T* dk, T* dv) {
   const int64_t L = d.len, dh = d.head_dim, W = d.width();
+  if (L == 0 || dh == 0 || (!dq && !dk && !dv)) return;
   const T scale = static_cast<T>(1.0 / std::sqrt(double(dh)));
-  if (L == 0 || dh == 0) return;
-#pragma omp parallel for schedule(dynamic, 1) if (parallel_over_pairs(d))
-  for (int64_t t = 0; t < d.n * d.heads; ++t) {
-    const int64_t off = (t / d.heads) * L * W + (t % d.heads) * dh;
-    T* p = thread_scratch_of<T>(0, size_t(L * L));
-    probabilities(L, dh, W, scale, q + off, k + off, p);
-    if (dv) gemm<T>(true, false, L, dh, L, T(1), p, L, dout + off, W, T(0), dv + off, W);  // Pᵀ dO
-    if (!dq && !dk) continue;
-    T* ds = thread_scratch_of<T>(1, size_t(L * L));
-    gemm<T>(false, true, L, L, dh, T(1), dout + off, W, v + off, W, T(0), ds, L);  // dP = dO Vᵀ
-    // dS = P ∘ (dP − rowsum(dO ∘ O)): the softmax backward, row by row.
-    for (int64_t i = 0; i < L; ++i) {
-      const T* o_row = out + off + i * W;
-      const T* g_row = dout + off + i * W;
-      double dot = 0;
-      for (int64_t c = 0; c < dh; ++c) dot += double(o_row[c]) * double(g_row[c]);
-      const T row_dot = static_cast<T>(dot);
-      T* ds_row = ds + i * L;
-      const T* p_row = p + i * L;
-      for (int64_t j = 0; j < L; ++j) ds_row[j] = p_row[j] * (ds_row[j] - row_dot);
+  const int64_t rows = rows_per_tile(L), blocks = (L + rows - 1) / rows, pairs = d.n * d.heads;
+  // Groups of row blocks per pair: one unless the pairs alone cannot keep every thread busy.
+  const int64_t wanted = std::min<int64_t>(blocks, std::max<int64_t>(1, (region_threads() + pairs - 1) / pairs));
+  const int64_t blocks_per_group = (blocks + wanted - 1) / wanted;
+  const int64_t groups = (blocks + blocks_per_group - 1) / blocks_per_group;  // none of them empty
+  // Partials [pair, group, {dk, dv}, L, dh] when groups > 1.
+  const int64_t partial_size = 2 * L * dh;
+  T* partials = groups > 1 ? thread_scratch_of<T>(kPartialSlot, size_t(pairs * groups * partial_size)) : nullptr;
+  parallel_for(pairs * groups, tile_cost(d, rows * blocks_per_group) * 2.5, [&](int64_t begin, int64_t end) {
+    T* p = thread_scratch_of<T>(kScoreSlot, size_t(rows * L));
+    T* ds = thread_scratch_of<T>(kGradSlot, size_t(rows * L));
+    T* dot = thread_scratch_of<T>(kDotSlot, size_t(rows));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t pair = item / groups, group = item % groups;
+      const int64_t off = (pair / d.heads) * L * W + (pair % d.heads) * dh;
+      // Where this item sums dk and dv over its query rows: the outputs, or its partials.
+      T* dk_sum = dk ? dk + off : nullptr;
+      T* dv_sum = dv ? dv + off : nullptr;
+      int64_t sum_ld = W;
+      if (groups > 1) {
+        T* part = partials + item * partial_size;
+        dk_sum = dk ? part : nullptr;
+        dv_sum = dv ? part + L * dh : nullptr;
+        sum_ld = dh;
+      }
+      const int64_t first = group * blocks_per_group, last = std::min(blocks, first + blocks_per_group);
+      for (int64_t b = first; b < last; ++b) {
+        const int64_t row0 = b * rows, r = std::min(rows, L - row0);
+        const T beta = b == first ? T(0) : T(1);  // the first block overwrites the sums
+        const T* q_rows = q + off + row0 * W;
+        const T* dout_rows = dout + off + row0 * W;
+        probabilities(r, L, dh, W, scale, q_rows, k + off, p);
+        if (dv_sum) gemm<T>(true, false, L, dh, r, T(1), p, L, dout_rows, W, beta, dv_sum, sum_ld);  // Pᵀ dO
+        if (!dq && !dk) continue;
+        gemm<T>(false, true, r, L, dh, T(1), dout_rows, W, v + off, W, T(0), ds, L);  // dP = dO Vᵀ
+        // dS = P ∘ (dP − rowsum(dO ∘ O)): the softmax backward, row by row.
+        row_dots(out + off + row0 * W, dout_rows, r, dh, W, dot);
+        softmax_backward_rows(p, ds, dot, r, L, L);
+        if (dq) gemm<T>(false, false, r, dh, L, scale, ds, L, k + off, W, T(0), dq + off + row0 * W, W);  // dS K/√d
+        if (dk_sum) gemm<T>(true, false, L, dh, r, scale, ds, L, q_rows, W, beta, dk_sum, sum_ld);       // dSᵀ Q/√d
+      }
     }
-    if (dq) gemm<T>(false, false, L, dh, L, scale, ds, L, k + off, W, T(0), dq + off, W);  // dS K / √d
-    if (dk) gemm<T>(true, false, L, dh, L, scale, ds, L, q + off, W, T(0), dk + off, W);   // dSᵀ Q / √d
+  });
+  if (groups == 1) return;
+  for (int64_t pair = 0; pair < pairs; ++pair) {
+    const int64_t off = (pair / d.heads) * L * W + (pair % d.heads) * dh;
+    for (int which = 0; which < 2; ++which) {
+      T* target = which == 0 ? dk : dv;
+      if (!target) continue;
+      for (int64_t i = 0; i < L; ++i) {
+        T* row = target + off + i * W;
+        const T* part = partials + pair * groups * partial_size + which * L * dh + i * dh;
+        for (int64_t c = 0; c < dh; ++c) row[c] = part[c];
+        for (int64_t g = 1; g < groups; ++g)
+          for (int64_t c = 0; c < dh; ++c) row[c] += part[g * partial_size + c];
+      }
+    }
   }
 }
 

@@ -1,0 +1,68 @@
+// See kernels/cpu/simd/softmax.h; compiled once per path (kernels/cpu/simd/isa_begin.h).
+#include <cstdint>
+
+#include "kernels/cpu/simd/isa_begin.h"
+#include "kernels/cpu/simd/vec.h"
+#include "kernels/cpu/simd/softmax.h"
+
+namespace diffuse::kernels::cpu::simd::DIFFUSE_ISA_NS {
+
+void softmax_rows(float* s, int64_t rows, int64_t len, int64_t ld) {
+  if (len <= 0) return;
+  const int64_t whole = len / kLanes * kLanes;
+  const int tail = int(len - whole);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = s + r * ld;
+    // The max subtraction keeps e^x finite for large scores; the tail's padding lanes are
+    // excluded from the max by starting from the row's first element.
+    Vec mx = set1(row[0]);
+    for (int64_t j = 0; j < whole; j += kLanes) mx = max(mx, load(row + j));
+    float row_max = hmax(mx);
+    for (int64_t j = whole; j < len; ++j) row_max = row[j] > row_max ? row[j] : row_max;
+    const Vec m = set1(row_max);
+    Vec total = zero();
+    for (int64_t j = 0; j < whole; j += kLanes) {
+      const Vec e = exp(load(row + j) - m);
+      store(row + j, e);
+      total = total + e;
+    }
+    float sum = hsum(total);
+    if (tail) {
+      const Vec e = exp(load_n(row + whole, tail) - m);
+      store_n(row + whole, e, tail);
+      float t[kLanes];
+      store(t, e);
+      for (int i = 0; i < tail; ++i) sum += t[i];
+    }
+    const Vec inv = set1(1.0f / sum);
+    for (int64_t j = 0; j < whole; j += kLanes) store(row + j, load(row + j) * inv);
+    if (tail) store_n(row + whole, load_n(row + whole, tail) * inv, tail);
+  }
+}
+
+void row_dots(const float* a, const float* b, int64_t rows, int64_t len, int64_t ld, float* dot) {
+  const int64_t whole = len / kLanes * kLanes;
+  const int tail = int(len - whole);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* ar = a + r * ld;
+    const float* br = b + r * ld;
+    Vec acc = zero();
+    for (int64_t c = 0; c < whole; c += kLanes) acc = fma(load(ar + c), load(br + c), acc);
+    if (tail) acc = fma(load_n(ar + whole, tail), load_n(br + whole, tail), acc);
+    dot[r] = hsum(acc);
+  }
+}
+
+void softmax_backward_rows(const float* p, float* dp, const float* dot, int64_t rows, int64_t len, int64_t ld) {
+  const int64_t whole = len / kLanes * kLanes;
+  const int tail = int(len - whole);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* pr = p + r * ld;
+    float* dr = dp + r * ld;
+    const Vec d = set1(dot[r]);
+    for (int64_t j = 0; j < whole; j += kLanes) store(dr + j, load(pr + j) * (load(dr + j) - d));
+    if (tail) store_n(dr + whole, load_n(pr + whole, tail) * (load_n(dr + whole, tail) - d), tail);
+  }
+}
+
+}  // namespace diffuse::kernels::cpu::simd::DIFFUSE_ISA_NS

@@ -1,0 +1,20 @@
+// Row kernels of the CPU attention (kernels/cpu/attention.cpp), one version per instruction-set
+// path (kernels/cpu/simd/dispatch.h): the softmax of a tile of score rows, the softmax backward's
+// row dots rowsum(dO ∘ O), and dS = P ∘ (dP − rowsum). Each works on one row at a time, so a
+// row of the tile (L floats) stays in L1 across its passes.
+#pragma once
+#include <cstdint>
+
+#include "kernels/cpu/simd/dispatch.h"
+
+namespace diffuse::kernels::cpu::simd {
+// Each of `rows` rows of s (row stride ld, `len` used) becomes softmax(row): e^(x − max) / Σ.
+DIFFUSE_SIMD_FUNCTION(void, softmax_rows, (float* s, int64_t rows, int64_t len, int64_t ld), (s, rows, len, ld))
+// dot[i] = Σ_c a[i·ld + c] · b[i·ld + c] for i < rows, c < len.
+DIFFUSE_SIMD_FUNCTION(void, row_dots, (const float* a, const float* b, int64_t rows, int64_t len, int64_t ld, float* dot),
+                      (a, b, rows, len, ld, dot))
+// dp[i, j] = p[i, j] · (dp[i, j] − dot[i]) for i < rows, j < len; p and dp with row stride ld.
+DIFFUSE_SIMD_FUNCTION(void, softmax_backward_rows,
+                      (const float* p, float* dp, const float* dot, int64_t rows, int64_t len, int64_t ld),
+                      (p, dp, dot, rows, len, ld))
+}  // namespace diffuse::kernels::cpu::simd

@@ -1,0 +1,182 @@
+// The CPU attention's tiling (kernels/cpu/attention.cpp) on every instruction-set path this
+// machine runs: sequences long enough to span several tiles of query rows, a single (n, head)
+// pair with two threads (its tiles split into groups whose dk, dv partials are added after the
+// region) and several pairs (each pair's tiles summed in turn), each grad wanted alone; against a
+// naive f64 attention written out here. Also the row kernels (kernels/cpu/simd/softmax.h) on row
+// lengths around every vector width, rows padded to a larger stride.
+#include <catch2/catch.hpp>
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "kernels/cpu/simd/softmax.h"
+#include "kernels/cpu_isa.h"
+
+namespace diffuse {
+namespace {
+
+using kernels::AttentionDesc;
+using kernels::cpu::CpuIsa;
+
+struct IsaGuard {
+  CpuIsa saved = kernels::cpu::active_cpu_isa();
+  ~IsaGuard() { kernels::cpu::set_cpu_isa(saved); }
+};
+
+struct ThreadsGuard {
+  int saved = omp_get_max_threads();
+  ~ThreadsGuard() { omp_set_num_threads(saved); }
+};
+
+std::vector<float> normals(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// Naive attention in f64: out, and the grads of sum(out ∘ dout).
+struct Reference {
+  std::vector<double> out, dq, dk, dv;
+};
+
+Reference naive(const AttentionDesc& d, const std::vector<float>& q, const std::vector<float>& k,
+                const std::vector<float>& v, const std::vector<float>& dout) {
+  const int64_t L = d.len, dh = d.head_dim, W = d.width();
+  const double scale = 1.0 / std::sqrt(double(dh));
+  Reference r;
+  for (auto* x : {&r.out, &r.dq, &r.dk, &r.dv}) x->assign(q.size(), 0.0);
+  std::vector<double> p(size_t(L * L)), ds(size_t(L * L));
+  for (int64_t n = 0; n < d.n; ++n)
+    for (int64_t h = 0; h < d.heads; ++h) {
+      auto at = [&](int64_t row, int64_t c) { return size_t(n * L * W + row * W + h * dh + c); };
+      for (int64_t i = 0; i < L; ++i) {
+        double mx = -INFINITY, total = 0;
+        for (int64_t j = 0; j < L; ++j) {
+          double s = 0;
+          for (int64_t c = 0; c < dh; ++c) s += double(q[at(i, c)]) * double(k[at(j, c)]);
+          p[i * L + j] = s * scale;
+          mx = std::max(mx, s * scale);
+        }
+        for (int64_t j = 0; j < L; ++j) total += p[i * L + j] = std::exp(p[i * L + j] - mx);
+        for (int64_t j = 0; j < L; ++j) p[i * L + j] /= total;
+        for (int64_t c = 0; c < dh; ++c)
+          for (int64_t j = 0; j < L; ++j) r.out[at(i, c)] += p[i * L + j] * double(v[at(j, c)]);
+      }
+      for (int64_t i = 0; i < L; ++i) {
+        double delta = 0;
+        for (int64_t c = 0; c < dh; ++c) delta += double(dout[at(i, c)]) * r.out[at(i, c)];
+        for (int64_t j = 0; j < L; ++j) {
+          double dp = 0;
+          for (int64_t c = 0; c < dh; ++c) dp += double(dout[at(i, c)]) * double(v[at(j, c)]);
+          ds[i * L + j] = p[i * L + j] * (dp - delta);
+        }
+      }
+      for (int64_t i = 0; i < L; ++i)
+        for (int64_t j = 0; j < L; ++j)
+          for (int64_t c = 0; c < dh; ++c) {
+            r.dv[at(j, c)] += p[i * L + j] * double(dout[at(i, c)]);
+            r.dq[at(i, c)] += ds[i * L + j] * double(k[at(j, c)]) * scale;
+            r.dk[at(j, c)] += ds[i * L + j] * double(q[at(i, c)]) * scale;
+          }
+    }
+  return r;
+}
+
+// Largest |got − want| over the largest |want|.
+double relative_error(const std::vector<float>& got, const std::vector<double>& want) {
+  double err = 0, peak = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    err = std::max(err, std::abs(double(got[i]) - want[i]));
+    peak = std::max(peak, std::abs(want[i]));
+  }
+  return err / peak;
+}
+
+void check_attention(const AttentionDesc& d) {
+  const size_t size = size_t(d.n * d.len * d.width());
+  const auto q = normals(size, 1), k = normals(size, 2), v = normals(size, 3), dout = normals(size, 4);
+  const Reference want = naive(d, q, k, v, dout);
+  std::vector<float> out(size);
+  kernels::cpu::attention_forward<float>(d, q.data(), k.data(), v.data(), out.data());
+  CHECK(relative_error(out, want.out) < 1e-5);
+  // All three grads at once, then each alone (the others null).
+  for (int wanted = 0; wanted < 4; ++wanted) {
+    CAPTURE(wanted);
+    std::vector<float> dq(size, NAN), dk(size, NAN), dv(size, NAN);
+    kernels::cpu::attention_backward<float>(d, q.data(), k.data(), v.data(), out.data(), dout.data(),
+                                            wanted == 0 || wanted == 1 ? dq.data() : nullptr,
+                                            wanted == 0 || wanted == 2 ? dk.data() : nullptr,
+                                            wanted == 0 || wanted == 3 ? dv.data() : nullptr);
+    if (wanted == 0 || wanted == 1) CHECK(relative_error(dq, want.dq) < 1e-5);
+    if (wanted == 0 || wanted == 2) CHECK(relative_error(dk, want.dk) < 1e-5);
+    if (wanted == 0 || wanted == 3) CHECK(relative_error(dv, want.dv) < 1e-5);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("CPU attention over several tiles of query rows matches a naive f64 attention on every path",
+          "[attention]") {
+  IsaGuard isa_guard;
+  ThreadsGuard threads_guard;
+  omp_set_num_threads(2);  // a lone pair then splits its tiles into two groups
+  for (CpuIsa isa : kernels::cpu::available_cpu_isas()) {
+    kernels::cpu::set_cpu_isa(isa);
+    CAPTURE(kernels::cpu::cpu_isa_name(isa));
+    // L = 300: 96-row tiles, the last one of 12 rows; L = 520: 48-row tiles, 11 of them (the last
+    // of 40), in groups of 6 and 5, with a head dim off every vector width.
+    check_attention({.n = 1, .len = 300, .heads = 1, .head_dim = 32});
+    check_attention({.n = 3, .len = 300, .heads = 2, .head_dim = 16});
+    check_attention({.n = 1, .len = 520, .heads = 1, .head_dim = 20});
+  }
+}
+
+TEST_CASE("CPU attention row kernels: softmax, row dots and the softmax backward on every path", "[attention]") {
+  IsaGuard isa_guard;
+  for (CpuIsa isa : kernels::cpu::available_cpu_isas()) {
+    kernels::cpu::set_cpu_isa(isa);
+    CAPTURE(kernels::cpu::cpu_isa_name(isa));
+    for (int64_t len : {1, 3, 4, 5, 8, 9, 15, 16, 17, 33, 100}) {
+      CAPTURE(len);
+      const int64_t rows = 3, ld = len + 5;
+      std::vector<float> s = normals(size_t(rows * ld), uint32_t(len));
+      for (float& x : s) x *= 30.0f;  // large scores: the max subtraction must happen
+      const std::vector<float> original = s, b = normals(size_t(rows * ld), 7);
+      std::vector<float> dots(static_cast<size_t>(rows));
+      kernels::cpu::simd::softmax_rows(s.data(), rows, len, ld);
+      kernels::cpu::simd::row_dots(original.data(), b.data(), rows, len, ld, dots.data());
+      std::vector<float> ds = b;
+      kernels::cpu::simd::softmax_backward_rows(s.data(), ds.data(), dots.data(), rows, len, ld);
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* x = original.data() + r * ld;
+        const double mx = *std::max_element(x, x + len);
+        double total = 0, dot = 0;
+        // x − max rounded to f32 as the kernel does: that rounding is the input's, not the kernel's.
+        auto e = [&](int64_t j) { return std::exp(double(x[j] - float(mx))); };
+        for (int64_t j = 0; j < len; ++j) total += e(j);
+        for (int64_t j = 0; j < len; ++j) dot += double(x[j]) * double(b[r * ld + j]);
+        for (int64_t j = 0; j < len; ++j) {
+          const double p = e(j) / total;
+          CHECK(std::abs(s[r * ld + j] - p) <= 1e-6 * std::max(p, 1e-30) + 1e-30);
+          // dS from the kernel's own p and dot: only its arithmetic is under test here.
+          const double want_ds = double(s[r * ld + j]) * (double(b[r * ld + j]) - double(dots[r]));
+          const double magnitude = std::abs(s[r * ld + j]) * (std::abs(b[r * ld + j]) + std::abs(dots[r]));
+          CHECK(std::abs(ds[r * ld + j] - want_ds) <= 1e-6 * magnitude + 1e-30);
+        }
+        CHECK(std::abs(dots[r] - dot) <= 1e-5 * (std::abs(dot) + 1));
+        // The stride's padding is left alone.
+        for (int64_t j = len; j < ld && r + 1 < rows; ++j) CHECK(s[r * ld + j] == original[r * ld + j]);
+      }
+    }
+  }
+}
+
+}  // namespace diffuse
