@@ -3,6 +3,7 @@
 // family on the tensor's device.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "engine/noise_schedule.h"
@@ -18,6 +19,10 @@ struct QSampleResult {
 // x0 f32 [B, ...] on the CPU or CUDA; coefs one per sample; noise element k of the flat batch is
 // philox::normal_at(seed, kNoise, offset, k).
 QSampleResult q_sample(const Tensor& x0, const std::vector<QSampleCoef>& coefs, PredictionType prediction,
+                       uint64_t seed, uint64_t offset);
+// The same with each sample's coefficients read from the schedule at its timestep: what the
+// training step runs, allocating nothing but tensors (from the caches once a step has run).
+QSampleResult q_sample(const Tensor& x0, const NoiseSchedule& schedule, std::span<const int64_t> timesteps,
                        uint64_t seed, uint64_t offset);
 
 }  // namespace diffuse

@@ -78,14 +78,17 @@ TrainStepResult TrainStep::run(int64_t step, const Batch& batch, const PhaseFn& 
   const int64_t per_image = batch.images.numel() / std::max<int64_t>(1, B);
 
   const uint64_t row_block = static_cast<uint64_t>(step) * philox::blocks_for(static_cast<uint64_t>(B));
-  std::vector<int64_t> timesteps(static_cast<size_t>(B));
+  // Every per-sample value goes straight into a host tensor: the step allocates nothing but
+  // tensors, which the caches serve once a step has run (docs/design.md §4).
+  Tensor t_tensor = Tensor::empty({B}, DType::i64);
+  int64_t* timesteps = t_tensor.data<int64_t>();
   for (int64_t i = 0; i < B; ++i) {
     float u = philox::uniform_at(o.seed, philox::kTimesteps, row_block, static_cast<uint64_t>(i));
     timesteps[i] = std::min<int64_t>(static_cast<int64_t>(u * static_cast<float>(T)), T - 1);
   }
-  std::vector<QSampleCoef> coefs = schedule_.q_sample_coefs(timesteps, o.snr_gamma);
   const uint64_t noise_block = static_cast<uint64_t>(step) * philox::blocks_for(static_cast<uint64_t>(B * per_image));
-  QSampleResult q = q_sample(batch.images.to(o.device), coefs, schedule_.options().prediction_type, o.seed, noise_block);
+  QSampleResult q = q_sample(batch.images.to(o.device), schedule_, {timesteps, static_cast<size_t>(B)}, o.seed,
+                             noise_block);
 
   Tensor labels;
   if (o.classes > 0) {
@@ -96,12 +99,12 @@ TrainStepResult TrainStep::run(int64_t step, const Batch& batch, const PhaseFn& 
     for (int64_t i = 0; i < B; ++i)
       if (philox::uniform_at(o.seed, philox::kLabelDrop, row_block, static_cast<uint64_t>(i)) < o.p_uncond) l[i] = null_class;
   }
-  Tensor t_tensor = Tensor::from(std::vector<double>(timesteps.begin(), timesteps.end()), {B}, DType::i64);
   Tensor weights;
   if (o.snr_gamma > 0) {
-    std::vector<double> w;
-    for (const auto& c : coefs) w.push_back(c.loss_weight);
-    weights = Tensor::from(w, {B}).to(o.device);
+    Tensor host_weights = Tensor::empty({B});
+    for (int64_t i = 0; i < B; ++i)
+      host_weights.data<float>()[i] = static_cast<float>(schedule_.min_snr_weight(timesteps[i], o.snr_gamma));
+    weights = host_weights.to(o.device);
   }
 
   TrainStepResult r;

@@ -5,9 +5,13 @@
 // before that.
 #include "nn/allocator.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <string>
 #include <new>
 
 #include "diffuse/error.h"
@@ -20,22 +24,131 @@ const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
 
 namespace {
 
+// Size classes: exact 64-byte steps up to 64 KiB, then eight per power of two (at most 12.5% of a
+// block unused), so a step that asks for the same sizes again is served entirely from the cache.
+constexpr size_t kSmallLimit = size_t{64} << 10;
+constexpr size_t kSmallClasses = kSmallLimit / 64 + 1;
+constexpr size_t kClasses = kSmallClasses + 8 * 48;
+
+struct SizeClass {
+  size_t index;
+  size_t bytes;
+};
+
+SizeClass size_class(size_t bytes) {
+  size_t rounded = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
+  if (rounded <= kSmallLimit) return {rounded / 64, rounded};
+  int log2 = 63 - __builtin_clzll(rounded);
+  size_t step = (size_t{1} << log2) / 8;
+  rounded = (rounded + step - 1) / step * step;
+  log2 = 63 - __builtin_clzll(rounded);  // rounding up may reach the next power of two
+  step = (size_t{1} << log2) / 8;
+  return {kSmallClasses + static_cast<size_t>(log2 - 16) * 8 + (rounded / step - 8), rounded};
+}
+
+struct FreeBlock {
+  FreeBlock* next;
+};
+
+// DIFFUSE_HOST_CACHE_MB caps the cache below its default bound (0: no cache at all).
+size_t cache_cap_from_environment() {
+  const char* v = std::getenv("DIFFUSE_HOST_CACHE_MB");
+  if (!v || !*v) return SIZE_MAX;
+  char* end = nullptr;
+  unsigned long long mb = std::strtoull(v, &end, 10);
+  if (*end != 0) throw Error("DIFFUSE_HOST_CACHE_MB must be a whole number of MiB, got '" + std::string(v) + "'");
+  return static_cast<size_t>(mb) << 20;
+}
+
 class HostAllocator final : public Allocator {
  public:
   void* allocate(size_t bytes) override {
-    size_t rounded = (bytes + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
-    if (!p) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes");
+    const SizeClass c = size_class(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (FreeBlock* b = free_[c.index]) {
+        free_[c.index] = b->next;
+        stats_.bytes_cached -= c.bytes;
+        ++stats_.cache_hits;
+        note_in_use(c.bytes);
+        return b;
+      }
+    }
+    void* p = std::aligned_alloc(64, c.bytes);
+    if (!p) {  // the cache may hold what the C library needs
+      release();
+      p = std::aligned_alloc(64, c.bytes);
+      if (!p) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes");
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.system_allocations;
+    note_in_use(c.bytes);
     return p;
   }
-  void deallocate(void* ptr, size_t) override { std::free(ptr); }
+
+  void deallocate(void* ptr, size_t bytes) override {
+    if (!ptr) return;
+    const SizeClass c = size_class(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stats_.bytes_in_use -= c.bytes;
+      // Bounded by the most ever in use at once: the cache may at most double the high-water mark.
+      if (stats_.bytes_cached + c.bytes <= std::min(stats_.peak_bytes_in_use, cap_)) {
+        auto* b = static_cast<FreeBlock*>(ptr);
+        b->next = free_[c.index];
+        free_[c.index] = b;
+        stats_.bytes_cached += c.bytes;
+        return;
+      }
+    }
+    std::free(ptr);
+  }
+
   Device device() const override { return Device::cpu; }
   void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) override {
     if (dst_dev != Device::cpu || src_dev != Device::cpu)
       throw Error("host allocator asked to copy device memory");
     if (bytes) std::memcpy(dst, src, bytes);
   }
+
+  HostMemoryStats stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stats_;
+  }
+
+  void release() {
+    FreeBlock* lists[kClasses];
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (size_t i = 0; i < kClasses; ++i) lists[i] = free_[i], free_[i] = nullptr;
+      stats_.bytes_cached = 0;
+    }
+    for (FreeBlock* b : lists)
+      while (b) {
+        FreeBlock* next = b->next;
+        std::free(b);
+        b = next;
+      }
+  }
+
+ private:
+  void note_in_use(size_t bytes) {  // under mutex_
+    stats_.bytes_in_use += bytes;
+    stats_.peak_bytes_in_use = std::max(stats_.peak_bytes_in_use, stats_.bytes_in_use);
+    stats_.peak_bytes_held = std::max(stats_.peak_bytes_held, stats_.bytes_in_use + stats_.bytes_cached);
+  }
+
+  std::mutex mutex_;
+  FreeBlock* free_[kClasses] = {};
+  HostMemoryStats stats_;
+  const size_t cap_ = cache_cap_from_environment();
 };
+
+HostAllocator& the_host_allocator() {
+  // Never destroyed: tensors in static objects may be freed after every destructor has run.
+  static HostAllocator* alloc = new HostAllocator;
+  return *alloc;
+}
 
 std::atomic<Allocator*> g_device_allocator{nullptr};
 
@@ -50,10 +163,9 @@ void register_cuda_allocator_if_possible() {
 
 }  // namespace
 
-Allocator& host_allocator() {
-  static HostAllocator alloc;
-  return alloc;
-}
+Allocator& host_allocator() { return the_host_allocator(); }
+HostMemoryStats host_memory_stats() { return the_host_allocator().stats(); }
+void release_cached_host_memory() { the_host_allocator().release(); }
 
 void register_device_allocator(Allocator* alloc) { g_device_allocator = alloc; }
 

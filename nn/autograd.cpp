@@ -10,7 +10,7 @@ thread_local bool t_grad_enabled = true;
 thread_local std::vector<Node> t_tape;
 
 std::shared_ptr<AutogradMeta> meta_of(Tensor& t) {
-  if (!t.meta()) t.meta() = std::make_shared<AutogradMeta>();
+  if (!t.meta()) t.meta() = make_meta();
   auto& m = t.meta();
   m->shape = t.shape();
   m->dtype = t.dtype();
@@ -44,10 +44,12 @@ bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
   return false;
 }
 
-void record(const char* name, const std::vector<const Tensor*>& inputs, const std::vector<Tensor*>& outputs,
+void record(const char* name, std::initializer_list<const Tensor*> inputs, std::initializer_list<Tensor*> outputs,
             BackwardFn backward) {
   Node node;
   node.name = name;
+  node.inputs.reserve(inputs.size());
+  node.outputs.reserve(outputs.size());
   for (const Tensor* t : inputs)
     node.inputs.push_back(t && t->defined() && t->requires_grad() ? t->meta() : nullptr);
   for (Tensor* t : outputs) {
@@ -65,16 +67,17 @@ void run_backward(const Tensor& root, const Tensor& seed_grad) {
   NoGrad no_grad;
   accumulate(*root.meta(), seed_grad);
   std::vector<Node> tape;
-  tape.swap(t_tape);
+  tape.swap(t_tape);  // handed back, emptied but with its capacity, once the replay is done
   for (auto it = tape.rbegin(); it != tape.rend(); ++it) {
     Node& node = *it;
     bool any = false;
     for (auto& o : node.outputs) any = any || o->grad.defined();
     if (any) {
-      std::vector<Tensor> gouts;
+      TensorList gouts;
+      gouts.reserve(node.outputs.size());
       for (auto& o : node.outputs)
         gouts.push_back(o->grad.defined() ? o->grad : Tensor::zeros(o->shape, o->dtype, o->device));
-      std::vector<Tensor> gins = node.backward(gouts);
+      TensorList gins = node.backward(gouts);
       if (gins.size() != node.inputs.size())
         throw Error(std::string("autograd: backward of ") + node.name + " returned the wrong number of grads");
       for (size_t i = 0; i < gins.size(); ++i)
@@ -85,6 +88,8 @@ void run_backward(const Tensor& root, const Tensor& seed_grad) {
       if (!o->is_leaf) o->grad = Tensor();
     node = Node();
   }
+  tape.clear();
+  t_tape.swap(tape);
 }
 
 void clear_tape() { t_tape.clear(); }

@@ -3,11 +3,18 @@
 // function holding what it saved. backward() walks the tape newest-first, accumulates grads into
 // inputs, frees each node (and its saved tensors) as soon as it has run, and clears the tape.
 // Only leaves (tensors the user marked requires_grad, e.g. parameters) keep .grad afterwards.
+// Every block a node needs (its lists, its closure, the grads' list) comes from the object pool
+// (nn/object_pool.h) and the tape keeps its capacity, so a steady-state step records and replays
+// without touching the heap.
 #pragma once
-#include <functional>
+#include <initializer_list>
 #include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "nn/object_pool.h"
 #include "nn/tensor.h"
 
 namespace diffuse {
@@ -22,14 +29,61 @@ struct AutogradMeta {
   Device device = Device::cpu;
 };
 
+using TensorList = std::vector<Tensor, PoolAllocator<Tensor>>;
+using MetaList = std::vector<std::shared_ptr<AutogradMeta>, PoolAllocator<std::shared_ptr<AutogradMeta>>>;
+
 // Receives the grads of the node's outputs (never undefined: missing ones are zeros) and returns
-// one grad per input (undefined where the input needs none).
-using BackwardFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& grad_outputs)>;
+// one grad per input (undefined where the input needs none). A move-only std::function whose
+// closure lives in a pool block.
+class BackwardFn {
+ public:
+  BackwardFn() = default;
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, BackwardFn>>>
+  BackwardFn(F&& f) {  // NOLINT: implicit, so record() takes a lambda as it is
+    using Closure = std::decay_t<F>;
+    static_assert(alignof(Closure) <= 16, "the object pool's blocks are 16-byte aligned");
+    static constexpr Vtable vtable{
+        [](void* c, const TensorList& g) { return (*static_cast<Closure*>(c))(g); },
+        [](void* c) {
+          static_cast<Closure*>(c)->~Closure();
+          pool_deallocate(c, sizeof(Closure));
+        }};
+    void* block = pool_allocate(sizeof(Closure));
+    new (block) Closure(std::forward<F>(f));
+    closure_ = block;
+    vtable_ = &vtable;
+  }
+  BackwardFn(BackwardFn&& o) noexcept : closure_(std::exchange(o.closure_, nullptr)), vtable_(o.vtable_) {}
+  BackwardFn& operator=(BackwardFn&& o) noexcept {
+    if (this != &o) {
+      reset();
+      closure_ = std::exchange(o.closure_, nullptr);
+      vtable_ = o.vtable_;
+    }
+    return *this;
+  }
+  BackwardFn(const BackwardFn&) = delete;
+  BackwardFn& operator=(const BackwardFn&) = delete;
+  ~BackwardFn() { reset(); }
+
+  TensorList operator()(const TensorList& grad_outputs) const { return vtable_->call(closure_, grad_outputs); }
+  void reset() {
+    if (closure_) vtable_->destroy(std::exchange(closure_, nullptr));
+  }
+
+ private:
+  struct Vtable {
+    TensorList (*call)(void* closure, const TensorList& grad_outputs);
+    void (*destroy)(void* closure);
+  };
+  void* closure_ = nullptr;
+  const Vtable* vtable_ = nullptr;
+};
 
 struct Node {
   const char* name = "";
-  std::vector<std::shared_ptr<AutogradMeta>> inputs;   // null entries: input needs no grad
-  std::vector<std::shared_ptr<AutogradMeta>> outputs;
+  MetaList inputs;   // null entries: input needs no grad
+  MetaList outputs;
   BackwardFn backward;
 };
 
@@ -51,8 +105,8 @@ bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
 
 // Records a node: marks each output as a non-leaf requiring grad and pushes the node.
 // Call only when any_requires_grad(...) was true.
-void record(const char* name, const std::vector<const Tensor*>& inputs,
-            const std::vector<Tensor*>& outputs, BackwardFn backward);
+void record(const char* name, std::initializer_list<const Tensor*> inputs, std::initializer_list<Tensor*> outputs,
+            BackwardFn backward);
 
 // Runs the tape backwards from `root` seeded with `seed_grad` (ones for a scalar loss).
 void run_backward(const Tensor& root, const Tensor& seed_grad);

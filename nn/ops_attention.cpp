@@ -52,12 +52,14 @@ Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int heads) 
   check_defined(op, v, "v");
   check_same(op, {&q, &kt, &v});
   check_float(op, q);
-  const std::string what = " (q " + q.describe() + ", k " + kt.describe() + ", v " + v.describe() + ", heads " +
-                           std::to_string(heads) + ")";
-  if (q.ndim() != 3) fail(op, "q, k and v must be [N, L, heads * d]" + what);
-  if (kt.shape() != q.shape() || v.shape() != q.shape()) fail(op, "q, k and v must have the same shape" + what);
+  auto what = [&] {  // built only on failure: no allocation per call
+    return " (q " + q.describe() + ", k " + kt.describe() + ", v " + v.describe() + ", heads " +
+           std::to_string(heads) + ")";
+  };
+  if (q.ndim() != 3) fail(op, "q, k and v must be [N, L, heads * d]" + what());
+  if (kt.shape() != q.shape() || v.shape() != q.shape()) fail(op, "q, k and v must have the same shape" + what());
   if (heads < 1 || q.dim(2) % heads != 0)
-    fail(op, std::to_string(heads) + " heads do not divide the width " + std::to_string(q.dim(2)) + what);
+    fail(op, std::to_string(heads) + " heads do not divide the width " + std::to_string(q.dim(2)) + what());
   k::AttentionDesc d;
   d.n = q.dim(0);
   d.len = q.dim(1);
@@ -67,7 +69,7 @@ Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int heads) 
   const bool on_host_stopgap = !backend.attention_takes_head_dim(d.head_dim);
   if (on_host_stopgap && q.dtype() != DType::f32)
     fail(op, "head dim " + std::to_string(d.head_dim) + " is supported on CUDA in f32 only (" +
-                 dtype_name(q.dtype()) + " needs head dim 32, 64 or 128)" + what);
+                 dtype_name(q.dtype()) + " needs head dim 32, 64 or 128)" + what());
 
   const bool need_grad = any_requires_grad({&q, &kt, &v});
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
@@ -83,7 +85,7 @@ Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int heads) 
     Tensor sq = q.detach(), sk = kt.detach(), sv = v.detach(), so = out.detach();
     bool need_q = q.requires_grad(), need_k = kt.requires_grad(), need_v = v.requires_grad();
     record(op, {&q, &kt, &v}, {&out},
-           [d, sq, sk, sv, so, lse, need_q, need_k, need_v, on_host_stopgap](const std::vector<Tensor>& g) {
+           [d, sq, sk, sv, so, lse, need_q, need_k, need_v, on_host_stopgap](const TensorList& g) {
              auto grad_if = [&](bool need) {
                return need ? Tensor::empty(sq.shape(), sq.dtype(), sq.device()) : Tensor();
              };
@@ -95,7 +97,7 @@ Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int heads) 
              else
                backend_for("attention", sq, dispatch::DeviceDTypes::f32_bf16)
                    .attention_backward(d, sq, sk, sv, so, lse, g[0], gq, gk, gv);
-             return std::vector<Tensor>{gq, gk, gv};
+             return TensorList{gq, gk, gv};
            });
   }
   return out;

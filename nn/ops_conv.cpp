@@ -17,15 +17,15 @@ namespace {
 k::Conv2dDesc conv_desc(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& opt) {
   const char* op = "conv2d";
   check_weighted(op, x, w, bias);
-  const std::string what = weighted_operands(x, w, bias);
-  if (x.ndim() != 4) fail(op, "x must be [N, H, W, Cin]" + what);
-  if (w.ndim() != 4) fail(op, "w must be [Cout, kh, kw, Cin]" + what);
+  auto what = [&] { return weighted_operands(x, w, bias); };  // built only on failure: no allocation per call
+  if (x.ndim() != 4) fail(op, "x must be [N, H, W, Cin]" + what());
+  if (w.ndim() != 4) fail(op, "w must be [Cout, kh, kw, Cin]" + what());
   if (x.dim(3) != w.dim(3)) fail(op, "x has " + std::to_string(x.dim(3)) + " channels but w expects " +
-                                         std::to_string(w.dim(3)) + what);
-  check_bias(op, w, bias, what);
-  if (opt.stride < 1) fail(op, "stride must be >= 1, got " + std::to_string(opt.stride) + what);
+                                         std::to_string(w.dim(3)) + what());
+  check_bias(op, x, w, bias);
+  if (opt.stride < 1) fail(op, "stride must be >= 1, got " + std::to_string(opt.stride) + what());
   if (opt.pad_top < 0 || opt.pad_bottom < 0 || opt.pad_left < 0 || opt.pad_right < 0)
-    fail(op, "padding must be >= 0" + what);
+    fail(op, "padding must be >= 0" + what());
   k::Conv2dDesc d;
   d.n = x.dim(0);
   d.h = x.dim(1);
@@ -39,10 +39,10 @@ k::Conv2dDesc conv_desc(const Tensor& x, const Tensor& w, const Tensor& bias, co
   d.pad_bottom = opt.pad_bottom;
   d.pad_left = opt.pad_left;
   d.pad_right = opt.pad_right;
-  if (d.kh < 1 || d.kw < 1) fail(op, "kernel must be at least 1x1" + what);
+  if (d.kh < 1 || d.kw < 1) fail(op, "kernel must be at least 1x1" + what());
   if (d.h + d.pad_top + d.pad_bottom < d.kh || d.w + d.pad_left + d.pad_right < d.kw)
     fail(op, "the " + std::to_string(d.kh) + "x" + std::to_string(d.kw) + " kernel is larger than the padded input" +
-                 what);
+                 what());
   return d;
 }
 

@@ -15,11 +15,20 @@ namespace k = diffuse::kernels;
 
 namespace {
 
+// kernels::make_broadcast takes its dims as std::vectors; this thread's pair, kept at
+// Shape::kMaxRank capacity, carries shapes there without a heap allocation per op.
+k::BroadcastDesc broadcast_of(const Shape& a, const Shape& b, const char* op) {
+  thread_local std::vector<int64_t> a_dims(Shape::kMaxRank), b_dims(Shape::kMaxRank);
+  a_dims.assign(a.begin(), a.end());
+  b_dims.assign(b.begin(), b.end());
+  return k::make_broadcast(a_dims, b_dims, op);
+}
+
 Tensor binary_raw(k::BinaryOp op, const char* name, const Tensor& a, const Tensor& b) {
   check_defined(name, a, "a");
   check_defined(name, b, "b");
   check_same(name, {&a, &b});
-  k::BroadcastDesc d = k::make_broadcast(a.shape(), b.shape(), name);
+  k::BroadcastDesc d = broadcast_of(a.shape(), b.shape(), name);
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
   backend_for(name, a).binary(op, d, a, b, out);
   return out;
@@ -27,7 +36,7 @@ Tensor binary_raw(k::BinaryOp op, const char* name, const Tensor& a, const Tenso
 
 // Sums g (a-shaped) down to b's shape, multiplied element-wise by w (a-shaped) when defined.
 Tensor reduce_to(const Tensor& g, const Tensor& w, const Shape& b_shape) {
-  k::BroadcastDesc d = k::make_broadcast(g.shape(), b_shape, "reduce");
+  k::BroadcastDesc d = broadcast_of(g.shape(), b_shape, "reduce");
   Tensor out = Tensor::empty(b_shape, g.dtype(), g.device());
   backend_for("reduce", g).reduce_to_broadcast(d, g, w, out);
   return out;
@@ -39,8 +48,8 @@ Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = binary_raw(k::BinaryOp::add, "add", a, b);
   if (any_requires_grad({&a, &b})) {
     Shape bs = b.shape();
-    record("add", {&a, &b}, {&out}, [bs](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{g[0], reduce_to(g[0], Tensor(), bs)};
+    record("add", {&a, &b}, {&out}, [bs](const TensorList& g) {
+      return TensorList{g[0], reduce_to(g[0], Tensor(), bs)};
     });
   }
   return out;
@@ -50,8 +59,8 @@ Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = binary_raw(k::BinaryOp::sub, "sub", a, b);
   if (any_requires_grad({&a, &b})) {
     Shape bs = b.shape();
-    record("sub", {&a, &b}, {&out}, [bs](const std::vector<Tensor>& g) {
-      return std::vector<Tensor>{g[0], scale(reduce_to(g[0], Tensor(), bs), -1.0)};
+    record("sub", {&a, &b}, {&out}, [bs](const TensorList& g) {
+      return TensorList{g[0], scale(reduce_to(g[0], Tensor(), bs), -1.0)};
     });
   }
   return out;
@@ -62,10 +71,10 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   if (any_requires_grad({&a, &b})) {
     Tensor sa = a.detach(), sb = b.detach();
     bool need_a = a.requires_grad(), need_b = b.requires_grad();
-    record("mul", {&a, &b}, {&out}, [sa, sb, need_a, need_b](const std::vector<Tensor>& g) {
+    record("mul", {&a, &b}, {&out}, [sa, sb, need_a, need_b](const TensorList& g) {
       Tensor ga = need_a ? binary_raw(k::BinaryOp::mul, "mul", g[0], sb) : Tensor();
       Tensor gb = need_b ? reduce_to(g[0], sa, sb.shape()) : Tensor();
-      return std::vector<Tensor>{ga, gb};
+      return TensorList{ga, gb};
     });
   }
   return out;
@@ -76,7 +85,7 @@ Tensor scale(const Tensor& a, double s) {
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
   backend_for("scale", a).scale(s, a, out);
   if (any_requires_grad({&a}))
-    record("scale", {&a}, {&out}, [s](const std::vector<Tensor>& g) { return std::vector<Tensor>{scale(g[0], s)}; });
+    record("scale", {&a}, {&out}, [s](const TensorList& g) { return TensorList{scale(g[0], s)}; });
   return out;
 }
 
@@ -86,10 +95,10 @@ Tensor silu(const Tensor& x) {
   backend_for("silu", x).silu_forward(x, y);
   if (any_requires_grad({&x})) {
     Tensor sx = x.detach();
-    record("silu", {&x}, {&y}, [sx](const std::vector<Tensor>& g) {
+    record("silu", {&x}, {&y}, [sx](const TensorList& g) {
       Tensor gx = Tensor::empty(sx.shape(), sx.dtype(), sx.device());
       backend_for("silu backward", sx).silu_backward(sx, g[0], gx);
-      return std::vector<Tensor>{gx};
+      return TensorList{gx};
     });
   }
   return y;
@@ -100,7 +109,7 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
   Tensor y = x.view(shape);
   if (any_requires_grad({&x})) {
     Shape xs = x.shape();
-    record("reshape", {&x}, {&y}, [xs](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0].view(xs)}; });
+    record("reshape", {&x}, {&y}, [xs](const TensorList& g) { return TensorList{g[0].view(xs)}; });
   }
   return y;
 }
@@ -111,11 +120,11 @@ Tensor sum(const Tensor& x) {
   backend_for("sum", x).sum(x, out);
   if (any_requires_grad({&x})) {
     Shape xs = x.shape();
-    record("sum", {&x}, {&out}, [xs](const std::vector<Tensor>& g) {
+    record("sum", {&x}, {&out}, [xs](const TensorList& g) {
       Tensor gx = Tensor::empty(xs, g[0].dtype(), g[0].device());
       // The upstream scalar is read where it lies (device memory for a CUDA tensor).
       backend_for("sum backward", gx).fill(g[0], gx);
-      return std::vector<Tensor>{gx};
+      return TensorList{gx};
     });
   }
   return out;

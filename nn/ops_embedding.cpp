@@ -35,10 +35,10 @@ Tensor embedding(const Tensor& table, const Tensor& index) {
   if (any_requires_grad({&table})) {
     Tensor saved_index = index.detach();
     Shape ts = table.shape();
-    record(op, {&table}, {&out}, [d, saved_index, ts](const std::vector<Tensor>& g) {
+    record(op, {&table}, {&out}, [d, saved_index, ts](const TensorList& g) {
       Tensor gt = Tensor::empty(ts, g[0].dtype(), g[0].device());
       backend_for("embedding backward", g[0]).embedding_backward(d, saved_index, g[0], gt);
-      return std::vector<Tensor>{gt};
+      return TensorList{gt};
     });
   }
   return out;

@@ -24,18 +24,19 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
   check_defined(op, beta, "beta");
   check_same(op, {&x, &gamma, &beta, &add_nc});
   check_float(op, x);
-  const std::string what = " (x " + x.describe() + ", gamma " + gamma.describe() + ", beta " + beta.describe() +
-                           ", add_nc " + (add_nc.defined() ? add_nc.describe() : "none") + ", groups " +
-                           std::to_string(opt.groups) + ")";
-  if (x.ndim() < 2) fail(op, "x must be [N, ..., C]" + what);
+  auto what = [&] {  // built only on failure: no allocation per call
+    return " (x " + x.describe() + ", gamma " + gamma.describe() + ", beta " + beta.describe() + ", add_nc " +
+           (add_nc.defined() ? add_nc.describe() : "none") + ", groups " + std::to_string(opt.groups) + ")";
+  };
+  if (x.ndim() < 2) fail(op, "x must be [N, ..., C]" + what());
   const int64_t C = x.dim(-1);
   if (opt.groups < 1 || C % opt.groups != 0)
-    fail(op, std::to_string(opt.groups) + " groups do not divide " + std::to_string(C) + " channels" + what);
+    fail(op, std::to_string(opt.groups) + " groups do not divide " + std::to_string(C) + " channels" + what());
   if (gamma.ndim() != 1 || gamma.dim(0) != C || beta.ndim() != 1 || beta.dim(0) != C)
-    fail(op, "gamma and beta must be [" + std::to_string(C) + "]" + what);
+    fail(op, "gamma and beta must be [" + std::to_string(C) + "]" + what());
   if (add_nc.defined() && (add_nc.ndim() != 2 || add_nc.dim(0) != x.dim(0) || add_nc.dim(1) != C))
-    fail(op, "add_nc must be [" + std::to_string(x.dim(0)) + ", " + std::to_string(C) + "]" + what);
-  if (!(opt.eps >= 0)) fail(op, "eps must be >= 0, got " + std::to_string(opt.eps) + what);
+    fail(op, "add_nc must be [" + std::to_string(x.dim(0)) + ", " + std::to_string(C) + "]" + what());
+  if (!(opt.eps >= 0)) fail(op, "eps must be >= 0, got " + std::to_string(opt.eps) + what());
 
   k::GroupNormDesc d;
   d.n = x.dim(0);
@@ -56,14 +57,14 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
     bool need_x = x.requires_grad(), need_g = gamma.requires_grad(), need_b = beta.requires_grad();
     bool need_a = add_nc.defined() && add_nc.requires_grad();
     record(op, {&x, &gamma, &beta, &add_nc}, {&y},
-           [d, sx, sg, sb, sa, mean, rstd, need_x, need_g, need_b, need_a](const std::vector<Tensor>& g) {
+           [d, sx, sg, sb, sa, mean, rstd, need_x, need_g, need_b, need_a](const TensorList& g) {
              // dx is computed whenever anything is: it is the scratch for the other grads too.
              Tensor gx = Tensor::empty(sx.shape(), sx.dtype(), sx.device());
              Tensor gg = need_g ? Tensor::empty(sg.shape(), sg.dtype(), sg.device()) : Tensor();
              Tensor gb = need_b ? Tensor::empty(sb.shape(), sb.dtype(), sb.device()) : Tensor();
              Tensor ga = need_a ? Tensor::empty(sa.shape(), sa.dtype(), sa.device()) : Tensor();
              backend_for("group_norm", sx).group_norm_backward(d, sx, sa, sg, sb, mean, rstd, g[0], gx, gg, gb, ga);
-             return std::vector<Tensor>{need_x ? gx : Tensor(), gg, gb, ga};
+             return TensorList{need_x ? gx : Tensor(), gg, gb, ga};
            });
   }
   return y;

@@ -15,12 +15,12 @@ namespace k = diffuse::kernels;
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const char* op = "linear";
   check_weighted(op, x, w, bias);
-  const std::string what = weighted_operands(x, w, bias);
-  if (x.ndim() < 1) fail(op, "x must be [..., in]" + what);
-  if (w.ndim() != 2) fail(op, "w must be [out, in]" + what);
+  auto what = [&] { return weighted_operands(x, w, bias); };  // built only on failure: no allocation per call
+  if (x.ndim() < 1) fail(op, "x must be [..., in]" + what());
+  if (w.ndim() != 2) fail(op, "w must be [out, in]" + what());
   if (x.dim(-1) != w.dim(1))
-    fail(op, "x has " + std::to_string(x.dim(-1)) + " features but w expects " + std::to_string(w.dim(1)) + what);
-  check_bias(op, w, bias, what);
+    fail(op, "x has " + std::to_string(x.dim(-1)) + " features but w expects " + std::to_string(w.dim(1)) + what());
+  check_bias(op, x, w, bias);
   int64_t rows = 1;
   for (int i = 0; i + 1 < x.ndim(); ++i) rows *= x.dim(i);
   const k::LinearDesc d{rows, w.dim(1), w.dim(0)};

@@ -30,10 +30,10 @@ Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   backend_for(op, x).dropout_apply(d, x, y);
   if (any_requires_grad({&x})) {
-    record(op, {&x}, {&y}, [d](const std::vector<Tensor>& g) {
+    record(op, {&x}, {&y}, [d](const TensorList& g) {
       Tensor gx = Tensor::empty(g[0].shape(), g[0].dtype(), g[0].device());
       backend_for("dropout backward", g[0]).dropout_apply(d, g[0], gx);
-      return std::vector<Tensor>{gx};
+      return TensorList{gx};
     });
   }
   return y;
@@ -56,10 +56,10 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target, const Tensor& weight) 
   backend_for(op, pred).mse_loss(d, inv_numel, pred, target, weight, loss);
   if (any_requires_grad({&pred})) {
     Tensor sp = pred.detach(), st = target.detach(), sw = weight.defined() ? weight.detach() : Tensor();
-    record(op, {&pred}, {&loss}, [d, sp, st, sw, inv_numel](const std::vector<Tensor>& g) {
+    record(op, {&pred}, {&loss}, [d, sp, st, sw, inv_numel](const TensorList& g) {
       Tensor gp = Tensor::empty(sp.shape(), sp.dtype(), sp.device());
       backend_for("mse_loss backward", sp).mse_backward(d, 2.0 * inv_numel, g[0], sp, st, sw, gp);
-      return std::vector<Tensor>{gp};
+      return TensorList{gp};
     });
   }
   return loss;

@@ -34,11 +34,11 @@ Tensor concat_channels(const Tensor& a, const Tensor& b) {
   if (any_requires_grad({&a, &b})) {
     bool need_a = a.requires_grad(), need_b = b.requires_grad();
     Shape as = a.shape(), bs = b.shape();
-    record(op, {&a, &b}, {&out}, [d, as, bs, need_a, need_b](const std::vector<Tensor>& g) {
+    record(op, {&a, &b}, {&out}, [d, as, bs, need_a, need_b](const TensorList& g) {
       Tensor ga = need_a ? Tensor::empty(as, g[0].dtype(), g[0].device()) : Tensor();
       Tensor gb = need_b ? Tensor::empty(bs, g[0].dtype(), g[0].device()) : Tensor();
       backend_for("concat_channels backward", g[0]).split_last(d, g[0], ga, gb);
-      return std::vector<Tensor>{ga, gb};
+      return TensorList{ga, gb};
     });
   }
   return out;
@@ -53,10 +53,10 @@ Tensor upsample_nearest2x(const Tensor& x) {
   backend_for(op, x).upsample_nearest2x(d, x, y);
   if (any_requires_grad({&x})) {
     Shape xs = x.shape();
-    record(op, {&x}, {&y}, [d, xs](const std::vector<Tensor>& g) {
+    record(op, {&x}, {&y}, [d, xs](const TensorList& g) {
       Tensor gx = Tensor::empty(xs, g[0].dtype(), g[0].device());
       backend_for("upsample_nearest2x backward", g[0]).upsample_nearest2x_backward(d, g[0], gx);
-      return std::vector<Tensor>{gx};
+      return TensorList{gx};
     });
   }
   return y;

@@ -56,6 +56,15 @@ void dispatch_list(const std::vector<Tensor>& params, Fn&& fn) {
   }
 }
 
+// The lists handed to the backend are this thread's, emptied on each use but keeping their
+// capacity, so a steady-state update allocates nothing (docs/design.md §4).
+template <typename T>
+std::vector<T>& reused_list() {
+  thread_local std::vector<T> list;
+  list.clear();
+  return list;
+}
+
 }  // namespace
 
 // ---- EMA ---------------------------------------------------------------------------------------
@@ -104,7 +113,7 @@ void EMA::update(const std::vector<Tensor>& params) {
   h.ema_decay = advance();
   dispatch_list(params, [&](auto t) {
     using T = decltype(t);
-    std::vector<k::OptimEntry<T>> entries;
+    std::vector<k::OptimEntry<T>>& entries = reused_list<k::OptimEntry<T>>();
     for (size_t i = 0; i < params.size(); ++i) {
       if (!params[i].requires_grad()) continue;  // copied below
       k::OptimEntry<T> e;
@@ -145,8 +154,7 @@ AdamW::AdamW(std::vector<Tensor> params, AdamWOptions options) : options_(option
 void AdamW::step(double lr, EMA* ema) {
   if (!(lr >= 0.0)) fail("AdamW.step", "invalid learning rate " + std::to_string(lr));
   if (ema) ema->check_matches("AdamW.step (fused EMA)", params_);
-  std::vector<Tensor> grads;  // all validated before anything changes
-  grads.reserve(params_.size());
+  std::vector<Tensor>& grads = reused_list<Tensor>();  // all validated before anything changes
   for (size_t i = 0; i < params_.size(); ++i) grads.push_back(grad_of("AdamW.step", params_, i));
   k::AdamWHyper h;
   h.lr = lr;
@@ -157,8 +165,7 @@ void AdamW::step(double lr, EMA* ema) {
   h.ema_decay = ema ? ema->advance() : 0.0;
   dispatch_list(params_, [&](auto t) {
     using T = decltype(t);
-    std::vector<k::OptimEntry<T>> entries;
-    entries.reserve(params_.size());
+    std::vector<k::OptimEntry<T>>& entries = reused_list<k::OptimEntry<T>>();
     for (size_t i = 0; i < params_.size(); ++i) {
       const Tensor& g = grads[i];
       bool averaged = ema && params_[i].requires_grad();
@@ -182,6 +189,7 @@ void AdamW::step(double lr, EMA* ema) {
   if (ema)
     for (size_t i = 0; i < params_.size(); ++i)
       if (!params_[i].requires_grad()) ema->shadow_[i].copy_from(params_[i]);
+  grads.clear();  // holds no grad past the step
   ++step_count_;
 }
 
@@ -202,7 +210,7 @@ double grad_norm(const std::vector<Tensor>& params) {
   double total = 0.0;
   dispatch_list(params, [&](auto t) {
     using T = decltype(t);
-    std::vector<k::Span<const T>> spans;
+    std::vector<k::Span<const T>>& spans = reused_list<k::Span<const T>>();
     for (size_t i = 0; i < params.size(); ++i) {
       Tensor g = grad_of("grad_norm", params, i);
       if (g.defined()) spans.push_back({g.data<T>(), g.numel()});
@@ -219,7 +227,7 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   if (coef < 1.0) {
     dispatch_list(params, [&](auto t) {
       using T = decltype(t);
-      std::vector<k::Span<T>> spans;
+      std::vector<k::Span<T>>& spans = reused_list<k::Span<T>>();
       for (const Tensor& p : params) {
         Tensor g = p.grad();
         if (g.defined()) spans.push_back({g.data<T>(), g.numel()});

@@ -8,6 +8,7 @@
 #include "kernels/bf16.h"
 #include "kernels/philox.h"
 #include "nn/autograd.h"
+#include "nn/object_pool.h"
 
 namespace diffuse {
 
@@ -46,6 +47,12 @@ int64_t shape_numel(const Shape& s) {
   for (int64_t d : s) n *= d;
   return n;
 }
+
+[[noreturn]] void Shape::throw_rank_too_high() {
+  throw Error("a shape has at most " + std::to_string(kMaxRank) + " dimensions");
+}
+
+std::shared_ptr<AutogradMeta> make_meta() { return std::allocate_shared<AutogradMeta>(PoolAllocator<AutogradMeta>()); }
 
 Storage::Storage(size_t nbytes, Allocator* alloc) : bytes(nbytes), allocator(alloc) {
   data = allocator->allocate(nbytes);
@@ -87,7 +94,7 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   Tensor t;
   t.shape_ = shape;
   t.dtype_ = dtype;
-  t.storage_ = std::make_shared<Storage>(t.nbytes(), allocator_for(device));
+  t.storage_ = std::allocate_shared<Storage>(PoolAllocator<Storage>(), t.nbytes(), allocator_for(device));
   return t;
 }
 
@@ -223,14 +230,14 @@ std::vector<double> Tensor::to_vector() const {
 
 double Tensor::item() const {
   if (numel() != 1) throw Error("item() of " + describe() + ", which is not one element");
-  return to_vector()[0];
+  return read_host(to(Device::cpu).raw(), dtype_, 0);
 }
 
 bool Tensor::requires_grad() const { return meta_ && meta_->requires_grad; }
 
 Tensor& Tensor::set_requires_grad(bool on) {
   if (on) {
-    if (!meta_) meta_ = std::make_shared<AutogradMeta>();
+    if (!meta_) meta_ = make_meta();
     meta_->requires_grad = true;
     meta_->shape = shape_;
     meta_->dtype = dtype_;

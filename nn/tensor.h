@@ -12,6 +12,7 @@
 
 #include "diffuse/error.h"
 #include "nn/allocator.h"
+#include "nn/shape.h"
 
 namespace diffuse {
 
@@ -19,11 +20,11 @@ enum class DType : uint8_t { f32, bf16, f64, i32, i64 };
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);
 
-using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);
 int64_t shape_numel(const Shape& s);
 
-// Owns one allocation; returns it to its allocator when the last tensor using it goes away.
+// Owns one allocation; returns it to its allocator when the last tensor using it goes away. Made
+// with make_storage (nn/object_pool.h blocks for the shared_ptr), like AutogradMeta with make_meta.
 struct Storage {
   void* data = nullptr;
   size_t bytes = 0;
@@ -35,6 +36,7 @@ struct Storage {
 };
 
 struct AutogradMeta;
+std::shared_ptr<AutogradMeta> make_meta();
 
 class Tensor {
  public:

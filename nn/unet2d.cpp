@@ -2,6 +2,7 @@
 // bookkeeping included), and forward() mirrors its forward(), skip stack and all.
 #include "nn/unet2d.h"
 
+#include "nn/autograd.h"
 #include "nn/op_checks.h"
 
 namespace diffuse {
@@ -107,7 +108,7 @@ Tensor UNet2D::forward(const Tensor& x_in, const Tensor& timesteps, const Tensor
   Tensor temb_act = ops::silu(emb);
 
   Tensor h = conv_in_.forward(x);
-  std::vector<Tensor> skips{h};
+  TensorList skips{h};  // pooled: a forward allocates nothing once a step has run
   for (auto& block : down_) {
     for (size_t j = 0; j < block.resnets.size(); ++j) {
       h = block.resnets[j].forward(h, temb_act, ctx_);

@@ -14,9 +14,9 @@ void check_weighted(const char* op, const Tensor& x, const Tensor& w, const Tens
   check_float(op, x);
 }
 
-void check_bias(const char* op, const Tensor& w, const Tensor& bias, const std::string& what) {
+void check_bias(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias) {
   if (bias.defined() && (bias.ndim() != 1 || bias.dim(0) != w.dim(0)))
-    fail(op, "bias must be [" + std::to_string(w.dim(0)) + "]" + what);
+    fail(op, "bias must be [" + std::to_string(w.dim(0)) + "]" + weighted_operands(x, w, bias));
 }
 
 }  // namespace diffuse::ops::detail

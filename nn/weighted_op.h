@@ -18,7 +18,7 @@ std::string weighted_operands(const Tensor& x, const Tensor& w, const Tensor& bi
 // x and w defined, x, w and bias on one device and dtype, a float dtype.
 void check_weighted(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias);
 // bias undefined, or [Cout] with Cout = w.dim(0).
-void check_bias(const char* op, const Tensor& w, const Tensor& bias, const std::string& what);
+void check_bias(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias);
 
 template <typename Desc>
 using WeightedForward = void (dispatch::Backend::*)(const Desc&, const Tensor& x, const Tensor& w, const Tensor& bias,
@@ -39,12 +39,12 @@ Tensor run_weighted(const char* op, const Desc& d, const Shape& y_shape, const T
     const int64_t bias_len = w.dim(0);
     bool need_x = x.requires_grad(), need_w = w.requires_grad(), need_b = bias.defined() && bias.requires_grad();
     record(op, {&x, &w, &bias}, {&y},
-           [op, d, sx, sw, bias_len, need_x, need_w, need_b, backward](const std::vector<Tensor>& g) {
+           [op, d, sx, sw, bias_len, need_x, need_w, need_b, backward](const TensorList& g) {
              Tensor gx = need_x ? Tensor::empty(sx.shape(), sx.dtype(), sx.device()) : Tensor();
              Tensor gw = need_w ? Tensor::empty(sw.shape(), sw.dtype(), sw.device()) : Tensor();
              Tensor gb = need_b ? Tensor::empty({bias_len}, sx.dtype(), sx.device()) : Tensor();
              (dispatch::backend_for(op, sx, dispatch::DeviceDTypes::f32_bf16).*backward)(d, sx, sw, g[0], gx, gw, gb);
-             return std::vector<Tensor>{gx, gw, gb};
+             return TensorList{gx, gw, gb};
            });
   }
   return y;

@@ -1,0 +1,175 @@
+// A steady-state training step and sampling step allocate nothing on the heap (issue 12, item 4):
+// from the third step on, TrainStep::run (q_sample, UNet forward, loss, backward, clipping,
+// AdamW + EMA, zero_grad) and one Sampler::sample step with the UNet denoiser must find every
+// block they need in the caches of the first two.
+//
+// What is counted, on every thread while a step runs: each call of the global operator new /
+// new[] in all their forms (plain, nothrow, aligned, aligned nothrow), which this file replaces
+// for the whole test_cpu binary (counting only while `g_counting` is set), plus the blocks the
+// host allocator (nn/allocator.h) took from the C library and the blocks the object pool
+// (nn/object_pool.h) took from operator new. malloc calls made inside C libraries (libgomp's and
+// OpenBLAS's own bookkeeping) are not seen.
+#include <catch2/catch.hpp>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
+#include "engine/train_step.h"
+#include "engine/sampler.h"
+#include "engine/unet_denoiser.h"
+#include "kernels/philox.h"
+#include "nn/allocator.h"
+#include "nn/object_pool.h"
+
+namespace {
+
+std::atomic<bool> g_counting{false};
+std::atomic<uint64_t> g_new_calls{0};
+
+void* counted_new(size_t bytes, size_t align, bool nothrow) {
+  if (g_counting.load(std::memory_order_relaxed)) g_new_calls.fetch_add(1, std::memory_order_relaxed);
+  if (bytes == 0) bytes = 1;
+  void* p = align > alignof(std::max_align_t) ? std::aligned_alloc(align, (bytes + align - 1) / align * align)
+                                                : std::malloc(bytes);
+  if (!p && !nothrow) throw std::bad_alloc();
+  return p;
+}
+
+}  // namespace
+
+void* operator new(size_t n) { return counted_new(n, 0, false); }
+void* operator new[](size_t n) { return counted_new(n, 0, false); }
+void* operator new(size_t n, const std::nothrow_t&) noexcept { return counted_new(n, 0, true); }
+void* operator new[](size_t n, const std::nothrow_t&) noexcept { return counted_new(n, 0, true); }
+void* operator new(size_t n, std::align_val_t a) { return counted_new(n, static_cast<size_t>(a), false); }
+void* operator new[](size_t n, std::align_val_t a) { return counted_new(n, static_cast<size_t>(a), false); }
+void* operator new(size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return counted_new(n, static_cast<size_t>(a), true);
+}
+void* operator new[](size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return counted_new(n, static_cast<size_t>(a), true);
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+void operator delete[](void* p, size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+
+using namespace diffuse;
+
+namespace {
+
+struct AllocationCount {
+  uint64_t operator_new = 0;
+  uint64_t host_blocks = 0;  // host allocator cache misses
+  uint64_t pool_blocks = 0;  // object pool misses (also seen by operator new)
+};
+
+// Counts what `fn` allocates, on every thread.
+template <typename Fn>
+AllocationCount count_allocations(Fn&& fn) {
+  const uint64_t host0 = host_memory_stats().system_allocations, pool0 = object_pool_stats().operator_new_calls;
+  g_new_calls = 0;
+  g_counting = true;
+  fn();
+  g_counting = false;
+  return {g_new_calls.load(), host_memory_stats().system_allocations - host0,
+          object_pool_stats().operator_new_calls - pool0};
+}
+
+void require_none(const AllocationCount& c) {
+  INFO("operator new calls " << c.operator_new << ", host allocator misses " << c.host_blocks
+                             << ", object pool misses " << c.pool_blocks);
+  REQUIRE(c.operator_new == 0);
+  REQUIRE(c.host_blocks == 0);
+  REQUIRE(c.pool_blocks == 0);
+}
+
+Batch small_batch(int64_t classes) {
+  Batch b;
+  b.images = Tensor::randn({2, 16, 16, 1}, 11);
+  if (classes > 0) b.labels = Tensor::from({1, 3}, {2}, DType::i64);
+  return b;
+}
+
+void check_training_steps(TrainOptions o) {
+  o.config = "tiny";
+  o.lr = 1e-3;
+  o.steps = 10;
+  o.seed = 5;
+  TrainStep step(training_unet_config(o), o);
+  const Batch batch = small_batch(o.classes);
+  for (int64_t s = 1; s <= 4; ++s) {
+    TrainStepResult r;
+    AllocationCount c = count_allocations([&] { r = step.run(s, batch); });
+    REQUIRE(r.non_finite.empty());
+    if (s >= 3) require_none(c);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a steady-state training step allocates nothing", "[alloc]") {
+  SECTION("plain, with gradient clipping") { check_training_steps(TrainOptions{}); }
+  SECTION("class-conditional with label dropout, min-SNR weights, v-prediction, weight decay") {
+    TrainOptions o;
+    o.classes = 4;
+    o.p_uncond = 0.5;
+    o.snr_gamma = 5;
+    o.prediction = "v_prediction";
+    o.weight_decay = 0.01;
+    check_training_steps(o);
+  }
+}
+
+TEST_CASE("a steady-state sampling step allocates nothing", "[alloc]") {
+  UNet2DConfig cfg = resolve_unet_config("tiny");
+  cfg.num_class_embeds = 3;
+  UNet2D model(cfg, 7);
+  for (SamplerKind kind : {SamplerKind::ddpm, SamplerKind::ddim, SamplerKind::dpmpp_2m}) {
+    for (bool guided : {false, true}) {
+      INFO(sampler_kind_name(kind) << (guided ? ", guided" : ""));
+      SchedulerConfig config;
+      config.kind = kind;
+      Sampler sampler(config, 6);
+      SampleOptions opt;
+      opt.seed = 2;
+      if (guided) opt.guidance = 2.0;
+      const Tensor labels = guided ? Tensor::from({2, 2, 0, 1}, {4}, DType::i64) : Tensor::from({0, 1}, {2}, DType::i64);
+      Sampler::ModelFn denoise = unet_denoiser(model, labels, guided);
+      const Tensor x_T = Sampler::initial_noise({2, 16, 16, 1}, 9);
+      // Each step's count is what ran between two on_step calls: the model, then the update.
+      std::vector<uint64_t> new_calls, host_blocks, pool_blocks;
+      new_calls.reserve(8), host_blocks.reserve(8), pool_blocks.reserve(8);
+      auto snapshot = [&] {
+        new_calls.push_back(g_new_calls.load());
+        host_blocks.push_back(host_memory_stats().system_allocations);
+        pool_blocks.push_back(object_pool_stats().operator_new_calls);
+      };
+      g_new_calls = 0;
+      snapshot();
+      g_counting = true;
+      sampler.sample(denoise, x_T, opt, [&](int64_t, int64_t, const Tensor&, const Tensor&) {
+        g_counting = false;
+        snapshot();
+        g_counting = true;
+        return true;
+      });
+      g_counting = false;
+      REQUIRE(new_calls.size() == 7);
+      for (size_t i = 3; i < new_calls.size(); ++i) {  // entry i ends step i - 1: steps 3 to 6
+        INFO("step " << i);
+        require_none({new_calls[i] - new_calls[i - 1], host_blocks[i] - host_blocks[i - 1],
+                      pool_blocks[i] - pool_blocks[i - 1]});
+      }
+    }
+  }
+}
