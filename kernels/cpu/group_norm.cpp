@@ -1,11 +1,19 @@
-// CPU GroupNorm (see kernels/group_norm.h). One image per OpenMP task, walked row by row over
-// [S, C] so every read is contiguous; per-channel sums in double are folded into group sums.
-// Statistics are two-pass (mean, then squared deviations), accurate for f32 and f64 alike.
+// CPU GroupNorm (see kernels/group_norm.h). f32 runs the vector kernels of
+// kernels/cpu/simd/group_norm.h: a call is cut into blocks (one image's run of whole groups), all
+// of them in one parallel region, each thread with grow-only scratch. f64 (gradient checks) keeps
+// the scalar code below: one image per OpenMP task, walked row by row over [S, C] so every read is
+// contiguous; per-channel sums in double are folded into group sums, two-pass statistics (mean,
+// then squared deviations). Either way the per-(image, channel) sums of the backward are added
+// over images in order, so results do not depend on the thread count.
 #include "kernels/group_norm.h"
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
+
+#include "kernels/cpu/parallel.h"
+#include "kernels/cpu/simd/group_norm.h"
 
 namespace diffuse::kernels::cpu {
 
@@ -23,11 +31,137 @@ inline double sigmoid(double v) {
   return double(T(1) / (T(1) + std::exp(T(-v))));
 }
 
+// dgamma[c] = Σ_n part_dyx[n, c] and dbeta[c] = Σ_n part_dy[n, c], over images in order.
+template <typename T>
+void sum_over_images(const double* part_dy, const double* part_dyx, int64_t N, int64_t C, T* dgamma, T* dbeta) {
+  for (int64_t c = 0; c < C; ++c) {
+    double g = 0, b = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      g += part_dyx[n * C + c];
+      b += part_dy[n * C + c];
+    }
+    if (dgamma) dgamma[c] = static_cast<T>(g);
+    if (dbeta) dbeta[c] = static_cast<T>(b);
+  }
+}
+
+// The f32 path's blocks: whole groups, at most about 128 channels (a block's rows stay short
+// enough to sit in L1/L2 over the three passes), split further down to 32 channels when the batch
+// alone would leave threads idle (sampling a single image).
+struct Blocks {
+  int64_t per_image = 1, groups = 1;  // blocks per image, groups per block
+};
+
+Blocks blocks_of(const GroupNormDesc& d) {
+  const int64_t C = d.channels, G = d.groups;
+  const int64_t wanted_for_threads = (4 * region_threads() + d.n - 1) / std::max<int64_t>(d.n, 1);
+  const int64_t most = std::max<int64_t>(1, C / 32);
+  const int64_t blocks = std::clamp<int64_t>(std::max<int64_t>((C + 127) / 128, wanted_for_threads), 1, std::min(most, G));
+  Blocks b;
+  b.groups = (G + blocks - 1) / blocks;
+  b.per_image = (G + b.groups - 1) / b.groups;
+  return b;
+}
+
+// The block `item` (image item / per_image) with every shared field filled in; scratch from the
+// calling thread's grow-only buffers.
+simd::GroupNormBlock block_at(const GroupNormDesc& d, const Blocks& blocks, int64_t item, const float* x,
+                              const float* add_nc, const float* gamma, const float* beta, int64_t* n_out,
+                              int64_t* g0_out) {
+  thread_local std::vector<double> scratch_d;
+  thread_local std::vector<float> scratch_f;
+  const int64_t C = d.channels, cg = d.group_size();
+  const int64_t n = item / blocks.per_image;
+  const int64_t g0 = (item % blocks.per_image) * blocks.groups;
+  const int64_t g1 = std::min(d.groups, g0 + blocks.groups);
+  const int64_t c0 = g0 * cg, width = (g1 - g0) * cg;
+  const size_t need_d = static_cast<size_t>(simd::kGroupNormScratchDoubles * width);
+  const size_t need_f = static_cast<size_t>(simd::kGroupNormScratchFloats * width);
+  if (scratch_d.size() < need_d) scratch_d.resize(need_d);
+  if (scratch_f.size() < need_f) scratch_f.resize(need_f);
+  simd::GroupNormBlock b;
+  b.x = x + n * d.spatial * C + c0;
+  b.add = add_nc ? add_nc + n * C + c0 : nullptr;
+  b.gamma = gamma + c0;
+  b.beta = beta + c0;
+  b.spatial = d.spatial;
+  b.row_stride = C;
+  b.width = width;
+  b.group_size = cg;
+  b.eps = d.eps;
+  b.silu = d.silu;
+  b.scratch_d = scratch_d.data();
+  b.scratch_f = scratch_f.data();
+  *n_out = n;
+  *g0_out = g0;
+  return b;
+}
+
+// Roughly the float operations per element of the three passes.
+constexpr double kCostPerElement = 12;
+
+void forward_f32(const GroupNormDesc& d, const float* x, const float* add_nc, const float* gamma, const float* beta,
+                 float* y, double* mean, double* rstd) {
+  const Blocks blocks = blocks_of(d);
+  const int64_t C = d.channels, cg = d.group_size();
+  parallel_for(d.n * blocks.per_image, kCostPerElement * double(d.spatial * blocks.groups * cg),
+               [&](int64_t begin, int64_t end) {
+                 for (int64_t item = begin; item < end; ++item) {
+                   simd::GroupNormForwardBlock f;
+                   int64_t n = 0, g0 = 0;
+                   f.b = block_at(d, blocks, item, x, add_nc, gamma, beta, &n, &g0);
+                   f.y = y + n * d.spatial * C + g0 * cg;
+                   f.mean = mean + n * d.groups + g0;
+                   f.rstd = rstd + n * d.groups + g0;
+                   simd::group_norm_forward_block(f);
+                 }
+               });
+}
+
+void backward_f32(const GroupNormDesc& d, const float* x, const float* add_nc, const float* gamma, const float* beta,
+                  const double* mean, const double* rstd, const float* dy, float* dx, float* dgamma, float* dbeta,
+                  float* dadd_nc) {
+  const Blocks blocks = blocks_of(d);
+  const int64_t N = d.n, C = d.channels, cg = d.group_size();
+  // Per-(image, channel) sums of g and g·xhat, added over images in order afterwards.
+  thread_local std::vector<double> part_dy, part_dyx;
+  const size_t parts = static_cast<size_t>(N * C);
+  if (part_dy.size() < parts) {
+    part_dy.resize(parts);
+    part_dyx.resize(parts);
+  }
+  // (Pointers taken here: inside the region the names would mean each worker's own, empty buffers.)
+  double* sums_dy = part_dy.data();
+  double* sums_dyx = part_dyx.data();
+  parallel_for(N * blocks.per_image, kCostPerElement * double(d.spatial * blocks.groups * cg),
+               [&](int64_t begin, int64_t end) {
+                 for (int64_t item = begin; item < end; ++item) {
+                   simd::GroupNormBackwardBlock k;
+                   int64_t n = 0, g0 = 0;
+                   k.b = block_at(d, blocks, item, x, add_nc, gamma, beta, &n, &g0);
+                   const int64_t offset = n * d.spatial * C + g0 * cg;
+                   k.mean = mean + n * d.groups + g0;
+                   k.rstd = rstd + n * d.groups + g0;
+                   k.dy = dy + offset;
+                   k.dx = dx + offset;
+                   k.sum_dy = sums_dy + n * C + g0 * cg;
+                   k.sum_dyx = sums_dyx + n * C + g0 * cg;
+                   k.dadd = dadd_nc ? dadd_nc + n * C + g0 * cg : nullptr;
+                   simd::group_norm_backward_block(k);
+                 }
+               });
+  sum_over_images(part_dy.data(), part_dyx.data(), N, C, dgamma, dbeta);
+}
+
 }  // namespace
 
 template <typename T>
 void group_norm_forward(const GroupNormDesc& d, const T* x, const T* add_nc, const T* gamma, const T* beta, T* y,
                         double* mean, double* rstd) {
+  if constexpr (std::is_same_v<T, float>) {
+    forward_f32(d, x, add_nc, gamma, beta, y, mean, rstd);
+    return;
+  }
   const int64_t S = d.spatial, C = d.channels, G = d.groups, cg = d.group_size();
   const double count = double(S * cg);
 #pragma omp parallel for schedule(dynamic, 1) if (d.n * S * C > 32768)
@@ -84,6 +218,10 @@ template <typename T>
 void group_norm_backward(const GroupNormDesc& d, const T* x, const T* add_nc, const T* gamma, const T* beta,
                          const double* mean, const double* rstd, const T* dy, T* dx, T* dgamma, T* dbeta,
                          T* dadd_nc) {
+  if constexpr (std::is_same_v<T, float>) {
+    backward_f32(d, x, add_nc, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dadd_nc);
+    return;
+  }
   const int64_t N = d.n, S = d.spatial, C = d.channels, G = d.groups, cg = d.group_size();
   const double count = double(S * cg);
   const size_t Cs = static_cast<size_t>(C);
@@ -167,15 +305,7 @@ void group_norm_backward(const GroupNormDesc& d, const T* x, const T* add_nc, co
     if (dadd_nc)
       for (int64_t c = 0; c < C; ++c) dadd_nc[n * C + c] = static_cast<T>(dadd[c]);
   }
-  for (int64_t c = 0; c < C; ++c) {
-    double g = 0, b = 0;
-    for (int64_t n = 0; n < N; ++n) {
-      g += part_dyx[n * C + c];
-      b += part_dy[n * C + c];
-    }
-    if (dgamma) dgamma[c] = static_cast<T>(g);
-    if (dbeta) dbeta[c] = static_cast<T>(b);
-  }
+  sum_over_images(part_dy.data(), part_dyx.data(), N, C, dgamma, dbeta);
 }
 
 #define DIFFUSE_INSTANTIATE(T)                                                                                  \
