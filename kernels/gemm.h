@@ -46,8 +46,9 @@ void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
 void* thread_scratch(int slot, size_t bytes);
 constexpr int kGemmPackASlot = 4;
 constexpr int kGemmPackBSlot = 5;
-constexpr int kColumnSumSlot = 6;  // the partial sums of column_sum (kernels/linear.h)
-constexpr int kScratchSlots = 7;
+constexpr int kGemmSliceSlot = 6;  // partial products of a GEMM whose reduction is sliced
+constexpr int kColumnSumSlot = 7;  // the partial sums of column_sum (kernels/linear.h)
+constexpr int kScratchSlots = 8;
 
 template <typename T>
 T* thread_scratch_of(int slot, size_t count) {

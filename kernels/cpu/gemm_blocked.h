@@ -5,7 +5,7 @@
 // (kernels/cpu/gemm.cpp) packs from its matrices.
 //
 // c[m, n] = alpha · A[m, k] · B[k, n] + beta · c + bias[j]. Blocks: at most KC reduction columns at
-// a time (an MR-row sliver of A, 6 × 384 floats, stays in L1), at most NC columns of B packed into
+// a time (an MR-row sliver of A, 8 × 384 floats, stays in L1), at most NC columns of B packed into
 // panels (KC × NC floats, in L2), at most MC rows of A per task. One parallel region per call (kernels/cpu/parallel.h)
 // hands out (MC, NC) tasks in dynamic chunks; each c element is summed by one task in a fixed order,
 // so results do not depend on the thread count. The packing buffers are grow-only per-thread
@@ -33,7 +33,9 @@ namespace gemm_detail {
 constexpr int64_t kBlockK = 384;    // reduction columns per packed block (a 3×3 conv's 9·C: whole taps)
 constexpr int64_t kBlockN = 384;    // B columns per packed block: 384 × 384 floats = 576 KB, in L2
 constexpr int64_t kMaxBlockM = 192;  // rows per task at most
-constexpr int64_t kRowQuantum = 12;  // a multiple of every path's MR (4 and 6)
+constexpr int64_t kSplitTasks = 8;      // c blocks below which a long reduction is sliced
+constexpr int64_t kMinSliceBlocks = 4;  // reduction blocks per slice at least
+constexpr int64_t kRowQuantum = 24;  // a multiple of every path's MR (4, 6 and 8)
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -48,49 +50,84 @@ void blocked_gemm(int64_t m, int64_t n, int64_t k, float alpha, const PackA& pac
   // Reduction blocks of equal length (a 3×3 conv's 9·C splits into whole multiples of C, and no
   // short tail block runs at a lower rate).
   const int64_t kc_max = std::max<int64_t>(1, ceil_div(k, ceil_div(std::max<int64_t>(k, 1), kBlockK)));
+  const int64_t k_blocks = std::max<int64_t>(1, ceil_div(k, kc_max));
   // Column blocks of equal width too (288 columns: one block, not 256 + 32).
   int64_t nc_max = round_up(ceil_div(n, ceil_div(n, kBlockN)), nr);
   int64_t nb = ceil_div(n, nc_max), mb = ceil_div(m, kMaxBlockM);
+  // A small c over a long reduction (a convolution's weight gradient: c is [Cout, 9·Cin], the
+  // reduction runs over every pixel of the batch) is split along k into a fixed number of slices,
+  // summed into c at the end in slice order. The count depends on the shape only, so the result
+  // does not depend on the thread count; cutting c finer instead would repack A for every sliver.
+  const int64_t slices = mb * nb < kSplitTasks && k_blocks >= 2 * kMinSliceBlocks
+                             ? std::min(ceil_div(kSplitTasks, mb * nb), k_blocks / kMinSliceBlocks)
+                             : 1;
+  const int64_t blocks_per_slice = ceil_div(k_blocks, slices);
   // Enough tasks for each thread to take about four (load balance on a busy machine). Each extra
   // row block packs B once more (k·n floats), each extra column block packs A once more (m·k), so
-  // the cheaper side is cut: rows for a convolution's tall im2col, columns for its weight gradient.
+  // the cheaper side is cut: rows for a convolution's tall im2col, columns for a wide c.
   const int threads = region_threads();
   const int64_t want = threads > 1 ? int64_t(threads) * 4 : 1;
-  if (mb * nb < want) {
+  if (slices * mb * nb < want) {
+    const int64_t more = ceil_div(want, slices * mb * nb);
     if (n > m) {
-      nb = std::min(ceil_div(want, mb), ceil_div(n, nr));
-      nc_max = round_up(ceil_div(n, nb), nr);
+      // Whole panels per block, rounded down so that there are at least `more` times the blocks.
+      nc_max = std::max<int64_t>(1, ceil_div(n, nr) / (nb * more)) * nr;
       nb = ceil_div(n, nc_max);
     } else {
-      mb = std::min(ceil_div(want, nb), ceil_div(m, kRowQuantum));
+      mb = std::min(mb * more, ceil_div(m, kRowQuantum));
     }
   }
   const int64_t mc = std::min(round_up(ceil_div(m, mb), kRowQuantum), kMaxBlockM);
   mb = ceil_div(m, mc);
-  const double task_cost = double(std::min(mc, m)) * double(std::min(nc_max, n)) * double(std::max<int64_t>(k, 1)) / 4;
-  // Tasks run B-block-major (t = jb · mb + ib): consecutive tasks of a chunk share their packed B.
-  parallel_for(mb * nb, task_cost, [&](int64_t begin, int64_t end) {
+  // Slices write their partial products here (the calling thread's scratch, shared by the team).
+  float* partial = slices > 1 ? thread_scratch_of<float>(kGemmSliceSlot, size_t(slices * m * n)) : nullptr;
+  const double task_cost =
+      double(std::min(mc, m)) * double(std::min(nc_max, n)) * double(kc_max * blocks_per_slice) / 4;
+  // Tasks run slice-major, then B-block-major (t = (s · nb + jb) · mb + ib): consecutive tasks of a
+  // chunk share their packed B.
+  parallel_for(slices * nb * mb, task_cost, [&](int64_t begin, int64_t end) {
     float* b_pack = thread_scratch_of<float>(kGemmPackBSlot, size_t(kc_max * nc_max));
     float* a_pack = thread_scratch_of<float>(kGemmPackASlot, size_t(mc * kc_max));
     for (int64_t t = begin; t < end;) {
-      const int64_t jb = t / mb, group_end = std::min(end, (jb + 1) * mb);
+      const int64_t sj = t / mb, group_end = std::min(end, (sj + 1) * mb);
+      const int64_t slice = sj / nb, jb = sj - slice * nb;
       const int64_t j0 = jb * nc_max, nc = std::min(nc_max, n - j0);
-      for (int64_t p0 = 0;; p0 += kc_max) {
-        const int64_t kc = std::min(kc_max, k - p0);
+      const int64_t p_begin = slice * blocks_per_slice * kc_max;
+      const int64_t p_end = std::min(k, (slice + 1) * blocks_per_slice * kc_max);
+      float* out = slices > 1 ? partial + slice * m * n : c;
+      const int64_t ldo = slices > 1 ? n : ldc;
+      for (int64_t p0 = p_begin;; p0 += kc_max) {
+        const int64_t kc = std::min(kc_max, p_end - p0);
         if (kc > 0) pack_b(p0, kc, j0, nc, nr, b_pack);
         for (int64_t u = t; u < group_end; ++u) {
-          const int64_t i0 = (u - jb * mb) * mc, rows = std::min(mc, m - i0);
+          const int64_t i0 = (u - sj * mb) * mc, rows = std::min(mc, m - i0);
           int64_t lda = kc;
           const float* a = kc > 0 ? pack_a(i0, rows, p0, kc, a_pack, lda) : a_pack;
-          const bool first = p0 == 0;
-          simd::gemm_block(rows, nc, std::max<int64_t>(kc, 0), a, lda, b_pack, alpha, first ? beta : 1.0f,
-                           first && bias ? bias + j0 : nullptr, c + i0 * ldc + j0, ldc);
+          const bool first = p0 == p_begin;
+          if (slices > 1) {
+            simd::gemm_block(rows, nc, kc, a, lda, b_pack, 1.0f, first ? 0.0f : 1.0f, nullptr, out + i0 * ldo + j0, ldo);
+          } else {
+            simd::gemm_block(rows, nc, std::max<int64_t>(kc, 0), a, lda, b_pack, alpha, first ? beta : 1.0f,
+                             first && bias ? bias + j0 : nullptr, out + i0 * ldo + j0, ldo);
+          }
         }
-        if (p0 + kc_max >= k) break;
+        if (p0 + kc_max >= p_end) break;
       }
       t = group_end;
     }
   });
+  if (slices > 1) {
+    // c is small here (that is why k was sliced): summed on the calling thread, slice by slice.
+    for (int64_t i = 0; i < m; ++i) {
+      float* row = c + i * ldc;
+      for (int64_t j = 0; j < n; ++j) {
+        float sum = partial[i * n + j];
+        for (int64_t s = 1; s < slices; ++s) sum += partial[(s * m + i) * n + j];
+        float v = alpha * sum + (bias ? bias[j] : 0.0f);
+        row[j] = beta == 0.0f ? v : v + beta * row[j];
+      }
+    }
+  }
 }
 
 // Packers of plain row-major matrices (op(A) = A or Aᵀ, op(B) = B or Bᵀ).

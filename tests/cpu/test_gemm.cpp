@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "kernels/cpu_isa.h"
@@ -113,6 +114,8 @@ TEST_CASE("f32 GEMM across block edges, with k = 0 and empty shapes, on every pa
     std::mt19937 rng(11);
     // More than one reduction block (256), row block (192) and column block (512).
     for (int tr = 0; tr < 4; ++tr) check_case({(tr & 1) != 0, (tr & 2) != 0, 203, 531, 517, 0.75f, 0.5f, tr == 2}, rng);
+    // A small c over a long reduction: the reduction is sliced and the slices summed into c.
+    for (int tr = 0; tr < 4; ++tr) check_case({(tr & 1) != 0, (tr & 2) != 0, 13, 35, 5000, -1.5f, tr * 0.5f, tr != 1}, rng);
     check_case({false, false, 9, 35, 0, 1.0f, 0.5f, true}, rng);   // k = 0: c = beta · c + bias
     check_case({true, false, 9, 35, 0, 1.0f, 0.0f, false}, rng);   // k = 0, beta = 0: zeros over NaN
     check_case({false, true, 0, 35, 12, 1.0f, 0.0f, true}, rng);   // nothing to do
@@ -123,17 +126,19 @@ TEST_CASE("f32 GEMM across block edges, with k = 0 and empty shapes, on every pa
 TEST_CASE("f32 GEMM gives the same bits with one thread and with all of them", "[simd][gemm]") {
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  const int64_t m = 301, n = 77, k = 600;
-  std::vector<float> a(m * k), b(k * n), one(m * n), all(m * n);
-  for (float& v : a) v = dist(rng);
-  for (float& v : b) v = dist(rng);
-  const int saved = omp_get_max_threads();
-  omp_set_num_threads(1);
-  kernels::cpu::gemm<float>(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, one.data(), n);
-  omp_set_num_threads(std::max(saved, 2));
-  kernels::cpu::gemm<float>(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, all.data(), n);
-  omp_set_num_threads(saved);
-  CHECK(one == all);
+  // A tall c (split into row blocks) and a small c over a long reduction (sliced along k).
+  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{301, 77, 600}, {32, 288, 9000}}) {
+    std::vector<float> a(m * k), b(k * n), one(m * n), all(m * n);
+    for (float& v : a) v = dist(rng);
+    for (float& v : b) v = dist(rng);
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    kernels::cpu::gemm<float>(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, one.data(), n);
+    omp_set_num_threads(std::max(saved, 2));
+    kernels::cpu::gemm<float>(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, all.data(), n);
+    omp_set_num_threads(saved);
+    CHECK(one == all);
+  }
 }
 
 }  // namespace diffuse

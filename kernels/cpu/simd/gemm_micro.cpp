@@ -10,9 +10,11 @@ namespace diffuse::kernels::cpu::simd::DIFFUSE_ISA_NS {
 namespace {
 
 constexpr int kNR = 2 * kLanes;
-// SSE2 has 16 vector registers: 4×2 accumulators + 2 b vectors + the broadcast fit; the AVX paths
-// keep 12 accumulators in flight, enough to cover the FMA latency on two pipes.
-constexpr int kMR = kLanes == 4 ? 4 : 6;
+// Rows per tile. SSE2 and AVX2 have 16 vector registers: 4×2 (SSE2) or 6×2 (AVX2) accumulators
+// + 2 b vectors + the broadcast fit, and 12 accumulators cover the FMA latency on two pipes.
+// AVX-512 has 32: 8×2, so a convolution's 32, 64 or 128 output channels (the rows of its weight
+// gradient) fill whole tiles.
+constexpr int kMR = kLanes == 4 ? 4 : (kLanes == 16 ? 8 : 6);
 
 // out = alpha · acc + beta · c + bias for the first `cols` (<= kLanes) columns of one row.
 inline void store_row_part(Vec acc, float* c, const float* bias, int cols, float alpha, float beta) {

@@ -1,7 +1,7 @@
 // The register-blocked inner kernel of the CPU's own f32 GEMM (kernels/cpu/gemm_blocked.h), one
 // version per instruction-set path (kernels/cpu/simd/dispatch.h). A tile of MR rows × NR columns
-// of c lives in registers (NR = two vectors: 32 on AVX-512, 16 on AVX2, 8 on SSE2; MR = 6, or 4 on
-// SSE2 with its 16 registers) while the kernel runs down the reduction: one broadcast of an a value
+// of c lives in registers (NR = two vectors: 32 on AVX-512, 16 on AVX2, 8 on SSE2; MR = 8 on
+// AVX-512, 6 on AVX2, 4 on SSE2) while the kernel runs down the reduction: one broadcast of an a value
 // and two vector loads of b per MR·2 fused multiply-adds.
 #pragma once
 #include <cstdint>
