@@ -143,7 +143,7 @@ nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) 
   const int64_t timed_default = o.device == Device::cpu ? 3 : 0;
   const int64_t timed_cap = o.timed_steps > 0 ? o.timed_steps : timed_default;
   out << strf("diffuse bench sample: %s on %s, %s\n", o.config.c_str(), device_name(o.device),
-                timed_cap > 0 ? strf("the first %lld steps of each sampler timed, totals extrapolated", (long long)timed_cap).c_str()
+                timed_cap > 0 ? strf("at most the first %lld steps of each sampler timed, longer runs extrapolated", (long long)timed_cap).c_str()
                               : "every step timed");
   if (o.device == Device::cpu) out << cpu_setup_line();
   out << strf("%-9s %6s %6s %6s %12s %12s %10s\n", "sampler", "steps", "batch", "timed", "ms/step",
@@ -184,7 +184,9 @@ nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) 
                     double(B) / total_s) << std::flush;
     }
   }
-  if (timed_cap > 0) out << "* extrapolated: steps x median time per step\n";
+  bool any_extrapolated = false;
+  for (const auto& x : results) any_extrapolated |= x["extrapolated"].get<bool>();
+  if (any_extrapolated) out << "* extrapolated: steps x median time per step\n";
   nlohmann::json r = run_context(o.device);
   r["benchmark"] = "sample";
   r["framework"] = "diffuse";
