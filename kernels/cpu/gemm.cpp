@@ -21,9 +21,11 @@ namespace diffuse::kernels::cpu {
 
 namespace {
 
+// The messages are built only on failure: a steady-state step allocates nothing (docs/design.md §4).
 void check_fits(int64_t v, const char* what) {
-  require(v >= 0 && v <= INT_MAX, std::string("gemm: ") + what + " = " + std::to_string(v) +
-                                       " does not fit the BLAS library's 32-bit integers");
+  if (v < 0 || v > INT_MAX)
+    throw Error(std::string("gemm: ") + what + " = " + std::to_string(v) +
+                " does not fit the BLAS library's 32-bit integers");
 }
 
 // The k == 0 (or alpha == 0) case: c = beta * c, which cblas would also do but only after
@@ -104,7 +106,9 @@ struct Scratch {
 
 void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                int64_t lda, const float* b, int64_t ldb, float beta, const float* bias, float* c, int64_t ldc) {
-  require(m >= 0 && n >= 0 && k >= 0, "gemm: negative dimension");
+  if (m < 0 || n < 0 || k < 0)
+    throw Error("gemm: negative dimension (m " + std::to_string(m) + ", n " + std::to_string(n) + ", k " +
+                std::to_string(k) + ")");
   if (trans_a) {
     sgemm_with(TransposedA{a, lda}, trans_b, m, n, k, alpha, b, ldb, beta, bias, c, ldc);
   } else {
@@ -130,7 +134,7 @@ template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const 
 
 void* thread_scratch(int slot, size_t bytes) {
   thread_local Scratch scratch[kScratchSlots];
-  require(slot >= 0 && slot < kScratchSlots, "thread_scratch: slot " + std::to_string(slot) + " out of range");
+  if (slot < 0 || slot >= kScratchSlots) throw Error("thread_scratch: slot " + std::to_string(slot) + " out of range");
   Scratch& s = scratch[slot];
   if (bytes > s.bytes) {
     size_t rounded = (bytes + 127) / 64 * 64;  // never 0: aligned_alloc(64, 0) may be null
