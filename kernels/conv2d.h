@@ -1,8 +1,10 @@
 // 2-D convolution over NHWC activations with OHWI weights: x [N, H, W, Cin], w [Cout, kh, kw, Cin],
 // bias [Cout] (optional) -> y [N, Ho, Wo, Cout]. Padding is per side, so diffusers' asymmetric
-// (0, 1, 0, 1) downsample pad is a plain descriptor. The CPU path is im2col + OpenBLAS GEMM:
-// im2col rows are output pixels and columns (ki, kj, ci) in OHWI order, so y = cols · wᵀ. The
-// CUDA path (kernels/cuda/conv2d.cpp) is cuDNN.
+// (0, 1, 0, 1) downsample pad is a plain descriptor. The CPU path (kernels/cpu/conv2d.cpp) is an
+// implicit GEMM: im2col rows are output pixels and columns (ki, kj, ci) in OHWI order, so
+// y = cols · wᵀ, and the f32 GEMM packs those columns block by block straight from x without
+// ever writing the whole column matrix (f64: im2col + dgemm). The CUDA path
+// (kernels/cuda/conv2d.cpp) is cuDNN.
 #pragma once
 #include <cstdint>
 

@@ -1,6 +1,7 @@
 // Dense layer kernels: y[rows, out] = x[rows, in] · w[out, in]ᵀ + bias, and its backward. Also
 // the column sum that is the bias gradient of every GEMM-shaped op (linear, conv2d).
-// The CPU path is one OpenBLAS GEMM per product; rows is everything before the last dim. The
+// The CPU path is one GEMM per product (kernels/gemm.h; f32 adds the bias as it stores y); rows is
+// everything before the last dim. The
 // CUDA path (kernels/cuda/linear.cpp) is cuBLAS / cuBLASLt.
 #pragma once
 #include <cstdint>
