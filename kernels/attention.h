@@ -30,14 +30,16 @@ void attention_backward(const AttentionDesc& d, const T* q, const T* k, const T*
 // What the device kernels accept (kernels/cuda/attention_*.cu): head dims 32, 64, 128 (tiles are
 // compiled per dim), grid limits, and 16-byte aligned buffers (the tile loads are vectorised).
 inline void check_attention_device(const AttentionDesc& d, std::initializer_list<const void*> buffers) {
-  const std::string what = "attention: N " + std::to_string(d.n) + ", L " + std::to_string(d.len) + ", heads " +
-                           std::to_string(d.heads) + ", head dim " + std::to_string(d.head_dim);
+  auto what = [&](const char* problem) {
+    return "attention: N " + std::to_string(d.n) + ", L " + std::to_string(d.len) + ", heads " +
+           std::to_string(d.heads) + ", head dim " + std::to_string(d.head_dim) + ": " + problem;
+  };
   require(d.head_dim == 32 || d.head_dim == 64 || d.head_dim == 128,
-          what + ": the CUDA kernels support head dims 32, 64 and 128");
+          [&] { return what("the CUDA kernels support head dims 32, 64 and 128"); });
   require(d.n >= 0 && d.n <= 65535 && d.heads >= 1 && d.heads <= 65535 && d.len >= 0 && d.len <= (int64_t{1} << 30),
-          what + ": outside the kernels' grid limits (N and heads at most 65535, L at most 2^30)");
+          [&] { return what("outside the kernels' grid limits (N and heads at most 65535, L at most 2^30)"); });
   for (const void* p : buffers)
-    require(reinterpret_cast<uintptr_t>(p) % 16 == 0, what + ": device buffers must be 16-byte aligned");
+    require(reinterpret_cast<uintptr_t>(p) % 16 == 0, [&] { return what("device buffers must be 16-byte aligned"); });
 }
 
 // Device launchers: cuda:: takes device pointers, emu:: host pointers (the SIMT emulator). bf16

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "diffuse/error.h"
 
@@ -20,8 +21,18 @@ namespace diffuse::kernels {
 // A cudaStream_t passed through headers that must not include the CUDA runtime.
 using Stream = void*;
 
-inline void require(bool ok, const std::string& what) {
+// Argument checks. Kernels run every step, so a check must cost nothing when it passes: pass a
+// literal, or a lambda that builds the message (it runs only on failure) — never a std::string
+// built in the call, which allocates each time (tests/cpu/test_steady_state_alloc.cpp).
+inline void require(bool ok, const char* what) {
   if (!ok) throw Error(what);
+}
+inline void require(bool ok, const std::string& what) {  // for checks off the per-step path
+  if (!ok) throw Error(what);
+}
+template <typename MakeMessage, typename = std::enable_if_t<std::is_invocable_r_v<std::string, MakeMessage>>>
+inline void require(bool ok, MakeMessage&& make_message) {  // C++17: nvcc compiles this header too
+  if (!ok) throw Error(make_message());
 }
 
 }  // namespace diffuse::kernels

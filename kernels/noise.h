@@ -33,13 +33,13 @@ DIFFUSE_HD inline void q_sample_element(float x0, float eps, float a, float s, N
 // as diffuse::Error rather than an out-of-bounds write).
 inline void check_q_sample(const QSampleDesc& d, const void* x0, const void* sqrt_ab, const void* sqrt_1mab,
                            const void* x_t, const void* target) {
-  require(d.batch >= 0 && d.per_sample >= 0,
-          "q_sample: batch and per_sample must be >= 0, got " + std::to_string(d.batch) + " and " +
-              std::to_string(d.per_sample));
+  require(d.batch >= 0 && d.per_sample >= 0, [&] {
+    return "q_sample: batch and per_sample must be >= 0, got " + std::to_string(d.batch) + " and " +
+           std::to_string(d.per_sample);
+  });
   int t = static_cast<int>(d.target);
-  require(t >= 0 && t <= 2, "q_sample: unknown target " + std::to_string(t));
-  require(d.batch * d.per_sample == 0 || (x0 && sqrt_ab && sqrt_1mab && x_t && target),
-          "q_sample: null buffer");
+  require(t >= 0 && t <= 2, [&] { return "q_sample: unknown target " + std::to_string(t); });
+  require(d.batch * d.per_sample == 0 || (x0 && sqrt_ab && sqrt_1mab && x_t && target), "q_sample: null buffer");
 }
 
 namespace cpu {

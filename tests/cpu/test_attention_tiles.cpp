@@ -14,6 +14,7 @@
 #include <random>
 #include <vector>
 
+#include "support/cpu_isa_guard.h"
 #include "kernels/attention.h"
 #include "kernels/cpu/simd/softmax.h"
 #include "kernels/cpu_isa.h"
@@ -23,11 +24,6 @@ namespace {
 
 using kernels::AttentionDesc;
 using kernels::cpu::CpuIsa;
-
-struct IsaGuard {
-  CpuIsa saved = kernels::cpu::active_cpu_isa();
-  ~IsaGuard() { kernels::cpu::set_cpu_isa(saved); }
-};
 
 struct ThreadsGuard {
   int saved = omp_get_max_threads();
@@ -125,7 +121,7 @@ void check_attention(const AttentionDesc& d) {
 
 TEST_CASE("CPU attention over several tiles of query rows matches a naive f64 attention on every path",
           "[attention]") {
-  IsaGuard isa_guard;
+  test::CpuIsaGuard isa_guard;
   ThreadsGuard threads_guard;
   omp_set_num_threads(2);  // a lone pair then splits its tiles into two groups
   for (CpuIsa isa : kernels::cpu::available_cpu_isas()) {
@@ -140,7 +136,7 @@ TEST_CASE("CPU attention over several tiles of query rows matches a naive f64 at
 }
 
 TEST_CASE("CPU attention row kernels: softmax, row dots and the softmax backward on every path", "[attention]") {
-  IsaGuard isa_guard;
+  test::CpuIsaGuard isa_guard;
   for (CpuIsa isa : kernels::cpu::available_cpu_isas()) {
     kernels::cpu::set_cpu_isa(isa);
     CAPTURE(kernels::cpu::cpu_isa_name(isa));

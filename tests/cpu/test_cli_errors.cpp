@@ -246,7 +246,7 @@ TEST_CASE("Ctrl-C during train writes a checkpoint and exits with code 130", "[c
   CHECK(checkpointed);
 }
 
-TEST_CASE("--threads on every command that runs kernels: a bad value is one line naming it, exit 2", "[cli]") {
+TEST_CASE("threads flag on every command that runs kernels: a bad value is one line naming it, exit 2", "[cli]") {
   Fixture f;
   const std::vector<std::vector<std::string>> commands{
       {"train", "--out", f.dir.file("run")},

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "diffuse/error.h"
+#include "support/cpu_isa_guard.h"
 #include "kernels/cpu/simd/vector_math.h"
 #include "kernels/cpu_isa.h"
 
@@ -23,12 +24,6 @@ int64_t ulps(float a, float b) {
   return std::abs(int64_t(std::bit_cast<int32_t>(a)) - int64_t(std::bit_cast<int32_t>(b)));
 }
 
-// Restores the path in use when a test that switches paths ends.
-struct IsaGuard {
-  CpuIsa saved = kernels::cpu::active_cpu_isa();
-  ~IsaGuard() { kernels::cpu::set_cpu_isa(saved); }
-};
-
 }  // namespace
 
 TEST_CASE("CPU kernel paths: names round-trip and the machine's own path is available", "[simd]") {
@@ -39,7 +34,7 @@ TEST_CASE("CPU kernel paths: names round-trip and the machine's own path is avai
   REQUIRE(!paths.empty());
   CHECK(paths.front() == CpuIsa::baseline);
   CHECK(paths.back() == kernels::cpu::detected_cpu_isa());
-  IsaGuard guard;
+  test::CpuIsaGuard guard;
   if (kernels::cpu::detected_cpu_isa() != CpuIsa::avx512) {
     CHECK_THROWS_WITH(kernels::cpu::set_cpu_isa(CpuIsa::avx512),
                       Catch::Contains("cannot run the avx512 path"));
@@ -55,7 +50,7 @@ TEST_CASE("vector exp and SiLU agree with std::exp on every path this CPU runs",
   for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, -87.3365f, -87.33f, 88.72f, 88.7228f, 1e-7f, 0.5f})
     x.push_back(v);
   x.push_back(1.0f);  // odd total length: the masked tail runs too
-  IsaGuard guard;
+  test::CpuIsaGuard guard;
   for (CpuIsa isa : kernels::cpu::available_cpu_isas()) {
     INFO("path " << kernels::cpu::cpu_isa_name(isa));
     kernels::cpu::set_cpu_isa(isa);

@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "support/cpu_isa_guard.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/elementwise.h"
 #include "kernels/group_norm.h"
@@ -21,11 +22,6 @@ namespace diffuse {
 namespace {
 
 using kernels::cpu::CpuIsa;
-
-struct IsaGuard {
-  CpuIsa saved = kernels::cpu::active_cpu_isa();
-  ~IsaGuard() { kernels::cpu::set_cpu_isa(saved); }
-};
 
 std::vector<double> normal_values(size_t n, uint64_t seed, double mean = 0.0, double sd = 1.0) {
   std::mt19937_64 rng(seed);
@@ -76,7 +72,7 @@ void check_group_norm(const NormCase& c) {
   kernels::cpu::group_norm_backward<double>(d, x.data(), c.add ? add.data() : nullptr, gamma.data(), beta.data(),
                                             mean.data(), rstd.data(), dy.data(), dx.data(), dgamma.data(),
                                             dbeta.data(), c.add ? dadd.data() : nullptr);
-  IsaGuard guard;
+  test::CpuIsaGuard guard;
   for (CpuIsa isa : kernels::cpu::available_cpu_isas()) {
     kernels::cpu::set_cpu_isa(isa);
     INFO(c.what << " on the " << kernels::cpu::cpu_isa_name(isa) << " path");
@@ -132,7 +128,7 @@ TEST_CASE("GroupNorm f32 backward gives exactly zero for groups of one element o
   d.silu = true;
   const std::vector<float> x = to_f32(normal_values(40, 7, 3.0)), gamma = to_f32(normal_values(20, 8, 1.0, 0.2)),
                            beta = to_f32(normal_values(20, 9)), dy = to_f32(normal_values(40, 10));
-  IsaGuard guard;
+  test::CpuIsaGuard guard;
   for (CpuIsa isa : kernels::cpu::available_cpu_isas()) {
     kernels::cpu::set_cpu_isa(isa);
     INFO("path " << kernels::cpu::cpu_isa_name(isa));
@@ -153,7 +149,7 @@ TEST_CASE("element-wise f32 kernels over long runs on every path", "[simd]") {
   const int64_t rows = 3, cols = 40001, n = rows * cols;
   const std::vector<float> a = to_f32(normal_values(size_t(n), 11)), b_same = to_f32(normal_values(size_t(n), 12)),
                            b_col = to_f32(normal_values(size_t(rows), 13));
-  IsaGuard guard;
+  test::CpuIsaGuard guard;
   for (CpuIsa isa : kernels::cpu::available_cpu_isas()) {
     kernels::cpu::set_cpu_isa(isa);
     INFO("path " << kernels::cpu::cpu_isa_name(isa));
@@ -228,7 +224,7 @@ TEST_CASE("f32 AdamW + EMA gives the scalar formula's bits on every path", "[sim
   }
   std::vector<float> q_param = q0;
   for (size_t i = 0; i < q0.size(); ++i) q_ema_want[i] -= omd * (q_ema_want[i] - q_param[i]);
-  IsaGuard guard;
+  test::CpuIsaGuard guard;
   for (CpuIsa isa : kernels::cpu::available_cpu_isas()) {
     kernels::cpu::set_cpu_isa(isa);
     INFO("path " << kernels::cpu::cpu_isa_name(isa));

@@ -12,6 +12,7 @@
 #include <tuple>
 #include <vector>
 
+#include "support/cpu_isa_guard.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/gemm.h"
 
@@ -19,11 +20,6 @@ namespace diffuse {
 namespace {
 
 using kernels::cpu::CpuIsa;
-
-struct IsaGuard {
-  CpuIsa saved = kernels::cpu::active_cpu_isa();
-  ~IsaGuard() { kernels::cpu::set_cpu_isa(saved); }
-};
 
 struct Case {
   bool trans_a = false, trans_b = false;
@@ -90,7 +86,7 @@ TEST_CASE("f32 GEMM matches f64 arithmetic at odd sizes, transposes, alpha, beta
   const int64_t sizes[] = {1, 2, 5, 7, 13, 16, 17, 33, 48, 67};
   const float alphas[] = {1.0f, -0.5f};
   const float betas[] = {0.0f, 1.0f, 0.25f};
-  IsaGuard guard;
+  test::CpuIsaGuard guard;
   for (CpuIsa isa : kernels::cpu::available_cpu_isas()) {
     INFO("path " << kernels::cpu::cpu_isa_name(isa));
     kernels::cpu::set_cpu_isa(isa);
@@ -107,7 +103,7 @@ TEST_CASE("f32 GEMM matches f64 arithmetic at odd sizes, transposes, alpha, beta
 }
 
 TEST_CASE("f32 GEMM across block edges, with k = 0 and empty shapes, on every path", "[simd][gemm]") {
-  IsaGuard guard;
+  test::CpuIsaGuard guard;
   for (CpuIsa isa : kernels::cpu::available_cpu_isas()) {
     INFO("path " << kernels::cpu::cpu_isa_name(isa));
     kernels::cpu::set_cpu_isa(isa);

@@ -22,7 +22,8 @@
 
 #include "kernels/cpu/simd/dispatch.h"  // and kernels/cpu_isa.h: their inline code stays baseline
 
-// (The target list is spelled out in each pragma: GCC does not expand macros inside them.)
+// (The target list is spelled out in each pragma: GCC does not expand macros inside them. Clang's
+// attribute push is popped by the generated wrapper after the source, CMakeLists.txt.)
 #if DIFFUSE_ISA == 0
 #define DIFFUSE_ISA_NS isa_baseline
 #elif !defined(__x86_64__)
