@@ -1,9 +1,9 @@
 // Which vector instruction set the CPU kernels run: the kernels' hot loops (kernels/cpu/simd/) are
 // compiled once per path — baseline (x86-64's SSE2, or plain C++ elsewhere), AVX2+FMA and AVX-512 —
 // and one is chosen at start from the CPU found, so one binary runs everywhere and uses what the
-// machine has (docs/design.md §5, "CPU kernels"). DIFFUSE_CPU_ISA=baseline|avx2|avx512 forces a path at or below
-// the detected one (tests run the CPU ops on every path the machine has); set_cpu_isa() does the
-// same for a program or a test.
+// machine has (docs/design.md §5, "CPU kernels"). DIFFUSE_CPU_ISA=baseline|avx2|avx512 forces a
+// path at or below the detected one (tests run the CPU ops on every path the machine has);
+// set_cpu_isa() does the same for a program or a test.
 #pragma once
 #include <atomic>
 #include <optional>

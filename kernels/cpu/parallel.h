@@ -1,10 +1,11 @@
-// How a CPU kernel uses threads (docs/design.md §5, "CPU kernels"): at most one OpenMP region per op, none at all
-// for small work, and the range handed out in chunks on demand (several per thread) rather than
-// one static slice per thread. On a machine shared with other work the OS deschedules threads at
-// will; with static slices the whole team then waits at the region's closing barrier for the one
-// slice whose thread is not running, while with dynamic chunks the running threads take over the
-// rest. Idle threads wait passively (the CLI sets OMP_WAIT_POLICY=passive, tools/openmp_wait.h), so
-// each region costs a wake-up: fewer, larger regions are the other half of being steady under load.
+// How a CPU kernel uses threads (docs/design.md §5, "CPU kernels"): at most one OpenMP region per
+// op, none at all for small work, and the range handed out in chunks on demand (several per thread)
+// rather than one static slice per thread. On a machine shared with other work the OS deschedules
+// threads at will; with static slices the whole team then waits at the region's closing barrier for
+// the one slice whose thread is not running, while with dynamic chunks the running threads take
+// over the rest. Idle threads wait passively (the CLI sets OMP_WAIT_POLICY=passive,
+// tools/openmp_wait.h), so each region costs a wake-up: fewer, larger regions are the other half of
+// being steady under load.
 #pragma once
 #include <omp.h>
 
