@@ -41,8 +41,9 @@ void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
 // A grow-only buffer of at least `bytes`, private to the calling thread and to `slot`, 64-byte
 // aligned, uninitialised. Valid until the same thread asks for the same slot again. Kept for the
 // thread's life so repeated calls do not fault fresh pages in every step. Slots 0..3 are the
-// kernels' own (attention's score matrices); the GEMM packs its operands in the slots below, so
-// a caller's slot 0..3 buffer may be a GEMM operand.
+// kernels' own (attention's tiles; GroupNorm's block scratch and per-channel sums; the partial
+// sums of sum and sum_of_squares; the f64 conv's columns); the GEMM packs its operands in the
+// slots below, so a caller's slot 0..3 buffer may be a GEMM operand.
 void* thread_scratch(int slot, size_t bytes);
 constexpr int kGemmPackASlot = 4;
 constexpr int kGemmPackBSlot = 5;

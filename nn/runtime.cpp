@@ -32,7 +32,7 @@ std::vector<std::pair<std::string, std::string>> build_info() {
 
 std::string cpu_kernel_path() {
   using namespace kernels::cpu;
-  std::string path = cpu_isa_name(active_cpu_isa());
+  std::string path = cpu_isa_in_use();
   const std::string origin = cpu_isa_origin();
   path += origin == "detected" ? " (the best this CPU runs; DIFFUSE_CPU_ISA=baseline|avx2|avx512 forces one)"
                                : " (from " + origin + "; this CPU runs up to " + cpu_isa_name(detected_cpu_isa()) + ")";

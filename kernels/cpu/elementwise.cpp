@@ -12,6 +12,7 @@
 #include "kernels/cpu/simd/elementwise.h"
 #include "kernels/cpu/simd/vector_math.h"
 #include "kernels/elementwise.h"
+#include "kernels/gemm.h"  // thread_scratch
 
 namespace diffuse::kernels {
 
@@ -218,9 +219,7 @@ T sum(int64_t n, const T* x) {
   };
   const int64_t chunks = (n + kSumChunk - 1) / kSumChunk;
   if (chunks <= 1) return static_cast<T>(chunks ? chunk_sum(0) : 0.0);
-  thread_local std::vector<double> partial;
-  if (partial.size() < static_cast<size_t>(chunks)) partial.resize(static_cast<size_t>(chunks));
-  double* parts = partial.data();
+  double* parts = thread_scratch_of<double>(0, static_cast<size_t>(chunks));
   parallel_for(chunks, double(kSumChunk), [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) parts[c] = chunk_sum(c);
   });

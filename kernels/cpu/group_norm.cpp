@@ -14,6 +14,7 @@
 
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd/group_norm.h"
+#include "kernels/gemm.h"  // thread_scratch
 
 namespace diffuse::kernels::cpu {
 
@@ -64,12 +65,10 @@ Blocks blocks_of(const GroupNormDesc& d) {
 }
 
 // The block `item` (image item / per_image) with every shared field filled in; scratch from the
-// calling thread's grow-only buffers.
+// calling thread's thread_scratch slots 0 and 1 (backward_f32's sums hold 2 and 3).
 simd::GroupNormBlock block_at(const GroupNormDesc& d, const Blocks& blocks, int64_t item, const float* x,
                               const float* add_nc, const float* gamma, const float* beta, int64_t* n_out,
                               int64_t* g0_out) {
-  thread_local std::vector<double> scratch_d;
-  thread_local std::vector<float> scratch_f;
   const int64_t C = d.channels, cg = d.group_size();
   const int64_t n = item / blocks.per_image;
   const int64_t g0 = (item % blocks.per_image) * blocks.groups;
@@ -77,8 +76,6 @@ simd::GroupNormBlock block_at(const GroupNormDesc& d, const Blocks& blocks, int6
   const int64_t c0 = g0 * cg, width = (g1 - g0) * cg;
   const size_t need_d = static_cast<size_t>(simd::kGroupNormScratchDoubles * width);
   const size_t need_f = static_cast<size_t>(simd::kGroupNormScratchFloats * width);
-  if (scratch_d.size() < need_d) scratch_d.resize(need_d);
-  if (scratch_f.size() < need_f) scratch_f.resize(need_f);
   simd::GroupNormBlock b;
   b.x = x + n * d.spatial * C + c0;
   b.add = add_nc ? add_nc + n * C + c0 : nullptr;
@@ -90,8 +87,8 @@ simd::GroupNormBlock block_at(const GroupNormDesc& d, const Blocks& blocks, int6
   b.group_size = cg;
   b.eps = d.eps;
   b.silu = d.silu;
-  b.scratch_d = scratch_d.data();
-  b.scratch_f = scratch_f.data();
+  b.scratch_d = thread_scratch_of<double>(0, need_d);
+  b.scratch_f = thread_scratch_of<float>(1, need_f);
   *n_out = n;
   *g0_out = g0;
   return b;
@@ -124,15 +121,10 @@ void backward_f32(const GroupNormDesc& d, const float* x, const float* add_nc, c
   const Blocks blocks = blocks_of(d);
   const int64_t N = d.n, C = d.channels, cg = d.group_size();
   // Per-(image, channel) sums of g and g·xhat, added over images in order afterwards.
-  thread_local std::vector<double> part_dy, part_dyx;
+  // (Taken here, on the calling thread: inside the region each worker's slots are its own.)
   const size_t parts = static_cast<size_t>(N * C);
-  if (part_dy.size() < parts) {
-    part_dy.resize(parts);
-    part_dyx.resize(parts);
-  }
-  // (Pointers taken here: inside the region the names would mean each worker's own, empty buffers.)
-  double* sums_dy = part_dy.data();
-  double* sums_dyx = part_dyx.data();
+  double* sums_dy = thread_scratch_of<double>(2, parts);
+  double* sums_dyx = thread_scratch_of<double>(3, parts);
   parallel_for(N * blocks.per_image, kCostPerElement * double(d.spatial * blocks.groups * cg),
                [&](int64_t begin, int64_t end) {
                  for (int64_t item = begin; item < end; ++item) {
@@ -150,7 +142,7 @@ void backward_f32(const GroupNormDesc& d, const float* x, const float* add_nc, c
                    simd::group_norm_backward_block(k);
                  }
                });
-  sum_over_images(part_dy.data(), part_dyx.data(), N, C, dgamma, dbeta);
+  sum_over_images(sums_dy, sums_dyx, N, C, dgamma, dbeta);
 }
 
 }  // namespace

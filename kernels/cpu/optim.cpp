@@ -14,6 +14,7 @@
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd/elementwise.h"
 #include "kernels/cpu/simd/optim.h"
+#include "kernels/gemm.h"  // thread_scratch
 
 namespace diffuse::kernels::cpu {
 namespace {
@@ -110,9 +111,7 @@ void adamw_ema_step(const AdamWHyper& h, const OptimEntry<T>* entries, int64_t c
 template <typename T>
 double sum_of_squares(const Span<const T>* spans, int64_t count) {
   const std::vector<Chunk>& chunks = make_chunks(spans, count);
-  thread_local std::vector<double> partial;
-  partial.assign(chunks.size(), 0.0);
-  double* sums = partial.data();  // inside the region `partial` would name each worker's own buffer
+  double* sums = thread_scratch_of<double>(0, chunks.size());  // taken on the calling thread
   for_each_chunk(chunks, 2.0, [&](int64_t c) {
     const T* x = spans[chunks[c].entry].data;
     const int64_t i0 = chunks[c].begin, n = chunks[c].end - i0;
@@ -125,7 +124,7 @@ double sum_of_squares(const Span<const T>* spans, int64_t count) {
     }
   });
   double total = 0;
-  for (double p : partial) total += p;
+  for (size_t c = 0; c < chunks.size(); ++c) total += sums[c];
   return total;
 }
 
