@@ -10,5 +10,6 @@ int cmd_forward(int argc, char** argv);
 int cmd_train(int argc, char** argv);
 int cmd_sample(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_inspect(int argc, char** argv);
 
 }  // namespace diffuse::cli
