@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   catch2 libcxxopts-dev libstb-dev libopenblas-dev nlohmann-json3-dev zlib1g-dev
   libboost-context-dev libomp-dev
+  clang libclang-rt-dev  # the sanitizer flavour and its libFuzzer targets (scripts/sanitizer_build.sh)
   dataset-fashion-mnist
   python3 python3-torch python3-numpy
 )
