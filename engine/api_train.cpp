@@ -1,6 +1,7 @@
 // The public API's training half (include/diffuse/diffuse.h): diffuse::train(TrainRequest) checks
 // the request (engine/options.h, naming the library's fields) and runs the engine's trainer on
-// it unchanged: the engine's options and progress are the public structs themselves.
+// it unchanged: the engine's options and progress are the public structs themselves. A resumed
+// run first takes back the run's saved options (engine/options.h resume_train_request).
 #include "diffuse/diffuse.h"
 #include "engine/api_internal.h"
 #include "engine/options.h"
@@ -10,10 +11,17 @@ namespace diffuse {
 
 TrainSummary train(const TrainRequest& request, const TrainProgressFn& progress) {
   return api::boundary("train", [&] {
-    options::validate(request, options::Naming::field);
+    TrainOptions run{request, {}};
+    if (request.resume) {  // the run's saved options, with the fields this request sets (diffuse.h)
+      auto resumed = options::resume_train_request(request, options::saved_train_options(request.out),
+                                                   request.out + "/config.json", options::Naming::field,
+                                                   options::fields_set_in(request));
+      run = TrainOptions{resumed.request, std::move(resumed.changes)};
+    }
+    options::validate(run, options::Naming::field);
     TrainCallback callback;
     if (progress) callback = [&](const TrainUpdate& u) { return api::call_user([&] { return progress(u); }); };
-    TrainResult r = train(TrainOptions{request}, callback);
+    TrainResult r = train(run, callback);
     TrainSummary s;
     s.first_step = r.first_step;
     s.last_step = r.last_step;

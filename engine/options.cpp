@@ -3,9 +3,14 @@
 // fails when docs/cli.md differs from the generated table).
 #include "engine/options.h"
 
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
 
 #include "engine/noise_schedule.h"
 #include "engine/scheduler_config.h"
@@ -62,7 +67,7 @@ Rule parsed_by(Parse parse, bool allow_empty = false) {
 
 const Rule kPrediction = parsed_by(parse_prediction_type);
 const Rule kBetaSchedule = parsed_by(parse_beta_schedule);
-constexpr bool kSaved = true, kNotSaved = false;
+constexpr Saved kSaved = Saved::kept, kNotSaved = Saved::no, kSavedMayChange = Saved::may_change;
 
 // The one `--threads` row, for every table whose struct has a `threads` field. Not saved: the
 // thread count is the machine's business, so a resumed run may use another one.
@@ -99,6 +104,15 @@ Rule within(double lo, double hi, bool hi_included) {
             if (!(x >= lo && (hi_included ? x <= hi : x < hi)))
               bad(label + " must be in [" + format_number(lo) + ", " + format_number(hi) + (hi_included ? "]" : ")") +
                   ", got " + format_value(v));
+          }};
+}
+
+Rule fits_int(double min) {
+  return {false, [min](const ValueRef& v, const std::string& label) {
+            const double x = number(v);
+            if (!(x >= min && x <= INT_MAX))
+              bad(label + " must be in [" + format_number(min) + ", " + std::to_string(INT_MAX) + "], got " +
+                  format_value(v));
           }};
 }
 
@@ -145,7 +159,7 @@ const Table<TrainRequest>& train_table() {
           {"out", DIFFUSE_OPTION_FIELD(R, out), kNotSaved, "the run directory", required()},
           {"config", DIFFUSE_OPTION_FIELD(R, config), kSaved,
            "`tiny`, `fmnist-small`, `ddpm-cifar10`, or a diffusers UNet2DModel config.json", required()},
-          {"steps", DIFFUSE_OPTION_FIELD(R, steps), kSaved, "the step to train to (with `--resume`, the new total)",
+          {"steps", DIFFUSE_OPTION_FIELD(R, steps), kSavedMayChange, "the step to train to",
            positive()},
           {"batch", DIFFUSE_OPTION_FIELD(R, batch), kSaved, "batch size", positive()},
           {"lr", DIFFUSE_OPTION_FIELD(R, lr), kSaved, "peak learning rate of AdamW (β 0.9/0.999, ε 1e-8)",
@@ -170,20 +184,20 @@ const Table<TrainRequest>& train_table() {
           {"beta-schedule", DIFFUSE_OPTION_FIELD(R, beta_schedule), kSaved,
            "`linear`, `scaled_linear` or `squaredcos_cap_v2` (β 1e-4 → 0.02)", kBetaSchedule},
           {"timesteps", DIFFUSE_OPTION_FIELD(R, num_train_timesteps), kSaved, "number of training timesteps T",
-           positive()},
+           fits_int(1)},
           {"snr-gamma", DIFFUSE_OPTION_FIELD(R, snr_gamma), kSaved, "min-SNR-γ loss weighting; 0 is off",
            at_least(0)},
           {"classes", DIFFUSE_OPTION_FIELD(R, classes), kSaved,
-           "train class-conditional with this many classes (plus a null class for guidance)", at_least(0)},
+           "train class-conditional with this many classes (plus a null class for guidance)", fits_int(0)},
           {"p-uncond", DIFFUSE_OPTION_FIELD(R, p_uncond), kSaved, "probability of replacing a label by the null class",
            within(0, 1, false)},
           {"random-flip", DIFFUSE_OPTION_FIELD(R, random_flip), kSaved, "random horizontal flips"},
-          {"sample-every", DIFFUSE_OPTION_FIELD(R, sample_every), kNotSaved,
+          {"sample-every", DIFFUSE_OPTION_FIELD(R, sample_every), kSavedMayChange,
            "write `samples/step-N.png` (`--sample-count` images, DDIM-50, EMA weights) every N steps; 0: never",
            at_least(0)},
-          {"sample-count", DIFFUSE_OPTION_FIELD(R, sample_count), kNotSaved, "images in each sample grid",
+          {"sample-count", DIFFUSE_OPTION_FIELD(R, sample_count), kSavedMayChange, "images in each sample grid",
            positive()},
-          {"checkpoint-every", DIFFUSE_OPTION_FIELD(R, checkpoint_every), kNotSaved,
+          {"checkpoint-every", DIFFUSE_OPTION_FIELD(R, checkpoint_every), kSavedMayChange,
            "write `checkpoints/step-N/` every N steps (always at the end)", at_least(0)},
           {"max-images", DIFFUSE_OPTION_FIELD(R, max_images), kSaved, "use only the first N images (0: all)",
            at_least(0)},
@@ -268,6 +282,10 @@ Device parse_device(const std::string& text, const std::string& label) {
   bad(label + " " + text + ": expected cpu or cuda");
 }
 
+std::string help_text(const char* help, Saved saved) {
+  return saved.kind == Saved::may_change ? std::string(help) + " (`--resume` may change it)" : std::string(help);
+}
+
 std::string markdown_row(const char* flag, const ValueRef& default_value, const Rule& rule, const char* help) {
   std::string name = std::string("`--") + flag + "`";
   if (std::string(flag).size() == 1) name += std::string(" / `-") + flag + "`";
@@ -325,10 +343,24 @@ void value_from_json(const nlohmann::json& j, const ValueRef& value, const std::
 
 // ---- each command's checks ------------------------------------------------------------------
 
+void check_output_directory(const std::string& path, const std::string& label) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path dir = fs::absolute(path, ec);
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+    throw Error(label + " " + path + ": exists and is not a directory", ErrorKind::bad_input);
+  while (!dir.empty() && !fs::exists(dir, ec) && dir != dir.parent_path()) dir = dir.parent_path();  // nearest that exists
+  if (!fs::is_directory(dir, ec))
+    throw Error(label + " " + path + ": " + dir.string() + " is not a directory", ErrorKind::bad_input);
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    throw Error(label + " " + path + ": " + dir.string() + " is not writable", ErrorKind::bad_input);
+}
+
 void validate(const TrainRequest& r, Naming naming) {
   const auto& t = train_table();
   check(t, r, naming);
   auto name = [&](const char* flag, const char* member) { return label(t.struct_name, flag, member, naming); };
+  check_output_directory(r.out, name("out", "out"));
   if (r.precision == "bf16" && r.device != Device::cuda)
     bad(name("precision", "precision") + " bf16 needs " + name("device", "device") + " cuda");
   if (r.precision == "bf16")
@@ -361,6 +393,60 @@ TrainRequest train_options_from_json(const nlohmann::json& object, const std::st
   TrainRequest r;
   from_json(train_table(), object, r, source);
   return r;
+}
+
+// ---- resuming a run --------------------------------------------------------------------------
+
+nlohmann::json saved_train_options(const std::string& run_dir) {
+  const std::string path = (std::filesystem::path(run_dir) / "config.json").string();
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return nullptr;
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in && !in.eof()) throw Error(path + ": cannot read the run's saved options", ErrorKind::bad_input);
+  nlohmann::json config = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (!config.is_object() || !config.contains("train") || !config["train"].is_object())
+    throw Error(path + ": not a run's config.json (no \"train\" object)", ErrorKind::bad_input);
+  return config["train"];
+}
+
+ResumedTrainRequest resume_train_request(const TrainRequest& given, const nlohmann::json& saved,
+                                         const std::string& source, Naming naming,
+                                         const GivenExplicitly& given_explicitly) {
+  ResumedTrainRequest out{given, {}};
+  if (saved.is_null()) return out;
+  const auto& t = train_table();
+  const TrainRequest before = train_options_from_json(saved, source);
+  TrainRequest given_copy = given, saved_copy = before;
+  for (const auto& o : t.rows) {
+    if (!o.saved || !saved.contains(o.member)) continue;
+    const ValueRef mine = o.bind(given_copy), theirs = o.bind(saved_copy), result = o.bind(out.request);
+    const bool same = value_to_json(mine) == value_to_json(theirs);
+    if (!given_explicitly(o.member)) {
+      value_from_json(value_to_json(theirs), result, source);
+    } else if (!same && o.saved.kind == Saved::kept) {
+      bad(label(t.struct_name, o.flag, o.member, naming) + " " + format_value(mine) + " differs from the run's " +
+          format_value(theirs) + " (" + source + "); a resumed run keeps its settings: drop the " +
+          (naming == Naming::flag ? "flag" : "field") + " or train into a new " +
+          label(t.struct_name, "out", "out", naming));
+    } else if (!same) {
+      out.changes.push_back(std::string(o.member) + " = " + format_value(mine) + " (the run had " +
+                            format_value(theirs) + ")");
+    }
+  }
+  return out;
+}
+
+GivenExplicitly fields_set_in(const TrainRequest& request) {
+  return [given = TrainRequest(request)](const char* member) mutable {
+    TrainRequest defaults;
+    for (const auto& o : train_table().rows) {
+      if (std::string(o.member) != member) continue;
+      return o.saved.kind == Saved::may_change || value_to_json(o.bind(given)) != value_to_json(o.bind(defaults));
+    }
+    return false;
+  };
 }
 
 }  // namespace diffuse::options

@@ -34,16 +34,28 @@ Rule required();                                           // a non-empty string
 Rule positive();                                           // a number > 0
 Rule at_least(double min);                                 // a number >= min
 Rule within(double lo, double hi, bool hi_included);       // a number in [lo, hi] or [lo, hi)
+Rule fits_int(double min);                                 // a number in [min, INT_MAX]: a field used as int
 Rule finite();                                             // a finite number
 Rule one_of(std::vector<std::string> choices);             // a string among `choices`
 Rule available_device();                                   // cpu, or cuda when a CUDA device is usable
+
+// Whether a run's config.json saves an option, and whether `--resume` may change it
+// (docs/design.md §9): a kept option is restored from the saved run and a different value given
+// explicitly is a usage error; a may-change one (the step count, the intervals) takes the value
+// given, and the change is logged and saved. Built from a bool too (false: not saved, true: kept).
+struct Saved {
+  enum Kind : unsigned char { no, kept, may_change } kind;
+  constexpr Saved(bool saved) : kind(saved ? kept : no) {}  // NOLINT: rows write true/false
+  constexpr Saved(Kind k) : kind(k) {}                       // NOLINT
+  constexpr explicit operator bool() const { return kind != no; }
+};
 
 template <class S>
 struct Option {
   const char* flag;       // the CLI flag without "--"; a one-letter flag is also -x
   const char* member;     // the field's name in S; also its key in a run's saved config.json
   ValueRef (*bind)(S&);   // the field inside an S
-  bool saved;             // written to a run's config.json "train" object and read back
+  Saved saved;            // written to a run's config.json "train" object and read back; resume's rule
   const char* help;       // `diffuse CMD --help` and docs/cli.md's "meaning" column
   Rule rule = {};
 };
@@ -124,19 +136,28 @@ void from_json(const Table<S>& table, const nlohmann::json& object, S& s, const 
       value_from_json(object[o.member], o.bind(s), source + ": \"" + o.member + "\"");
 }
 
+// A row's help text, saying when `--resume` may change the option (--help and docs/cli.md).
+std::string help_text(const char* help, Saved saved);
+
 // The markdown table (header and one row per option, in table order) of one or more tables, each
 // with its defaults taken from a default-constructed struct.
 template <class S>
 std::string markdown_rows(const Table<S>& table) {
   S defaults{};
   std::string out;
-  for (const auto& o : table.rows) out += markdown_row(o.flag, o.bind(defaults), o.rule, o.help);
+  for (const auto& o : table.rows)
+    out += markdown_row(o.flag, o.bind(defaults), o.rule, help_text(o.help, o.saved).c_str());
   return out;
 }
 inline constexpr char kMarkdownHeader[] = "| flag | default | meaning |\n|---|---|---|\n";
 
 // ---- each command's checks: the rows' rules plus the rules across fields --------------------
 
+// `path` can be a directory this process writes into: it is one already (writable), or the
+// nearest existing ancestor is a writable directory. Else ErrorKind::bad_input naming `label`.
+void check_output_directory(const std::string& path, const std::string& label);
+
+// Each command's rules: its rows' checks, the rules across fields, and (train) its --out.
 void validate(const TrainRequest& request, Naming naming);
 void validate(const SamplerOptions& options, Naming naming);
 void validate(const GenerateRequest& request, Naming naming);
@@ -147,5 +168,33 @@ void check_class_label(const GenerateRequest& request, int num_classes, Naming n
 // A run's saved options: config.json's "train" object.
 nlohmann::json train_options_json(const TrainRequest& request);
 TrainRequest train_options_from_json(const nlohmann::json& object, const std::string& source);
+
+// ---- resuming a run (docs/design.md §9) -------------------------------------------------------
+
+// The "train" object of `run_dir`/config.json; null when the file does not exist (the trainer
+// then says the run has nothing to resume). An unreadable or malformed file is ErrorKind::bad_input.
+nlohmann::json saved_train_options(const std::string& run_dir);
+
+struct ResumedTrainRequest {
+  TrainRequest request;
+  // One line per may-change option whose value differs from the saved one: "steps = 30 (the run
+  // had 20)", with the config.json key, so the CLI and the library log the same words.
+  std::vector<std::string> changes;
+};
+
+// Which options the caller set: by member name (the saved config.json key).
+using GivenExplicitly = std::function<bool(const char* member)>;
+
+// The request a resumed run trains with: every saved option of `saved` (see
+// saved_train_options) restored unless `given_explicitly` says the caller set it; a kept option set
+// to another value than the saved one is ErrorKind::usage naming it (by `naming`) and both values;
+// a may-change option set is applied and listed in `changes`. Rows not saved, or missing from an
+// older run's file, keep the given value. `source` names the file in messages.
+ResumedTrainRequest resume_train_request(const TrainRequest& given, const nlohmann::json& saved,
+                                         const std::string& source, Naming naming,
+                                         const GivenExplicitly& given_explicitly);
+// The library's rule for "given explicitly" (include/diffuse/diffuse.h, TrainRequest::resume): a
+// kept option is given when it differs from its default; a may-change option always is.
+GivenExplicitly fields_set_in(const TrainRequest& request);
 
 }  // namespace diffuse::options

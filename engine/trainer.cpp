@@ -14,6 +14,7 @@
 #include "engine/dataset.h"
 #include "engine/generate.h"
 #include "engine/image_io.h"
+#include "engine/memory_estimate.h"
 #include "engine/options.h"
 #include "engine/noise_schedule.h"
 #include "engine/scheduler_config.h"
@@ -106,7 +107,13 @@ TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
   if (o.resume && !has_checkpoints) throw Error(o.out + ": --resume given but the run has no checkpoint");
 
   const UNet2DConfig cfg = training_unet_config(o);
+  // Refuse what cannot fit before allocating anything, and again once the dataset's size is known.
+  const std::string batch_name = "--batch " + std::to_string(o.batch), config_name = "--config " + o.config;
+  require_memory(training_memory(cfg, o.batch, 0), o.device, "training", batch_name, config_name);
   Dataset data = training_data(o, cfg);
+  const double dataset_bytes = static_cast<double>(data.count()) * static_cast<double>(data.height()) *
+                               static_cast<double>(data.width()) * static_cast<double>(data.channels());
+  require_memory(training_memory(cfg, o.batch, dataset_bytes), o.device, "training", batch_name, config_name);
   TrainStep train_step(cfg, o);
   UNet2D ema_model(cfg, o.seed);  // the EMA weights as a model: for sample grids and checkpoints
   ema_model.to(o.device);
@@ -125,6 +132,14 @@ TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
     start = st.step + 1;
     result.last_checkpoint = ckpt;
     if (start > o.steps) throw Error(o.out + ": already trained to step " + std::to_string(st.step) + "; raise --steps to continue");
+    // config.json records the options this run now trains with (the may-change ones as applied).
+    const std::string config_path = (run / "config.json").string();
+    json run_config = json::parse(read_file(config_path), nullptr, /*allow_exceptions=*/false);
+    if (!run_config.is_object()) throw Error(config_path + ": not a run's config.json", ErrorKind::bad_input);
+    run_config["train"] = options::train_options_json(o);
+    write_file_atomic(config_path, run_config.dump(2) + "\n");
+    for (const std::string& change : o.resume_changes)
+      if (callback) callback(TrainProgress{st.step, o.steps, st.loss, 0, 0, 0, 0, "resumed with " + change});
   } else {
     json run_config = {{"train", options::train_options_json(o)}, {"unet", json::parse(unet_config_to_json(cfg))},
                        {"scheduler", json::parse(scheduler_json)}};

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "diffuse/diffuse.h"
 
@@ -16,8 +17,12 @@ namespace diffuse {
 // The engine's training options are the public TrainRequest (include/diffuse/diffuse.h): every
 // option is defined there once, with its flag, saved JSON key and check in engine/options.cpp.
 // A distinct type only so that the engine's train() and the public diffuse::train() overload
-// cleanly: build one with TrainOptions{request}.
-struct TrainOptions : TrainRequest {};
+// cleanly: build one with TrainOptions{request}. A resumed run's request is already merged with
+// the run's saved options (options::resume_train_request); `resume_changes` are that merge's lines
+// for the options it changed, which train() reports as events and saves in config.json.
+struct TrainOptions : TrainRequest {
+  std::vector<std::string> resume_changes;
+};
 
 // After every step, and after each checkpoint or sample grid ("checkpoint DIR" / "samples FILE").
 using TrainProgress = TrainUpdate;

@@ -1,7 +1,8 @@
 // `diffuse train`: trains a UNet on a dataset into a run directory through the public API
 // (diffuse::train, include/diffuse/diffuse.h), with a live progress bar on a terminal and plain
 // log lines when piped. Its flags are TrainRequest's option table (engine/options.h) plus the
-// CLI's own --log-every. Ctrl-C stops after the current step and writes a checkpoint, so --resume
+// CLI's own --log-every. With --resume, the run's saved options come back and a flag that would
+// change a kept one is refused before any work (engine/options.h resume_train_request). Ctrl-C stops after the current step and writes a checkpoint, so --resume
 // can continue (exit code 130).
 #include <csignal>
 #include <cstdio>
@@ -30,7 +31,7 @@ struct TrainCliOptions {
 const options::Table<TrainCliOptions>& cli_table() {
   static const options::Table<TrainCliOptions> table{
       "TrainCliOptions",
-      {{"log-every", DIFFUSE_OPTION_FIELD(TrainCliOptions, log_every), false,
+      {{"log-every", DIFFUSE_OPTION_FIELD(TrainCliOptions, log_every), options::Saved::no,
         "log line interval when stdout is not a terminal (a live bar otherwise)", options::positive()}}};
   return table;
 }
@@ -58,6 +59,18 @@ int cmd_train(int argc, char** argv) {
     std::cout << values.dump(2) << "\n";
     return 0;
   }
+  if (request.resume) {  // the run's saved options, with the flags given on this command line
+    auto on_command_line = [&](const char* member) {
+      for (const auto& o : options::train_table().rows)
+        if (std::string(o.member) == member) return args.count(o.flag) > 0;
+      return false;
+    };
+    // The library merges again (fields_set_in): it then finds only the may-change options
+    // different, reports each as an event, and this command prints them.
+    request = options::resume_train_request(request, options::saved_train_options(request.out),
+                                            request.out + "/config.json", options::Naming::flag, on_command_line)
+                  .request;
+  }
   options::validate(request, options::Naming::flag);
   options::check(cli_table(), own, options::Naming::flag);
 
@@ -71,7 +84,7 @@ int cmd_train(int argc, char** argv) {
     }
     char fields[96];
     std::snprintf(fields, sizeof fields, "loss %.4f  lr %.2e  grad %.3f", p.loss, p.lr, p.grad_norm);
-    progress.update(p.step, fields, p.images_per_second);
+    progress.update(p.step, fields, p.images_per_second, p.seconds);
     return g_interrupted == 0;
   });
   std::signal(SIGINT, SIG_DFL);

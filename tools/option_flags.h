@@ -19,7 +19,7 @@ template <class S>
 void add_flags(cxxopts::Options& cli, const options::Table<S>& table) {
   S defaults{};
   auto adder = cli.add_options();
-  for (const auto& o : table.rows) add_flag(adder, o.flag, o.help, o.bind(defaults));
+  for (const auto& o : table.rows) add_flag(adder, o.flag, options::help_text(o.help, o.saved).c_str(), o.bind(defaults));
 }
 
 template <class S>

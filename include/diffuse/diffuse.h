@@ -73,9 +73,19 @@ struct GenerateRequest {
   uint64_t seed = 0;          // the same seed and batch give the same images, on every device
   int64_t batch = 16;         // images per forward pass (each batch draws its own noise from the seed)
   int threads = 0;            // CPU threads; 0 = the cores this process may use (OMP_NUM_THREADS if set)
+  // The starting noise x_T instead of drawing it from the seed: count * image_elements() floats,
+  // NHWC like generate()'s output (image i's pixel (y, x) channel c at ((i * H + y) * W + x) * C + c).
+  // Empty: drawn from the seed. Noise added by the steps themselves (DDPM, DDIM with eta > 0)
+  // still comes from the seed.
+  std::vector<float> initial_noise;
+  // generate(float*) clamps x_0 to [-1, 1]; false writes the sampler's x_0 exactly as its last step
+  // leaves it (what diffusers' scheduler loop returns before a pipeline's postprocessing), for
+  // comparing numbers. The 8-bit generate() always clamps.
+  bool clamp = true;
 };
 
-// After each sampler step of each batch: (batch index, step 1..steps, steps). Return false to stop.
+// After each sampler step of each batch: (batch index from 0, step 1..steps counted afresh in each
+// batch, steps per batch). Return false to stop.
 using GenerateProgress = std::function<bool(int batch, int step, int steps)>;
 
 // A model plus a ready sampler: build it once, generate as often as you like.
@@ -138,7 +148,14 @@ struct TrainRequest {
   int64_t sample_count = 16;
   int64_t checkpoint_every = 0;          // checkpoint every N steps; 0 = only at the end
   int64_t max_images = 0;                // use the first N images of the dataset; 0 = all
-  bool resume = false;                   // continue from the run's latest checkpoint
+  // Continue the run in `out` from its latest checkpoint with the run's saved options (its
+  // config.json). A field left at its default is taken from the saved run; a field set to another
+  // value than the saved one is an Error (ErrorKind::usage) naming it and both values, except
+  // steps, sample_every, sample_count, checkpoint_every and threads: those are this call's, applied
+  // as given (a change is reported to the progress callback as an event "resumed with steps = 30
+  // (the run had 20)") and recorded in config.json. (The CLI, which knows which flags were typed,
+  // restores the intervals too unless their flags are given.)
+  bool resume = false;
   Device device = Device::cpu;
   std::string precision = "fp32";        // fp32, or bf16 on CUDA
   uint64_t seed = 0;
@@ -149,7 +166,9 @@ struct TrainUpdate {
   int64_t step = 0;   // the step just finished, 1-based
   int64_t total = 0;  // TrainRequest::steps
   double loss = 0, lr = 0, grad_norm = 0, images_per_second = 0, seconds = 0;
-  std::string event;  // "" after a step; "checkpoint DIR" or "samples FILE" after writing one
+  // "" after a step; "checkpoint DIR" or "samples FILE" after writing one; before the first step of
+  // a resumed run, "resumed with KEY = VALUE (the run had OLD)" per option the resume changed.
+  std::string event;
 };
 
 struct TrainSummary {

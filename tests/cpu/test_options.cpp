@@ -91,10 +91,10 @@ TEST_CASE("saved train options round-trip through JSON, row by row", "[options]"
   size_t saved_rows = 0;
   for (const auto& o : table.rows) {
     INFO(o.member);
-    CHECK(saved.contains(o.member) == o.saved);
+    CHECK(saved.contains(o.member) == static_cast<bool>(o.saved));
     // A saved row reads back as written; one that is not saved keeps the library default.
     CHECK(format_value(o.bind(back)) == format_value(o.saved ? o.bind(changed) : o.bind(defaults)));
-    saved_rows += o.saved;
+    saved_rows += o.saved ? 1 : 0;
   }
   CHECK(saved.size() == saved_rows);  // nothing saved that is not a row
 
@@ -158,7 +158,7 @@ TEST_CASE("threads: one row in every table, never saved, checked by name, applie
   // The same row (flag, help, rule) in each table that has a threads field.
   const auto row = [](const auto& table) {
     for (const auto& o : table.rows)
-      if (std::string(o.flag) == "threads") return std::make_pair(std::string(o.help), o.saved);
+      if (std::string(o.flag) == "threads") return std::make_pair(std::string(o.help), static_cast<bool>(o.saved));
     FAIL("no --threads row in " << table.struct_name);
     return std::make_pair(std::string(), true);
   };
