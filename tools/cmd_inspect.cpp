@@ -117,7 +117,9 @@ int cmd_inspect(int argc, char** argv) {
   cli.parse_positional({"model"});
   auto args = parse_flags(cli, argc, argv);
   if (answer_help(args, cli, "")) return 0;
-  const Inspection inspection = inspect_path(required(args, "model"));
+  if (!args.count("model"))
+    throw Error("PATH is required: diffuse inspect PATH (a model directory, checkpoint or run directory)", ErrorKind::usage);
+  const Inspection inspection = inspect_path(args["model"].as<std::string>());
   if (args.count("json")) std::cout << inspection_json(inspection).dump(2) << "\n";
   else print_text(inspection);
   return 0;
