@@ -35,6 +35,8 @@ struct EmuThread {
   ThreadState state = ThreadState::runnable;
   uint3 idx{0, 0, 0};
   PendingWarpOp warp;  // meaningful while state == at_warp (and its result right after)
+  bool started = false;             // its fiber has run (a fiber never resumed runs none of our code)
+  void* asan_fake_stack = nullptr;  // kernels/emulator/asan_fibers.h: saved while suspended
 };
 
 struct BlockState {

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "diffuse/error.h"
+#include "kernels/emulator/asan_fibers.h"
 #include "kernels/emulator/block.h"
 #include "kernels/emulator/racecheck.h"
 
@@ -78,7 +79,14 @@ void fail(const std::string& message) { throw Error("emulator: " + message); }
 
 void yield_to_interleaver() {
   EmuThread& t = g_block->threads[g_block->current];
-  t.interleaver = std::move(t.interleaver).resume();
+  asan_fiber_switch(&t.asan_fake_stack);
+  try {
+    t.interleaver = std::move(t.interleaver).resume();
+  } catch (const boost::context::detail::forced_unwind&) {
+    asan_arrived_on_fiber(t.asan_fake_stack);  // resumed only to be unwound (unwind_fibers)
+    throw;
+  }
+  asan_arrived_on_fiber(t.asan_fake_stack);
 }
 
 namespace {
@@ -118,6 +126,24 @@ void fill_order(std::vector<int>& order, ThreadOrder mode, uint64_t block_linear
   }
 }
 
+// Destroys the block's suspended fibers: Boost resumes each one to unwind its frames.
+void unwind_fibers(BlockState& b, LaunchMemory& memory) {
+  for (int i = 0; i < b.nthreads; ++i) {
+    EmuThread& t = b.threads[i];
+    if (!t.fiber) continue;
+    if (!t.started) {  // unwound inside Boost, on no frame of ours: nothing for ASan to know
+      t.fiber = boost::context::fiber();
+      continue;
+    }
+    boost::context::stack_context sctx = memory.stack(i);
+    const char* bottom = static_cast<char*>(sctx.sp) - sctx.size;
+    asan_interleaver_switch(bottom, sctx.size);
+    t.fiber = boost::context::fiber();
+    asan_arrived_on_interleaver();
+    asan_unpoison_stack(bottom, sctx.size);
+  }
+}
+
 void run_block(BlockState& b, LaunchMemory& memory, ThreadOrder mode, uint64_t block_linear, KernelBody body,
                void* context) {
   b.current = 0;
@@ -139,22 +165,27 @@ void run_block(BlockState& b, LaunchMemory& memory, ThreadOrder mode, uint64_t b
   for (int i = 0; i < b.nthreads; ++i) {
     EmuThread& t = b.threads[i];
     t.state = ThreadState::runnable;
+    t.started = false;
     t.idx = uint3{i % block_dim.x, (i / block_dim.x) % block_dim.y, i / (block_dim.x * block_dim.y)};
     boost::context::stack_context sctx = memory.stack(i);
     EmuThread* self = &t;
     t.fiber = boost::context::fiber(
         std::allocator_arg, boost::context::preallocated(sctx.sp, sctx.size, sctx), ReusedStack{},
         [self, body, context](boost::context::fiber&& interleaver) {
+          asan_arrived_on_fiber(nullptr);
+          self->started = true;
           self->interleaver = std::move(interleaver);
           try {
             body(context);
           } catch (const boost::context::detail::forced_unwind&) {
+            asan_fiber_switch(nullptr);  // Boost's fiber entry switches back once this is caught
             throw;  // the block is being torn down: let Boost unwind this fiber
           } catch (...) {
             if (!g_block->error) g_block->error = std::current_exception();
           }
           self->state = ThreadState::exited;
           ++g_block->exited;
+          asan_fiber_switch(nullptr);
           return std::move(self->interleaver);
         });
   }
@@ -169,7 +200,10 @@ void run_block(BlockState& b, LaunchMemory& memory, ThreadOrder mode, uint64_t b
       ran = true;
       b.current = i;
       thread_idx = t.idx;
+      boost::context::stack_context sctx = memory.stack(i);
+      asan_interleaver_switch(static_cast<char*>(sctx.sp) - sctx.size, sctx.size);
       t.fiber = std::move(t.fiber).resume();
+      asan_arrived_on_interleaver();
       if (g_racecheck_running) [[unlikely]] {
         // The race happened before anything the thread may have thrown since: report it first.
         std::string race = racecheck_finding(b);
@@ -227,10 +261,9 @@ void run_grid(const char* file, int line, dim3 grid, dim3 block, size_t dynamic_
   // Unwinds the fibers still suspended (after a failure) before the stacks go away.
   struct Unwind {
     BlockState& b;
-    ~Unwind() {
-      for (EmuThread& t : b.threads) t.fiber = boost::context::fiber();
-    }
-  } unwind{b};
+    LaunchMemory& memory;
+    ~Unwind() { unwind_fibers(b, memory); }
+  } unwind{b, memory};
 
   uint64_t block_linear = 0;
   for (unsigned z = 0; z < grid.z; ++z)
@@ -239,7 +272,7 @@ void run_grid(const char* file, int line, dim3 grid, dim3 block, size_t dynamic_
         block_idx = uint3{x, y, z};
         run_block(b, memory, mode, block_linear, body, context);
         if (b.error) {
-          for (EmuThread& t : b.threads) t.fiber = boost::context::fiber();
+          unwind_fibers(b, memory);
           std::rethrow_exception(b.error);
         }
       }
