@@ -1,9 +1,14 @@
-// See checkpoint.h.
+// See checkpoint.h. A checkpoint is published by one rename of step-N.tmp-<pid>/ to step-N/, and
+// the checkpoints directory is fsync'ed after it so that the rename survives a power cut.
 #include "engine/checkpoint.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <charconv>
 #include <filesystem>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "engine/model_dir.h"
@@ -16,6 +21,73 @@ namespace diffuse {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
+namespace {
+
+// The decimal number `text` spells exactly (digits only, no sign, no overflow), if it does.
+std::optional<int64_t> parse_digits(std::string_view text) {
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return v;
+}
+
+// The pid in a checkpoint temporary's name "step-<digits>.tmp-<pid>".
+std::optional<int64_t> checkpoint_temp_pid(const std::string& name) {
+  const size_t dot = name.find(".tmp-");
+  if (name.rfind("step-", 0) != 0 || dot == std::string::npos || !parse_digits(name.substr(5, dot - 5)))
+    return std::nullopt;
+  return parse_digits(name.substr(dot + 5));
+}
+
+// The pid in an AtomicFile temporary's name "<name>.tmp-<pid>-<digits>".
+std::optional<int64_t> atomic_file_temp_pid(const std::string& name) {
+  const size_t at = name.rfind(".tmp-");
+  if (at == std::string::npos || at == 0) return std::nullopt;
+  const std::string rest = name.substr(at + 5);
+  const size_t dash = rest.find('-');
+  if (dash == std::string::npos || !parse_digits(rest.substr(dash + 1))) return std::nullopt;
+  return parse_digits(rest.substr(0, dash));
+}
+
+// True only when the process is certainly gone; a live one, or one we may not signal, is kept.
+bool process_is_gone(int64_t pid) {
+  if (pid <= 0 || pid > INT32_MAX || pid == ::getpid()) return false;
+  return ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
+
+}  // namespace
+
+std::vector<std::string> remove_stale_temporaries(const std::string& run_dir) {
+  std::vector<std::string> removed;
+  auto sweep = [&](const fs::path& dir, bool directories) {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) return;
+    std::vector<fs::path> stale;
+    for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      // symlink_status: a link named like a temporary is not ours, whatever it points at.
+      const fs::file_status st = it->symlink_status(ec);
+      if (ec) break;
+      const bool kind_ok = directories ? fs::is_directory(st) : fs::is_regular_file(st);
+      const std::optional<int64_t> pid = directories ? checkpoint_temp_pid(name) : atomic_file_temp_pid(name);
+      if (kind_ok && pid && process_is_gone(*pid)) stale.push_back(it->path());
+    }
+    for (const fs::path& p : stale) {
+      std::error_code rm;
+      fs::remove_all(p, rm);
+      if (rm) throw Error(p.string() + ": cannot remove this leftover of an interrupted run (" + rm.message() + ")");
+      removed.push_back(p.string());
+    }
+    if (!stale.empty()) fsync_directory(dir.string());
+  };
+  const fs::path run(run_dir);
+  sweep(run / "checkpoints", true);
+  sweep(run, false);
+  sweep(run / "samples", false);
+  return removed;
+}
+
 std::string find_latest_checkpoint(const std::string& run_dir) {
   fs::path dir = fs::path(run_dir) / "checkpoints";
   if (!fs::is_directory(dir)) return "";
@@ -24,12 +96,10 @@ std::string find_latest_checkpoint(const std::string& run_dir) {
   for (auto& e : fs::directory_iterator(dir)) {
     std::string name = e.path().filename().string();
     if (name.rfind("step-", 0) != 0 || !e.is_directory()) continue;
-    std::string num = name.substr(5);
-    if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos) continue;  // step-N.tmp-* etc.
-    if (!fs::exists(e.path() / "state.json")) continue;
-    int64_t n = std::stoll(num);
-    if (n > best) {
-      best = n;
+    const std::optional<int64_t> n = parse_digits(std::string_view(name).substr(5));  // not step-N.tmp-* etc.
+    if (!n || !fs::exists(e.path() / "state.json")) continue;
+    if (*n > best) {
+      best = *n;
       best_path = e.path().string();
     }
   }
@@ -64,7 +134,9 @@ std::string save_checkpoint(const std::string& run_dir, const TrainState& st, UN
                   {"adam_step_count", adam.step_count()},
                   {"loss", st.loss}};
     write_file_atomic((tmp / "state.json").string(), state.dump(2) + "\n");
+    fsync_directory(tmp.string());  // model/ and ema/ were renamed into it
     replace_directory(tmp.string(), final_dir.string());
+    fsync_directory(final_dir.parent_path().string());
   } catch (const fs::filesystem_error& e) {
     fs::remove_all(tmp, ec);
     throw Error(final_dir.string() + ": cannot write checkpoint (" + e.code().message() + ")");

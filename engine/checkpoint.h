@@ -1,10 +1,12 @@
 // Training checkpoints (docs/design.md §9): checkpoints/step-N/ holds `model/` and `ema/` (diffusers
 // model directories of the raw and EMA weights), optimizer.safetensors (AdamW moments, in
 // diffuse's internal layout) and state.json (step, batcher position, dropout stream position,
-// EMA and AdamW step counts). Written under a temporary name and renamed into place.
+// EMA and AdamW step counts). Written under a temporary name and renamed into place; the
+// temporaries a killed run leaves behind are removed by the next run (remove_stale_temporaries).
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/dataset.h"
 #include "nn/optim.h"
@@ -21,6 +23,14 @@ struct TrainState {
 
 // "" when the run has no complete checkpoint (temporary directories are ignored).
 std::string find_latest_checkpoint(const std::string& run_dir);
+
+// Crash leftovers of processes that are gone: removes RUN/checkpoints/step-<digits>.tmp-<pid>/
+// directories (a checkpoint being written) and RUN/, RUN/samples/ files <name>.tmp-<pid>-<digits>
+// (nn/atomic_file.h's temporaries) whose <pid> no longer exists (kill(pid, 0) fails with ESRCH).
+// Nothing else is touched: not other names, not a live process's temporaries (another run may be
+// writing), not a pid that cannot be checked. Returns the paths removed, for the log. Called by
+// train() at start and at resume.
+std::vector<std::string> remove_stale_temporaries(const std::string& run_dir);
 
 // Returns the checkpoint directory written.
 std::string save_checkpoint(const std::string& run_dir, const TrainState& state, UNet2D& model, UNet2D& ema_model,

@@ -100,6 +100,10 @@ std::string latest_checkpoint(const std::string& run_dir) { return find_latest_c
 TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
   options::validate(o, options::Naming::flag);
   set_cpu_threads(o.threads);
+  ignore_file_size_signal();  // a write past ulimit -f becomes an error naming the file (metrics too)
+  // Leftovers of a killed run (checkpoints/step-N.tmp-<pid>/, <file>.tmp-<pid>-<n>) go first.
+  for (const std::string& path : remove_stale_temporaries(o.out))
+    if (callback) callback(TrainProgress{0, o.steps, 0, 0, 0, 0, 0, "removed " + path + ", left by a run that was killed"});
   const fs::path run(o.out);
   const bool has_checkpoints = !find_latest_checkpoint(o.out).empty();
   if (!o.resume && has_checkpoints)

@@ -4,12 +4,15 @@
 #include "nn/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 
 #include "diffuse/error.h"
 
@@ -29,18 +32,38 @@ std::string parent_dir(const std::string& path) {
   return path.substr(0, slash);
 }
 
-// Best effort: makes the rename itself durable. Some file systems refuse fsync on a directory.
-void fsync_dir(const std::string& dir) {
+// What a failed write says: EFBIG gets the limit that caused it, since "File too large" alone
+// sends people looking at the disk.
+std::string write_error_text(int err) {
+  if (err != EFBIG) return errno_text(err);
+  struct rlimit limit {};
+  if (::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
+    return errno_text(err) + " (the file size limit, ulimit -f, is " + std::to_string(limit.rlim_cur) + " bytes)";
+  return errno_text(err);
+}
+
+}  // namespace
+
+void fsync_directory(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return;
   ::fsync(fd);
   ::close(fd);
 }
 
-}  // namespace
+void ignore_file_size_signal() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction current {};
+    if (::sigaction(SIGXFSZ, nullptr, &current) == 0 && current.sa_handler == SIG_DFL &&
+        !(current.sa_flags & SA_SIGINFO))
+      ::signal(SIGXFSZ, SIG_IGN);
+  });
+}
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   if (path_.empty()) throw Error("cannot write a file with an empty path");
+  ignore_file_size_signal();
   temp_ = path_ + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(temp_counter++);
   fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd_ < 0) {
@@ -63,7 +86,7 @@ void AtomicFile::abandon() {
 
 void AtomicFile::fail(const std::string& what, int err) {
   abandon();
-  throw Error("cannot write " + path_ + ": " + what + ": " + errno_text(err));
+  throw Error("cannot write " + path_ + ": " + what + ": " + write_error_text(err));
 }
 
 void AtomicFile::write_all(const char* p, size_t left) {
@@ -111,7 +134,7 @@ void AtomicFile::commit() {
     ::unlink(temp_.c_str());
     throw Error("cannot write " + path_ + ": rename from " + temp_ + " failed: " + errno_text(err));
   }
-  fsync_dir(parent_dir(path_));
+  fsync_directory(parent_dir(path_));
 }
 
 void write_file_atomic(const std::string& path, const void* data, size_t bytes) {
@@ -120,7 +143,7 @@ void write_file_atomic(const std::string& path, const void* data, size_t bytes) 
   f.commit();
 }
 
-std::string read_file(const std::string& path) {
+std::string read_file(const std::string& path, size_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int err = errno;
@@ -130,6 +153,12 @@ std::string read_file(const std::string& path) {
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
     throw Error("cannot read " + path + ": not a regular file");
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    ::close(fd);
+    throw Error("cannot read " + path + ": the file is " + std::to_string(st.st_size) + " bytes, more than the " +
+                    std::to_string(max_bytes) + " allowed (docs/formats.md, Limits)",
+                ErrorKind::bad_input);
   }
   std::string out;
   out.reserve(static_cast<size_t>(st.st_size));

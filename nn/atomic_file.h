@@ -2,8 +2,12 @@
 // temporary "<path>.tmp-<pid>-<n>" in the same directory, are fsync'ed, and only then renamed
 // over <path>. A crash or an exception leaves either the old file or the new one, never a mix;
 // on failure the temporary is removed and a diffuse::Error names the destination path.
+// The directory is fsync'ed after the rename so that the rename itself survives a power cut.
+// Writing past the file-size limit (RLIMIT_FSIZE, `ulimit -f`) fails with EFBIG and one error
+// naming the file: the first AtomicFile ignores SIGXFSZ, whose default action kills the process.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,7 +49,16 @@ inline void write_file_atomic(const std::string& path, std::string_view bytes) {
   write_file_atomic(path, bytes.data(), bytes.size());
 }
 
-// The whole file as bytes; throws diffuse::Error naming the path when it cannot be read.
-std::string read_file(const std::string& path);
+// The whole file as bytes; throws diffuse::Error naming the path when it cannot be read, or when
+// it is larger than max_bytes (checked before anything is read).
+std::string read_file(const std::string& path, size_t max_bytes = SIZE_MAX);
+
+// fsync(2) on a directory, so that renames and removals in it are durable. Best effort: some file
+// systems refuse fsync on a directory, and nothing can be done about that here.
+void fsync_directory(const std::string& dir);
+
+// Sets SIGXFSZ to be ignored (once, and only if it still has its default action), so that a write
+// past RLIMIT_FSIZE returns EFBIG instead of killing the process. AtomicFile calls it.
+void ignore_file_size_signal();
 
 }  // namespace diffuse
