@@ -25,15 +25,17 @@ std::string make_scratch_dir() {
 }  // namespace
 
 const std::string& scratch_dir() {
-  static const std::string dir = [] {
-    std::string d = make_scratch_dir();
+  // On the heap and never freed: the atexit handler runs after the destructors of statics built
+  // before it was registered, so a static std::string would already be gone there.
+  static const std::string* dir = [] {
+    auto* d = new std::string(make_scratch_dir());
     std::atexit([] {
       std::error_code ec;
-      fs::remove_all(scratch_dir(), ec);
+      fs::remove_all(*dir, ec);
     });
     return d;
   }();
-  return dir;
+  return *dir;
 }
 
 std::string write_input(const std::string& relative, const uint8_t* data, size_t size) {
@@ -75,9 +77,16 @@ size_t utf8_sequence_length(const std::string& s, size_t i) {
   return n;
 }
 
+// Prints the message's first 300 bytes with control and non-ASCII bytes as \xNN, so that the log
+// stays text whatever the message holds.
 [[noreturn]] void bad_message(const char* why, const std::string& message) {
-  std::fprintf(stderr, "diffuse fuzz: an error message %s (%zu bytes); its first 300 bytes:\n%.300s\n", why,
-               message.size(), message.c_str());
+  std::fprintf(stderr, "diffuse fuzz: an error message %s (%zu bytes); its first 300 bytes:\n", why, message.size());
+  for (size_t i = 0; i < message.size() && i < 300; ++i) {
+    unsigned char ch = static_cast<unsigned char>(message[i]);
+    if (ch >= 0x20 && ch < 0x7F) std::fputc(ch, stderr);
+    else std::fprintf(stderr, "\\x%02X", ch);
+  }
+  std::fputc('\n', stderr);
   std::abort();
 }
 
