@@ -10,9 +10,10 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "diffuse/error.h"
+#include "nn/json_input.h"
+#include "nn/unet_config.h"
 
 namespace diffuse {
 
@@ -69,6 +70,10 @@ TimestepSpacing SchedulerConfig::spacing() const {
 
 namespace {
 
+// num_train_timesteps and steps_offset (docs/formats.md "Limits"): the schedule holds one entry
+// per training timestep; the same limit as config.json's num_train_timesteps.
+constexpr int64_t kMaxTrainTimesteps = UNet2DConfigLimits::max_train_timesteps;
+
 // Quotes bare NaN / Infinity / -Infinity (Python's json extensions) outside strings.
 std::string quote_non_finite(const std::string& text) {
   std::string out;
@@ -103,20 +108,20 @@ struct Reader {
   SchedulerConfig& c;
 
   [[noreturn]] void reject(const std::string& key, const json& v, const std::string& expected) const {
-    throw Error(source + ": key \"" + key + "\" = " + v.dump() + " is not supported (" + expected + ")");
+    throw Error(source + ": key \"" + key + "\" = " + json_excerpt(v) + " is not supported (" + expected + ")",
+                ErrorKind::bad_input);
   }
   bool boolean(const std::string& key, const json& v) const {
     if (!v.is_boolean()) reject(key, v, "expected true or false");
     return v.get<bool>();
   }
   double number(const std::string& key, const json& v) const {
-    if (!v.is_number()) reject(key, v, "expected a number");
+    // 1e999 is a number to the parser and infinity once read.
+    if (!v.is_number() || !std::isfinite(v.get<double>())) reject(key, v, "expected a finite number");
     return v.get<double>();
   }
-  int64_t integer(const std::string& key, const json& v, int64_t min) const {
-    if (!v.is_number_integer() || v.get<int64_t>() < min)
-      reject(key, v, "expected an integer >= " + std::to_string(min));
-    return v.get<int64_t>();
+  int64_t integer(const std::string& key, const json& v, int64_t min, int64_t max) const {
+    return json_integer(v, min, max, source + ": key \"" + key + "\"");
   }
   std::string string(const std::string& key, const json& v) const {
     if (!v.is_string()) reject(key, v, "expected a string");
@@ -135,7 +140,7 @@ using Handler = std::function<void(const Reader&, const std::string&, const json
 const std::map<std::string, Handler>& handlers() {
   static const std::map<std::string, Handler> table = {
       {"num_train_timesteps", [](const Reader& r, const std::string& k, const json& v) {
-         r.c.num_train_timesteps = r.integer(k, v, 1);
+         r.c.num_train_timesteps = r.integer(k, v, 1, kMaxTrainTimesteps);
        }},
       {"beta_start", [](const Reader& r, const std::string& k, const json& v) { r.c.beta_start = r.number(k, v); }},
       {"beta_end", [](const Reader& r, const std::string& k, const json& v) { r.c.beta_end = r.number(k, v); }},
@@ -163,7 +168,7 @@ const std::map<std::string, Handler>& handlers() {
          r.reject(k, v, "leading, trailing or linspace");
        }},
       {"steps_offset", [](const Reader& r, const std::string& k, const json& v) {
-         r.c.steps_offset = r.integer(k, v, 0);
+         r.c.steps_offset = r.integer(k, v, 0, kMaxTrainTimesteps);
        }},
       {"clip_sample", [](const Reader& r, const std::string& k, const json& v) { r.c.clip_sample = r.boolean(k, v); }},
       {"clip_sample_range", [](const Reader& r, const std::string& k, const json& v) {
@@ -188,9 +193,8 @@ const std::map<std::string, Handler>& handlers() {
       {"dynamic_thresholding_ratio", [](const Reader& r, const std::string& k, const json& v) { r.any_number(k, v); }},
       {"sample_max_value", [](const Reader& r, const std::string& k, const json& v) { r.any_number(k, v); }},
       {"solver_order", [](const Reader& r, const std::string& k, const json& v) {
-         if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > 2)
-           r.reject(k, v, "1 or 2; third order is not supported");
-         r.c.solver_order = v.get<int>();
+         if (!v.is_number() || (v != 1 && v != 2)) r.reject(k, v, "1 or 2; third order is not supported");
+         r.c.solver_order = static_cast<int>(r.integer(k, v, 1, 2));
        }},
       {"algorithm_type", [](const Reader& r, const std::string& k, const json& v) {
          // diffusers itself runs "deis" configs as dpmsolver++.
@@ -248,24 +252,16 @@ const std::map<std::string, Handler>& handlers() {
   return table;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open scheduler config");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 }  // namespace
 
 SchedulerConfig scheduler_config_from_json(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(quote_non_finite(text));
-  } catch (const json::exception& e) {
-    throw Error(source + ": not valid JSON (" + e.what() + ")");
-  }
-  if (!j.is_object()) throw Error(source + ": expected a JSON object at the top level");
+  if (text.size() > kMaxJsonInputBytes)  // before quote_non_finite copies it
+    throw Error(source + ": " + std::to_string(text.size()) + " bytes of JSON is over the limit of " +
+                    std::to_string(kMaxJsonInputBytes) + " bytes",
+                ErrorKind::bad_input);
+  json j = parse_json_input(quote_non_finite(text), source);
+  if (!j.is_object()) throw Error(source + ": expected a JSON object at the top level", ErrorKind::bad_input);
   SchedulerConfig c;
   Reader r{source, c};
   if (j.contains("_class_name")) {
@@ -278,14 +274,15 @@ SchedulerConfig scheduler_config_from_json(const std::string& text, const std::s
   for (const auto& [key, value] : j.items()) {
     if (!key.empty() && key[0] == '_') continue;
     auto h = handlers().find(key);
-    if (h == handlers().end()) throw Error(source + ": unknown key \"" + key + "\" = " + value.dump());
+    if (h == handlers().end())
+      throw Error(source + ": unknown key \"" + text_excerpt(key) + "\" = " + json_excerpt(value), ErrorKind::bad_input);
     h->second(r, key, value);
   }
   return c;
 }
 
 SchedulerConfig read_scheduler_config(const std::string& path) {
-  return scheduler_config_from_json(read_text(path), path);
+  return scheduler_config_from_json(read_json_input_file(path, "scheduler config"), path);
 }
 
 std::string scheduler_config_to_json(const SchedulerConfig& c) {

@@ -19,6 +19,7 @@
 #include <set>
 
 #include "nn/atomic_file.h"
+#include "nn/json_input.h"
 
 namespace diffuse {
 
@@ -68,7 +69,7 @@ DType native_dtype(const std::string& stored) {
 bool is_float(DType d) { return d == DType::f32 || d == DType::f64 || d == DType::bf16; }
 
 [[noreturn]] void bad(const std::string& path, const std::string& what) {
-  throw Error("safetensors file " + path + ": " + what);
+  throw Error("safetensors file " + path + ": " + what, ErrorKind::bad_input);
 }
 
 std::string range_str(uint64_t b, uint64_t e) {
@@ -82,29 +83,29 @@ std::string range_str(uint64_t b, uint64_t e) {
 // A JSON value that must be a non-negative integer.
 uint64_t get_uint(const std::string& path, const nlohmann::json& v, const std::string& what) {
   if (v.is_number_unsigned()) return v.get<uint64_t>();
-  if (v.is_number_integer()) bad(path, what + " is negative (" + v.dump() + ")");
-  bad(path, what + " is not a non-negative integer (" + v.dump() + ")");
+  if (v.is_number_integer()) bad(path, what + " is negative (" + json_excerpt(v) + ")");
+  bad(path, what + " is not a non-negative integer (" + json_excerpt(v) + ")");
 }
 
 SafetensorsFile::Entry parse_entry(const std::string& path, const std::string& name,
                                    const nlohmann::json& j, uint64_t data_bytes) {
-  const std::string who = "tensor '" + name + "'";
+  const std::string who = "tensor '" + text_excerpt(name) + "'";
   if (!j.is_object()) bad(path, who + " is not a JSON object");
   for (const char* field : {"dtype", "shape", "data_offsets"})
     if (!j.contains(field)) bad(path, who + " has no \"" + field + "\"");
   SafetensorsFile::Entry e;
 
-  if (!j["dtype"].is_string()) bad(path, who + " has a dtype that is not a string (" + j["dtype"].dump() + ")");
+  if (!j["dtype"].is_string()) bad(path, who + " has a dtype that is not a string (" + json_excerpt(j["dtype"]) + ")");
   e.dtype = j["dtype"].get<std::string>();
   const StoredType* st = find_stored(e.dtype);
-  if (!st) bad(path, who + " has dtype '" + e.dtype + "'; diffuse reads F32, F64, BF16, F16, I32 and I64");
+  if (!st) bad(path, who + " has dtype '" + text_excerpt(e.dtype) + "'; diffuse reads F32, F64, BF16, F16, I32 and I64");
 
   const auto& shape = j["shape"];
-  if (!shape.is_array()) bad(path, who + " has a shape that is not an array (" + shape.dump() + ")");
+  if (!shape.is_array()) bad(path, who + " has a shape that is not an array (" + json_excerpt(shape) + ")");
   uint64_t numel = 1;
   bool overflow = false;
   for (const auto& d : shape) {
-    uint64_t dim = get_uint(path, d, who + " shape " + shape.dump() + " dimension");
+    uint64_t dim = get_uint(path, d, who + " shape " + json_excerpt(shape) + " dimension");
     if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
       bad(path, who + " has an absurd dimension " + std::to_string(dim));
     e.shape.push_back(static_cast<int64_t>(dim));
@@ -112,20 +113,20 @@ SafetensorsFile::Entry parse_entry(const std::string& path, const std::string& n
   }
   uint64_t nbytes = 0;
   overflow |= __builtin_mul_overflow(numel, static_cast<uint64_t>(st->size), &nbytes);
-  if (overflow) bad(path, who + " shape " + shape.dump() + " overflows a 64-bit byte count");
+  if (overflow) bad(path, who + " shape " + json_excerpt(shape) + " overflows a 64-bit byte count");
 
   const auto& off = j["data_offsets"];
   if (!off.is_array() || off.size() != 2)
-    bad(path, who + " data_offsets must be [begin, end], got " + off.dump());
+    bad(path, who + " data_offsets must be [begin, end], got " + json_excerpt(off));
   e.begin = get_uint(path, off[0], who + " data_offsets begin");
   e.end = get_uint(path, off[1], who + " data_offsets end");
-  if (e.end < e.begin) bad(path, who + " data_offsets " + off.dump() + " end before they begin");
+  if (e.end < e.begin) bad(path, who + " data_offsets " + json_excerpt(off) + " end before they begin");
   if (e.end > data_bytes)
-    bad(path, who + " data_offsets " + off.dump() + " run past the end of the data section (" +
+    bad(path, who + " data_offsets " + json_excerpt(off) + " run past the end of the data section (" +
                   std::to_string(data_bytes) + " bytes)");
   if (e.end - e.begin != nbytes)
     bad(path, who + " is " + e.dtype + shape_str(e.shape) + ", which needs " + std::to_string(nbytes) +
-                  " bytes, but data_offsets " + off.dump() + " hold " + std::to_string(e.end - e.begin));
+                  " bytes, but data_offsets " + json_excerpt(off) + " hold " + std::to_string(e.end - e.begin));
   return e;
 }
 
@@ -141,11 +142,13 @@ void check_tiling(const std::string& path, const std::map<std::string, Safetenso
   const std::string* prev = nullptr;
   for (const auto& [name, e] : order) {
     if (e->begin < covered)
-      bad(path, "tensors '" + *prev + "' and '" + *name + "' overlap (tensor '" + *name + "' at " +
+      bad(path, "tensors '" + text_excerpt(*prev) + "' and '" + text_excerpt(*name) + "' overlap (tensor '" +
+                    text_excerpt(*name) + "' at " +
                     range_str(e->begin, e->end) + " starts before byte " + std::to_string(covered) + ")");
     if (e->begin > covered)
       bad(path, "bytes " + range_str(covered, e->begin) + " of the data section belong to no tensor" +
-                    (prev ? " (between '" + *prev + "' and '" + *name + "')" : " (before '" + *name + "')"));
+                    (prev ? " (between '" + text_excerpt(*prev) + "' and '" + text_excerpt(*name) + "')"
+                         : " (before '" + text_excerpt(*name) + "')"));
     covered = e->end;
     prev = name;
   }
@@ -199,24 +202,11 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
                   std::to_string(file_bytes) + " bytes)");
   const uint64_t data_bytes = file_bytes - 8 - header_bytes;
 
-  // Duplicate top-level keys would silently shadow each other in nlohmann's object: catch them.
-  std::set<std::string> keys;
-  std::string duplicate;
-  auto on_event = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-    if (depth == 1 && event == nlohmann::json::parse_event_t::key && parsed.is_string() &&
-        !keys.insert(parsed.get<std::string>()).second && duplicate.empty())
-      duplicate = parsed.get<std::string>();
-    return true;
-  };
-  nlohmann::json header;
-  const char* text = reinterpret_cast<const char*>(bytes + 8);
-  try {
-    header = nlohmann::json::parse(text, text + header_bytes, on_event);
-  } catch (const nlohmann::json::exception& e) {
-    bad(path, std::string("header is not valid JSON: ") + e.what());
-  }
+  // parse_json_input refuses deep nesting and a key named twice (which would silently shadow).
+  const nlohmann::json header = parse_json_input(
+      std::string_view(reinterpret_cast<const char*>(bytes + 8), header_bytes), "safetensors file " + path + ": header",
+      kMaxHeaderBytes);
   if (!header.is_object()) bad(path, "header is not a JSON object");
-  if (!duplicate.empty()) bad(path, "header names '" + duplicate + "' twice");
 
   SafetensorsFile f;
   f.path_ = path;
@@ -224,7 +214,8 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     if (name == "__metadata__") {
       if (!value.is_object()) bad(path, "__metadata__ is not a JSON object");
       for (const auto& [k, v] : value.items()) {
-        if (!v.is_string()) bad(path, "__metadata__ value of '" + k + "' is not a string (" + v.dump() + ")");
+        if (!v.is_string())
+          bad(path, "__metadata__ value of '" + text_excerpt(k) + "' is not a string (" + json_excerpt(v) + ")");
         f.metadata_[k] = v.get<std::string>();
       }
       continue;

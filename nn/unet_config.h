@@ -32,6 +32,20 @@ struct UNet2DConfig {
   int head_dim_for(int channels) const { return attention_head_dim ? *attention_head_dim : channels; }
 };
 
+// Ranges every config must fall in (docs/formats.md "Limits"): far beyond any diffusers UNet2DModel,
+// small enough that sizes computed from them (1 << (levels - 1), channels · groups, ...) cannot
+// overflow and that an absurd value (layers_per_block 1e9) is refused before anything is allocated.
+struct UNet2DConfigLimits {
+  static constexpr int max_levels = 8;               // entries in block_out_channels
+  static constexpr int max_block_channels = 8192;    // each block_out_channels entry
+  static constexpr int max_image_channels = 1024;    // in_channels, out_channels
+  static constexpr int max_layers_per_block = 16;
+  static constexpr int max_sample_size = 16384;
+  static constexpr int max_norm_groups = 1024;       // norm_num_groups
+  static constexpr int max_class_embeds = 65536;     // num_class_embeds
+  static constexpr int max_train_timesteps = 1'000'000;
+};
+
 // `source` names the file (or config) in error messages.
 UNet2DConfig parse_unet_config(const std::string& json_text, const std::string& source);
 UNet2DConfig load_unet_config(const std::string& path);

@@ -5,27 +5,26 @@
 #include <catch2/catch.hpp>
 #include <string>
 
+#include <cstring>
+#include <limits>
+
 #include "diffuse/error.h"
+#include "engine/model_dir.h"
+#include "engine/scheduler_config.h"
+#include "engine/unet_weights.h"
 #include "nn/json_input.h"
+#include "nn/safetensors.h"
+#include "nn/unet_config.h"
+#include "support/model_files.h"
 #include "support/temp_dir.h"
 
 using namespace diffuse;
 using Catch::Contains;
+using test::error_of;
 
 namespace {
 
 std::string deep_array(size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); }
-
-// The message of the diffuse::Error `f` throws ("" if none).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // True when `s` is valid UTF-8 (lead and continuation bytes; the excerpt code checks the finer
 // rules) without control characters.
@@ -130,4 +129,180 @@ TEST_CASE("json input: files over the limit are refused before they are read", "
              Contains("none.json: cannot open config file"));
   CHECK_THAT(error_of([&] { read_json_input_file(dir.path().string(), "config file"); }),
              Contains("is not a regular file"));
+}
+
+// ---- class 1: deep JSON and unbounded error lines in model files -----------------------------
+
+namespace {
+
+// The error line must be short and clean, whatever the file held.
+void check_bounded(const std::string& msg) {
+  CHECK(!msg.empty());
+  CHECK(msg.size() < 400);
+  CHECK(clean_utf8(msg));
+}
+
+}  // namespace
+
+TEST_CASE("hostile: deep JSON in config.json, scheduler_config.json and a safetensors header", "[hostile]") {
+  const std::string deep = deep_array(100000);
+  std::string msg = error_of([&] { parse_unet_config("{\"sample_size\": " + deep + "}", "config.json"); });
+  CHECK_THAT(msg, Contains("config.json: JSON nested deeper than 64 levels"));
+  msg = error_of([&] { scheduler_config_from_json("{\"beta_start\": " + deep + "}", "scheduler_config.json"); });
+  CHECK_THAT(msg, Contains("scheduler_config.json: JSON nested deeper than 64 levels"));
+  test::TempDir dir;
+  const std::string path = dir.file("deep.safetensors");
+  test::write_bytes(path, test::st_bytes("{\"x\": " + deep + "}"));
+  msg = error_of([&] { SafetensorsFile::open(path); });
+  CHECK_THAT(msg, Contains(path) && Contains("header: JSON nested deeper than 64 levels"));
+  // Deep but within the limit: refused for what it is, with a bounded excerpt.
+  msg = error_of([&] { parse_unet_config("{\"sample_size\": " + deep_array(60) + "}", "config.json"); });
+  CHECK_THAT(msg, Contains("sample_size") && Contains("[[1 items]]"));
+  check_bounded(msg);
+}
+
+TEST_CASE("hostile: errors quoting keys and values stay short and UTF-8-clean", "[hostile]") {
+  const std::string long_key(100000, 'k');
+  std::string msg = error_of([&] { parse_unet_config("{\"" + long_key + "\\u0001\": 1}", "config.json"); });
+  CHECK_THAT(msg, Contains("config.json: unknown key kkk"));
+  check_bounded(msg);
+  msg = error_of([&] { parse_unet_config("{\"act_fn\": \"" + std::string(120000, 'x') + "\"}", "config.json"); });
+  CHECK_THAT(msg, Contains("act_fn") && Contains("(120000 bytes)"));
+  check_bounded(msg);
+  msg = error_of([&] { scheduler_config_from_json("{\"k\\u00ff\\n\": \"" + std::string(50000, 'v') + "\"}", "s.json"); });
+  CHECK_THAT(msg, Contains("s.json: unknown key \"k\xc3\xbf\\n\""));
+  check_bounded(msg);
+  // A safetensors header with a huge tensor name and a bad dtype.
+  test::TempDir dir;
+  const std::string path = dir.file("w.safetensors");
+  test::write_bytes(path, test::st_bytes("{\"" + std::string(200000, 'n') + "\": {\"dtype\": \"\\u0007X\", "
+                                            "\"shape\": [], \"data_offsets\": [0, 0]}}"));
+  msg = error_of([&] { SafetensorsFile::open(path); });
+  CHECK_THAT(msg, Contains("has dtype '\\x07X'"));
+  check_bounded(msg);
+}
+
+// ---- class 3: every config number through one checked conversion, in documented ranges -------
+
+TEST_CASE("hostile: config integers that do not fit or are absurd are refused naming the key", "[hostile]") {
+  auto msg = [](const std::string& entry) { return error_of([&] { parse_unet_config("{" + entry + "}", "cfg.json"); }); };
+  CHECK_THAT(msg("\"layers_per_block\": 4294967297"),
+             Contains("cfg.json: layers_per_block = 4294967297 is not an integer in [1, 16]"));
+  CHECK_THAT(msg("\"layers_per_block\": 1e9"), Contains("layers_per_block = 1000000000.0 is not an integer"));
+  CHECK_THAT(msg("\"layers_per_block\": 2.5"), Contains("layers_per_block = 2.5 is not an integer"));
+  CHECK_THAT(msg("\"in_channels\": -3"), Contains("in_channels = -3 is not an integer in [1, 1024]"));
+  CHECK_THAT(msg("\"sample_size\": 1099511627776"), Contains("sample_size = 1099511627776"));
+  CHECK_THAT(msg("\"sample_size\": [64, 18446744073709551615]"), Contains("sample_size[1] = 18446744073709551615"));
+  CHECK_THAT(msg("\"block_out_channels\": [32, 64, 1e12]"), Contains("block_out_channels[2]"));
+  CHECK_THAT(msg("\"block_out_channels\": [32,32,32,32,32,32,32,32,32,32,32,32,32,32,32,32,32,32,32,32,32,32,32,32,"
+                 "32,32,32,32,32,32,32,32,32,32,32,32,32,32,32,32]"),
+             Contains("block_out_channels") && Contains("at most 8 entries"));
+  CHECK_THAT(msg("\"norm_num_groups\": 0"), Contains("norm_num_groups = 0 is not an integer in [1, 1024]"));
+  CHECK_THAT(msg("\"attention_head_dim\": [8, -8]"), Contains("attention_head_dim[1] = -8"));
+  CHECK_THAT(msg("\"num_class_embeds\": 1000000000000"), Contains("num_class_embeds = 1000000000000"));
+  CHECK_THAT(msg("\"num_train_timesteps\": 4294967296"), Contains("num_train_timesteps = 4294967296"));
+  CHECK_THAT(msg("\"downsample_padding\": 7"), Contains("downsample_padding = 7"));
+  CHECK_THAT(msg("\"norm_eps\": 1e999"), Contains("cfg.json: not valid JSON (number overflow parsing '1e999')"));
+  CHECK_THAT(msg("\"flip_sin_to_cos\": 1"), Contains("flip_sin_to_cos has the wrong type: 1"));
+  CHECK_THAT(msg("\"down_block_types\": [1, 2]"), Contains("down_block_types has the wrong type"));
+  // The limits themselves are accepted.
+  CHECK(parse_unet_config("{\"layers_per_block\": 16, \"num_class_embeds\": 65536}", "cfg.json").layers_per_block == 16);
+}
+
+TEST_CASE("hostile: validate_unet_config checks ranges before any arithmetic on them", "[hostile]") {
+  UNet2DConfig c;
+  c.block_out_channels.assign(40, 32);  // 1 << 39 would overflow an int
+  c.down_block_types.assign(40, "DownBlock2D");
+  c.up_block_types.assign(40, "UpBlock2D");
+  CHECK_THAT(error_of([&] { validate_unet_config(c, "code"); }), Contains("block_out_channels has 40 entries, more than 8"));
+  UNet2DConfig d;
+  d.layers_per_block = 1'000'000'000;
+  CHECK_THAT(error_of([&] { validate_unet_config(d, "code"); }), Contains("layers_per_block 1000000000 is outside [1, 16]"));
+  UNet2DConfig e;
+  e.norm_eps = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THAT(error_of([&] { validate_unet_config(e, "code"); }), Contains("norm_eps must be a positive number"));
+}
+
+TEST_CASE("hostile: scheduler config integers are checked conversions", "[hostile]") {
+  auto msg = [](const std::string& entry) {
+    return error_of([&] { scheduler_config_from_json("{" + entry + "}", "s.json"); });
+  };
+  CHECK_THAT(msg("\"num_train_timesteps\": 1e12"), Contains("s.json: key \"num_train_timesteps\" = 1000000000000.0 is not an "
+                                                            "integer in [1, 1000000]"));
+  CHECK_THAT(msg("\"num_train_timesteps\": 18446744073709551615"), Contains("is not an integer in [1, 1000000]"));
+  CHECK_THAT(msg("\"steps_offset\": -1"), Contains("steps_offset\" = -1 is not an integer in [0, 1000000]"));
+  CHECK_THAT(msg("\"solver_order\": 4294967298"), Contains("1 or 2; third order is not supported"));
+  CHECK_THAT(msg("\"beta_end\": 1e400"), Contains("s.json: not valid JSON (number overflow parsing '1e400')"));
+  CHECK(scheduler_config_from_json("{\"num_train_timesteps\": 1000.0}", "s.json").num_train_timesteps == 1000);
+}
+
+// ---- class 5: bad weights refused on load -----------------------------------------------------
+
+namespace {
+
+// A tiny saved model whose weights file tests rewrite, and the error loading it gives.
+struct SavedModel : test::TinyModelDir {
+  SavedModel() : TinyModelDir(5) {}
+  // Rewrites the weights with `edit` applied to the list of (name, tensor).
+  template <typename F>
+  void rewrite(F&& edit) const {
+    auto all = stored();
+    edit(all);
+    save_safetensors(weights(), all);
+  }
+  std::string load_error() const {
+    UNet2D other(model->config(), 9);
+    return test::error_of([&] { load_unet_weights(other, weights()); });
+  }
+};
+
+void set_tensor(std::vector<std::pair<std::string, Tensor>>& all, const std::string& name, const Tensor& t) {
+  for (auto& [n, v] : all)
+    if (n == name) v = t;
+}
+
+}  // namespace
+
+TEST_CASE("hostile: NaN and infinite weights are refused naming the tensor", "[hostile][weights]") {
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()}) {
+    SavedModel m;
+    m.rewrite([&](auto& all) {
+      for (auto& [n, v] : all)
+        if (n == "mid_block.attentions.0.to_q.weight") v.template data<float>()[v.numel() - 1] = bad;
+    });
+    std::string msg = m.load_error();
+    CHECK_THAT(msg, Contains(m.weights() + ": tensor mid_block.attentions.0.to_q.weight holds a non-finite value"));
+    CHECK_THAT(msg, Contains("at element 4095"));
+  }
+  // All-NaN, the issue's example, in every tensor.
+  SavedModel m;
+  m.rewrite([](auto& all) {
+    for (auto& [n, v] : all) v = Tensor::full(v.shape(), std::numeric_limits<float>::quiet_NaN());
+  });
+  CHECK_THAT(m.load_error(), Contains("holds a non-finite value (nan at element 0)"));
+  // The model that was being loaded into is untouched: load_unet_weights checks before copying.
+}
+
+TEST_CASE("hostile: integer tensors where float weights go are refused naming the tensor", "[hostile][weights]") {
+  SavedModel m;
+  m.rewrite([](auto& all) { set_tensor(all, "conv_out.bias", Tensor::from({1065353216}, {1}, DType::i32)); });
+  CHECK_THAT(m.load_error(), Contains("tensor conv_out.bias is stored as I32, an integer type"));
+}
+
+TEST_CASE("hostile: the legacy and modern name of one attention projection are refused", "[hostile][weights]") {
+  SavedModel m;
+  m.rewrite([](auto& all) {
+    for (const auto& [n, v] : std::vector<std::pair<std::string, Tensor>>(all))
+      if (n == "mid_block.attentions.0.to_q.weight") all.emplace_back("mid_block.attentions.0.query.weight", v);
+  });
+  CHECK_THAT(m.load_error(), Contains("tensors mid_block.attentions.0.query.weight and "
+                                      "mid_block.attentions.0.to_q.weight are the legacy and the modern name"));
+  // Legacy names alone still load (older diffusers files).
+  SavedModel legacy;
+  legacy.rewrite([](auto& all) {
+    for (auto& [n, v] : all)
+      if (n == "mid_block.attentions.0.to_q.weight") n = "mid_block.attentions.0.query.weight";
+  });
+  CHECK(legacy.load_error().empty());
 }

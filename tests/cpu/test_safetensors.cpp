@@ -7,26 +7,18 @@
 
 #include "nn/atomic_file.h"
 #include "nn/safetensors.h"
+#include "support/model_files.h"
 #include "support/temp_dir.h"
 
 using namespace diffuse;
 using Catch::Contains;
+using test::le64;
 using test::slurp;
+using test::st_bytes;
 using test::TempDir;
 using test::write_bytes;
 
 namespace {
-
-std::string le64(uint64_t v) {
-  std::string s(8, '\0');
-  std::memcpy(s.data(), &v, 8);
-  return s;
-}
-
-// A file with the given header text and data section, header length taken from the text.
-std::string st_bytes(const std::string& header, const std::string& data = "") {
-  return le64(header.size()) + header + data;
-}
 
 std::string floats(std::initializer_list<float> v) {
   std::string s(v.size() * 4, '\0');
@@ -178,9 +170,9 @@ TEST_CASE("safetensors: absurd header length", "[safetensors][bad]") {
 }
 
 TEST_CASE("safetensors: header that is not JSON", "[safetensors][bad]") {
-  expect_bad("{\"a\": ", "", "header is not valid JSON");
-  expect_bad("{\"a\":1} trailing", "", "header is not valid JSON");
-  expect_bad(std::string("{\"\xff\xfe\":{}}"), "", "header is not valid JSON");  // invalid UTF-8
+  expect_bad("{\"a\": ", "", "header: not valid JSON");
+  expect_bad("{\"a\":1} trailing", "", "header: not valid JSON");
+  expect_bad(std::string("{\"\xff\xfe\":{}}"), "", "header: not valid JSON");  // invalid UTF-8
 }
 
 TEST_CASE("safetensors: header that is not a JSON object", "[safetensors][bad]") {
@@ -228,13 +220,13 @@ TEST_CASE("safetensors: shapes whose byte count overflows", "[safetensors][bad]"
 
 TEST_CASE("safetensors: byte count different from numel times dtype size", "[safetensors][bad]") {
   expect_bad(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", "abcd",
-             "tensor 'w' is F32[2], which needs 8 bytes, but data_offsets [0,4] hold 4");
+             "tensor 'w' is F32[2], which needs 8 bytes, but data_offsets [0, 4] hold 4");
   expect_bad(R"({"w":{"dtype":"F64","shape":[1],"data_offsets":[0,4]}})", "abcd", "needs 8 bytes");
 }
 
 TEST_CASE("safetensors: offsets past the end of the data section", "[safetensors][bad]") {
   expect_bad(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", "abcd",
-             "data_offsets [0,8] run past the end of the data section (4 bytes)");
+             "data_offsets [0, 8] run past the end of the data section (4 bytes)");
 }
 
 TEST_CASE("safetensors: offsets that end before they begin", "[safetensors][bad]") {
@@ -270,7 +262,7 @@ TEST_CASE("safetensors: bad __metadata__", "[safetensors][bad]") {
 
 TEST_CASE("safetensors: the same tensor named twice", "[safetensors][bad]") {
   expect_bad(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
-             "abcd", "header names 'a' twice");
+             "abcd", "header: key \"a\" appears twice");
 }
 
 TEST_CASE("safetensors: extra fields in an entry are ignored, as by the reference reader", "[safetensors]") {
