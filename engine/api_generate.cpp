@@ -55,17 +55,20 @@ std::vector<std::pair<std::string, std::string>> system_info() {
 
 // ---- Model ----------------------------------------------------------------------------------
 
-Model Model::load(const std::string& dir, Device device) {
+Model Model::load(const std::string& dir, Device device) { return load(dir, device, ""); }
+
+Model Model::load(const std::string& dir, Device device, const std::string& variant) {
   return api::boundary(dir, [&] {
     Device wanted = device;
     options::available_device().check(&wanted, "Model::load device");
     auto impl = std::make_shared<Impl>();
     ModelDirectory located;
     try {
-      located = locate_model_dir(dir);
+      located = locate_model_dir(dir, variant);
       impl->unet = load_unet(located);
     } catch (const Error& e) {  // the directory or its files are missing, corrupt or mismatched
-      throw Error(e.what(), ErrorKind::bad_input);
+      // (a variant that is not a name is the caller's mistake: usage)
+      throw Error(e.what(), e.kind() == ErrorKind::usage ? ErrorKind::usage : ErrorKind::bad_input);
     } catch (const std::bad_alloc&) {
       throw;  // a runtime failure (api::boundary words it)
     } catch (const std::exception& e) {  // e.g. a filesystem error reading the directory

@@ -35,6 +35,10 @@ class Model {
   // directory (config.json + diffusion_pytorch_model.safetensors), such as a training
   // checkpoint's ema/ directory.
   static Model load(const std::string& dir, Device device = Device::cpu);
+  // The same with a weights variant, as diffusers' `variant=`: "fp16" loads
+  // diffusion_pytorch_model.fp16.safetensors (or the sharded index ...safetensors.index.fp16.json);
+  // "" is the plain weights. docs/formats.md, "Sharded weights and variants".
+  static Model load(const std::string& dir, Device device, const std::string& variant);
 
   int sample_size() const;  // images are sample_size x sample_size pixels
   int channels() const;     // 1 (gray) or 3 (RGB)
