@@ -63,8 +63,10 @@ class Model {
 // prediction type always come from a scheduler config: the file named here, else the model's
 // own, else diffusers' DDPMScheduler defaults.
 struct SamplerOptions {
-  std::string sampler = "ddim";  // "ddpm", "ddim", "dpmpp-2m"; "" keeps the scheduler config's own
-  int steps = 50;                // inference steps
+  // The defaults are the demo's (docs/performance.md, "the demo's recipe"): on a briefly trained
+  // model DDPM with 100 steps gives clearly better images than DDIM with 50.
+  std::string sampler = "ddpm";  // "ddpm", "ddim", "dpmpp-2m"; "" keeps the scheduler config's own
+  int steps = 100;               // inference steps
   double eta = 0.0;              // DDIM's eta in [0, 1]: 0 is deterministic DDIM
   std::string scheduler_config;  // a scheduler_config.json path to use instead of the model's
 };
