@@ -139,10 +139,12 @@ json parse_json_input(std::string_view text, const std::string& source, size_t m
 }
 
 std::string read_json_input_file(const std::string& path, const std::string& what, size_t max_bytes) {
+  // stat before opening: opening a FIFO or a device named as a config would block or never end.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) refuse(path + ": cannot open " + what);
+  if (!S_ISREG(st.st_mode)) refuse(path + ": " + what + " is not a regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in) refuse(path + ": cannot open " + what);
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) refuse(path + ": " + what + " is not a regular file");
   if (static_cast<uint64_t>(st.st_size) > max_bytes)
     refuse(path + ": " + what + " is " + std::to_string(st.st_size) + " bytes, over the limit of " +
            std::to_string(max_bytes) + " bytes");

@@ -2,11 +2,12 @@
 // non-UTF-8 values quoted in errors, integers that do not fit, non-finite weights, dtypes of the
 // wrong kind, legacy and modern names of one tensor. Each must end as one bounded, UTF-8-clean
 // diffuse::Error naming the file — never a crash, a wrapped number or a silently accepted value.
-#include <catch2/catch.hpp>
-#include <string>
+#include <sys/stat.h>
 
+#include <catch2/catch.hpp>
 #include <cstring>
 #include <limits>
+#include <string>
 
 #include "diffuse/error.h"
 #include "engine/model_dir.h"
@@ -129,6 +130,10 @@ TEST_CASE("json input: files over the limit are refused before they are read", "
              Contains("none.json: cannot open config file"));
   CHECK_THAT(error_of([&] { read_json_input_file(dir.path().string(), "config file"); }),
              Contains("is not a regular file"));
+  // A FIFO named as a config is refused without opening it (opening would wait for a writer).
+  REQUIRE(::mkfifo(dir.file("fifo.json").c_str(), 0600) == 0);
+  CHECK_THAT(error_of([&] { read_json_input_file(dir.file("fifo.json"), "config file"); }),
+             Contains("fifo.json: config file is not a regular file"));
 }
 
 // ---- class 1: deep JSON and unbounded error lines in model files -----------------------------
