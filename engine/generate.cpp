@@ -4,6 +4,7 @@
 #include "engine/generate.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "engine/options.h"
 #include "engine/sampler.h"
@@ -13,12 +14,12 @@
 
 namespace diffuse {
 
-namespace {
-
-uint64_t batch_seed(uint64_t seed, int64_t batch_index) {
+uint64_t batch_noise_seed(uint64_t seed, int64_t batch_index) {
   philox::U32x4 r = philox::block(seed, philox::kSampler, (uint64_t(1) << 63) + static_cast<uint64_t>(batch_index));
   return (static_cast<uint64_t>(r.v[1]) << 32) | r.v[0];
 }
+
+namespace {
 
 // Restores the model's training flag however generate() exits.
 struct EvalMode {
@@ -27,6 +28,25 @@ struct EvalMode {
   explicit EvalMode(UNet2D& model) : m(model), was(model.training()) { m.set_training(false); }
   ~EvalMode() { m.set_training(was); }
 };
+
+// The caller's x_T as a host tensor of `shape`, or an undefined tensor when it gave none. Its size
+// must match the request exactly and every value must be finite: noise with a NaN would sample
+// NaN images without a word.
+Tensor checked_initial_noise(const GenerateRequest& g, const Shape& shape) {
+  if (g.initial_noise.empty()) return Tensor();
+  const size_t need = static_cast<size_t>(shape_numel(shape));
+  if (g.initial_noise.size() != need)
+    throw Error("GenerateRequest::initial_noise holds " + std::to_string(g.initial_noise.size()) + " floats; " +
+                    std::to_string(g.count) + " images of " + shape_str(Shape(shape.begin() + 1, shape.end())) +
+                    " (NHWC) need " + std::to_string(need),
+                ErrorKind::usage);
+  for (size_t i = 0; i < need; ++i)
+    if (!std::isfinite(g.initial_noise[i]))
+      throw Error("GenerateRequest::initial_noise[" + std::to_string(i) + "] is not finite", ErrorKind::bad_input);
+  Tensor noise = Tensor::empty(shape);
+  std::copy(g.initial_noise.begin(), g.initial_noise.end(), noise.data<float>());
+  return noise;
+}
 
 }  // namespace
 
@@ -50,12 +70,13 @@ Tensor generate(UNet2D& model, const SchedulerConfig& scheduler, const GenerateO
   EvalMode eval(model);
   const Device device = model.device();
   const int64_t S = mc.sample_size, C = mc.in_channels;
+  const Tensor given_noise = checked_initial_noise(g, {g.count, S, S, C});
   Tensor out = Tensor::empty({g.count, S, S, C});
 
   for (int64_t b0 = 0, k = 0; b0 < g.count; b0 += g.batch, ++k) {
     const int64_t nb = std::min(g.batch, g.count - b0);
     SampleOptions opt;
-    opt.seed = batch_seed(g.seed, k);
+    opt.seed = batch_noise_seed(g.seed, k);
     if (guided) opt.guidance = g.guidance;
 
     Tensor labels;
@@ -66,15 +87,18 @@ Tensor generate(UNet2D& model, const SchedulerConfig& scheduler, const GenerateO
       labels = Tensor::from(l, {static_cast<int64_t>(l.size())}, DType::i64).to(device);
     }
     bool cancelled = false;
-    Tensor x = sampler.sample(unet_denoiser(model, labels, guided), Sampler::initial_noise({nb, S, S, C}, opt.seed).to(device),
+    Tensor x_T = given_noise.defined() ? given_noise.slice0(b0, b0 + nb).clone() : Sampler::initial_noise({nb, S, S, C}, opt.seed);
+    Tensor x = sampler.sample(unet_denoiser(model, labels, guided), x_T.to(device),
                               opt, [&](int64_t i, int64_t n, const Tensor&, const Tensor&) {
                                 cancelled = callback && !callback(k, i + 1, n);
                                 return !cancelled;
                               });
     if (cancelled) throw Error("generate: cancelled");
     Tensor host = x.to(Device::cpu);
-    float* p = host.data<float>();
-    for (int64_t j = 0; j < host.numel(); ++j) p[j] = std::clamp(p[j], -1.0f, 1.0f);
+    if (g.clamp) {
+      float* p = host.data<float>();
+      for (int64_t j = 0; j < host.numel(); ++j) p[j] = std::clamp(p[j], -1.0f, 1.0f);
+    }
     out.slice0(b0, b0 + nb).copy_from(host);
   }
   return out;

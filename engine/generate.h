@@ -23,8 +23,13 @@ struct GenerateOptions : GenerateRequest {
 // Called after each sampler step of each batch: (batch index, step, steps); false cancels.
 using GenerateCallback = std::function<bool(int64_t, int64_t, int64_t)>;
 
-// Returns f32 [count, H, W, C] on the host, clamped to [-1, 1]. Batch k (images k·batch ...)
-// draws its noise under a key derived from (seed, k), so a seed fixes every image.
+// Returns f32 [count, H, W, C] on the host, clamped to [-1, 1] unless options.clamp is false.
+// Batch k (images k·batch ...) draws its noise under batch_noise_seed(seed, k), so a seed fixes
+// every image; options.initial_noise (NHWC, all count images) replaces the x_T draws, and the
+// steps' own noise still comes from that key.
+// The Philox key of batch k's noise: x_T is Sampler::initial_noise(shape, batch_noise_seed(seed, k)).
+uint64_t batch_noise_seed(uint64_t seed, int64_t batch_index);
+
 Tensor generate(UNet2D& model, const SchedulerConfig& scheduler, const GenerateOptions& options,
                 const GenerateCallback& callback = nullptr);
 

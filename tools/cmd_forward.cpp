@@ -3,13 +3,21 @@
 // `timestep` (int64 or float32; a scalar or one per sample), optional `class_labels`. Writes `out`
 // NCHW. With --grad-out, also writes d(sum(out * weight))/d(parameter) for every parameter, in
 // diffusers' names and layouts, using the input file's `weight` tensor (NCHW, out's shape).
+// With --random-input instead of --input, the inputs are made up from the model's config under
+// --seed (--batch samples of N(0, 1) noise, timesteps uniform in the scheduler's [0, T), labels
+// among the model's classes) and written into the output file beside `out`, so that file is
+// itself an --input for the next run or for benchmarks/reference/forward.py.
 // Unlike train and sample, this stays on engine and nn internals: it is a developer's handle on
 // tensors, autograd and parameter gradients, none of which the public API (a library user's view:
 // images in, images out) has; exposing them would freeze nn's types as a stable surface.
+#include <algorithm>
+#include <cmath>
 #include <cxxopts.hpp>
 #include <iostream>
 
 #include "engine/model_dir.h"
+#include "engine/scheduler_config.h"
+#include "kernels/philox.h"
 #include "nn/autograd.h"
 #include "nn/layout.h"
 #include "nn/ops.h"
@@ -21,11 +29,64 @@
 
 namespace diffuse::cli {
 
+namespace {
+
+// The input file's tensors as `forward` uses them (host, NCHW): sample and weight f32, timestep
+// f32 or i64 as stored, class_labels i64.
+std::vector<std::pair<std::string, Tensor>> read_inputs(const std::string& input) {
+  SafetensorsFile in = SafetensorsFile::open(input);
+  for (const char* name : {"sample", "timestep"})
+    if (!in.contains(name)) throw Error(input + ": tensor `" + std::string(name) + "` is missing");
+  std::vector<std::pair<std::string, Tensor>> tensors{{"sample", in.get("sample", DType::f32)}};
+  std::string tdt = in.dtype("timestep");
+  tensors.emplace_back("timestep", in.get("timestep", tdt == "F32" || tdt == "F64" || tdt == "F16" || tdt == "BF16"
+                                                          ? DType::f32
+                                                          : DType::i64));
+  if (in.contains("class_labels")) tensors.emplace_back("class_labels", in.get("class_labels", DType::i64));
+  if (in.contains("weight")) tensors.emplace_back("weight", in.get("weight", DType::f32));
+  return tensors;
+}
+
+// `batch` uniform integers in [0, n) from Philox stream `stream` under `seed`, as i64.
+Tensor random_integers(int64_t batch, int64_t n, uint64_t seed, uint32_t stream) {
+  std::vector<double> u = Tensor::rand({batch}, seed, stream).to_vector();
+  for (double& v : u) v = std::min(std::floor(v * static_cast<double>(n)), static_cast<double>(n - 1));
+  return Tensor::from(u, {batch}, DType::i64);
+}
+
+// An input of the model's shape: `sample` N(0, 1) NCHW, `timestep` uniform in [0, T) of the
+// model's scheduler config (diffusers' default T = 1000 without one), `class_labels` among its
+// class embeddings (the null class too), and with --grad-out a N(0, 1) `weight`.
+std::vector<std::pair<std::string, Tensor>> random_inputs(const UNet2D& model, const ModelDirectory& located,
+                                                          int64_t batch, uint64_t seed, bool with_weight) {
+  const UNet2DConfig& c = model.config();
+  const int64_t T = located.scheduler_config_path.empty()
+                        ? SchedulerConfig{}.num_train_timesteps
+                        : read_scheduler_config(located.scheduler_config_path).num_train_timesteps;
+  const Shape in_shape{batch, c.in_channels, c.sample_size, c.sample_size};
+  std::vector<std::pair<std::string, Tensor>> tensors{
+      {"sample", Tensor::randn(in_shape, seed, philox::kNoise)},
+      {"timestep", random_integers(batch, T, seed, philox::kTimesteps)}};
+  if (c.num_class_embeds) tensors.emplace_back("class_labels", random_integers(batch, *c.num_class_embeds, seed, philox::kLabelDrop));
+  if (with_weight) {
+    const Shape out_shape{batch, c.out_channels, c.sample_size, c.sample_size};
+    // After the sample's Philox blocks, so the weight is independent of it.
+    tensors.emplace_back("weight", Tensor::randn(out_shape, seed, philox::kNoise,
+                                                 philox::blocks_for(static_cast<uint64_t>(shape_numel(in_shape)))));
+  }
+  return tensors;
+}
+
+}  // namespace
+
 int cmd_forward(int argc, char** argv) {
   cxxopts::Options cli("diffuse forward", "Run the UNet once on tensors from a safetensors file.");
   cli.add_options()
     ("model", "model directory (diffusers layout or bare UNet)", cxxopts::value<std::string>())
     ("input", "safetensors with `sample` (NCHW), `timestep`, optional `class_labels`", cxxopts::value<std::string>())
+    ("random-input", "make the input from the model's config instead (written into --out too)")
+    ("batch", "samples in a --random-input", cxxopts::value<int64_t>()->default_value("1"))
+    ("seed", "seed of a --random-input", cxxopts::value<uint64_t>()->default_value("0"))
     ("out", "output safetensors (tensor `out`, NCHW)", cxxopts::value<std::string>())
     ("grad-out", "also write parameter gradients of sum(out * weight) here", cxxopts::value<std::string>())
     ("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))
@@ -39,31 +100,45 @@ int cmd_forward(int argc, char** argv) {
   options::ThreadOptions threads;
   read_flags(args, options::thread_table(), threads);
   options::check(options::thread_table(), threads, options::Naming::flag);
-  std::string model_path = required(args, "model"), input = required(args, "input"), out_path = required(args, "out");
+  const bool random_input = args.count("random-input") > 0;
+  if (random_input == (args.count("input") > 0))
+    throw Error(random_input ? "--input and --random-input exclude each other" : "--input or --random-input is required",
+                ErrorKind::usage);
+  const int64_t random_batch = args["batch"].as<int64_t>();
+  if (args.count("batch") && !random_input) throw Error("--batch needs --random-input", ErrorKind::usage);
+  if (random_input && random_batch < 1)
+    throw Error("--batch must be positive, got " + std::to_string(random_batch), ErrorKind::usage);
+  std::string model_path = required(args, "model"), out_path = required(args, "out");
   Device device = parse_device(args);
   set_cpu_threads(threads.threads);
 
-  auto model = load_unet(locate_model_dir(model_path));
+  ModelDirectory located = locate_model_dir(model_path);
+  auto model = load_unet(located);
   model->to(device);
-  SafetensorsFile in = SafetensorsFile::open(input);
-  for (const char* name : {"sample", "timestep"})
-    if (!in.contains(name)) throw Error(input + ": tensor `" + std::string(name) + "` is missing");
-  Tensor sample = in.get("sample", DType::f32);
+  const bool want_grads = args.count("grad-out") > 0;
+  const std::string input = random_input ? "--random-input" : args["input"].as<std::string>();
+  std::vector<std::pair<std::string, Tensor>> inputs =
+      random_input ? random_inputs(*model, located, random_batch, args["seed"].as<uint64_t>(), want_grads)
+                   : read_inputs(input);
+  auto find = [&](const std::string& name) {
+    for (auto& [n, t] : inputs)
+      if (n == name) return t;
+    return Tensor();
+  };
+  Tensor sample = find("sample");
   if (sample.ndim() != 4) throw Error(input + ": `sample` must be NCHW, got " + sample.describe());
   Tensor x = nchw_to_nhwc(sample).to(device);
-  std::string tdt = in.dtype("timestep");
-  Tensor t = in.get("timestep", tdt == "F32" || tdt == "F64" || tdt == "F16" || tdt == "BF16" ? DType::f32 : DType::i64);
-  Tensor labels = in.contains("class_labels") ? in.get("class_labels", DType::i64) : Tensor();
+  Tensor t = find("timestep");
+  Tensor labels = find("class_labels");
 
-  bool want_grads = args.count("grad-out") > 0;
   if (want_grads) {
-    if (!in.contains("weight")) throw Error(input + ": --grad-out needs a tensor `weight` shaped like the output");
+    if (!find("weight").defined()) throw Error(input + ": --grad-out needs a tensor `weight` shaped like the output");
     model->set_requires_grad(true);
   }
   Tensor out;
   if (want_grads) {
     out = model->forward(x, t, labels);
-    Tensor w = nchw_to_nhwc(in.get("weight", DType::f32)).to(device);
+    Tensor w = nchw_to_nhwc(find("weight")).to(device);
     if (w.shape() != out.shape()) throw Error(input + ": `weight` " + w.describe() + " does not match the output " + out.describe());
     ops::sum(ops::mul(out, w)).backward();
     std::vector<std::pair<std::string, Tensor>> grads;
@@ -76,8 +151,12 @@ int cmd_forward(int argc, char** argv) {
     NoGrad no_grad;
     out = model->forward(x, t, labels);
   }
-  save_safetensors(out_path, {{"out", nhwc_to_nchw(out.to(Device::cpu))}});
-  std::cout << "wrote " << out_path << " (out " << shape_str(nhwc_to_nchw(out.to(Device::cpu)).shape()) << ")\n";
+  Tensor out_nchw = nhwc_to_nchw(out.to(Device::cpu));
+  std::vector<std::pair<std::string, Tensor>> written{{"out", out_nchw}};
+  if (random_input) written.insert(written.end(), inputs.begin(), inputs.end());
+  save_safetensors(out_path, written);
+  std::cout << "wrote " << out_path << " (out " << shape_str(out_nchw.shape())
+            << (random_input ? " and the random input it was given" : "") << ")\n";
   return 0;
 }
 

@@ -1,12 +1,16 @@
 // `diffuse sample`: generates images from a model directory through the public API (Model,
 // Pipeline, write_png in include/diffuse/diffuse.h) with DDPM, DDIM or DPM-Solver++(2M),
-// optionally class-conditional with classifier-free guidance; writes one PNG grid (--out) or one
-// PNG per image (--out-dir). Its flags are the option tables of SamplerOptions and GenerateRequest
-// (engine/options.h) plus the CLI's own: the model directory, the outputs and the device.
+// optionally class-conditional with classifier-free guidance; writes one PNG grid (--out), one
+// PNG per image (--out-dir) and/or the raw final samples (--out-raw), optionally starting from
+// given noise (--noise); those two files are read and written by tools/sample_files.h. Its flags
+// are the option tables of SamplerOptions and GenerateRequest (engine/options.h) plus the CLI's
+// own: the model directory, the files and the device. Every flag and output path is checked
+// before the model is loaded, and the noise file before sampling starts.
 #include <cstdio>
 #include <cxxopts.hpp>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,6 +20,7 @@
 #include "tools/commands.h"
 #include "tools/option_flags.h"
 #include "tools/progress.h"
+#include "tools/sample_files.h"
 
 namespace diffuse::cli {
 
@@ -26,6 +31,8 @@ struct SampleCliOptions {
   std::string model;
   std::string out;
   std::string out_dir;
+  std::string out_raw;
+  std::string noise;
   Device device = Device::cpu;
 };
 
@@ -39,9 +46,44 @@ const options::Table<SampleCliOptions>& cli_table() {
            options::required()},
           {"out", DIFFUSE_OPTION_FIELD(C, out), false, "a PNG grid (4 per row for 16 images, 2-pixel padding)"},
           {"out-dir", DIFFUSE_OPTION_FIELD(C, out_dir), false, "a directory of single PNGs `00000.png`, ..."},
+          {"out-raw", DIFFUSE_OPTION_FIELD(C, out_raw), false,
+           "a `.safetensors` file of the final samples before clamping and quantisation (tensor `samples`, NCHW f32)"},
+          {"noise", DIFFUSE_OPTION_FIELD(C, noise), false,
+           "start from this noise instead of the seed's: a `.safetensors` file with tensor `noise`, NCHW f32, one per "
+           "image"},
           {"device", DIFFUSE_OPTION_FIELD(C, device), false, "`cpu` or `cuda`", options::available_device()},
       }};
   return table;
+}
+
+// Every output is checked before any work: a wrong extension or an unwritable place is one line
+// naming its flag, not a failure after all the sampling.
+void check_outputs(const SampleCliOptions& own) {
+  if (own.out.empty() && own.out_dir.empty() && own.out_raw.empty())
+    throw Error("--out, --out-dir or --out-raw is required", ErrorKind::usage);
+  if (!own.out.empty()) check_output_file("--out", own.out, ".png");
+  if (!own.out_dir.empty()) check_output_dir("--out-dir", own.out_dir);
+  if (!own.out_raw.empty()) check_output_file("--out-raw", own.out_raw, ".safetensors");
+  if (!own.noise.empty() && !std::filesystem::is_regular_file(own.noise))
+    throw Error("--noise " + own.noise + ": no such file", ErrorKind::bad_input);
+}
+
+// Runs the pipeline with one progress display per batch: each batch counts its own steps
+// 1..steps under its batch number, as the library's GenerateProgress reports them.
+void sample_with_progress(const Pipeline& pipeline, const GenerateRequest& request, std::vector<float>& images) {
+  const int64_t batches = (request.count + request.batch - 1) / request.batch;  // batch > 0: validated
+  std::unique_ptr<Progress> progress;
+  int shown_batch = -1;
+  pipeline.generate(request, images.data(), images.size(), [&](int batch, int step, int steps) {
+    if (batch != shown_batch) {
+      std::string label = "sample";
+      if (batches > 1) label += " batch " + std::to_string(batch + 1) + "/" + std::to_string(batches);
+      progress = std::make_unique<Progress>(label, steps, stdout_is_terminal(), steps);
+      shown_batch = batch;
+    }
+    progress->update(step, "", 0.0);
+    return true;
+  });
 }
 
 }  // namespace
@@ -75,20 +117,17 @@ int cmd_sample(int argc, char** argv) {
   options::check(cli_table(), own, options::Naming::flag);
   options::validate(sampler, options::Naming::flag);
   options::validate(request, options::Naming::flag);
-  if (own.out.empty() && own.out_dir.empty()) throw Error("--out or --out-dir is required", ErrorKind::usage);
+  check_outputs(own);
 
   Model model = Model::load(own.model, own.device);
   options::check_class_label(request, model.num_classes(), options::Naming::flag);
   Pipeline pipeline(model, sampler);
   const int side = model.sample_size(), channels = model.channels();
+  if (!own.noise.empty()) request.initial_noise = read_noise_file(own.noise, request.count, channels, side);
+  request.clamp = own.out_raw.empty();  // the PNGs clamp anyway; the raw file keeps what the sampler made
   std::vector<float> images(static_cast<size_t>(request.count) * pipeline.image_elements());
-  const int64_t batches = (request.count + request.batch - 1) / request.batch;
-  Progress progress("sample", batches * pipeline.steps(), stdout_is_terminal(), pipeline.steps());
-  pipeline.generate(request, images.data(), images.size(), [&](int batch, int step, int steps) {
-    progress.update(int64_t{batch} * steps + step, "batch " + std::to_string(batch + 1) + "/" + std::to_string(batches),
-                    0.0);
-    return true;
-  });
+  sample_with_progress(pipeline, request, images);
+
   const int count = static_cast<int>(request.count);
   if (!own.out.empty()) {
     std::filesystem::path parent = std::filesystem::path(own.out).parent_path();
@@ -106,6 +145,11 @@ int cmd_sample(int argc, char** argv) {
                 side, channels);
     }
     std::cout << "wrote " << count << " images to " << out_dir.string() << "\n";
+  }
+  if (!own.out_raw.empty()) {
+    write_raw_samples(own.out_raw, images, request.count, side, channels);
+    std::cout << "wrote " << own.out_raw << " (samples, " << count << " x " << channels << " x " << side << " x " << side
+              << " f32)\n";
   }
   return 0;
 }

@@ -4,6 +4,7 @@
 // kind), write_png, training with a cancelling callback, and exceptions from callbacks passing
 // through unchanged.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include "engine/generate.h"
 #include "engine/image_io.h"
 #include "engine/model_dir.h"
+#include "engine/sampler.h"
 #include "engine/scheduler_config.h"
 #include "support/temp_dir.h"
 
@@ -88,9 +90,11 @@ TEST_CASE("Model::load failures are one diffuse::Error naming the path", "[api]"
 TEST_CASE("Pipeline takes the scheduler from the model, a file or defaults, and the sampler from options", "[api]") {
   TempDir dir;
   Model m = Model::load(save_tiny_model(dir, "m"));
-  CHECK(Pipeline(m).sampler() == "ddim");  // the default, as `diffuse sample`
+  CHECK(Pipeline(m).sampler() == "ddpm");  // the default, as `diffuse sample` (the demo's: DDPM-100)
+  CHECK(Pipeline(m).steps() == 100);
   SamplerOptions o;
   o.sampler = "";  // the scheduler config's own
+  o.steps = 50;
   Pipeline own(m, o);
   CHECK(own.sampler() == "ddpm");
   CHECK(own.steps() == 50);
@@ -244,8 +248,8 @@ TEST_CASE("class-conditional generation with guidance, progress and cancel", "[a
     calls.push_back({b, s, n});
     return true;
   }));
-  CHECK(calls.size() == 4);  // 2 batches x 2 steps
-  CHECK(calls.back() == std::array<int, 3>{1, 2, 2});
+  // Each batch counts its own steps 1..steps (never a running total across batches).
+  CHECK(calls == std::vector<std::array<int, 3>>{{0, 1, 2}, {0, 2, 2}, {1, 1, 2}, {1, 2, 2}});
   CHECK_FALSE(p.generate(r, buf.data(), buf.size(), [](int, int s, int) { return s < 1; }));
   CHECK_THROWS_AS(p.generate(r, buf.data(), buf.size(), [](int, int, int) -> bool { throw Stop{}; }), Stop);
 }
@@ -367,4 +371,46 @@ TEST_CASE("each error carries its kind: usage, bad input, an unavailable device"
   }
   CHECK_FALSE(fs::exists(dir.file("run")));
   CHECK(Error("plain").kind() == ErrorKind::runtime);  // a throw without a kind is a runtime failure
+}
+
+TEST_CASE("GenerateRequest::initial_noise replaces the seed's x_T; clamp = false keeps x_0 as sampled", "[api]") {
+  TempDir dir;
+  Model m = Model::load(save_tiny_model(dir, "m"));
+  SchedulerConfig unclipped;  // clip_sample would keep DDPM's last x_0 in [-1, 1] anyway
+  unclipped.clip_sample = false;
+  diffuse::test::write_bytes(dir.file("scheduler.json"), scheduler_config_to_json(unclipped));
+  SamplerOptions o;
+  o.sampler = "ddpm";  // its steps add noise of their own, which still comes from the seed
+  o.steps = 2;
+  o.scheduler_config = dir.file("scheduler.json");
+  Pipeline p(m, o);
+  GenerateRequest r;
+  r.count = 3;
+  r.batch = 2;
+  r.seed = 4;
+  r.clamp = false;
+  const std::vector<float> seeded = generate_floats(p, r);
+
+  // The seed's own x_T of both batches, NHWC, given back as initial noise: the same samples.
+  for (int64_t k = 0, b0 = 0; b0 < r.count; b0 += r.batch, ++k) {
+    const int64_t nb = std::min(r.batch, r.count - b0);
+    for (double v : Sampler::initial_noise({nb, 16, 16, 1}, batch_noise_seed(r.seed, k)).to_vector())
+      r.initial_noise.push_back(static_cast<float>(v));
+  }
+  CHECK(generate_floats(p, r) == seeded);
+  bool outside = false;  // unclamped: a random-weight model leaves [-1, 1]
+  for (float v : seeded) outside = outside || v < -1.0f || v > 1.0f;
+  CHECK(outside);
+  r.clamp = true;
+  const std::vector<float> clamped = generate_floats(p, r);
+  for (size_t i = 0; i < seeded.size(); ++i) REQUIRE(clamped[i] == std::clamp(seeded[i], -1.0f, 1.0f));
+
+  r.initial_noise[0] += 1.0f;  // the noise is really used
+  CHECK(generate_floats(p, r) != clamped);
+  std::vector<float> buf(3 * p.image_elements());
+  r.initial_noise.pop_back();
+  CHECK_THROWS_WITH(p.generate(r, buf.data(), buf.size()),
+                    Catch::Contains("GenerateRequest::initial_noise holds 767 floats") && Catch::Contains("768"));
+  r.initial_noise.push_back(std::nanf(""));
+  CHECK_THROWS_WITH(p.generate(r, buf.data(), buf.size()), Catch::Contains("initial_noise[767] is not finite"));
 }
