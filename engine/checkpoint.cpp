@@ -14,6 +14,7 @@
 #include "engine/model_dir.h"
 #include "engine/unet_weights.h"
 #include "nn/atomic_file.h"
+#include "nn/json_input.h"
 #include "nn/safetensors.h"
 
 namespace diffuse {
@@ -149,12 +150,25 @@ std::string save_checkpoint(const std::string& run_dir, const TrainState& st, UN
 
 TrainState load_checkpoint(const std::string& dir, UNet2D& model, UNet2D& ema_model, optim::EMA& ema, optim::AdamW& adam) {
   fs::path d(dir);
-  json state;
-  std::string state_path = (d / "state.json").string();
-  try {
-    state = json::parse(read_file(state_path));
-  } catch (const json::exception& e) {
-    throw Error(state_path + ": not valid checkpoint state (" + std::string(e.what()) + ")");
+  const std::string state_path = (d / "state.json").string();
+  // Read and checked before any weights load: nesting depth, size and duplicate keys by
+  // parse_json_input, every integer's range by json_integer below.
+  const json state = parse_json_input(read_json_input_file(state_path, "checkpoint state"), state_path);
+  if (!state.is_object()) throw Error(state_path + ": not valid checkpoint state (not a JSON object)", ErrorKind::bad_input);
+  TrainState st;
+  auto field = [&](const char* key, int64_t max) -> int64_t {
+    if (!state.contains(key)) throw Error(state_path + ": missing field \"" + key + "\"", ErrorKind::bad_input);
+    return json_integer(state.at(key), 0, max, state_path + ": " + key);
+  };
+  st.step = field("step", INT64_MAX);
+  st.batch_position.epoch = static_cast<uint64_t>(field("batch_epoch", UINT32_MAX));  // the batcher keys on epoch << 32
+  st.batch_position.index = field("batch_index", INT64_MAX);
+  st.dropout_offset = static_cast<uint64_t>(field("dropout_offset", INT64_MAX));
+  const int64_t ema_step = field("ema_optimization_step", INT64_MAX), adam_step = field("adam_step_count", INT64_MAX);
+  if (state.contains("loss")) {
+    if (!state.at("loss").is_number())
+      throw Error(state_path + ": loss = " + json_excerpt(state.at("loss")) + " is not a number", ErrorKind::bad_input);
+    st.loss = state.at("loss").get<double>();
   }
   load_unet_weights(model, (d / "model" / "unet" / "diffusion_pytorch_model.safetensors").string());
   load_unet_weights(ema_model, (d / "ema" / "unet" / "diffusion_pytorch_model.safetensors").string());
@@ -175,18 +189,8 @@ TrainState load_checkpoint(const std::string& dir, UNet2D& model, UNet2D& ema_mo
       (*vec)[i].copy_from(v.to((*vec)[i].device()));
     }
   }
-  TrainState st;
-  try {
-    st.step = state.at("step").get<int64_t>();
-    st.batch_position.epoch = state.at("batch_epoch").get<uint64_t>();
-    st.batch_position.index = state.at("batch_index").get<int64_t>();
-    st.dropout_offset = state.at("dropout_offset").get<uint64_t>();
-    st.loss = state.value("loss", 0.0);
-    ema.set_optimization_step(state.at("ema_optimization_step").get<int64_t>());
-    adam.set_step_count(state.at("adam_step_count").get<int64_t>());
-  } catch (const json::exception& e) {
-    throw Error(state_path + ": missing or malformed field (" + std::string(e.what()) + ")");
-  }
+  ema.set_optimization_step(ema_step);
+  adam.set_step_count(adam_step);
   return st;
 }
 

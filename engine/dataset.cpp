@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <filesystem>
 
 #include "kernels/philox.h"
@@ -62,6 +63,29 @@ Tensor Dataset::image(int64_t i) const {
   Tensor t = Tensor::empty({size_, size_, channels_});
   copy_image(i, t.data<float>());
   return t;
+}
+
+void check_dataset_size(const std::string& source, int64_t count, int64_t size, int64_t channels,
+                        int64_t source_bytes) {
+  if (count > kMaxDatasetImages)
+    throw Error("dataset " + source + ": " + std::to_string(count) + " images, more than the " +
+                    std::to_string(kMaxDatasetImages) + " allowed (docs/formats.md, Limits)",
+                ErrorKind::bad_input);
+  // count <= 2^24 and size, channels come from checked options, but a huge --sample-size must
+  // not wrap: compute in double, exact below 2^53.
+  const double resized = static_cast<double>(count) * static_cast<double>(size) * static_cast<double>(size) *
+                         static_cast<double>(channels);
+  const double total = resized + static_cast<double>(source_bytes);
+  if (total > static_cast<double>(kMaxDatasetBytes)) {
+    char text[160];
+    std::snprintf(text, sizeof text, "%.0f bytes (%.0f for %lld images resized to %lldx%lldx%lld", total, resized,
+                  static_cast<long long>(count), static_cast<long long>(size), static_cast<long long>(size),
+                  static_cast<long long>(channels));
+    throw Error("dataset " + source + ": loading it needs " + text +
+                    (source_bytes ? ", " + std::to_string(source_bytes) + " for the file's own pixels)" : std::string(")")) +
+                    ", more than the " + std::to_string(kMaxDatasetBytes) + " allowed (docs/formats.md, Limits)",
+                ErrorKind::bad_input);
+  }
 }
 
 // ---- choosing a loader ---------------------------------------------------------------------

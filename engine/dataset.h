@@ -55,6 +55,18 @@ class Dataset {
 Dataset load_dataset(const std::string& path_or_name, int64_t sample_size, int64_t in_channels,
                      const DatasetOptions& options = {});
 
+// Limits (docs/formats.md, "Limits"), checked from headers and file counts before the memory is
+// allocated, so a small file cannot ask for gigabytes: at most kMaxDatasetImages images, and at
+// most kMaxDatasetBytes held at once while loading (the resized uint8 pixels, plus an IDX file's
+// own bytes while they are being resized).
+inline constexpr int64_t kMaxDatasetImages = int64_t{1} << 24;  // 16,777,216
+inline constexpr int64_t kMaxDatasetBytes = int64_t{1} << 32;   // 4 GiB
+
+// Throws a diffuse::Error naming `source` and the bytes needed when `count` images of
+// size x size x channels (plus `source_bytes` held alongside them) exceed those limits.
+void check_dataset_size(const std::string& source, int64_t count, int64_t size, int64_t channels,
+                        int64_t source_bytes = 0);
+
 // The two loaders behind load_dataset, exposed for tests and tools.
 Dataset load_idx_dataset(const std::string& images_path, const std::string& labels_path,
                          int64_t sample_size, int64_t in_channels, const DatasetOptions& options);

@@ -7,7 +7,7 @@
 #include <filesystem>
 
 #include "engine/dataset.h"
-#include "stb_image.h"
+#include "engine/image_io.h"
 
 namespace diffuse {
 
@@ -15,29 +15,31 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// PIL-style separable resampling taps for one axis: output i covers input [start, start+count).
+// PIL-style separable resampling taps for one axis of an `in` → `out` resize, for the outputs
+// first .. first+count-1 only (the ones the centre crop keeps): output first+i covers input
+// [start[i], start[i]+count[i]). Sized by the crop, never by the resized long side.
 struct Taps {
   std::vector<int64_t> start, count;
-  std::vector<float> weight;  // count[i] weights for output i, at offset i * stride
+  std::vector<float> weight;  // count[i] weights for output first+i, at offset i * stride
   int64_t stride = 0;
 };
 
-Taps make_taps(int64_t in, int64_t out) {
+Taps make_taps(int64_t in, int64_t out, int64_t first, int64_t kept) {
   const double scale = static_cast<double>(in) / static_cast<double>(out);
   const double filter_scale = std::max(scale, 1.0);  // widen the triangle when shrinking
   const double support = filter_scale;               // triangle radius 1, scaled
   Taps t;
   t.stride = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
-  t.start.resize(static_cast<size_t>(out));
-  t.count.resize(static_cast<size_t>(out));
-  t.weight.assign(static_cast<size_t>(out * t.stride), 0.0f);
-  for (int64_t i = 0; i < out; ++i) {
-    const double center = (static_cast<double>(i) + 0.5) * scale;
+  t.start.resize(static_cast<size_t>(kept));
+  t.count.resize(static_cast<size_t>(kept));
+  t.weight.assign(static_cast<size_t>(kept * t.stride), 0.0f);
+  std::vector<double> w(static_cast<size_t>(t.stride));
+  for (int64_t i = 0; i < kept; ++i) {
+    const double center = (static_cast<double>(first + i) + 0.5) * scale;
     int64_t lo = std::max<int64_t>(0, static_cast<int64_t>(center - support + 0.5));
     int64_t hi = std::min<int64_t>(in, static_cast<int64_t>(center + support + 0.5));
     hi = std::min(hi, lo + t.stride);
     double total = 0;
-    std::vector<double> w(static_cast<size_t>(hi - lo));
     for (int64_t x = lo; x < hi; ++x) {
       double d = std::fabs((static_cast<double>(x) - center + 0.5) / filter_scale);
       w[static_cast<size_t>(x - lo)] = std::max(0.0, 1.0 - d);
@@ -87,6 +89,9 @@ std::vector<std::string> image_files(const fs::path& dir, bool recursive) {
 }  // namespace
 
 std::vector<uint8_t> resize_to_square(const uint8_t* src, int64_t h, int64_t w, int64_t c, int64_t size) {
+  if (h <= 0 || w <= 0 || c <= 0 || size <= 0)
+    throw Error("resize_to_square: bad sizes " + std::to_string(h) + "x" + std::to_string(w) + "x" + std::to_string(c) +
+                " -> " + std::to_string(size));
   // torchvision Resize(size): the shorter side becomes `size`, the longer keeps the aspect ratio
   // (truncated); CenterCrop then takes the middle, offsets rounded half-to-even like Python.
   int64_t new_h = size, new_w = size;
@@ -94,31 +99,33 @@ std::vector<uint8_t> resize_to_square(const uint8_t* src, int64_t h, int64_t w, 
   if (w < h) new_h = static_cast<int64_t>(static_cast<double>(size) * static_cast<double>(h) / static_cast<double>(w));
   const int64_t top = static_cast<int64_t>(std::nearbyint((new_h - size) / 2.0));
   const int64_t left = static_cast<int64_t>(std::nearbyint((new_w - size) / 2.0));
-  const Taps tx = make_taps(w, new_w), ty = make_taps(h, new_h);
+  const Taps tx = make_taps(w, new_w, left, size), ty = make_taps(h, new_h, top, size);
 
-  // Horizontal pass over every input row, only for the kept output columns.
-  std::vector<float> rows(static_cast<size_t>(h * size * c));
-  for (int64_t y = 0; y < h; ++y)
+  // Only the input rows the kept output rows read: at most about the shorter side's worth, so
+  // the buffer is bounded by size x (short side) x c however long the long side is.
+  const int64_t row_lo = ty.start.front(), row_hi = ty.start.back() + ty.count.back();
+  std::vector<float> rows(static_cast<size_t>((row_hi - row_lo) * size * c));
+  // Horizontal pass over those rows, only for the kept output columns.
+  for (int64_t y = row_lo; y < row_hi; ++y)
     for (int64_t ox = 0; ox < size; ++ox) {
-      const int64_t i = left + ox;
-      const float* wt = &tx.weight[static_cast<size_t>(i * tx.stride)];
+      const float* wt = &tx.weight[static_cast<size_t>(ox * tx.stride)];
       for (int64_t k = 0; k < c; ++k) {
         float acc = 0;
-        for (int64_t t = 0; t < tx.count[static_cast<size_t>(i)]; ++t)
-          acc += wt[t] * src[(y * w + tx.start[static_cast<size_t>(i)] + t) * c + k];
-        rows[static_cast<size_t>((y * size + ox) * c + k)] = acc;
+        for (int64_t t = 0; t < tx.count[static_cast<size_t>(ox)]; ++t)
+          acc += wt[t] * src[(y * w + tx.start[static_cast<size_t>(ox)] + t) * c + k];
+        rows[static_cast<size_t>(((y - row_lo) * size + ox) * c + k)] = acc;
       }
     }
   // Vertical pass for the kept output rows.
   std::vector<uint8_t> out(static_cast<size_t>(size * size * c));
   for (int64_t oy = 0; oy < size; ++oy) {
-    const int64_t i = top + oy;
-    const float* wt = &ty.weight[static_cast<size_t>(i * ty.stride)];
+    const float* wt = &ty.weight[static_cast<size_t>(oy * ty.stride)];
+    const int64_t y0 = ty.start[static_cast<size_t>(oy)] - row_lo;
     for (int64_t ox = 0; ox < size; ++ox)
       for (int64_t k = 0; k < c; ++k) {
         float acc = 0;
-        for (int64_t t = 0; t < ty.count[static_cast<size_t>(i)]; ++t)
-          acc += wt[t] * rows[static_cast<size_t>(((ty.start[static_cast<size_t>(i)] + t) * size + ox) * c + k)];
+        for (int64_t t = 0; t < ty.count[static_cast<size_t>(oy)]; ++t)
+          acc += wt[t] * rows[static_cast<size_t>(((y0 + t) * size + ox) * c + k)];
         out[static_cast<size_t>((oy * size + ox) * c + k)] = to_byte(acc);
       }
   }
@@ -174,21 +181,19 @@ Dataset load_image_folder(const std::string& dir, int64_t sample_size, int64_t i
   }
 
   const int64_t n = static_cast<int64_t>(files.size()), s = sample_size, c = in_channels;
+  check_dataset_size("folder " + dir, n, s, c);
   std::vector<uint8_t> pixels(static_cast<size_t>(n * s * s * c));
   std::vector<std::string> errors(static_cast<size_t>(n));
 #pragma omp parallel for schedule(dynamic, 8)
   for (int64_t i = 0; i < n; ++i) {
     const std::string& f = files[static_cast<size_t>(i)];
-    int w = 0, h = 0, file_channels = 0;
-    uint8_t* img = stbi_load(f.c_str(), &w, &h, &file_channels, static_cast<int>(c));
-    if (!img) {
-      const char* why = stbi_failure_reason();
-      errors[static_cast<size_t>(i)] = "cannot decode image " + f + ": " + (why ? why : "unknown error");
-      continue;
+    try {
+      const Image8 img = read_image(f, static_cast<int>(c));
+      std::vector<uint8_t> square = resize_to_square(img.pixels.data(), img.height, img.width, c, s);
+      std::copy(square.begin(), square.end(), pixels.begin() + static_cast<ptrdiff_t>(i * s * s * c));
+    } catch (const std::exception& e) {  // no exception may leave an OpenMP region
+      errors[static_cast<size_t>(i)] = e.what();
     }
-    std::vector<uint8_t> square = resize_to_square(img, h, w, c, s);
-    stbi_image_free(img);
-    std::copy(square.begin(), square.end(), pixels.begin() + static_cast<ptrdiff_t>(i * s * s * c));
   }
   for (const auto& e : errors)
     if (!e.empty()) throw Error("dataset folder " + dir + ": " + e);

@@ -1,11 +1,16 @@
 // PNG grids and single images through stb_image_write into memory, then one atomic write, so a
-// failed or interrupted save never leaves a truncated image where a good one was.
+// failed or interrupted save never leaves a truncated image where a good one was. Reading checks
+// the file's size, its magic bytes against its extension and its header's width x height before
+// stb_image decodes anything, and decodes within a memory budget sized from that header.
 #include "engine/image_io.h"
 
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
 
+#include "engine/stb_budget.h"
 #include "nn/atomic_file.h"
 #include "stb_image.h"
 #include "stb_image_write.h"
@@ -118,16 +123,127 @@ void save_png_grid(const std::string& path, const Tensor& images, int64_t nrow, 
   write_image(path, make_grid(images, nrow, padding));
 }
 
+namespace {
+
+enum class ImageFormat { unknown, png, jpeg, bmp };
+
+const char* format_name(ImageFormat f) {
+  switch (f) {
+    case ImageFormat::png: return "PNG";
+    case ImageFormat::jpeg: return "JPEG";
+    case ImageFormat::bmp: return "BMP";
+    case ImageFormat::unknown: break;
+  }
+  return "unknown";
+}
+
+ImageFormat format_from_extension(const std::string& ext) {
+  if (ext == ".png") return ImageFormat::png;
+  if (ext == ".jpg" || ext == ".jpeg") return ImageFormat::jpeg;
+  if (ext == ".bmp") return ImageFormat::bmp;
+  return ImageFormat::unknown;
+}
+
+ImageFormat format_from_magic(const std::string& b) {
+  if (b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0) return ImageFormat::png;
+  if (b.size() >= 3 && b.compare(0, 3, "\xff\xd8\xff") == 0) return ImageFormat::jpeg;
+  if (b.compare(0, 2, "BM") == 0) return ImageFormat::bmp;
+  return ImageFormat::unknown;
+}
+
+// The first bytes in hex, for a message about a file that is not what its name says.
+std::string leading_bytes(const std::string& b) {
+  std::string out;
+  char hex[4];
+  for (size_t i = 0; i < std::min<size_t>(b.size(), 8); ++i) {
+    std::snprintf(hex, sizeof hex, "%s%02x", i ? " " : "", static_cast<unsigned char>(b[i]));
+    out += hex;
+  }
+  return out.empty() ? "nothing (the file is empty)" : out;
+}
+
+uint32_t little_endian(const std::string& b, size_t at, size_t bytes) {
+  uint32_t v = 0;
+  for (size_t i = 0; i < bytes; ++i) v |= uint32_t{static_cast<unsigned char>(b[at + i])} << (8 * i);
+  return v;
+}
+
+// stb_image reads zeros past the end of a BMP rather than failing, so a 100-byte file could
+// "decode" as millions of black pixels: an uncompressed BMP must hold every row it declares.
+// (stb decodes no RLE BMPs; BI_BITFIELDS rows are stored like uncompressed ones.)
+void check_bmp_holds_its_pixels(const std::string& path, const std::string& b) {
+  if (b.size() < 30) return;  // stb reports the short header itself
+  const uint32_t data_offset = little_endian(b, 10, 4), info_size = little_endian(b, 14, 4);
+  int64_t width, height, bits;
+  uint32_t compression = 0;
+  if (info_size == 12) {  // OS/2 BITMAPCOREHEADER
+    width = little_endian(b, 18, 2);
+    height = little_endian(b, 20, 2);
+    bits = little_endian(b, 24, 2);
+  } else {
+    if (b.size() < 34) return;
+    width = static_cast<int32_t>(little_endian(b, 18, 4));
+    height = static_cast<int32_t>(little_endian(b, 22, 4));
+    bits = little_endian(b, 28, 2);
+    compression = little_endian(b, 30, 4);
+  }
+  if (compression != 0 && compression != 3) return;  // stb refuses these with its own reason
+  if (width <= 0 || bits <= 0 || bits > 32 || height == INT32_MIN) return;  // likewise
+  height = height < 0 ? -height : height;
+  const int64_t row_bytes = (width * bits + 31) / 32 * 4;  // width < 2^31, bits <= 32: no overflow
+  const double needed = static_cast<double>(data_offset) + static_cast<double>(row_bytes) * static_cast<double>(height);
+  if (needed > static_cast<double>(b.size()))
+    throw Error("cannot read image " + path + ": truncated BMP: its header declares " + std::to_string(width) + "x" +
+                    std::to_string(height) + " pixels, " + std::to_string(row_bytes * height) +
+                    " bytes of pixel data, but the file is " + std::to_string(b.size()) + " bytes",
+                ErrorKind::bad_input);
+}
+
+}  // namespace
+
 Image8 read_image(const std::string& path, int channels) {
   if (channels < 0 || channels > 4) throw Error("read_image " + path + ": channels must be 0..4");
-  std::string bytes = read_file(path);
-  if (bytes.size() > static_cast<size_t>(INT_MAX)) throw Error("cannot read image " + path + ": file too large");
+  const std::string who = "cannot read image " + path;
+  const ImageFormat format = format_from_extension(lower_extension(path));
+  if (format == ImageFormat::unknown)
+    throw Error(who + ": unknown extension '" + lower_extension(path) + "' (PNG, JPEG or BMP: .png, .jpg, .jpeg, .bmp)",
+                ErrorKind::bad_input);
+  const std::string bytes = read_file(path, static_cast<size_t>(kMaxImageFileBytes));
+  const ImageFormat content = format_from_magic(bytes);
+  if (content != format)
+    throw Error(who + ": the name says " + format_name(format) + " but the content is " +
+                    (content == ImageFormat::unknown ? std::string("not PNG, JPEG or BMP") : format_name(content)) +
+                    " (it starts with " + leading_bytes(bytes) + ")",
+                ErrorKind::bad_input);
+
+  const auto* data_in = reinterpret_cast<const stbi_uc*>(bytes.data());
+  const int size_in = static_cast<int>(bytes.size());  // <= kMaxImageFileBytes < INT_MAX
   int w = 0, h = 0, file_channels = 0;
-  uint8_t* data = stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()),
-                                        &w, &h, &file_channels, channels);
-  if (!data) {
+  if (!stbi_info_from_memory(data_in, size_in, &w, &h, &file_channels)) {
     const char* why = stbi_failure_reason();
-    throw Error("cannot decode image " + path + ": " + (why ? why : "unknown error"));
+    throw Error("cannot decode image " + path + ": " + (why ? why : "unknown error"), ErrorKind::bad_input);
+  }
+  const int64_t pixels = int64_t{w} * h;
+  if (w <= 0 || h <= 0 || pixels > kMaxImagePixels)
+    throw Error(who + ": its header declares " + std::to_string(w) + "x" + std::to_string(h) + " = " +
+                    std::to_string(pixels) + " pixels, more than the " + std::to_string(kMaxImagePixels) +
+                    " allowed (docs/formats.md, Limits)",
+                ErrorKind::bad_input);
+  if (format == ImageFormat::bmp) check_bmp_holds_its_pixels(path, bytes);
+  // What stb needs at most for a valid file: a 16-bit RGBA PNG holds its inflated rows (8 bytes a
+  // pixel) and the image built from them (8 more) at once; the compressed data is a copy of the
+  // file; 1 MiB covers tables and line buffers.
+  const size_t budget = static_cast<size_t>(pixels) * 24 + bytes.size() + (size_t{1} << 20);
+  stb_budget::Scope scope(budget);
+  uint8_t* data = stbi_load_from_memory(data_in, size_in, &w, &h, &file_channels, channels);
+  if (!data) {
+    if (scope.exceeded())
+      throw Error("cannot decode image " + path + ": decoding needs more than " + std::to_string(budget) +
+                      " bytes, more than a " + std::to_string(w) + "x" + std::to_string(h) +
+                      " image can (the compressed data holds more than the header declares)",
+                  ErrorKind::bad_input);
+    const char* why = stbi_failure_reason();
+    throw Error("cannot decode image " + path + ": " + (why ? why : "unknown error"), ErrorKind::bad_input);
   }
   Image8 out{w, h, channels ? channels : file_channels, {}};
   out.pixels.assign(data, data + static_cast<size_t>(w) * h * out.channels);

@@ -31,7 +31,16 @@ void save_png_grid(const std::string& path, const Tensor& images, int64_t nrow =
 // Writes 8-bit pixels as .png, .bmp or .jpg/.jpeg (quality 95), chosen by the extension.
 void write_image(const std::string& path, const Image8& image);
 
-// Reads PNG/JPEG/BMP (anything stb_image decodes); channels 0 keeps the file's own count.
+// Limits on images read (docs/formats.md, "Limits"): checked from the file's size and header
+// before anything is decoded.
+inline constexpr int64_t kMaxImagePixels = int64_t{1} << 26;     // 67,108,864: 8192 x 8192
+inline constexpr int64_t kMaxImageFileBytes = int64_t{1} << 29;  // 512 MiB
+
+// Reads a PNG, JPEG or BMP file; channels 0 keeps the file's own count. The extension names the
+// format (.png, .jpg/.jpeg, .bmp) and the content must start with that format's magic bytes (a
+// TGA named .png is refused); width x height comes from the header and must be within
+// kMaxImagePixels; a BMP must hold all the pixel data its header declares. Every refusal is a
+// diffuse::Error naming the file.
 Image8 read_image(const std::string& path, int channels = 0);
 
 }  // namespace diffuse

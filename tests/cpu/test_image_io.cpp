@@ -130,6 +130,8 @@ TEST_CASE("the image reader names the file it cannot read", "[image_io]") {
   TempDir dir;
   CHECK_THROWS_WITH(read_image(dir.file("none.png")), Contains(dir.file("none.png")));
   write_bytes(dir.file("junk.png"), "definitely not a png");
+  CHECK_THROWS_WITH(read_image(dir.file("junk.png")), Contains(dir.file("junk.png")) && Contains("the name says PNG"));
+  write_bytes(dir.file("junk.png"), "\x89PNG\r\n\x1a\n then not a PNG");  // the right magic, then junk
   CHECK_THROWS_WITH(read_image(dir.file("junk.png")), Contains(dir.file("junk.png")) && Contains("cannot decode"));
   save_png(dir.file("cut.png"), pattern(1, 16, 16, 3));
   std::string bytes = slurp(dir.file("cut.png"));
