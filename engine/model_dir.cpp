@@ -125,6 +125,15 @@ std::unique_ptr<UNet2D> load_unet(const ModelDirectory& dir) {
   return model;
 }
 
+void save_weights_variant(const std::string& dir, UNet2D& model, const std::string& variant) {
+  WeightsDType dtype;
+  if (variant == "fp16") dtype = WeightsDType::f16;
+  else if (variant == "bf16") dtype = WeightsDType::bf16;
+  else throw Error("cannot save weights variant \"" + text_excerpt(variant) + "\": fp16 or bf16", ErrorKind::usage);
+  const ModelDirectory m = locate_model_dir(dir);
+  save_unet_weights(model, (fs::path(m.unet_dir) / weights_file_name(variant)).string(), {}, dtype);
+}
+
 void replace_directory(const std::string& tmp, const std::string& dst) {
   std::error_code ec;
   std::string old;

@@ -33,6 +33,11 @@ std::string weights_index_name(const std::string& variant);
 // Writes a diffusers pipeline directory. scheduler_config_json may be empty (no scheduler/).
 void save_model_dir(const std::string& dir, UNet2D& model, const std::string& scheduler_config_json);
 
+// Adds the weights variant `variant` ("fp16": F16, "bf16": BF16) of `model` to the model
+// directory `dir`, next to its f32 weights (which stay: resuming training needs them), as
+// diffusers' save_pretrained(variant=...) names it. Atomic, like every write.
+void save_weights_variant(const std::string& dir, UNet2D& model, const std::string& variant);
+
 // Replaces `dst` by the fully written directory `tmp` (rename; an existing dst is moved aside
 // first and removed only after the new one is in place).
 void replace_directory(const std::string& tmp, const std::string& dst);

@@ -182,15 +182,18 @@ void load_unet_weights(UNet2D& model, const std::string& path) {
   }
 }
 
-void save_unet_weights(UNet2D& model, const std::string& path, const std::map<std::string, std::string>& metadata) {
+void save_unet_weights(UNet2D& model, const std::string& path, const std::map<std::string, std::string>& metadata,
+                       WeightsDType dtype) {
   std::vector<std::pair<std::string, Tensor>> out;
   for (auto& [name, t] : model.named_parameters()) {
     Tensor v = t->to(Device::cpu).to(DType::f32);
-    out.emplace_back(name, v.ndim() == 4 ? ohwi_to_oihw(v) : v);
+    if (v.ndim() == 4) v = ohwi_to_oihw(v);
+    out.emplace_back(name, dtype == WeightsDType::bf16 ? v.to(DType::bf16) : v);
   }
   std::map<std::string, std::string> meta = metadata;
   meta.emplace("format", "pt");
-  save_safetensors(path, out, meta);
+  if (dtype == WeightsDType::f16) save_safetensors_f16(path, out, meta);
+  else save_safetensors(path, out, meta);
 }
 
 }  // namespace diffuse

@@ -17,8 +17,12 @@ namespace diffuse {
 // config's shape, a floating-point dtype and finite values; an unknown tensor is an error too
 // (the file and the config disagree). Nothing in `model` changes unless all checks pass.
 void load_unet_weights(UNet2D& model, const std::string& path);
+// The precisions weights are saved in: f32 (what training resumes from), or the f16 and bf16 of
+// diffusers' fp16/bf16 variants.
+enum class WeightsDType { f32, f16, bf16 };
 void save_unet_weights(UNet2D& model, const std::string& safetensors_path,
-                       const std::map<std::string, std::string>& metadata = {});
+                       const std::map<std::string, std::string>& metadata = {},
+                       WeightsDType dtype = WeightsDType::f32);
 
 // True when `path` names a sharded model's index rather than a safetensors file.
 bool is_weights_index(const std::string& path);

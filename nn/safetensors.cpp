@@ -289,12 +289,44 @@ float f16_to_float(uint16_t h) {
   return f;
 }
 
-void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+uint16_t float_to_f16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t exponent = (x >> 23) & 0xffu;
+  uint32_t mantissa = x & 0x7fffffu;
+  if (exponent == 0xff) return static_cast<uint16_t>(sign | 0x7c00u | (mantissa ? 0x200u | (mantissa >> 13) : 0));
+  const int e = static_cast<int>(exponent) - 127 + 15;  // the half's biased exponent
+  if (e >= 31) return static_cast<uint16_t>(sign | 0x7c00u);  // beyond the largest half: infinity
+  uint32_t half, rest, halfway;
+  if (e <= 0) {  // a half subnormal (or zero): (1.mantissa · 2^23) >> (14 − e) units of 2^-24
+    if (e < -10) return static_cast<uint16_t>(sign);
+    mantissa |= 0x800000u;
+    const int shift = 14 - e;
+    half = mantissa >> shift;
+    rest = mantissa & ((1u << shift) - 1);
+    halfway = 1u << (shift - 1);
+  } else {
+    half = (static_cast<uint32_t>(e) << 10) | (mantissa >> 13);
+    rest = mantissa & 0x1fffu;
+    halfway = 0x1000u;
+  }
+  if (rest > halfway || (rest == halfway && (half & 1u))) ++half;  // to nearest even; a carry rounds up the exponent
+  return static_cast<uint16_t>(sign | half);
+}
+
+namespace {
+
+// The writer behind save_safetensors and save_safetensors_f16.
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata, bool f32_as_f16) {
   struct Item {
     std::string name;
     Tensor host;
     const StoredType* type;
+    std::vector<uint16_t> half;  // the F16 encoding of an f32 tensor stored as F16
+    size_t nbytes() const { return type->size * static_cast<size_t>(host.numel()); }
+    const void* bytes() const { return half.empty() ? host.raw() : static_cast<const void*>(half.data()); }
   };
   std::vector<Item> items;
   std::set<std::string> seen;
@@ -303,7 +335,18 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     if (name == "__metadata__") throw Error(who + " uses the reserved name __metadata__");
     if (!seen.insert(name).second) throw Error(who + " appears twice");
     if (!t.defined()) throw Error(who + " is undefined");
-    items.push_back({name, t.detach().to(Device::cpu), &stored_for(t.dtype())});
+    Item item{name, t.detach().to(Device::cpu), &stored_for(t.dtype()), {}};
+    if (f32_as_f16 && t.dtype() == DType::f32) {
+      item.type = find_stored("F16");
+      const float* src = item.host.data<float>();
+      item.half.resize(static_cast<size_t>(item.host.numel()));
+      for (size_t i = 0; i < item.half.size(); ++i) {
+        item.half[i] = float_to_f16(src[i]);
+        if ((item.half[i] & 0x7c00u) == 0x7c00u && std::isfinite(src[i]))
+          throw Error(who + " holds " + std::to_string(src[i]) + ", beyond the F16 range (±65504)");
+      }
+    }
+    items.push_back(std::move(item));
   }
   std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
     return a.type->rank != b.type->rank ? a.type->rank > b.type->rank : a.name < b.name;
@@ -320,9 +363,9 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     nlohmann::ordered_json entry = nlohmann::ordered_json::object();
     entry["dtype"] = it.type->name;
     entry["shape"] = it.host.shape();
-    entry["data_offsets"] = {offset, offset + it.host.nbytes()};
+    entry["data_offsets"] = {offset, offset + it.nbytes()};
     header[it.name] = entry;
-    offset += it.host.nbytes();
+    offset += it.nbytes();
   }
   std::string text;
   try {
@@ -337,8 +380,20 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   out.write(&header_bytes, 8);
   out.write(text);
   for (const Item& it : items)
-    if (it.host.nbytes()) out.write(it.host.raw(), it.host.nbytes());
+    if (it.nbytes()) out.write(it.bytes(), it.nbytes());
   out.commit();
+}
+
+}  // namespace
+
+void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  write_safetensors(path, tensors, metadata, /*f32_as_f16=*/false);
+}
+
+void save_safetensors_f16(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                          const std::map<std::string, std::string>& metadata) {
+  write_safetensors(path, tensors, metadata, /*f32_as_f16=*/true);
 }
 
 }  // namespace diffuse

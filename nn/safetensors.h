@@ -61,7 +61,15 @@ class SafetensorsFile {
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
+// save_safetensors with every f32 tensor stored as F16, as diffusers' fp16 variants are (other
+// dtypes are stored as they are). A finite value beyond ±65504, which F16 would make infinite,
+// is an error naming the tensor.
+void save_safetensors_f16(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                          const std::map<std::string, std::string>& metadata = {});
+
 // IEEE half → float (exact, including subnormals, infinities and NaN).
 float f16_to_float(uint16_t h);
+// float → IEEE half, rounded to nearest even (as PyTorch's .half()); beyond ±65504 is infinity.
+uint16_t float_to_f16(float f);
 
 }  // namespace diffuse

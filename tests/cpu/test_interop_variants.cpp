@@ -205,3 +205,27 @@ TEST_CASE("interop: the library loads a variant through Model::load", "[interop]
     CHECK(e.kind() == ErrorKind::usage);
   }
 }
+
+TEST_CASE("interop: fp16 and bf16 variants are written next to the f32 weights and load back", "[interop]") {
+  ModelFixture f;
+  for (const char* variant : {"fp16", "bf16"}) {
+    INFO(variant);
+    save_weights_variant(f.root, *f.model, variant);
+    CHECK(fs::exists(f.single()));  // the f32 weights stay
+    const std::string file = f.unet + "/" + weights_file_name(variant);
+    CHECK(SafetensorsFile::open(file).dtype("conv_in.weight") == (std::string(variant) == "fp16" ? "F16" : "BF16"));
+    auto loaded = load_unet(locate_model_dir(f.root, variant));
+    auto pa = loaded->named_parameters(), pb = f.model->named_parameters();
+    for (size_t k = 0; k < pa.size(); ++k) {
+      const Tensor& original = *pb[k].second;
+      const float* got = pa[k].second->data<float>();
+      Tensor bf = original.to(DType::bf16).to(DType::f32);
+      for (int64_t i = 0; i < original.numel(); ++i) {
+        const float want = std::string(variant) == "fp16" ? f16_to_float(float_to_f16(original.data<float>()[i]))
+                                                           : bf.data<float>()[i];
+        REQUIRE(got[i] == want);
+      }
+    }
+  }
+  CHECK_THAT(error_of([&] { save_weights_variant(f.root, *f.model, "fp8"); }), Contains("fp16 or bf16"));
+}

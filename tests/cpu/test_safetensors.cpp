@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include "nn/atomic_file.h"
 #include "nn/safetensors.h"
@@ -377,4 +378,39 @@ assert struct.unpack("<d", d[y["data_offsets"][0]:y["data_offsets"][1]])[0] == 9
 assert n % 8 == 0 and max(x["data_offsets"][1], y["data_offsets"][1]) == len(d)
 )");
   CHECK(std::system(("/usr/bin/python3 " + check + " " + from_us).c_str()) == 0);
+}
+
+TEST_CASE("safetensors: float_to_f16 inverts f16_to_float and rounds to nearest even", "[safetensors][f16]") {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const bool nan = (h & 0x7c00u) == 0x7c00u && (h & 0x3ffu) != 0;
+    if (nan) continue;
+    REQUIRE(float_to_f16(f16_to_float(static_cast<uint16_t>(h))) == h);
+  }
+  CHECK(float_to_f16(1.0f + 0x1p-11f) == 0x3c00);           // halfway, to even (1.0)
+  CHECK(float_to_f16(1.0f + 3 * 0x1p-11f) == 0x3c02);       // halfway, to even (up)
+  CHECK(float_to_f16(1.0f + 0x1p-11f + 0x1p-20f) == 0x3c01);  // past halfway
+  CHECK(float_to_f16(65504.0f) == 0x7bff);
+  CHECK(float_to_f16(65520.0f) == 0x7c00);  // rounds beyond the largest half
+  CHECK(float_to_f16(0x1p-25f) == 0x0000);  // halfway to the smallest subnormal, to even (0)
+  CHECK(float_to_f16(0x1p-25f + 0x1p-30f) == 0x0001);
+  CHECK(float_to_f16(-0.0f) == 0x8000);
+  CHECK(std::isnan(f16_to_float(float_to_f16(std::nanf("")))));
+}
+
+TEST_CASE("safetensors: f32 tensors written as F16 read back rounded; out-of-range values refused",
+          "[safetensors][f16]") {
+  TempDir dir;
+  const std::string p = dir.file("h.safetensors");
+  Tensor w = Tensor::from({0.1, -2.5, 1e-6, 60000}, {2, 2});
+  Tensor labels = Tensor::from({3, 4}, {2}, DType::i64);
+  save_safetensors_f16(p, {{"w", w}, {"labels", labels}});
+  SafetensorsFile f = SafetensorsFile::open(p);
+  CHECK(f.dtype("w") == "F16");
+  CHECK(f.dtype("labels") == "I64");  // only f32 tensors change
+  Tensor back = f.get("w");
+  for (int i = 0; i < 4; ++i) CHECK(back.data<float>()[i] == f16_to_float(float_to_f16(w.data<float>()[i])));
+  const std::string q = dir.file("big.safetensors");
+  CHECK_THROWS_WITH(save_safetensors_f16(q, {{"w", Tensor::from({1e5}, {1})}}),
+                    Contains(q) && Contains("tensor 'w' holds 100000") && Contains("beyond the F16 range"));
+  CHECK_FALSE(std::filesystem::exists(q));
 }
