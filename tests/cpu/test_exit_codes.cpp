@@ -1,0 +1,91 @@
+// The exit codes docs/cli.md documents, one CLI invocation per row and at least one row per kind of
+// failure: 0 success; 2 usage (unknown flag, bad value, missing required flag, an integer that does
+// not fit) and an unavailable device; 1 a bad input file and a failure while running; 130 a
+// training run interrupted with Ctrl-C (SIGINT). Every failure is one line naming the flag or file.
+#include <catch2/catch.hpp>
+#include <filesystem>
+
+#include "support/process.h"
+#include "support/temp_dir.h"
+
+using namespace diffuse::test;
+
+namespace {
+
+struct Row {
+  const char* kind;
+  std::vector<std::string> args;  // after `diffuse`
+  int exit_code;
+  std::string says;               // a part of the output
+};
+
+int lines(const std::string& text) { return static_cast<int>(std::count(text.begin(), text.end(), '\n')); }
+
+}  // namespace
+
+TEST_CASE("each kind of failure exits with the code docs/cli.md gives it", "[cli][exit]") {
+  TempDir dir;
+  const std::string run = dir.file("run"), missing = dir.file("missing");
+  const std::vector<Row> rows{
+      {"success", {"info"}, 0, "version"},
+      {"usage: unknown command", {"frobnicate"}, 2, "unknown command 'frobnicate'"},
+      {"usage: unknown flag", {"train", "--out", run, "--frobnicate"}, 2, "frobnicate"},
+      {"usage: bad choice", {"sample", "--model", missing, "--out", dir.file("g.png"), "--sampler", "euler"}, 2,
+       "--sampler: unknown sampler \"euler\""},
+      {"usage: bad choice", {"train", "--out", run, "--lr-schedule", "bogus"}, 2, "--lr-schedule bogus"},
+      {"usage: not a number", {"train", "--out", run, "--steps", "many"}, 2, "--steps many"},
+      {"usage: missing required flag", {"train", "--steps", "3"}, 2, "--out is required"},
+      {"usage: negative interval", {"train", "--out", run, "--checkpoint-every", "-1"}, 2, "--checkpoint-every"},
+      {"usage: beyond int", {"train", "--out", run, "--classes", "4294967297"}, 2, "--classes must be in [0, 2147483647]"},
+      {"usage: beyond int", {"train", "--out", run, "--timesteps", "3000000000"}, 2, "--timesteps must be in"},
+      {"usage: beyond int64", {"train", "--out", run, "--steps", "99999999999999999999"}, 2, "--steps"},
+      {"usage: batch that cannot fit", {"train", "--out", run, "--batch", "1000000"}, 2, "--batch 1000000"},
+      {"bad input: no dataset", {"train", "--out", run, "--data", missing}, 1, missing},
+      {"bad input: no model", {"sample", "--model", missing, "--out", dir.file("g.png")}, 1, missing},
+      {"bad input: unwritable --out", {"train", "--out", "/proc/version/run", "--steps", "1"}, 1, "--out /proc/version/run"},
+      {"runtime: NaN loss",
+       {"train", "--max-images", "8", "--batch", "2", "--steps", "30", "--lr", "1e30", "--grad-clip", "0", "--out",
+        dir.file("nan")},
+       1, "training stopped"},
+  };
+  for (const Row& row : rows) {
+    INFO(row.kind << ": diffuse " << Catch::Detail::stringify(row.args));
+    auto r = run_cli(row.args);
+    INFO(r.output);
+    CHECK(r.exit_code == row.exit_code);
+    CHECK_THAT(r.output, Catch::Contains(row.says));
+    if (row.exit_code != 0) CHECK(lines(r.output) == 1);
+  }
+  CHECK_FALSE(std::filesystem::exists(run));
+  CHECK_FALSE(std::filesystem::exists(dir.file("g.png")));
+}
+
+TEST_CASE("asking for a CUDA device that is not there exits with code 2", "[cli][exit]") {
+  TempDir dir;
+  auto r = run_cli({"train", "--out", dir.file("run"), "--device", "cuda", "--steps", "1"});
+  if (r.exit_code == 0) {
+    WARN("a CUDA device is present: the unavailable-device row cannot run here");
+    return;
+  }
+  INFO(r.output);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.output, Catch::Contains("--device cuda"));
+  CHECK(lines(r.output) == 1);
+}
+
+TEST_CASE("a training run interrupted with SIGINT exits with code 130 after a checkpoint", "[cli][exit]") {
+  TempDir dir;
+  const std::string run_dir = dir.file("run");
+  // coreutils' timeout delivers the SIGINT a terminal's Ctrl-C would, and passes the exit code on.
+  const std::string timeout = "/usr/bin/timeout";
+  if (!std::filesystem::exists(timeout)) {
+    WARN(timeout << " is missing: the interrupted row did not run");
+    return;
+  }
+  auto r = run({timeout, "--preserve-status", "-s", "INT", "8", DIFFUSE_CLI_PATH, "train", "--max-images", "8",
+                "--batch", "2", "--steps", "1000000", "--out", run_dir});
+  INFO(r.output);
+  CHECK(r.exit_code == 130);
+  CHECK_THAT(r.output, Catch::Contains("interrupted at step"));
+  CHECK_FALSE(std::filesystem::is_empty(run_dir + "/checkpoints"));
+}
