@@ -9,6 +9,7 @@
 #include "engine/api_internal.h"
 #include "engine/generate.h"
 #include "engine/image_io.h"
+#include "engine/memory_estimate.h"
 #include "engine/model_dir.h"
 #include "engine/options.h"
 #include "engine/sampler.h"
@@ -151,6 +152,12 @@ size_t check_request(const GenerateRequest& r, const Model& model, size_t image_
 Tensor run_generate(UNet2D& unet, const SchedulerConfig& scheduler, int steps, const GenerateRequest& r,
                     const GenerateProgress& progress) {
   set_cpu_threads(r.threads);
+  // A batch whose activations cannot fit is refused before sampling (engine/memory_estimate.h); the
+  // weights are loaded already, so only the activations count. Guidance runs both halves at once.
+  MemoryEstimate need;
+  const int64_t forward_batch = std::min(r.batch, r.count) * (r.guidance != 1.0 && r.class_label >= 0 ? 2 : 1);
+  need.activation_bytes = sampling_memory(unet.config(), forward_batch).activation_bytes;
+  require_memory(need, unet.device(), "sampling", "--batch " + std::to_string(r.batch), "the model's config");
   GenerateOptions g{r};
   g.steps = steps;
   g.eta = scheduler.eta;
