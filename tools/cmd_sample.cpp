@@ -60,9 +60,9 @@ const options::Table<SampleCliOptions>& cli_table() {
 // naming its flag, not a failure after all the sampling.
 void check_outputs(const SampleCliOptions& own) {
   if (own.out.empty() && own.out_dir.empty() && own.out_raw.empty())
-    throw Error("--out, --out-dir or --out-raw is required", ErrorKind::usage);
+    throw Error("--out or --out-dir is required (or --out-raw for the raw samples)", ErrorKind::usage);
   if (!own.out.empty()) check_output_file("--out", own.out, ".png");
-  if (!own.out_dir.empty()) check_output_dir("--out-dir", own.out_dir);
+  if (!own.out_dir.empty()) options::check_output_directory(own.out_dir, "--out-dir");
   if (!own.out_raw.empty()) check_output_file("--out-raw", own.out_raw, ".safetensors");
   if (!own.noise.empty() && !std::filesystem::is_regular_file(own.noise))
     throw Error("--noise " + own.noise + ": no such file", ErrorKind::bad_input);

@@ -12,12 +12,10 @@
 namespace diffuse::cli {
 
 // `path`, given to `flag`, must name a file with this extension (".png", ".safetensors"; any
-// case) that this process can create: not an existing directory, and the nearest existing
-// directory above it writable (missing directories are created when writing). Otherwise a usage
-// error naming the flag and the path.
+// case), else a usage error naming the flag; and one this process can create: not an existing
+// directory, and the nearest existing directory above it writable (options::check_output_directory,
+// as for `train --out`; missing directories are created when writing), else ErrorKind::bad_input.
 void check_output_file(const std::string& flag, const std::string& path, const std::string& extension);
-// `path`, given to `flag`, must be a writable directory or one that can be created there.
-void check_output_dir(const std::string& flag, const std::string& path);
 
 // The tensor `noise` of a safetensors file: F32, NCHW [count, channels, side, side] (one image per
 // row of --n). Returned as NHWC floats, GenerateRequest::initial_noise's layout. A missing file,
