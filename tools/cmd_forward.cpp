@@ -83,6 +83,8 @@ int cmd_forward(int argc, char** argv) {
   cxxopts::Options cli("diffuse forward", "Run the UNet once on tensors from a safetensors file.");
   cli.add_options()
     ("model", "model directory (diffusers layout or bare UNet)", cxxopts::value<std::string>())
+    ("variant", "load the weights variant diffusion_pytorch_model.VARIANT.safetensors (e.g. fp16)",
+     cxxopts::value<std::string>()->default_value(""))
     ("input", "safetensors with `sample` (NCHW), `timestep`, optional `class_labels`", cxxopts::value<std::string>())
     ("random-input", "make the input from the model's config instead (written into --out too)")
     ("batch", "samples in a --random-input", cxxopts::value<int64_t>()->default_value("1"))
@@ -112,7 +114,7 @@ int cmd_forward(int argc, char** argv) {
   Device device = parse_device(args);
   set_cpu_threads(threads.threads);
 
-  ModelDirectory located = locate_model_dir(model_path);
+  ModelDirectory located = locate_model_dir(model_path, args["variant"].as<std::string>());
   auto model = load_unet(located);
   model->to(device);
   const bool want_grads = args.count("grad-out") > 0;

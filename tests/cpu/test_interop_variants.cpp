@@ -14,6 +14,7 @@
 #include "nn/safetensors.h"
 #include "nn/unet_config.h"
 #include "support/model_files.h"
+#include "support/process.h"
 #include "support/temp_dir.h"
 
 using namespace diffuse;
@@ -228,4 +229,18 @@ TEST_CASE("interop: fp16 and bf16 variants are written next to the f32 weights a
     }
   }
   CHECK_THAT(error_of([&] { save_weights_variant(f.root, *f.model, "fp8"); }), Contains("fp16 or bf16"));
+}
+
+TEST_CASE("interop: diffuse forward --variant loads a variant; without it the error names the flag", "[interop][cli]") {
+  ModelFixture f;
+  save_weights_variant(f.root, *f.model, "bf16");
+  fs::remove(f.single());
+  const std::string out = f.dir.file("out.safetensors");
+  auto plain = test::run_cli({"forward", "--model", f.root, "--random-input", "--out", out});
+  CHECK(plain.exit_code == 1);
+  CHECK_THAT(plain.output, Contains("holds only the bf16 variant: load it with --variant bf16"));
+  auto with_variant = test::run_cli({"forward", "--model", f.root, "--variant", "bf16", "--random-input", "--out", out});
+  INFO(with_variant.output);
+  CHECK(with_variant.exit_code == 0);
+  CHECK(SafetensorsFile::open(out).contains("out"));
 }
