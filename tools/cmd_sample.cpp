@@ -10,11 +10,13 @@
 #include <cxxopts.hpp>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "diffuse/diffuse.h"
+#include "engine/memory_estimate.h"
 #include "engine/options.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -66,6 +68,23 @@ void check_outputs(const SampleCliOptions& own) {
   if (!own.out_raw.empty()) check_output_file("--out-raw", own.out_raw, ".safetensors");
   if (!own.noise.empty() && !std::filesystem::is_regular_file(own.noise))
     throw Error("--noise " + own.noise + ": no such file", ErrorKind::bad_input);
+}
+
+// --n images are held twice in f32 (the library's result and this command's buffer; the
+// activations are checked by the library per batch): a count that cannot fit in memory, or that
+// write_png's int cannot hold, is refused naming --n instead of ending in std::bad_alloc.
+void check_image_memory(int64_t count, size_t image_elements) {
+  if (count > std::numeric_limits<int>::max())
+    throw Error("--n " + std::to_string(count) + ": at most " + std::to_string(std::numeric_limits<int>::max()),
+                ErrorKind::usage);
+  const double bytes = 2.0 * static_cast<double>(count) * static_cast<double>(image_elements) * sizeof(float);
+  const double available = available_memory(Device::cpu);
+  if (available > 0 && bytes > available) {
+    char text[160];
+    std::snprintf(text, sizeof text, ": the images need about %.1f GiB, more than the %.1f GiB available (MemAvailable)",
+                  bytes / (1 << 30), available / (1 << 30));
+    throw Error("--n " + std::to_string(count) + text, ErrorKind::usage);
+  }
 }
 
 // Runs the pipeline with one progress display per batch: each batch counts its own steps
@@ -125,6 +144,7 @@ int cmd_sample(int argc, char** argv) {
   const int side = model.sample_size(), channels = model.channels();
   if (!own.noise.empty()) request.initial_noise = read_noise_file(own.noise, request.count, channels, side);
   request.clamp = own.out_raw.empty();  // the PNGs clamp anyway; the raw file keeps what the sampler made
+  check_image_memory(request.count, pipeline.image_elements());
   std::vector<float> images(static_cast<size_t>(request.count) * pipeline.image_elements());
   sample_with_progress(pipeline, request, images);
 

@@ -101,6 +101,10 @@ TEST_CASE("sample refuses zero or negative counts and guidance without a class i
       check_usage_error({"sample", "--model", missing, "--out", out, flag, value}, {flag, value});
     }
   check_usage_error({"sample", "--model", missing, "--out", out, "--guidance", "3"}, {"--guidance", "--class"});
+  // Counts too large to hold: named, never std::bad_alloc (the model is needed for the image size).
+  const std::string model = source_path("tests/data/diffusers_latents/pipeline");
+  check_usage_error({"sample", "--model", model, "--out", out, "--n", "99999999999999"}, {"--n 99999999999999"});
+  check_usage_error({"sample", "--model", model, "--out", out, "--n", "1000000000"}, {"--n 1000000000", "GiB"});
   check_usage_error({"sample", "--model", missing, "--out", out, "--threads", "-1"}, {"--threads"});
   check_usage_error({"sample", "--model", missing, "--out", out, "--eta", "2"}, {"--eta"});
 }
