@@ -108,7 +108,8 @@ std::string find_latest_checkpoint(const std::string& run_dir) {
 }
 
 std::string save_checkpoint(const std::string& run_dir, const TrainState& st, UNet2D& model, UNet2D& ema_model,
-                            optim::EMA& ema, optim::AdamW& adam, const std::string& scheduler_json) {
+                            optim::EMA& ema, optim::AdamW& adam, const std::string& scheduler_json,
+                            const std::string& ema_variant) {
   fs::path final_dir = fs::path(run_dir) / "checkpoints" / ("step-" + std::to_string(st.step));
   fs::path tmp = final_dir.string() + ".tmp-" + std::to_string(::getpid());
   std::error_code ec;
@@ -118,6 +119,7 @@ std::string save_checkpoint(const std::string& run_dir, const TrainState& st, UN
     save_model_dir((tmp / "model").string(), model, scheduler_json);
     ema.copy_to(ema_model.parameters());
     save_model_dir((tmp / "ema").string(), ema_model, scheduler_json);
+    if (!ema_variant.empty()) save_weights_variant((tmp / "ema").string(), ema_model, ema_variant);
 
     std::vector<std::pair<std::string, Tensor>> moments;
     ParamList names = model.named_parameters();

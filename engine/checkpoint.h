@@ -32,9 +32,11 @@ std::string find_latest_checkpoint(const std::string& run_dir);
 // train() at start and at resume.
 std::vector<std::string> remove_stale_temporaries(const std::string& run_dir);
 
-// Returns the checkpoint directory written.
+// Returns the checkpoint directory written. A non-empty `ema_variant` ("fp16", "bf16") also writes
+// ema/ as that weights variant (engine/model_dir.h save_weights_variant; --save-dtype).
 std::string save_checkpoint(const std::string& run_dir, const TrainState& state, UNet2D& model, UNet2D& ema_model,
-                            optim::EMA& ema, optim::AdamW& adam, const std::string& scheduler_json);
+                            optim::EMA& ema, optim::AdamW& adam, const std::string& scheduler_json,
+                            const std::string& ema_variant = "");
 
 // Restores everything save_checkpoint wrote; model/ema_model/ema/adam must be built from the same config.
 TrainState load_checkpoint(const std::string& dir, UNet2D& model, UNet2D& ema_model, optim::EMA& ema, optim::AdamW& adam);

@@ -207,6 +207,10 @@ const Table<TrainRequest>& train_table() {
           {"precision", DIFFUSE_OPTION_FIELD(R, precision), kSaved,
            "`fp32`; `bf16` is reserved for CUDA mixed precision (not implemented yet: refused)",
            one_of({"fp32", "bf16"})},
+          {"save-dtype", DIFFUSE_OPTION_FIELD(R, save_dtype), kSavedMayChange,
+           "`fp32`; `fp16` or `bf16` also write each checkpoint's `ema/` weights as that diffusers variant "
+           "(`diffusion_pytorch_model.fp16.safetensors`; the f32 file stays for `--resume`)",
+           one_of({"fp32", "fp16", "bf16"})},
           {"seed", DIFFUSE_OPTION_FIELD(R, seed), kSaved,
            "seeds initialisation, shuffling, timesteps, noise, dropout and label dropout"},
           threads_row<R>(),

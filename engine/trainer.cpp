@@ -190,7 +190,8 @@ TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
       st.dropout_offset = train_step.model().dropout_offset();
       st.loss = r.loss;
       result.last_checkpoint =
-          save_checkpoint(o.out, st, train_step.model(), ema_model, train_step.ema(), train_step.adam(), scheduler_json);
+          save_checkpoint(o.out, st, train_step.model(), ema_model, train_step.ema(), train_step.adam(), scheduler_json,
+                          o.save_dtype == "fp32" ? "" : o.save_dtype);
       if (callback) callback(progress("checkpoint " + result.last_checkpoint));
     }
     if (!keep_going) {

@@ -164,6 +164,7 @@ struct TrainRequest {
   bool resume = false;
   Device device = Device::cpu;
   std::string precision = "fp32";        // fp32, or bf16 on CUDA
+  std::string save_dtype = "fp32";       // fp32; fp16/bf16 also write each checkpoint's ema/ as that variant
   uint64_t seed = 0;
   int threads = 0;                       // CPU threads; 0 = the cores this process may use (OMP_NUM_THREADS if set)
 };

@@ -244,3 +244,19 @@ TEST_CASE("interop: diffuse forward --variant loads a variant; without it the er
   CHECK(with_variant.exit_code == 0);
   CHECK(SafetensorsFile::open(out).contains("out"));
 }
+
+TEST_CASE("interop: diffuse train --save-dtype fp16 adds the fp16 variant to each checkpoint's ema/", "[interop][cli]") {
+  test::TempDir dir;
+  const std::string out = dir.file("run");
+  auto r = test::run_cli({"train", "--data", "fashion-mnist", "--max-images", "8", "--config", "tiny", "--out", out,
+                          "--steps", "1", "--batch", "2", "--save-dtype", "fp16"});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  const std::string ema = out + "/checkpoints/step-1/ema";
+  CHECK(fs::exists(ema + "/unet/diffusion_pytorch_model.safetensors"));  // f32, for --resume
+  CHECK(SafetensorsFile::open(ema + "/unet/diffusion_pytorch_model.fp16.safetensors").dtype("conv_in.weight") == "F16");
+  CHECK(load_unet(locate_model_dir(ema, "fp16"))->num_parameters() > 0);
+  auto bad = test::run_cli({"train", "--out", dir.file("x"), "--save-dtype", "fp8"});
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.output, Contains("--save-dtype"));
+}
