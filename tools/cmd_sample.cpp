@@ -31,6 +31,7 @@ namespace {
 // What only the command line has: where the model comes from and where the images go.
 struct SampleCliOptions {
   std::string model;
+  std::string variant;
   std::string out;
   std::string out_dir;
   std::string out_raw;
@@ -46,6 +47,8 @@ const options::Table<SampleCliOptions>& cli_table() {
           {"model", DIFFUSE_OPTION_FIELD(C, model), false,
            "the model directory (diffusers layout, a bare UNet directory, or a checkpoint's `model/` or `ema/`)",
            options::required()},
+          {"variant", DIFFUSE_OPTION_FIELD(C, variant), false,
+           "load the weights variant `diffusion_pytorch_model.VARIANT.safetensors` (e.g. `fp16`, as diffusers' `variant=`)"},
           {"out", DIFFUSE_OPTION_FIELD(C, out), false, "a PNG grid (4 per row for 16 images, 2-pixel padding)"},
           {"out-dir", DIFFUSE_OPTION_FIELD(C, out_dir), false, "a directory of single PNGs `00000.png`, ..."},
           {"out-raw", DIFFUSE_OPTION_FIELD(C, out_raw), false,
@@ -138,7 +141,7 @@ int cmd_sample(int argc, char** argv) {
   options::validate(request, options::Naming::flag);
   check_outputs(own);
 
-  Model model = Model::load(own.model, own.device);
+  Model model = Model::load(own.model, own.device, own.variant);
   options::check_class_label(request, model.num_classes(), options::Naming::flag);
   Pipeline pipeline(model, sampler);
   const int side = model.sample_size(), channels = model.channels();

@@ -260,3 +260,20 @@ TEST_CASE("interop: diffuse train --save-dtype fp16 adds the fp16 variant to eac
   CHECK(bad.exit_code == 2);
   CHECK_THAT(bad.output, Contains("--save-dtype"));
 }
+
+TEST_CASE("interop: diffuse sample --variant samples from a variant", "[interop][cli]") {
+  ModelFixture f;
+  save_weights_variant(f.root, *f.model, "fp16");
+  fs::remove(f.single());
+  const std::string png = f.dir.file("g.png");
+  auto plain = test::run_cli({"sample", "--model", f.root, "--steps", "2", "--n", "1", "--out", png});
+  CHECK(plain.exit_code == 1);
+  CHECK_THAT(plain.output, Contains("--variant fp16"));
+  auto r = test::run_cli({"sample", "--model", f.root, "--variant", "fp16", "--steps", "2", "--n", "1", "--out", png});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(fs::exists(png));
+  auto bad = test::run_cli({"sample", "--model", f.root, "--variant", "../fp16", "--steps", "2", "--out", png});
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.output, Contains("is not a variant name"));
+}
