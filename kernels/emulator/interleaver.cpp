@@ -139,6 +139,10 @@ void unwind_fibers(BlockState& b, LaunchMemory& memory) {
     const char* bottom = static_cast<char*>(sctx.sp) - sctx.size;
     asan_interleaver_switch(bottom, sctx.size);
     t.fiber = boost::context::fiber();
+    // Boost switched back from inside its own fiber entry, where no annotation can go: ASan still
+    // believes this is the fiber, so the switch is announced here, after the fact (nothing ran in
+    // between that ASan would have checked against the wrong stack).
+    asan_fiber_switch(nullptr);
     asan_arrived_on_interleaver();
     asan_unpoison_stack(bottom, sctx.size);
   }
@@ -178,7 +182,6 @@ void run_block(BlockState& b, LaunchMemory& memory, ThreadOrder mode, uint64_t b
           try {
             body(context);
           } catch (const boost::context::detail::forced_unwind&) {
-            asan_fiber_switch(nullptr);  // Boost's fiber entry switches back once this is caught
             throw;  // the block is being torn down: let Boost unwind this fiber
           } catch (...) {
             if (!g_block->error) g_block->error = std::current_exception();
