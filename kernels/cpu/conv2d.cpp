@@ -75,6 +75,42 @@ struct WindowA {
   }
 };
 
+// A = the window's rows read in place: a table of where each row's taps are in src (or zeros),
+// nothing copied. Worth it from a few channels per tap up; below that the table is as big as the
+// data and the packed WindowA is faster.
+struct WindowRowsA {
+  static constexpr bool kIndirect = true;
+  static constexpr int64_t kMinChannels = 16;
+  ConvWindow win;
+  int64_t run_length() const { return win.channels; }
+  void operator()(int64_t i0, int64_t mc, int64_t p0, int64_t kc, const float** table, const float* zeros) const {
+    const int64_t tap0 = p0 / win.channels, taps = kc / win.channels;
+    for (int64_t r = 0; r < mc; ++r) {
+      const int64_t i = i0 + r;
+      const int64_t x = i % win.rows_w, yn = i / win.rows_w, y = yn % win.rows_h, n = yn / win.rows_h;
+      const float* img = win.src + n * win.src_h * win.src_w * win.channels;
+      for (int64_t t = 0; t < taps; ++t) {
+        const int64_t tap = tap0 + t, ki = tap / win.kw, kj = tap - ki * win.kw;
+        const int64_t sh = y * win.mul + win.base_h + win.sign * ki, sw = x * win.mul + win.base_w + win.sign * kj;
+        const bool inside = sh >= 0 && sw >= 0 && sh % win.div == 0 && sw % win.div == 0 && sh / win.div < win.src_h &&
+                            sw / win.div < win.src_w;
+        table[r * taps + t] = inside ? img + ((sh / win.div) * win.src_w + sw / win.div) * win.channels : zeros;
+      }
+    }
+  }
+};
+
+// The GEMM over a window: read in place (WindowRowsA) when the runs are long enough, else packed.
+template <class PackB>
+void window_gemm(int64_t m, int64_t n, int64_t k, const ConvWindow& win, const PackB& pack_b, const float* bias,
+                 float* c) {
+  if (win.channels >= WindowRowsA::kMinChannels) {
+    blocked_gemm(m, n, k, 1.0f, WindowRowsA{win}, pack_b, 0.0f, bias, c, n);
+  } else {
+    blocked_gemm(m, n, k, 1.0f, WindowA{win}, pack_b, 0.0f, bias, c, n);
+  }
+}
+
 // B = the window's rows (dw's im2col(x), reduction over pixels).
 struct WindowRowB {
   ConvWindow win;
@@ -96,8 +132,7 @@ struct FlippedWeightRowB {
 
 void forward_f32(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y) {
   const int64_t k = d.k();
-  blocked_gemm(d.n * d.out_h() * d.out_w(), d.cout, k, 1.0f, WindowA{input_window(d, x)}, TransposedB{w, k}, 0.0f,
-               bias, y, d.cout);
+  window_gemm(d.n * d.out_h() * d.out_w(), d.cout, k, input_window(d, x), TransposedB{w, k}, bias, y);
 }
 
 void backward_f32(const Conv2dDesc& d, const float* x, const float* w, const float* dy, float* dx, float* dw) {
@@ -108,8 +143,8 @@ void backward_f32(const Conv2dDesc& d, const float* x, const float* w, const flo
   }
   if (dx) {
     const int64_t taps = d.kh * d.kw;
-    blocked_gemm(d.n * d.h * d.w, d.cin, taps * d.cout, 1.0f, WindowA{output_grad_window(d, dy)},
-                 RowsB<FlippedWeightRowB>{{w, taps, d.cout, d.cin}}, 0.0f, nullptr, dx, d.cin);
+    window_gemm(d.n * d.h * d.w, d.cin, taps * d.cout, output_grad_window(d, dy),
+                RowsB<FlippedWeightRowB>{{w, taps, d.cout, d.cin}}, nullptr, dx);
   }
 }
 

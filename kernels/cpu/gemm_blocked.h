@@ -15,6 +15,11 @@
 //   pack_a(i0, mc, p0, kc, float* scratch, int64_t& ld) -> const float*
 //       rows [i0, i0 + mc) of A, columns [p0, p0 + kc), row-major with row stride ld (set by the
 //       packer): written into scratch (room for mc × kc floats), or a pointer into the caller's A.
+//   or, for an IndirectPackA (one with `static constexpr bool kIndirect`), no copy at all:
+//   run_length() -> int64_t, and
+//   pack_a(i0, mc, p0, kc, const float** table, const float* zeros)
+//       fills table[r · (kc / run) + s] with where row i0 + r's run s (columns p0 + s·run ..) is,
+//       or `zeros` (run_length() zeros); the micro-kernel reads A through it (gemm_block_rows).
 //   pack_b(p0, kc, j0, nc, nr, float* dst)
 //       B's rows [p0, p0 + kc), columns [j0, j0 + nc) as ceil(nc / nr) panels of kc × nr floats
 //       (panel q holds columns j0 + q·nr ..), zero past nc.
@@ -41,15 +46,23 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 }  // namespace gemm_detail
 
+template <class PackA>
+concept IndirectPackA = PackA::kIndirect;
+
 template <class PackA, class PackB>
 void blocked_gemm(int64_t m, int64_t n, int64_t k, float alpha, const PackA& pack_a, const PackB& pack_b, float beta,
                   const float* bias, float* c, int64_t ldc) {
   using namespace gemm_detail;
   if (m <= 0 || n <= 0) return;
   const int64_t nr = simd::gemm_panel_width();
+  // An indirect A (IndirectPackA below) is read in runs of run_length() floats: the reduction
+  // blocks hold whole runs.
+  int64_t run = 1;
+  if constexpr (IndirectPackA<PackA>) run = pack_a.run_length();
   // Reduction blocks of equal length (a 3×3 conv's 9·C splits into whole multiples of C, and no
   // short tail block runs at a lower rate).
-  const int64_t kc_max = std::max<int64_t>(1, ceil_div(k, ceil_div(std::max<int64_t>(k, 1), kBlockK)));
+  const int64_t kc_max =
+      round_up(std::max<int64_t>(1, ceil_div(k, ceil_div(std::max<int64_t>(k, 1), kBlockK))), run);
   const int64_t k_blocks = std::max<int64_t>(1, ceil_div(k, kc_max));
   // Column blocks of equal width too (288 columns: one block, not 256 + 32).
   int64_t nc_max = round_up(ceil_div(n, ceil_div(n, kBlockN)), nr);
@@ -87,7 +100,19 @@ void blocked_gemm(int64_t m, int64_t n, int64_t k, float alpha, const PackA& pac
   // chunk share their packed B.
   parallel_for(slices * nb * mb, task_cost, [&](int64_t begin, int64_t end) {
     float* b_pack = thread_scratch_of<float>(kGemmPackBSlot, size_t(kc_max * nc_max));
-    float* a_pack = thread_scratch_of<float>(kGemmPackASlot, size_t(mc * kc_max));
+    // A's block: packed floats, or for an indirect A the run table plus one run of zeros (padding).
+    float* a_pack = nullptr;
+    const float** table = nullptr;
+    const float* zeros = nullptr;
+    if constexpr (IndirectPackA<PackA>) {
+      const size_t entries = size_t(mc * (kc_max / run));
+      table = static_cast<const float**>(thread_scratch(kGemmPackASlot, entries * sizeof(float*) + size_t(run) * sizeof(float)));
+      float* z = reinterpret_cast<float*>(table + entries);
+      std::fill(z, z + run, 0.0f);
+      zeros = z;
+    } else {
+      a_pack = thread_scratch_of<float>(kGemmPackASlot, size_t(mc * kc_max));
+    }
     for (int64_t t = begin; t < end;) {
       const int64_t sj = t / mb, group_end = std::min(end, (sj + 1) * mb);
       const int64_t slice = sj / nb, jb = sj - slice * nb;
@@ -97,18 +122,24 @@ void blocked_gemm(int64_t m, int64_t n, int64_t k, float alpha, const PackA& pac
       float* out = slices > 1 ? partial + slice * m * n : c;
       const int64_t ldo = slices > 1 ? n : ldc;
       for (int64_t p0 = p_begin;; p0 += kc_max) {
-        const int64_t kc = std::min(kc_max, p_end - p0);
+        const int64_t kc = std::max<int64_t>(0, std::min(kc_max, p_end - p0));
         if (kc > 0) pack_b(p0, kc, j0, nc, nr, b_pack);
+        // A slice's first block overwrites its partial product; c's first block applies alpha,
+        // beta and the bias; later blocks add.
+        const bool first = p0 == p_begin;
+        const float blk_alpha = slices > 1 ? 1.0f : alpha;
+        const float blk_beta = !first ? 1.0f : slices > 1 ? 0.0f : beta;
+        const float* blk_bias = slices == 1 && first && bias ? bias + j0 : nullptr;
         for (int64_t u = t; u < group_end; ++u) {
           const int64_t i0 = (u - sj * mb) * mc, rows = std::min(mc, m - i0);
-          int64_t lda = kc;
-          const float* a = kc > 0 ? pack_a(i0, rows, p0, kc, a_pack, lda) : a_pack;
-          const bool first = p0 == p_begin;
-          if (slices > 1) {
-            simd::gemm_block(rows, nc, kc, a, lda, b_pack, 1.0f, first ? 0.0f : 1.0f, nullptr, out + i0 * ldo + j0, ldo);
+          float* blk_c = out + i0 * ldo + j0;
+          if constexpr (IndirectPackA<PackA>) {
+            if (kc > 0) pack_a(i0, rows, p0, kc, table, zeros);
+            simd::gemm_block_rows(rows, nc, kc / run, run, table, b_pack, blk_alpha, blk_beta, blk_bias, blk_c, ldo);
           } else {
-            simd::gemm_block(rows, nc, std::max<int64_t>(kc, 0), a, lda, b_pack, alpha, first ? beta : 1.0f,
-                             first && bias ? bias + j0 : nullptr, out + i0 * ldo + j0, ldo);
+            int64_t lda = kc;
+            const float* a = kc > 0 ? pack_a(i0, rows, p0, kc, a_pack, lda) : a_pack;
+            simd::gemm_block(rows, nc, kc, a, lda, b_pack, blk_alpha, blk_beta, blk_bias, blk_c, ldo);
           }
         }
         if (p0 + kc_max >= p_end) break;

@@ -77,6 +77,13 @@ std::vector<OpRow> conv_linear_rows() {
                {2, 1, 0, 2, 1}),
       conv_row("1x1 stride 2", normal({1, 5, 7, 3}), conv_weight(2, 1, 1, 3), normal({2}, 0.1), {2, 0, 0, 0, 0}),
       conv_row("3x3 same, aligned channels", normal({1, 4, 4, 16}), conv_weight(8, 3, 3, 16), normal({8}, 0.1), same3),
+      // 16 channels or more per tap: forward (and dx, when Cout has as many) read x (dy) in place
+      // through a table of rows (kernels/cpu/conv2d.cpp WindowRowsA): padding, the stride-2
+      // downsample's sparse dx rows, and 48 channels whose 9 taps span two reduction blocks.
+      conv_row("3x3 downsample, 16 channels in and out", normal({2, 7, 6, 16}), conv_weight(16, 3, 3, 16),
+               normal({16}, 0.1), {2, 0, 1, 0, 1}),
+      conv_row("3x3 same, 48 channels in, 20 out, odd sizes", normal({1, 7, 9, 48}), conv_weight(20, 3, 3, 48),
+               normal({20}, 0.1), same3),
       // Only the grads asked for: conv_in's x needs none; a frozen weight and bias; the bias alone.
       conv_row("x not differentiated", constant({1, 4, 4, 2}), conv_weight(3, 3, 3, 2), normal({3}, 0.1), same3),
       conv_row("frozen weight and bias", normal({1, 4, 4, 2}), conv_weight(3, 3, 3, 2, false), constant({3}, 0.1),

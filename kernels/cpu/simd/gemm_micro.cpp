@@ -29,15 +29,10 @@ inline void store_row_part(Vec acc, float* c, const float* bias, int cols, float
   }
 }
 
-// One MR × NR tile: rows past `rows` read the last valid row of a and are not stored.
-inline void tile(int64_t kc, const float* a, int64_t lda, int rows, const float* b, float* c, int64_t ldc, int cols,
-                 float alpha, float beta, const float* bias) {
-  const float* ar[kMR];
-  for (int r = 0; r < kMR; ++r) ar[r] = a + (r < rows ? r : rows - 1) * lda;
-  Vec acc[kMR][2];
-#pragma GCC unroll 16
-  for (int r = 0; r < kMR; ++r) acc[r][0] = acc[r][1] = zero();
-  for (int64_t p = 0; p < kc; ++p) {
+// Accumulates `len` reduction steps into one MR × NR tile: row r's a values are ar[r][0 .. len),
+// b advances by len panel rows.
+inline void accumulate(const float* const* ar, int64_t len, const float*& b, Vec (&acc)[kMR][2]) {
+  for (int64_t p = 0; p < len; ++p) {
     const Vec b0 = load(b), b1 = load(b + kLanes);
     b += kNR;
 #pragma GCC unroll 16
@@ -47,11 +42,44 @@ inline void tile(int64_t kc, const float* a, int64_t lda, int rows, const float*
       acc[r][1] = fma(av, b1, acc[r][1]);
     }
   }
+}
+
+inline void store_tile(const Vec (&acc)[kMR][2], int rows, float* c, int64_t ldc, int cols, float alpha, float beta,
+                       const float* bias) {
   for (int r = 0; r < rows; ++r) {
     float* cr = c + r * ldc;
     store_row_part(acc[r][0], cr, bias, cols < kLanes ? cols : kLanes, alpha, beta);
     if (cols > kLanes) store_row_part(acc[r][1], cr + kLanes, bias ? bias + kLanes : nullptr, cols - kLanes, alpha, beta);
   }
+}
+
+inline void clear(Vec (&acc)[kMR][2]) {
+#pragma GCC unroll 16
+  for (int r = 0; r < kMR; ++r) acc[r][0] = acc[r][1] = zero();
+}
+
+// One MR × NR tile: rows past `rows` read the last valid row of a and are not stored.
+inline void tile(int64_t kc, const float* a, int64_t lda, int rows, const float* b, float* c, int64_t ldc, int cols,
+                 float alpha, float beta, const float* bias) {
+  const float* ar[kMR];
+  for (int r = 0; r < kMR; ++r) ar[r] = a + (r < rows ? r : rows - 1) * lda;
+  Vec acc[kMR][2];
+  clear(acc);
+  accumulate(ar, kc, b, acc);
+  store_tile(acc, rows, c, ldc, cols, alpha, beta, bias);
+}
+
+// The same tile with each row of a in `segments` pieces found through a table (gemm_block_rows).
+inline void tile_rows(int64_t segments, int64_t seg_len, const float* const* table, int rows, const float* b,
+                      float* c, int64_t ldc, int cols, float alpha, float beta, const float* bias) {
+  Vec acc[kMR][2];
+  clear(acc);
+  for (int64_t s = 0; s < segments; ++s) {
+    const float* ar[kMR];
+    for (int r = 0; r < kMR; ++r) ar[r] = table[(r < rows ? r : rows - 1) * segments + s];
+    accumulate(ar, seg_len, b, acc);
+  }
+  store_tile(acc, rows, c, ldc, cols, alpha, beta, bias);
 }
 
 }  // namespace
@@ -68,6 +96,19 @@ void gemm_block(int64_t m, int64_t n, int64_t kc, const float* a, int64_t lda, c
       const int cols = int(n - j < kNR ? n - j : kNR);
       tile(kc, a + i * lda, lda, rows, b_panels + (j / kNR) * kc * kNR, c + i * ldc + j, ldc, cols, alpha, beta,
            bias ? bias + j : nullptr);
+    }
+  }
+}
+
+void gemm_block_rows(int64_t m, int64_t n, int64_t segments, int64_t seg_len, const float* const* table,
+                     const float* b_panels, float alpha, float beta, const float* bias, float* c, int64_t ldc) {
+  const int64_t kc = segments * seg_len;
+  for (int64_t i = 0; i < m; i += kMR) {
+    const int rows = int(m - i < kMR ? m - i : kMR);
+    for (int64_t j = 0; j < n; j += kNR) {
+      const int cols = int(n - j < kNR ? n - j : kNR);
+      tile_rows(segments, seg_len, table + i * segments, rows, b_panels + (j / kNR) * kc * kNR, c + i * ldc + j, ldc,
+                cols, alpha, beta, bias ? bias + j : nullptr);
     }
   }
 }

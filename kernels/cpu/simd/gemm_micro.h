@@ -19,4 +19,12 @@ DIFFUSE_SIMD_FUNCTION(void, gemm_block,
                       (int64_t m, int64_t n, int64_t kc, const float* a, int64_t lda, const float* b_panels,
                        float alpha, float beta, const float* bias, float* c, int64_t ldc),
                       (m, n, kc, a, lda, b_panels, alpha, beta, bias, c, ldc))
+// gemm_block with a read through an indirection table instead of a packed block: row i of a is
+// `segments` runs of `seg_len` floats, run s at table[i · segments + s] (kc = segments · seg_len).
+// A convolution points its runs into its NHWC input (one run per tap) or at zeros for padding,
+// so its im2col rows are never copied.
+DIFFUSE_SIMD_FUNCTION(void, gemm_block_rows,
+                      (int64_t m, int64_t n, int64_t segments, int64_t seg_len, const float* const* table,
+                       const float* b_panels, float alpha, float beta, const float* bias, float* c, int64_t ldc),
+                      (m, n, segments, seg_len, table, b_panels, alpha, beta, bias, c, ldc))
 }  // namespace diffuse::kernels::cpu::simd
