@@ -4,13 +4,16 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <set>
 #include <sstream>
 
 #include "diffuse/error.h"
 #include "engine/checkpoint.h"
 #include "engine/model_dir.h"
 #include "engine/noise_schedule.h"
-#include "nn/atomic_file.h"
+#include "engine/unet_weights.h"
+#include "nn/json_input.h"
 #include "nn/safetensors.h"
 
 namespace diffuse {
@@ -25,12 +28,9 @@ constexpr const char* kWeightsFile = "diffusion_pytorch_model.safetensors";
 
 Error bad_input(const std::string& message) { return Error(message, ErrorKind::bad_input); }
 
+// Through nn/json_input.h: size, depth and duplicate keys checked, errors naming the file.
 json parse_json_file(const std::string& path) {
-  try {
-    return json::parse(read_file(path));
-  } catch (const json::exception& e) {
-    throw bad_input(path + ": not valid JSON (" + e.what() + ")");
-  }
+  return parse_json_input(read_json_input_file(path, "JSON file"), path);
 }
 
 // Counts elements per stored dtype from the header's shapes; the data pages stay unread.
@@ -47,6 +47,27 @@ WeightsFileSummary summarise_weights(const fs::path& unet_dir, const std::string
     s.dtype_parameters[file.dtype(tensor)] += n;
   }
   return s;
+}
+
+// A sharded model (diffusers' diffusion_pytorch_model.safetensors.index.json) as one summary: the
+// shards its weight_map names, each read from its header, added up under the index's name.
+WeightsFileSummary summarise_sharded_weights(const fs::path& index_path) {
+  const json index = parse_json_file(index_path.string());
+  if (!index.contains("weight_map") || !index.at("weight_map").is_object())
+    throw bad_input(index_path.string() + ": no \"weight_map\" object");
+  std::set<std::string> shards;
+  for (const auto& [tensor, shard] : index.at("weight_map").items())
+    if (shard.is_string()) shards.insert(shard.get<std::string>());
+  WeightsFileSummary total;
+  total.file = index_path.filename().string();
+  for (const std::string& shard : shards) {
+    const WeightsFileSummary s = summarise_weights(index_path.parent_path(), shard);
+    total.bytes += s.bytes;
+    total.tensors += s.tensors;
+    total.parameters += s.parameters;
+    for (const auto& [dtype, n] : s.dtype_parameters) total.dtype_parameters[dtype] += n;
+  }
+  return total;
 }
 
 // diffusers' variant files sit beside the main one: diffusion_pytorch_model.<variant>.safetensors.
@@ -79,7 +100,8 @@ ModelSummary summarise_model(const std::string& dir) {
   m.unet = load_unet_config((fs::path(located.unet_dir) / "config.json").string());
   const auto& classes = m.unet.num_class_embeds;
   m.classes = classes && *classes > 1 ? *classes - 1 : 0;
-  m.weights.push_back(summarise_weights(located.unet_dir, kWeightsFile));
+  m.weights.push_back(is_weights_index(located.weights_path) ? summarise_sharded_weights(located.weights_path)
+                                                             : summarise_weights(located.unet_dir, kWeightsFile));
   for (const std::string& name : variant_weight_files(located.unet_dir))
     m.weights.push_back(summarise_weights(located.unet_dir, name));
   m.parameters = m.weights.front().parameters;
@@ -104,10 +126,17 @@ CheckpointSummary summarise_checkpoint(const fs::path& dir) {
   return c;
 }
 
-// The last complete line of metrics.jsonl (a crash can leave a torn one after it).
+// The last complete line of metrics.jsonl (a crash can leave a torn one after it), read from the
+// file's last 64 KiB: a long run's file has a line per step.
 json last_metrics_line(const fs::path& path) {
   if (!fs::exists(path)) return nullptr;
-  std::istringstream lines(read_file(path.string()));
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw bad_input(path.string() + ": cannot be read");
+  const uintmax_t size = fs::file_size(path), tail = std::min<uintmax_t>(size, 64 << 10);
+  file.seekg(static_cast<std::streamoff>(size - tail));
+  std::string text(tail, '\0');
+  file.read(text.data(), static_cast<std::streamsize>(tail));
+  std::istringstream lines(text);
   json last = nullptr;
   for (std::string line; std::getline(lines, line);) {
     json parsed = json::parse(line, nullptr, /*allow_exceptions=*/false);

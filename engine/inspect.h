@@ -15,8 +15,9 @@
 
 namespace diffuse {
 
-// One weights file of the UNet: the main diffusion_pytorch_model.safetensors or a diffusers
-// variant beside it (diffusion_pytorch_model.fp16.safetensors, ...).
+// One weights file of the UNet: the main diffusion_pytorch_model.safetensors (or a sharded
+// model's index, its shards added up) or a diffusers variant beside it
+// (diffusion_pytorch_model.fp16.safetensors, ...).
 struct WeightsFileSummary {
   std::string file;  // the name inside the UNet folder
   uint64_t bytes = 0;
