@@ -1,7 +1,7 @@
 // `diffuse inspect` (engine/inspect.h, docs/cli.md) on what `diffuse train` writes: the model
 // directory of a checkpoint, the checkpoint itself and the run directory, as text and as --json
 // (parsed and checked field by field against what the run was given and what the files hold),
-// plus a diffusers variant file, a bare UNet folder and paths that are none of these.
+// plus a diffusers variant file, a sharded model, a bare UNet folder and paths that are none of these.
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <filesystem>
@@ -10,6 +10,7 @@
 
 #include "engine/inspect.h"
 #include "engine/model_dir.h"
+#include "nn/safetensors.h"
 #include "nn/unet2d.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
@@ -165,6 +166,38 @@ TEST_CASE("inspect lists diffusers variant weights and reads a bare UNet folder"
   REQUIRE(text.exit_code == 0);
   CHECK_THAT(text.output, Catch::Contains("bare UNet folder") && Catch::Contains("(variant)") &&
                               Catch::Contains("scheduler: none in the directory"));
+}
+
+TEST_CASE("inspect adds up a sharded model's shards from their headers", "[cli][inspect]") {
+  TempDir dir;
+  const std::string model = dir.file("sharded");
+  fs::copy(trained_run().checkpoint + "/ema", model, fs::copy_options::recursive);
+  const std::string unet = model + "/unet/";
+  const SafetensorsFile whole = SafetensorsFile::open(unet + "diffusion_pytorch_model.safetensors");
+  const std::vector<std::string> names = whole.names();
+  json weight_map = json::object();
+  for (int shard = 0; shard < 2; ++shard) {
+    const std::string file = "diffusion_pytorch_model-0000" + std::to_string(shard + 1) + "-of-00002.safetensors";
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (size_t i = shard; i < names.size(); i += 2) {
+      tensors.emplace_back(names[i], whole.get(names[i]));
+      weight_map[names[i]] = file;
+    }
+    save_safetensors(unet + file, tensors);
+  }
+  std::ofstream(unet + "diffusion_pytorch_model.safetensors.index.json") << json{{"metadata", json::object()}, {"weight_map", weight_map}};
+  const int64_t parameters = inspect_path(trained_run().checkpoint + "/ema").model.parameters;
+  fs::remove(unet + "diffusion_pytorch_model.safetensors");
+
+  const json j = inspect_json(model);
+  const json& weights = j.at("model").at("weights");
+  REQUIRE(weights.size() == 1);
+  CHECK(weights[0].at("file") == "diffusion_pytorch_model.safetensors.index.json");
+  CHECK(weights[0].at("tensors") == names.size());
+  CHECK(weights[0].at("parameters") == parameters);
+  CHECK(j.at("model").at("parameters") == parameters);
+  CHECK(weights[0].at("bytes") == fs::file_size(unet + "diffusion_pytorch_model-00001-of-00002.safetensors") +
+                                      fs::file_size(unet + "diffusion_pytorch_model-00002-of-00002.safetensors"));
 }
 
 TEST_CASE("inspect of a missing or unrecognised path is one line naming it, exit code 1", "[cli][inspect]") {
