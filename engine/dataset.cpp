@@ -66,7 +66,7 @@ Tensor Dataset::image(int64_t i) const {
 }
 
 void check_dataset_size(const std::string& source, int64_t count, int64_t size, int64_t channels,
-                        int64_t source_bytes) {
+                        int64_t source_bytes, int64_t disk_bytes) {
   if (count > kMaxDatasetImages)
     throw Error("dataset " + source + ": " + std::to_string(count) + " images, more than the " +
                     std::to_string(kMaxDatasetImages) + " allowed (docs/formats.md, Limits)",
@@ -84,6 +84,15 @@ void check_dataset_size(const std::string& source, int64_t count, int64_t size, 
     throw Error("dataset " + source + ": loading it needs " + text +
                     (source_bytes ? ", " + std::to_string(source_bytes) + " for the file's own pixels)" : std::string(")")) +
                     ", more than the " + std::to_string(kMaxDatasetBytes) + " allowed (docs/formats.md, Limits)",
+                ErrorKind::bad_input);
+  }
+  if (disk_bytes > 0 && total > static_cast<double>(kExpansionCheckedAbove) &&
+      total > static_cast<double>(kMaxDatasetExpansion) * static_cast<double>(disk_bytes)) {
+    char text[200];
+    std::snprintf(text, sizeof text, "loading it needs %.0f bytes, %.0f times the %lld bytes its files take on disk",
+                  total, total / static_cast<double>(disk_bytes), static_cast<long long>(disk_bytes));
+    throw Error("dataset " + source + ": " + text + " (more than " + std::to_string(kMaxDatasetExpansion) +
+                    " times is refused above 1 GiB: docs/formats.md, Limits)",
                 ErrorKind::bad_input);
   }
 }

@@ -61,11 +61,17 @@ Dataset load_dataset(const std::string& path_or_name, int64_t sample_size, int64
 // own bytes while they are being resized).
 inline constexpr int64_t kMaxDatasetImages = int64_t{1} << 24;  // 16,777,216
 inline constexpr int64_t kMaxDatasetBytes = int64_t{1} << 32;   // 4 GiB
+// And beyond 1 GiB, at most kMaxDatasetExpansion times the bytes the files take on disk: a small
+// file (a gzip of zeros, a megabyte of 1x1 images to upscale) never asks for gigabytes, while a
+// real dataset of that size (tens of MB of PNG or gzipped IDX at least) still loads.
+inline constexpr int64_t kExpansionCheckedAbove = int64_t{1} << 30;  // 1 GiB
+inline constexpr int64_t kMaxDatasetExpansion = 256;
 
 // Throws a diffuse::Error naming `source` and the bytes needed when `count` images of
-// size x size x channels (plus `source_bytes` held alongside them) exceed those limits.
+// size x size x channels (plus `source_bytes` held alongside them) exceed those limits;
+// `disk_bytes` is what the dataset's files take on disk (0: not known, no expansion check).
 void check_dataset_size(const std::string& source, int64_t count, int64_t size, int64_t channels,
-                        int64_t source_bytes = 0);
+                        int64_t source_bytes = 0, int64_t disk_bytes = 0);
 
 // The two loaders behind load_dataset, exposed for tests and tools.
 Dataset load_idx_dataset(const std::string& images_path, const std::string& labels_path,

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 
 #include "engine/dataset.h"
@@ -186,7 +187,9 @@ Dataset load_idx_dataset(const std::string& images_path, const std::string& labe
       bad(images_path, "the header declares " + std::to_string(dims[0]) + " images of " + std::to_string(dims[1]) +
                            "x" + std::to_string(dims[2]) + " = " + std::to_string(bytes) + " bytes, more than the " +
                            std::to_string(kMaxDatasetBytes) + " allowed (docs/formats.md, Limits)");
-    check_dataset_size(images_path, kept, s, c, static_cast<int64_t>(bytes));
+    std::error_code ec;
+    const auto disk = std::filesystem::file_size(images_path, ec);
+    check_dataset_size(images_path, kept, s, c, static_cast<int64_t>(bytes), ec ? 0 : static_cast<int64_t>(disk));
   });
   int64_t n = images.dims[0];
   const int64_t rows = images.dims[1], cols = images.dims[2];

@@ -183,7 +183,12 @@ Dataset load_image_folder(const std::string& dir, int64_t sample_size, int64_t i
   }
 
   const int64_t n = static_cast<int64_t>(files.size()), s = sample_size, c = in_channels;
-  check_dataset_size("folder " + dir, n, s, c);
+  int64_t disk_bytes = 0;
+  for (const auto& f : files) {
+    const auto size = fs::file_size(f, ec);
+    if (!ec) disk_bytes += static_cast<int64_t>(size);
+  }
+  check_dataset_size("folder " + dir, n, s, c, 0, disk_bytes);
   std::vector<uint8_t> pixels(static_cast<size_t>(n * s * s * c));
   std::vector<std::string> errors(static_cast<size_t>(n));
 #pragma omp parallel for schedule(dynamic, 8)

@@ -181,6 +181,20 @@ TEST_CASE("IDX: the size the header declares is checked against the limits befor
   CHECK_THROWS_WITH(load_dataset(big, 8, 1), Contains(big) && Contains("= 6553600000 bytes, more than the 4294967296"));
 }
 
+TEST_CASE("IDX: a file under 1 MB never asks for more than 1 GiB (expansion over its size on disk)", "[hostile]") {
+  TempDir dir;
+  // 1 MiB of 1x1 images resized to 32x32: 1 GiB + 1 MiB, under the 4 GiB limit but 1025 times the file.
+  const std::string p = dir.file("upscale-images-idx3-ubyte");
+  write_bytes(p, idx3_header(1u << 20, 1, 1) + std::string(1u << 20, '\x10'));
+  CHECK_THROWS_WITH(load_dataset(p, 32, 1),
+                    Contains(p) && Contains("loading it needs 1074790400 bytes, 1025 times the 1048592 bytes") &&
+                        Contains("more than 256 times is refused above 1 GiB"));
+  // A tiny gzip whose header declares 1.2 GB: refused from the header, before inflating anything.
+  const std::string gz = dir.file("zeros-images-idx3-ubyte.gz");
+  write_gzip(gz, idx3_header(1, 35000, 35000), 16);
+  CHECK_THROWS_WITH(load_dataset(gz, 8, 1), Contains(gz) && Contains("times the") && Contains("bytes its files take on disk"));
+}
+
 TEST_CASE("IDX gzip: inflated only up to the size its header declares; shorter or longer is refused", "[hostile]") {
   TempDir dir;
   const std::string p = dir.file("g-images-idx3-ubyte.gz");
