@@ -168,6 +168,46 @@ uint32_t little_endian(const std::string& b, size_t at, size_t bytes) {
   return v;
 }
 
+// Debian's stb_image builds a JPEG Huffman table without checking that its code counts sum to at
+// most 256 (upstream added the check later), and writes past its arrays when they do not: every
+// DHT segment is checked here first, between scans too (progressive JPEGs define tables there).
+// A structure this walk cannot follow is left to stb, which reports it.
+void check_jpeg_huffman_tables(const std::string& path, const std::string& b) {
+  size_t at = 2;  // after SOI
+  while (at + 1 < b.size()) {
+    if (static_cast<unsigned char>(b[at]) != 0xff) return;
+    const unsigned marker = static_cast<unsigned char>(b[at + 1]);
+    at += 2;
+    if (marker == 0xff) {  // fill byte
+      --at;
+      continue;
+    }
+    if (marker == 0xd8 || marker == 0x01 || (marker >= 0xd0 && marker <= 0xd7)) continue;  // no length
+    if (marker == 0xd9 || at + 2 > b.size()) return;                                          // EOI or cut
+    const size_t length = (size_t{static_cast<unsigned char>(b[at])} << 8) | static_cast<unsigned char>(b[at + 1]);
+    if (length < 2 || at + length > b.size()) return;
+    if (marker == 0xc4) {  // DHT: tables of (class/id, 16 counts, the counted symbols)
+      for (size_t t = at + 2; t + 17 <= at + length;) {
+        size_t codes = 0;
+        for (size_t i = 1; i <= 16; ++i) codes += static_cast<unsigned char>(b[t + i]);
+        if (codes > 256)
+          throw Error("cannot read image " + path + ": corrupt JPEG: a Huffman table declares " +
+                          std::to_string(codes) + " codes, more than 256",
+                      ErrorKind::bad_input);
+        t += 17 + codes;
+      }
+    }
+    at += length;
+    if (marker == 0xda) {  // SOS: entropy-coded data runs to the next marker that is not a stuffed
+      while (at + 1 < b.size()) {  // 0xff00 or a restart marker
+        const unsigned next = static_cast<unsigned char>(b[at + 1]);
+        if (static_cast<unsigned char>(b[at]) == 0xff && next != 0 && !(next >= 0xd0 && next <= 0xd7)) break;
+        ++at;
+      }
+    }
+  }
+}
+
 // stb_image reads zeros past the end of a BMP rather than failing, so a 100-byte file could
 // "decode" as millions of black pixels: an uncompressed BMP must hold every row it declares.
 // (stb decodes no RLE BMPs; BI_BITFIELDS rows are stored like uncompressed ones.)
@@ -216,6 +256,8 @@ Image8 read_image(const std::string& path, int channels) {
                     " (it starts with " + leading_bytes(bytes) + ")",
                 ErrorKind::bad_input);
 
+  // Before stb sees the file at all: its header pass (stbi_info) already builds the tables.
+  if (format == ImageFormat::jpeg) check_jpeg_huffman_tables(path, bytes);
   const auto* data_in = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int size_in = static_cast<int>(bytes.size());  // <= kMaxImageFileBytes < INT_MAX
   int w = 0, h = 0, file_channels = 0;

@@ -139,8 +139,12 @@ json last_metrics_line(const fs::path& path) {
   std::istringstream lines(text);
   json last = nullptr;
   for (std::string line; std::getline(lines, line);) {
-    json parsed = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (parsed.is_object()) last = std::move(parsed);
+    try {
+      json parsed = parse_json_input(line, path.string());
+      if (parsed.is_object()) last = std::move(parsed);
+    } catch (const Error&) {
+      // a torn line (the first, cut by the 64 KiB window, or the last after a crash)
+    }
   }
   return last;
 }

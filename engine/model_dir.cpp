@@ -148,6 +148,8 @@ void replace_directory(const std::string& tmp, const std::string& dst) {
     if (!old.empty()) fs::rename(old, dst);
     throw Error(dst + ": cannot move the new directory into place (" + ec.message() + ")");
   }
+  // The rename is durable only once the parent directory's entry is on disk.
+  fsync_directory(fs::path(dst).parent_path().empty() ? "." : fs::path(dst).parent_path().string());
   if (!old.empty()) fs::remove_all(old, ec);
 }
 

@@ -4,6 +4,7 @@
 #include "engine/options.h"
 
 #include <climits>
+#include <limits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include "engine/noise_schedule.h"
 #include "engine/scheduler_config.h"
 #include "nn/allocator.h"
+#include "nn/json_input.h"
 #include "nn/runtime.h"
 
 namespace diffuse::options {
@@ -337,10 +339,12 @@ void value_from_json(const nlohmann::json& j, const ValueRef& value, const std::
           ok = j.is_number_unsigned();
           if (ok) *p = j.get<T>();
         } else {
-          ok = j.is_number_integer();
-          if (ok) *p = j.get<T>();
+          // Checked: an unsigned 2^64 - 1 or a float must not wrap into the field.
+          ok = j.is_number();
+          if (ok)
+            *p = static_cast<T>(json_integer(j, std::numeric_limits<T>::min(), std::numeric_limits<T>::max(), what));
         }
-        if (!ok) throw Error(what + " = " + j.dump() + " has the wrong type", ErrorKind::bad_input);
+        if (!ok) throw Error(what + " = " + json_excerpt(j) + " has the wrong type", ErrorKind::bad_input);
       },
       value);
 }
@@ -405,11 +409,7 @@ nlohmann::json saved_train_options(const std::string& run_dir) {
   const std::string path = (std::filesystem::path(run_dir) / "config.json").string();
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return nullptr;
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in && !in.eof()) throw Error(path + ": cannot read the run's saved options", ErrorKind::bad_input);
-  nlohmann::json config = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  nlohmann::json config = parse_json_input(read_json_input_file(path, "the run's saved options"), path);
   if (!config.is_object() || !config.contains("train") || !config["train"].is_object())
     throw Error(path + ": not a run's config.json (no \"train\" object)", ErrorKind::bad_input);
   return config["train"];

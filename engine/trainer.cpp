@@ -20,6 +20,7 @@
 #include "engine/scheduler_config.h"
 #include "engine/train_step.h"
 #include "nn/atomic_file.h"
+#include "nn/json_input.h"
 #include "nn/runtime.h"
 
 namespace diffuse {
@@ -37,8 +38,11 @@ void truncate_metrics(const std::string& path, int64_t last_step) {
   while (std::getline(in, line)) {
     if (line.empty()) continue;
     try {
-      if (json::parse(line).value("step", int64_t(0)) <= last_step) kept += line + "\n";
-    } catch (const json::exception&) {
+      const json entry = parse_json_input(line, path);
+      if (!entry.is_object()) break;
+      const auto step = entry.find("step");
+      if (step == entry.end() || !step->is_number_integer() || step->get<int64_t>() <= last_step) kept += line + "\n";
+    } catch (const Error&) {
       break;  // a torn last line from a crash
     }
   }
@@ -138,7 +142,7 @@ TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
     if (start > o.steps) throw Error(o.out + ": already trained to step " + std::to_string(st.step) + "; raise --steps to continue");
     // config.json records the options this run now trains with (the may-change ones as applied).
     const std::string config_path = (run / "config.json").string();
-    json run_config = json::parse(read_file(config_path), nullptr, /*allow_exceptions=*/false);
+    json run_config = parse_json_input(read_json_input_file(config_path, "the run's config"), config_path);
     if (!run_config.is_object()) throw Error(config_path + ": not a run's config.json", ErrorKind::bad_input);
     run_config["train"] = options::train_options_json(o);
     write_file_atomic(config_path, run_config.dump(2) + "\n");
@@ -172,6 +176,7 @@ TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
                  {"images_per_second", images_per_second}, {"seconds", seconds}};
     metrics << line.dump() << "\n";
     metrics.flush();
+    if (!metrics) throw Error(metrics_path + ": cannot append the step's metrics (disk full or over `ulimit -f`?)");
     result.last_step = step;
     result.final_loss = r.loss;
 

@@ -373,7 +373,7 @@ TEST_CASE("each error carries its kind: usage, bad input, an unavailable device"
   CHECK(Error("plain").kind() == ErrorKind::runtime);  // a throw without a kind is a runtime failure
 }
 
-TEST_CASE("GenerateRequest::initial_noise replaces the seed's x_T; clamp = false keeps x_0 as sampled", "[api]") {
+TEST_CASE("GenerateRequest::initial_noise replaces the seed's x_T, clamp = false keeps x_0 as sampled", "[api]") {
   TempDir dir;
   Model m = Model::load(save_tiny_model(dir, "m"));
   SchedulerConfig unclipped;  // clip_sample would keep DDPM's last x_0 in [-1, 1] anyway

@@ -43,7 +43,7 @@ void make_dir_with_file(const fs::path& dir) {
 
 }  // namespace
 
-TEST_CASE("stale temporaries of dead processes are removed; live ones and other names are kept", "[crash]") {
+TEST_CASE("stale temporaries of dead processes are removed, live ones and other names are kept", "[crash]") {
   TempDir run;
   const fs::path ck = run.path() / "checkpoints";
   const std::string dead = std::to_string(dead_pid()), live = std::to_string(getpid());

@@ -195,7 +195,7 @@ TEST_CASE("IDX: a file under 1 MB never asks for more than 1 GiB (expansion over
   CHECK_THROWS_WITH(load_dataset(gz, 8, 1), Contains(gz) && Contains("times the") && Contains("bytes its files take on disk"));
 }
 
-TEST_CASE("IDX gzip: inflated only up to the size its header declares; shorter or longer is refused", "[hostile]") {
+TEST_CASE("IDX gzip: inflated only up to the size its header declares, shorter or longer is refused", "[hostile]") {
   TempDir dir;
   const std::string p = dir.file("g-images-idx3-ubyte.gz");
   write_gzip(p, idx3_header(10, 28, 28), 10 * 28 * 28 + 5);
@@ -207,6 +207,21 @@ TEST_CASE("IDX gzip: inflated only up to the size its header declares; shorter o
   // A gzip of zeros named as IDX: its magic is read from the first inflated bytes, and that is all.
   write_gzip(p, "", 1 << 20);
   CHECK_THROWS_WITH(load_dataset(p, 28, 1), Contains(p) && Contains("bad magic 0x00000000"));
+}
+
+TEST_CASE("JPEG: a Huffman table declaring more than 256 codes is refused before stb builds it", "[hostile]") {
+  // Debian's stb_image writes past its arrays on such a table (found by tests/fuzz, image_folder).
+  TempDir dir;
+  const std::string p = dir.file("dht.jpg");
+  std::string jpeg = "\xff\xd8\xff\xc4";
+  jpeg += std::string("\x00\x13\x00", 3);       // length 19: one table, class 0 id 0
+  jpeg += std::string(16, '\x14');                // 16 counts of 20: 320 codes
+  jpeg += "\xff\xd9";
+  write_bytes(p, jpeg);
+  CHECK_THROWS_WITH(read_image(p), Contains(p) && Contains("a Huffman table declares 320 codes, more than 256"));
+  // A real JPEG (its tables sum to at most 256) still decodes.
+  write_image(dir.file("ok.jpg"), Image8{4, 4, 1, std::vector<uint8_t>(16, 100)});
+  CHECK(read_image(dir.file("ok.jpg")).width == 4);
 }
 
 TEST_CASE("image folders: the resized dataset's size is checked before any image is decoded", "[hostile]") {

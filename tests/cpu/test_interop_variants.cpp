@@ -231,7 +231,7 @@ TEST_CASE("interop: fp16 and bf16 variants are written next to the f32 weights a
   CHECK_THAT(error_of([&] { save_weights_variant(f.root, *f.model, "fp8"); }), Contains("fp16 or bf16"));
 }
 
-TEST_CASE("interop: diffuse forward --variant loads a variant; without it the error names the flag", "[interop][cli]") {
+TEST_CASE("interop: diffuse forward --variant loads a variant, without it the error names the flag", "[interop][cli]") {
   ModelFixture f;
   save_weights_variant(f.root, *f.model, "bf16");
   fs::remove(f.single());

@@ -28,7 +28,7 @@ TEST_CASE("the estimate's parameter count is the built model's", "[memory]") {
   CHECK(unet_parameter_count(c) == static_cast<double>(UNet2D(c, 0).num_parameters()));
 }
 
-TEST_CASE("activations grow with the batch and the config; sampling needs less than training", "[memory]") {
+TEST_CASE("activations grow with the batch and the config, sampling needs less than training", "[memory]") {
   const UNet2DConfig tiny = resolve_unet_config("tiny"), cifar = resolve_unet_config("ddpm-cifar10");
   CHECK(training_memory(tiny, 64, 0).activation_bytes == 2 * training_memory(tiny, 32, 0).activation_bytes);
   CHECK(training_memory(cifar, 32, 0).total() > training_memory(tiny, 32, 0).total());

@@ -72,7 +72,7 @@ TEST_CASE("off a terminal a line comes at least every 30 s and at every log_ever
   for (size_t i = 1; i < printed_steps.size(); ++i) CHECK(printed_steps[i] - printed_steps[i - 1] <= 3);
 }
 
-TEST_CASE("fast steps print only at log_every; a quiet stretch under 30 s adds nothing", "[progress]") {
+TEST_CASE("fast steps print only at log_every, a quiet stretch under 30 s adds nothing", "[progress]") {
   Harness h;
   Progress p("train", 100, false, 25, h.out, h.clock());
   for (int64_t step = 1; step <= 100; ++step) {

@@ -89,7 +89,7 @@ TEST_CASE("the library's rule: a field at its default is restored, another value
       Catch::Contains("TrainRequest::batch 4 differs from the run's 8"));
 }
 
-TEST_CASE("an older run's file without a key keeps the given value; a wrong type names the key", "[resume]") {
+TEST_CASE("an older run's file without a key keeps the given value, a wrong type names the key", "[resume]") {
   json saved = saved_run();
   saved.erase("sample_count");
   TrainRequest given;

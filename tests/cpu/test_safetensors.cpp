@@ -397,7 +397,7 @@ TEST_CASE("safetensors: float_to_f16 inverts f16_to_float and rounds to nearest 
   CHECK(std::isnan(f16_to_float(float_to_f16(std::nanf("")))));
 }
 
-TEST_CASE("safetensors: f32 tensors written as F16 read back rounded; out-of-range values refused",
+TEST_CASE("safetensors: f32 tensors written as F16 read back rounded, out-of-range values refused",
           "[safetensors][f16]") {
   TempDir dir;
   const std::string p = dir.file("h.safetensors");
