@@ -54,15 +54,36 @@ Tensor random_integers(int64_t batch, int64_t n, uint64_t seed, uint32_t stream)
   return Tensor::from(u, {batch}, DType::i64);
 }
 
+// T of the model's scheduler config (diffusers' default T = 1000 without one).
+int64_t train_timesteps(const ModelDirectory& located) {
+  return located.scheduler_config_path.empty() ? SchedulerConfig{}.num_train_timesteps
+                                               : read_scheduler_config(located.scheduler_config_path).num_train_timesteps;
+}
+
+// A file's inputs must be numbers the model can mean: a finite sample, and timesteps in [0, T]
+// (a NaN or a float's bits stored as I32 would otherwise run and print a result).
+void check_inputs(const std::string& input, const std::vector<std::pair<std::string, Tensor>>& tensors, int64_t T) {
+  for (const auto& [name, t] : tensors) {
+    if (name != "sample" && name != "timestep") continue;
+    const std::vector<double> v = t.to_vector();
+    for (size_t i = 0; i < v.size(); ++i) {
+      const bool ok = name == "sample" ? std::isfinite(v[i]) : (v[i] >= 0 && v[i] <= static_cast<double>(T));
+      if (!ok)
+        throw Error(input + ": `" + name + "` element " + std::to_string(i) + " is " + std::to_string(v[i]) +
+                        (name == "sample" ? ": expected a finite number"
+                                          : ": expected a timestep in [0, " + std::to_string(T) + "] (the scheduler's T)"),
+                    ErrorKind::bad_input);
+    }
+  }
+}
+
 // An input of the model's shape: `sample` N(0, 1) NCHW, `timestep` uniform in [0, T) of the
 // model's scheduler config (diffusers' default T = 1000 without one), `class_labels` among its
 // class embeddings (the null class too), and with --grad-out a N(0, 1) `weight`.
 std::vector<std::pair<std::string, Tensor>> random_inputs(const UNet2D& model, const ModelDirectory& located,
                                                           int64_t batch, uint64_t seed, bool with_weight) {
   const UNet2DConfig& c = model.config();
-  const int64_t T = located.scheduler_config_path.empty()
-                        ? SchedulerConfig{}.num_train_timesteps
-                        : read_scheduler_config(located.scheduler_config_path).num_train_timesteps;
+  const int64_t T = train_timesteps(located);
   const Shape in_shape{batch, c.in_channels, c.sample_size, c.sample_size};
   std::vector<std::pair<std::string, Tensor>> tensors{
       {"sample", Tensor::randn(in_shape, seed, philox::kNoise)},
@@ -122,6 +143,7 @@ int cmd_forward(int argc, char** argv) {
   std::vector<std::pair<std::string, Tensor>> inputs =
       random_input ? random_inputs(*model, located, random_batch, args["seed"].as<uint64_t>(), want_grads)
                    : read_inputs(input);
+  if (!random_input) check_inputs(input, inputs, train_timesteps(located));
   auto find = [&](const std::string& name) {
     for (auto& [n, t] : inputs)
       if (n == name) return t;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <filesystem>
 #include <limits>
 
@@ -215,6 +216,24 @@ TEST_CASE("forward --random-input makes a seeded input of the model's shape that
   SafetensorsFile g = forward({"--random-input", "--grad-out", dir.file("grads.safetensors")}, dir.file("e.safetensors"));
   CHECK(g.shape("weight") == Shape{1, 1, 8, 8});
   CHECK(fs::exists(dir.file("grads.safetensors")));
+
+  // A NaN timestep, one beyond T (a float's bits stored as I32 read as 1080872141) and a NaN in the
+  // sample are refused naming the file, not run.
+  const Tensor sample = a.get("sample");
+  const std::vector<std::pair<std::string, Tensor>> bad_inputs[] = {
+      {{"sample", sample}, {"timestep", Tensor::from({std::nan(""), 1, 2}, {3}, DType::f32)}},
+      {{"sample", sample}, {"timestep", Tensor::from({1080872141, 1, 2}, {3}, DType::i64)}},
+      {{"sample", Tensor::from(std::vector<double>(3 * 64, std::nan("")), {3, 1, 8, 8}, DType::f32)},
+       {"timestep", Tensor::from({1, 1, 2}, {3}, DType::i64)}}};
+  for (const auto& tensors : bad_inputs) {
+    const std::string bad = dir.file("bad.safetensors");
+    save_safetensors(bad, tensors);
+    auto r = run_cli({"forward", "--model", model, "--out", dir.file("bad-out.safetensors"), "--input", bad});
+    INFO(r.output);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.output, Catch::Contains(bad) && Catch::Contains("element 0 is"));
+    CHECK(!fs::exists(dir.file("bad-out.safetensors")));
+  }
 
   check_usage_error({"forward", "--model", model, "--out", dir.file("x.safetensors")}, {"--input or --random-input"});
   check_usage_error({"forward", "--model", model, "--out", dir.file("x.safetensors"), "--input", dir.file("a.safetensors"),
