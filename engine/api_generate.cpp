@@ -103,16 +103,10 @@ Pipeline::Pipeline(const Model& model, const SamplerOptions& options) {
     if (!model.impl_) throw Error("Pipeline: the Model was moved from", ErrorKind::usage);
     auto impl = std::make_shared<Impl>(model);
     impl->weights = model.impl_;
-    if (!options.scheduler_config.empty()) {
-      try {
-        impl->scheduler = read_scheduler_config(options.scheduler_config);
-      } catch (const Error& e) {
-        throw Error(e.what(), ErrorKind::bad_input);
-      }
-    } else if (!model.impl_->scheduler_json.empty()) {
-      impl->scheduler = scheduler_config_from_json(model.impl_->scheduler_json, model.impl_->scheduler_path);
-    }  // else diffusers' DDPMScheduler defaults: SchedulerConfig{}
+    impl->scheduler =
+        sampling_scheduler_config(options.scheduler_config, model.impl_->scheduler_json, model.impl_->scheduler_path);
     options::validate(options, options::Naming::field);
+    options::check_inference_steps(options, impl->scheduler.num_train_timesteps, options::Naming::field);
     if (!options.sampler.empty()) impl->scheduler.kind = parse_sampler_kind(options.sampler, "SamplerOptions::sampler");
     impl->scheduler.eta = options.eta;
     impl->steps = options.steps;

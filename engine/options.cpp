@@ -205,7 +205,7 @@ const Table<TrainRequest>& train_table() {
            at_least(0)},
           {"resume", DIFFUSE_OPTION_FIELD(R, resume), kNotSaved,
            "continue the run in `--out` from its newest checkpoint, bit-for-bit"},
-          {"device", DIFFUSE_OPTION_FIELD(R, device), kSaved, "`cpu` or `cuda`", available_device()},
+          {"device", DIFFUSE_OPTION_FIELD(R, device), kSavedMayChange, "`cpu` or `cuda`", available_device()},
           {"precision", DIFFUSE_OPTION_FIELD(R, precision), kSaved,
            "`fp32`; `bf16` is reserved for CUDA mixed precision (not implemented yet: refused)",
            one_of({"fp32", "bf16"})},
@@ -392,6 +392,14 @@ void check_class_label(const GenerateRequest& r, int num_classes, Naming naming)
                   (num_classes == 0 ? std::string(": the model is unconditional; use -1")
                                     : ": expected -1 or 0.." + std::to_string(num_classes - 1)),
               ErrorKind::bad_input);
+}
+
+void check_inference_steps(const SamplerOptions& o, int64_t num_train_timesteps, Naming naming) {
+  if (o.steps <= num_train_timesteps) return;
+  throw Error(label(sampler_table().struct_name, "steps", "steps", naming) + " " + std::to_string(o.steps) +
+                  ": more than the scheduler's num_train_timesteps (" + std::to_string(num_train_timesteps) +
+                  "): at most one inference step per training timestep",
+              ErrorKind::usage);
 }
 
 nlohmann::json train_options_json(const TrainRequest& r) { return to_json(train_table(), r); }

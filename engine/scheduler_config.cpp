@@ -281,6 +281,19 @@ SchedulerConfig scheduler_config_from_json(const std::string& text, const std::s
   return c;
 }
 
+SchedulerConfig sampling_scheduler_config(const std::string& override_path, const std::string& model_json,
+                                          const std::string& model_source) {
+  if (!override_path.empty()) {
+    try {
+      return read_scheduler_config(override_path);
+    } catch (const Error& e) {
+      throw Error(e.what(), ErrorKind::bad_input);
+    }
+  }
+  if (!model_json.empty()) return scheduler_config_from_json(model_json, model_source);
+  return SchedulerConfig{};  // diffusers' DDPMScheduler defaults
+}
+
 SchedulerConfig read_scheduler_config(const std::string& path) {
   return scheduler_config_from_json(read_json_input_file(path, "scheduler config"), path);
 }

@@ -60,6 +60,11 @@ struct SchedulerConfig {
 // Parses scheduler_config.json text; `source` (the file name) prefixes every error.
 SchedulerConfig scheduler_config_from_json(const std::string& text, const std::string& source);
 SchedulerConfig read_scheduler_config(const std::string& path);
+// The scheduler a sampler uses: the file `override_path` when given (its errors are bad_input),
+// else the model's own scheduler_config.json text (`model_json`, read from `model_source`), else
+// diffusers' DDPMScheduler defaults. Pipeline and `diffuse sample` both ask this one function.
+SchedulerConfig sampling_scheduler_config(const std::string& override_path, const std::string& model_json,
+                                          const std::string& model_source);
 // The JSON diffusers writes for kind's class (sorted keys, 2-space indent), loadable by
 // diffusers' from_pretrained/from_config.
 std::string scheduler_config_to_json(const SchedulerConfig& c);

@@ -18,6 +18,7 @@
 #include "diffuse/diffuse.h"
 #include "engine/memory_estimate.h"
 #include "engine/options.h"
+#include "engine/scheduler_config.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/option_flags.h"
@@ -143,6 +144,11 @@ int cmd_sample(int argc, char** argv) {
 
   Model model = Model::load(own.model, own.device, own.variant);
   options::check_class_label(request, model.num_classes(), options::Naming::flag);
+  options::check_inference_steps(
+      sampler,
+      sampling_scheduler_config(sampler.scheduler_config, model.scheduler_config_json(), model.directory())
+          .num_train_timesteps,
+      options::Naming::flag);
   Pipeline pipeline(model, sampler);
   const int side = model.sample_size(), channels = model.channels();
   if (!own.noise.empty()) request.initial_noise = read_noise_file(own.noise, request.count, channels, side);

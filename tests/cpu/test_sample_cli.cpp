@@ -125,7 +125,7 @@ TEST_CASE("sampling progress counts each batch's own steps under its batch numbe
   CHECK_THAT(r.output, Catch::Contains("sample step 2/2") && !Catch::Contains("batch"));
 }
 
-TEST_CASE("--noise starts from the given NCHW noise and --out-raw writes NCHW samples", "[cli][sample]") {
+TEST_CASE("sample --noise starts from the given NCHW noise and --out-raw writes NCHW samples", "[cli][sample]") {
   RgbModel m;
   const int64_t n = 3, c = 3, s = 8;
   // The engine's own x_T for seed 7 in one batch, as a PyTorch user would write it: NCHW.
@@ -180,6 +180,30 @@ TEST_CASE("a --noise file of the wrong shape, dtype or name is one line naming t
                     m.dir.file("g.png")});
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.output, Catch::Contains("not finite"));
+}
+
+TEST_CASE("more inference steps than the scheduler's T: a usage error naming --steps, before sampling", "[cli][sample]") {
+  TempDir dir;
+  UNet2DConfig cfg = resolve_unet_config("tiny");
+  cfg.sample_size = 8;
+  UNet2D unet(cfg, 5);
+  const std::string model = dir.file("model");
+  save_model_dir(model, unet, "");  // no scheduler config: diffusers' defaults, T = 1000
+  check_usage_error({"sample", "--model", model, "--out", dir.file("x.png"), "--steps", "1001"},
+                    {"--steps 1001", "num_train_timesteps (1000)"});
+  CHECK(!fs::exists(dir.file("x.png")));
+  // The library names the field.
+  SamplerOptions o;
+  o.steps = 1001;
+  try {
+    Pipeline p(Model::load(model), o);
+    FAIL("Pipeline accepted 1001 steps");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::usage);
+    CHECK_THAT(e.what(), Catch::Contains("SamplerOptions::steps 1001"));
+  }
+  o.steps = 1000;
+  CHECK(Pipeline(Model::load(model), o).steps() == 1000);
 }
 
 TEST_CASE("forward --random-input makes a seeded input of the model's shape that is itself an --input", "[cli][forward]") {
