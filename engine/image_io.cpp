@@ -169,43 +169,59 @@ uint32_t little_endian(const std::string& b, size_t at, size_t bytes) {
 }
 
 // Debian's stb_image builds a JPEG Huffman table without checking that its code counts sum to at
-// most 256 (upstream added the check later), and writes past its arrays when they do not: every
-// DHT segment is checked here first, between scans too (progressive JPEGs define tables there).
-// A structure this walk cannot follow is left to stb, which reports it.
+// most 256 (upstream added the check later), and writes past its arrays when they do not. Every
+// table stb could build is checked here first, so this walk must reach at least every DHT stb's
+// does (tests/fuzz found each shortcut below). Like stb it reads zeros past the end of the file,
+// steps over bytes that are not a marker (stb scans padding between segments; entropy-coded data
+// is such bytes, its 0xff00 and restart markers included), and walks a DHT's tables for as long as
+// the segment's declared length stays positive, even when a table's 17-byte head runs past the
+// segment or the file. Where stb would stop with an error this walk goes on: more is checked, and
+// a well-formed file is walked exactly as stb walks it, so nothing valid is refused.
 void check_jpeg_huffman_tables(const std::string& path, const std::string& b) {
+  const auto byte = [&b](size_t i) -> unsigned { return i < b.size() ? static_cast<unsigned char>(b[i]) : 0u; };
   size_t at = 2;  // after SOI
-  while (at + 1 < b.size()) {
-    if (static_cast<unsigned char>(b[at]) != 0xff) return;
-    const unsigned marker = static_cast<unsigned char>(b[at + 1]);
-    at += 2;
-    if (marker == 0xff) {  // fill byte
-      --at;
-      continue;
-    }
-    if (marker == 0xd8 || marker == 0x01 || (marker >= 0xd0 && marker <= 0xd7)) continue;  // no length
-    if (marker == 0xd9 || at + 2 > b.size()) return;                                          // EOI or cut
-    const size_t length = (size_t{static_cast<unsigned char>(b[at])} << 8) | static_cast<unsigned char>(b[at + 1]);
-    if (length < 2 || at + length > b.size()) return;
+  while (at < b.size()) {
+    if (byte(at++) != 0xff) continue;
+    while (at < b.size() && byte(at) == 0xff) ++at;  // fill bytes
+    if (at >= b.size()) return;
+    const unsigned marker = byte(at++);
+    if (marker == 0x00 || marker == 0x01 || (marker >= 0xd0 && marker <= 0xd8)) continue;  // no length
+    if (marker == 0xd9) return;                                                              // EOI
+    const size_t length = (size_t{byte(at)} << 8) | byte(at + 1);
     if (marker == 0xc4) {  // DHT: tables of (class/id, 16 counts, the counted symbols)
-      for (size_t t = at + 2; t + 17 <= at + length;) {
+      size_t t = at + 2;
+      for (int64_t left = static_cast<int64_t>(length) - 2; left > 0;) {
         size_t codes = 0;
-        for (size_t i = 1; i <= 16; ++i) codes += static_cast<unsigned char>(b[t + i]);
+        for (size_t i = 1; i <= 16; ++i) codes += byte(t + i);
         if (codes > 256)
           throw Error("cannot read image " + path + ": corrupt JPEG: a Huffman table declares " +
                           std::to_string(codes) + " codes, more than 256",
                       ErrorKind::bad_input);
         t += 17 + codes;
+        left -= static_cast<int64_t>(17 + codes);
       }
     }
-    at += length;
-    if (marker == 0xda) {  // SOS: entropy-coded data runs to the next marker that is not a stuffed
-      while (at + 1 < b.size()) {  // 0xff00 or a restart marker
-        const unsigned next = static_cast<unsigned char>(b[at + 1]);
-        if (static_cast<unsigned char>(b[at]) == 0xff && next != 0 && !(next >= 0xd0 && next <= 0xd7)) break;
-        ++at;
-      }
-    }
+    at += length < 2 ? 2 : length;  // a segment stb reads whole ends where its length says
   }
+}
+
+// stb_image copies each IDAT chunk into a buffer it grows as chunks arrive; for an empty first IDAT
+// the buffer is still null and it calls memcpy(null, ..., 0), undefined behaviour (tests/fuzz,
+// image_folder). An empty IDAT adds nothing to the image, so such chunks are dropped before stb
+// reads the file. The walk is stb's own: every chunk is length, type, data, CRC.
+std::string without_empty_png_data_chunks(std::string b) {
+  for (size_t at = 8; at + 8 <= b.size();) {
+    const uint32_t length = (uint32_t{static_cast<unsigned char>(b[at])} << 24) |
+                            (uint32_t{static_cast<unsigned char>(b[at + 1])} << 16) |
+                            (uint32_t{static_cast<unsigned char>(b[at + 2])} << 8) | static_cast<unsigned char>(b[at + 3]);
+    if (length == 0 && b.compare(at + 4, 4, "IDAT") == 0) {
+      b.erase(at, std::min<size_t>(12, b.size() - at));
+      continue;
+    }
+    if (b.compare(at + 4, 4, "IEND") == 0 || length > b.size()) break;  // stb reports a cut file itself
+    at += 12 + size_t{length};
+  }
+  return b;
 }
 
 // stb_image reads zeros past the end of a BMP rather than failing, so a 100-byte file could
@@ -248,7 +264,7 @@ Image8 read_image(const std::string& path, int channels) {
   if (format == ImageFormat::unknown)
     throw Error(who + ": unknown extension '" + lower_extension(path) + "' (PNG, JPEG or BMP: .png, .jpg, .jpeg, .bmp)",
                 ErrorKind::bad_input);
-  const std::string bytes = read_file(path, static_cast<size_t>(kMaxImageFileBytes));
+  std::string bytes = read_file(path, static_cast<size_t>(kMaxImageFileBytes));
   const ImageFormat content = format_from_magic(bytes);
   if (content != format)
     throw Error(who + ": the name says " + format_name(format) + " but the content is " +
@@ -258,6 +274,7 @@ Image8 read_image(const std::string& path, int channels) {
 
   // Before stb sees the file at all: its header pass (stbi_info) already builds the tables.
   if (format == ImageFormat::jpeg) check_jpeg_huffman_tables(path, bytes);
+  if (format == ImageFormat::png) bytes = without_empty_png_data_chunks(std::move(bytes));
   const auto* data_in = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int size_in = static_cast<int>(bytes.size());  // <= kMaxImageFileBytes < INT_MAX
   int w = 0, h = 0, file_channels = 0;

@@ -10,6 +10,11 @@
 # $DIFFUSE_FUZZ_FINDINGS/<target>/), and the last lines of the target's log are printed.
 # $DIFFUSE_FUZZ_JOBS targets run side by side (default 1). Exit status: 0 clean, 1 a finding,
 # 2 skipped (no clang/libFuzzer; the reason is printed).
+# Repeatable runs (what scripts/test.sh, and so CI, does): $DIFFUSE_FUZZ_SEED fixes libFuzzer's seed
+# and $DIFFUSE_FUZZ_RUNS stops each target after that many inputs, [seconds] then only capping a slow
+# machine. From a clean build directory the same inputs are tried every time, so a landing is
+# refused only for a finding its own change brought in; finding new bugs is a longer, seedless run
+# on purpose (docs/hardening.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
@@ -59,18 +64,21 @@ fuzz_one() {
   fi
   local corpora=("$grown")
   [ -d "$seeds" ] && corpora+=("$seeds")
-  if ! "$bin" "${limits[@]}" -max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$findings/" \
-      "${corpora[@]}" >>"$log" 2>&1; then
+  local repeatable=()
+  [ -n "${DIFFUSE_FUZZ_SEED:-}" ] && repeatable+=(-seed="$DIFFUSE_FUZZ_SEED")
+  [ -n "${DIFFUSE_FUZZ_RUNS:-}" ] && repeatable+=(-runs="$DIFFUSE_FUZZ_RUNS")
+  if ! "$bin" "${limits[@]}" "${repeatable[@]}" -max_total_time="$seconds" -print_final_stats=1 \
+      -artifact_prefix="$findings/" "${corpora[@]}" >>"$log" 2>&1; then
     echo "fuzz.sh: $t: FOUND A BUG; the input is in $findings/ (keep it in $regressions/ once fixed):"
     tail -40 "$log"
     return 1
   fi
   local runs
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  echo "fuzz.sh: $t: clean (${#kept[@]} regression inputs replayed, ${runs:-?} inputs in ${seconds} s)"
+  echo "fuzz.sh: $t: clean (${#kept[@]} regression inputs replayed, ${runs:-?} inputs, at most ${seconds} s)"
 }
 
-echo "fuzz.sh: ${#targets[@]} targets, ${seconds} s each, $jobs at a time, in $build_dir"
+echo "fuzz.sh: ${#targets[@]} targets, ${DIFFUSE_FUZZ_RUNS:+${DIFFUSE_FUZZ_RUNS} inputs or }${seconds} s each${DIFFUSE_FUZZ_SEED:+ from seed $DIFFUSE_FUZZ_SEED}, $jobs at a time, in $build_dir"
 status=0
 pids=()
 for t in "${targets[@]}"; do

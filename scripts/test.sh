@@ -7,7 +7,9 @@
 # needs the CUDA toolkit's headers, with cuDNN's, but no GPU; without them it says it skipped.)
 # Last, the sanitizer flavour (clang, ASan + UBSan, build-asan or $DIFFUSE_ASAN_BUILD_DIR): the cpu
 # and emu labels under the sanitizers (scripts/asan_tests.sh says which tests), then every libFuzzer
-# target for $DIFFUSE_FUZZ_SECONDS (default 60) s, two at a time (scripts/fuzz.sh). Without clang and
+# target, two at a time, repeatably: seed $DIFFUSE_FUZZ_SEED (default 1), $DIFFUSE_FUZZ_RUNS inputs
+# (default 20000) or $DIFFUSE_FUZZ_SECONDS (default 120) s, whichever ends first (scripts/fuzz.sh;
+# a clean build directory tries the same inputs every time). Without clang and
 # its runtimes those stages say they skipped — except on CI ($CI set), where skipping fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,5 +81,6 @@ run_stage() {
   fi
 }
 run_stage "sanitizers (cpu, emu)" bash scripts/asan_tests.sh
-run_stage "fuzzing" env DIFFUSE_FUZZ_JOBS="${DIFFUSE_FUZZ_JOBS:-2}" bash scripts/fuzz.sh "${DIFFUSE_FUZZ_SECONDS:-60}"
+run_stage "fuzzing" env DIFFUSE_FUZZ_JOBS="${DIFFUSE_FUZZ_JOBS:-2}" DIFFUSE_FUZZ_SEED="${DIFFUSE_FUZZ_SEED:-1}" \
+  DIFFUSE_FUZZ_RUNS="${DIFFUSE_FUZZ_RUNS:-20000}" bash scripts/fuzz.sh "${DIFFUSE_FUZZ_SECONDS:-120}"
 exit $status

@@ -174,7 +174,8 @@ struct TrainUpdate {
   int64_t total = 0;  // TrainRequest::steps
   double loss = 0, lr = 0, grad_norm = 0, images_per_second = 0, seconds = 0;
   // "" after a step; "checkpoint DIR" or "samples FILE" after writing one; before the first step of
-  // a resumed run, "resumed with KEY = VALUE (the run had OLD)" per option the resume changed.
+  // a resumed run, "resumed with KEY = VALUE (the run had OLD)" per option the resume changed;
+  // before any step, "removed PATH, left by a run that was killed" per stale temporary cleaned up.
   std::string event;
 };
 

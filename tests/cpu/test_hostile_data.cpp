@@ -224,6 +224,44 @@ TEST_CASE("JPEG: a Huffman table declaring more than 256 codes is refused before
   CHECK(read_image(dir.file("ok.jpg")).width == 4);
 }
 
+TEST_CASE("JPEG: every Huffman table stb would build is checked, however the file is malformed", "[hostile]") {
+  // Each shape is one the fuzzer reached stb with (tests/fuzz, image_folder): stb steps over
+  // padding between segments, reads zeros past the end of the file, and reads a table's 17-byte
+  // head even when the segment's length leaves less than that.
+  TempDir dir;
+  const std::string p = dir.file("dht.jpg");
+  const std::string counts(16, '\x14');  // 16 counts of 20: 320 codes
+  const std::string soi_app = std::string("\xff\xd8\xff\xe0\x00\x04\x00\x00", 8);  // SOI, an empty APP0
+  const auto refused = [&](const std::string& bytes) {
+    write_bytes(p, bytes);
+    CHECK_THROWS_WITH(read_image(p), Contains(p) && Contains("a Huffman table declares 320 codes"));
+  };
+  refused(soi_app + "junk" + std::string("\xff\xc4\x00\x13\x00", 5) + counts);       // after padding
+  refused(soi_app + std::string("\xff\xc4\x00\x40\x00", 5) + counts);                 // cut short
+  refused(soi_app + std::string("\xff\xc4\x00\x05\x00", 5) + counts + "\xff\xd9");    // head past the segment
+  refused(soi_app + std::string("\xff\xff\xff\xc4\x00\x13\x00", 7) + counts);       // fill bytes
+  // A second table in the same segment, after a valid first one of 2 codes.
+  refused(soi_app + std::string("\xff\xc4\x00\x26\x00\x02", 6) + std::string(15, '\0') + "ab" +
+          std::string("\x10", 1) + counts);
+}
+
+TEST_CASE("PNG: an empty IDAT chunk is dropped before stb sees it, the image decodes as without it", "[hostile]") {
+  // stb calls memcpy(null, ..., 0) on an empty first IDAT (tests/fuzz, image_folder; UBSan).
+  TempDir dir;
+  Image8 im{5, 3, 3, {}};
+  for (int i = 0; i < 45; ++i) im.pixels.push_back(static_cast<uint8_t>(i * 5));
+  write_image(dir.file("plain.png"), im);
+  std::string png = test::slurp(dir.file("plain.png"));
+  const size_t idat = png.find("IDAT") - 4;
+  const std::string empty_idat = std::string("\0\0\0\0IDAT", 8) + "\x35\xaf\x06\x1e";  // its real CRC
+  png.insert(idat, empty_idat + empty_idat);
+  write_bytes(dir.file("empty-idat.png"), png);
+  const Image8 back = read_image(dir.file("empty-idat.png"));
+  CHECK(back.width == 5);
+  CHECK(back.height == 3);
+  CHECK(back.pixels == im.pixels);
+}
+
 TEST_CASE("image folders: the resized dataset's size is checked before any image is decoded", "[hostile]") {
   TempDir dir;
   for (const char* name : {"a.png", "b.png", "c.png"}) write_image(dir.file(name), Image8{2, 2, 1, std::vector<uint8_t>(4, 1)});
