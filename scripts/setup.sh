@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   catch2 libcxxopts-dev libstb-dev libopenblas-dev nlohmann-json3-dev zlib1g-dev
+  libpng-dev libjpeg62-turbo-dev  # PNG and JPEG decoding (engine/image_decode.h)
   libboost-context-dev libomp-dev
   clang libclang-rt-dev  # the sanitizer flavour and its libFuzzer targets (scripts/sanitizer_build.sh)
   dataset-fashion-mnist
