@@ -16,6 +16,7 @@
 #include "engine/image_io.h"
 #include "engine/memory_estimate.h"
 #include "engine/options.h"
+#include "engine/report.h"
 #include "engine/noise_schedule.h"
 #include "engine/scheduler_config.h"
 #include "engine/train_step.h"
@@ -145,28 +146,33 @@ TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
     json run_config = parse_json_input(read_json_input_file(config_path, "the run's config"), config_path);
     if (!run_config.is_object()) throw Error(config_path + ": not a run's config.json", ErrorKind::bad_input);
     run_config["train"] = options::train_options_json(o);
+    run_config["session"] = session_json(o.device == Device::cuda);  // where this session runs (the report shows it)
     write_file_atomic(config_path, run_config.dump(2) + "\n");
     for (const std::string& change : o.resume_changes)
       if (callback) callback(TrainProgress{st.step, o.steps, st.loss, 0, 0, 0, 0, "resumed with " + change});
   } else {
     json run_config = {{"train", options::train_options_json(o)}, {"unet", json::parse(unet_config_to_json(cfg))},
-                       {"scheduler", json::parse(scheduler_json)}};
+                       {"scheduler", json::parse(scheduler_json)}, {"session", session_json(o.device == Device::cuda)}};
     write_file_atomic((run / "config.json").string(), run_config.dump(2) + "\n");
   }
   const std::string metrics_path = (run / "metrics.jsonl").string();
   truncate_metrics(metrics_path, start - 1);
   std::ofstream metrics(metrics_path, std::ios::app);
   if (!metrics) throw Error(metrics_path + ": cannot open for writing");
+  LiveReport report(o.out);  // report.html: rewritten at grids, checkpoints, every ~15 s and at the end
+  report.update(true);
 
   result.first_step = start;
   const auto t_start = std::chrono::steady_clock::now();
   for (int64_t step = start; step <= o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const TrainStepResult r = train_step.run(step, batcher.next());
-    if (!r.non_finite.empty())
+    if (!r.non_finite.empty()) {
+      report.finish();
       throw Error("step " + std::to_string(step) + ": " + r.non_finite + "; training stopped" +
                   (result.last_checkpoint.empty() ? std::string(" (no checkpoint written yet)")
                                                   : "; the last good checkpoint is " + result.last_checkpoint));
+    }
 
     const auto t1 = std::chrono::steady_clock::now();
     const double dt = std::chrono::duration<double>(t1 - t0).count();
@@ -177,6 +183,7 @@ TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
     metrics << line.dump() << "\n";
     metrics.flush();
     if (!metrics) throw Error(metrics_path + ": cannot append the step's metrics (disk full or over `ulimit -f`?)");
+    report.add(line);
     result.last_step = step;
     result.final_loss = r.loss;
 
@@ -184,8 +191,11 @@ TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
       return TrainProgress{step, o.steps, r.loss, r.lr, r.grad_norm, images_per_second, seconds, std::move(event)};
     };
     const bool keep_going = !callback || callback(progress(""));
+    bool wrote_file = false;  // a grid or checkpoint: the report shows it at once
     if (o.sample_every > 0 && step % o.sample_every == 0) {
       const std::string path = write_sample_grid(o, step, train_step, ema_model, sampler_cfg);
+      report.add_grid(step, path);
+      wrote_file = true;
       if (callback) callback(progress("samples " + path));
     }
     if (step == o.steps || !keep_going || (o.checkpoint_every > 0 && step % o.checkpoint_every == 0)) {
@@ -198,12 +208,15 @@ TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
           save_checkpoint(o.out, st, train_step.model(), ema_model, train_step.ema(), train_step.adam(), scheduler_json,
                           o.save_dtype == "fp32" ? "" : o.save_dtype);
       if (callback) callback(progress("checkpoint " + result.last_checkpoint));
+      wrote_file = true;
     }
+    if (step < o.steps && keep_going) report.update(wrote_file);
     if (!keep_going) {
       result.cancelled = true;
       break;
     }
   }
+  report.finish();
   return result;
 }
 

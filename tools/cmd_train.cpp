@@ -11,6 +11,7 @@
 
 #include "diffuse/diffuse.h"
 #include "engine/options.h"
+#include "engine/report.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/option_flags.h"
@@ -74,9 +75,15 @@ int cmd_train(int argc, char** argv) {
   options::validate(request, options::Naming::flag);
   options::check(cli_table(), own, options::Naming::flag);
 
+  const std::string report = report_path(request.out);  // the run's live page (engine/report.h)
+  bool report_announced = false;  // at the first update: a run refused before training starts has no page
   Progress progress("train", request.steps, stdout_is_terminal(), own.log_every);
   std::signal(SIGINT, on_sigint);
   TrainSummary r = train(request, [&](const TrainUpdate& p) {
+    if (!report_announced) {
+      std::printf("train: report %s (reloads itself while the run trains)\n", report.c_str());
+      report_announced = true;
+    }
     if (!p.event.empty()) {
       if (stdout_is_terminal()) std::printf("\n");
       std::printf("train step %lld: %s\n", static_cast<long long>(p.step), p.event.c_str());
@@ -91,6 +98,7 @@ int cmd_train(int argc, char** argv) {
   progress.finish(std::string(r.cancelled ? "interrupted" : "finished") + " at step " + std::to_string(r.last_step) +
                   ", last loss " + std::to_string(r.final_loss) +
                   (r.checkpoint.empty() ? "" : ", checkpoint " + r.checkpoint));
+  if (report_announced) std::printf("train: report %s\n", report.c_str());
   return r.cancelled ? 130 : 0;
 }
 

@@ -11,5 +11,6 @@ int cmd_train(int argc, char** argv);
 int cmd_sample(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_inspect(int argc, char** argv);
+int cmd_report(int argc, char** argv);
 
 }  // namespace diffuse::cli

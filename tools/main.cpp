@@ -24,6 +24,7 @@ const Command kCommands[] = {
     {"forward", diffuse::cli::cmd_forward, "run the UNet once on tensors from a safetensors file (parity checks)"},
     {"bench", diffuse::cli::cmd_bench, "time kernels, a training step or sampling against their references"},
     {"inspect", diffuse::cli::cmd_inspect, "describe a model directory, checkpoint or run (size, config, schedule, step)"},
+    {"report", diffuse::cli::cmd_report, "write one HTML page comparing training runs (curves, sample grids, options)"},
     {"info", diffuse::cli::cmd_info, "version, build options, devices and library versions"},
 };
 
