@@ -4,12 +4,16 @@
 // side of every copy must lie inside one live allocation, a host side must not be device memory.
 // Host-to-device copies snapshot the pageable source at the call (the runtime's documented
 // staging); device-to-host copies write the host buffer only when the work runs, so a host read
-// before the synchronisation sees the old contents.
+// before the synchronisation sees the old contents. Recorded into a stream capture (capture.h), a
+// host-to-device copy reads its host source when the graph runs instead, as a graph's memcpy node
+// does; and the synchronous calls here are refused while a capture forbids them.
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "kernels/emulated_device/capture.h"
 #include "kernels/emulated_device/device.h"
 
 using namespace diffuse::emulated_device;
@@ -44,6 +48,12 @@ bool side_ok(const void* p, size_t bytes, bool device) {
   return device ? is_device_range(p, bytes) : !in_device_region(p);
 }
 
+// A host source is staged at the call unless the copy is recorded into a capture.
+bool stage_host_source(cudaStream_t stream) {
+  std::optional<StreamRef> s = find_stream(stream);
+  return !s || !is_capturing(*s);
+}
+
 std::string describe_copy(const char* call, const Direction& d, size_t bytes) {
   return std::string(call) + " " + d.name() + " of " + std::to_string(bytes) + " bytes";
 }
@@ -57,7 +67,7 @@ cudaError_t queue_copy(const char* call, void* dst, const void* src, size_t coun
   if (count == 0) return cudaSuccess;
   if (!side_ok(src, count, d.src_device) || !side_ok(dst, count, d.dst_device)) return cudaErrorInvalidValue;
   std::string what = describe_copy(call, d, count);
-  if (!d.src_device) {
+  if (!d.src_device && stage_host_source(stream)) {
     auto staged = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
                                                                 static_cast<const unsigned char*>(src) + count);
     return enqueue(stream, std::move(what), [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
@@ -107,7 +117,7 @@ cudaError_t queue_copy_3d(const cudaMemcpy3DParms* p, cudaStream_t stream) {
   if (!side_ok(src.first, src.span, d.src_device) || !side_ok(dst.first, dst.span, d.dst_device))
     return cudaErrorInvalidValue;
   std::string what = describe_copy("cudaMemcpy3DAsync", d, e.width * e.height * e.depth);
-  if (!d.src_device) {  // stage the host rows now, densely
+  if (!d.src_device && stage_host_source(stream)) {  // stage the host rows now, densely
     auto staged = std::make_shared<std::vector<unsigned char>>(e.width * e.height * e.depth);
     unsigned char* out = staged->data();
     for (size_t z = 0; z < e.depth; ++z)
@@ -141,6 +151,7 @@ extern "C" {
 cudaError_t cudaMalloc(void** devPtr, size_t size) {
   DEVICE_CALL();
   if (!devPtr) return record(cudaErrorInvalidValue);
+  if (cudaError_t refused = check_unsafe_call(); refused != cudaSuccess) return record(refused);
   if (size == 0) {
     *devPtr = nullptr;
     return cudaSuccess;
@@ -153,6 +164,7 @@ cudaError_t cudaFree(void* devPtr) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());
   if (!devPtr) return cudaSuccess;
+  if (cudaError_t refused = check_unsafe_call(); refused != cudaSuccess) return record(refused);
   cudaError_t synced = synchronize_all();
   cudaError_t freed = free_device_memory(devPtr);
   return record(freed != cudaSuccess ? freed : synced);
@@ -174,6 +186,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
 // On the legacy default stream, and waits for it (and so for blocking streams' earlier work).
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
   DEVICE_CALL();
+  if (cudaError_t refused = check_unsafe_call(); refused != cudaSuccess) return record(refused);
   if (cudaError_t s = queue_copy("cudaMemcpy", dst, src, count, kind, nullptr); s != cudaSuccess) return record(s);
   return record(synchronize_stream(nullptr));
 }
@@ -185,6 +198,7 @@ cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t 
 
 cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
   DEVICE_CALL();
+  if (cudaError_t refused = check_unsafe_call(); refused != cudaSuccess) return record(refused);
   if (cudaError_t s = queue_memset("cudaMemset", devPtr, value, count, nullptr); s != cudaSuccess) return record(s);
   return record(synchronize_stream(nullptr));
 }
@@ -196,6 +210,7 @@ cudaError_t cudaMemcpy3DAsync(const cudaMemcpy3DParms* p, cudaStream_t stream) {
 
 cudaError_t cudaMemcpy3D(const cudaMemcpy3DParms* p) {
   DEVICE_CALL();
+  if (cudaError_t refused = check_unsafe_call(); refused != cudaSuccess) return record(refused);
   if (cudaError_t s = queue_copy_3d(p, nullptr); s != cudaSuccess) return record(s);
   return record(synchronize_stream(nullptr));
 }

@@ -4,7 +4,9 @@
 // result before synchronising sees stale data, as it could on a GPU. Cross-stream order comes
 // only from events (a wait item flushes the other stream up to the record first) and from the
 // legacy default stream's implicit barrier with blocking streams. A device clock advances by the
-// measured wall time of each executed work item; event records stamp it.
+// measured wall time of each executed work item; event records stamp it. Work enqueued on a
+// capturing stream is recorded into the capture instead (capture.h, graphs.cpp), and the
+// synchronising calls here ask capture.h first whether a capture forbids them.
 #include <chrono>
 #include <cstdio>
 #include <deque>
@@ -13,6 +15,7 @@
 #include <set>
 #include <vector>
 
+#include "kernels/emulated_device/capture.h"
 #include "kernels/emulated_device/device.h"
 
 using diffuse::emulated_device::ApiCall;
@@ -167,7 +170,24 @@ CUstream_st* resolve(cudaStream_t stream) {
 
 CUevent_st* resolve(cudaEvent_t event) { return state().events.count(event) ? event : nullptr; }
 
+StreamRef ref_of(CUstream_st* s) {
+  return {s, s == &state().legacy, !(s->flags & cudaStreamNonBlocking)};
+}
+
+// An event record or wait on `s` (capture.h): not recorded into a capture here, and on the legacy
+// stream an implicit dependency on a blocking stream's capture.
+cudaError_t check_event_use(const StreamRef& s) {
+  if (cudaError_t refused = check_not_capturing(s); refused != cudaSuccess) return refused;
+  return s.legacy ? check_stream_sync(s) : cudaSuccess;
+}
+
 }  // namespace
+
+std::optional<StreamRef> find_stream(cudaStream_t stream) {
+  CUstream_st* s = resolve(stream);
+  if (!s) return std::nullopt;
+  return ref_of(s);
+}
 
 // ---- the interface of device.h --------------------------------------------------------------------
 
@@ -194,6 +214,7 @@ cudaError_t enqueue(cudaStream_t stream, std::string what, std::function<void()>
   if (state().sticky != cudaSuccess) return state().sticky;
   CUstream_st* s = resolve(stream);
   if (!s) return cudaErrorInvalidResourceHandle;
+  if (std::optional<cudaError_t> captured = capture_work(ref_of(s), what, run)) return *captured;
   QueuedItem item;
   item.what = std::move(what);
   item.run = std::move(run);
@@ -207,6 +228,7 @@ cudaError_t synchronize_stream(cudaStream_t stream) {
   if (state().sticky != cudaSuccess) return state().sticky;
   CUstream_st* s = resolve(stream);
   if (!s) return cudaErrorInvalidResourceHandle;
+  if (cudaError_t refused = check_stream_sync(ref_of(s)); refused != cudaSuccess) return refused;
   return flush_all_of(s);
 }
 
@@ -248,6 +270,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   if (call.status() != cudaSuccess) return record(call.status());
   CUstream_st* s = resolve(stream);
   if (!s || s == &state().legacy) return record(cudaErrorInvalidResourceHandle);
+  forget_capture(ref_of(s));
   cudaError_t status = flush_all_of(s);
   std::erase(state().streams, s);
   delete s;
@@ -260,6 +283,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   if (state().sticky != cudaSuccess) return record(state().sticky);
   CUstream_st* s = resolve(stream);
   if (!s) return record(cudaErrorInvalidResourceHandle);
+  if (cudaError_t refused = check_stream_sync(ref_of(s)); refused != cudaSuccess) return record(refused);
   return record(flush_all_of(s));
 }
 
@@ -270,6 +294,7 @@ cudaError_t cudaStreamQuery(cudaStream_t stream) {
   if (state().sticky != cudaSuccess) return record(state().sticky);
   CUstream_st* s = resolve(stream);
   if (!s) return record(cudaErrorInvalidResourceHandle);
+  if (cudaError_t refused = check_stream_sync(ref_of(s)); refused != cudaSuccess) return record(refused);
   return s->pending() ? cudaErrorNotReady : cudaSuccess;
 }
 
@@ -281,6 +306,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   CUevent_st* e = resolve(event);
   if (!s || !e) return record(cudaErrorInvalidResourceHandle);
   if (flags != 0) return record(cudaErrorInvalidValue);
+  if (cudaError_t refused = check_event_use(ref_of(s)); refused != cudaSuccess) return record(refused);
   if (!e->recorded() || e->complete() || e->stream == s) return cudaSuccess;  // nothing to wait for
   QueuedItem w;
   w.kind = QueuedItem::Kind::wait;
@@ -295,6 +321,7 @@ cudaError_t cudaDeviceSynchronize(void) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());
   if (state().sticky != cudaSuccess) return record(state().sticky);
+  if (cudaError_t refused = check_device_sync(); refused != cudaSuccess) return record(refused);
   return record(synchronize_all());
 }
 
@@ -334,6 +361,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   CUstream_st* s = resolve(stream);
   CUevent_st* e = resolve(event);
   if (!s || !e) return record(cudaErrorInvalidResourceHandle);
+  if (cudaError_t refused = check_event_use(ref_of(s)); refused != cudaSuccess) return record(refused);
   QueuedItem marker;
   marker.kind = QueuedItem::Kind::record;
   marker.event = e;

@@ -1,0 +1,66 @@
+// Stream capture on the emulated device (graphs.cpp), as the other runtime files of this folder
+// see it: where work enqueued on a capturing stream goes, and which calls a capture forbids. Kept
+// out of device.h because only streams.cpp and cudart_memory.cpp consult it; the cuBLAS and cuDNN
+// emulations are captured without knowing, since all their work goes through enqueue().
+//
+// The model (graphs.cpp has the details and the error codes, which are the real runtime's):
+//  - Work enqueued on a capturing stream (kernels, async copies and memsets, library calls) is
+//    recorded into the capture, not queued; cudaGraphLaunch later queues the recorded work items
+//    on the launch stream, in order. A host-to-device copy recorded in a capture reads its host
+//    source when the graph runs, not at the call (a graph's memcpy node has no staging buffer).
+//  - A call the real runtime refuses during capture fails with the real code and invalidates the
+//    capture: stream synchronisation or query of the capturing stream, cudaDeviceSynchronize,
+//    "potentially unsafe" calls (cudaMalloc, cudaFree, cudaMemcpy, cudaMemset) under the capture
+//    modes' rules, and use of the legacy stream while a blocking stream captures.
+//  - Stricter than a GPU: event records and waits on a capturing stream (fork/join into other
+//    streams) are not emulated; they fail with cudaErrorStreamCaptureUnsupported. The project
+//    captures on one stream.
+// Everything here is called with device_lock() held.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace diffuse::emulated_device {
+
+// ---- what streams.cpp tells graphs.cpp about a stream -------------------------------------------
+
+struct StreamRef {
+  cudaStream_t handle = nullptr;  // canonical: the legacy stream's own handle for all its aliases
+  bool legacy = false;
+  bool blocking = false;  // created without cudaStreamNonBlocking (synchronises with the legacy stream)
+};
+// nullopt for a stream handle that is not live.
+std::optional<StreamRef> find_stream(cudaStream_t stream);
+
+// ---- what graphs.cpp decides --------------------------------------------------------------------
+
+// Where work enqueued on `s` goes: nullopt when it is queued as usual; otherwise the call's
+// status: cudaSuccess (recorded into s's capture), cudaErrorStreamCaptureInvalidated (s's capture
+// was already invalidated) or cudaErrorStreamCaptureImplicit (s is the legacy stream while a
+// blocking stream captures; that capture is invalidated).
+std::optional<cudaError_t> capture_work(const StreamRef& s, const std::string& what, const std::function<void()>& run);
+// A synchronisation with, or query of, `s`: cudaErrorStreamCaptureUnsupported when s captures,
+// cudaErrorStreamCaptureImplicit for the legacy stream while a blocking stream captures (the
+// capture concerned is invalidated either way); cudaSuccess otherwise.
+cudaError_t check_stream_sync(const StreamRef& s);
+// cudaDeviceSynchronize: refused with cudaErrorStreamCaptureUnsupported while any capture is
+// open, in any mode (it necessarily conflicts with capture); every open capture is invalidated.
+cudaError_t check_device_sync();
+// A potentially unsafe call (cudaMalloc, cudaFree, synchronous cudaMemcpy/cudaMemset): refused
+// with cudaErrorStreamCaptureUnsupported when the calling thread's capture mode and the open
+// captures prohibit it (cudaThreadExchangeStreamCaptureMode's rules); those captures are
+// invalidated.
+cudaError_t check_unsafe_call();
+// An operation the emulator does not record into a capture (event record/wait): refused with
+// cudaErrorStreamCaptureUnsupported and s's capture invalidated when s captures; cudaSuccess
+// otherwise.
+cudaError_t check_not_capturing(const StreamRef& s);
+// True while `s` has an open capture (active or invalidated).
+bool is_capturing(const StreamRef& s);
+// cudaStreamDestroy: an open capture on the stream ends with it (its recorded work is dropped).
+void forget_capture(const StreamRef& s);
+
+}  // namespace diffuse::emulated_device

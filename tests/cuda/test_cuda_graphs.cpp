@@ -1,0 +1,258 @@
+// CUDA graphs by stream capture, at the runtime level (kernels/emulated_device/graphs.cpp on the
+// emulated device, the driver on a GPU): captured work is recorded, not run; a replay of a few
+// kernels, a memset, a device copy and a cuBLAS GEMM gives the eager result bit for bit and reads
+// the device memory of its launch; and every call the runtime refuses during capture fails with
+// its documented code and invalidates the capture, whose end then yields no graph.
+#include <catch2/catch.hpp>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstring>
+#include <future>
+#include <thread>
+#include <vector>
+
+#include "cuda_test_util.h"
+#include "kernels/elementwise.h"
+#include "kernels/gemm.h"
+
+using namespace diffuse;
+using namespace diffuse::test;
+
+namespace {
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+std::vector<float> ramp(size_t n, float start, float step) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = start + step * static_cast<float>(i % 97);
+  return v;
+}
+
+// d = copy of silu(2·a) · b (an [m, k] by [k, n] GEMM), with c zeroed first: kernels, a memset, a
+// cuBLAS call and a device-to-device copy, all on `s`.
+struct Pipeline {
+  static constexpr int64_t m = 24, k = 40, n = 16;
+  DeviceBuffer a = DeviceBuffer::from(ramp(m * k, -1.5f, 0.03f));
+  DeviceBuffer b = DeviceBuffer::from(ramp(k * n, 0.7f, -0.02f));
+  DeviceBuffer t = device_floats(m * k);
+  DeviceBuffer c = device_floats(m * n);
+  DeviceBuffer d = device_floats(m * n);
+
+  void run(cudaStream_t s) const {
+    REQUIRE_CUDA_OK(cudaMemsetAsync(c.p, 0, c.bytes, s));
+    kernels::cuda::scale(m * k, 2.0f, a.as<float>(), t.as<float>(), s);
+    kernels::cuda::silu_forward(m * k, t.as<float>(), t.as<float>(), s);
+    kernels::cuda::gemm(kernels::DenseType::f32, false, false, m, n, k, 1.0f, t.p, k, b.p, n, 1.0f, c.p, n,
+                        cuda::device_memory(), s);
+    REQUIRE_CUDA_OK(cudaMemcpyAsync(d.p, c.p, c.bytes, cudaMemcpyDeviceToDevice, s));
+  }
+  void poison_outputs() const {
+    for (const DeviceBuffer* buf : {&t, &c, &d}) buf->poison();
+  }
+};
+
+cudaStream_t nn_stream() { return static_cast<cudaStream_t>(current_stream()); }
+
+// Begins a global-mode capture on `s` and records one memset into it.
+void begin_capture_with_work(cudaStream_t s, const DeviceBuffer& buf) {
+  REQUIRE_CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  REQUIRE_CUDA_OK(cudaMemsetAsync(buf.p, 0, buf.bytes, s));
+}
+
+// The capture on `s` was invalidated: it says so, refuses more work, and ends without a graph.
+void require_invalidated(cudaStream_t s, const DeviceBuffer& buf) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  REQUIRE_CUDA_OK(cudaStreamIsCapturing(s, &status));
+  CHECK(status == cudaStreamCaptureStatusInvalidated);
+  CHECK(cudaMemsetAsync(buf.p, 1, buf.bytes, s) == cudaErrorStreamCaptureInvalidated);
+  int not_a_graph = 0;
+  cudaGraph_t graph = reinterpret_cast<cudaGraph_t>(&not_a_graph);  // must be overwritten with null
+  CHECK(cudaStreamEndCapture(s, &graph) == cudaErrorStreamCaptureInvalidated);
+  CHECK(graph == nullptr);
+  cudaGetLastError();
+  REQUIRE_CUDA_OK(cudaStreamIsCapturing(s, &status));
+  CHECK(status == cudaStreamCaptureStatusNone);
+}
+
+}  // namespace
+
+TEST_CASE("cuda graphs: a captured pipeline is recorded, not run, and replays bit-identically to eager",
+          "[cuda][graphs]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  Pipeline p;
+  const cudaStream_t s = nn_stream();
+  p.run(s);  // eager, also creating the cuBLAS handle and workspace before any capture
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(s));
+  const std::vector<float> eager = p.d.get<float>();
+
+  p.poison_outputs();
+  REQUIRE_CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  REQUIRE_CUDA_OK(cudaStreamIsCapturing(s, &status));
+  CHECK(status == cudaStreamCaptureStatusActive);
+  p.run(s);
+  cudaGraph_t graph = nullptr;
+  REQUIRE_CUDA_OK(cudaStreamEndCapture(s, &graph));
+  REQUIRE(graph != nullptr);
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(s));
+  const std::vector<float> after_capture = p.d.get<float>();
+  CHECK(std::isnan(after_capture[0]));  // recorded, not run: d still holds the poison
+
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE_CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  REQUIRE_CUDA_OK(cudaGraphDestroy(graph));  // the executable graph does not need it
+  REQUIRE_CUDA_OK(cudaGraphLaunch(exec, s));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(s));
+  CHECK(same_bits(p.d.get<float>(), eager));
+
+  // A replay reads the device memory of its launch: new inputs give the new eager result.
+  upload(p.a.p, ramp(Pipeline::m * Pipeline::k, 0.25f, -0.01f));
+  p.run(s);
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(s));
+  const std::vector<float> eager2 = p.d.get<float>();
+  CHECK(!same_bits(eager2, eager));
+  p.poison_outputs();
+  REQUIRE_CUDA_OK(cudaGraphLaunch(exec, s));
+  REQUIRE_CUDA_OK(cudaGraphLaunch(exec, s));  // twice in a row: the same again
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(s));
+  CHECK(same_bits(p.d.get<float>(), eager2));
+  REQUIRE_CUDA_OK(cudaGraphExecDestroy(exec));
+}
+
+TEST_CASE("cuda graphs: capture starts only on a created stream that is not capturing, and ends where it began",
+          "[cuda][graphs]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  DeviceStream s;
+  cudaGraph_t graph = nullptr;
+  CHECK(cudaStreamBeginCapture(cudaStreamLegacy, cudaStreamCaptureModeGlobal) == cudaErrorStreamCaptureUnsupported);
+  CHECK(cudaStreamEndCapture(s.s, &graph) == cudaErrorIllegalState);
+  REQUIRE_CUDA_OK(cudaStreamBeginCapture(s.s, cudaStreamCaptureModeGlobal));
+  CHECK(cudaStreamBeginCapture(s.s, cudaStreamCaptureModeGlobal) == cudaErrorIllegalState);
+  // Another thread may not end a global-mode capture.
+  cudaError_t other_thread = cudaSuccess;
+  std::thread([&] { other_thread = cudaStreamEndCapture(s.s, &graph); }).join();
+  CHECK(other_thread == cudaErrorStreamCaptureWrongThread);
+  REQUIRE_CUDA_OK(cudaStreamEndCapture(s.s, &graph));  // an empty capture is a valid graph
+  REQUIRE(graph != nullptr);
+  REQUIRE_CUDA_OK(cudaGraphDestroy(graph));
+  cudaGetLastError();
+}
+
+TEST_CASE("cuda graphs: each call the runtime refuses during capture fails and invalidates the capture",
+          "[cuda][graphs]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  DeviceBuffer buf = device_floats(64);
+  DeviceStream s;  // non-blocking
+  std::vector<float> host(64, 1.0f);
+
+  SECTION("cudaMalloc") {
+    begin_capture_with_work(s.s, buf);
+    void* p = nullptr;
+    CHECK(cudaMalloc(&p, 256) == cudaErrorStreamCaptureUnsupported);
+    require_invalidated(s.s, buf);
+  }
+  SECTION("cudaFree") {
+    void* p = nullptr;
+    REQUIRE_CUDA_OK(cudaMalloc(&p, 256));
+    begin_capture_with_work(s.s, buf);
+    CHECK(cudaFree(p) == cudaErrorStreamCaptureUnsupported);
+    require_invalidated(s.s, buf);
+    REQUIRE_CUDA_OK(cudaFree(p));
+  }
+  SECTION("a synchronous cudaMemcpy") {
+    begin_capture_with_work(s.s, buf);
+    CHECK(cudaMemcpy(buf.p, host.data(), buf.bytes, cudaMemcpyHostToDevice) == cudaErrorStreamCaptureUnsupported);
+    require_invalidated(s.s, buf);
+  }
+  SECTION("a synchronous cudaMemset") {
+    begin_capture_with_work(s.s, buf);
+    CHECK(cudaMemset(buf.p, 0, buf.bytes) == cudaErrorStreamCaptureUnsupported);
+    require_invalidated(s.s, buf);
+  }
+  SECTION("cudaDeviceSynchronize") {
+    begin_capture_with_work(s.s, buf);
+    CHECK(cudaDeviceSynchronize() == cudaErrorStreamCaptureUnsupported);
+    require_invalidated(s.s, buf);
+  }
+  SECTION("cudaStreamSynchronize of the capturing stream") {
+    begin_capture_with_work(s.s, buf);
+    CHECK(cudaStreamSynchronize(s.s) == cudaErrorStreamCaptureUnsupported);
+    require_invalidated(s.s, buf);
+  }
+  SECTION("cudaStreamQuery of the capturing stream") {
+    begin_capture_with_work(s.s, buf);
+    CHECK(cudaStreamQuery(s.s) == cudaErrorStreamCaptureUnsupported);
+    require_invalidated(s.s, buf);
+  }
+  SECTION("the legacy stream while a blocking stream captures") {
+    DeviceStream blocking(cudaStreamDefault);
+    begin_capture_with_work(blocking.s, buf);
+    CHECK(cudaMemsetAsync(buf.p, 0, buf.bytes, cudaStreamLegacy) == cudaErrorStreamCaptureImplicit);
+    require_invalidated(blocking.s, buf);
+  }
+  cudaGetLastError();
+}
+
+TEST_CASE("cuda graphs: the capture modes decide whose cudaMalloc a capture refuses", "[cuda][graphs]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  DeviceBuffer buf = device_floats(64);
+  DeviceStream s;
+  cudaGraph_t graph = nullptr;
+  auto malloc_then_free = [] {
+    void* p = nullptr;
+    const cudaError_t status = cudaMalloc(&p, 256);
+    if (status == cudaSuccess) cudaFree(p);
+    cudaGetLastError();
+    return status;
+  };
+
+  SECTION("a relaxed capture permits it") {
+    REQUIRE_CUDA_OK(cudaStreamBeginCapture(s.s, cudaStreamCaptureModeRelaxed));
+    void* p = nullptr;
+    REQUIRE_CUDA_OK(cudaMalloc(&p, 256));
+    REQUIRE_CUDA_OK(cudaStreamEndCapture(s.s, &graph));
+    REQUIRE_CUDA_OK(cudaGraphDestroy(graph));
+    REQUIRE_CUDA_OK(cudaFree(p));
+  }
+  SECTION("a thread in relaxed interaction mode may make it during its own global capture") {
+    begin_capture_with_work(s.s, buf);
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    REQUIRE_CUDA_OK(cudaThreadExchangeStreamCaptureMode(&mode));
+    CHECK(mode == cudaStreamCaptureModeGlobal);
+    void* p = nullptr;
+    CHECK(cudaMalloc(&p, 256) == cudaSuccess);
+    REQUIRE_CUDA_OK(cudaThreadExchangeStreamCaptureMode(&mode));  // back to global
+    REQUIRE_CUDA_OK(cudaStreamEndCapture(s.s, &graph));
+    REQUIRE_CUDA_OK(cudaGraphDestroy(graph));
+    REQUIRE_CUDA_OK(cudaFree(p));
+  }
+  // Another thread's capture: a global one prohibits this (global-mode) thread's call, a
+  // thread-local one does not.
+  for (cudaStreamCaptureMode other_mode : {cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal}) {
+    std::promise<void> begun, checked;
+    std::future<void> checked_future = checked.get_future();
+    cudaError_t end_status = cudaSuccess;
+    std::thread capturer([&] {
+      const cudaError_t b = cudaStreamBeginCapture(s.s, other_mode);
+      begun.set_value();
+      checked_future.wait();
+      end_status = b == cudaSuccess ? cudaStreamEndCapture(s.s, &graph) : b;
+    });
+    begun.get_future().wait();
+    const cudaError_t here = malloc_then_free();
+    checked.set_value();
+    capturer.join();
+    if (other_mode == cudaStreamCaptureModeGlobal) {
+      CHECK(here == cudaErrorStreamCaptureUnsupported);
+      CHECK(end_status == cudaErrorStreamCaptureInvalidated);
+    } else {
+      CHECK(here == cudaSuccess);
+      REQUIRE(end_status == cudaSuccess);
+      REQUIRE_CUDA_OK(cudaGraphDestroy(graph));
+    }
+    cudaGetLastError();
+  }
+}
