@@ -5,6 +5,14 @@
 // makes no cudaMalloc at all. cudaFree happens only when the cache is emptied: on an
 // out-of-memory retry (memory cached under other classes is returned first) or on request.
 //
+// Graph pools (caching_allocator.h): while a pool captures, allocations and frees go through it
+// and a request that no cached block can serve is an error, not a cudaMalloc. The capture follows
+// a warm-up run of the same work (nn/cuda/graph.h), after which the shared cache holds, per size
+// class, as many blocks as that work ever has live; so a miss means the captured region allocates
+// differently from its warm-up, and failing the capture (its caller then runs eagerly) is safer
+// than growing the pool with memory no replay was planned for. This also keeps the allocator out
+// of the CUDA runtime while a capture is open.
+//
 // At exit the cache is returned too (teardown_at_exit): the process must end with no device
 // memory of its own still allocated, so that a leak checker (the emulated device's, or
 // compute-sanitizer's) reports only real leaks. The allocator object itself is never destroyed.
@@ -66,9 +74,9 @@ class CachingAllocator final : public Allocator {
     const size_t block = allocator_round_size(bytes);
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.allocations;
-    void* p = take_cached(block);
+    void* p = capturing_pool_ ? take_for_capture(block, bytes) : take_cached(block);
     if (!p) p = cuda_malloc(block, bytes);
-    live_[p] = block;
+    live_[p] = {block, capturing_pool_};
     stats_.allocated_bytes += block;
     if (stats_.allocated_bytes > stats_.peak_allocated_bytes) stats_.peak_allocated_bytes = stats_.allocated_bytes;
     return p;
@@ -79,7 +87,8 @@ class CachingAllocator final : public Allocator {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = live_.find(ptr);
     if (it == live_.end()) return;  // not ours: a bug elsewhere, but never worth a crash at exit
-    const size_t size = it->second;
+    const size_t size = it->second.size;
+    const GraphPoolId from = it->second.pool;
     live_.erase(it);
     stats_.allocated_bytes -= size;
     if (torn_down_) {
@@ -96,8 +105,51 @@ class CachingAllocator final : public Allocator {
       }
       return;
     }
+    // Work recorded in a capture may still use a block freed during it: the capturing pool keeps
+    // it. A pool block freed later returns to its pool while the pool lives.
+    const GraphPoolId to = capturing_pool_ ? capturing_pool_ : (pools_.count(from) ? from : 0);
+    if (from != to && pools_.count(from)) pools_[from].bytes -= size;
+    if (to) {
+      Pool& pool = pools_[to];
+      if (from != to) pool.bytes += size;
+      pool.free[size].push_back(ptr);
+      return;
+    }
     stats_.cached_bytes += size;
     free_[size].push_back(ptr);
+  }
+
+  GraphPoolId create_pool() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const GraphPoolId id = next_pool_++;
+    pools_[id];
+    return id;
+  }
+
+  void begin_capture(GraphPoolId id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (capturing_pool_) throw Error("caching allocator: graph pool " + std::to_string(capturing_pool_) + " is already capturing");
+    if (!pools_.count(id)) throw Error("caching allocator: no graph pool " + std::to_string(id));
+    capturing_pool_ = id;
+  }
+
+  void end_capture() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    capturing_pool_ = 0;
+  }
+
+  void release_pool(GraphPoolId id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = pools_.find(id);
+    if (it == pools_.end()) return;
+    return_free_blocks(it->second);
+    pools_.erase(it);
+  }
+
+  size_t pool_bytes(GraphPoolId id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = pools_.find(id);
+    return it == pools_.end() ? 0 : it->second.bytes;
   }
 
   Device device() const override { return Device::cuda; }
@@ -138,6 +190,9 @@ class CachingAllocator final : public Allocator {
   void teardown() noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
     torn_down_ = true;
+    // A graph still alive at exit: its pool's free blocks are returned like cached ones.
+    for (auto& [id, pool] : pools_) return_free_blocks(pool);
+    pools_.clear();
     if (stats_.cached_bytes == 0) return;
     cudaError_t status = cudaDeviceSynchronize();
     for (auto& [size, blocks] : free_) {
@@ -158,6 +213,35 @@ class CachingAllocator final : public Allocator {
   }
 
  private:
+  struct Pool;  // defined with the other members below
+  // A pool's free blocks join the shared cache.
+  void return_free_blocks(Pool& pool) {
+    for (auto& [size, blocks] : pool.free) {
+      stats_.cached_bytes += size * blocks.size();
+      std::vector<void*>& shared = free_[size];
+      shared.insert(shared.end(), blocks.begin(), blocks.end());
+    }
+    pool.free.clear();
+  }
+
+  // During a capture: the pool's own free block, else one from the shared cache (now the pool's).
+  void* take_for_capture(size_t block, size_t requested) {
+    Pool& pool = pools_[capturing_pool_];
+    auto it = pool.free.find(block);
+    if (it != pool.free.end() && !it->second.empty()) {
+      void* p = it->second.back();
+      it->second.pop_back();
+      return p;
+    }
+    void* p = take_cached(block);
+    if (!p)
+      throw Error("caching allocator: " + std::to_string(requested) +
+                  " bytes requested during CUDA graph capture and no cached block fits (the captured work "
+                  "allocates differently from its warm-up run)");
+    pool.bytes += block;
+    return p;
+  }
+
   void* take_cached(size_t block) {
     auto it = free_.find(block);
     if (it == free_.end() || it->second.empty()) return nullptr;
@@ -203,7 +287,18 @@ class CachingAllocator final : public Allocator {
 
   std::mutex mutex_;
   std::unordered_map<size_t, std::vector<void*>> free_;  // size class -> cached blocks
-  std::unordered_map<void*, size_t> live_;                // block handed out -> its size class
+  struct Live {
+    size_t size;       // its size class
+    GraphPoolId pool;  // the graph pool it was taken for, 0: the shared cache
+  };
+  struct Pool {
+    std::unordered_map<size_t, std::vector<void*>> free;  // size class -> the pool's free blocks
+    size_t bytes = 0;                                     // free and live blocks of the pool
+  };
+  std::unordered_map<void*, Live> live_;  // block handed out -> where it came from
+  std::unordered_map<GraphPoolId, Pool> pools_;
+  GraphPoolId next_pool_ = 1;
+  GraphPoolId capturing_pool_ = 0;  // 0: no capture
   AllocatorStats stats_;
   bool torn_down_ = false;  // teardown() has run: freed blocks are no longer cached
 };
@@ -229,6 +324,11 @@ size_t allocator_round_size(size_t bytes) {
 }
 
 Allocator& caching_allocator() { return instance(); }
+GraphPoolId create_graph_pool() { return instance().create_pool(); }
+void begin_pool_capture(GraphPoolId pool) { instance().begin_capture(pool); }
+void end_pool_capture() { instance().end_capture(); }
+void release_graph_pool(GraphPoolId pool) { instance().release_pool(pool); }
+size_t graph_pool_bytes(GraphPoolId pool) { return instance().pool_bytes(pool); }
 AllocatorStats allocator_stats() { return instance().stats(); }
 void reset_peak_allocated() { instance().reset_peak(); }
 void empty_cache() { instance().empty(); }

@@ -29,6 +29,25 @@ void reset_peak_allocated();
 // Waits for the stream, then returns every cached block to the driver.
 void empty_cache();
 
+// ---- private pools for CUDA graphs (nn/cuda/graph.h) ----
+// A graph replays the device addresses its capture used, so those blocks must stay reserved for
+// it while it lives: while a pool captures, every block allocated comes from that pool (its own
+// free blocks first, then the shared cache, then a cudaMalloc made in relaxed capture mode, as a
+// cudaMalloc is not stream work) and every block freed goes back to that pool, whoever allocated
+// it, since recorded work may still use it. After the capture the pool's free blocks serve only
+// later captures into the same pool; blocks freed after the capture return to the pool while it
+// lives. Releasing the pool gives its free blocks back to the shared cache (safe: all work is on
+// one stream, so later users are ordered after every replay already queued).
+using GraphPoolId = uint64_t;
+GraphPoolId create_graph_pool();
+// Routes allocations and frees into `pool` until end_pool_capture(); one pool captures at a time.
+void begin_pool_capture(GraphPoolId pool);
+void end_pool_capture();
+// The pool's free blocks go back to the shared cache; its live blocks return there when freed.
+void release_graph_pool(GraphPoolId pool);
+// Bytes the pool holds (free and live), for tests and messages.
+size_t graph_pool_bytes(GraphPoolId pool);
+
 // The block size a request of `bytes` is served with: 512-byte steps up to 1 MiB, 2 MiB steps
 // above (exposed for tests).
 size_t allocator_round_size(size_t bytes);
