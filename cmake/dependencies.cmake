@@ -3,6 +3,8 @@
 find_package(OpenMP REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(ZLIB REQUIRED)
+find_package(PNG REQUIRED)   # libpng-dev: PNG decoding (engine/image_decode_png.cpp)
+find_package(JPEG REQUIRED)  # libjpeg62-turbo-dev: JPEG decoding (engine/image_decode_jpeg.cpp)
 set(BLA_VENDOR OpenBLAS)
 find_package(BLAS REQUIRED)
 find_path(CBLAS_INCLUDE_DIR cblas.h PATHS /usr/include/x86_64-linux-gnu /usr/include/openblas REQUIRED)
@@ -10,7 +12,7 @@ find_path(STB_INCLUDE_DIR stb_image.h PATH_SUFFIXES stb REQUIRED)
 
 add_library(diffuse_deps INTERFACE)
 target_include_directories(diffuse_deps INTERFACE ${CBLAS_INCLUDE_DIR} ${STB_INCLUDE_DIR})
-target_link_libraries(diffuse_deps INTERFACE nlohmann_json::nlohmann_json ZLIB::ZLIB ${BLAS_LIBRARIES})
+target_link_libraries(diffuse_deps INTERFACE nlohmann_json::nlohmann_json ZLIB::ZLIB PNG::PNG JPEG::JPEG ${BLAS_LIBRARIES})
 
 if(_diffuse_cuda_emulated)
   # The emulated device runs every kernel under the SIMT emulator: Boost.Context is not optional.

@@ -14,7 +14,8 @@ include(CMakePackageConfigHelpers)
 # exported). A static library's consumers must link those too, so the installed target names the
 # imported targets that diffuseConfig.cmake finds again (nlohmann-json and stb are header-only and
 # used only inside the library's sources).
-target_link_libraries(diffuse PRIVATE $<INSTALL_INTERFACE:ZLIB::ZLIB> $<INSTALL_INTERFACE:BLAS::BLAS>)
+target_link_libraries(diffuse PRIVATE $<INSTALL_INTERFACE:ZLIB::ZLIB> $<INSTALL_INTERFACE:PNG::PNG>
+                      $<INSTALL_INTERFACE:JPEG::JPEG> $<INSTALL_INTERFACE:BLAS::BLAS>)
 
 set(_diffuse_export_targets diffuse)
 if(_diffuse_cuda)

@@ -1,7 +1,8 @@
 // PNG grids and single images through stb_image_write into memory, then one atomic write, so a
 // failed or interrupted save never leaves a truncated image where a good one was. Reading checks
-// the file's size, its magic bytes against its extension and its header's width x height before
-// stb_image decodes anything, and decodes within a memory budget sized from that header.
+// the file's size and its magic bytes against its extension, then hands it to the format's
+// decoder (engine/image_decode.h: libpng, libjpeg-turbo, stb_image for BMP), each of which checks
+// the header's width x height before it decodes anything.
 #include "engine/image_io.h"
 
 #include <algorithm>
@@ -10,9 +11,8 @@
 #include <cstdint>
 #include <cstdio>
 
-#include "engine/stb_budget.h"
+#include "engine/image_decode.h"
 #include "nn/atomic_file.h"
-#include "stb_image.h"
 #include "stb_image_write.h"
 
 namespace diffuse {
@@ -162,100 +162,39 @@ std::string leading_bytes(const std::string& b) {
   return out.empty() ? "nothing (the file is empty)" : out;
 }
 
-uint32_t little_endian(const std::string& b, size_t at, size_t bytes) {
-  uint32_t v = 0;
-  for (size_t i = 0; i < bytes; ++i) v |= uint32_t{static_cast<unsigned char>(b[at + i])} << (8 * i);
-  return v;
-}
-
-// Debian's stb_image builds a JPEG Huffman table without checking that its code counts sum to at
-// most 256 (upstream added the check later), and writes past its arrays when they do not. Every
-// table stb could build is checked here first, so this walk must reach at least every DHT stb's
-// does (tests/fuzz found each shortcut below). Like stb it reads zeros past the end of the file,
-// steps over bytes that are not a marker (stb scans padding between segments; entropy-coded data
-// is such bytes, its 0xff00 and restart markers included), and walks a DHT's tables for as long as
-// the segment's declared length stays positive, even when a table's 17-byte head runs past the
-// segment or the file. Where stb would stop with an error this walk goes on: more is checked, and
-// a well-formed file is walked exactly as stb walks it, so nothing valid is refused.
-void check_jpeg_huffman_tables(const std::string& path, const std::string& b) {
-  const auto byte = [&b](size_t i) -> unsigned { return i < b.size() ? static_cast<unsigned char>(b[i]) : 0u; };
-  size_t at = 2;  // after SOI
-  while (at < b.size()) {
-    if (byte(at++) != 0xff) continue;
-    while (at < b.size() && byte(at) == 0xff) ++at;  // fill bytes
-    if (at >= b.size()) return;
-    const unsigned marker = byte(at++);
-    if (marker == 0x00 || marker == 0x01 || (marker >= 0xd0 && marker <= 0xd8)) continue;  // no length
-    if (marker == 0xd9) return;                                                              // EOI
-    const size_t length = (size_t{byte(at)} << 8) | byte(at + 1);
-    if (marker == 0xc4) {  // DHT: tables of (class/id, 16 counts, the counted symbols)
-      size_t t = at + 2;
-      for (int64_t left = static_cast<int64_t>(length) - 2; left > 0;) {
-        size_t codes = 0;
-        for (size_t i = 1; i <= 16; ++i) codes += byte(t + i);
-        if (codes > 256)
-          throw Error("cannot read image " + path + ": corrupt JPEG: a Huffman table declares " +
-                          std::to_string(codes) + " codes, more than 256",
-                      ErrorKind::bad_input);
-        t += 17 + codes;
-        left -= static_cast<int64_t>(17 + codes);
-      }
+// The file's channels → the ones asked for, with stb_image's rules (what read_image always did):
+// gray is copied into R, G and B; colour becomes gray as (77 R + 150 G + 29 B) >> 8; a missing
+// alpha is 255; an unwanted alpha is dropped.
+Image8 convert_channels(Image8 in, int channels) {
+  if (channels == 0 || channels == in.channels) return in;
+  const auto n = static_cast<size_t>(in.width * in.height);
+  const auto from = static_cast<size_t>(in.channels), to = static_cast<size_t>(channels);
+  Image8 out{in.width, in.height, channels, std::vector<uint8_t>(n * to)};
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t* p = &in.pixels[i * from];
+    const bool colour = from >= 3, alpha = from == 2 || from == 4;
+    const uint8_t gray = colour ? static_cast<uint8_t>((p[0] * 77 + p[1] * 150 + p[2] * 29) >> 8) : p[0];
+    const uint8_t a = alpha ? p[from - 1] : 255;
+    uint8_t* q = &out.pixels[i * to];
+    if (to <= 2) {
+      q[0] = gray;
+      if (to == 2) q[1] = a;
+    } else {
+      for (size_t c = 0; c < 3; ++c) q[c] = colour ? p[c] : p[0];
+      if (to == 4) q[3] = a;
     }
-    at += length < 2 ? 2 : length;  // a segment stb reads whole ends where its length says
   }
-}
-
-// stb_image copies each IDAT chunk into a buffer it grows as chunks arrive; for an empty first IDAT
-// the buffer is still null and it calls memcpy(null, ..., 0), undefined behaviour (tests/fuzz,
-// image_folder). An empty IDAT adds nothing to the image, so such chunks are dropped before stb
-// reads the file. The walk is stb's own: every chunk is length, type, data, CRC.
-std::string without_empty_png_data_chunks(std::string b) {
-  for (size_t at = 8; at + 8 <= b.size();) {
-    const uint32_t length = (uint32_t{static_cast<unsigned char>(b[at])} << 24) |
-                            (uint32_t{static_cast<unsigned char>(b[at + 1])} << 16) |
-                            (uint32_t{static_cast<unsigned char>(b[at + 2])} << 8) | static_cast<unsigned char>(b[at + 3]);
-    if (length == 0 && b.compare(at + 4, 4, "IDAT") == 0) {
-      b.erase(at, std::min<size_t>(12, b.size() - at));
-      continue;
-    }
-    if (b.compare(at + 4, 4, "IEND") == 0 || length > b.size()) break;  // stb reports a cut file itself
-    at += 12 + size_t{length};
-  }
-  return b;
-}
-
-// stb_image reads zeros past the end of a BMP rather than failing, so a 100-byte file could
-// "decode" as millions of black pixels: an uncompressed BMP must hold every row it declares.
-// (stb decodes no RLE BMPs; BI_BITFIELDS rows are stored like uncompressed ones.)
-void check_bmp_holds_its_pixels(const std::string& path, const std::string& b) {
-  if (b.size() < 30) return;  // stb reports the short header itself
-  const uint32_t data_offset = little_endian(b, 10, 4), info_size = little_endian(b, 14, 4);
-  int64_t width, height, bits;
-  uint32_t compression = 0;
-  if (info_size == 12) {  // OS/2 BITMAPCOREHEADER
-    width = little_endian(b, 18, 2);
-    height = little_endian(b, 20, 2);
-    bits = little_endian(b, 24, 2);
-  } else {
-    if (b.size() < 34) return;
-    width = static_cast<int32_t>(little_endian(b, 18, 4));
-    height = static_cast<int32_t>(little_endian(b, 22, 4));
-    bits = little_endian(b, 28, 2);
-    compression = little_endian(b, 30, 4);
-  }
-  if (compression != 0 && compression != 3) return;  // stb refuses these with its own reason
-  if (width <= 0 || bits <= 0 || bits > 32 || height == INT32_MIN) return;  // likewise
-  height = height < 0 ? -height : height;
-  const int64_t row_bytes = (width * bits + 31) / 32 * 4;  // width < 2^31, bits <= 32: no overflow
-  const double needed = static_cast<double>(data_offset) + static_cast<double>(row_bytes) * static_cast<double>(height);
-  if (needed > static_cast<double>(b.size()))
-    throw Error("cannot read image " + path + ": truncated BMP: its header declares " + std::to_string(width) + "x" +
-                    std::to_string(height) + " pixels, " + std::to_string(row_bytes * height) +
-                    " bytes of pixel data, but the file is " + std::to_string(b.size()) + " bytes",
-                ErrorKind::bad_input);
+  return out;
 }
 
 }  // namespace
+
+void throw_too_many_pixels(const std::string& path, int64_t width, int64_t height) {
+  throw Error("cannot read image " + path + ": its header declares " + std::to_string(width) + "x" + std::to_string(height) +
+                  " = " + std::to_string(width * height) + " pixels, more than the " + std::to_string(kMaxImagePixels) +
+                  " allowed (docs/formats.md, Limits)",
+              ErrorKind::bad_input);
+}
 
 Image8 read_image(const std::string& path, int channels) {
   if (channels < 0 || channels > 4) throw Error("read_image " + path + ": channels must be 0..4");
@@ -264,7 +203,7 @@ Image8 read_image(const std::string& path, int channels) {
   if (format == ImageFormat::unknown)
     throw Error(who + ": unknown extension '" + lower_extension(path) + "' (PNG, JPEG or BMP: .png, .jpg, .jpeg, .bmp)",
                 ErrorKind::bad_input);
-  std::string bytes = read_file(path, static_cast<size_t>(kMaxImageFileBytes));
+  const std::string bytes = read_file(path, static_cast<size_t>(kMaxImageFileBytes));
   const ImageFormat content = format_from_magic(bytes);
   if (content != format)
     throw Error(who + ": the name says " + format_name(format) + " but the content is " +
@@ -272,42 +211,9 @@ Image8 read_image(const std::string& path, int channels) {
                     " (it starts with " + leading_bytes(bytes) + ")",
                 ErrorKind::bad_input);
 
-  // Before stb sees the file at all: its header pass (stbi_info) already builds the tables.
-  if (format == ImageFormat::jpeg) check_jpeg_huffman_tables(path, bytes);
-  if (format == ImageFormat::png) bytes = without_empty_png_data_chunks(std::move(bytes));
-  const auto* data_in = reinterpret_cast<const stbi_uc*>(bytes.data());
-  const int size_in = static_cast<int>(bytes.size());  // <= kMaxImageFileBytes < INT_MAX
-  int w = 0, h = 0, file_channels = 0;
-  if (!stbi_info_from_memory(data_in, size_in, &w, &h, &file_channels)) {
-    const char* why = stbi_failure_reason();
-    throw Error("cannot decode image " + path + ": " + (why ? why : "unknown error"), ErrorKind::bad_input);
-  }
-  const int64_t pixels = int64_t{w} * h;
-  if (w <= 0 || h <= 0 || pixels > kMaxImagePixels)
-    throw Error(who + ": its header declares " + std::to_string(w) + "x" + std::to_string(h) + " = " +
-                    std::to_string(pixels) + " pixels, more than the " + std::to_string(kMaxImagePixels) +
-                    " allowed (docs/formats.md, Limits)",
-                ErrorKind::bad_input);
-  if (format == ImageFormat::bmp) check_bmp_holds_its_pixels(path, bytes);
-  // What stb needs at most for a valid file: a 16-bit RGBA PNG holds its inflated rows (8 bytes a
-  // pixel) and the image built from them (8 more) at once; the compressed data is a copy of the
-  // file; 1 MiB covers tables and line buffers.
-  const size_t budget = static_cast<size_t>(pixels) * 24 + bytes.size() + (size_t{1} << 20);
-  stb_budget::Scope scope(budget);
-  uint8_t* data = stbi_load_from_memory(data_in, size_in, &w, &h, &file_channels, channels);
-  if (!data) {
-    if (scope.exceeded())
-      throw Error("cannot decode image " + path + ": decoding needs more than " + std::to_string(budget) +
-                      " bytes, more than a " + std::to_string(w) + "x" + std::to_string(h) +
-                      " image can (the compressed data holds more than the header declares)",
-                  ErrorKind::bad_input);
-    const char* why = stbi_failure_reason();
-    throw Error("cannot decode image " + path + ": " + (why ? why : "unknown error"), ErrorKind::bad_input);
-  }
-  Image8 out{w, h, channels ? channels : file_channels, {}};
-  out.pixels.assign(data, data + static_cast<size_t>(w) * h * out.channels);
-  stbi_image_free(data);
-  return out;
+  if (format == ImageFormat::png) return convert_channels(decode_png(path, bytes), channels);
+  if (format == ImageFormat::jpeg) return convert_channels(decode_jpeg(path, bytes), channels);
+  return convert_channels(decode_bmp(path, bytes), channels);
 }
 
 }  // namespace diffuse

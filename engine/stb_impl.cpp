@@ -1,9 +1,9 @@
-// The one translation unit that compiles stb_image (decoding PNG/JPEG/BMP for datasets and tests)
-// and stb_image_write (PNG/BMP/JPEG output). Every other file includes the headers only. Only the
-// decoders of the formats docs/formats.md accepts are compiled in (a TGA, GIF, PSD, HDR, PIC or
-// PNM file cannot be decoded at all, whatever its name), and stb_image allocates through the
-// per-thread budget of engine/stb_budget.h so that no file can make a decoder allocate more than
-// its declared size needs.
+// The one translation unit that compiles stb_image (decoding BMP for datasets and tests; PNG and
+// JPEG go through libpng and libjpeg-turbo, engine/image_decode.h) and stb_image_write (PNG/BMP/JPEG
+// output). Every other file includes the headers only. Only the BMP decoder is compiled in (a TGA,
+// GIF, PSD, HDR, PIC or PNM file cannot be decoded at all, whatever its name), and stb_image
+// allocates through the per-thread budget of engine/stb_budget.h so that no file can make it
+// allocate more than its declared size needs.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -84,14 +84,13 @@ void release(void* p) {
 #pragma GCC diagnostic ignored "-Wsign-compare"
 #pragma GCC diagnostic ignored "-Wunused-but-set-variable"
 #pragma GCC diagnostic ignored "-Wunused-function"
-#define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
+#pragma GCC diagnostic ignored "-Wunused-parameter"  // stbi__is_16_main with only the BMP decoder in
 #define STBI_ONLY_BMP
 #define STBI_MALLOC(bytes) diffuse::stb_budget::allocate(bytes)
 #define STBI_REALLOC(p, bytes) diffuse::stb_budget::reallocate(p, bytes)
 #define STBI_FREE(p) diffuse::stb_budget::release(p)
 #define STB_IMAGE_IMPLEMENTATION
-#define STBI_FAILURE_USERMSG  // readable failure reasons, e.g. "Corrupt PNG"
+#define STBI_FAILURE_USERMSG  // readable failure reasons, e.g. "Corrupt BMP"
 #include "stb_image.h"
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include "stb_image_write.h"
