@@ -24,7 +24,7 @@ table.kv th { text-align: left; font-weight: 500; color: var(--muted); padding: 
 table.kv td { padding: 2px 0; word-break: break-word; }
 .controls { display: flex; gap: 22px; align-items: center; margin-bottom: 10px; color: var(--muted); flex-wrap: wrap; }
 .controls input[type=range] { width: 150px; vertical-align: middle; }
-.plots { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 8px 18px; }
+.plots { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 8px 18px; }
 figure { margin: 0; }
 figcaption { font-weight: 600; margin: 4px 0 2px; }
 svg.plot { width: 100%; height: auto; display: block; }
@@ -35,7 +35,7 @@ svg.plot .empty { font-size: 13px; fill: var(--muted); }
 svg.plot polyline { stroke-width: 1.6; stroke-linejoin: round; }
 svg.plot polyline.faint { stroke-width: 1; opacity: 0.35; }
 svg.plot polyline.smooth { stroke-width: 2; }
-p.none { color: var(--muted); margin: 30px 0; text-align: center; }
+p.none { color: var(--muted); margin: 8px 0 0; }
 .legend { display: flex; gap: 18px; flex-wrap: wrap; margin-bottom: 8px; }
 .samples .latest { display: flex; gap: 18px; align-items: flex-start; flex-wrap: wrap; }
 img.grid { image-rendering: pixelated; border: 1px solid var(--line); background: #000; }
@@ -46,6 +46,7 @@ img.large { width: 320px; }
 table.options { border-collapse: collapse; width: 100%; font-size: 13px; }
 table.options th, table.options td { text-align: left; padding: 3px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
 table.options thead th { color: var(--muted); font-weight: 500; }
+table.options tbody th { width: 1%; white-space: nowrap; font-weight: 400; }
 table.options tr.differs td, table.options tr.differs th { background: var(--hi); }
 code { font: 12.5px ui-monospace, "DejaVu Sans Mono", monospace; }
 #tip { position: absolute; pointer-events: none; background: rgba(29,35,48,0.92); color: #fff; padding: 4px 8px;
@@ -134,6 +135,7 @@ const char* const kBodyScript = R"JS(
   });
   window.addEventListener("load", () => document.querySelectorAll("img").forEach(diffuseMark));
   if (body.dataset.live === "1") setTimeout(() => location.reload(), 1000 * +body.dataset.reload);
+  body.dataset.script = "ran";  // the browser tests' sign that nothing above threw
 })();
 )JS";
 

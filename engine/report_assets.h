@@ -11,7 +11,7 @@ extern const char* const kStyle;
 extern const char* const kHeadScript;
 // At the end of <body>: hover (step and value of the nearest drawn point), the smoothing slider,
 // the log-scale toggle (both remembered across the live reloads) and, while <body data-live="1">,
-// a reload every data-reload seconds.
+// a reload every data-reload seconds; then sets <body data-script="ran">.
 extern const char* const kBodyScript;
 
 }  // namespace diffuse::report_assets

@@ -89,6 +89,7 @@ void check_images_loaded(const std::string& dom, size_t expected) {
   REQUIRE(std::regex_search(dom, m, body));
   CHECK(attribute(m.str(), "data-images") == std::to_string(expected));
   CHECK(attribute(m.str(), "data-images-loaded") == std::to_string(expected));
+  CHECK(attribute(m.str(), "data-script") == "ran");  // the page's script ran to its end
   const std::regex img("<img [^>]*>");
   size_t seen = 0;
   for (auto it = std::sregex_iterator(dom.begin(), dom.end(), img); it != std::sregex_iterator(); ++it, ++seen) {
