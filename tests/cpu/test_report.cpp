@@ -1,10 +1,13 @@
 // The run report's parts without a browser (engine/report.h, engine/report_svg.h): downsampling,
 // smoothing, ticks, the plot's point counts, HTML escaping of everything a run supplies, reading a
 // run directory (torn last line, grids by step, the skipped-steps field), the options that differ
-// between runs, the 2 MB bound, and `diffuse report`'s refusals with their exit codes.
+// between runs, the times of a resumed run, when LiveReport writes, the 2 MB bound, and
+// `diffuse report`'s refusals with their exit codes.
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 
 #include "diffuse/error.h"
@@ -229,4 +232,40 @@ TEST_CASE("diffuse report refuses a missing run, metrics file, RUN or --out fold
   INFO(ok.output);
   CHECK(ok.exit_code == 0);
   CHECK(fs::file_size(dir.file("r.html")) > 1000);
+}
+
+TEST_CASE("LiveReport writes at once when forced, waits out its interval otherwise, and its last write stops the reloading", "[report]") {
+  TempDir dir;
+  const std::string run = dir.file("run");
+  write_synthetic_run(run, SyntheticRun{3, 0});
+  LiveReport live(run, std::chrono::hours(1));
+  CHECK(live.update(true));
+  CHECK(slurp(live.path()).find("<body data-live=\"1\"") != std::string::npos);
+  live.add({{"step", 4}, {"loss", 0.5}, {"lr", 0.001}, {"grad_norm", 1.0}, {"images_per_second", 9.0}, {"seconds", 4.0}});
+  CHECK_FALSE(live.update(false));  // within the hour: no write
+  CHECK(attributes(slurp(live.path()), "data-points").front() == "3");
+  live.finish();
+  const std::string page = slurp(live.path());
+  CHECK(page.find("<body data-live=\"0\"") != std::string::npos);
+  CHECK(attributes(page, "data-points").front() == "4");
+  CHECK(live.path() == run + "/report.html");
+}
+
+TEST_CASE("a resumed run's training time adds its sessions and the remaining time uses the last one's speed", "[report]") {
+  TempDir dir;
+  const std::string run = dir.file("run");
+  write_synthetic_run(run, SyntheticRun{100, 0});  // config.json; the metrics are rewritten here
+  // steps 1-10 took 20 s, then a resumed session ran steps 11-20 at 1 s per step; 80 steps remain.
+  std::ofstream metrics(run + "/metrics.jsonl");
+  for (int s = 1; s <= 20; ++s)
+    metrics << nlohmann::json{{"step", s}, {"loss", 0.1}, {"lr", 0.001}, {"grad_norm", 1.0}, {"images_per_second", 4.0},
+                              {"seconds", s <= 10 ? 2.0 * s : s - 10.0}}.dump()
+            << "\n";
+  metrics.close();
+  ReportPage page;
+  page.live = true;
+  const std::string html = render_report_html({load_report_run(run)}, page);
+  CHECK(html.find("<th>elapsed</th><td>30s of training") != std::string::npos);
+  CHECK(html.find("<th>remaining</th><td>1m 20s") != std::string::npos);
+  CHECK(html.find("step 20 of 100") != std::string::npos);
 }
