@@ -2,7 +2,9 @@
 // replays bit-identically to eager execution, reads inputs written into its captured input
 // tensor before each replay, and makes no cudaMalloc while capturing or replaying; the blocks it
 // uses stay reserved for it. A capture that hits a refused call (a copy to the host inside it) or
-// an allocation its warm-up did not prepare fails with the reason, and eager work goes on.
+// an allocation its warm-up did not prepare fails with the reason, and eager work goes on. A
+// graph still alive at exit leaves no device memory behind (a child process, for the emulated
+// device's leak check).
 #include <catch2/catch.hpp>
 
 #include <cstring>
@@ -13,6 +15,7 @@
 #include "nn/cuda/caching_allocator.h"
 #include "nn/cuda/graph.h"
 #include "nn/ops.h"
+#include "support/process.h"
 
 using namespace diffuse;
 
@@ -119,4 +122,28 @@ TEST_CASE("cuda graph of nn ops: an allocation the warm-up did not prepare fails
   INFO(g.why());
   CHECK(contains(g.why(), "during CUDA graph capture and no cached block fits"));
   CHECK(Tensor::ones({4}, DType::f32, Device::cuda).to_vector() == std::vector<double>(4, 1.0));
+}
+
+// Run in a child process by the next case: the graph and its input live until exit, so the
+// allocator's exit teardown must return the graph pool's free blocks.
+TEST_CASE("cuda graph child: a graph alive at exit", "[.cuda-graph-at-exit]") {
+  REQUIRE(cuda_device_count() > 0);  // a child: never a silent skip
+  static Tensor x = Tensor::randn({300}, 1).to(Device::cuda);
+  const auto body = [] { (void)ops::scale(ops::scale(x, 2.0), 3.0); };  // two blocks freed at once
+  body();
+  body();
+  static auto* graph = new cuda::Graph(cuda::Graph::capture(body));  // never destroyed
+  REQUIRE(graph->ok());
+  REQUIRE(graph->pool_bytes() > 0);
+  graph->replay();
+  synchronize_device();
+}
+
+TEST_CASE("cuda graph of nn ops: a graph alive at exit leaves no device memory behind", "[cuda][graphs]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  const test::RunResult r = test::run_self("cuda graph child: a graph alive at exit");
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("All tests passed") && Catch::Contains("1 test case"));
+  CHECK_THAT(r.output, !Catch::Contains("leaked") && !Catch::Contains("not returned at exit"));
 }
