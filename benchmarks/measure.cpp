@@ -84,20 +84,6 @@ void fill_uniform(float* p, int64_t n, uint64_t seed, float lo, float hi) {
   }
 }
 
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) != 0) continue;
-    auto colon = line.find(':');
-    if (colon == std::string::npos) break;
-    std::string v = line.substr(colon + 1);
-    v.erase(0, v.find_first_not_of(" \t"));
-    return v;
-  }
-  return "unknown CPU";
-}
-
 std::string cpu_setup_line() {
   return strf("cpu: %d threads (%s), %s path\n", cpu_threads(), cpu_threads_choice().c_str(), cpu_isa_in_use().c_str());
 }
@@ -184,7 +170,7 @@ nlohmann::json run_context(Device device) {
   nlohmann::json ctx;
   nlohmann::json dev;
   dev["kind"] = device_name(device);
-  dev["cpu"] = cpu_model();
+  dev["cpu"] = cpu_model_name();
   dev["cores"] = cpu_cores();
   if (device == Device::cuda) dev["gpu"] = cuda_device_description();
   dev["name"] = device == Device::cuda ? dev["gpu"].value("name", "CUDA device") : dev["cpu"].get<std::string>();

@@ -40,7 +40,6 @@ Timing time_host(const std::function<void(int)>& fn, const RepeatPolicy& policy)
 // than Philox normals for hundreds of MB of benchmark inputs.
 void fill_uniform(float* p, int64_t n, uint64_t seed, float lo = -1.f, float hi = 1.f);
 
-std::string cpu_model();  // "model name" from /proc/cpuinfo
 // "cpu: 2 threads (how they were chosen), avx512 path\n": what a CPU benchmark ran with.
 std::string cpu_setup_line();
 double current_rss_mib();  // this process's resident set now (/proc/self/statm)

@@ -19,18 +19,6 @@ namespace {
 
 Error bad_input(const std::string& what) { return Error(what, ErrorKind::bad_input); }
 
-// The "model name" line of /proc/cpuinfo (x86; other CPUs: "unknown CPU").
-std::string cpu_name() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);) {
-    if (line.rfind("model name", 0) != 0) continue;
-    const size_t colon = line.find(':');
-    const size_t start = colon == std::string::npos ? std::string::npos : line.find_first_not_of(" \t", colon + 1);
-    if (start != std::string::npos) return line.substr(start);
-  }
-  return "unknown CPU";
-}
-
 double number_field(const json& line, const char* key, const std::string& source) {
   const auto it = line.find(key);
   if (it == line.end() || !it->is_number()) throw bad_input(source + ": \"" + key + "\" is missing or not a number");
@@ -105,7 +93,7 @@ ReportRun load_report_run(const std::string& run_dir) {
 }
 
 json session_json(bool on_cuda) {
-  json s = {{"started", utc_timestamp()},           {"cpu", cpu_name()},
+  json s = {{"started", utc_timestamp()},           {"cpu", cpu_model_name()},
             {"cpu_kernels", cpu_isa_in_use()}, {"threads", cpu_threads()},
             {"version", DIFFUSE_VERSION}};
   if (on_cuda) {

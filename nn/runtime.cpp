@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
 
 #include "diffuse/error.h"
 #include "kernels/cpu_isa.h"
@@ -28,6 +29,17 @@ std::vector<std::pair<std::string, std::string>> build_info() {
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
   info.emplace_back("openmp wait policy", wait_policy ? wait_policy : "unset (idle threads spin before they sleep)");
   return info;
+}
+
+std::string cpu_model_name() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) != 0) continue;
+    const size_t colon = line.find(':');
+    const size_t start = colon == std::string::npos ? std::string::npos : line.find_first_not_of(" \t", colon + 1);
+    if (start != std::string::npos) return line.substr(start);
+  }
+  return "unknown CPU";
 }
 
 std::string cpu_kernel_path() {

@@ -28,6 +28,9 @@ std::string cpu_kernel_path();
 void check_cpu_kernel_environment();
 // The name of the CPU kernels' path in use, "baseline", "avx2" or "avx512": what a benchmark records.
 std::string cpu_isa_in_use();
+// The CPU's name, the "model name" line of /proc/cpuinfo ("unknown CPU" where there is none):
+// what benchmarks and the run report record about the machine.
+std::string cpu_model_name();
 
 // How many threads the CPU kernels run (every command's --threads, TrainRequest::threads and
 // GenerateRequest::threads; docs/design.md §13). Set in this one place: the kernels' OpenMP regions
