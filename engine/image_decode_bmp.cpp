@@ -46,7 +46,7 @@ void check_bmp_holds_its_pixels(const std::string& path, const std::string& b) {
     throw Error("cannot read image " + path + ": BMP compression " + std::to_string(compression) +
                     " is not supported (uncompressed and BI_BITFIELDS BMPs are read)",
                 ErrorKind::bad_input);
-  if (width <= 0 || bits <= 0 || bits > 32 || height == INT32_MIN) return;  // likewise
+  if (width <= 0 || bits <= 0 || bits > 32 || height == INT32_MIN) return;  // stb refuses these itself
   height = height < 0 ? -height : height;
   const int64_t row_bytes = (width * bits + 31) / 32 * 4;  // width < 2^31, bits <= 32: no overflow
   const double needed = static_cast<double>(data_offset) + static_cast<double>(row_bytes) * static_cast<double>(height);
@@ -70,8 +70,8 @@ Image8 decode_bmp(const std::string& path, const std::string& bytes) {
   const int64_t pixels = int64_t{w} * h;
   if (w <= 0 || h <= 0 || pixels > kMaxImagePixels) throw_too_many_pixels(path, w, h);
   check_bmp_holds_its_pixels(path, bytes);
-  // What stb needs at most for a valid file: the image (4 bytes a pixel), a copy of the file and
-  // 1 MiB for its line buffers.
+  // What stb needs at most for a valid file: twice the largest decoded image (4 bytes a pixel), a
+  // copy of the file and 1 MiB for its line buffers.
   const size_t budget = static_cast<size_t>(pixels) * 8 + bytes.size() + (size_t{1} << 20);
   stb_budget::Scope scope(budget);
   uint8_t* data = stbi_load_from_memory(data_in, size_in, &w, &h, &file_channels, 0);
