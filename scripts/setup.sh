@@ -11,6 +11,7 @@ packages=(
   clang libclang-rt-dev  # the sanitizer flavour and its libFuzzer targets (scripts/sanitizer_build.sh)
   dataset-fashion-mnist
   python3 python3-torch python3-numpy
+  openmpi-bin libopenmpi-dev  # data-parallel training: mpirun and MPI (docs/distributed.md)
   chromium  # renders report.html in the report tests (headless: tests/cpu/test_report_browser.cpp)
 )
 
