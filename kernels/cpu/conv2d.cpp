@@ -84,17 +84,49 @@ struct WindowRowsA {
   ConvWindow win;
   int64_t run_length() const { return win.channels; }
   void operator()(int64_t i0, int64_t mc, int64_t p0, int64_t kc, const float** table, const float* zeros) const {
+    // Stride-1 windows (every forward, and dx of a stride-1 conv) skip the divisibility test.
+    if (win.div == 1) {
+      fill<true>(i0, mc, p0, kc, table, zeros);
+    } else {
+      fill<false>(i0, mc, p0, kc, table, zeros);
+    }
+  }
+
+ private:
+  // Divisions only for the block's first row and tap; the table is rebuilt for every block of
+  // every GEMM, and an int64 division per tap cost as much as a tenth of a sampling step.
+  template <bool kUnitDiv>
+  void fill(int64_t i0, int64_t mc, int64_t p0, int64_t kc, const float** table, const float* zeros) const {
     const int64_t tap0 = p0 / win.channels, taps = kc / win.channels;
+    const int64_t ki0 = tap0 / win.kw, kj0 = tap0 - ki0 * win.kw;
+    const int64_t image = win.src_h * win.src_w * win.channels;
+    int64_t x = i0 % win.rows_w, yn = i0 / win.rows_w, y = yn % win.rows_h, n = yn / win.rows_h;
     for (int64_t r = 0; r < mc; ++r) {
-      const int64_t i = i0 + r;
-      const int64_t x = i % win.rows_w, yn = i / win.rows_w, y = yn % win.rows_h, n = yn / win.rows_h;
-      const float* img = win.src + n * win.src_h * win.src_w * win.channels;
+      const float* img = win.src + n * image;
+      const int64_t h0 = y * win.mul + win.base_h, w0 = x * win.mul + win.base_w;
+      const float** row = table + r * taps;
+      int64_t ki = ki0, kj = kj0;
       for (int64_t t = 0; t < taps; ++t) {
-        const int64_t tap = tap0 + t, ki = tap / win.kw, kj = tap - ki * win.kw;
-        const int64_t sh = y * win.mul + win.base_h + win.sign * ki, sw = x * win.mul + win.base_w + win.sign * kj;
-        const bool inside = sh >= 0 && sw >= 0 && sh % win.div == 0 && sw % win.div == 0 && sh / win.div < win.src_h &&
-                            sw / win.div < win.src_w;
-        table[r * taps + t] = inside ? img + ((sh / win.div) * win.src_w + sw / win.div) * win.channels : zeros;
+        int64_t sh = h0 + win.sign * ki, sw = w0 + win.sign * kj;
+        bool inside = sh >= 0 && sw >= 0;
+        if constexpr (!kUnitDiv) {
+          inside = inside && sh % win.div == 0 && sw % win.div == 0;
+          sh /= win.div;
+          sw /= win.div;
+        }
+        inside = inside && sh < win.src_h && sw < win.src_w;
+        row[t] = inside ? img + (sh * win.src_w + sw) * win.channels : zeros;
+        if (++kj == win.kw) {
+          kj = 0;
+          ++ki;
+        }
+      }
+      if (++x == win.rows_w) {
+        x = 0;
+        if (++y == win.rows_h) {
+          y = 0;
+          ++n;
+        }
       }
     }
   }
