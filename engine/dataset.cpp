@@ -211,21 +211,29 @@ bool Batcher::flipped(uint64_t epoch, int64_t index) const {
   return (philox::block(seed_, philox::kAugment, (epoch << 32) | static_cast<uint64_t>(index)).v[0] & 1u) != 0;
 }
 
-Batch Batcher::next() {
+Batch Batcher::next() { return next_rows(0, batch_size_); }
+
+Batch Batcher::next_rows(int64_t first, int64_t count) {
+  if (first < 0 || count <= 0 || first + count > batch_size_)
+    throw Error("batch rows [" + std::to_string(first) + ", " + std::to_string(first + count) +
+                ") are outside a batch of " + std::to_string(batch_size_));
   const int64_t h = data_.height(), w = data_.width(), c = data_.channels();
   Batch b;
-  b.images = Tensor::empty({batch_size_, h, w, c});
-  if (data_.has_labels()) b.labels = Tensor::empty({batch_size_}, DType::i64);
+  b.images = Tensor::empty({count, h, w, c});
+  if (data_.has_labels()) b.labels = Tensor::empty({count}, DType::i64);
   float* out = b.images.data<float>();
   for (int64_t k = 0; k < batch_size_; ++k) {
     if (pos_.index >= data_.count()) {
       ++pos_.epoch;
       pos_.index = 0;
     }
-    int64_t i = draw(pos_.epoch, pos_.index);
-    bool flip = random_flip_ && flipped(pos_.epoch, pos_.index);
-    data_.copy_image(i, out + k * h * w * c, flip);
-    if (data_.has_labels()) b.labels.data<int64_t>()[k] = data_.label(i);
+    if (k >= first && k < first + count) {  // this shard's row: the other rows only advance the position
+      const int64_t row = k - first;
+      int64_t i = draw(pos_.epoch, pos_.index);
+      bool flip = random_flip_ && flipped(pos_.epoch, pos_.index);
+      data_.copy_image(i, out + row * h * w * c, flip);
+      if (data_.has_labels()) b.labels.data<int64_t>()[row] = data_.label(i);
+    }
     ++pos_.index;
   }
   return b;

@@ -107,6 +107,11 @@ class Batcher {
   Batcher(const Dataset& data, int64_t batch_size, uint64_t seed, bool random_flip = false);
 
   Batch next();
+  // Data-parallel training (docs/distributed.md): draws the next batch of batch_size images, as
+  // next() does, but returns only its rows [first, first + count): each rank takes its shard of
+  // the one global batch, so no two ranks see the same draw and the global batch is the same
+  // whatever the rank count.
+  Batch next_rows(int64_t first, int64_t count);
   BatchPosition position() const { return pos_; }
   void set_position(const BatchPosition& pos);  // e.g. restored from a checkpoint
   // The dataset index drawn at (epoch, index): the permutation, exposed for tests.

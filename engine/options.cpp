@@ -16,6 +16,7 @@
 #include "engine/noise_schedule.h"
 #include "engine/scheduler_config.h"
 #include "nn/allocator.h"
+#include "nn/collective.h"
 #include "nn/json_input.h"
 #include "nn/runtime.h"
 
@@ -163,7 +164,8 @@ const Table<TrainRequest>& train_table() {
            "`tiny`, `fmnist-small`, `ddpm-cifar10`, or a diffusers UNet2DModel config.json", required()},
           {"steps", DIFFUSE_OPTION_FIELD(R, steps), kSavedMayChange, "the step to train to",
            positive()},
-          {"batch", DIFFUSE_OPTION_FIELD(R, batch), kSaved, "batch size", positive()},
+          {"batch", DIFFUSE_OPTION_FIELD(R, batch), kSaved,
+           "batch size per rank (under `mpirun -np K` the global batch is K × this: docs/distributed.md)", positive()},
           {"lr", DIFFUSE_OPTION_FIELD(R, lr), kSaved, "peak learning rate of AdamW (β 0.9/0.999, ε 1e-8)",
            positive()},
           {"warmup", DIFFUSE_OPTION_FIELD(R, warmup), kSaved, "linear warmup steps (step s uses lr·s/warmup)",
@@ -431,6 +433,15 @@ ResumedTrainRequest resume_train_request(const TrainRequest& given, const nlohma
   const auto& t = train_table();
   const TrainRequest before = train_options_from_json(saved, source);
   TrainRequest given_copy = given, saved_copy = before;
+  // "batch" is saved as the run's global batch (ranks × --batch, docs/distributed.md): the ranks
+  // of this process's job each take an equal share of it, so a run resumes at any rank count.
+  const int ranks = collective::world().size();
+  if (ranks > 1 && saved.contains("batch")) {
+    if (before.batch % ranks != 0)
+      bad(label(t.struct_name, "batch", "batch", naming) + ": the run's global batch " + std::to_string(before.batch) +
+          " (" + source + ") cannot be split evenly over " + std::to_string(ranks) + " ranks");
+    saved_copy.batch = before.batch / ranks;
+  }
   for (const auto& o : t.rows) {
     if (!o.saved || !saved.contains(o.member)) continue;
     const ValueRef mine = o.bind(given_copy), theirs = o.bind(saved_copy), result = o.bind(out.request);
@@ -441,7 +452,11 @@ ResumedTrainRequest resume_train_request(const TrainRequest& given, const nlohma
       bad(label(t.struct_name, o.flag, o.member, naming) + " " + format_value(mine) + " differs from the run's " +
           format_value(theirs) + " (" + source + "); a resumed run keeps its settings: drop the " +
           (naming == Naming::flag ? "flag" : "field") + " or train into a new " +
-          label(t.struct_name, "out", "out", naming));
+          label(t.struct_name, "out", "out", naming) +
+          (ranks > 1 && std::string(o.member) == "batch"
+               ? " (per rank: the run's global batch " + std::to_string(before.batch) + " over " +
+                     std::to_string(ranks) + " ranks)"
+               : ""));
     } else if (!same) {
       out.changes.push_back(std::string(o.member) + " = " + format_value(mine) + " (the run had " +
                             format_value(theirs) + ")");

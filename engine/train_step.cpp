@@ -1,6 +1,7 @@
 // See train_step.h. The Philox layout of step s: timesteps and label dropout read row i of block
 // s·blocks_for(B) in streams kTimesteps and kLabelDrop; the noise of element k of the flat batch
-// is element k from block s·blocks_for(B·H·W·C) of stream kNoise.
+// is element k from block s·blocks_for(B·H·W·C) of stream kNoise. Under data parallelism B is
+// the global batch and i, k count from this rank's first global row (docs/distributed.md).
 #include "engine/train_step.h"
 
 #include <algorithm>
@@ -76,17 +77,25 @@ TrainStepResult TrainStep::run(int64_t step, const Batch& batch, const PhaseFn& 
   const int64_t B = batch.images.dim(0);
   const int64_t T = schedule_.num_train_timesteps();
   const int64_t per_image = batch.images.numel() / std::max<int64_t>(1, B);
+  // This rank's rows of the global batch (docs/distributed.md): every draw is by global row.
+  const int64_t ranks = communicator_ ? communicator_->size() : 1;
+  const int64_t first_row = communicator_ ? communicator_->rank() * B : 0;
+  const int64_t global_rows = ranks * B;
+  if ((first_row * per_image) % 4 != 0)
+    throw Error("data-parallel training needs --batch x image size (" + std::to_string(B) + " x " +
+                std::to_string(per_image) + ") to be a multiple of 4: each rank's noise starts on a Philox block");
 
-  const uint64_t row_block = static_cast<uint64_t>(step) * philox::blocks_for(static_cast<uint64_t>(B));
+  const uint64_t row_block = static_cast<uint64_t>(step) * philox::blocks_for(static_cast<uint64_t>(global_rows));
   // Every per-sample value goes straight into a host tensor: the step allocates nothing but
   // tensors, which the caches serve once a step has run (docs/design.md §4).
   Tensor t_tensor = Tensor::empty({B}, DType::i64);
   int64_t* timesteps = t_tensor.data<int64_t>();
   for (int64_t i = 0; i < B; ++i) {
-    float u = philox::uniform_at(o.seed, philox::kTimesteps, row_block, static_cast<uint64_t>(i));
+    float u = philox::uniform_at(o.seed, philox::kTimesteps, row_block, static_cast<uint64_t>(first_row + i));
     timesteps[i] = std::min<int64_t>(static_cast<int64_t>(u * static_cast<float>(T)), T - 1);
   }
-  const uint64_t noise_block = static_cast<uint64_t>(step) * philox::blocks_for(static_cast<uint64_t>(B * per_image));
+  const uint64_t noise_block = static_cast<uint64_t>(step) * philox::blocks_for(static_cast<uint64_t>(global_rows * per_image)) +
+                               static_cast<uint64_t>(first_row * per_image / 4);
   QSampleResult q = q_sample(batch.images.to(o.device), schedule_, {timesteps, static_cast<size_t>(B)}, o.seed,
                              noise_block);
 
@@ -97,7 +106,8 @@ TrainStepResult TrainStep::run(int64_t step, const Batch& batch, const PhaseFn& 
     int64_t* l = labels.data<int64_t>();
     const int64_t null_class = o.classes;  // the index of the unconditional embedding
     for (int64_t i = 0; i < B; ++i)
-      if (philox::uniform_at(o.seed, philox::kLabelDrop, row_block, static_cast<uint64_t>(i)) < o.p_uncond) l[i] = null_class;
+      if (philox::uniform_at(o.seed, philox::kLabelDrop, row_block, static_cast<uint64_t>(first_row + i)) < o.p_uncond)
+        l[i] = null_class;
   }
   Tensor weights;
   if (o.snr_gamma > 0) {
@@ -110,6 +120,8 @@ TrainStepResult TrainStep::run(int64_t step, const Batch& batch, const PhaseFn& 
   TrainStepResult r;
   Tensor loss = ops::mse_loss(model_->forward(q.x_t, t_tensor, labels), q.target, weights);
   r.loss = loss.item();
+  if (communicator_ && communicator_->distributed())  // the global batch's loss, so every rank decides alike
+    r.loss = communicator_->allreduce_mean(r.loss, "the loss of step " + std::to_string(step));
   if (!std::isfinite(r.loss)) {
     clear_tape();
     r.non_finite = "loss is " + std::to_string(r.loss);
@@ -117,6 +129,12 @@ TrainStepResult TrainStep::run(int64_t step, const Batch& batch, const PhaseFn& 
   }
   if (after_phase) after_phase(Phase::forward_loss);
   loss.backward();
+  if (communicator_ && communicator_->distributed()) {  // the global batch's gradient: the mean of the shards'
+    std::vector<Tensor> grads;
+    for (const Tensor& p : params_)
+      if (p.grad().defined()) grads.push_back(p.grad());
+    communicator_->allreduce_mean(grads, "the gradients of step " + std::to_string(step));
+  }
   if (after_phase) after_phase(Phase::backward);
   r.grad_norm = o.grad_clip > 0 ? optim::clip_grad_norm(params_, o.grad_clip) : optim::grad_norm(params_);
   if (!std::isfinite(r.grad_norm)) {

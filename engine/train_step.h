@@ -16,6 +16,7 @@
 #include "engine/dataset.h"
 #include "engine/noise_schedule.h"
 #include "engine/trainer.h"
+#include "nn/collective.h"
 #include "nn/optim.h"
 #include "nn/unet2d.h"
 
@@ -54,6 +55,13 @@ class TrainStep {
   // The learning rate of 1-based step `step`: linear warmup, then constant or cosine.
   double lr_at(int64_t step) const;
 
+  // Data-parallel training (docs/distributed.md): with a communicator of K ranks, run() takes
+  // `batch` as rank r's rows [r·B, (r+1)·B) of a global batch of K·B and draws its timesteps,
+  // noise and label dropouts as those global rows (so K ranks at B equal one process at K·B up
+  // to summation order), logs the global loss, and averages the gradients over the ranks before
+  // clipping. Null (the default) or one rank: the batch is the whole batch. Not owned.
+  void set_communicator(collective::Communicator* communicator) { communicator_ = communicator; }
+
   UNet2D& model() { return *model_; }
   const std::vector<Tensor>& parameters() const { return params_; }
   optim::AdamW& adam() { return adam_; }
@@ -68,6 +76,7 @@ class TrainStep {
   std::vector<Tensor> params_;
   optim::AdamW adam_;
   optim::EMA ema_;
+  collective::Communicator* communicator_ = nullptr;
 };
 
 }  // namespace diffuse

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "engine/checkpoint.h"
@@ -21,6 +22,7 @@
 #include "engine/scheduler_config.h"
 #include "engine/train_step.h"
 #include "nn/atomic_file.h"
+#include "nn/collective.h"
 #include "nn/json_input.h"
 #include "nn/runtime.h"
 
@@ -98,17 +100,56 @@ std::string write_sample_grid(const TrainOptions& o, int64_t step, TrainStep& tr
   return path;
 }
 
+// config.json's "train" object: the options, with "batch" the GLOBAL batch (ranks × --batch), so
+// that a resume at another rank count can check and split it (docs/distributed.md).
+json saved_train_options(const TrainOptions& o, int ranks) {
+  json t = options::train_options_json(o);
+  t["batch"] = o.batch * ranks;
+  return t;
+}
+
+// Every rank must stop at the same step (Ctrl-C, a callback's "stop"): rank 0's answer decides.
+bool all_keep_going(collective::Communicator& comm, bool keep_going, int64_t step) {
+  if (!comm.distributed()) return keep_going;
+  const double stop = comm.allreduce_mean(comm.rank() == 0 && !keep_going ? 1.0 : 0.0,
+                                          "the continue-or-stop vote of step " + std::to_string(step));
+  return stop == 0;
+}
+
+// The weights of every rank must stay identical; checked this often, at checkpoints and at the end.
+constexpr int64_t kAgreementEvery = 100;
+
+TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback);
+
 }  // namespace
 
 std::string latest_checkpoint(const std::string& run_dir) { return find_latest_checkpoint(run_dir); }
 
 TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
+  collective::Communicator& comm = collective::world();
+  if (!comm.distributed()) return train_ranks(o, callback);
+  try {
+    return train_ranks(o, callback);
+  } catch (const std::exception& e) {
+    comm.abort(e.what());  // the other ranks would wait at the next collective: end the job
+  }
+}
+
+namespace {
+
+// train() for any rank count: rank r of K trains on rows [r·B, (r+1)·B) of each global batch of
+// K·B (engine/train_step.h), and rank 0 alone writes into the run directory and reports progress.
+TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in) {
+  collective::Communicator& comm = collective::world();
+  const bool writer = comm.rank() == 0;
+  const TrainCallback callback = writer ? callback_in : TrainCallback{};
   options::validate(o, options::Naming::flag);
   set_cpu_threads(o.threads);
   ignore_file_size_signal();  // a write past ulimit -f becomes an error naming the file (metrics too)
   // Leftovers of a killed run (checkpoints/step-N.tmp-<pid>/, <file>.tmp-<pid>-<n>) go first.
-  for (const std::string& path : remove_stale_temporaries(o.out))
-    if (callback) callback(TrainProgress{0, o.steps, 0, 0, 0, 0, 0, "removed " + path + ", left by a run that was killed"});
+  if (writer)
+    for (const std::string& path : remove_stale_temporaries(o.out))
+      if (callback) callback(TrainProgress{0, o.steps, 0, 0, 0, 0, 0, "removed " + path + ", left by a run that was killed"});
   const fs::path run(o.out);
   const bool has_checkpoints = !find_latest_checkpoint(o.out).empty();
   if (!o.resume && has_checkpoints)
@@ -126,7 +167,8 @@ TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
   TrainStep train_step(cfg, o);
   UNet2D ema_model(cfg, o.seed);  // the EMA weights as a model: for sample grids and checkpoints
   ema_model.to(o.device);
-  Batcher batcher(data, o.batch, o.seed, o.random_flip);
+  train_step.set_communicator(&comm);
+  Batcher batcher(data, o.batch * comm.size(), o.seed, o.random_flip);  // draws the global batch
   const SchedulerConfig sampler_cfg = training_scheduler_config(train_step.schedule().options());
   const std::string scheduler_json = scheduler_config_to_json(sampler_cfg);
 
@@ -145,30 +187,37 @@ TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
     const std::string config_path = (run / "config.json").string();
     json run_config = parse_json_input(read_json_input_file(config_path, "the run's config"), config_path);
     if (!run_config.is_object()) throw Error(config_path + ": not a run's config.json", ErrorKind::bad_input);
-    run_config["train"] = options::train_options_json(o);
+    run_config["train"] = saved_train_options(o, comm.size());
     run_config["session"] = session_json(o.device == Device::cuda);  // where this session runs (the report shows it)
-    write_file_atomic(config_path, run_config.dump(2) + "\n");
+    if (writer) write_file_atomic(config_path, run_config.dump(2) + "\n");
     for (const std::string& change : o.resume_changes)
       if (callback) callback(TrainProgress{st.step, o.steps, st.loss, 0, 0, 0, 0, "resumed with " + change});
   } else {
-    json run_config = {{"train", options::train_options_json(o)}, {"unet", json::parse(unet_config_to_json(cfg))},
+    json run_config = {{"train", saved_train_options(o, comm.size())}, {"unet", json::parse(unet_config_to_json(cfg))},
                        {"scheduler", json::parse(scheduler_json)}, {"session", session_json(o.device == Device::cuda)}};
-    write_file_atomic((run / "config.json").string(), run_config.dump(2) + "\n");
+    if (writer) write_file_atomic((run / "config.json").string(), run_config.dump(2) + "\n");
   }
+  // Rank 0's weights on every rank, fresh or resumed (they start equal anyway: same seed, same
+  // checkpoint); from here on identical updates keep them so, and kAgreementEvery checks it.
+  comm.broadcast(train_step.parameters(), 0, "the initial weights");
   const std::string metrics_path = (run / "metrics.jsonl").string();
-  truncate_metrics(metrics_path, start - 1);
-  std::ofstream metrics(metrics_path, std::ios::app);
-  if (!metrics) throw Error(metrics_path + ": cannot open for writing");
-  LiveReport report(o.out);  // report.html: rewritten at grids, checkpoints, every ~15 s and at the end
-  report.update(true);
+  std::ofstream metrics;
+  std::optional<LiveReport> report;  // report.html: rewritten at grids, checkpoints, every ~15 s and at the end
+  if (writer) {
+    truncate_metrics(metrics_path, start - 1);
+    metrics.open(metrics_path, std::ios::app);
+    if (!metrics) throw Error(metrics_path + ": cannot open for writing");
+    report.emplace(o.out);
+    report->update(true);
+  }
 
   result.first_step = start;
   const auto t_start = std::chrono::steady_clock::now();
   for (int64_t step = start; step <= o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
-    const TrainStepResult r = train_step.run(step, batcher.next());
+    const TrainStepResult r = train_step.run(step, batcher.next_rows(comm.rank() * o.batch, o.batch));
     if (!r.non_finite.empty()) {
-      report.finish();
+      if (report) report->finish();
       throw Error("step " + std::to_string(step) + ": " + r.non_finite + "; training stopped" +
                   (result.last_checkpoint.empty() ? std::string(" (no checkpoint written yet)")
                                                   : "; the last good checkpoint is " + result.last_checkpoint));
@@ -176,29 +225,36 @@ TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
 
     const auto t1 = std::chrono::steady_clock::now();
     const double dt = std::chrono::duration<double>(t1 - t0).count();
-    const double images_per_second = dt > 0 ? static_cast<double>(o.batch) / dt : 0;
+    const double images_per_second = dt > 0 ? static_cast<double>(o.batch * comm.size()) / dt : 0;  // all ranks
     const double seconds = std::chrono::duration<double>(t1 - t_start).count();
     json line = {{"step", step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
                  {"images_per_second", images_per_second}, {"seconds", seconds}};
-    metrics << line.dump() << "\n";
-    metrics.flush();
-    if (!metrics) throw Error(metrics_path + ": cannot append the step's metrics (disk full or over `ulimit -f`?)");
-    report.add(line);
+    if (writer) {
+      metrics << line.dump() << "\n";
+      metrics.flush();
+      if (!metrics) throw Error(metrics_path + ": cannot append the step's metrics (disk full or over `ulimit -f`?)");
+      report->add(line);
+    }
     result.last_step = step;
     result.final_loss = r.loss;
 
     auto progress = [&](std::string event) {
       return TrainProgress{step, o.steps, r.loss, r.lr, r.grad_norm, images_per_second, seconds, std::move(event)};
     };
-    const bool keep_going = !callback || callback(progress(""));
+    const bool keep_going = all_keep_going(comm, !callback || callback(progress("")), step);
     bool wrote_file = false;  // a grid or checkpoint: the report shows it at once
-    if (o.sample_every > 0 && step % o.sample_every == 0) {
+    if (writer && o.sample_every > 0 && step % o.sample_every == 0) {
       const std::string path = write_sample_grid(o, step, train_step, ema_model, sampler_cfg);
-      report.add_grid(step, path);
+      report->add_grid(step, path);
       wrote_file = true;
       if (callback) callback(progress("samples " + path));
     }
-    if (step == o.steps || !keep_going || (o.checkpoint_every > 0 && step % o.checkpoint_every == 0)) {
+    const bool checkpoint_now =
+        step == o.steps || !keep_going || (o.checkpoint_every > 0 && step % o.checkpoint_every == 0);
+    if (comm.distributed() && (checkpoint_now || step % kAgreementEvery == 0))
+      comm.check_agreement(collective::checksum(train_step.parameters()),
+                           "the weights after step " + std::to_string(step));
+    if (writer && checkpoint_now) {
       TrainState st;
       st.step = step;
       st.batch_position = batcher.position();
@@ -210,14 +266,16 @@ TrainResult train(const TrainOptions& o, const TrainCallback& callback) {
       if (callback) callback(progress("checkpoint " + result.last_checkpoint));
       wrote_file = true;
     }
-    if (step < o.steps && keep_going) report.update(wrote_file);
+    if (report && step < o.steps && keep_going) report->update(wrote_file);
     if (!keep_going) {
       result.cancelled = true;
       break;
     }
   }
-  report.finish();
+  if (report) report->finish();
   return result;
 }
+
+}  // namespace
 
 }  // namespace diffuse
