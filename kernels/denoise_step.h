@@ -81,9 +81,17 @@ void denoise_step(const DenoiseStepDesc& d, const T* x, const T* model_out, cons
 
 // Device launchers (kernels/cuda/denoise_step.cu), f32 only, same buffers and in-place rules as
 // cpu::denoise_step: cuda:: takes device pointers, emu:: host pointers (the SIMT emulator).
+// The per_step variant is for CUDA graphs (nn/cuda/graph.h), whose replays repeat the captured
+// kernel arguments: its kernel reads the descriptor from per_step (device memory, written on the
+// stream before each launch or replay) and takes only numel and guided from d, which fix the
+// buffers and the launch shape. x0_prev is required (any step may be second order); per_step's
+// contents are the caller's to validate() on the host before it writes them.
 #define DIFFUSE_DENOISE_STEP_LAUNCHERS                                                                       \
   void denoise_step(const DenoiseStepDesc& d, const float* x, const float* model_out, const float* x0_prev,  \
-                    float* x_prev, float* x0_out, Stream stream);
+                    float* x_prev, float* x0_out, Stream stream);                                            \
+  void denoise_step_per_step(const DenoiseStepDesc& d, const DenoiseStepDesc* per_step, const float* x,      \
+                             const float* model_out, const float* x0_prev, float* x_prev, float* x0_out,     \
+                             Stream stream);
 namespace cuda {
 DIFFUSE_DENOISE_STEP_LAUNCHERS
 }

@@ -21,6 +21,7 @@ struct TimestepEmbeddingDesc {
   int64_t dim = 0;             // output width; an odd width gets a zero last column
   bool flip_sin_to_cos = false;  // [cos, sin] instead of [sin, cos]
   double freq_shift = 1.0;     // diffusers' downscale_freq_shift
+  bool broadcast_t = false;    // t holds one timestep, shared by all n rows
 };
 
 namespace cpu {
@@ -42,7 +43,9 @@ void timestep_embedding(const TimestepEmbeddingDesc& d, const TIn* t, T* out);
 // device pointers, emu:: host pointers. Indices must have been validated (an index outside the
 // table gives a NaN row forward and is skipped backward). The backward adds each table row's
 // grads in index order with no atomics, so it is deterministic and equals the CPU twin exactly.
-// The timestep embedding stays on the host (it is [N, dim] with N the batch).
+// The timestep embedding runs the CPU twin's f32 arithmetic operation by operation (no contraction
+// into FMAs), with the device's expf/sinf/cosf: under the emulator those are the host's, so it
+// equals the CPU bit for bit; on a GPU they are CUDA's (within 2 ulp), as for diffusers on CUDA.
 #define DIFFUSE_EMBEDDING_LAUNCHERS                                                                      \
   void embedding_forward(const EmbeddingDesc& d, const float* table, const int32_t* index, float* out,  \
                          Stream stream);                                                                \
@@ -51,7 +54,10 @@ void timestep_embedding(const TimestepEmbeddingDesc& d, const TIn* t, T* out);
   void embedding_backward(const EmbeddingDesc& d, const int32_t* index, const float* gout, float* gtable, \
                           Stream stream);                                                               \
   void embedding_backward(const EmbeddingDesc& d, const int64_t* index, const float* gout, float* gtable, \
-                          Stream stream);
+                          Stream stream);                                                               \
+  void timestep_embedding(const TimestepEmbeddingDesc& d, const float* t, float* out, Stream stream);      \
+  void timestep_embedding(const TimestepEmbeddingDesc& d, const int32_t* t, float* out, Stream stream);    \
+  void timestep_embedding(const TimestepEmbeddingDesc& d, const int64_t* t, float* out, Stream stream);
 namespace cuda {
 DIFFUSE_EMBEDDING_LAUNCHERS
 }

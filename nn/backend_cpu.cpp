@@ -3,6 +3,8 @@
 // here because it is the one piece every build has.
 #include "nn/dispatch.h"
 
+#include <cstring>
+
 namespace diffuse::dispatch {
 
 namespace k = diffuse::kernels;
@@ -66,6 +68,15 @@ class CpuBackend final : public Backend {
         cpu::embedding_forward<T, I>(d, table.data<T>(), index.data<I>(), out.data<T>());
       });
     });
+  }
+  void timestep_embedding(const k::TimestepEmbeddingDesc& d, const Tensor& t, const Tensor& out) const override {
+    switch (t.dtype()) {
+      case DType::f32: cpu::timestep_embedding<float, float>(d, t.data<float>(), out.data<float>()); break;
+      case DType::f64: cpu::timestep_embedding<double, double>(d, t.data<double>(), out.data<double>()); break;
+      case DType::i32: cpu::timestep_embedding<float, int32_t>(d, t.data<int32_t>(), out.data<float>()); break;
+      case DType::i64: cpu::timestep_embedding<float, int64_t>(d, t.data<int64_t>(), out.data<float>()); break;
+      default: throw Error("timestep_embedding: unsupported dtype for " + t.describe());
+    }
   }
   void embedding_backward(const k::EmbeddingDesc& d, const Tensor& index, const Tensor& dy,
                           const Tensor& dtable) const override {
@@ -132,10 +143,16 @@ class CpuBackend final : public Backend {
                   target.data<float>());
   }
   void denoise_step(const k::DenoiseStepDesc& d, const Tensor& model_output, const Tensor& x,
-                    const Tensor& x0) const override {
+                    const Tensor& x0, const Tensor& per_step) const override {
+    k::DenoiseStepDesc step = d;
+    if (per_step.defined()) {  // host memory here: read it now, keeping d's numel and guided
+      std::memcpy(&step, per_step.raw(), sizeof(step));
+      step.numel = d.numel;
+      step.guided = d.guided;
+    }
     with_float_type("denoise_step", x, [&](auto t) {
       using T = decltype(t);
-      cpu::denoise_step<T>(d, x.data<T>(), model_output.data<T>(), x0.data<T>(), x.data<T>(), x0.data<T>());
+      cpu::denoise_step<T>(step, x.data<T>(), model_output.data<T>(), x0.data<T>(), x.data<T>(), x0.data<T>());
     });
   }
 
@@ -240,16 +257,6 @@ BadIndex first_index_out_of_range(const char* op, const Tensor& host_index, int6
     if (bad.position >= 0) bad.value = static_cast<int64_t>(index[bad.position]);
   });
   return bad;
-}
-
-void timestep_embedding_on_host(const k::TimestepEmbeddingDesc& d, const Tensor& t, const Tensor& out) {
-  switch (t.dtype()) {
-    case DType::f32: cpu::timestep_embedding<float, float>(d, t.data<float>(), out.data<float>()); break;
-    case DType::f64: cpu::timestep_embedding<double, double>(d, t.data<double>(), out.data<double>()); break;
-    case DType::i32: cpu::timestep_embedding<float, int32_t>(d, t.data<int32_t>(), out.data<float>()); break;
-    case DType::i64: cpu::timestep_embedding<float, int64_t>(d, t.data<int64_t>(), out.data<float>()); break;
-    default: throw Error("timestep_embedding_on_host: unsupported dtype for " + t.describe());
-  }
 }
 
 const Backend& cpu_backend() {

@@ -55,6 +55,10 @@ class Backend {
                                  const Tensor& out) const = 0;
   virtual void embedding_backward(const kernels::EmbeddingDesc& d, const Tensor& index, const Tensor& dy,
                                   const Tensor& dtable) const = 0;
+  // Timesteps t [n] (or [1] with d.broadcast_t): f32, i32 or i64, also f64 on the CPU; out is f32
+  // [n, dim] (f64 for f64 t).
+  virtual void timestep_embedding(const kernels::TimestepEmbeddingDesc& d, const Tensor& t,
+                                  const Tensor& out) const = 0;
 
   // ---- dropout and loss (kernels/loss.h) ----
   virtual void dropout_apply(const kernels::DropoutDesc& d, const Tensor& x, const Tensor& y) const = 0;
@@ -76,9 +80,11 @@ class Backend {
   // ---- the diffusion process (kernels/noise.h, kernels/denoise_step.h); f32 for q_sample ----
   virtual void q_sample(const kernels::QSampleDesc& d, const Tensor& x0, const Tensor& sqrt_ab,
                         const Tensor& sqrt_1mab, const Tensor& x_t, const Tensor& target) const = 0;
-  // In place: x becomes x_prev and x0 this step's prediction.
+  // In place: x becomes x_prev and x0 this step's prediction. per_step, when defined, is an i64
+  // tensor on x's device holding the bytes of a DenoiseStepDesc whose scalars the kernel reads at
+  // run time instead of d's (d still gives numel and guided): what a replayed CUDA graph needs.
   virtual void denoise_step(const kernels::DenoiseStepDesc& d, const Tensor& model_output, const Tensor& x,
-                            const Tensor& x0) const = 0;
+                            const Tensor& x0, const Tensor& per_step) const = 0;
 
   // ---- group norm (kernels/group_norm.h); mean and rstd are f64 [N, groups] ----
   virtual void group_norm_forward(const kernels::GroupNormDesc& d, const Tensor& x, const Tensor& add_nc,
@@ -143,9 +149,6 @@ struct BadIndex {
 };
 // The first entry of an i32/i64 host index tensor outside [0, rows).
 BadIndex first_index_out_of_range(const char* op, const Tensor& host_index, int64_t rows);
-// The sinusoidal timestep embedding of host t (f32, f64, i32 or i64) into host out (f64 for f64 t,
-// else f32).
-void timestep_embedding_on_host(const kernels::TimestepEmbeddingDesc& d, const Tensor& t, const Tensor& out);
 
 // ---- the device runtime behind nn/runtime.h, nn/allocator.h and nn/device_context.h ----
 // The caching device allocator when this build has CUDA and the machine a device, else null.

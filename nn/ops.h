@@ -66,8 +66,9 @@ Tensor upsample_nearest2x(const Tensor& x);                // NHWC [N, H, W, C] 
 // table [V, D], index i32/i64 [N] -> [N, D]; out-of-range indices are an error.
 Tensor embedding(const Tensor& table, const Tensor& index);
 // Sinusoidal timestep embedding (docs/design.md §7), not differentiable: t [N] (f32 or integer) ->
-// [N, dim] f32 (or f64 when t is f64).
-Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, double freq_shift);
+// [N, dim] f32 (or f64 when t is f64), on t's device. With rows > 0 and a one-element t, that one
+// timestep is embedded for every one of `rows` rows ([rows, dim]; t stays where it is).
+Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, double freq_shift, int64_t rows = 0);
 
 // ---- regularisation and loss (ops_loss.cpp) ----------------------------------------------------
 // Inverted dropout with a Philox mask from (seed, kDropout stream, block offset). p == 0 returns x.
@@ -87,7 +88,13 @@ QSampleOutput q_sample(const kernels::QSampleDesc& desc, const Tensor& x0, const
                        const Tensor& sqrt_1mab);
 // One sampler update in place: x (x_t) becomes x_prev and x0 this step's x0 prediction (it holds
 // the previous step's on entry). model_output has desc.numel elements, twice that when guided.
+// per_step (optional): an i64 tensor on x's device holding a DenoiseStepDesc's bytes, read when
+// the kernel runs in place of desc's scalars (desc keeps numel and guided) — so a replayed CUDA
+// graph takes each step's coefficients from memory written before the replay. The caller
+// validates what it writes there (kernels::validate).
 void denoise_step(const kernels::DenoiseStepDesc& desc, const Tensor& model_output, const Tensor& x,
-                  const Tensor& x0);
+                  const Tensor& x0, const Tensor& per_step = Tensor());
+// Elements of the i64 tensor that holds one DenoiseStepDesc for denoise_step's per_step.
+int64_t denoise_step_desc_words();
 
 }  // namespace diffuse::ops

@@ -32,7 +32,13 @@ QSampleOutput q_sample(const k::QSampleDesc& desc, const Tensor& x0, const Tenso
   return r;
 }
 
-void denoise_step(const k::DenoiseStepDesc& desc, const Tensor& model_output, const Tensor& x, const Tensor& x0) {
+int64_t denoise_step_desc_words() {
+  static_assert(sizeof(k::DenoiseStepDesc) % sizeof(int64_t) == 0, "the descriptor fills whole i64 words");
+  return static_cast<int64_t>(sizeof(k::DenoiseStepDesc) / sizeof(int64_t));
+}
+
+void denoise_step(const k::DenoiseStepDesc& desc, const Tensor& model_output, const Tensor& x, const Tensor& x0,
+                  const Tensor& per_step) {
   const char* op = "denoise_step";
   check_defined(op, model_output, "model_output");
   check_defined(op, x, "x");
@@ -44,7 +50,11 @@ void denoise_step(const k::DenoiseStepDesc& desc, const Tensor& model_output, co
     fail(op, "the descriptor is for " + std::to_string(desc.numel) + " elements" +
                  (desc.guided ? " (guided: a model output of twice that)" : "") + ", got x " + x.describe() +
                  ", x0 " + x0.describe() + ", model_output " + model_output.describe());
-  backend_for(op, x).denoise_step(desc, model_output, x, x0);
+  if (per_step.defined() && (per_step.dtype() != DType::i64 || per_step.numel() != denoise_step_desc_words() ||
+                            per_step.device() != x.device()))
+    fail(op, "per_step " + per_step.describe() + " must be an i64 [" +
+                 std::to_string(denoise_step_desc_words()) + "] on x's device");
+  backend_for(op, x).denoise_step(desc, model_output, x, x0, per_step);
 }
 
 }  // namespace diffuse::ops

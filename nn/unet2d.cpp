@@ -94,14 +94,21 @@ Tensor UNet2D::forward(const Tensor& x_in, const Tensor& timesteps, const Tensor
     ops::detail::fail(op, "class_labels given, but the model has no class embedding");
 
   Tensor x = x_in;
-  if (config_.center_input_sample) x = ops::sub(ops::scale(x, 2.0), Tensor::ones({1}, x.dtype(), x.device()));
+  if (config_.center_input_sample) {
+    // The constant is uploaded once, outside any CUDA graph capture (a capture may not upload).
+    if (!one_.defined() || one_.device() != x.device() || one_.dtype() != x.dtype())
+      one_ = Tensor::ones({1}, x.dtype(), x.device());
+    x = ops::sub(ops::scale(x, 2.0), one_);
+  }
 
-  // Time embedding: sinusoidal features (on the host; tiny), then the MLP on x's device.
-  Tensor t = timesteps.to(Device::cpu);
-  if (t.numel() == 1 && n != 1) t = Tensor::full({n}, t.item(), t.dtype() == DType::f64 ? DType::f64 : DType::f32);
-  t = t.view({n});
-  Tensor t_feat = ops::timestep_embedding(t, config_.block_out_channels[0], config_.flip_sin_to_cos, config_.freq_shift);
-  if (t_feat.dtype() != x.dtype()) t_feat = t_feat.to(x.dtype());
+  // Time embedding: sinusoidal features on x's device (a timestep tensor already there is read in
+  // place, so a CUDA graph replays with the timestep written into it), one value broadcast over
+  // the batch by the kernel; then the MLP. f64 timesteps (the CPU's f64 checks) are embedded in
+  // f64 where they are, as the CUDA kernels are f32 only.
+  const Tensor t = timesteps.dtype() == DType::f64 ? timesteps : timesteps.to(x.device());
+  Tensor t_feat = ops::timestep_embedding(t.view({timesteps.numel()}), config_.block_out_channels[0],
+                                          config_.flip_sin_to_cos, config_.freq_shift, n);
+  if (t_feat.dtype() != x.dtype()) t_feat = t_feat.to(Device::cpu).to(x.dtype());
   t_feat = t_feat.to(x.device());
   Tensor emb = time_embedding_.forward(t_feat);
   if (has_class_embedding_) emb = ops::add(emb, ops::embedding(class_embedding_, class_labels.to(x.device())));

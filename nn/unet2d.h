@@ -54,6 +54,7 @@ class UNet2D {
  private:
   UNet2DConfig config_;
   ForwardContext ctx_;
+  Tensor one_;  // center_input_sample's constant 1 on the last forward's device and dtype
   Conv2d conv_in_;
   TimestepEmbedding time_embedding_;
   bool has_class_embedding_ = false;

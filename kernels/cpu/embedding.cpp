@@ -40,7 +40,7 @@ void timestep_embedding(const TimestepEmbeddingDesc& d, const TIn* t, T* out) {
   const int64_t sin_at = d.flip_sin_to_cos ? half : 0;
   const int64_t cos_at = d.flip_sin_to_cos ? 0 : half;
   for (int64_t n = 0; n < d.n; ++n) {
-    const T tn = static_cast<T>(t[n]);
+    const T tn = static_cast<T>(t[d.broadcast_t ? 0 : n]);
     T* row = out + n * d.dim;
     for (int64_t i = 0; i < half; ++i) {
       T exponent = neg_log_period * static_cast<T>(i);

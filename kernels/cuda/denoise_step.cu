@@ -12,6 +12,7 @@
 // so it is memory-bound; the descriptor's branches are uniform over the grid and cost no divergence.
 // In place (x_prev == x, x0_out == x0_prev) is safe: a thread loads its whole quad from every input
 // before storing it, and no other thread touches that quad — so those buffers carry no __restrict__.
+// The per-step form reads the descriptor through a pointer, once per thread (a few cached loads).
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
 #include "kernels/denoise_step.h"
@@ -36,8 +37,14 @@ using grid::store4;
 
 template <bool kVector>
 __global__ void __launch_bounds__(kThreads)
-    denoise_step_kernel(DenoiseStepDesc d, const float* x, const float* model_out, const float* x0_prev,
-                        float* x_prev, float* x0_out) {
+    denoise_step_kernel(DenoiseStepDesc launch_d, const DenoiseStepDesc* per_step, const float* x,
+                        const float* model_out, const float* x0_prev, float* x_prev, float* x0_out) {
+  DenoiseStepDesc d = launch_d;
+  if (per_step) {  // a graph replay's scalars: read at run time; the buffers' shape stays the launch's
+    d = *per_step;
+    d.numel = launch_d.numel;
+    d.guided = launch_d.guided;
+  }
   const int64_t n = d.numel;
   const int64_t quads = (n + 3) / 4;
   const bool second = d.update == static_cast<int32_t>(DenoiseUpdate::dpm_second);
@@ -89,6 +96,22 @@ __global__ void __launch_bounds__(kThreads)
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// Launches the kernel for d's numel and guided; `second` says whether x0_prev is read.
+void launch(const DenoiseStepDesc& d, const DenoiseStepDesc* per_step, bool second, const float* x,
+            const float* model_out, const float* x0_prev, float* x_prev, float* x0_out, Stream stream) {
+  require(d.numel == 0 || (x && model_out && x_prev && x0_out), "denoise_step: null buffer");
+  const int64_t quads = (d.numel + 3) / 4;
+  const int blocks = static_cast<int>(std::min<int64_t>((quads + kThreads - 1) / kThreads, kMaxBlocks));
+  const bool vector = aligned16(x) && aligned16(model_out) && (!d.guided || aligned16(model_out + d.numel)) &&
+                      (!second || aligned16(x0_prev)) && aligned16(x_prev) && aligned16(x0_out);
+  if (vector)
+    DIFFUSE_LAUNCH((denoise_step_kernel<true>), blocks, kThreads, 0, stream, d, per_step, x, model_out, x0_prev,
+                   x_prev, x0_out);
+  else
+    DIFFUSE_LAUNCH((denoise_step_kernel<false>), blocks, kThreads, 0, stream, d, per_step, x, model_out, x0_prev,
+                   x_prev, x0_out);
+}
+
 }  // namespace
 
 void denoise_step(const DenoiseStepDesc& d, const float* x, const float* model_out, const float* x0_prev,
@@ -97,17 +120,16 @@ void denoise_step(const DenoiseStepDesc& d, const float* x, const float* model_o
   const bool second = d.update == static_cast<int32_t>(DenoiseUpdate::dpm_second);
   require(!second || x0_prev != nullptr,
           "denoise_step: a second-order DPM-Solver++ step needs the previous x0");
-  require(d.numel == 0 || (x && model_out && x_prev && x0_out), "denoise_step: null buffer");
-  const int64_t quads = (d.numel + 3) / 4;
-  const int blocks = static_cast<int>(std::min<int64_t>((quads + kThreads - 1) / kThreads, kMaxBlocks));
-  const bool vector = aligned16(x) && aligned16(model_out) && (!d.guided || aligned16(model_out + d.numel)) &&
-                      (!second || aligned16(x0_prev)) && aligned16(x_prev) && aligned16(x0_out);
-  if (vector)
-    DIFFUSE_LAUNCH((denoise_step_kernel<true>), blocks, kThreads, 0, stream, d, x, model_out, x0_prev, x_prev,
-                   x0_out);
-  else
-    DIFFUSE_LAUNCH((denoise_step_kernel<false>), blocks, kThreads, 0, stream, d, x, model_out, x0_prev, x_prev,
-                   x0_out);
+  launch(d, nullptr, second, x, model_out, x0_prev, x_prev, x0_out, stream);
+}
+
+void denoise_step_per_step(const DenoiseStepDesc& d, const DenoiseStepDesc* per_step, const float* x,
+                           const float* model_out, const float* x0_prev, float* x_prev, float* x0_out,
+                           Stream stream) {
+  validate(d);
+  require(per_step != nullptr, "denoise_step: null per-step descriptor");
+  require(d.numel == 0 || x0_prev != nullptr, "denoise_step: the per-step form needs the previous x0 buffer");
+  launch(d, per_step, /*second=*/true, x, model_out, x0_prev, x_prev, x0_out, stream);
 }
 
 }  // namespace diffuse::kernels::DIFFUSE_DEVICE_NS

@@ -6,6 +6,9 @@
 // index order. It reads the index list once per (table row, column tile) — N*V compares in all,
 // trivial for class labels (N = batch, V = classes) — and every grad row once per match, so the
 // result is deterministic and identical to the CPU twin's serial loop.
+// Timestep embedding: one thread per (row, frequency) pair writes that frequency's sin and cos,
+// with the CPU twin's f32 operations in its order (kernels/embedding.h says why and what differs
+// on a GPU). [N, dim] is a few thousand elements: launch-bound, so it is kept this simple.
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
 #include "kernels/embedding.h"
@@ -81,6 +84,40 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+template <typename TIn>
+__global__ void __launch_bounds__(kThreads)
+    timestep_embedding_kernel(TimestepEmbeddingDesc d, const TIn* __restrict__ t, float* __restrict__ out) {
+  const int64_t half = d.dim / 2;
+  const int64_t cols = half + (d.dim % 2);  // an odd width's zero column is one more item per row
+  const float neg_log_period = static_cast<float>(-9.210340371976184);  // -ln(10000), rounded as the CPU's
+  const float denom = static_cast<float>(static_cast<double>(half) - d.freq_shift);
+  const int64_t sin_at = d.flip_sin_to_cos ? half : 0;
+  const int64_t cos_at = d.flip_sin_to_cos ? 0 : half;
+  for (int64_t k = grid::global_thread(); k < d.n * cols; k += grid::grid_threads()) {
+    const int64_t row = k / cols, i = k % cols;
+    float* dst = out + row * d.dim;
+    if (i == half) {
+      dst[d.dim - 1] = 0.0f;
+      continue;
+    }
+    const float tn = static_cast<float>(t[d.broadcast_t ? 0 : row]);
+    float exponent = neg_log_period * static_cast<float>(i);
+    exponent = exponent / denom;
+    const float arg = tn * expf(exponent);
+    dst[sin_at + i] = sinf(arg);
+    dst[cos_at + i] = cosf(arg);
+  }
+}
+
+template <typename TIn>
+void launch_timestep_embedding(const TimestepEmbeddingDesc& d, const TIn* t, float* out, Stream stream) {
+  require(d.n >= 0 && d.dim >= 1, "timestep_embedding: bad size (n " + std::to_string(d.n) + ", dim " +
+                                      std::to_string(d.dim) + ")");
+  const int64_t cols = d.dim / 2 + d.dim % 2;
+  if (d.n == 0) return;
+  DIFFUSE_LAUNCH((timestep_embedding_kernel<TIn>), blocks_for(d.n * cols), kThreads, 0, stream, d, t, out);
+}
+
 void check_desc(const EmbeddingDesc& d, const char* op) {
   require(d.n >= 0 && d.v >= 0 && d.d >= 0, std::string(op) + ": negative size (n " + std::to_string(d.n) + ", v " +
                                                  std::to_string(d.v) + ", d " + std::to_string(d.d) + ")");
@@ -119,6 +156,15 @@ void embedding_backward(const EmbeddingDesc& d, const int32_t* index, const floa
 void embedding_backward(const EmbeddingDesc& d, const int64_t* index, const float* gout, float* gtable,
                         Stream stream) {
   launch_backward(d, index, gout, gtable, stream);
+}
+void timestep_embedding(const TimestepEmbeddingDesc& d, const float* t, float* out, Stream stream) {
+  launch_timestep_embedding(d, t, out, stream);
+}
+void timestep_embedding(const TimestepEmbeddingDesc& d, const int32_t* t, float* out, Stream stream) {
+  launch_timestep_embedding(d, t, out, stream);
+}
+void timestep_embedding(const TimestepEmbeddingDesc& d, const int64_t* t, float* out, Stream stream) {
+  launch_timestep_embedding(d, t, out, stream);
 }
 
 }  // namespace diffuse::kernels::DIFFUSE_DEVICE_NS

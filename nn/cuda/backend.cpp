@@ -86,6 +86,15 @@ void CudaBackend::embedding_backward(const k::EmbeddingDesc& d, const Tensor& in
   });
 }
 
+void CudaBackend::timestep_embedding(const k::TimestepEmbeddingDesc& d, const Tensor& t, const Tensor& out) const {
+  switch (t.dtype()) {
+    case DType::f32: dev::timestep_embedding(d, t.data<float>(), f32_out(out), current_stream()); break;
+    case DType::i32: dev::timestep_embedding(d, t.data<int32_t>(), f32_out(out), current_stream()); break;
+    case DType::i64: dev::timestep_embedding(d, t.data<int64_t>(), f32_out(out), current_stream()); break;
+    default: throw Error("timestep_embedding: the CUDA path takes f32, i32 or i64 timesteps, got " + t.describe());
+  }
+}
+
 // ---- dropout and loss ----
 
 void CudaBackend::dropout_apply(const k::DropoutDesc& d, const Tensor& x, const Tensor& y) const {
@@ -130,8 +139,12 @@ void CudaBackend::q_sample(const k::QSampleDesc& d, const Tensor& x0, const Tens
 }
 
 void CudaBackend::denoise_step(const k::DenoiseStepDesc& d, const Tensor& model_output, const Tensor& x,
-                               const Tensor& x0) const {
-  dev::denoise_step(d, f32(x), f32(model_output), f32(x0), f32_out(x), f32_out(x0), current_stream());
+                               const Tensor& x0, const Tensor& per_step) const {
+  if (per_step.defined())
+    dev::denoise_step_per_step(d, static_cast<const k::DenoiseStepDesc*>(per_step.raw()), f32(x), f32(model_output),
+                               f32(x0), f32_out(x), f32_out(x0), current_stream());
+  else
+    dev::denoise_step(d, f32(x), f32(model_output), f32(x0), f32_out(x), f32_out(x0), current_stream());
 }
 
 // ---- group norm ----

@@ -24,6 +24,8 @@ class CudaBackend final : public Backend {
                          const Tensor& out) const override;
   void embedding_backward(const kernels::EmbeddingDesc& d, const Tensor& index, const Tensor& dy,
                           const Tensor& dtable) const override;
+  void timestep_embedding(const kernels::TimestepEmbeddingDesc& d, const Tensor& t,
+                          const Tensor& out) const override;
 
   void dropout_apply(const kernels::DropoutDesc& d, const Tensor& x, const Tensor& y) const override;
   void mse_loss(const kernels::MseDesc& d, double inv_numel, const Tensor& pred, const Tensor& target,
@@ -40,7 +42,7 @@ class CudaBackend final : public Backend {
   void q_sample(const kernels::QSampleDesc& d, const Tensor& x0, const Tensor& sqrt_ab, const Tensor& sqrt_1mab,
                 const Tensor& x_t, const Tensor& target) const override;
   void denoise_step(const kernels::DenoiseStepDesc& d, const Tensor& model_output, const Tensor& x,
-                    const Tensor& x0) const override;
+                    const Tensor& x0, const Tensor& per_step) const override;
 
   void group_norm_forward(const kernels::GroupNormDesc& d, const Tensor& x, const Tensor& add_nc,
                           const Tensor& gamma, const Tensor& beta, const Tensor& y, const Tensor& mean,

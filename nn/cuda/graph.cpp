@@ -1,7 +1,7 @@
 // See graph.h. The capture is ended on every path (a capture left open would make every later
 // synchronisation fail), the allocator leaves capture mode before anything else can allocate,
 // and the thread's last CUDA error is cleared after a refused capture so that later checks see
-// only their own calls.
+// only their own calls. The device-neutral DeviceGraph (nn/device_graph.h) is a cuda::Graph here.
 #include "nn/cuda/graph.h"
 
 #include <cuda_runtime.h>
@@ -12,6 +12,7 @@
 #include "diffuse/error.h"
 #include "kernels/cuda_status.h"
 #include "nn/device_context.h"
+#include "nn/device_graph.h"
 
 namespace diffuse::cuda {
 
@@ -101,3 +102,32 @@ void Graph::release() noexcept {
 }
 
 }  // namespace diffuse::cuda
+
+namespace diffuse {
+
+struct DeviceGraph::Impl {
+  cuda::Graph graph;
+};
+
+DeviceGraph DeviceGraph::capture(const std::function<void()>& body) {
+  DeviceGraph g;
+  g.impl_->graph = cuda::Graph::capture(body);
+  return g;
+}
+
+DeviceGraph::DeviceGraph() : impl_(std::make_unique<Impl>()) {}
+DeviceGraph::~DeviceGraph() = default;
+DeviceGraph::DeviceGraph(DeviceGraph&&) noexcept = default;
+DeviceGraph& DeviceGraph::operator=(DeviceGraph&&) noexcept = default;
+
+bool DeviceGraph::ok() const { return impl_->graph.ok(); }
+const std::string& DeviceGraph::why() const { return impl_->graph.why(); }
+void DeviceGraph::replay() const { impl_->graph.replay(); }
+
+bool device_capture_active() {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  DIFFUSE_CUDA_CHECK(cudaStreamIsCapturing(static_cast<cudaStream_t>(current_stream()), &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
+}  // namespace diffuse
