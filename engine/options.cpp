@@ -250,6 +250,9 @@ const Table<GenerateRequest>& generate_table() {
            "classifier-free guidance weight (with `--class`; both halves in one batched forward)", finite()},
           {"seed", DIFFUSE_OPTION_FIELD(G, seed), kNotSaved, "the seed; the same seed and batch give the same images"},
           {"batch", DIFFUSE_OPTION_FIELD(G, batch), kNotSaved, "images per sampler batch", positive()},
+          {"cuda-graphs", DIFFUSE_OPTION_FIELD(G, cuda_graphs), kNotSaved,
+           "on CUDA, replay each sampler step as one CUDA graph after two eager steps (`--cuda-graphs=false`: "
+           "eager); ignored on the CPU"},
           threads_row<G>(),
       }};
   return table;

@@ -88,6 +88,10 @@ struct GenerateRequest {
   // leaves it (what diffusers' scheduler loop returns before a pipeline's postprocessing), for
   // comparing numbers. The 8-bit generate() always clamps.
   bool clamp = true;
+  // On CUDA: after two eager steps, each sampler step (UNet, guidance, update) is replayed as one
+  // CUDA graph, bit-identical to eager steps; a capture that fails says why once (on stderr in the
+  // CLI) and the steps run eagerly. Ignored on the CPU.
+  bool cuda_graphs = true;
 };
 
 // After each sampler step of each batch: (batch index from 0, step 1..steps counted afresh in each
