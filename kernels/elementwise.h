@@ -46,7 +46,9 @@ void fill(int64_t n, T value, T* out);
 // pointers. The reductions are deterministic two-stage sums (no float atomics): the caller
 // passes a scratch buffer of the *_workspace() floats, a count decided by the shape alone.
 // `sum` writes its result to out[0] on the device; `fill` reads its value from memory (a device
-// scalar such as an upstream grad), so neither needs a host round trip.
+// scalar such as an upstream grad), so neither needs a host round trip. The casts
+// (kernels/cuda/elementwise_cast.cu) move storage between f32 and bf16 (uint16_t bits): round to
+// nearest even one way, exact the other; the CPU does the same with kernels/bf16.h.
 #define DIFFUSE_ELEMENTWISE_LAUNCHERS                                                                   \
   void binary(BinaryOp op, const BroadcastDesc& d, const float* a, const float* b, float* out,         \
               Stream stream);                                                                           \
@@ -58,7 +60,9 @@ void fill(int64_t n, T value, T* out);
   void silu_backward(int64_t n, const float* x, const float* gy, float* gx, Stream stream);            \
   int64_t sum_workspace(int64_t n);                                                                     \
   void sum(int64_t n, const float* x, float* out, float* workspace, Stream stream);                    \
-  void fill(int64_t n, const float* value, float* out, Stream stream);
+  void fill(int64_t n, const float* value, float* out, Stream stream);                                 \
+  void cast_f32_to_bf16(int64_t n, const float* x, uint16_t* y, Stream stream);                        \
+  void cast_bf16_to_f32(int64_t n, const uint16_t* x, float* y, Stream stream);
 namespace cuda {
 DIFFUSE_ELEMENTWISE_LAUNCHERS
 }

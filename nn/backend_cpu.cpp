@@ -5,6 +5,8 @@
 
 #include <cstring>
 
+#include "kernels/bf16.h"
+
 namespace diffuse::dispatch {
 
 namespace k = diffuse::kernels;
@@ -57,6 +59,26 @@ class CpuBackend final : public Backend {
       using T = decltype(t);
       cpu::fill<T>(out.numel(), value.data<T>()[0], out.data<T>());
     });
+  }
+  // Storage conversion (ops::cast, not a hot path on the CPU): bf16 through float with
+  // kernels/bf16.h's rounding, as the CUDA kernels round.
+  void cast(const Tensor& x, const Tensor& out) const override {
+    const int64_t n = x.numel();
+    auto read = [&](int64_t i) -> double {
+      switch (x.dtype()) {
+        case DType::f32: return x.data<float>()[i];
+        case DType::f64: return x.data<double>()[i];
+        default: return k::bf16_to_float(x.data<uint16_t>()[i]);
+      }
+    };
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = read(i);
+      switch (out.dtype()) {
+        case DType::f32: out.data<float>()[i] = static_cast<float>(v); break;
+        case DType::f64: out.data<double>()[i] = v; break;
+        default: out.data<uint16_t>()[i] = k::float_to_bf16(static_cast<float>(v)); break;
+      }
+    }
   }
 
   void embedding_forward(const k::EmbeddingDesc& d, const Tensor& table, const Tensor& index,

@@ -49,6 +49,8 @@ class Backend {
   virtual void sum(const Tensor& x, const Tensor& out) const = 0;
   // Every element of out = the scalar tensor value, read where it lies (device memory on CUDA).
   virtual void fill(const Tensor& value, const Tensor& out) const = 0;
+  // out = x converted to out's dtype (ops::cast): f32 <-> bf16 on CUDA; f32, f64, bf16 on the CPU.
+  virtual void cast(const Tensor& x, const Tensor& out) const = 0;
 
   // ---- embedding (kernels/embedding.h); index is i32 or i64 and already range-checked ----
   virtual void embedding_forward(const kernels::EmbeddingDesc& d, const Tensor& table, const Tensor& index,

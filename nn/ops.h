@@ -22,6 +22,10 @@ Tensor silu(const Tensor& x);
 Tensor reshape(const Tensor& x, const Shape& shape);  // differentiable view (-1 allowed once)
 Tensor sum(const Tensor& x);   // scalar [] of all elements
 Tensor mean(const Tensor& x);  // scalar []
+// x's values in `dtype` storage: f32 <-> bf16 on CUDA (round to nearest even; the other way is
+// exact); f32, f64 and bf16 on the CPU. The grad is cast back to x's dtype. x itself when the
+// dtype is already x's. bf16 autocast (nn/layers.h) puts it at the edges of the bf16 layers.
+Tensor cast(const Tensor& x, DType dtype);
 
 // ---- convolution (ops_conv.cpp) ----------------------------------------------------------------
 struct Conv2dOptions {

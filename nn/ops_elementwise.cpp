@@ -130,6 +130,21 @@ Tensor sum(const Tensor& x) {
   return out;
 }
 
+Tensor cast(const Tensor& x, DType dtype) {
+  check_defined("cast", x, "x");
+  auto storage = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f64; };
+  if (!storage(dtype) || !storage(x.dtype()))
+    fail("cast", "converts between f32, bf16 and f64, not " + x.describe() + " to " + dtype_name(dtype));
+  if (x.dtype() == dtype) return x;
+  Tensor y = Tensor::empty(x.shape(), dtype, x.device());
+  backend_for("cast", x.device()).cast(x, y);
+  if (any_requires_grad({&x})) {
+    const DType from = x.dtype();
+    record("cast", {&x}, {&y}, [from](const TensorList& g) { return TensorList{cast(g[0], from)}; });
+  }
+  return y;
+}
+
 Tensor mean(const Tensor& x) {
   check_defined("mean", x, "x");
   return scale(sum(x), x.numel() ? 1.0 / static_cast<double>(x.numel()) : 0.0);

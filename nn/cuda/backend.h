@@ -19,6 +19,7 @@ class CudaBackend final : public Backend {
   void silu_backward(const Tensor& x, const Tensor& dy, const Tensor& dx) const override;
   void sum(const Tensor& x, const Tensor& out) const override;
   void fill(const Tensor& value, const Tensor& out) const override;
+  void cast(const Tensor& x, const Tensor& out) const override;  // in backend_dense.cpp
 
   void embedding_forward(const kernels::EmbeddingDesc& d, const Tensor& table, const Tensor& index,
                          const Tensor& out) const override;

@@ -1,4 +1,5 @@
-// The CUDA backend's attention, conv2d, linear and optimizer entries (see nn/cuda/backend.h).
+// The CUDA backend's storage casts, attention, conv2d, linear and optimizer entries (see
+// nn/cuda/backend.h); the casts (f32 <-> bf16) are what bf16 autocast runs around these layers.
 // Attention takes f32 or bf16 storage and head dims 32, 64, 128 (the flash kernels); conv2d and
 // linear take f32 or bf16 through cuDNN and cuBLAS/cuBLASLt. The optimizer entries upload their
 // host-built entry list as one multi-tensor table and run ONE launch over every tensor.
@@ -60,6 +61,18 @@ void* raw_or_null(const Tensor& t) { return t.defined() ? t.raw() : nullptr; }
 }
 
 }  // namespace
+
+// ---- storage casts (ops::cast) ----
+
+void CudaBackend::cast(const Tensor& x, const Tensor& out) const {
+  if (x.dtype() == DType::f32 && out.dtype() == DType::bf16)
+    dev::cast_f32_to_bf16(x.numel(), x.data<float>(), out.data<uint16_t>(), current_stream());
+  else if (x.dtype() == DType::bf16 && out.dtype() == DType::f32)
+    dev::cast_bf16_to_f32(x.numel(), x.data<uint16_t>(), out.data<float>(), current_stream());
+  else
+    throw Error("cast: the CUDA path converts between f32 and bf16, not " + x.describe() + " to " +
+                dtype_name(out.dtype()));
+}
 
 // ---- attention ----
 

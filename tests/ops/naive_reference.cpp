@@ -54,6 +54,17 @@ Tensor silu(const Tensor& x) {
   return f64(v, x.shape());
 }
 
+Tensor round_to_bf16(const Tensor& x) {
+  std::vector<double> v = x.to_vector();
+  for (double& e : v) {
+    if (e == 0 || !std::isfinite(e)) continue;
+    int exponent = 0;
+    std::frexp(e, &exponent);  // |e| = m·2^exponent, m in [0.5, 1): 8 bits keep m·2^8 in [128, 256)
+    e = std::ldexp(std::nearbyint(std::ldexp(e, 8 - exponent)), exponent - 8);  // ties to even
+  }
+  return f64(v, x.shape());
+}
+
 Tensor sum(const Tensor& x) {
   double total = 0;
   for (double e : x.to_vector()) total += e;

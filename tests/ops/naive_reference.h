@@ -17,6 +17,8 @@ Tensor binary(Binary op, const Tensor& a, const Tensor& b);
 Tensor scale(const Tensor& x, double s);
 Tensor silu(const Tensor& x);
 Tensor sum(const Tensor& x);
+// Each value rounded to bfloat16 (8 significant bits, ties to even): a cast to bf16 and back.
+Tensor round_to_bf16(const Tensor& x);
 Tensor mean(const Tensor& x);
 // y[n, oh, ow, co] = b[co] + Σ x[n, oh·s − pt + ki, ow·s − pl + kj, ci] · w[co, ki, kj, ci].
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const ops::Conv2dOptions& o);

@@ -2,7 +2,8 @@
 // (per-channel [C], per-(n, c) [N, 1, 1, C], a scalar [1], same shape) and odd ones (a with size-1
 // dims, b of lower rank, one side not differentiated); scale, silu, reshape, sum and mean at
 // aligned (float4) and odd sizes. sum and mean take positive inputs so their result cannot cancel
-// towards zero (an error relative to a near-zero peak would measure nothing).
+// towards zero (an error relative to a near-zero peak would measure nothing). cast (f32/f64 <->
+// bf16 storage) as a round trip through bf16.
 #include <utility>
 
 #include "nn/ops.h"
@@ -73,6 +74,28 @@ std::vector<OpRow> elementwise_rows() {
                     .bounds = kElementRounding});
     rows.push_back(unary_row("silu", normal(s, 3.0), ops::silu, naive::silu, kElementRounding));
   }
+  // cast: to bf16 and back is a rounding to 8 significant bits, exact against the naive rounding on
+  // every backend (inputs are f32 values, so f64 -> bf16 rounds once too); a round trip is
+  // piecewise constant, so it is not differentiated here (tests/cuda/test_bf16_autocast.cpp checks
+  // that grads come back through casts in the master weights' dtype). A cast to the input's own
+  // dtype is the identity, grad included.
+  for (const Shape& s : std::vector<Shape>{{7}, {2, 4, 4, 8}, {3, 5, 7, 3}}) {
+    rows.push_back({.op = "cast",
+                    .name = shape_str(s) + " to bf16 and back",
+                    .inputs = {constant(s, 3.0)},
+                    .run = [](const Inputs& in) -> Outputs {
+                      return {ops::cast(ops::cast(in[0], DType::bf16), in[0].dtype())};
+                    },
+                    .reference = [](const Inputs& in) -> Outputs { return {naive::round_to_bf16(in[0])}; },
+                    .differentiable = false,
+                    .bounds = kExactCopy});
+  }
+  rows.push_back({.op = "cast",
+                  .name = "[3, 5] to its own dtype",
+                  .inputs = {normal({3, 5})},
+                  .run = [](const Inputs& in) -> Outputs { return {ops::cast(in[0], in[0].dtype())}; },
+                  .reference = [](const Inputs& in) -> Outputs { return {in[0].to(DType::f64)}; },
+                  .bounds = kExactCopy});
   // A sum within 1e-6 of its value in f32 (the bound of the per-op test the table replaced).
   const Bounds reduction{1e-12, 1e-6, 1e-3};
   for (const Shape& s : std::vector<Shape>{{1}, {7}, {3, 5, 7, 3}, {2, 4, 4, 8}}) {
