@@ -5,8 +5,28 @@
 #include <cmath>
 
 #include "kernels/philox.h"
+#include "nn/dispatch.h"
 
 namespace diffuse {
+
+namespace {
+thread_local bool t_autocast_bf16 = false;
+
+// Whether a layer on x runs in bf16 now: autocast on, and x on CUDA (refused on the CPU).
+bool bf16_layer(const Tensor& x, const char* layer) {
+  if (!t_autocast_bf16) return false;
+  if (x.device() != Device::cuda)
+    throw Error(std::string(layer) + ": bf16 autocast needs CUDA tensors (the CPU has no bf16 kernels), got " +
+                x.describe());
+  return true;
+}
+
+Tensor to_bf16(const Tensor& t) { return t.defined() ? ops::cast(t, DType::bf16) : t; }
+}  // namespace
+
+AutocastBf16::AutocastBf16(bool on) : previous_(t_autocast_bf16) { t_autocast_bf16 = on; }
+AutocastBf16::~AutocastBf16() { t_autocast_bf16 = previous_; }
+bool autocast_bf16() { return t_autocast_bf16; }
 
 Tensor InitRng::uniform(const Shape& shape, double bound) {
   Tensor u = Tensor::rand(shape, seed, philox::kInit, offset);
@@ -28,6 +48,11 @@ Conv2d::Conv2d(int in, int out, int kernel, const ops::Conv2dOptions& opt, InitR
   bias = rng.uniform({out}, bound);
 }
 
+Tensor Conv2d::forward(const Tensor& x) const {
+  if (!bf16_layer(x, "conv2d")) return ops::conv2d(x, weight, bias, options);
+  return ops::cast(ops::conv2d(to_bf16(x), to_bf16(weight), to_bf16(bias), options), DType::f32);
+}
+
 void Conv2d::collect(const std::string& prefix, ParamList& out) {
   out.emplace_back(prefix + ".weight", &weight);
   out.emplace_back(prefix + ".bias", &bias);
@@ -38,6 +63,13 @@ Linear::Linear(int in, int out, InitRng& rng) {
   weight = rng.uniform({out, in}, bound);
   bias = rng.uniform({out}, bound);
 }
+
+Tensor Linear::forward(const Tensor& x) const {
+  if (!bf16_layer(x, "linear")) return ops::linear(x, weight, bias);
+  return ops::cast(forward_bf16(x), DType::f32);
+}
+
+Tensor Linear::forward_bf16(const Tensor& x) const { return ops::linear(to_bf16(x), to_bf16(weight), to_bf16(bias)); }
 
 void Linear::collect(const std::string& prefix, ParamList& out) {
   out.emplace_back(prefix + ".weight", &weight);
@@ -77,7 +109,11 @@ ResnetBlock2D::ResnetBlock2D(int in, int out, int temb, int groups, double eps, 
 
 Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor& temb_act, ForwardContext& ctx) const {
   Tensor h = conv1.forward(norm1.forward(x, /*silu=*/true));
-  Tensor t = time_emb_proj.forward(temb_act);  // [N, out], added per (n, c) inside norm2
+  Tensor t;  // [N, out], added per (n, c) inside norm2; part of the timestep embedding: f32
+  {
+    const AutocastBf16 f32_here(false);
+    t = time_emb_proj.forward(temb_act);
+  }
   h = norm2.forward(h, /*silu=*/true, t);
   if (ctx.training && dropout > 0) {
     h = ops::dropout(h, dropout, ctx.dropout_seed, ctx.dropout_offset);
@@ -108,6 +144,14 @@ AttentionBlock::AttentionBlock(int channels, int head_dim, int groups, double ep
 Tensor AttentionBlock::forward(const Tensor& x) const {
   const int64_t n = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
   Tensor tokens = ops::reshape(group_norm.forward(x, /*silu=*/false), {n, h * w, c});
+  // Under autocast the projections and the attention core stay in bf16 end to end (the flash
+  // kernels keep the softmax in f32) when the backend's kernels take the head dim; otherwise the
+  // core runs on f32 copies of q, k, v.
+  if (bf16_layer(x, "attention") && dispatch::backend_for("attention", x).attention_takes_head_dim(c / heads)) {
+    const Tensor t16 = ops::cast(tokens, DType::bf16);
+    Tensor a = ops::attention(to_q.forward_bf16(t16), to_k.forward_bf16(t16), to_v.forward_bf16(t16), heads);
+    return ops::add(ops::reshape(ops::cast(to_out.forward_bf16(a), DType::f32), {n, h, w, c}), x);
+  }
   Tensor a = ops::attention(to_q.forward(tokens), to_k.forward(tokens), to_v.forward(tokens), heads);
   Tensor out = ops::reshape(to_out.forward(a), {n, h, w, c});
   return ops::add(out, x);
@@ -122,6 +166,11 @@ void AttentionBlock::collect(const std::string& prefix, ParamList& out) {
 }
 
 TimestepEmbedding::TimestepEmbedding(int in, int dim, InitRng& rng) : linear_1(in, dim, rng), linear_2(dim, dim, rng) {}
+
+Tensor TimestepEmbedding::forward(const Tensor& t_emb) const {
+  const AutocastBf16 f32_here(false);  // the timestep embedding stays f32 (docs/design.md §4)
+  return linear_2.forward(ops::silu(linear_1.forward(t_emb)));
+}
 
 void TimestepEmbedding::collect(const std::string& prefix, ParamList& out) {
   linear_1.collect(prefix + ".linear_1", out);

@@ -2,6 +2,18 @@
 // ResnetBlock2D, AttentionBlock, TimestepEmbedding. Each holds its parameters as Tensors and lists
 // them under a name prefix; initialisation follows PyTorch's defaults, drawn from Philox (kInit).
 // Forward passes are compositions of nn/ops.h, so autograd comes for free.
+//
+// bf16 autocast: while an AutocastBf16 is alive on the thread, the layers whose work is GEMM-shaped
+// (Conv2d, Linear, the attention core) run on CUDA in bf16 storage with f32 accumulation: the input
+// and the f32 master weight and bias are cast to bf16 on the fly (ops::cast, whose backward casts
+// the grad back, so gradients reach the master weights in f32) and the result is cast back to f32.
+// Everything between those layers (group norm and its statistics, SiLU, residual adds, concat,
+// upsampling, the timestep embedding and its projections, the loss) stays f32, as PyTorch's
+// autocast does. Weights are cast per forward rather than kept as a bf16 copy refreshed after each
+// optimizer step: a training step reads each f32 weight once either way (6 bytes moved per
+// parameter for the cast, the same as a refresh), and no second copy can go stale after a load,
+// an EMA swap or a resume. The CPU has no bf16 kernels: a layer on a CPU tensor under autocast is
+// an error.
 #pragma once
 #include <string>
 #include <utility>
@@ -29,13 +41,27 @@ struct ForwardContext {
   uint64_t dropout_offset = 0;  // advanced by every dropout that draws
 };
 
+// bf16 autocast for this thread while alive (on = false suspends it); nests, restoring the
+// previous state.
+class AutocastBf16 {
+ public:
+  explicit AutocastBf16(bool on = true);
+  ~AutocastBf16();
+  AutocastBf16(const AutocastBf16&) = delete;
+  AutocastBf16& operator=(const AutocastBf16&) = delete;
+
+ private:
+  bool previous_;
+};
+bool autocast_bf16();
+
 struct Conv2d {
   Tensor weight;  // [out, kh, kw, in] (OHWI)
   Tensor bias;    // [out]
   ops::Conv2dOptions options;
   Conv2d() = default;
   Conv2d(int in, int out, int kernel, const ops::Conv2dOptions& opt, InitRng& rng);
-  Tensor forward(const Tensor& x) const { return ops::conv2d(x, weight, bias, options); }
+  Tensor forward(const Tensor& x) const;  // f32 out, bf16 inside under autocast
   void collect(const std::string& prefix, ParamList& out);
 };
 
@@ -44,7 +70,8 @@ struct Linear {
   Tensor bias;    // [out]
   Linear() = default;
   Linear(int in, int out, InitRng& rng);
-  Tensor forward(const Tensor& x) const { return ops::linear(x, weight, bias); }
+  Tensor forward(const Tensor& x) const;  // f32 out, bf16 inside under autocast
+  Tensor forward_bf16(const Tensor& x) const;  // x cast to bf16, weights cast on the fly; bf16 out
   void collect(const std::string& prefix, ParamList& out);
 };
 
@@ -88,7 +115,7 @@ struct TimestepEmbedding {
   Linear linear_1, linear_2;
   TimestepEmbedding() = default;
   TimestepEmbedding(int in, int dim, InitRng& rng);
-  Tensor forward(const Tensor& t_emb) const { return linear_2.forward(ops::silu(linear_1.forward(t_emb))); }
+  Tensor forward(const Tensor& t_emb) const;  // f32 even under autocast
   void collect(const std::string& prefix, ParamList& out);
 };
 
