@@ -209,7 +209,9 @@ const Table<TrainRequest>& train_table() {
            "continue the run in `--out` from its newest checkpoint, bit-for-bit"},
           {"device", DIFFUSE_OPTION_FIELD(R, device), kSavedMayChange, "`cpu` or `cuda`", available_device()},
           {"precision", DIFFUSE_OPTION_FIELD(R, precision), kSaved,
-           "`fp32`; `bf16` is reserved for CUDA mixed precision (not implemented yet: refused)",
+           "`fp32`, or `bf16` on CUDA: mixed precision (convolutions, linears and attention in bf16 with f32 "
+           "accumulation; f32 master weights, optimizer, EMA, norms and loss; a step whose gradients are not "
+           "finite is skipped)",
            one_of({"fp32", "bf16"})},
           {"save-dtype", DIFFUSE_OPTION_FIELD(R, save_dtype), kSavedMayChange,
            "`fp32`; `fp16` or `bf16` also write each checkpoint's `ema/` weights as that diffusers variant "
@@ -375,9 +377,8 @@ void validate(const TrainRequest& r, Naming naming) {
   auto name = [&](const char* flag, const char* member) { return label(t.struct_name, flag, member, naming); };
   check_output_directory(r.out, name("out", "out"));
   if (r.precision == "bf16" && r.device != Device::cuda)
-    bad(name("precision", "precision") + " bf16 needs " + name("device", "device") + " cuda");
-  if (r.precision == "bf16")
-    bad(name("precision", "precision") + " bf16: mixed-precision training is not implemented yet; use fp32");
+    bad(name("precision", "precision") + " bf16 needs " + name("device", "device") +
+        " cuda (the CPU has no bf16 kernels); use fp32");
 }
 
 void validate(const SamplerOptions& o, Naming naming) { check(sampler_table(), o, naming); }

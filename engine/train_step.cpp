@@ -10,6 +10,7 @@
 #include "engine/q_sample.h"
 #include "kernels/philox.h"
 #include "nn/autograd.h"
+#include "nn/layers.h"
 #include "nn/ops.h"
 
 namespace diffuse {
@@ -118,7 +119,14 @@ TrainStepResult TrainStep::run(int64_t step, const Batch& batch, const PhaseFn& 
   }
 
   TrainStepResult r;
-  Tensor loss = ops::mse_loss(model_->forward(q.x_t, t_tensor, labels), q.target, weights);
+  Tensor prediction;
+  {
+    // --precision bf16: the UNet's GEMM-shaped layers in bf16 (nn/layers.h); the output is f32,
+    // so the loss, its backward into the model and every optimizer input stay f32.
+    const AutocastBf16 autocast(o.precision == "bf16");
+    prediction = model_->forward(q.x_t, t_tensor, labels);
+  }
+  Tensor loss = ops::mse_loss(prediction, q.target, weights);
   r.loss = loss.item();
   if (communicator_ && communicator_->distributed())  // the global batch's loss, so every rank decides alike
     r.loss = communicator_->allreduce_mean(r.loss, "the loss of step " + std::to_string(step));
@@ -139,6 +147,7 @@ TrainStepResult TrainStep::run(int64_t step, const Batch& batch, const PhaseFn& 
   r.grad_norm = o.grad_clip > 0 ? optim::clip_grad_norm(params_, o.grad_clip) : optim::grad_norm(params_);
   if (!std::isfinite(r.grad_norm)) {
     r.non_finite = "gradient norm is " + std::to_string(r.grad_norm);
+    adam_.zero_grad();  // a bf16 run skips the step and goes on: the next backward starts from zero
     return r;
   }
   r.lr = lr_at(step);

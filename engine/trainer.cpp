@@ -118,6 +118,10 @@ bool all_keep_going(collective::Communicator& comm, bool keep_going, int64_t ste
 
 // The weights of every rank must stay identical; checked this often, at checkpoints and at the end.
 constexpr int64_t kAgreementEvery = 100;
+// --precision bf16 skips a step whose loss or gradient norm is not finite (no update; the weights,
+// moments and EMA stay those of the step before) instead of stopping, as loss scalers do; this
+// many such steps in a row still stop the run, which is then diverging rather than overflowing.
+constexpr int64_t kMaxSkippedInARow = 10;
 
 TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback);
 
@@ -212,11 +216,17 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
   }
 
   result.first_step = start;
+  // bf16 runs: steps skipped so far in this invocation, written as "skipped" on every metrics line.
+  int64_t skipped_steps = 0, skipped_in_a_row = 0;
+  const bool skip_non_finite = o.precision == "bf16";
   const auto t_start = std::chrono::steady_clock::now();
   for (int64_t step = start; step <= o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const TrainStepResult r = train_step.run(step, batcher.next_rows(comm.rank() * o.batch, o.batch));
-    if (!r.non_finite.empty()) {
+    const bool skipped = !r.non_finite.empty() && skip_non_finite && ++skipped_in_a_row <= kMaxSkippedInARow;
+    if (skipped) {
+      ++skipped_steps;
+    } else if (!r.non_finite.empty()) {
       if (report) report->finish();
       throw Error("step " + std::to_string(step) + ": " + r.non_finite + "; training stopped" +
                   (result.last_checkpoint.empty() ? std::string(" (no checkpoint written yet)")
@@ -229,19 +239,24 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
     const double seconds = std::chrono::duration<double>(t1 - t_start).count();
     json line = {{"step", step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
                  {"images_per_second", images_per_second}, {"seconds", seconds}};
-    if (writer) {
+    if (skip_non_finite) line["skipped"] = skipped_steps;
+    if (!skipped) skipped_in_a_row = 0;
+    if (writer && !skipped) {  // a skipped step has no finite loss or norm to log; the next line counts it
       metrics << line.dump() << "\n";
       metrics.flush();
       if (!metrics) throw Error(metrics_path + ": cannot append the step's metrics (disk full or over `ulimit -f`?)");
       report->add(line);
     }
     result.last_step = step;
-    result.final_loss = r.loss;
+    if (!skipped) result.final_loss = r.loss;
 
     auto progress = [&](std::string event) {
       return TrainProgress{step, o.steps, r.loss, r.lr, r.grad_norm, images_per_second, seconds, std::move(event)};
     };
-    const bool keep_going = all_keep_going(comm, !callback || callback(progress("")), step);
+    if (skipped && callback)
+      callback(progress("skipped (bf16): " + r.non_finite + "; no update, " + std::to_string(skipped_steps) +
+                        " skipped so far"));
+    const bool keep_going = all_keep_going(comm, !callback || skipped || callback(progress("")), step);
     bool wrote_file = false;  // a grid or checkpoint: the report shows it at once
     if (writer && o.sample_every > 0 && step % o.sample_every == 0) {
       const std::string path = write_sample_grid(o, step, train_step, ema_model, sampler_cfg);
@@ -259,7 +274,7 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
       st.step = step;
       st.batch_position = batcher.position();
       st.dropout_offset = train_step.model().dropout_offset();
-      st.loss = r.loss;
+      st.loss = skipped ? result.final_loss : r.loss;  // the last finite loss
       result.last_checkpoint =
           save_checkpoint(o.out, st, train_step.model(), ema_model, train_step.ema(), train_step.adam(), scheduler_json,
                           o.save_dtype == "fp32" ? "" : o.save_dtype);

@@ -19,6 +19,7 @@
 #include "engine/scheduler_config.h"
 #include "kernels/philox.h"
 #include "nn/autograd.h"
+#include "nn/layers.h"
 #include "nn/layout.h"
 #include "nn/ops.h"
 #include "nn/runtime.h"
@@ -113,6 +114,8 @@ int cmd_forward(int argc, char** argv) {
     ("out", "output safetensors (tensor `out`, NCHW)", cxxopts::value<std::string>())
     ("grad-out", "also write parameter gradients of sum(out * weight) here", cxxopts::value<std::string>())
     ("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))
+    ("precision", "fp32, or bf16 with --device cuda (convolutions, linears and attention in bf16; f32 output)",
+     cxxopts::value<std::string>()->default_value("fp32"))
     ("h,help", "show this help");
   add_flags(cli, options::thread_table());
   auto args = parse_flags(cli, argc, argv);
@@ -133,6 +136,12 @@ int cmd_forward(int argc, char** argv) {
     throw Error("--batch must be positive, got " + std::to_string(random_batch), ErrorKind::usage);
   std::string model_path = required(args, "model"), out_path = required(args, "out");
   Device device = parse_device(args);
+  const std::string precision = args["precision"].as<std::string>();
+  if (precision != "fp32" && precision != "bf16")
+    throw Error("--precision " + precision + ": expected fp32 or bf16", ErrorKind::usage);
+  if (precision == "bf16" && device != Device::cuda)
+    throw Error("--precision bf16 needs --device cuda (the CPU has no bf16 kernels); use fp32", ErrorKind::usage);
+  const AutocastBf16 autocast(precision == "bf16");  // the whole command: forward and backward
   set_cpu_threads(threads.threads);
 
   ModelDirectory located = locate_model_dir(model_path, args["variant"].as<std::string>());
