@@ -23,6 +23,9 @@ endif()
 if(DIFFUSE_HAVE_MPI)
   target_compile_definitions(diffuse PUBLIC DIFFUSE_WITH_MPI=1)
   target_link_libraries(diffuse PUBLIC MPI::MPI_C)
+  # The C API only: Open MPI's and MPICH's mpi.h otherwise pull in their deprecated C++ bindings,
+  # which need libmpi_cxx.
+  target_compile_definitions(diffuse PRIVATE OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1)
   if(_diffuse_cuda)
     find_library(DIFFUSE_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64)
     find_path(DIFFUSE_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include)

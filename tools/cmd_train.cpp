@@ -3,7 +3,8 @@
 // log lines when piped. Its flags are TrainRequest's option table (engine/options.h) plus the
 // CLI's own --log-every. With --resume, the run's saved options come back and a flag that would
 // change a kept one is refused before any work (engine/options.h resume_train_request). Ctrl-C stops after the current step and writes a checkpoint, so --resume
-// can continue (exit code 130).
+// can continue (exit code 130). Under `mpirun -np K` every rank runs this command and rank 0 alone
+// prints (docs/distributed.md).
 #include <csignal>
 #include <cstdio>
 #include <cxxopts.hpp>
@@ -12,6 +13,7 @@
 #include "diffuse/diffuse.h"
 #include "engine/options.h"
 #include "engine/report.h"
+#include "nn/collective.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/option_flags.h"
@@ -75,6 +77,8 @@ int cmd_train(int argc, char** argv) {
   options::validate(request, options::Naming::flag);
   options::check(cli_table(), own, options::Naming::flag);
 
+  // Under mpirun only rank 0 speaks (the library calls back on rank 0 alone): one progress display.
+  const bool speaks = collective::world().rank() == 0;
   const std::string report = report_path(request.out);  // the run's live page (engine/report.h)
   bool report_announced = false;  // at the first update: a run refused before training starts has no page
   Progress progress("train", request.steps, stdout_is_terminal(), own.log_every);
@@ -95,6 +99,7 @@ int cmd_train(int argc, char** argv) {
     return g_interrupted == 0;
   });
   std::signal(SIGINT, SIG_DFL);
+  if (!speaks) return r.cancelled ? 130 : 0;
   progress.finish(std::string(r.cancelled ? "interrupted" : "finished") + " at step " + std::to_string(r.last_step) +
                   ", last loss " + std::to_string(r.final_loss) +
                   (r.checkpoint.empty() ? "" : ", checkpoint " + r.checkpoint));
