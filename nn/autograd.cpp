@@ -25,8 +25,9 @@ void accumulate(AutogradMeta& m, const Tensor& g) {
   if (!m.grad.defined()) {
     m.grad = g.detach();
   } else if (g.dtype() == DType::bf16) {
-    // bf16 grads (CUDA attention, conv2d, linear) have no bf16 add kernel: sum in f32, round back.
-    m.grad = ops::add(m.grad.to(DType::f32), g.to(DType::f32)).to(DType::bf16).detach();
+    // bf16 grads (CUDA attention, conv2d, linear) have no bf16 add kernel: sum in f32, round back,
+    // on the grads' device (ops::cast: no host round trip, nothing that stops a graph capture).
+    m.grad = ops::cast(ops::add(ops::cast(m.grad, DType::f32), ops::cast(g, DType::f32)), DType::bf16).detach();
   } else {
     m.grad = ops::add(m.grad, g).detach();
   }

@@ -25,14 +25,18 @@ namespace {
 // The UNet output under autocast against f32, relative to the f32 output's peak. Each bf16 layer
 // rounds its input, weight and output to 8 significant bits (2^-9 ≈ 2e-3 relative each); about
 // twenty such layers lie between the input and the output, partly averaging out. Measured on the
-// emulated device: see the WARN lines (at most ~1e-2 across the three configs); 3e-2 leaves
+// emulated device: 1.1e-2 (tiny), 6.5e-3 (fmnist-small), 9.3e-3 (ddpm-cifar10); 3e-2 leaves
 // room for a GPU's other summation orders while a layer left in f32 by mistake, a dropped cast
 // or a wrong weight would be off by far more (a missed residual or time embedding is O(1)).
 constexpr double kOutputTol = 3e-2;
-// Parameter and input grads relative to each f32 grad's peak: the backward runs through the same
-// bf16 layers again (dx, dw, dbias rounded to bf16 before the cast back to f32), so about twice
-// the rounding steps of the forward.
-constexpr double kGradTol = 6e-2;
+// Parameter and input grads: the backward runs through the same bf16 layers again (dx, dw, dbias
+// rounded to bf16 before the cast back to f32), so about twice the rounding steps of the forward.
+// Per tensor, relative to its f32 peak, the worst measured on the emulated device is 5.0e-2 for
+// tiny (a group norm's γ deep in the mid block, whose grad sums products of two bf16-rounded
+// factors over every position); all grads together (L2, relative) agree far better (see the WARN
+// line). Bounds about three times the measurements.
+constexpr double kGradTol = 0.15;
+constexpr double kGlobalGradTol = 5e-2;
 
 UNet2DConfig config_at(const std::string& name, int size) {
   UNet2DConfig c = resolve_unet_config(name);
@@ -75,11 +79,12 @@ void check_unet_bf16(const std::string& name, const UNet2DConfig& config, int64_
   const double out_err = rel_to_peak_error(got, want);
   INFO("output error " << out_err);
   CHECK(out_err <= kOutputTol);
+  CHECK(out_err > 1e-4);  // bf16 really ran: the f32 forward of the same model here is deterministic
   if (!backward) {
     WARN(name << " bf16: output error " << out_err << " relative to the f32 output's peak");
     return;
   }
-  double worst = 0;
+  double worst = 0, diff2 = 0, norm2 = 0;
   std::string worst_name;
   for (size_t i = 0; i < got_grads.size(); ++i) {
     const std::string pname = i < params.size() ? params[i].first : "input";
@@ -93,10 +98,14 @@ void check_unet_bf16(const std::string& name, const UNet2DConfig& config, int64_
     }
     const double err = rel_to_peak_error(got_grads[i], want_grads[i]);
     CHECK(err <= kGradTol);
+    const std::vector<double> g = got_grads[i].to_vector(), w = want_grads[i].to_vector();
+    for (size_t j = 0; j < w.size(); ++j) diff2 += (g[j] - w[j]) * (g[j] - w[j]), norm2 += w[j] * w[j];
     if (worst_name.empty() || !(err <= worst)) worst = err, worst_name = pname;
   }
+  const double global = std::sqrt(diff2 / norm2);
+  CHECK(global <= kGlobalGradTol);
   WARN(name << " bf16: output error " << out_err << ", worst grad error " << worst << " (" << worst_name
-            << ") relative to the f32 grads' peaks");
+            << ") relative to the f32 grads' peaks; all grads together " << global << " relative (L2)");
 }
 
 }  // namespace
