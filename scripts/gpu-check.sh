@@ -155,6 +155,15 @@ if [[ -x "$bin" ]]; then
   fi
   kq=(); ((quick)) && kq=(--quick)
   run_stage bench_kernels 150 "$bin" bench kernels --device cuda "${kq[@]}" --json "$out/kernels.json"
+  # --precision bf16 against fp32, our own training step only, alternated twice (each stage's log
+  # ends with its median step; train_<precision>_<round>.json holds the numbers).
+  tcfg=fmnist-small tbatch=128; ((quick)) && tcfg=tiny tbatch=32
+  for round in 1 2; do
+    for prec in fp32 bf16; do
+      run_stage "train_${prec}_$round" 60 "$bin" bench train --device cuda --config "$tcfg" --batch "$tbatch" \
+        --warmup 2 --iters 5 --precision "$prec" --json "$out/train_${prec}_$round.json"
+    done
+  done
   if [[ -n "$python" ]]; then
     cfg=ddpm-cifar10 batch=128 iters=10
     ((quick)) && cfg=tiny batch=32 iters=3
