@@ -1,10 +1,13 @@
 // See generate.h. Each batch is one run of the sampling loop, Sampler::sample, over the UNet denoise
 // callback (engine/unet_denoiser.h): with guidance, the unconditional and conditional halves go
-// through the UNet as one batch of 2B (null labels first), so a guided step costs one forward.
+// through the UNet as one batch of 2B (null labels first), so a guided step costs one forward. The
+// loop is the tensor-timestep one, so on CUDA the steps after the first two replay a CUDA graph
+// (engine/sampler_graph.cpp) unless cuda_graphs is off.
 #include "engine/generate.h"
 
 #include <algorithm>
 #include <cmath>
+#include <iostream>
 
 #include "engine/options.h"
 #include "engine/sampler.h"
@@ -72,6 +75,7 @@ Tensor generate(UNet2D& model, const SchedulerConfig& scheduler, const GenerateO
   const int64_t S = mc.sample_size, C = mc.in_channels;
   const Tensor given_noise = checked_initial_noise(g, {g.count, S, S, C});
   Tensor out = Tensor::empty({g.count, S, S, C});
+  bool graphs = g.cuda_graphs;
 
   for (int64_t b0 = 0, k = 0; b0 < g.count; b0 += g.batch, ++k) {
     const int64_t nb = std::min(g.batch, g.count - b0);
@@ -86,9 +90,17 @@ Tensor generate(UNet2D& model, const SchedulerConfig& scheduler, const GenerateO
       if (guided) std::fill(l.begin(), l.begin() + nb, static_cast<double>(null_class));
       labels = Tensor::from(l, {static_cast<int64_t>(l.size())}, DType::i64).to(device);
     }
+    opt.cuda_graphs = graphs;
+    opt.on_graph_fallback = [&](const std::string& why) {
+      graphs = false;  // a capture that failed once fails again: later batches run eagerly, unannounced
+      if (g.on_notice)
+        g.on_notice(why);
+      else
+        std::cerr << "diffuse: " << why << "\n";
+    };
     bool cancelled = false;
     Tensor x_T = given_noise.defined() ? given_noise.slice0(b0, b0 + nb).clone() : Sampler::initial_noise({nb, S, S, C}, opt.seed);
-    Tensor x = sampler.sample(unet_denoiser(model, labels, guided), x_T.to(device),
+    Tensor x = sampler.sample(unet_tensor_denoiser(model, labels, guided), x_T.to(device),
                               opt, [&](int64_t i, int64_t n, const Tensor&, const Tensor&) {
                                 cancelled = callback && !callback(k, i + 1, n);
                                 return !cancelled;

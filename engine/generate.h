@@ -18,6 +18,9 @@ namespace diffuse {
 struct GenerateOptions : GenerateRequest {
   int64_t steps = SamplerOptions{}.steps;  // inference steps
   double eta = SamplerOptions{}.eta;       // DDIM η
+  // Told once per generate() when a CUDA graph capture fails (cuda_graphs) and the steps run
+  // eagerly; unset: one line on stderr.
+  std::function<void(const std::string&)> on_notice;
 };
 
 // Called after each sampler step of each batch: (batch index, step, steps); false cancels.

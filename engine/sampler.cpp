@@ -131,9 +131,14 @@ uint64_t Sampler::noise_offset(int64_t step, int64_t numel) {
 }
 
 void Sampler::step(int64_t i, const Tensor& model_output, Tensor& x, Tensor& x0, const SampleOptions& opt) const {
-  k::DenoiseStepDesc d = step_desc(i);
   if (!x.defined() || !model_output.defined()) fail("step needs x_t and a model output");
   if (!x0.defined()) x0 = Tensor::zeros(x.shape(), x.dtype(), x.device());
+  check_step_buffers(model_output, x, x0, opt);
+  ops::denoise_step(full_step_desc(i, x, opt), model_output, x, x0);
+}
+
+void Sampler::check_step_buffers(const Tensor& model_output, const Tensor& x, const Tensor& x0,
+                                 const SampleOptions& opt) {
   Shape expected = x.shape();
   if (opt.guidance) {
     if (expected.empty()) fail("classifier-free guidance needs a batch dimension on x_t " + x.describe());
@@ -144,13 +149,17 @@ void Sampler::step(int64_t i, const Tensor& model_output, Tensor& x, Tensor& x0,
          (opt.guidance ? " (with guidance: [uncond; cond] rows, " + shape_str(expected) + ")" : std::string()));
   if (x0.shape() != x.shape() || x0.dtype() != x.dtype() || x0.device() != x.device())
     fail("x0 buffer " + x0.describe() + " does not match x_t " + x.describe());
+}
+
+k::DenoiseStepDesc Sampler::full_step_desc(int64_t i, const Tensor& x, const SampleOptions& opt) const {
+  k::DenoiseStepDesc d = step_desc(i);
   d.numel = x.numel();
   d.guided = opt.guidance ? 1 : 0;
   d.guidance = opt.guidance.value_or(1.0);
   d.seed = opt.seed;
   d.noise_offset = noise_offset(i, x.numel());
   d.stream = philox::kSampler;
-  ops::denoise_step(d, model_output, x, x0);
+  return d;
 }
 
 Tensor Sampler::sample(const ModelFn& model, const Tensor& x_T, const SampleOptions& opt, const StepFn& on_step) const {

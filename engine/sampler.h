@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "engine/noise_schedule.h"
@@ -25,6 +26,14 @@ struct SampleOptions {
   // x_t — the unconditional outputs first, then the conditional ones — and the step uses
   // m = m_uncond + w·(m_cond − m_uncond).
   std::optional<double> guidance;
+  // CUDA graphs (docs/design.md §4), for sample() with a TensorModelFn on a CUDA x_T: after two
+  // eager steps, the model call and the update are captured once and replayed for every remaining
+  // step, bit-identical to eager steps. Ignored on the CPU and with a ModelFn.
+  bool cuda_graphs = false;
+  // Called once, with the reason, when the capture fails and the steps go on eagerly.
+  std::function<void(const std::string&)> on_graph_fallback;
+  // Tests only: runs inside the captured region after the model call (to inject a forbidden call).
+  std::function<void()> inside_capture_for_test;
 };
 
 // What a sampler unit builds for a config and a number of inference steps: the timesteps the model
@@ -52,6 +61,9 @@ class Sampler {
   // The denoise callback: the model's output (ε̂, v̂ or x̂0, per prediction_type) for x_t at
   // timestep t — with guidance, the [uncond; cond] rows of SampleOptions::guidance.
   using ModelFn = std::function<Tensor(const Tensor& x_t, int64_t t)>;
+  // The same, reading the timestep from t: an i64 [1] tensor on x_t's device, which a replayed CUDA
+  // graph finds rewritten before each replay (a host integer would be frozen into the graph).
+  using TensorModelFn = std::function<Tensor(const Tensor& x_t, const Tensor& t)>;
   // Called after each step with the new x and this step's x0 prediction; returning false stops the
   // loop there (sample() then returns that x).
   using StepFn = std::function<bool(int64_t step, int64_t num_steps, const Tensor& x, const Tensor& x0)>;
@@ -75,9 +87,19 @@ class Sampler {
   // Step i: x (x_t) becomes x_{prev} in place; x0 becomes this step's x0 prediction and must hold
   // the previous step's on entry (DPM-Solver++ second order reads it; allocated when undefined).
   void step(int64_t i, const Tensor& model_output, Tensor& x, Tensor& x0, const SampleOptions& opt) const;
+  // Step i's complete descriptor for x_t (numel, guidance, seed and noise offset filled in).
+  kernels::DenoiseStepDesc full_step_desc(int64_t i, const Tensor& x, const SampleOptions& opt) const;
+  // The checks step() makes: the model output matches x_t (2B rows when guided), x0 matches x_t.
+  static void check_step_buffers(const Tensor& model_output, const Tensor& x, const Tensor& x0,
+                                 const SampleOptions& opt);
   // The sampling loop from x_T (not modified): model, then step, for each timestep; returns x_0
   // (or the x of the step where on_step returned false). Runs with autograd recording off.
   Tensor sample(const ModelFn& model, const Tensor& x_T, const SampleOptions& opt, const StepFn& on_step = {}) const;
+  // The same loop for a model that reads its timestep from a tensor; on CUDA each step's timestep
+  // and coefficients are written into device memory the step reads (from tables uploaded once),
+  // which lets opt.cuda_graphs replay the steps (engine/sampler_graph.cpp).
+  Tensor sample(const TensorModelFn& model, const Tensor& x_T, const SampleOptions& opt,
+                const StepFn& on_step = {}) const;
 
  private:
   SchedulerConfig config_;

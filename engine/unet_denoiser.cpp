@@ -1,5 +1,5 @@
 // See unet_denoiser.h. One timestep value is broadcast over the batch by the UNet's time
-// embedding, so the timestep goes in as a one-element tensor.
+// embedding, so the timestep goes in as a one-element tensor (the tensor form's t already is one).
 #include "engine/unet_denoiser.h"
 
 namespace diffuse {
@@ -24,6 +24,12 @@ Sampler::ModelFn unet_denoiser(UNet2D& model, const Tensor& labels, bool guided)
   return [&model, labels, guided](const Tensor& x_t, int64_t t) {
     Tensor t_tensor = Tensor::full({1}, static_cast<double>(t), DType::i64);
     return model.forward(guided ? repeat_batch_twice(x_t) : x_t, t_tensor, labels);
+  };
+}
+
+Sampler::TensorModelFn unet_tensor_denoiser(UNet2D& model, const Tensor& labels, bool guided) {
+  return [&model, labels, guided](const Tensor& x_t, const Tensor& t) {
+    return model.forward(guided ? repeat_batch_twice(x_t) : x_t, t, labels);
   };
 }
 

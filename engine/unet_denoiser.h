@@ -12,5 +12,8 @@ namespace diffuse {
 // in the first B rows) — and undefined for an unconditional one. The model must outlive the
 // callback; its training flag is left as it is (sample in eval mode).
 Sampler::ModelFn unet_denoiser(UNet2D& model, const Tensor& labels, bool guided);
+// The same, reading the timestep from a tensor on the model's device (Sampler::TensorModelFn): the
+// form a CUDA graph of the sampler step replays. labels must already be on the model's device.
+Sampler::TensorModelFn unet_tensor_denoiser(UNet2D& model, const Tensor& labels, bool guided);
 
 }  // namespace diffuse
