@@ -5,7 +5,10 @@
 // one sampling loop, Sampler::sample, over the UNet denoise callback the CLI uses
 // (engine/unet_denoiser.h): one UNet forward and one denoise_step per step. Every step costs the
 // same whatever its timestep, so a run may stop the loop after the first K steps and extrapolate
-// to the sampler's full count; the output says when it did.
+// to the sampler's full count; the output says when it did. Under `mpirun -np K` the training
+// step is data-parallel (docs/distributed.md): each rank times its own steps, rank 0 reports
+// every rank's images/s, the aggregate (K·B over the slowest rank's median step) and the time the
+// gradient all-reduce took.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,6 +23,7 @@
 #include "engine/unet_denoiser.h"
 #include "kernels/philox.h"
 #include "nn/autograd.h"
+#include "nn/collective.h"
 #include "nn/device_context.h"
 #include "nn/layers.h"
 #include "nn/ops.h"
@@ -55,7 +59,10 @@ int64_t nominal_steps(const std::string& sampler) {
   throw Error("--samplers " + sampler + ": expected ddpm, ddim or dpmpp-2m");
 }
 
-nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& out) {
+nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& all_out) {
+  collective::Communicator& comm = collective::world();
+  std::ostream silent(nullptr);  // ranks other than 0 report through rank 0
+  std::ostream& out = comm.rank() == 0 ? all_out : silent;
   check_precision(o.precision, o.device);
   if (o.device == Device::cuda) require_cuda_device();
   if (o.batch <= 0) throw Error("--batch must be positive, got " + std::to_string(o.batch));
@@ -68,6 +75,7 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& out) {
   topt.seed = o.seed;
   topt.precision = o.precision;  // bf16: TrainStep runs the forward under autocast (nn/layers.h)
   TrainStep train_step(cfg, topt);
+  train_step.set_communicator(&comm);
   UNet2D& model = train_step.model();
   const int64_t B = o.batch, S = cfg.sample_size;
   Batch batch;  // one batch, already on the device
@@ -79,10 +87,11 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& out) {
                 (long long)o.warmup, (long long)o.iters);
   if (o.device == Device::cpu) out << cpu_setup_line();
   out << std::flush;
-  std::vector<double> step_ms, fwd_ms, bwd_ms, opt_ms;
+  std::vector<double> step_ms, fwd_ms, bwd_ms, opt_ms, allreduce_ms;
   double first_loss = 0, last_loss = 0;
   for (int64_t step = 1; step <= o.warmup + o.iters; ++step) {
     const auto t0 = clock::now();
+    const double allreduce_before = comm.allreduce_seconds();
     double f = 0, b = 0;
     const TrainStepResult res = train_step.run(step, batch, [&](TrainStep::Phase phase) {
       (phase == TrainStep::Phase::forward_loss ? f : b) = ms_since(t0, o.device);
@@ -99,7 +108,13 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& out) {
     fwd_ms.push_back(f);
     bwd_ms.push_back(b - f);
     opt_ms.push_back(total - b);
+    allreduce_ms.push_back((comm.allreduce_seconds() - allreduce_before) * 1e3);
   }
+  // Every rank's throughput; the job's is the global batch over the slowest rank's step.
+  const std::vector<double> rank_step_ms = comm.allgather(median_of(step_ms), "the benchmark's step times");
+  std::vector<double> rank_images_per_second;
+  for (double ms : rank_step_ms) rank_images_per_second.push_back(double(B) / (ms * 1e-3));
+  const double slowest_ms = *std::max_element(rank_step_ms.begin(), rank_step_ms.end());
   nlohmann::json r = run_context(o.device);
   r["benchmark"] = "train";
   r["framework"] = "diffuse";
@@ -114,7 +129,10 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& out) {
   r["forward_ms"] = median_of(fwd_ms);
   r["backward_ms"] = median_of(bwd_ms);
   r["optimizer_ms"] = median_of(opt_ms);
-  r["images_per_second"] = double(B) / (median_of(step_ms) * 1e-3);
+  r["images_per_second"] = double(B * comm.size()) / (slowest_ms * 1e-3);
+  r["ranks"] = comm.size();
+  r["images_per_second_per_rank"] = rank_images_per_second;
+  r["allreduce_ms"] = median_of(allreduce_ms);
   r["step_flops"] = unet_train_step_flops(cfg, B);
   r["gflops"] = r["step_flops"].get<double>() / (median_of(step_ms) * 1e-3) * 1e-9;
   r["loss_first"] = first_loss;
@@ -127,6 +145,15 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& out) {
       << strf("%.1f GFLOP per step (convolutions, linears, attention; forward + backward) = %.1f GFLOP/s sustained; "
               "peak RSS %.0f MiB\n",
               r["step_flops"].get<double>() * 1e-9, r["gflops"].get<double>(), r["peak_rss_mib"].get<double>());
+  if (comm.distributed()) {
+    std::string per_rank;
+    for (size_t i = 0; i < rank_images_per_second.size(); ++i)
+      per_rank += strf("%s%zu: %.1f", i ? ", " : "", i, rank_images_per_second[i]);
+    out << strf("%d ranks (global batch %lld): images/s per rank {%s}; aggregate %.1f images/s; gradient all-reduce "
+                "%.1f ms per step (median, rank 0)\n",
+                comm.size(), (long long)(B * comm.size()), per_rank.c_str(), r["images_per_second"].get<double>(),
+                r["allreduce_ms"].get<double>());
+  }
   return r;
 }
 

@@ -267,6 +267,20 @@ void Communicator::broadcast(const std::vector<Tensor>& tensors, int root, const
 #endif
 }
 
+std::vector<double> Communicator::allgather(double value, const std::string& what) {
+  std::vector<double> all(static_cast<size_t>(size_), value);
+#if DIFFUSE_WITH_MPI
+  if (distributed()) {
+    MPI_Request req;
+    DIFFUSE_MPI_CHECK(MPI_Iallgather(&value, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, MPI_COMM_WORLD, &req));
+    wait(&req, what);
+  }
+#else
+  (void)what;
+#endif
+  return all;
+}
+
 void Communicator::check_agreement(uint64_t value, const std::string& what) {
   if (!distributed()) return;
 #if DIFFUSE_WITH_MPI

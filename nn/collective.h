@@ -39,6 +39,8 @@ class Communicator {
   double allreduce_mean(double value, const std::string& what);
   // Copies rank `root`'s tensors into every other rank's (same shapes on every rank).
   void broadcast(const std::vector<Tensor>& tensors, int root, const std::string& what);
+  // Every rank's `value`, indexed by rank (for reports: per-rank throughput).
+  std::vector<double> allgather(double value, const std::string& what);
   // Throws, on every rank, an Error naming the ranks whose `checksum` differs from rank 0's.
   void check_agreement(uint64_t checksum, const std::string& what);
   void barrier(const std::string& what);

@@ -11,6 +11,7 @@
 #include "benchmarks/bench.h"
 #include "diffuse/error.h"
 #include "nn/atomic_file.h"
+#include "nn/collective.h"
 #include "nn/runtime.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -107,7 +108,7 @@ int bench_train(int argc, char** argv) {
   cxxopts::Options cli("diffuse bench train", "Time the training step (forward, MSE, backward, AdamW + EMA).");
   bench::TrainBenchOptions d;
   cli.add_options()("config", "named UNet config or config.json", cxxopts::value<std::string>()->default_value(d.config))(
-      "batch", "batch size", cxxopts::value<int64_t>()->default_value(std::to_string(d.batch)))(
+      "batch", "batch size (per rank under mpirun)", cxxopts::value<int64_t>()->default_value(std::to_string(d.batch)))(
       "precision", "fp32 or bf16 (cuda only)", cxxopts::value<std::string>()->default_value(d.precision))(
       "warmup", "untimed steps first", cxxopts::value<int64_t>()->default_value(std::to_string(d.warmup)))(
       "iters", "timed steps (the median is reported)", cxxopts::value<int64_t>()->default_value(std::to_string(d.iters)))(
@@ -122,7 +123,8 @@ int bench_train(int argc, char** argv) {
   o.warmup = (*args)["warmup"].as<int64_t>();
   o.iters = (*args)["iters"].as<int64_t>();
   o.seed = (*args)["seed"].as<uint64_t>();
-  write_json(*args, bench::run_train_bench(o, std::cout));
+  const nlohmann::json result = bench::run_train_bench(o, std::cout);
+  if (collective::world().rank() == 0) write_json(*args, result);  // under mpirun: rank 0 reports for all
   return 0;
 }
 
