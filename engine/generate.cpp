@@ -14,6 +14,7 @@
 #include "engine/unet_denoiser.h"
 #include "kernels/philox.h"
 #include "nn/autograd.h"
+#include "nn/layers.h"
 
 namespace diffuse {
 
@@ -64,12 +65,14 @@ Tensor generate(UNet2D& model, const SchedulerConfig& scheduler, const GenerateO
   const bool conditional = mc.num_class_embeds.has_value();
   const int64_t null_class = conditional ? *mc.num_class_embeds - 1 : -1;
   options::check_class_label(g, static_cast<int>(conditional ? null_class : 0), options::Naming::field);
+  options::check_precision(g, model.device(), options::Naming::field);
   const bool guided = conditional && g.class_label >= 0 && g.guidance != 1.0;
 
   SchedulerConfig cfg = scheduler;
   cfg.eta = g.eta;
   Sampler sampler(cfg, g.steps);
   NoGrad no_grad;
+  const AutocastBf16 autocast(g.precision == "bf16");  // the UNet's GEMM-shaped layers (nn/layers.h)
   EvalMode eval(model);
   const Device device = model.device();
   const int64_t S = mc.sample_size, C = mc.in_channels;

@@ -255,6 +255,10 @@ const Table<GenerateRequest>& generate_table() {
           {"cuda-graphs", DIFFUSE_OPTION_FIELD(G, cuda_graphs), kNotSaved,
            "on CUDA, replay each sampler step as one CUDA graph after two eager steps (`--cuda-graphs=false`: "
            "eager); ignored on the CPU"},
+          {"precision", DIFFUSE_OPTION_FIELD(G, precision), kNotSaved,
+           "`fp32`, or `bf16` with `--device cuda`: the UNet's convolutions, linears and attention in bf16 with "
+           "f32 accumulation (the sampler's update stays f32)",
+           one_of({"fp32", "bf16"})},
           threads_row<G>(),
       }};
   return table;
@@ -389,6 +393,12 @@ void validate(const GenerateRequest& r, Naming naming) {
   if (r.guidance != 1.0 && r.class_label < 0)
     bad(label(t.struct_name, "guidance", "guidance", naming) + " " + format_number(r.guidance) + " needs a " +
         (naming == Naming::flag ? "--class" : "class_label"));
+}
+
+void check_precision(const GenerateRequest& r, Device model_device, Naming naming) {
+  if (r.precision == "bf16" && model_device != Device::cuda)
+    bad(label(generate_table().struct_name, "precision", "precision", naming) + " bf16 needs " +
+        (naming == Naming::flag ? "--device cuda" : "a model on CUDA") + " (the CPU has no bf16 kernels); use fp32");
 }
 
 void check_class_label(const GenerateRequest& r, int num_classes, Naming naming) {

@@ -164,6 +164,8 @@ void validate(const GenerateRequest& request, Naming naming);
 // The class label against a model with `num_classes` classes (0: unconditional); a mismatch is
 // ErrorKind::bad_input (the value does not fit the model the caller named).
 void check_class_label(const GenerateRequest& request, int num_classes, Naming naming);
+// `precision` bf16 needs the model on CUDA (a usage error naming the option otherwise).
+void check_precision(const GenerateRequest& request, Device model_device, Naming naming);
 // The inference steps against the scheduler's T (at most one step per training timestep): usage.
 void check_inference_steps(const SamplerOptions& options, int64_t num_train_timesteps, Naming naming);
 

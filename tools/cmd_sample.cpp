@@ -140,6 +140,7 @@ int cmd_sample(int argc, char** argv) {
   options::check(cli_table(), own, options::Naming::flag);
   options::validate(sampler, options::Naming::flag);
   options::validate(request, options::Naming::flag);
+  options::check_precision(request, own.device, options::Naming::flag);
   check_outputs(own);
 
   Model model = Model::load(own.model, own.device, own.variant);

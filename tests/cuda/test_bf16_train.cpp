@@ -2,7 +2,8 @@
 // tracks the same run in f32 (same seed: the same batches, timesteps and noise; only the bf16
 // rounding of the GEMM-shaped layers differs), writes the `skipped` count into metrics.jsonl and,
 // with `--save-dtype bf16`, the bf16 diffusers variant beside the f32 weights; `diffuse forward
-// --precision bf16` on its checkpoint tracks fp32; the CPU refuses the flag (exit 2, naming it).
+// --precision bf16` and `diffuse sample --precision bf16` on its checkpoint track fp32; the CPU
+// refuses the flag (exit 2, naming it).
 // Steps are few and batches small: under the emulated device every custom kernel runs thread by
 // thread (the timing of each case is in the report of the session that added it).
 #include <catch2/catch.hpp>
@@ -39,6 +40,9 @@ constexpr int kSteps = 20;
 // loss (tens of per cent).
 constexpr double kFirstStepTol = 2e-2;
 constexpr double kCurveTol = 5e-2;
+// DDIM samples in bf16 against f32, relative to the samples' peak: each step's x0 prediction
+// carries the UNet's bf16 error (test_bf16_autocast.cpp) and the steps compound it.
+constexpr double kSampleTol = 5e-2;
 
 void require_ok(const RunResult& r, const std::string& what) {
   INFO(what << ":\n" << r.output);
@@ -119,6 +123,19 @@ TEST_CASE("bf16 train: the bf16 loss curve tracks f32, metrics count skipped ste
   INFO("forward --precision bf16 against fp32: " << err);
   CHECK(err <= 3e-2);  // test_bf16_autocast.cpp's UNet output bound
   CHECK(err > 0);
+
+  // diffuse sample --precision bf16: 5 DDIM steps (η 0) from the seed's noise track fp32.
+  for (const char* precision : {"fp32", "bf16"})
+    require_ok(run_cli({"sample", "--model", model, "--sampler", "ddim", "--steps", "5", "--n", "2", "--batch", "2",
+                        "--seed", "4", "--device", "cuda", "--precision", precision, "--out-raw",
+                        dir.file(std::string("samples-") + precision + ".safetensors")}),
+               std::string("sample --precision ") + precision);
+  const Tensor s_f32 = SafetensorsFile::open(dir.file("samples-fp32.safetensors")).get("samples");
+  const Tensor s_bf16 = SafetensorsFile::open(dir.file("samples-bf16.safetensors")).get("samples");
+  const double sample_err = rel_to_peak_error(s_bf16, s_f32);
+  WARN("sample --precision bf16 (DDIM, 5 steps) against fp32: " << sample_err << " relative to the samples' peak");
+  CHECK(sample_err <= kSampleTol);
+  CHECK(sample_err > 0);
 }
 
 TEST_CASE("bf16: --precision bf16 on the CPU is refused naming the flag (exit 2)", "[cuda][bf16]") {
@@ -126,6 +143,9 @@ TEST_CASE("bf16: --precision bf16 on the CPU is refused naming the flag (exit 2)
   RunResult r = run_cli({"train", "--data", "fashion-mnist", "--max-images", "8", "--config", "tiny", "--out",
                          dir.file("run"), "--steps", "1", "--device", "cpu", "--precision", "bf16"});
   CHECK(r.exit_code == 2);
+  CHECK(r.output.find("--precision bf16 needs --device cuda") != std::string::npos);
+  r = run_cli({"sample", "--model", dir.file("no-model"), "--out", dir.file("g.png"), "--precision", "bf16"});
+  CHECK(r.exit_code == 2);  // before the model is looked for
   CHECK(r.output.find("--precision bf16 needs --device cuda") != std::string::npos);
   r = run_cli({"forward", "--model", "tiny", "--random-input", "--out", dir.file("o.safetensors"), "--precision",
                "bf16"});
