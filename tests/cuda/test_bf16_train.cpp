@@ -29,20 +29,22 @@ namespace fs = std::filesystem;
 namespace {
 
 // Steps of the curve comparison. The issue asks for 50; on the emulated device a `tiny` step at
-// batch 2 costs about 1.5 s per precision, so CI runs 20 (as tests/cuda/test_train_cuda.cpp does).
+// batch 2 costs about 1.5 s per precision on an idle machine, so CI runs 20 (as
+// tests/cuda/test_train_cuda.cpp does); the case takes 80-150 s on the 2-core machine.
 constexpr int kSteps = 20;
 // How far the bf16 loss may be from the f32 loss at each step, relative to the f32 loss. Step 1
 // (identical weights) differs only by the forward's bf16 rounding; after that AdamW turns the bf16
 // gradient differences into weight differences of a fraction of the learning rate per step.
-// Measured on the emulated device: 7.8e-4 at step 1, at most 1.3e-2 over 12 steps (the WARN line
-// gives each run's). The bounds leave room for a GPU's other summation orders and the drift of
-// later steps, and stay far below what a wrong batch, timestep or noise draw does to a batch-of-2
-// loss (tens of per cent).
+// Measured on the emulated device: 6.7e-4 at step 1, at most 2.4e-2 (step 10) over the 20 steps
+// (the WARN line gives each run's). The bounds, about three times that, leave room for a GPU's
+// other summation orders and stay well below what a wrong batch, timestep or noise draw does to a
+// batch-of-2 loss (tens of per cent).
 constexpr double kFirstStepTol = 2e-2;
-constexpr double kCurveTol = 5e-2;
+constexpr double kCurveTol = 7e-2;
 // DDIM samples in bf16 against f32, relative to the samples' peak: each step's x0 prediction
-// carries the UNet's bf16 error (test_bf16_autocast.cpp) and the steps compound it.
-constexpr double kSampleTol = 5e-2;
+// carries the UNet's bf16 error (test_bf16_autocast.cpp), amplified by √(1−ᾱ)/√ᾱ at the early,
+// noisy steps, and the steps compound it. Measured: 3.4e-2 on the emulated device; bound 1e-1.
+constexpr double kSampleTol = 1e-1;
 
 void require_ok(const RunResult& r, const std::string& what) {
   INFO(what << ":\n" << r.output);
