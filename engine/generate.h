@@ -20,7 +20,7 @@ struct GenerateOptions : GenerateRequest {
   double eta = SamplerOptions{}.eta;       // DDIM η
   // Told once per generate() when a CUDA graph capture fails (cuda_graphs) and the steps run
   // eagerly; unset: one line on stderr.
-  std::function<void(const std::string&)> on_notice;
+  std::function<void(const std::string&)> on_notice = nullptr;
 };
 
 // Called after each sampler step of each batch: (batch index, step, steps); false cancels.
