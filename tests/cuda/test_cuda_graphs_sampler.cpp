@@ -4,7 +4,8 @@
 // eager loop that passes each step's coefficients and timestep by value. The per-step
 // denoise_step descriptor read from device memory gives the by-value kernel's bits. A capture
 // that meets a forbidden call (a read back to the host inside the step) is refused, the reason
-// is reported once, and the run goes on eagerly with the same images.
+// is reported once, and the run goes on eagerly with the same images. And the timestep
+// embedding of one timestep broadcast over the batch by its kernel, as the UNet calls it.
 #include <catch2/catch.hpp>
 
 #include <cstring>
@@ -158,4 +159,20 @@ TEST_CASE("denoise_step cuda: the per-step descriptor in device memory gives the
   const Tensor x = Tensor::zeros({4}, DType::f32, Device::cuda);
   CHECK_THROWS_WITH(ops::denoise_step(d, x, x, x, Tensor::zeros({3}, DType::i64, Device::cuda)),
                     Catch::Contains("denoise_step: per_step i64[3] cuda must be an i64 ["));
+}
+
+TEST_CASE("timestep_embedding: one timestep broadcast over the rows by the kernel, on the CPU and on CUDA",
+          "[cuda][embedding][graphs]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  for (DType dt : {DType::f32, DType::i64}) {
+    INFO("timestep " << dtype_name(dt));
+    const Tensor rows = ops::timestep_embedding(Tensor::from({417, 417, 417}, {3}, dt), 9, true, 0.0);
+    const Tensor one = Tensor::from({417}, {1}, dt);
+    CHECK(same_bits(ops::timestep_embedding(one, 9, true, 0.0, 3), rows));
+    const Tensor on_device = ops::timestep_embedding(one.to(Device::cuda), 9, true, 0.0, 3);
+    REQUIRE(on_device.device() == Device::cuda);
+    CHECK(same_bits(on_device, rows));  // the emulated device runs the host's expf/sinf/cosf
+  }
+  CHECK_THROWS_WITH(ops::timestep_embedding(Tensor::zeros({2}), 8, true, 0.0, 3),
+                    Catch::Contains("timestep_embedding: t f32[2] cpu must have one value or 3 for 3 rows"));
 }
