@@ -1,0 +1,215 @@
+// The emulated device's NCCL: exactly the functions of nccl.h that diffuse calls
+// (nn/collective_nccl.cpp), with the toolkit's own signatures, so that the CUDA data-parallel path
+// builds and runs in the -DDIFFUSE_CUDA=EMULATED flavour and in CI, without GPUs or libnccl.
+//
+// The ranks are the processes mpirun started; a communicator must span all of them (rank and
+// size equal to MPI_COMM_WORLD's, as diffuse creates it), and the caller must have initialised
+// MPI (nn/collective.cpp does). Like the other emulated libraries, a collective checks its
+// arguments when called (buffers inside live device allocations for the extent it touches, a
+// supported type and operation) and refuses with NCCL's documented status and a line on stderr;
+// the data movement itself is queued on the given stream and runs when the host synchronises
+// with it, as MPI_Allreduce / MPI_Bcast between the rank processes. Every rank queues the same
+// collectives in the same order (NCCL's own rule), so the blocking MPI calls pair up. Groups
+// (ncclGroupStart/End) only nest here: each call is queued at once, in call order.
+#include <nccl.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <unistd.h>
+
+#include "kernels/emulated_device/device.h"
+
+#if DIFFUSE_WITH_MPI
+#include <mpi.h>
+#endif
+
+namespace ed = diffuse::emulated_device;
+
+// The communicator's state. nccl.h declares the struct and leaves it to the library.
+struct ncclComm {
+  int rank = 0;
+  int nranks = 1;
+};
+
+namespace {
+
+int g_group_depth = 0;
+std::string g_last_error;
+
+ncclResult_t refuse(ncclResult_t status, const std::string& message) {
+  g_last_error = message;
+  std::fprintf(stderr, "emulated NCCL: %s\n", message.c_str());
+  return status;
+}
+
+size_t type_size(ncclDataType_t t) {
+  switch (t) {
+    case ncclInt8: case ncclUint8: return 1;
+    case ncclFloat32: return 4;
+    default: return 0;  // types diffuse does not use
+  }
+}
+
+#if DIFFUSE_WITH_MPI
+void mpi_or_throw(int status, const char* call) {
+  if (status == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING] = {0};
+  int length = 0;
+  MPI_Error_string(status, text, &length);
+  throw std::runtime_error(std::string(call) + " failed: " + std::string(text, static_cast<size_t>(length)));
+}
+#endif
+
+// Checks a communicator and the device buffers of a collective of `bytes` bytes.
+ncclResult_t check_call(const char* what, ncclComm_t comm, const void* send, void* recv, size_t bytes) {
+  if (!comm) return refuse(ncclInvalidArgument, std::string(what) + ": null communicator");
+  if (bytes == 0) return ncclSuccess;
+  if (!ed::is_device_range(send, bytes))
+    return refuse(ncclInvalidArgument, std::string(what) + ": sendbuff is not " + std::to_string(bytes) +
+                                           " bytes of device memory (" + ed::describe_address(send) + ")");
+  if (!ed::is_device_range(recv, bytes))
+    return refuse(ncclInvalidArgument, std::string(what) + ": recvbuff is not " + std::to_string(bytes) +
+                                           " bytes of device memory (" + ed::describe_address(recv) + ")");
+  return ncclSuccess;
+}
+
+ncclResult_t queue(cudaStream_t stream, const char* what, std::function<void()> run) {
+  const cudaError_t status = ed::enqueue(stream, what, std::move(run));
+  if (status != cudaSuccess)
+    return refuse(ncclUnhandledCudaError, std::string(what) + ": " + cudaGetErrorString(status));
+  return ncclSuccess;
+}
+
+}  // namespace
+
+extern "C" {
+
+ncclResult_t ncclGetUniqueId(ncclUniqueId* uniqueId) {
+  if (!uniqueId) return refuse(ncclInvalidArgument, "ncclGetUniqueId: null uniqueId");
+  std::memset(uniqueId->internal, 0, sizeof uniqueId->internal);
+  std::snprintf(uniqueId->internal, sizeof uniqueId->internal, "emulated-nccl-%ld", static_cast<long>(getpid()));
+  return ncclSuccess;
+}
+
+ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId, int rank) {
+  if (!comm) return refuse(ncclInvalidArgument, "ncclCommInitRank: null comm");
+  if (nranks < 1 || rank < 0 || rank >= nranks)
+    return refuse(ncclInvalidArgument, "ncclCommInitRank: rank " + std::to_string(rank) + " of " +
+                                           std::to_string(nranks) + " ranks");
+  if (nranks > 1) {
+#if DIFFUSE_WITH_MPI
+    int initialized = 0, world_rank = 0, world_size = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized)
+      return refuse(ncclInvalidUsage, "ncclCommInitRank: the emulation runs its ranks over MPI; initialise MPI first");
+    MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+    if (world_rank != rank || world_size != nranks)
+      return refuse(ncclInvalidUsage, "ncclCommInitRank: the emulation serves communicators of all MPI ranks "
+                                      "(rank " + std::to_string(world_rank) + " of " + std::to_string(world_size) +
+                                      "), asked for rank " + std::to_string(rank) + " of " + std::to_string(nranks));
+#else
+    return refuse(ncclInvalidUsage, "ncclCommInitRank: " + std::to_string(nranks) +
+                                        " ranks, and this build has no MPI to carry them");
+#endif
+  }
+  *comm = new ncclComm{rank, nranks};
+  return ncclSuccess;
+}
+
+ncclResult_t ncclCommDestroy(ncclComm_t comm) {
+  if (!comm) return refuse(ncclInvalidArgument, "ncclCommDestroy: null communicator");
+  ed::synchronize_all();  // NCCL waits for the communicator's pending work before freeing it
+  delete comm;
+  return ncclSuccess;
+}
+
+ncclResult_t ncclGroupStart() {
+  ++g_group_depth;
+  return ncclSuccess;
+}
+
+ncclResult_t ncclGroupEnd() {
+  if (g_group_depth == 0) return refuse(ncclInvalidUsage, "ncclGroupEnd without ncclGroupStart");
+  --g_group_depth;
+  return ncclSuccess;
+}
+
+ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t datatype,
+                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
+  if (datatype != ncclFloat32)
+    return refuse(ncclInvalidArgument, "ncclAllReduce: the emulation reduces ncclFloat32 only, got type " +
+                                           std::to_string(static_cast<int>(datatype)));
+  if (op != ncclSum && op != ncclAvg)
+    return refuse(ncclInvalidArgument, "ncclAllReduce: the emulation supports ncclSum and ncclAvg, got op " +
+                                           std::to_string(static_cast<int>(op)));
+  const size_t bytes = count * sizeof(float);
+  if (ncclResult_t bad = check_call("ncclAllReduce", comm, sendbuff, recvbuff, bytes); bad != ncclSuccess) return bad;
+  const int nranks = comm->nranks;
+  return queue(stream, "ncclAllReduce", [=] {
+    auto* out = static_cast<float*>(recvbuff);
+    if (sendbuff != recvbuff) std::memmove(out, sendbuff, bytes);
+#if DIFFUSE_WITH_MPI
+    for (size_t done = 0; nranks > 1 && done < count;) {
+      const int n = static_cast<int>(std::min<size_t>(count - done, 1u << 30));
+      mpi_or_throw(MPI_Allreduce(MPI_IN_PLACE, out + done, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+      done += static_cast<size_t>(n);
+    }
+#endif
+    if (op == ncclAvg && nranks > 1)
+      for (size_t i = 0; i < count; ++i) out[i] /= static_cast<float>(nranks);
+  });
+}
+
+ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t datatype, int root,
+                           ncclComm_t comm, cudaStream_t stream) {
+  const size_t elem = type_size(datatype);
+  if (elem == 0)
+    return refuse(ncclInvalidArgument, "ncclBroadcast: type " + std::to_string(static_cast<int>(datatype)) +
+                                           " is not one the emulation moves");
+  const size_t bytes = count * elem;
+  // Only the root's sendbuff is read (NCCL's rule); the others may pass anything there.
+  const bool is_root = comm && comm->rank == root;
+  if (ncclResult_t bad = check_call("ncclBroadcast", comm, is_root ? sendbuff : recvbuff, recvbuff, bytes);
+      bad != ncclSuccess)
+    return bad;
+  if (root < 0 || root >= comm->nranks)
+    return refuse(ncclInvalidArgument, "ncclBroadcast: root " + std::to_string(root) + " of " +
+                                           std::to_string(comm->nranks) + " ranks");
+  const int nranks = comm->nranks;
+  return queue(stream, "ncclBroadcast", [=] {
+    auto* out = static_cast<char*>(recvbuff);
+    if (is_root && sendbuff != recvbuff) std::memmove(out, sendbuff, bytes);
+#if DIFFUSE_WITH_MPI
+    for (size_t done = 0; nranks > 1 && done < bytes;) {
+      const int n = static_cast<int>(std::min<size_t>(bytes - done, 1u << 30));
+      mpi_or_throw(MPI_Bcast(out + done, n, MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Bcast");
+      done += static_cast<size_t>(n);
+    }
+#else
+    (void)nranks;
+#endif
+  });
+}
+
+const char* ncclGetErrorString(ncclResult_t result) {
+  switch (result) {
+    case ncclSuccess: return "no error";
+    case ncclUnhandledCudaError: return "unhandled cuda error (run with NCCL_DEBUG=INFO for details)";
+    case ncclSystemError: return "unhandled system error (run with NCCL_DEBUG=INFO for details)";
+    case ncclInternalError: return "internal error - please report this issue to the NCCL developers";
+    case ncclInvalidArgument: return "invalid argument (run with NCCL_DEBUG=WARN for details)";
+    case ncclInvalidUsage: return "invalid usage (run with NCCL_DEBUG=WARN for details)";
+    case ncclRemoteError: return "remote process exited or there was a network error";
+    case ncclInProgress: return "NCCL operation in progress";
+    default: return "unknown result code";
+  }
+}
+
+const char* ncclGetLastError(ncclComm_t) { return g_last_error.c_str(); }
+
+}  // extern "C"
