@@ -31,9 +31,9 @@ struct SampleOptions {
   // step, bit-identical to eager steps. Ignored on the CPU and with a ModelFn.
   bool cuda_graphs = false;
   // Called once, with the reason, when the capture fails and the steps go on eagerly.
-  std::function<void(const std::string&)> on_graph_fallback;
+  std::function<void(const std::string&)> on_graph_fallback = nullptr;
   // Tests only: runs inside the captured region after the model call (to inject a forbidden call).
-  std::function<void()> inside_capture_for_test;
+  std::function<void()> inside_capture_for_test = nullptr;
 };
 
 // What a sampler unit builds for a config and a number of inference steps: the timesteps the model
