@@ -394,7 +394,13 @@ TEST_CASE("ops cuda: the timestep embedding of CUDA timesteps matches the CPU's"
       REQUIRE(got.device() == Device::cuda);
       REQUIRE(got.dtype() == DType::f32);
       REQUIRE(got.shape() == want.shape());
+#if DIFFUSE_CUDA_EMULATED
       CHECK(rel_to_peak_error(got, want) == 0);  // the emulated device's kernel runs the host's libm
+#else
+      // CUDA's expf is within 2 ulp: a frequency 1 ulp off (6e-8 relative) moves sin(t·freq) at
+      // t = 999 by up to about 6e-5.
+      CHECK(rel_to_peak_error(got, want) < 2e-4);
+#endif
     }
 }
 
