@@ -253,7 +253,7 @@ const Table<GenerateRequest>& generate_table() {
           {"seed", DIFFUSE_OPTION_FIELD(G, seed), kNotSaved, "the seed; the same seed and batch give the same images"},
           {"batch", DIFFUSE_OPTION_FIELD(G, batch), kNotSaved, "images per sampler batch", positive()},
           {"cuda-graphs", DIFFUSE_OPTION_FIELD(G, cuda_graphs), kNotSaved,
-           "on CUDA, replay each sampler step as one CUDA graph after two eager steps (`--cuda-graphs=false`: "
+           "on CUDA, replay each sampler step as one CUDA graph after two eager steps (`--cuda-graphs off`: "
            "eager); ignored on the CPU"},
           {"precision", DIFFUSE_OPTION_FIELD(G, precision), kNotSaved,
            "`fp32`, or `bf16` with `--device cuda`: the UNet's convolutions, linears and attention in bf16 with "

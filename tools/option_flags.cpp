@@ -2,6 +2,7 @@
 #include "tools/option_flags.h"
 
 #include <iostream>
+#include <set>
 #include <vector>
 
 namespace diffuse::cli {
@@ -39,6 +40,39 @@ std::string flag_given(const std::vector<std::string>& words, const std::string&
   return "";
 }
 
+// The table's bool flags, registered by add_flag: parse_flags spells their values for cxxopts.
+std::set<std::string>& bool_flags() {
+  static std::set<std::string> names;
+  return names;
+}
+
+// A bool flag's value as a user may write it (on/off as well as true/false), as cxxopts reads
+// it; "" for a word that is not one.
+std::string bool_word(const std::string& w) {
+  if (w == "on" || w == "true") return "true";
+  if (w == "off" || w == "false") return "false";
+  return "";
+}
+
+// `--flag on`, `--flag=off`, `--flag false` for a bool flag become `--flag=true|false`: cxxopts
+// takes a bool's value only after '=' and only as true/false, and a bare `--flag` stays true.
+void spell_bool_values(std::vector<std::string>& words) {
+  for (size_t i = 1; i < words.size(); ++i) {
+    const std::string& w = words[i];
+    if (w.rfind("--", 0) != 0) continue;
+    const size_t eq = w.find('=');
+    const std::string name = w.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    if (!bool_flags().count(name)) continue;
+    if (eq != std::string::npos) {
+      const std::string v = bool_word(w.substr(eq + 1));
+      if (!v.empty()) words[i] = "--" + name + "=" + v;
+    } else if (i + 1 < words.size() && !bool_word(words[i + 1]).empty()) {
+      words[i] = "--" + name + "=" + bool_word(words[i + 1]);
+      words.erase(words.begin() + static_cast<std::ptrdiff_t>(i + 1));
+    }
+  }
+}
+
 }  // namespace
 
 void add_flag(cxxopts::OptionAdder& adder, const char* flag, const char* help, const options::ValueRef& default_value) {
@@ -47,6 +81,7 @@ void add_flag(cxxopts::OptionAdder& adder, const char* flag, const char* help, c
       [&](auto* p) {
         using T = std::remove_pointer_t<decltype(p)>;
         using Parsed = std::conditional_t<std::is_same_v<T, Device>, std::string, T>;  // a device is parsed by name
+        if constexpr (std::is_same_v<T, bool>) bool_flags().insert(flag);
         auto value = cxxopts::value<Parsed>();
         if (!text.empty()) value->default_value(text);
         adder(flag, plain(help), value);
@@ -76,6 +111,7 @@ void add_help_flags(cxxopts::Options& cli, bool has_option_tables) {
 
 cxxopts::ParseResult parse_flags(cxxopts::Options& cli, int argc, char** argv) {
   std::vector<std::string> words(argv, argv + argc);
+  spell_bool_values(words);
   for (size_t i = 1; i < words.size(); ++i) {
     const std::string& w = words[i];
     if (w.size() >= 3 && w.rfind("--", 0) == 0 && (w.size() == 3 || w[3] == '=') && w[2] != '-')
@@ -85,7 +121,7 @@ cxxopts::ParseResult parse_flags(cxxopts::Options& cli, int argc, char** argv) {
   for (auto& w : words) pointers.push_back(w.data());
   cxxopts::ParseResult args;
   try {
-    args = cli.parse(argc, pointers.data());
+    args = cli.parse(static_cast<int>(pointers.size()), pointers.data());
   } catch (const cxxopts::exceptions::incorrect_argument_type& e) {
     const std::string given = flag_given(words, e.what());
     throw Error((given.empty() ? std::string(e.what()) : given + ": not a value this flag takes") + " (see --help)",

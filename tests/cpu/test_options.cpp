@@ -81,6 +81,24 @@ TEST_CASE("every CLI flag defaults to the library's default and lands in its fie
   check_cli_agrees("sample", options::generate_table(), sample_flags);
 }
 
+TEST_CASE("a yes/no flag is on bare and takes on/off or true/false, after '=' or as the next word", "[options][cli]") {
+  CHECK(printed("sample", {"--model", "m", "--out", "o.png"})["cuda-graphs"] == "true");
+  CHECK(printed("sample", {"--model", "m", "--out", "o.png", "--cuda-graphs", "off"})["cuda-graphs"] == "false");
+  CHECK(printed("sample", {"--model", "m", "--cuda-graphs=off", "--out", "o.png"})["cuda-graphs"] == "false");
+  CHECK(printed("sample", {"--model", "m", "--out", "o.png", "--cuda-graphs", "false"})["cuda-graphs"] == "false");
+  CHECK(printed("sample", {"--cuda-graphs=false", "--cuda-graphs", "on", "--model", "m", "--out", "o.png"})["cuda-graphs"] ==
+        "true");
+  CHECK(printed("train", {"--random-flip", "--data", "d", "--out", "r"})["random-flip"] == "true");
+  CHECK(printed("train", {"--random-flip", "off", "--data", "d", "--out", "r"})["random-flip"] == "false");
+  // A word that is no bool value after a bare yes/no flag is left alone (here: a stray argument).
+  RunResult r = run_cli({"sample", "--model", "m", "--out", "o.png", "--cuda-graphs", "maybe"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("unexpected argument 'maybe'") != std::string::npos);
+  r = run_cli({"sample", "--model", "m", "--out", "o.png", "--cuda-graphs=maybe"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("--cuda-graphs maybe: not a value this flag takes") != std::string::npos);
+}
+
 TEST_CASE("saved train options round-trip through JSON, row by row", "[options]") {
   const auto& table = options::train_table();
   TrainRequest changed;
