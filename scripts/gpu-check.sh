@@ -33,6 +33,13 @@ if ((bundle)); then
   arch=x86_64-linux-gnu
   cp -r /usr/include/nlohmann /usr/include/catch2 /usr/include/stb /usr/include/cxxopts.hpp "$stage/include/"
   cp /usr/include/zlib.h /usr/include/zconf.h "$stage/include/"
+  # libpng and libjpeg-turbo decode PNG/JPEG (engine/image_decode_*.cpp): headers and libraries.
+  cp -L /usr/include/png.h /usr/include/pngconf.h /usr/include/pnglibconf.h "$stage/include/"
+  cp /usr/include/jpeglib.h /usr/include/jerror.h /usr/include/jmorecfg.h /usr/include/$arch/jconfig.h "$stage/include/"
+  cp -L /usr/lib/$arch/libpng16.so.16 /usr/lib/$arch/libjpeg.so.62 "$stage/lib/"
+  ln -s libpng16.so.16 "$stage/lib/libpng16.so"
+  ln -s libpng16.so.16 "$stage/lib/libpng.so"
+  ln -s libjpeg.so.62 "$stage/lib/libjpeg.so"
   cp /usr/include/$arch/openblas-pthread/{cblas.h,openblas_config.h,f77blas.h} "$stage/include/"
   cp -r /usr/share/cmake/nlohmann_json "$stage/share/cmake/"
   cp -r /usr/lib/cmake/Catch2 /usr/lib/cmake/cxxopts "$stage/lib/cmake/"
@@ -86,6 +93,8 @@ for p in python3 /opt/torch/.venv/bin/python3 /usr/bin/python3; do
 done
 cmake_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DDIFFUSE_CUDA=ON)
 command -v ninja >/dev/null || cmake_args=(-DCMAKE_BUILD_TYPE=Release -DDIFFUSE_CUDA=ON)
+# MPI with a real CUDA backend needs NCCL too (cmake/mpi.cmake); without both, build the one-rank case.
+if ! command -v mpicc >/dev/null || [[ ! -f /usr/local/cuda/include/nccl.h ]]; then cmake_args+=(-DDIFFUSE_MPI=OFF); fi
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
 [[ -n "$cap" ]] && cmake_args+=("-DDIFFUSE_CUDA_ARCHS=$cap")
 prefix=""
@@ -148,13 +157,12 @@ bin="$root/$bdir/bin/diffuse"
 if [[ -x "$bin" ]]; then
   "$bin" info > "$out/info.log" 2>&1
   if [[ -d "$bdir/tests" ]] && grep -q 'test_cuda' "$bdir/build.ninja" "$bdir/Makefile" 2>/dev/null; then
-    run_stage ctest_cuda 120 ctest --test-dir "$bdir" -L cuda --output-on-failure --timeout 60 \
+    # Each test case is its own process (CUDA context, cuDNN and cuBLAS handles): several at once.
+    run_stage ctest_cuda 150 ctest --test-dir "$bdir" -L cuda --output-on-failure --timeout 60 -j 8 \
       --output-junit "$out/ctest_cuda.xml"
   else
     printf 'ctest_cuda\tskipped\t0\tno test_cuda target in this tree\n' >> "$status"
   fi
-  kq=(); ((quick)) && kq=(--quick)
-  run_stage bench_kernels 150 "$bin" bench kernels --device cuda "${kq[@]}" --json "$out/kernels.json"
   # --precision bf16 against fp32, our own training step only, alternated twice (each stage's log
   # ends with its median step; train_<precision>_<round>.json holds the numbers).
   tcfg=fmnist-small tbatch=128; ((quick)) && tcfg=tiny tbatch=32
@@ -176,6 +184,9 @@ if [[ -x "$bin" ]]; then
   else
     printf 'compare\tskipped\t0\tno python3 with torch\n' >> "$status"
   fi
+  # Last: the kernel table takes whatever time is left.
+  kq=(); ((quick)) && kq=(--quick)
+  run_stage bench_kernels 150 "$bin" bench kernels --device cuda "${kq[@]}" --json "$out/kernels.json"
 else
   printf 'tests_and_benchmarks\tskipped\t0\tthe build did not produce %s\n' "$bin" >> "$status"
 fi
