@@ -43,7 +43,8 @@ void fill(int64_t n, T value, T* out);
 }  // namespace cpu
 
 // Device launchers (kernels/cuda/elementwise.cu), f32: cuda:: takes device pointers, emu:: host
-// pointers. The reductions are deterministic two-stage sums (no float atomics): the caller
+// pointers. binary, scale and SiLU also take bf16 storage (uint16_t bits; every input and the
+// output bf16, f32 math, one rounding per stored value): what bf16 autocast runs between layers. The reductions are deterministic two-stage sums (no float atomics): the caller
 // passes a scratch buffer of the *_workspace() floats, a count decided by the shape alone.
 // `sum` writes its result to out[0] on the device; `fill` reads its value from memory (a device
 // scalar such as an upstream grad), so neither needs a host round trip. The casts
@@ -52,12 +53,17 @@ void fill(int64_t n, T value, T* out);
 #define DIFFUSE_ELEMENTWISE_LAUNCHERS                                                                   \
   void binary(BinaryOp op, const BroadcastDesc& d, const float* a, const float* b, float* out,         \
               Stream stream);                                                                           \
+  void binary(BinaryOp op, const BroadcastDesc& d, const uint16_t* a, const uint16_t* b, uint16_t* out, \
+              Stream stream);                                                                           \
   int64_t reduce_to_broadcast_workspace(const BroadcastDesc& d);                                        \
   void reduce_to_broadcast(const BroadcastDesc& d, const float* g, const float* w, float* out,          \
                            float* workspace, Stream stream);                                            \
   void scale(int64_t n, float s, const float* x, float* out, Stream stream);                           \
+  void scale(int64_t n, float s, const uint16_t* x, uint16_t* out, Stream stream);                     \
   void silu_forward(int64_t n, const float* x, float* y, Stream stream);                               \
+  void silu_forward(int64_t n, const uint16_t* x, uint16_t* y, Stream stream);                         \
   void silu_backward(int64_t n, const float* x, const float* gy, float* gx, Stream stream);            \
+  void silu_backward(int64_t n, const uint16_t* x, const uint16_t* gy, uint16_t* gx, Stream stream);   \
   int64_t sum_workspace(int64_t n);                                                                     \
   void sum(int64_t n, const float* x, float* out, float* workspace, Stream stream);                    \
   void fill(int64_t n, const float* value, float* out, Stream stream);                                 \

@@ -36,8 +36,9 @@ void group_norm_backward(const GroupNormDesc& d, const T* x, const T* add_nc, co
                          T* dadd_nc);
 }  // namespace cpu
 
-// Device launchers (kernels/cuda/group_norm.cu), f32 only: cuda:: takes device pointers, emu::
-// host pointers. mean/rstd are f64 [N, groups] as on the CPU (computed with f32 accumulation).
+// Device launchers (kernels/cuda/group_norm.cu), f32, and bf16 activations (x, y, dy, dx as
+// uint16_t bits; add_nc, gamma, beta and every grad of them f32; statistics and math f32/f64, each
+// stored activation rounded once): cuda:: takes device pointers, emu:: host pointers. mean/rstd are f64 [N, groups] as on the CPU (computed with f32 accumulation).
 // `workspace` is scratch of at least the matching *_workspace_bytes(d) (null when that is 0);
 // both sizes depend only on d and the current device. dgamma, dbeta, dadd_nc may be null.
 #define DIFFUSE_GROUP_NORM_LAUNCHERS                                                                              \
@@ -47,7 +48,14 @@ void group_norm_backward(const GroupNormDesc& d, const T* x, const T* add_nc, co
                           const float* beta, float* y, double* mean, double* rstd, void* workspace, Stream stream); \
   void group_norm_backward(const GroupNormDesc& d, const float* x, const float* add_nc, const float* gamma,      \
                            const float* beta, const double* mean, const double* rstd, const float* dy, float* dx,   \
-                           float* dgamma, float* dbeta, float* dadd_nc, void* workspace, Stream stream);
+                           float* dgamma, float* dbeta, float* dadd_nc, void* workspace, Stream stream);     \
+  void group_norm_forward(const GroupNormDesc& d, const uint16_t* x, const float* add_nc, const float* gamma,    \
+                          const float* beta, uint16_t* y, double* mean, double* rstd, void* workspace,          \
+                          Stream stream);                                                                       \
+  void group_norm_backward(const GroupNormDesc& d, const uint16_t* x, const float* add_nc, const float* gamma,   \
+                           const float* beta, const double* mean, const double* rstd, const uint16_t* dy,       \
+                           uint16_t* dx, float* dgamma, float* dbeta, float* dadd_nc, void* workspace,          \
+                           Stream stream);
 namespace cuda {
 DIFFUSE_GROUP_NORM_LAUNCHERS
 }

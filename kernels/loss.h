@@ -40,13 +40,16 @@ void mse_backward(const MseDesc& d, double coef, const T* pred, const T* target,
 }  // namespace cpu
 
 // Device launchers (kernels/cuda/loss.cu), f32: cuda:: takes device pointers, emu:: host pointers.
-// dropout_apply draws the same mask as the CPU twin (dropout_dropped, element for element).
+// dropout_apply draws the same mask as the CPU twin (dropout_dropped, element for element), and
+// also takes bf16 storage (uint16_t bits; kept values scaled in f32, rounded once). The loss
+// stays f32: bf16 autocast hands it the UNet's output cast back to f32 (nn/layers.h).
 // mse_loss writes loss[0] = scale * sum_n w[n] * sum_i (pred - target)^2 as a deterministic
 // two-stage sum (f32 within a thread, f64 across threads and blocks) through a workspace of
 // mse_loss_workspace(d) doubles. mse_backward reads the upstream grad from memory
 // (grad_loss, a device scalar; null means 1): gpred = coef * grad_loss * w[n] * (pred - target).
 #define DIFFUSE_LOSS_LAUNCHERS                                                                          \
   void dropout_apply(const DropoutDesc& d, const float* x, float* y, Stream stream);                    \
+  void dropout_apply(const DropoutDesc& d, const uint16_t* x, uint16_t* y, Stream stream);              \
   int64_t mse_loss_workspace(const MseDesc& d);                                                         \
   void mse_loss(const MseDesc& d, double scale, const float* pred, const float* target, const float* w, \
                 float* loss, double* workspace, Stream stream);                                         \

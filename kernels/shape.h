@@ -34,13 +34,18 @@ template <typename T>
 void upsample_nearest2x_backward(const Upsample2xDesc& d, const T* gy, T* gx);
 }  // namespace cpu
 
-// Device launchers (kernels/cuda/shape.cu), f32: cuda:: takes device pointers, emu:: host
+// Device launchers (kernels/cuda/shape.cu), f32, and bf16 storage (uint16_t bits: moved exactly;
+// the upsample backward adds in f32 and rounds once): cuda:: takes device pointers, emu:: host
 // pointers. split_last skips a null destination, like the CPU twin.
 #define DIFFUSE_SHAPE_LAUNCHERS                                                                          \
   void concat_last(const ConcatDesc& d, const float* a, const float* b, float* out, Stream stream);     \
   void split_last(const ConcatDesc& d, const float* g, float* ga, float* gb, Stream stream);           \
   void upsample_nearest2x(const Upsample2xDesc& d, const float* x, float* y, Stream stream);           \
-  void upsample_nearest2x_backward(const Upsample2xDesc& d, const float* gy, float* gx, Stream stream);
+  void upsample_nearest2x_backward(const Upsample2xDesc& d, const float* gy, float* gx, Stream stream);        \
+  void concat_last(const ConcatDesc& d, const uint16_t* a, const uint16_t* b, uint16_t* out, Stream stream);   \
+  void split_last(const ConcatDesc& d, const uint16_t* g, uint16_t* ga, uint16_t* gb, Stream stream);          \
+  void upsample_nearest2x(const Upsample2xDesc& d, const uint16_t* x, uint16_t* y, Stream stream);             \
+  void upsample_nearest2x_backward(const Upsample2xDesc& d, const uint16_t* gy, uint16_t* gx, Stream stream);
 namespace cuda {
 DIFFUSE_SHAPE_LAUNCHERS
 }

@@ -50,7 +50,7 @@ Conv2d::Conv2d(int in, int out, int kernel, const ops::Conv2dOptions& opt, InitR
 
 Tensor Conv2d::forward(const Tensor& x) const {
   if (!bf16_layer(x, "conv2d")) return ops::conv2d(x, weight, bias, options);
-  return ops::cast(ops::conv2d(to_bf16(x), to_bf16(weight), to_bf16(bias), options), DType::f32);
+  return ops::conv2d(to_bf16(x), to_bf16(weight), to_bf16(bias), options);  // bf16 x (the usual case): no cast
 }
 
 void Conv2d::collect(const std::string& prefix, ParamList& out) {
@@ -66,7 +66,7 @@ Linear::Linear(int in, int out, InitRng& rng) {
 
 Tensor Linear::forward(const Tensor& x) const {
   if (!bf16_layer(x, "linear")) return ops::linear(x, weight, bias);
-  return ops::cast(forward_bf16(x), DType::f32);
+  return forward_bf16(x);
 }
 
 Tensor Linear::forward_bf16(const Tensor& x) const { return ops::linear(to_bf16(x), to_bf16(weight), to_bf16(bias)); }
@@ -120,7 +120,8 @@ Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor& temb_act, ForwardCo
     ctx.dropout_offset += (static_cast<uint64_t>(h.numel()) + 3) / 4;
   }
   h = conv2.forward(h);
-  Tensor shortcut = has_shortcut ? conv_shortcut.forward(x) : x;
+  // Under autocast h is bf16 and so is x inside the UNet; a block given f32 x adds it in bf16.
+  Tensor shortcut = has_shortcut ? conv_shortcut.forward(x) : ops::cast(x, h.dtype());
   return ops::add(shortcut, h);
 }
 
@@ -146,15 +147,18 @@ Tensor AttentionBlock::forward(const Tensor& x) const {
   Tensor tokens = ops::reshape(group_norm.forward(x, /*silu=*/false), {n, h * w, c});
   // Under autocast the projections and the attention core stay in bf16 end to end (the flash
   // kernels keep the softmax in f32) when the backend's kernels take the head dim; otherwise the
-  // core runs on f32 copies of q, k, v.
-  if (bf16_layer(x, "attention") && dispatch::backend_for("attention", x).attention_takes_head_dim(c / heads)) {
-    const Tensor t16 = ops::cast(tokens, DType::bf16);
-    Tensor a = ops::attention(to_q.forward_bf16(t16), to_k.forward_bf16(t16), to_v.forward_bf16(t16), heads);
-    return ops::add(ops::reshape(ops::cast(to_out.forward_bf16(a), DType::f32), {n, h, w, c}), x);
+  // core runs on f32 copies of q, k, v (cast back to bf16 by to_out).
+  const bool bf16 = bf16_layer(x, "attention");
+  Tensor a;
+  if (bf16 && dispatch::backend_for("attention", x.device()).attention_takes_head_dim(c / heads)) {
+    const Tensor t16 = ops::cast(tokens, DType::bf16);  // bf16 already inside the UNet: no cast
+    a = ops::attention(to_q.forward_bf16(t16), to_k.forward_bf16(t16), to_v.forward_bf16(t16), heads);
+  } else {
+    auto core = [bf16](const Tensor& t) { return bf16 ? ops::cast(t, DType::f32) : t; };
+    a = ops::attention(core(to_q.forward(tokens)), core(to_k.forward(tokens)), core(to_v.forward(tokens)), heads);
   }
-  Tensor a = ops::attention(to_q.forward(tokens), to_k.forward(tokens), to_v.forward(tokens), heads);
   Tensor out = ops::reshape(to_out.forward(a), {n, h, w, c});
-  return ops::add(out, x);
+  return ops::add(out, ops::cast(x, out.dtype()));
 }
 
 void AttentionBlock::collect(const std::string& prefix, ParamList& out) {

@@ -4,12 +4,15 @@
 // Forward passes are compositions of nn/ops.h, so autograd comes for free.
 //
 // bf16 autocast: while an AutocastBf16 is alive on the thread, the layers whose work is GEMM-shaped
-// (Conv2d, Linear, the attention core) run on CUDA in bf16 storage with f32 accumulation: the input
-// and the f32 master weight and bias are cast to bf16 on the fly (ops::cast, whose backward casts
-// the grad back, so gradients reach the master weights in f32) and the result is cast back to f32.
-// Everything between those layers (group norm and its statistics, SiLU, residual adds, concat,
-// upsampling, the timestep embedding and its projections, the loss) stays f32, as PyTorch's
-// autocast does. Weights are cast per forward rather than kept as a bf16 copy refreshed after each
+// (Conv2d, Linear, the attention core) run on CUDA in bf16 storage with f32 accumulation and hand
+// on bf16 activations: the f32 master weight and bias are cast to bf16 on the fly (ops::cast, whose
+// backward casts the grad back, so gradients reach the master weights in f32), an f32 input is
+// cast once (the UNet's sample), and the output stays bf16. The custom kernels between those
+// layers take bf16 storage with f32 math (group norm with f32 statistics, gamma, beta and add_nc;
+// SiLU, residual adds, concat, upsampling, dropout), so activations stay bf16 from conv_in to
+// conv_out and UNet2D::forward casts only its output back to f32. The timestep embedding, its MLP
+// and every time_emb_proj stay f32 (they are [N, C], and feed group norm's f32 add_nc), and so does
+// the loss. Weights are cast per forward rather than kept as a bf16 copy refreshed after each
 // optimizer step: a training step reads each f32 weight once either way (6 bytes moved per
 // parameter for the cast, the same as a refresh), and no second copy can go stale after a load,
 // an EMA swap or a resume. The CPU has no bf16 kernels: a layer on a CPU tensor under autocast is
@@ -61,7 +64,7 @@ struct Conv2d {
   ops::Conv2dOptions options;
   Conv2d() = default;
   Conv2d(int in, int out, int kernel, const ops::Conv2dOptions& opt, InitRng& rng);
-  Tensor forward(const Tensor& x) const;  // f32 out, bf16 inside under autocast
+  Tensor forward(const Tensor& x) const;  // x's dtype out; bf16 out under autocast
   void collect(const std::string& prefix, ParamList& out);
 };
 
@@ -70,7 +73,7 @@ struct Linear {
   Tensor bias;    // [out]
   Linear() = default;
   Linear(int in, int out, InitRng& rng);
-  Tensor forward(const Tensor& x) const;  // f32 out, bf16 inside under autocast
+  Tensor forward(const Tensor& x) const;  // x's dtype out; bf16 out under autocast
   Tensor forward_bf16(const Tensor& x) const;  // x cast to bf16, weights cast on the fly; bf16 out
   void collect(const std::string& prefix, ParamList& out);
 };
@@ -81,6 +84,7 @@ struct GroupNorm {
   double eps = 1e-5;
   GroupNorm() = default;
   GroupNorm(int groups, int channels, double eps);
+  // x's dtype out (bf16 x under autocast; gamma, beta and add_nc f32 either way).
   Tensor forward(const Tensor& x, bool silu, const Tensor& add_nc = Tensor()) const;
   void collect(const std::string& prefix, ParamList& out);
 };

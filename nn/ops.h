@@ -26,6 +26,9 @@ Tensor mean(const Tensor& x);  // scalar []
 // exact); f32, f64 and bf16 on the CPU. The grad is cast back to x's dtype. x itself when the
 // dtype is already x's. bf16 autocast (nn/layers.h) puts it at the edges of the bf16 layers.
 Tensor cast(const Tensor& x, DType dtype);
+// How many conversions ops::cast has run on this thread (not counting the no-op same-dtype
+// calls), forward and backward: how tests count what bf16 autocast pays in casts.
+uint64_t casts_run();
 
 // ---- convolution (ops_conv.cpp) ----------------------------------------------------------------
 struct Conv2dOptions {

@@ -1,5 +1,7 @@
 // Element-wise ops and reductions with their backward nodes (kernels/elementwise.h). Each kernel
-// call goes through the device seam (nn/dispatch.h) to the tensor's backend.
+// call goes through the device seam (nn/dispatch.h) to the tensor's backend. On CUDA, add, sub,
+// mul, scale and SiLU also take bf16 storage (bf16 autocast's activations, nn/layers.h); the
+// reductions (sum, a broadcast's backward) are f32 only, and a same-shape backward needs none.
 #include "kernels/elementwise.h"
 
 #include "nn/autograd.h"
@@ -14,6 +16,9 @@ using dispatch::backend_for;
 namespace k = diffuse::kernels;
 
 namespace {
+
+constexpr auto kBf16Too = dispatch::DeviceDTypes::f32_bf16;
+thread_local uint64_t t_casts_run = 0;
 
 // kernels::make_broadcast takes its dims as std::vectors; this thread's pair, kept at
 // Shape::kMaxRank capacity, carries shapes there without a heap allocation per op.
@@ -30,12 +35,18 @@ Tensor binary_raw(k::BinaryOp op, const char* name, const Tensor& a, const Tenso
   check_same(name, {&a, &b});
   k::BroadcastDesc d = broadcast_of(a.shape(), b.shape(), name);
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
-  backend_for(name, a).binary(op, d, a, b, out);
+  backend_for(name, a, kBf16Too).binary(op, d, a, b, out);
   return out;
 }
 
-// Sums g (a-shaped) down to b's shape, multiplied element-wise by w (a-shaped) when defined.
+// Sums g (a-shaped) down to b's shape, multiplied element-wise by w (a-shaped) when defined. A bf16
+// g of b's own shape (bf16 autocast's residual adds; the reduction kernels are f32 only) has
+// nothing to sum: g itself, or g * w. g then goes to both inputs of an add, which is safe for
+// activations; f32 keeps the copy, since two f32 leaves sharing one grad buffer would be scaled
+// twice by an in-place gradient clip.
 Tensor reduce_to(const Tensor& g, const Tensor& w, const Shape& b_shape) {
+  if (g.dtype() == DType::bf16 && b_shape == g.shape())
+    return w.defined() ? binary_raw(k::BinaryOp::mul, "mul", g, w) : g;
   k::BroadcastDesc d = broadcast_of(g.shape(), b_shape, "reduce");
   Tensor out = Tensor::empty(b_shape, g.dtype(), g.device());
   backend_for("reduce", g).reduce_to_broadcast(d, g, w, out);
@@ -48,8 +59,9 @@ Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = binary_raw(k::BinaryOp::add, "add", a, b);
   if (any_requires_grad({&a, &b})) {
     Shape bs = b.shape();
-    record("add", {&a, &b}, {&out}, [bs](const TensorList& g) {
-      return TensorList{g[0], reduce_to(g[0], Tensor(), bs)};
+    const bool need_b = b.requires_grad();
+    record("add", {&a, &b}, {&out}, [bs, need_b](const TensorList& g) {
+      return TensorList{g[0], need_b ? reduce_to(g[0], Tensor(), bs) : Tensor()};
     });
   }
   return out;
@@ -59,8 +71,9 @@ Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = binary_raw(k::BinaryOp::sub, "sub", a, b);
   if (any_requires_grad({&a, &b})) {
     Shape bs = b.shape();
-    record("sub", {&a, &b}, {&out}, [bs](const TensorList& g) {
-      return TensorList{g[0], scale(reduce_to(g[0], Tensor(), bs), -1.0)};
+    const bool need_b = b.requires_grad();
+    record("sub", {&a, &b}, {&out}, [bs, need_b](const TensorList& g) {
+      return TensorList{g[0], need_b ? scale(reduce_to(g[0], Tensor(), bs), -1.0) : Tensor()};
     });
   }
   return out;
@@ -83,7 +96,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 Tensor scale(const Tensor& a, double s) {
   check_defined("scale", a, "a");
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
-  backend_for("scale", a).scale(s, a, out);
+  backend_for("scale", a, kBf16Too).scale(s, a, out);
   if (any_requires_grad({&a}))
     record("scale", {&a}, {&out}, [s](const TensorList& g) { return TensorList{scale(g[0], s)}; });
   return out;
@@ -92,12 +105,12 @@ Tensor scale(const Tensor& a, double s) {
 Tensor silu(const Tensor& x) {
   check_defined("silu", x, "x");
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  backend_for("silu", x).silu_forward(x, y);
+  backend_for("silu", x, kBf16Too).silu_forward(x, y);
   if (any_requires_grad({&x})) {
     Tensor sx = x.detach();
     record("silu", {&x}, {&y}, [sx](const TensorList& g) {
       Tensor gx = Tensor::empty(sx.shape(), sx.dtype(), sx.device());
-      backend_for("silu backward", sx).silu_backward(sx, g[0], gx);
+      backend_for("silu backward", sx, kBf16Too).silu_backward(sx, cast(g[0], sx.dtype()), gx);
       return TensorList{gx};
     });
   }
@@ -130,12 +143,15 @@ Tensor sum(const Tensor& x) {
   return out;
 }
 
+uint64_t casts_run() { return t_casts_run; }
+
 Tensor cast(const Tensor& x, DType dtype) {
   check_defined("cast", x, "x");
   auto storage = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f64; };
   if (!storage(dtype) || !storage(x.dtype()))
     fail("cast", "converts between f32, bf16 and f64, not " + x.describe() + " to " + dtype_name(dtype));
   if (x.dtype() == dtype) return x;
+  ++t_casts_run;
   Tensor y = Tensor::empty(x.shape(), dtype, x.device());
   backend_for("cast", x.device()).cast(x, y);
   if (any_requires_grad({&x})) {

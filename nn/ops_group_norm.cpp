@@ -2,7 +2,9 @@
 // SiLU. The statistics are saved in f64 [N, groups] on x's device (CPU and CUDA kernels alike);
 // the backward node recomputes the normalised values from x (and add_nc) rather than keeping
 // another activation-sized tensor. The kernels are reached through the device seam
-// (nn/dispatch.h); the CUDA backend takes f32 only.
+// (nn/dispatch.h). On CUDA x may also be bf16 (bf16 autocast's activations): y and dx are then
+// bf16, while gamma, beta, add_nc and their grads stay f32 (parameters and the time-embedding
+// projection), as do the statistics.
 #include "kernels/group_norm.h"
 
 #include "nn/autograd.h"
@@ -22,8 +24,12 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
   check_defined(op, x, "x");
   check_defined(op, gamma, "gamma");
   check_defined(op, beta, "beta");
-  check_same(op, {&x, &gamma, &beta, &add_nc});
+  check_same(op, {&gamma, &beta, &add_nc});
   check_float(op, x);
+  if (x.device() != gamma.device() || (x.dtype() != gamma.dtype() && x.dtype() != DType::bf16) ||
+      (x.dtype() == DType::bf16 && gamma.dtype() != DType::f32))
+    fail(op, "x " + x.describe() + " and gamma " + gamma.describe() +
+                 " must share a device and dtype (bf16 x takes f32 gamma, beta and add_nc)");
   auto what = [&] {  // built only on failure: no allocation per call
     return " (x " + x.describe() + ", gamma " + gamma.describe() + ", beta " + beta.describe() + ", add_nc " +
            (add_nc.defined() ? add_nc.describe() : "none") + ", groups " + std::to_string(opt.groups) + ")";
@@ -51,7 +57,7 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty({d.n, d.groups}, DType::f64, x.device());
   Tensor rstd = Tensor::empty({d.n, d.groups}, DType::f64, x.device());
-  backend_for(op, x).group_norm_forward(d, x, add_nc, gamma, beta, y, mean, rstd);
+  backend_for(op, x, dispatch::DeviceDTypes::f32_bf16).group_norm_forward(d, x, add_nc, gamma, beta, y, mean, rstd);
   if (any_requires_grad({&x, &gamma, &beta, &add_nc})) {
     Tensor sx = x.detach(), sg = gamma.detach(), sb = beta.detach(), sa = add_nc.defined() ? add_nc.detach() : Tensor();
     bool need_x = x.requires_grad(), need_g = gamma.requires_grad(), need_b = beta.requires_grad();
@@ -63,7 +69,8 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
              Tensor gg = need_g ? Tensor::empty(sg.shape(), sg.dtype(), sg.device()) : Tensor();
              Tensor gb = need_b ? Tensor::empty(sb.shape(), sb.dtype(), sb.device()) : Tensor();
              Tensor ga = need_a ? Tensor::empty(sa.shape(), sa.dtype(), sa.device()) : Tensor();
-             backend_for("group_norm", sx).group_norm_backward(d, sx, sa, sg, sb, mean, rstd, g[0], gx, gg, gb, ga);
+             backend_for("group_norm", sx, dispatch::DeviceDTypes::f32_bf16)
+                 .group_norm_backward(d, sx, sa, sg, sb, mean, rstd, cast(g[0], sx.dtype()), gx, gg, gb, ga);
              return TensorList{need_x ? gx : Tensor(), gg, gb, ga};
            });
   }

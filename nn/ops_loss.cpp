@@ -28,11 +28,11 @@ Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
   d.seed = seed;
   d.offset = offset;
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  backend_for(op, x).dropout_apply(d, x, y);
+  backend_for(op, x, dispatch::DeviceDTypes::f32_bf16).dropout_apply(d, x, y);
   if (any_requires_grad({&x})) {
     record(op, {&x}, {&y}, [d](const TensorList& g) {
       Tensor gx = Tensor::empty(g[0].shape(), g[0].dtype(), g[0].device());
-      backend_for("dropout backward", g[0]).dropout_apply(d, g[0], gx);
+      backend_for("dropout backward", g[0], dispatch::DeviceDTypes::f32_bf16).dropout_apply(d, g[0], gx);
       return TensorList{gx};
     });
   }

@@ -1,6 +1,6 @@
 // Differentiable shape ops (kernels/shape.h): concat along the last dim, nearest 2x upsampling.
 // Both backward passes are kernels of their own (a split; a 2x2 sum), not compositions, reached
-// through the device seam (nn/dispatch.h).
+// through the device seam (nn/dispatch.h). On CUDA both take bf16 storage as well as f32.
 #include "kernels/shape.h"
 
 #include "nn/autograd.h"
@@ -13,6 +13,7 @@ namespace diffuse::ops {
 using namespace detail;
 using dispatch::backend_for;
 namespace k = diffuse::kernels;
+constexpr auto kBf16Too = dispatch::DeviceDTypes::f32_bf16;
 
 Tensor concat_channels(const Tensor& a, const Tensor& b) {
   const char* op = "concat_channels";
@@ -30,14 +31,14 @@ Tensor concat_channels(const Tensor& a, const Tensor& b) {
   Shape out_shape = a.shape();
   out_shape.back() = d.ca + d.cb;
   Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
-  backend_for(op, a).concat_last(d, a, b, out);
+  backend_for(op, a, kBf16Too).concat_last(d, a, b, out);
   if (any_requires_grad({&a, &b})) {
     bool need_a = a.requires_grad(), need_b = b.requires_grad();
     Shape as = a.shape(), bs = b.shape();
     record(op, {&a, &b}, {&out}, [d, as, bs, need_a, need_b](const TensorList& g) {
       Tensor ga = need_a ? Tensor::empty(as, g[0].dtype(), g[0].device()) : Tensor();
       Tensor gb = need_b ? Tensor::empty(bs, g[0].dtype(), g[0].device()) : Tensor();
-      backend_for("concat_channels backward", g[0]).split_last(d, g[0], ga, gb);
+      backend_for("concat_channels backward", g[0], kBf16Too).split_last(d, g[0], ga, gb);
       return TensorList{ga, gb};
     });
   }
@@ -50,12 +51,12 @@ Tensor upsample_nearest2x(const Tensor& x) {
   check_rank(op, x, 4, "x (NHWC)");
   k::Upsample2xDesc d{x.dim(0), x.dim(1), x.dim(2), x.dim(3)};
   Tensor y = Tensor::empty({d.n, 2 * d.h, 2 * d.w, d.c}, x.dtype(), x.device());
-  backend_for(op, x).upsample_nearest2x(d, x, y);
+  backend_for(op, x, kBf16Too).upsample_nearest2x(d, x, y);
   if (any_requires_grad({&x})) {
     Shape xs = x.shape();
     record(op, {&x}, {&y}, [d, xs](const TensorList& g) {
       Tensor gx = Tensor::empty(xs, g[0].dtype(), g[0].device());
-      backend_for("upsample_nearest2x backward", g[0]).upsample_nearest2x_backward(d, g[0], gx);
+      backend_for("upsample_nearest2x backward", g[0], kBf16Too).upsample_nearest2x_backward(d, g[0], gx);
       return TensorList{gx};
     });
   }

@@ -143,7 +143,9 @@ Tensor UNet2D::forward(const Tensor& x_in, const Tensor& timesteps, const Tensor
   }
 
   h = conv_norm_out_.forward(h, /*silu=*/true);
-  return conv_out_.forward(h);
+  // Under bf16 autocast the activations are bf16 from conv_in on; the output comes back in the
+  // input's dtype (f32) for the loss and the sampler.
+  return ops::cast(conv_out_.forward(h), x_in.dtype());
 }
 
 ParamList UNet2D::named_parameters() {

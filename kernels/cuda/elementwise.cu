@@ -4,9 +4,12 @@
 // per element), b a trailing vector [C] or a scalar (b's index kept as a running `c`, stepped by
 // the grid stride mod C: no per-element division; b as float4 when C % 4 == 0), and any other
 // broadcast ([N,1,1,C], [N,1,1,1], ...) through a mixed-radix cursor that also only adds.
-// The reductions (reduce_to_broadcast, sum) are in elementwise_reduce.cu.
+// The binary ops, scale and SiLU are templates over the storage type (kernels/cuda/storage.cuh):
+// f32, or bf16 with f32 math and one rounding per stored value (8 B per element when b streams).
+// The reductions (reduce_to_broadcast, sum) are in elementwise_reduce.cu, f32 only.
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
+#include "kernels/cuda/storage.cuh"
 #include "kernels/elementwise.h"
 
 #include <cmath>
@@ -20,8 +23,11 @@ using grid::blocks_for;
 using grid::kThreads;
 constexpr int R = BroadcastDesc::kMaxRank;
 
-using grid::load4;
-using grid::store4;
+using storage::aligned4;
+using storage::load;
+using storage::load4;
+using storage::store;
+using storage::store4;
 
 template <BinaryOp kOp>
 __device__ __forceinline__ float apply(float a, float b) {
@@ -36,45 +42,49 @@ __device__ __forceinline__ float apply(float a, float b) {
 
 // ---- binary: same shape ------------------------------------------------------------------------
 
-template <BinaryOp kOp>
+template <BinaryOp kOp, typename S>
 __global__ void __launch_bounds__(kThreads)
-    binary_same(int64_t n, const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
-                bool vector) {
+    binary_same(int64_t n, const S* __restrict__ a, const S* __restrict__ b, S* __restrict__ out, bool vector) {
   grid::for_each_element(
       n, vector,
       [&](int64_t q) {
-        float4 x = load4(a, q), y = load4(b, q);
-        store4(out, q, make_float4(apply<kOp>(x.x, y.x), apply<kOp>(x.y, y.y), apply<kOp>(x.z, y.z), apply<kOp>(x.w, y.w)));
+        float x[4], y[4];
+        load4(a, q, x);
+        load4(b, q, y);
+        DIFFUSE_UNROLL
+        for (int j = 0; j < 4; ++j) x[j] = apply<kOp>(x[j], y[j]);
+        store4(out, q, x);
       },
-      [&](int64_t i) { out[i] = apply<kOp>(a[i], b[i]); });
+      [&](int64_t i) { store(out, i, apply<kOp>(load(a, i), load(b, i))); });
 }
 
 // ---- binary: b is a trailing vector of length c_len (c_len == 1: a scalar) ------------------------
 
-template <BinaryOp kOp>
+template <BinaryOp kOp, typename S>
 __global__ void __launch_bounds__(kThreads)
-    binary_rowvec(int64_t n, int64_t c_len, const float* __restrict__ a, const float* __restrict__ b,
-                  float* __restrict__ out, bool vector, bool vector_b) {
+    binary_rowvec(int64_t n, int64_t c_len, const S* __restrict__ a, const S* __restrict__ b, S* __restrict__ out,
+                  bool vector, bool vector_b) {
   const int64_t stride = grid::grid_threads(), first = grid::global_thread();
   const int64_t n4 = vector ? n / 4 : 0;
   if (first < n4) {
     int64_t c = (4 * first) % c_len;  // b's index of element 4q; a multiple of 4 when c_len is
     const int64_t step = (4 * stride) % c_len;
     for (int64_t q = first; q < n4; q += stride) {
-      float4 x = load4(a, q);
-      float y[4];
+      float x[4], y[4];
+      load4(a, q, x);
       if (vector_b) {
-        float4 v = load4(b, c / 4);
-        y[0] = v.x, y[1] = v.y, y[2] = v.z, y[3] = v.w;
+        load4(b, c / 4, y);
       } else {
         DIFFUSE_UNROLL
         for (int j = 0; j < 4; ++j) {
           int64_t cj = c + j;
           while (cj >= c_len) cj -= c_len;
-          y[j] = b[cj];
+          y[j] = load(b, cj);
         }
       }
-      store4(out, q, make_float4(apply<kOp>(x.x, y[0]), apply<kOp>(x.y, y[1]), apply<kOp>(x.z, y[2]), apply<kOp>(x.w, y[3])));
+      DIFFUSE_UNROLL
+      for (int j = 0; j < 4; ++j) x[j] = apply<kOp>(x[j], y[j]);
+      store4(out, q, x);
       c += step;
       if (c >= c_len) c -= c_len;
     }
@@ -84,7 +94,7 @@ __global__ void __launch_bounds__(kThreads)
     int64_t c = i % c_len;
     const int64_t step = stride % c_len;
     for (; i < n; i += stride) {
-      out[i] = apply<kOp>(a[i], b[c]);
+      store(out, i, apply<kOp>(load(a, i), load(b, c)));
       c += step;
       if (c >= c_len) c -= c_len;
     }
@@ -163,10 +173,10 @@ __device__ __forceinline__ void cursor_advance(const BroadcastWalk& w, Cursor& c
 }
 
 // One thread per group of 4 consecutive elements (float4 for a/out when aligned and whole).
-template <BinaryOp kOp>
+template <BinaryOp kOp, typename S>
 __global__ void __launch_bounds__(kThreads)
-    binary_general(int64_t n, BroadcastWalk w, const float* __restrict__ a, const float* __restrict__ b,
-                   float* __restrict__ out, bool vector) {
+    binary_general(int64_t n, BroadcastWalk w, const S* __restrict__ a, const S* __restrict__ b, S* __restrict__ out,
+                   bool vector) {
   const int64_t stride = grid::grid_threads(), first = grid::global_thread();
   const int64_t groups = (n + 3) / 4;
   if (first >= groups) return;
@@ -177,60 +187,63 @@ __global__ void __launch_bounds__(kThreads)
     const int count = n - i0 < 4 ? static_cast<int>(n - i0) : 4;
     float x[4], r[4];
     if (vector && count == 4) {
-      float4 v = load4(a, q);
-      x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+      load4(a, q, x);
     } else {
       DIFFUSE_UNROLL
-      for (int j = 0; j < 4; ++j) x[j] = j < count ? a[i0 + j] : 0.0f;
+      for (int j = 0; j < 4; ++j) x[j] = j < count ? load(a, i0 + j) : 0.0f;
     }
     Cursor e = cur;
     DIFFUSE_UNROLL
     for (int j = 0; j < 4; ++j) {
-      r[j] = j < count ? apply<kOp>(x[j], b[e.b_off]) : 0.0f;
+      r[j] = j < count ? apply<kOp>(x[j], load(b, e.b_off)) : 0.0f;
       if (j + 1 < count) cursor_next(w, e);
     }
     if (vector && count == 4) {
-      store4(out, q, make_float4(r[0], r[1], r[2], r[3]));
+      store4(out, q, r);
     } else {
       DIFFUSE_UNROLL
       for (int j = 0; j < 4; ++j)
-        if (j < count) out[i0 + j] = r[j];
+        if (j < count) store(out, i0 + j, r[j]);
     }
     cursor_advance(w, cur);
   }
 }
 
-template <BinaryOp kOp>
-void launch_binary(const BroadcastDesc& d, const float* a, const float* b, float* out, Stream stream) {
+template <BinaryOp kOp, typename S>
+void launch_binary(const BroadcastDesc& d, const S* a, const S* b, S* out, Stream stream) {
   const int64_t n = d.numel;
-  const bool vector = aligned16(a) && aligned16(out);
+  const bool vector = aligned4(a) && aligned4(out);
   const int rank = d.rank;
   if (rank == 1 && d.b_has[0]) {
-    const bool vec = vector && aligned16(b);
-    DIFFUSE_LAUNCH((binary_same<kOp>), blocks_for(vec ? (n + 3) / 4 : n), kThreads, 0, stream, n, a, b, out, vec);
+    const bool vec = vector && aligned4(b);
+    DIFFUSE_LAUNCH((binary_same<kOp, S>), blocks_for(vec ? (n + 3) / 4 : n), kThreads, 0, stream, n, a, b, out, vec);
   } else if ((rank == 1 && !d.b_has[0]) || (rank == 2 && !d.b_has[0] && d.b_has[1])) {
     const int64_t c_len = rank == 1 ? 1 : d.size[1];
-    const bool vector_b = c_len % 4 == 0 && aligned16(b);
-    DIFFUSE_LAUNCH((binary_rowvec<kOp>), blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, c_len, a, b,
-                   out, vector, vector_b);
+    const bool vector_b = c_len % 4 == 0 && aligned4(b);
+    DIFFUSE_LAUNCH((binary_rowvec<kOp, S>), blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, c_len, a,
+                   b, out, vector, vector_b);
   } else {
     const int blocks = blocks_for((n + 3) / 4);
     BroadcastWalk w = make_walk(d, 4 * static_cast<int64_t>(blocks) * kThreads);
-    DIFFUSE_LAUNCH((binary_general<kOp>), blocks, kThreads, 0, stream, n, w, a, b, out, vector);
+    DIFFUSE_LAUNCH((binary_general<kOp, S>), blocks, kThreads, 0, stream, n, w, a, b, out, vector);
   }
 }
 
 // ---- unary maps and fill -------------------------------------------------------------------------
 
+template <typename S>
 __global__ void __launch_bounds__(kThreads)
-    scale_kernel(int64_t n, float s, const float* __restrict__ x, float* __restrict__ out, bool vector) {
+    scale_kernel(int64_t n, float s, const S* __restrict__ x, S* __restrict__ out, bool vector) {
   grid::for_each_element(
       n, vector,
       [&](int64_t q) {
-        float4 v = load4(x, q);
-        store4(out, q, make_float4(s * v.x, s * v.y, s * v.z, s * v.w));
+        float v[4];
+        load4(x, q, v);
+        DIFFUSE_UNROLL
+        for (int j = 0; j < 4; ++j) v[j] *= s;
+        store4(out, q, v);
       },
-      [&](int64_t i) { out[i] = s * x[i]; });
+      [&](int64_t i) { store(out, i, s * load(x, i)); });
 }
 
 // The CPU twin's expressions, operation for operation.
@@ -240,27 +253,35 @@ __device__ __forceinline__ float silu_grad(float x, float gy) {
   return gy * s * (1.0f + x * (1.0f - s));
 }
 
+template <typename S>
 __global__ void __launch_bounds__(kThreads)
-    silu_forward_kernel(int64_t n, const float* __restrict__ x, float* __restrict__ y, bool vector) {
+    silu_forward_kernel(int64_t n, const S* __restrict__ x, S* __restrict__ y, bool vector) {
   grid::for_each_element(
       n, vector,
       [&](int64_t q) {
-        float4 v = load4(x, q);
-        store4(y, q, make_float4(silu(v.x), silu(v.y), silu(v.z), silu(v.w)));
+        float v[4];
+        load4(x, q, v);
+        DIFFUSE_UNROLL
+        for (int j = 0; j < 4; ++j) v[j] = silu(v[j]);
+        store4(y, q, v);
       },
-      [&](int64_t i) { y[i] = silu(x[i]); });
+      [&](int64_t i) { store(y, i, silu(load(x, i))); });
 }
 
+template <typename S>
 __global__ void __launch_bounds__(kThreads)
-    silu_backward_kernel(int64_t n, const float* __restrict__ x, const float* __restrict__ gy, float* __restrict__ gx,
-                         bool vector) {
+    silu_backward_kernel(int64_t n, const S* __restrict__ x, const S* __restrict__ gy, S* __restrict__ gx, bool vector) {
   grid::for_each_element(
       n, vector,
       [&](int64_t q) {
-        float4 v = load4(x, q), g = load4(gy, q);
-        store4(gx, q, make_float4(silu_grad(v.x, g.x), silu_grad(v.y, g.y), silu_grad(v.z, g.z), silu_grad(v.w, g.w)));
+        float v[4], g[4];
+        load4(x, q, v);
+        load4(gy, q, g);
+        DIFFUSE_UNROLL
+        for (int j = 0; j < 4; ++j) v[j] = silu_grad(v[j], g[j]);
+        store4(gx, q, v);
       },
-      [&](int64_t i) { gx[i] = silu_grad(x[i], gy[i]); });
+      [&](int64_t i) { store(gx, i, silu_grad(load(x, i), load(gy, i))); });
 }
 
 // The value is read from memory once per thread (a device scalar: no host round trip).
@@ -268,12 +289,13 @@ __global__ void __launch_bounds__(kThreads)
     fill_kernel(int64_t n, const float* __restrict__ value, float* __restrict__ out, bool vector) {
   const float v = *value;
   grid::for_each_element(
-      n, vector, [&](int64_t q) { store4(out, q, make_float4(v, v, v, v)); }, [&](int64_t i) { out[i] = v; });
+      n, vector, [&](int64_t q) { grid::store4(out, q, make_float4(v, v, v, v)); }, [&](int64_t i) { out[i] = v; });
 }
 
 }  // namespace
 
-void binary(BinaryOp op, const BroadcastDesc& d, const float* a, const float* b, float* out, Stream stream) {
+template <typename S>
+void binary_impl(BinaryOp op, const BroadcastDesc& d, const S* a, const S* b, S* out, Stream stream) {
   if (d.numel == 0) return;
   require(a && b && out, "binary: null buffer");
   switch (op) {
@@ -283,20 +305,48 @@ void binary(BinaryOp op, const BroadcastDesc& d, const float* a, const float* b,
   }
 }
 
-void scale(int64_t n, float s, const float* x, float* out, Stream stream) {
-  const bool vector = aligned16(x) && aligned16(out);
-  DIFFUSE_LAUNCH(scale_kernel, blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, s, x, out, vector);
+template <typename S>
+void scale_impl(int64_t n, float s, const S* x, S* out, Stream stream) {
+  const bool vector = aligned4(x) && aligned4(out);
+  DIFFUSE_LAUNCH(scale_kernel<S>, blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, s, x, out, vector);
 }
 
-void silu_forward(int64_t n, const float* x, float* y, Stream stream) {
-  const bool vector = aligned16(x) && aligned16(y);
-  DIFFUSE_LAUNCH(silu_forward_kernel, blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, x, y, vector);
+template <typename S>
+void silu_forward_impl(int64_t n, const S* x, S* y, Stream stream) {
+  const bool vector = aligned4(x) && aligned4(y);
+  DIFFUSE_LAUNCH(silu_forward_kernel<S>, blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, x, y, vector);
+}
+
+template <typename S>
+void silu_backward_impl(int64_t n, const S* x, const S* gy, S* gx, Stream stream) {
+  const bool vector = aligned4(x) && aligned4(gy) && aligned4(gx);
+  DIFFUSE_LAUNCH(silu_backward_kernel<S>, blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, x, gy, gx,
+                 vector);
+}
+
+void binary(BinaryOp op, const BroadcastDesc& d, const float* a, const float* b, float* out, Stream stream) {
+  binary_impl(op, d, a, b, out, stream);
+}
+void binary(BinaryOp op, const BroadcastDesc& d, const uint16_t* a, const uint16_t* b, uint16_t* out,
+            Stream stream) {
+  binary_impl(op, d, storage::dev(a), storage::dev(b), storage::dev(out), stream);
+}
+
+void scale(int64_t n, float s, const float* x, float* out, Stream stream) { scale_impl(n, s, x, out, stream); }
+void scale(int64_t n, float s, const uint16_t* x, uint16_t* out, Stream stream) {
+  scale_impl(n, s, storage::dev(x), storage::dev(out), stream);
+}
+
+void silu_forward(int64_t n, const float* x, float* y, Stream stream) { silu_forward_impl(n, x, y, stream); }
+void silu_forward(int64_t n, const uint16_t* x, uint16_t* y, Stream stream) {
+  silu_forward_impl(n, storage::dev(x), storage::dev(y), stream);
 }
 
 void silu_backward(int64_t n, const float* x, const float* gy, float* gx, Stream stream) {
-  const bool vector = aligned16(x) && aligned16(gy) && aligned16(gx);
-  DIFFUSE_LAUNCH(silu_backward_kernel, blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, x, gy, gx,
-                 vector);
+  silu_backward_impl(n, x, gy, gx, stream);
+}
+void silu_backward(int64_t n, const uint16_t* x, const uint16_t* gy, uint16_t* gx, Stream stream) {
+  silu_backward_impl(n, storage::dev(x), storage::dev(gy), storage::dev(gx), stream);
 }
 
 void fill(int64_t n, const float* value, float* out, Stream stream) {

@@ -19,8 +19,13 @@
 // cross-chunk and per-channel totals are in double. Loads are float4 when C/G % 4 == 0 and the
 // activation pointers are 16-byte aligned. Group runs narrower than a 32-byte sector (C/G < 8)
 // rely on L2 to share sectors between the G blocks of an image.
+// Activations (x, y, dy, dx) are a template over the storage type (kernels/cuda/storage.cuh): f32,
+// or bf16 read into f32 (the shared slab, the statistics and all math stay f32/f64) and rounded
+// once on store; gamma, beta, add_nc and their grads are f32 either way. The plan (and so the
+// workspace) does not depend on the storage type; bf16 vector loads need 8-byte alignment.
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
+#include "kernels/cuda/storage.cuh"
 #include "kernels/group_norm.h"
 
 #include <algorithm>
@@ -44,26 +49,27 @@ struct Pack {
   float v[VEC];
 };
 
-template <int VEC>
-__device__ __forceinline__ Pack<VEC> load_pack(const float* p) {
+// VEC consecutive elements of p (f32 shared memory or S storage) as floats, and back.
+template <int VEC, typename S>
+__device__ __forceinline__ Pack<VEC> load_pack(const S* p) {
   Pack<VEC> r;
   if constexpr (VEC == 4) {
-    grid::load4(p, 0, r.v);
+    storage::load4(p, 0, r.v);
   } else {
-    r.v[0] = *p;
+    r.v[0] = storage::load(p, 0);
   }
   return r;
 }
 
-template <int VEC>
-__device__ __forceinline__ void store_pack(float* p, const Pack<VEC>& r) {
+template <int VEC, typename S>
+__device__ __forceinline__ void store_pack(S* p, const Pack<VEC>& r) {
   if constexpr (VEC == 4)
-    grid::store4(p, 0, r.v);
+    storage::store4(p, 0, r.v);
   else
-    *p = r.v[0];
+    storage::store(p, 0, r.v[0]);
 }
 
-using grid::aligned16;
+using storage::aligned4;
 using grid::min64;
 using grid::warp_sum;
 
@@ -97,17 +103,17 @@ __device__ __forceinline__ T block_sum_to_all(T v, T* red) {
 // shared memory and reduces their exact (mean, M2). kFused (one chunk = the whole slab): then
 // writes mean/rstd and y from shared memory. Otherwise: writes the chunk's partial (mean, M2).
 // Dynamic shared memory: (chunk_rows + 2) · C/G floats.
-template <int VEC, bool kFused>
+template <int VEC, bool kFused, typename S>
 __global__ void __launch_bounds__(kFusedMaxThreads)
-    gn_forward_stats(GroupNormDesc d, int64_t chunk_rows, const float* __restrict__ x,
+    gn_forward_stats(GroupNormDesc d, int64_t chunk_rows, const S* __restrict__ x,
                      const float* __restrict__ add_nc, const float* __restrict__ gamma,
-                     const float* __restrict__ beta, float* __restrict__ y, double* __restrict__ mean_out,
+                     const float* __restrict__ beta, S* __restrict__ y, double* __restrict__ mean_out,
                      double* __restrict__ rstd_out, float2* __restrict__ partial) {
   DIFFUSE_SHARED(float, red, kMaxWarps);
-  const int64_t C = d.channels, S = d.spatial, G = d.groups;
+  const int64_t C = d.channels, Sp = d.spatial, G = d.groups;
   const int cg = static_cast<int>(C / G), cgv = cg / VEC;
   const int64_t k = blockIdx.x, g = blockIdx.y, n = blockIdx.z;
-  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, S - s0);
+  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, Sp - s0);
   const int tid = threadIdx.x, T = blockDim.x;
   float* slab = dynamic_smem<float>();   // [rows, cg]: h = x + add_nc
   float* chan_a = slab + chunk_rows * cg;  // [cg]: add_nc, later gamma
@@ -115,7 +121,7 @@ __global__ void __launch_bounds__(kFusedMaxThreads)
 
   for (int c = tid; c < cg; c += T) chan_a[c] = add_nc ? add_nc[n * C + g * cg + c] : 0.0f;
   __syncthreads();
-  const float* xg = x + (n * S + s0) * C + g * cg;
+  const S* xg = x + (n * Sp + s0) * C + g * cg;
   const int64_t packs = rows * cgv;
   float local = 0.0f;
   for (int64_t e = tid; e < packs; e += T) {
@@ -160,7 +166,7 @@ __global__ void __launch_bounds__(kFusedMaxThreads)
       chan_b[c] = beta[g * cg + c];
     }
     __syncthreads();
-    float* yg = y + (n * S + s0) * C + g * cg;
+    S* yg = y + (n * Sp + s0) * C + g * cg;
     for (int64_t e = tid; e < packs; e += T) {
       const int64_t r = e / cgv;
       const int cv = static_cast<int>(e - r * cgv);
@@ -178,17 +184,17 @@ __global__ void __launch_bounds__(kFusedMaxThreads)
 // Grid (chunks, G, N), kThreads. Warp 0 merges the chunk partials of (n, g) in double (every
 // block of the group computes the same values in the same order); the block normalises its
 // chunk, re-reading x. Chunk 0 writes mean/rstd. Dynamic shared memory: 3 · C/G floats.
-template <int VEC>
+template <int VEC, typename S>
 __global__ void __launch_bounds__(kThreads)
-    gn_forward_apply(GroupNormDesc d, int64_t chunk_rows, const float* __restrict__ x,
+    gn_forward_apply(GroupNormDesc d, int64_t chunk_rows, const S* __restrict__ x,
                      const float* __restrict__ add_nc, const float* __restrict__ gamma,
-                     const float* __restrict__ beta, const float2* __restrict__ partial, float* __restrict__ y,
+                     const float* __restrict__ beta, const float2* __restrict__ partial, S* __restrict__ y,
                      double* __restrict__ mean_out, double* __restrict__ rstd_out) {
   DIFFUSE_SHARED(double, stat, 2);
-  const int64_t C = d.channels, S = d.spatial, G = d.groups;
+  const int64_t C = d.channels, Sp = d.spatial, G = d.groups;
   const int cg = static_cast<int>(C / G), cgv = cg / VEC;
   const int64_t k = blockIdx.x, g = blockIdx.y, n = blockIdx.z, chunks = gridDim.x;
-  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, S - s0);
+  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, Sp - s0);
   const int tid = threadIdx.x, T = blockDim.x;
   float* chan_add = dynamic_smem<float>();  // [cg] each
   float* chan_gamma = chan_add + cg;
@@ -196,15 +202,15 @@ __global__ void __launch_bounds__(kThreads)
 
   if (tid < 32) {
     const float2* pg = partial + (n * G + g) * chunks;
-    const double total = static_cast<double>(S * cg);
+    const double total = static_cast<double>(Sp * cg);
     double weighted = 0.0;
     for (int64_t q = tid; q < chunks; q += 32)
-      weighted += static_cast<double>(min64(chunk_rows, S - q * chunk_rows) * cg) * pg[q].x;
+      weighted += static_cast<double>(min64(chunk_rows, Sp - q * chunk_rows) * cg) * pg[q].x;
     weighted = warp_sum(weighted);
     const double mean = total > 0 ? weighted / total : 0.0;
     double m2 = 0.0;
     for (int64_t q = tid; q < chunks; q += 32) {
-      const double nq = static_cast<double>(min64(chunk_rows, S - q * chunk_rows) * cg), dm = pg[q].x - mean;
+      const double nq = static_cast<double>(min64(chunk_rows, Sp - q * chunk_rows) * cg), dm = pg[q].x - mean;
       m2 += pg[q].y + nq * dm * dm;
     }
     m2 = warp_sum(m2);
@@ -224,8 +230,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   const float mean = static_cast<float>(stat[0]), rstd = static_cast<float>(stat[1]);
-  const float* xg = x + (n * S + s0) * C + g * cg;
-  float* yg = y + (n * S + s0) * C + g * cg;
+  const S* xg = x + (n * Sp + s0) * C + g * cg;
+  S* yg = y + (n * Sp + s0) * C + g * cg;
   for (int64_t e = tid; e < rows * cgv; e += T) {
     const int64_t r = e / cgv;
     const int cv = static_cast<int>(e - r * cgv);
@@ -246,23 +252,23 @@ __global__ void __launch_bounds__(kThreads)
 // Σ x̂ into partial[n, g, k, 3, cg]. `lanes` (a power of two <= kThreads, >= the group's channel
 // packs where possible) threads cover one row's packs; the kThreads / lanes row-groups stride the
 // rows. Each sum is first shuffled across the row-groups of a warp, then across warps in order.
-template <int VEC>
+template <int VEC, typename S>
 __global__ void __launch_bounds__(kThreads)
-    gn_backward_partial(GroupNormDesc d, int64_t chunk_rows, int lanes, const float* __restrict__ x,
+    gn_backward_partial(GroupNormDesc d, int64_t chunk_rows, int lanes, const S* __restrict__ x,
                         const float* __restrict__ add_nc, const float* __restrict__ gamma,
                         const float* __restrict__ beta, const double* __restrict__ mean_in,
-                        const double* __restrict__ rstd_in, const float* __restrict__ dy,
+                        const double* __restrict__ rstd_in, const S* __restrict__ dy,
                         float* __restrict__ partial) {
   DIFFUSE_SHARED(float, red, 3 * VEC * kThreads);
-  const int64_t C = d.channels, S = d.spatial, G = d.groups;
+  const int64_t C = d.channels, Sp = d.spatial, G = d.groups;
   const int cg = static_cast<int>(C / G), cgv = cg / VEC;
   const int64_t k = blockIdx.x, g = blockIdx.y, n = blockIdx.z, chunks = gridDim.x;
-  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, S - s0);
+  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, Sp - s0);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int L = lanes, row_groups = kThreads / L, r0 = tid / L;
   const float mean = static_cast<float>(mean_in[n * G + g]), rstd = static_cast<float>(rstd_in[n * G + g]);
-  const float* xg = x + (n * S + s0) * C + g * cg;
-  const float* dyg = dy + (n * S + s0) * C + g * cg;
+  const S* xg = x + (n * Sp + s0) * C + g * cg;
+  const S* dyg = dy + (n * Sp + s0) * C + g * cg;
   float* out = partial + ((n * G + g) * chunks + k) * 3 * cg;
 
   for (int c0 = 0; c0 < cgv; c0 += L) {  // channel tiles (one unless the group is very wide)
@@ -327,19 +333,19 @@ __global__ void __launch_bounds__(kThreads)
 // m1 = mean over the group of dŷ·γ, m2 = mean of dŷ·γ·x̂, then for the chunk's rows
 // dx = rstd · (dŷ·γ − m1 − x̂·m2). Chunk 0 writes nc_sums [2, N, C] (Σ dŷ, Σ dŷ·x̂ per (n, c))
 // and dadd_nc = Σ_s dx = rstd · (γ·Σdŷ − S·m1 − m2·Σx̂). Dynamic shared memory: 3 · C/G floats.
-template <int VEC>
+template <int VEC, typename S>
 __global__ void __launch_bounds__(kThreads)
-    gn_backward_apply(GroupNormDesc d, int64_t chunk_rows, const float* __restrict__ x,
+    gn_backward_apply(GroupNormDesc d, int64_t chunk_rows, const S* __restrict__ x,
                       const float* __restrict__ add_nc, const float* __restrict__ gamma,
                       const float* __restrict__ beta, const double* __restrict__ mean_in,
-                      const double* __restrict__ rstd_in, const float* __restrict__ dy,
-                      const float* __restrict__ partial, float* __restrict__ dx, float* __restrict__ nc_sums,
+                      const double* __restrict__ rstd_in, const S* __restrict__ dy,
+                      const float* __restrict__ partial, S* __restrict__ dx, float* __restrict__ nc_sums,
                       float* __restrict__ dadd_nc) {
   DIFFUSE_SHARED(double, red, kMaxWarps);
-  const int64_t N = d.n, C = d.channels, S = d.spatial, G = d.groups;
+  const int64_t N = d.n, C = d.channels, Sp = d.spatial, G = d.groups;
   const int cg = static_cast<int>(C / G), cgv = cg / VEC;
   const int64_t k = blockIdx.x, g = blockIdx.y, n = blockIdx.z, chunks = gridDim.x;
-  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, S - s0);
+  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, Sp - s0);
   const int tid = threadIdx.x, T = blockDim.x;
   float* chan_add = dynamic_smem<float>();  // [cg] each
   float* chan_gamma = chan_add + cg;
@@ -366,7 +372,7 @@ __global__ void __launch_bounds__(kThreads)
       nc_sums[(N + n) * C + gc] = static_cast<float>(sdyx);
     }
   }
-  const double count = static_cast<double>(S * cg);
+  const double count = static_cast<double>(Sp * cg);
   const double s1 = block_sum_to_all(l1, red), s2 = block_sum_to_all(l2, red);  // their barriers publish chan_*
   const double m1_d = count > 0 ? s1 / count : 0.0, m2_d = count > 0 ? s2 / count : 0.0;
   if (k == 0 && dadd_nc) {
@@ -377,14 +383,14 @@ __global__ void __launch_bounds__(kThreads)
         sx += pg[(q * 3 + 2) * cg + c];
       }
       dadd_nc[n * C + g * cg + c] =
-          static_cast<float>(rstd_d * (chan_gamma[c] * sdy - static_cast<double>(S) * m1_d - m2_d * sx));
+          static_cast<float>(rstd_d * (chan_gamma[c] * sdy - static_cast<double>(Sp) * m1_d - m2_d * sx));
     }
   }
   const float mean = static_cast<float>(mean_d), rstd = static_cast<float>(rstd_d);
   const float m1 = static_cast<float>(m1_d), m2 = static_cast<float>(m2_d);
-  const float* xg = x + (n * S + s0) * C + g * cg;
-  const float* dyg = dy + (n * S + s0) * C + g * cg;
-  float* dxg = dx + (n * S + s0) * C + g * cg;
+  const S* xg = x + (n * Sp + s0) * C + g * cg;
+  const S* dyg = dy + (n * Sp + s0) * C + g * cg;
+  S* dxg = dx + (n * Sp + s0) * C + g * cg;
   for (int64_t e = tid; e < rows * cgv; e += T) {
     const int64_t r = e / cgv;
     const int cv = static_cast<int>(e - r * cgv);
@@ -469,28 +475,28 @@ Plan make_plan(const GroupNormDesc& d) {
   return p;
 }
 
-template <int VEC>
-void forward_impl(const GroupNormDesc& d, const Plan& p, const float* x, const float* add_nc, const float* gamma,
-                  const float* beta, float* y, double* mean, double* rstd, void* workspace, Stream stream) {
+template <int VEC, typename S>
+void forward_impl(const GroupNormDesc& d, const Plan& p, const S* x, const float* add_nc, const float* gamma,
+                  const float* beta, S* y, double* mean, double* rstd, void* workspace, Stream stream) {
   const int64_t cg = d.group_size();
   const dim3 groups_images(1, static_cast<unsigned>(d.groups), static_cast<unsigned>(d.n));
   if (p.fused) {
-    DIFFUSE_LAUNCH((gn_forward_stats<VEC, true>), groups_images, p.fused_threads, p.fused_smem, stream, d,
+    DIFFUSE_LAUNCH((gn_forward_stats<VEC, true, S>), groups_images, p.fused_threads, p.fused_smem, stream, d,
                    d.spatial, x, add_nc, gamma, beta, y, mean, rstd, static_cast<float2*>(nullptr));
     return;
   }
   const dim3 grid(static_cast<unsigned>(p.chunks), static_cast<unsigned>(d.groups), static_cast<unsigned>(d.n));
   float2* partial = static_cast<float2*>(workspace);
-  DIFFUSE_LAUNCH((gn_forward_stats<VEC, false>), grid, kThreads,
+  DIFFUSE_LAUNCH((gn_forward_stats<VEC, false, S>), grid, kThreads,
                  static_cast<size_t>((p.chunk_rows + 2) * cg) * sizeof(float), stream, d, p.chunk_rows, x, add_nc,
                  gamma, beta, y, mean, rstd, partial);
-  DIFFUSE_LAUNCH((gn_forward_apply<VEC>), grid, kThreads, static_cast<size_t>(3 * cg) * sizeof(float), stream, d,
+  DIFFUSE_LAUNCH((gn_forward_apply<VEC, S>), grid, kThreads, static_cast<size_t>(3 * cg) * sizeof(float), stream, d,
                  p.chunk_rows, x, add_nc, gamma, beta, static_cast<const float2*>(partial), y, mean, rstd);
 }
 
-template <int VEC>
-void backward_impl(const GroupNormDesc& d, const Plan& p, const float* x, const float* add_nc, const float* gamma,
-                   const float* beta, const double* mean, const double* rstd, const float* dy, float* dx,
+template <int VEC, typename S>
+void backward_impl(const GroupNormDesc& d, const Plan& p, const S* x, const float* add_nc, const float* gamma,
+                   const float* beta, const double* mean, const double* rstd, const S* dy, S* dx,
                    float* dgamma, float* dbeta, float* dadd_nc, void* workspace, Stream stream) {
   const int64_t cg = d.group_size(), cgv = cg / VEC;
   int lanes = 1;
@@ -498,14 +504,49 @@ void backward_impl(const GroupNormDesc& d, const Plan& p, const float* x, const 
   float* partial = static_cast<float*>(workspace);  // [N, G, chunks, 3, cg]
   float* nc_sums = partial + d.n * d.channels * p.chunks * 3;  // [2, N, C]
   const dim3 grid(static_cast<unsigned>(p.chunks), static_cast<unsigned>(d.groups), static_cast<unsigned>(d.n));
-  DIFFUSE_LAUNCH((gn_backward_partial<VEC>), grid, kThreads, 0, stream, d, p.chunk_rows, lanes, x, add_nc, gamma,
+  DIFFUSE_LAUNCH((gn_backward_partial<VEC, S>), grid, kThreads, 0, stream, d, p.chunk_rows, lanes, x, add_nc, gamma,
                  beta, mean, rstd, dy, partial);
-  DIFFUSE_LAUNCH((gn_backward_apply<VEC>), grid, kThreads, static_cast<size_t>(3 * cg) * sizeof(float), stream, d,
+  DIFFUSE_LAUNCH((gn_backward_apply<VEC, S>), grid, kThreads, static_cast<size_t>(3 * cg) * sizeof(float), stream, d,
                  p.chunk_rows, x, add_nc, gamma, beta, mean, rstd, dy, static_cast<const float*>(partial), dx,
                  nc_sums, dadd_nc);
   if (dgamma || dbeta)
     DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + kThreads - 1) / kThreads), kThreads, 0,
                    stream, d.n, d.channels, static_cast<const float*>(nc_sums), dgamma, dbeta);
+}
+
+template <typename S>
+void forward_entry(const GroupNormDesc& d, const S* x, const float* add_nc, const float* gamma, const float* beta,
+                   S* y, double* mean, double* rstd, void* workspace, Stream stream) {
+  check_desc(d);
+  if (d.n == 0 || d.channels == 0) return;
+  const Plan p = make_plan(d);
+  require(gamma && beta && mean && rstd && (d.spatial == 0 || (x && y)), "group_norm: null buffer");
+  require(p.fused || workspace, "group_norm: the chunked forward needs its workspace");
+  if (d.group_size() % 4 == 0 && aligned4(x) && aligned4(y))
+    forward_impl<4>(d, p, x, add_nc, gamma, beta, y, mean, rstd, workspace, stream);
+  else
+    forward_impl<1>(d, p, x, add_nc, gamma, beta, y, mean, rstd, workspace, stream);
+}
+
+template <typename S>
+void backward_entry(const GroupNormDesc& d, const S* x, const float* add_nc, const float* gamma, const float* beta,
+                    const double* mean, const double* rstd, const S* dy, S* dx, float* dgamma, float* dbeta,
+                    float* dadd_nc, void* workspace, Stream stream) {
+  check_desc(d);
+  if (d.channels == 0) return;
+  const Plan p = make_plan(d);
+  if (d.n == 0) {  // nothing to reduce: the parameter grads are zeros
+    if (dgamma || dbeta)
+      DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + kThreads - 1) / kThreads), kThreads, 0,
+                     stream, int64_t{0}, d.channels, static_cast<const float*>(nullptr), dgamma, dbeta);
+    return;
+  }
+  require(gamma && beta && mean && rstd && workspace && (d.spatial == 0 || (x && dy && dx)),
+          "group_norm backward: null buffer");
+  if (d.group_size() % 4 == 0 && aligned4(x) && aligned4(dy) && aligned4(dx))
+    backward_impl<4>(d, p, x, add_nc, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dadd_nc, workspace, stream);
+  else
+    backward_impl<1>(d, p, x, add_nc, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dadd_nc, workspace, stream);
 }
 
 }  // namespace
@@ -524,35 +565,25 @@ size_t group_norm_backward_workspace_bytes(const GroupNormDesc& d) {
 
 void group_norm_forward(const GroupNormDesc& d, const float* x, const float* add_nc, const float* gamma,
                         const float* beta, float* y, double* mean, double* rstd, void* workspace, Stream stream) {
-  check_desc(d);
-  if (d.n == 0 || d.channels == 0) return;
-  const Plan p = make_plan(d);
-  require(gamma && beta && mean && rstd && (d.spatial == 0 || (x && y)), "group_norm: null buffer");
-  require(p.fused || workspace, "group_norm: the chunked forward needs its workspace");
-  if (d.group_size() % 4 == 0 && aligned16(x) && aligned16(y))
-    forward_impl<4>(d, p, x, add_nc, gamma, beta, y, mean, rstd, workspace, stream);
-  else
-    forward_impl<1>(d, p, x, add_nc, gamma, beta, y, mean, rstd, workspace, stream);
+  forward_entry(d, x, add_nc, gamma, beta, y, mean, rstd, workspace, stream);
+}
+
+void group_norm_forward(const GroupNormDesc& d, const uint16_t* x, const float* add_nc, const float* gamma,
+                        const float* beta, uint16_t* y, double* mean, double* rstd, void* workspace, Stream stream) {
+  forward_entry(d, storage::dev(x), add_nc, gamma, beta, storage::dev(y), mean, rstd, workspace, stream);
 }
 
 void group_norm_backward(const GroupNormDesc& d, const float* x, const float* add_nc, const float* gamma,
                          const float* beta, const double* mean, const double* rstd, const float* dy, float* dx,
                          float* dgamma, float* dbeta, float* dadd_nc, void* workspace, Stream stream) {
-  check_desc(d);
-  if (d.channels == 0) return;
-  const Plan p = make_plan(d);
-  if (d.n == 0) {  // nothing to reduce: the parameter grads are zeros
-    if (dgamma || dbeta)
-      DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + kThreads - 1) / kThreads), kThreads, 0,
-                     stream, int64_t{0}, d.channels, static_cast<const float*>(nullptr), dgamma, dbeta);
-    return;
-  }
-  require(gamma && beta && mean && rstd && workspace && (d.spatial == 0 || (x && dy && dx)),
-          "group_norm backward: null buffer");
-  if (d.group_size() % 4 == 0 && aligned16(x) && aligned16(dy) && aligned16(dx))
-    backward_impl<4>(d, p, x, add_nc, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dadd_nc, workspace, stream);
-  else
-    backward_impl<1>(d, p, x, add_nc, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dadd_nc, workspace, stream);
+  backward_entry(d, x, add_nc, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dadd_nc, workspace, stream);
+}
+
+void group_norm_backward(const GroupNormDesc& d, const uint16_t* x, const float* add_nc, const float* gamma,
+                         const float* beta, const double* mean, const double* rstd, const uint16_t* dy, uint16_t* dx,
+                         float* dgamma, float* dbeta, float* dadd_nc, void* workspace, Stream stream) {
+  backward_entry(d, storage::dev(x), add_nc, gamma, beta, mean, rstd, storage::dev(dy), storage::dev(dx), dgamma,
+                 dbeta, dadd_nc, workspace, stream);
 }
 
 }  // namespace diffuse::kernels::DIFFUSE_DEVICE_NS

@@ -1,6 +1,8 @@
 // CUDA dropout and MSE loss (see kernels/loss.h), also run by the SIMT emulator.
 // Dropout: one thread per Philox block (4 consecutive elements share one counter, the mapping of
-// philox::uniform_at), float4 when aligned: 8 B per element and one Philox4x32-10 per 4 elements.
+// philox::uniform_at), float4 when aligned: 8 B per element and one Philox4x32-10 per 4 elements;
+// a template over the storage type (kernels/cuda/storage.cuh), so bf16 activations drop in place
+// (4 B per element, the kept value scaled in f32 and rounded once).
 // MSE: stage 1 runs a 256-thread block per (batch item, split), f32 sums per thread over float4
 // loads, an f64 block sum, times the item's weight, into a workspace of doubles; stage 2 is one
 // block adding every partial in a fixed order and writing loss[0]. Splits depend on the shape
@@ -8,6 +10,7 @@
 // item's coefficient computed once in f64 like the twin, then 12 B per element.
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
+#include "kernels/cuda/storage.cuh"
 #include "kernels/loss.h"
 #include "kernels/philox.h"
 
@@ -24,8 +27,9 @@ constexpr int64_t kTargetBlocks = 1024;  // stage-1 blocks to aim for
 constexpr int64_t kSplitMin = 16384;     // elements per split (64 per thread)
 constexpr int64_t kMaxGridY = 65535;
 
+template <typename S>
 __global__ void __launch_bounds__(kThreads)
-    dropout_kernel(DropoutDesc d, const float* __restrict__ x, float* __restrict__ y, bool vector) {
+    dropout_kernel(DropoutDesc d, const S* __restrict__ x, S* __restrict__ y, bool vector) {
   const float scale = static_cast<float>(d.scale);
   const int64_t quads = (d.n + 3) / 4, stride = grid::grid_threads();
   for (int64_t q = grid::global_thread(); q < quads; q += stride) {
@@ -34,19 +38,19 @@ __global__ void __launch_bounds__(kThreads)
     const int count = d.n - i0 < 4 ? static_cast<int>(d.n - i0) : 4;
     float in[4], out[4];
     if (vector && count == 4) {
-      grid::load4(x, q, in);
+      storage::load4(x, q, in);
     } else {
       DIFFUSE_UNROLL
-      for (int j = 0; j < 4; ++j) in[j] = j < count ? x[i0 + j] : 0.0f;
+      for (int j = 0; j < 4; ++j) in[j] = j < count ? storage::load(x, i0 + j) : 0.0f;
     }
     DIFFUSE_UNROLL
     for (int j = 0; j < 4; ++j) out[j] = philox::to_uniform(r.v[j]) < d.p ? 0.0f : in[j] * scale;
     if (vector && count == 4) {
-      grid::store4(y, q, out);
+      storage::store4(y, q, out);
     } else {
       DIFFUSE_UNROLL
       for (int j = 0; j < 4; ++j)
-        if (j < count) y[i0 + j] = out[j];
+        if (j < count) storage::store(y, i0 + j, out[j]);
     }
   }
 }
@@ -132,13 +136,19 @@ void check_mse(const MseDesc& d, const char* op) {
                                                 ", per_item " + std::to_string(d.per_item) + ")");
 }
 
-}  // namespace
-
-void dropout_apply(const DropoutDesc& d, const float* x, float* y, Stream stream) {
+template <typename S>
+void dropout_impl(const DropoutDesc& d, const S* x, S* y, Stream stream) {
   require(d.n >= 0 && d.p >= 0.0f && d.p < 1.0f, "dropout: need n >= 0 and p in [0, 1), got n " +
                                                      std::to_string(d.n) + ", p " + std::to_string(d.p));
-  const bool vector = aligned16(x) && aligned16(y);
-  DIFFUSE_LAUNCH(dropout_kernel, blocks_for((d.n + 3) / 4), kThreads, 0, stream, d, x, y, vector);
+  const bool vector = storage::aligned4(x) && storage::aligned4(y);
+  DIFFUSE_LAUNCH(dropout_kernel<S>, blocks_for((d.n + 3) / 4), kThreads, 0, stream, d, x, y, vector);
+}
+
+}  // namespace
+
+void dropout_apply(const DropoutDesc& d, const float* x, float* y, Stream stream) { dropout_impl(d, x, y, stream); }
+void dropout_apply(const DropoutDesc& d, const uint16_t* x, uint16_t* y, Stream stream) {
+  dropout_impl(d, storage::dev(x), storage::dev(y), stream);
 }
 
 int64_t mse_loss_workspace(const MseDesc& d) { return plan_mse(d).partials; }

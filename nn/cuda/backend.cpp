@@ -1,5 +1,7 @@
 // The CUDA backend's element-wise, embedding, loss, shape, diffusion and group-norm entries (see
 // nn/cuda/backend.h): f32 device pointers (backend_for checked the dtype) on current_stream().
+// The entries bf16 autocast runs between layers (binary, scale, SiLU, dropout, concat/split,
+// upsample and group norm's activations) also take bf16 storage, switched on once per call.
 // Also cuda_backend(), which makes this build's CUDA tensors reach these entries.
 #include "nn/cuda/backend.h"
 
@@ -38,7 +40,10 @@ const Backend* cuda_backend() {
 
 void CudaBackend::binary(k::BinaryOp op, const k::BroadcastDesc& d, const Tensor& a, const Tensor& b,
                          const Tensor& out) const {
-  dev::binary(op, d, f32(a), f32(b), f32_out(out), current_stream());
+  with_storage_type(a, [&](auto s) {
+    using S = decltype(s);
+    dev::binary(op, d, data_or_null<S>(a), data_or_null<S>(b), data_or_null<S>(out), current_stream());
+  });
 }
 
 void CudaBackend::reduce_to_broadcast(const k::BroadcastDesc& d, const Tensor& g, const Tensor& w,
@@ -48,15 +53,24 @@ void CudaBackend::reduce_to_broadcast(const k::BroadcastDesc& d, const Tensor& g
 }
 
 void CudaBackend::scale(double s, const Tensor& x, const Tensor& out) const {
-  dev::scale(x.numel(), static_cast<float>(s), f32(x), f32_out(out), current_stream());
+  with_storage_type(x, [&](auto t) {
+    using S = decltype(t);
+    dev::scale(x.numel(), static_cast<float>(s), data_or_null<S>(x), data_or_null<S>(out), current_stream());
+  });
 }
 
 void CudaBackend::silu_forward(const Tensor& x, const Tensor& y) const {
-  dev::silu_forward(x.numel(), f32(x), f32_out(y), current_stream());
+  with_storage_type(x, [&](auto s) {
+    using S = decltype(s);
+    dev::silu_forward(x.numel(), data_or_null<S>(x), data_or_null<S>(y), current_stream());
+  });
 }
 
 void CudaBackend::silu_backward(const Tensor& x, const Tensor& dy, const Tensor& dx) const {
-  dev::silu_backward(x.numel(), f32(x), f32(dy), f32_out(dx), current_stream());
+  with_storage_type(x, [&](auto s) {
+    using S = decltype(s);
+    dev::silu_backward(x.numel(), data_or_null<S>(x), data_or_null<S>(dy), data_or_null<S>(dx), current_stream());
+  });
 }
 
 void CudaBackend::sum(const Tensor& x, const Tensor& out) const {
@@ -98,7 +112,10 @@ void CudaBackend::timestep_embedding(const k::TimestepEmbeddingDesc& d, const Te
 // ---- dropout and loss ----
 
 void CudaBackend::dropout_apply(const k::DropoutDesc& d, const Tensor& x, const Tensor& y) const {
-  dev::dropout_apply(d, f32(x), f32_out(y), current_stream());
+  with_storage_type(x, [&](auto s) {
+    using S = decltype(s);
+    dev::dropout_apply(d, data_or_null<S>(x), data_or_null<S>(y), current_stream());
+  });
 }
 
 void CudaBackend::mse_loss(const k::MseDesc& d, double inv_numel, const Tensor& pred, const Tensor& target,
@@ -116,19 +133,31 @@ void CudaBackend::mse_backward(const k::MseDesc& d, double coef, const Tensor& d
 // ---- shape ----
 
 void CudaBackend::concat_last(const k::ConcatDesc& d, const Tensor& a, const Tensor& b, const Tensor& out) const {
-  dev::concat_last(d, f32(a), f32(b), f32_out(out), current_stream());
+  with_storage_type(a, [&](auto s) {
+    using S = decltype(s);
+    dev::concat_last(d, data_or_null<S>(a), data_or_null<S>(b), data_or_null<S>(out), current_stream());
+  });
 }
 
 void CudaBackend::split_last(const k::ConcatDesc& d, const Tensor& g, const Tensor& ga, const Tensor& gb) const {
-  dev::split_last(d, f32(g), f32_out(ga), f32_out(gb), current_stream());
+  with_storage_type(g, [&](auto s) {
+    using S = decltype(s);
+    dev::split_last(d, data_or_null<S>(g), data_or_null<S>(ga), data_or_null<S>(gb), current_stream());
+  });
 }
 
 void CudaBackend::upsample_nearest2x(const k::Upsample2xDesc& d, const Tensor& x, const Tensor& y) const {
-  dev::upsample_nearest2x(d, f32(x), f32_out(y), current_stream());
+  with_storage_type(x, [&](auto s) {
+    using S = decltype(s);
+    dev::upsample_nearest2x(d, data_or_null<S>(x), data_or_null<S>(y), current_stream());
+  });
 }
 
 void CudaBackend::upsample_nearest2x_backward(const k::Upsample2xDesc& d, const Tensor& dy, const Tensor& dx) const {
-  dev::upsample_nearest2x_backward(d, f32(dy), f32_out(dx), current_stream());
+  with_storage_type(dy, [&](auto s) {
+    using S = decltype(s);
+    dev::upsample_nearest2x_backward(d, data_or_null<S>(dy), data_or_null<S>(dx), current_stream());
+  });
 }
 
 // ---- the diffusion process ----
@@ -153,8 +182,11 @@ void CudaBackend::group_norm_forward(const k::GroupNormDesc& d, const Tensor& x,
                                      const Tensor& gamma, const Tensor& beta, const Tensor& y, const Tensor& mean,
                                      const Tensor& rstd) const {
   const Tensor ws = device_scratch_bytes(dev::group_norm_forward_workspace_bytes(d));
-  dev::group_norm_forward(d, f32(x), f32(add_nc), f32(gamma), f32(beta), f32_out(y), mean.data<double>(),
-                          rstd.data<double>(), scratch_ptr<void>(ws), current_stream());
+  with_storage_type(x, [&](auto s) {
+    using S = decltype(s);
+    dev::group_norm_forward(d, data_or_null<S>(x), f32(add_nc), f32(gamma), f32(beta), data_or_null<S>(y),
+                            mean.data<double>(), rstd.data<double>(), scratch_ptr<void>(ws), current_stream());
+  });
 }
 
 void CudaBackend::group_norm_backward(const k::GroupNormDesc& d, const Tensor& x, const Tensor& add_nc,
@@ -162,9 +194,12 @@ void CudaBackend::group_norm_backward(const k::GroupNormDesc& d, const Tensor& x
                                       const Tensor& rstd, const Tensor& dy, const Tensor& dx, const Tensor& dgamma,
                                       const Tensor& dbeta, const Tensor& dadd_nc) const {
   const Tensor ws = device_scratch_bytes(dev::group_norm_backward_workspace_bytes(d));
-  dev::group_norm_backward(d, f32(x), f32(add_nc), f32(gamma), f32(beta), mean.data<double>(), rstd.data<double>(),
-                           f32(dy), f32_out(dx), f32_out(dgamma), f32_out(dbeta), f32_out(dadd_nc),
-                           scratch_ptr<void>(ws), current_stream());
+  with_storage_type(x, [&](auto s) {
+    using S = decltype(s);
+    dev::group_norm_backward(d, data_or_null<S>(x), f32(add_nc), f32(gamma), f32(beta), mean.data<double>(),
+                             rstd.data<double>(), data_or_null<S>(dy), data_or_null<S>(dx), f32_out(dgamma),
+                             f32_out(dbeta), f32_out(dadd_nc), scratch_ptr<void>(ws), current_stream());
+  });
 }
 
 }  // namespace diffuse::dispatch

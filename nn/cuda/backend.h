@@ -8,6 +8,16 @@
 
 namespace diffuse::dispatch {
 
+// Calls fn(S{}) with S = float, or uint16_t (the launchers' bf16 bits) for bf16 storage: the one
+// dtype switch of every CUDA entry that takes f32 or bf16 activations.
+template <typename Fn>
+void with_storage_type(const Tensor& t, Fn&& fn) {
+  if (t.dtype() == DType::bf16)
+    fn(uint16_t{});
+  else
+    fn(float{});
+}
+
 class CudaBackend final : public Backend {
  public:
   void binary(kernels::BinaryOp op, const kernels::BroadcastDesc& d, const Tensor& a, const Tensor& b,

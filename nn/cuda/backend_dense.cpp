@@ -17,15 +17,6 @@ namespace dev = diffuse::kernels::cuda;
 
 namespace {
 
-// Calls fn(T{}) with T = float, or uint16_t for bf16 storage.
-template <typename Fn>
-void with_storage_type(const Tensor& t, Fn&& fn) {
-  if (t.dtype() == DType::bf16)
-    fn(uint16_t{});
-  else
-    fn(float{});
-}
-
 // A multi-tensor table in device memory: the entries, then first_chunk, uploaded in one copy. The
 // tensor owns the memory; dropping it right after the launch is safe because all work is ordered
 // on current_stream().

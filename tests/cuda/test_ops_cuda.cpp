@@ -215,17 +215,22 @@ namespace {
 // Host f32 inputs rounded to bf16: the CUDA op gets the bf16 values, the CPU op the same values
 // widened to f32, and both backwards the same bf16-rounded output grad; outputs and the grads of
 // every input with requires_grad are compared relative to the reference's peak.
+// keep_f32[i]: input i goes to CUDA in f32 (group norm's gamma, beta, add_nc), its values and its
+// grad compared with the f32 bound f32_tol instead.
 void check_bf16_against_cpu(const std::string& what, const OpFn& f, const std::vector<Tensor>& inputs,
-                            double tol = 1e-2, uint64_t dout_seed = 4321) {
+                            double tol = 1e-2, uint64_t dout_seed = 4321, const std::vector<bool>& keep_f32 = {},
+                            double f32_tol = 1e-3) {
   INFO(what << " (bf16)");
+  auto f32_input = [&](size_t i) { return i < keep_f32.size() && keep_f32[i]; };
   std::vector<Tensor> on_cuda, on_cpu;
-  for (const Tensor& t : inputs) {
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& t = inputs[i];
     if (!t.defined()) {
       on_cuda.emplace_back();
       on_cpu.emplace_back();
       continue;
     }
-    const Tensor h = t.detach().to(DType::bf16);
+    const Tensor h = f32_input(i) ? t.detach().clone() : t.detach().to(DType::bf16);
     on_cuda.push_back(h.to(Device::cuda));
     on_cpu.push_back(h.to(DType::f32));
     if (t.requires_grad()) {
@@ -249,11 +254,11 @@ void check_bf16_against_cpu(const std::string& what, const OpFn& f, const std::v
     if (!inputs[i].defined() || !inputs[i].requires_grad()) continue;
     INFO("grad of input " << i << " " << inputs[i].describe());
     REQUIRE(on_cuda[i].grad().defined());
-    CHECK(on_cuda[i].grad().dtype() == DType::bf16);
+    CHECK(on_cuda[i].grad().dtype() == (f32_input(i) ? DType::f32 : DType::bf16));
     CHECK(on_cuda[i].grad().device() == Device::cuda);
     const double err = rel_to_peak_error(on_cuda[i].grad(), on_cpu[i].grad());
     INFO("error " << err);
-    CHECK(err <= tol);
+    CHECK(err <= (f32_input(i) ? f32_tol : tol));
   }
 }
 
@@ -404,26 +409,100 @@ TEST_CASE("ops cuda: the timestep embedding of CUDA timesteps matches the CPU's"
     }
 }
 
+// The kernels bf16 autocast runs between the GEMM-shaped layers, on bf16 storage, against the CPU
+// in f32 on the same bf16-rounded inputs (and the same bf16 output grad). Each computes in f32 from
+// its bf16 inputs and rounds each stored value once, so an output or input grad is off by at most
+// half a bf16 ulp of itself (8 significant bits: 2^-8 ≈ 3.9e-3 of its value, hence of the peak)
+// plus f32 noise: bound 5e-3. A wrong element (a missed add_nc, a lost SiLU, a wrong channel) is
+// off by O(0.1) or more. Pure moves (concat, split, upsample) are exact. Group norm's gamma, beta and add_nc stay
+// f32 with f32 grads (sums over positions of f32 products of the same inputs): the f32 bound 1e-3.
+// Shapes take the four-wide paths (channels % 4 == 0) and the scalar ones (odd sizes).
+TEST_CASE("ops cuda: the kernels between bf16 layers take bf16 storage", "[cuda][ops][bf16]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  PoisonDeviceAllocations poison;
+  constexpr double kTol = 5e-3;
+  uint64_t seed = 2100;
+  for (const Shape& s : std::vector<Shape>{{2, 5, 6, 12}, {3, 7, 5}}) {
+    const Tensor a = input(s, seed++), b = input(s, seed++);
+    check_bf16_against_cpu("add " + str(s), [](const std::vector<Tensor>& in) { return ops::add(in[0], in[1]); },
+                           {a, b}, kTol);
+    check_bf16_against_cpu("sub " + str(s), [](const std::vector<Tensor>& in) { return ops::sub(in[0], in[1]); },
+                           {a, b}, kTol);
+    check_bf16_against_cpu("mul " + str(s), [](const std::vector<Tensor>& in) { return ops::mul(in[0], in[1]); },
+                           {a, b}, kTol);
+    check_bf16_against_cpu("scale " + str(s), [](const std::vector<Tensor>& in) { return ops::scale(in[0], -0.37); },
+                           {a}, kTol);
+    check_bf16_against_cpu("silu " + str(s), [](const std::vector<Tensor>& in) { return ops::silu(in[0]); },
+                           {input(s, seed++, 3.0)}, kTol);
+    check_bf16_against_cpu("dropout " + str(s),
+                           [](const std::vector<Tensor>& in) { return ops::dropout(in[0], 0.3, 77, 5); }, {a}, kTol);
+  }
+  // Broadcast forwards (b a trailing vector; b per (n, c)); b's grad would need an f32 reduction.
+  check_bf16_against_cpu("add [2, 3, 4, 8] + [8]",
+                         [](const std::vector<Tensor>& in) { return ops::add(in[0], in[1]); },
+                         {input({2, 3, 4, 8}, seed++), input({8}, seed++, 1.0, false)}, kTol);
+  check_bf16_against_cpu("mul [2, 3, 4, 8] * [2, 1, 1, 8]",
+                         [](const std::vector<Tensor>& in) { return ops::mul(in[0], in[1]); },
+                         {input({2, 3, 4, 8}, seed++), input({2, 1, 1, 8}, seed++, 1.0, false)}, kTol);
+  for (const auto& [sa, sb] : std::vector<std::pair<Shape, Shape>>{{{2, 3, 3, 8}, {2, 3, 3, 4}}, {{2, 3, 5}, {2, 3, 3}}})
+    check_bf16_against_cpu("concat " + str(sa) + " " + str(sb),
+                           [](const std::vector<Tensor>& in) { return ops::concat_channels(in[0], in[1]); },
+                           {input(sa, seed++), input(sb, seed++)}, kTol);
+  for (const Shape& s : std::vector<Shape>{{2, 3, 3, 8}, {1, 2, 3, 5}})
+    check_bf16_against_cpu("upsample " + str(s),
+                           [](const std::vector<Tensor>& in) { return ops::upsample_nearest2x(in[0]); },
+                           {input(s, seed++)}, kTol);
+  struct Norm {
+    Shape x;
+    int groups;
+    bool silu, add;
+    int64_t smem_limit;  // 0: the one-read path; else the chunked one (see the caps test above)
+  };
+  for (const Norm& c : std::vector<Norm>{{{2, 4, 4, 16}, 4, true, true, 0},
+                                         {{2, 6, 6, 64}, 16, true, true, 512},
+                                         {{1, 3, 5, 12}, 4, false, false, 0},
+                                         {{2, 33, 64}, 32, false, true, 96}}) {
+    const int64_t C = c.x.back();
+    ops::GroupNormOptions opt;
+    opt.groups = c.groups;
+    opt.silu = c.silu;
+    opt.cuda_smem_limit_bytes = c.smem_limit;
+    const bool add = c.add;
+    check_bf16_against_cpu(
+        "group_norm x " + str(c.x) + " groups " + std::to_string(c.groups) + (c.silu ? " silu" : "") +
+            (c.add ? " add_nc" : "") + (c.smem_limit ? " chunked" : ""),
+        [opt, add](const std::vector<Tensor>& in) {
+          return ops::group_norm(in[0], in[1], in[2], opt, add ? in[3] : Tensor());
+        },
+        {input(c.x, seed++, 2.0), input({C}, seed++, 0.5), input({C}, seed++, 0.5),
+         add ? input({c.x.front(), C}, seed++) : Tensor()},
+        kTol, 4321, {false, true, true, true});
+  }
+}
+
 TEST_CASE("ops cuda: ops without a bf16 CUDA kernel refuse bf16 tensors with one clear error", "[cuda][ops][bf16]") {
   DIFFUSE_CUDA_TEST_GUARD();
   const Tensor a = Tensor::randn({2, 4, 4, 8}, 1900).to(DType::bf16).to(Device::cuda);
   const Tensor c = Tensor::randn({8}, 1901).to(DType::bf16).to(Device::cuda);
-  const Tensor nc = Tensor::randn({2, 8}, 1902).to(DType::bf16).to(Device::cuda);
+  const Tensor c32 = Tensor::randn({8}, 1901).to(Device::cuda);
   const Tensor table = Tensor::randn({5, 8}, 1903).to(DType::bf16).to(Device::cuda);
   const Tensor index = Tensor::from({1, 4}, {2}, DType::i64).to(Device::cuda);
   const auto f32_only = Catch::Contains("f32");
-  CHECK_THROWS_WITH(ops::add(a, c), f32_only);
-  CHECK_THROWS_WITH(ops::sub(a, c), f32_only);
-  CHECK_THROWS_WITH(ops::mul(a, a), f32_only);
-  CHECK_THROWS_WITH(ops::scale(a, 2.0), f32_only);
-  CHECK_THROWS_WITH(ops::silu(a), f32_only);
   CHECK_THROWS_WITH(ops::sum(a), f32_only);
-  CHECK_THROWS_WITH(ops::group_norm(a, c, c, {2, 1e-5, true}, nc), f32_only);
-  CHECK_THROWS_WITH(ops::concat_channels(a, a), f32_only);
-  CHECK_THROWS_WITH(ops::upsample_nearest2x(a), f32_only);
+  CHECK_THROWS_WITH(ops::mean(a), f32_only);
   CHECK_THROWS_WITH(ops::embedding(table, index), f32_only);
-  CHECK_THROWS_WITH(ops::dropout(a, 0.5, 1, 0), f32_only);
   CHECK_THROWS_WITH(ops::mse_loss(a, a), f32_only);
+  // group norm's parameters stay f32 with bf16 activations; bf16 ones are refused.
+  CHECK_THROWS_WITH(ops::group_norm(a, c, c, {2, 1e-5, true}), Catch::Contains("bf16 x takes f32 gamma"));
+  CHECK_THROWS_WITH(ops::add(a, c32), Catch::Contains("disagree in dtype or device"));
+  // A broadcast add's bf16 forward runs, but the grad of its broadcast operand needs the f32-only
+  // reduction: the backward says so.
+  Tensor x = a.detach(), b = c.detach();
+  x.set_requires_grad(true);
+  b.set_requires_grad(true);
+  const Tensor y = ops::add(x, b);
+  CHECK_THROWS_WITH(run_backward(y, Tensor::ones(y.shape(), DType::bf16, Device::cuda)), f32_only);
+  clear_tape();
 }
 
 TEST_CASE("ops cuda: mixing CPU and CUDA tensors in one op is one clear error", "[cuda][ops]") {
