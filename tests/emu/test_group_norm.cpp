@@ -139,8 +139,9 @@ TEST_CASE("group_norm: device launchers reject bad descriptors and handle empty 
   float dg[6], db[6];
   std::fill(dg, dg + 6, NAN);
   std::fill(db, db + 6, NAN);
-  kernels::emu::group_norm_forward(d, nullptr, nullptr, buf, buf, nullptr, nullptr, nullptr, nullptr, nullptr);
-  kernels::emu::group_norm_backward(d, nullptr, nullptr, buf, buf, nullptr, nullptr, nullptr, nullptr, dg, db, nullptr,
+  const float* none = nullptr;  // the f32 launchers (a bare nullptr would match the bf16 ones too)
+  kernels::emu::group_norm_forward(d, none, nullptr, buf, buf, nullptr, nullptr, nullptr, nullptr, nullptr);
+  kernels::emu::group_norm_backward(d, none, nullptr, buf, buf, nullptr, nullptr, none, nullptr, dg, db, nullptr,
                                     nullptr, nullptr);
   for (int c = 0; c < 6; ++c) {
     CHECK(dg[c] == 0.0f);
