@@ -27,15 +27,17 @@ void attention_backward(const AttentionDesc& d, const T* q, const T* k, const T*
                         T* dq, T* dk, T* dv);
 }  // namespace cpu
 
-// What the device kernels accept (kernels/cuda/attention_*.cu): head dims 32, 64, 128 (tiles are
-// compiled per dim), grid limits, and 16-byte aligned buffers (the tile loads are vectorised).
+// What the device kernels accept (kernels/cuda/attention_*.cu): head dims 32, 64, 128, 256 (tiles
+// are compiled per dim), grid limits, and 16-byte aligned buffers (the tile loads are vectorised).
+inline bool attention_device_head_dim(int64_t head_dim) {
+  return head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256;
+}
 inline void check_attention_device(const AttentionDesc& d, std::initializer_list<const void*> buffers) {
   auto what = [&](const char* problem) {
     return "attention: N " + std::to_string(d.n) + ", L " + std::to_string(d.len) + ", heads " +
            std::to_string(d.heads) + ", head dim " + std::to_string(d.head_dim) + ": " + problem;
   };
-  require(d.head_dim == 32 || d.head_dim == 64 || d.head_dim == 128,
-          [&] { return what("the CUDA kernels support head dims 32, 64 and 128"); });
+  require(attention_device_head_dim(d.head_dim), [&] { return what("the CUDA kernels support head dims 32, 64, 128 and 256"); });
   require(d.n >= 0 && d.n <= 65535 && d.heads >= 1 && d.heads <= 65535 && d.len >= 0 && d.len <= (int64_t{1} << 30),
           [&] { return what("outside the kernels' grid limits (N and heads at most 65535, L at most 2^30)"); });
   for (const void* p : buffers)

@@ -2,12 +2,12 @@
 // backward node keeps q, k, v and the output and recomputes the probabilities (docs/design.md §5); on
 // CUDA it also keeps the forward's per-row log-sum-exp [N, heads, L] f32, from which the flash
 // kernels rebuild P without a softmax pass (the backend's attention_keeps_lse). CUDA takes f32 or
-// bf16 and head dims 32, 64, 128 (attention_takes_head_dim); the kernels are reached through the
-// device seam (nn/dispatch.h).
-// Other head dims on CUDA (ddpm-cifar10's single 256-wide head) take a stopgap: f32 only, q, k,
-// v copied to the host and the CPU twin run there, forward and backward, the result copied back.
-// Correct on any device, but it synchronises the stream and is slow at large batches; it lasts
-// until the device kernels (or a cuBLAS + softmax path) take those head dims.
+// bf16 and head dims 32, 64, 128, 256 (attention_takes_head_dim); the kernels are reached through
+// the device seam (nn/dispatch.h).
+// Other head dims on CUDA (no shipped config has one; a model directory may) take a stopgap: f32
+// only, q, k, v copied to the host and the CPU twin run there, forward and backward, the result
+// copied back. Correct on any device, but it synchronises the stream, cannot be captured in a
+// graph and is slow at large batches.
 #include "kernels/attention.h"
 
 #include "nn/autograd.h"
@@ -69,7 +69,7 @@ Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int heads) 
   const bool on_host_stopgap = !backend.attention_takes_head_dim(d.head_dim);
   if (on_host_stopgap && q.dtype() != DType::f32)
     fail(op, "head dim " + std::to_string(d.head_dim) + " is supported on CUDA in f32 only (" +
-                 dtype_name(q.dtype()) + " needs head dim 32, 64 or 128)" + what());
+                 dtype_name(q.dtype()) + " needs head dim 32, 64, 128 or 256)" + what());
 
   const bool need_grad = any_requires_grad({&q, &kt, &v});
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());

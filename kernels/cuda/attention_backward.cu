@@ -7,9 +7,10 @@
 //  2. key pass, grid (⌈L/Bk⌉, heads, N): per key tile, a loop over query tiles of 32:
 //     dV = Σ Pᵀ dO, dK = scale · Σ dSᵀ Q. K and V stay in shared memory.
 // The price of determinism is recomputing S and dP in both passes (7 tile GEMMs instead of 5).
-// Warps own 8 rows (Br = Bk = 64 with 8 warps for d ≤ 64; 32 with 4 warps at d = 128); shared
-// memory (query/key pass) 56.3/64.5 KiB at d = 64, 68.3/72.5 KiB at d = 128 (3 blocks per H100
-// SM as far as shared memory goes). Global traffic per pass: its own side once, the streamed side
+// Warps own 8 rows (Br = Bk = 64 with 8 warps for d ≤ 64; 32 with 4 warps at d = 128) or 4
+// (32 with 8 warps at d = 256); shared memory (query/key pass) 56.3/64.5 KiB at d = 64,
+// 68.3/72.5 KiB at d = 128 (3 blocks per H100 SM as far as shared memory goes), 132.3/136.5 KiB
+// at d = 256 (one). Global traffic per pass: its own side once, the streamed side
 // once per own tile (mostly L2 hits).
 #include "kernels/compat.cuh"
 #include "kernels/attention.h"
@@ -26,11 +27,12 @@ using namespace attention_tiles;
 // Both passes: warps own kRowsPerWarp rows of their side and stream tiles of 32 of the other.
 template <int kD>
 struct BackwardTiles {
-  static constexpr int kWarps = kD == 128 ? 4 : 8, kRowsPerWarp = 8, kOwn = kWarps * kRowsPerWarp;
+  static constexpr int kWarps = kD == 128 ? 4 : 8, kRowsPerWarp = kD == 256 ? 4 : 8, kOwn = kWarps * kRowsPerWarp;
   static constexpr int kStream = 32, kThreads = 32 * kWarps;
   // Resident blocks per SM the register budget must allow: 2 × 8 warps (≤ 128 registers), or
-  // 3 × 4 warps at d = 128, where shared memory allows 3 and the dK/dV accumulators need ~166.
-  static constexpr int kMinBlocksPerSm = kD == 128 ? 3 : 2;
+  // 3 × 4 warps at d = 128, where shared memory allows 3 and the dK/dV accumulators need ~166;
+  // at d = 256 shared memory (133/137 KiB a block) allows one block, which may take 255.
+  static constexpr int kMinBlocksPerSm = kD == 256 ? 1 : kD == 128 ? 3 : 2;
   static constexpr int kOwnFloats = kOwn * kD, kStreamFloats = kStream * (kD + 1), kWeightFloats = kOwn * kStream;
   // query pass: Q, dO (owned); K, V (streamed); dS
   static constexpr size_t kQueryPassSmem = sizeof(float) * (2 * kOwnFloats + 2 * kStreamFloats + kWeightFloats);
@@ -218,7 +220,8 @@ void backward(const AttentionDesc& d, const T* q, const T* k, const T* v, const 
   switch (d.head_dim) {
     case 32: return launch_backward<T, 32>(d, q, k, v, out, dout, lse, delta, dq, dk, dv, stream);
     case 64: return launch_backward<T, 64>(d, q, k, v, out, dout, lse, delta, dq, dk, dv, stream);
-    default: return launch_backward<T, 128>(d, q, k, v, out, dout, lse, delta, dq, dk, dv, stream);
+    case 128: return launch_backward<T, 128>(d, q, k, v, out, dout, lse, delta, dq, dk, dv, stream);
+    default: return launch_backward<T, 256>(d, q, k, v, out, dout, lse, delta, dq, dk, dv, stream);
   }
 }
 

@@ -1,11 +1,12 @@
 // Flash-style attention forward (see kernels/attention.h), also run by the SIMT emulator: one
-// block per (64-query tile, head, n) keeps its Q tile in shared memory and streams K/V tiles of
-// Bc keys (64; 32 at d = 128) through it with an online softmax, so no L×L matrix exists.
+// block per (Br-query tile, head, n) keeps its Q tile in shared memory and streams K/V tiles of
+// Bc keys (64; 32 at d ≥ 128) through it with an online softmax, so no L×L matrix exists.
 //
-// Launch: grid (⌈L/64⌉, heads, N), 256 threads = 8 warps × 8 query rows. Lane l scores keys l and
-// l+32 (only l at d = 128) for its warp's 8 rows and accumulates output columns l, l+32, ... .
-// Shared memory (f32 whatever the input): Q 64×d, K and V Bc×(d+1) (odd stride: conflict-free
-// per-lane rows), P 64×Bc; 40.5/64.5/72.3 KiB for d = 32/64/128. Global traffic: Q, O once; K, V
+// Launch: grid (⌈L/Br⌉, heads, N), 256 threads = 8 warps × 8 query rows (4 at d = 256, so Br is
+// 64, or 32 at d = 256). Lane l scores keys l and l+32 (only l at d ≥ 128) for its warp's rows
+// and accumulates output columns l, l+32, ... .
+// Shared memory (f32 whatever the input): Q Br×d, K and V Bc×(d+1) (odd stride: conflict-free
+// per-lane rows), P Br×Bc; 40.5/64.5/72.3/100.3 KiB for d = 32/64/128/256. Global traffic: Q, O once; K, V
 // once per query tile (⌈L/64⌉ times, mostly from L2). SIMT f32 FMAs only (no tensor cores yet):
 // each K/V element read from shared memory feeds the warp's 8 rows, about one shared load per
 // 3-5 FMAs.
@@ -23,8 +24,9 @@ using namespace attention_tiles;
 
 template <int kD>
 struct ForwardTiles {
-  static constexpr int kWarps = 8, kRowsPerWarp = 8, kBr = kWarps * kRowsPerWarp;
-  static constexpr int kKeysPerLane = kD == 128 ? 1 : 2, kBc = 32 * kKeysPerLane;
+  // d = 256 (ddpm-cifar10's one head) owns 4 rows a warp, so its 8 accumulators a row still fit.
+  static constexpr int kWarps = 8, kRowsPerWarp = kD == 256 ? 4 : 8, kBr = kWarps * kRowsPerWarp;
+  static constexpr int kKeysPerLane = kD >= 128 ? 1 : 2, kBc = 32 * kKeysPerLane;
   static constexpr int kThreads = 32 * kWarps;
   // Two blocks (16 warps) per SM: caps registers at 128 (d = 128 would otherwise take ~170 and
   // run one block per SM; ptxas reports 40 spilled bytes for it under the cap).
@@ -128,7 +130,8 @@ void forward(const AttentionDesc& d, const T* q, const T* k, const T* v, T* out,
   switch (d.head_dim) {
     case 32: return launch_forward<T, 32>(d, q, k, v, out, lse, stream);
     case 64: return launch_forward<T, 64>(d, q, k, v, out, lse, stream);
-    default: return launch_forward<T, 128>(d, q, k, v, out, lse, stream);
+    case 128: return launch_forward<T, 128>(d, q, k, v, out, lse, stream);
+    default: return launch_forward<T, 256>(d, q, k, v, out, lse, stream);
   }
 }
 

@@ -1,6 +1,6 @@
 // The CUDA backend's storage casts, attention, conv2d, linear and optimizer entries (see
 // nn/cuda/backend.h); the casts (f32 <-> bf16) are what bf16 autocast runs around these layers.
-// Attention takes f32 or bf16 storage and head dims 32, 64, 128 (the flash kernels); conv2d and
+// Attention takes f32 or bf16 storage and head dims 32, 64, 128, 256 (the flash kernels); conv2d and
 // linear take f32 or bf16 through cuDNN and cuBLAS/cuBLASLt. The optimizer entries upload their
 // host-built entry list as one multi-tensor table and run ONE launch over every tensor.
 #include <cstring>
@@ -67,9 +67,7 @@ void CudaBackend::cast(const Tensor& x, const Tensor& out) const {
 
 // ---- attention ----
 
-bool CudaBackend::attention_takes_head_dim(int64_t head_dim) const {
-  return head_dim == 32 || head_dim == 64 || head_dim == 128;
-}
+bool CudaBackend::attention_takes_head_dim(int64_t head_dim) const { return k::attention_device_head_dim(head_dim); }
 
 void CudaBackend::attention_forward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v,
                                     const Tensor& out, const Tensor& lse) const {

@@ -130,6 +130,7 @@ TEST_CASE("attention: flash forward and backward match the CPU twin in f32", "[e
   check_f32(desc(2, 37, 2, 64));
   check_f32(desc(1, 70, 2, 64));
   check_f32(desc(2, 37, 2, 128));  // d = 128: key tiles of 32, so two of them
+  check_f32(desc(1, 70, 1, 256));  // d = 256: query and key tiles of 32, three of each, the last partial
 }
 
 TEST_CASE("attention: a single key gives out = v, dv = dout and (nearly) zero dq, dk", "[emu][attention]") {
@@ -150,7 +151,7 @@ TEST_CASE("attention: a single key gives out = v, dv = dout and (nearly) zero dq
 }
 
 TEST_CASE("attention: bf16 inputs agree with the CPU on the same rounded inputs", "[emu][attention]") {
-  for (int64_t dh : {32, 64}) {
+  for (int64_t dh : {32, 64, 256}) {
     const AttentionDesc d = desc(2, 37, 2, dh);
     INFO("d " << dh);
     const Inputs in = make_inputs(d, 99 + dh);
@@ -210,7 +211,7 @@ TEST_CASE("attention: the device launchers reject what the kernels do not suppor
   auto fwd = [&](const AttentionDesc& d, float* x) {
     return test::error_of([&] { kernels::emu::attention_forward(d, x, x, x, x, lse.data(), nullptr); });
   };
-  CHECK_THAT(fwd(desc(1, 4, 1, 48), p), Catch::Contains("head dims 32, 64 and 128"));
+  CHECK_THAT(fwd(desc(1, 4, 1, 48), p), Catch::Contains("head dims 32, 64, 128 and 256"));
   CHECK_THAT(fwd(desc(1, 4, 1, 32), p + 1), Catch::Contains("16-byte aligned"));
   CHECK_THAT(fwd(desc(70000, 1, 1, 32), p), Catch::Contains("grid limits"));
   CHECK(fwd(desc(0, 4, 1, 32), p).empty());  // nothing to do
