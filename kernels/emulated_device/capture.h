@@ -10,8 +10,10 @@
 //    source when the graph runs, not at the call (a graph's memcpy node has no staging buffer).
 //  - A call the real runtime refuses during capture fails with the real code and invalidates the
 //    capture: stream synchronisation or query of the capturing stream, cudaDeviceSynchronize,
-//    "potentially unsafe" calls (cudaMalloc, cudaFree, cudaMemcpy, cudaMemset) under the capture
-//    modes' rules, and use of the legacy stream while a blocking stream captures.
+//    "potentially unsafe" calls (cudaMalloc, cudaFree) under the capture modes' rules, and use of
+//    the legacy stream while a blocking stream captures. Synchronous cudaMemcpy/cudaMemset on the
+//    legacy stream while only non-blocking streams capture run at once, outside any graph, as
+//    they did on an H200 with CUDA 13 (checked by tests/cuda/test_cuda_graphs.cpp on both).
 //  - Stricter than a GPU: event records and waits on a capturing stream (fork/join into other
 //    streams) are not emulated; they fail with cudaErrorStreamCaptureUnsupported. The project
 //    captures on one stream.
@@ -49,7 +51,7 @@ cudaError_t check_stream_sync(const StreamRef& s);
 // cudaDeviceSynchronize: refused with cudaErrorStreamCaptureUnsupported while any capture is
 // open, in any mode (it necessarily conflicts with capture); every open capture is invalidated.
 cudaError_t check_device_sync();
-// A potentially unsafe call (cudaMalloc, cudaFree, synchronous cudaMemcpy/cudaMemset): refused
+// A potentially unsafe call (cudaMalloc, cudaFree): refused
 // with cudaErrorStreamCaptureUnsupported when the calling thread's capture mode and the open
 // captures prohibit it (cudaThreadExchangeStreamCaptureMode's rules); those captures are
 // invalidated.

@@ -184,9 +184,11 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
 }
 
 // On the legacy default stream, and waits for it (and so for blocking streams' earlier work).
+// Not refused while a non-blocking stream captures, even in global mode: it runs at once, outside
+// the graph (CUDA 13 on an H200 did the same, 2026-12-04); cudaMemset and cudaMemcpy3D likewise.
+// While a blocking stream captures, the legacy stream's use invalidates that capture (capture_work).
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
   DEVICE_CALL();
-  if (cudaError_t refused = check_unsafe_call(); refused != cudaSuccess) return record(refused);
   if (cudaError_t s = queue_copy("cudaMemcpy", dst, src, count, kind, nullptr); s != cudaSuccess) return record(s);
   return record(synchronize_stream(nullptr));
 }
@@ -198,7 +200,6 @@ cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t 
 
 cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
   DEVICE_CALL();
-  if (cudaError_t refused = check_unsafe_call(); refused != cudaSuccess) return record(refused);
   if (cudaError_t s = queue_memset("cudaMemset", devPtr, value, count, nullptr); s != cudaSuccess) return record(s);
   return record(synchronize_stream(nullptr));
 }
@@ -210,7 +211,6 @@ cudaError_t cudaMemcpy3DAsync(const cudaMemcpy3DParms* p, cudaStream_t stream) {
 
 cudaError_t cudaMemcpy3D(const cudaMemcpy3DParms* p) {
   DEVICE_CALL();
-  if (cudaError_t refused = check_unsafe_call(); refused != cudaSuccess) return record(refused);
   if (cudaError_t s = queue_copy_3d(p, nullptr); s != cudaSuccess) return record(s);
   return record(synchronize_stream(nullptr));
 }

@@ -10,7 +10,10 @@
 // the legacy stream (cudaErrorStreamCaptureUnsupported) nor on a capturing stream
 // (cudaErrorIllegalState); a refused call invalidates the capture, whose EndCapture then returns
 // cudaErrorStreamCaptureInvalidated and no graph; a capture begun in global or thread-local mode
-// must end on the thread that began it (cudaErrorStreamCaptureWrongThread).
+// must end on the thread that began it: another thread's EndCapture fails with
+// cudaErrorStreamCaptureWrongThread and ends the capture without a graph (what CUDA 13 does on an
+// H200: the owner's EndCapture then finds no capture, cudaErrorIllegalState). Checked on a GPU on
+// 2026-12-04 by tests/cuda/test_cuda_graphs.cpp, which runs on both.
 #include <algorithm>
 #include <map>
 #include <set>
@@ -180,8 +183,10 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* pGraph) {
   if (!s) return record(cudaErrorInvalidResourceHandle);
   auto it = state().captures.find(s->handle);
   if (it == state().captures.end()) return record(cudaErrorIllegalState);
-  if (it->second.mode != cudaStreamCaptureModeRelaxed && it->second.thread != std::this_thread::get_id())
+  if (it->second.mode != cudaStreamCaptureModeRelaxed && it->second.thread != std::this_thread::get_id()) {
+    state().captures.erase(it);
     return record(cudaErrorStreamCaptureWrongThread);
+  }
   Capture c = std::move(it->second);
   state().captures.erase(it);
   *pGraph = nullptr;
