@@ -7,8 +7,9 @@
 # that fails or runs out of time is recorded and the next one still runs.
 #
 #   scripts/gpu-check.sh [--out DIR] [--deadline SECONDS] [--commit SHA] [--quick]
-#   scripts/gpu-check.sh --bundle      (on the dev machine: pack the Debian-built dependencies
-#                                       into .gpu-deps.tar.gz for a machine that has none of them)
+#   scripts/gpu-check.sh --bundle      (on the dev machine: pack the Debian-built dependencies and
+#                                       Fashion-MNIST into .gpu-deps.tar.gz for a machine that has
+#                                       none of them)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -21,12 +22,12 @@ while [[ $# -gt 0 ]]; do
     --commit) commit="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
     --bundle) bundle=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu-check.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 
-# ---- --bundle: the build's Debian dependencies as a relocatable prefix (about 14 MB) ----------
+# ---- --bundle: the build's Debian dependencies as a relocatable prefix, and Fashion-MNIST (about 44 MB)
 if ((bundle)); then
   stage=$(mktemp -d)
   mkdir -p "$stage"/{include,lib/cmake,share/cmake}
@@ -49,6 +50,8 @@ if ((bundle)); then
   cp -L /usr/lib/$arch/libz.so "$stage/lib/libz.so.1"
   ln -s libz.so.1 "$stage/lib/libz.so"
   cp -L /lib/$arch/libgfortran.so.5 /lib/$arch/libquadmath.so.0 "$stage/lib/"
+  # Debian's Fashion-MNIST (dataset-fashion-mnist): the CUDA training tests read it (about 31 MB).
+  mkdir -p "$stage/datasets" && cp -r /usr/share/datasets/fashion-mnist "$stage/datasets/"
   git rev-parse HEAD > "$stage/commit" 2>/dev/null || echo unknown > "$stage/commit"
   tar -czf .gpu-deps.tar.gz -C "$stage" .
   rm -rf "$stage"
@@ -104,6 +107,12 @@ if [[ -f .gpu-deps.tar.gz ]]; then
   cmake_args+=("-DCMAKE_PREFIX_PATH=$prefix" "-DCBLAS_INCLUDE_DIR=$prefix/include" "-DSTB_INCLUDE_DIR=$prefix/include/stb")
   export LD_LIBRARY_PATH="$prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   [[ -z "$commit" && -f "$prefix/commit" ]] && commit="$(cat "$prefix/commit") (from the dependency bundle)"
+  # Where Debian's package would put Fashion-MNIST, when the machine has none (the tests read it there).
+  fm=/usr/share/datasets/fashion-mnist
+  if [[ ! -f $fm/train-images-idx3-ubyte.gz && -d "$prefix/datasets/fashion-mnist" ]]; then
+    mkdir -p "$fm" 2>/dev/null && cp "$prefix"/datasets/fashion-mnist/*.gz "$fm/" ||
+      echo "gpu-check: could not install Fashion-MNIST under $fm; the CUDA training tests will fail"
+  fi
 fi
 # cuDNN (and cuBLAS when the toolkit lacks it) from the Python wheels, where /usr/local/cuda has none.
 find_in_wheels() {  # prints the first file named $1 under the nvidia-* Python packages
@@ -175,11 +184,13 @@ if [[ -x "$bin" ]]; then
   if [[ -n "$python" ]]; then
     cfg=ddpm-cifar10 batch=128 iters=10
     ((quick)) && cfg=tiny batch=32 iters=3
+    # diffuse in bf16 against PyTorch eager, bf16 autocast + channels_last, and torch.compile (issue
+    # 15's targets); diffuse's fp32 step is in the train_fp32 stages.
     run_stage compare_train 200 env DIFFUSE_BIN="$bin" PYTHON="$python" scripts/compare.sh --device cuda \
-      --config "$cfg" --batch "$batch" --warmup 3 --iters "$iters" --rounds 1 \
+      --config "$cfg" --batch "$batch" --warmup 3 --iters "$iters" --rounds 1 --precision bf16 \
       --modes eager,channels_last_bf16,compile --out "$out/compare_train"
     run_stage compare_sample 120 env DIFFUSE_BIN="$bin" PYTHON="$python" scripts/compare.sh --device cuda \
-      --config "$cfg" --no-train --sample --sample-batch 64,1 --sample-steps 20 --rounds 1 \
+      --config "$cfg" --no-train --sample --sample-batch 64,1 --sample-steps 20 --rounds 1 --precision bf16 \
       --modes eager,channels_last_bf16 --out "$out/compare_sample"
   else
     printf 'compare\tskipped\t0\tno python3 with torch\n' >> "$status"
