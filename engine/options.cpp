@@ -209,9 +209,10 @@ const Table<TrainRequest>& train_table() {
            "continue the run in `--out` from its newest checkpoint, bit-for-bit"},
           {"device", DIFFUSE_OPTION_FIELD(R, device), kSavedMayChange, "`cpu` or `cuda`", available_device()},
           {"precision", DIFFUSE_OPTION_FIELD(R, precision), kSaved,
-           "`fp32`, or `bf16` on CUDA: mixed precision (convolutions, linears and attention in bf16 with f32 "
-           "accumulation; f32 master weights, optimizer, EMA, norms and loss; a step whose gradients are not "
-           "finite is skipped)",
+           "`fp32`, or `bf16` on CUDA: mixed precision (the UNet's activations in bf16 from its first conv to "
+           "its last: convolutions, linears and attention with f32 accumulation, group norm with f32 statistics, "
+           "the element-wise and shape kernels with f32 math; f32 timestep embedding, master weights, optimizer, "
+           "EMA and loss; a step whose gradients are not finite is skipped)",
            one_of({"fp32", "bf16"})},
           {"save-dtype", DIFFUSE_OPTION_FIELD(R, save_dtype), kSavedMayChange,
            "`fp32`; `fp16` or `bf16` also write each checkpoint's `ema/` weights as that diffusers variant "
@@ -256,8 +257,8 @@ const Table<GenerateRequest>& generate_table() {
            "on CUDA, replay each sampler step as one CUDA graph after two eager steps (`--cuda-graphs off`: "
            "eager); ignored on the CPU"},
           {"precision", DIFFUSE_OPTION_FIELD(G, precision), kNotSaved,
-           "`fp32`, or `bf16` with `--device cuda`: the UNet's convolutions, linears and attention in bf16 with "
-           "f32 accumulation (the sampler's update stays f32)",
+           "`fp32`, or `bf16` with `--device cuda`: the UNet's activations in bf16 with f32 math and "
+           "accumulation (docs/design.md §4; the sampler's update stays f32)",
            one_of({"fp32", "bf16"})},
           threads_row<G>(),
       }};

@@ -114,7 +114,7 @@ int cmd_forward(int argc, char** argv) {
     ("out", "output safetensors (tensor `out`, NCHW)", cxxopts::value<std::string>())
     ("grad-out", "also write parameter gradients of sum(out * weight) here", cxxopts::value<std::string>())
     ("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))
-    ("precision", "fp32, or bf16 with --device cuda (convolutions, linears and attention in bf16; f32 output)",
+    ("precision", "fp32, or bf16 with --device cuda (the UNet's activations in bf16 with f32 math; f32 output)",
      cxxopts::value<std::string>()->default_value("fp32"))
     ("h,help", "show this help");
   add_flags(cli, options::thread_table());

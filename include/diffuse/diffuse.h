@@ -92,8 +92,8 @@ struct GenerateRequest {
   // CUDA graph, bit-identical to eager steps; a capture that fails says why once (on stderr in the
   // CLI) and the steps run eagerly. Ignored on the CPU.
   bool cuda_graphs = true;
-  // fp32, or bf16 with a model on CUDA: the UNet's convolutions, linears and attention in bf16 with
-  // f32 accumulation (the sampler's update and its state stay f32). Refused for a CPU model.
+  // fp32, or bf16 with a model on CUDA: the UNet's activations in bf16 with f32 math and
+  // accumulation (the sampler's update and its state stay f32). Refused for a CPU model.
   std::string precision = "fp32";
 };
 
