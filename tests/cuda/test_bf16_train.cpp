@@ -35,11 +35,11 @@ constexpr int kSteps = 20;
 // How far the bf16 loss may be from the f32 loss at each step, relative to the f32 loss. Step 1
 // (identical weights) differs only by the forward's bf16 rounding; after that AdamW turns the bf16
 // gradient differences into weight differences of a fraction of the learning rate per step.
-// Measured on the emulated device: 6.2e-4 at step 1, at most 2.6e-2 (step 10) over the 20 steps
-// with bf16 activations between the layers (6.7e-4 and 2.4e-2 when only the GEMM-shaped layers
-// were bf16; the WARN line gives each run's). The bounds, about three times that, leave room for a GPU's
-// other summation orders and stay well below what a wrong batch, timestep or noise draw does to a
-// batch-of-2 loss (tens of per cent).
+// Measured on the emulated device: 6.2e-4 at step 1, at most 2.6e-2 to 2.7e-2 (step 10) over the
+// 20 steps with bf16 activations between the layers (6.7e-4 and 2.4e-2 when only the GEMM-shaped
+// layers were bf16; the WARN line gives each run's). The bounds, about three times that, leave
+// room for a GPU's other summation orders and stay well below what a wrong batch, timestep or
+// noise draw does to a batch-of-2 loss (tens of per cent).
 constexpr double kFirstStepTol = 2e-2;
 constexpr double kCurveTol = 7e-2;
 // DDIM samples in bf16 against f32, relative to the samples' peak: each step's x0 prediction
