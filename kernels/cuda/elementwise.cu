@@ -1,5 +1,6 @@
 // CUDA element-wise kernels (see kernels/elementwise.h), also run by the SIMT emulator. All are
-// memory-bound: 256-thread blocks, grid-stride, float4 when the pointers are 16-byte aligned.
+// memory-bound: 256-thread blocks, grid-stride, four elements at a time when the pointers allow
+// (float4 on 16-byte alignment; 8 bytes of bf16 on 8-byte alignment).
 // Binary ops pick a path from the collapsed BroadcastDesc: same shape (pure float4 stream, 12 B
 // per element), b a trailing vector [C] or a scalar (b's index kept as a running `c`, stepped by
 // the grid stride mod C: no per-element division; b as float4 when C % 4 == 0), and any other

@@ -16,8 +16,8 @@
 // writes dadd_nc in closed form and the per-(n, c) sums from which a last small kernel reduces
 // dγ and dβ over N in order: deterministic, no atomics. x and dy are read twice, dx written once.
 // All accumulation is f32 per thread and tree-ordered (fixed, so results are reproducible); the
-// cross-chunk and per-channel totals are in double. Loads are float4 when C/G % 4 == 0 and the
-// activation pointers are 16-byte aligned. Group runs narrower than a 32-byte sector (C/G < 8)
+// cross-chunk and per-channel totals are in double. Loads are four-wide when C/G % 4 == 0 and the
+// activation pointers are aligned to four elements (float4; 8 bytes of bf16). Group runs narrower than a 32-byte sector (C/G < 8)
 // rely on L2 to share sectors between the G blocks of an image.
 // Activations (x, y, dy, dx) are a template over the storage type (kernels/cuda/storage.cuh): f32,
 // or bf16 read into f32 (the shared slab, the statistics and all math stay f32/f64) and rounded

@@ -1,8 +1,8 @@
 // The `group_norm` family under the emulator: kernels/cuda/group_norm.cu against the CPU twin
 // (kernels/cpu/group_norm.cpp, f32) on odd NHWC shapes, with and without SiLU and add_nc, on the
 // one-read path and (by lowering smem_limit_bytes) the chunked two-pass path, float4 and scalar
-// loads. Outputs, statistics and workspace are NaN-poisoned before each launch, so an unwritten
-// element fails. The thread order is the ambient one: CTest runs this binary under all three.
+// loads; and the bf16 launchers on bf16-rounded inputs. Outputs, statistics and workspace are
+// NaN-poisoned before each launch, so an unwritten element fails. The thread order is the ambient one: CTest runs this binary under all three.
 #include <catch2/catch.hpp>
 #include <algorithm>
 #include <cmath>
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "emu/kernel_test_support.h"
+#include "kernels/bf16.h"
 #include "kernels/emulator/runtime.h"
 #include "kernels/group_norm.h"
 
@@ -90,7 +91,87 @@ void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, in
   CHECK(std::isnan(dx.p[total]));
 }
 
+// The bf16 launchers: x and dy rounded to bf16, the CPU twin run in f32 on those values. The device
+// computes in f32 and rounds y and dx once, so each is within half a bf16 ulp (2^-8 of the value,
+// 2^-9 absolute below 1: max_rel's measure) plus f32 noise: bound 5e-3. γ, β, add_nc and their
+// grads are f32, as f32 as the f32 launchers' (1e-5). shift 1 puts the activations 2 bytes off
+// alignment: the scalar path.
+void check_group_norm_bf16(Shape sh, bool silu, bool with_add, int64_t smem_limit, int shift) {
+  GroupNormDesc d;
+  d.n = sh.n;
+  d.spatial = sh.s;
+  d.channels = sh.c;
+  d.groups = sh.g;
+  d.silu = silu;
+  d.smem_limit_bytes = smem_limit;
+  const size_t total = static_cast<size_t>(sh.n * sh.s * sh.c), nc = static_cast<size_t>(sh.n * sh.c);
+  const size_t stats = static_cast<size_t>(sh.n * sh.g), C = static_cast<size_t>(sh.c);
+  const uint16_t poison = kernels::float_to_bf16(NAN);
+  std::vector<uint16_t> x16(total + 8), dy16(total + 8), y16(total + 8, poison), dx16(total + 8, poison);
+  std::vector<float> x(total), dy(total), add(nc), gamma(C), beta(C);
+  for (size_t i = 0; i < total; ++i) {
+    const size_t c = i % C, n = i / (total / sh.n);
+    x16[shift + i] = kernels::float_to_bf16(
+        static_cast<float>(0.5 * n - 0.3 + (1.0 + 0.1 * (c % 5)) * std::sin(0.37 * i + 0.11 * c)));
+    dy16[shift + i] = kernels::float_to_bf16(static_cast<float>(std::cos(0.53 * i) * 0.8 + 0.05 * c));
+    x[i] = kernels::bf16_to_float(x16[shift + i]);
+    dy[i] = kernels::bf16_to_float(dy16[shift + i]);
+  }
+  for (size_t i = 0; i < nc; ++i) add[i] = static_cast<float>(0.4 * std::sin(1.7 * i + 0.2));
+  for (size_t c = 0; c < C; ++c) {
+    gamma[c] = static_cast<float>(1.0 + 0.3 * std::cos(0.9 * c));
+    beta[c] = static_cast<float>(0.2 * std::sin(1.3 * c) - 0.1);
+  }
+  const float* add_p = with_add ? add.data() : nullptr;
+  std::vector<float> cpu_y(total), cpu_dx(total), cpu_dg(C), cpu_db(C), cpu_da(nc);
+  std::vector<double> cpu_mean(stats), cpu_rstd(stats);
+  kernels::cpu::group_norm_forward<float>(d, x.data(), add_p, gamma.data(), beta.data(), cpu_y.data(),
+                                          cpu_mean.data(), cpu_rstd.data());
+  kernels::cpu::group_norm_backward<float>(d, x.data(), add_p, gamma.data(), beta.data(), cpu_mean.data(),
+                                           cpu_rstd.data(), dy.data(), cpu_dx.data(), cpu_dg.data(), cpu_db.data(),
+                                           with_add ? cpu_da.data() : nullptr);
+
+  INFO("bf16 N=" << sh.n << " S=" << sh.s << " C=" << sh.c << " G=" << sh.g << " silu=" << silu << " add="
+                 << with_add << " smem_limit=" << smem_limit << " shift=" << shift
+                 << " order=" << emulator::thread_order_name(emulator::thread_order()));
+  const size_t ws_fwd = kernels::emu::group_norm_forward_workspace_bytes(d);
+  const size_t ws_bwd = kernels::emu::group_norm_backward_workspace_bytes(d);
+  CHECK((smem_limit > 0) == (ws_fwd > 0));
+  std::vector<double> mean(stats, NAN), rstd(stats, NAN);
+  std::vector<float> ws(std::max(ws_fwd, ws_bwd) / sizeof(float) + 1, NAN);
+  kernels::emu::group_norm_forward(d, x16.data() + shift, add_p, gamma.data(), beta.data(), y16.data() + shift,
+                                   mean.data(), rstd.data(), ws_fwd ? ws.data() : nullptr, nullptr);
+  std::vector<float> y(total), dx(total);
+  for (size_t i = 0; i < total; ++i) y[i] = kernels::bf16_to_float(y16[shift + i]);
+  CHECK(max_rel(y.data(), cpu_y.data(), total) < 5e-3);
+  CHECK(max_rel(mean.data(), cpu_mean.data(), stats) < 1e-6);
+  CHECK(max_rel(rstd.data(), cpu_rstd.data(), stats) < 1e-5);
+  CHECK(y16[shift + total] == poison);  // one past the end stays untouched
+
+  std::vector<float> dg(C, NAN), db(C, NAN), da(nc, NAN);
+  std::fill(ws.begin(), ws.end(), NAN);
+  kernels::emu::group_norm_backward(d, x16.data() + shift, add_p, gamma.data(), beta.data(), mean.data(),
+                                    rstd.data(), dy16.data() + shift, dx16.data() + shift, dg.data(), db.data(),
+                                    with_add ? da.data() : nullptr, ws.data(), nullptr);
+  for (size_t i = 0; i < total; ++i) dx[i] = kernels::bf16_to_float(dx16[shift + i]);
+  CHECK(max_rel(dx.data(), cpu_dx.data(), total) < 5e-3);
+  CHECK(max_rel(dg.data(), cpu_dg.data(), C) < 1e-5);
+  CHECK(max_rel(db.data(), cpu_db.data(), C) < 1e-5);
+  if (with_add) CHECK(max_rel(da.data(), cpu_da.data(), nc) < 1e-5);
+  CHECK(dx16[shift + total] == poison);
+}
+
 }  // namespace
+
+TEST_CASE("group_norm: the bf16 launchers match the CPU twin on the rounded inputs", "[emu][group_norm]") {
+  for (bool silu : {false, true}) {
+    check_group_norm_bf16({2, 15, 12, 4}, silu, true, 0, 0);  // 3 channels per group: scalar loads
+    check_group_norm_bf16({3, 5, 16, 2}, silu, true, 0, 0);   // 8 per group: four-wide bf16 loads
+    check_group_norm_bf16({3, 5, 16, 2}, silu, false, 0, 1);  // misaligned: scalar loads
+  }
+  check_group_norm_bf16({3, 5, 16, 2}, true, true, 96, 0);  // chunked, four-wide
+  check_group_norm_bf16({1, 13, 6, 3}, false, true, 16, 1);  // chunked, 7 chunks, scalar
+}
 
 TEST_CASE("group_norm: one-read forward and backward match the CPU twin on odd shapes", "[emu][group_norm]") {
   for (bool silu : {false, true})
