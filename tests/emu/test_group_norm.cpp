@@ -25,9 +25,7 @@ struct Shape {
   int64_t n, s, c, g;
 };
 
-// Runs forward and backward and compares them with the CPU twin.
-// smem_limit 0 keeps the one-read forward; a small one forces chunks of a few rows.
-void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, int shift) {
+GroupNormDesc desc_of(Shape sh, bool silu, int64_t smem_limit) {
   GroupNormDesc d;
   d.n = sh.n;
   d.spatial = sh.s;
@@ -36,31 +34,71 @@ void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, in
   d.eps = 1e-5;
   d.silu = silu;
   d.smem_limit_bytes = smem_limit;
+  return d;
+}
+
+// Inputs with a per-image offset (so the statistics matter) and a spread that differs by group;
+// f32 parameters and add_nc.
+float x_at(const GroupNormDesc& d, size_t i) {
+  const size_t C = static_cast<size_t>(d.channels), c = i % C, n = i / static_cast<size_t>(d.spatial * d.channels);
+  return static_cast<float>(0.5 * n - 0.3 + (1.0 + 0.1 * (c % 5)) * std::sin(0.37 * i + 0.11 * c));
+}
+float dy_at(const GroupNormDesc& d, size_t i) {
+  return static_cast<float>(std::cos(0.53 * i) * 0.8 + 0.05 * (i % static_cast<size_t>(d.channels)));
+}
+struct Params {
+  std::vector<float> add, gamma, beta;
+  explicit Params(const GroupNormDesc& d)
+      : add(static_cast<size_t>(d.n * d.channels)), gamma(static_cast<size_t>(d.channels)),
+        beta(static_cast<size_t>(d.channels)) {
+    for (size_t i = 0; i < add.size(); ++i) add[i] = static_cast<float>(0.4 * std::sin(1.7 * i + 0.2));
+    for (size_t c = 0; c < gamma.size(); ++c) {
+      gamma[c] = static_cast<float>(1.0 + 0.3 * std::cos(0.9 * c));
+      beta[c] = static_cast<float>(0.2 * std::sin(1.3 * c) - 0.1);
+    }
+  }
+};
+
+// The CPU twin's forward and backward (f32), what every device result is compared with.
+struct CpuReference {
+  std::vector<float> y, dx, dg, db, da;
+  std::vector<double> mean, rstd;
+  CpuReference(const GroupNormDesc& d, const float* x, const float* add, const Params& p, const float* dy)
+      : y(static_cast<size_t>(d.n * d.spatial * d.channels)), dx(y.size()), dg(p.gamma.size()), db(p.gamma.size()),
+        da(p.add.size()), mean(static_cast<size_t>(d.n * d.groups)), rstd(mean.size()) {
+    kernels::cpu::group_norm_forward<float>(d, x, add, p.gamma.data(), p.beta.data(), y.data(), mean.data(),
+                                            rstd.data());
+    kernels::cpu::group_norm_backward<float>(d, x, add, p.gamma.data(), p.beta.data(), mean.data(), rstd.data(), dy,
+                                             dx.data(), dg.data(), db.data(), add ? da.data() : nullptr);
+  }
+};
+
+// Device results against the CPU twin: y and dx within act_tol (their storage's precision), the
+// statistics and the f32 grads of γ, β, add_nc within f32 bounds.
+void compare(const CpuReference& cpu, const std::vector<float>& y, const std::vector<float>& dx,
+             const std::vector<double>& mean, const std::vector<double>& rstd, const std::vector<float>& dg,
+             const std::vector<float>& db, const std::vector<float>& da, bool with_add, double act_tol) {
+  const auto n = [](const auto& v) { return static_cast<int64_t>(v.size()); };
+  CHECK(max_rel(y.data(), cpu.y.data(), n(y)) < act_tol);
+  CHECK(max_rel(mean.data(), cpu.mean.data(), n(mean)) < 1e-6);
+  CHECK(max_rel(rstd.data(), cpu.rstd.data(), n(rstd)) < 1e-5);
+  CHECK(max_rel(dx.data(), cpu.dx.data(), n(dx)) < act_tol);
+  CHECK(max_rel(dg.data(), cpu.dg.data(), n(dg)) < 1e-5);
+  CHECK(max_rel(db.data(), cpu.db.data(), n(db)) < 1e-5);
+  if (with_add) CHECK(max_rel(da.data(), cpu.da.data(), n(da)) < 1e-5);
+}
+
+// Runs forward and backward and compares them with the CPU twin.
+// smem_limit 0 keeps the one-read forward; a small one forces chunks of a few rows.
+void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, int shift) {
+  const GroupNormDesc d = desc_of(sh, silu, smem_limit);
   const size_t total = static_cast<size_t>(sh.n * sh.s * sh.c), nc = static_cast<size_t>(sh.n * sh.c);
   const size_t stats = static_cast<size_t>(sh.n * sh.g), C = static_cast<size_t>(sh.c);
-
-  // Inputs with a per-image offset (so the statistics matter) and a spread that differs by group.
   Buf<float> x(total, shift, 0.0f), dy(total, shift, 0.0f);
-  for (size_t i = 0; i < total; ++i) {
-    const size_t c = i % C, n = i / (total / sh.n);
-    x.p[i] = static_cast<float>(0.5 * n - 0.3 + (1.0 + 0.1 * (c % 5)) * std::sin(0.37 * i + 0.11 * c));
-    dy.p[i] = static_cast<float>(std::cos(0.53 * i) * 0.8 + 0.05 * c);
-  }
-  std::vector<float> add(nc), gamma(C), beta(C);
-  for (size_t i = 0; i < nc; ++i) add[i] = static_cast<float>(0.4 * std::sin(1.7 * i + 0.2));
-  for (size_t c = 0; c < C; ++c) {
-    gamma[c] = static_cast<float>(1.0 + 0.3 * std::cos(0.9 * c));
-    beta[c] = static_cast<float>(0.2 * std::sin(1.3 * c) - 0.1);
-  }
-  const float* add_p = with_add ? add.data() : nullptr;
-
-  std::vector<float> cpu_y(total), cpu_dx(total), cpu_dg(C), cpu_db(C), cpu_da(nc);
-  std::vector<double> cpu_mean(stats), cpu_rstd(stats);
-  kernels::cpu::group_norm_forward<float>(d, x.p, add_p, gamma.data(), beta.data(), cpu_y.data(), cpu_mean.data(),
-                                          cpu_rstd.data());
-  kernels::cpu::group_norm_backward<float>(d, x.p, add_p, gamma.data(), beta.data(), cpu_mean.data(),
-                                           cpu_rstd.data(), dy.p, cpu_dx.data(), cpu_dg.data(), cpu_db.data(),
-                                           with_add ? cpu_da.data() : nullptr);
+  for (size_t i = 0; i < total; ++i) x.p[i] = x_at(d, i), dy.p[i] = dy_at(d, i);
+  const Params prm(d);
+  const float* add_p = with_add ? prm.add.data() : nullptr;
+  const CpuReference cpu(d, x.p, add_p, prm, dy.p);
 
   const size_t ws_fwd = kernels::emu::group_norm_forward_workspace_bytes(d);
   const size_t ws_bwd = kernels::emu::group_norm_backward_workspace_bytes(d);
@@ -71,24 +109,20 @@ void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, in
   Buf<float> y(total, shift, NAN);
   std::vector<double> mean(stats, NAN), rstd(stats, NAN);
   std::vector<float> ws(std::max(ws_fwd, ws_bwd) / sizeof(float) + 1, NAN);
-  kernels::emu::group_norm_forward(d, x.p, add_p, gamma.data(), beta.data(), y.p, mean.data(), rstd.data(),
-                                   ws_fwd ? ws.data() : nullptr, nullptr);
-  CHECK(max_rel(y.p, cpu_y.data(), total) < 1e-5);
-  CHECK(max_rel(mean.data(), cpu_mean.data(), stats) < 1e-6);
-  CHECK(max_rel(rstd.data(), cpu_rstd.data(), stats) < 1e-5);
+  kernels::emu::group_norm_forward(d, x.p, add_p, prm.gamma.data(), prm.beta.data(), y.p, mean.data(),
+                                   rstd.data(), ws_fwd ? ws.data() : nullptr, nullptr);
   CHECK(std::isnan(y.p[total]));  // one past the end stays untouched
 
   // The backward takes the device's own statistics, as the op does.
   Buf<float> dx(total, shift, NAN);
   std::vector<float> dg(C, NAN), db(C, NAN), da(nc, NAN);
   std::fill(ws.begin(), ws.end(), NAN);
-  kernels::emu::group_norm_backward(d, x.p, add_p, gamma.data(), beta.data(), mean.data(), rstd.data(), dy.p, dx.p,
-                                    dg.data(), db.data(), with_add ? da.data() : nullptr, ws.data(), nullptr);
-  CHECK(max_rel(dx.p, cpu_dx.data(), total) < 1e-5);
-  CHECK(max_rel(dg.data(), cpu_dg.data(), C) < 1e-5);
-  CHECK(max_rel(db.data(), cpu_db.data(), C) < 1e-5);
-  if (with_add) CHECK(max_rel(da.data(), cpu_da.data(), nc) < 1e-5);
+  kernels::emu::group_norm_backward(d, x.p, add_p, prm.gamma.data(), prm.beta.data(), mean.data(), rstd.data(),
+                                    dy.p, dx.p, dg.data(), db.data(), with_add ? da.data() : nullptr, ws.data(),
+                                    nullptr);
   CHECK(std::isnan(dx.p[total]));
+  compare(cpu, std::vector<float>(y.p, y.p + total), std::vector<float>(dx.p, dx.p + total), mean, rstd, dg, db, da,
+          with_add, 1e-5);
 }
 
 // The bf16 launchers: x and dy rounded to bf16, the CPU twin run in f32 on those values. The device
@@ -97,39 +131,21 @@ void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, in
 // grads are f32, as f32 as the f32 launchers' (1e-5). shift 1 puts the activations 2 bytes off
 // alignment: the scalar path.
 void check_group_norm_bf16(Shape sh, bool silu, bool with_add, int64_t smem_limit, int shift) {
-  GroupNormDesc d;
-  d.n = sh.n;
-  d.spatial = sh.s;
-  d.channels = sh.c;
-  d.groups = sh.g;
-  d.silu = silu;
-  d.smem_limit_bytes = smem_limit;
+  const GroupNormDesc d = desc_of(sh, silu, smem_limit);
   const size_t total = static_cast<size_t>(sh.n * sh.s * sh.c), nc = static_cast<size_t>(sh.n * sh.c);
   const size_t stats = static_cast<size_t>(sh.n * sh.g), C = static_cast<size_t>(sh.c);
   const uint16_t poison = kernels::float_to_bf16(NAN);
   std::vector<uint16_t> x16(total + 8), dy16(total + 8), y16(total + 8, poison), dx16(total + 8, poison);
-  std::vector<float> x(total), dy(total), add(nc), gamma(C), beta(C);
+  std::vector<float> x(total), dy(total);
   for (size_t i = 0; i < total; ++i) {
-    const size_t c = i % C, n = i / (total / sh.n);
-    x16[shift + i] = kernels::float_to_bf16(
-        static_cast<float>(0.5 * n - 0.3 + (1.0 + 0.1 * (c % 5)) * std::sin(0.37 * i + 0.11 * c)));
-    dy16[shift + i] = kernels::float_to_bf16(static_cast<float>(std::cos(0.53 * i) * 0.8 + 0.05 * c));
+    x16[shift + i] = kernels::float_to_bf16(x_at(d, i));
+    dy16[shift + i] = kernels::float_to_bf16(dy_at(d, i));
     x[i] = kernels::bf16_to_float(x16[shift + i]);
     dy[i] = kernels::bf16_to_float(dy16[shift + i]);
   }
-  for (size_t i = 0; i < nc; ++i) add[i] = static_cast<float>(0.4 * std::sin(1.7 * i + 0.2));
-  for (size_t c = 0; c < C; ++c) {
-    gamma[c] = static_cast<float>(1.0 + 0.3 * std::cos(0.9 * c));
-    beta[c] = static_cast<float>(0.2 * std::sin(1.3 * c) - 0.1);
-  }
-  const float* add_p = with_add ? add.data() : nullptr;
-  std::vector<float> cpu_y(total), cpu_dx(total), cpu_dg(C), cpu_db(C), cpu_da(nc);
-  std::vector<double> cpu_mean(stats), cpu_rstd(stats);
-  kernels::cpu::group_norm_forward<float>(d, x.data(), add_p, gamma.data(), beta.data(), cpu_y.data(),
-                                          cpu_mean.data(), cpu_rstd.data());
-  kernels::cpu::group_norm_backward<float>(d, x.data(), add_p, gamma.data(), beta.data(), cpu_mean.data(),
-                                           cpu_rstd.data(), dy.data(), cpu_dx.data(), cpu_dg.data(), cpu_db.data(),
-                                           with_add ? cpu_da.data() : nullptr);
+  const Params prm(d);
+  const float* add_p = with_add ? prm.add.data() : nullptr;
+  const CpuReference cpu(d, x.data(), add_p, prm, dy.data());
 
   INFO("bf16 N=" << sh.n << " S=" << sh.s << " C=" << sh.c << " G=" << sh.g << " silu=" << silu << " add="
                  << with_add << " smem_limit=" << smem_limit << " shift=" << shift
@@ -139,26 +155,22 @@ void check_group_norm_bf16(Shape sh, bool silu, bool with_add, int64_t smem_limi
   CHECK((smem_limit > 0) == (ws_fwd > 0));
   std::vector<double> mean(stats, NAN), rstd(stats, NAN);
   std::vector<float> ws(std::max(ws_fwd, ws_bwd) / sizeof(float) + 1, NAN);
-  kernels::emu::group_norm_forward(d, x16.data() + shift, add_p, gamma.data(), beta.data(), y16.data() + shift,
-                                   mean.data(), rstd.data(), ws_fwd ? ws.data() : nullptr, nullptr);
-  std::vector<float> y(total), dx(total);
-  for (size_t i = 0; i < total; ++i) y[i] = kernels::bf16_to_float(y16[shift + i]);
-  CHECK(max_rel(y.data(), cpu_y.data(), total) < 5e-3);
-  CHECK(max_rel(mean.data(), cpu_mean.data(), stats) < 1e-6);
-  CHECK(max_rel(rstd.data(), cpu_rstd.data(), stats) < 1e-5);
+  kernels::emu::group_norm_forward(d, x16.data() + shift, add_p, prm.gamma.data(), prm.beta.data(),
+                                   y16.data() + shift, mean.data(), rstd.data(), ws_fwd ? ws.data() : nullptr, nullptr);
   CHECK(y16[shift + total] == poison);  // one past the end stays untouched
 
   std::vector<float> dg(C, NAN), db(C, NAN), da(nc, NAN);
   std::fill(ws.begin(), ws.end(), NAN);
-  kernels::emu::group_norm_backward(d, x16.data() + shift, add_p, gamma.data(), beta.data(), mean.data(),
+  kernels::emu::group_norm_backward(d, x16.data() + shift, add_p, prm.gamma.data(), prm.beta.data(), mean.data(),
                                     rstd.data(), dy16.data() + shift, dx16.data() + shift, dg.data(), db.data(),
                                     with_add ? da.data() : nullptr, ws.data(), nullptr);
-  for (size_t i = 0; i < total; ++i) dx[i] = kernels::bf16_to_float(dx16[shift + i]);
-  CHECK(max_rel(dx.data(), cpu_dx.data(), total) < 5e-3);
-  CHECK(max_rel(dg.data(), cpu_dg.data(), C) < 1e-5);
-  CHECK(max_rel(db.data(), cpu_db.data(), C) < 1e-5);
-  if (with_add) CHECK(max_rel(da.data(), cpu_da.data(), nc) < 1e-5);
   CHECK(dx16[shift + total] == poison);
+  std::vector<float> y(total), dx(total);
+  for (size_t i = 0; i < total; ++i) {
+    y[i] = kernels::bf16_to_float(y16[shift + i]);
+    dx[i] = kernels::bf16_to_float(dx16[shift + i]);
+  }
+  compare(cpu, y, dx, mean, rstd, dg, db, da, with_add, 5e-3);
 }
 
 }  // namespace
