@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/bf16.h"
 #include "kernels/philox.h"
 
 namespace diffuse::test {
@@ -53,6 +54,44 @@ double max_rel(const A* got, const B* want, int64_t n) {
 template <typename A>
 double max_rel(const A* got, const std::vector<double>& want) {
   return max_rel(got, want.data(), static_cast<int64_t>(want.size()));
+}
+
+// bf16 storage (uint16_t bits, what the bf16 launchers take) placed like Buf: shift 0 takes the
+// four-wide paths (8-byte aligned), shift 1 the scalar ones; every other slot holds a bf16 NaN.
+struct Bf16Buf {
+  static constexpr uint16_t kPoison = 0x7fc0;
+  std::vector<uint16_t> storage;
+  uint16_t* p;
+  int64_t n;
+  explicit Bf16Buf(int64_t count, int shift = 0) : storage(static_cast<size_t>(count) + 24, kPoison), n(count) {
+    auto addr = reinterpret_cast<uintptr_t>(storage.data());
+    p = reinterpret_cast<uint16_t*>((addr + 15) / 16 * 16) + shift;
+  }
+  // f32 values rounded to bf16 (kernels/bf16.h: to nearest even).
+  Bf16Buf(const float* values, int64_t count, int shift) : Bf16Buf(count, shift) {
+    for (int64_t i = 0; i < count; ++i) p[i] = kernels::float_to_bf16(values[i]);
+  }
+  Bf16Buf(const Bf16Buf&) = delete;
+  Bf16Buf(Bf16Buf&&) = default;
+  // The values widened to f32 (exact): what the CPU twin is given.
+  Buf<float> widened() const {
+    Buf<float> out(n);
+    for (int64_t i = 0; i < n; ++i) out.p[i] = kernels::bf16_to_float(p[i]);
+    return out;
+  }
+  bool guard_intact() const {
+    for (const uint16_t& v : storage)
+      if ((&v < p || &v >= p + n) && v != kPoison) return false;
+    return true;
+  }
+};
+
+// Whether got holds each of want's f32 values rounded to bf16, bit for bit: what a bf16 kernel
+// that computes the twin's f32 expression and rounds once must give.
+inline bool same_as_rounded(const uint16_t* got, const float* want, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (got[i] != kernels::float_to_bf16(want[i])) return false;
+  return true;
 }
 
 // Whether got and want hold the same floats bit for bit (NaN never equals).

@@ -2,7 +2,8 @@
 // elementwise_reduce.cu) against the CPU twin: every broadcast pattern the paths distinguish
 // (same shape, trailing vector, scalar, [N,1,1,C], per-sample, other), float4 and scalar paths,
 // grid caps that force several grid-stride passes, reductions with several splits, every
-// thread order. Outputs and workspaces are NaN-poisoned first.
+// thread order; and the bf16 launchers (binary, scale, SiLU) on bf16-rounded inputs. Outputs and
+// workspaces are NaN-poisoned first.
 #include <catch2/catch.hpp>
 #include <string>
 #include <vector>
@@ -14,9 +15,11 @@
 #include "emu/kernel_test_support.h"
 
 using namespace diffuse;
+using diffuse::test::Bf16Buf;
 using diffuse::test::Buf;
 using diffuse::test::max_rel;
 using diffuse::test::randn_buf;
+using diffuse::test::same_as_rounded;
 using diffuse::test::same_values;
 using kernels::BinaryOp;
 using kernels::BroadcastDesc;
@@ -161,6 +164,61 @@ TEST_CASE("elementwise: scale, silu, silu backward and fill match the CPU twin",
           CHECK(max_rel(bx.p, gx.p, n) < 1e-6);
           for (int64_t i = 0; i < n; ++i) REQUIRE(f.p[i] == value);
           CHECK((s.guard_intact() && fy.guard_intact() && bx.guard_intact() && f.guard_intact()));
+        }
+      }
+}
+
+TEST_CASE("elementwise: the bf16 launchers round the twin's f32 result once", "[emu][elementwise]") {
+  // Inputs rounded to bf16 and widened for the twin; binary and scale are one f32 operation, so
+  // the device's bf16 result is the twin's f32 result rounded, bit for bit. SiLU differs from the
+  // twin in f32 by < 1e-6 (the f32 case above), which can move a rounding tie: half a bf16 ulp
+  // (2^-8 of the value) plus that.
+  for (const Shape& bs : kBShapes)
+    for (int shift : {0, 1})
+      for (int64_t cap : {0, 1}) {
+        const BroadcastDesc d = kernels::make_broadcast(kA, bs, "test");
+        const Buf<float> a32 = randn_buf(d.numel, 1, shift), b32 = randn_buf(d.b_numel, 2, shift);
+        const Bf16Buf a(a32.p, d.numel, shift), b(b32.p, d.b_numel, shift);
+        const Buf<float> wa = a.widened(), wb = b.widened();
+        for (BinaryOp op : {BinaryOp::add, BinaryOp::sub, BinaryOp::mul}) {
+          Buf<float> want(d.numel);
+          kernels::cpu::binary<float>(op, d, wa.p, wb.p, want.p);
+          for (emulator::ThreadOrder order : kOrders) {
+            emulator::ScopedThreadOrder scoped(order);
+            kernels::emu::grid::ScopedBlockCap block_cap(cap);
+            INFO("bf16 b " << str(bs) << " op " << static_cast<int>(op) << " shift " << shift << " cap " << cap
+                           << " order " << emulator::thread_order_name(order));
+            Bf16Buf out(d.numel, shift);
+            kernels::emu::binary(op, d, a.p, b.p, out.p, nullptr);
+            CHECK(same_as_rounded(out.p, want.p, d.numel));
+            CHECK(out.guard_intact());
+          }
+        }
+      }
+  for (int64_t n : {7, 1283})
+    for (int shift : {0, 1})
+      for (int64_t cap : {0, 1}) {
+        Buf<float> x32 = randn_buf(n, 6, shift);
+        for (int64_t i = 0; i < n; i += 5) x32.p[i] *= 12.0f;
+        const Buf<float> gy32 = randn_buf(n, 7, shift);
+        const Bf16Buf x(x32.p, n, shift), gy(gy32.p, n, shift);
+        const Buf<float> wx = x.widened(), wgy = gy.widened();
+        Buf<float> scaled(n), y(n), gx(n);
+        kernels::cpu::scale<float>(n, -1.75f, wx.p, scaled.p);
+        kernels::cpu::silu_forward<float>(n, wx.p, y.p);
+        kernels::cpu::silu_backward<float>(n, wx.p, wgy.p, gx.p);
+        for (emulator::ThreadOrder order : kOrders) {
+          emulator::ScopedThreadOrder scoped(order);
+          kernels::emu::grid::ScopedBlockCap block_cap(cap);
+          INFO("bf16 n " << n << " shift " << shift << " cap " << cap << " order " << emulator::thread_order_name(order));
+          Bf16Buf s(n, shift), fy(n, shift), bx(n, shift);
+          kernels::emu::scale(n, -1.75f, x.p, s.p, nullptr);
+          kernels::emu::silu_forward(n, x.p, fy.p, nullptr);
+          kernels::emu::silu_backward(n, x.p, gy.p, bx.p, nullptr);
+          CHECK(same_as_rounded(s.p, scaled.p, n));
+          CHECK(max_rel(fy.widened().p, y.p, n) < 5e-3);
+          CHECK(max_rel(bx.widened().p, gx.p, n) < 5e-3);
+          CHECK((s.guard_intact() && fy.guard_intact() && bx.guard_intact()));
         }
       }
 }

@@ -1,8 +1,9 @@
 // The loss family under the emulator (kernels/cuda/loss.cu) against the CPU twin: dropout must
 // draw the CPU's Philox mask exactly (same elements dropped, same scaled values), the weighted MSE
 // loss through its two-stage sum (one and several splits per item, float4 and scalar paths) and
-// its backward with the upstream grad read from memory; grid caps force grid-stride loops, every
-// thread order runs, outputs are NaN-poisoned.
+// its backward with the upstream grad read from memory; dropout's bf16 launcher (the twin's f32
+// result rounded, bit for bit); grid caps force grid-stride loops, every thread order runs,
+// outputs are NaN-poisoned.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
@@ -14,9 +15,11 @@
 #include "kernels/loss.h"
 
 using namespace diffuse;
+using diffuse::test::Bf16Buf;
 using diffuse::test::Buf;
 using diffuse::test::max_rel;
 using diffuse::test::randn_buf;
+using diffuse::test::same_as_rounded;
 using diffuse::test::same_values;
 
 namespace {
@@ -35,6 +38,11 @@ void check_dropout(int64_t n, float p, uint64_t offset, int shift, int64_t cap) 
   int64_t dropped = 0;
   for (int64_t i = 0; i < n; ++i) dropped += want.p[i] == 0.0f;
   if (n >= 600) CHECK(std::fabs(double(dropped) / double(n) - p) < 0.08);  // the twin really drops ~p
+  // The bf16 launcher on x rounded to bf16: the twin's f32 result on those values, rounded.
+  const Bf16Buf x16(x.p, n, shift);
+  const Buf<float> wx16 = x16.widened();
+  Buf<float> want16(n);
+  kernels::cpu::dropout_apply<float>(d, wx16.p, want16.p);
   for (emulator::ThreadOrder order : kOrders) {
     emulator::ScopedThreadOrder scoped(order);
     kernels::emu::grid::ScopedBlockCap block_cap(cap);
@@ -44,6 +52,10 @@ void check_dropout(int64_t n, float p, uint64_t offset, int shift, int64_t cap) 
     kernels::emu::dropout_apply(d, x.p, y.p, nullptr);
     CHECK(same_values(y.p, want.p, n));
     CHECK(y.guard_intact());
+    Bf16Buf y16(n, shift);
+    kernels::emu::dropout_apply(d, x16.p, y16.p, nullptr);
+    CHECK(same_as_rounded(y16.p, want16.p, n));
+    CHECK(y16.guard_intact());
   }
 }
 

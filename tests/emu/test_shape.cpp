@@ -2,7 +2,8 @@
 // the last dim and its split (either destination optional), nearest 2x upsampling and its
 // backward, on odd channel counts (scalar path) and multiples of 4 (float4 path), aligned and
 // shifted buffers, a grid cap that forces several grid-stride passes, every thread order.
-// Pure copies and the twin's addition order: the results must be identical bit for bit.
+// Pure copies and the twin's addition order: the results must be identical bit for bit; each case
+// also runs the bf16 launchers, whose results are the twin's (on the widened bf16 inputs) rounded.
 #include <catch2/catch.hpp>
 #include <cstdint>
 
@@ -13,13 +14,30 @@
 #include "kernels/shape.h"
 
 using namespace diffuse;
+using diffuse::test::Bf16Buf;
 using diffuse::test::Buf;
 using diffuse::test::randn_buf;
+using diffuse::test::same_as_rounded;
 using diffuse::test::same_values;
 
 namespace {
 
 const auto& kOrders = diffuse::test::kAllOrders;
+
+// A concat and a split into fresh buffers B (Buf<float>, or Bf16Buf for the bf16 launchers), each
+// output compared with its want by `same`.
+template <typename B, typename T, typename Same>
+void concat_and_split(const kernels::ConcatDesc& d, int shift, const T* a, const T* b, const T* g,
+                      const Buf<float>& want, const Buf<float>& want_ga, const Buf<float>& want_gb, Same same) {
+  const int64_t c = d.ca + d.cb;
+  B out(d.rows * c, shift), ga(d.rows * d.ca, shift), gb(d.rows * d.cb, shift);
+  kernels::emu::concat_last(d, a, b, out.p, nullptr);
+  kernels::emu::split_last(d, g, ga.p, gb.p, nullptr);
+  CHECK(same(out.p, want.p, d.rows * c));
+  CHECK(same(ga.p, want_ga.p, d.rows * d.ca));
+  CHECK(same(gb.p, want_gb.p, d.rows * d.cb));
+  CHECK((out.guard_intact() && ga.guard_intact() && gb.guard_intact()));
+}
 
 void check_concat(int64_t rows, int64_t ca, int64_t cb, int shift, int64_t cap) {
   kernels::ConcatDesc d{rows, ca, cb};
@@ -28,18 +46,20 @@ void check_concat(int64_t rows, int64_t ca, int64_t cb, int shift, int64_t cap) 
   Buf<float> want(rows * c), want_ga(rows * ca), want_gb(rows * cb);
   kernels::cpu::concat_last<float>(d, a.p, b.p, want.p);
   kernels::cpu::split_last<float>(d, g.p, want_ga.p, want_gb.p);
+  // The bf16 launchers on the inputs rounded to bf16: the twin's result on those values, rounded.
+  const Bf16Buf a16(a.p, rows * ca, shift), b16(b.p, rows * cb, shift), g16(g.p, rows * c, shift);
+  const Buf<float> wa = a16.widened(), wb = b16.widened(), wg = g16.widened();
+  Buf<float> want16(rows * c), want16_ga(rows * ca), want16_gb(rows * cb);
+  kernels::cpu::concat_last<float>(d, wa.p, wb.p, want16.p);
+  kernels::cpu::split_last<float>(d, wg.p, want16_ga.p, want16_gb.p);
   for (emulator::ThreadOrder order : kOrders) {
     emulator::ScopedThreadOrder scoped(order);
     kernels::emu::grid::ScopedBlockCap block_cap(cap);
     INFO("rows " << rows << " ca " << ca << " cb " << cb << " shift " << shift << " cap " << cap << " order "
                  << emulator::thread_order_name(order));
-    Buf<float> out(rows * c, shift), ga(rows * ca, shift), gb(rows * cb, shift);
-    kernels::emu::concat_last(d, a.p, b.p, out.p, nullptr);
-    kernels::emu::split_last(d, g.p, ga.p, gb.p, nullptr);
-    CHECK(same_values(out.p, want.p, rows * c));
-    CHECK(same_values(ga.p, want_ga.p, rows * ca));
-    CHECK(same_values(gb.p, want_gb.p, rows * cb));
-    CHECK((out.guard_intact() && ga.guard_intact() && gb.guard_intact()));
+    concat_and_split<Buf<float>>(d, shift, a.p, b.p, g.p, want, want_ga, want_gb,
+                                 [](const float* x, const float* y, int64_t n) { return same_values(x, y, n); });
+    concat_and_split<Bf16Buf>(d, shift, a16.p, b16.p, g16.p, want16, want16_ga, want16_gb, same_as_rounded);
     // Only one destination wanted: the other stays untouched.
     Buf<float> only_a(rows * ca, shift), only_b(rows * cb, shift);
     kernels::emu::split_last(d, g.p, only_a.p, nullptr, nullptr);
@@ -56,6 +76,11 @@ void check_upsample(int64_t n, int64_t h, int64_t w, int64_t c, int shift, int64
   Buf<float> want_y(out_n), want_gx(in);
   kernels::cpu::upsample_nearest2x<float>(d, x.p, want_y.p);
   kernels::cpu::upsample_nearest2x_backward<float>(d, gy.p, want_gx.p);
+  const Bf16Buf x16(x.p, in, shift), gy16(gy.p, out_n, shift);
+  const Buf<float> wx = x16.widened(), wgy = gy16.widened();
+  Buf<float> want16_y(out_n), want16_gx(in);
+  kernels::cpu::upsample_nearest2x<float>(d, wx.p, want16_y.p);
+  kernels::cpu::upsample_nearest2x_backward<float>(d, wgy.p, want16_gx.p);
   for (emulator::ThreadOrder order : kOrders) {
     emulator::ScopedThreadOrder scoped(order);
     kernels::emu::grid::ScopedBlockCap block_cap(cap);
@@ -67,6 +92,12 @@ void check_upsample(int64_t n, int64_t h, int64_t w, int64_t c, int shift, int64
     CHECK(same_values(y.p, want_y.p, out_n));
     CHECK(same_values(gx.p, want_gx.p, in));
     CHECK((y.guard_intact() && gx.guard_intact()));
+    Bf16Buf y16(out_n, shift), gx16(in, shift);
+    kernels::emu::upsample_nearest2x(d, x16.p, y16.p, nullptr);
+    kernels::emu::upsample_nearest2x_backward(d, gy16.p, gx16.p, nullptr);
+    CHECK(same_as_rounded(y16.p, want16_y.p, out_n));
+    CHECK(same_as_rounded(gx16.p, want16_gx.p, in));
+    CHECK((y16.guard_intact() && gx16.guard_intact()));
   }
 }
 
