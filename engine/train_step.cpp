@@ -136,12 +136,15 @@ TrainStepResult TrainStep::run(int64_t step, const Batch& batch, const PhaseFn& 
     return r;
   }
   if (after_phase) after_phase(Phase::forward_loss);
-  loss.backward();
-  if (communicator_ && communicator_->distributed()) {  // the global batch's gradient: the mean of the shards'
-    std::vector<Tensor> grads;
-    for (const Tensor& p : params_)
-      if (p.grad().defined()) grads.push_back(p.grad());
-    communicator_->allreduce_mean(grads, "the gradients of step " + std::to_string(step));
+  if (communicator_ && communicator_->distributed()) {
+    // The global batch's gradient, the mean of the shards': buckets of gradients are reduced as
+    // backward finishes them, the rest (and the wait) after it (nn/collective.h, GradientSync).
+    if (!grad_sync_) grad_sync_ = std::make_unique<collective::GradientSync>(*communicator_, params_);
+    grad_sync_->begin("the gradients of step " + std::to_string(step));
+    run_backward(loss, Tensor::ones(loss.shape(), loss.dtype(), loss.device()), grad_sync_.get());
+    grad_sync_->finish();
+  } else {
+    loss.backward();
   }
   if (after_phase) after_phase(Phase::backward);
   r.grad_norm = o.grad_clip > 0 ? optim::clip_grad_norm(params_, o.grad_clip) : optim::grad_norm(params_);

@@ -59,8 +59,14 @@ class TrainStep {
   // `batch` as rank r's rows [r·B, (r+1)·B) of a global batch of K·B and draws its timesteps,
   // noise and label dropouts as those global rows (so K ranks at B equal one process at K·B up
   // to summation order), logs the global loss, and averages the gradients over the ranks before
-  // clipping. Null (the default) or one rank: the batch is the whole batch. Not owned.
-  void set_communicator(collective::Communicator* communicator) { communicator_ = communicator; }
+  // clipping, in buckets reduced while backward runs (collective::GradientSync). Null (the
+  // default) or one rank: the batch is the whole batch. Not owned.
+  void set_communicator(collective::Communicator* communicator) {
+    communicator_ = communicator;
+    grad_sync_.reset();
+  }
+  // The gradient all-reduce's counts and times (null before the first distributed step).
+  const collective::GradientSync* gradient_sync() const { return grad_sync_.get(); }
 
   UNet2D& model() { return *model_; }
   const std::vector<Tensor>& parameters() const { return params_; }
@@ -77,6 +83,7 @@ class TrainStep {
   optim::AdamW adam_;
   optim::EMA ema_;
   collective::Communicator* communicator_ = nullptr;
+  std::unique_ptr<collective::GradientSync> grad_sync_;  // created at the first distributed step
 };
 
 }  // namespace diffuse

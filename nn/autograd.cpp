@@ -63,12 +63,20 @@ void record(const char* name, std::initializer_list<const Tensor*> inputs, std::
   t_tape.push_back(std::move(node));
 }
 
-void run_backward(const Tensor& root, const Tensor& seed_grad) {
+void run_backward(const Tensor& root, const Tensor& seed_grad, GradReadyHook* hook) {
   if (!root.requires_grad()) throw Error("backward(): the loss does not depend on anything that requires grad");
   NoGrad no_grad;
   accumulate(*root.meta(), seed_grad);
   std::vector<Node> tape;
   tape.swap(t_tape);  // handed back, emptied but with its capacity, once the replay is done
+  if (hook) {  // how many nodes feed each leaf: its grad is final when the last of them has run
+    for (Node& node : tape)
+      for (auto& in : node.inputs)
+        if (in && in->is_leaf) in->pending_uses = 0;
+    for (Node& node : tape)
+      for (auto& in : node.inputs)
+        if (in && in->is_leaf) ++in->pending_uses;
+  }
   for (auto it = tape.rbegin(); it != tape.rend(); ++it) {
     Node& node = *it;
     bool any = false;
@@ -87,6 +95,9 @@ void run_backward(const Tensor& root, const Tensor& seed_grad) {
     // Free what this node held: intermediate grads and saved tensors.
     for (auto& o : node.outputs)
       if (!o->is_leaf) o->grad = Tensor();
+    if (hook)
+      for (auto& in : node.inputs)
+        if (in && in->is_leaf && --in->pending_uses == 0) hook->grad_ready(*in);
     node = Node();
   }
   tape.clear();

@@ -7,6 +7,7 @@
 // (nn/object_pool.h) and the tape keeps its capacity, so a steady-state step records and replays
 // without touching the heap.
 #pragma once
+#include <cstdint>
 #include <initializer_list>
 #include <memory>
 #include <new>
@@ -27,6 +28,9 @@ struct AutogradMeta {
   Shape shape;
   DType dtype = DType::f32;
   Device device = Device::cpu;
+  // Nodes of the running backward that still have to pass a grad into this leaf (counted only
+  // when run_backward has a GradReadyHook).
+  int64_t pending_uses = 0;
 };
 
 using TensorList = std::vector<Tensor, PoolAllocator<Tensor>>;
@@ -108,8 +112,21 @@ bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
 void record(const char* name, std::initializer_list<const Tensor*> inputs, std::initializer_list<Tensor*> outputs,
             BackwardFn backward);
 
+// Told, during run_backward, when a leaf's grad is final: right after the last node of the tape
+// that feeds that leaf has run (a shared/tied leaf after its last contribution). The grad may be
+// undefined (nothing flowed into it). Leaves the tape never reaches are not reported. Used by the
+// data-parallel gradient all-reduce to start reducing while the rest of backward runs
+// (nn/collective.h, GradientSync).
+class GradReadyHook {
+ public:
+  virtual void grad_ready(AutogradMeta& leaf) = 0;
+
+ protected:
+  ~GradReadyHook() = default;
+};
+
 // Runs the tape backwards from `root` seeded with `seed_grad` (ones for a scalar loss).
-void run_backward(const Tensor& root, const Tensor& seed_grad);
+void run_backward(const Tensor& root, const Tensor& seed_grad, GradReadyHook* hook = nullptr);
 
 // Discards every recorded node (a forward whose backward will not run).
 void clear_tape();

@@ -76,6 +76,10 @@ using Clock = std::chrono::steady_clock;
 
 Communicator::Communicator() {
   if (const char* t = std::getenv("DIFFUSE_COLLECTIVE_TIMEOUT")) set_timeout(std::atof(t));
+  const char* bucket = std::getenv("DIFFUSE_GRAD_BUCKET_MB");
+  const char* overlap = std::getenv("DIFFUSE_GRAD_OVERLAP");
+  if (bucket || overlap)
+    set_grad_buckets(bucket ? std::atof(bucket) : kDefaultGradBucketMiB, !overlap || std::string(overlap) != "0");
 #if DIFFUSE_WITH_MPI
   if (!launched_by_mpirun()) return;
   int provided = 0;
@@ -142,6 +146,12 @@ void Communicator::wait(void* request, const std::string& what) {
 #endif
 }
 
+void Communicator::answer_census() {
+#if DIFFUSE_WITH_MPI
+  if (mpi_) answer_queries(rank_);
+#endif
+}
+
 void Communicator::fail_missing_ranks(const std::string& what) {
   std::string missing;
 #if DIFFUSE_WITH_MPI
@@ -181,56 +191,180 @@ void Communicator::fail_missing_ranks(const std::string& what) {
                                : "rank " + missing + " did not answer (dead or hung)"));
 }
 
-void Communicator::allreduce_host_floats(float* data, int64_t count, const std::string& what) {
+void Communicator::set_grad_buckets(double mib, bool overlap) {
+  if (!(mib > 0) || mib > 1024)
+    throw Error("gradient bucket size must be in (0, 1024] MiB, got " + std::to_string(mib));
+  grad_bucket_bytes_ = std::max<int64_t>(4, static_cast<int64_t>(mib * 1024 * 1024));
+  overlap_grads_ = overlap;
+}
+
+// ---- GradientSync ------------------------------------------------------------------------------
+
+struct GradientSync::Impl {
 #if DIFFUSE_WITH_MPI
-  for (int64_t done = 0; done < count;) {
-    const int n = static_cast<int>(std::min<int64_t>(count - done, INT_MAX));
+  std::vector<std::vector<MPI_Request>> requests;  // per bucket: MPI_Iallreduce calls of <= INT_MAX floats
+#endif
+  std::vector<char> ready;  // per parameter: its grad_ready came this step
+};
+
+namespace {
+double now_seconds() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+}  // namespace
+
+GradientSync::GradientSync(Communicator& communicator, std::vector<Tensor> params)
+    : comm_(communicator), params_(std::move(params)), impl_(std::make_unique<Impl>()) {
+  if (!comm_.distributed() || params_.empty()) return;  // one rank: nothing to reduce
+  const Device device = params_.front().device();
+  for (const Tensor& p : params_)
+    if (p.dtype() != DType::f32 || p.device() != device || !p.meta())
+      throw Error("gradient all-reduce: expected f32 parameters requiring grad on one device, got " + p.describe());
+  // Reverse parameter order, the order backward finishes the gradients (the forward's order
+  // reversed), cut greedily at the bucket size; a parameter larger than a bucket is one bucket.
+  const int64_t cap = comm_.grad_bucket_bytes() / static_cast<int64_t>(sizeof(float));
+  bucket_of_.resize(params_.size());
+  for (size_t j = params_.size(); j-- > 0;) {
+    const int64_t n = params_[j].numel();
+    if (buckets_.empty() || (buckets_.back().numel > 0 && buckets_.back().numel + n > cap)) buckets_.emplace_back();
+    buckets_.back().params.push_back(j);
+    buckets_.back().numel += n;
+    bucket_of_[j] = buckets_.size() - 1;
+  }
+  waiting_.resize(buckets_.size());
+  impl_->ready.resize(params_.size());
+#if DIFFUSE_WITH_MPI
+  impl_->requests.resize(buckets_.size());
+#endif
+  if (device == Device::cpu)
+    for (Bucket& b : buckets_) b.host.resize(static_cast<size_t>(b.numel));
+}
+
+GradientSync::~GradientSync() = default;
+
+void GradientSync::begin(const std::string& what) {
+  if (buckets_.empty()) return;
+  what_ = what;
+  // The parameters' autograd metas, for grad_ready (rebuilt only if a parameter got a new one).
+  bool same = meta_index_.size() == params_.size();
+  for (size_t i = 0; same && i < params_.size(); ++i)
+    same = std::binary_search(meta_index_.begin(), meta_index_.end(), std::make_pair(
+                                  static_cast<const AutogradMeta*>(params_[i].meta().get()), i));
+  if (!same) {
+    meta_index_.clear();
+    for (size_t i = 0; i < params_.size(); ++i) meta_index_.emplace_back(params_[i].meta().get(), i);
+    std::sort(meta_index_.begin(), meta_index_.end());
+  }
+  for (size_t k = 0; k < buckets_.size(); ++k) waiting_[k] = buckets_[k].params.size();
+  std::fill(impl_->ready.begin(), impl_->ready.end(), 0);
+  next_ = 0;
+  in_backward_ = true;
+  first_start_ = -1;
+}
+
+void GradientSync::grad_ready(AutogradMeta& leaf) {
+  if (buckets_.empty() || !in_backward_) return;
+  auto it = std::lower_bound(meta_index_.begin(), meta_index_.end(),
+                             std::make_pair(static_cast<const AutogradMeta*>(&leaf), size_t{0}));
+  if (it == meta_index_.end() || it->first != &leaf) return;  // a leaf that is not a parameter
+  const size_t i = it->second;
+  if (impl_->ready[i]) return;
+  impl_->ready[i] = 1;
+  --waiting_[bucket_of_[i]];
+  progress();
+  if (comm_.overlap_grads()) launch_ready(true);
+}
+
+void GradientSync::launch_ready(bool during_backward) {
+  while (next_ < buckets_.size() && (!during_backward || waiting_[next_] == 0)) {
+    if (first_start_ < 0) first_start_ = now_seconds();
+    launch(next_++);
+    ++stats_.buckets;
+    if (during_backward) ++stats_.buckets_during_backward;
+  }
+}
+
+void GradientSync::launch(size_t k) {
+  Bucket& b = buckets_[k];
+  if (params_.front().device() == Device::cuda) {
+    std::vector<Tensor> grads;
+    grads.reserve(b.params.size());
+    for (size_t i : b.params) {
+      // NCCL averages in place while backward goes on. That is safe because no later node reads a
+      // final gradient: its last user has run, and every backward in nn/ returns tensors of its
+      // own, except add's, which passes its output's grad on to its first input, and nothing
+      // else holds that grad any more.
+      // Never arrived (unused this step): zeros, so that every rank reduces the same buffers.
+      if (!params_[i].grad().defined()) params_[i].set_grad(Tensor::zeros(params_[i].shape(), DType::f32, Device::cuda));
+      grads.push_back(params_[i].grad());
+    }
+    comm_.nccl_start_bucket(grads, k, what_);
+    return;
+  }
+  int64_t at = 0;
+  for (size_t i : b.params) {
+    const Tensor g = params_[i].grad();
+    float* dst = b.host.data() + at;
+    if (!g.defined()) {
+      std::fill(dst, dst + params_[i].numel(), 0.0f);
+    } else {
+      if (g.dtype() != DType::f32 || g.device() != Device::cpu || g.numel() != params_[i].numel())
+        throw Error("all-reduce of " + what_ + ": expected an f32 CPU gradient of " + std::to_string(params_[i].numel()) +
+                    " elements, got " + g.describe());
+      std::memcpy(dst, g.data<float>(), g.nbytes());
+    }
+    at += params_[i].numel();
+  }
+#if DIFFUSE_WITH_MPI
+  auto& requests = impl_->requests[k];
+  requests.clear();
+  for (int64_t done = 0; done < b.numel;) {
+    const int n = static_cast<int>(std::min<int64_t>(b.numel - done, INT_MAX));
     MPI_Request req;
-    DIFFUSE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data + done, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req));
-    wait(&req, what);
+    mpi_check(MPI_Iallreduce(MPI_IN_PLACE, b.host.data() + done, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req),
+              "MPI_Iallreduce", comm_.rank());
+    requests.push_back(req);
     done += n;
   }
-#else
-  (void)data, (void)count, (void)what;
 #endif
 }
 
-void Communicator::allreduce_mean(const std::vector<Tensor>& tensors, const std::string& what) {
-  if (!distributed() || tensors.empty()) return;  // the mean over one rank
-  const auto t0 = Clock::now();
-  const Device device = tensors.front().device();
-  for (const Tensor& t : tensors)
-    if (t.dtype() != DType::f32 || t.device() != device)
-      throw Error("all-reduce of " + what + ": expected f32 tensors on one device, got " + t.describe());
-  if (device == Device::cuda) {
-    nccl_allreduce_mean(tensors, what);
+// Open MPI moves a nonblocking collective forward only inside MPI calls: test the ones in flight.
+void GradientSync::progress() {
+#if DIFFUSE_WITH_MPI
+  for (size_t k = 0; k < next_; ++k)
+    for (MPI_Request& req : impl_->requests[k]) {
+      if (req == MPI_REQUEST_NULL) continue;
+      int done = 0;
+      mpi_check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test", comm_.rank());
+    }
+#endif
+}
+
+void GradientSync::finish() {
+  if (buckets_.empty()) return;
+  const double t0 = now_seconds();
+  in_backward_ = false;
+  launch_ready(false);  // what backward did not start: all of it without overlap
+  if (params_.front().device() == Device::cuda) {
+    comm_.nccl_finish_buckets(what_);
   } else {
-    // Buckets of up to 4 Mi floats (16 MiB): few MPI calls, and a bounded extra buffer.
-    constexpr int64_t kBucket = int64_t{1} << 22;
-    const float inv = 1.0f / static_cast<float>(size_);
-    size_t first = 0;
-    while (first < tensors.size()) {
-      int64_t filled = 0;
-      size_t last = first;
-      while (last < tensors.size() && (filled == 0 || filled + tensors[last].numel() <= kBucket))
-        filled += tensors[last++].numel();
-      bucket_.resize(static_cast<size_t>(filled));
-      int64_t at = 0;
-      for (size_t i = first; i < last; ++i) {
-        std::memcpy(bucket_.data() + at, tensors[i].data<float>(), tensors[i].nbytes());
-        at += tensors[i].numel();
+    const float inv = 1.0f / static_cast<float>(comm_.size());
+    for (size_t k = 0; k < buckets_.size(); ++k) {
+#if DIFFUSE_WITH_MPI
+      for (MPI_Request& req : impl_->requests[k]) comm_.wait(&req, what_);
+#endif
+      const float* src = buckets_[k].host.data();
+      for (size_t i : buckets_[k].params) {
+        if (!params_[i].grad().defined()) params_[i].set_grad(Tensor::zeros(params_[i].shape()));
+        float* dst = params_[i].grad().data<float>();
+        for (int64_t e = 0; e < params_[i].numel(); ++e) dst[e] = src[e] * inv;
+        src += params_[i].numel();
       }
-      allreduce_host_floats(bucket_.data(), filled, what);
-      at = 0;
-      for (size_t i = first; i < last; ++i) {
-        float* dst = tensors[i].data<float>();
-        for (int64_t k = 0; k < tensors[i].numel(); ++k) dst[k] = bucket_[static_cast<size_t>(at + k)] * inv;
-        at += tensors[i].numel();
-      }
-      first = last;
     }
   }
-  allreduce_seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
+  const double t1 = now_seconds();
+  ++stats_.steps;
+  stats_.wait_seconds += t1 - t0;
+  stats_.total_seconds += t1 - first_start_;
 }
 
 double Communicator::allreduce_mean(double value, const std::string& what) {

@@ -12,9 +12,12 @@
 // so a rank that hangs or dies makes the others exit instead of hanging forever.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "nn/autograd.h"
 #include "nn/tensor.h"
 
 namespace diffuse::collective {
@@ -30,11 +33,6 @@ class Communicator {
   double timeout() const { return timeout_s_; }
   void set_timeout(double seconds);
 
-  // Replaces every tensor by its mean over the ranks, in place. All tensors f32 on one device:
-  // CPU tensors are packed into flat buckets and summed with MPI; CUDA tensors are averaged by
-  // NCCL (ncclAvg, in one group) on the current stream. `what` names the call in errors
-  // ("the gradients of step 12").
-  void allreduce_mean(const std::vector<Tensor>& tensors, const std::string& what);
   // The mean of a host value over the ranks.
   double allreduce_mean(double value, const std::string& what);
   // Copies rank `root`'s tensors into every other rank's (same shapes on every rank).
@@ -45,8 +43,13 @@ class Communicator {
   void check_agreement(uint64_t checksum, const std::string& what);
   void barrier(const std::string& what);
 
-  // Seconds spent inside allreduce_mean(tensors) so far (for `diffuse bench train`).
-  double allreduce_seconds() const { return allreduce_seconds_; }
+  // Gradient buckets (GradientSync): their size in bytes (DIFFUSE_GRAD_BUCKET_MB, default
+  // kDefaultGradBucketMiB MiB) and whether they are reduced while backward runs
+  // (DIFFUSE_GRAD_OVERLAP=0 turns that off: every bucket is reduced after backward).
+  static constexpr double kDefaultGradBucketMiB = 4;
+  int64_t grad_bucket_bytes() const { return grad_bucket_bytes_; }
+  bool overlap_grads() const { return overlap_grads_; }
+  void set_grad_buckets(double mib, bool overlap);
 
   // Ends every rank of the job after printing "rank R: message" on stderr: what a rank does with
   // an error the others cannot see (they would otherwise wait at the next collective).
@@ -62,20 +65,93 @@ class Communicator {
   // Waits for an MPI request until the deadline; on expiry finds which ranks are missing and throws.
   void wait(void* request, const std::string& what);
   [[noreturn]] void fail_missing_ranks(const std::string& what);
-  void allreduce_host_floats(float* data, int64_t count, const std::string& what);
-  void nccl_allreduce_mean(const std::vector<Tensor>& tensors, const std::string& what);
+  // Answers the census queries of ranks whose deadline passed (while this one waits elsewhere).
+  void answer_census();
+  friend class GradientSync;
   void nccl_broadcast(const std::vector<Tensor>& tensors, int root, const std::string& what);
   void select_gpu();
   void ensure_nccl();
   void destroy_nccl();
-  void wait_for_stream(const std::string& what);
+  // Waits, within the deadline, for the work queued on `stream` (a cudaStream_t).
+  void wait_for_stream(void* stream, const std::string& what);
+  // GradientSync's CUDA side: bucket `index` of `grads` averaged on the comm stream after the
+  // compute stream's work so far; then the compute stream made to wait for all of them.
+  void nccl_start_bucket(const std::vector<Tensor>& grads, size_t index, const std::string& what);
+  void nccl_finish_buckets(const std::string& what);
 
   int rank_ = 0, size_ = 1, local_rank_ = 0;
   bool mpi_ = false;  // MPI initialised by us (launched by mpirun, built with MPI)
   double timeout_s_ = 600;
-  double allreduce_seconds_ = 0;
-  void* nccl_comm_ = nullptr;  // ncclComm_t, created at the first CUDA collective
-  std::vector<float> bucket_;  // the flat host buffer CPU gradients are packed into
+  int64_t grad_bucket_bytes_ = static_cast<int64_t>(kDefaultGradBucketMiB * 1024 * 1024);
+  bool overlap_grads_ = true;
+  void* nccl_comm_ = nullptr;    // ncclComm_t, created at the first CUDA collective
+  void* comm_stream_ = nullptr;  // cudaStream_t of the gradient reductions (non-blocking)
+  std::vector<void*> bucket_events_;  // cudaEvent_t per bucket: its gradients are final
+  void* reduced_event_ = nullptr;     // cudaEvent_t: every bucket reduced
+};
+
+// What the gradient all-reduce of the steps so far did (for `diffuse bench train`).
+struct GradientSyncStats {
+  int64_t steps = 0;
+  int64_t buckets = 0;                  // reductions started
+  int64_t buckets_during_backward = 0;  // of which started before backward returned
+  double wait_seconds = 0;   // from the end of backward until every reduction had completed: the
+                             // communication time backward did not hide
+  double total_seconds = 0;  // from the first reduction's start to the last one's completion
+};
+
+// The data-parallel gradient all-reduce, bucketed and overlapped with backward
+// (docs/distributed.md, "Overlap"). The parameters are cut, in reverse order (the order backward
+// finishes them), into buckets of about grad_bucket_bytes(); the layout is the same on every
+// rank and every step. Passed to run_backward as its GradReadyHook, it starts a bucket's
+// reduction as soon as every gradient in it is final and every earlier bucket has started, so
+// every rank starts the same reductions in the same order. CPU: the bucket is packed into a
+// host buffer and summed by MPI_Iallreduce, progressed at each later ready gradient. CUDA: an
+// event recorded on the compute stream orders the comm stream after the gradients, and NCCL
+// averages them in place there (ncclAvg, one group per bucket). finish() starts what is left (a
+// parameter whose gradient never arrived is reduced as zeros and keeps that zero gradient),
+// waits for everything within the communicator's deadline, and on CUDA makes the compute stream
+// wait for the comm stream. Averaging is per element, so neither the bucket layout nor the
+// overlap changes a bit of the result. With one rank every call is a no-op.
+class GradientSync final : public GradReadyHook {
+ public:
+  GradientSync(Communicator& communicator, std::vector<Tensor> params);
+  ~GradientSync();
+  GradientSync(const GradientSync&) = delete;
+  GradientSync& operator=(const GradientSync&) = delete;
+
+  // Before backward: `what` names the reductions in errors ("the gradients of step 12").
+  void begin(const std::string& what);
+  void grad_ready(AutogradMeta& leaf) override;
+  // After backward: every parameter's grad is the mean over the ranks.
+  void finish();
+
+  int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
+  const GradientSyncStats& stats() const { return stats_; }
+
+ private:
+  struct Bucket {
+    std::vector<size_t> params;  // indices into params_, in reverse parameter order
+    int64_t numel = 0;
+    std::vector<float> host;     // CPU: the packed gradients while MPI reduces them
+  };
+  struct Impl;  // the MPI requests (collective.cpp)
+  void launch(size_t bucket);
+  void launch_ready(bool during_backward);
+  void progress();
+
+  Communicator& comm_;
+  std::vector<Tensor> params_;
+  std::vector<Bucket> buckets_;
+  std::vector<std::pair<const AutogradMeta*, size_t>> meta_index_;  // sorted: the meta's param
+  std::vector<size_t> bucket_of_;   // per parameter
+  std::vector<size_t> waiting_;     // per bucket: gradients not yet final this step
+  size_t next_ = 0;                 // the next bucket to start
+  bool in_backward_ = false;
+  std::string what_;
+  double first_start_ = 0;          // seconds since the epoch of the steady clock
+  GradientSyncStats stats_;
+  std::unique_ptr<Impl> impl_;
 };
 
 // The job's communicator, created at the first call: MPI is initialised (and finalised at exit)

@@ -6,6 +6,8 @@
 // (no MPI, or no CUDA backend) only ever run these with one rank, where collective.cpp returns
 // before reaching them.
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -52,6 +54,12 @@ void Communicator::ensure_nccl() {
 }
 
 void Communicator::destroy_nccl() {
+  // At exit: the stream and events go with the device; the communicator waits for its work.
+  for (void* e : bucket_events_) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+  bucket_events_.clear();
+  if (reduced_event_) cudaEventDestroy(static_cast<cudaEvent_t>(reduced_event_));
+  if (comm_stream_) cudaStreamDestroy(static_cast<cudaStream_t>(comm_stream_));
+  reduced_event_ = comm_stream_ = nullptr;
   if (!nccl_comm_) return;
   ncclCommDestroy(as_comm(nccl_comm_));  // at exit: a failure has nobody left to tell
   nccl_comm_ = nullptr;
@@ -67,15 +75,41 @@ void Communicator::select_gpu() {
   DIFFUSE_CUDA_CHECK(cudaSetDevice(local_rank_ % devices));
 }
 
-// Waits for the collectives queued on the stream, within the deadline. A real GPU is polled
-// (cudaStreamQuery, ncclCommGetAsyncError), and a stuck communicator is aborted before the
-// missing ranks are named. The emulated device runs queued work only when the host synchronises
-// (kernels/emulated_device/device.h), so there the wait is the synchronisation itself.
-void Communicator::wait_for_stream(const std::string& what) {
-  const auto stream = static_cast<cudaStream_t>(current_stream());
+// Waits for the work queued on `stream` (NCCL's among it), within the deadline; on expiry the
+// communicator is aborted and the missing ranks are named (fail_missing_ranks).
+//  - A real GPU is polled (cudaStreamQuery, ncclCommGetAsyncError), answering the other ranks'
+//    census queries meanwhile.
+//  - The emulated device runs queued work only when the host synchronises
+//    (kernels/emulated_device/device.h), so the host synchronises while a watchdog thread waits
+//    for the deadline and, if it passes first, calls ncclCommAbort: the emulated collective that
+//    waits on MPI sees it, fails its work, and the synchronisation returns. The watchdog makes no
+//    MPI call (MPI is initialised MPI_THREAD_FUNNELED).
+void Communicator::wait_for_stream(void* stream_handle, const std::string& what) {
+  const auto stream = static_cast<cudaStream_t>(stream_handle);
 #if DIFFUSE_CUDA_EMULATED
-  (void)what;
-  DIFFUSE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool done = false, expired = false;
+  ncclComm_t comm = as_comm(nccl_comm_);
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> lock(mutex);
+    if (!cv.wait_for(lock, std::chrono::duration<double>(timeout_s_), [&] { return done; })) {
+      expired = true;
+      ncclCommAbort(comm);
+    }
+  });
+  const cudaError_t status = cudaStreamSynchronize(stream);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    done = true;
+  }
+  cv.notify_all();
+  watchdog.join();
+  if (expired) {
+    nccl_comm_ = nullptr;  // aborted: freed by ncclCommAbort
+    fail_missing_ranks(what);
+  }
+  DIFFUSE_CUDA_CHECK(status);
 #else
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s_);
   for (;;) {
@@ -90,21 +124,54 @@ void Communicator::wait_for_stream(const std::string& what) {
       nccl_comm_ = nullptr;
       fail_missing_ranks(what);
     }
+    answer_census();
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
 #endif
 }
 
-void Communicator::nccl_allreduce_mean(const std::vector<Tensor>& tensors, const std::string& what) {
+// The gradients of bucket `index` are final on the compute stream: the comm stream waits for an
+// event recorded there, then NCCL averages them in place (one group). The compute stream goes on
+// with backward meanwhile. Nothing here allocates: the reductions touch only the gradients, which
+// the compute stream frees (zero_grad, after the optimizer) only after it has waited for the comm
+// stream (nccl_finish_buckets), so the caching allocator's one-stream reuse rule holds.
+void Communicator::nccl_start_bucket(const std::vector<Tensor>& grads, size_t index, const std::string& what) {
+  (void)what;
   ensure_nccl();
-  const auto stream = static_cast<cudaStream_t>(current_stream());
-  // One group: NCCL fuses the tensors' reductions into as few launches as it sees fit.
+  if (!comm_stream_) {
+    cudaStream_t s = nullptr;
+    DIFFUSE_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    comm_stream_ = s;
+    cudaEvent_t e = nullptr;
+    DIFFUSE_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    reduced_event_ = e;
+  }
+  while (bucket_events_.size() <= index) {
+    cudaEvent_t e = nullptr;
+    DIFFUSE_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    bucket_events_.push_back(e);
+  }
+  const auto compute = static_cast<cudaStream_t>(current_stream());
+  const auto comm_stream = static_cast<cudaStream_t>(comm_stream_);
+  const auto ready = static_cast<cudaEvent_t>(bucket_events_[index]);
+  DIFFUSE_CUDA_CHECK(cudaEventRecord(ready, compute));
+  DIFFUSE_CUDA_CHECK(cudaStreamWaitEvent(comm_stream, ready, 0));
   DIFFUSE_NCCL_CHECK(ncclGroupStart());
-  for (const Tensor& t : tensors)
+  for (const Tensor& t : grads)
     DIFFUSE_NCCL_CHECK(ncclAllReduce(t.raw(), t.raw(), static_cast<size_t>(t.numel()), ncclFloat32, ncclAvg,
-                                     as_comm(nccl_comm_), stream));
+                                     as_comm(nccl_comm_), comm_stream));
   DIFFUSE_NCCL_CHECK(ncclGroupEnd());
-  wait_for_stream("the all-reduce of " + what);
+}
+
+// Clipping and the optimizer, on the compute stream, read the averaged gradients: the compute
+// stream waits for the comm stream's event, and the host for the comm stream, within the deadline.
+void Communicator::nccl_finish_buckets(const std::string& what) {
+  if (!comm_stream_) return;
+  const auto comm_stream = static_cast<cudaStream_t>(comm_stream_);
+  const auto reduced = static_cast<cudaEvent_t>(reduced_event_);
+  DIFFUSE_CUDA_CHECK(cudaEventRecord(reduced, comm_stream));
+  DIFFUSE_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(current_stream()), reduced, 0));
+  wait_for_stream(comm_stream_, "the all-reduce of " + what);
 }
 
 void Communicator::nccl_broadcast(const std::vector<Tensor>& tensors, int root, const std::string& what) {
@@ -114,7 +181,7 @@ void Communicator::nccl_broadcast(const std::vector<Tensor>& tensors, int root, 
   for (const Tensor& t : tensors)
     DIFFUSE_NCCL_CHECK(ncclBroadcast(t.raw(), t.raw(), t.nbytes(), ncclUint8, root, as_comm(nccl_comm_), stream));
   DIFFUSE_NCCL_CHECK(ncclGroupEnd());
-  wait_for_stream("the broadcast of " + what);
+  wait_for_stream(stream, "the broadcast of " + what);
 }
 
 #else  // no NCCL: CUDA tensors can only meet a one-rank communicator, which never gets here
@@ -123,10 +190,11 @@ void Communicator::select_gpu() {}
 void Communicator::ensure_nccl() {}
 void Communicator::destroy_nccl() {}
 
-void Communicator::nccl_allreduce_mean(const std::vector<Tensor>&, const std::string& what) {
+void Communicator::nccl_start_bucket(const std::vector<Tensor>&, size_t, const std::string& what) {
   throw Error("all-reduce of " + what + ": CUDA tensors across ranks need NCCL, and this build has none "
               "(configure with MPI found and the CUDA backend on)");
 }
+void Communicator::nccl_finish_buckets(const std::string&) {}
 
 void Communicator::nccl_broadcast(const std::vector<Tensor>&, int, const std::string& what) {
   throw Error("broadcast of " + what + ": CUDA tensors across ranks need NCCL, and this build has none "

@@ -1,4 +1,4 @@
-// The emulated device's NCCL: exactly the functions of nccl.h that diffuse calls
+// The emulated device's NCCL: exactly the functions of nccl.h that diffuse calls (ncclCommAbort included)
 // (nn/collective_nccl.cpp), with the toolkit's own signatures, so that the CUDA data-parallel path
 // builds and runs in the -DDIFFUSE_CUDA=EMULATED flavour and in CI, without GPUs or libnccl.
 //
@@ -11,14 +11,25 @@
 // with it, as MPI_Allreduce / MPI_Bcast between the rank processes. Every rank queues the same
 // collectives in the same order (NCCL's own rule), so the blocking MPI calls pair up. Groups
 // (ncclGroupStart/End) only nest here: each call is queued at once, in call order.
+//
+// A communicator carries its reductions on its own duplicate of MPI_COMM_WORLD, so they never
+// pair with the host's MPI collectives, whatever the order the two are run in. A queued
+// collective starts a nonblocking MPI call and polls it; ncclCommAbort (callable from any thread,
+// as with NCCL, e.g. a watchdog whose deadline passed while the host synchronises) makes a
+// collective that still waits for another rank give up: its work fails (the device's sticky
+// error), so a rank that died or hung cannot hold the others forever.
 #include <nccl.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <unistd.h>
 
 #include "kernels/emulated_device/device.h"
@@ -29,8 +40,20 @@
 
 namespace ed = diffuse::emulated_device;
 
+// What a communicator's queued work needs; shared with that work, which may still be running when
+// ncclCommAbort frees the communicator.
+struct CommState {
+  int rank = 0;
+  int nranks = 1;
+  std::atomic<bool> aborted{false};
+#if DIFFUSE_WITH_MPI
+  MPI_Comm mpi = MPI_COMM_NULL;  // the communicator's duplicate of MPI_COMM_WORLD (nranks > 1)
+#endif
+};
+
 // The communicator's state. nccl.h declares the struct and leaves it to the library.
 struct ncclComm {
+  std::shared_ptr<CommState> state;
   int rank = 0;
   int nranks = 1;
 };
@@ -61,6 +84,19 @@ void mpi_or_throw(int status, const char* call) {
   int length = 0;
   MPI_Error_string(status, text, &length);
   throw std::runtime_error(std::string(call) + " failed: " + std::string(text, static_cast<size_t>(length)));
+}
+
+// Polls a nonblocking MPI call until it completes or the communicator is aborted. The request is
+// left to the process's end after an abort (MPI_Abort follows in diffuse).
+void wait_or_abort(MPI_Request* request, const CommState& comm, const char* call) {
+  for (int polls = 0;; ++polls) {
+    int done = 0;
+    mpi_or_throw(MPI_Test(request, &done, MPI_STATUS_IGNORE), call);
+    if (done) return;
+    if (comm.aborted.load()) throw std::runtime_error(std::string(call) + ": the communicator was aborted (ncclCommAbort) "
+                                                      "while rank " + std::to_string(comm.rank) + " waited for the others");
+    if (polls > 2000) std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
 }
 #endif
 
@@ -117,13 +153,37 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId, int ra
                                         " ranks, and this build has no MPI to carry them");
 #endif
   }
-  *comm = new ncclComm{rank, nranks};
+  auto state = std::make_shared<CommState>();
+  state->rank = rank;
+  state->nranks = nranks;
+#if DIFFUSE_WITH_MPI
+  if (nranks > 1) {
+    const int dup = MPI_Comm_dup(MPI_COMM_WORLD, &state->mpi);
+    if (dup != MPI_SUCCESS) return refuse(ncclSystemError, "ncclCommInitRank: MPI_Comm_dup failed");
+  }
+#endif
+  *comm = new ncclComm{std::move(state), rank, nranks};
   return ncclSuccess;
 }
 
 ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   if (!comm) return refuse(ncclInvalidArgument, "ncclCommDestroy: null communicator");
   ed::synchronize_all();  // NCCL waits for the communicator's pending work before freeing it
+#if DIFFUSE_WITH_MPI
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (comm->state->mpi != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm->state->mpi);
+#endif
+  delete comm;
+  return ncclSuccess;
+}
+
+// Safe from any thread (it only marks the state): a collective still waiting fails, and the
+// queued work behind it is dropped with the device's sticky error. The MPI communicator is left
+// to the process's end (freeing it here would be an MPI call from another thread).
+ncclResult_t ncclCommAbort(ncclComm_t comm) {
+  if (!comm) return ncclSuccess;
+  comm->state->aborted.store(true);
   delete comm;
   return ncclSuccess;
 }
@@ -150,15 +210,20 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, n
   const size_t bytes = count * sizeof(float);
   if (ncclResult_t bad = check_call("ncclAllReduce", comm, sendbuff, recvbuff, bytes); bad != ncclSuccess) return bad;
   const int nranks = comm->nranks;
+  std::shared_ptr<CommState> state = comm->state;
   return queue(stream, "ncclAllReduce", [=] {
     auto* out = static_cast<float*>(recvbuff);
     if (sendbuff != recvbuff) std::memmove(out, sendbuff, bytes);
 #if DIFFUSE_WITH_MPI
     for (size_t done = 0; nranks > 1 && done < count;) {
       const int n = static_cast<int>(std::min<size_t>(count - done, 1u << 30));
-      mpi_or_throw(MPI_Allreduce(MPI_IN_PLACE, out + done, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+      MPI_Request req;
+      mpi_or_throw(MPI_Iallreduce(MPI_IN_PLACE, out + done, n, MPI_FLOAT, MPI_SUM, state->mpi, &req), "MPI_Iallreduce");
+      wait_or_abort(&req, *state, "ncclAllReduce");
       done += static_cast<size_t>(n);
     }
+#else
+    (void)state;
 #endif
     if (op == ncclAvg && nranks > 1)
       for (size_t i = 0; i < count; ++i) out[i] /= static_cast<float>(nranks);
@@ -181,17 +246,20 @@ ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, n
     return refuse(ncclInvalidArgument, "ncclBroadcast: root " + std::to_string(root) + " of " +
                                            std::to_string(comm->nranks) + " ranks");
   const int nranks = comm->nranks;
+  std::shared_ptr<CommState> state = comm->state;
   return queue(stream, "ncclBroadcast", [=] {
     auto* out = static_cast<char*>(recvbuff);
     if (is_root && sendbuff != recvbuff) std::memmove(out, sendbuff, bytes);
 #if DIFFUSE_WITH_MPI
     for (size_t done = 0; nranks > 1 && done < bytes;) {
       const int n = static_cast<int>(std::min<size_t>(bytes - done, 1u << 30));
-      mpi_or_throw(MPI_Bcast(out + done, n, MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Bcast");
+      MPI_Request req;
+      mpi_or_throw(MPI_Ibcast(out + done, n, MPI_BYTE, root, state->mpi, &req), "MPI_Ibcast");
+      wait_or_abort(&req, *state, "ncclBroadcast");
       done += static_cast<size_t>(n);
     }
 #else
-    (void)nranks;
+    (void)nranks, (void)state;
 #endif
   });
 }

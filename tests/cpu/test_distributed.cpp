@@ -7,7 +7,6 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
-#include <regex>
 
 #include "mpi/distributed_run.h"
 #include "support/metrics.h"
@@ -65,6 +64,33 @@ TEST_CASE("two ranks at batch 8 train like one process at batch 16", "[mpi][slow
   CHECK(r2.output.find("train finished") == r2.output.rfind("train finished"));
 }
 
+// Run by every rank of the test below (hidden: only under mpirun).
+TEST_CASE("gradient sync rank (CPU)", "[.mpi_rank]") { check_gradient_sync_on_this_rank(Device::cpu); }
+
+TEST_CASE("the bucketed all-reduce during backward gives the exact mean as after backward", "[mpi]") {
+  DIFFUSE_MPI_TEST_GUARD();
+  const RunResult r = run_self_ranks(2, "gradient sync rank (CPU)");
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("All tests passed"));
+}
+
+TEST_CASE("the gradient all-reduce overlapped with backward changes no bit and overlaps", "[mpi][slow]") {
+  DIFFUSE_MPI_TEST_GUARD();
+  TempDir dir;
+  check_overlap_changes_no_bit(dir.path().string(), [](const std::string& out) { return tiny_run(out, 4, 3); },
+                               "/checkpoints/step-3/model/unet/diffusion_pytorch_model.safetensors");
+  // tiny's 2.8 MB of gradients in 64 KiB buckets: many, and started while backward runs.
+  const std::vector<std::string> bench = {"--config", "tiny", "--batch", "2", "--warmup", "1", "--iters", "1",
+                                          "--threads", "1"};
+  const auto overlapped = bench_two_ranks(dir.file("overlapped.json"), bench, {{"DIFFUSE_GRAD_BUCKET_MB", "0.0625"}});
+  CHECK(overlapped.at("allreduce_buckets").get<double>() > 10);
+  CHECK(overlapped.at("allreduce_buckets_during_backward").get<double>() > 0);
+  const auto plain = bench_two_ranks(dir.file("plain.json"), bench, {{"DIFFUSE_GRAD_OVERLAP", "0"}});
+  CHECK(plain.at("allreduce_buckets").get<double>() == 1);
+  CHECK(plain.at("allreduce_buckets_during_backward").get<double>() == 0);
+}
+
 TEST_CASE("a 2-rank run resumed with 1 rank continues the same curve", "[mpi][slow]") {
   DIFFUSE_MPI_TEST_GUARD();
   TempDir dir;
@@ -91,25 +117,10 @@ TEST_CASE("a rank that hangs or dies ends the job within 60 s, naming the rank",
   TempDir dir;
   const std::vector<std::string> data = {"--data", "fashion-mnist", "--max-images", "96", "--config", "tiny",
                                          "--batch", "4", "--log-every", "1"};
-  auto kill_rank = [&](const std::string& signal) {
-    std::vector<std::string> argv = {"/bin/bash", source_path("tests/mpi/kill_rank.sh"), find_mpirun(), DIFFUSE_CLI_PATH,
-                                     dir.file("run-" + signal), signal};
-    argv.insert(argv.end(), data.begin(), data.end());
-    // A hung rank is found by the collectives' deadline, here 10 s (600 s by default).
-    return run(argv, "", {{"DIFFUSE_COLLECTIVE_TIMEOUT", "10"}});
-  };
-  // The job must end non-zero within 60 s of the signal, and its output name rank 1.
-  auto check_ended = [&](const std::string& signal, const std::string& naming_rank_1) {
-    const RunResult r = kill_rank(signal);
-    INFO(r.output);
-    std::smatch m;
-    REQUIRE(std::regex_search(r.output, m, std::regex("exit=([0-9]+) seconds=([0-9]+)")));
-    CHECK(std::stoi(m[1]) != 0);
-    CHECK(std::stoi(m[2]) < 60);
-    CHECK_THAT(r.output, Catch::Contains(naming_rank_1));
-  };
   SECTION("hung (SIGSTOP): rank 0's deadline passes and it names rank 1") {
-    check_ended("STOP", "rank 1 did not answer (dead or hung)");
+    check_rank_kill_ends_job(dir.file("run-stop"), "STOP", data, "rank 1 did not answer (dead or hung)");
   }
-  SECTION("dead (SIGKILL): mpirun ends the job and names rank 1") { check_ended("KILL", "process rank 1"); }
+  SECTION("dead (SIGKILL): mpirun ends the job and names rank 1") {
+    check_rank_kill_ends_job(dir.file("run-kill"), "KILL", data, "process rank 1");
+  }
 }
