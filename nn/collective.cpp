@@ -242,7 +242,7 @@ GradientSync::~GradientSync() = default;
 
 void GradientSync::begin(const std::string& what) {
   if (buckets_.empty()) return;
-  what_ = what;
+  what_ = "the all-reduce of " + what;
   // The parameters' autograd metas, for grad_ready (rebuilt only if a parameter got a new one).
   bool same = meta_index_.size() == params_.size();
   for (size_t i = 0; same && i < params_.size(); ++i)
@@ -307,7 +307,7 @@ void GradientSync::launch(size_t k) {
       std::fill(dst, dst + params_[i].numel(), 0.0f);
     } else {
       if (g.dtype() != DType::f32 || g.device() != Device::cpu || g.numel() != params_[i].numel())
-        throw Error("all-reduce of " + what_ + ": expected an f32 CPU gradient of " + std::to_string(params_[i].numel()) +
+        throw Error(what_ + ": expected an f32 CPU gradient of " + std::to_string(params_[i].numel()) +
                     " elements, got " + g.describe());
       std::memcpy(dst, g.data<float>(), g.nbytes());
     }

@@ -120,7 +120,8 @@ class GradientSync final : public GradReadyHook {
   GradientSync(const GradientSync&) = delete;
   GradientSync& operator=(const GradientSync&) = delete;
 
-  // Before backward: `what` names the reductions in errors ("the gradients of step 12").
+  // Before backward: `what` names the reductions in errors ("the gradients of step 12" gives
+  // "the all-reduce of the gradients of step 12 did not complete within ...").
   void begin(const std::string& what);
   void grad_ready(AutogradMeta& leaf) override;
   // After backward: every parameter's grad is the mean over the ranks.

@@ -171,7 +171,7 @@ void Communicator::nccl_finish_buckets(const std::string& what) {
   const auto reduced = static_cast<cudaEvent_t>(reduced_event_);
   DIFFUSE_CUDA_CHECK(cudaEventRecord(reduced, comm_stream));
   DIFFUSE_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(current_stream()), reduced, 0));
-  wait_for_stream(comm_stream_, "the all-reduce of " + what);
+  wait_for_stream(comm_stream_, what);
 }
 
 void Communicator::nccl_broadcast(const std::vector<Tensor>& tensors, int root, const std::string& what) {
@@ -191,7 +191,7 @@ void Communicator::ensure_nccl() {}
 void Communicator::destroy_nccl() {}
 
 void Communicator::nccl_start_bucket(const std::vector<Tensor>&, size_t, const std::string& what) {
-  throw Error("all-reduce of " + what + ": CUDA tensors across ranks need NCCL, and this build has none "
+  throw Error(what + ": CUDA tensors across ranks need NCCL, and this build has none "
               "(configure with MPI found and the CUDA backend on)");
 }
 void Communicator::nccl_finish_buckets(const std::string&) {}

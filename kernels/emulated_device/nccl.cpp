@@ -30,6 +30,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 #include <unistd.h>
 
 #include "kernels/emulated_device/device.h"
@@ -85,6 +86,12 @@ void mpi_or_throw(int status, const char* call) {
   MPI_Error_string(status, text, &length);
   throw std::runtime_error(std::string(call) + " failed: " + std::string(text, static_cast<size_t>(length)));
 }
+
+// mpi_staging: MPI carries a host copy of the device buffer, never the device memory itself. Open
+// MPI's shared-memory transport reads a large message straight out of the peer process
+// (process_vm_readv), and the peer's device region stays inaccessible until its own work touches
+// each allocation (device.h), so a direct transfer fails there ("Read -1, ... errno = 14") and
+// Open MPI falls back, noisily.
 
 // Polls a nonblocking MPI call until it completes or the communicator is aborted. The request is
 // left to the process's end after an abort (MPI_Abort follows in diffuse).
@@ -215,12 +222,17 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, n
     auto* out = static_cast<float*>(recvbuff);
     if (sendbuff != recvbuff) std::memmove(out, sendbuff, bytes);
 #if DIFFUSE_WITH_MPI
-    for (size_t done = 0; nranks > 1 && done < count;) {
-      const int n = static_cast<int>(std::min<size_t>(count - done, 1u << 30));
-      MPI_Request req;
-      mpi_or_throw(MPI_Iallreduce(MPI_IN_PLACE, out + done, n, MPI_FLOAT, MPI_SUM, state->mpi, &req), "MPI_Iallreduce");
-      wait_or_abort(&req, *state, "ncclAllReduce");
-      done += static_cast<size_t>(n);
+    if (nranks > 1) {
+      std::vector<float> host(out, out + count);  // staged: see mpi_staging
+      for (size_t done = 0; done < count;) {
+        const int n = static_cast<int>(std::min<size_t>(count - done, 1u << 30));
+        MPI_Request req;
+        mpi_or_throw(MPI_Iallreduce(MPI_IN_PLACE, host.data() + done, n, MPI_FLOAT, MPI_SUM, state->mpi, &req),
+                     "MPI_Iallreduce");
+        wait_or_abort(&req, *state, "ncclAllReduce");
+        done += static_cast<size_t>(n);
+      }
+      std::memcpy(out, host.data(), bytes);
     }
 #else
     (void)state;
@@ -251,12 +263,16 @@ ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, n
     auto* out = static_cast<char*>(recvbuff);
     if (is_root && sendbuff != recvbuff) std::memmove(out, sendbuff, bytes);
 #if DIFFUSE_WITH_MPI
-    for (size_t done = 0; nranks > 1 && done < bytes;) {
-      const int n = static_cast<int>(std::min<size_t>(bytes - done, 1u << 30));
-      MPI_Request req;
-      mpi_or_throw(MPI_Ibcast(out + done, n, MPI_BYTE, root, state->mpi, &req), "MPI_Ibcast");
-      wait_or_abort(&req, *state, "ncclBroadcast");
-      done += static_cast<size_t>(n);
+    if (nranks > 1) {
+      std::vector<char> host(out, out + bytes);  // staged: see mpi_staging
+      for (size_t done = 0; done < bytes;) {
+        const int n = static_cast<int>(std::min<size_t>(bytes - done, 1u << 30));
+        MPI_Request req;
+        mpi_or_throw(MPI_Ibcast(host.data() + done, n, MPI_BYTE, root, state->mpi, &req), "MPI_Ibcast");
+        wait_or_abort(&req, *state, "ncclBroadcast");
+        done += static_cast<size_t>(n);
+      }
+      std::memcpy(out, host.data(), bytes);
     }
 #else
     (void)nranks, (void)state;

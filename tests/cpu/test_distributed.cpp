@@ -1,7 +1,9 @@
 // Data-parallel training on CPU ranks (docs/distributed.md), through mpirun and the CLI: two ranks
 // at --batch 8 train the same model as one process at --batch 16 (same loss curve and weights up
 // to float summation order), rank 0 alone writes the run, a 2-rank run resumes with 1 rank on
-// the same curve, and a rank that hangs or dies ends the job within 60 s naming it. Tagged
+// the same curve, and a rank that hangs or dies ends the job within 60 s naming it; the gradient
+// all-reduce overlapped with backward (collective::GradientSync) gives the exact mean, changes no
+// bit of a run, starts buckets during backward, and gives up on a hung rank by its deadline. Tagged
 // [slow]: several short training runs (about a minute), and Open MPI's own allocations at exit
 // would be reported by the sanitizer flavour's leak checker, which runs the cpu label only.
 #include <catch2/catch.hpp>
@@ -67,12 +69,21 @@ TEST_CASE("two ranks at batch 8 train like one process at batch 16", "[mpi][slow
 // Run by every rank of the test below (hidden: only under mpirun).
 TEST_CASE("gradient sync rank (CPU)", "[.mpi_rank]") { check_gradient_sync_on_this_rank(Device::cpu); }
 
-TEST_CASE("the bucketed all-reduce during backward gives the exact mean as after backward", "[mpi]") {
+TEST_CASE("the bucketed all-reduce during backward gives the exact mean as after backward", "[mpi][slow]") {
   DIFFUSE_MPI_TEST_GUARD();
   const RunResult r = run_self_ranks(2, "gradient sync rank (CPU)");
   INFO(r.output);
   CHECK(r.exit_code == 0);
   CHECK_THAT(r.output, Catch::Contains("All tests passed"));
+}
+
+TEST_CASE("gradient sync with a hung rank (CPU)", "[.mpi_rank]") { hang_rank_1_during_gradient_sync(Device::cpu); }
+
+// Deterministically the gradient all-reduce's deadline (the kill test below may stop rank 1
+// anywhere): rank 0 waits for its MPI_Iallreduce.
+TEST_CASE("a hung rank ends the gradient all-reduce within its deadline", "[mpi][slow]") {
+  DIFFUSE_MPI_TEST_GUARD();
+  check_hung_rank_ends_gradient_sync("gradient sync with a hung rank (CPU)");
 }
 
 TEST_CASE("the gradient all-reduce overlapped with backward changes no bit and overlaps", "[mpi][slow]") {

@@ -100,3 +100,13 @@ TEST_CASE("CUDA ranks: a rank that hangs or dies ends the job within 60 s, namin
     check_rank_kill_ends_job(dir.file("run-kill"), "KILL", data, "process rank 1");
   }
 }
+
+// Run by every rank of the test below (hidden: only under mpirun).
+TEST_CASE("gradient sync with a hung rank (CUDA)", "[.mpi_rank]") { hang_rank_1_during_gradient_sync(Device::cuda); }
+
+// Deterministically the device path's deadline (the kill test above may stop rank 1 anywhere,
+// often where rank 0 waits in a host collective): rank 0 waits on the NCCL stream.
+TEST_CASE("CUDA ranks: a hung rank ends the NCCL gradient all-reduce within its deadline", "[cuda][mpi]") {
+  DIFFUSE_TWO_CUDA_RANKS_GUARD();
+  check_hung_rank_ends_gradient_sync("gradient sync with a hung rank (CUDA)");
+}

@@ -6,6 +6,8 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -159,9 +161,11 @@ inline nlohmann::json bench_two_ranks(const std::string& json_path, std::vector<
 
 // `mpirun -np ranks <this test binary> <test name>`: a hidden test case (tag "[.…]") run by
 // every rank, e.g. check_gradient_sync_on_this_rank.
+// A job still running after 120 s is ended by `timeout` (exit status 124).
 inline RunResult run_self_ranks(int ranks, const std::string& test_name, const EnvVars& env = {}) {
-  return run({find_mpirun(), "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np",
-              std::to_string(ranks), std::filesystem::read_symlink("/proc/self/exe").string(), test_name},
+  return run({"/usr/bin/timeout", "-s", "KILL", "120", find_mpirun(), "--allow-run-as-root", "--oversubscribe", "--bind-to",
+              "none", "-np", std::to_string(ranks), std::filesystem::read_symlink("/proc/self/exe").string(),
+              test_name},
              "", env);
 }
 
@@ -241,6 +245,46 @@ inline void check_gradient_sync_on_this_rank(Device device) {
   check_means("one bucket after backward");
   CHECK(after.buckets == 1);
   CHECK(after.buckets_during_backward == 0);
+}
+
+// One rank's part of the hung-rank test of the device all-reduce's deadline (2 ranks): after one
+// round that sets NCCL up, rank 1 stops itself (SIGSTOP, a hung process) before its backward.
+// Rank 0's gradient all-reduce must give up within the communicator's 5 s deadline and end the
+// job naming rank 1 (Communicator::abort prints "diffuse: rank 0 of 2: <the error>").
+inline void hang_rank_1_during_gradient_sync(Device device) {
+  collective::Communicator& comm = collective::world();
+  REQUIRE(comm.size() == 2);
+  comm.set_timeout(5);
+  Tensor p = Tensor::rand({1000}, 7).to(device);
+  p.set_requires_grad(true);
+  collective::GradientSync sync(comm, {p});
+  for (int round = 0; round < 2; ++round) {
+    if (round == 1 && comm.rank() == 1) std::raise(SIGSTOP);
+    p.zero_grad();
+    Tensor loss = ops::sum(ops::mul(Tensor::rand({1000}, 8 + comm.rank()).to(device), p));
+    sync.begin("round " + std::to_string(round) + "'s gradients");
+    run_backward(loss, Tensor::ones(loss.shape(), DType::f32, device), &sync);
+    try {
+      sync.finish();
+    } catch (const std::exception& e) {
+      comm.abort(e.what());
+    }
+  }
+  comm.abort("round 1's gradient all-reduce completed although rank 1 was stopped");
+}
+
+// Runs hang_rank_1_during_gradient_sync's test case under mpirun and checks that the job ended
+// non-zero within 60 s, rank 0 naming rank 1 as the all-reduce's missing rank.
+inline void check_hung_rank_ends_gradient_sync(const std::string& test_name) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const RunResult r = run_self_ranks(2, test_name);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO(r.output);
+  CHECK(r.exit_code != 0);
+  CHECK(r.exit_code != 137);  // not `timeout`'s kill
+  CHECK(seconds < 60);
+  CHECK_THAT(r.output, Catch::Contains("rank 0 of 2: the all-reduce of round 1's gradients did not complete within 5 s: "
+                                       "rank 1 did not answer (dead or hung)"));
 }
 
 }  // namespace diffuse::test
