@@ -3,7 +3,8 @@
 // (0, 1, 0, 1) downsample pad is a plain descriptor. The CPU path (kernels/cpu/conv2d.cpp) is an
 // implicit GEMM: im2col rows are output pixels and columns (ki, kj, ci) in OHWI order, so
 // y = cols · wᵀ, and the f32 GEMM packs those columns block by block straight from x without
-// ever writing the whole column matrix (f64: im2col + dgemm). The CUDA path
+// ever writing the whole column matrix (f64: im2col + dgemm); 3×3 stride-1 pad-1 f32 convolutions
+// run as Winograd F(2×2, 3×3) instead (kernels/cpu/winograd.h). The CUDA path
 // (kernels/cuda/conv2d.cpp) is cuDNN.
 #pragma once
 #include <cstdint>

@@ -5,7 +5,9 @@
 // dy with the flipped kernel, dx = im2col'(dy) · w', where im2col'(dy) of input pixel (ih, iw) and
 // tap (ki, kj) holds dy at ((ih + pad_top − ki) / stride, ...) when that divides and lies inside,
 // zero otherwise (so stride 2 is exact, its rows are only sparser), and w' row (tap, co) is
-// w[co, tap, :]. No scatter, no col2im gather, deterministic. f64 (gradient checks) keeps the plain
+// w[co, tap, :]. No scatter, no col2im gather, deterministic. A 3×3 stride-1 pad-1 convolution's
+// forward, dx and dw run as Winograd F(2×2, 3×3) instead (kernels/cpu/winograd.h: 2.25× fewer
+// FLOPs; where it runs is the rule behind winograd_*_wanted there). f64 (gradient checks) keeps the plain
 // im2col + dgemm with a col2im gather, chunked so the column buffer stays near kColumnBytes.
 #include "kernels/conv2d.h"
 
@@ -13,6 +15,7 @@
 #include <cstring>
 
 #include "kernels/cpu/gemm_blocked.h"
+#include "kernels/cpu/winograd.h"
 #include "kernels/gemm.h"
 #include "kernels/linear.h"
 
@@ -163,17 +166,25 @@ struct FlippedWeightRowB {
 };
 
 void forward_f32(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y) {
+  if (winograd_forward_wanted(d)) {
+    winograd_conv3x3_forward(d, x, w, bias, y);
+    return;
+  }
   const int64_t k = d.k();
   window_gemm(d.n * d.out_h() * d.out_w(), d.cout, k, input_window(d, x), TransposedB{w, k}, bias, y);
 }
 
 void backward_f32(const Conv2dDesc& d, const float* x, const float* w, const float* dy, float* dx, float* dw) {
   const int64_t k = d.k(), pixels = d.n * d.out_h() * d.out_w();
-  if (dw) {
+  if (dw && winograd_backward_weights_wanted(d)) {
+    winograd_conv3x3_backward_weights(d, x, dy, dw);
+  } else if (dw) {
     blocked_gemm(d.cout, k, pixels, 1.0f, TransposedA{dy, d.cout}, RowsB<WindowRowB>{{input_window(d, x)}}, 0.0f,
                  nullptr, dw, k);
   }
-  if (dx) {
+  if (dx && winograd_backward_data_wanted(d)) {
+    winograd_conv3x3_backward_data(d, w, dy, dx);
+  } else if (dx) {
     const int64_t taps = d.kh * d.kw;
     window_gemm(d.n * d.h * d.w, d.cin, taps * d.cout, output_grad_window(d, dy),
                 RowsB<FlippedWeightRowB>{{w, taps, d.cout, d.cin}}, nullptr, dx);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "support/cpu_isa_guard.h"
+#include "support/f32_vs_f64.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/elementwise.h"
 #include "kernels/group_norm.h"
@@ -23,26 +24,9 @@ namespace {
 
 using kernels::cpu::CpuIsa;
 
-std::vector<double> normal_values(size_t n, uint64_t seed, double mean = 0.0, double sd = 1.0) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> dist(mean, sd);
-  std::vector<double> v(n);
-  for (double& x : v) x = float(dist(rng));  // representable in f32, so both precisions see the same input
-  return v;
-}
-
-std::vector<float> to_f32(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
-
-// max |got − want| / max(max |want|, tiny): the op table's measure for results that may cancel.
-double rel_to_peak(const std::vector<float>& got, const std::vector<double>& want) {
-  double peak = 0, worst = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    peak = std::max(peak, std::fabs(want[i]));
-    worst = std::max(worst, std::fabs(double(got[i]) - want[i]));
-  }
-  return peak > 0 ? worst / peak : worst;
-}
+using test::normal_values;
+using test::rel_to_peak;
+using test::to_f32;
 
 struct NormCase {
   const char* what;

@@ -1,0 +1,49 @@
+// The tile transforms of the CPU's Winograd F(2×2, 3×3) convolution (kernels/cpu/winograd.h), one
+// version per instruction-set path (kernels/cpu/simd/dispatch.h), vectorised over channels. Tiles
+// are numbered over the whole batch: tile t is image t / (th·tw), tile row (t / tw) % th, tile
+// column t % tw, with th = ⌈h/2⌉, tw = ⌈w/2⌉; tile (ty, tx) covers output pixels 2ty..2ty+1 ×
+// 2tx..2tx+1 and reads the 4×4 input window from (2ty − 1, 2tx − 1): pad 1 on every side, zeros
+// outside the image (so odd h or w end in a partial tile).
+#pragma once
+#include <cstdint>
+
+#include "kernels/cpu/simd/dispatch.h"
+
+namespace diffuse::kernels::cpu::simd {
+// For tiles [t0, t0 + count) of x [N, h, w, channels]: V = Bᵀ·d·B of each 4×4 window d, channel by
+// channel, written as v[xi · v_stride + (t − t0) · channels + c] for the 16 transformed positions
+// xi = 4·row + column (each xi's block is a row-major [count, channels] GEMM operand).
+DIFFUSE_SIMD_FUNCTION(void, winograd_input_tiles,
+                      (const float* x, int64_t h, int64_t w, int64_t channels, int64_t t0, int64_t count, float* v,
+                       int64_t v_stride),
+                      (x, h, w, channels, t0, count, v, v_stride))
+// The inverse: for tiles [t0, t0 + count), Y = Aᵀ·M·A of each tile's 16 products
+// m[xi · m_stride + (t − t0) · channels + c], plus bias[c] (may be null), stored into the tile's
+// pixels of y [N, h, w, channels] that lie inside the image.
+DIFFUSE_SIMD_FUNCTION(void, winograd_output_tiles,
+                      (const float* m, int64_t m_stride, int64_t channels, const float* bias, int64_t h, int64_t w,
+                       int64_t t0, int64_t count, float* y),
+                      (m, m_stride, channels, bias, h, w, t0, count, y))
+// The weight transform U = G·g·Gᵀ (G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]) for one reduction channel and
+// n output channels: g[tap] is the row of n floats of the 3×3 kernel at tap = 3·row + column. The
+// 16 results for output channel j go to out[xi · xi_stride + (j / nr) · panel_stride + j % nr]
+// (the GEMM's B panels of width nr, a multiple of the vector width), zero up to the last panel's end.
+DIFFUSE_SIMD_FUNCTION(void, winograd_weight_row,
+                      (const float* const* g, int64_t n, int64_t nr, int64_t panel_stride, float* out,
+                       int64_t xi_stride),
+                      (g, n, nr, panel_stride, out, xi_stride))
+// The weight gradient's transform of dy: for tiles [t0, t0 + count) of dy [N, h, w, channels],
+// Z = A·dY·Aᵀ of each tile's 2×2 output gradient dY (zero for pixels outside the image; A = Aᵀ's
+// transpose, 4×2), written as z[xi · z_stride + (t − t0) · channels + c].
+DIFFUSE_SIMD_FUNCTION(void, winograd_output_grad_tiles,
+                      (const float* dy, int64_t h, int64_t w, int64_t channels, int64_t t0, int64_t count, float* z,
+                       int64_t z_stride),
+                      (dy, h, w, channels, t0, count, z, z_stride))
+// The weight gradient from its 16 transformed planes for one output channel: dU[xi][ci] is the sum
+// over s < slices of du[s · slice_stride + xi · plane_stride + ci] (in order), and
+// dw_row[(3·a + b) · cin + ci] = (Gᵀ·dU·G)[a][b] for ci < cin (dw_row = dw + co · 9 · cin).
+DIFFUSE_SIMD_FUNCTION(void, winograd_weight_grad_row,
+                      (const float* du, int64_t slices, int64_t slice_stride, int64_t plane_stride, int64_t cin,
+                       float* dw_row),
+                      (du, slices, slice_stride, plane_stride, cin, dw_row))
+}  // namespace diffuse::kernels::cpu::simd

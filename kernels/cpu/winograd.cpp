@@ -1,0 +1,218 @@
+// Winograd F(2×2, 3×3) for the CPU's f32 3×3 convolutions: the driver (blocking, weight transform,
+// threads) around the per-path tile transforms of kernels/cpu/simd/winograd.h and the GEMM
+// micro-kernel of kernels/cpu/simd/gemm_micro.h. See kernels/cpu/winograd.h for why and how.
+#include "kernels/cpu/winograd.h"
+
+#include <algorithm>
+#include <string>
+
+#include "diffuse/error.h"
+#include "kernels/cpu/gemm_blocked.h"
+#include "kernels/cpu/parallel.h"
+#include "kernels/cpu/simd/gemm_micro.h"
+#include "kernels/cpu/simd/winograd.h"
+#include "kernels/gemm.h"
+
+namespace diffuse::kernels::cpu {
+
+namespace {
+
+constexpr int kWeightSlot = 1, kInputSlot = 2, kProductSlot = 3;  // thread_scratch slots
+constexpr int64_t kPositions = 16;                                 // 4×4 transformed positions per tile
+constexpr int64_t kBlockK = 384;  // reduction channels per packed weight block (as the blocked GEMM's)
+// Transformed input + products of one tile block: 16 · tiles · (Cin + Cout) floats up to 512 KB,
+// inside one core's L2 (1 MB on Zen 4, 2 MB on the Xeons these machines also are), in multiples
+// of 24 tiles (every path's MR divides 24).
+constexpr int64_t kBlockFloats = 128 * 1024;
+constexpr int64_t kTileQuantum = 24, kMaxBlockTiles = 192;
+// dw sums over every tile of the batch: in this many slices of consecutive tile blocks (fewer
+// when there are fewer blocks), each into its own partial dU, added in slice order. A count fixed
+// by the shape, not by the threads, so dw does not depend on the thread count.
+constexpr int64_t kWeightGradSlices = 4;
+
+bool is_3x3_same(const Conv2dDesc& d) {
+  return d.kh == 3 && d.kw == 3 && d.stride == 1 && d.pad_top == 1 && d.pad_bottom == 1 && d.pad_left == 1 &&
+         d.pad_right == 1;
+}
+
+// The rule, in one place: where Winograd is faster than the implicit GEMM. Measured on an Intel
+// Xeon (2 cores, 2 threads, avx512; docs/performance.md, the Winograd entry), the two alternated
+// shape by shape on a shared machine (load 6–15). Forward and dx: 27 layer shapes (1 to 256
+// channels in, 1 to 128 out, 8×8 to 32×32; every 3×3 same convolution of `tiny` and
+// `fmnist-small` among them) at batch 1, 2, 4, 16, 32 and 64: Winograd 1.0–8× faster; the few
+// cells below 1× (0.73–0.98×) were single cells that the neighbouring batches did not repeat, so
+// every 3×3 stride-1 pad-1 convolution takes it. dw: 17 of those shapes at batch 1, 4, 16, 32 and
+// 64: 1.1–26× faster from 32 channels in (single cells at 0.56–0.93×, not repeated at other
+// batches), but 0.24–0.82× with 1 channel in (conv_in: its GEMMs are 1 column wide), so dw needs
+// 32 channels in; nothing between 1 and 32 was measured for dw.
+bool faster_than_implicit_gemm(const Conv2dDesc& d, bool weight_grad) {
+  return is_3x3_same(d) && (!weight_grad || d.cin >= 32);
+}
+
+// Tiles per block for k channels in and n out (kBlockFloats).
+int64_t tile_block(int64_t k, int64_t n) {
+  const int64_t fit = kBlockFloats / (kPositions * (k + n));
+  return std::clamp(fit / kTileQuantum * kTileQuantum, kTileQuantum, kMaxBlockTiles);
+}
+
+// The transformed weights as the micro-kernel's B panels: for position xi and reduction block
+// [p0, p0 + kc), panels of kc × nr floats at u + xi · xi_stride + p0 · n_pad (panel q holds
+// columns q·nr ..), zero past n. xi_stride is k · n_pad plus one cache line: the weight transform
+// writes the 16 positions at once, and 16 streams a power of two apart would share one L1 set.
+struct PackedWeights {
+  int64_t k, n, nr, n_pad, kc_max, xi_stride;
+  float* u;
+  const float* panels(int64_t xi, int64_t p0) const { return u + xi * xi_stride + p0 * n_pad; }
+};
+
+// rows[(kk − kk0) · 9 + tap][nn] = w[nn, tap, kk] for kk in [kk0, kk1), nn < n, in blocks of 16
+// output channels (both sides then touch 16 lines at a time).
+void gather_rows(const float* __restrict w, int64_t cin, int64_t n, int64_t kk0, int64_t kk1, float* __restrict rows) {
+  for (int64_t n0 = 0; n0 < n; n0 += 16) {
+    const int64_t n1 = std::min(n, n0 + 16);
+    for (int64_t tap = 0; tap < 9; ++tap)
+      for (int64_t kk = kk0; kk < kk1; ++kk) {
+        const float* __restrict src = w + tap * cin + kk;
+        float* __restrict dst = rows + ((kk - kk0) * 9 + tap) * n;
+        for (int64_t nn = n0; nn < n1; ++nn) dst[nn] = src[nn * 9 * cin];
+      }
+  }
+}
+
+// The packed U for w [Cout, 3, 3, Cin]: forward sums over ci (k = Cin, n = Cout); dx sums over co
+// with the kernel flipped (k = Cout, n = Cin, g_{co→ci}(a, b) = w[co, 2 − a, 2 − b, ci]), whose rows
+// of n floats are w's own rows. Forward's rows are gathered per chunk of 16 reduction channels into
+// the thread's slot-2 scratch first.
+PackedWeights transform_weights(const Conv2dDesc& d, const float* w, bool backward_data) {
+  PackedWeights pw;
+  pw.k = backward_data ? d.cout : d.cin;
+  pw.n = backward_data ? d.cin : d.cout;
+  pw.nr = simd::gemm_panel_width();
+  pw.n_pad = (pw.n + pw.nr - 1) / pw.nr * pw.nr;
+  const int64_t k_blocks = std::max<int64_t>(1, (pw.k + kBlockK - 1) / kBlockK);
+  pw.kc_max = std::max<int64_t>(1, (pw.k + k_blocks - 1) / k_blocks);  // blocks of equal length
+  pw.xi_stride = pw.k * pw.n_pad + 16;
+  pw.u = thread_scratch_of<float>(kWeightSlot, size_t(kPositions * pw.xi_stride));
+  const int64_t k = pw.k, n = pw.n, cin = d.cin;
+  constexpr int64_t kChunk = 16;
+  parallel_for((k + kChunk - 1) / kChunk, double(kChunk * n) * 48, [&](int64_t c0, int64_t c1) {
+    float* rows = backward_data ? nullptr : thread_scratch_of<float>(kInputSlot, size_t(kChunk * 9 * n));
+    for (int64_t kk0 = c0 * kChunk; kk0 < std::min(k, c1 * kChunk); kk0 += kChunk) {
+      const int64_t kk1 = std::min(k, kk0 + kChunk);
+      if (!backward_data) gather_rows(w, cin, n, kk0, kk1, rows);
+      for (int64_t kk = kk0; kk < kk1; ++kk) {
+        const float* g[9];
+        for (int tap = 0; tap < 9; ++tap)
+          g[tap] = backward_data ? w + (kk * 9 + (8 - tap)) * cin : rows + ((kk - kk0) * 9 + tap) * n;
+        const int64_t p0 = kk / pw.kc_max * pw.kc_max, kc = std::min(pw.kc_max, k - p0);
+        simd::winograd_weight_row(g, n, pw.nr, kc * pw.nr, pw.u + p0 * pw.n_pad + (kk - p0) * pw.nr, pw.xi_stride);
+      }
+    }
+  });
+  return pw;
+}
+
+// y [N, h, w, n] = the 3×3 pad-1 convolution of src [N, h, w, k] with the packed weights, + bias.
+void convolve(int64_t images, int64_t h, int64_t w, const float* src, const PackedWeights& pw, const float* bias,
+              float* y) {
+  const int64_t k = pw.k, n = pw.n;
+  const int64_t tiles = images * ((h + 1) / 2) * ((w + 1) / 2);
+  if (tiles == 0 || n == 0) return;
+  int64_t block = tile_block(k, n);
+  // At least two blocks per thread when the tiles allow (a batch-1 sampling step).
+  const int64_t per_thread = (tiles + 2 * region_threads() - 1) / (2 * region_threads());
+  block = std::min(block, std::max(kTileQuantum, (per_thread + kTileQuantum - 1) / kTileQuantum * kTileQuantum));
+  const int64_t blocks = (tiles + block - 1) / block;
+  const double cost = double(block) * kPositions * double(k) * double(n) / 4;
+  parallel_for(blocks, cost, [&](int64_t b0, int64_t b1) {
+    float* v = thread_scratch_of<float>(kInputSlot, size_t(kPositions * block * k));
+    float* m = thread_scratch_of<float>(kProductSlot, size_t(kPositions * block * n));
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t t0 = b * block, count = std::min(block, tiles - t0);
+      simd::winograd_input_tiles(src, h, w, k, t0, count, v, block * k);
+      for (int64_t xi = 0; xi < kPositions; ++xi) {
+        for (int64_t p0 = 0; p0 < k; p0 += pw.kc_max) {
+          const int64_t kc = std::min(pw.kc_max, k - p0);
+          simd::gemm_block(count, n, kc, v + xi * block * k + p0, k, pw.panels(xi, p0), 1.0f, p0 == 0 ? 0.0f : 1.0f,
+                           nullptr, m + xi * block * n, n);
+        }
+      }
+      simd::winograd_output_tiles(m, block * n, n, bias, h, w, t0, count, y);
+    }
+  });
+}
+
+// dw [Cout, 3, 3, Cin] of the 3×3 pad-1 convolution of x [N, h, w, Cin] from dy [N, h, w, Cout]:
+// dU_xi = Σ_tiles Z_xiᵀ · V_xi (Z = A·dY·Aᵀ, V = Bᵀ·d·B; one GEMM [Cout, tiles]·[tiles, Cin] per
+// position, the tiles in blocks and the blocks in slices), then dw = Gᵀ·dU·G.
+void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw) {
+  const int64_t cin = d.cin, cout = d.cout, h = d.h, w = d.w;
+  const int64_t tiles = d.n * ((h + 1) / 2) * ((w + 1) / 2);
+  if (tiles == 0) {
+    std::fill(dw, dw + cout * 9 * cin, 0.0f);
+    return;
+  }
+  const int64_t nr = simd::gemm_panel_width(), cin_pad = (cin + nr - 1) / nr * nr;
+  const int64_t plane = cout * cin, slice_stride = kPositions * plane;
+  const int64_t block = tile_block(cin, cout), blocks = (tiles + block - 1) / block;
+  const int64_t slices = std::min(kWeightGradSlices, blocks);
+  float* du = thread_scratch_of<float>(kWeightSlot, size_t(slices * slice_stride));
+  const double cost = double(tiles) * kPositions * double(cin) * double(cout) / double(slices) / 4;
+  parallel_for(slices, cost, [&](int64_t s0, int64_t s1) {
+    // V, Z, one position's Zᵀ and V packed into the micro-kernel's panels.
+    const int64_t v_size = kPositions * block * cin, z_size = kPositions * block * cout;
+    float* v = thread_scratch_of<float>(kInputSlot, size_t(v_size + z_size + cout * block + block * cin_pad));
+    float* z = v + v_size;
+    float* zt = z + z_size;
+    float* v_panels = zt + cout * block;
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t b_begin = s * blocks / slices, b_end = (s + 1) * blocks / slices;
+      for (int64_t b = b_begin; b < b_end; ++b) {
+        const int64_t t0 = b * block, count = std::min(block, tiles - t0);
+        simd::winograd_input_tiles(x, h, w, cin, t0, count, v, block * cin);
+        simd::winograd_output_grad_tiles(dy, h, w, cout, t0, count, z, block * cout);
+        for (int64_t xi = 0; xi < kPositions; ++xi) {
+          int64_t ld = 0;
+          TransposedA{z + xi * block * cout, cout}(0, cout, 0, count, zt, ld);
+          RowsB<PlainBRow>{{v + xi * block * cin, cin}}(0, count, 0, cin, nr, v_panels);
+          simd::gemm_block(cout, cin, count, zt, ld, v_panels, 1.0f, b == b_begin ? 0.0f : 1.0f, nullptr,
+                           du + s * slice_stride + xi * plane, cin);
+        }
+      }
+    }
+  });
+  parallel_for(cout, double(kPositions * slices + 40) * double(cin), [&](int64_t c0, int64_t c1) {
+    for (int64_t co = c0; co < c1; ++co)
+      simd::winograd_weight_grad_row(du + co * cin, slices, slice_stride, plane, cin, dw + co * 9 * cin);
+  });
+}
+
+void check_shape(const Conv2dDesc& d, const char* what) {
+  if (!is_3x3_same(d))
+    throw Error(std::string(what) + ": Winograd F(2x2, 3x3) takes a 3x3 kernel, stride 1, padding 1 on every side");
+}
+
+}  // namespace
+
+bool winograd_forward_wanted(const Conv2dDesc& d) { return faster_than_implicit_gemm(d, false); }
+
+bool winograd_backward_data_wanted(const Conv2dDesc& d) { return faster_than_implicit_gemm(d, false); }
+
+bool winograd_backward_weights_wanted(const Conv2dDesc& d) { return faster_than_implicit_gemm(d, true); }
+
+void winograd_conv3x3_forward(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y) {
+  check_shape(d, "winograd_conv3x3_forward");
+  convolve(d.n, d.h, d.w, x, transform_weights(d, w, false), bias, y);
+}
+
+void winograd_conv3x3_backward_data(const Conv2dDesc& d, const float* w, const float* dy, float* dx) {
+  check_shape(d, "winograd_conv3x3_backward_data");
+  convolve(d.n, d.h, d.w, dy, transform_weights(d, w, true), nullptr, dx);
+}
+
+void winograd_conv3x3_backward_weights(const Conv2dDesc& d, const float* x, const float* dy, float* dw) {
+  check_shape(d, "winograd_conv3x3_backward_weights");
+  weight_grad(d, x, dy, dw);
+}
+
+}  // namespace diffuse::kernels::cpu

@@ -1,0 +1,48 @@
+// Winograd F(2×2, 3×3) for the CPU's f32 convolutions (kernels/cpu/conv2d.cpp calls it): a 3×3,
+// stride-1, pad-1 convolution computes each 2×2 output tile from a 4×4 input window with 16
+// multiplications per (input, output) channel pair instead of 36, so 2.25× fewer FLOPs than the
+// implicit GEMM at the same GEMM rate. Why F(2×2) and not F(4×4, 3×3) (4× fewer): measured f32
+// error against an f64 convolution on UNet-like data (N(0,1) or SiLU inputs, 1/√(9·Cin) weights,
+// 32 to 256 channels), as max |error| / max |exact|: direct 2.6–3.6e-7, F(2×2) 2.3–6.4e-7,
+// F(4×4) 4.0e-6–1.1e-5 — F(4×4)'s larger transform constants cost 15–35× the error, up to the op
+// table's whole f32 bound (1e-5), so it is not used (docs/performance.md, the Winograd entry).
+//
+// The steps, per block of tiles (sized so the block's transformed input and products stay in L2):
+// the input transform V = Bᵀ·d·B of every tile's window (kernels/cpu/simd/winograd.h), then for
+// each of the 16 transformed positions one GEMM [tiles, Cin] · [Cin, Cout] on the project's
+// micro-kernel (kernels/cpu/simd/gemm_micro.h) against the transformed weights U = G·g·Gᵀ (packed
+// once per call, shared by the threads), then the output transform Y = Aᵀ·M·A with the bias. The
+// blocks are spread over threads by parallel_for; every output element is computed by one thread
+// in a fixed order, so results do not depend on the thread count. The weight gradient runs the
+// adjoint of the same steps (winograd_conv3x3_backward_weights below). Scratch: the calling
+// thread's thread_scratch slot 1 (U, or dw's partial sums) and every thread's slots 2 and 3
+// (V, M, dw's Z), grow-only.
+#pragma once
+#include <cstdint>
+
+#include "kernels/conv2d.h"
+
+namespace diffuse::kernels::cpu {
+
+// Whether conv2d_forward (f32) runs d through Winograd: where it measured faster than the implicit
+// GEMM (the rule and its numbers: faster_than_implicit_gemm in kernels/cpu/winograd.cpp) — today
+// every 3×3, stride-1, pad-1 convolution (dw: from 32 input channels).
+bool winograd_forward_wanted(const Conv2dDesc& d);
+// The same for the input gradient dx (a 3×3 stride-1 pad-1 convolution of dy with the flipped,
+// transposed kernel: Cout channels in, Cin out).
+bool winograd_backward_data_wanted(const Conv2dDesc& d);
+// The same for the weight gradient dw.
+bool winograd_backward_weights_wanted(const Conv2dDesc& d);
+
+// y = conv(x, w) + bias for a 3×3, stride-1, pad-1 d (bias may be null). Throws on another shape.
+void winograd_conv3x3_forward(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y);
+// dx = the input gradient of that convolution from dy (overwritten).
+void winograd_conv3x3_backward_data(const Conv2dDesc& d, const float* w, const float* dy, float* dx);
+// dw [Cout, 3, 3, Cin] = the weight gradient of that convolution from x and dy (overwritten): the
+// adjoint of the forward's transforms, dU_xi = Σ over tiles of (A·dY·Aᵀ)_xiᵀ · (Bᵀ·d·B)_xi (16
+// GEMMs [Cout, tiles]·[tiles, Cin]), then dw = Gᵀ·dU·G. The sum over tiles runs in a fixed number
+// of slices added in order (a shape-determined count), so dw does not depend on the thread count;
+// the slices' partial sums are the calling thread's slot-1 scratch.
+void winograd_conv3x3_backward_weights(const Conv2dDesc& d, const float* x, const float* dy, float* dw);
+
+}  // namespace diffuse::kernels::cpu
