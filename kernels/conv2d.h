@@ -4,7 +4,8 @@
 // implicit GEMM: im2col rows are output pixels and columns (ki, kj, ci) in OHWI order, so
 // y = cols · wᵀ, and the f32 GEMM packs those columns block by block straight from x without
 // ever writing the whole column matrix (f64: im2col + dgemm); 3×3 stride-1 pad-1 f32 convolutions
-// run as Winograd F(2×2, 3×3) instead (kernels/cpu/winograd.h). The CUDA path
+// run as Winograd F(2×2, 3×3) instead (kernels/cpu/winograd.h). An optional residual of y's shape
+// is added in the same output pass (the fused ResnetBlock skip). The CUDA path
 // (kernels/cuda/conv2d.cpp) is cuDNN.
 #pragma once
 #include <cstdint>
@@ -29,9 +30,10 @@ struct Conv2dDesc {
 };
 
 namespace cpu {
-// bias may be null.
+// bias may be null. residual [N, Ho, Wo, Cout] (may be null, may be y itself) is added in the same
+// pass: y = conv(x, w) + bias + residual, the GEMM's store adding both.
 template <typename T>
-void conv2d_forward(const Conv2dDesc& d, const T* x, const T* w, const T* bias, T* y);
+void conv2d_forward(const Conv2dDesc& d, const T* x, const T* w, const T* bias, T* y, const T* residual = nullptr);
 // dy [N, Ho, Wo, Cout]; any of dx [N, H, W, Cin], dw [Cout, kh, kw, Cin], dbias [Cout] may be null
 // (not wanted); the others are overwritten.
 template <typename T>
@@ -42,9 +44,11 @@ namespace cuda {
 // cuDNN on device pointers in `type` storage: NHWC activations, KRSC (= OHWI) filters, f32 compute
 // (exact FMA math unless set_allow_tf32). Per-side padding: cuDNN takes the symmetric part; an
 // asymmetric excess such as diffusers' (0, 1, 0, 1) downsample pad is applied by copying x into
-// a zero-bordered buffer first. bias may be null.
+// a zero-bordered buffer first. bias may be null. residual [N, Ho, Wo, Cout] (may be null): y =
+// conv + bias + residual, cuDNN's conv followed by ONE add_bias_residual pass
+// (kernels/elementwise.h) in place of add_row_bias and a separate add.
 void conv2d_forward(const Conv2dDesc& d, DenseType type, const void* x, const void* w, const void* bias, void* y,
-                    const DeviceMemory& mem, Stream stream);
+                    const DeviceMemory& mem, Stream stream, const void* residual = nullptr);
 // Gradients from dy [N, Ho, Wo, Cout]; each of dx, dw, dbias may be null (not wanted) and is
 // overwritten otherwise.
 void conv2d_backward(const Conv2dDesc& d, DenseType type, const void* x, const void* w, const void* dy, void* dx,

@@ -47,7 +47,10 @@ void fill(int64_t n, T value, T* out);
 // output bf16, f32 math, one rounding per stored value): what bf16 autocast runs between layers. The reductions are deterministic two-stage sums (no float atomics): the caller
 // passes a scratch buffer of the *_workspace() floats, a count decided by the shape alone.
 // `sum` writes its result to out[0] on the device; `fill` reads its value from memory (a device
-// scalar such as an upstream grad), so neither needs a host round trip. The casts
+// scalar such as an upstream grad), so neither needs a host round trip.
+// add_bias_residual is the epilogue of cuDNN's conv and of the cuBLAS linear when a residual is
+// fused (kernels/conv2d.h, kernels/linear.h): y[r, c] = (y[r, c] + bias[c]) + residual[r, c] in
+// f32 math, one rounding per stored value; bias may be null. The casts
 // (kernels/cuda/elementwise_cast.cu) move storage between f32 and bf16 (uint16_t bits): round to
 // nearest even one way, exact the other; the CPU does the same with kernels/bf16.h.
 #define DIFFUSE_ELEMENTWISE_LAUNCHERS                                                                   \
@@ -58,6 +61,10 @@ void fill(int64_t n, T value, T* out);
   int64_t reduce_to_broadcast_workspace(const BroadcastDesc& d);                                        \
   void reduce_to_broadcast(const BroadcastDesc& d, const float* g, const float* w, float* out,          \
                            float* workspace, Stream stream);                                            \
+  void add_bias_residual(int64_t rows, int64_t cols, const float* bias, const float* residual, float* y, \
+                         Stream stream);                                                                \
+  void add_bias_residual(int64_t rows, int64_t cols, const uint16_t* bias, const uint16_t* residual,    \
+                         uint16_t* y, Stream stream);                                                   \
   void scale(int64_t n, float s, const float* x, float* out, Stream stream);                           \
   void scale(int64_t n, float s, const uint16_t* x, uint16_t* out, Stream stream);                     \
   void silu_forward(int64_t n, const float* x, float* y, Stream stream);                               \

@@ -84,6 +84,11 @@ void gemm(DenseType type, bool trans_a, bool trans_b, int64_t m, int64_t n, int6
 // y[r, c] += bias[c] for a contiguous row-major y [rows, cols] (a rank-1 GEMM update).
 void add_row_bias(DenseType type, int64_t rows, int64_t cols, const void* bias, void* y, const DeviceMemory& mem,
                   Stream stream);
+// The output epilogue of the GEMM-shaped ops (conv2d, linear): y += bias (add_row_bias) or, with a
+// residual [rows, cols], y += bias + residual in one pass (add_bias_residual, kernels/elementwise.h).
+// Either may be null.
+void add_bias_and_residual(DenseType type, int64_t rows, int64_t cols, const void* bias, const void* residual,
+                           void* y, const DeviceMemory& mem, Stream stream);
 // out[c] = Σ_r m[r, c] for a contiguous m [rows, cols] (a GEMV with a ones vector, f32
 // accumulation): the bias gradient of linear and conv2d.
 void column_sum(DenseType type, int64_t rows, int64_t cols, const void* m, void* out, const DeviceMemory& mem,

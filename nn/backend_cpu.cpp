@@ -218,10 +218,11 @@ class CpuBackend final : public Backend {
   }
 
   void conv2d_forward(const k::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
-                      const Tensor& y) const override {
+                      const Tensor& residual, const Tensor& y) const override {
     with_float_type("conv2d", x, [&](auto t) {
       using T = decltype(t);
-      cpu::conv2d_forward<T>(d, x.data<T>(), w.data<T>(), data_or_null<T>(bias), y.data<T>());
+      cpu::conv2d_forward<T>(d, x.data<T>(), w.data<T>(), data_or_null<T>(bias), y.data<T>(),
+                              data_or_null<T>(residual));
     });
   }
   void conv2d_backward(const k::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx,
@@ -233,10 +234,11 @@ class CpuBackend final : public Backend {
     });
   }
   void linear_forward(const k::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
-                      const Tensor& y) const override {
+                      const Tensor& residual, const Tensor& y) const override {
     with_float_type("linear", x, [&](auto t) {
       using T = decltype(t);
-      cpu::linear_forward<T>(d, x.data<T>(), w.data<T>(), data_or_null<T>(bias), y.data<T>());
+      cpu::linear_forward<T>(d, x.data<T>(), w.data<T>(), data_or_null<T>(bias), y.data<T>(),
+                              data_or_null<T>(residual));
     });
   }
   void linear_backward(const k::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx,

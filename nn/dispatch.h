@@ -109,13 +109,14 @@ class Backend {
                                   const Tensor& out, const Tensor& lse, const Tensor& dout, const Tensor& dq,
                                   const Tensor& dk, const Tensor& dv) const = 0;
 
-  // ---- GEMM-shaped layers (kernels/conv2d.h, kernels/linear.h); bias may be undefined ----
+  // ---- GEMM-shaped layers (kernels/conv2d.h, kernels/linear.h); bias and residual (y's shape,
+  // added to y in the same pass) may be undefined ----
   virtual void conv2d_forward(const kernels::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
-                              const Tensor& y) const = 0;
+                              const Tensor& residual, const Tensor& y) const = 0;
   virtual void conv2d_backward(const kernels::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy,
                                const Tensor& dx, const Tensor& dw, const Tensor& dbias) const = 0;
   virtual void linear_forward(const kernels::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
-                              const Tensor& y) const = 0;
+                              const Tensor& residual, const Tensor& y) const = 0;
   virtual void linear_backward(const kernels::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy,
                                const Tensor& dx, const Tensor& dw, const Tensor& dbias) const = 0;
 

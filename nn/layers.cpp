@@ -21,7 +21,8 @@ bool bf16_layer(const Tensor& x, const char* layer) {
   return true;
 }
 
-Tensor to_bf16(const Tensor& t) { return t.defined() ? ops::cast(t, DType::bf16) : t; }
+Tensor cast_to(const Tensor& t, DType dtype) { return t.defined() ? ops::cast(t, dtype) : t; }
+Tensor to_bf16(const Tensor& t) { return cast_to(t, DType::bf16); }
 }  // namespace
 
 AutocastBf16::AutocastBf16(bool on) : previous_(t_autocast_bf16) { t_autocast_bf16 = on; }
@@ -48,9 +49,10 @@ Conv2d::Conv2d(int in, int out, int kernel, const ops::Conv2dOptions& opt, InitR
   bias = rng.uniform({out}, bound);
 }
 
-Tensor Conv2d::forward(const Tensor& x) const {
-  if (!bf16_layer(x, "conv2d")) return ops::conv2d(x, weight, bias, options);
-  return ops::conv2d(to_bf16(x), to_bf16(weight), to_bf16(bias), options);  // bf16 x (the usual case): no cast
+Tensor Conv2d::forward(const Tensor& x, const Tensor& residual) const {
+  if (!bf16_layer(x, "conv2d")) return ops::conv2d(x, weight, bias, options, cast_to(residual, x.dtype()));
+  // bf16 x and residual (the usual case): no cast
+  return ops::conv2d(to_bf16(x), to_bf16(weight), to_bf16(bias), options, to_bf16(residual));
 }
 
 void Conv2d::collect(const std::string& prefix, ParamList& out) {
@@ -64,12 +66,14 @@ Linear::Linear(int in, int out, InitRng& rng) {
   bias = rng.uniform({out}, bound);
 }
 
-Tensor Linear::forward(const Tensor& x) const {
-  if (!bf16_layer(x, "linear")) return ops::linear(x, weight, bias);
-  return forward_bf16(x);
+Tensor Linear::forward(const Tensor& x, const Tensor& residual) const {
+  if (!bf16_layer(x, "linear")) return ops::linear(x, weight, bias, cast_to(residual, x.dtype()));
+  return forward_bf16(x, residual);
 }
 
-Tensor Linear::forward_bf16(const Tensor& x) const { return ops::linear(to_bf16(x), to_bf16(weight), to_bf16(bias)); }
+Tensor Linear::forward_bf16(const Tensor& x, const Tensor& residual) const {
+  return ops::linear(to_bf16(x), to_bf16(weight), to_bf16(bias), to_bf16(residual));
+}
 
 void Linear::collect(const std::string& prefix, ParamList& out) {
   out.emplace_back(prefix + ".weight", &weight);
@@ -119,10 +123,10 @@ Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor& temb_act, ForwardCo
     h = ops::dropout(h, dropout, ctx.dropout_seed, ctx.dropout_offset);
     ctx.dropout_offset += (static_cast<uint64_t>(h.numel()) + 3) / 4;
   }
-  h = conv2.forward(h);
-  // Under autocast h is bf16 and so is x inside the UNet; a block given f32 x adds it in bf16.
-  Tensor shortcut = has_shortcut ? conv_shortcut.forward(x) : ops::cast(x, h.dtype());
-  return ops::add(shortcut, h);
+  // The skip is added by conv2 as it stores its output (one pass, no separate add). Under autocast
+  // h is bf16 and so is x inside the UNet; a block given f32 x adds it in bf16 (conv2 casts it).
+  Tensor shortcut = has_shortcut ? conv_shortcut.forward(x) : x;
+  return conv2.forward(h, shortcut);
 }
 
 void ResnetBlock2D::collect(const std::string& prefix, ParamList& out) {
@@ -157,8 +161,8 @@ Tensor AttentionBlock::forward(const Tensor& x) const {
     auto core = [bf16](const Tensor& t) { return bf16 ? ops::cast(t, DType::f32) : t; };
     a = ops::attention(core(to_q.forward(tokens)), core(to_k.forward(tokens)), core(to_v.forward(tokens)), heads);
   }
-  Tensor out = ops::reshape(to_out.forward(a), {n, h, w, c});
-  return ops::add(out, ops::cast(x, out.dtype()));
+  // The skip is added by to_out as it stores its output (cast to to_out's dtype there).
+  return ops::reshape(to_out.forward(a, ops::reshape(x, {n, h * w, c})), {n, h, w, c});
 }
 
 void AttentionBlock::collect(const std::string& prefix, ParamList& out) {

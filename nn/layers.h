@@ -64,7 +64,9 @@ struct Conv2d {
   ops::Conv2dOptions options;
   Conv2d() = default;
   Conv2d(int in, int out, int kernel, const ops::Conv2dOptions& opt, InitRng& rng);
-  Tensor forward(const Tensor& x) const;  // x's dtype out; bf16 out under autocast
+  // x's dtype out; bf16 out under autocast. residual (the output's shape, or undefined) is cast to
+  // the output's dtype and added in the conv's output pass (ops::conv2d).
+  Tensor forward(const Tensor& x, const Tensor& residual = Tensor()) const;
   void collect(const std::string& prefix, ParamList& out);
 };
 
@@ -73,8 +75,10 @@ struct Linear {
   Tensor bias;    // [out]
   Linear() = default;
   Linear(int in, int out, InitRng& rng);
-  Tensor forward(const Tensor& x) const;  // x's dtype out; bf16 out under autocast
-  Tensor forward_bf16(const Tensor& x) const;  // x cast to bf16, weights cast on the fly; bf16 out
+  // x's dtype out; bf16 out under autocast. residual as Conv2d's (ops::linear).
+  Tensor forward(const Tensor& x, const Tensor& residual = Tensor()) const;
+  // x (and residual) cast to bf16, weights cast on the fly; bf16 out
+  Tensor forward_bf16(const Tensor& x, const Tensor& residual = Tensor()) const;
   void collect(const std::string& prefix, ParamList& out);
 };
 

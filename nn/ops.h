@@ -40,11 +40,15 @@ struct Conv2dOptions {
   }
 };
 // x [N, H, W, Cin], w [Cout, kh, kw, Cin], bias [Cout] or undefined -> [N, Ho, Wo, Cout].
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& opt);
+// residual [N, Ho, Wo, Cout] or undefined: y = conv + bias + residual in one output pass (what
+// add(residual, conv2d(...)) computes; ResnetBlock2D's skip). Its grad is dy itself.
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& opt,
+              const Tensor& residual = Tensor());
 
 // ---- dense (ops_linear.cpp) --------------------------------------------------------------------
-// x [..., in], w [out, in], bias [out] or undefined -> [..., out].
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
+// x [..., in], w [out, in], bias [out] or undefined -> [..., out]. residual [..., out] or
+// undefined: added in the same output pass, as conv2d's (AttentionBlock's skip); grad dy itself.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual = Tensor());
 
 // ---- normalisation (ops_group_norm.cpp) --------------------------------------------------------
 struct GroupNormOptions {

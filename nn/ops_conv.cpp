@@ -1,5 +1,5 @@
-// conv2d op (kernels/conv2d.h): NHWC x, OHWI w, optional bias, per-side padding. Checks name the
-// op and every tensor's shape; the body after the descriptor (forward, backward node keeping x and
+// conv2d op (kernels/conv2d.h): NHWC x, OHWI w, optional bias and residual, per-side padding.
+// Checks name the op and every tensor's shape; the body after the descriptor (forward, backward node keeping x and
 // w) is linear's too (nn/weighted_op.h). The backend (nn/dispatch.h) runs im2col + OpenBLAS on the
 // CPU and cuDNN on CUDA (kernels/cuda/conv2d.cpp).
 #include "kernels/conv2d.h"
@@ -48,9 +48,9 @@ k::Conv2dDesc conv_desc(const Tensor& x, const Tensor& w, const Tensor& bias, co
 
 }  // namespace
 
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& opt) {
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& opt, const Tensor& residual) {
   const k::Conv2dDesc d = conv_desc(x, w, bias, opt);
-  return run_weighted<k::Conv2dDesc>("conv2d", d, {d.n, d.out_h(), d.out_w(), d.cout}, x, w, bias,
+  return run_weighted<k::Conv2dDesc>("conv2d", d, {d.n, d.out_h(), d.out_w(), d.cout}, x, w, bias, residual,
                                      &dispatch::Backend::conv2d_forward, &dispatch::Backend::conv2d_backward);
 }
 

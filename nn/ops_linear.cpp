@@ -1,5 +1,5 @@
-// linear op (kernels/linear.h): x [..., in] · wᵀ + bias with w [out, in]. The leading dims of x
-// are flattened into GEMM rows; the body after the descriptor (forward, backward node keeping x
+// linear op (kernels/linear.h): x [..., in] · wᵀ + bias (+ residual) with w [out, in]. The
+// leading dims of x are flattened into GEMM rows; the body after the descriptor (forward, backward node keeping x
 // and w) is conv2d's too (nn/weighted_op.h). The backend (nn/dispatch.h) runs OpenBLAS on the CPU
 // and cuBLAS / cuBLASLt on CUDA (kernels/cuda/linear.cpp).
 #include "kernels/linear.h"
@@ -12,7 +12,7 @@ namespace diffuse::ops {
 using namespace detail;
 namespace k = diffuse::kernels;
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual) {
   const char* op = "linear";
   check_weighted(op, x, w, bias);
   auto what = [&] { return weighted_operands(x, w, bias); };  // built only on failure: no allocation per call
@@ -26,7 +26,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const k::LinearDesc d{rows, w.dim(1), w.dim(0)};
   Shape y_shape = x.shape();
   y_shape.back() = d.out;
-  return run_weighted<k::LinearDesc>(op, d, y_shape, x, w, bias, &dispatch::Backend::linear_forward,
+  return run_weighted<k::LinearDesc>(op, d, y_shape, x, w, bias, residual, &dispatch::Backend::linear_forward,
                                      &dispatch::Backend::linear_backward);
 }
 

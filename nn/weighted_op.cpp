@@ -19,4 +19,13 @@ void check_bias(const char* op, const Tensor& x, const Tensor& w, const Tensor& 
     fail(op, "bias must be [" + std::to_string(w.dim(0)) + "]" + weighted_operands(x, w, bias));
 }
 
+void check_residual(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& residual,
+                    const Shape& y_shape) {
+  if (!residual.defined()) return;
+  check_same(op, {&x, &residual});
+  if (residual.shape() != y_shape)
+    fail(op, "residual " + residual.describe() + " must have the output's shape " + shape_str(y_shape) +
+                 weighted_operands(x, w, bias));
+}
+
 }  // namespace diffuse::ops::detail

@@ -1,8 +1,9 @@
 // CPU conv2d (see kernels/conv2d.h). f32 is an implicit GEMM on the project's packed GEMM
 // (kernels/cpu/gemm_blocked.h): the packers read the im2col matrix's blocks straight from the NHWC
 // tensors, so no column buffer is written and read back, and the bias is added as the GEMM stores
-// its tiles. Forward: y = im2col(x) · wᵀ. Backward: dw = dyᵀ · im2col(x); dx is the convolution of
-// dy with the flipped kernel, dx = im2col'(dy) · w', where im2col'(dy) of input pixel (ih, iw) and
+// its tiles (with a residual, y starts as its copy and the store adds to it). Forward:
+// y = im2col(x) · wᵀ. Backward: dw = dyᵀ · im2col(x); dx is the convolution of dy with the
+// flipped kernel, dx = im2col'(dy) · w', where im2col'(dy) of input pixel (ih, iw) and
 // tap (ki, kj) holds dy at ((ih + pad_top − ki) / stride, ...) when that divides and lies inside,
 // zero otherwise (so stride 2 is exact, its rows are only sparser), and w' row (tap, co) is
 // w[co, tap, :]. No scatter, no col2im gather, deterministic. A 3×3 stride-1 pad-1 convolution's
@@ -136,13 +137,14 @@ struct WindowRowsA {
 };
 
 // The GEMM over a window: read in place (WindowRowsA) when the runs are long enough, else packed.
+// beta 1 adds the product to what c holds (forward's residual), beta 0 overwrites c.
 template <class PackB>
-void window_gemm(int64_t m, int64_t n, int64_t k, const ConvWindow& win, const PackB& pack_b, const float* bias,
-                 float* c) {
+void window_gemm(int64_t m, int64_t n, int64_t k, const ConvWindow& win, const PackB& pack_b, float beta,
+                 const float* bias, float* c) {
   if (win.channels >= WindowRowsA::kMinChannels) {
-    blocked_gemm(m, n, k, 1.0f, WindowRowsA{win}, pack_b, 0.0f, bias, c, n);
+    blocked_gemm(m, n, k, 1.0f, WindowRowsA{win}, pack_b, beta, bias, c, n);
   } else {
-    blocked_gemm(m, n, k, 1.0f, WindowA{win}, pack_b, 0.0f, bias, c, n);
+    blocked_gemm(m, n, k, 1.0f, WindowA{win}, pack_b, beta, bias, c, n);
   }
 }
 
@@ -165,13 +167,18 @@ struct FlippedWeightRowB {
   }
 };
 
-void forward_f32(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y) {
+// With a residual, Winograd's output transform adds it as it stores y; the implicit GEMM starts y
+// as its copy and the GEMM's store adds the product and the bias to it (beta 1). Neither reads y
+// back in a separate add pass.
+void forward_f32(const Conv2dDesc& d, const float* x, const float* w, const float* bias, const float* residual,
+                 float* y) {
   if (winograd_forward_wanted(d)) {
-    winograd_conv3x3_forward(d, x, w, bias, y);
+    winograd_conv3x3_forward(d, x, w, bias, y, residual);
     return;
   }
-  const int64_t k = d.k();
-  window_gemm(d.n * d.out_h() * d.out_w(), d.cout, k, input_window(d, x), TransposedB{w, k}, bias, y);
+  const int64_t k = d.k(), pixels = d.n * d.out_h() * d.out_w();
+  const float beta = start_from_residual(pixels * d.cout, residual, y);
+  window_gemm(pixels, d.cout, k, input_window(d, x), TransposedB{w, k}, beta, bias, y);
 }
 
 void backward_f32(const Conv2dDesc& d, const float* x, const float* w, const float* dy, float* dx, float* dw) {
@@ -187,7 +194,7 @@ void backward_f32(const Conv2dDesc& d, const float* x, const float* w, const flo
   } else if (dx) {
     const int64_t taps = d.kh * d.kw;
     window_gemm(d.n * d.h * d.w, d.cin, taps * d.cout, output_grad_window(d, dy),
-                RowsB<FlippedWeightRowB>{{w, taps, d.cout, d.cin}}, nullptr, dx);
+                RowsB<FlippedWeightRowB>{{w, taps, d.cout, d.cin}}, 0.0f, nullptr, dx);
   }
 }
 
@@ -250,14 +257,17 @@ void col2im(const Conv2dDesc& d, const double* dcols, int64_t n0, int64_t count,
   }
 }
 
-void forward_f64(const Conv2dDesc& d, const double* x, const double* w, const double* bias, double* y) {
+void forward_f64(const Conv2dDesc& d, const double* x, const double* w, const double* bias, const double* residual,
+                 double* y) {
   const int64_t p_img = d.out_h() * d.out_w(), k = d.k();
   const int64_t chunk = images_per_chunk(d);
   double* cols = thread_scratch_of<double>(0, size_t(std::min(chunk, d.n) * p_img * k));
   for (int64_t n0 = 0; n0 < d.n; n0 += chunk) {
     const int64_t count = std::min(chunk, d.n - n0);
     im2col(d, x, n0, count, cols);
-    linear_forward(LinearDesc{count * p_img, k, d.cout}, cols, w, bias, y + n0 * p_img * d.cout);
+    const int64_t offset = n0 * p_img * d.cout;
+    linear_forward(LinearDesc{count * p_img, k, d.cout}, cols, w, bias, y + offset,
+                   residual ? residual + offset : nullptr);
   }
 }
 
@@ -286,13 +296,13 @@ LinearDesc as_linear(const Conv2dDesc& d) { return {d.n * d.h * d.w, d.cin, d.co
 }  // namespace
 
 template <typename T>
-void conv2d_forward(const Conv2dDesc& d, const T* x, const T* w, const T* bias, T* y) {
+void conv2d_forward(const Conv2dDesc& d, const T* x, const T* w, const T* bias, T* y, const T* residual) {
   if (d.pointwise()) {
-    linear_forward(as_linear(d), x, w, bias, y);
+    linear_forward(as_linear(d), x, w, bias, y, residual);
   } else if constexpr (sizeof(T) == sizeof(float)) {
-    forward_f32(d, x, w, bias, y);
+    forward_f32(d, x, w, bias, residual, y);
   } else {
-    forward_f64(d, x, w, bias, y);
+    forward_f64(d, x, w, bias, residual, y);
   }
 }
 
@@ -311,7 +321,7 @@ void conv2d_backward(const Conv2dDesc& d, const T* x, const T* w, const T* dy, T
 }
 
 #define DIFFUSE_INSTANTIATE(T)                                                                  \
-  template void conv2d_forward<T>(const Conv2dDesc&, const T*, const T*, const T*, T*);        \
+  template void conv2d_forward<T>(const Conv2dDesc&, const T*, const T*, const T*, T*, const T*); \
   template void conv2d_backward<T>(const Conv2dDesc&, const T*, const T*, const T*, T*, T*, T*);
 DIFFUSE_INSTANTIATE(float)
 DIFFUSE_INSTANTIATE(double)

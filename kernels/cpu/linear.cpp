@@ -1,10 +1,12 @@
 // CPU dense layer (see kernels/linear.h): the products are single GEMMs (kernels/gemm.h); in f32
-// the bias is added by the GEMM as it stores its tiles, so y is written once. The bias gradient is
+// the bias is added by the GEMM as it stores its tiles, so y is written once; a residual is copied
+// into y first and the GEMM adds to it (beta 1), so no add pass reads y back. The bias gradient is
 // a column sum split over row blocks (fixed blocks, so results do not depend on the thread
 // count), its partial sums in per-thread scratch (no allocation per call).
 #include "kernels/linear.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "kernels/cpu/parallel.h"
 #include "kernels/gemm.h"
@@ -12,16 +14,24 @@
 namespace diffuse::kernels::cpu {
 
 template <typename T>
-void linear_forward(const LinearDesc& d, const T* x, const T* w, const T* bias, T* y) {
+void linear_forward(const LinearDesc& d, const T* x, const T* w, const T* bias, T* y, const T* residual) {
+  const T beta = start_from_residual(d.rows * d.out, residual, y);
   if constexpr (sizeof(T) == sizeof(float)) {
-    gemm_bias(false, true, d.rows, d.out, d.in, 1.0f, x, d.in, w, d.in, 0.0f, bias, y, d.out);
+    gemm_bias(false, true, d.rows, d.out, d.in, 1.0f, x, d.in, w, d.in, beta, bias, y, d.out);
   } else {
     if (bias) {
       for (int64_t r = 0; r < d.rows; ++r)
-        for (int64_t o = 0; o < d.out; ++o) y[r * d.out + o] = bias[o];
+        for (int64_t o = 0; o < d.out; ++o) y[r * d.out + o] = (residual ? y[r * d.out + o] : T(0)) + bias[o];
     }
-    gemm<T>(false, true, d.rows, d.out, d.in, T(1), x, d.in, w, d.in, bias ? T(1) : T(0), y, d.out);
+    gemm<T>(false, true, d.rows, d.out, d.in, T(1), x, d.in, w, d.in, bias || residual ? T(1) : T(0), y, d.out);
   }
+}
+
+template <typename T>
+T start_from_residual(int64_t n, const T* residual, T* y) {
+  if (!residual) return T(0);
+  if (residual != y) std::memcpy(y, residual, size_t(n) * sizeof(T));
+  return T(1);
 }
 
 template <typename T>
@@ -56,7 +66,8 @@ void column_sum(int64_t rows, int64_t cols, const T* m, T* out) {
 }
 
 #define DIFFUSE_INSTANTIATE(T)                                                                          \
-  template void linear_forward<T>(const LinearDesc&, const T*, const T*, const T*, T*);                \
+  template void linear_forward<T>(const LinearDesc&, const T*, const T*, const T*, T*, const T*);      \
+  template T start_from_residual<T>(int64_t, const T*, T*);                                            \
   template void linear_backward<T>(const LinearDesc&, const T*, const T*, const T*, T*, T*, T*);       \
   template void column_sum<T>(int64_t, int64_t, const T*, T*);
 DIFFUSE_INSTANTIATE(float)

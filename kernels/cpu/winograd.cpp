@@ -112,9 +112,10 @@ PackedWeights transform_weights(const Conv2dDesc& d, const float* w, bool backwa
   return pw;
 }
 
-// y [N, h, w, n] = the 3×3 pad-1 convolution of src [N, h, w, k] with the packed weights, + bias.
+// y [N, h, w, n] = the 3×3 pad-1 convolution of src [N, h, w, k] with the packed weights, + bias
+// + residual (each may be null), both added by the output transform as it stores y.
 void convolve(int64_t images, int64_t h, int64_t w, const float* src, const PackedWeights& pw, const float* bias,
-              float* y) {
+              const float* residual, float* y) {
   const int64_t k = pw.k, n = pw.n;
   const int64_t tiles = images * ((h + 1) / 2) * ((w + 1) / 2);
   if (tiles == 0 || n == 0) return;
@@ -137,7 +138,7 @@ void convolve(int64_t images, int64_t h, int64_t w, const float* src, const Pack
                            nullptr, m + xi * block * n, n);
         }
       }
-      simd::winograd_output_tiles(m, block * n, n, bias, h, w, t0, count, y);
+      simd::winograd_output_tiles(m, block * n, n, bias, residual, h, w, t0, count, y);
     }
   });
 }
@@ -200,14 +201,15 @@ bool winograd_backward_data_wanted(const Conv2dDesc& d) { return faster_than_imp
 
 bool winograd_backward_weights_wanted(const Conv2dDesc& d) { return faster_than_implicit_gemm(d, true); }
 
-void winograd_conv3x3_forward(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y) {
+void winograd_conv3x3_forward(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
+                              const float* residual) {
   check_shape(d, "winograd_conv3x3_forward");
-  convolve(d.n, d.h, d.w, x, transform_weights(d, w, false), bias, y);
+  convolve(d.n, d.h, d.w, x, transform_weights(d, w, false), bias, residual, y);
 }
 
 void winograd_conv3x3_backward_data(const Conv2dDesc& d, const float* w, const float* dy, float* dx) {
   check_shape(d, "winograd_conv3x3_backward_data");
-  convolve(d.n, d.h, d.w, dy, transform_weights(d, w, true), nullptr, dx);
+  convolve(d.n, d.h, d.w, dy, transform_weights(d, w, true), nullptr, nullptr, dx);
 }
 
 void winograd_conv3x3_backward_weights(const Conv2dDesc& d, const float* x, const float* dy, float* dw) {

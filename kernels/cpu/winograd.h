@@ -11,7 +11,8 @@
 // the input transform V = Bᵀ·d·B of every tile's window (kernels/cpu/simd/winograd.h), then for
 // each of the 16 transformed positions one GEMM [tiles, Cin] · [Cin, Cout] on the project's
 // micro-kernel (kernels/cpu/simd/gemm_micro.h) against the transformed weights U = G·g·Gᵀ (packed
-// once per call, shared by the threads), then the output transform Y = Aᵀ·M·A with the bias. The
+// once per call, shared by the threads), then the output transform Y = Aᵀ·M·A with the bias (and
+// conv2d's fused residual). The
 // blocks are spread over threads by parallel_for; every output element is computed by one thread
 // in a fixed order, so results do not depend on the thread count. The weight gradient runs the
 // adjoint of the same steps (winograd_conv3x3_backward_weights below). Scratch: the calling
@@ -34,8 +35,10 @@ bool winograd_backward_data_wanted(const Conv2dDesc& d);
 // The same for the weight gradient dw.
 bool winograd_backward_weights_wanted(const Conv2dDesc& d);
 
-// y = conv(x, w) + bias for a 3×3, stride-1, pad-1 d (bias may be null). Throws on another shape.
-void winograd_conv3x3_forward(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y);
+// y = conv(x, w) + bias + residual for a 3×3, stride-1, pad-1 d (bias and residual may be null;
+// both are added by the output transform as it stores y). Throws on another shape.
+void winograd_conv3x3_forward(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
+                              const float* residual = nullptr);
 // dx = the input gradient of that convolution from dy (overwritten).
 void winograd_conv3x3_backward_data(const Conv2dDesc& d, const float* w, const float* dy, float* dx);
 // dw [Cout, 3, 3, Cin] = the weight gradient of that convolution from x and dy (overwritten): the

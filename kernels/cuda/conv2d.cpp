@@ -291,13 +291,13 @@ void zero(void* p, size_t bytes, cudaStream_t stream) {
 int conv_algorithm_searches() { return g_searches; }
 
 void conv2d_forward(const Conv2dDesc& d, DenseType t, const void* x, const void* w, const void* bias, void* y,
-                    const DeviceMemory& mem, Stream stream_handle) {
+                    const DeviceMemory& mem, Stream stream_handle, const void* residual) {
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
   const int64_t y_pixels = d.n * d.out_h() * d.out_w();
   if (y_pixels * d.cout == 0) return;
   if (d.n * d.h * d.w * d.cin == 0) {  // no input channels: y is the bias alone
     zero(y, static_cast<size_t>(y_pixels * d.cout) * dense_type_size(t), stream);
-    if (bias) add_row_bias(t, y_pixels, d.cout, bias, y, mem, stream_handle);
+    add_bias_and_residual(t, y_pixels, d.cout, bias, residual, y, mem, stream_handle);
     return;
   }
   Plan& p = plan_for(d, t, min_alignment({x, w, y}));
@@ -316,7 +316,7 @@ void conv2d_forward(const Conv2dDesc& d, DenseType t, const void* x, const void*
   DIFFUSE_CUDNN_CHECK(cudnnConvolutionForward(cudnn_handle(stream), &alpha, p.x, input, p.w, w, p.conv,
                                               static_cast<cudnnConvolutionFwdAlgo_t>(p.fwd.algo), ws.data(), ws.size(),
                                               &beta, p.y, y));
-  if (bias) add_row_bias(t, y_pixels, d.cout, bias, y, mem, stream_handle);
+  add_bias_and_residual(t, y_pixels, d.cout, bias, residual, y, mem, stream_handle);
 }
 
 void conv2d_backward(const Conv2dDesc& d, DenseType t, const void* x, const void* w, const void* dy, void* dx,

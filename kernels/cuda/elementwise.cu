@@ -7,6 +7,7 @@
 // broadcast ([N,1,1,C], [N,1,1,1], ...) through a mixed-radix cursor that also only adds.
 // The binary ops, scale and SiLU are templates over the storage type (kernels/cuda/storage.cuh):
 // f32, or bf16 with f32 math and one rounding per stored value (8 B per element when b streams).
+// add_bias_residual is the conv2d / linear output epilogue (y += bias + residual, one pass).
 // The reductions (reduce_to_broadcast, sum) are in elementwise_reduce.cu, f32 only.
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
@@ -61,31 +62,18 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- binary: b is a trailing vector of length c_len (c_len == 1: a scalar) ------------------------
 
-template <BinaryOp kOp, typename S>
-__global__ void __launch_bounds__(kThreads)
-    binary_rowvec(int64_t n, int64_t c_len, const S* __restrict__ a, const S* __restrict__ b, S* __restrict__ out,
-                  bool vector, bool vector_b) {
+// Grid-stride over n elements of rows of c_len, as grid::for_each_element, also handing each quad
+// (f4(q, c)) or element (f1(i, c)) its column c: a running index stepped by the grid stride mod
+// c_len, no per-element division. For a quad c is element 4q's column (a multiple of 4 when c_len is).
+template <typename F4, typename F1>
+__device__ __forceinline__ void for_each_in_rows(int64_t n, int64_t c_len, bool vector, F4&& f4, F1&& f1) {
   const int64_t stride = grid::grid_threads(), first = grid::global_thread();
   const int64_t n4 = vector ? n / 4 : 0;
   if (first < n4) {
-    int64_t c = (4 * first) % c_len;  // b's index of element 4q; a multiple of 4 when c_len is
+    int64_t c = (4 * first) % c_len;
     const int64_t step = (4 * stride) % c_len;
     for (int64_t q = first; q < n4; q += stride) {
-      float x[4], y[4];
-      load4(a, q, x);
-      if (vector_b) {
-        load4(b, c / 4, y);
-      } else {
-        DIFFUSE_UNROLL
-        for (int j = 0; j < 4; ++j) {
-          int64_t cj = c + j;
-          while (cj >= c_len) cj -= c_len;
-          y[j] = load(b, cj);
-        }
-      }
-      DIFFUSE_UNROLL
-      for (int j = 0; j < 4; ++j) x[j] = apply<kOp>(x[j], y[j]);
-      store4(out, q, x);
+      f4(q, c);
       c += step;
       if (c >= c_len) c -= c_len;
     }
@@ -95,11 +83,43 @@ __global__ void __launch_bounds__(kThreads)
     int64_t c = i % c_len;
     const int64_t step = stride % c_len;
     for (; i < n; i += stride) {
-      store(out, i, apply<kOp>(load(a, i), load(b, c)));
+      f1(i, c);
       c += step;
       if (c >= c_len) c -= c_len;
     }
   }
+}
+
+// Row vector b's values at columns c..c+3 (wrapping at c_len): one four-wide load when `vector`.
+template <typename S>
+__device__ __forceinline__ void load_row_quad(const S* b, int64_t c, int64_t c_len, bool vector, float (&y)[4]) {
+  if (vector) {
+    load4(b, c / 4, y);
+    return;
+  }
+  DIFFUSE_UNROLL
+  for (int j = 0; j < 4; ++j) {
+    int64_t cj = c + j;
+    while (cj >= c_len) cj -= c_len;
+    y[j] = load(b, cj);
+  }
+}
+
+template <BinaryOp kOp, typename S>
+__global__ void __launch_bounds__(kThreads)
+    binary_rowvec(int64_t n, int64_t c_len, const S* __restrict__ a, const S* __restrict__ b, S* __restrict__ out,
+                  bool vector, bool vector_b) {
+  for_each_in_rows(
+      n, c_len, vector,
+      [&](int64_t q, int64_t c) {
+        float x[4], y[4];
+        load4(a, q, x);
+        load_row_quad(b, c, c_len, vector_b, y);
+        DIFFUSE_UNROLL
+        for (int j = 0; j < 4; ++j) x[j] = apply<kOp>(x[j], y[j]);
+        store4(out, q, x);
+      },
+      [&](int64_t i, int64_t c) { store(out, i, apply<kOp>(load(a, i), load(b, c))); });
 }
 
 // ---- binary: any broadcast, through a mixed-radix cursor ---------------------------------------
@@ -230,6 +250,33 @@ void launch_binary(const BroadcastDesc& d, const S* a, const S* b, S* out, Strea
   }
 }
 
+// ---- bias + residual: the GEMM-shaped ops' output epilogue ----------------------------------------
+
+// y[i] = (y[i] + bias[i mod c_len]) + r[i], f32 math and one rounding per stored value: y is the
+// conv's or GEMM's output, read and written once (the unfused add_row_bias then add did that twice
+// and wrote a third tensor). bias's index is binary_rowvec's running column (for_each_in_rows);
+// kBias false: no bias, y + r.
+template <typename S, bool kBias>
+__global__ void __launch_bounds__(kThreads)
+    bias_residual_kernel(int64_t n, int64_t c_len, const S* __restrict__ bias, const S* __restrict__ r,
+                         S* __restrict__ y, bool vector, bool vector_b) {
+  for_each_in_rows(
+      n, c_len, vector,
+      [&](int64_t q, int64_t c) {
+        float v[4], b[4] = {0.0f, 0.0f, 0.0f, 0.0f}, res[4];
+        load4(y, q, v);
+        load4(r, q, res);
+        if constexpr (kBias) load_row_quad(bias, c, c_len, vector_b, b);
+        DIFFUSE_UNROLL
+        for (int j = 0; j < 4; ++j) v[j] = (v[j] + b[j]) + res[j];
+        store4(y, q, v);
+      },
+      [&](int64_t i, int64_t c) {
+        const float b = kBias ? load(bias, c) : 0.0f;
+        store(y, i, (load(y, i) + b) + load(r, i));
+      });
+}
+
 // ---- unary maps and fill -------------------------------------------------------------------------
 
 template <typename S>
@@ -307,6 +354,23 @@ void binary_impl(BinaryOp op, const BroadcastDesc& d, const S* a, const S* b, S*
 }
 
 template <typename S>
+void add_bias_residual_impl(int64_t rows, int64_t cols, const S* bias, const S* residual, S* y, Stream stream) {
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  require(residual && y, "add_bias_residual: null buffer");
+  const bool vector = aligned4(residual) && aligned4(y);
+  const bool vector_b = vector && bias && cols % 4 == 0 && aligned4(bias);
+  const int blocks = blocks_for(vector ? (n + 3) / 4 : n);
+  if (bias) {
+    DIFFUSE_LAUNCH((bias_residual_kernel<S, true>), blocks, kThreads, 0, stream, n, cols, bias, residual, y, vector,
+                   vector_b);
+  } else {
+    DIFFUSE_LAUNCH((bias_residual_kernel<S, false>), blocks, kThreads, 0, stream, n, cols, bias, residual, y, vector,
+                   false);
+  }
+}
+
+template <typename S>
 void scale_impl(int64_t n, float s, const S* x, S* out, Stream stream) {
   const bool vector = aligned4(x) && aligned4(out);
   DIFFUSE_LAUNCH(scale_kernel<S>, blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, s, x, out, vector);
@@ -354,6 +418,15 @@ void fill(int64_t n, const float* value, float* out, Stream stream) {
   require(value != nullptr, "fill: null value");
   const bool vector = aligned16(out);
   DIFFUSE_LAUNCH(fill_kernel, blocks_for(vector ? (n + 3) / 4 : n), kThreads, 0, stream, n, value, out, vector);
+}
+
+void add_bias_residual(int64_t rows, int64_t cols, const float* bias, const float* residual, float* y,
+                       Stream stream) {
+  add_bias_residual_impl(rows, cols, bias, residual, y, stream);
+}
+void add_bias_residual(int64_t rows, int64_t cols, const uint16_t* bias, const uint16_t* residual, uint16_t* y,
+                       Stream stream) {
+  add_bias_residual_impl(rows, cols, storage::dev(bias), storage::dev(residual), storage::dev(y), stream);
 }
 
 }  // namespace diffuse::kernels::DIFFUSE_DEVICE_NS

@@ -1,7 +1,8 @@
 // The CUDA GEMM family behind kernels/gemm.h: cuBLAS on device pointers. Row-major matrices reach
 // column-major cuBLAS as their transposes: row-major c = op(a)·op(b) is column-major
 // cᵀ = op(b)ᵀ·op(a)ᵀ, i.e. the same call with a and b (and m and n) swapped and the transpose
-// flags unchanged. The bias helpers are GEMMs against a ones vector kept for the process.
+// flags unchanged. The bias helpers are GEMMs against a ones vector kept for the process; with a
+// residual the output epilogue is elementwise.cu's add_bias_residual instead (one pass).
 #include <algorithm>
 #include <atomic>
 #include <climits>
@@ -12,6 +13,7 @@
 #include "kernels/cuda/gemm_internal.h"
 #include "kernels/cuda/library_handles.h"
 #include "kernels/cuda/library_status.h"
+#include "kernels/elementwise.h"
 
 namespace diffuse::kernels::cuda {
 
@@ -109,6 +111,19 @@ void add_row_bias(DenseType type, int64_t rows, int64_t cols, const void* bias, 
   // y[rows, cols] += ones[rows, 1] · bias[1, cols]
   gemm(type, false, false, rows, cols, 1, 1.0f, ones(type, rows, mem, stream), 1, bias, cols, 1.0f, y, cols, mem,
        stream);
+}
+
+void add_bias_and_residual(DenseType type, int64_t rows, int64_t cols, const void* bias, const void* residual,
+                           void* y, const DeviceMemory& mem, Stream stream) {
+  if (!residual) {
+    if (bias) add_row_bias(type, rows, cols, bias, y, mem, stream);
+  } else if (type == DenseType::f32) {
+    add_bias_residual(rows, cols, static_cast<const float*>(bias), static_cast<const float*>(residual),
+                      static_cast<float*>(y), stream);
+  } else {
+    add_bias_residual(rows, cols, static_cast<const uint16_t*>(bias), static_cast<const uint16_t*>(residual),
+                      static_cast<uint16_t*>(y), stream);
+  }
 }
 
 void column_sum(DenseType type, int64_t rows, int64_t cols, const void* m, void* out, const DeviceMemory& mem,

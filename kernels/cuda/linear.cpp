@@ -112,12 +112,13 @@ bool linear_forward_lt(const LinearDesc& d, DenseType t, const void* x, const vo
 void set_linear_use_lt(bool on) { g_linear_use_lt.store(on); }
 
 void linear_forward(const LinearDesc& d, DenseType t, const void* x, const void* w, const void* bias, void* y,
-                    const DeviceMemory& mem, Stream stream) {
+                    const DeviceMemory& mem, Stream stream, const void* residual) {
   if (d.rows == 0 || d.out == 0) return;
-  if (bias && d.in > 0 && g_linear_use_lt.load() && linear_forward_lt(d, t, x, w, bias, y, mem, stream)) return;
-  // y[rows, out] = x[rows, in] · w[out, in]ᵀ (+ bias)
+  if (bias && !residual && d.in > 0 && g_linear_use_lt.load() && linear_forward_lt(d, t, x, w, bias, y, mem, stream))
+    return;
+  // y[rows, out] = x[rows, in] · w[out, in]ᵀ (+ bias) (+ residual)
   gemm(t, false, true, d.rows, d.out, d.in, 1.0f, x, d.in, w, d.in, 0.0f, y, d.out, mem, stream);
-  if (bias) add_row_bias(t, d.rows, d.out, bias, y, mem, stream);
+  add_bias_and_residual(t, d.rows, d.out, bias, residual, y, mem, stream);
 }
 
 void linear_backward(const LinearDesc& d, DenseType t, const void* x, const void* w, const void* dy, void* dx,

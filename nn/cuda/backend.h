@@ -72,11 +72,11 @@ class CudaBackend final : public Backend {
                           const Tensor& dk, const Tensor& dv) const override;
 
   void conv2d_forward(const kernels::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
-                      const Tensor& y) const override;
+                      const Tensor& residual, const Tensor& y) const override;
   void conv2d_backward(const kernels::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy,
                        const Tensor& dx, const Tensor& dw, const Tensor& dbias) const override;
   void linear_forward(const kernels::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
-                      const Tensor& y) const override;
+                      const Tensor& residual, const Tensor& y) const override;
   void linear_backward(const kernels::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy,
                        const Tensor& dx, const Tensor& dw, const Tensor& dbias) const override;
 

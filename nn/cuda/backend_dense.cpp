@@ -94,9 +94,9 @@ void CudaBackend::attention_backward(const k::AttentionDesc& d, const Tensor& q,
 // ---- conv2d and linear ----
 
 void CudaBackend::conv2d_forward(const k::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
-                                 const Tensor& y) const {
+                                 const Tensor& residual, const Tensor& y) const {
   dev::conv2d_forward(d, dense_type(x), x.raw(), w.raw(), raw_or_null(bias), y.raw(), diffuse::cuda::device_memory(),
-                      current_stream());
+                      current_stream(), raw_or_null(residual));
 }
 
 void CudaBackend::conv2d_backward(const k::Conv2dDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy,
@@ -106,9 +106,9 @@ void CudaBackend::conv2d_backward(const k::Conv2dDesc& d, const Tensor& x, const
 }
 
 void CudaBackend::linear_forward(const k::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& bias,
-                                 const Tensor& y) const {
+                                 const Tensor& residual, const Tensor& y) const {
   dev::linear_forward(d, dense_type(x), x.raw(), w.raw(), raw_or_null(bias), y.raw(), diffuse::cuda::device_memory(),
-                      current_stream());
+                      current_stream(), raw_or_null(residual));
 }
 
 void CudaBackend::linear_backward(const k::LinearDesc& d, const Tensor& x, const Tensor& w, const Tensor& dy,

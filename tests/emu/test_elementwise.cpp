@@ -222,3 +222,51 @@ TEST_CASE("elementwise: the bf16 launchers round the twin's f32 result once", "[
         }
       }
 }
+
+TEST_CASE("elementwise: add_bias_residual is the twin's bias add then residual add", "[emu][elementwise]") {
+  // y += bias[c] + residual, as (y + bias) + residual: in f32 the twin's two binary adds bit for
+  // bit; in bf16 their f32 result on the widened inputs rounded once. Column counts for the
+  // four-wide bias (8), a bias that wraps inside a quad (6) and one column; no bias; grid caps.
+  for (int64_t cols : {8, 6, 1})
+    for (bool with_bias : {true, false})
+      for (int shift : {0, 1})
+        for (int64_t cap : {0, 1}) {
+          const int64_t rows = 37, n = rows * cols;
+          const BroadcastDesc rowvec = kernels::make_broadcast({rows, cols}, {cols}, "test");
+          const BroadcastDesc same = kernels::make_broadcast({rows, cols}, {rows, cols}, "test");
+          const Buf<float> y0 = randn_buf(n, 11, shift), bias = randn_buf(cols, 12, shift), r = randn_buf(n, 13, shift);
+          const Bf16Buf y16(y0.p, n, shift), bias16(bias.p, cols, shift), r16(r.p, n, shift);
+          for (bool bf16 : {false, true}) {
+            const Buf<float> wy = bf16 ? y16.widened() : Buf<float>(n), wb = bf16 ? bias16.widened() : Buf<float>(cols),
+                             wr = bf16 ? r16.widened() : Buf<float>(n);
+            const float* ty = bf16 ? wy.p : y0.p;
+            const float* tb = bf16 ? wb.p : bias.p;
+            const float* tr = bf16 ? wr.p : r.p;
+            Buf<float> with_b(n), want(n);
+            if (with_bias) {
+              kernels::cpu::binary<float>(BinaryOp::add, rowvec, ty, tb, with_b.p);
+            } else {
+              for (int64_t i = 0; i < n; ++i) with_b.p[i] = ty[i];
+            }
+            kernels::cpu::binary<float>(BinaryOp::add, same, with_b.p, tr, want.p);
+            for (emulator::ThreadOrder order : kOrders) {
+              emulator::ScopedThreadOrder scoped(order);
+              kernels::emu::grid::ScopedBlockCap block_cap(cap);
+              INFO("cols " << cols << " bias " << with_bias << " shift " << shift << " cap " << cap << " bf16 " << bf16
+                           << " order " << emulator::thread_order_name(order));
+              if (bf16) {
+                Bf16Buf out(y0.p, n, shift);
+                kernels::emu::add_bias_residual(rows, cols, with_bias ? bias16.p : nullptr, r16.p, out.p, nullptr);
+                CHECK(same_as_rounded(out.p, want.p, n));
+                CHECK(out.guard_intact());
+              } else {
+                Buf<float> out(n, shift);
+                for (int64_t i = 0; i < n; ++i) out.p[i] = y0.p[i];
+                kernels::emu::add_bias_residual(rows, cols, with_bias ? bias.p : nullptr, r.p, out.p, nullptr);
+                CHECK(same_values(out.p, want.p, n));
+                CHECK(out.guard_intact());
+              }
+            }
+          }
+        }
+}

@@ -104,6 +104,12 @@ inline constexpr Backend kCudaF32{"cuda-f32", Device::cuda, DType::f32};
 // the input shapes and dtypes, and the backend.
 void run_op(const std::string& op, const Backend& backend);
 
+// The fused residual of conv2d and linear against ops::add(residual, op(...)) on one backend and
+// dtype (fused_residual.cpp): forward within forward_bound (relative to the peak), every grad bit
+// for bit, the residual's grad dy itself. And its argument errors.
+void check_fused_residual(Device device, DType dtype, double forward_bound);
+void check_fused_residual_errors(Device device);
+
 // Registers one Catch test case "op table: <op> on <backend>" per op of the table, calling
 // `body(op)`; the tags are "[ops][table]" plus `extra_tags`. Call at static initialisation.
 void register_tests(const Backend& backend, const char* extra_tags, std::function<void(const std::string&)> body);

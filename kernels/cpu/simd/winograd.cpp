@@ -50,10 +50,10 @@ inline void input_tile(const float* const (&rows)[4], const int64_t (&cols)[4], 
   }
 }
 
-// Y = Aᵀ·M·A + bias for the `lanes` channels at offset c of one tile; out[i][j] is null for a
-// pixel outside the image.
-inline void output_tile(const float* m, int64_t m_stride, const float* bias, float* const (&out)[2][2], int64_t c,
-                        int lanes) {
+// Y = Aᵀ·M·A + bias (+ residual) for the `lanes` channels at offset c of one tile; out[i][j] is
+// null for a pixel outside the image, res[i][j] null there and without a residual.
+inline void output_tile(const float* m, int64_t m_stride, const float* bias, float* const (&out)[2][2],
+                        const float* const (&res)[2][2], int64_t c, int lanes) {
   Vec s[2][4];  // Aᵀ·M
 #pragma GCC unroll 4
   for (int j = 0; j < 4; ++j) {
@@ -65,7 +65,9 @@ inline void output_tile(const float* m, int64_t m_stride, const float* bias, flo
   const Vec b = bias ? load_part(bias + c, lanes) : zero();
 #pragma GCC unroll 2
   for (int i = 0; i < 2; ++i) {
-    const Vec y0 = s[i][0] + s[i][1] + s[i][2] + b, y1 = s[i][1] - s[i][2] - s[i][3] + b;
+    Vec y0 = s[i][0] + s[i][1] + s[i][2] + b, y1 = s[i][1] - s[i][2] - s[i][3] + b;
+    if (res[i][0]) y0 = y0 + load_part(res[i][0] + c, lanes);
+    if (res[i][1]) y1 = y1 + load_part(res[i][1] + c, lanes);
     if (out[i][0]) store_part(out[i][0] + c, y0, lanes);
     if (out[i][1]) store_part(out[i][1] + c, y1, lanes);
   }
@@ -91,18 +93,21 @@ void winograd_input_tiles(const float* x, int64_t h, int64_t w, int64_t channels
   }
 }
 
-void winograd_output_tiles(const float* m, int64_t m_stride, int64_t channels, const float* bias, int64_t h, int64_t w,
-                           int64_t t0, int64_t count, float* y) {
+void winograd_output_tiles(const float* m, int64_t m_stride, int64_t channels, const float* bias,
+                           const float* residual, int64_t h, int64_t w, int64_t t0, int64_t count, float* y) {
   const int64_t th = (h + 1) / 2, tw = (w + 1) / 2;
   for (int64_t k = 0; k < count; ++k) {
     const TilePos p = tile_pos(t0 + k, th, tw);
     float* img = y + p.n * h * w * channels;
     float* out[2][2];
+    const float* res[2][2];
     for (int i = 0; i < 2; ++i)
-      for (int j = 0; j < 2; ++j)
+      for (int j = 0; j < 2; ++j) {
         out[i][j] = p.y + i < h && p.x + j < w ? img + ((p.y + i) * w + p.x + j) * channels : nullptr;
+        res[i][j] = residual && out[i][j] ? residual + (out[i][j] - y) : nullptr;
+      }
     const float* mt = m + k * channels;
-    over_lanes(channels, [&](int64_t c, int lanes) { output_tile(mt, m_stride, bias, out, c, lanes); });
+    over_lanes(channels, [&](int64_t c, int lanes) { output_tile(mt, m_stride, bias, out, res, c, lanes); });
   }
 }
 

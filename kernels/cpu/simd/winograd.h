@@ -18,12 +18,13 @@ DIFFUSE_SIMD_FUNCTION(void, winograd_input_tiles,
                        int64_t v_stride),
                       (x, h, w, channels, t0, count, v, v_stride))
 // The inverse: for tiles [t0, t0 + count), Y = Aᵀ·M·A of each tile's 16 products
-// m[xi · m_stride + (t − t0) · channels + c], plus bias[c] (may be null), stored into the tile's
-// pixels of y [N, h, w, channels] that lie inside the image.
+// m[xi · m_stride + (t − t0) · channels + c], plus bias[c] and residual at the same pixel (each
+// may be null; residual has y's layout and may be y), stored into the tile's pixels of
+// y [N, h, w, channels] that lie inside the image.
 DIFFUSE_SIMD_FUNCTION(void, winograd_output_tiles,
-                      (const float* m, int64_t m_stride, int64_t channels, const float* bias, int64_t h, int64_t w,
-                       int64_t t0, int64_t count, float* y),
-                      (m, m_stride, channels, bias, h, w, t0, count, y))
+                      (const float* m, int64_t m_stride, int64_t channels, const float* bias, const float* residual,
+                       int64_t h, int64_t w, int64_t t0, int64_t count, float* y),
+                      (m, m_stride, channels, bias, residual, h, w, t0, count, y))
 // The weight transform U = G·g·Gᵀ (G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]) for one reduction channel and
 // n output channels: g[tap] is the row of n floats of the 3×3 kernel at tap = 3·row + column. The
 // 16 results for output channel j go to out[xi · xi_stride + (j / nr) · panel_stride + j % nr]

@@ -41,4 +41,11 @@ TEST_CASE("op table: every op nn/ops.h declares has rows", "[ops][table]") {
   CHECK(declared == static_cast<int>(table.size()));
 }
 
+// f32: the fused store adds in another order than the unfused GEMM-then-add (a few roundings).
+TEST_CASE("op table: conv2d and linear's fused residual against the unfused composition on the CPU", "[ops][table]") {
+  check_fused_residual(Device::cpu, DType::f32, 1e-6);
+  check_fused_residual(Device::cpu, DType::f64, 1e-14);
+  check_fused_residual_errors(Device::cpu);
+}
+
 }  // namespace diffuse::test::op_table

@@ -20,4 +20,17 @@ const bool registered = [] {
 }();
 
 }  // namespace
+
+// f32: the epilogue kernel adds (y + bias) + residual as add_row_bias and add do, so the forward
+// is the unfused one up to the order of the two operands of a float add. bf16: the unfused
+// composition rounds to bf16 twice more (after the bias and after the add), the design's bf16
+// bound (docs/design.md §11).
+TEST_CASE("op table: conv2d and linear's fused residual against the unfused composition on cuda", "[ops][table][cuda]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  PoisonDeviceAllocations poison;
+  check_fused_residual(Device::cuda, DType::f32, 1e-6);
+  check_fused_residual(Device::cuda, DType::bf16, 1e-2);
+  check_fused_residual_errors(Device::cuda);
+}
+
 }  // namespace diffuse::test::op_table
