@@ -7,6 +7,8 @@
 # that fails or runs out of time is recorded and the next one still runs.
 #
 #   scripts/gpu-check.sh [--out DIR] [--deadline SECONDS] [--commit SHA] [--quick]
+#                        [--torch-modes eager,channels_last_bf16,compile]  (PyTorch's side of the training
+#                        comparison; leaving out compile saves its minute of compilation)
 #   scripts/gpu-check.sh --bundle      (on the dev machine: pack the Debian-built dependencies and
 #                                       Fashion-MNIST into .gpu-deps.tar.gz for a machine that has
 #                                       none of them)
@@ -14,15 +16,16 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-out="" deadline=540 commit="" quick=0 bundle=0
+out="" deadline=540 commit="" quick=0 bundle=0 torch_modes=eager,channels_last_bf16,compile
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --deadline) deadline="$2"; shift 2 ;;
     --commit) commit="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
+    --torch-modes) torch_modes="$2"; shift 2 ;;
     --bundle) bundle=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu-check.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -229,7 +232,7 @@ if [[ -x "$bin" ]]; then
     # 15's targets); diffuse's fp32 step is in the train_fp32 stages.
     run_stage compare_train 200 env DIFFUSE_BIN="$bin" PYTHON="$python" scripts/compare.sh --device cuda \
       --config "$cfg" --batch "$batch" --warmup 3 --iters "$iters" --rounds 1 --precision bf16 \
-      --modes eager,channels_last_bf16,compile --out "$out/compare_train"
+      --modes "$torch_modes" --out "$out/compare_train"
     run_stage compare_sample 120 env DIFFUSE_BIN="$bin" PYTHON="$python" scripts/compare.sh --device cuda \
       --config "$cfg" --no-train --sample --sample-batch 64,1 --sample-steps 20 --rounds 1 --precision bf16 \
       --modes eager,channels_last_bf16 --out "$out/compare_sample"
