@@ -72,6 +72,8 @@ class Communicator {
   void select_gpu();
   void ensure_nccl();
   void destroy_nccl();
+  // `status` is an ncclResult_t of `call`; ncclInProgress is polled to its end within the deadline.
+  void nccl_settle(int status, const char* call, const std::string& what);
   // Waits, within the deadline, for the work queued on `stream` (a cudaStream_t).
   void wait_for_stream(void* stream, const std::string& what);
   // GradientSync's CUDA side: bucket `index` of `grads` averaged on the comm stream after the

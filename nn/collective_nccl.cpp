@@ -1,10 +1,11 @@
 // See collective.h. The CUDA side of the communicator: the GPU of each rank (picked by local rank
 // before anything touches the device) and NCCL for CUDA tensors. The NCCL communicator is created
 // at the first CUDA collective, bootstrapped through MPI: rank 0's ncclGetUniqueId is broadcast
-// with MPI, then every rank calls ncclCommInitRank. In the -DDIFFUSE_CUDA=EMULATED build the same
-// calls are served by the emulated device (kernels/emulated_device/nccl.cpp). Builds without NCCL
-// (no MPI, or no CUDA backend) only ever run these with one rank, where collective.cpp returns
-// before reaching them.
+// with MPI, then every rank calls ncclCommInitRankConfig, nonblocking, and polls it within the
+// deadline (a rank that dies or hangs during set-up cannot hold the others). In the
+// -DDIFFUSE_CUDA=EMULATED build the same calls are served by the emulated device
+// (kernels/emulated_device/nccl.cpp). Builds without NCCL (no MPI, or no CUDA backend) only ever
+// run these with one rank, where collective.cpp returns before reaching them.
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -40,6 +41,28 @@ ncclComm_t as_comm(void* p) { return static_cast<ncclComm_t>(p); }
 
 }  // namespace
 
+// Polls a nonblocking communicator whose last call answered ncclInProgress (its set-up, a group
+// end) until it is no longer in progress, within the deadline, answering the other ranks' census
+// meanwhile; on expiry the communicator is aborted and the missing ranks are named.
+void Communicator::nccl_settle(int status, const char* call, const std::string& what) {
+  if (status != ncclInProgress) return nccl_check(static_cast<ncclResult_t>(status), call, rank_);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s_);
+  for (int polls = 0;; ++polls) {
+    ncclResult_t state = ncclSuccess;
+    DIFFUSE_NCCL_CHECK(ncclCommGetAsyncError(as_comm(nccl_comm_), &state));
+    if (state != ncclInProgress) return nccl_check(state, call, rank_);
+    if (std::chrono::steady_clock::now() > deadline) {
+      ncclCommAbort(as_comm(nccl_comm_));  // unusable after a timeout either way
+      nccl_comm_ = nullptr;
+      fail_missing_ranks(what);
+    }
+    answer_census();
+    if (polls > 2000) std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+}
+
+// The communicator is nonblocking (config.blocking = 0), so that no step of its set-up, nor any
+// later group end, can wait past the deadline: each call that answers ncclInProgress is settled.
 void Communicator::ensure_nccl() {
   if (nccl_comm_) return;
   ncclUniqueId id;
@@ -48,9 +71,18 @@ void Communicator::ensure_nccl() {
   if (MPI_Ibcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD, &req) != MPI_SUCCESS)
     throw Error("rank " + std::to_string(rank_) + ": MPI_Ibcast of the NCCL unique id failed");
   wait(&req, "the broadcast of the NCCL unique id");
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
   ncclComm_t comm = nullptr;
-  DIFFUSE_NCCL_CHECK(ncclCommInitRank(&comm, size_, id, rank_));
+  const ncclResult_t init = ncclCommInitRankConfig(&comm, size_, id, rank_, &config);
   nccl_comm_ = comm;
+  try {
+    nccl_settle(init, "ncclCommInitRankConfig", "the set-up of the NCCL communicator");
+  } catch (...) {
+    if (nccl_comm_) ncclCommAbort(as_comm(nccl_comm_));  // a failed set-up (or a comm never made)
+    nccl_comm_ = nullptr;
+    throw;
+  }
 }
 
 void Communicator::destroy_nccl() {
@@ -118,7 +150,7 @@ void Communicator::wait_for_stream(void* stream_handle, const std::string& what)
     if (state != cudaErrorNotReady) DIFFUSE_CUDA_CHECK(state);
     ncclResult_t async = ncclSuccess;
     DIFFUSE_NCCL_CHECK(ncclCommGetAsyncError(as_comm(nccl_comm_), &async));
-    nccl_check(async, ("the NCCL collective of " + what).c_str(), rank_);
+    if (async != ncclInProgress) nccl_check(async, ("the NCCL collective of " + what).c_str(), rank_);
     if (std::chrono::steady_clock::now() > deadline) {
       ncclCommAbort(as_comm(nccl_comm_));  // the communicator is unusable after a timeout either way
       nccl_comm_ = nullptr;
@@ -136,7 +168,6 @@ void Communicator::wait_for_stream(void* stream_handle, const std::string& what)
 // the compute stream frees (zero_grad, after the optimizer) only after it has waited for the comm
 // stream (nccl_finish_buckets), so the caching allocator's one-stream reuse rule holds.
 void Communicator::nccl_start_bucket(const std::vector<Tensor>& grads, size_t index, const std::string& what) {
-  (void)what;
   ensure_nccl();
   if (!comm_stream_) {
     cudaStream_t s = nullptr;
@@ -160,7 +191,7 @@ void Communicator::nccl_start_bucket(const std::vector<Tensor>& grads, size_t in
   for (const Tensor& t : grads)
     DIFFUSE_NCCL_CHECK(ncclAllReduce(t.raw(), t.raw(), static_cast<size_t>(t.numel()), ncclFloat32, ncclAvg,
                                      as_comm(nccl_comm_), comm_stream));
-  DIFFUSE_NCCL_CHECK(ncclGroupEnd());
+  nccl_settle(ncclGroupEnd(), "ncclGroupEnd", what);
 }
 
 // Clipping and the optimizer, on the compute stream, read the averaged gradients: the compute
@@ -180,7 +211,7 @@ void Communicator::nccl_broadcast(const std::vector<Tensor>& tensors, int root, 
   DIFFUSE_NCCL_CHECK(ncclGroupStart());
   for (const Tensor& t : tensors)
     DIFFUSE_NCCL_CHECK(ncclBroadcast(t.raw(), t.raw(), t.nbytes(), ncclUint8, root, as_comm(nccl_comm_), stream));
-  DIFFUSE_NCCL_CHECK(ncclGroupEnd());
+  nccl_settle(ncclGroupEnd(), "ncclGroupEnd", "the broadcast of " + what);
   wait_for_stream(stream, "the broadcast of " + what);
 }
 

@@ -1,4 +1,5 @@
-// The emulated device's NCCL: exactly the functions of nccl.h that diffuse calls (ncclCommAbort included)
+// The emulated device's NCCL: exactly the functions of nccl.h that diffuse calls (ncclCommAbort,
+// ncclCommInitRankConfig with a blocking or nonblocking config and ncclCommGetAsyncError included)
 // (nn/collective_nccl.cpp), with the toolkit's own signatures, so that the CUDA data-parallel path
 // builds and runs in the -DDIFFUSE_CUDA=EMULATED flavour and in CI, without GPUs or libnccl.
 //
@@ -13,11 +14,14 @@
 // (ncclGroupStart/End) only nest here: each call is queued at once, in call order.
 //
 // A communicator carries its reductions on its own duplicate of MPI_COMM_WORLD, so they never
-// pair with the host's MPI collectives, whatever the order the two are run in. A queued
-// collective starts a nonblocking MPI call and polls it; ncclCommAbort (callable from any thread,
-// as with NCCL, e.g. a watchdog whose deadline passed while the host synchronises) makes a
-// collective that still waits for another rank give up: its work fails (the device's sticky
-// error), so a rank that died or hung cannot hold the others forever.
+// pair with the host's MPI collectives, whatever the order the two are run in. The duplicate is
+// made nonblocking (MPI_Comm_idup, polled): a nonblocking config (config.blocking = 0) returns
+// ncclInProgress at once and ncclCommGetAsyncError answers ncclInProgress until every rank has
+// joined, so the caller can abort when one never does. A queued collective starts a nonblocking
+// MPI call and polls it; ncclCommAbort (callable from any thread, as with NCCL, e.g. a watchdog
+// whose deadline passed while the host synchronises) makes a collective that still waits for
+// another rank give up: its work fails (the device's sticky error), so a rank that died or hung
+// cannot hold the others forever.
 #include <nccl.h>
 
 #include <algorithm>
@@ -47,8 +51,13 @@ struct CommState {
   int rank = 0;
   int nranks = 1;
   std::atomic<bool> aborted{false};
+  // The set-up still waits for other ranks (MPI_Comm_idup into setup_comm, moved to `mpi` once
+  // complete); only the thread that made the communicator polls it.
+  bool pending = false;
 #if DIFFUSE_WITH_MPI
   MPI_Comm mpi = MPI_COMM_NULL;  // the communicator's duplicate of MPI_COMM_WORLD (nranks > 1)
+  MPI_Comm setup_comm = MPI_COMM_NULL;
+  MPI_Request setup = MPI_REQUEST_NULL;
 #endif
 };
 
@@ -105,11 +114,26 @@ void wait_or_abort(MPI_Request* request, const CommState& comm, const char* call
     if (polls > 2000) std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
 }
+
+// Tests a communicator's pending set-up once: clears `pending` when it completed.
+ncclResult_t poll_setup(CommState& comm) {
+  int done = 0;
+  if (MPI_Test(&comm.setup, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+    return refuse(ncclSystemError, "communicator set-up: MPI_Test of MPI_Comm_idup failed");
+  if (done) {
+    comm.mpi = comm.setup_comm;
+    comm.pending = false;
+  }
+  return ncclSuccess;
+}
 #endif
 
 // Checks a communicator and the device buffers of a collective of `bytes` bytes.
 ncclResult_t check_call(const char* what, ncclComm_t comm, const void* send, void* recv, size_t bytes) {
   if (!comm) return refuse(ncclInvalidArgument, std::string(what) + ": null communicator");
+  if (comm->state->pending)
+    return refuse(ncclInvalidUsage, std::string(what) + ": the communicator's set-up is still in progress "
+                                                        "(poll ncclCommGetAsyncError until it is not ncclInProgress)");
   if (bytes == 0) return ncclSuccess;
   if (!ed::is_device_range(send, bytes))
     return refuse(ncclInvalidArgument, std::string(what) + ": sendbuff is not " + std::to_string(bytes) +
@@ -138,38 +162,83 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId* uniqueId) {
   return ncclSuccess;
 }
 
-ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId, int rank) {
-  if (!comm) return refuse(ncclInvalidArgument, "ncclCommInitRank: null comm");
+// A null config is NCCL's default configuration (blocking).
+ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId, int rank, ncclConfig_t* config) {
+  if (!comm) return refuse(ncclInvalidArgument, "ncclCommInitRankConfig: null comm");
+  bool blocking = true;
+  if (config) {
+    const ncclConfig_t defaults = NCCL_CONFIG_INITIALIZER;
+    if (config->magic != defaults.magic || config->size != sizeof(ncclConfig_t) || config->version != defaults.version)
+      return refuse(ncclInvalidArgument, "ncclCommInitRankConfig: the config was not initialised with "
+                                         "NCCL_CONFIG_INITIALIZER");
+    if (config->blocking != NCCL_CONFIG_UNDEF_INT && config->blocking != 0 && config->blocking != 1)
+      return refuse(ncclInvalidArgument, "ncclCommInitRankConfig: config.blocking must be 0 or 1, got " +
+                                             std::to_string(config->blocking));
+    blocking = config->blocking != 0;  // NCCL's default (unset) is blocking
+  }
   if (nranks < 1 || rank < 0 || rank >= nranks)
-    return refuse(ncclInvalidArgument, "ncclCommInitRank: rank " + std::to_string(rank) + " of " +
+    return refuse(ncclInvalidArgument, "ncclCommInitRankConfig: rank " + std::to_string(rank) + " of " +
                                            std::to_string(nranks) + " ranks");
   if (nranks > 1) {
 #if DIFFUSE_WITH_MPI
     int initialized = 0, world_rank = 0, world_size = 0;
     MPI_Initialized(&initialized);
     if (!initialized)
-      return refuse(ncclInvalidUsage, "ncclCommInitRank: the emulation runs its ranks over MPI; initialise MPI first");
+      return refuse(ncclInvalidUsage, "ncclCommInitRankConfig: the emulation runs its ranks over MPI; initialise MPI first");
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
     if (world_rank != rank || world_size != nranks)
-      return refuse(ncclInvalidUsage, "ncclCommInitRank: the emulation serves communicators of all MPI ranks "
+      return refuse(ncclInvalidUsage, "ncclCommInitRankConfig: the emulation serves communicators of all MPI ranks "
                                       "(rank " + std::to_string(world_rank) + " of " + std::to_string(world_size) +
                                       "), asked for rank " + std::to_string(rank) + " of " + std::to_string(nranks));
 #else
-    return refuse(ncclInvalidUsage, "ncclCommInitRank: " + std::to_string(nranks) +
+    return refuse(ncclInvalidUsage, "ncclCommInitRankConfig: " + std::to_string(nranks) +
                                         " ranks, and this build has no MPI to carry them");
 #endif
   }
   auto state = std::make_shared<CommState>();
   state->rank = rank;
   state->nranks = nranks;
+  auto made = std::make_unique<ncclComm>(ncclComm{state, rank, nranks});
+  (void)blocking;  // one rank: nothing to wait for
 #if DIFFUSE_WITH_MPI
   if (nranks > 1) {
-    const int dup = MPI_Comm_dup(MPI_COMM_WORLD, &state->mpi);
-    if (dup != MPI_SUCCESS) return refuse(ncclSystemError, "ncclCommInitRank: MPI_Comm_dup failed");
+    // The set-up: a nonblocking duplicate of MPI_COMM_WORLD, which completes only once every rank
+    // has started it. Blocking: polled here. Nonblocking: polled by ncclCommGetAsyncError, so the
+    // caller can give up on a rank that never arrives.
+    if (MPI_Comm_idup(MPI_COMM_WORLD, &state->setup_comm, &state->setup) != MPI_SUCCESS)
+      return refuse(ncclSystemError, "ncclCommInitRankConfig: MPI_Comm_idup failed");
+    state->pending = true;
+    if (blocking) {
+      for (int polls = 0; state->pending; ++polls) {
+        if (ncclResult_t bad = poll_setup(*state); bad != ncclSuccess) return bad;
+        if (polls > 2000) std::this_thread::sleep_for(std::chrono::microseconds(500));
+      }
+    } else if (ncclResult_t bad = poll_setup(*state); bad != ncclSuccess) {
+      return bad;
+    }
   }
 #endif
-  *comm = new ncclComm{std::move(state), rank, nranks};
+  const bool pending = state->pending;
+  *comm = made.release();
+  return pending ? ncclInProgress : ncclSuccess;
+}
+
+// ncclInProgress while the set-up of a nonblocking communicator waits for the other ranks;
+// otherwise ncclSuccess (an emulated collective's failure is the device's sticky error instead).
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* asyncError) {
+  if (!comm) return refuse(ncclInvalidArgument, "ncclCommGetAsyncError: null communicator");
+  if (!asyncError) return refuse(ncclInvalidArgument, "ncclCommGetAsyncError: null asyncError");
+  *asyncError = ncclSuccess;
+#if DIFFUSE_WITH_MPI
+  if (comm->state->pending) {
+    if (ncclResult_t bad = poll_setup(*comm->state); bad != ncclSuccess) {
+      *asyncError = bad;
+      return ncclSuccess;
+    }
+    if (comm->state->pending) *asyncError = ncclInProgress;
+  }
+#endif
   return ncclSuccess;
 }
 
@@ -180,14 +249,16 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (comm->state->mpi != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm->state->mpi);
+  // A set-up still pending is left to the process's end, as after ncclCommAbort.
 #endif
   delete comm;
   return ncclSuccess;
 }
 
 // Safe from any thread (it only marks the state): a collective still waiting fails, and the
-// queued work behind it is dropped with the device's sticky error. The MPI communicator is left
-// to the process's end (freeing it here would be an MPI call from another thread).
+// queued work behind it is dropped with the device's sticky error. The MPI communicator, or its
+// set-up still pending, is left to the process's end (freeing it here would be an MPI call from
+// another thread).
 ncclResult_t ncclCommAbort(ncclComm_t comm) {
   if (!comm) return ncclSuccess;
   comm->state->aborted.store(true);

@@ -1,15 +1,26 @@
 // Data-parallel training on CUDA ranks (docs/distributed.md), the NCCL path: two ranks at
 // --batch 2 with --device cuda train the same model as one process at --batch 4, and rank 0 alone
 // writes the run; the gradient all-reduce on its own stream, overlapped with backward, changes no
-// bit and does overlap; a rank that hangs or dies ends the job within 60 s, naming it. In the -DDIFFUSE_CUDA=EMULATED build every rank process has its own emulated
+// bit and does overlap; a rank that hangs or dies (during training, the all-reduce or the NCCL
+// set-up) ends the job within 60 s, naming it. In the -DDIFFUSE_CUDA=EMULATED build every rank process has its own emulated
 // device and the NCCL calls are served by kernels/emulated_device/nccl.cpp over MPI, so this runs
 // in CI; on a real machine it needs two GPUs (NCCL refuses two ranks on one GPU). Steps are few
 // and batches small: under the emulated device every custom kernel runs thread by thread.
 #include <catch2/catch.hpp>
 
+#include <csignal>
+
 #include "mpi/distributed_run.h"
 #include "support/cuda_guard.h"
 #include "support/temp_dir.h"
+
+#if DIFFUSE_WITH_NCCL
+// The C API only, as in the library (cmake/mpi.cmake): no deprecated C++ bindings (libmpi_cxx).
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+#include <nccl.h>
+#endif
 
 using namespace diffuse;
 using namespace diffuse::test;
@@ -109,4 +120,44 @@ TEST_CASE("gradient sync with a hung rank (CUDA)", "[.mpi_rank]") { hang_rank_1_
 TEST_CASE("CUDA ranks: a hung rank ends the NCCL gradient all-reduce within its deadline", "[cuda][mpi]") {
   DIFFUSE_TWO_CUDA_RANKS_GUARD();
   check_hung_rank_ends_gradient_sync("gradient sync with a hung rank (CUDA)");
+}
+
+// Run by every rank of the test below (hidden: only under mpirun). The first CUDA collective sets
+// NCCL up (Communicator::ensure_nccl): rank 0's unique id is broadcast over MPI (MPI_Ibcast),
+// then every rank creates the communicator. Rank 1 plays its part of that broadcast itself and
+// then stops (SIGSTOP, a hung process), so rank 0 is certain to be waiting in the set-up, which
+// must give up within the communicator's 5 s deadline and end the job naming rank 1.
+TEST_CASE("NCCL set-up with a hung rank (CUDA)", "[.mpi_rank]") {
+#if DIFFUSE_WITH_NCCL
+  collective::Communicator& comm = collective::world();
+  REQUIRE(comm.size() == 2);
+  comm.set_timeout(5);
+  Tensor weights = Tensor::rand({100}, 7).to(Device::cuda);
+  if (comm.rank() == 1) {
+    ncclUniqueId id;
+    MPI_Request req;
+    REQUIRE(MPI_Ibcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD, &req) == MPI_SUCCESS);
+    REQUIRE(MPI_Wait(&req, MPI_STATUS_IGNORE) == MPI_SUCCESS);
+    std::raise(SIGSTOP);
+  }
+  try {
+    comm.broadcast({weights}, 0, "the test's weights");
+  } catch (const std::exception& e) {
+    comm.abort(e.what());
+  }
+  comm.abort("the NCCL communicator was set up although rank 1 was stopped");
+#endif
+}
+
+TEST_CASE("CUDA ranks: a rank that hangs during NCCL set-up ends the job within its deadline", "[cuda][mpi]") {
+  DIFFUSE_TWO_CUDA_RANKS_GUARD();
+  const auto t0 = std::chrono::steady_clock::now();
+  const RunResult r = run_self_ranks(2, "NCCL set-up with a hung rank (CUDA)");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO(r.output);
+  CHECK(r.exit_code != 0);
+  CHECK(r.exit_code != 137);  // not `timeout`'s kill
+  CHECK(seconds < 60);
+  CHECK_THAT(r.output, Catch::Contains("rank 0 of 2: the set-up of the NCCL communicator did not complete within 5 s: "
+                                       "rank 1 did not answer (dead or hung)"));
 }
