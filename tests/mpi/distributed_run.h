@@ -273,9 +273,9 @@ inline void hang_rank_1_during_gradient_sync(Device device) {
   comm.abort("round 1's gradient all-reduce completed although rank 1 was stopped");
 }
 
-// Runs hang_rank_1_during_gradient_sync's test case under mpirun and checks that the job ended
-// non-zero within 60 s, rank 0 naming rank 1 as the all-reduce's missing rank.
-inline void check_hung_rank_ends_gradient_sync(const std::string& test_name) {
+// Runs a hung-rank test case (rank 1 stops itself at a fixed place) under mpirun and checks that
+// the job ended non-zero within 60 s with `naming_rank_1` (rank 0's error) in its output.
+inline void check_hung_rank_ends_job(const std::string& test_name, const std::string& naming_rank_1) {
   const auto t0 = std::chrono::steady_clock::now();
   const RunResult r = run_self_ranks(2, test_name);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -283,8 +283,14 @@ inline void check_hung_rank_ends_gradient_sync(const std::string& test_name) {
   CHECK(r.exit_code != 0);
   CHECK(r.exit_code != 137);  // not `timeout`'s kill
   CHECK(seconds < 60);
-  CHECK_THAT(r.output, Catch::Contains("rank 0 of 2: the all-reduce of round 1's gradients did not complete within 5 s: "
-                                       "rank 1 did not answer (dead or hung)"));
+  CHECK_THAT(r.output, Catch::Contains(naming_rank_1));
+}
+
+// Runs hang_rank_1_during_gradient_sync's test case: rank 0 names rank 1 as the all-reduce's
+// missing rank.
+inline void check_hung_rank_ends_gradient_sync(const std::string& test_name) {
+  check_hung_rank_ends_job(test_name, "rank 0 of 2: the all-reduce of round 1's gradients did not complete within 5 s: "
+                                      "rank 1 did not answer (dead or hung)");
 }
 
 }  // namespace diffuse::test
