@@ -74,6 +74,13 @@ constexpr Saved kSaved = Saved::kept, kNotSaved = Saved::no, kSavedMayChange = S
 
 // The one `--threads` row, for every table whose struct has a `threads` field. Not saved: the
 // thread count is the machine's business, so a resumed run may use another one.
+// The one `--cuda-graphs` row, for every table whose struct has a `cuda_graphs` field (not saved:
+// graphs on or off give the same bits); `help` says what is replayed as one graph.
+template <class S>
+Option<S> cuda_graphs_row(const char* help) {
+  return {"cuda-graphs", DIFFUSE_OPTION_FIELD(S, cuda_graphs), kNotSaved, help};
+}
+
 template <class S>
 Option<S> threads_row() {
   return {"threads", DIFFUSE_OPTION_FIELD(S, threads), kNotSaved,
@@ -220,6 +227,9 @@ const Table<TrainRequest>& train_table() {
            one_of({"fp32", "fp16", "bf16"})},
           {"seed", DIFFUSE_OPTION_FIELD(R, seed), kSaved,
            "seeds initialisation, shuffling, timesteps, noise, dropout and label dropout"},
+          cuda_graphs_row<R>("on CUDA, replay the training step (forward, loss, backward, clipping, AdamW, EMA) "
+                             "as one CUDA graph after two eager steps (`--cuda-graphs off`: eager); ignored on "
+                             "the CPU"),
           threads_row<R>(),
       }};
   return table;
@@ -253,9 +263,8 @@ const Table<GenerateRequest>& generate_table() {
            "classifier-free guidance weight (with `--class`; both halves in one batched forward)", finite()},
           {"seed", DIFFUSE_OPTION_FIELD(G, seed), kNotSaved, "the seed; the same seed and batch give the same images"},
           {"batch", DIFFUSE_OPTION_FIELD(G, batch), kNotSaved, "images per sampler batch", positive()},
-          {"cuda-graphs", DIFFUSE_OPTION_FIELD(G, cuda_graphs), kNotSaved,
-           "on CUDA, replay each sampler step as one CUDA graph after two eager steps (`--cuda-graphs off`: "
-           "eager); ignored on the CPU"},
+          cuda_graphs_row<G>("on CUDA, replay each sampler step as one CUDA graph after two eager steps "
+                             "(`--cuda-graphs off`: eager); ignored on the CPU"),
           {"precision", DIFFUSE_OPTION_FIELD(G, precision), kNotSaved,
            "`fp32`, or `bf16` with `--device cuda`: the UNet's activations in bf16 with f32 math and "
            "accumulation (docs/design.md §4; the sampler's update stays f32)",

@@ -9,16 +9,18 @@ namespace {
 
 // x0's checks, the descriptor and the op, with the per-sample coefficients in f32 host tensors [B].
 QSampleResult q_sample_with(const Tensor& x0, const Tensor& sqrt_ab, const Tensor& sqrt_1mab,
-                            PredictionType prediction, uint64_t seed, uint64_t offset) {
+                            PredictionType prediction, uint64_t seed, uint64_t offset, const Tensor& step = Tensor(),
+                            uint64_t step_blocks = 0) {
   kernels::QSampleDesc d;
   d.batch = x0.dim(0);
   d.per_sample = d.batch ? x0.numel() / d.batch : 0;
   d.seed = seed;
   d.offset = offset;
+  d.step_blocks = step_blocks;
   d.target = prediction == PredictionType::epsilon        ? kernels::NoiseTarget::epsilon
              : prediction == PredictionType::v_prediction ? kernels::NoiseTarget::v_prediction
                                                           : kernels::NoiseTarget::sample;
-  ops::QSampleOutput r = ops::q_sample(d, x0, sqrt_ab.to(x0.device()), sqrt_1mab.to(x0.device()));
+  ops::QSampleOutput r = ops::q_sample(d, x0, sqrt_ab.to(x0.device()), sqrt_1mab.to(x0.device()), step);
   return {r.x_t, r.target};
 }
 
@@ -54,6 +56,12 @@ QSampleResult q_sample(const Tensor& x0, const NoiseSchedule& schedule, std::spa
     sqrt_1mab.data<float>()[i] = static_cast<float>(schedule.sqrt_one_minus_alpha_bar(timesteps[i]));
   }
   return q_sample_with(x0, sqrt_ab, sqrt_1mab, schedule.options().prediction_type, seed, offset);
+}
+
+QSampleResult q_sample(const Tensor& x0, const Tensor& sqrt_ab, const Tensor& sqrt_1mab, PredictionType prediction,
+                       uint64_t seed, uint64_t offset, const Tensor& step, uint64_t step_blocks) {
+  check_batch(x0, static_cast<size_t>(sqrt_ab.defined() ? sqrt_ab.numel() : 0));
+  return q_sample_with(x0, sqrt_ab, sqrt_1mab, prediction, seed, offset, step, step_blocks);
 }
 
 }  // namespace diffuse

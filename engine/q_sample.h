@@ -25,4 +25,10 @@ QSampleResult q_sample(const Tensor& x0, const std::vector<QSampleCoef>& coefs, 
 QSampleResult q_sample(const Tensor& x0, const NoiseSchedule& schedule, std::span<const int64_t> timesteps,
                        uint64_t seed, uint64_t offset);
 
+// The training step's draw (engine/train_step.cpp): the coefficients f32 [B] and the 1-based step
+// number i64 [1] on x0's device, read when the kernel runs; the noise starts at Philox block
+// offset + step · step_blocks. Nothing passes through the host.
+QSampleResult q_sample(const Tensor& x0, const Tensor& sqrt_ab, const Tensor& sqrt_1mab, PredictionType prediction,
+                       uint64_t seed, uint64_t offset, const Tensor& step, uint64_t step_blocks);
+
 }  // namespace diffuse

@@ -1,13 +1,17 @@
 // See train_step.h. The Philox layout of step s: timesteps and label dropout read row i of block
 // s·blocks_for(B) in streams kTimesteps and kLabelDrop; the noise of element k of the flat batch
 // is element k from block s·blocks_for(B·H·W·C) of stream kNoise. Under data parallelism B is
-// the global batch and i, k count from this rank's first global row (docs/distributed.md).
+// the global batch and i, k count from this rank's first global row (docs/distributed.md). The
+// draws are made on the step's device from the step number in device memory (ops::train_draws,
+// ops::q_sample with a step tensor), so eager steps and a replayed graph make the same ones.
 #include "engine/train_step.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "engine/q_sample.h"
+#include "kernels/noise.h"
+#include "kernels/optim.h"
 #include "kernels/philox.h"
 #include "nn/autograd.h"
 #include "nn/layers.h"
@@ -58,7 +62,10 @@ TrainStep::TrainStep(const UNet2DConfig& cfg, const TrainOptions& options)
       model_(training_model(cfg, options)),
       params_(model_->parameters()),
       adam_(params_, {options.lr, 0.9, 0.999, 1e-8, options.weight_decay}),
-      ema_(params_, ema_options(options)) {}
+      ema_(params_, ema_options(options)) {
+  pending_.reserve(kMaxPending);
+  collected_.reserve(kMaxPending);
+}
 
 double TrainStep::lr_at(int64_t step) const {
   const TrainOptions& o = options_;
@@ -71,13 +78,70 @@ double TrainStep::lr_at(int64_t step) const {
   return o.lr;
 }
 
-TrainStepResult TrainStep::run(int64_t step, const Batch& batch, const PhaseFn& after_phase) {
+void TrainStep::set_cuda_graphs(bool on, std::function<void(const std::string&)> on_fallback) {
+  graphs_ = on;
+  on_graph_fallback_ = std::move(on_fallback);
+}
+
+void TrainStep::write_inputs(int64_t step, const Batch& batch) {
   const TrainOptions& o = options_;
   if (!batch.images.defined() || batch.images.ndim() != 4)
     throw Error("train step: expected a batch of images [B, H, W, C], got " + batch.images.describe());
-  const int64_t B = batch.images.dim(0);
-  const int64_t T = schedule_.num_train_timesteps();
-  const int64_t per_image = batch.images.numel() / std::max<int64_t>(1, B);
+  if (o.classes > 0 && !batch.labels.defined())
+    throw Error("train step: --classes " + std::to_string(o.classes) + " needs labels");
+  const Device device = o.device;
+  if (!tables_.defined()) {  // the first step: the device memory every step reads and writes
+    const int64_t T = schedule_.num_train_timesteps();
+    Tensor tables = Tensor::empty({3, T});
+    float* tab = tables.data<float>();
+    for (int64_t t = 0; t < T; ++t) {  // the host's rounding of each value, so the draws are its bits
+      tab[t] = static_cast<float>(schedule_.sqrt_alpha_bar(t));
+      tab[T + t] = static_cast<float>(schedule_.sqrt_one_minus_alpha_bar(t));
+      tab[2 * T + t] = o.snr_gamma > 0 ? static_cast<float>(schedule_.min_snr_weight(t, o.snr_gamma)) : 1.0f;
+    }
+    tables_ = tables.to(device);
+    step_ = Tensor::empty({1}, DType::i64, device);
+    host_step_ = Tensor::empty({1}, DType::i64);
+    host_lr_ = Tensor::empty({1}, DType::f64);
+    dstep_.state = Tensor::zeros({kernels::kStateWords}, DType::f64, device);
+    dstep_.sum_sq = Tensor::zeros({1}, DType::f64, device);
+    dstep_.max_norm = o.grad_clip > 0 ? o.grad_clip : 0.0;
+    ring_ = Tensor::zeros({kMaxPending, kernels::kStatusWords}, DType::f64, device);
+  }
+  if (!images_.defined() || images_.shape() != batch.images.shape()) {  // static shapes: a new one is a new graph
+    images_ = Tensor::empty(batch.images.shape(), DType::f32, device);
+    labels_ = o.classes > 0 ? Tensor::empty({batch.images.dim(0)}, DType::i64, device) : Tensor();
+    graph_ = DeviceGraph();
+    eager_steps_ = 0;
+  }
+  images_.copy_from(batch.images.to(DType::f32));
+  if (labels_.defined()) {
+    if (batch.labels.numel() != images_.dim(0))
+      throw Error("train step: " + std::to_string(batch.labels.numel()) + " labels for a batch of " +
+                  std::to_string(images_.dim(0)));
+    labels_.copy_from(batch.labels.to(DType::i64).view({images_.dim(0)}));
+  }
+  step_now_ = step;
+  host_step_.data<int64_t>()[0] = step;
+  step_.copy_from(host_step_);
+  const double lr = lr_at(step);
+  if (!state_loaded_) {  // the optimizer's counts as the host has them (fresh, or a checkpoint's)
+    const Tensor state = Tensor::from({lr, static_cast<double>(adam_.step_count()),
+                                       static_cast<double>(ema_.optimization_step())},
+                                      {kernels::kStateWords}, DType::f64);
+    dstep_.state.copy_from(state);
+    state_loaded_ = true;
+  } else {
+    host_lr_.data<double>()[0] = lr;
+    dstep_.state.slice0(kernels::kStateLr, kernels::kStateLr + 1).copy_from(host_lr_);
+  }
+}
+
+void TrainStep::run_body(const PhaseFn& after_phase) {
+  const TrainOptions& o = options_;
+  const int64_t step = step_now_;  // for messages only: the device reads step_
+  const int64_t B = images_.dim(0);
+  const int64_t per_image = images_.numel() / std::max<int64_t>(1, B);
   // This rank's rows of the global batch (docs/distributed.md): every draw is by global row.
   const int64_t ranks = communicator_ ? communicator_->size() : 1;
   const int64_t first_row = communicator_ ? communicator_->rank() * B : 0;
@@ -86,77 +150,148 @@ TrainStepResult TrainStep::run(int64_t step, const Batch& batch, const PhaseFn& 
     throw Error("data-parallel training needs --batch x image size (" + std::to_string(B) + " x " +
                 std::to_string(per_image) + ") to be a multiple of 4: each rank's noise starts on a Philox block");
 
-  const uint64_t row_block = static_cast<uint64_t>(step) * philox::blocks_for(static_cast<uint64_t>(global_rows));
-  // Every per-sample value goes straight into a host tensor: the step allocates nothing but
-  // tensors, which the caches serve once a step has run (docs/design.md §4).
-  Tensor t_tensor = Tensor::empty({B}, DType::i64);
-  int64_t* timesteps = t_tensor.data<int64_t>();
-  for (int64_t i = 0; i < B; ++i) {
-    float u = philox::uniform_at(o.seed, philox::kTimesteps, row_block, static_cast<uint64_t>(first_row + i));
-    timesteps[i] = std::min<int64_t>(static_cast<int64_t>(u * static_cast<float>(T)), T - 1);
-  }
-  const uint64_t noise_block = static_cast<uint64_t>(step) * philox::blocks_for(static_cast<uint64_t>(global_rows * per_image)) +
-                               static_cast<uint64_t>(first_row * per_image / 4);
-  QSampleResult q = q_sample(batch.images.to(o.device), schedule_, {timesteps, static_cast<size_t>(B)}, o.seed,
-                             noise_block);
+  kernels::TrainDrawDesc dd;
+  dd.batch = B;
+  dd.first_row = first_row;
+  dd.global_rows = global_rows;
+  dd.seed = o.seed;
+  dd.num_timesteps = schedule_.num_train_timesteps();
+  dd.p_uncond = o.p_uncond;
+  dd.null_class = o.classes;  // the index of the unconditional embedding
+  dd.weights = o.snr_gamma > 0;
+  const ops::TrainDraws draws = ops::train_draws(dd, step_, tables_, labels_);
+  const Tensor coefs = draws.coefs;
+  const uint64_t step_blocks = philox::blocks_for(static_cast<uint64_t>(global_rows * per_image));
+  const QSampleResult q =
+      q_sample(images_, coefs.slice0(0, 1).view({B}), coefs.slice0(1, 2).view({B}),
+               schedule_.options().prediction_type, o.seed, static_cast<uint64_t>(first_row * per_image / 4), step_,
+               step_blocks);
+  const Tensor weights = o.snr_gamma > 0 ? coefs.slice0(2, 3).view({B}) : Tensor();
 
-  Tensor labels;
-  if (o.classes > 0) {
-    if (!batch.labels.defined()) throw Error("train step: --classes " + std::to_string(o.classes) + " needs labels");
-    labels = batch.labels.clone();
-    int64_t* l = labels.data<int64_t>();
-    const int64_t null_class = o.classes;  // the index of the unconditional embedding
-    for (int64_t i = 0; i < B; ++i)
-      if (philox::uniform_at(o.seed, philox::kLabelDrop, row_block, static_cast<uint64_t>(first_row + i)) < o.p_uncond)
-        l[i] = null_class;
-  }
-  Tensor weights;
-  if (o.snr_gamma > 0) {
-    Tensor host_weights = Tensor::empty({B});
-    for (int64_t i = 0; i < B; ++i)
-      host_weights.data<float>()[i] = static_cast<float>(schedule_.min_snr_weight(timesteps[i], o.snr_gamma));
-    weights = host_weights.to(o.device);
-  }
-
-  TrainStepResult r;
   Tensor prediction;
   {
     // --precision bf16: the UNet's GEMM-shaped layers in bf16 (nn/layers.h); the output is f32,
     // so the loss, its backward into the model and every optimizer input stay f32.
     const AutocastBf16 autocast(o.precision == "bf16");
-    prediction = model_->forward(q.x_t, t_tensor, labels);
+    prediction = model_->forward(q.x_t, draws.timesteps, draws.labels);
   }
   Tensor loss = ops::mse_loss(prediction, q.target, weights);
-  r.loss = loss.item();
-  if (communicator_ && communicator_->distributed())  // the global batch's loss, so every rank decides alike
-    r.loss = communicator_->allreduce_mean(r.loss, "the loss of step " + std::to_string(step));
-  if (!std::isfinite(r.loss)) {
-    clear_tape();
-    r.non_finite = "loss is " + std::to_string(r.loss);
-    return r;
+  if (inside_step_for_test_) inside_step_for_test_();
+  if (after_phase) {
+    (void)loss.item();  // the device has finished the forward and the loss
+    after_phase(Phase::forward_loss);
   }
-  if (after_phase) after_phase(Phase::forward_loss);
+  if (!seed_grad_.defined()) seed_grad_ = Tensor::ones(loss.shape(), loss.dtype(), loss.device());
   if (communicator_ && communicator_->distributed()) {
     // The global batch's gradient, the mean of the shards': buckets of gradients are reduced as
     // backward finishes them, the rest (and the wait) after it (nn/collective.h, GradientSync).
     if (!grad_sync_) grad_sync_ = std::make_unique<collective::GradientSync>(*communicator_, params_);
     grad_sync_->begin("the gradients of step " + std::to_string(step));
-    run_backward(loss, Tensor::ones(loss.shape(), loss.dtype(), loss.device()), grad_sync_.get());
+    run_backward(loss, seed_grad_, grad_sync_.get());
     grad_sync_->finish();
   } else {
-    loss.backward();
+    run_backward(loss, seed_grad_);
   }
   if (after_phase) after_phase(Phase::backward);
-  r.grad_norm = o.grad_clip > 0 ? optim::clip_grad_norm(params_, o.grad_clip) : optim::grad_norm(params_);
-  if (!std::isfinite(r.grad_norm)) {
-    r.non_finite = "gradient norm is " + std::to_string(r.grad_norm);
-    adam_.zero_grad();  // a bf16 run skips the step and goes on: the next backward starts from zero
-    return r;
+  // The optimizer reads the grads from buffers kept across steps: its multi-tensor table is then
+  // the same every step (uploaded once, nn/cuda/backend_dense.cpp), as a graph needs.
+  grads_.resize(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor g = params_[i].grad();
+    if (!g.defined()) continue;
+    if (!grads_[i].defined()) grads_[i] = Tensor::empty(g.shape(), g.dtype(), g.device());
+    grads_[i].copy_from(g);
+    params_[i].set_grad(grads_[i]);
   }
-  r.lr = lr_at(step);
-  adam_.step(r.lr, &ema_);
+  optim::DeviceStep d = dstep_;
+  d.loss = loss;
+  d.loss_gates = !(communicator_ && communicator_->distributed());  // there the global norm decides alike on every rank
+  optim::grad_sum_of_squares(params_, d.sum_sq);
+  adam_.step_on_device(d, &ema_);
+  optim::record_step(d, step_, ring_);
   adam_.zero_grad();
-  return r;
+}
+
+std::string TrainStep::why_not_graph() const {
+  if (communicator_ && communicator_->distributed())
+    return "data-parallel training all-reduces the gradients in the middle of the step";
+  if (dropout_moves_) return "dropout takes its mask position from the host, so a replay would repeat one mask";
+  return "";
+}
+
+void TrainStep::enqueue(int64_t step, const Batch& batch) {
+  if (static_cast<int64_t>(pending_.size()) >= kMaxPending)
+    throw Error("train step: " + std::to_string(kMaxPending) + " steps queued without collect()");
+  for (int64_t s : pending_)
+    if ((s - 1) % kMaxPending == (step - 1) % kMaxPending)
+      throw Error("train step: steps " + std::to_string(s) + " and " + std::to_string(step) +
+                  " would share a status row; collect() between them");
+  write_inputs(step, batch);
+  if (graphs_ && !graph_refused_ && options_.device == Device::cuda && !graph_.ok() && eager_steps_ >= kWarmupSteps) {
+    std::string why = why_not_graph();
+    if (why.empty()) {
+      graph_ = DeviceGraph::capture([&] { run_body({}); });
+      if (!graph_.ok()) {
+        why = graph_.why();
+        adam_.zero_grad();  // what the refused capture left on the host: grads, a tape
+        clear_tape();
+      }
+    }
+    if (!graph_.ok()) {
+      graph_refused_ = true;
+      if (on_graph_fallback_) on_graph_fallback_("cuda graphs: " + why + "; running eagerly");
+    }
+  }
+  if (graph_.ok()) {
+    graph_.replay();
+  } else {
+    const uint64_t dropout_before = model_->dropout_offset();
+    run_body({});
+    if (model_->dropout_offset() != dropout_before) dropout_moves_ = true;
+    ++eager_steps_;
+  }
+  pending_.push_back(step);
+}
+
+const std::vector<TrainStepResult>& TrainStep::collect() {
+  std::vector<TrainStepResult>& results = collected_;
+  results.clear();
+  if (pending_.empty()) return results;
+  const Tensor ring = ring_.to(Device::cpu);  // waits for the steps
+  const Tensor state = dstep_.state.to(Device::cpu);
+  adam_.set_step_count(static_cast<int64_t>(state.data<double>()[kernels::kStateAdamSteps]));
+  ema_.set_optimization_step(static_cast<int64_t>(state.data<double>()[kernels::kStateEmaSteps]));
+  const bool distributed = communicator_ && communicator_->distributed();
+  for (int64_t step : pending_) {
+    const double* row = ring.data<double>() + ((step - 1) % kMaxPending) * kernels::kStatusWords;
+    TrainStepResult r;
+    r.step = step;
+    r.loss = row[0];
+    if (distributed)  // the global batch's loss, so every rank logs and decides alike
+      r.loss = communicator_->allreduce_mean(r.loss, "the loss of step " + std::to_string(step));
+    r.grad_norm = row[1];
+    if (row[2] != 0.0) {
+      r.non_finite = !std::isfinite(r.loss) ? "loss is " + std::to_string(r.loss)
+                                            : "gradient norm is " + std::to_string(r.grad_norm);
+    } else {
+      r.lr = row[3];
+    }
+    results.push_back(r);
+  }
+  pending_.clear();
+  return results;
+}
+
+TrainStepResult TrainStep::run(int64_t step, const Batch& batch, const PhaseFn& after_phase) {
+  if (!after_phase) {
+    enqueue(step, batch);
+    return collect().back();
+  }
+  if (!pending_.empty()) (void)collect();
+  write_inputs(step, batch);
+  run_body(after_phase);  // timed by phase: eagerly
+  pending_.push_back(step);
+  return collect().back();
 }
 
 }  // namespace diffuse

@@ -6,6 +6,13 @@
 // (timesteps, noise, label dropout) is a Philox counter derived from s, and dropout's stream
 // position lives in the model, so a step is a pure function of the weights, the optimizer state,
 // the step number and the batch: what makes a resumed run continue bit-for-bit.
+//
+// Every per-step value of a step lives in memory of the model's device (docs/design.md §4): the
+// step number (the draws and the noise are made there from it, kernels/noise.h), the lr, the
+// optimizer's step counts, the loss, the grad norm and the skip decision (kernels/optim.h's gated
+// AdamW + EMA). So a step queues its work without waiting for the host, and on CUDA it is captured
+// once as a CUDA graph (after two eager steps) and replayed. Its loss, norm and skip flag land in
+// a status ring on the device, read back by collect() for any number of steps at once.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -17,12 +24,14 @@
 #include "engine/noise_schedule.h"
 #include "engine/trainer.h"
 #include "nn/collective.h"
+#include "nn/device_graph.h"
 #include "nn/optim.h"
 #include "nn/unet2d.h"
 
 namespace diffuse {
 
 struct TrainStepResult {
+  int64_t step = 0;
   double loss = 0;
   double grad_norm = 0;  // the global norm before clipping
   double lr = 0;         // the learning rate the update used
@@ -48,9 +57,30 @@ class TrainStep {
   TrainStep(const UNet2DConfig& cfg, const TrainOptions& options);
 
   // Runs 1-based step `step` on `batch` (images [B, H, W, C] f32 on any device; labels [B] when
-  // options.classes > 0). after_phase, when given, is called once the forward and loss (a host
-  // read of the loss, so the device has finished them) and then the backward have run.
+  // options.classes > 0): enqueue() then collect(). after_phase, when given, is called once the
+  // forward and loss (a host read of the loss, so the device has finished them) and then the
+  // backward have run; such a step always runs eagerly.
   TrainStepResult run(int64_t step, const Batch& batch, const PhaseFn& after_phase = {});
+
+  // Queues step `step` on the device: the batch is copied into the step's input tensors and the
+  // step number and lr into device memory, then the step runs eagerly or as a replay of its CUDA
+  // graph. Nothing is read back. At most kMaxPending steps may wait for collect().
+  void enqueue(int64_t step, const Batch& batch);
+  // The results of the steps queued since the last collect(), in order: one read of the device's
+  // status rows and step counts (copied into adam() and ema(), whose host counts then match).
+  // Valid until the next collect() (a buffer kept across steps: a steady-state step allocates nothing).
+  const std::vector<TrainStepResult>& collect();
+  static constexpr int64_t kMaxPending = 64;
+
+  // CUDA graphs (docs/design.md §4): on (the default) a CUDA step is captured after kWarmupSteps
+  // eager steps and replayed. A capture that fails, or a run that cannot be one graph (dropout,
+  // data-parallel gradients), runs eagerly and calls on_fallback once with the reason.
+  void set_cuda_graphs(bool on, std::function<void(const std::string&)> on_fallback = {});
+  static constexpr int64_t kWarmupSteps = 2;
+  bool replaying() const { return graph_.ok(); }  // whether steps now replay a captured graph
+  // Tests: called inside every host run of the step's body (eager steps and the capture), after
+  // the loss, to count those runs or plant a call a capture refuses.
+  void set_inside_step_for_test(std::function<void()> f) { inside_step_for_test_ = std::move(f); }
 
   // The learning rate of 1-based step `step`: linear warmup, then constant or cosine.
   double lr_at(int64_t step) const;
@@ -76,6 +106,11 @@ class TrainStep {
   const TrainOptions& options() const { return options_; }
 
  private:
+  void write_inputs(int64_t step, const Batch& batch);  // the batch, step number and lr
+  void run_body(const PhaseFn& after_phase);            // the step's device work (what a graph captures)
+  std::string why_not_graph() const;                    // "" when the step can be one graph
+
+
   TrainOptions options_;
   NoiseSchedule schedule_;
   std::unique_ptr<UNet2D> model_;  // layers keep pointers into the model: never moved
@@ -84,6 +119,28 @@ class TrainStep {
   optim::EMA ema_;
   collective::Communicator* communicator_ = nullptr;
   std::unique_ptr<collective::GradientSync> grad_sync_;  // created at the first distributed step
+
+  // Device memory the step reads and writes (on options.device; made at the first step).
+  Tensor tables_;            // f32 [3, T]: √ᾱ, √(1−ᾱ), min-SNR weight per timestep
+  Tensor images_, labels_;   // this step's batch
+  Tensor step_;              // i64 [1]: the step number
+  Tensor host_step_, host_lr_;  // their host sources
+  optim::DeviceStep dstep_;  // lr + step counts, Σg², loss
+  Tensor ring_;              // f64 [kMaxPending, 4]: the status rows
+  Tensor seed_grad_;         // the backward's seed (ones like the loss)
+  std::vector<Tensor> grads_;  // the grads the optimizer reads: fixed addresses for its table and a graph
+  int64_t step_now_ = 0;        // the step being queued (the host's copy, for messages)
+  bool state_loaded_ = false;  // whether dstep_.state holds the host's step counts
+  std::vector<int64_t> pending_;  // steps queued since the last collect() (capacity kMaxPending)
+  std::vector<TrainStepResult> collected_;
+  int64_t eager_steps_ = 0;      // steps run eagerly towards the graph's warm-up
+
+  bool graphs_ = true;
+  bool graph_refused_ = false;
+  bool dropout_moves_ = false;  // an eager step advanced dropout's host-side stream position
+  std::function<void(const std::string&)> on_graph_fallback_;
+  std::function<void()> inside_step_for_test_;
+  DeviceGraph graph_;
 };
 
 }  // namespace diffuse

@@ -172,6 +172,10 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
   UNet2D ema_model(cfg, o.seed);  // the EMA weights as a model: for sample grids and checkpoints
   ema_model.to(o.device);
   train_step.set_communicator(&comm);
+  int64_t step_now = 0;  // the step the graph's fallback message is reported at
+  train_step.set_cuda_graphs(o.cuda_graphs, [&](const std::string& why) {
+    if (callback) callback(TrainProgress{step_now, o.steps, 0, 0, 0, 0, 0, why});
+  });
   Batcher batcher(data, o.batch * comm.size(), o.seed, o.random_flip);  // draws the global batch
   const SchedulerConfig sampler_cfg = training_scheduler_config(train_step.schedule().options());
   const std::string scheduler_json = scheduler_config_to_json(sampler_cfg);
@@ -222,6 +226,8 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
   const auto t_start = std::chrono::steady_clock::now();
   for (int64_t step = start; step <= o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
+    step_now = step;
+    // One step queued and its status read back (the batch's upload waits for the device anyway).
     const TrainStepResult r = train_step.run(step, batcher.next_rows(comm.rank() * o.batch, o.batch));
     const bool skipped = !r.non_finite.empty() && skip_non_finite && ++skipped_in_a_row <= kMaxSkippedInARow;
     if (skipped) {

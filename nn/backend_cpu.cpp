@@ -268,6 +268,17 @@ class CpuBackend final : public Backend {
   void scale_all(const std::vector<k::Span<double>>& spans, double factor) const override {
     cpu::scale_all<double>(spans.data(), static_cast<int64_t>(spans.size()), factor);
   }
+  void sum_of_squares_into(const std::vector<k::Span<const float>>& spans, const Tensor& out) const override {
+    out.data<double>()[0] = cpu::sum_of_squares<float>(spans.data(), static_cast<int64_t>(spans.size()));
+  }
+  void train_status(const k::DeviceStepGate& g, const Tensor& step, const Tensor& ring,
+                    const Tensor& state) const override {
+    cpu::train_status(g, step.data<int64_t>(), ring.data<double>(), ring.dim(0), state.data<double>());
+  }
+  void train_draws(const k::TrainDrawDesc& d, const Tensor& step, const Tensor& tables, const Tensor& labels,
+                   const Tensor& timesteps, const Tensor& coefs, const Tensor& labels_out) const override {
+    cpu::train_draws(d, draw_buffers(step, tables, labels, timesteps, coefs, labels_out));
+  }
 };
 
 }  // namespace

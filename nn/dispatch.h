@@ -87,6 +87,11 @@ class Backend {
   // run time instead of d's (d still gives numel and guided): what a replayed CUDA graph needs.
   virtual void denoise_step(const kernels::DenoiseStepDesc& d, const Tensor& model_output, const Tensor& x,
                             const Tensor& x0, const Tensor& per_step) const = 0;
+  // A training step's per-row draws (kernels/noise.h): step i64 [1], tables f32 [3, T], labels
+  // i64 [B] or undefined (then labels_out too), timesteps i64 [B], coefs f32 [3, B].
+  virtual void train_draws(const kernels::TrainDrawDesc& d, const Tensor& step, const Tensor& tables,
+                           const Tensor& labels, const Tensor& timesteps, const Tensor& coefs,
+                           const Tensor& labels_out) const = 0;
 
   // ---- group norm (kernels/group_norm.h); mean and rstd are f64 [N, groups] ----
   virtual void group_norm_forward(const kernels::GroupNormDesc& d, const Tensor& x, const Tensor& add_nc,
@@ -129,6 +134,12 @@ class Backend {
   virtual double sum_of_squares(const std::vector<kernels::Span<const double>>& spans) const = 0;
   virtual void scale_all(const std::vector<kernels::Span<float>>& spans, double factor) const = 0;
   virtual void scale_all(const std::vector<kernels::Span<double>>& spans, double factor) const = 0;
+  // Σ x² over every span into out (f64 [1] on the backend's device): no host read.
+  virtual void sum_of_squares_into(const std::vector<kernels::Span<const float>>& spans, const Tensor& out) const = 0;
+  // After a gated AdamW (kernels/optim.h): the status row of step (i64 [1]) in ring (f64 [rows,
+  // kStatusWords]) and the advance of state (f64 [kStateWords], g.state's memory).
+  virtual void train_status(const kernels::DeviceStepGate& g, const Tensor& step, const Tensor& ring,
+                            const Tensor& state) const = 0;
 };
 
 // The dtypes a CUDA backend entry takes: f32 for most families; f32 or bf16 storage for the
@@ -188,6 +199,19 @@ void with_index_type(const char* op, const Tensor& index, Fn&& fn) {
 template <typename T>
 T* data_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
+}
+
+// train_draws' tensors as the kernels' buffer struct (labels undefined: none).
+inline kernels::TrainDrawBuffers draw_buffers(const Tensor& step, const Tensor& tables, const Tensor& labels,
+                                              const Tensor& timesteps, const Tensor& coefs, const Tensor& labels_out) {
+  kernels::TrainDrawBuffers b;
+  b.step = step.data<int64_t>();
+  b.tables = tables.data<float>();
+  b.labels_in = data_or_null<int64_t>(labels);
+  b.timesteps = timesteps.data<int64_t>();
+  b.coefs = coefs.data<float>();
+  b.labels_out = data_or_null<int64_t>(labels_out);
+  return b;
 }
 
 }  // namespace diffuse::dispatch

@@ -95,8 +95,19 @@ struct QSampleOutput {
   Tensor x_t;
   Tensor target;
 };
+// step (optional): an i64 [1] on x0's device; the draw then starts at block desc.offset +
+// step · desc.step_blocks, read when the kernel runs (a replayed CUDA graph's noise position).
 QSampleOutput q_sample(const kernels::QSampleDesc& desc, const Tensor& x0, const Tensor& sqrt_ab,
-                       const Tensor& sqrt_1mab);
+                       const Tensor& sqrt_1mab, const Tensor& step = Tensor());
+// A training step's per-row draws (kernels/noise.h) from the 1-based step number in `step` (i64
+// [1]) and the schedule's tables (f32 [3, T]: √ᾱ, √(1−ᾱ), min-SNR weight), all on one device:
+// timesteps i64 [B], coefs f32 [3, B] (the tables at them) and, when labels (i64 [B]) are given,
+// the labels with the dropped rows set to desc.null_class.
+struct TrainDraws {
+  Tensor timesteps, coefs, labels;
+};
+TrainDraws train_draws(const kernels::TrainDrawDesc& desc, const Tensor& step, const Tensor& tables,
+                       const Tensor& labels = Tensor());
 // One sampler update in place: x (x_t) becomes x_prev and x0 this step's x0 prediction (it holds
 // the previous step's on entry). model_output has desc.numel elements, twice that when guided.
 // per_step (optional): an i64 tensor on x's device holding a DenoiseStepDesc's bytes, read when

@@ -13,8 +13,35 @@ using namespace detail;
 using dispatch::backend_for;
 namespace k = diffuse::kernels;
 
-QSampleOutput q_sample(const k::QSampleDesc& desc, const Tensor& x0, const Tensor& sqrt_ab,
-                       const Tensor& sqrt_1mab) {
+namespace {
+
+// An i64 [1] step number on `device`.
+void check_step(const char* op, const Tensor& step, Device device) {
+  if (!step.defined() || step.dtype() != DType::i64 || step.numel() != 1 || step.device() != device)
+    fail(op, "the step must be an i64 [1] on " + std::string(device == Device::cuda ? "cuda" : "cpu") + ", got " +
+                 (step.defined() ? step.describe() : std::string("undefined")));
+}
+
+}  // namespace
+
+TrainDraws train_draws(const k::TrainDrawDesc& desc, const Tensor& step, const Tensor& tables, const Tensor& labels) {
+  const char* op = "train_draws";
+  check_defined(op, tables, "tables");
+  check_step(op, step, tables.device());
+  if (tables.dtype() != DType::f32 || tables.ndim() != 2 || tables.dim(0) != 3 || tables.dim(1) != desc.num_timesteps)
+    fail(op, "tables must be f32 [3, " + std::to_string(desc.num_timesteps) + "], got " + tables.describe());
+  if (labels.defined() && (labels.dtype() != DType::i64 || labels.numel() != desc.batch || labels.device() != tables.device()))
+    fail(op, "labels must be i64 [" + std::to_string(desc.batch) + "] on the tables' device, got " + labels.describe());
+  const Device dev = tables.device();
+  TrainDraws r{Tensor::empty({desc.batch}, DType::i64, dev), Tensor::empty({3, desc.batch}, DType::f32, dev),
+               labels.defined() ? Tensor::empty({desc.batch}, DType::i64, dev) : Tensor()};
+  backend_for(op, tables).train_draws(desc, step, tables, labels, r.timesteps, r.coefs, r.labels);
+  return r;
+}
+
+QSampleOutput q_sample(const k::QSampleDesc& desc_in, const Tensor& x0, const Tensor& sqrt_ab,
+                       const Tensor& sqrt_1mab, const Tensor& step) {
+  k::QSampleDesc desc = desc_in;
   const char* op = "q_sample";
   check_defined(op, x0, "x0");
   check_defined(op, sqrt_ab, "sqrt_ab");
@@ -27,6 +54,10 @@ QSampleOutput q_sample(const k::QSampleDesc& desc, const Tensor& x0, const Tenso
   if (sqrt_ab.numel() != desc.batch || sqrt_1mab.numel() != desc.batch)
     fail(op, "one coefficient per sample is needed, got sqrt_ab " + sqrt_ab.describe() + " and sqrt_1mab " +
                  sqrt_1mab.describe());
+  if (step.defined()) {
+    check_step(op, step, x0.device());
+    desc.step = step.data<int64_t>();
+  }
   QSampleOutput r{Tensor::empty(x0.shape(), DType::f32, x0.device()), Tensor::empty(x0.shape(), DType::f32, x0.device())};
   backend_for(op, x0).q_sample(desc, x0, sqrt_ab, sqrt_1mab, r.x_t, r.target);
   return r;

@@ -80,14 +80,17 @@ EMA::EMA(const std::vector<Tensor>& params, EMAOptions options) : options_(optio
   for (const Tensor& p : params) shadow_.push_back(p.detach().clone());
 }
 
-double EMA::decay_at(int64_t optimization_step) const {
-  const int64_t step = std::max<int64_t>(0, optimization_step - options_.update_after_step - 1);
-  if (step <= 0) return 0.0;
-  const double s = static_cast<double>(step);
-  double decay = options_.use_ema_warmup ? 1.0 - std::pow(1.0 + s / options_.inv_gamma, -options_.power)
-                                         : (1.0 + s) / (10.0 + s);
-  decay = std::min(decay, options_.decay);
-  return std::max(decay, options_.min_decay);
+double EMA::decay_at(int64_t optimization_step) const { return k::ema_decay_at(schedule(), optimization_step); }
+
+k::EmaSchedule EMA::schedule() const {
+  k::EmaSchedule s;
+  s.decay = options_.decay;
+  s.min_decay = options_.min_decay;
+  s.update_after_step = options_.update_after_step;
+  s.use_warmup = options_.use_ema_warmup;
+  s.inv_gamma = options_.inv_gamma;
+  s.power = options_.power;
+  return s;
 }
 
 void EMA::check_matches(const char* op, const std::vector<Tensor>& params) const {
@@ -178,8 +181,8 @@ void AdamW::step(double lr, EMA* ema) {
         e.grad = g.data<T>();
         e.exp_avg = exp_avg_[i].data<T>();
         e.exp_avg_sq = exp_avg_sq_[i].data<T>();
-        e.step_size = lr / (1.0 - std::pow(options_.beta1, static_cast<double>(step)));
-        e.bias_correction2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(step)));
+        e.step_size = k::adam_step_size(lr, options_.beta1, step);
+        e.bias_correction2_sqrt = k::adam_bias_correction2_sqrt(options_.beta2, step);
       }
       if (averaged) e.ema = ema->shadow_[i].data<T>();
       entries.push_back(e);
@@ -191,6 +194,62 @@ void AdamW::step(double lr, EMA* ema) {
       if (!params_[i].requires_grad()) ema->shadow_[i].copy_from(params_[i]);
   grads.clear();  // holds no grad past the step
   ++step_count_;
+}
+
+void AdamW::step_on_device(const DeviceStep& d, EMA* ema) {
+  const char* op = "AdamW.step_on_device";
+  if (ema) ema->check_matches("AdamW.step_on_device (fused EMA)", params_);
+  if (params_.empty()) return;
+  const Device device = params_[0].device();
+  auto check = [&](const Tensor& t, DType dtype, int64_t numel, const char* name) {
+    if (!t.defined() || t.dtype() != dtype || t.numel() != numel || t.device() != device)
+      fail(op, std::string(name) + " must be " + dtype_name(dtype) + " [" + std::to_string(numel) +
+                   "] on the parameters' device, got " + (t.defined() ? t.describe() : std::string("undefined")));
+  };
+  check(d.state, DType::f64, k::kStateWords, "the state");
+  check(d.sum_sq, DType::f64, 1, "sum_sq");
+  if (d.loss.defined()) check(d.loss, DType::f32, 1, "the loss");
+  for (int64_t s : param_steps_)
+    if (s != step_count_)
+      fail(op, "every parameter must have taken the optimizer's " + std::to_string(step_count_) +
+                   " steps (one step count on the device), one has " + std::to_string(s));
+  std::vector<Tensor>& grads = reused_list<Tensor>();
+  for (size_t i = 0; i < params_.size(); ++i) grads.push_back(grad_of(op, params_, i));
+  k::AdamWHyper h;
+  h.beta1 = options_.beta1;
+  h.beta2 = options_.beta2;
+  h.eps = options_.eps;
+  h.weight_decay = options_.weight_decay;
+  h.gate.state = d.state.data<double>();
+  h.gate.sum_sq = d.sum_sq.data<double>();
+  h.gate.loss = d.loss.defined() ? d.loss.data<float>() : nullptr;
+  h.gate.max_norm = d.max_norm;
+  h.gate.loss_gates = d.loss_gates;
+  if (ema) h.ema = ema->schedule();
+  dispatch_list(params_, [&](auto t) {
+    using T = decltype(t);
+    std::vector<k::OptimEntry<T>>& entries = reused_list<k::OptimEntry<T>>();
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const Tensor& g = grads[i];
+      const bool averaged = ema && params_[i].requires_grad();
+      if (!g.defined() && !averaged) continue;
+      k::OptimEntry<T> e;
+      e.param = params_[i].data<T>();
+      e.n = params_[i].numel();
+      if (g.defined()) {
+        e.grad = g.data<T>();
+        e.exp_avg = exp_avg_[i].data<T>();
+        e.exp_avg_sq = exp_avg_sq_[i].data<T>();
+      }
+      if (averaged) e.ema = ema->shadow_[i].data<T>();
+      entries.push_back(e);
+    }
+    dispatch::backend_for("AdamW/EMA", device).adamw_ema_step(h, entries);
+  });
+  if (ema)
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (!params_[i].requires_grad()) ema->shadow_[i].copy_from(params_[i]);
+  grads.clear();
 }
 
 void AdamW::zero_grad() {
@@ -218,6 +277,41 @@ double grad_norm(const std::vector<Tensor>& params) {
     total = dispatch::backend_for("grad_norm", params[0].device()).sum_of_squares(spans);
   });
   return std::sqrt(total);
+}
+
+void grad_sum_of_squares(const std::vector<Tensor>& params, const Tensor& out) {
+  check_params("grad_sum_of_squares", params);
+  if (!out.defined() || out.dtype() != DType::f64 || out.numel() != 1 ||
+      (!params.empty() && out.device() != params[0].device()))
+    fail("grad_sum_of_squares", "out must be an f64 [1] on the parameters' device, got " +
+                                    (out.defined() ? out.describe() : std::string("undefined")));
+  if (!params.empty() && params[0].dtype() == DType::f64) {  // the CPU's f64 lists: on the host
+    const double norm = grad_norm(params);
+    out.data<double>()[0] = norm * norm;
+    return;
+  }
+  std::vector<k::Span<const float>>& spans = reused_list<k::Span<const float>>();
+  for (size_t i = 0; i < params.size(); ++i) {
+    Tensor g = grad_of("grad_sum_of_squares", params, i);
+    if (g.defined()) spans.push_back({g.data<float>(), g.numel()});
+  }
+  dispatch::backend_for("grad_sum_of_squares", out.device()).sum_of_squares_into(spans, out);
+}
+
+void record_step(const DeviceStep& d, const Tensor& step, const Tensor& ring) {
+  const char* op = "record_step";
+  if (!d.state.defined() || !step.defined() || !ring.defined() || ring.dtype() != DType::f64 || ring.ndim() != 2 ||
+      ring.dim(1) != k::kStatusWords || step.dtype() != DType::i64 || step.device() != d.state.device() ||
+      ring.device() != d.state.device())
+    fail(op, "needs the state, an i64 [1] step and an f64 [rows, " + std::to_string(k::kStatusWords) +
+                 "] ring on one device");
+  k::DeviceStepGate g;
+  g.state = d.state.data<double>();
+  g.sum_sq = d.sum_sq.defined() ? d.sum_sq.data<double>() : nullptr;
+  g.loss = d.loss.defined() ? d.loss.data<float>() : nullptr;
+  g.max_norm = d.max_norm;
+  g.loss_gates = d.loss_gates;
+  dispatch::backend_for(op, d.state.device()).train_status(g, step, ring, d.state);
 }
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {

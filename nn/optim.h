@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/optim.h"
 #include "nn/tensor.h"
 
 namespace diffuse::optim {
@@ -32,6 +33,24 @@ struct EMAOptions {
 
 class AdamW;
 
+// A training step whose optimizer values live in memory of the parameters' device (docs/design.md
+// §4), so that the step never waits for the host and can be replayed as one CUDA graph:
+//  - state f64 [3]: the step's lr (the caller writes it before each step), then the AdamW and EMA
+//    step counts (initialised from the host's, then advanced on the device by record_step);
+//  - sum_sq f64 [1]: the grads' Σg² (grad_sum_of_squares writes it); the update scales the grads
+//    by min(1, max_norm / (norm + 1e-6)) when max_norm > 0;
+//  - loss f32 [1] (optional): with the norm, a non-finite value skips the whole update.
+struct DeviceStep {
+  Tensor state, sum_sq, loss;
+  double max_norm = 0.0;
+  bool loss_gates = true;  // false: the loss is recorded but only the norm may skip the update
+};
+// Σ g² over params' grads (those without one skipped) into out, f64 [1] on their device; no host read.
+void grad_sum_of_squares(const std::vector<Tensor>& params, const Tensor& out);
+// After AdamW::step_on_device: row (step - 1) mod rows of ring (f64 [rows, 4]: loss, grad norm,
+// skipped 0/1, lr) and, unless the step was skipped, state's step counts advance. step: i64 [1].
+void record_step(const DeviceStep& d, const Tensor& step, const Tensor& ring);
+
 // Shadow copies of a parameter list, moved towards the parameters after each optimizer step:
 // shadow -= (1 - decay) * (shadow - param). Parameters that do not require grad are copied.
 class EMA {
@@ -52,6 +71,7 @@ class EMA {
   const EMAOptions& options() const { return options_; }
   int64_t optimization_step() const { return optimization_step_; }
   void set_optimization_step(int64_t step) { optimization_step_ = step; }  // resuming a checkpoint
+  kernels::EmaSchedule schedule() const;  // the options as the kernels' schedule
   double last_decay() const { return last_decay_; }  // the decay the latest update used
 
  private:
@@ -74,6 +94,11 @@ class AdamW {
   // list), the same pass also does ema->update(params()).
   void step() { step(options_.lr); }
   void step(double lr, EMA* ema = nullptr);
+  // The same update with every per-step value read from device memory when it runs (DeviceStep):
+  // lr, one step count shared by all parameters (so every param_steps() entry must equal
+  // step_count()), the EMA decay at the EMA's device-side step. Changes no host state: the caller
+  // copies the device's counts back (set_step_count, EMA::set_optimization_step).
+  void step_on_device(const DeviceStep& d, EMA* ema = nullptr);
   void zero_grad();  // drops every parameter's grad (PyTorch's set_to_none)
 
   const AdamWOptions& options() const { return options_; }

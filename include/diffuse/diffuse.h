@@ -174,6 +174,10 @@ struct TrainRequest {
   std::string save_dtype = "fp32";       // fp32; fp16/bf16 also write each checkpoint's ema/ as that variant
   uint64_t seed = 0;
   int threads = 0;                       // CPU threads; 0 = the cores this process may use (OMP_NUM_THREADS if set)
+  // On CUDA: the training step captured once as a CUDA graph after two eager steps, then replayed
+  // (the same bits as eager steps); a refused capture is reported once as an event and the run
+  // goes on eagerly. Ignored on the CPU.
+  bool cuda_graphs = true;
 };
 
 struct TrainUpdate {

@@ -2,7 +2,7 @@
 // Philox quads (one counter block = four normals = four consecutive flat elements), one
 // parallel_for region over quads (kernels/cpu/parallel.h); the sample index of each element comes
 // from a division, not from the kernel's stepping. Next to nothing in a training step (about 0.02%
-// of a tiny step), so it stays scalar code.
+// of a tiny step), so it stays scalar code. train_draws is a loop over the batch's rows.
 #include "kernels/noise.h"
 
 #include "kernels/cpu/parallel.h"
@@ -15,11 +15,12 @@ void q_sample(const QSampleDesc& d, const float* x0, const float* sqrt_ab, const
   check_q_sample(d, x0, sqrt_ab, sqrt_1mab, x_t, target);
   const int64_t total = d.batch * d.per_sample;
   const int64_t quads = (total + 3) / 4;
+  const uint64_t offset = q_sample_offset(d);
   // Cost 4 per quad: a region from 65536 elements up.
   parallel_for(quads, 4, [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) {
       float eps[4];
-      philox::normals4(d.seed, philox::kNoise, d.offset + static_cast<uint64_t>(q), eps);
+      philox::normals4(d.seed, philox::kNoise, offset + static_cast<uint64_t>(q), eps);
       for (int j = 0; j < 4; ++j) {
         int64_t k = 4 * q + j;
         if (k >= total) break;
@@ -28,6 +29,20 @@ void q_sample(const QSampleDesc& d, const float* x0, const float* sqrt_ab, const
       }
     }
   });
+}
+
+void train_draws(const TrainDrawDesc& d, const TrainDrawBuffers& b) {
+  check_train_draws(d, b);
+  const int64_t step = d.batch ? *b.step : 0;
+  const int64_t T = d.num_timesteps, B = d.batch;
+  for (int64_t i = 0; i < B; ++i) {
+    const int64_t t = train_draw_timestep(d, step, i);
+    b.timesteps[i] = t;
+    b.coefs[i] = b.tables[t];
+    b.coefs[B + i] = b.tables[T + t];
+    if (d.weights) b.coefs[2 * B + i] = b.tables[2 * T + t];
+    if (b.labels_out) b.labels_out[i] = train_draw_drops_label(d, step, i) ? d.null_class : b.labels_in[i];
+  }
 }
 
 }  // namespace diffuse::kernels::cpu

@@ -3,7 +3,8 @@
 // partial per chunk summed in order so the result does not depend on the thread count. f32 runs
 // the vector loops of kernels/cpu/simd/ (AdamW + EMA in one pass per chunk, the sum of squares
 // and the scaling); f64 keeps the scalar ones. The chunk list and the partials live in grow-only
-// buffers of the calling thread: a steady-state step allocates nothing here.
+// buffers of the calling thread: a steady-state step allocates nothing here. A gated update
+// (kernels/optim.h) reads its lr, step count and EMA step from `state` (host memory here).
 #include "kernels/optim.h"
 
 #include <algorithm>
@@ -59,16 +60,20 @@ void for_each_chunk(const std::vector<Chunk>& chunks, double cost_per_element, F
 
 template <typename T>
 void adamw_ema_step(const AdamWHyper& h, const OptimEntry<T>* entries, int64_t count) {
-  const T decay_factor = static_cast<T>(1.0 - h.lr * h.weight_decay);
+  const bool gated = h.gate.state != nullptr;
+  if (gated && gate_skips(h.gate)) return;  // a non-finite loss or grad norm: no update at all
+  const GatedValues gv = gated ? gated_values(h) : GatedValues{h.lr, 0.0, 1.0, h.ema_decay};
+  const T grad_scale = static_cast<T>(gated ? gate_grad_scale(h.gate) : 1.0f);  // x * 1 is exact
+  const T decay_factor = static_cast<T>(1.0 - gv.lr * h.weight_decay);
   const T b1 = static_cast<T>(h.beta1), one_minus_b1 = static_cast<T>(1.0 - h.beta1);
   const T b2 = static_cast<T>(h.beta2), one_minus_b2 = static_cast<T>(1.0 - h.beta2);
   const T eps = static_cast<T>(h.eps);
-  const T one_minus_decay = static_cast<T>(1.0 - h.ema_decay);
+  const T one_minus_decay = static_cast<T>(1.0 - gv.ema_decay);
   const std::vector<Chunk>& chunks = make_chunks(entries, count);
   for_each_chunk(chunks, 16.0, [&](int64_t c) {
     const OptimEntry<T>& e = entries[chunks[c].entry];
-    const T neg_step_size = static_cast<T>(-e.step_size);
-    const T bc2_sqrt = static_cast<T>(e.bias_correction2_sqrt);
+    const T neg_step_size = static_cast<T>(-(gated ? gv.step_size : e.step_size));
+    const T bc2_sqrt = static_cast<T>(gated ? gv.bias_correction2_sqrt : e.bias_correction2_sqrt);
     const int64_t i0 = chunks[c].begin, n = chunks[c].end - i0;
     if constexpr (std::is_same_v<T, float>) {
       simd::AdamWChunk k;
@@ -87,13 +92,14 @@ void adamw_ema_step(const AdamWHyper& h, const OptimEntry<T>* entries, int64_t c
       k.neg_step_size = neg_step_size;
       k.bias_correction2_sqrt = bc2_sqrt;
       k.one_minus_ema_decay = one_minus_decay;
+      k.grad_scale = grad_scale;
       simd::adamw_ema_chunk(k);
       return;
     }
     for (int64_t i = i0; i < i0 + n; ++i) {
       T p = e.param[i];
       if (e.grad) {
-        const T g = e.grad[i];
+        const T g = e.grad[i] * grad_scale;
         p *= decay_factor;
         const T m = b1 * e.exp_avg[i] + one_minus_b1 * g;
         const T v = b2 * e.exp_avg_sq[i] + one_minus_b2 * (g * g);
@@ -140,6 +146,12 @@ void scale_all(const Span<T>* spans, int64_t count, double factor) {
     else
       for (int64_t i = i0; i < i0 + n; ++i) x[i] *= f;
   });
+}
+
+void train_status(const DeviceStepGate& g, const int64_t* step, double* ring, int64_t rows, double* state) {
+  require(g.state == state && step && ring && rows > 0 && state,
+          "train_status: needs the gate's state, the step and a status ring of at least one row");
+  train_status_row(g, step, ring, rows, state);
 }
 
 #define DIFFUSE_INSTANTIATE(T)                                                    \

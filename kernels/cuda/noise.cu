@@ -1,6 +1,8 @@
 // CUDA q_sample (see kernels/noise.h), also run by the SIMT emulator. One thread per Philox quad
 // (four consecutive flat elements share one counter block), grid-stride; float4 loads/stores when
-// all three arrays are 16-byte aligned. Memory-bound: 4 bytes read, 8 written per element.
+// all three arrays are 16-byte aligned. Memory-bound: 4 bytes read, 8 written per element. The
+// Philox offset may come from a step number in device memory (QSampleDesc::step). train_draws:
+// one thread per row of the batch.
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
 #include "kernels/noise.h"
@@ -22,9 +24,10 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t total = d.batch * d.per_sample;
   const int64_t quads = (total + 3) / 4;
   const int64_t stride = grid::grid_threads();
+  const uint64_t offset = q_sample_offset(d);
   for (int64_t q = grid::global_thread(); q < quads; q += stride) {
     float eps[4];
-    philox::normals4(d.seed, philox::kNoise, d.offset + static_cast<uint64_t>(q), eps);
+    philox::normals4(d.seed, philox::kNoise, offset + static_cast<uint64_t>(q), eps);
     const int64_t k0 = 4 * q;
     const int count = total - k0 < 4 ? static_cast<int>(total - k0) : 4;
     float in[4], xt[4], tg[4];
@@ -63,7 +66,27 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// One thread per row.
+__global__ void __launch_bounds__(kThreads) train_draws_kernel(TrainDrawDesc d, TrainDrawBuffers b) {
+  const int64_t i = grid::global_thread();
+  if (i >= d.batch) return;
+  const int64_t step = *b.step;
+  const int64_t T = d.num_timesteps, B = d.batch;
+  const int64_t t = train_draw_timestep(d, step, i);
+  b.timesteps[i] = t;
+  b.coefs[i] = b.tables[t];
+  b.coefs[B + i] = b.tables[T + t];
+  if (d.weights) b.coefs[2 * B + i] = b.tables[2 * T + t];
+  if (b.labels_out) b.labels_out[i] = train_draw_drops_label(d, step, i) ? d.null_class : b.labels_in[i];
+}
+
 }  // namespace
+
+void train_draws(const TrainDrawDesc& d, const TrainDrawBuffers& b, Stream stream) {
+  check_train_draws(d, b);
+  const int blocks = static_cast<int>((d.batch + kThreads - 1) / kThreads);
+  DIFFUSE_LAUNCH(train_draws_kernel, blocks, kThreads, 0, stream, d, b);
+}
 
 void q_sample(const QSampleDesc& d, const float* x0, const float* sqrt_ab, const float* sqrt_1mab, float* x_t,
               float* target, Stream stream) {

@@ -6,7 +6,9 @@
 // chunks, so ~17 blocks per SM on an H100 in a single wave. Traffic per element: AdamW+EMA reads
 // p, g, m, v, ema and writes p, m, v, ema (36 B); the sum of squares reads 4 B.
 // The sum of squares is deterministic: f64 per thread and per block (products of floats are exact
-// in f64), one partial per chunk, then one block adds the partials in a fixed order.
+// in f64), one partial per chunk, then one block adds the partials in a fixed order. A gated
+// AdamW (kernels/optim.h) reads lr, the step count and the EMA step in every block and may skip
+// the step or scale the grads; train_status then records the step and advances the counts.
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
 #include "kernels/optim.h"
@@ -57,15 +59,39 @@ __device__ __forceinline__ void adamw_element(const AdamWConsts& k, float neg_st
   if (has_ema) ema -= k.one_minus_decay * (ema - p);
 }
 
+// The hyper-parameters at lr and the EMA decay, rounded to f32 as the CPU twin rounds them.
+DIFFUSE_HD inline AdamWConsts consts_of(const AdamWHyper& h, double lr, double ema_decay) {
+  AdamWConsts k;
+  k.decay_factor = static_cast<float>(1.0 - lr * h.weight_decay);
+  k.b1 = static_cast<float>(h.beta1);
+  k.one_minus_b1 = static_cast<float>(1.0 - h.beta1);
+  k.b2 = static_cast<float>(h.beta2);
+  k.one_minus_b2 = static_cast<float>(1.0 - h.beta2);
+  k.eps = static_cast<float>(h.eps);
+  k.one_minus_decay = static_cast<float>(1.0 - ema_decay);
+  return k;
+}
+
+// Ungated: k holds the launch's constants. Gated (h.gate.state): every block reads the step's
+// values from device memory, and returns at once when the gate skips the step.
 __global__ void __launch_bounds__(kThreads)
-    adamw_ema_kernel(AdamWConsts k, MultiTensorTable<OptimEntry<float>> t) {
+    adamw_ema_kernel(AdamWConsts k, AdamWHyper h, MultiTensorTable<OptimEntry<float>> t) {
+  const bool gated = h.gate.state != nullptr;
+  if (gated && gate_skips(h.gate)) return;
+  GatedValues gv{0.0, 0.0, 1.0, 0.0};
+  float grad_scale = 1.0f;  // g * 1 is exact: the ungated path's bits
+  if (gated) {
+    gv = gated_values(h);
+    k = consts_of(h, gv.lr, gv.ema_decay);
+    grad_scale = gate_grad_scale(h.gate);
+  }
   for (int64_t chunk = blockIdx.x; chunk < t.chunks; chunk += gridDim.x) {
     const int64_t e_index = entry_of(t, chunk);
     const OptimEntry<float> e = t.entries[e_index];
     const int64_t begin = (chunk - t.first_chunk[e_index]) * kDeviceChunk;
     const int64_t end = grid::min64(e.n, begin + kDeviceChunk);
-    const float neg_step_size = static_cast<float>(-e.step_size);
-    const float bc2_sqrt = static_cast<float>(e.bias_correction2_sqrt);
+    const float neg_step_size = static_cast<float>(-(gated ? gv.step_size : e.step_size));
+    const float bc2_sqrt = static_cast<float>(gated ? gv.bias_correction2_sqrt : e.bias_correction2_sqrt);
     const bool has_grad = e.grad != nullptr, has_ema = e.ema != nullptr;
     const bool vector = aligned16(e.param) && (!has_grad || (aligned16(e.grad) && aligned16(e.exp_avg) &&
                                                              aligned16(e.exp_avg_sq))) &&
@@ -76,6 +102,8 @@ __global__ void __launch_bounds__(kThreads)
       load4(e.param, q, p);
       if (has_grad) {
         load4(e.grad, q, g);
+        DIFFUSE_UNROLL
+        for (int j = 0; j < 4; ++j) g[j] *= grad_scale;
         load4(e.exp_avg, q, m);
         load4(e.exp_avg_sq, q, v);
       }
@@ -92,7 +120,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t i = vector_end + threadIdx.x; i < end; i += blockDim.x) {
       float p = e.param[i], g = 0.0f, m = 0.0f, v = 0.0f, a = 0.0f;
       if (has_grad) {
-        g = e.grad[i];
+        g = e.grad[i] * grad_scale;
         m = e.exp_avg[i];
         v = e.exp_avg_sq[i];
       }
@@ -157,6 +185,12 @@ __global__ void __launch_bounds__(kThreads) scale_all_kernel(MultiTensorTable<Sp
   }
 }
 
+// One thread: the step's status row and the step counts' advance (kernels/optim.h).
+__global__ void train_status_kernel(DeviceStepGate g, const int64_t* step, double* ring, int64_t rows,
+                                    double* state) {
+  if (threadIdx.x == 0 && blockIdx.x == 0) train_status_row(g, step, ring, rows, state);
+}
+
 template <typename Entry>
 void check_table(const MultiTensorTable<Entry>& t, const char* op) {
   require(t.count >= 0 && t.chunks >= 0 && (t.chunks == 0 || (t.entries && t.first_chunk)),
@@ -168,15 +202,15 @@ void check_table(const MultiTensorTable<Entry>& t, const char* op) {
 
 void adamw_ema_step(const AdamWHyper& h, const MultiTensorTable<OptimEntry<float>>& table, Stream stream) {
   check_table(table, "adamw_ema_step");
-  AdamWConsts k;
-  k.decay_factor = static_cast<float>(1.0 - h.lr * h.weight_decay);
-  k.b1 = static_cast<float>(h.beta1);
-  k.one_minus_b1 = static_cast<float>(1.0 - h.beta1);
-  k.b2 = static_cast<float>(h.beta2);
-  k.one_minus_b2 = static_cast<float>(1.0 - h.beta2);
-  k.eps = static_cast<float>(h.eps);
-  k.one_minus_decay = static_cast<float>(1.0 - h.ema_decay);
-  DIFFUSE_LAUNCH(adamw_ema_kernel, blocks_for(table.chunks, 1), kThreads, 0, stream, k, table);
+  DIFFUSE_LAUNCH(adamw_ema_kernel, blocks_for(table.chunks, 1), kThreads, 0, stream, consts_of(h, h.lr, h.ema_decay),
+                 h, table);
+}
+
+void train_status(const DeviceStepGate& g, const int64_t* step, double* ring, int64_t rows, double* state,
+                  Stream stream) {
+  require(g.state == state && step && ring && rows > 0 && state,
+          "train_status: needs the gate's state, the step and a status ring of at least one row");
+  DIFFUSE_LAUNCH(train_status_kernel, 1, 1, 0, stream, g, step, ring, rows, state);
 }
 
 void sum_of_squares(const MultiTensorTable<Span<const float>>& table, double* partials, double* out, Stream stream) {

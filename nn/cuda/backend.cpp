@@ -167,6 +167,11 @@ void CudaBackend::q_sample(const k::QSampleDesc& d, const Tensor& x0, const Tens
   dev::q_sample(d, f32(x0), f32(sqrt_ab), f32(sqrt_1mab), f32_out(x_t), f32_out(target), current_stream());
 }
 
+void CudaBackend::train_draws(const k::TrainDrawDesc& d, const Tensor& step, const Tensor& tables, const Tensor& labels,
+                              const Tensor& timesteps, const Tensor& coefs, const Tensor& labels_out) const {
+  dev::train_draws(d, draw_buffers(step, tables, labels, timesteps, coefs, labels_out), current_stream());
+}
+
 void CudaBackend::denoise_step(const k::DenoiseStepDesc& d, const Tensor& model_output, const Tensor& x,
                                const Tensor& x0, const Tensor& per_step) const {
   if (per_step.defined())

@@ -86,6 +86,11 @@ class CudaBackend final : public Backend {
   double sum_of_squares(const std::vector<kernels::Span<const double>>& spans) const override;
   void scale_all(const std::vector<kernels::Span<float>>& spans, double factor) const override;
   void scale_all(const std::vector<kernels::Span<double>>& spans, double factor) const override;
+  void sum_of_squares_into(const std::vector<kernels::Span<const float>>& spans, const Tensor& out) const override;
+  void train_status(const kernels::DeviceStepGate& g, const Tensor& step, const Tensor& ring,
+                    const Tensor& state) const override;
+  void train_draws(const kernels::TrainDrawDesc& d, const Tensor& step, const Tensor& tables, const Tensor& labels,
+                   const Tensor& timesteps, const Tensor& coefs, const Tensor& labels_out) const override;
 };
 
 }  // namespace diffuse::dispatch

@@ -2,13 +2,16 @@
 // nn/cuda/backend.h); the casts (f32 <-> bf16) are what bf16 autocast runs around these layers.
 // Attention takes f32 or bf16 storage and head dims 32, 64, 128, 256 (the flash kernels); conv2d and
 // linear take f32 or bf16 through cuDNN and cuBLAS/cuBLASLt. The optimizer entries upload their
-// host-built entry list as one multi-tensor table and run ONE launch over every tensor.
+// host-built entry list as one multi-tensor table (kept and reused while the list recurs) and run
+// ONE launch over every tensor.
 #include <cstring>
+#include <memory>
 #include <type_traits>
 
 #include "nn/cuda/backend.h"
 #include "nn/cuda/caching_allocator.h"
 #include "nn/device_context.h"
+#include "nn/device_graph.h"
 
 namespace diffuse::dispatch {
 
@@ -42,6 +45,39 @@ struct DeviceTable {
     table.chunks = first.back();
   }
 };
+
+// The device tables of the latest distinct entry lists, by content: a list seen again (the
+// training step's, whose grads live in buffers it keeps) is served without an upload, which is
+// what lets the optimizer run inside a CUDA graph capture (an upload waits for the stream and is
+// refused there). Kept per entry type, for this thread, the oldest replaced first — except a table
+// a capture used: a graph's replays read it, so it stays for the process.
+template <typename Entry>
+const k::MultiTensorTable<Entry>& cached_table(const std::vector<Entry>& entries) {
+  struct Cached {
+    std::vector<unsigned char> bytes;
+    std::unique_ptr<DeviceTable<Entry>> table;
+    bool captured = false;
+  };
+  constexpr size_t kKept = 8;
+  thread_local std::vector<Cached> cache;
+  const auto* first = reinterpret_cast<const unsigned char*>(entries.data());
+  const size_t n = entries.size() * sizeof(Entry);
+  for (Cached& c : cache)
+    if (c.bytes.size() == n && (n == 0 || std::memcmp(c.bytes.data(), first, n) == 0)) {
+      c.captured = c.captured || device_capture_active();
+      return c.table->table;
+    }
+  size_t evictable = 0;
+  for (const Cached& c : cache) evictable += c.captured ? 0 : 1;
+  if (evictable >= kKept)
+    for (auto it = cache.begin(); it != cache.end(); ++it)
+      if (!it->captured) {
+        cache.erase(it);
+        break;
+      }
+  cache.push_back({std::vector<unsigned char>(first, first + n), std::make_unique<DeviceTable<Entry>>(entries)});
+  return cache.back().table->table;
+}
 
 k::DenseType dense_type(const Tensor& t) { return t.dtype() == DType::bf16 ? k::DenseType::bf16 : k::DenseType::f32; }
 
@@ -120,8 +156,7 @@ void CudaBackend::linear_backward(const k::LinearDesc& d, const Tensor& x, const
 // ---- optimizer updates ----
 
 void CudaBackend::adamw_ema_step(const k::AdamWHyper& h, const std::vector<k::OptimEntry<float>>& e) const {
-  const DeviceTable<k::OptimEntry<float>> t(e);
-  dev::adamw_ema_step(h, t.table, current_stream());
+  dev::adamw_ema_step(h, cached_table(e), current_stream());
 }
 
 void CudaBackend::adamw_ema_step(const k::AdamWHyper&, const std::vector<k::OptimEntry<double>>&) const {
@@ -129,11 +164,8 @@ void CudaBackend::adamw_ema_step(const k::AdamWHyper&, const std::vector<k::Opti
 }
 
 double CudaBackend::sum_of_squares(const std::vector<k::Span<const float>>& spans) const {
-  const DeviceTable<k::Span<const float>> t(spans);
-  const Tensor partials = Tensor::empty({t.table.chunks}, DType::f64, Device::cuda);
   const Tensor out = Tensor::empty({1}, DType::f64, Device::cuda);
-  dev::sum_of_squares(t.table, t.table.chunks ? partials.data<double>() : nullptr, out.data<double>(),
-                      current_stream());
+  sum_of_squares_into(spans, out);
   return out.item();  // the caller wants the norm on the host: this waits for the stream
 }
 
@@ -145,5 +177,17 @@ void CudaBackend::scale_all(const std::vector<k::Span<float>>& spans, double fac
 }
 
 void CudaBackend::scale_all(const std::vector<k::Span<double>>&, double) const { f64_on_device("clip_grad_norm"); }
+
+void CudaBackend::sum_of_squares_into(const std::vector<k::Span<const float>>& spans, const Tensor& out) const {
+  const k::MultiTensorTable<k::Span<const float>>& t = cached_table(spans);
+  const Tensor partials = Tensor::empty({t.chunks}, DType::f64, Device::cuda);
+  dev::sum_of_squares(t, t.chunks ? partials.data<double>() : nullptr, out.data<double>(), current_stream());
+}
+
+void CudaBackend::train_status(const k::DeviceStepGate& g, const Tensor& step, const Tensor& ring,
+                               const Tensor& state) const {
+  dev::train_status(g, step.data<int64_t>(), ring.data<double>(), ring.dim(0), state.data<double>(),
+                    current_stream());
+}
 
 }  // namespace diffuse::dispatch

@@ -30,11 +30,11 @@ void adamw_ema_chunk(const AdamWChunk& c) {
   const Vec decay_factor = set1(c.decay_factor), b1 = set1(c.beta1), omb1 = set1(c.one_minus_beta1);
   const Vec b2 = set1(c.beta2), omb2 = set1(c.one_minus_beta2), eps = set1(c.eps);
   const Vec neg_step = set1(c.neg_step_size), bc2 = set1(c.bias_correction2_sqrt);
-  const Vec one_minus_decay = set1(c.one_minus_ema_decay);
+  const Vec one_minus_decay = set1(c.one_minus_ema_decay), grad_scale = set1(c.grad_scale);
   over_lanes(c.n, [&](int64_t i, int n) {
     Vec p = load_part(c.param + i, n);
     if (c.grad) {
-      const Vec g = load_part(c.grad + i, n);
+      const Vec g = load_part(c.grad + i, n) * grad_scale;
       p = p * decay_factor;
       const Vec m = product_rounded(b1, load_part(c.exp_avg + i, n)) + product_rounded(omb1, g);
       const Vec v = product_rounded(b2, load_part(c.exp_avg_sq + i, n)) + product_rounded(omb2, g * g);

@@ -20,6 +20,7 @@ struct AdamWChunk {
   int64_t n = 0;
   float decay_factor = 1, beta1 = 0, one_minus_beta1 = 1, beta2 = 0, one_minus_beta2 = 1, eps = 0;
   float neg_step_size = 0, bias_correction2_sqrt = 1, one_minus_ema_decay = 0;
+  float grad_scale = 1;  // the clipping factor each grad is multiplied by as it is read (1: exact)
 };
 
 DIFFUSE_SIMD_FUNCTION(void, adamw_ema_chunk, (const AdamWChunk& c), (c))

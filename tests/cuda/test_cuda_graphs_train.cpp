@@ -1,0 +1,304 @@
+// The training step as one CUDA graph (engine/train_step.cpp, docs/design.md §4) on the emulated
+// device. Its per-row draws (timesteps, label dropout, the schedule values at the drawn timesteps)
+// made on the device from a step number in device memory are the host formula's bits, on the CPU
+// and on CUDA. A run whose steps after the two eager warm-up steps replay one captured graph
+// (forward, loss, backward, clipping, AdamW, EMA, zero_grad) ends with bit-identical weights, EMA
+// weights, AdamW moments and losses to the same run stepped eagerly — class-conditional with label
+// dropout, min-SNR weights and clipping that bites. The status rows of several queued steps are
+// read back in one collect(). A capture that meets a call the runtime refuses (a read back to the
+// host inside the step) is reported once and the run goes on eagerly with the same bits. And the
+// trainer: diffuse::train with cuda_graphs on and off writes the same checkpoint, and the CLI takes
+// `--cuda-graphs=true|false`.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "cuda_test_util.h"
+#include "diffuse/diffuse.h"
+#include "engine/dataset.h"
+#include "engine/train_step.h"
+#include "kernels/noise.h"
+#include "kernels/philox.h"
+#include "nn/ops.h"
+#include "support/process.h"
+#include "support/temp_dir.h"
+
+using namespace diffuse;
+using namespace diffuse::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  const std::vector<double> va = a.to_vector(), vb = b.to_vector();
+  return va.size() == vb.size() && std::memcmp(va.data(), vb.data(), va.size() * sizeof(double)) == 0;
+}
+
+bool same_bits(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (!same_bits(a[i], b[i])) return false;
+  return true;
+}
+
+// tiny at 8x8, class-conditional (3 classes + the null class), label dropout, min-SNR weights,
+// v-prediction, weight decay and a clip norm small enough to scale every step's grads.
+TrainOptions options(bool graphs) {
+  TrainOptions o;
+  o.config = "tiny";
+  o.device = Device::cuda;
+  o.batch = 3;
+  o.lr = 1e-3;
+  o.seed = 11;
+  o.classes = 3;
+  o.p_uncond = 0.4;
+  o.snr_gamma = 5.0;
+  o.prediction = "v_prediction";
+  o.weight_decay = 0.01;
+  o.grad_clip = 0.05;
+  o.steps = 6;
+  o.warmup = 2;
+  o.cuda_graphs = graphs;
+  return o;
+}
+
+UNet2DConfig small_config(const TrainOptions& o) {
+  UNet2DConfig c = training_unet_config(o);
+  c.sample_size = 8;
+  return c;
+}
+
+// Step s's batch: Philox images in [-1, 1)-ish and labels s+i mod 3, on the host as the batcher gives them.
+Batch batch_of(int64_t s) {
+  Batch b;
+  b.images = Tensor::randn({3, 8, 8, 1}, 100 + static_cast<uint64_t>(s));
+  b.labels = Tensor::from({static_cast<double>(s % 3), static_cast<double>((s + 1) % 3), static_cast<double>((s + 2) % 3)},
+                          {3}, DType::i64);
+  return b;
+}
+
+struct Trained {
+  std::vector<double> losses;
+  std::vector<Tensor> weights, ema, exp_avg;
+  std::vector<std::string> notices;
+  int body_runs = 0;
+  bool replaying = false;
+  int64_t adam_steps = 0;
+};
+
+Trained train_steps(bool graphs, int steps, const std::function<void()>& inside = {}) {
+  const TrainOptions o = options(graphs);
+  TrainStep step(small_config(o), o);
+  Trained t;
+  step.set_cuda_graphs(graphs, [&](const std::string& why) { t.notices.push_back(why); });
+  step.set_inside_step_for_test([&] {
+    ++t.body_runs;
+    if (inside) inside();
+  });
+  for (int64_t s = 1; s <= steps; ++s) {
+    const TrainStepResult r = step.run(s, batch_of(s));
+    REQUIRE(r.non_finite.empty());
+    REQUIRE(r.step == s);
+    t.losses.push_back(r.loss);
+  }
+  t.replaying = step.replaying();
+  t.adam_steps = step.adam().step_count();
+  for (const Tensor& p : step.parameters()) t.weights.push_back(p.to(Device::cpu));
+  for (const Tensor& e : step.ema().shadow()) t.ema.push_back(e.to(Device::cpu));
+  for (const Tensor& m : step.adam().exp_avg()) t.exp_avg.push_back(m.to(Device::cpu));
+  return t;
+}
+
+std::string file_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace
+
+TEST_CASE("train draws: timesteps, label dropout and schedule values made on the device are the host formula's bits",
+          "[cuda][graphs][train]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  kernels::TrainDrawDesc d;
+  d.batch = 5;
+  d.first_row = 3;  // rank 1 of 2 ranks at batch 3... of a global batch of 9
+  d.global_rows = 9;
+  d.seed = 1234;
+  d.num_timesteps = 50;
+  d.p_uncond = 0.3;
+  d.null_class = 7;
+  d.weights = true;
+  const int64_t T = d.num_timesteps;
+  std::vector<double> table(3 * T);
+  for (int64_t t = 0; t < T; ++t) {
+    table[t] = std::sqrt(1.0 - 0.01 * t);
+    table[T + t] = std::sqrt(0.01 * t);
+    table[2 * T + t] = 1.0 / (1.0 + t);
+  }
+  const Tensor tables = Tensor::from(table, {3, T});
+  const Tensor labels = Tensor::from({0, 1, 2, 3, 4}, {5}, DType::i64);
+  int dropped = 0;
+  for (int64_t step : {1, 2, 17, 100000}) {
+    INFO("step " << step);
+    const Tensor host_step = Tensor::from({static_cast<double>(step)}, {1}, DType::i64);
+    const ops::TrainDraws cpu = ops::train_draws(d, host_step, tables, labels);
+    const ops::TrainDraws dev =
+        ops::train_draws(d, host_step.to(Device::cuda), tables.to(Device::cuda), labels.to(Device::cuda));
+    CHECK(same_bits(dev.timesteps, cpu.timesteps));
+    CHECK(same_bits(dev.coefs, cpu.coefs));
+    CHECK(same_bits(dev.labels, cpu.labels));
+    // The host formula the training step used before its draws moved to the device.
+    const uint64_t block = static_cast<uint64_t>(step) * philox::blocks_for(static_cast<uint64_t>(d.global_rows));
+    for (int64_t i = 0; i < d.batch; ++i) {
+      const float u = philox::uniform_at(d.seed, philox::kTimesteps, block, static_cast<uint64_t>(d.first_row + i));
+      const int64_t t = std::min<int64_t>(static_cast<int64_t>(u * static_cast<float>(T)), T - 1);
+      CHECK(cpu.timesteps.data<int64_t>()[i] == t);
+      for (int k = 0; k < 3; ++k) CHECK(cpu.coefs.data<float>()[k * d.batch + i] == static_cast<float>(table[k * T + t]));
+      const bool drop =
+          philox::uniform_at(d.seed, philox::kLabelDrop, block, static_cast<uint64_t>(d.first_row + i)) < d.p_uncond;
+      dropped += drop;
+      CHECK(cpu.labels.data<int64_t>()[i] == (drop ? d.null_class : i));
+    }
+  }
+  CHECK(dropped > 0);  // the seed drops some labels and keeps others
+  CHECK(dropped < 20);
+}
+
+TEST_CASE("train cuda graph: replayed steps give the eager steps' weights, EMA, moments and losses bit for bit",
+          "[cuda][graphs][train]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  const Trained eager = train_steps(false, 5);
+  const Trained graphed = train_steps(true, 5);
+  CHECK(graphed.notices.empty());
+  for (const std::string& n : graphed.notices) WARN(n);
+  CHECK(graphed.replaying);
+  CHECK_FALSE(eager.replaying);
+  CHECK(eager.body_runs == 5);
+  CHECK(graphed.body_runs == 3);  // two eager steps and the capture; steps 3, 4 and 5 are replays
+  CHECK(eager.adam_steps == 5);
+  CHECK(graphed.adam_steps == 5);
+  REQUIRE(graphed.losses.size() == eager.losses.size());
+  for (size_t i = 0; i < eager.losses.size(); ++i) {
+    INFO("step " << i + 1);
+    CHECK(std::memcmp(&graphed.losses[i], &eager.losses[i], sizeof(double)) == 0);
+  }
+  CHECK(same_bits(graphed.weights, eager.weights));
+  CHECK(same_bits(graphed.ema, eager.ema));
+  CHECK(same_bits(graphed.exp_avg, eager.exp_avg));
+  // The steps did train: the weights moved.
+  const TrainOptions o = options(false);
+  TrainStep fresh(small_config(o), o);
+  CHECK_FALSE(same_bits(fresh.parameters()[0].to(Device::cpu), eager.weights[0]));
+}
+
+TEST_CASE("train cuda graph: several queued steps are read back in one collect, in order", "[cuda][graphs][train]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  const Trained one_by_one = train_steps(true, 5);
+  const TrainOptions o = options(true);
+  TrainStep step(small_config(o), o);
+  for (int64_t s = 1; s <= 5; ++s) step.enqueue(s, batch_of(s));
+  const std::vector<TrainStepResult> rs = step.collect();
+  REQUIRE(rs.size() == 5);
+  for (size_t i = 0; i < rs.size(); ++i) {
+    CHECK(rs[i].step == static_cast<int64_t>(i) + 1);
+    CHECK(std::memcmp(&rs[i].loss, &one_by_one.losses[i], sizeof(double)) == 0);
+    CHECK(rs[i].lr == step.lr_at(rs[i].step));
+  }
+  CHECK(step.replaying());
+  CHECK(step.adam().step_count() == 5);
+  CHECK(step.ema().optimization_step() == 5);
+  CHECK(step.collect().empty());
+}
+
+TEST_CASE("train cuda graph: a capture that reads back to the host is refused once and the run goes on eagerly",
+          "[cuda][graphs][train]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  const Trained eager = train_steps(false, 4);
+  const Tensor probe = Tensor::zeros({4}, DType::f32, Device::cuda);
+  const Trained got = train_steps(true, 4, [&] { (void)probe.to(Device::cpu); });
+  REQUIRE(got.notices.size() == 1);
+  INFO(got.notices[0]);
+  CHECK_THAT(got.notices[0], Catch::StartsWith("cuda graphs: ") && Catch::EndsWith("; running eagerly") &&
+                                 Catch::Contains("cudaErrorStreamCaptureUnsupported"));
+  CHECK_FALSE(got.replaying);
+  CHECK(got.body_runs == 5);  // four eager steps and the refused capture
+  CHECK(same_bits(got.weights, eager.weights));
+  CHECK(same_bits(got.ema, eager.ema));
+}
+
+TEST_CASE("train cuda graph: diffuse::train with cuda_graphs on and off writes the same checkpoint",
+          "[cuda][graphs][train]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  TempDir dir;
+  std::vector<std::string> checkpoints;
+  for (bool graphs : {true, false}) {
+    TrainRequest t;
+    t.data = "fashion-mnist";
+    t.max_images = 16;
+    t.config = "tiny";
+    t.out = dir.file(graphs ? "on" : "off");
+    t.steps = 4;
+    t.batch = 2;
+    t.lr = 1e-3;
+    t.seed = 5;
+    t.grad_clip = 0.5;  // clipping that bites: the device-side scale is part of what is compared
+    t.device = Device::cuda;
+    t.cuda_graphs = graphs;
+    std::vector<std::string> events;
+    const TrainSummary s = train(t, [&](const TrainUpdate& u) {
+      if (!u.event.empty()) events.push_back(u.event);
+      return true;
+    });
+    REQUIRE(s.last_step == 4);
+    for (const std::string& e : events) CHECK(e.find("cuda graphs:") == std::string::npos);
+    checkpoints.push_back(s.checkpoint);
+  }
+  int compared = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(checkpoints[0])) {
+    if (!entry.is_regular_file() || entry.path().extension() != ".safetensors") continue;
+    const fs::path rel = fs::relative(entry.path(), checkpoints[0]);
+    INFO(rel.string());
+    CHECK(file_bytes(entry.path()) == file_bytes(fs::path(checkpoints[1]) / rel));
+    ++compared;
+  }
+  CHECK(compared >= 3);  // the weights, the EMA weights, the optimizer state
+}
+
+// Two processes may time cuDNN's algorithms differently (cudnnFind*Ex picks the fastest, per
+// process), which changes f32 summation orders: the same run twice, graphs or not, then agrees to
+// ~1e-7 relative rather than bit for bit. The bitwise comparison is the in-process one above; the
+// CLI's is that the flag is taken both ways and the curves agree to that rounding.
+TEST_CASE("train cuda graph: diffuse train --device cuda --cuda-graphs=true and =false follow one loss curve",
+          "[cuda][graphs][train][cli]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  TempDir dir;
+  std::vector<std::vector<double>> curves;
+  for (const char* graphs : {"true", "false"}) {
+    const std::string out = dir.file(graphs);
+    const RunResult r = run_cli({"train", "--data", "fashion-mnist", "--max-images", "16", "--config", "tiny",
+                                 "--out", out, "--steps", "4", "--batch", "2", "--lr", "1e-3", "--seed", "5",
+                                 "--device", "cuda", std::string("--cuda-graphs=") + graphs});
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.output.find("cuda graphs:") == std::string::npos);  // no fallback reported
+    std::vector<double> curve;
+    std::ifstream in(out + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const size_t at = line.find("\"loss\":");
+      REQUIRE(at != std::string::npos);
+      curve.push_back(std::stod(line.substr(at + 7)));
+    }
+    REQUIRE(curve.size() == 4);
+    curves.push_back(curve);
+  }
+  for (size_t i = 0; i < 4; ++i) {
+    INFO("step " << i + 1 << ": " << curves[0][i] << " against " << curves[1][i]);
+    CHECK(std::fabs(curves[0][i] - curves[1][i]) <= 1e-5 * curves[1][i]);
+  }
+}
