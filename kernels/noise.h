@@ -76,6 +76,17 @@ struct TrainDrawBuffers {
   int64_t* labels_out = nullptr;
 };
 
+// Row i's outputs at step `step`, one definition for the CPU twin and the kernel.
+DIFFUSE_HD inline void train_draw_row(const TrainDrawDesc& d, const TrainDrawBuffers& b, int64_t step, int64_t i) {
+  const int64_t T = d.num_timesteps, B = d.batch;
+  const int64_t t = train_draw_timestep(d, step, i);
+  b.timesteps[i] = t;
+  b.coefs[i] = b.tables[t];
+  b.coefs[B + i] = b.tables[T + t];
+  if (d.weights) b.coefs[2 * B + i] = b.tables[2 * T + t];
+  if (b.labels_out) b.labels_out[i] = train_draw_drops_label(d, step, i) ? d.null_class : b.labels_in[i];
+}
+
 inline void check_train_draws(const TrainDrawDesc& d, const TrainDrawBuffers& b) {
   require(d.batch >= 0 && d.first_row >= 0 && d.global_rows >= d.first_row + d.batch && d.num_timesteps > 0, [&] {
     return "train_draws: bad rows (batch " + std::to_string(d.batch) + ", first row " + std::to_string(d.first_row) +

@@ -34,15 +34,7 @@ void q_sample(const QSampleDesc& d, const float* x0, const float* sqrt_ab, const
 void train_draws(const TrainDrawDesc& d, const TrainDrawBuffers& b) {
   check_train_draws(d, b);
   const int64_t step = d.batch ? *b.step : 0;
-  const int64_t T = d.num_timesteps, B = d.batch;
-  for (int64_t i = 0; i < B; ++i) {
-    const int64_t t = train_draw_timestep(d, step, i);
-    b.timesteps[i] = t;
-    b.coefs[i] = b.tables[t];
-    b.coefs[B + i] = b.tables[T + t];
-    if (d.weights) b.coefs[2 * B + i] = b.tables[2 * T + t];
-    if (b.labels_out) b.labels_out[i] = train_draw_drops_label(d, step, i) ? d.null_class : b.labels_in[i];
-  }
+  for (int64_t i = 0; i < d.batch; ++i) train_draw_row(d, b, step, i);
 }
 
 }  // namespace diffuse::kernels::cpu

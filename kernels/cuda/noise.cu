@@ -69,15 +69,7 @@ __global__ void __launch_bounds__(kThreads)
 // One thread per row.
 __global__ void __launch_bounds__(kThreads) train_draws_kernel(TrainDrawDesc d, TrainDrawBuffers b) {
   const int64_t i = grid::global_thread();
-  if (i >= d.batch) return;
-  const int64_t step = *b.step;
-  const int64_t T = d.num_timesteps, B = d.batch;
-  const int64_t t = train_draw_timestep(d, step, i);
-  b.timesteps[i] = t;
-  b.coefs[i] = b.tables[t];
-  b.coefs[B + i] = b.tables[T + t];
-  if (d.weights) b.coefs[2 * B + i] = b.tables[2 * T + t];
-  if (b.labels_out) b.labels_out[i] = train_draw_drops_label(d, step, i) ? d.null_class : b.labels_in[i];
+  if (i < d.batch) train_draw_row(d, b, *b.step, i);
 }
 
 }  // namespace

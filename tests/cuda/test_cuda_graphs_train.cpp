@@ -4,7 +4,9 @@
 // and on CUDA. A run whose steps after the two eager warm-up steps replay one captured graph
 // (forward, loss, backward, clipping, AdamW, EMA, zero_grad) ends with bit-identical weights, EMA
 // weights, AdamW moments and losses to the same run stepped eagerly — class-conditional with label
-// dropout, min-SNR weights and clipping that bites. The status rows of several queued steps are
+// dropout, min-SNR weights and clipping that bites. The gated AdamW + EMA (lr and step counts in
+// device memory, clipping and the non-finite skip decided there) gives the host path's bits on the
+// CPU and on CUDA, and skips a step whose loss or grad norm is not finite. The status rows of several queued steps are
 // read back in one collect(). A capture that meets a call the runtime refuses (a read back to the
 // host inside the step) is reported once and the run goes on eagerly with the same bits. And the
 // trainer: diffuse::train with cuda_graphs on and off writes the same checkpoint, and the CLI takes
@@ -26,6 +28,7 @@
 #include "kernels/noise.h"
 #include "kernels/philox.h"
 #include "nn/ops.h"
+#include "nn/optim.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
 
@@ -300,5 +303,116 @@ TEST_CASE("train cuda graph: diffuse train --device cuda --cuda-graphs=true and 
   for (size_t i = 0; i < 4; ++i) {
     INFO("step " << i + 1 << ": " << curves[0][i] << " against " << curves[1][i]);
     CHECK(std::fabs(curves[0][i] - curves[1][i]) <= 1e-5 * curves[1][i]);
+  }
+}
+
+namespace {
+
+// Three parameters with grads on `device` (the same values on every device), AdamW with weight
+// decay and the warmup EMA over them.
+struct Optimized {
+  std::vector<Tensor> params;
+  optim::AdamW adam;
+  optim::EMA ema;
+  explicit Optimized(Device device)
+      : params(make(device)),
+        adam(params, {1e-3, 0.9, 0.999, 1e-8, 0.01}),
+        ema(params, [] {
+          optim::EMAOptions e;
+          e.use_ema_warmup = true;
+          e.decay = 0.999;
+          return e;
+        }()) {}
+  static std::vector<Tensor> make(Device device) {
+    std::vector<Tensor> ps;
+    const std::vector<Shape> shapes = {{5, 7}, {33}, {2, 3, 4, 5}};
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      Tensor p = Tensor::randn(shapes[i], 40 + i).to(device);
+      p.set_requires_grad(true);
+      ps.push_back(p);
+    }
+    return ps;
+  }
+  void set_grads(uint64_t seed) {
+    for (size_t i = 0; i < params.size(); ++i)
+      params[i].set_grad(Tensor::randn(params[i].shape(), seed + i).to(params[i].device()));
+  }
+};
+
+// One gated step at `lr` with `loss`; returns the status row.
+std::vector<double> gated_step(Optimized& o, optim::DeviceStep& d, const Tensor& step, const Tensor& ring, double lr,
+                               float loss) {
+  const Device device = o.params[0].device();
+  Tensor lr_word = Tensor::from({lr}, {1}, DType::f64);
+  d.state.slice0(0, 1).copy_from(lr_word);
+  d.loss = Tensor::from({static_cast<double>(loss)}, {1}, DType::f32).to(device);
+  optim::grad_sum_of_squares(o.params, d.sum_sq);
+  o.adam.step_on_device(d, &o.ema);
+  optim::record_step(d, step, ring);
+  o.adam.zero_grad();
+  const Tensor host = ring.to(Device::cpu);
+  return {host.data<double>(), host.data<double>() + 4};
+}
+
+}  // namespace
+
+TEST_CASE("gated AdamW + EMA: device-held lr, step counts, clipping and the non-finite skip, on the CPU and CUDA",
+          "[cuda][graphs][train][optim]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  Optimized reference(Device::cpu), cpu(Device::cpu), dev(Device::cuda);
+  std::vector<optim::DeviceStep> steps(2);
+  std::vector<Tensor> step_numbers, rings;
+  const Device devices[2] = {Device::cpu, Device::cuda};
+  for (int k = 0; k < 2; ++k) {
+    steps[k].state = Tensor::zeros({3}, DType::f64, devices[k]);
+    steps[k].sum_sq = Tensor::zeros({1}, DType::f64, devices[k]);
+    steps[k].max_norm = 3.0;  // below the grads' norm (~7.7): every step is clipped
+    step_numbers.push_back(Tensor::from({1}, {1}, DType::i64).to(devices[k]));
+    rings.push_back(Tensor::zeros({1, 4}, DType::f64, devices[k]));
+  }
+  const double lrs[3] = {1e-3, 5e-4, 2e-3};
+  for (int s = 0; s < 3; ++s) {
+    INFO("step " << s + 1);
+    for (Optimized* o : {&reference, &cpu, &dev}) o->set_grads(60 + 10 * s);
+    // The host path: clip_grad_norm, then AdamW with host-computed bias corrections and EMA decay.
+    const double norm = optim::clip_grad_norm(reference.params, 3.0);
+    reference.adam.step(lrs[s], &reference.ema);
+    reference.adam.zero_grad();
+    const std::vector<double> row_cpu = gated_step(cpu, steps[0], step_numbers[0], rings[0], lrs[s], 0.25f);
+    const std::vector<double> row_dev = gated_step(dev, steps[1], step_numbers[1], rings[1], lrs[s], 0.25f);
+    CHECK(row_cpu == std::vector<double>{0.25, norm, 0.0, lrs[s]});
+    // The norm: the device adds f64 squares per thread, the CPU twin its own vector partials, so
+    // the sums round differently (~1e-9 relative here); the f32 clip factor they give is the same.
+    CHECK(row_dev[0] == row_cpu[0]);
+    CHECK(std::fabs(row_dev[1] - row_cpu[1]) <= 1e-7 * row_cpu[1]);
+    CHECK(row_dev[2] == row_cpu[2]);
+    CHECK(row_dev[3] == row_cpu[3]);
+    CHECK(same_bits(cpu.params, reference.params));
+    CHECK(same_bits(cpu.ema.shadow(), reference.ema.shadow()));
+    CHECK(same_bits(cpu.adam.exp_avg_sq(), reference.adam.exp_avg_sq()));
+    CHECK(same_bits(dev.params, reference.params));
+    CHECK(same_bits(dev.ema.shadow(), reference.ema.shadow()));
+    CHECK(same_bits(dev.adam.exp_avg(), reference.adam.exp_avg()));
+  }
+  // A non-finite loss, then a non-finite grad: no update, the counts stay, the row says skipped.
+  for (int bad = 0; bad < 2; ++bad) {
+    INFO((bad == 0 ? "nan loss" : "inf grad"));
+    for (int k = 0; k < 2; ++k) {
+      Optimized& o = k == 0 ? cpu : dev;
+      o.set_grads(99);
+      if (bad == 1) o.params[1].set_grad(Tensor::full({33}, INFINITY).to(devices[k]));
+      const std::vector<Tensor> before = [&] {
+        std::vector<Tensor> b;
+        for (const Tensor& p : o.params) b.push_back(p.to(Device::cpu));
+        return b;
+      }();
+      const std::vector<double> row = gated_step(o, steps[k], step_numbers[k], rings[k], 1e-3, bad == 0 ? NAN : 0.5f);
+      CHECK(row[2] == 1.0);
+      CHECK(same_bits(o.params, before));
+      CHECK(same_bits(o.ema.shadow(), reference.ema.shadow()));
+      const std::vector<double> state = steps[k].state.to_vector();
+      CHECK(state[1] == 3.0);
+      CHECK(state[2] == 3.0);
+    }
   }
 }
