@@ -178,7 +178,7 @@ TEST_CASE("timestep_embedding: one timestep broadcast over the rows by the kerne
     // A GPU's expf/sinf/cosf differ from the host's by an ulp or two (the bound of test_ops_cuda's
     // embedding check); the rows, computed from the one broadcast value, are identical.
     const Tensor host = on_device.to(Device::cpu);
-    CHECK(rel_to_peak_error(host, rows) < 2e-4);
+    CHECK(test::rel_to_peak_error(host, rows) < 2e-4);
     for (int64_t r = 1; r < 3; ++r)
       CHECK(std::memcmp(host.data<float>(), host.data<float>() + r * host.dim(1), sizeof(float) * host.dim(1)) == 0);
 #endif
