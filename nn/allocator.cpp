@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <new>
+#include <vector>
 
 #include "diffuse/error.h"
 #include "nn/dispatch.h"
@@ -162,6 +163,16 @@ void register_cuda_allocator_if_possible() {
 }
 
 }  // namespace
+
+void Allocator::zero(void* dst, size_t bytes) {
+  if (bytes == 0) return;
+  if (device() == Device::cpu) {
+    std::memset(dst, 0, bytes);
+    return;
+  }
+  const std::vector<unsigned char> zeros(bytes, 0);
+  copy(dst, device(), zeros.data(), Device::cpu, bytes);
+}
 
 Allocator& host_allocator() { return the_host_allocator(); }
 HostMemoryStats host_memory_stats() { return the_host_allocator().stats(); }

@@ -20,6 +20,10 @@ class Allocator {
   virtual Device device() const = 0;
   // Copies between host and this allocator's memory (identity memcpy for the host).
   virtual void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) = 0;
+  // Sets `bytes` of this allocator's memory to zero bits (0 in every dtype diffuse stores). The
+  // default copies from a zeroed host buffer; the CUDA allocator queues a memset on the stream
+  // (no host round trip, and capturable in a graph).
+  virtual void zero(void* dst, size_t bytes);
 };
 
 Allocator& host_allocator();

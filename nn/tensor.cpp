@@ -2,6 +2,7 @@
 // only moves bytes and converts dtypes on the host.
 #include "nn/tensor.h"
 
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -101,6 +102,11 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
 
 Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  if (value == 0.0 && !std::signbit(value) && device != Device::cpu) {  // zeros: a memset on the device
+    Tensor t = empty(shape, dtype, device);
+    t.fill(0.0);
+    return t;
+  }
   Tensor host = empty(shape, dtype, Device::cpu);
   host.fill(value);
   return device == Device::cpu ? host : host.to(device);
@@ -213,6 +219,10 @@ void Tensor::copy_from(const Tensor& src) {
 }
 
 void Tensor::fill(double value) {
+  if (device() != Device::cpu && value == 0.0 && !std::signbit(value)) {  // zero bits: +0 in every dtype
+    device_allocator()->zero(raw(), nbytes());
+    return;
+  }
   if (device() != Device::cpu) {
     copy_from(full(shape_, value, dtype_, Device::cpu));
     return;

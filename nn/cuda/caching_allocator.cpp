@@ -169,6 +169,10 @@ class CachingAllocator final : public Allocator {
     if (kind != cudaMemcpyDeviceToDevice) DIFFUSE_CUDA_CHECK(cudaStreamSynchronize(stream()));
   }
 
+  void zero(void* dst, size_t bytes) override {
+    if (bytes) DIFFUSE_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream()));
+  }
+
   AllocatorStats stats() {
     std::lock_guard<std::mutex> lock(mutex_);
     return stats_;

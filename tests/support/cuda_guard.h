@@ -38,6 +38,7 @@ class PoisoningAllocator final : public Allocator {
   void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) override {
     inner_->copy(dst, dst_dev, src, src_dev, bytes);
   }
+  void zero(void* dst, size_t bytes) override { inner_->zero(dst, bytes); }
   Allocator* inner() const { return inner_; }
 
  private:
