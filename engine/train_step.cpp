@@ -220,6 +220,7 @@ std::string TrainStep::why_not_graph() const {
 }
 
 void TrainStep::enqueue(int64_t step, const Batch& batch) {
+  const KeepDeviceTables keep;  // the optimizer's tables are the same every step (kept grads)
   if (static_cast<int64_t>(pending_.size()) >= kMaxPending)
     throw Error("train step: " + std::to_string(kMaxPending) + " steps queued without collect()");
   for (int64_t s : pending_)

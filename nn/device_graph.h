@@ -38,4 +38,24 @@ class DeviceGraph {
 // that would read device memory back to the host must not run then.
 bool device_capture_active();
 
+// While one is alive on this thread, the CUDA backend keeps the device copies of the optimizer's
+// multi-tensor tables by content (nn/cuda/backend_dense.cpp), so the eager steps before a capture
+// upload what the captured step reads (an upload inside a capture is refused) and a step whose
+// tables do not change uploads nothing. The training step holds one. Elsewhere a table is uploaded
+// for its launch and dropped, so a caller whose gradients move between steps keeps nothing.
+inline bool& device_tables_kept_flag() {
+  thread_local bool kept = false;
+  return kept;
+}
+class KeepDeviceTables {
+ public:
+  KeepDeviceTables() : previous_(device_tables_kept_flag()) { device_tables_kept_flag() = true; }
+  ~KeepDeviceTables() { device_tables_kept_flag() = previous_; }
+  KeepDeviceTables(const KeepDeviceTables&) = delete;
+  KeepDeviceTables& operator=(const KeepDeviceTables&) = delete;
+
+ private:
+  bool previous_;
+};
+
 }  // namespace diffuse

@@ -50,7 +50,9 @@ struct DeviceTable {
 // training step's, whose grads live in buffers it keeps) is served without an upload, which is
 // what lets the optimizer run inside a CUDA graph capture (an upload waits for the stream and is
 // refused there). Kept per entry type, for this thread, the oldest replaced first — except a table
-// a capture used: a graph's replays read it, so it stays for the process.
+// a capture used: a graph's replays read it, so it stays for the process. Only under
+// KeepDeviceTables or a capture (with_table): other callers' tables would pile up here, one per
+// new set of grad addresses, and a second step would allocate.
 template <typename Entry>
 const k::MultiTensorTable<Entry>& cached_table(const std::vector<Entry>& entries) {
   struct Cached {
@@ -77,6 +79,18 @@ const k::MultiTensorTable<Entry>& cached_table(const std::vector<Entry>& entries
       }
   cache.push_back({std::vector<unsigned char>(first, first + n), std::make_unique<DeviceTable<Entry>>(entries)});
   return cache.back().table->table;
+}
+
+// Runs launch(table) with the device table of `entries`: the kept one under KeepDeviceTables or
+// during a capture, else one uploaded for this launch and dropped after it (stream-ordered).
+template <typename Entry, typename Launch>
+void with_table(const std::vector<Entry>& entries, Launch&& launch) {
+  if (device_tables_kept_flag() || device_capture_active()) {
+    launch(cached_table(entries));
+    return;
+  }
+  const DeviceTable<Entry> t(entries);
+  launch(t.table);
 }
 
 k::DenseType dense_type(const Tensor& t) { return t.dtype() == DType::bf16 ? k::DenseType::bf16 : k::DenseType::f32; }
@@ -156,7 +170,9 @@ void CudaBackend::linear_backward(const k::LinearDesc& d, const Tensor& x, const
 // ---- optimizer updates ----
 
 void CudaBackend::adamw_ema_step(const k::AdamWHyper& h, const std::vector<k::OptimEntry<float>>& e) const {
-  dev::adamw_ema_step(h, cached_table(e), current_stream());
+  with_table(e, [&](const k::MultiTensorTable<k::OptimEntry<float>>& t) {
+    dev::adamw_ema_step(h, t, current_stream());
+  });
 }
 
 void CudaBackend::adamw_ema_step(const k::AdamWHyper&, const std::vector<k::OptimEntry<double>>&) const {
@@ -179,9 +195,10 @@ void CudaBackend::scale_all(const std::vector<k::Span<float>>& spans, double fac
 void CudaBackend::scale_all(const std::vector<k::Span<double>>&, double) const { f64_on_device("clip_grad_norm"); }
 
 void CudaBackend::sum_of_squares_into(const std::vector<k::Span<const float>>& spans, const Tensor& out) const {
-  const k::MultiTensorTable<k::Span<const float>>& t = cached_table(spans);
-  const Tensor partials = Tensor::empty({t.chunks}, DType::f64, Device::cuda);
-  dev::sum_of_squares(t, t.chunks ? partials.data<double>() : nullptr, out.data<double>(), current_stream());
+  with_table(spans, [&](const k::MultiTensorTable<k::Span<const float>>& t) {
+    const Tensor partials = Tensor::empty({t.chunks}, DType::f64, Device::cuda);
+    dev::sum_of_squares(t, t.chunks ? partials.data<double>() : nullptr, out.data<double>(), current_stream());
+  });
 }
 
 void CudaBackend::train_status(const k::DeviceStepGate& g, const Tensor& step, const Tensor& ring,
