@@ -32,6 +32,9 @@ struct TrainBenchOptions {
   int64_t warmup = 1;  // untimed steps first (allocator and scratch reach their steady state)
   int64_t iters = 3;   // timed steps; the median is reported
   uint64_t seed = 0;
+  // On CUDA, replay the step as one CUDA graph after its eager warm-up steps, as `diffuse train`
+  // does; the forward/backward/optimizer split is then not measured (a replay cannot be split).
+  bool cuda_graphs = true;
 };
 
 struct SampleBenchOptions {

@@ -1,7 +1,10 @@
 // `diffuse bench train` and `diffuse bench sample`. The training step is the trainer's own
 // TrainStep (engine/train_step.h) with the trainer's default options: q_sample, UNet forward, MSE,
 // backward, grad-norm clipping, AdamW fused with the EMA, zero_grad — on a batch already resident
-// on the device (data loading is not timed, here or in the PyTorch reference). Sampling times the
+// on the device (data loading is not timed, here or in the PyTorch reference). On CUDA the step
+// replays its CUDA graph as `diffuse train` does (unless cuda_graphs is off), so the timed steps
+// are whole replays and their phase split is not measured; eager steps are split into forward +
+// loss, backward and optimizer by waiting for the device between the phases. Sampling times the
 // one sampling loop, Sampler::sample, over the UNet denoise callback the CLI uses
 // (engine/unet_denoiser.h): one UNet forward and one denoise_step per step. Every step costs the
 // same whatever its timestep, so a run may stop the loop after the first K steps and extrapolate
@@ -76,6 +79,9 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& all_out
   topt.precision = o.precision;  // bf16: TrainStep runs the forward under autocast (nn/layers.h)
   TrainStep train_step(cfg, topt);
   train_step.set_communicator(&comm);
+  std::string graph_fallback;
+  const bool graphs = o.device == Device::cuda && o.cuda_graphs;
+  train_step.set_cuda_graphs(graphs, [&](const std::string& why) { graph_fallback = why; });
   UNet2D& model = train_step.model();
   const int64_t B = o.batch, S = cfg.sample_size;
   Batch batch;  // one batch, already on the device
@@ -96,21 +102,30 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& all_out
     const auto t0 = clock::now();
     if (const collective::GradientSync* sync = train_step.gradient_sync()) sync_before = sync->stats();
     double f = 0, b = 0;
-    const TrainStepResult res = train_step.run(step, batch, [&](TrainStep::Phase phase) {
-      (phase == TrainStep::Phase::forward_loss ? f : b) = ms_since(t0, o.device);
-    });
+    // With graphs the step runs without phase callbacks (those force an eager step): queued, then
+    // its status read back, which waits for the device.
+    const TrainStepResult res = graphs ? train_step.run(step, batch)
+                                       : train_step.run(step, batch, [&](TrainStep::Phase phase) {
+                                           (phase == TrainStep::Phase::forward_loss ? f : b) = ms_since(t0, o.device);
+                                         });
     if (!res.non_finite.empty()) throw Error("bench train: step " + std::to_string(step) + ": " + res.non_finite);
     const double total = ms_since(t0, o.device);
     const bool timed = step > o.warmup;
-    out << strf("  step %lld%s: %.1f ms (forward+loss %.1f, backward %.1f, optimizer %.1f), loss %.4f\n",
+    if (graphs)
+      out << strf("  step %lld%s: %.1f ms (%s), loss %.4f\n", (long long)step, timed ? "" : " (warm-up)", total,
+                  train_step.replaying() ? "graph replay" : "eager", res.loss) << std::flush;
+    else
+      out << strf("  step %lld%s: %.1f ms (forward+loss %.1f, backward %.1f, optimizer %.1f), loss %.4f\n",
                   (long long)step, timed ? "" : " (warm-up)", total, f, b - f, total - b, res.loss) << std::flush;
     if (step == 1) first_loss = res.loss;
     last_loss = res.loss;
     if (!timed) continue;
     step_ms.push_back(total);
-    fwd_ms.push_back(f);
-    bwd_ms.push_back(b - f);
-    opt_ms.push_back(total - b);
+    if (!graphs) {
+      fwd_ms.push_back(f);
+      bwd_ms.push_back(b - f);
+      opt_ms.push_back(total - b);
+    }
     if (const collective::GradientSync* sync = train_step.gradient_sync()) {
       const collective::GradientSyncStats& now = sync->stats();
       allreduce_ms.push_back((now.wait_seconds - sync_before.wait_seconds) * 1e3);
@@ -136,9 +151,14 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& all_out
   r["iters"] = o.iters;
   r["step_ms"] = median_of(step_ms);
   r["step_ms_all"] = step_ms;
-  r["forward_ms"] = median_of(fwd_ms);
-  r["backward_ms"] = median_of(bwd_ms);
-  r["optimizer_ms"] = median_of(opt_ms);
+  // Phases are null when the steps were not split (graphs on CUDA).
+  const auto phase = [](const std::vector<double>& v) { return v.empty() ? nlohmann::json() : nlohmann::json(median_of(v)); };
+  r["forward_ms"] = phase(fwd_ms);
+  r["backward_ms"] = phase(bwd_ms);
+  r["optimizer_ms"] = phase(opt_ms);
+  // Whether the timed steps replayed the step's CUDA graph, and why not when graphs were asked for.
+  r["cuda_graphs"] = train_step.replaying();
+  if (!graph_fallback.empty()) r["cuda_graphs_fallback"] = graph_fallback;
   r["images_per_second"] = double(B * comm.size()) / (slowest_ms * 1e-3);
   r["ranks"] = comm.size();
   r["images_per_second_per_rank"] = rank_images_per_second;
@@ -153,10 +173,14 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& all_out
   r["loss_last"] = last_loss;
   r["baseline_rss_mib"] = baseline_rss;
   r["peak_rss_mib"] = peak_rss_mib();
-  out << strf("median step %.1f ms = %.1f images/s (forward+loss %.1f, backward %.1f, optimizer %.1f ms)\n",
-                r["step_ms"].get<double>(), r["images_per_second"].get<double>(), r["forward_ms"].get<double>(),
-                r["backward_ms"].get<double>(), r["optimizer_ms"].get<double>())
-      << strf("%.1f GFLOP per step (convolutions, linears, attention; forward + backward) = %.1f GFLOP/s sustained; "
+  const std::string split =
+      fwd_ms.empty() ? std::string(train_step.replaying() ? "CUDA graph replays" : "not split into phases")
+                     : strf("forward+loss %.1f, backward %.1f, optimizer %.1f ms", median_of(fwd_ms), median_of(bwd_ms),
+                            median_of(opt_ms));
+  out << strf("median step %.1f ms = %.1f images/s (%s)\n", r["step_ms"].get<double>(),
+              r["images_per_second"].get<double>(), split.c_str());
+  if (!graph_fallback.empty()) out << graph_fallback << "\n";
+  out << strf("%.1f GFLOP per step (convolutions, linears, attention; forward + backward) = %.1f GFLOP/s sustained; "
               "peak RSS %.0f MiB\n",
               r["step_flops"].get<double>() * 1e-9, r["gflops"].get<double>(), r["peak_rss_mib"].get<double>());
   if (comm.distributed()) {

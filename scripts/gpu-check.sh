@@ -233,6 +233,10 @@ if [[ -x "$bin" ]]; then
     run_stage compare_train 200 env DIFFUSE_BIN="$bin" PYTHON="$python" scripts/compare.sh --device cuda \
       --config "$cfg" --batch "$batch" --warmup 3 --iters "$iters" --rounds 1 --precision bf16 \
       --modes "$torch_modes" --out "$out/compare_train"
+    # The same bf16 step without its CUDA graph, split into forward+loss, backward and optimizer (a
+    # graph replay cannot be split): what the graph saves, and where an eager step's time goes.
+    run_stage train_bf16_eager 40 "$bin" bench train --device cuda --config "$cfg" --batch "$batch" --warmup 3 \
+      --iters 5 --precision bf16 --cuda-graphs off --json "$out/train_bf16_eager.json"
     run_stage compare_sample 120 env DIFFUSE_BIN="$bin" PYTHON="$python" scripts/compare.sh --device cuda \
       --config "$cfg" --no-train --sample --sample-batch 64,1 --sample-steps 20 --rounds 1 --precision bf16 \
       --modes eager,channels_last_bf16 --out "$out/compare_sample"

@@ -113,6 +113,13 @@ int bench_train(int argc, char** argv) {
       "warmup", "untimed steps first", cxxopts::value<int64_t>()->default_value(std::to_string(d.warmup)))(
       "iters", "timed steps (the median is reported)", cxxopts::value<int64_t>()->default_value(std::to_string(d.iters)))(
       "seed", "random seed", cxxopts::value<uint64_t>()->default_value("0"));
+  {
+    auto adder = cli.add_options();
+    add_flag(adder, "cuda-graphs",
+             "on CUDA, time the step as a CUDA graph replay after the warm-up, as `diffuse train` runs it "
+             "(on|off; off: eager, split into forward+loss, backward and optimizer)",
+             &d.cuda_graphs);
+  }
   auto args = parse_mode(cli, argc, argv);
   if (!args) return 0;
   bench::TrainBenchOptions o;
@@ -123,6 +130,7 @@ int bench_train(int argc, char** argv) {
   o.warmup = (*args)["warmup"].as<int64_t>();
   o.iters = (*args)["iters"].as<int64_t>();
   o.seed = (*args)["seed"].as<uint64_t>();
+  o.cuda_graphs = (*args)["cuda-graphs"].as<bool>();
   const nlohmann::json result = bench::run_train_bench(o, std::cout);
   if (collective::world().rank() == 0) write_json(*args, result);  // under mpirun: rank 0 reports for all
   return 0;

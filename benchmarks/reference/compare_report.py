@@ -43,7 +43,8 @@ def train_rows(folder):
     if o is None:
         return None, []
     head = ours[0]
-    rows = [("diffuse", o.get("mode", "fp32"), o["step_ms"], o["forward_ms"], o["backward_ms"], o["optimizer_ms"],
+    mode = o.get("mode", "fp32") + (", CUDA graph" if o.get("cuda_graphs") else "")
+    rows = [("diffuse", mode, o["step_ms"], o.get("forward_ms"), o.get("backward_ms"), o.get("optimizer_ms"),
              len(ours), None)]
     for m in modes_of(theirs):
         runs = [x for r in theirs for x in r["results"] if x["mode"] == m and x.get("step_ms")]
