@@ -1,7 +1,9 @@
 // The CUDA linear family behind kernels/linear.h: y = x·wᵀ + b forward and backward on cuBLAS
-// (kernels/cuda/gemm.cpp) and cuBLASLt. The forward's cuBLASLt plan (descriptors + chosen
-// algorithm) is built once per shape, dtype, TF32 setting and pointer alignment, and kept for the
-// process.
+// (kernels/cuda/gemm.cpp) and cuBLASLt. The forward is one cuBLASLt matmul whose epilogue adds the
+// bias and whose C operand (beta = 1) is the residual when there is one: y = x·wᵀ + b (+ r) in one
+// pass over y, rounded once. Its plan (descriptors + chosen algorithm) is built once per shape,
+// dtype, TF32 setting, residual or not and pointer alignment, and kept for the process. Without a
+// bias, or where cuBLASLt has no kernel, a GEMM and one add_bias_and_residual pass do the same.
 #include <atomic>
 #include <map>
 #include <tuple>
@@ -34,15 +36,18 @@ struct LtPlan {
   cublasLtMatmulAlgo_t algo{};
 };
 
-using LtKey = std::tuple<int64_t, int64_t, int64_t, DenseType, bool, uint32_t, uint32_t, uint32_t, uint32_t>;
+using LtKey =
+    std::tuple<int64_t, int64_t, int64_t, DenseType, bool, uint32_t, uint32_t, uint32_t, uint32_t, bool, uint32_t>;
 
 // Column-major view: D [out × rows] = op(A)·B with A = w stored [in × out] (TRANSA = T),
-// B = x stored [in × rows]; the bias (length out = D's row count) is added to every column.
+// B = x stored [in × rows]; the bias (length out = D's row count) is added to every column; C
+// (the residual, beta = 1) has D's layout.
 LtPlan& lt_plan(const LinearDesc& d, DenseType t, const void* x, const void* w, const void* bias, const void* y,
-                Stream stream) {
+                const void* residual, Stream stream) {
   static auto* plans = new std::map<LtKey, LtPlan>();
-  const LtKey key{d.rows, d.in, d.out, t, allow_tf32(), alignment_of(x), alignment_of(w), alignment_of(y),
-                  alignment_of(bias)};
+  const LtKey key{d.rows,           d.in,           d.out,          t,
+                  allow_tf32(),     alignment_of(x), alignment_of(w), alignment_of(y),
+                  alignment_of(bias), residual != nullptr, residual ? alignment_of(residual) : alignment_of(y)};
   auto found = plans->find(key);
   if (found != plans->end()) return found->second;
 
@@ -64,7 +69,8 @@ LtPlan& lt_plan(const LinearDesc& d, DenseType t, const void* x, const void* w, 
   cublasLtMatmulPreference_t pref = nullptr;
   DIFFUSE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t max_workspace = blas_workspace_bytes();
-  const uint32_t align_a = std::get<6>(key), align_b = std::get<5>(key), align_d = std::get<7>(key);
+  const uint32_t align_a = std::get<6>(key), align_b = std::get<5>(key), align_d = std::get<7>(key),
+                 align_c = std::get<10>(key);
   DIFFUSE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                             &max_workspace, sizeof(max_workspace)));
   DIFFUSE_CUBLAS_CHECK(
@@ -72,7 +78,7 @@ LtPlan& lt_plan(const LinearDesc& d, DenseType t, const void* x, const void* w, 
   DIFFUSE_CUBLAS_CHECK(
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof(align_b)));
   DIFFUSE_CUBLAS_CHECK(
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_d, sizeof(align_d)));
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
   DIFFUSE_CUBLAS_CHECK(
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d, sizeof(align_d)));
   cublasLtMatmulHeuristicResult_t result{};
@@ -89,14 +95,15 @@ LtPlan& lt_plan(const LinearDesc& d, DenseType t, const void* x, const void* w, 
   return plans->emplace(key, p).first->second;
 }
 
-// True when cuBLASLt computed y = x·wᵀ + bias; false when it has no kernel for the case.
+// True when cuBLASLt computed y = x·wᵀ + bias (+ residual); false when it has no kernel for the case.
 bool linear_forward_lt(const LinearDesc& d, DenseType t, const void* x, const void* w, const void* bias, void* y,
-                       const DeviceMemory& mem, Stream stream) {
-  LtPlan& p = lt_plan(d, t, x, w, bias, y, stream);
+                       const void* residual, const DeviceMemory& mem, Stream stream) {
+  LtPlan& p = lt_plan(d, t, x, w, bias, y, residual, stream);
   if (!p.usable) return false;
   DIFFUSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-  const float alpha = 1.0f, beta = 0.0f;
-  const cublasStatus_t status = cublasLtMatmul(cublaslt_handle(stream), p.op, &alpha, w, p.a, x, p.b, &beta, y, p.d, y,
+  const float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
+  const void* c = residual ? residual : y;
+  const cublasStatus_t status = cublasLtMatmul(cublaslt_handle(stream), p.op, &alpha, w, p.a, x, p.b, &beta, c, p.d, y,
                                                p.d, &p.algo, blas_workspace(mem), blas_workspace_bytes(),
                                                static_cast<cudaStream_t>(stream));
   if (status == CUBLAS_STATUS_NOT_SUPPORTED) {
@@ -114,7 +121,7 @@ void set_linear_use_lt(bool on) { g_linear_use_lt.store(on); }
 void linear_forward(const LinearDesc& d, DenseType t, const void* x, const void* w, const void* bias, void* y,
                     const DeviceMemory& mem, Stream stream, const void* residual) {
   if (d.rows == 0 || d.out == 0) return;
-  if (bias && !residual && d.in > 0 && g_linear_use_lt.load() && linear_forward_lt(d, t, x, w, bias, y, mem, stream))
+  if (bias && d.in > 0 && g_linear_use_lt.load() && linear_forward_lt(d, t, x, w, bias, y, residual, mem, stream))
     return;
   // y[rows, out] = x[rows, in] · w[out, in]ᵀ (+ bias) (+ residual)
   gemm(t, false, true, d.rows, d.out, d.in, 1.0f, x, d.in, w, d.in, 0.0f, y, d.out, mem, stream);

@@ -4,6 +4,7 @@
 // -DDIFFUSE_CUDA=EMULATED build. Without a device each case says so and returns.
 #include <catch2/catch.hpp>
 
+#include "kernels/linear.h"
 #include "ops/op_table.h"
 #include "support/cuda_guard.h"
 
@@ -21,15 +22,22 @@ const bool registered = [] {
 
 }  // namespace
 
-// f32: the epilogue kernel adds (y + bias) + residual as add_row_bias and add do, so the forward
-// is the unfused one up to the order of the two operands of a float add. bf16: the unfused
-// composition rounds to bf16 twice more (after the bias and after the add), the design's bf16
-// bound (docs/design.md §11).
+// Linear: one cuBLASLt matmul, y = x·wᵀ + bias + residual (C, beta = 1) rounded once, or (without
+// cuBLASLt, and for conv2d) the GEMM then the epilogue kernel adding (y + bias) + residual. f32:
+// the unfused composition up to the order of float adds. bf16: the unfused composition rounds to
+// bf16 twice more (after the bias and after the add), the design's bf16 bound (docs/design.md §11).
 TEST_CASE("op table: conv2d and linear's fused residual against the unfused composition on cuda", "[ops][table][cuda]") {
   DIFFUSE_CUDA_TEST_GUARD();
   PoisonDeviceAllocations poison;
-  check_fused_residual(Device::cuda, DType::f32, 1e-6);
-  check_fused_residual(Device::cuda, DType::bf16, 1e-2);
+  for (const bool use_lt : {true, false}) {
+    INFO((use_lt ? "linear through cuBLASLt" : "linear through GEMM + epilogue kernel"));
+    kernels::cuda::set_linear_use_lt(use_lt);
+    struct Restore {
+      ~Restore() { kernels::cuda::set_linear_use_lt(true); }
+    } restore;
+    check_fused_residual(Device::cuda, DType::f32, 1e-6);
+    check_fused_residual(Device::cuda, DType::bf16, 1e-2);
+  }
   check_fused_residual_errors(Device::cuda);
 }
 
