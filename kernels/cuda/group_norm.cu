@@ -9,20 +9,30 @@
 // Forward, chunked (bigger slabs): grid (chunks, G, N), 256 threads, chunk ≈ 4096 elements. Pass
 // 1 keeps its chunk in shared memory for an exact per-chunk (mean, M2); pass 2 merges the chunks'
 // partials in double (Chan et al., fixed order) and normalises its chunk: x read twice.
-// Backward: grid (chunks, G, N), 256 threads. Pass 1 reduces per channel over its chunk's rows
-// Σ dŷ, Σ dŷ·x̂ and Σ x̂ (dŷ = dy through the recomputed SiLU): threads stride the rows with a
-// fixed channel each (power-of-two lanes per row), then shuffle + shared-memory reduction. Pass 2
-// sums the chunk partials, forms the group means of dŷ·γ and dŷ·γ·x̂ and writes dx; chunk 0 also
-// writes dadd_nc in closed form and the per-(n, c) sums from which a last small kernel reduces
-// dγ and dβ over N in order: deterministic, no atomics. x and dy are read twice, dx written once.
+// Backward, the bytes it must move: x and dy read, dx written (3·NSC elements) plus the small
+// per-channel vectors. One read (both slabs, in their storage type, plus 6·C/G floats fit half an
+// SM's shared memory, so two blocks share an SM: every ddpm-cifar10 / fmnist-small shape; bf16
+// halves the slabs): grid (1, G, N), 256 threads. The block copies x's and dy's slabs into
+// shared memory, reduces per channel Σ dŷ, Σ dŷ·x̂ and Σ x̂ from there (dŷ = dy through the
+// recomputed SiLU; threads stride the rows with a fixed channel each, power-of-two lanes per row,
+// then shuffle + shared-memory reduction), forms the group means of dŷ·γ and dŷ·γ·x̂, writes dx,
+// dadd_nc in closed form and the per-(n, c) sums from which a last small kernel reduces dγ and
+// dβ over N in order: deterministic, no atomics. Traffic: exactly the minimum.
+// Backward, chunked (bigger slabs, e.g. the benchmark's [16, 64x64, 256] f32: 256 KiB per (n, g)):
+// grid (chunks, G, N), 256 threads. Pass 1 reduces the same per-channel sums over its chunk's
+// rows from global memory; pass 2 sums the chunk partials and writes dx (chunk 0 the per-(n, c)
+// sums and dadd_nc). Traffic 5·NSC: x and dy are read twice. Pass 2 visits the blocks in reverse
+// order so that the chunks pass 1 read last are re-read from L2 while still there.
+// Both passes keep four rows' loads in flight per thread.
 // All accumulation is f32 per thread and tree-ordered (fixed, so results are reproducible); the
 // cross-chunk and per-channel totals are in double. Loads are four-wide when C/G % 4 == 0 and the
 // activation pointers are aligned to four elements (float4; 8 bytes of bf16). Group runs narrower than a 32-byte sector (C/G < 8)
 // rely on L2 to share sectors between the G blocks of an image.
 // Activations (x, y, dy, dx) are a template over the storage type (kernels/cuda/storage.cuh): f32,
 // or bf16 read into f32 (the shared slab, the statistics and all math stay f32/f64) and rounded
-// once on store; gamma, beta, add_nc and their grads are f32 either way. The plan (and so the
-// workspace) does not depend on the storage type; bf16 vector loads need 8-byte alignment.
+// once on store; gamma, beta, add_nc and their grads are f32 either way. The plan depends on the
+// storage type only in the one-read backward's choice; the workspace sizes are the f32 plan's
+// (never smaller); bf16 vector loads need 8-byte alignment.
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
 #include "kernels/cuda/storage.cuh"
@@ -97,6 +107,18 @@ __device__ __forceinline__ T block_sum_to_all(T v, T* red) {
   return total;
 }
 
+// The (chunk, group, image) a second-pass block of a (chunks, G, N) grid works on: the blocks in
+// reverse order, so that the chunks the first pass read last (most likely still in L2) are read
+// again first. Blocks start in about linear index order on a GPU; either order is correct.
+struct ChunkIndex {
+  int64_t k, g, n;
+};
+__device__ __forceinline__ ChunkIndex reversed_chunk() {
+  const int64_t X = gridDim.x, Y = gridDim.y, Z = gridDim.z;
+  const int64_t lin = X * Y * Z - 1 - (blockIdx.x + X * (blockIdx.y + Y * static_cast<int64_t>(blockIdx.z)));
+  return {lin % X, (lin / X) % Y, lin / (X * Y)};
+}
+
 // ---- forward -----------------------------------------------------------------------------------
 
 // Grid (chunks, G, N). Copies rows [k·chunk_rows, +rows) of the (n, g) slab, plus add_nc, into
@@ -124,6 +146,7 @@ __global__ void __launch_bounds__(kFusedMaxThreads)
   const S* xg = x + (n * Sp + s0) * C + g * cg;
   const int64_t packs = rows * cgv;
   float local = 0.0f;
+  DIFFUSE_UNROLL_BY(4)
   for (int64_t e = tid; e < packs; e += T) {
     const int64_t r = e / cgv;
     const int cv = static_cast<int>(e - r * cgv);
@@ -140,6 +163,7 @@ __global__ void __launch_bounds__(kFusedMaxThreads)
   const float mean = rows > 0 ? sum / count : 0.0f;
   // Each thread revisits the packs it wrote, so no barrier is needed before this pass.
   local = 0.0f;
+  DIFFUSE_UNROLL_BY(4)
   for (int64_t e = tid; e < packs; e += T) {
     const Pack<VEC> h = load_pack<VEC>(slab + e * VEC);
     DIFFUSE_UNROLL
@@ -167,6 +191,7 @@ __global__ void __launch_bounds__(kFusedMaxThreads)
     }
     __syncthreads();
     S* yg = y + (n * Sp + s0) * C + g * cg;
+    DIFFUSE_UNROLL_BY(4)
     for (int64_t e = tid; e < packs; e += T) {
       const int64_t r = e / cgv;
       const int cv = static_cast<int>(e - r * cgv);
@@ -193,7 +218,8 @@ __global__ void __launch_bounds__(kThreads)
   DIFFUSE_SHARED(double, stat, 2);
   const int64_t C = d.channels, Sp = d.spatial, G = d.groups;
   const int cg = static_cast<int>(C / G), cgv = cg / VEC;
-  const int64_t k = blockIdx.x, g = blockIdx.y, n = blockIdx.z, chunks = gridDim.x;
+  const ChunkIndex at = reversed_chunk();
+  const int64_t k = at.k, g = at.g, n = at.n, chunks = gridDim.x;
   const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, Sp - s0);
   const int tid = threadIdx.x, T = blockDim.x;
   float* chan_add = dynamic_smem<float>();  // [cg] each
@@ -232,6 +258,7 @@ __global__ void __launch_bounds__(kThreads)
   const float mean = static_cast<float>(stat[0]), rstd = static_cast<float>(stat[1]);
   const S* xg = x + (n * Sp + s0) * C + g * cg;
   S* yg = y + (n * Sp + s0) * C + g * cg;
+  DIFFUSE_UNROLL_BY(4)
   for (int64_t e = tid; e < rows * cgv; e += T) {
     const int64_t r = e / cgv;
     const int cv = static_cast<int>(e - r * cgv);
@@ -248,29 +275,22 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- backward ----------------------------------------------------------------------------------
 
-// Grid (chunks, G, N), kThreads. Per channel of the group, over the chunk's rows: Σ dŷ, Σ dŷ·x̂,
-// Σ x̂ into partial[n, g, k, 3, cg]. `lanes` (a power of two <= kThreads, >= the group's channel
-// packs where possible) threads cover one row's packs; the kThreads / lanes row-groups stride the
-// rows. Each sum is first shuffled across the row-groups of a warp, then across warps in order.
+// Per channel of the group, over `rows` rows (row stride `stride` elements) of x and dy: Σ dŷ,
+// Σ dŷ·x̂ and Σ x̂ into out[3 · cg] (written by threads 0..lanes-1; the caller's barrier publishes
+// them). The source is global storage (stride C, the chunked pass 1) or the fused kernel's shared
+// copy of the slab (stride cg). gamma_g, beta_g, add_g: the group's channels (add_g may be null).
+// `lanes` (a power of two <= kThreads, >= the group's channel packs where possible) threads cover
+// one row's packs; the kThreads / lanes row-groups stride the rows (four rows in flight per
+// thread). Each sum is first shuffled across the row-groups of a warp, then added across warps in
+// order: a fixed tree. red: 3 · VEC · kThreads floats of shared memory. Block of kThreads.
 template <int VEC, typename S>
-__global__ void __launch_bounds__(kThreads)
-    gn_backward_partial(GroupNormDesc d, int64_t chunk_rows, int lanes, const S* __restrict__ x,
-                        const float* __restrict__ add_nc, const float* __restrict__ gamma,
-                        const float* __restrict__ beta, const double* __restrict__ mean_in,
-                        const double* __restrict__ rstd_in, const S* __restrict__ dy,
-                        float* __restrict__ partial) {
-  DIFFUSE_SHARED(float, red, 3 * VEC * kThreads);
-  const int64_t C = d.channels, Sp = d.spatial, G = d.groups;
-  const int cg = static_cast<int>(C / G), cgv = cg / VEC;
-  const int64_t k = blockIdx.x, g = blockIdx.y, n = blockIdx.z, chunks = gridDim.x;
-  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, Sp - s0);
+__device__ __forceinline__ void channel_sums(const GroupNormDesc& d, int64_t rows, int64_t stride, int lanes,
+                                             const S* xg, const S* dyg, const float* gamma_g,
+                                             const float* beta_g, const float* add_g, float mean, float rstd,
+                                             float* red, float* out) {
+  const int cg = static_cast<int>(d.channels / d.groups), cgv = cg / VEC;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int L = lanes, row_groups = kThreads / L, r0 = tid / L;
-  const float mean = static_cast<float>(mean_in[n * G + g]), rstd = static_cast<float>(rstd_in[n * G + g]);
-  const S* xg = x + (n * Sp + s0) * C + g * cg;
-  const S* dyg = dy + (n * Sp + s0) * C + g * cg;
-  float* out = partial + ((n * G + g) * chunks + k) * 3 * cg;
-
   for (int c0 = 0; c0 < cgv; c0 += L) {  // channel tiles (one unless the group is very wide)
     const int cv = c0 + tid % L;
     float acc[3][VEC];
@@ -280,13 +300,15 @@ __global__ void __launch_bounds__(kThreads)
       float ga[VEC], be[VEC], ad[VEC];
       DIFFUSE_UNROLL
       for (int j = 0; j < VEC; ++j) {
-        const int64_t c = g * cg + cv * VEC + j;
-        ga[j] = gamma[c];
-        be[j] = beta[c];
-        ad[j] = add_nc ? add_nc[n * C + c] : 0.0f;
+        const int c = cv * VEC + j;
+        ga[j] = gamma_g[c];
+        be[j] = beta_g[c];
+        ad[j] = add_g ? add_g[c] : 0.0f;
       }
+      DIFFUSE_UNROLL_BY(4)
       for (int64_t r = r0; r < rows; r += row_groups) {
-        const Pack<VEC> xp = load_pack<VEC>(xg + r * C + cv * VEC), dp = load_pack<VEC>(dyg + r * C + cv * VEC);
+        const Pack<VEC> xp = load_pack<VEC>(xg + r * stride + cv * VEC);
+        const Pack<VEC> dp = load_pack<VEC>(dyg + r * stride + cv * VEC);
         DIFFUSE_UNROLL
         for (int j = 0; j < VEC; ++j) {
           const float xh = (xp.v[j] + ad[j] - mean) * rstd;
@@ -329,6 +351,103 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Chunked pass 1. Grid (chunks, G, N), kThreads: the chunk's per-channel sums (channel_sums) into
+// partial[n, g, k, 3, cg].
+template <int VEC, typename S>
+__global__ void __launch_bounds__(kThreads)
+    gn_backward_partial(GroupNormDesc d, int64_t chunk_rows, int lanes, const S* __restrict__ x,
+                        const float* __restrict__ add_nc, const float* __restrict__ gamma,
+                        const float* __restrict__ beta, const double* __restrict__ mean_in,
+                        const double* __restrict__ rstd_in, const S* __restrict__ dy,
+                        float* __restrict__ partial) {
+  DIFFUSE_SHARED(float, red, 3 * VEC * kThreads);
+  const int64_t C = d.channels, Sp = d.spatial, G = d.groups, cg = C / G;
+  const int64_t k = blockIdx.x, g = blockIdx.y, n = blockIdx.z, chunks = gridDim.x;
+  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, Sp - s0);
+  const float mean = static_cast<float>(mean_in[n * G + g]), rstd = static_cast<float>(rstd_in[n * G + g]);
+  channel_sums<VEC>(d, rows, C, lanes, x + (n * Sp + s0) * C + g * cg, dy + (n * Sp + s0) * C + g * cg,
+                    gamma + g * cg, beta + g * cg, add_nc ? add_nc + n * C + g * cg : nullptr, mean, rstd, red,
+                    partial + ((n * G + g) * chunks + k) * 3 * cg);
+}
+
+// One read (the slab of x and of dy fit the block's shared memory). Grid (1, G, N), kThreads.
+// Copies the (n, g) slabs of x and dy into shared memory in their storage type (bf16 stays
+// bf16), reduces the per-channel sums from there (channel_sums), then writes nc_sums, dadd_nc and
+// dx as gn_backward_apply does: x and dy read once, dx written once. Dynamic shared memory:
+// 6 · C/G floats + 2 · S · C/G elements of S.
+template <int VEC, typename S>
+__global__ void __launch_bounds__(kThreads)
+    gn_backward_fused(GroupNormDesc d, int lanes, const S* __restrict__ x, const float* __restrict__ add_nc,
+                      const float* __restrict__ gamma, const float* __restrict__ beta,
+                      const double* __restrict__ mean_in, const double* __restrict__ rstd_in,
+                      const S* __restrict__ dy, S* __restrict__ dx, float* __restrict__ nc_sums,
+                      float* __restrict__ dadd_nc) {
+  DIFFUSE_SHARED(float, red, 3 * VEC * kThreads);
+  DIFFUSE_SHARED(double, red_d, kMaxWarps);
+  const int64_t N = d.n, C = d.channels, Sp = d.spatial, G = d.groups;
+  const int cg = static_cast<int>(C / G), cgv = cg / VEC;
+  const int64_t g = blockIdx.y, n = blockIdx.z;
+  const int tid = threadIdx.x, T = blockDim.x;
+  float* sums = dynamic_smem<float>();  // [3, cg]: Σ dŷ, Σ dŷ·x̂, Σ x̂
+  float* chan_gamma = sums + 3 * cg;    // [cg] each
+  float* chan_beta = chan_gamma + cg;
+  float* chan_add = chan_beta + cg;
+  S* xs = reinterpret_cast<S*>(chan_add + cg);  // [Sp, cg]: 16-byte aligned when cg % 4 == 0
+  S* dys = xs + Sp * cg;
+  for (int c = tid; c < cg; c += T) {
+    chan_gamma[c] = gamma[g * cg + c];
+    chan_beta[c] = beta[g * cg + c];
+    chan_add[c] = add_nc ? add_nc[n * C + g * cg + c] : 0.0f;
+  }
+  const S* xg = x + n * Sp * C + g * cg;
+  const S* dyg = dy + n * Sp * C + g * cg;
+  const int packs = static_cast<int>(Sp * cgv);  // fits shared memory, so far below 2^31
+  DIFFUSE_UNROLL_BY(4)
+  for (int e = tid; e < packs; e += T) {
+    const int r = e / cgv, cv = e - r * cgv;
+    store_pack<VEC>(xs + static_cast<int64_t>(e) * VEC, load_pack<VEC>(xg + r * C + cv * VEC));
+    store_pack<VEC>(dys + static_cast<int64_t>(e) * VEC, load_pack<VEC>(dyg + r * C + cv * VEC));
+  }
+  __syncthreads();
+  const double mean_d = mean_in[n * G + g], rstd_d = rstd_in[n * G + g];
+  const float mean = static_cast<float>(mean_d), rstd = static_cast<float>(rstd_d);
+  channel_sums<VEC>(d, Sp, cg, lanes, xs, dys, chan_gamma, chan_beta, chan_add, mean, rstd, red, sums);
+  __syncthreads();  // publishes sums
+
+  double l1 = 0.0, l2 = 0.0;
+  for (int c = tid; c < cg; c += T) {
+    const double sdy = sums[c], sdyx = sums[cg + c];
+    l1 += chan_gamma[c] * sdy;
+    l2 += chan_gamma[c] * sdyx;
+    nc_sums[n * C + g * cg + c] = sums[c];
+    nc_sums[(N + n) * C + g * cg + c] = sums[cg + c];
+  }
+  const double count = static_cast<double>(Sp * cg);
+  const double s1 = block_sum_to_all(l1, red_d), s2 = block_sum_to_all(l2, red_d);
+  const double m1_d = count > 0 ? s1 / count : 0.0, m2_d = count > 0 ? s2 / count : 0.0;
+  if (dadd_nc)
+    for (int c = tid; c < cg; c += T)
+      dadd_nc[n * C + g * cg + c] = static_cast<float>(
+          rstd_d * (chan_gamma[c] * static_cast<double>(sums[c]) - static_cast<double>(Sp) * m1_d -
+                    m2_d * static_cast<double>(sums[2 * cg + c])));
+  const float m1 = static_cast<float>(m1_d), m2 = static_cast<float>(m2_d);
+  S* dxg = dx + n * Sp * C + g * cg;
+  DIFFUSE_UNROLL_BY(4)
+  for (int e = tid; e < packs; e += T) {
+    const int r = e / cgv, cv = e - r * cgv;
+    const Pack<VEC> xp = load_pack<VEC>(xs + static_cast<int64_t>(e) * VEC);
+    Pack<VEC> gp = load_pack<VEC>(dys + static_cast<int64_t>(e) * VEC);
+    DIFFUSE_UNROLL
+    for (int j = 0; j < VEC; ++j) {
+      const int c = cv * VEC + j;
+      const float xh = (xp.v[j] + chan_add[c] - mean) * rstd;
+      const float gv = d.silu ? gp.v[j] * silu_grad(xh * chan_gamma[c] + chan_beta[c]) : gp.v[j];
+      gp.v[j] = rstd * (gv * chan_gamma[c] - m1 - xh * m2);
+    }
+    store_pack<VEC>(dxg + r * C + cv * VEC, gp);
+  }
+}
+
 // Grid (chunks, G, N), kThreads. Totals the chunk partials per channel (double, chunk order),
 // m1 = mean over the group of dŷ·γ, m2 = mean of dŷ·γ·x̂, then for the chunk's rows
 // dx = rstd · (dŷ·γ − m1 − x̂·m2). Chunk 0 writes nc_sums [2, N, C] (Σ dŷ, Σ dŷ·x̂ per (n, c))
@@ -344,7 +463,8 @@ __global__ void __launch_bounds__(kThreads)
   DIFFUSE_SHARED(double, red, kMaxWarps);
   const int64_t N = d.n, C = d.channels, Sp = d.spatial, G = d.groups;
   const int cg = static_cast<int>(C / G), cgv = cg / VEC;
-  const int64_t k = blockIdx.x, g = blockIdx.y, n = blockIdx.z, chunks = gridDim.x;
+  const ChunkIndex at = reversed_chunk();
+  const int64_t k = at.k, g = at.g, n = at.n, chunks = gridDim.x;
   const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, Sp - s0);
   const int tid = threadIdx.x, T = blockDim.x;
   float* chan_add = dynamic_smem<float>();  // [cg] each
@@ -391,6 +511,7 @@ __global__ void __launch_bounds__(kThreads)
   const S* xg = x + (n * Sp + s0) * C + g * cg;
   const S* dyg = dy + (n * Sp + s0) * C + g * cg;
   S* dxg = dx + (n * Sp + s0) * C + g * cg;
+  DIFFUSE_UNROLL_BY(4)
   for (int64_t e = tid; e < rows * cgv; e += T) {
     const int64_t r = e / cgv;
     const int cv = static_cast<int>(e - r * cgv);
@@ -445,6 +566,8 @@ struct Plan {
   int64_t chunks = 1;      // chunked blocks per (n, g)
   size_t fused_smem = 0;   // bytes
   int fused_threads = 64;
+  bool bwd_fused = false;     // backward: the slabs of x and dy in one block's shared memory
+  size_t bwd_fused_smem = 0;  // bytes
 };
 
 void check_desc(const GroupNormDesc& d) {
@@ -457,7 +580,9 @@ void check_desc(const GroupNormDesc& d) {
   require(d.eps >= 0, "group_norm: eps must be >= 0");
 }
 
-Plan make_plan(const GroupNormDesc& d) {
+// elem_bytes: the activations' storage (4 f32, 2 bf16); only the one-read backward's choice
+// depends on it. The workspace sizes take the f32 plan, whose backward workspace is never smaller.
+Plan make_plan(const GroupNormDesc& d, int64_t elem_bytes = 4) {
   const int64_t device_limit = device_smem_limit() - kStaticSmem;
   const int64_t limit = d.smem_limit_bytes > 0 ? std::min(device_limit, d.smem_limit_bytes) : device_limit;
   const int64_t cg = d.group_size(), S = d.spatial;
@@ -472,6 +597,13 @@ Plan make_plan(const GroupNormDesc& d) {
   p.chunk_rows = std::max<int64_t>(1, chunk_elems / std::max<int64_t>(cg, 1));
   p.chunks = std::max<int64_t>(1, (S + p.chunk_rows - 1) / p.chunk_rows);
   require(p.chunks <= INT_MAX, "group_norm: too many positions for the CUDA kernels");
+  // One-read backward when its block leaves room for a second one on the SM (a block that has
+  // the SM to itself alternates between loading and reducing, leaving HBM idle in between).
+  // Its static shared memory is the channel_sums scratch, 3 · 4 · kThreads floats.
+  p.bwd_fused_smem = static_cast<size_t>(6 * cg * static_cast<int64_t>(sizeof(float)) + 2 * S * cg * elem_bytes);
+  const int64_t bwd_static = 3 * 4 * kThreads * static_cast<int64_t>(sizeof(float)) + kStaticSmem;
+  p.bwd_fused = static_cast<int64_t>(p.bwd_fused_smem) + bwd_static <= limit / 2 &&
+                S * cg / (cg % 4 == 0 ? 4 : 1) <= INT_MAX;
   return p;
 }
 
@@ -501,6 +633,16 @@ void backward_impl(const GroupNormDesc& d, const Plan& p, const S* x, const floa
   const int64_t cg = d.group_size(), cgv = cg / VEC;
   int lanes = 1;
   while (lanes < cgv && lanes < kThreads) lanes *= 2;
+  if (p.bwd_fused) {
+    float* nc_sums = static_cast<float*>(workspace);  // [2, N, C]
+    const dim3 groups_images(1, static_cast<unsigned>(d.groups), static_cast<unsigned>(d.n));
+    DIFFUSE_LAUNCH((gn_backward_fused<VEC, S>), groups_images, kThreads, p.bwd_fused_smem, stream, d, lanes, x,
+                   add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums, dadd_nc);
+    if (dgamma || dbeta)
+      DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + kThreads - 1) / kThreads), kThreads, 0,
+                     stream, d.n, d.channels, static_cast<const float*>(nc_sums), dgamma, dbeta);
+    return;
+  }
   float* partial = static_cast<float*>(workspace);  // [N, G, chunks, 3, cg]
   float* nc_sums = partial + d.n * d.channels * p.chunks * 3;  // [2, N, C]
   const dim3 grid(static_cast<unsigned>(p.chunks), static_cast<unsigned>(d.groups), static_cast<unsigned>(d.n));
@@ -534,7 +676,7 @@ void backward_entry(const GroupNormDesc& d, const S* x, const float* add_nc, con
                     float* dadd_nc, void* workspace, Stream stream) {
   check_desc(d);
   if (d.channels == 0) return;
-  const Plan p = make_plan(d);
+  const Plan p = make_plan(d, static_cast<int64_t>(sizeof(S)));
   if (d.n == 0) {  // nothing to reduce: the parameter grads are zeros
     if (dgamma || dbeta)
       DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + kThreads - 1) / kThreads), kThreads, 0,
@@ -560,7 +702,7 @@ size_t group_norm_forward_workspace_bytes(const GroupNormDesc& d) {
 size_t group_norm_backward_workspace_bytes(const GroupNormDesc& d) {
   check_desc(d);
   const Plan p = make_plan(d);
-  return static_cast<size_t>(d.n * d.channels * (3 * p.chunks + 2)) * sizeof(float);
+  return static_cast<size_t>(d.n * d.channels * (p.bwd_fused ? 2 : 3 * p.chunks + 2)) * sizeof(float);
 }
 
 void group_norm_forward(const GroupNormDesc& d, const float* x, const float* add_nc, const float* gamma,

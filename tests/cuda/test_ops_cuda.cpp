@@ -328,7 +328,7 @@ TEST_CASE("ops cuda: f32 linear without the cuBLASLt epilogue (GEMM, then the bi
   }
 }
 
-TEST_CASE("ops cuda: the op table's lowered shared-memory caps take group_norm's chunked path",
+TEST_CASE("ops cuda: the op table's lowered shared-memory caps take group_norm's chunked paths",
           "[cuda][ops][group_norm]") {
   // The op table (tests/ops/rows_group_norm_attention.cpp) runs group_norm's chunked two-pass path,
   // which real activations (e.g. 64x64x128 in a fmnist-small training batch) take, on tiny shapes
@@ -349,6 +349,8 @@ TEST_CASE("ops cuda: the op table's lowered shared-memory caps take group_norm's
     d.groups = c.groups;
     d.smem_limit_bytes = c.smem_limit;
     CHECK(kernels::cuda::group_norm_forward_workspace_bytes(d) > 0);
+    // The backward too: the one-read path's workspace is the per-(n, c) sums alone.
+    CHECK(kernels::cuda::group_norm_backward_workspace_bytes(d) > 2 * d.n * d.channels * sizeof(float));
   }
 }
 

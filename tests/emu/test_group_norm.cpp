@@ -103,6 +103,8 @@ void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, in
   const size_t ws_fwd = kernels::emu::group_norm_forward_workspace_bytes(d);
   const size_t ws_bwd = kernels::emu::group_norm_backward_workspace_bytes(d);
   CHECK((smem_limit > 0) == (ws_fwd > 0));  // the small limit must really take the chunked path
+  // The one-read backward needs only the per-(n, c) sums; the chunked one its partials as well.
+  CHECK((smem_limit > 0) == (ws_bwd > 2 * nc * sizeof(float)));
   INFO("N=" << sh.n << " S=" << sh.s << " C=" << sh.c << " G=" << sh.g << " silu=" << silu << " add=" << with_add
             << " smem_limit=" << smem_limit << " shift=" << shift
             << " order=" << emulator::thread_order_name(emulator::thread_order()));
@@ -153,6 +155,7 @@ void check_group_norm_bf16(Shape sh, bool silu, bool with_add, int64_t smem_limi
   const size_t ws_fwd = kernels::emu::group_norm_forward_workspace_bytes(d);
   const size_t ws_bwd = kernels::emu::group_norm_backward_workspace_bytes(d);
   CHECK((smem_limit > 0) == (ws_fwd > 0));
+  CHECK((smem_limit > 0) == (ws_bwd > 2 * nc * sizeof(float)));
   std::vector<double> mean(stats, NAN), rstd(stats, NAN);
   std::vector<float> ws(std::max(ws_fwd, ws_bwd) / sizeof(float) + 1, NAN);
   kernels::emu::group_norm_forward(d, x16.data() + shift, add_p, prm.gamma.data(), prm.beta.data(),
