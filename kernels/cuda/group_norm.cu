@@ -275,6 +275,21 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- backward ----------------------------------------------------------------------------------
 
+// dx for the VEC channels of pack cv, in place of dy's pack gp: rstd · (dŷ·γ − m1 − x̂·m2), with
+// x̂ and the SiLU (for dŷ) recomputed from x's pack xp and the group's per-channel add, γ, β.
+template <int VEC>
+__device__ __forceinline__ void dx_pack(bool silu, int cv, const Pack<VEC>& xp, const float* chan_add,
+                                        const float* chan_gamma, const float* chan_beta, float mean, float rstd,
+                                        float m1, float m2, Pack<VEC>& gp) {
+  DIFFUSE_UNROLL
+  for (int j = 0; j < VEC; ++j) {
+    const int c = cv * VEC + j;
+    const float xh = (xp.v[j] + chan_add[c] - mean) * rstd;
+    const float gv = silu ? gp.v[j] * silu_grad(xh * chan_gamma[c] + chan_beta[c]) : gp.v[j];
+    gp.v[j] = rstd * (gv * chan_gamma[c] - m1 - xh * m2);
+  }
+}
+
 // Per channel of the group, over `rows` rows (row stride `stride` elements) of x and dy: Σ dŷ,
 // Σ dŷ·x̂ and Σ x̂ into out[3 · cg] (written by threads 0..lanes-1; the caller's barrier publishes
 // them). The source is global storage (stride C, the chunked pass 1) or the fused kernel's shared
@@ -437,13 +452,7 @@ __global__ void __launch_bounds__(kThreads)
     const int r = e / cgv, cv = e - r * cgv;
     const Pack<VEC> xp = load_pack<VEC>(xs + static_cast<int64_t>(e) * VEC);
     Pack<VEC> gp = load_pack<VEC>(dys + static_cast<int64_t>(e) * VEC);
-    DIFFUSE_UNROLL
-    for (int j = 0; j < VEC; ++j) {
-      const int c = cv * VEC + j;
-      const float xh = (xp.v[j] + chan_add[c] - mean) * rstd;
-      const float gv = d.silu ? gp.v[j] * silu_grad(xh * chan_gamma[c] + chan_beta[c]) : gp.v[j];
-      gp.v[j] = rstd * (gv * chan_gamma[c] - m1 - xh * m2);
-    }
+    dx_pack(d.silu, cv, xp, chan_add, chan_gamma, chan_beta, mean, rstd, m1, m2, gp);
     store_pack<VEC>(dxg + r * C + cv * VEC, gp);
   }
 }
@@ -517,13 +526,7 @@ __global__ void __launch_bounds__(kThreads)
     const int cv = static_cast<int>(e - r * cgv);
     const Pack<VEC> xp = load_pack<VEC>(xg + r * C + cv * VEC);
     Pack<VEC> gp = load_pack<VEC>(dyg + r * C + cv * VEC);
-    DIFFUSE_UNROLL
-    for (int j = 0; j < VEC; ++j) {
-      const int c = cv * VEC + j;
-      const float xh = (xp.v[j] + chan_add[c] - mean) * rstd;
-      const float gv = d.silu ? gp.v[j] * silu_grad(xh * chan_gamma[c] + chan_beta[c]) : gp.v[j];
-      gp.v[j] = rstd * (gv * chan_gamma[c] - m1 - xh * m2);
-    }
+    dx_pack(d.silu, cv, xp, chan_add, chan_gamma, chan_beta, mean, rstd, m1, m2, gp);
     store_pack<VEC>(dxg + r * C + cv * VEC, gp);
   }
 }
