@@ -4,7 +4,10 @@
 //
 // Launch: one thread per Philox quad — elements 4q..4q+3 use lanes 0..3 of counter block
 // noise_offset + q, so a thread draws its four normals once (only when noise_std != 0) — 256
-// threads a block, at most 4096 blocks (many waves on 132 SMs), grid-stride beyond that.
+// threads a block, grid-stride over one full wave of blocks (grid::wave_blocks: every SM full, no
+// partly filled last wave). A thread issues its quad's loads before the draw, so that Philox and
+// Box-Muller (about as many cycles per quad as HBM takes to move its bytes on an H200) overlap
+// the loads' latency.
 // Memory: float4 loads and stores when every buffer read or written (including the conditional half
 // of a guided output, at model_out + numel) is 16-byte aligned; a final partial quad, or unaligned
 // buffers, go element by element. Per element the pass reads x (4 B), the model output (4 B; 8 B
@@ -25,12 +28,9 @@ namespace diffuse::kernels::DIFFUSE_DEVICE_NS {
 namespace {
 
 constexpr int kThreads = 256;
-#if defined(DIFFUSE_EMULATOR)
-// Under the emulator a small cap makes the tests' small shapes run the grid-stride loop too.
-constexpr int64_t kMaxBlocks = 3;
-#else
-constexpr int64_t kMaxBlocks = 4096;
-#endif
+// Under the emulator a small cap makes the tests' small shapes run the grid-stride loop too (on a
+// GPU the grid is one full wave: grid::wave_blocks).
+constexpr int64_t kEmuMaxBlocks = 3;
 
 using grid::load4;
 using grid::store4;
@@ -54,9 +54,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t q = grid::global_thread(); q < quads; q += stride) {
     const int64_t k0 = 4 * q;
     const int count = n - k0 < 4 ? static_cast<int>(n - k0) : 4;
-    float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (draw) philox::normals4(d.seed, d.stream, d.noise_offset + static_cast<uint64_t>(q), z);
-    // Lanes past the end of a partial quad compute on zeros and are never stored.
+    // Lanes past the end of a partial quad compute on zeros and are never stored. Loads first:
+    // their latency overlaps the draw.
     float xv[4] = {0.0f, 0.0f, 0.0f, 0.0f}, mu[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     float mc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, prev[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     if (kVector && count == 4) {
@@ -74,6 +73,8 @@ __global__ void __launch_bounds__(kThreads)
           if (second) prev[j] = x0_prev[k0 + j];
         }
     }
+    float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (draw) philox::normals4(d.seed, d.stream, d.noise_offset + static_cast<uint64_t>(q), z);
     float out[4], x0v[4];
     DIFFUSE_UNROLL
     for (int j = 0; j < 4; ++j) {
@@ -101,15 +102,16 @@ void launch(const DenoiseStepDesc& d, const DenoiseStepDesc* per_step, bool seco
             const float* model_out, const float* x0_prev, float* x_prev, float* x0_out, Stream stream) {
   require(d.numel == 0 || (x && model_out && x_prev && x0_out), "denoise_step: null buffer");
   const int64_t quads = (d.numel + 3) / 4;
-  const int blocks = static_cast<int>(std::min<int64_t>((quads + kThreads - 1) / kThreads, kMaxBlocks));
   const bool vector = aligned16(x) && aligned16(model_out) && (!d.guided || aligned16(model_out + d.numel)) &&
                       (!second || aligned16(x0_prev)) && aligned16(x_prev) && aligned16(x0_out);
   if (vector)
-    DIFFUSE_LAUNCH((denoise_step_kernel<true>), blocks, kThreads, 0, stream, d, per_step, x, model_out, x0_prev,
-                   x_prev, x0_out);
+    DIFFUSE_LAUNCH((denoise_step_kernel<true>),
+                   grid::wave_blocks(denoise_step_kernel<true>, kThreads, quads, kThreads, kEmuMaxBlocks), kThreads, 0,
+                   stream, d, per_step, x, model_out, x0_prev, x_prev, x0_out);
   else
-    DIFFUSE_LAUNCH((denoise_step_kernel<false>), blocks, kThreads, 0, stream, d, per_step, x, model_out, x0_prev,
-                   x_prev, x0_out);
+    DIFFUSE_LAUNCH((denoise_step_kernel<false>),
+                   grid::wave_blocks(denoise_step_kernel<false>, kThreads, quads, kThreads, kEmuMaxBlocks), kThreads,
+                   0, stream, d, per_step, x, model_out, x0_prev, x_prev, x0_out);
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// The small CUDA device helpers every kernel family shares, defined once here: launch sizing, the
+// The small CUDA device helpers every kernel family shares, defined once here: launch sizing (a
+// capped block count, or one full wave of a grid-stride kernel), the
 // grid-stride float4-with-scalar-tail loop, aligned float4 loads and stores, and deterministic warp
 // and block sums. Include after kernels/compat.cuh. Every sum here adds in a fixed order that depends
 // only on the block shape, never on scheduling, so a reduction gives the same bits on every run.
@@ -33,6 +34,28 @@ inline int blocks_for(int64_t items, int64_t per_block = kThreads, int64_t cap =
   if (test_block_cap() > 0) cap = std::min(cap, test_block_cap());
 #endif
   return static_cast<int>(std::min<int64_t>((items + per_block - 1) / per_block, cap));
+}
+
+// Blocks for a grid-stride kernel that covers `items` work items of `per_block` each: on a GPU,
+// as many as the device holds at once (SMs × the kernel's resident blocks per SM), so the grid is
+// exactly one wave and every thread strides the same number of times (no partly filled last wave);
+// fewer when the items need fewer. Under the emulator: blocks_for(items, per_block, emu_cap).
+template <typename Kernel>
+inline int wave_blocks(Kernel kernel, int threads, int64_t items, int64_t per_block, int64_t emu_cap = kMaxBlocks) {
+#if defined(__CUDACC__)
+  (void)emu_cap;
+  if (items <= 0) return 0;
+  int device = 0, sms = 0, per_sm = 0;
+  DIFFUSE_CUDA_CHECK(cudaGetDevice(&device));
+  DIFFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  DIFFUSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
+  const int64_t wave = static_cast<int64_t>(sms) * std::max(per_sm, 1);
+  return static_cast<int>(std::min<int64_t>((items + per_block - 1) / per_block, wave));
+#else
+  (void)kernel;
+  (void)threads;
+  return blocks_for(items, per_block, emu_cap);
+#endif
 }
 
 __host__ __device__ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }

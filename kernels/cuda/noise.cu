@@ -1,8 +1,12 @@
 // CUDA q_sample (see kernels/noise.h), also run by the SIMT emulator. One thread per Philox quad
-// (four consecutive flat elements share one counter block), grid-stride; float4 loads/stores when
-// all three arrays are 16-byte aligned. Memory-bound: 4 bytes read, 8 written per element. The
-// Philox offset may come from a step number in device memory (QSampleDesc::step). train_draws:
-// one thread per row of the batch.
+// (four consecutive flat elements share one counter block), grid-stride over one full wave of
+// blocks (grid::wave_blocks); float4 loads/stores when all three arrays are 16-byte aligned.
+// Traffic: the minimum, x0 read (4 B) and x_t, target written (8 B) per element, plus two
+// coefficients per image (cached). What limits it on an H200 is arithmetic as much as HBM: Philox-10
+// and Box-Muller cost about as many cycles per quad as moving its 48 bytes, so each thread issues
+// its loads before the draw, and the sample index of a quad is stepped along the grid stride (one
+// division per thread, none per quad). The Philox offset may come from a step number in device
+// memory (QSampleDesc::step). train_draws: one thread per row of the batch.
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
 #include "kernels/noise.h"
@@ -15,40 +19,46 @@ namespace diffuse::kernels::DIFFUSE_DEVICE_NS {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 4096;  // enough to fill an H100 several times; the rest strides
 
 template <bool kVector>
 __global__ void __launch_bounds__(kThreads)
     q_sample_kernel(QSampleDesc d, const float* __restrict__ x0, const float* __restrict__ sqrt_ab,
                     const float* __restrict__ sqrt_1mab, float* __restrict__ x_t, float* __restrict__ target) {
-  const int64_t total = d.batch * d.per_sample;
+  const int64_t total = d.batch * d.per_sample, P = d.per_sample;
   const int64_t quads = (total + 3) / 4;
   const int64_t stride = grid::grid_threads();
   const uint64_t offset = q_sample_offset(d);
-  for (int64_t q = grid::global_thread(); q < quads; q += stride) {
-    float eps[4];
-    philox::normals4(d.seed, philox::kNoise, offset + static_cast<uint64_t>(q), eps);
+  int64_t q = grid::global_thread();
+  if (q >= quads) return;
+  // Sample b and position pos of the quad's first element 4q: divided once per thread, then
+  // stepped by the grid stride (4·stride elements = step_b samples + step_pos positions).
+  int64_t b = 4 * q / P, pos = 4 * q - b * P;
+  const int64_t step_b = 4 * stride / P, step_pos = 4 * stride - step_b * P;
+  for (; q < quads; q += stride) {
     const int64_t k0 = 4 * q;
     const int count = total - k0 < 4 ? static_cast<int>(total - k0) : 4;
-    float in[4], xt[4], tg[4];
+    // Loads first: their latency overlaps the draw.
+    float in[4];
     if (kVector && count == 4) {
       grid::load4(x0, q, in);
     } else {
       DIFFUSE_UNROLL
       for (int j = 0; j < 4; ++j) in[j] = j < count ? x0[k0 + j] : 0.0f;
     }
-    // The quad may straddle samples: step the sample index instead of dividing per element.
-    int64_t b = k0 / d.per_sample;
-    int64_t pos = k0 - b * d.per_sample;
     float a = sqrt_ab[b], s = sqrt_1mab[b];
+    float eps[4];
+    philox::normals4(d.seed, philox::kNoise, offset + static_cast<uint64_t>(q), eps);
+    float xt[4], tg[4];
+    // The quad may straddle samples: step the sample index instead of dividing per element.
     // A fixed trip count (and `j < count` guards) keeps the quad's arrays in registers.
+    int64_t bj = b, pj = pos;
     DIFFUSE_UNROLL
-    for (int j = 0; j < 4; ++j, ++pos) {
-      if (pos == d.per_sample && j < count) {
-        ++b;
-        pos = 0;
-        a = sqrt_ab[b];
-        s = sqrt_1mab[b];
+    for (int j = 0; j < 4; ++j, ++pj) {
+      if (pj == P && j < count) {
+        ++bj;
+        pj = 0;
+        a = sqrt_ab[bj];
+        s = sqrt_1mab[bj];
       }
       q_sample_element(in[j], eps[j], a, s, d.target, xt[j], tg[j]);
     }
@@ -62,6 +72,12 @@ __global__ void __launch_bounds__(kThreads)
           x_t[k0 + j] = xt[j];
           target[k0 + j] = tg[j];
         }
+    }
+    b += step_b;
+    pos += step_pos;
+    if (pos >= P) {
+      pos -= P;
+      ++b;
     }
   }
 }
@@ -84,11 +100,12 @@ void q_sample(const QSampleDesc& d, const float* x0, const float* sqrt_ab, const
               float* target, Stream stream) {
   check_q_sample(d, x0, sqrt_ab, sqrt_1mab, x_t, target);
   const int64_t quads = (d.batch * d.per_sample + 3) / 4;
-  const int blocks = static_cast<int>(std::min<int64_t>((quads + kThreads - 1) / kThreads, kMaxBlocks));
   if (grid::aligned16(x0) && grid::aligned16(x_t) && grid::aligned16(target))
-    DIFFUSE_LAUNCH((q_sample_kernel<true>), blocks, kThreads, 0, stream, d, x0, sqrt_ab, sqrt_1mab, x_t, target);
+    DIFFUSE_LAUNCH((q_sample_kernel<true>), grid::wave_blocks(q_sample_kernel<true>, kThreads, quads, kThreads), kThreads,
+                   0, stream, d, x0, sqrt_ab, sqrt_1mab, x_t, target);
   else
-    DIFFUSE_LAUNCH((q_sample_kernel<false>), blocks, kThreads, 0, stream, d, x0, sqrt_ab, sqrt_1mab, x_t, target);
+    DIFFUSE_LAUNCH((q_sample_kernel<false>), grid::wave_blocks(q_sample_kernel<false>, kThreads, quads, kThreads),
+                   kThreads, 0, stream, d, x0, sqrt_ab, sqrt_1mab, x_t, target);
 }
 
 }  // namespace diffuse::kernels::DIFFUSE_DEVICE_NS

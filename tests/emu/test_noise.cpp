@@ -9,6 +9,8 @@
 
 #include "emu/emu_test_helpers.h"
 #include "emu/kernel_test_support.h"
+#include "kernels/compat.cuh"
+#include "kernels/cuda/grid_helpers.cuh"
 #include "kernels/emulator/runtime.h"
 #include "kernels/noise.h"
 #include "kernels/philox.h"
@@ -52,21 +54,25 @@ void check_q_sample(int64_t batch, int64_t per_sample, NoiseTarget target, int s
   CHECK(max_rel(cpu_xt.p, want_xt) < 1e-6);
   CHECK(max_rel(cpu_target.p, want_target) < 1e-6);
 
-  for (auto order : diffuse::test::kAllOrders) {
-    emulator::ScopedThreadOrder scoped(order);
-    INFO("B=" << batch << " n=" << per_sample << " target=" << static_cast<int>(target) << " shift=" << shift
-              << " order=" << emulator::thread_order_name(order));
-    Buf<float> xt(total, shift, NAN), tgt(total, shift, NAN);
-    xt.storage.back() = 7.0f;  // sentinel past the end must survive
-    kernels::emu::q_sample(d, x0.p, sqrt_ab.data(), sqrt_1mab.data(), xt.p, tgt.p, nullptr);
-    CHECK(max_rel(xt.p, want_xt) < 1e-6);
-    CHECK(max_rel(tgt.p, want_target) < 1e-6);
-    std::vector<double> cpu_xt_d(cpu_xt.p, cpu_xt.p + total), cpu_target_d(cpu_target.p, cpu_target.p + total);
-    CHECK(max_rel(xt.p, cpu_xt_d) < 1e-6);
-    CHECK(max_rel(tgt.p, cpu_target_d) < 1e-6);
-    CHECK(std::isnan(xt.p[total]));  // one past the end stays untouched
-    CHECK(xt.storage.back() == 7.0f);
-  }
+  // Block caps 1 and 2 make every thread stride several quads (the sample index stepped along the
+  // stride); 0 leaves the default grid.
+  for (auto order : diffuse::test::kAllOrders)
+    for (int64_t cap : {0, 1, 2}) {
+      emulator::ScopedThreadOrder scoped(order);
+      kernels::emu::grid::ScopedBlockCap block_cap(cap);
+      INFO("B=" << batch << " n=" << per_sample << " target=" << static_cast<int>(target) << " shift=" << shift
+                << " cap=" << cap << " order=" << emulator::thread_order_name(order));
+      Buf<float> xt(total, shift, NAN), tgt(total, shift, NAN);
+      xt.storage.back() = 7.0f;  // sentinel past the end must survive
+      kernels::emu::q_sample(d, x0.p, sqrt_ab.data(), sqrt_1mab.data(), xt.p, tgt.p, nullptr);
+      CHECK(max_rel(xt.p, want_xt) < 1e-6);
+      CHECK(max_rel(tgt.p, want_target) < 1e-6);
+      std::vector<double> cpu_xt_d(cpu_xt.p, cpu_xt.p + total), cpu_target_d(cpu_target.p, cpu_target.p + total);
+      CHECK(max_rel(xt.p, cpu_xt_d) < 1e-6);
+      CHECK(max_rel(tgt.p, cpu_target_d) < 1e-6);
+      CHECK(std::isnan(xt.p[total]));  // one past the end stays untouched
+      CHECK(xt.storage.back() == 7.0f);
+    }
 }
 
 }  // namespace
@@ -75,7 +81,8 @@ TEST_CASE("noise: q_sample under the emulator matches the CPU twin and the formu
   for (NoiseTarget target : {NoiseTarget::epsilon, NoiseTarget::v_prediction, NoiseTarget::sample})
     for (int shift : {0, 1}) check_q_sample(3, 1001, target, shift);
   // Sizes where quads straddle samples, end in a partial quad, or hold one element.
-  for (auto [batch, n] : {std::pair<int64_t, int64_t>{5, 5}, {2, 4}, {1, 1}, {7, 3}})
+  // (40, 37): 370 quads, so under cap 1 a stride of 1024 elements steps 27 samples and 25 positions.
+  for (auto [batch, n] : {std::pair<int64_t, int64_t>{5, 5}, {2, 4}, {1, 1}, {7, 3}, {40, 37}})
     check_q_sample(batch, n, NoiseTarget::v_prediction, 0);
 }
 
