@@ -23,7 +23,8 @@
 // rows from global memory; pass 2 sums the chunk partials and writes dx (chunk 0 the per-(n, c)
 // sums and dadd_nc). Traffic 5·NSC: x and dy are read twice. Pass 2 visits the blocks in reverse
 // order so that the chunks pass 1 read last are re-read from L2 while still there.
-// Both passes keep four rows' loads in flight per thread.
+// Every loop keeps four packs' loads in flight per thread (unrolled by 4) and walks its packs'
+// (row, channel) without a division per pack (PackWalk).
 // All accumulation is f32 per thread and tree-ordered (fixed, so results are reproducible); the
 // cross-chunk and per-channel totals are in double. Loads are four-wide when C/G % 4 == 0 and the
 // activation pointers are aligned to four elements (float4; 8 bytes of bf16). Group runs narrower than a 32-byte sector (C/G < 8)
@@ -91,6 +92,25 @@ __device__ __forceinline__ float silu_grad(float v) {
   return s * (1.0f + v * (1.0f - s));
 }
 
+// The packs e = tid, tid + T, tid + 2T, ... of a [rows, cgv] grid of packs (T = blockDim.x),
+// as (row r, pack-in-row cv), stepped without a division: a 64-bit division per pack costs a GPU
+// more than the pack's arithmetic.
+struct PackWalk {
+  int64_t r;
+  int cv, dr, dcv, cgv;
+  __device__ __forceinline__ PackWalk(int tid, int T, int packs_per_row)
+      : r(tid / packs_per_row), cv(tid % packs_per_row), dr(T / packs_per_row), dcv(T % packs_per_row),
+        cgv(packs_per_row) {}
+  __device__ __forceinline__ void next() {
+    r += dr;
+    cv += dcv;
+    if (cv >= cgv) {
+      cv -= cgv;
+      ++r;
+    }
+  }
+};
+
 // The block's sum, returned to every thread in the same (fixed) order: the warps' sums added in
 // warp order (grid::block_sum instead adds them with a warp tree and needs a compile-time block
 // size; group_norm's fused kernel picks its block size at run time). red holds kMaxWarps slots;
@@ -146,10 +166,11 @@ __global__ void __launch_bounds__(kFusedMaxThreads)
   const S* xg = x + (n * Sp + s0) * C + g * cg;
   const int64_t packs = rows * cgv;
   float local = 0.0f;
+  PackWalk w(tid, T, cgv);
   DIFFUSE_UNROLL_BY(4)
-  for (int64_t e = tid; e < packs; e += T) {
-    const int64_t r = e / cgv;
-    const int cv = static_cast<int>(e - r * cgv);
+  for (int64_t e = tid; e < packs; e += T, w.next()) {
+    const int64_t r = w.r;
+    const int cv = w.cv;
     Pack<VEC> h = load_pack<VEC>(xg + r * C + cv * VEC);
     DIFFUSE_UNROLL
     for (int j = 0; j < VEC; ++j) {
@@ -191,10 +212,11 @@ __global__ void __launch_bounds__(kFusedMaxThreads)
     }
     __syncthreads();
     S* yg = y + (n * Sp + s0) * C + g * cg;
+    PackWalk wo(tid, T, cgv);
     DIFFUSE_UNROLL_BY(4)
-    for (int64_t e = tid; e < packs; e += T) {
-      const int64_t r = e / cgv;
-      const int cv = static_cast<int>(e - r * cgv);
+    for (int64_t e = tid; e < packs; e += T, wo.next()) {
+      const int64_t r = wo.r;
+      const int cv = wo.cv;
       Pack<VEC> v = load_pack<VEC>(slab + e * VEC);
       DIFFUSE_UNROLL
       for (int j = 0; j < VEC; ++j) {
@@ -258,10 +280,11 @@ __global__ void __launch_bounds__(kThreads)
   const float mean = static_cast<float>(stat[0]), rstd = static_cast<float>(stat[1]);
   const S* xg = x + (n * Sp + s0) * C + g * cg;
   S* yg = y + (n * Sp + s0) * C + g * cg;
+  PackWalk w(tid, T, cgv);
   DIFFUSE_UNROLL_BY(4)
-  for (int64_t e = tid; e < rows * cgv; e += T) {
-    const int64_t r = e / cgv;
-    const int cv = static_cast<int>(e - r * cgv);
+  for (int64_t e = tid; e < rows * cgv; e += T, w.next()) {
+    const int64_t r = w.r;
+    const int cv = w.cv;
     Pack<VEC> v = load_pack<VEC>(xg + r * C + cv * VEC);
     DIFFUSE_UNROLL
     for (int j = 0; j < VEC; ++j) {
@@ -417,9 +440,11 @@ __global__ void __launch_bounds__(kThreads)
   const S* xg = x + n * Sp * C + g * cg;
   const S* dyg = dy + n * Sp * C + g * cg;
   const int packs = static_cast<int>(Sp * cgv);  // fits shared memory, so far below 2^31
+  PackWalk w(tid, T, cgv);
   DIFFUSE_UNROLL_BY(4)
-  for (int e = tid; e < packs; e += T) {
-    const int r = e / cgv, cv = e - r * cgv;
+  for (int e = tid; e < packs; e += T, w.next()) {
+    const int64_t r = w.r;
+    const int cv = w.cv;
     store_pack<VEC>(xs + static_cast<int64_t>(e) * VEC, load_pack<VEC>(xg + r * C + cv * VEC));
     store_pack<VEC>(dys + static_cast<int64_t>(e) * VEC, load_pack<VEC>(dyg + r * C + cv * VEC));
   }
@@ -447,9 +472,11 @@ __global__ void __launch_bounds__(kThreads)
                     m2_d * static_cast<double>(sums[2 * cg + c])));
   const float m1 = static_cast<float>(m1_d), m2 = static_cast<float>(m2_d);
   S* dxg = dx + n * Sp * C + g * cg;
+  PackWalk wo(tid, T, cgv);
   DIFFUSE_UNROLL_BY(4)
-  for (int e = tid; e < packs; e += T) {
-    const int r = e / cgv, cv = e - r * cgv;
+  for (int e = tid; e < packs; e += T, wo.next()) {
+    const int64_t r = wo.r;
+    const int cv = wo.cv;
     const Pack<VEC> xp = load_pack<VEC>(xs + static_cast<int64_t>(e) * VEC);
     Pack<VEC> gp = load_pack<VEC>(dys + static_cast<int64_t>(e) * VEC);
     dx_pack(d.silu, cv, xp, chan_add, chan_gamma, chan_beta, mean, rstd, m1, m2, gp);
@@ -520,10 +547,11 @@ __global__ void __launch_bounds__(kThreads)
   const S* xg = x + (n * Sp + s0) * C + g * cg;
   const S* dyg = dy + (n * Sp + s0) * C + g * cg;
   S* dxg = dx + (n * Sp + s0) * C + g * cg;
+  PackWalk w(tid, T, cgv);
   DIFFUSE_UNROLL_BY(4)
-  for (int64_t e = tid; e < rows * cgv; e += T) {
-    const int64_t r = e / cgv;
-    const int cv = static_cast<int>(e - r * cgv);
+  for (int64_t e = tid; e < rows * cgv; e += T, w.next()) {
+    const int64_t r = w.r;
+    const int cv = w.cv;
     const Pack<VEC> xp = load_pack<VEC>(xg + r * C + cv * VEC);
     Pack<VEC> gp = load_pack<VEC>(dyg + r * C + cv * VEC);
     dx_pack(d.silu, cv, xp, chan_add, chan_gamma, chan_beta, mean, rstd, m1, m2, gp);
