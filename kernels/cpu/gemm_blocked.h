@@ -20,6 +20,9 @@
 //   pack_a(i0, mc, p0, kc, const float** table, const float* zeros)
 //       fills table[r · (kc / run) + s] with where row i0 + r's run s (columns p0 + s·run ..) is,
 //       or `zeros` (run_length() zeros); the micro-kernel reads A through it (gemm_block_rows).
+//   or, for a PanelPackA (one with `static constexpr bool kPanels`), A's block in the micro-kernel's
+//   MR-row panels (simd::gemm_pack_a_transposed's layout; room for mc × kc floats):
+//   pack_a(i0, mc, p0, kc, float* dst)
 //   pack_b(p0, kc, j0, nc, nr, float* dst)
 //       B's rows [p0, p0 + kc), columns [j0, j0 + nc) as ceil(nc / nr) panels of kc × nr floats
 //       (panel q holds columns j0 + q·nr ..), zero past nc.
@@ -48,6 +51,9 @@ inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 template <class PackA>
 concept IndirectPackA = PackA::kIndirect;
+
+template <class PackA>
+concept PanelPackA = PackA::kPanels;
 
 template <class PackA, class PackB>
 void blocked_gemm(int64_t m, int64_t n, int64_t k, float alpha, const PackA& pack_a, const PackB& pack_b, float beta,
@@ -136,6 +142,10 @@ void blocked_gemm(int64_t m, int64_t n, int64_t k, float alpha, const PackA& pac
           if constexpr (IndirectPackA<PackA>) {
             if (kc > 0) pack_a(i0, rows, p0, kc, table, zeros);
             simd::gemm_block_rows(rows, nc, kc / run, run, table, b_pack, blk_alpha, blk_beta, blk_bias, blk_c, ldo);
+          } else if constexpr (PanelPackA<PackA>) {
+            // mc is a multiple of every path's MR, so the panels fit in mc × kc floats.
+            if (kc > 0) pack_a(i0, rows, p0, kc, a_pack);
+            simd::gemm_block_panels(rows, nc, kc, a_pack, b_pack, blk_alpha, blk_beta, blk_bias, blk_c, ldo);
           } else {
             int64_t lda = kc;
             const float* a = kc > 0 ? pack_a(i0, rows, p0, kc, a_pack, lda) : a_pack;
@@ -173,17 +183,15 @@ struct PlainA {
   }
 };
 
-// A stored [k, m] (op(A) = Aᵀ): transposed into scratch, reading along A's rows.
+// A stored [k, m] (op(A) = Aᵀ): packed into MR-row panels, whose MR floats per reduction step lie
+// side by side in A's rows (a vector copy per step, where a row-major block would take one scalar
+// store per element).
 struct TransposedA {
+  static constexpr bool kPanels = true;
   const float* a;
   int64_t lda;
-  const float* operator()(int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* dst, int64_t& ld) const {
-    ld = kc;
-    for (int64_t p = 0; p < kc; ++p) {
-      const float* src = a + (p0 + p) * lda + i0;
-      for (int64_t r = 0; r < mc; ++r) dst[r * kc + p] = src[r];
-    }
-    return dst;
+  void operator()(int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* dst) const {
+    simd::gemm_pack_a_transposed(a + p0 * lda + i0, lda, mc, kc, dst);
   }
 };
 

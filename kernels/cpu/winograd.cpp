@@ -154,18 +154,20 @@ void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw
     return;
   }
   const int64_t nr = simd::gemm_panel_width(), cin_pad = (cin + nr - 1) / nr * nr;
+  const int64_t mr = simd::gemm_panel_height();
   const int64_t plane = cout * cin, slice_stride = kPositions * plane;
   const int64_t block = tile_block(cin, cout), blocks = (tiles + block - 1) / block;
   const int64_t slices = std::min(kWeightGradSlices, blocks);
   float* du = thread_scratch_of<float>(kWeightSlot, size_t(slices * slice_stride));
   const double cost = double(tiles) * kPositions * double(cin) * double(cout) / double(slices) / 4;
   parallel_for(slices, cost, [&](int64_t s0, int64_t s1) {
-    // V, Z, one position's Zᵀ and V packed into the micro-kernel's panels.
+    // V, Z, one position's Zᵀ and V packed into the micro-kernel's panels (MR rows, NR columns).
     const int64_t v_size = kPositions * block * cin, z_size = kPositions * block * cout;
-    float* v = thread_scratch_of<float>(kInputSlot, size_t(v_size + z_size + cout * block + block * cin_pad));
+    const int64_t cout_pad = (cout + mr - 1) / mr * mr;
+    float* v = thread_scratch_of<float>(kInputSlot, size_t(v_size + z_size + cout_pad * block + block * cin_pad));
     float* z = v + v_size;
     float* zt = z + z_size;
-    float* v_panels = zt + cout * block;
+    float* v_panels = zt + cout_pad * block;
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t b_begin = s * blocks / slices, b_end = (s + 1) * blocks / slices;
       for (int64_t b = b_begin; b < b_end; ++b) {
@@ -173,11 +175,10 @@ void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw
         simd::winograd_input_tiles(x, h, w, cin, t0, count, v, block * cin);
         simd::winograd_output_grad_tiles(dy, h, w, cout, t0, count, z, block * cout);
         for (int64_t xi = 0; xi < kPositions; ++xi) {
-          int64_t ld = 0;
-          TransposedA{z + xi * block * cout, cout}(0, cout, 0, count, zt, ld);
+          TransposedA{z + xi * block * cout, cout}(0, cout, 0, count, zt);
           RowsB<PlainBRow>{{v + xi * block * cin, cin}}(0, count, 0, cin, nr, v_panels);
-          simd::gemm_block(cout, cin, count, zt, ld, v_panels, 1.0f, b == b_begin ? 0.0f : 1.0f, nullptr,
-                           du + s * slice_stride + xi * plane, cin);
+          simd::gemm_block_panels(cout, cin, count, zt, v_panels, 1.0f, b == b_begin ? 0.0f : 1.0f, nullptr,
+                                  du + s * slice_stride + xi * plane, cin);
         }
       }
     }

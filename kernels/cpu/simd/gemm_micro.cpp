@@ -69,6 +69,25 @@ inline void tile(int64_t kc, const float* a, int64_t lda, int rows, const float*
   store_tile(acc, rows, c, ldc, cols, alpha, beta, bias);
 }
 
+// The same tile with a as one panel of kc × MR floats (rows past `rows` are zeros, not stored).
+inline void tile_panel(int64_t kc, const float* a, int rows, const float* b, float* c, int64_t ldc, int cols,
+                       float alpha, float beta, const float* bias) {
+  Vec acc[kMR][2];
+  clear(acc);
+  for (int64_t p = 0; p < kc; ++p) {
+    const Vec b0 = load(b), b1 = load(b + kLanes);
+    b += kNR;
+#pragma GCC unroll 16
+    for (int r = 0; r < kMR; ++r) {
+      const Vec av = set1(a[r]);
+      acc[r][0] = fma(av, b0, acc[r][0]);
+      acc[r][1] = fma(av, b1, acc[r][1]);
+    }
+    a += kMR;
+  }
+  store_tile(acc, rows, c, ldc, cols, alpha, beta, bias);
+}
+
 // The same tile with each row of a in `segments` pieces found through a table (gemm_block_rows).
 inline void tile_rows(int64_t segments, int64_t seg_len, const float* const* table, int rows, const float* b,
                       float* c, int64_t ldc, int cols, float alpha, float beta, const float* bias) {
@@ -96,6 +115,46 @@ void gemm_block(int64_t m, int64_t n, int64_t kc, const float* a, int64_t lda, c
       const int cols = int(n - j < kNR ? n - j : kNR);
       tile(kc, a + i * lda, lda, rows, b_panels + (j / kNR) * kc * kNR, c + i * ldc + j, ldc, cols, alpha, beta,
            bias ? bias + j : nullptr);
+    }
+  }
+}
+
+int gemm_panel_height() { return kMR; }
+
+void gemm_pack_a_transposed(const float* a, int64_t lda, int64_t m, int64_t kc, float* dst) {
+  // Steps of 16 reduction rows: their stretch of A (16 rows of m floats) stays in L1 while each
+  // panel's 16 × MR floats are written in one run.
+  constexpr int64_t kSteps = 16;
+  const int64_t panels = (m + kMR - 1) / kMR;
+  for (int64_t p0 = 0; p0 < kc; p0 += kSteps) {
+    const int64_t p1 = p0 + kSteps < kc ? p0 + kSteps : kc;
+    for (int64_t q = 0; q < panels; ++q) {
+      const int64_t i0 = q * kMR, rows = m - i0 < kMR ? m - i0 : kMR;
+      float* out = dst + (q * kc + p0) * kMR;
+      const float* src = a + p0 * lda + i0;
+      if (rows == kMR) {
+        for (int64_t p = p0; p < p1; ++p, src += lda, out += kMR) {
+#pragma GCC unroll 16
+          for (int r = 0; r < kMR; ++r) out[r] = src[r];
+        }
+      } else {
+        for (int64_t p = p0; p < p1; ++p, src += lda, out += kMR) {
+          for (int64_t r = 0; r < rows; ++r) out[r] = src[r];
+          for (int64_t r = rows; r < kMR; ++r) out[r] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+void gemm_block_panels(int64_t m, int64_t n, int64_t kc, const float* a_panels, const float* b_panels, float alpha,
+                       float beta, const float* bias, float* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; i += kMR) {
+    const int rows = int(m - i < kMR ? m - i : kMR);
+    for (int64_t j = 0; j < n; j += kNR) {
+      const int cols = int(n - j < kNR ? n - j : kNR);
+      tile_panel(kc, a_panels + i * kc, rows, b_panels + (j / kNR) * kc * kNR, c + i * ldc + j, ldc, cols, alpha,
+                 beta, bias ? bias + j : nullptr);
     }
   }
 }

@@ -19,6 +19,20 @@ DIFFUSE_SIMD_FUNCTION(void, gemm_block,
                       (int64_t m, int64_t n, int64_t kc, const float* a, int64_t lda, const float* b_panels,
                        float alpha, float beta, const float* bias, float* c, int64_t ldc),
                       (m, n, kc, a, lda, b_panels, alpha, beta, bias, c, ldc))
+// MR: the rows of the a panels gemm_block_panels reads.
+DIFFUSE_SIMD_FUNCTION(int, gemm_panel_height, (), ())
+// dst = rows [0, m) of A, columns [0, kc), where A's (i, p) is a[p · lda + i] (A stored transposed,
+// [kc, lda]), as ceil(m / MR) panels of kc × MR floats (panel q holds rows q·MR ..), zero past m:
+// the transposed operand of a weight gradient packed with whole MR-float runs per step instead of
+// one float per row.
+DIFFUSE_SIMD_FUNCTION(void, gemm_pack_a_transposed,
+                      (const float* a, int64_t lda, int64_t m, int64_t kc, float* dst), (a, lda, m, kc, dst))
+// gemm_block with a packed by gemm_pack_a_transposed (panels of kc × MR floats) instead of
+// row-major.
+DIFFUSE_SIMD_FUNCTION(void, gemm_block_panels,
+                      (int64_t m, int64_t n, int64_t kc, const float* a_panels, const float* b_panels, float alpha,
+                       float beta, const float* bias, float* c, int64_t ldc),
+                      (m, n, kc, a_panels, b_panels, alpha, beta, bias, c, ldc))
 // gemm_block with a read through an indirection table instead of a packed block: row i of a is
 // `segments` runs of `seg_len` floats, run s at table[i · segments + s] (kc = segments · seg_len).
 // A convolution points its runs into its NHWC input (one run per tap) or at zeros for padding,
