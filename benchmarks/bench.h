@@ -35,6 +35,7 @@ struct TrainBenchOptions {
   // On CUDA, replay the step as one CUDA graph after its eager warm-up steps, as `diffuse train`
   // does; the forward/backward/optimizer split is then not measured (a replay cannot be split).
   bool cuda_graphs = true;
+  int64_t profile_steps = 0;  // > 0: then this many eager steps under the op profiler (--profile)
 };
 
 struct SampleBenchOptions {
@@ -45,6 +46,7 @@ struct SampleBenchOptions {
   int64_t timed_steps = 0;  // > 0: time only this many steps of each sampler and extrapolate
   std::string precision = "fp32";
   uint64_t seed = 0;
+  int64_t profile_steps = 0;  // > 0: then this many eager steps of each sampler under the op profiler
 };
 
 nlohmann::json run_kernel_bench(const KernelBenchOptions& options, std::ostream& out);

@@ -20,6 +20,7 @@
 #include "benchmarks/bench.h"
 #include "benchmarks/flops.h"
 #include "benchmarks/measure.h"
+#include "benchmarks/op_profile_run.h"
 #include "engine/dataset.h"
 #include "engine/sampler.h"
 #include "engine/train_step.h"
@@ -183,6 +184,10 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& all_out
   out << strf("%.1f GFLOP per step (convolutions, linears, attention; forward + backward) = %.1f GFLOP/s sustained; "
               "peak RSS %.0f MiB\n",
               r["step_flops"].get<double>() * 1e-9, r["gflops"].get<double>(), r["peak_rss_mib"].get<double>());
+  if (o.profile_steps > 0) {
+    r["profile"] = profile_train_steps(train_step, cfg, &comm, batch, o.warmup + o.iters + 1, o.profile_steps, out);
+    out << strf("(the timed median step above: %.3f ms)\n", r["step_ms"].get<double>());
+  }
   if (comm.distributed()) {
     std::string per_rank;
     for (size_t i = 0; i < rank_images_per_second.size(); ++i)
@@ -247,10 +252,12 @@ nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) 
       nlohmann::json r = {{"sampler", name}, {"steps", sampler.num_steps()}, {"batch", B}, {"timed_steps", timed},
                           {"step_ms", per}, {"total_s", total_s}, {"extrapolated", !all},
                           {"images_per_second", double(B) / total_s}};
-      results.push_back(r);
       out << strf("%-9s %6lld %6lld %6lld %12.1f %11.2f%s %10.2f\n", name.c_str(),
                     (long long)sampler.num_steps(), (long long)B, (long long)timed, per, total_s, all ? " " : "*",
                     double(B) / total_s) << std::flush;
+      if (o.profile_steps > 0)
+        r["profile"] = profile_sample_steps(model, name, x_T, o.seed, o.precision == "bf16", o.profile_steps, out);
+      results.push_back(r);
     }
   }
   bool any_extrapolated = false;

@@ -1,6 +1,7 @@
 // The tape: record() appends, run_backward() replays newest-first and empties it.
 #include "nn/autograd.h"
 
+#include "nn/op_profile.h"
 #include "nn/ops.h"
 
 namespace diffuse {
@@ -66,6 +67,7 @@ void record(const char* name, std::initializer_list<const Tensor*> inputs, std::
 void run_backward(const Tensor& root, const Tensor& seed_grad, GradReadyHook* hook) {
   if (!root.requires_grad()) throw Error("backward(): the loss does not depend on anything that requires grad");
   NoGrad no_grad;
+  const op_profile::BackwardScope profile_backward;  // the op profile names backward's calls
   accumulate(*root.meta(), seed_grad);
   std::vector<Node> tape;
   tape.swap(t_tape);  // handed back, emptied but with its capacity, once the replay is done
@@ -86,7 +88,11 @@ void run_backward(const Tensor& root, const Tensor& seed_grad, GradReadyHook* ho
       gouts.reserve(node.outputs.size());
       for (auto& o : node.outputs)
         gouts.push_back(o->grad.defined() ? o->grad : Tensor::zeros(o->shape, o->dtype, o->device));
-      TensorList gins = node.backward(gouts);
+      TensorList gins;
+      {
+        const op_profile::NodeScope profile_node(node.name);  // "<node> backward" in an op profile
+        gins = node.backward(gouts);
+      }
       if (gins.size() != node.inputs.size())
         throw Error(std::string("autograd: backward of ") + node.name + " returned the wrong number of grads");
       for (size_t i = 0; i < gins.size(); ++i)

@@ -9,6 +9,9 @@
 // tensor reaching an op is the one-line "this build has no CUDA backend" error naming the op.
 // Nothing outside this seam names a device namespace or tests DIFFUSE_WITH_CUDA.
 //
+// backend_for is also the op profiler's hook (nn/op_profile.h): each call is one seam entry of
+// `op` (a string literal: the profiler keeps the pointer until the step ends).
+//
 // Entries take Tensors whose shapes, dtypes and devices the op has already checked against the
 // descriptor; an output or gradient Tensor that is undefined is not wanted and not computed.
 #pragma once
@@ -151,6 +154,9 @@ enum class DeviceDTypes { f32, f32_bf16 };
 // tensor in a CPU-only build: "<op>: this build has no CUDA backend".
 const Backend& backend_for(const char* op, const Tensor& t, DeviceDTypes dtypes = DeviceDTypes::f32);
 const Backend& backend_for(const char* op, Device device);
+// The same backend for a question about it (attention_takes_head_dim), not a kernel call: the op
+// profiler (nn/op_profile.h), which backend_for tells of every call, does not count it.
+const Backend& backend_to_ask(const char* op, Device device);
 
 const Backend& cpu_backend();
 // The CUDA backend, or null in a build without one (nn/cuda/backend.cpp or nn/no_cuda/backend.cpp).

@@ -154,7 +154,7 @@ Tensor AttentionBlock::forward(const Tensor& x) const {
   // core runs on f32 copies of q, k, v (cast back to bf16 by to_out).
   const bool bf16 = bf16_layer(x, "attention");
   Tensor a;
-  if (bf16 && dispatch::backend_for("attention", x.device()).attention_takes_head_dim(c / heads)) {
+  if (bf16 && dispatch::backend_to_ask("attention", x.device()).attention_takes_head_dim(c / heads)) {
     const Tensor t16 = ops::cast(tokens, DType::bf16);  // bf16 already inside the UNet: no cast
     a = ops::attention(to_q.forward_bf16(t16), to_k.forward_bf16(t16), to_v.forward_bf16(t16), heads);
   } else {

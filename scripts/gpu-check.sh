@@ -213,6 +213,15 @@ if [[ -x "$bin" ]]; then
         --warmup 2 --iters 5 --precision "$prec" --json "$out/train_${prec}_$round.json"
     done
   done
+  # Where issue 15's training step and a sampling step spend their time, op by op (bench --profile,
+  # docs/performance.md "Reading a profile"): ddpm-cifar10 training at batch 128 in bf16 and one
+  # DDIM step at batch 64 in bf16, a few eager steps each after the timed ones; gpu_report.py puts
+  # the top ops of profile_train.json and profile_sample.json into report.md.
+  pcfg=ddpm-cifar10 ptbatch=128 psbatch=64; ((quick)) && pcfg=tiny ptbatch=32 psbatch=32
+  run_stage profile 40 bash -c '"$0" bench train --device cuda --config "$1" --batch "$2" --warmup 2 --iters 3 \
+      --precision bf16 --profile --profile-steps 3 --json "$4/profile_train.json" &&
+    "$0" bench sample --device cuda --config "$1" --batch "$3" --samplers ddim --steps 3 --precision bf16 \
+      --profile --profile-steps 3 --json "$4/profile_sample.json"' "$bin" "$pcfg" "$ptbatch" "$psbatch" "$out"
   # The data-parallel launch on one card (issue 16's single-GPU overhead of the NCCL path): the
   # same step alone and as the one rank of `mpirun -np 1`, alternated twice; each log line ends
   # with its median step.

@@ -82,6 +82,20 @@ std::optional<cxxopts::ParseResult> parse_mode(cxxopts::Options& cli, int argc, 
   return args;
 }
 
+// --profile and --profile-steps (train and sample): the eager steps the op profiler runs after the
+// timed ones (docs/performance.md "Reading a profile"); 0 when --profile is not given.
+void add_profile_flags(cxxopts::Options& cli) {
+  cli.add_options()("profile", "then profile a few more steps, eagerly, op by op (table and JSON \"profile\")",
+                    cxxopts::value<bool>()->default_value("false"))(
+      "profile-steps", "how many steps --profile averages", cxxopts::value<int64_t>()->default_value("3"));
+}
+
+int64_t profile_steps(const cxxopts::ParseResult& args) {
+  const int64_t steps = args["profile-steps"].as<int64_t>();
+  if (steps <= 0) throw Error("--profile-steps must be positive, got " + std::to_string(steps));
+  return args["profile"].as<bool>() ? steps : 0;
+}
+
 int bench_kernels(int argc, char** argv) {
   cxxopts::Options cli("diffuse bench kernels", "Time every custom kernel family against its reference.");
   cli.add_options()("filter", "only families whose \"family pass\" contains this (e.g. group_norm, attention bwd)",
@@ -120,6 +134,7 @@ int bench_train(int argc, char** argv) {
              "(on|off; off: eager, split into forward+loss, backward and optimizer)",
              &d.cuda_graphs);
   }
+  add_profile_flags(cli);
   auto args = parse_mode(cli, argc, argv);
   if (!args) return 0;
   bench::TrainBenchOptions o;
@@ -131,6 +146,7 @@ int bench_train(int argc, char** argv) {
   o.iters = (*args)["iters"].as<int64_t>();
   o.seed = (*args)["seed"].as<uint64_t>();
   o.cuda_graphs = (*args)["cuda-graphs"].as<bool>();
+  o.profile_steps = profile_steps(*args);
   const nlohmann::json result = bench::run_train_bench(o, std::cout);
   if (collective::world().rank() == 0) write_json(*args, result);  // under mpirun: rank 0 reports for all
   return 0;
@@ -146,6 +162,7 @@ int bench_sample(int argc, char** argv) {
       cxxopts::value<int64_t>()->default_value("0"))(
       "precision", "fp32 or bf16 (cuda only)", cxxopts::value<std::string>()->default_value(d.precision))(
       "seed", "random seed", cxxopts::value<uint64_t>()->default_value("0"));
+  add_profile_flags(cli);
   auto args = parse_mode(cli, argc, argv);
   if (!args) return 0;
   bench::SampleBenchOptions o;
@@ -157,6 +174,7 @@ int bench_sample(int argc, char** argv) {
   if (o.timed_steps < 0) throw Error("--steps must be >= 0, got " + std::to_string(o.timed_steps));
   o.precision = (*args)["precision"].as<std::string>();
   o.seed = (*args)["seed"].as<uint64_t>();
+  o.profile_steps = profile_steps(*args);
   write_json(*args, bench::run_sample_bench(o, std::cout));
   return 0;
 }

@@ -1,7 +1,8 @@
 """Writes report.md and report.json for a scripts/gpu-check.sh folder: the environment, what each
 stage did (ok / failed / timed out / skipped, and how long it took), the `cuda` test summary,
-the kernel table (fraction of the floor and speed-up over the reference per kernel) and the
-side-by-side comparison with PyTorch. Only reads what the stages left; never fails on a missing
+the kernel table (fraction of the floor and speed-up over the reference per kernel), the per-op
+profiles of a training and a sampling step (`diffuse bench --profile`) and the side-by-side
+comparison with PyTorch. Only reads what the stages left; never fails on a missing
 piece, it says it is missing.
 
 usage: gpu_report.py DIR
@@ -55,6 +56,56 @@ def kernel_table(k, gpu=True):
     return lines
 
 
+def profile_table(p, top=25):
+    """Markdown lines: one `diffuse bench --profile` profile, its `top` slowest ops, the rest, the step."""
+    cuda = p.get("device") == "cuda"
+    step = p["step_ms"] or 1.0
+    lines = [f"{p.get('what', 'profile')}: {p['steps']} eager profiled step{'' if p['steps'] == 1 else 's'}, {p['step_ms']:.3f} ms per step on the "
+             f"{'GPU' if cuda else 'host clock'}" + (f", {p['host_step_ms']:.3f} ms to queue on the host" if cuda else ""),
+             "", "| op | calls/step | ms/step | host ms/step | share |", "|---|---:|---:|---:|---:|"]
+    ops = p["ops"]
+    for r in ops[:top]:
+        lines.append(f"| {r['op']} | {r['calls_per_step']:.1f} | {r['ms_per_step']:.3f} | {r['host_ms_per_step']:.3f} "
+                     f"| {100 * r['share']:.1f}% |")
+    rest = ops[top:]
+    if rest:
+        ms = sum(r["ms_per_step"] for r in rest)
+        lines.append(f"| ({len(rest)} other ops) | {sum(r['calls_per_step'] for r in rest):.1f} | {ms:.3f} | "
+                     f"{sum(r['host_ms_per_step'] for r in rest):.3f} | {100 * ms / step:.1f}% |")
+    lines.append(f"| (rest: before the first op) | | {p['rest_ms']:.3f} | {p['host_rest_ms']:.3f} | "
+                 f"{100 * p['rest_ms'] / step:.1f}% |")
+    lines.append(f"| step | {sum(r['calls_per_step'] for r in ops):.1f} | {p['step_ms']:.3f} | {p['host_step_ms']:.3f} "
+                 "| 100.0% |")
+    return lines
+
+
+def profiles(d):
+    """The profile section's markdown lines and its JSON: profile_train.json and profile_sample.json."""
+    md = ["## Where the time goes (`diffuse bench train|sample --profile`)", "",
+          "Eager steps (a CUDA graph replay cannot be split by op). ms/step: GPU time from an op's CUDA event to "
+          "the next op's, so GPU idle time waiting for the host lands in the op before the gap; host ms/step: the "
+          "host's time between the two seam entries (host >= GPU: launch-bound). See docs/performance.md, "
+          "\"Reading a profile\".", ""]
+    out = {}
+    for name, title in (("profile_train", "Training step"), ("profile_sample", "Sampling step")):
+        j = load_json(os.path.join(d, name + ".json"))
+        p = None
+        if j and "profile" in j:
+            p = j["profile"]
+            if "step_ms" in j:
+                p = dict(p, timed_step_ms=j["step_ms"])
+        elif j and j.get("results") and "profile" in j["results"][0]:
+            p = dict(j["results"][0]["profile"], timed_step_ms=j["results"][0]["step_ms"])
+        md += [f"### {title}", ""]
+        if not p:
+            md += [f"{name}.json missing or without a profile (see profile.log)", ""]
+            continue
+        out[name] = p
+        md += profile_table(p)
+        md += ["", f"The same benchmark's timed steps, without the profiler: {p['timed_step_ms']:.3f} ms (median).", ""]
+    return md, out
+
+
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--kernels":
         k = load_json(sys.argv[2])
@@ -97,6 +148,8 @@ def main():
         md += kernel_table(kernels) + [""]
     else:
         md += ["## Kernels", "", "kernels.json missing (see bench_kernels.log)", ""]
+    profile_md, report["profiles"] = profiles(d)
+    md += profile_md
     for name in ("compare_train", "compare_sample"):
         cmp_md = read(os.path.join(d, name, "compare.md"))
         title = "Training step" if name == "compare_train" else "Sampling"
