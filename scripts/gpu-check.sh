@@ -219,9 +219,10 @@ if [[ -x "$bin" ]]; then
   # the top ops of profile_train.json and profile_sample.json into report.md.
   pcfg=ddpm-cifar10 ptbatch=128 psbatch=64; ((quick)) && pcfg=tiny ptbatch=32 psbatch=32
   run_stage profile 40 bash -c '"$0" bench train --device cuda --config "$1" --batch "$2" --warmup 2 --iters 3 \
-      --precision bf16 --profile --profile-steps 3 --json "$4/profile_train.json" &&
+      --precision bf16 --profile --profile-steps 3 --json "$4/profile_train.json"; rt=$?
     "$0" bench sample --device cuda --config "$1" --batch "$3" --samplers ddim --steps 3 --precision bf16 \
-      --profile --profile-steps 3 --json "$4/profile_sample.json"' "$bin" "$pcfg" "$ptbatch" "$psbatch" "$out"
+      --profile --profile-steps 3 --json "$4/profile_sample.json"; rs=$?
+    exit $((rt || rs))' "$bin" "$pcfg" "$ptbatch" "$psbatch" "$out"
   # The data-parallel launch on one card (issue 16's single-GPU overhead of the NCCL path): the
   # same step alone and as the one rank of `mpirun -np 1`, alternated twice; each log line ends
   # with its median step.
