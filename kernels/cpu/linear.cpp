@@ -2,13 +2,15 @@
 // the bias is added by the GEMM as it stores its tiles, so y is written once; a residual is copied
 // into y first and the GEMM adds to it (beta 1), so no add pass reads y back. The bias gradient is
 // a column sum split over row blocks (fixed blocks, so results do not depend on the thread
-// count), its partial sums in per-thread scratch (no allocation per call).
+// count; f32 sums runs of 8 rows in vector lanes, kernels/cpu/simd/elementwise.h), its partial
+// sums in per-thread scratch (no allocation per call).
 #include "kernels/linear.h"
 
 #include <algorithm>
 #include <cstring>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/simd/elementwise.h"
 #include "kernels/gemm.h"
 
 namespace diffuse::kernels::cpu {
@@ -52,9 +54,13 @@ void column_sum(int64_t rows, int64_t cols, const T* m, T* out) {
       double* acc = partial + b * cols;
       std::fill(acc, acc + cols, 0.0);
       const int64_t stop = std::min(rows, (b + 1) * kBlock);
-      for (int64_t r = b * kBlock; r < stop; ++r) {
-        const T* row = m + r * cols;
-        for (int64_t c = 0; c < cols; ++c) acc[c] += double(row[c]);  // vectorized by the compiler
+      if constexpr (sizeof(T) == sizeof(float)) {
+        simd::column_sum_rows(m + b * kBlock * cols, stop - b * kBlock, cols, acc);
+      } else {
+        for (int64_t r = b * kBlock; r < stop; ++r) {
+          const T* row = m + r * cols;
+          for (int64_t c = 0; c < cols; ++c) acc[c] += double(row[c]);  // vectorized by the compiler
+        }
       }
     }
   });

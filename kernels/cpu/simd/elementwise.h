@@ -17,6 +17,10 @@ DIFFUSE_SIMD_FUNCTION(void, accumulate_run, (const float* g, const float* w, flo
 // Σ g[i] (· w[i] when w is not null) for i < n, accumulated in f64 (f32 lane sums over at most 4
 // vectors each), in a fixed order.
 DIFFUSE_SIMD_FUNCTION(double, sum_run, (const float* g, const float* w, int64_t n), (g, w, n))
+// acc[c] += Σ_{r < rows} m[r · cols + c] for c < cols (a bias gradient's column sums): f32 lane
+// sums over at most 8 rows at a time, each added into the f64 acc, rows in order.
+DIFFUSE_SIMD_FUNCTION(void, column_sum_rows, (const float* m, int64_t rows, int64_t cols, double* acc),
+                      (m, rows, cols, acc))
 // out[i] = s · x[i].
 DIFFUSE_SIMD_FUNCTION(void, scale_run, (float s, const float* x, float* out, int64_t n), (s, x, out, n))
 // gx[i] = gy[i] · σ(x[i]) · (1 + x[i] · (1 − σ(x[i]))), the grad of SiLU.
