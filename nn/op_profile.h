@@ -1,7 +1,7 @@
 // A per-op time profile of whole steps (`diffuse bench train|sample --profile`, docs/performance.md
 // "Reading a profile"): where a training or sampling step's time goes, op by op, without a vendor
-// profiler. The hook is the device seam (nn/dispatch.h): backend_for(op, ...) calls seam_entry(op)
-// first, and every kernel call of an op goes through backend_for, so an op's calls are the seam
+// profiler. The hook is the device seam (nn/dispatch.h): backend_for(op, ...) marks a seam entry
+// of op first, and every kernel call of an op goes through backend_for, so an op's calls are the seam
 // calls made under its name. Inside run_backward (nn/autograd.cpp) a seam call made by the
 // backward of the tape node N is named "N backward" (cuBLAS/cuDNN work and casts included: they
 // belong to the node that made them); one made by run_backward itself outside any node (the
@@ -118,11 +118,9 @@ extern std::atomic<Profiler*> g_recording;  // non-null between begin_step() and
 void seam_entry(Profiler* p, const char* op);
 }  // namespace detail
 
-// The hook backend_for calls.
-inline void seam_entry(const char* op) {
-  if (Profiler* p = detail::g_recording.load(std::memory_order_relaxed)) [[unlikely]]
-    detail::seam_entry(p, op);
-}
+// backend_for's hook: the recording profiler (null while none records); a seam call then goes to
+// detail::seam_entry.
+inline Profiler* recording() { return detail::g_recording.load(std::memory_order_relaxed); }
 
 // run_backward's scopes: the whole backward, and one node's backward function.
 class BackwardScope {
