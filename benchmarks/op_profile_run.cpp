@@ -39,6 +39,8 @@ nlohmann::json profile_json(const op_profile::Profile& p) {
                    {"share", r.share}});
   return {{"device", device_name(p.device)}, {"steps", p.steps}, {"step_ms", p.step_ms},
           {"host_step_ms", p.host_step_ms}, {"rest_ms", p.rest_ms}, {"host_rest_ms", p.host_rest_ms},
+          {"before_backward_ms", p.before_backward_ms}, {"backward_ms", p.backward_ms},
+          {"after_backward_ms", p.after_backward_ms},
           {"ops", ops}};
 }
 

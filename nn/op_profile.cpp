@@ -108,8 +108,12 @@ bool Profiler::end_step(bool count) {
     at[n + 1] = ms_between(host_start_, host_end);
   }
   std::string name;
+  bool seen_backward = false;
   for (size_t i = 0; i < n; ++i) {
     const Mark& m = marks_[i];
+    const double ms = at[i + 2] - at[i + 1];
+    seen_backward = seen_backward || m.backward;
+    (m.backward ? backward_ms_ : seen_backward ? after_backward_ms_ : before_backward_ms_) += ms;
     if (m.node) {
       name.assign(m.node).append(" backward");
     } else {
@@ -120,7 +124,7 @@ bool Profiler::end_step(bool count) {
     if (row == rows_.end()) row = rows_.insert(rows_.end(), {name, Acc{}});
     const clock::time_point next_host = i + 1 < n ? marks_[i + 1].host : host_end;
     row->second.calls += 1;
-    row->second.ms += at[i + 2] - at[i + 1];
+    row->second.ms += ms;
     row->second.host_ms += ms_between(m.host, next_host);
   }
   ++steps_;
@@ -141,6 +145,9 @@ Profile Profiler::result() const {
   p.host_step_ms = host_step_ms_ * k;
   p.rest_ms = rest_ms_ * k;
   p.host_rest_ms = host_rest_ms_ * k;
+  p.before_backward_ms = before_backward_ms_ * k;
+  p.backward_ms = backward_ms_ * k;
+  p.after_backward_ms = after_backward_ms_ * k;
   for (const auto& [name, acc] : rows_) {
     OpRow r;
     r.op = name;
@@ -218,6 +225,9 @@ std::string format_table(const Profile& p, size_t top) {
   }
   out += summary("(rest: before the first op)", 0.0, p.rest_ms, p.host_rest_ms);
   out += summary("step", shown_calls + other_calls, p.step_ms, p.host_step_ms);
+  if (p.backward_ms > 0)
+    out += line("by phase (ms/step): %.3f before backward (forward, loss), %.3f backward, %.3f after it (optimizer)\n",
+                p.before_backward_ms, p.backward_ms, p.after_backward_ms);
   return out;
 }
 

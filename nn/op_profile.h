@@ -50,6 +50,10 @@ struct Profile {
   double host_step_ms = 0;   // host time from begin_step() to end_step() (enqueue time on CUDA)
   double rest_ms = 0;        // step_ms − Σ ops' ms: before the step's first seam entry
   double host_rest_ms = 0;   // host_step_ms − Σ ops' host_ms
+  // The ops' ms split by where they ran: before the step's first backward call (forward and
+  // loss), inside run_backward, and after its first call outside it (the optimizer). With the
+  // rest they add up to step_ms; a step without a backward has only `before`.
+  double before_backward_ms = 0, backward_ms = 0, after_backward_ms = 0;
   std::vector<OpRow> ops;    // sorted by ms, largest first
 };
 
@@ -111,6 +115,7 @@ class Profiler {
   std::vector<std::pair<std::string, Acc>> rows_;  // in first-seen order
   int64_t steps_ = 0;
   double step_ms_ = 0, host_step_ms_ = 0, rest_ms_ = 0, host_rest_ms_ = 0;
+  double before_backward_ms_ = 0, backward_ms_ = 0, after_backward_ms_ = 0;
 };
 
 namespace detail {

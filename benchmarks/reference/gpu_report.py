@@ -76,6 +76,9 @@ def profile_table(p, top=25):
                  f"{100 * p['rest_ms'] / step:.1f}% |")
     lines.append(f"| step | {sum(r['calls_per_step'] for r in ops):.1f} | {p['step_ms']:.3f} | {p['host_step_ms']:.3f} "
                  "| 100.0% |")
+    if p.get("backward_ms"):
+        lines += ["", f"By phase: {p['before_backward_ms']:.3f} ms before backward (forward, loss), "
+                  f"{p['backward_ms']:.3f} ms backward, {p['after_backward_ms']:.3f} ms after it (optimizer)."]
     return lines
 
 

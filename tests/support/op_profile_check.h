@@ -134,10 +134,16 @@ inline void check_training_profile(Device device) {
   CHECK(sum_ms + p.rest_ms == Approx(p.step_ms).epsilon(1e-9).margin(1e-9));
   CHECK(sum_host + p.host_rest_ms == Approx(p.host_step_ms).epsilon(1e-9).margin(1e-9));
   if (device == Device::cpu) CHECK(p.step_ms == Approx(p.host_step_ms).epsilon(1e-12));
+  // The phases: the loss's backward inside run_backward, AdamW after it; they make up the ops' time.
+  CHECK(p.before_backward_ms > 0);
+  CHECK(p.backward_ms > 0);
+  CHECK(p.after_backward_ms > 0);
+  CHECK(p.before_backward_ms + p.backward_ms + p.after_backward_ms == Approx(sum_ms).epsilon(1e-9).margin(1e-9));
   const std::string printed = op_profile::format_table(p, 5);
   CHECK(printed.find(p.ops[0].op) != std::string::npos);
   CHECK(printed.find("other ops") != std::string::npos);
   CHECK(printed.find("rest: before the first op") != std::string::npos);
+  CHECK(printed.find("by phase") != std::string::npos);
 }
 
 }  // namespace diffuse::test
