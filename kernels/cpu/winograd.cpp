@@ -130,7 +130,7 @@ void convolve(int64_t images, int64_t h, int64_t w, const float* src, const Pack
     float* m = thread_scratch_of<float>(kProductSlot, size_t(kPositions * block * n));
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t t0 = b * block, count = std::min(block, tiles - t0);
-      simd::winograd_input_tiles(src, h, w, k, t0, count, v, block * k);
+      simd::winograd_input_tiles(src, h, w, k, t0, count, v, block * k, k, 0);
       for (int64_t xi = 0; xi < kPositions; ++xi) {
         for (int64_t p0 = 0; p0 < k; p0 += pw.kc_max) {
           const int64_t kc = std::min(pw.kc_max, k - p0);
@@ -161,24 +161,25 @@ void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw
   float* du = thread_scratch_of<float>(kWeightSlot, size_t(slices * slice_stride));
   const double cost = double(tiles) * kPositions * double(cin) * double(cout) / double(slices) / 4;
   parallel_for(slices, cost, [&](int64_t s0, int64_t s1) {
-    // V, Z, one position's Zᵀ and V packed into the micro-kernel's panels (MR rows, NR columns).
-    const int64_t v_size = kPositions * block * cin, z_size = kPositions * block * cout;
+    // V (written by the input transform straight into the micro-kernel's B panels of NR columns),
+    // Z, and one position's Zᵀ packed into MR-row panels.
+    const int64_t v_size = kPositions * block * cin_pad, z_size = kPositions * block * cout;
     const int64_t cout_pad = (cout + mr - 1) / mr * mr;
-    float* v = thread_scratch_of<float>(kInputSlot, size_t(v_size + z_size + cout_pad * block + block * cin_pad));
+    float* v = thread_scratch_of<float>(kInputSlot, size_t(v_size + z_size + cout_pad * block));
     float* z = v + v_size;
     float* zt = z + z_size;
-    float* v_panels = zt + cout_pad * block;
+    // The last panel's columns past cin are never written by the transform: zero once.
+    if (cin_pad != cin) std::fill(v, v + v_size, 0.0f);
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t b_begin = s * blocks / slices, b_end = (s + 1) * blocks / slices;
       for (int64_t b = b_begin; b < b_end; ++b) {
         const int64_t t0 = b * block, count = std::min(block, tiles - t0);
-        simd::winograd_input_tiles(x, h, w, cin, t0, count, v, block * cin);
+        simd::winograd_input_tiles(x, h, w, cin, t0, count, v, block * cin_pad, nr, count * nr);
         simd::winograd_output_grad_tiles(dy, h, w, cout, t0, count, z, block * cout);
         for (int64_t xi = 0; xi < kPositions; ++xi) {
           TransposedA{z + xi * block * cout, cout}(0, cout, 0, count, zt);
-          RowsB<PlainBRow>{{v + xi * block * cin, cin}}(0, count, 0, cin, nr, v_panels);
-          simd::gemm_block_panels(cout, cin, count, zt, v_panels, 1.0f, b == b_begin ? 0.0f : 1.0f, nullptr,
-                                  du + s * slice_stride + xi * plane, cin);
+          simd::gemm_block_panels(cout, cin, count, zt, v + xi * block * cin_pad, 1.0f, b == b_begin ? 0.0f : 1.0f,
+                                  nullptr, du + s * slice_stride + xi * plane, cin);
         }
       }
     }

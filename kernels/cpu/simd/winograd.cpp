@@ -23,7 +23,8 @@ inline TilePos tile_pos(int64_t t, int64_t th, int64_t tw) {
 }
 
 // V = Bᵀ·d·B for the `lanes` channels at offset c of one tile: window row i starts at rows[i] (null
-// outside the image), column j is cols[j] floats into it (negative outside the image).
+// outside the image), column j is cols[j] floats into it (negative outside the image); position
+// xi's lanes are stored at v + xi · v_stride.
 inline void input_tile(const float* const (&rows)[4], const int64_t (&cols)[4], int64_t c, int lanes, float* v,
                        int64_t v_stride) {
   Vec d[4][4];
@@ -42,7 +43,7 @@ inline void input_tile(const float* const (&rows)[4], const int64_t (&cols)[4], 
   }
 #pragma GCC unroll 4
   for (int i = 0; i < 4; ++i) {  // (Bᵀ·d)·B
-    float* row = v + 4 * i * v_stride + c;
+    float* row = v + 4 * i * v_stride;
     store_part(row, t[i][0] - t[i][2], lanes);
     store_part(row + v_stride, t[i][1] + t[i][2], lanes);
     store_part(row + 2 * v_stride, t[i][2] - t[i][1], lanes);
@@ -76,7 +77,7 @@ inline void output_tile(const float* m, int64_t m_stride, const float* bias, flo
 }  // namespace
 
 void winograd_input_tiles(const float* x, int64_t h, int64_t w, int64_t channels, int64_t t0, int64_t count, float* v,
-                          int64_t v_stride) {
+                          int64_t v_stride, int64_t panel, int64_t panel_stride) {
   const int64_t th = (h + 1) / 2, tw = (w + 1) / 2;
   for (int64_t k = 0; k < count; ++k) {
     const TilePos p = tile_pos(t0 + k, th, tw);
@@ -88,8 +89,17 @@ void winograd_input_tiles(const float* x, int64_t h, int64_t w, int64_t channels
       rows[i] = r >= 0 && r < h ? img + r * w * channels : nullptr;
       cols[i] = col >= 0 && col < w ? col * channels : -1;
     }
-    float* vt = v + k * channels;
-    over_lanes(channels, [&](int64_t c, int lanes) { input_tile(rows, cols, c, lanes, vt, v_stride); });
+    if (panel == channels) {
+      float* vt = v + k * channels;
+      over_lanes(channels, [&](int64_t c, int lanes) { input_tile(rows, cols, c, lanes, vt + c, v_stride); });
+    } else {
+      // Panels are whole vectors wide (a multiple of kLanes), so no vector straddles two.
+      float* vt = v + k * panel;
+      over_lanes(channels, [&](int64_t c, int lanes) {
+        const int64_t q = c / panel;
+        input_tile(rows, cols, c, lanes, vt + q * panel_stride + (c - q * panel), v_stride);
+      });
+    }
   }
 }
 

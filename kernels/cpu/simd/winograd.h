@@ -11,12 +11,15 @@
 
 namespace diffuse::kernels::cpu::simd {
 // For tiles [t0, t0 + count) of x [N, h, w, channels]: V = Bᵀ·d·B of each 4×4 window d, channel by
-// channel, written as v[xi · v_stride + (t − t0) · channels + c] for the 16 transformed positions
-// xi = 4·row + column (each xi's block is a row-major [count, channels] GEMM operand).
+// channel, written as v[xi · v_stride + (c / panel) · panel_stride + (t − t0) · panel + c % panel]
+// for the 16 transformed positions xi = 4·row + column. panel = channels (panel_stride unused)
+// makes each xi's block a row-major [count, channels] GEMM operand; panel = the GEMM's NR and
+// panel_stride = count · NR make it the micro-kernel's B panels (columns past `channels` in the
+// last panel are not written).
 DIFFUSE_SIMD_FUNCTION(void, winograd_input_tiles,
                       (const float* x, int64_t h, int64_t w, int64_t channels, int64_t t0, int64_t count, float* v,
-                       int64_t v_stride),
-                      (x, h, w, channels, t0, count, v, v_stride))
+                       int64_t v_stride, int64_t panel, int64_t panel_stride),
+                      (x, h, w, channels, t0, count, v, v_stride, panel, panel_stride))
 // The inverse: for tiles [t0, t0 + count), Y = Aᵀ·M·A of each tile's 16 products
 // m[xi · m_stride + (t − t0) · channels + c], plus bias[c] and residual at the same pixel (each
 // may be null; residual has y's layout and may be y), stored into the tile's pixels of
