@@ -19,6 +19,10 @@ struct GroupNormDesc {
   // (n, group) slab in one block); 0 means the device's own limit. Tests lower it to force the
   // chunked two-pass path on tiny shapes.
   int64_t smem_limit_bytes = 0;
+  // Device kernels only, for tests: 0 lets the plan choose the backward's path; 1 forces both
+  // slabs (x, dy) in shared memory, 2 dy's slab alone, 3 the chunked two-pass path (1 and 2 still
+  // need to fit the shared-memory limit).
+  int backward_path = 0;
   int64_t group_size() const { return channels / groups; }
 };
 

@@ -10,19 +10,23 @@
 // 1 keeps its chunk in shared memory for an exact per-chunk (mean, M2); pass 2 merges the chunks'
 // partials in double (Chan et al., fixed order) and normalises its chunk: x read twice.
 // Backward, the bytes it must move: x and dy read, dx written (3·NSC elements) plus the small
-// per-channel vectors. One read (both slabs, in their storage type, plus 6·C/G floats fit half an
-// SM's shared memory, so two blocks share an SM: every ddpm-cifar10 / fmnist-small shape; bf16
-// halves the slabs): grid (1, G, N), 256 threads. The block copies x's and dy's slabs into
-// shared memory, reduces per channel Σ dŷ, Σ dŷ·x̂ and Σ x̂ from there (dŷ = dy through the
-// recomputed SiLU; threads stride the rows with a fixed channel each, power-of-two lanes per row,
-// then shuffle + shared-memory reduction), forms the group means of dŷ·γ and dŷ·γ·x̂, writes dx,
-// dadd_nc in closed form and the per-(n, c) sums from which a last small kernel reduces dγ and
-// dβ over N in order: deterministic, no atomics. Traffic: exactly the minimum.
-// Backward, chunked (bigger slabs, e.g. the benchmark's [16, 64x64, 256] f32: 256 KiB per (n, g)):
-// grid (chunks, G, N), 256 threads. Pass 1 reduces the same per-channel sums over its chunk's
-// rows from global memory; pass 2 sums the chunk partials and writes dx (chunk 0 the per-(n, c)
-// sums and dadd_nc). Traffic 5·NSC: x and dy are read twice. Pass 2 visits the blocks in reverse
-// order so that the chunks pass 1 read last are re-read from L2 while still there.
+// per-channel vectors. Three paths, each one block per (n, g) but the last, then a small kernel
+// that reduces dγ and dβ over N in order from per-(n, c) sums: deterministic, no atomics.
+//  - Two slabs (x's and dy's slabs in their storage type plus scratch fit half an SM's shared
+//    memory, so two blocks share an SM: every ddpm-cifar10 / fmnist-small shape; bf16 halves the
+//    slabs): 256 threads. The per-channel sums Σ dŷ, Σ dŷ·x̂, Σ x̂ (dŷ = dy through the recomputed
+//    SiLU; threads stride the rows with a fixed channel each, power-of-two lanes per row, then
+//    shuffle + shared-memory reduction) are reduced straight from global memory while both slabs
+//    are copied into shared memory; then the group means of dŷ·γ and dŷ·γ·x̂, and dx, dadd_nc (in
+//    closed form) and the per-(n, c) sums are written from shared memory. Traffic: the minimum.
+//  - dy's slab (fits the whole limit: e.g. the benchmark's [16, 64x64, 256] f32, 128 KiB of dy per
+//    (n, g)): 1024 threads, a block may have the SM to itself. The same, but only dy is kept; x is
+//    re-read for dx: the block's own slab, read microseconds before, so served by L2 (132 SMs ×
+//    128 KiB = 17 MB in flight against a 50 MB L2). HBM traffic: the minimum.
+//  - Chunked (bigger slabs): grid (chunks, G, N), 256 threads. Pass 1 reduces the same
+//    per-channel sums over its chunk's rows; pass 2 sums the chunk partials and writes dx (chunk 0
+//    the per-(n, c) sums and dadd_nc). Traffic 5·NSC: x and dy are read twice. Pass 2 visits the
+//    blocks in reverse order so that the chunks pass 1 read last are re-read from L2.
 // Every loop keeps four packs' loads in flight per thread (unrolled by 4) and walks its packs'
 // (row, channel) without a division per pack (PackWalk).
 // All accumulation is f32 per thread and tree-ordered (fixed, so results are reproducible); the
@@ -47,7 +51,8 @@
 namespace diffuse::kernels::DIFFUSE_DEVICE_NS {
 namespace {
 
-constexpr int kThreads = 256;          // chunked kernels
+constexpr int kThreads = 256;          // chunked kernels, the two-slab backward
+constexpr int kBigThreads = 1024;      // the dy-slab backward: one block may have the SM
 constexpr int kFusedMaxThreads = 1024;
 constexpr int kMaxWarps = 32;
 constexpr int64_t kChunkElems = 4096;  // elements of an (n, g) slab one chunked block covers
@@ -313,22 +318,35 @@ __device__ __forceinline__ void dx_pack(bool silu, int cv, const Pack<VEC>& xp, 
   }
 }
 
-// Per channel of the group, over `rows` rows (row stride `stride` elements) of x and dy: Σ dŷ,
-// Σ dŷ·x̂ and Σ x̂ into out[3 · cg] (written by threads 0..lanes-1; the caller's barrier publishes
-// them). The source is global storage (stride C, the chunked pass 1) or the fused kernel's shared
-// copy of the slab (stride cg). gamma_g, beta_g, add_g: the group's channels (add_g may be null).
-// `lanes` (a power of two <= kThreads, >= the group's channel packs where possible) threads cover
-// one row's packs; the kThreads / lanes row-groups stride the rows (four rows in flight per
-// thread). Each sum is first shuffled across the row-groups of a warp, then added across warps in
-// order: a fixed tree. red: 3 · VEC · kThreads floats of shared memory. Block of kThreads.
-template <int VEC, typename S>
-__device__ __forceinline__ void channel_sums(const GroupNormDesc& d, int64_t rows, int64_t stride, int lanes,
-                                             const S* xg, const S* dyg, const float* gamma_g,
-                                             const float* beta_g, const float* add_g, float mean, float rstd,
-                                             float* red, float* out) {
+// Slots per sum of channel_sums' shared scratch for a block of `block` threads and `lanes` lanes.
+__host__ __device__ inline int reduce_slots(int block, int lanes) { return lanes < 32 ? block / 32 * lanes : block; }
+
+// Lanes per row for a group of `packs` channel packs: a power of two <= kThreads, >= packs where
+// possible.
+inline int lanes_for(int64_t packs) {
+  int lanes = 1;
+  while (lanes < packs && lanes < kThreads) lanes *= 2;
+  return lanes;
+}
+
+// Per channel of the group, over `rows` rows of x and dy (row strides x_stride, dy_stride
+// elements): Σ dŷ, Σ dŷ·x̂ and Σ x̂ into out[3 · cg] (written by threads 0..lanes-1; the caller's
+// barrier publishes them). A source is global storage (stride C) or a shared copy of the slab
+// (stride cg). gamma_g, beta_g, add_g: the group's channels (add_g may be null). `lanes`
+// (lanes_for) threads cover one row's packs; the kBlock / lanes row-groups stride the rows (four
+// rows in flight per thread). Each sum is first shuffled across the row-groups of a warp, then
+// added across warps in order: a fixed tree. red: 3 · VEC · reduce_slots(kBlock, lanes) floats of
+// shared memory. Block of kBlock threads. x_copy, dy_copy (may be null): [rows, cg] receive every
+// pack read (the slab kernel's shared copies, made on the way).
+template <int VEC, int kBlock, typename S>
+__device__ __forceinline__ void channel_sums(const GroupNormDesc& d, int64_t rows, int64_t x_stride,
+                                             int64_t dy_stride, int lanes, const S* xg, const S* dyg,
+                                             const float* gamma_g, const float* beta_g, const float* add_g,
+                                             float mean, float rstd, float* red, float* out, S* x_copy,
+                                             S* dy_copy) {
   const int cg = static_cast<int>(d.channels / d.groups), cgv = cg / VEC;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int L = lanes, row_groups = kThreads / L, r0 = tid / L;
+  const int L = lanes, row_groups = kBlock / L, r0 = tid / L, slots = reduce_slots(kBlock, L);
   for (int c0 = 0; c0 < cgv; c0 += L) {  // channel tiles (one unless the group is very wide)
     const int cv = c0 + tid % L;
     float acc[3][VEC];
@@ -345,8 +363,10 @@ __device__ __forceinline__ void channel_sums(const GroupNormDesc& d, int64_t row
       }
       DIFFUSE_UNROLL_BY(4)
       for (int64_t r = r0; r < rows; r += row_groups) {
-        const Pack<VEC> xp = load_pack<VEC>(xg + r * stride + cv * VEC);
-        const Pack<VEC> dp = load_pack<VEC>(dyg + r * stride + cv * VEC);
+        const Pack<VEC> xp = load_pack<VEC>(xg + r * x_stride + cv * VEC);
+        const Pack<VEC> dp = load_pack<VEC>(dyg + r * dy_stride + cv * VEC);
+        if (x_copy) store_pack<VEC>(x_copy + r * cg + cv * VEC, xp);
+        if (dy_copy) store_pack<VEC>(dy_copy + r * cg + cv * VEC, dp);
         DIFFUSE_UNROLL
         for (int j = 0; j < VEC; ++j) {
           const float xh = (xp.v[j] + ad[j] - mean) * rstd;
@@ -365,7 +385,7 @@ __device__ __forceinline__ void channel_sums(const GroupNormDesc& d, int64_t row
       DIFFUSE_UNROLL
       for (int j = 0; j < VEC; ++j) {
         float v = acc[q][j];
-        float* slot = red + (q * VEC + j) * kThreads;
+        float* slot = red + (q * VEC + j) * slots;
         if (L < 32) {  // lanes l, l + L, l + 2L, ... of a warp share a channel
           for (int off = L; off < 32; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
           if (lane < L) slot[warp * L + lane] = v;
@@ -374,13 +394,13 @@ __device__ __forceinline__ void channel_sums(const GroupNormDesc& d, int64_t row
         }
       }
     __syncthreads();
-    const int parts = L < 32 ? kThreads / 32 : row_groups;
+    const int parts = L < 32 ? kBlock / 32 : row_groups;
     if (tid < L && c0 + tid < cgv) {
       DIFFUSE_UNROLL
       for (int q = 0; q < 3; ++q)
         DIFFUSE_UNROLL
         for (int j = 0; j < VEC; ++j) {
-          const float* slot = red + (q * VEC + j) * kThreads;
+          const float* slot = red + (q * VEC + j) * slots;
           float s = 0.0f;
           for (int p = 0; p < parts; ++p) s += slot[p * L + tid];
           out[q * cg + (c0 + tid) * VEC + j] = s;
@@ -403,24 +423,26 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t k = blockIdx.x, g = blockIdx.y, n = blockIdx.z, chunks = gridDim.x;
   const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, Sp - s0);
   const float mean = static_cast<float>(mean_in[n * G + g]), rstd = static_cast<float>(rstd_in[n * G + g]);
-  channel_sums<VEC>(d, rows, C, lanes, x + (n * Sp + s0) * C + g * cg, dy + (n * Sp + s0) * C + g * cg,
+  channel_sums<VEC, kThreads>(d, rows, C, C, lanes, x + (n * Sp + s0) * C + g * cg, dy + (n * Sp + s0) * C + g * cg,
                     gamma + g * cg, beta + g * cg, add_nc ? add_nc + n * C + g * cg : nullptr, mean, rstd, red,
-                    partial + ((n * G + g) * chunks + k) * 3 * cg);
+                    partial + ((n * G + g) * chunks + k) * 3 * cg, static_cast<S*>(nullptr), static_cast<S*>(nullptr));
 }
 
-// One read (the slab of x and of dy fit the block's shared memory). Grid (1, G, N), kThreads.
-// Copies the (n, g) slabs of x and dy into shared memory in their storage type (bf16 stays
-// bf16), reduces the per-channel sums from there (channel_sums), then writes nc_sums, dadd_nc and
-// dx as gn_backward_apply does: x and dy read once, dx written once. Dynamic shared memory:
-// 6 · C/G floats + 2 · S · C/G elements of S.
-template <int VEC, typename S>
-__global__ void __launch_bounds__(kThreads)
-    gn_backward_fused(GroupNormDesc d, int lanes, const S* __restrict__ x, const float* __restrict__ add_nc,
-                      const float* __restrict__ gamma, const float* __restrict__ beta,
-                      const double* __restrict__ mean_in, const double* __restrict__ rstd_in,
-                      const S* __restrict__ dy, S* __restrict__ dx, float* __restrict__ nc_sums,
-                      float* __restrict__ dadd_nc) {
-  DIFFUSE_SHARED(float, red, 3 * VEC * kThreads);
+// One block per (n, g): grid (1, G, N), kBlock threads. The per-channel sums are reduced from
+// global memory (channel_sums), which on the way copies dy's slab, and x's when kXInSmem, into
+// shared memory in their storage type (bf16 stays bf16); then nc_sums,
+// dadd_nc and dx are written as gn_backward_apply does, x again from shared memory, or re-read
+// from global memory: the block's own slab, read microseconds before, so from L2. Either way HBM
+// sees x and dy read once and dx written once. Dynamic shared memory: 6 · C/G + red_floats
+// floats (red_floats = 3 · VEC · reduce_slots(kBlock, lanes)), then the slabs, S · C/G elements
+// of S each.
+template <int VEC, int kBlock, bool kXInSmem, typename S>
+__global__ void __launch_bounds__(kBlock, kBlock == kThreads ? 4 : 1)  // 64 registers a thread
+    gn_backward_slab(GroupNormDesc d, int lanes, int red_floats, const S* __restrict__ x,
+                     const float* __restrict__ add_nc, const float* __restrict__ gamma,
+                     const float* __restrict__ beta, const double* __restrict__ mean_in,
+                     const double* __restrict__ rstd_in, const S* __restrict__ dy, S* __restrict__ dx,
+                     float* __restrict__ nc_sums, float* __restrict__ dadd_nc) {
   DIFFUSE_SHARED(double, red_d, kMaxWarps);
   const int64_t N = d.n, C = d.channels, Sp = d.spatial, G = d.groups;
   const int cg = static_cast<int>(C / G), cgv = cg / VEC;
@@ -430,29 +452,23 @@ __global__ void __launch_bounds__(kThreads)
   float* chan_gamma = sums + 3 * cg;    // [cg] each
   float* chan_beta = chan_gamma + cg;
   float* chan_add = chan_beta + cg;
-  S* xs = reinterpret_cast<S*>(chan_add + cg);  // [Sp, cg]: 16-byte aligned when cg % 4 == 0
-  S* dys = xs + Sp * cg;
+  float* red = chan_add + cg;                        // [red_floats]: channel_sums' scratch
+  S* dys = reinterpret_cast<S*>(red + red_floats);  // [Sp, cg]: 16-byte aligned when cg % 4 == 0
+  S* xs = dys + Sp * cg;                             // [Sp, cg] when kXInSmem
   for (int c = tid; c < cg; c += T) {
     chan_gamma[c] = gamma[g * cg + c];
     chan_beta[c] = beta[g * cg + c];
     chan_add[c] = add_nc ? add_nc[n * C + g * cg + c] : 0.0f;
   }
+  __syncthreads();  // publishes chan_*
   const S* xg = x + n * Sp * C + g * cg;
   const S* dyg = dy + n * Sp * C + g * cg;
   const int packs = static_cast<int>(Sp * cgv);  // fits shared memory, so far below 2^31
-  PackWalk w(tid, T, cgv);
-  DIFFUSE_UNROLL_BY(4)
-  for (int e = tid; e < packs; e += T, w.next()) {
-    const int64_t r = w.r;
-    const int cv = w.cv;
-    store_pack<VEC>(xs + static_cast<int64_t>(e) * VEC, load_pack<VEC>(xg + r * C + cv * VEC));
-    store_pack<VEC>(dys + static_cast<int64_t>(e) * VEC, load_pack<VEC>(dyg + r * C + cv * VEC));
-  }
-  __syncthreads();
   const double mean_d = mean_in[n * G + g], rstd_d = rstd_in[n * G + g];
   const float mean = static_cast<float>(mean_d), rstd = static_cast<float>(rstd_d);
-  channel_sums<VEC>(d, Sp, cg, lanes, xs, dys, chan_gamma, chan_beta, chan_add, mean, rstd, red, sums);
-  __syncthreads();  // publishes sums
+  channel_sums<VEC, kBlock>(d, Sp, C, C, lanes, xg, dyg, chan_gamma, chan_beta, chan_add, mean, rstd, red, sums,
+                            kXInSmem ? xs : static_cast<S*>(nullptr), dys);
+  __syncthreads();  // publishes sums and the slabs
 
   double l1 = 0.0, l2 = 0.0;
   for (int c = tid; c < cg; c += T) {
@@ -477,7 +493,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int e = tid; e < packs; e += T, wo.next()) {
     const int64_t r = wo.r;
     const int cv = wo.cv;
-    const Pack<VEC> xp = load_pack<VEC>(xs + static_cast<int64_t>(e) * VEC);
+    const Pack<VEC> xp = kXInSmem ? load_pack<VEC>(xs + static_cast<int64_t>(e) * VEC)
+                                  : load_pack<VEC>(xg + r * C + cv * VEC);
     Pack<VEC> gp = load_pack<VEC>(dys + static_cast<int64_t>(e) * VEC);
     dx_pack(d.silu, cv, xp, chan_add, chan_gamma, chan_beta, mean, rstd, m1, m2, gp);
     store_pack<VEC>(dxg + r * C + cv * VEC, gp);
@@ -589,6 +606,17 @@ int64_t device_smem_limit() {
 #endif
 }
 
+// The backward's three paths (GroupNormDesc::backward_path numbers them 1, 2, 3 for the tests).
+enum class BackwardPath { slabs = 1, dy_slab = 2, chunked = 3 };
+
+// Dynamic shared memory of gn_backward_slab: per-channel floats, channel_sums' scratch, `slabs`
+// slabs of S·C/G elements of elem_bytes each.
+int64_t backward_slab_smem(const GroupNormDesc& d, int vec, int block, int slabs, int64_t elem_bytes) {
+  const int64_t cg = d.group_size();
+  const int64_t red = 3 * vec * reduce_slots(block, lanes_for(cg / vec));
+  return (6 * cg + red) * static_cast<int64_t>(sizeof(float)) + slabs * d.spatial * cg * elem_bytes;
+}
+
 // How a descriptor is split into blocks; a pure function of d and the device, so the workspace
 // sizes agree with the launches.
 struct Plan {
@@ -597,8 +625,7 @@ struct Plan {
   int64_t chunks = 1;      // chunked blocks per (n, g)
   size_t fused_smem = 0;   // bytes
   int fused_threads = 64;
-  bool bwd_fused = false;     // backward: the slabs of x and dy in one block's shared memory
-  size_t bwd_fused_smem = 0;  // bytes
+  BackwardPath bwd = BackwardPath::chunked;
 };
 
 void check_desc(const GroupNormDesc& d) {
@@ -611,9 +638,11 @@ void check_desc(const GroupNormDesc& d) {
   require(d.eps >= 0, "group_norm: eps must be >= 0");
 }
 
-// elem_bytes: the activations' storage (4 f32, 2 bf16); only the one-read backward's choice
-// depends on it. The workspace sizes take the f32 plan, whose backward workspace is never smaller.
-Plan make_plan(const GroupNormDesc& d, int64_t elem_bytes = 4) {
+// elem_bytes: the activations' storage (4 f32, 2 bf16) and vec: the launch's pack width (4 or 1;
+// 0: the larger of the two layouts' needs); only the backward's choice depends on them. The
+// workspace sizes take the f32, vec 0 plan, whose backward workspace is never smaller than a
+// launch's.
+Plan make_plan(const GroupNormDesc& d, int64_t elem_bytes = 4, int vec = 0) {
   const int64_t device_limit = device_smem_limit() - kStaticSmem;
   const int64_t limit = d.smem_limit_bytes > 0 ? std::min(device_limit, d.smem_limit_bytes) : device_limit;
   const int64_t cg = d.group_size(), S = d.spatial;
@@ -622,19 +651,45 @@ Plan make_plan(const GroupNormDesc& d, int64_t elem_bytes = 4) {
   Plan p;
   p.fused_smem = static_cast<size_t>((S + 2) * cg) * sizeof(float);
   p.fused = static_cast<int64_t>(p.fused_smem) <= limit;
-  const int64_t vec = cg % 4 == 0 ? 4 : 1;
-  p.fused_threads = 32 * static_cast<int>(std::clamp<int64_t>((S * cg / vec + 127) / 128, 2, kFusedMaxThreads / 32));
+  const int64_t fwd_vec = cg % 4 == 0 ? 4 : 1;
+  p.fused_threads =
+      32 * static_cast<int>(std::clamp<int64_t>((S * cg / fwd_vec + 127) / 128, 2, kFusedMaxThreads / 32));
   const int64_t chunk_elems = std::clamp<int64_t>(limit / static_cast<int64_t>(sizeof(float)), 1, kChunkElems);
   p.chunk_rows = std::max<int64_t>(1, chunk_elems / std::max<int64_t>(cg, 1));
   p.chunks = std::max<int64_t>(1, (S + p.chunk_rows - 1) / p.chunk_rows);
   require(p.chunks <= INT_MAX, "group_norm: too many positions for the CUDA kernels");
-  // One-read backward when its block leaves room for a second one on the SM (a block that has
-  // the SM to itself alternates between loading and reducing, leaving HBM idle in between).
-  // Its static shared memory is the channel_sums scratch, 3 · 4 · kThreads floats.
-  p.bwd_fused_smem = static_cast<size_t>(6 * cg * static_cast<int64_t>(sizeof(float)) + 2 * S * cg * elem_bytes);
-  const int64_t bwd_static = 3 * 4 * kThreads * static_cast<int64_t>(sizeof(float)) + kStaticSmem;
-  p.bwd_fused = static_cast<int64_t>(p.bwd_fused_smem) + bwd_static <= limit / 2 &&
-                S * cg / (cg % 4 == 0 ? 4 : 1) <= INT_MAX;
+  // Backward: both slabs in shared memory when such a block leaves room for a second one on the
+  // SM (a block that has the SM to itself alternates between loading and reducing); else dy's
+  // slab alone, in a 1024-thread block that may have the SM to itself (its x re-read is served by
+  // L2); else chunked.
+  const auto slab_bytes = [&](int block, int slabs) {
+    if (vec != 0) return backward_slab_smem(d, vec, block, slabs, elem_bytes);
+    int64_t b = backward_slab_smem(d, 1, block, slabs, elem_bytes);
+    if (cg % 4 == 0) b = std::max(b, backward_slab_smem(d, 4, block, slabs, elem_bytes));
+    return b;
+  };
+  const bool packs_fit = S * cg <= INT_MAX;
+  const bool slabs = packs_fit && slab_bytes(kThreads, 2) <= limit / 2;
+  const bool dy_slab = packs_fit && slab_bytes(kBigThreads, 1) <= limit;
+  switch (d.backward_path) {
+    case 0:
+      p.bwd = slabs ? BackwardPath::slabs : dy_slab ? BackwardPath::dy_slab : BackwardPath::chunked;
+      break;
+    case 1:  // a forced path is checked where the launch knows its layout (vec != 0)
+      require(vec == 0 || (packs_fit && slab_bytes(kThreads, 2) <= limit),
+              "group_norm: the forced one-read backward does not fit");
+      p.bwd = BackwardPath::slabs;
+      break;
+    case 2:
+      require(vec == 0 || dy_slab, "group_norm: the forced dy-slab backward does not fit");
+      p.bwd = BackwardPath::dy_slab;
+      break;
+    case 3:
+      p.bwd = BackwardPath::chunked;
+      break;
+    default:
+      require(false, "group_norm: backward_path must be 0..3, got " + std::to_string(d.backward_path));
+  }
   return p;
 }
 
@@ -661,14 +716,23 @@ template <int VEC, typename S>
 void backward_impl(const GroupNormDesc& d, const Plan& p, const S* x, const float* add_nc, const float* gamma,
                    const float* beta, const double* mean, const double* rstd, const S* dy, S* dx,
                    float* dgamma, float* dbeta, float* dadd_nc, void* workspace, Stream stream) {
-  const int64_t cg = d.group_size(), cgv = cg / VEC;
-  int lanes = 1;
-  while (lanes < cgv && lanes < kThreads) lanes *= 2;
-  if (p.bwd_fused) {
+  const int64_t cg = d.group_size();
+  const int lanes = lanes_for(cg / VEC);
+  if (p.bwd != BackwardPath::chunked) {
     float* nc_sums = static_cast<float*>(workspace);  // [2, N, C]
     const dim3 groups_images(1, static_cast<unsigned>(d.groups), static_cast<unsigned>(d.n));
-    DIFFUSE_LAUNCH((gn_backward_fused<VEC, S>), groups_images, kThreads, p.bwd_fused_smem, stream, d, lanes, x,
-                   add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums, dadd_nc);
+    const int64_t elem = static_cast<int64_t>(sizeof(S));
+    if (p.bwd == BackwardPath::slabs) {
+      const int red = 3 * VEC * reduce_slots(kThreads, lanes);
+      DIFFUSE_LAUNCH((gn_backward_slab<VEC, kThreads, true, S>), groups_images, kThreads,
+                     static_cast<size_t>(backward_slab_smem(d, VEC, kThreads, 2, elem)), stream, d, lanes, red, x,
+                     add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums, dadd_nc);
+    } else {
+      const int red = 3 * VEC * reduce_slots(kBigThreads, lanes);
+      DIFFUSE_LAUNCH((gn_backward_slab<VEC, kBigThreads, false, S>), groups_images, kBigThreads,
+                     static_cast<size_t>(backward_slab_smem(d, VEC, kBigThreads, 1, elem)), stream, d, lanes, red, x,
+                     add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums, dadd_nc);
+    }
     if (dgamma || dbeta)
       DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + kThreads - 1) / kThreads), kThreads, 0,
                      stream, d.n, d.channels, static_cast<const float*>(nc_sums), dgamma, dbeta);
@@ -707,7 +771,6 @@ void backward_entry(const GroupNormDesc& d, const S* x, const float* add_nc, con
                     float* dadd_nc, void* workspace, Stream stream) {
   check_desc(d);
   if (d.channels == 0) return;
-  const Plan p = make_plan(d, static_cast<int64_t>(sizeof(S)));
   if (d.n == 0) {  // nothing to reduce: the parameter grads are zeros
     if (dgamma || dbeta)
       DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + kThreads - 1) / kThreads), kThreads, 0,
@@ -716,10 +779,13 @@ void backward_entry(const GroupNormDesc& d, const S* x, const float* add_nc, con
   }
   require(gamma && beta && mean && rstd && workspace && (d.spatial == 0 || (x && dy && dx)),
           "group_norm backward: null buffer");
+  const int64_t elem = static_cast<int64_t>(sizeof(S));
   if (d.group_size() % 4 == 0 && aligned4(x) && aligned4(dy) && aligned4(dx))
-    backward_impl<4>(d, p, x, add_nc, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dadd_nc, workspace, stream);
+    backward_impl<4>(d, make_plan(d, elem, 4), x, add_nc, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dadd_nc,
+                     workspace, stream);
   else
-    backward_impl<1>(d, p, x, add_nc, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dadd_nc, workspace, stream);
+    backward_impl<1>(d, make_plan(d, elem, 1), x, add_nc, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dadd_nc,
+                     workspace, stream);
 }
 
 }  // namespace
@@ -733,7 +799,8 @@ size_t group_norm_forward_workspace_bytes(const GroupNormDesc& d) {
 size_t group_norm_backward_workspace_bytes(const GroupNormDesc& d) {
   check_desc(d);
   const Plan p = make_plan(d);
-  return static_cast<size_t>(d.n * d.channels * (p.bwd_fused ? 2 : 3 * p.chunks + 2)) * sizeof(float);
+  return static_cast<size_t>(d.n * d.channels * (p.bwd != BackwardPath::chunked ? 2 : 3 * p.chunks + 2)) *
+         sizeof(float);
 }
 
 void group_norm_forward(const GroupNormDesc& d, const float* x, const float* add_nc, const float* gamma,

@@ -25,7 +25,7 @@ struct Shape {
   int64_t n, s, c, g;
 };
 
-GroupNormDesc desc_of(Shape sh, bool silu, int64_t smem_limit) {
+GroupNormDesc desc_of(Shape sh, bool silu, int64_t smem_limit, int backward_path = 0) {
   GroupNormDesc d;
   d.n = sh.n;
   d.spatial = sh.s;
@@ -34,6 +34,7 @@ GroupNormDesc desc_of(Shape sh, bool silu, int64_t smem_limit) {
   d.eps = 1e-5;
   d.silu = silu;
   d.smem_limit_bytes = smem_limit;
+  d.backward_path = backward_path;
   return d;
 }
 
@@ -89,9 +90,10 @@ void compare(const CpuReference& cpu, const std::vector<float>& y, const std::ve
 }
 
 // Runs forward and backward and compares them with the CPU twin.
-// smem_limit 0 keeps the one-read forward; a small one forces chunks of a few rows.
-void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, int shift) {
-  const GroupNormDesc d = desc_of(sh, silu, smem_limit);
+// smem_limit 0 keeps the one-read forward; a small one forces chunks of a few rows. backward_path
+// (GroupNormDesc) 0 lets the plan choose, 2 forces the dy-slab backward, 3 the chunked one.
+void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, int shift, int backward_path = 0) {
+  const GroupNormDesc d = desc_of(sh, silu, smem_limit, backward_path);
   const size_t total = static_cast<size_t>(sh.n * sh.s * sh.c), nc = static_cast<size_t>(sh.n * sh.c);
   const size_t stats = static_cast<size_t>(sh.n * sh.g), C = static_cast<size_t>(sh.c);
   Buf<float> x(total, shift, 0.0f), dy(total, shift, 0.0f);
@@ -103,10 +105,11 @@ void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, in
   const size_t ws_fwd = kernels::emu::group_norm_forward_workspace_bytes(d);
   const size_t ws_bwd = kernels::emu::group_norm_backward_workspace_bytes(d);
   CHECK((smem_limit > 0) == (ws_fwd > 0));  // the small limit must really take the chunked path
-  // The one-read backward needs only the per-(n, c) sums; the chunked one its partials as well.
-  CHECK((smem_limit > 0) == (ws_bwd > 2 * nc * sizeof(float)));
+  // The slab backwards need only the per-(n, c) sums; the chunked one its partials as well.
+  const bool chunked_bwd = backward_path == 3 || (backward_path == 0 && smem_limit > 0);
+  CHECK(chunked_bwd == (ws_bwd > 2 * nc * sizeof(float)));
   INFO("N=" << sh.n << " S=" << sh.s << " C=" << sh.c << " G=" << sh.g << " silu=" << silu << " add=" << with_add
-            << " smem_limit=" << smem_limit << " shift=" << shift
+            << " smem_limit=" << smem_limit << " shift=" << shift << " backward_path=" << backward_path
             << " order=" << emulator::thread_order_name(emulator::thread_order()));
   Buf<float> y(total, shift, NAN);
   std::vector<double> mean(stats, NAN), rstd(stats, NAN);
@@ -132,8 +135,9 @@ void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, in
 // 2^-9 absolute below 1: max_rel's measure) plus f32 noise: bound 5e-3. γ, β, add_nc and their
 // grads are f32, as f32 as the f32 launchers' (1e-5). shift 1 puts the activations 2 bytes off
 // alignment: the scalar path.
-void check_group_norm_bf16(Shape sh, bool silu, bool with_add, int64_t smem_limit, int shift) {
-  const GroupNormDesc d = desc_of(sh, silu, smem_limit);
+void check_group_norm_bf16(Shape sh, bool silu, bool with_add, int64_t smem_limit, int shift,
+                           int backward_path = 0) {
+  const GroupNormDesc d = desc_of(sh, silu, smem_limit, backward_path);
   const size_t total = static_cast<size_t>(sh.n * sh.s * sh.c), nc = static_cast<size_t>(sh.n * sh.c);
   const size_t stats = static_cast<size_t>(sh.n * sh.g), C = static_cast<size_t>(sh.c);
   const uint16_t poison = kernels::float_to_bf16(NAN);
@@ -156,7 +160,7 @@ void check_group_norm_bf16(Shape sh, bool silu, bool with_add, int64_t smem_limi
   const size_t ws_bwd = kernels::emu::group_norm_backward_workspace_bytes(d);
   if (smem_limit < 1024) {  // the tiny limits force the chunked paths (larger ones: the caller checks)
     CHECK((smem_limit > 0) == (ws_fwd > 0));
-    CHECK((smem_limit > 0) == (ws_bwd > 2 * nc * sizeof(float)));
+    CHECK((backward_path == 3 || (backward_path == 0 && smem_limit > 0)) == (ws_bwd > 2 * nc * sizeof(float)));
   }
   std::vector<double> mean(stats, NAN), rstd(stats, NAN);
   std::vector<float> ws(std::max(ws_fwd, ws_bwd) / sizeof(float) + 1, NAN);
@@ -191,14 +195,15 @@ TEST_CASE("group_norm: the bf16 launchers match the CPU twin on the rounded inpu
 }
 
 TEST_CASE("group_norm: bf16 takes the one-read backward where the f32 slabs would not fit", "[emu][group_norm]") {
-  // The one-read backward keeps x's and dy's slabs in their storage type: with (3, 5, 16, 2) it
-  // needs 6·8·4 + 2·5·8·2 = 352 bytes in bf16, 512 in f32, plus 13312 of static scratch, within
-  // half the limit. At 27400 bf16 fits (13664 <= 13700) and f32 does not (13824): the workspace
-  // (the f32 plan's) is the chunked one, the bf16 launch runs one-read inside it.
-  const GroupNormDesc d = desc_of({3, 5, 16, 2}, true, 27400);
+  // The one-read backward keeps x's and dy's slabs in their storage type, beside 6·8 per-channel
+  // floats and 192 floats of reduction scratch: with (3, 5, 16, 2) 960 + 2·5·8·2 = 1120 bytes in
+  // bf16, 1280 in f32, within half the limit; the dy-slab path needs 3264 + its one slab. At 2400
+  // bf16 fits (1120 <= 1200) and f32 takes neither (the chunked path): the workspace (the f32
+  // plan's) is the chunked one, the bf16 launch runs one-read inside it.
+  const GroupNormDesc d = desc_of({3, 5, 16, 2}, true, 2400);
   CHECK(kernels::emu::group_norm_forward_workspace_bytes(d) == 0);
   CHECK(kernels::emu::group_norm_backward_workspace_bytes(d) > 2 * 3 * 16 * sizeof(float));
-  for (bool silu : {false, true}) check_group_norm_bf16({3, 5, 16, 2}, silu, true, 27400, 0);
+  for (bool silu : {false, true}) check_group_norm_bf16({3, 5, 16, 2}, silu, true, 2400, 0);
 }
 
 TEST_CASE("group_norm: one-read forward and backward match the CPU twin on odd shapes", "[emu][group_norm]") {
@@ -218,6 +223,27 @@ TEST_CASE("group_norm: the chunked two-pass path matches the CPU twin", "[emu][g
     for (bool with_add : {false, true}) check_group_norm({2, 15, 12, 4}, silu, with_add, 96, 0);
   check_group_norm({3, 5, 16, 2}, true, true, 96, 0);  // float4, chunks of 3 and 2 rows
   check_group_norm({1, 13, 6, 3}, false, true, 16, 1);  // 4 floats: 2 rows per chunk, 7 chunks
+}
+
+TEST_CASE("group_norm: the dy-slab backward (x re-read from global memory) matches the CPU twin",
+          "[emu][group_norm]") {
+  // 1024-thread blocks holding dy's slab in shared memory, the path of slabs too big for both.
+  for (bool silu : {false, true})
+    for (bool with_add : {false, true}) {
+      check_group_norm({2, 15, 12, 4}, silu, with_add, 0, 0, 2);  // 3 channels per group: 4 lanes
+      check_group_norm({2, 7, 6, 3}, silu, with_add, 0, 1, 2);
+    }
+  check_group_norm({3, 5, 16, 2}, true, true, 0, 0, 2);  // float4, 2 lanes
+  check_group_norm({3, 5, 16, 2}, true, true, 0, 1, 2);  // misaligned: scalar
+  check_group_norm({1, 1, 5, 5}, false, true, 0, 0, 2);
+  check_group_norm({1, 4, 33, 1}, false, true, 0, 0, 2);  // 64 lanes
+  check_group_norm({2, 3, 72, 1}, true, true, 0, 1, 2);   // scalar: 128 lanes
+  check_group_norm({1, 2, 260, 1}, true, false, 0, 1, 2);  // wider than 256 lanes: channel tiles
+  check_group_norm({2, 15, 12, 4}, true, true, 0, 0, 3);   // and the chunked path forced, unlimited
+  for (bool silu : {false, true}) {
+    check_group_norm_bf16({3, 5, 16, 2}, silu, true, 0, 0, 2);
+    check_group_norm_bf16({2, 15, 12, 4}, silu, true, 0, 1, 2);
+  }
 }
 
 TEST_CASE("group_norm: wide groups take every per-channel reduction layout", "[emu][group_norm]") {
