@@ -45,6 +45,7 @@ struct SampleBenchOptions {
   std::vector<std::string> samplers = {"ddpm", "ddim", "dpmpp-2m"};  // at 1000, 50 and 20 steps
   int64_t timed_steps = 0;  // > 0: time only this many steps of each sampler and extrapolate
   std::string precision = "fp32";
+  bool cuda_graphs = true;  // replay the sampler step as one CUDA graph, as `diffuse sample` does
   uint64_t seed = 0;
   int64_t profile_steps = 0;  // > 0: then this many eager steps of each sampler under the op profiler
 };

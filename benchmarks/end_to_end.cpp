@@ -6,9 +6,10 @@
 // are whole replays and their phase split is not measured; eager steps are split into forward +
 // loss, backward and optimizer by waiting for the device between the phases. Sampling times the
 // one sampling loop, Sampler::sample, over the UNet denoise callback the CLI uses
-// (engine/unet_denoiser.h): one UNet forward and one denoise_step per step. Every step costs the
-// same whatever its timestep, so a run may stop the loop after the first K steps and extrapolate
-// to the sampler's full count; the output says when it did. Under `mpirun -np K` the training
+// (engine/unet_denoiser.h) that generate() runs: one UNet forward and one denoise_step per step,
+// on CUDA replayed as one CUDA graph after the warm-up steps unless --cuda-graphs off. Every step
+// costs the same whatever its timestep, so a run may stop the loop after the first K steps and
+// extrapolate to the sampler's full count; the output says when it did. Under `mpirun -np K` the training
 // step is data-parallel (docs/distributed.md): each rank times its own steps, rank 0 reports
 // every rank's images/s, the aggregate (K·B over the slowest rank's median step) and the time the
 // gradient all-reduce took.
@@ -202,6 +203,17 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& all_out
   return r;
 }
 
+namespace {
+
+// How a run's steps ran, for the table and the JSON: "graph" (the steps after the warm-up replayed
+// one CUDA graph), "eager" (graphs off, or the CPU), "refused" (the capture failed; eager).
+const char* graph_state(const SampleStats& st) {
+  if (!st.graph_refused.empty()) return "refused";
+  return st.graph_replays > 0 ? "graph" : "eager";
+}
+
+}  // namespace
+
 nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) {
   check_precision(o.precision, o.device);
   if (o.device == Device::cuda) require_cuda_device();
@@ -211,19 +223,32 @@ nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) 
   const UNet2DConfig cfg = resolve_unet_config(o.config);
   UNet2D model(cfg, o.seed);
   model.to(o.device);
+  model.set_training(false);  // as generate() samples
   const int64_t S = cfg.sample_size;
+  const bool graphs = o.cuda_graphs && o.device == Device::cuda;
   // The CPU cannot run 1000 UNet steps in a benchmark's time: by default it times 3 per sampler.
   const int64_t timed_default = o.device == Device::cpu ? 3 : 0;
   const int64_t timed_cap = o.timed_steps > 0 ? o.timed_steps : timed_default;
-  out << strf("diffuse bench sample: %s on %s, %s\n", o.config.c_str(), device_name(o.device),
-                timed_cap > 0 ? strf("at most the first %lld steps of each sampler timed, longer runs extrapolated", (long long)timed_cap).c_str()
-                              : "every step timed");
+  // The steps before the steady state: with graphs the eager warm-up steps and the capture, else
+  // the first step. The host waits for the device only at the end of these and of the timed steps.
+  const int64_t head = graphs ? Sampler::kGraphWarmupSteps + 1 : 1;
+  out << strf("diffuse bench sample: %s on %s, %s, %s\n", o.config.c_str(), device_name(o.device),
+              o.precision.c_str(),
+              timed_cap > 0 ? strf("at most the first %lld steps of each sampler timed, longer runs extrapolated",
+                                   (long long)timed_cap).c_str()
+                            : "every step timed");
+  out << (o.device == Device::cpu ? std::string("sampling loop: Sampler::sample as `diffuse sample` runs it\n")
+          : graphs ? strf("sampling loop: Sampler::sample as `diffuse sample` runs it, CUDA graphs on (%lld eager "
+                          "steps, then one captured step replayed)\n", (long long)Sampler::kGraphWarmupSteps)
+                   : std::string("sampling loop: Sampler::sample as `diffuse sample` runs it, CUDA graphs off (eager)\n"));
   if (o.device == Device::cpu) out << cpu_setup_line();
-  out << strf("%-9s %6s %6s %6s %12s %12s %10s\n", "sampler", "steps", "batch", "timed", "ms/step",
-                "total s", "images/s") << std::string(68, '-') << "\n" << std::flush;
+  out << strf("%-9s %6s %6s %6s %12s %12s %10s  %s\n", "sampler", "steps", "batch", "timed", "ms/step", "total s",
+              "images/s", "steps ran")
+      << std::string(80, '-') << "\n" << std::flush;
   nlohmann::json results = nlohmann::json::array();
   NoGrad no_grad;
   const AutocastBf16 autocast(o.precision == "bf16");  // every UNet forward of the benchmark
+  std::string refused;  // the first refused capture's reason, said once
   for (int64_t B : o.batches) {
     Tensor warm = Tensor::zeros({B, S, S, int64_t(cfg.in_channels)}, DType::f32, o.device);
     model.forward(warm, Tensor::from({500.0}, {1}, DType::i64));  // allocator and scratch warm-up
@@ -233,28 +258,48 @@ nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) 
       sc.kind = parse_sampler_kind(name, "--samplers");
       const int64_t steps = nominal_steps(name);
       Sampler sampler(sc, steps);
-      const int64_t timed = timed_cap > 0 ? std::min(timed_cap, sampler.num_steps()) : sampler.num_steps();
+      const int64_t n = sampler.num_steps();
+      const int64_t timed = timed_cap > 0 ? std::min(timed_cap, n) : n;
       const Tensor x_T = Sampler::initial_noise({B, S, S, int64_t(cfg.in_channels)}, o.seed).to(o.device);
       SampleOptions opt;
       opt.seed = o.seed;
-      std::vector<double> ms;
-      auto t0 = clock::now();
-      sampler.sample(unet_denoiser(model, Tensor(), false), x_T, opt, [&](int64_t i, int64_t, const Tensor&, const Tensor&) {
-        ms.push_back(ms_since(t0, o.device));
-        t0 = clock::now();
-        return i + 1 < timed;  // stop after the timed steps
-      });
-      double sum = 0;
-      for (double v : ms) sum += v;
-      const double per = median_of(ms);
-      const bool all = timed == sampler.num_steps();
-      const double total_s = (all ? sum : per * double(sampler.num_steps())) * 1e-3;
-      nlohmann::json r = {{"sampler", name}, {"steps", sampler.num_steps()}, {"batch", B}, {"timed_steps", timed},
+      opt.cuda_graphs = graphs;
+      SampleStats stats;
+      opt.stats = &stats;
+      opt.on_graph_fallback = [&](const std::string& why) {
+        if (refused.empty()) out << "diffuse bench sample: " << why << "\n";
+        refused = why;
+      };
+      // The loop generate() runs (engine/generate.cpp): the tensor-timestep denoiser, graphs as
+      // asked. The host waits for the device twice: after the head steps and after the last timed one.
+      double head_ms = 0, run_ms = 0;
+      if (o.device == Device::cuda) synchronize_device();
+      const auto t0 = clock::now();
+      sampler.sample(unet_tensor_denoiser(model, Tensor(), false), x_T, opt,
+                     [&](int64_t i, int64_t, const Tensor&, const Tensor&) {
+                       if (i + 1 == std::min(head, timed)) head_ms = ms_since(t0, o.device);
+                       if (i + 1 == timed) run_ms = ms_since(t0, o.device);
+                       return i + 1 < timed;  // stop after the timed steps
+                     });
+      const int64_t head_steps = std::min(head, timed);
+      // Per step: the steady state's mean when it was reached, else the head's.
+      const double per = timed > head_steps ? (run_ms - head_ms) / double(timed - head_steps)
+                                            : run_ms / double(timed);
+      const bool all = timed == n;
+      const double total_s = (all ? run_ms : head_ms + per * double(n - head_steps)) * 1e-3;
+      const std::string ran = strf("%lld eager%s", (long long)stats.eager_steps,
+                                   stats.graph_replays > 0
+                                       ? strf(" + %lld replayed", (long long)stats.graph_replays).c_str()
+                                       : (stats.graph_refused.empty() ? "" : " (capture refused)"));
+      nlohmann::json r = {{"sampler", name}, {"steps", n}, {"batch", B}, {"timed_steps", timed},
                           {"step_ms", per}, {"total_s", total_s}, {"extrapolated", !all},
-                          {"images_per_second", double(B) / total_s}};
-      out << strf("%-9s %6lld %6lld %6lld %12.1f %11.2f%s %10.2f\n", name.c_str(),
-                    (long long)sampler.num_steps(), (long long)B, (long long)timed, per, total_s, all ? " " : "*",
-                    double(B) / total_s) << std::flush;
+                          {"images_per_second", double(B) / total_s}, {"head_steps", head_steps},
+                          {"head_ms", head_ms}, {"graph", graph_state(stats)},
+                          {"eager_steps", stats.eager_steps}, {"graph_replays", stats.graph_replays}};
+      if (!stats.graph_refused.empty()) r["graph_refused"] = stats.graph_refused;
+      out << strf("%-9s %6lld %6lld %6lld %12.2f %11.2f%s %10.2f  %s\n", name.c_str(), (long long)n, (long long)B,
+                  (long long)timed, per, total_s, all ? " " : "*", double(B) / total_s, ran.c_str())
+          << std::flush;
       if (o.profile_steps > 0)
         r["profile"] = profile_sample_steps(model, name, x_T, o.seed, o.precision == "bf16", o.profile_steps, out);
       results.push_back(r);
@@ -262,11 +307,16 @@ nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) 
   }
   bool any_extrapolated = false;
   for (const auto& x : results) any_extrapolated |= x["extrapolated"].get<bool>();
-  if (any_extrapolated) out << "* extrapolated: steps x median time per step\n";
+  out << strf("ms/step: the mean of the steps after the first %lld (%s), the host waiting for the device only "
+              "at their start and end; total: the whole loop from x_T to x_0\n",
+              (long long)head, graphs ? "the eager warm-up steps and the capture" : "the first step");
+  if (any_extrapolated) out << "* extrapolated: the first steps' time + the remaining steps x ms/step\n";
   nlohmann::json r = run_context(o.device);
   r["benchmark"] = "sample";
   r["framework"] = "diffuse";
   r["mode"] = o.precision;
+  r["cuda_graphs"] = graphs;
+  if (!refused.empty()) r["graph_refused"] = refused;
   r["config"] = o.config;
   r["results"] = results;
   return r;

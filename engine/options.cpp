@@ -81,6 +81,22 @@ Option<S> cuda_graphs_row(const char* help) {
   return {"cuda-graphs", DIFFUSE_OPTION_FIELD(S, cuda_graphs), kNotSaved, help};
 }
 
+// The two sampling rows `diffuse sample` (GenerateRequest) and `diffuse bench sample`
+// (SamplingRunOptions) share.
+template <class S>
+Option<S> sampler_graphs_row() {
+  return cuda_graphs_row<S>("on CUDA, replay each sampler step as one CUDA graph after two eager steps "
+                            "(`--cuda-graphs off`: eager); ignored on the CPU");
+}
+
+template <class S>
+Option<S> sampling_precision_row() {
+  return {"precision", DIFFUSE_OPTION_FIELD(S, precision), kNotSaved,
+          "`fp32`, or `bf16` with `--device cuda`: the UNet's activations in bf16 with f32 math and "
+          "accumulation (docs/design.md §4; the sampler's update stays f32)",
+          one_of({"fp32", "bf16"})};
+}
+
 template <class S>
 Option<S> threads_row() {
   return {"threads", DIFFUSE_OPTION_FIELD(S, threads), kNotSaved,
@@ -263,14 +279,16 @@ const Table<GenerateRequest>& generate_table() {
            "classifier-free guidance weight (with `--class`; both halves in one batched forward)", finite()},
           {"seed", DIFFUSE_OPTION_FIELD(G, seed), kNotSaved, "the seed; the same seed and batch give the same images"},
           {"batch", DIFFUSE_OPTION_FIELD(G, batch), kNotSaved, "images per sampler batch", positive()},
-          cuda_graphs_row<G>("on CUDA, replay each sampler step as one CUDA graph after two eager steps "
-                             "(`--cuda-graphs off`: eager); ignored on the CPU"),
-          {"precision", DIFFUSE_OPTION_FIELD(G, precision), kNotSaved,
-           "`fp32`, or `bf16` with `--device cuda`: the UNet's activations in bf16 with f32 math and "
-           "accumulation (docs/design.md §4; the sampler's update stays f32)",
-           one_of({"fp32", "bf16"})},
+          sampler_graphs_row<G>(),
+          sampling_precision_row<G>(),
           threads_row<G>(),
       }};
+  return table;
+}
+
+const Table<SamplingRunOptions>& sampling_run_table() {
+  using R = SamplingRunOptions;
+  static const Table<R> table{"SamplingRunOptions", {sampler_graphs_row<R>(), sampling_precision_row<R>()}};
   return table;
 }
 

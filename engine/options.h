@@ -87,12 +87,20 @@ struct ThreadOptions {
   int threads = 0;  // 0: the cores this process may use (nn/runtime.h set_cpu_threads)
 };
 
+// The settings `diffuse bench sample` shares with `diffuse sample`: GenerateRequest's rows of the
+// same names (one definition each), so the benchmark runs the sampling loop as sample does.
+struct SamplingRunOptions {
+  bool cuda_graphs = GenerateRequest{}.cuda_graphs;
+  std::string precision = GenerateRequest{}.precision;
+};
+
 // The tables: `diffuse train` is TrainRequest; `diffuse sample` is SamplerOptions then
 // GenerateRequest (plus the CLI's own flags, tools/cmd_sample.cpp); `diffuse bench` and `diffuse
 // forward` add ThreadOptions to flags of their own.
 const Table<TrainRequest>& train_table();
 const Table<SamplerOptions>& sampler_table();
 const Table<GenerateRequest>& generate_table();
+const Table<SamplingRunOptions>& sampling_run_table();
 const Table<ThreadOptions>& thread_table();
 
 // ---- what the tables drive ------------------------------------------------------------------

@@ -167,9 +167,11 @@ Tensor Sampler::sample(const ModelFn& model, const Tensor& x_T, const SampleOpti
   NoGrad no_grad;
   Tensor x = x_T.detach().clone();
   Tensor x0 = Tensor::zeros(x.shape(), x.dtype(), x.device());
+  if (opt.stats) *opt.stats = SampleStats{};
   for (int64_t i = 0; i < num_steps(); ++i) {
     Tensor out = model(x, plan_.timesteps[i]);
     step(i, out, x, x0, opt);
+    if (opt.stats) ++opt.stats->eager_steps;
     if (on_step && !on_step(i, num_steps(), x, x0)) break;
   }
   return x;

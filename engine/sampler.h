@@ -20,6 +20,14 @@
 
 namespace diffuse {
 
+// What one run of the loop did (SampleOptions::stats): how its steps ran, for the benchmark's
+// report and the tests.
+struct SampleStats {
+  int64_t eager_steps = 0;    // steps whose work the host queued itself (warm-up, graphs off or refused, CPU)
+  int64_t graph_replays = 0;  // steps replayed from the CUDA graph (the captured step included)
+  std::string graph_refused;  // why the capture failed; "" when it did not fail or was not tried
+};
+
 struct SampleOptions {
   uint64_t seed = 0;
   // Classifier-free guidance weight w. When set, the model callback returns 2·B rows for B rows of
@@ -34,6 +42,8 @@ struct SampleOptions {
   std::function<void(const std::string&)> on_graph_fallback = nullptr;
   // Tests only: runs inside the captured region after the model call (to inject a forbidden call).
   std::function<void()> inside_capture_for_test = nullptr;
+  // When set, sample() fills it in (reset at the start of the run).
+  SampleStats* stats = nullptr;
 };
 
 // What a sampler unit builds for a config and a number of inference steps: the timesteps the model
@@ -67,6 +77,10 @@ class Sampler {
   // Called after each step with the new x and this step's x0 prediction; returning false stops the
   // loop there (sample() then returns that x).
   using StepFn = std::function<bool(int64_t step, int64_t num_steps, const Tensor& x, const Tensor& x0)>;
+
+  // With SampleOptions::cuda_graphs, the steps run eagerly before the capture (the caching
+  // allocator then holds every block a step uses).
+  static constexpr int64_t kGraphWarmupSteps = 2;
 
   Sampler(const SchedulerConfig& config, int64_t num_inference_steps);
 

@@ -9,6 +9,7 @@
 #                      [--sample-batch 64,1] [--sample-steps K] [--no-train] [--out DIR]
 #                      [--omp-wait passive|active]   (OMP_WAIT_POLICY for both sides; default: as set)
 #                      [--precision fp32|bf16]       (diffuse's side; bf16 needs --device cuda)
+#                      [--cuda-graphs on|off]        (diffuse's sampling loop; default on, as `diffuse sample`)
 #   scripts/compare.sh --cpu-targets [scripts/compare-cpu.sh's flags]   (issue 12's CPU table)
 # On a machine shared with other work, OpenMP threads that spin while waiting steal the cores the
 # working threads need; --omp-wait passive makes both sides sleep instead. Both JSONs record it.
@@ -19,7 +20,7 @@ cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--cpu-targets" ]]; then shift; exec scripts/compare-cpu.sh "$@"; fi
 
 device=cpu config=tiny batch=32 iters=3 warmup=1 rounds=2 modes="eager,channels_last_bf16,compile" precision=fp32
-sample=0 train=1 sample_batch="64,1" sample_steps=0 out=""
+sample=0 train=1 sample_batch="64,1" sample_steps=0 out="" cuda_graphs=on
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --device) device="$2"; shift 2 ;;
@@ -36,7 +37,8 @@ while [[ $# -gt 0 ]]; do
     --out) out="$2"; shift 2 ;;
     --omp-wait) export OMP_WAIT_POLICY="$2"; shift 2 ;;
     --precision) precision="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --cuda-graphs) cuda_graphs="$2"; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -57,7 +59,7 @@ for ((r = 1; r <= rounds; r++)); do
   fi
   if ((sample)); then
     "$bin" bench sample --device "$device" --config "$config" --batch "$sample_batch" --steps "$sample_steps" \
-      --precision "$precision" --json "$out/diffuse_sample.r$r.json"
+      --precision "$precision" --cuda-graphs "$cuda_graphs" --json "$out/diffuse_sample.r$r.json"
     "$python" "$ref/bench_sample.py" --device "$device" --config "$config" --batch "$sample_batch" \
       --steps "$sample_steps" --modes "$modes" --json "$out/torch_sample.r$r.json"
   fi

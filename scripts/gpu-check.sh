@@ -250,6 +250,9 @@ if [[ -x "$bin" ]]; then
     run_stage compare_sample 120 env DIFFUSE_BIN="$bin" PYTHON="$python" scripts/compare.sh --device cuda \
       --config "$cfg" --no-train --sample --sample-batch 64,1 --sample-steps 20 --rounds 1 --precision bf16 \
       --modes eager,channels_last_bf16 --out "$out/compare_sample"
+    # The same DDIM rows with the sampler's CUDA graph off (ours only): what the graph saves.
+    run_stage sample_eager 45 "$bin" bench sample --device cuda --config "$cfg" --batch 64,1 --samplers ddim \
+      --steps 20 --precision bf16 --cuda-graphs off --json "$out/sample_eager.json"
   else
     printf 'compare\tskipped\t0\tno python3 with torch\n' >> "$status"
   fi

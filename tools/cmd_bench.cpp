@@ -154,25 +154,29 @@ int bench_train(int argc, char** argv) {
 
 int bench_sample(int argc, char** argv) {
   cxxopts::Options cli("diffuse bench sample", "Time sampling: DDPM-1000, DDIM-50, DPM-Solver++(2M)-20.");
-  bench::SampleBenchOptions d;
+  const bench::SampleBenchOptions d;
   cli.add_options()("config", "named UNet config or config.json", cxxopts::value<std::string>()->default_value(d.config))(
       "batch", "batch sizes, comma-separated", cxxopts::value<std::string>()->default_value("64,1"))(
       "samplers", "any of ddpm, ddim, dpmpp-2m", cxxopts::value<std::string>()->default_value("ddpm,ddim,dpmpp-2m"))(
       "steps", "time only the first N steps of each sampler and extrapolate (0: all on cuda, 3 on cpu)",
       cxxopts::value<int64_t>()->default_value("0"))(
-      "precision", "fp32 or bf16 (cuda only)", cxxopts::value<std::string>()->default_value(d.precision))(
       "seed", "random seed", cxxopts::value<uint64_t>()->default_value("0"));
   add_profile_flags(cli);
+  add_flags(cli, options::sampling_run_table());  // --cuda-graphs and --precision, as `diffuse sample` has them
   auto args = parse_mode(cli, argc, argv);
   if (!args) return 0;
+  options::SamplingRunOptions run;
+  read_flags(*args, options::sampling_run_table(), run);
+  options::check(options::sampling_run_table(), run, options::Naming::flag);
   bench::SampleBenchOptions o;
+  o.cuda_graphs = run.cuda_graphs;
+  o.precision = run.precision;
   o.device = parse_device(*args);
   o.config = (*args)["config"].as<std::string>();
   o.batches = split_ints((*args)["batch"].as<std::string>(), "batch");
   o.samplers = split_list((*args)["samplers"].as<std::string>(), "samplers");
   o.timed_steps = (*args)["steps"].as<int64_t>();
   if (o.timed_steps < 0) throw Error("--steps must be >= 0, got " + std::to_string(o.timed_steps));
-  o.precision = (*args)["precision"].as<std::string>();
   o.seed = (*args)["seed"].as<uint64_t>();
   o.profile_steps = profile_steps(*args);
   write_json(*args, bench::run_sample_bench(o, std::cout));

@@ -72,10 +72,14 @@ def sample_rows(folder):
             return best([x["step_ms"] for r in reports for x in r["results"]
                          if x["sampler"] == sampler and x["batch"] == batch and (mode is None or x["mode"] == mode)])
         o = pick(ours)
+        mine = [x for r in ours for x in r["results"] if x["sampler"] == sampler and x["batch"] == batch]
         extrap = any(x["extrapolated"] for r in ours for x in r["results"] if x["sampler"] == sampler)
+        # How diffuse's steps ran: "graph" (replayed one CUDA graph), "eager", or "refused" (capture failed).
+        ran = "/".join(sorted({x.get("graph", "eager") for x in mine}))
+        total = min((x["total_s"] for x in mine), default=None)
         for m in modes_of(theirs):
             t = pick(theirs, m)
-            rows.append((sampler, steps, batch, o, o * steps * 1e-3 if o else None, m, t,
+            rows.append((sampler, steps, batch, o, total, ran, m, t,
                          t * steps * 1e-3 if t else None, t / o if o and t else None, extrap))
     head = ours[0]
     title = (f"sampling: {head['config']}, {head['device']['kind']} ({head['device']['name']}), "
@@ -116,16 +120,22 @@ def main():
     title, rows = sample_rows(args.folder)
     if rows:
         lines += [f"### {title}", "",
-                  "| sampler | steps | batch | diffuse ms/step | diffuse total s | PyTorch mode | PyTorch ms/step "
-                  "| PyTorch total s | PyTorch / diffuse |", "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+                  "| sampler | steps | batch | diffuse ms/step | diffuse total s | diffuse steps ran | PyTorch mode "
+                  "| PyTorch ms/step | PyTorch total s | PyTorch / diffuse |",
+                  "|---|---:|---:|---:|---:|---|---|---:|---:|---:|"]
         any_extrap = False
-        for s, steps, b, o, ot, m, t, tt, ratio, extrap in rows:
+        for s, steps, b, o, ot, ran, m, t, tt, ratio, extrap in rows:
             any_extrap |= extrap
             mark = "*" if extrap else ""
-            lines.append(f"| {s} | {steps} | {b} | {fmt(o, '.1f')} | {fmt(ot, '.2f')}{mark} | {m} | {fmt(t, '.1f')} "
-                         f"| {fmt(tt, '.2f')}{mark} | {fmt(ratio, '.2f')} |")
+            lines.append(f"| {s} | {steps} | {b} | {fmt(o, '.2f')} | {fmt(ot, '.2f')}{mark} | {ran} | {m} "
+                         f"| {fmt(t, '.2f')} | {fmt(tt, '.2f')}{mark} | {fmt(ratio, '.2f')} |")
+        lines.append("\ndiffuse ms/step: the mean step after the warm-up (with CUDA graphs: the eager steps and the "
+                     "capture), the host waiting for the device only before and after them; diffuse total: the whole "
+                     "loop. PyTorch ms/step: the median of steps each timed to a device synchronisation. steps ran: "
+                     "graph (replayed one CUDA graph), eager, or refused (the capture failed; see the log).")
         if any_extrap:
-            lines.append("\n\\* extrapolated: steps x the median time of the timed steps")
+            lines.append("\n\\* extrapolated: diffuse: the first steps' time + the rest x ms/step; "
+                         "PyTorch: steps x the median time of the timed steps")
         lines.append("")
     if not lines:
         raise SystemExit(f"{args.folder}: no pair of diffuse_*.rN.json and torch_*.rN.json files to compare")

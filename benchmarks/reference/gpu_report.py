@@ -165,6 +165,16 @@ def main():
                 if f.endswith(".json"):
                     runs[f] = load_json(os.path.join(folder, f))
         report[name] = runs
+        if name == "compare_sample":
+            eager = load_json(os.path.join(d, "sample_eager.json"))
+            if eager:
+                report["sample_eager"] = eager
+                md += ["The same DDIM rows with `--cuda-graphs off` (diffuse only, `sample_eager.json`):", "",
+                       "| sampler | batch | timed steps | ms/step | total s | steps ran |",
+                       "|---|---:|---:|---:|---:|---|"]
+                md += [f"| {x['sampler']} | {x['batch']} | {x['timed_steps']} | {x['step_ms']:.2f} | "
+                       f"{x['total_s']:.2f}{'*' if x['extrapolated'] else ''} | {x.get('graph', 'eager')} |"
+                       for x in eager["results"]] + [""]
     with open(os.path.join(d, "report.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     with open(os.path.join(d, "report.json"), "w") as f:

@@ -67,6 +67,7 @@ cudaError_t queue_copy(const char* call, void* dst, const void* src, size_t coun
   if (count == 0) return cudaSuccess;
   if (!side_ok(src, count, d.src_device) || !side_ok(dst, count, d.dst_device)) return cudaErrorInvalidValue;
   std::string what = describe_copy(call, d, count);
+  if (!d.src_device || !d.dst_device) count_host_copy();
   if (!d.src_device && stage_host_source(stream)) {
     auto staged = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
                                                                 static_cast<const unsigned char*>(src) + count);

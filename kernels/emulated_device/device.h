@@ -50,6 +50,19 @@ bool valid_stream(cudaStream_t stream);
 // cudaSuccess until queued work fails; afterwards every call that touches the device returns it.
 cudaError_t sticky_error();
 
+// What the host asked of the device, counted since the process started, so a test can prove that
+// a loop's steady state makes no host-blocking call (tests/cuda/test_cuda_graphs_sampler.cpp).
+// waits: calls that return only after device work ran — cudaStreamSynchronize,
+// cudaEventSynchronize, cudaDeviceSynchronize, the synchronous copies and memsets, cudaFree and the
+// blocking library calls (every caller of synchronize_stream/synchronize_all); host_copies:
+// cudaMemcpy and cudaMemcpyAsync calls with a host side (all host memory is pageable here, so on a
+// GPU each one may block the host).
+struct HostTraffic {
+  unsigned long long waits = 0;
+  unsigned long long host_copies = 0;
+};
+HostTraffic host_traffic();
+
 // ---- the virtual card (cudart.cpp) ------------------------------------------------------------
 
 // The dynamic shared memory a launch of `kernel` may use: 48 KiB, or what
@@ -118,6 +131,9 @@ void announce_work(const std::string& what);
 // hold 0xFF. Returns cudaErrorIllegalAddress and prints "out-of-bounds write by <what> past the
 // end of allocation #N ..." when not.
 cudaError_t check_slack_after(const std::string& what);
+
+// Counts one copy with a host side in host_traffic() (cudart_memory.cpp). Call with device_lock() held.
+void count_host_copy();
 
 // Makes `status` the device's sticky error (first one wins) and drops all queued work.
 void fail_device(cudaError_t status);

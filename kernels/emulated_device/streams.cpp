@@ -222,8 +222,23 @@ cudaError_t enqueue(cudaStream_t stream, std::string what, std::function<void()>
   return cudaSuccess;
 }
 
+namespace {
+HostTraffic& traffic() {  // guarded by device_lock()
+  static HostTraffic t;
+  return t;
+}
+}  // namespace
+
+HostTraffic host_traffic() {
+  std::lock_guard<std::recursive_mutex> lock(device_lock());
+  return traffic();
+}
+
+void count_host_copy() { ++traffic().host_copies; }
+
 cudaError_t synchronize_stream(cudaStream_t stream) {
   ApiCall call;
+  ++traffic().waits;
   if (call.status() != cudaSuccess) return call.status();
   if (state().sticky != cudaSuccess) return state().sticky;
   CUstream_st* s = resolve(stream);
@@ -234,6 +249,7 @@ cudaError_t synchronize_stream(cudaStream_t stream) {
 
 cudaError_t synchronize_all() {
   ApiCall call;
+  ++traffic().waits;
   if (call.status() != cudaSuccess) return call.status();
   std::optional<WorkScope> scope;
   flush(&state().legacy, state().legacy.enqueued, scope);
@@ -284,6 +300,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   CUstream_st* s = resolve(stream);
   if (!s) return record(cudaErrorInvalidResourceHandle);
   if (cudaError_t refused = check_stream_sync(ref_of(s)); refused != cudaSuccess) return record(refused);
+  ++traffic().waits;
   return record(flush_all_of(s));
 }
 
@@ -388,6 +405,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (state().sticky != cudaSuccess) return record(state().sticky);
   CUevent_st* e = resolve(event);
   if (!e) return record(cudaErrorInvalidResourceHandle);
+  ++traffic().waits;
   if (e->complete()) return cudaSuccess;
   std::optional<WorkScope> scope;
   flush(e->stream, e->position, scope);

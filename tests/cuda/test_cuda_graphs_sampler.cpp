@@ -4,8 +4,9 @@
 // eager loop that passes each step's coefficients and timestep by value. The per-step
 // denoise_step descriptor read from device memory gives the by-value kernel's bits. A capture
 // that meets a forbidden call (a read back to the host inside the step) is refused, the reason
-// is reported once, and the run goes on eagerly with the same images. And the timestep
-// embedding of one timestep broadcast over the batch by its kernel, as the UNet calls it.
+// is reported once, and the run goes on eagerly with the same images. A replayed step makes no
+// host-blocking call and no host copy (the emulated device counts them), guided or not. And the
+// timestep embedding of one timestep broadcast over the batch by its kernel, as the UNet calls it.
 #include <catch2/catch.hpp>
 
 #include <cstring>
@@ -18,6 +19,9 @@
 #include "nn/ops.h"
 #include "nn/unet2d.h"
 #include "support/cuda_compare.h"
+#if DIFFUSE_CUDA_EMULATED
+#include "kernels/emulated_device/device.h"
+#endif
 
 using namespace diffuse;
 
@@ -96,6 +100,54 @@ TEST_CASE("sampler cuda graph: DDIM, DDPM and DPM-Solver++ replay bit-identicall
       int eager_runs = 0;
       CHECK(same_bits(run.tensor_loop(false, eager_runs, notices), eager));
       CHECK(eager_runs == 10);
+    }
+}
+
+TEST_CASE("sampler cuda graph: a replayed step makes no host wait and no host copy, guided or not",
+          "[cuda][graphs][sample]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  for (SamplerKind kind : {SamplerKind::ddim, SamplerKind::dpmpp_2m})
+    for (bool guided : {false, true}) {
+      INFO("sampler " << sampler_kind_name(kind) << (guided ? ", guided" : ""));
+      const Run run(kind, guided);
+      const Tensor eager = run.eager();
+      SampleOptions o = run.opt;
+      o.cuda_graphs = true;
+      SampleStats stats;
+      o.stats = &stats;
+      std::vector<std::string> notices;
+      o.on_graph_fallback = [&](const std::string& why) { notices.push_back(why); };
+#if DIFFUSE_CUDA_EMULATED
+      // The device's count of host waits and host copies after each step (the callback itself
+      // reads no device memory).
+      std::vector<emulated_device::HostTraffic> after;
+      const auto on_step = [&](int64_t, int64_t, const Tensor&, const Tensor&) {
+        after.push_back(emulated_device::host_traffic());
+        return true;
+      };
+#else
+      const Sampler::StepFn on_step;
+#endif
+      const Tensor graphed = run.sampler.sample(unet_tensor_denoiser(run.model, run.labels, guided), run.x_T, o, on_step);
+      CHECK(notices.empty());
+      CHECK(stats.eager_steps == Sampler::kGraphWarmupSteps);
+      CHECK(stats.graph_replays == 10 - Sampler::kGraphWarmupSteps);
+      CHECK(stats.graph_refused.empty());
+      CHECK(same_bits(graphed, eager));
+#if DIFFUSE_CUDA_EMULATED
+      REQUIRE(after.size() == 10);
+      // The replays after the capture step: the host queued one device copy and one graph launch each.
+      for (size_t i = Sampler::kGraphWarmupSteps + 1; i < after.size(); ++i) {
+        INFO("step " << i);
+        CHECK(after[i].waits == after[i - 1].waits);
+        CHECK(after[i].host_copies == after[i - 1].host_copies);
+      }
+      // The counters count: the run's result read back waited for the device and copied to the host.
+      const emulated_device::HostTraffic before_read = emulated_device::host_traffic();
+      (void)graphed.to(Device::cpu);
+      CHECK(emulated_device::host_traffic().waits > before_read.waits);
+      CHECK(emulated_device::host_traffic().host_copies > before_read.host_copies);
+#endif
     }
 }
 
