@@ -25,6 +25,11 @@ constexpr int64_t kBlockK = 384;  // reduction channels per packed weight block 
 // of 24 tiles (every path's MR divides 24).
 constexpr int64_t kBlockFloats = 128 * 1024;
 constexpr int64_t kTileQuantum = 24, kMaxBlockTiles = 192;
+// The 16 position planes of a tile block's V, M and Z lie one plane size plus one cache line
+// apart: a tile's transform touches all 16 at once, and with 48 tiles of 64 channels (a multiple
+// of 4 KiB per plane) 16 streams a power of two apart would share one L1 set.
+constexpr int64_t kPlaneSkew = 16;
+inline int64_t plane_stride(int64_t block, int64_t channels) { return block * channels + kPlaneSkew; }
 // dw sums over every tile of the batch: in this many slices of consecutive tile blocks (fewer
 // when there are fewer blocks), each into its own partial dU, added in slice order. A count fixed
 // by the shape, not by the threads, so dw does not depend on the thread count.
@@ -126,19 +131,20 @@ void convolve(int64_t images, int64_t h, int64_t w, const float* src, const Pack
   const int64_t blocks = (tiles + block - 1) / block;
   const double cost = double(block) * kPositions * double(k) * double(n) / 4;
   parallel_for(blocks, cost, [&](int64_t b0, int64_t b1) {
-    float* v = thread_scratch_of<float>(kInputSlot, size_t(kPositions * block * k));
-    float* m = thread_scratch_of<float>(kProductSlot, size_t(kPositions * block * n));
+    const int64_t v_stride = plane_stride(block, k), m_stride = plane_stride(block, n);
+    float* v = thread_scratch_of<float>(kInputSlot, size_t(kPositions * v_stride));
+    float* m = thread_scratch_of<float>(kProductSlot, size_t(kPositions * m_stride));
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t t0 = b * block, count = std::min(block, tiles - t0);
-      simd::winograd_input_tiles(src, h, w, k, t0, count, v, block * k, k, 0);
+      simd::winograd_input_tiles(src, h, w, k, t0, count, v, v_stride, k, 0);
       for (int64_t xi = 0; xi < kPositions; ++xi) {
         for (int64_t p0 = 0; p0 < k; p0 += pw.kc_max) {
           const int64_t kc = std::min(pw.kc_max, k - p0);
-          simd::gemm_block(count, n, kc, v + xi * block * k + p0, k, pw.panels(xi, p0), 1.0f, p0 == 0 ? 0.0f : 1.0f,
-                           nullptr, m + xi * block * n, n);
+          simd::gemm_block(count, n, kc, v + xi * v_stride + p0, k, pw.panels(xi, p0), 1.0f, p0 == 0 ? 0.0f : 1.0f,
+                           nullptr, m + xi * m_stride, n);
         }
       }
-      simd::winograd_output_tiles(m, block * n, n, bias, residual, h, w, t0, count, y);
+      simd::winograd_output_tiles(m, m_stride, n, bias, residual, h, w, t0, count, y);
     }
   });
 }
@@ -163,7 +169,8 @@ void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw
   parallel_for(slices, cost, [&](int64_t s0, int64_t s1) {
     // V (written by the input transform straight into the micro-kernel's B panels of NR columns),
     // Z, and one position's Zᵀ packed into MR-row panels.
-    const int64_t v_size = kPositions * block * cin_pad, z_size = kPositions * block * cout;
+    const int64_t v_stride = plane_stride(block, cin_pad), z_stride = plane_stride(block, cout);
+    const int64_t v_size = kPositions * v_stride, z_size = kPositions * z_stride;
     const int64_t cout_pad = (cout + mr - 1) / mr * mr;
     float* v = thread_scratch_of<float>(kInputSlot, size_t(v_size + z_size + cout_pad * block));
     float* z = v + v_size;
@@ -174,12 +181,12 @@ void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw
       const int64_t b_begin = s * blocks / slices, b_end = (s + 1) * blocks / slices;
       for (int64_t b = b_begin; b < b_end; ++b) {
         const int64_t t0 = b * block, count = std::min(block, tiles - t0);
-        simd::winograd_input_tiles(x, h, w, cin, t0, count, v, block * cin_pad, nr, count * nr);
-        simd::winograd_output_grad_tiles(dy, h, w, cout, t0, count, z, block * cout);
+        simd::winograd_input_tiles(x, h, w, cin, t0, count, v, v_stride, nr, count * nr);
+        simd::winograd_output_grad_tiles(dy, h, w, cout, t0, count, z, z_stride);
         for (int64_t xi = 0; xi < kPositions; ++xi) {
-          TransposedA{z + xi * block * cout, cout}(0, cout, 0, count, zt);
-          simd::gemm_block_panels(cout, cin, count, zt, v + xi * block * cin_pad, 1.0f, b == b_begin ? 0.0f : 1.0f,
-                                  nullptr, du + s * slice_stride + xi * plane, cin);
+          TransposedA{z + xi * z_stride, cout}(0, cout, 0, count, zt);
+          simd::gemm_block_panels(cout, cin, count, zt, v + xi * v_stride, 1.0f, b == b_begin ? 0.0f : 1.0f, nullptr,
+                                  du + s * slice_stride + xi * plane, cin);
         }
       }
     }
