@@ -300,8 +300,6 @@ nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) 
       out << strf("%-9s %6lld %6lld %6lld %12.2f %11.2f%s %10.2f  %s\n", name.c_str(), (long long)n, (long long)B,
                   (long long)timed, per, total_s, all ? " " : "*", double(B) / total_s, ran.c_str())
           << std::flush;
-      if (o.profile_steps > 0)
-        r["profile"] = profile_sample_steps(model, name, x_T, o.seed, o.precision == "bf16", o.profile_steps, out);
       results.push_back(r);
     }
   }
@@ -311,6 +309,14 @@ nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) 
               "at their start and end; total: the whole loop from x_T to x_0\n",
               (long long)head, graphs ? "the eager warm-up steps and the capture" : "the first step");
   if (any_extrapolated) out << "* extrapolated: the first steps' time + the remaining steps x ms/step\n";
+  // --profile: after the table, a few more eager steps of each row under the op profiler.
+  for (nlohmann::json& x : results) {
+    if (o.profile_steps <= 0) break;
+    const int64_t B = x["batch"].get<int64_t>();
+    const Tensor x_T = Sampler::initial_noise({B, S, S, int64_t(cfg.in_channels)}, o.seed).to(o.device);
+    x["profile"] = profile_sample_steps(model, x["sampler"].get<std::string>(), x_T, o.seed, o.precision == "bf16",
+                                        o.profile_steps, out);
+  }
   nlohmann::json r = run_context(o.device);
   r["benchmark"] = "sample";
   r["framework"] = "diffuse";

@@ -101,7 +101,7 @@ nlohmann::json profile_sample_steps(UNet2D& model, const std::string& sampler_na
   bool open = true;
   profiler.begin_step();
   try {
-    sampler.sample(unet_denoiser(model, Tensor(), false), x_T, opt,
+    sampler.sample(unet_tensor_denoiser(model, Tensor(), false), x_T, opt,
                    [&](int64_t i, int64_t, const Tensor&, const Tensor&) {
                      if (profiler.end_step(i > 0)) ++counted;
                      open = false;

@@ -30,7 +30,7 @@ nlohmann::json profile_train_steps(TrainStep& timed, const UNet2DConfig& cfg, co
                                    const Batch& batch, int64_t first_step, int64_t steps, std::ostream& out);
 
 // Profiles `steps` steps of `sampler` (after one unprofiled first step) on x_T, eagerly, with the
-// UNet denoiser the benchmark times; bf16 runs the UNet under autocast.
+// tensor-timestep UNet denoiser the benchmark times (CUDA graphs off); bf16 runs the UNet under autocast.
 nlohmann::json profile_sample_steps(UNet2D& model, const std::string& sampler, const Tensor& x_T, uint64_t seed,
                                     bool bf16, int64_t steps, std::ostream& out);
 
