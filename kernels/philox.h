@@ -66,8 +66,17 @@ DIFFUSE_HD inline void normals4(uint64_t seed, uint32_t stream, uint64_t counter
     float u2 = to_uniform(r.v[2 * pair + 1]);
     float radius = sqrtf(-2.0f * logf(u1));
     float theta = 6.28318530717958647692f * u2;
+#if defined(__CUDA_ARCH__)
+    // One argument reduction for both: CUDA's sincosf gives sinf's and cosf's bits (the same
+    // reduction and polynomials), and the draw is arithmetic-bound in q_sample and denoise_step.
+    float s, c;
+    sincosf(theta, &s, &c);
+    out[2 * pair] = radius * c;
+    out[2 * pair + 1] = radius * s;
+#else
     out[2 * pair] = radius * cosf(theta);
     out[2 * pair + 1] = radius * sinf(theta);
+#endif
   }
 }
 
