@@ -5,9 +5,9 @@
 // Launch: one thread per Philox quad — elements 4q..4q+3 use lanes 0..3 of counter block
 // noise_offset + q, so a thread draws its four normals once (only when noise_std != 0) — 256
 // threads a block, grid-stride over one full wave of blocks (grid::wave_blocks: every SM full, no
-// partly filled last wave). A thread issues its quad's loads before the draw, so that Philox and
-// Box-Muller (about as many cycles per quad as HBM takes to move its bytes on an H200) overlap
-// the loads' latency.
+// partly filled last wave). A thread issues the next quad's loads of x and the model output before
+// this quad's draw and update, so that Philox and Box-Muller (about as many cycles per quad as HBM
+// takes to move its bytes on an H200) overlap two quads' load latency.
 // Memory: float4 loads and stores when every buffer read or written (including the conditional half
 // of a guided output, at model_out + numel) is 16-byte aligned; a final partial quad, or unaligned
 // buffers, go element by element. Per element the pass reads x (4 B), the model output (4 B; 8 B
@@ -36,7 +36,7 @@ using grid::load4;
 using grid::store4;
 
 template <bool kVector>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 4)  // 64 registers: four blocks an SM
     denoise_step_kernel(DenoiseStepDesc launch_d, const DenoiseStepDesc* per_step, const float* x,
                         const float* model_out, const float* x0_prev, float* x_prev, float* x0_out) {
   DenoiseStepDesc d = launch_d;
@@ -51,28 +51,39 @@ __global__ void __launch_bounds__(kThreads)
   const bool draw = d.noise_std != 0;
   const float* m_cond = model_out + n;  // the conditional half of a guided output
   const int64_t stride = grid::grid_threads();
-  for (int64_t q = grid::global_thread(); q < quads; q += stride) {
-    const int64_t k0 = 4 * q;
-    const int count = n - k0 < 4 ? static_cast<int>(n - k0) : 4;
-    // Lanes past the end of a partial quad compute on zeros and are never stored. Loads first:
-    // their latency overlaps the draw.
-    float xv[4] = {0.0f, 0.0f, 0.0f, 0.0f}, mu[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    float mc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, prev[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (kVector && count == 4) {
-      load4(x, q, xv);
-      load4(model_out, q, mu);
-      if (d.guided) load4(m_cond, q, mc);
-      if (second) load4(x0_prev, q, prev);
+  // Quad qq of `src` (zeros past the end: lanes past the end of a partial quad compute on zeros
+  // and are never stored).
+  const auto load_quad = [&](const float* src, int64_t qq, float (&v)[4]) {
+    const int64_t k = 4 * qq;
+    const int cnt = n - k < 4 ? static_cast<int>(n - k) : 4;
+    if (kVector && cnt == 4) {
+      load4(src, qq, v);
     } else {
       DIFFUSE_UNROLL
-      for (int j = 0; j < 4; ++j)
-        if (j < count) {
-          xv[j] = x[k0 + j];
-          mu[j] = model_out[k0 + j];
-          if (d.guided) mc[j] = m_cond[k0 + j];
-          if (second) prev[j] = x0_prev[k0 + j];
-        }
+      for (int j = 0; j < 4; ++j) v[j] = j < cnt ? src[k + j] : 0.0f;
     }
+  };
+  int64_t q = grid::global_thread();
+  float x_next[4], m_next[4];
+  if (q < quads) {
+    load_quad(x, q, x_next);
+    load_quad(model_out, q, m_next);
+  }
+  for (; q < quads; q += stride) {
+    const int64_t k0 = 4 * q;
+    const int count = n - k0 < 4 ? static_cast<int>(n - k0) : 4;
+    // x and the model output of the next quad are loaded before this quad's draw and update (two
+    // quads' loads in flight per thread). In place, that quad is this thread's own and not yet
+    // written.
+    float xv[4] = {x_next[0], x_next[1], x_next[2], x_next[3]};
+    float mu[4] = {m_next[0], m_next[1], m_next[2], m_next[3]};
+    if (q + stride < quads) {
+      load_quad(x, q + stride, x_next);
+      load_quad(model_out, q + stride, m_next);
+    }
+    float mc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, prev[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (d.guided) load_quad(m_cond, q, mc);
+    if (second) load_quad(x0_prev, q, prev);
     float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     if (draw) philox::normals4(d.seed, d.stream, d.noise_offset + static_cast<uint64_t>(q), z);
     float out[4], x0v[4];

@@ -4,8 +4,8 @@
 // Traffic: the minimum, x0 read (4 B) and x_t, target written (8 B) per element, plus two
 // coefficients per image (cached). What limits it on an H200 is arithmetic as much as HBM: Philox-10
 // and Box-Muller cost about as many cycles per quad as moving its 48 bytes, so each thread issues
-// its loads before the draw, and the sample index of a quad is stepped along the grid stride (one
-// division per thread, none per quad). The Philox offset may come from a step number in device
+// the next quad's load before this quad's draw (two loads in flight), and the sample index of a
+// quad is stepped along the grid stride (one division per thread, none per quad). The Philox offset may come from a step number in device
 // memory (QSampleDesc::step). train_draws: one thread per row of the batch.
 #include "kernels/compat.cuh"
 #include "kernels/cuda/grid_helpers.cuh"
@@ -34,17 +34,25 @@ __global__ void __launch_bounds__(kThreads)
   // stepped by the grid stride (4·stride elements = step_b samples + step_pos positions).
   int64_t b = 4 * q / P, pos = 4 * q - b * P;
   const int64_t step_b = 4 * stride / P, step_pos = 4 * stride - step_b * P;
+  // x0's quad qq (zeros past the end).
+  const auto load_quad = [&](int64_t qq, float (&v)[4]) {
+    const int64_t k = 4 * qq;
+    const int cnt = total - k < 4 ? static_cast<int>(total - k) : 4;
+    if (kVector && cnt == 4) {
+      grid::load4(x0, qq, v);
+    } else {
+      DIFFUSE_UNROLL
+      for (int j = 0; j < 4; ++j) v[j] = j < cnt ? x0[k + j] : 0.0f;
+    }
+  };
+  float next[4];
+  load_quad(q, next);
   for (; q < quads; q += stride) {
     const int64_t k0 = 4 * q;
     const int count = total - k0 < 4 ? static_cast<int>(total - k0) : 4;
-    // Loads first: their latency overlaps the draw.
-    float in[4];
-    if (kVector && count == 4) {
-      grid::load4(x0, q, in);
-    } else {
-      DIFFUSE_UNROLL
-      for (int j = 0; j < 4; ++j) in[j] = j < count ? x0[k0 + j] : 0.0f;
-    }
+    // The next quad's load is issued before this quad's draw: two loads in flight per thread.
+    float in[4] = {next[0], next[1], next[2], next[3]};
+    if (q + stride < quads) load_quad(q + stride, next);
     float a = sqrt_ab[b], s = sqrt_1mab[b];
     float eps[4];
     philox::normals4(d.seed, philox::kNoise, offset + static_cast<uint64_t>(q), eps);
