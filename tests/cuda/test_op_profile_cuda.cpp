@@ -32,25 +32,9 @@ TEST_CASE("bench train --profile on cuda profiles a second, eager TrainStep afte
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("(graph replay)") != std::string::npos);
   CHECK(r.output.find("a second TrainStep: the timed one replays a CUDA graph") != std::string::npos);
-  auto check_profile = [](const nlohmann::json& p, bool backward) {
-    INFO(p.dump());
-    CHECK(p["device"] == "cuda");
-    CHECK(p["steps"] == 1);
-    double sum = p["rest_ms"].get<double>();
-    bool conv = false;
-    for (const auto& op : p["ops"]) {
-      CHECK(op["ms_per_step"].get<double>() >= 0);
-      CHECK(op["host_ms_per_step"].get<double>() >= 0);
-      sum += op["ms_per_step"].get<double>();
-      conv = conv || op["op"] == (backward ? "conv2d backward" : "conv2d");
-    }
-    CHECK(conv);
-    CHECK(sum == Approx(p["step_ms"].get<double>()).epsilon(1e-9));
-    CHECK((p["backward_ms"].get<double>() > 0) == backward);
-  };
   {
     std::ifstream in(train_json);
-    check_profile(nlohmann::json::parse(in)["profile"], true);
+    check_profile_json(nlohmann::json::parse(in)["profile"], "cuda", 1, true);
   }
   const std::string sample_json = dir.file("sample.json");
   r = run_cli({"bench", "sample", "--device", "cuda", "--config", "tiny", "--batch", "1", "--samplers", "ddim",
@@ -59,5 +43,5 @@ TEST_CASE("bench train --profile on cuda profiles a second, eager TrainStep afte
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("op profile: ddim sampling step, batch 1, fp32, 1 profiled step") != std::string::npos);
   std::ifstream in(sample_json);
-  check_profile(nlohmann::json::parse(in)["results"][0]["profile"], false);
+  check_profile_json(nlohmann::json::parse(in)["results"][0]["profile"], "cuda", 1, false);
 }

@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -144,6 +145,27 @@ inline void check_training_profile(Device device) {
   CHECK(printed.find("other ops") != std::string::npos);
   CHECK(printed.find("rest: before the first op") != std::string::npos);
   CHECK(printed.find("by phase") != std::string::npos);
+}
+
+// A `diffuse bench ... --profile` JSON profile: on `device`, `steps` steps, times >= 0 that add up
+// to the step, a conv2d row (a conv2d backward one and a backward phase exactly when `training`).
+inline void check_profile_json(const nlohmann::json& p, const char* device, int64_t steps, bool training) {
+  INFO(p.dump());
+  CHECK(p["device"] == device);
+  CHECK(p["steps"] == steps);
+  double sum = p["rest_ms"].get<double>();
+  bool conv = false, conv_backward = false;
+  for (const auto& op : p["ops"]) {
+    CHECK(op["ms_per_step"].get<double>() >= 0);
+    CHECK(op["host_ms_per_step"].get<double>() >= 0);
+    sum += op["ms_per_step"].get<double>();
+    conv = conv || op["op"] == "conv2d";
+    conv_backward = conv_backward || op["op"] == "conv2d backward";
+  }
+  CHECK(conv);
+  CHECK(conv_backward == training);
+  CHECK(sum == Approx(p["step_ms"].get<double>()).epsilon(1e-9));
+  CHECK((p["backward_ms"].get<double>() > 0) == training);
 }
 
 }  // namespace diffuse::test
