@@ -1,8 +1,8 @@
 // `diffuse bench train --device cuda` times the step as `diffuse train` runs it: after the warm-up
 // steps the timed steps replay the step's CUDA graph (the JSON says so, and has no phase split,
 // which a replay cannot give), and `--cuda-graphs off` times eager steps split into forward+loss,
-// backward and optimizer. Both runs reach the same loss bit for bit (a replay is the eager step's
-// arithmetic). Never a timing test: only that the times exist and are positive.
+// backward and optimizer. Both runs reach the same losses up to cuDNN's per-process algorithm
+// choice. Never a timing test: only that the times exist and are positive.
 #include <catch2/catch.hpp>
 
 #include <fstream>
@@ -41,7 +41,9 @@ TEST_CASE("bench train on cuda replays the step's graph; --cuda-graphs off split
   CHECK(eager_out.find("graph replay") == std::string::npos);
   CHECK(eager["forward_ms"].get<double>() > 0);
   CHECK(eager["backward_ms"].get<double>() > 0);
-  // Step 3 replayed the graph in one run and ran eagerly in the other: the same loss, bit for bit.
-  CHECK(graph["loss_last"].get<double>() == eager["loss_last"].get<double>());
-  CHECK(graph["loss_first"].get<double>() == eager["loss_first"].get<double>());
+  // The two runs are separate processes, and cuDNN's algorithm for each convolution is chosen by
+  // timing in each (kernels/cuda/conv2d.cpp), so their losses may differ in the last bits; replay ==
+  // eager bit for bit is test_cuda_graphs_train.cpp's, in one process. Here: the same step, close.
+  CHECK(graph["loss_last"].get<double>() == Approx(eager["loss_last"].get<double>()).epsilon(1e-5));
+  CHECK(graph["loss_first"].get<double>() == Approx(eager["loss_first"].get<double>()).epsilon(1e-5));
 }
