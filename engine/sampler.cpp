@@ -11,6 +11,7 @@
 
 #include "engine/sampler_units.h"
 #include "nn/autograd.h"
+#include "nn/layers.h"
 #include "nn/ops.h"
 
 namespace diffuse {
@@ -165,6 +166,7 @@ k::DenoiseStepDesc Sampler::full_step_desc(int64_t i, const Tensor& x, const Sam
 Tensor Sampler::sample(const ModelFn& model, const Tensor& x_T, const SampleOptions& opt, const StepFn& on_step) const {
   if (!x_T.defined()) fail("x_T is undefined");
   NoGrad no_grad;
+  const KeepBf16Weights kept;  // under autocast, the weights' bf16 copies are made once for the loop
   Tensor x = x_T.detach().clone();
   Tensor x0 = Tensor::zeros(x.shape(), x.dtype(), x.device());
   if (opt.stats) *opt.stats = SampleStats{};

@@ -4,6 +4,8 @@
 // denoise_step descriptor and timestep are uploaded once, as one table, and before each step one
 // device-to-device copy on the stream (queued outside any capture, no host wait) puts step i's
 // row into the small tensor whose two views the per-step denoise_step kernel and the model read.
+// Under bf16 autocast the layers' weight casts are kept for the loop (KeepBf16Weights, nn/layers.h):
+// the first step makes them, so the captured step casts only the UNet's sample and output.
 // Eager steps run exactly the work a replay repeats, so graphs on or off give the same bits. A
 // replayed step thus costs the host that copy and one graph launch: no synchronisation and no
 // host copy (tests/cuda/test_cuda_graphs_sampler.cpp counts both on the emulated device).
@@ -20,6 +22,7 @@
 #include "engine/sampler_units.h"
 #include "nn/autograd.h"
 #include "nn/device_graph.h"
+#include "nn/layers.h"
 #include "nn/ops.h"
 
 namespace diffuse {
@@ -48,6 +51,7 @@ Tensor Sampler::sample(const TensorModelFn& model, const Tensor& x_T, const Samp
                        const StepFn& on_step) const {
   if (!x_T.defined()) sampler_detail::fail("x_T is undefined");
   NoGrad no_grad;
+  const KeepBf16Weights kept;  // under autocast, the weights' bf16 copies are made once (before any capture)
   Tensor x = x_T.detach().clone();
   Tensor x0 = Tensor::zeros(x.shape(), x.dtype(), x.device());
   const Device device = x.device();

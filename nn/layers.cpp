@@ -3,8 +3,10 @@
 #include "nn/layers.h"
 
 #include <cmath>
+#include <unordered_map>
 
 #include "kernels/philox.h"
+#include "nn/autograd.h"
 #include "nn/dispatch.h"
 
 namespace diffuse {
@@ -24,6 +26,28 @@ bool bf16_layer(const Tensor& x, const char* layer) {
 Tensor cast_to(const Tensor& t, DType dtype) { return t.defined() ? ops::cast(t, dtype) : t; }
 Tensor to_bf16(const Tensor& t) { return cast_to(t, DType::bf16); }
 }  // namespace
+
+// The bf16 copies a KeepBf16Weights keeps, by the f32 tensor's memory.
+struct KeepBf16Weights::Copies {
+  std::unordered_map<const void*, Tensor> by_source;
+};
+
+namespace {
+thread_local KeepBf16Weights::Copies* t_kept_weights = nullptr;
+
+// A weight or bias in bf16: the kept copy while a KeepBf16Weights is alive and autograd is off.
+Tensor weight_to_bf16(const Tensor& w) {
+  if (!t_kept_weights || !w.defined() || w.dtype() != DType::f32 || grad_enabled()) return to_bf16(w);
+  auto [it, fresh] = t_kept_weights->by_source.try_emplace(w.raw());
+  if (fresh || it->second.numel() != w.numel() || it->second.device() != w.device()) it->second = to_bf16(w);
+  return it->second;
+}
+}  // namespace
+
+KeepBf16Weights::KeepBf16Weights() : copies_(std::make_unique<Copies>()), previous_(t_kept_weights) {
+  t_kept_weights = copies_.get();
+}
+KeepBf16Weights::~KeepBf16Weights() { t_kept_weights = previous_; }
 
 AutocastBf16::AutocastBf16(bool on) : previous_(t_autocast_bf16) { t_autocast_bf16 = on; }
 AutocastBf16::~AutocastBf16() { t_autocast_bf16 = previous_; }
@@ -52,7 +76,7 @@ Conv2d::Conv2d(int in, int out, int kernel, const ops::Conv2dOptions& opt, InitR
 Tensor Conv2d::forward(const Tensor& x, const Tensor& residual) const {
   if (!bf16_layer(x, "conv2d")) return ops::conv2d(x, weight, bias, options, cast_to(residual, x.dtype()));
   // bf16 x and residual (the usual case): no cast
-  return ops::conv2d(to_bf16(x), to_bf16(weight), to_bf16(bias), options, to_bf16(residual));
+  return ops::conv2d(to_bf16(x), weight_to_bf16(weight), weight_to_bf16(bias), options, to_bf16(residual));
 }
 
 void Conv2d::collect(const std::string& prefix, ParamList& out) {
@@ -72,7 +96,7 @@ Tensor Linear::forward(const Tensor& x, const Tensor& residual) const {
 }
 
 Tensor Linear::forward_bf16(const Tensor& x, const Tensor& residual) const {
-  return ops::linear(to_bf16(x), to_bf16(weight), to_bf16(bias), to_bf16(residual));
+  return ops::linear(to_bf16(x), weight_to_bf16(weight), weight_to_bf16(bias), to_bf16(residual));
 }
 
 void Linear::collect(const std::string& prefix, ParamList& out) {

@@ -15,9 +15,11 @@
 // the loss. Weights are cast per forward rather than kept as a bf16 copy refreshed after each
 // optimizer step: a training step reads each f32 weight once either way (6 bytes moved per
 // parameter for the cast, the same as a refresh), and no second copy can go stale after a load,
-// an EMA swap or a resume. The CPU has no bf16 kernels: a layer on a CPU tensor under autocast is
-// an error.
+// an EMA swap or a resume. Sampling, whose weights do not change while its loop runs, keeps the
+// copies for the loop instead (KeepBf16Weights). The CPU has no bf16 kernels: a layer on a CPU
+// tensor under autocast is an error.
 #pragma once
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,6 +59,26 @@ class AutocastBf16 {
   bool previous_;
 };
 bool autocast_bf16();
+
+// While one is alive on the thread and autograd is not recording, autocast's bf16 copies of the
+// Conv2d and Linear weights and biases are made once and reused by later forwards (keyed by the
+// f32 tensor's memory), so a forward casts only its sample and output. For a loop whose weights
+// cannot change while it lasts: Sampler::sample holds one around its steps, so a step after the
+// first makes no weight cast and a replayed CUDA graph has no cast nodes. Never hold one across
+// anything that writes weights (an optimizer step, a load, an EMA swap): its copies would be stale.
+// Nests: an inner one keeps its own copies.
+class KeepBf16Weights {
+ public:
+  KeepBf16Weights();
+  ~KeepBf16Weights();
+  KeepBf16Weights(const KeepBf16Weights&) = delete;
+  KeepBf16Weights& operator=(const KeepBf16Weights&) = delete;
+  struct Copies;
+
+ private:
+  std::unique_ptr<Copies> copies_;
+  Copies* previous_;
+};
 
 struct Conv2d {
   Tensor weight;  // [out, kh, kw, in] (OHWI)

@@ -5,8 +5,10 @@
 // denoise_step descriptor read from device memory gives the by-value kernel's bits. A capture
 // that meets a forbidden call (a read back to the host inside the step) is refused, the reason
 // is reported once, and the run goes on eagerly with the same images. A replayed step makes no
-// host-blocking call and no host copy (the emulated device counts them), guided or not. And the
-// timestep embedding of one timestep broadcast over the batch by its kernel, as the UNet calls it.
+// host-blocking call and no host copy (the emulated device counts them), guided or not; under
+// bf16 autocast the loop casts the weights once and gives the bits of a loop casting them per
+// forward. And the timestep embedding of one timestep broadcast over the batch by its kernel, as
+// the UNet calls it.
 #include <catch2/catch.hpp>
 
 #include <cstring>
@@ -16,6 +18,8 @@
 #include "cuda_test_util.h"
 #include "engine/sampler.h"
 #include "engine/unet_denoiser.h"
+#include "nn/autograd.h"
+#include "nn/layers.h"
 #include "nn/ops.h"
 #include "nn/unet2d.h"
 #include "support/cuda_compare.h"
@@ -149,6 +153,42 @@ TEST_CASE("sampler cuda graph: a replayed step makes no host wait and no host co
       CHECK(emulated_device::host_traffic().host_copies > before_read.host_copies);
 #endif
     }
+}
+
+TEST_CASE("sampler cuda graph: under bf16 autocast the loop casts the weights once; replays give per-forward casting's bits",
+          "[cuda][graphs][sample][bf16]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  const Run run(SamplerKind::ddim, true);
+  const AutocastBf16 autocast;
+  // The reference: each step's forward casts every weight afresh (no KeepBf16Weights).
+  Tensor want = run.x_T.clone(), x0;
+  {
+    NoGrad no_grad;
+    const Sampler::ModelFn model = unet_denoiser(run.model, run.labels, true);
+    for (int64_t i = 0; i < run.sampler.num_steps(); ++i)
+      run.sampler.step(i, model(want, run.sampler.timesteps()[i]), want, x0, run.opt);
+  }
+  for (bool graphs : {false, true}) {
+    INFO("cuda graphs " << graphs);
+    SampleOptions o = run.opt;
+    o.cuda_graphs = graphs;
+    std::vector<uint64_t> casts;  // ops::casts_run() after each step
+    const uint64_t before = ops::casts_run();
+    const Tensor got = run.sampler.sample(unet_tensor_denoiser(run.model, run.labels, true), run.x_T, o,
+                                          [&](int64_t, int64_t, const Tensor&, const Tensor&) {
+                                            casts.push_back(ops::casts_run());
+                                            return true;
+                                          });
+    CHECK(same_bits(got, want));
+    REQUIRE(casts.size() == 10);
+    CHECK(casts[0] - before > 20);  // the first step casts the weights
+    // Later steps cast the UNet's sample in and its output out; a replay runs no host op at all.
+    for (size_t i = 1; i < casts.size(); ++i) {
+      INFO("step " << i);
+      const bool replayed = graphs && i > size_t(Sampler::kGraphWarmupSteps);
+      CHECK(casts[i] - casts[i - 1] == (replayed ? 0u : 2u));
+    }
+  }
 }
 
 TEST_CASE("sampler cuda graph: a capture that reads back to the host is refused once and the run goes on eagerly",
