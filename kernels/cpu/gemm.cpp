@@ -92,7 +92,7 @@ void sgemm_with(const PackA& pack_a, bool trans_b, int64_t m, int64_t n, int64_t
   if (trans_b) {
     blocked_gemm(m, n, k, alpha, pack_a, TransposedB{b, ldb}, beta, bias, c, ldc);
   } else {
-    blocked_gemm(m, n, k, alpha, pack_a, RowsB<PlainBRow>{{b, ldb}}, beta, bias, c, ldc);
+    blocked_gemm(m, n, k, alpha, pack_a, PlainB{b, ldb}, beta, bias, c, ldc);
   }
 }
 

@@ -217,28 +217,21 @@ struct RowsB {
   }
 };
 
-// B stored [k, n]: rows in place.
-struct PlainBRow {
+// B stored [k, n]: panels copied from its rows with vector loads and stores.
+struct PlainB {
   const float* b;
   int64_t ldb;
-  const float* operator()(int64_t p, int64_t j0, int64_t, float*) const { return b + p * ldb + j0; }
+  void operator()(int64_t p0, int64_t kc, int64_t j0, int64_t nc, int64_t, float* dst) const {
+    simd::gemm_pack_b(b + p0 * ldb + j0, ldb, nc, kc, dst);
+  }
 };
 
-// B stored [n, k] (op(B) = Bᵀ): each panel gathered column by column, reading along B's rows.
+// B stored [n, k] (op(B) = Bᵀ): the panels transposed from B's rows in 4 × 4 register blocks.
 struct TransposedB {
   const float* b;
   int64_t ldb;
-  void operator()(int64_t p0, int64_t kc, int64_t j0, int64_t nc, int64_t nr, float* dst) const {
-    const int64_t panels = gemm_detail::ceil_div(nc, nr);
-    for (int64_t q = 0; q < panels; ++q) {
-      float* out = dst + q * kc * nr;
-      const int64_t w = std::min(nr, nc - q * nr);
-      for (int64_t jj = 0; jj < w; ++jj) {
-        const float* src = b + (j0 + q * nr + jj) * ldb + p0;
-        for (int64_t p = 0; p < kc; ++p) out[p * nr + jj] = src[p];
-      }
-      for (int64_t p = 0; p < kc && w < nr; ++p) std::memset(out + p * nr + w, 0, size_t(nr - w) * sizeof(float));
-    }
+  void operator()(int64_t p0, int64_t kc, int64_t j0, int64_t nc, int64_t, float* dst) const {
+    simd::gemm_pack_b_transposed(b + j0 * ldb + p0, ldb, nc, kc, dst);
   }
 };
 

@@ -147,6 +147,58 @@ void gemm_pack_a_transposed(const float* a, int64_t lda, int64_t m, int64_t kc, 
   }
 }
 
+void gemm_pack_b(const float* b, int64_t ldb, int64_t n, int64_t kc, float* dst) {
+  const int64_t panels = (n + kNR - 1) / kNR;
+  for (int64_t p = 0; p < kc; ++p) {
+    const float* src = b + p * ldb;
+    for (int64_t q = 0; q < panels; ++q) {
+      float* out = dst + (q * kc + p) * kNR;
+      const int64_t j0 = q * kNR;
+      if (n - j0 >= kNR) {
+        store(out, load(src + j0));
+        store(out + kLanes, load(src + j0 + kLanes));
+      } else {
+        const int64_t w = n - j0;
+        const int w0 = int(w < kLanes ? w : kLanes), w1 = int(w - w0);
+        store(out, w0 == kLanes ? load(src + j0) : load_n(src + j0, w0));
+        store(out + kLanes, w1 > 0 ? load_n(src + j0 + kLanes, w1) : zero());
+      }
+    }
+  }
+}
+
+void gemm_pack_b_transposed(const float* b, int64_t ldb, int64_t n, int64_t kc, float* dst) {
+  const int64_t panels = (n + kNR - 1) / kNR;
+  for (int64_t q = 0; q < panels; ++q) {
+    const int64_t j0 = q * kNR, w = n - j0 < kNR ? n - j0 : kNR;
+    float* out = dst + q * kc * kNR;
+    const float* src = b + j0 * ldb;
+    int64_t p = 0;
+#if defined(__x86_64__)
+    // Whole 4 × 4 blocks: rows jj..jj+3 of src (columns of B) at p..p+3 become rows p..p+3 of
+    // the panel at jj..jj+3 (VEX-encoded on the wider paths, where the target pragma is on).
+    const int64_t whole_w = w / 4 * 4;
+    for (; p + 4 <= kc; p += 4) {
+      for (int64_t jj = 0; jj < whole_w; jj += 4) {
+        const float* s0 = src + jj * ldb + p;
+        __m128 r0 = _mm_loadu_ps(s0), r1 = _mm_loadu_ps(s0 + ldb);
+        __m128 r2 = _mm_loadu_ps(s0 + 2 * ldb), r3 = _mm_loadu_ps(s0 + 3 * ldb);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        float* o = out + p * kNR + jj;
+        _mm_storeu_ps(o, r0);
+        _mm_storeu_ps(o + kNR, r1);
+        _mm_storeu_ps(o + 2 * kNR, r2);
+        _mm_storeu_ps(o + 3 * kNR, r3);
+      }
+      for (int64_t jj = whole_w; jj < kNR; ++jj)
+        for (int64_t pp = p; pp < p + 4; ++pp) out[pp * kNR + jj] = jj < w ? src[jj * ldb + pp] : 0.0f;
+    }
+#endif
+    for (; p < kc; ++p)
+      for (int64_t jj = 0; jj < kNR; ++jj) out[p * kNR + jj] = jj < w ? src[jj * ldb + p] : 0.0f;
+  }
+}
+
 void gemm_block_panels(int64_t m, int64_t n, int64_t kc, const float* a_panels, const float* b_panels, float alpha,
                        float beta, const float* bias, float* c, int64_t ldc) {
   for (int64_t i = 0; i < m; i += kMR) {

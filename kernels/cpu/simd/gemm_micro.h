@@ -27,6 +27,14 @@ DIFFUSE_SIMD_FUNCTION(int, gemm_panel_height, (), ())
 // one float per row.
 DIFFUSE_SIMD_FUNCTION(void, gemm_pack_a_transposed,
                       (const float* a, int64_t lda, int64_t m, int64_t kc, float* dst), (a, lda, m, kc, dst))
+// dst = B's rows [0, kc), columns [0, n) as ceil(n / NR) panels of kc × NR floats (gemm_block's
+// b_panels), zero past n, where B's (p, j) is b[p · ldb + j] (B stored row-major): vector copies.
+DIFFUSE_SIMD_FUNCTION(void, gemm_pack_b, (const float* b, int64_t ldb, int64_t n, int64_t kc, float* dst),
+                      (b, ldb, n, kc, dst))
+// The same panels where B's (p, j) is b[j · ldb + p] (B stored transposed, [n, ldb]): 4 × 4
+// blocks transposed in registers instead of one strided store per element.
+DIFFUSE_SIMD_FUNCTION(void, gemm_pack_b_transposed,
+                      (const float* b, int64_t ldb, int64_t n, int64_t kc, float* dst), (b, ldb, n, kc, dst))
 // gemm_block with a packed by gemm_pack_a_transposed (panels of kc × MR floats) instead of
 // row-major.
 DIFFUSE_SIMD_FUNCTION(void, gemm_block_panels,
