@@ -181,10 +181,14 @@ void forward_f32(const Conv2dDesc& d, const float* x, const float* w, const floa
   window_gemm(pixels, d.cout, k, input_window(d, x), TransposedB{w, k}, beta, bias, y);
 }
 
-void backward_f32(const Conv2dDesc& d, const float* x, const float* w, const float* dy, float* dx, float* dw) {
+// dbias comes from Winograd dw's own pass over dy when that runs, else from a column sum.
+void backward_f32(const Conv2dDesc& d, const float* x, const float* w, const float* dy, float* dx, float* dw,
+                  float* dbias) {
   const int64_t k = d.k(), pixels = d.n * d.out_h() * d.out_w();
-  if (dw && winograd_backward_weights_wanted(d)) {
-    winograd_conv3x3_backward_weights(d, x, dy, dw);
+  const bool winograd_dw = dw && winograd_backward_weights_wanted(d);
+  if (dbias && !winograd_dw) column_sum(pixels, d.cout, dy, dbias);
+  if (winograd_dw) {
+    winograd_conv3x3_backward_weights(d, x, dy, dw, dbias);
   } else if (dw) {
     blocked_gemm(d.cout, k, pixels, 1.0f, TransposedA{dy, d.cout}, RowsB<WindowRowB>{{input_window(d, x)}}, 0.0f,
                  nullptr, dw, k);
@@ -312,10 +316,10 @@ void conv2d_backward(const Conv2dDesc& d, const T* x, const T* w, const T* dy, T
     linear_backward(as_linear(d), x, w, dy, dx, dw, dbias);
     return;
   }
-  if (dbias) column_sum(d.n * d.out_h() * d.out_w(), d.cout, dy, dbias);
   if constexpr (sizeof(T) == sizeof(float)) {
-    backward_f32(d, x, w, dy, dx, dw);
+    backward_f32(d, x, w, dy, dx, dw, dbias);
   } else {
+    if (dbias) column_sum(d.n * d.out_h() * d.out_w(), d.cout, dy, dbias);
     backward_f64(d, x, w, dy, dx, dw);
   }
 }

@@ -10,6 +10,7 @@
 #include "kernels/cpu/gemm_blocked.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd/gemm_micro.h"
+#include "kernels/cpu/simd/elementwise.h"
 #include "kernels/cpu/simd/winograd.h"
 #include "kernels/gemm.h"
 
@@ -152,11 +153,12 @@ void convolve(int64_t images, int64_t h, int64_t w, const float* src, const Pack
 // dw [Cout, 3, 3, Cin] of the 3×3 pad-1 convolution of x [N, h, w, Cin] from dy [N, h, w, Cout]:
 // dU_xi = Σ_tiles Z_xiᵀ · V_xi (Z = A·dY·Aᵀ, V = Bᵀ·d·B; one GEMM [Cout, tiles]·[tiles, Cin] per
 // position, the tiles in blocks and the blocks in slices), then dw = Gᵀ·dU·G.
-void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw) {
+void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* dbias) {
   const int64_t cin = d.cin, cout = d.cout, h = d.h, w = d.w;
   const int64_t tiles = d.n * ((h + 1) / 2) * ((w + 1) / 2);
   if (tiles == 0) {
     std::fill(dw, dw + cout * 9 * cin, 0.0f);
+    if (dbias) std::fill(dbias, dbias + cout, 0.0f);
     return;
   }
   const int64_t nr = simd::gemm_panel_width(), cin_pad = (cin + nr - 1) / nr * nr;
@@ -165,6 +167,9 @@ void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw
   const int64_t block = tile_block(cin, cout), blocks = (tiles + block - 1) / block;
   const int64_t slices = std::min(kWeightGradSlices, blocks);
   float* du = thread_scratch_of<float>(kWeightSlot, size_t(slices * slice_stride));
+  // dbias's partial sums per slice: Σ of Z at position 5 (a tile's four dy summed) over its tiles.
+  constexpr int64_t kTileSumPosition = 5;
+  double* bias_part = dbias ? thread_scratch_of<double>(kColumnSumSlot, size_t(slices * cout)) : nullptr;
   const double cost = double(tiles) * kPositions * double(cin) * double(cout) / double(slices) / 4;
   parallel_for(slices, cost, [&](int64_t s0, int64_t s1) {
     // V (written by the input transform straight into the micro-kernel's B panels of NR columns),
@@ -179,10 +184,12 @@ void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw
     if (cin_pad != cin) std::fill(v, v + v_size, 0.0f);
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t b_begin = s * blocks / slices, b_end = (s + 1) * blocks / slices;
+      if (bias_part) std::fill(bias_part + s * cout, bias_part + (s + 1) * cout, 0.0);
       for (int64_t b = b_begin; b < b_end; ++b) {
         const int64_t t0 = b * block, count = std::min(block, tiles - t0);
         simd::winograd_input_tiles(x, h, w, cin, t0, count, v, v_stride, nr, count * nr);
         simd::winograd_output_grad_tiles(dy, h, w, cout, t0, count, z, z_stride);
+        if (bias_part) simd::column_sum_rows(z + kTileSumPosition * z_stride, count, cout, bias_part + s * cout);
         for (int64_t xi = 0; xi < kPositions; ++xi) {
           TransposedA{z + xi * z_stride, cout}(0, cout, 0, count, zt);
           simd::gemm_block_panels(cout, cin, count, zt, v + xi * v_stride, 1.0f, b == b_begin ? 0.0f : 1.0f, nullptr,
@@ -195,6 +202,11 @@ void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw
     for (int64_t co = c0; co < c1; ++co)
       simd::winograd_weight_grad_row(du + co * cin, slices, slice_stride, plane, cin, dw + co * 9 * cin);
   });
+  for (int64_t co = 0; co < cout && dbias; ++co) {
+    double sum = 0;
+    for (int64_t s = 0; s < slices; ++s) sum += bias_part[s * cout + co];
+    dbias[co] = float(sum);
+  }
 }
 
 void check_shape(const Conv2dDesc& d, const char* what) {
@@ -221,9 +233,10 @@ void winograd_conv3x3_backward_data(const Conv2dDesc& d, const float* w, const f
   convolve(d.n, d.h, d.w, dy, transform_weights(d, w, true), nullptr, nullptr, dx);
 }
 
-void winograd_conv3x3_backward_weights(const Conv2dDesc& d, const float* x, const float* dy, float* dw) {
+void winograd_conv3x3_backward_weights(const Conv2dDesc& d, const float* x, const float* dy, float* dw,
+                                       float* dbias) {
   check_shape(d, "winograd_conv3x3_backward_weights");
-  weight_grad(d, x, dy, dw);
+  weight_grad(d, x, dy, dw, dbias);
 }
 
 }  // namespace diffuse::kernels::cpu

@@ -45,7 +45,11 @@ void winograd_conv3x3_backward_data(const Conv2dDesc& d, const float* w, const f
 // adjoint of the forward's transforms, dU_xi = Σ over tiles of (A·dY·Aᵀ)_xiᵀ · (Bᵀ·d·B)_xi (16
 // GEMMs [Cout, tiles]·[tiles, Cin]), then dw = Gᵀ·dU·G. The sum over tiles runs in a fixed number
 // of slices added in order (a shape-determined count), so dw does not depend on the thread count;
-// the slices' partial sums are the calling thread's slot-1 scratch.
-void winograd_conv3x3_backward_weights(const Conv2dDesc& d, const float* x, const float* dy, float* dw);
+// the slices' partial sums are the calling thread's slot-1 scratch. With dbias (may be null) the
+// bias gradient Σ dy over pixels comes from the same pass: position 5 of A·dY·Aᵀ is the sum of a
+// tile's four dy, so dbias is the column sum of Z_5 over the tiles (in f64 per slice, added in
+// order; kColumnSumSlot scratch) and dy is not read again.
+void winograd_conv3x3_backward_weights(const Conv2dDesc& d, const float* x, const float* dy, float* dw,
+                                       float* dbias = nullptr);
 
 }  // namespace diffuse::kernels::cpu
