@@ -10,8 +10,11 @@
 // 1 keeps its chunk in shared memory for an exact per-chunk (mean, M2); pass 2 merges the chunks'
 // partials in double (Chan et al., fixed order) and normalises its chunk: x read twice.
 // Backward, the bytes it must move: x and dy read, dx written (3·NSC elements) plus the small
-// per-channel vectors. Three paths, each one block per (n, g) but the last, then a small kernel
-// that reduces dγ and dβ over N in order from per-(n, c) sums: deterministic, no atomics.
+// per-channel vectors. Three paths, then a small kernel that reduces dγ and dβ over N in order
+// from per-(n, c) sums: deterministic, no atomics. The two slab paths take one block per (n, run
+// of consecutive groups): one group, or as many as fill a 32-byte sector when a group's channel
+// run is narrower (C/G = 4 f32 or 4, 8 bf16: the ddpm-cifar10 shapes), so that no two blocks
+// fetch the same sector.
 //  - Two slabs (x's and dy's slabs in their storage type plus scratch fit half an SM's shared
 //    memory, so two blocks share an SM: every ddpm-cifar10 / fmnist-small shape; bf16 halves the
 //    slabs): 256 threads. The per-channel sums Σ dŷ, Σ dŷ·x̂, Σ x̂ (dŷ = dy through the recomputed
@@ -329,22 +332,23 @@ inline int lanes_for(int64_t packs) {
   return lanes;
 }
 
-// Per channel of the group, over `rows` rows of x and dy (row strides x_stride, dy_stride
-// elements): Σ dŷ, Σ dŷ·x̂ and Σ x̂ into out[3 · cg] (written by threads 0..lanes-1; the caller's
-// barrier publishes them). A source is global storage (stride C) or a shared copy of the slab
-// (stride cg). gamma_g, beta_g, add_g: the group's channels (add_g may be null). `lanes`
-// (lanes_for) threads cover one row's packs; the kBlock / lanes row-groups stride the rows (four
-// rows in flight per thread). Each sum is first shuffled across the row-groups of a warp, then
-// added across warps in order: a fixed tree. red: 3 · VEC · reduce_slots(kBlock, lanes) floats of
-// shared memory. Block of kBlock threads. x_copy, dy_copy (may be null): [rows, cg] receive every
-// pack read (the slab kernel's shared copies, made on the way).
+// Per channel of `width` consecutive channels (one group, or several whole groups), over `rows`
+// rows of x and dy (row strides x_stride, dy_stride elements; xg, dyg at the first channel):
+// Σ dŷ, Σ dŷ·x̂ and Σ x̂ into out[3 · width] (written by threads 0..lanes-1; the caller's barrier
+// publishes them). A source is global storage (stride C). gamma_w, beta_w, add_w: those channels'
+// (add_w may be null); grp_mean, grp_rstd: their groups' statistics, group k = channel / (C/G).
+// `lanes` (lanes_for) threads cover one row's packs; the kBlock / lanes row-groups stride the rows
+// (four rows in flight per thread). Each sum is first shuffled across the row-groups of a warp,
+// then added across warps in order: a fixed tree. red: 3 · VEC · reduce_slots(kBlock, lanes)
+// floats of shared memory. Block of kBlock threads. x_copy, dy_copy (may be null): [rows, width]
+// receive every pack read (the slab kernel's shared copies, made on the way).
 template <int VEC, int kBlock, typename S>
-__device__ __forceinline__ void channel_sums(const GroupNormDesc& d, int64_t rows, int64_t x_stride,
+__device__ __forceinline__ void channel_sums(const GroupNormDesc& d, int64_t rows, int width, int64_t x_stride,
                                              int64_t dy_stride, int lanes, const S* xg, const S* dyg,
                                              const float* gamma_g, const float* beta_g, const float* add_g,
-                                             float mean, float rstd, float* red, float* out, S* x_copy,
-                                             S* dy_copy) {
-  const int cg = static_cast<int>(d.channels / d.groups), cgv = cg / VEC;
+                                             const float* grp_mean, const float* grp_rstd, float* red, float* out,
+                                             S* x_copy, S* dy_copy) {
+  const int group_size = static_cast<int>(d.channels / d.groups), cg = width, cgv = cg / VEC;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int L = lanes, row_groups = kBlock / L, r0 = tid / L, slots = reduce_slots(kBlock, L);
   for (int c0 = 0; c0 < cgv; c0 += L) {  // channel tiles (one unless the group is very wide)
@@ -361,6 +365,8 @@ __device__ __forceinline__ void channel_sums(const GroupNormDesc& d, int64_t row
         be[j] = beta_g[c];
         ad[j] = add_g ? add_g[c] : 0.0f;
       }
+      const int k = cv * VEC / group_size;  // a pack lies in one group (C/G % VEC == 0)
+      const float mean = grp_mean[k], rstd = grp_rstd[k];
       DIFFUSE_UNROLL_BY(4)
       for (int64_t r = r0; r < rows; r += row_groups) {
         const Pack<VEC> xp = load_pack<VEC>(xg + r * x_stride + cv * VEC);
@@ -423,80 +429,98 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t k = blockIdx.x, g = blockIdx.y, n = blockIdx.z, chunks = gridDim.x;
   const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, Sp - s0);
   const float mean = static_cast<float>(mean_in[n * G + g]), rstd = static_cast<float>(rstd_in[n * G + g]);
-  channel_sums<VEC, kThreads>(d, rows, C, C, lanes, x + (n * Sp + s0) * C + g * cg, dy + (n * Sp + s0) * C + g * cg,
-                    gamma + g * cg, beta + g * cg, add_nc ? add_nc + n * C + g * cg : nullptr, mean, rstd, red,
-                    partial + ((n * G + g) * chunks + k) * 3 * cg, static_cast<S*>(nullptr), static_cast<S*>(nullptr));
+  channel_sums<VEC, kThreads>(d, rows, static_cast<int>(cg), C, C, lanes, x + (n * Sp + s0) * C + g * cg,
+                              dy + (n * Sp + s0) * C + g * cg, gamma + g * cg, beta + g * cg,
+                              add_nc ? add_nc + n * C + g * cg : nullptr, &mean, &rstd, red,
+                              partial + ((n * G + g) * chunks + k) * 3 * cg, static_cast<S*>(nullptr),
+                              static_cast<S*>(nullptr));
 }
 
-// One block per (n, g): grid (1, G, N), kBlock threads. The per-channel sums are reduced from
-// global memory (channel_sums), which on the way copies dy's slab, and x's when kXInSmem, into
-// shared memory in their storage type (bf16 stays bf16); then nc_sums,
-// dadd_nc and dx are written as gn_backward_apply does, x again from shared memory, or re-read
-// from global memory: the block's own slab, read microseconds before, so from L2. Either way HBM
-// sees x and dy read once and dx written once. Dynamic shared memory: 6 · C/G + red_floats
-// floats (red_floats = 3 · VEC · reduce_slots(kBlock, lanes)), then the slabs, S · C/G elements
-// of S each.
+// One block per (n, run of gpb consecutive groups): grid (1, G / gpb, N), kBlock threads. gpb > 1
+// when a group's channel run is narrower than a 32-byte sector (C/G · element size < 32), so that
+// the block's row segments cover whole sectors instead of sharing them with other blocks through
+// L2. The per-channel sums are reduced from global memory (channel_sums), which on the way copies
+// dy's slab, and x's when kXInSmem, into shared memory in their storage type (bf16 stays bf16);
+// then per group m1 = mean(dŷ·γ), m2 = mean(dŷ·γ·x̂) (one thread a group, channels in order,
+// double), and nc_sums, dadd_nc and dx as gn_backward_apply writes them, x again from shared
+// memory, or re-read from global memory: the block's own slab, read microseconds before, so from
+// L2. Either way HBM sees x and dy read once and dx written once. Dynamic shared memory:
+// 4 · gpb doubles, then 4 · gpb + 6 · W + red_floats floats (W = gpb · C/G, red_floats =
+// 3 · VEC · reduce_slots(kBlock, lanes)), then the slabs, S · W elements of S each.
 template <int VEC, int kBlock, bool kXInSmem, typename S>
 __global__ void __launch_bounds__(kBlock, kBlock == kThreads ? 4 : 1)  // 64 registers a thread
-    gn_backward_slab(GroupNormDesc d, int lanes, int red_floats, const S* __restrict__ x,
+    gn_backward_slab(GroupNormDesc d, int gpb, int lanes, int red_floats, const S* __restrict__ x,
                      const float* __restrict__ add_nc, const float* __restrict__ gamma,
                      const float* __restrict__ beta, const double* __restrict__ mean_in,
                      const double* __restrict__ rstd_in, const S* __restrict__ dy, S* __restrict__ dx,
                      float* __restrict__ nc_sums, float* __restrict__ dadd_nc) {
-  DIFFUSE_SHARED(double, red_d, kMaxWarps);
   const int64_t N = d.n, C = d.channels, Sp = d.spatial, G = d.groups;
-  const int cg = static_cast<int>(C / G), cgv = cg / VEC;
-  const int64_t g = blockIdx.y, n = blockIdx.z;
+  const int cg = static_cast<int>(C / G), W = gpb * cg, Wv = W / VEC;
+  const int64_t g0 = static_cast<int64_t>(blockIdx.y) * gpb, n = blockIdx.z, c_first = g0 * cg;
   const int tid = threadIdx.x, T = blockDim.x;
-  float* sums = dynamic_smem<float>();  // [3, cg]: Σ dŷ, Σ dŷ·x̂, Σ x̂
-  float* chan_gamma = sums + 3 * cg;    // [cg] each
-  float* chan_beta = chan_gamma + cg;
-  float* chan_add = chan_beta + cg;
-  float* red = chan_add + cg;                        // [red_floats]: channel_sums' scratch
-  S* dys = reinterpret_cast<S*>(red + red_floats);  // [Sp, cg]: 16-byte aligned when cg % 4 == 0
-  S* xs = dys + Sp * cg;                             // [Sp, cg] when kXInSmem
-  for (int c = tid; c < cg; c += T) {
-    chan_gamma[c] = gamma[g * cg + c];
-    chan_beta[c] = beta[g * cg + c];
-    chan_add[c] = add_nc ? add_nc[n * C + g * cg + c] : 0.0f;
+  double* grp_d = dynamic_smem<double>();       // [4, gpb]: mean, rstd, m1, m2
+  float* grp_f = reinterpret_cast<float*>(grp_d + 4 * gpb);  // [4, gpb]: the same in f32
+  float* sums = grp_f + 4 * gpb;                 // [3, W]: Σ dŷ, Σ dŷ·x̂, Σ x̂
+  float* chan_gamma = sums + 3 * W;              // [W] each
+  float* chan_beta = chan_gamma + W;
+  float* chan_add = chan_beta + W;
+  float* red = chan_add + W;                        // [red_floats]: channel_sums' scratch
+  S* dys = reinterpret_cast<S*>(red + red_floats);  // [Sp, W]: 16-byte aligned when C/G % 4 == 0
+  S* xs = dys + Sp * W;                             // [Sp, W] when kXInSmem
+  for (int k = tid; k < gpb; k += T) {
+    grp_d[k] = mean_in[n * G + g0 + k];
+    grp_d[gpb + k] = rstd_in[n * G + g0 + k];
+    grp_f[k] = static_cast<float>(grp_d[k]);
+    grp_f[gpb + k] = static_cast<float>(grp_d[gpb + k]);
   }
-  __syncthreads();  // publishes chan_*
-  const S* xg = x + n * Sp * C + g * cg;
-  const S* dyg = dy + n * Sp * C + g * cg;
-  const int packs = static_cast<int>(Sp * cgv);  // fits shared memory, so far below 2^31
-  const double mean_d = mean_in[n * G + g], rstd_d = rstd_in[n * G + g];
-  const float mean = static_cast<float>(mean_d), rstd = static_cast<float>(rstd_d);
-  channel_sums<VEC, kBlock>(d, Sp, C, C, lanes, xg, dyg, chan_gamma, chan_beta, chan_add, mean, rstd, red, sums,
-                            kXInSmem ? xs : static_cast<S*>(nullptr), dys);
+  for (int c = tid; c < W; c += T) {
+    chan_gamma[c] = gamma[c_first + c];
+    chan_beta[c] = beta[c_first + c];
+    chan_add[c] = add_nc ? add_nc[n * C + c_first + c] : 0.0f;
+  }
+  __syncthreads();  // publishes the statistics and chan_*
+  const S* xg = x + n * Sp * C + c_first;
+  const S* dyg = dy + n * Sp * C + c_first;
+  const int packs = static_cast<int>(Sp * Wv);  // fits shared memory, so far below 2^31
+  channel_sums<VEC, kBlock>(d, Sp, W, C, C, lanes, xg, dyg, chan_gamma, chan_beta, chan_add, grp_f, grp_f + gpb,
+                            red, sums, kXInSmem ? xs : static_cast<S*>(nullptr), dys);
   __syncthreads();  // publishes sums and the slabs
 
-  double l1 = 0.0, l2 = 0.0;
-  for (int c = tid; c < cg; c += T) {
-    const double sdy = sums[c], sdyx = sums[cg + c];
-    l1 += chan_gamma[c] * sdy;
-    l2 += chan_gamma[c] * sdyx;
-    nc_sums[n * C + g * cg + c] = sums[c];
-    nc_sums[(N + n) * C + g * cg + c] = sums[cg + c];
-  }
   const double count = static_cast<double>(Sp * cg);
-  const double s1 = block_sum_to_all(l1, red_d), s2 = block_sum_to_all(l2, red_d);
-  const double m1_d = count > 0 ? s1 / count : 0.0, m2_d = count > 0 ? s2 / count : 0.0;
+  for (int k = tid; k < gpb; k += T) {  // the group means, channels in order
+    double l1 = 0.0, l2 = 0.0;
+    for (int c = k * cg; c < (k + 1) * cg; ++c) {
+      l1 += chan_gamma[c] * static_cast<double>(sums[c]);
+      l2 += chan_gamma[c] * static_cast<double>(sums[W + c]);
+    }
+    grp_d[2 * gpb + k] = count > 0 ? l1 / count : 0.0;
+    grp_d[3 * gpb + k] = count > 0 ? l2 / count : 0.0;
+    grp_f[2 * gpb + k] = static_cast<float>(grp_d[2 * gpb + k]);
+    grp_f[3 * gpb + k] = static_cast<float>(grp_d[3 * gpb + k]);
+  }
+  for (int c = tid; c < W; c += T) {
+    nc_sums[n * C + c_first + c] = sums[c];
+    nc_sums[(N + n) * C + c_first + c] = sums[W + c];
+  }
+  __syncthreads();  // publishes m1, m2
   if (dadd_nc)
-    for (int c = tid; c < cg; c += T)
-      dadd_nc[n * C + g * cg + c] = static_cast<float>(
-          rstd_d * (chan_gamma[c] * static_cast<double>(sums[c]) - static_cast<double>(Sp) * m1_d -
-                    m2_d * static_cast<double>(sums[2 * cg + c])));
-  const float m1 = static_cast<float>(m1_d), m2 = static_cast<float>(m2_d);
-  S* dxg = dx + n * Sp * C + g * cg;
-  PackWalk wo(tid, T, cgv);
+    for (int c = tid; c < W; c += T) {
+      const int k = c / cg;
+      dadd_nc[n * C + c_first + c] = static_cast<float>(
+          grp_d[gpb + k] * (chan_gamma[c] * static_cast<double>(sums[c]) - static_cast<double>(Sp) * grp_d[2 * gpb + k] -
+                            grp_d[3 * gpb + k] * static_cast<double>(sums[2 * W + c])));
+    }
+  S* dxg = dx + n * Sp * C + c_first;
+  PackWalk wo(tid, T, Wv);
   DIFFUSE_UNROLL_BY(4)
   for (int e = tid; e < packs; e += T, wo.next()) {
     const int64_t r = wo.r;
-    const int cv = wo.cv;
+    const int cv = wo.cv, k = cv * VEC / cg;
     const Pack<VEC> xp = kXInSmem ? load_pack<VEC>(xs + static_cast<int64_t>(e) * VEC)
                                   : load_pack<VEC>(xg + r * C + cv * VEC);
     Pack<VEC> gp = load_pack<VEC>(dys + static_cast<int64_t>(e) * VEC);
-    dx_pack(d.silu, cv, xp, chan_add, chan_gamma, chan_beta, mean, rstd, m1, m2, gp);
+    dx_pack(d.silu, cv, xp, chan_add, chan_gamma, chan_beta, grp_f[k], grp_f[gpb + k], grp_f[2 * gpb + k],
+            grp_f[3 * gpb + k], gp);
     store_pack<VEC>(dxg + r * C + cv * VEC, gp);
   }
 }
@@ -609,12 +633,22 @@ int64_t device_smem_limit() {
 // The backward's three paths (GroupNormDesc::backward_path numbers them 1, 2, 3 for the tests).
 enum class BackwardPath { slabs = 1, dy_slab = 2, chunked = 3 };
 
-// Dynamic shared memory of gn_backward_slab: per-channel floats, channel_sums' scratch, `slabs`
-// slabs of S·C/G elements of elem_bytes each.
-int64_t backward_slab_smem(const GroupNormDesc& d, int vec, int block, int slabs, int64_t elem_bytes) {
-  const int64_t cg = d.group_size();
-  const int64_t red = 3 * vec * reduce_slots(block, lanes_for(cg / vec));
-  return (6 * cg + red) * static_cast<int64_t>(sizeof(float)) + slabs * d.spatial * cg * elem_bytes;
+// Dynamic shared memory of gn_backward_slab over gpb groups (W = gpb·C/G channels): the groups'
+// statistics, per-channel floats, channel_sums' scratch, `slabs` slabs of S·W elements of
+// elem_bytes each.
+int64_t backward_slab_smem(const GroupNormDesc& d, int gpb, int vec, int block, int slabs, int64_t elem_bytes) {
+  const int64_t W = gpb * d.group_size();
+  const int64_t red = 3 * vec * reduce_slots(block, lanes_for(W / vec));
+  return 4 * gpb * static_cast<int64_t>(sizeof(double)) +
+         (4 * gpb + 6 * W + red) * static_cast<int64_t>(sizeof(float)) + slabs * d.spatial * W * elem_bytes;
+}
+
+// Groups per slab block: the fewest consecutive groups (a divisor of G) whose channel run fills a
+// 32-byte sector, or all G.
+int groups_per_block(const GroupNormDesc& d, int64_t elem_bytes) {
+  for (int64_t k = 1; k < d.groups; ++k)
+    if (d.groups % k == 0 && k * d.group_size() * elem_bytes >= 32) return static_cast<int>(k);
+  return static_cast<int>(d.groups);
 }
 
 // How a descriptor is split into blocks; a pure function of d and the device, so the workspace
@@ -626,6 +660,7 @@ struct Plan {
   size_t fused_smem = 0;   // bytes
   int fused_threads = 64;
   BackwardPath bwd = BackwardPath::chunked;
+  int gpb = 1;  // groups per block of the slab backwards
 };
 
 void check_desc(const GroupNormDesc& d) {
@@ -662,13 +697,16 @@ Plan make_plan(const GroupNormDesc& d, int64_t elem_bytes = 4, int vec = 0) {
   // SM (a block that has the SM to itself alternates between loading and reducing); else dy's
   // slab alone, in a 1024-thread block that may have the SM to itself (its x re-read is served by
   // L2); else chunked.
+  // Several groups a block when a group's run is narrower than a sector, if that still fits.
   const auto slab_bytes = [&](int block, int slabs) {
-    if (vec != 0) return backward_slab_smem(d, vec, block, slabs, elem_bytes);
-    int64_t b = backward_slab_smem(d, 1, block, slabs, elem_bytes);
-    if (cg % 4 == 0) b = std::max(b, backward_slab_smem(d, 4, block, slabs, elem_bytes));
+    if (vec != 0) return backward_slab_smem(d, p.gpb, vec, block, slabs, elem_bytes);
+    int64_t b = backward_slab_smem(d, p.gpb, 1, block, slabs, elem_bytes);
+    if (cg % 4 == 0) b = std::max(b, backward_slab_smem(d, p.gpb, 4, block, slabs, elem_bytes));
     return b;
   };
-  const bool packs_fit = S * cg <= INT_MAX;
+  p.gpb = groups_per_block(d, elem_bytes);
+  if (slab_bytes(kBigThreads, 1) > limit) p.gpb = 1;
+  const bool packs_fit = S * cg * p.gpb <= INT_MAX;
   const bool slabs = packs_fit && slab_bytes(kThreads, 2) <= limit / 2;
   const bool dy_slab = packs_fit && slab_bytes(kBigThreads, 1) <= limit;
   switch (d.backward_path) {
@@ -717,21 +755,21 @@ void backward_impl(const GroupNormDesc& d, const Plan& p, const S* x, const floa
                    const float* beta, const double* mean, const double* rstd, const S* dy, S* dx,
                    float* dgamma, float* dbeta, float* dadd_nc, void* workspace, Stream stream) {
   const int64_t cg = d.group_size();
-  const int lanes = lanes_for(cg / VEC);
   if (p.bwd != BackwardPath::chunked) {
     float* nc_sums = static_cast<float*>(workspace);  // [2, N, C]
-    const dim3 groups_images(1, static_cast<unsigned>(d.groups), static_cast<unsigned>(d.n));
+    const int lanes = lanes_for(p.gpb * cg / VEC);
+    const dim3 runs_images(1, static_cast<unsigned>(d.groups / p.gpb), static_cast<unsigned>(d.n));
     const int64_t elem = static_cast<int64_t>(sizeof(S));
     if (p.bwd == BackwardPath::slabs) {
       const int red = 3 * VEC * reduce_slots(kThreads, lanes);
-      DIFFUSE_LAUNCH((gn_backward_slab<VEC, kThreads, true, S>), groups_images, kThreads,
-                     static_cast<size_t>(backward_slab_smem(d, VEC, kThreads, 2, elem)), stream, d, lanes, red, x,
-                     add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums, dadd_nc);
+      DIFFUSE_LAUNCH((gn_backward_slab<VEC, kThreads, true, S>), runs_images, kThreads,
+                     static_cast<size_t>(backward_slab_smem(d, p.gpb, VEC, kThreads, 2, elem)), stream, d, p.gpb,
+                     lanes, red, x, add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums, dadd_nc);
     } else {
       const int red = 3 * VEC * reduce_slots(kBigThreads, lanes);
-      DIFFUSE_LAUNCH((gn_backward_slab<VEC, kBigThreads, false, S>), groups_images, kBigThreads,
-                     static_cast<size_t>(backward_slab_smem(d, VEC, kBigThreads, 1, elem)), stream, d, lanes, red, x,
-                     add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums, dadd_nc);
+      DIFFUSE_LAUNCH((gn_backward_slab<VEC, kBigThreads, false, S>), runs_images, kBigThreads,
+                     static_cast<size_t>(backward_slab_smem(d, p.gpb, VEC, kBigThreads, 1, elem)), stream, d, p.gpb,
+                     lanes, red, x, add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums, dadd_nc);
     }
     if (dgamma || dbeta)
       DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + kThreads - 1) / kThreads), kThreads, 0,
@@ -741,7 +779,8 @@ void backward_impl(const GroupNormDesc& d, const Plan& p, const S* x, const floa
   float* partial = static_cast<float*>(workspace);  // [N, G, chunks, 3, cg]
   float* nc_sums = partial + d.n * d.channels * p.chunks * 3;  // [2, N, C]
   const dim3 grid(static_cast<unsigned>(p.chunks), static_cast<unsigned>(d.groups), static_cast<unsigned>(d.n));
-  DIFFUSE_LAUNCH((gn_backward_partial<VEC, S>), grid, kThreads, 0, stream, d, p.chunk_rows, lanes, x, add_nc, gamma,
+  DIFFUSE_LAUNCH((gn_backward_partial<VEC, S>), grid, kThreads, 0, stream, d, p.chunk_rows, lanes_for(cg / VEC), x,
+                 add_nc, gamma,
                  beta, mean, rstd, dy, partial);
   DIFFUSE_LAUNCH((gn_backward_apply<VEC, S>), grid, kThreads, static_cast<size_t>(3 * cg) * sizeof(float), stream, d,
                  p.chunk_rows, x, add_nc, gamma, beta, mean, rstd, dy, static_cast<const float*>(partial), dx,
