@@ -246,6 +246,10 @@ const Table<TrainRequest>& train_table() {
           cuda_graphs_row<R>("on CUDA, replay the training step (forward, loss, backward, clipping, AdamW, EMA) "
                              "as one CUDA graph after two eager steps (`--cuda-graphs off`: eager); ignored on "
                              "the CPU"),
+          {"status-every", DIFFUSE_OPTION_FIELD(R, status_every), kNotSaved,
+           "on CUDA, read the steps' loss and status back every N steps (1..64), so no step waits for the "
+           "host; progress lines and a stop request (Ctrl-C) take effect at those steps; the CPU reads every step",
+           within(1, 64, true)},
           threads_row<R>(),
       }};
   return table;

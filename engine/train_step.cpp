@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "engine/q_sample.h"
 #include "kernels/noise.h"
@@ -83,6 +84,30 @@ void TrainStep::set_cuda_graphs(bool on, std::function<void(const std::string&)>
   on_graph_fallback_ = std::move(on_fallback);
 }
 
+TrainStep::StagingSlot& TrainStep::free_staging_slot(size_t bytes) {
+  if (!staging_.empty() && staging_[0].host.bytes() != bytes) {  // a new batch shape: new slots
+    for (StagingSlot& slot : staging_) slot.copied.wait();
+    staging_.clear();
+    next_slot_ = 0;
+  }
+  for (size_t k = 0; k < staging_.size(); ++k) {
+    const size_t at = (next_slot_ + k) % staging_.size();
+    if (staging_[at].copied.done()) {
+      next_slot_ = at + 1;
+      return staging_[at];
+    }
+  }
+  if (staging_.size() < kMaxStagingSlots) {  // every slot still feeds queued copies: one more
+    staging_.push_back(StagingSlot{PinnedBuffer(bytes, options_.device), DeviceEvent()});
+    next_slot_ = staging_.size();
+    return staging_.back();
+  }
+  StagingSlot& oldest = staging_[next_slot_ % staging_.size()];
+  oldest.copied.wait();
+  next_slot_ = next_slot_ % staging_.size() + 1;
+  return oldest;
+}
+
 void TrainStep::write_inputs(int64_t step, const Batch& batch) {
   const TrainOptions& o = options_;
   if (!batch.images.defined() || batch.images.ndim() != 4)
@@ -101,8 +126,8 @@ void TrainStep::write_inputs(int64_t step, const Batch& batch) {
     }
     tables_ = tables.to(device);
     step_ = Tensor::empty({1}, DType::i64, device);
-    host_step_ = Tensor::empty({1}, DType::i64);
-    host_lr_ = Tensor::empty({1}, DType::f64);
+    dropout_base_ = Tensor::empty({1}, DType::i64, device);
+    model_->set_dropout_base(dropout_base_);
     dstep_.state = Tensor::zeros({kernels::kStateWords}, DType::f64, device);
     dstep_.sum_sq = Tensor::zeros({1}, DType::f64, device);
     dstep_.max_norm = o.grad_clip > 0 ? o.grad_clip : 0.0;
@@ -114,16 +139,9 @@ void TrainStep::write_inputs(int64_t step, const Batch& batch) {
     graph_ = DeviceGraph();
     eager_steps_ = 0;
   }
-  images_.copy_from(batch.images.to(DType::f32));
-  if (labels_.defined()) {
-    if (batch.labels.numel() != images_.dim(0))
-      throw Error("train step: " + std::to_string(batch.labels.numel()) + " labels for a batch of " +
-                  std::to_string(images_.dim(0)));
-    labels_.copy_from(batch.labels.to(DType::i64).view({images_.dim(0)}));
-  }
-  step_now_ = step;
-  host_step_.data<int64_t>()[0] = step;
-  step_.copy_from(host_step_);
+  if (labels_.defined() && batch.labels.numel() != images_.dim(0))
+    throw Error("train step: " + std::to_string(batch.labels.numel()) + " labels for a batch of " +
+                std::to_string(images_.dim(0)));
   const double lr = lr_at(step);
   if (!state_loaded_) {  // the optimizer's counts as the host has them (fresh, or a checkpoint's)
     const Tensor state = Tensor::from({lr, static_cast<double>(adam_.step_count()),
@@ -131,10 +149,36 @@ void TrainStep::write_inputs(int64_t step, const Batch& batch) {
                                       {kernels::kStateWords}, DType::f64);
     dstep_.state.copy_from(state);
     state_loaded_ = true;
-  } else {
-    host_lr_.data<double>()[0] = lr;
-    dstep_.state.slice0(kernels::kStateLr, kernels::kStateLr + 1).copy_from(host_lr_);
   }
+  step_now_ = step;
+  // One pinned slot per step: [step, lr, dropout position, labels (i64), images (f32)], each
+  // copied into its device tensor on the stream; the slot is rewritten only after those copies ran.
+  const int64_t B = images_.dim(0);
+  const size_t labels_at = 3 * sizeof(int64_t), images_at = labels_at + (labels_.defined() ? B : 0) * sizeof(int64_t);
+  StagingSlot& slot = free_staging_slot(images_at + images_.nbytes());
+  slot.host.as<int64_t>()[0] = step;
+  slot.host.as<double>()[1] = lr;
+  slot.host.as<int64_t>()[2] = static_cast<int64_t>(model_->dropout_offset());
+  copy_to_device_async(step_, slot.host.as<int64_t>());
+  copy_to_device_async(dstep_.state.slice0(kernels::kStateLr, kernels::kStateLr + 1), slot.host.as<double>(8));
+  copy_to_device_async(dropout_base_, slot.host.as<int64_t>(16));
+  if (labels_.defined()) {
+    if (batch.labels.device() == Device::cpu) {
+      const Tensor labels = batch.labels.to(DType::i64);
+      std::memcpy(slot.host.as<int64_t>(labels_at), labels.data<int64_t>(), labels_.nbytes());
+      copy_to_device_async(labels_, slot.host.as<int64_t>(labels_at));
+    } else {
+      labels_.copy_from(batch.labels.to(DType::i64).view({B}));
+    }
+  }
+  if (batch.images.device() == Device::cpu) {
+    const Tensor images = batch.images.to(DType::f32);
+    std::memcpy(slot.host.as<float>(images_at), images.data<float>(), images_.nbytes());
+    copy_to_device_async(images_, slot.host.as<float>(images_at));
+  } else {
+    images_.copy_from(batch.images.to(DType::f32));
+  }
+  slot.copied.record(device);
 }
 
 void TrainStep::run_body(const PhaseFn& after_phase) {
@@ -215,7 +259,6 @@ void TrainStep::run_body(const PhaseFn& after_phase) {
 std::string TrainStep::why_not_graph() const {
   if (communicator_ && communicator_->distributed())
     return "data-parallel training all-reduces the gradients in the middle of the step";
-  if (dropout_moves_) return "dropout takes its mask position from the host, so a replay would repeat one mask";
   return "";
 }
 
@@ -228,14 +271,18 @@ void TrainStep::enqueue(int64_t step, const Batch& batch) {
       throw Error("train step: steps " + std::to_string(s) + " and " + std::to_string(step) +
                   " would share a status row; collect() between them");
   write_inputs(step, batch);
+  const uint64_t dropout_before = model_->dropout_offset();
+  bool host_ran = false;  // whether the step's body ran on the host (eagerly or captured)
   if (graphs_ && !graph_refused_ && options_.device == Device::cuda && !graph_.ok() && eager_steps_ >= kWarmupSteps) {
     std::string why = why_not_graph();
     if (why.empty()) {
       graph_ = DeviceGraph::capture([&] { run_body({}); });
+      host_ran = graph_.ok();
       if (!graph_.ok()) {
         why = graph_.why();
-        adam_.zero_grad();  // what the refused capture left on the host: grads, a tape
+        adam_.zero_grad();  // what the refused capture left on the host: grads, a tape, dropout's position
         clear_tape();
+        model_->set_dropout_state(options_.seed, dropout_before);
       }
     }
     if (!graph_.ok()) {
@@ -246,11 +293,14 @@ void TrainStep::enqueue(int64_t step, const Batch& batch) {
   if (graph_.ok()) {
     graph_.replay();
   } else {
-    const uint64_t dropout_before = model_->dropout_offset();
     run_body({});
-    if (model_->dropout_offset() != dropout_before) dropout_moves_ = true;
+    host_ran = true;
     ++eager_steps_;
   }
+  if (host_ran)
+    dropout_per_step_ = model_->dropout_offset() - dropout_before;
+  else  // a replay: the device drew at dropout_base_; the host position moves as an eager step's would
+    model_->set_dropout_state(options_.seed, dropout_before + dropout_per_step_);
   pending_.push_back(step);
 }
 
@@ -258,13 +308,19 @@ const std::vector<TrainStepResult>& TrainStep::collect() {
   std::vector<TrainStepResult>& results = collected_;
   results.clear();
   if (pending_.empty()) return results;
-  const Tensor ring = ring_.to(Device::cpu);  // waits for the steps
-  const Tensor state = dstep_.state.to(Device::cpu);
-  adam_.set_step_count(static_cast<int64_t>(state.data<double>()[kernels::kStateAdamSteps]));
-  ema_.set_optimization_step(static_cast<int64_t>(state.data<double>()[kernels::kStateEmaSteps]));
+  // The ring and the state words in one pinned buffer, copied after the steps and waited for once.
+  if (!status_host_.data()) status_host_ = PinnedBuffer(ring_.nbytes() + dstep_.state.nbytes(), options_.device);
+  copy_to_host_async(status_host_.data(), ring_);
+  copy_to_host_async(status_host_.as<double>(ring_.nbytes()), dstep_.state);
+  status_copied_.record(options_.device);
+  status_copied_.wait();
+  const double* ring_rows = status_host_.as<double>();
+  const double* state = status_host_.as<double>(ring_.nbytes());
+  adam_.set_step_count(static_cast<int64_t>(state[kernels::kStateAdamSteps]));
+  ema_.set_optimization_step(static_cast<int64_t>(state[kernels::kStateEmaSteps]));
   const bool distributed = communicator_ && communicator_->distributed();
   for (int64_t step : pending_) {
-    const double* row = ring.data<double>() + ((step - 1) % kMaxPending) * kernels::kStatusWords;
+    const double* row = ring_rows + ((step - 1) % kMaxPending) * kernels::kStatusWords;
     TrainStepResult r;
     r.step = step;
     r.loss = row[0];

@@ -25,6 +25,7 @@
 #include "engine/trainer.h"
 #include "nn/collective.h"
 #include "nn/device_graph.h"
+#include "nn/device_transfer.h"
 #include "nn/optim.h"
 #include "nn/unet2d.h"
 
@@ -62,19 +63,29 @@ class TrainStep {
   // backward have run; such a step always runs eagerly.
   TrainStepResult run(int64_t step, const Batch& batch, const PhaseFn& after_phase = {});
 
-  // Queues step `step` on the device: the batch is copied into the step's input tensors and the
-  // step number and lr into device memory, then the step runs eagerly or as a replay of its CUDA
+  // Queues step `step` on the device: the host batch, the step number, the lr and dropout's
+  // position are written into a pinned staging slot and copied from it into the step's input
+  // tensors on the stream (no host wait), then the step runs eagerly or as a replay of its CUDA
   // graph. Nothing is read back. At most kMaxPending steps may wait for collect().
   void enqueue(int64_t step, const Batch& batch);
-  // The results of the steps queued since the last collect(), in order: one read of the device's
-  // status rows and step counts (copied into adam() and ema(), whose host counts then match).
-  // Valid until the next collect() (a buffer kept across steps: a steady-state step allocates nothing).
+  // The results of the steps queued since the last collect(), in order: one async copy of the
+  // device's status rows and step counts into pinned memory and one wait for it (the counts are
+  // copied into adam() and ema(), whose host counts then match). Valid until the next collect()
+  // (a buffer kept across steps: a steady-state step allocates nothing).
   const std::vector<TrainStepResult>& collect();
+  int64_t pending() const { return static_cast<int64_t>(pending_.size()); }
   static constexpr int64_t kMaxPending = 64;
+  // Staging slots: a slot whose copies have not run yet is not rewritten; the next step takes
+  // another (the ring grows to the steps in flight between collects, up to this many, then a
+  // step waits for the oldest slot's copies).
+  static constexpr size_t kMaxStagingSlots = 64;
+  size_t staging_slots() const { return staging_.size(); }
 
   // CUDA graphs (docs/design.md §4): on (the default) a CUDA step is captured after kWarmupSteps
-  // eager steps and replayed. A capture that fails, or a run that cannot be one graph (dropout,
-  // data-parallel gradients), runs eagerly and calls on_fallback once with the reason.
+  // eager steps and replayed. A capture that fails, or a run that cannot be one graph
+  // (data-parallel gradients), runs eagerly and calls on_fallback once with the reason. Dropout's
+  // masks start at a position read from device memory, so replays draw each step's own masks
+  // and the host position (model().dropout_offset(), saved in checkpoints) advances per replay.
   void set_cuda_graphs(bool on, std::function<void(const std::string&)> on_fallback = {});
   static constexpr int64_t kWarmupSteps = 2;
   bool replaying() const { return graph_.ok(); }  // whether steps now replay a captured graph
@@ -106,7 +117,12 @@ class TrainStep {
   const TrainOptions& options() const { return options_; }
 
  private:
-  void write_inputs(int64_t step, const Batch& batch);  // the batch, step number and lr
+  void write_inputs(int64_t step, const Batch& batch);  // the batch, step number, lr, dropout position
+  struct StagingSlot {
+    PinnedBuffer host;   // step, lr, dropout position, labels, images
+    DeviceEvent copied;  // after the copies out of `host`
+  };
+  StagingSlot& free_staging_slot(size_t bytes);
   void run_body(const PhaseFn& after_phase);            // the step's device work (what a graph captures)
   std::string why_not_graph() const;                    // "" when the step can be one graph
 
@@ -124,7 +140,12 @@ class TrainStep {
   Tensor tables_;            // f32 [3, T]: √ᾱ, √(1−ᾱ), min-SNR weight per timestep
   Tensor images_, labels_;   // this step's batch
   Tensor step_;              // i64 [1]: the step number
-  Tensor host_step_, host_lr_;  // their host sources
+  Tensor dropout_base_;      // i64 [1]: dropout's position at the step's start (UNet2D::set_dropout_base)
+  std::vector<StagingSlot> staging_;  // pinned sources of the per-step uploads
+  size_t next_slot_ = 0;
+  PinnedBuffer status_host_;  // the ring and the state words, read back by collect()
+  DeviceEvent status_copied_;
+  uint64_t dropout_per_step_ = 0;  // how far a step moves dropout's position (measured on the host runs)
   optim::DeviceStep dstep_;  // lr + step counts, Σg², loss
   Tensor ring_;              // f64 [kMaxPending, 4]: the status rows
   Tensor seed_grad_;         // the backward's seed (ones like the loss)
@@ -137,7 +158,6 @@ class TrainStep {
 
   bool graphs_ = true;
   bool graph_refused_ = false;
-  bool dropout_moves_ = false;  // an eager step advanced dropout's host-side stream position
   std::function<void(const std::string&)> on_graph_fallback_;
   std::function<void()> inside_step_for_test_;
   DeviceGraph graph_;

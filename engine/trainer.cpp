@@ -224,45 +224,71 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
   int64_t skipped_steps = 0, skipped_in_a_row = 0;
   const bool skip_non_finite = o.precision == "bf16";
   const auto t_start = std::chrono::steady_clock::now();
-  for (int64_t step = start; step <= o.steps; ++step) {
-    const auto t0 = std::chrono::steady_clock::now();
+  // The steps' status is read back in groups (TrainRequest::status_every): on CUDA a step is
+  // queued without waiting for the device, and the host waits once per group. The CPU has nothing
+  // to overlap, and a data-parallel run votes on stopping after every step: they read every step.
+  const int64_t status_every = o.device == Device::cuda && !comm.distributed() ? o.status_every : 1;
+  auto read_after = [&](int64_t step) {
+    return step % status_every == 0 || step == o.steps || train_step.pending() >= TrainStep::kMaxPending ||
+           (o.checkpoint_every > 0 && step % o.checkpoint_every == 0) ||
+           (o.sample_every > 0 && step % o.sample_every == 0);
+  };
+  auto t_group = t_start;  // when the group being queued began
+  bool keep_going = true;
+  for (int64_t step = start; step <= o.steps && keep_going; ++step) {
     step_now = step;
-    // One step queued and its status read back (the batch's upload waits for the device anyway).
-    const TrainStepResult r = train_step.run(step, batcher.next_rows(comm.rank() * o.batch, o.batch));
-    const bool skipped = !r.non_finite.empty() && skip_non_finite && ++skipped_in_a_row <= kMaxSkippedInARow;
-    if (skipped) {
-      ++skipped_steps;
-    } else if (!r.non_finite.empty()) {
-      if (report) report->finish();
-      throw Error("step " + std::to_string(step) + ": " + r.non_finite + "; training stopped" +
-                  (result.last_checkpoint.empty() ? std::string(" (no checkpoint written yet)")
-                                                  : "; the last good checkpoint is " + result.last_checkpoint));
-    }
-
+    train_step.enqueue(step, batcher.next_rows(comm.rank() * o.batch, o.batch));
+    if (!read_after(step)) continue;
+    const std::vector<TrainStepResult>& group = train_step.collect();  // the one wait of the group
     const auto t1 = std::chrono::steady_clock::now();
-    const double dt = std::chrono::duration<double>(t1 - t0).count();
-    const double images_per_second = dt > 0 ? static_cast<double>(o.batch * comm.size()) / dt : 0;  // all ranks
+    const double dt = std::chrono::duration<double>(t1 - t_group).count();
+    t_group = t1;
+    // The group's average: its steps ran back to back on the device.
+    const double images_per_second =
+        dt > 0 ? static_cast<double>(o.batch * comm.size()) * static_cast<double>(group.size()) / dt : 0;  // all ranks
     const double seconds = std::chrono::duration<double>(t1 - t_start).count();
-    json line = {{"step", step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
-                 {"images_per_second", images_per_second}, {"seconds", seconds}};
-    if (skip_non_finite) line["skipped"] = skipped_steps;
-    if (!skipped) skipped_in_a_row = 0;
-    if (writer && !skipped) {  // a skipped step has no finite loss or norm to log; the next line counts it
-      metrics << line.dump() << "\n";
+    bool skipped = false;
+    for (const TrainStepResult& r : group) {
+      skipped = !r.non_finite.empty() && skip_non_finite && ++skipped_in_a_row <= kMaxSkippedInARow;
+      if (skipped) {
+        ++skipped_steps;
+      } else if (!r.non_finite.empty()) {
+        if (report) report->finish();
+        throw Error("step " + std::to_string(r.step) + ": " + r.non_finite + "; training stopped" +
+                    (result.last_checkpoint.empty() ? std::string(" (no checkpoint written yet)")
+                                                    : "; the last good checkpoint is " + result.last_checkpoint));
+      }
+      json line = {{"step", r.step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
+                   {"images_per_second", images_per_second}, {"seconds", seconds}};
+      if (skip_non_finite) line["skipped"] = skipped_steps;
+      if (!skipped) skipped_in_a_row = 0;
+      if (writer && !skipped) {  // a skipped step has no finite loss or norm to log; the next line counts it
+        metrics << line.dump() << "\n";
+        if (!metrics) throw Error(metrics_path + ": cannot append the step's metrics (disk full or over `ulimit -f`?)");
+        report->add(line);
+      }
+      result.last_step = r.step;
+      if (!skipped) result.final_loss = r.loss;
+      const TrainProgress update{r.step, o.steps, r.loss, r.lr, r.grad_norm, images_per_second, seconds, ""};
+      if (skipped && callback) {
+        TrainProgress event = update;
+        event.event = "skipped (bf16): " + r.non_finite + "; no update, " + std::to_string(skipped_steps) +
+                      " skipped so far";
+        callback(event);
+      }
+      // Every step is reported; once a callback has asked to stop, the group's later steps (already
+      // run) are reported too and the run ends after them.
+      const bool wants_more = !callback || skipped || callback(update);
+      if (keep_going) keep_going = all_keep_going(comm, wants_more, r.step);
+    }
+    if (writer) {
       metrics.flush();
       if (!metrics) throw Error(metrics_path + ": cannot append the step's metrics (disk full or over `ulimit -f`?)");
-      report->add(line);
     }
-    result.last_step = step;
-    if (!skipped) result.final_loss = r.loss;
-
+    const TrainStepResult& r = group.back();
     auto progress = [&](std::string event) {
       return TrainProgress{step, o.steps, r.loss, r.lr, r.grad_norm, images_per_second, seconds, std::move(event)};
     };
-    if (skipped && callback)
-      callback(progress("skipped (bf16): " + r.non_finite + "; no update, " + std::to_string(skipped_steps) +
-                        " skipped so far"));
-    const bool keep_going = all_keep_going(comm, !callback || skipped || callback(progress("")), step);
     bool wrote_file = false;  // a grid or checkpoint: the report shows it at once
     if (writer && o.sample_every > 0 && step % o.sample_every == 0) {
       const std::string path = write_sample_grid(o, step, train_step, ema_model, sampler_cfg);
@@ -288,11 +314,8 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
       wrote_file = true;
     }
     if (report && step < o.steps && keep_going) report->update(wrote_file);
-    if (!keep_going) {
-      result.cancelled = true;
-      break;
-    }
   }
+  if (!keep_going) result.cancelled = true;
   if (report) report->finish();
   return result;
 }

@@ -15,11 +15,20 @@ struct DropoutDesc {
   double scale = 1.0;   // 1 / (1 - p), applied to kept elements
   uint64_t seed = 0;
   uint64_t offset = 0;  // Philox block offset; a draw of n elements uses philox::blocks_for(n)
+  // Optional: a block position in the memory of the kernel's device, read when the kernel runs and
+  // added to offset (a replayed training step's dropout position, written before the replay:
+  // docs/design.md §4). Null: offset alone.
+  const int64_t* base = nullptr;
 };
+
+// The first Philox block of d's draw (reads *d.base when given: call where that memory is readable).
+DIFFUSE_HD inline uint64_t dropout_first_block(const DropoutDesc& d) {
+  return d.base ? d.offset + static_cast<uint64_t>(*d.base) : d.offset;
+}
 
 // Element i is dropped when its uniform is below p (the same test on every device).
 DIFFUSE_HD inline bool dropout_dropped(const DropoutDesc& d, uint64_t i) {
-  return philox::uniform_at(d.seed, philox::kDropout, d.offset, i) < d.p;
+  return philox::uniform_at(d.seed, philox::kDropout, dropout_first_block(d), i) < d.p;
 }
 
 struct MseDesc {

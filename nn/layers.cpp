@@ -144,7 +144,9 @@ Tensor ResnetBlock2D::forward(const Tensor& x, const Tensor& temb_act, ForwardCo
   }
   h = norm2.forward(h, /*silu=*/true, t);
   if (ctx.training && dropout > 0) {
-    h = ops::dropout(h, dropout, ctx.dropout_seed, ctx.dropout_offset);
+    h = ctx.dropout_base.defined()
+            ? ops::dropout(h, dropout, ctx.dropout_seed, ctx.dropout_offset - ctx.dropout_start, ctx.dropout_base)
+            : ops::dropout(h, dropout, ctx.dropout_seed, ctx.dropout_offset);
     ctx.dropout_offset += (static_cast<uint64_t>(h.numel()) + 3) / 4;
   }
   // The skip is added by conv2 as it stores its output (one pass, no separate add). Under autocast

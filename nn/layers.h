@@ -44,6 +44,12 @@ struct ForwardContext {
   bool training = false;
   uint64_t dropout_seed = 0;
   uint64_t dropout_offset = 0;  // advanced by every dropout that draws
+  // Optional: i64 [1] in the model's device memory holding the position at the forward's start
+  // (dropout_start). The draws then read it when they run, at block base + (dropout_offset −
+  // dropout_start): the same blocks, but a replayed CUDA graph takes them from memory written
+  // before each replay (the training step, docs/design.md §4). The host position still advances.
+  Tensor dropout_base;
+  uint64_t dropout_start = 0;
 };
 
 // bf16 autocast for this thread while alive (on = false suspends it); nests, restoring the

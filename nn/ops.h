@@ -83,7 +83,10 @@ Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, double
 
 // ---- regularisation and loss (ops_loss.cpp) ----------------------------------------------------
 // Inverted dropout with a Philox mask from (seed, kDropout stream, block offset). p == 0 returns x.
-Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset);
+// With `base` (i64 [1] on x's device) the mask starts at block offset + base[0], read when the
+// kernels run (forward and backward), so a replayed CUDA graph draws the mask of the position
+// written into base before the replay.
+Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& base = Tensor());
 // mean over all elements of w[n] * (pred - target)^2; weight [N] or undefined (all ones).
 // Gradient flows to pred only.
 Tensor mse_loss(const Tensor& pred, const Tensor& target, const Tensor& weight = Tensor());

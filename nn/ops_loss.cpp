@@ -16,21 +16,25 @@ using namespace detail;
 using dispatch::backend_for;
 namespace k = diffuse::kernels;
 
-Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
+Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& base) {
   const char* op = "dropout";
   check_defined(op, x, "x");
   if (!(p >= 0.0 && p < 1.0)) fail(op, "p must be in [0, 1), got " + std::to_string(p) + " for " + x.describe());
   if (p == 0.0) return x;
+  if (base.defined() && (base.dtype() != DType::i64 || base.numel() != 1 || base.device() != x.device()))
+    fail(op, "base must be i64[1] on x's device, got " + base.describe() + " for " + x.describe());
   k::DropoutDesc d;
   d.n = x.numel();
   d.p = static_cast<float>(p);
   d.scale = 1.0 / (1.0 - p);
   d.seed = seed;
   d.offset = offset;
+  d.base = base.defined() ? base.data<int64_t>() : nullptr;
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   backend_for(op, x, dispatch::DeviceDTypes::f32_bf16).dropout_apply(d, x, y);
   if (any_requires_grad({&x})) {
-    record(op, {&x}, {&y}, [d](const TensorList& g) {
+    // `base` is kept alive for the backward, which reads the same position from it.
+    record(op, {&x}, {&y}, [d, base](const TensorList& g) {
       Tensor gx = Tensor::empty(g[0].shape(), g[0].dtype(), g[0].device());
       backend_for("dropout backward", g[0], dispatch::DeviceDTypes::f32_bf16).dropout_apply(d, g[0], gx);
       return TensorList{gx};

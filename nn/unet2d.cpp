@@ -80,6 +80,7 @@ Tensor UNet2D::forward(const Tensor& x_in, const Tensor& timesteps, const Tensor
   if (x_in.dim(3) != config_.in_channels)
     ops::detail::fail(op, "sample " + x_in.describe() + " has " + std::to_string(x_in.dim(3)) +
                               " channels, the config expects " + std::to_string(config_.in_channels));
+  ctx_.dropout_start = ctx_.dropout_offset;  // what a dropout_base holds for this forward
   const int64_t down_factor = int64_t(1) << (config_.block_out_channels.size() - 1);
   if (x_in.dim(1) % down_factor != 0 || x_in.dim(2) % down_factor != 0)
     ops::detail::fail(op, "sample " + x_in.describe() + ": height and width must be multiples of " +

@@ -50,6 +50,10 @@ class UNet2D {
     ctx_.dropout_offset = offset;
   }
   uint64_t dropout_offset() const { return ctx_.dropout_offset; }
+  // base (i64 [1] on the model's device, or undefined to stop): each forward's dropout masks then
+  // start at the position base holds when the kernels run, which the caller writes before each
+  // forward (or graph replay) — the host position, dropout_offset(), as the eager path would use it.
+  void set_dropout_base(const Tensor& base) { ctx_.dropout_base = base; }
 
  private:
   UNet2DConfig config_;

@@ -178,10 +178,19 @@ struct TrainRequest {
   // (the same bits as eager steps); a refused capture is reported once as an event and the run
   // goes on eagerly. Ignored on the CPU.
   bool cuda_graphs = true;
+  // On CUDA, the steps' status (loss, lr, grad norm, skipped) is read back once every this many
+  // steps (1..64) instead of after every step, so the host queues steps without waiting for the
+  // device. The progress callback still gets one update per step, in order, but those of a group
+  // arrive together when it is read (at a multiple of status_every, at a checkpoint or sample
+  // grid step, at the last step). A false from the callback stops the run at the end of the group
+  // being reported: the steps already queued after it have run, are reported (their return values
+  // ignored) and are in metrics.jsonl, and the checkpoint is of the last of them (last_step says
+  // which). 1: every step, as on the CPU and in data-parallel runs, which always read every step.
+  int64_t status_every = 10;
 };
 
 struct TrainUpdate {
-  int64_t step = 0;   // the step just finished, 1-based
+  int64_t step = 0;   // the step just finished (or, with status_every > 1, read back), 1-based
   int64_t total = 0;  // TrainRequest::steps
   double loss = 0, lr = 0, grad_norm = 0, images_per_second = 0, seconds = 0;
   // "" after a step; "checkpoint DIR" or "samples FILE" after writing one; before the first step of

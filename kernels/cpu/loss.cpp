@@ -9,7 +9,10 @@
 namespace diffuse::kernels::cpu {
 
 template <typename T>
-void dropout_apply(const DropoutDesc& d, const T* x, T* y) {
+void dropout_apply(const DropoutDesc& desc, const T* x, T* y) {
+  DropoutDesc d = desc;  // the position read once
+  d.offset = dropout_first_block(desc);
+  d.base = nullptr;
   const T scale = static_cast<T>(d.scale);
   // Cost 8 per element: a region from 8192 elements up, each drawing a Philox uniform.
   parallel_for(d.n, 8, [&](int64_t begin, int64_t end) {

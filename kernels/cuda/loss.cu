@@ -2,7 +2,9 @@
 // Dropout: one thread per Philox block (4 consecutive elements share one counter, the mapping of
 // philox::uniform_at), float4 when aligned: 8 B per element and one Philox4x32-10 per 4 elements;
 // a template over the storage type (kernels/cuda/storage.cuh), so bf16 activations drop in place
-// (4 B per element, the kept value scaled in f32 and rounded once).
+// (4 B per element, the kept value scaled in f32 and rounded once). The mask's first block may
+// come from device memory (DropoutDesc::base, read once per thread), so a replayed graph draws a
+// new mask each step.
 // MSE: stage 1 runs a 256-thread block per (batch item, split), f32 sums per thread over float4
 // loads, an f64 block sum, times the item's weight, into a workspace of doubles; stage 2 is one
 // block adding every partial in a fixed order and writing loss[0]. Splits depend on the shape
@@ -32,8 +34,9 @@ __global__ void __launch_bounds__(kThreads)
     dropout_kernel(DropoutDesc d, const S* __restrict__ x, S* __restrict__ y, bool vector) {
   const float scale = static_cast<float>(d.scale);
   const int64_t quads = (d.n + 3) / 4, stride = grid::grid_threads();
+  const uint64_t first = dropout_first_block(d);
   for (int64_t q = grid::global_thread(); q < quads; q += stride) {
-    const philox::U32x4 r = philox::block(d.seed, philox::kDropout, d.offset + static_cast<uint64_t>(q));
+    const philox::U32x4 r = philox::block(d.seed, philox::kDropout, first + static_cast<uint64_t>(q));
     const int64_t i0 = 4 * q;
     const int count = d.n - i0 < 4 ? static_cast<int>(d.n - i0) : 4;
     float in[4], out[4];

@@ -6,8 +6,13 @@
 // staging); device-to-host copies write the host buffer only when the work runs, so a host read
 // before the synchronisation sees the old contents. Recorded into a stream capture (capture.h), a
 // host-to-device copy reads its host source when the graph runs instead, as a graph's memcpy node
-// does; and the synchronous calls here are refused while a capture forbids them.
+// does; and the synchronous calls here are refused while a capture forbids them. Page-locked host
+// memory (cudaMallocHost, cudaHostAlloc) is plain host memory remembered by range: a copy from it
+// reads it when the work runs, as a real DMA does, so rewriting a staging buffer before its copy
+// has run is caught as wrong data, and a copy to or from it is not counted as a host copy.
+#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -54,6 +59,13 @@ bool stage_host_source(cudaStream_t stream) {
   return !s || !is_capturing(*s);
 }
 
+// Live page-locked allocations: start -> bytes (under device_lock()). Never destroyed: copies
+// and frees may still come from other objects' destructors at exit.
+std::map<const unsigned char*, size_t>& pinned_allocations() {
+  static auto* live = new std::map<const unsigned char*, size_t>();
+  return *live;
+}
+
 std::string describe_copy(const char* call, const Direction& d, size_t bytes) {
   return std::string(call) + " " + d.name() + " of " + std::to_string(bytes) + " bytes";
 }
@@ -67,8 +79,10 @@ cudaError_t queue_copy(const char* call, void* dst, const void* src, size_t coun
   if (count == 0) return cudaSuccess;
   if (!side_ok(src, count, d.src_device) || !side_ok(dst, count, d.dst_device)) return cudaErrorInvalidValue;
   std::string what = describe_copy(call, d, count);
-  if (!d.src_device || !d.dst_device) count_host_copy();
-  if (!d.src_device && stage_host_source(stream)) {
+  const void* host_side = !d.src_device ? src : !d.dst_device ? dst : nullptr;
+  const bool pinned = host_side && is_pinned_host_range(host_side, count);
+  if (host_side && !pinned) count_host_copy();
+  if (!d.src_device && !pinned && stage_host_source(stream)) {
     auto staged = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
                                                                 static_cast<const unsigned char*>(src) + count);
     return enqueue(stream, std::move(what), [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
@@ -146,6 +160,15 @@ cudaError_t queue_copy_3d(const cudaMemcpy3DParms* p, cudaStream_t stream) {
 
 }  // namespace
 
+bool diffuse::emulated_device::is_pinned_host_range(const void* p, size_t bytes) {
+  std::lock_guard<std::recursive_mutex> lock(device_lock());
+  const auto* a = static_cast<const unsigned char*>(p);
+  auto it = pinned_allocations().upper_bound(a);
+  if (it == pinned_allocations().begin()) return false;
+  --it;
+  return bytes <= it->second && static_cast<size_t>(a - it->first) <= it->second - bytes;
+}
+
 extern "C" {
 
 // cudaMalloc does not zero: the memory arrives NaN-filled (0xFF bytes).
@@ -169,6 +192,36 @@ cudaError_t cudaFree(void* devPtr) {
   cudaError_t synced = synchronize_all();
   cudaError_t freed = free_device_memory(devPtr);
   return record(freed != cudaSuccess ? freed : synced);
+}
+
+// Page-locked host memory: host memory (64-byte aligned) whose range copies recognise.
+cudaError_t cudaHostAlloc(void** pHost, size_t size, unsigned int flags) {
+  DEVICE_CALL();
+  if (!pHost) return record(cudaErrorInvalidValue);
+  const unsigned known = cudaHostAllocPortable | cudaHostAllocMapped | cudaHostAllocWriteCombined;
+  if (flags & ~known) return record(cudaErrorInvalidValue);
+  if (cudaError_t refused = check_unsafe_call(); refused != cudaSuccess) return record(refused);
+  void* p = std::aligned_alloc(64, (size + 63) / 64 * 64 + 64);
+  if (!p) return record(cudaErrorMemoryAllocation);
+  pinned_allocations()[static_cast<const unsigned char*>(p)] = size;
+  *pHost = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void** ptr, size_t size) { return cudaHostAlloc(ptr, size, cudaHostAllocDefault); }
+
+// Like a real cudaFreeHost, waits for all queued work first (a copy may still read the memory).
+cudaError_t cudaFreeHost(void* ptr) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return record(call.status());
+  if (!ptr) return cudaSuccess;
+  if (cudaError_t refused = check_unsafe_call(); refused != cudaSuccess) return record(refused);
+  auto it = pinned_allocations().find(static_cast<const unsigned char*>(ptr));
+  if (it == pinned_allocations().end()) return record(cudaErrorInvalidValue);
+  const cudaError_t synced = synchronize_all();
+  pinned_allocations().erase(it);
+  std::free(ptr);
+  return record(synced);
 }
 
 cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {

@@ -55,13 +55,15 @@ cudaError_t sticky_error();
 // waits: calls that return only after device work ran — cudaStreamSynchronize,
 // cudaEventSynchronize, cudaDeviceSynchronize, the synchronous copies and memsets, cudaFree and the
 // blocking library calls (every caller of synchronize_stream/synchronize_all); host_copies:
-// cudaMemcpy and cudaMemcpyAsync calls with a host side (all host memory is pageable here, so on a
-// GPU each one may block the host).
+// cudaMemcpy and cudaMemcpyAsync calls with a pageable host side (on a GPU each one may block the
+// host); a copy to or from cudaMallocHost/cudaHostAlloc memory is not one.
 struct HostTraffic {
   unsigned long long waits = 0;
   unsigned long long host_copies = 0;
 };
 HostTraffic host_traffic();
+// True when [p, p + bytes) lies inside one live cudaMallocHost/cudaHostAlloc allocation.
+bool is_pinned_host_range(const void* p, size_t bytes);
 
 // ---- the virtual card (cudart.cpp) ------------------------------------------------------------
 

@@ -129,10 +129,16 @@ TEST_CASE("api cuda: diffuse::train on the device reports every step and writes 
   REQUIRE(fs::exists(s.model_dir));
   const Model m = Model::load(s.model_dir, Device::cuda);
   CHECK(m.sample_size() == 32);
-  // A cancelling callback stops the device run after the step it saw, with a checkpoint.
-  t.out = dir.file("cancelled");
-  const TrainSummary c = train(t, [](const TrainUpdate& u) { return !(u.event.empty() && u.step == 1); });
-  CHECK(c.cancelled);
-  CHECK(c.last_step == 1);
-  CHECK(fs::exists(c.checkpoint + "/state.json"));
+  // A cancelling callback stops the device run, with a checkpoint, at the end of the group of steps
+  // read back with the step it saw (status_every, default 10: here the run's last step, 3), and
+  // with status_every = 1 after the step it saw.
+  for (int64_t every : {10, 1}) {
+    INFO("status_every " << every);
+    t.out = dir.file("cancelled-" + std::to_string(every));
+    t.status_every = every;
+    const TrainSummary c = train(t, [](const TrainUpdate& u) { return !(u.event.empty() && u.step == 1); });
+    CHECK(c.cancelled);
+    CHECK(c.last_step == (every == 1 ? 1 : 3));
+    CHECK(fs::exists(c.checkpoint + "/state.json"));
+  }
 }

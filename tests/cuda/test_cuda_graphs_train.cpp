@@ -4,13 +4,17 @@
 // and on CUDA. A run whose steps after the two eager warm-up steps replay one captured graph
 // (forward, loss, backward, clipping, AdamW, EMA, zero_grad) ends with bit-identical weights, EMA
 // weights, AdamW moments and losses to the same run stepped eagerly — class-conditional with label
-// dropout, min-SNR weights and clipping that bites. The gated AdamW + EMA (lr and step counts in
+// dropout, min-SNR weights and clipping that bites; with dropout in the UNet too (its mask position
+// read from device memory). Steps queued without a read make no host wait (counted by the
+// emulated device) and, read back later, give the same bits; a batch staged through pinned memory
+// gives a device batch's bits. The gated AdamW + EMA (lr and step counts in
 // device memory, clipping and the non-finite skip decided there) gives the host path's bits on the
 // CPU and on CUDA, and skips a step whose loss or grad norm is not finite. The status rows of several queued steps are
 // read back in one collect(). A capture that meets a call the runtime refuses (a read back to the
 // host inside the step) is reported once and the run goes on eagerly with the same bits. And the
-// trainer: diffuse::train with cuda_graphs on and off writes the same checkpoint, and the CLI takes
-// `--cuda-graphs on|off`.
+// trainer: diffuse::train with cuda_graphs on and off writes the same checkpoint, status read every
+// 4 steps or every step gives the same metrics and checkpoint (a stop taking effect at the end of
+// the group read), and the CLI takes `--cuda-graphs on|off`.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -31,6 +35,9 @@
 #include "nn/optim.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
+#if DIFFUSE_CUDA_EMULATED
+#include "kernels/emulated_device/device.h"
+#endif
 
 using namespace diffuse;
 using namespace diffuse::test;
@@ -71,9 +78,10 @@ TrainOptions options(bool graphs) {
   return o;
 }
 
-UNet2DConfig small_config(const TrainOptions& o) {
+UNet2DConfig small_config(const TrainOptions& o, double dropout = 0.0) {
   UNet2DConfig c = training_unet_config(o);
   c.sample_size = 8;
+  c.dropout = dropout;
   return c;
 }
 
@@ -93,11 +101,12 @@ struct Trained {
   int body_runs = 0;
   bool replaying = false;
   int64_t adam_steps = 0;
+  uint64_t dropout_offset = 0;
 };
 
-Trained train_steps(bool graphs, int steps, const std::function<void()>& inside = {}) {
+Trained train_steps(bool graphs, int steps, const std::function<void()>& inside = {}, double dropout = 0.0) {
   const TrainOptions o = options(graphs);
-  TrainStep step(small_config(o), o);
+  TrainStep step(small_config(o, dropout), o);
   Trained t;
   step.set_cuda_graphs(graphs, [&](const std::string& why) { t.notices.push_back(why); });
   step.set_inside_step_for_test([&] {
@@ -112,6 +121,7 @@ Trained train_steps(bool graphs, int steps, const std::function<void()>& inside 
   }
   t.replaying = step.replaying();
   t.adam_steps = step.adam().step_count();
+  t.dropout_offset = step.model().dropout_offset();
   for (const Tensor& p : step.parameters()) t.weights.push_back(p.to(Device::cpu));
   for (const Tensor& e : step.ema().shadow()) t.ema.push_back(e.to(Device::cpu));
   for (const Tensor& m : step.adam().exp_avg()) t.exp_avg.push_back(m.to(Device::cpu));
@@ -121,6 +131,19 @@ Trained train_steps(bool graphs, int steps, const std::function<void()>& inside 
 std::string file_bytes(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Checks that every .safetensors file under checkpoint a has the same bytes under b; returns how many.
+int same_safetensors(const std::string& a, const std::string& b) {
+  int compared = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(a)) {
+    if (!entry.is_regular_file() || entry.path().extension() != ".safetensors") continue;
+    const fs::path rel = fs::relative(entry.path(), a);
+    INFO(rel.string());
+    CHECK(file_bytes(entry.path()) == file_bytes(fs::path(b) / rel));
+    ++compared;
+  }
+  return compared;
 }
 
 }  // namespace
@@ -219,6 +242,107 @@ TEST_CASE("train cuda graph: several queued steps are read back in one collect, 
   CHECK(step.collect().empty());
 }
 
+TEST_CASE("train cuda graph: replayed steps queued without reads wait for nothing; one read gives every-step bits",
+          "[cuda][graphs][train]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  const Trained every_step = train_steps(true, 9);  // run(): queued and read back one by one
+  const TrainOptions o = options(true);
+  TrainStep step(small_config(o), o);
+  std::vector<Batch> batches;
+  for (int64_t s = 1; s <= 9; ++s) batches.push_back(batch_of(s));
+  std::vector<double> losses;
+  for (int64_t s = 1; s <= 3; ++s) {  // two eager steps and the capture, read back each
+    step.enqueue(s, batches[s - 1]);
+    losses.push_back(step.collect().at(0).loss);
+  }
+  REQUIRE(step.replaying());
+#if DIFFUSE_CUDA_EMULATED
+  const emulated_device::HostTraffic before = emulated_device::host_traffic();
+#endif
+  for (int64_t s = 4; s <= 9; ++s) step.enqueue(s, batches[s - 1]);  // six replays: uploads and a launch each
+#if DIFFUSE_CUDA_EMULATED
+  // No synchronisation, no copy from pageable memory: each step's inputs came from a pinned slot
+  // of its own (the emulated device reads pinned memory when the copy runs, so a slot rewritten
+  // early would have changed the bits below).
+  const emulated_device::HostTraffic queued = emulated_device::host_traffic();
+  CHECK(queued.waits == before.waits);
+  CHECK(queued.host_copies == before.host_copies);
+  CHECK(step.staging_slots() == 6);
+#endif
+  const std::vector<TrainStepResult>& read = step.collect();
+#if DIFFUSE_CUDA_EMULATED
+  CHECK(emulated_device::host_traffic().waits == queued.waits + 1);  // the status copy's event, once
+  CHECK(emulated_device::host_traffic().host_copies == queued.host_copies);  // into pinned memory
+#endif
+  REQUIRE(read.size() == 6);
+  for (const TrainStepResult& r : read) losses.push_back(r.loss);
+  REQUIRE(losses.size() == every_step.losses.size());
+  for (size_t i = 0; i < losses.size(); ++i) {
+    INFO("step " << i + 1);
+    CHECK(std::memcmp(&losses[i], &every_step.losses[i], sizeof(double)) == 0);
+  }
+  std::vector<Tensor> weights;
+  for (const Tensor& p : step.parameters()) weights.push_back(p.to(Device::cpu));
+  CHECK(same_bits(weights, every_step.weights));
+  CHECK(step.adam().step_count() == 9);
+}
+
+TEST_CASE("train step: a batch staged through pinned memory and one already on the device give the same bits",
+          "[cuda][graphs][train]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  const TrainOptions o = options(true);
+  // The device batches are made first: an allocation between the warm-up steps and the capture
+  // could take a block the capture was to reuse (docs/design.md §4).
+  std::vector<Batch> on_device(4);
+  for (int64_t s = 1; s <= 4; ++s) {
+    on_device[s - 1].images = batch_of(s).images.to(Device::cuda);
+    on_device[s - 1].labels = batch_of(s).labels.to(Device::cuda);
+  }
+  // One run after the other: a run's steps between another's warm-up and capture would allocate.
+  std::vector<std::vector<double>> losses(2);
+  std::vector<std::vector<Tensor>> weights(2);
+  for (int k = 0; k < 2; ++k) {
+    TrainStep step(small_config(o), o);
+    std::vector<std::string> notices;
+    step.set_cuda_graphs(true, [&](const std::string& why) { notices.push_back(why); });
+    for (int64_t s = 1; s <= 4; ++s) losses[k].push_back(step.run(s, k == 0 ? batch_of(s) : on_device[s - 1]).loss);
+    CHECK(notices.empty());
+    for (const std::string& n : notices) WARN(n);
+    CHECK(step.replaying());
+    for (const Tensor& p : step.parameters()) weights[k].push_back(p.to(Device::cpu));
+  }
+  for (size_t i = 0; i < 4; ++i) {
+    INFO("step " << i + 1);
+    CHECK(std::memcmp(&losses[0][i], &losses[1][i], sizeof(double)) == 0);
+  }
+  CHECK(same_bits(weights[0], weights[1]));
+}
+
+TEST_CASE("train cuda graph: with dropout the replays draw each step's masks: the eager steps' bits",
+          "[cuda][graphs][train]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  const Trained eager = train_steps(false, 5, {}, 0.3);
+  const Trained graphed = train_steps(true, 5, {}, 0.3);
+  const Trained no_dropout = train_steps(false, 5);
+  CHECK(graphed.notices.empty());
+  for (const std::string& n : graphed.notices) WARN(n);
+  CHECK(graphed.replaying);
+  CHECK(graphed.body_runs == 3);  // two eager steps and the capture; steps 3, 4 and 5 are replays
+  REQUIRE(graphed.losses.size() == eager.losses.size());
+  for (size_t i = 0; i < eager.losses.size(); ++i) {
+    INFO("step " << i + 1);
+    CHECK(std::memcmp(&graphed.losses[i], &eager.losses[i], sizeof(double)) == 0);
+    CHECK(eager.losses[i] != no_dropout.losses[i]);  // dropout did draw
+  }
+  CHECK(same_bits(graphed.weights, eager.weights));
+  CHECK(same_bits(graphed.ema, eager.ema));
+  CHECK(same_bits(graphed.exp_avg, eager.exp_avg));
+  // The host position, saved in checkpoints, moved as the eager steps moved it.
+  CHECK(eager.dropout_offset > 0);
+  CHECK(graphed.dropout_offset == eager.dropout_offset);
+  CHECK(no_dropout.dropout_offset == 0);
+}
+
 TEST_CASE("train cuda graph: a capture that reads back to the host is refused once and the run goes on eagerly",
           "[cuda][graphs][train]") {
   DIFFUSE_CUDA_TEST_GUARD();
@@ -262,15 +386,70 @@ TEST_CASE("train cuda graph: diffuse::train with cuda_graphs on and off writes t
     for (const std::string& e : events) CHECK(e.find("cuda graphs:") == std::string::npos);
     checkpoints.push_back(s.checkpoint);
   }
-  int compared = 0;
-  for (const auto& entry : fs::recursive_directory_iterator(checkpoints[0])) {
-    if (!entry.is_regular_file() || entry.path().extension() != ".safetensors") continue;
-    const fs::path rel = fs::relative(entry.path(), checkpoints[0]);
-    INFO(rel.string());
-    CHECK(file_bytes(entry.path()) == file_bytes(fs::path(checkpoints[1]) / rel));
-    ++compared;
+  CHECK(same_safetensors(checkpoints[0], checkpoints[1]) >= 3);  // the weights, the EMA weights, the optimizer state
+}
+
+TEST_CASE("train: status read every N steps: the same metrics and checkpoint, every step reported, a stop at the group's end",
+          "[cuda][graphs][train]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  TempDir dir;
+  auto request = [&](const std::string& name, int64_t every) {
+    TrainRequest t;
+    t.data = "fashion-mnist";
+    t.max_images = 16;
+    t.config = "tiny";
+    t.out = dir.file(name);
+    t.steps = 6;
+    t.batch = 2;
+    t.lr = 1e-3;
+    t.seed = 5;
+    t.device = Device::cuda;
+    t.status_every = every;
+    return t;
+  };
+  auto losses_of = [](const std::string& out) {
+    std::vector<std::string> lines;
+    std::ifstream in(out + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const size_t at = line.find("\"loss\":"), end = line.find(',', at);
+      lines.push_back(line.substr(at, end - at));  // the loss as written, not the timing fields
+    }
+    return lines;
+  };
+  std::vector<std::string> checkpoints;
+  std::vector<std::vector<int64_t>> reported;
+  for (int64_t every : {1, 4}) {
+    std::vector<int64_t> steps;
+    const TrainSummary s = train(request("every-" + std::to_string(every), every), [&](const TrainUpdate& u) {
+      if (u.event.empty()) steps.push_back(u.step);
+      return true;
+    });
+    REQUIRE(s.last_step == 6);
+    CHECK_FALSE(s.cancelled);
+    checkpoints.push_back(s.checkpoint);
+    reported.push_back(steps);
   }
-  CHECK(compared >= 3);  // the weights, the EMA weights, the optimizer state
+  CHECK(reported[0] == std::vector<int64_t>{1, 2, 3, 4, 5, 6});
+  CHECK(reported[1] == reported[0]);  // read at steps 4 and 6, still one update per step, in order
+  const std::vector<std::string> every_1 = losses_of(request("every-1", 1).out);
+  REQUIRE(every_1.size() == 6);
+  CHECK(losses_of(request("every-4", 4).out) == every_1);
+  CHECK(same_safetensors(checkpoints[0], checkpoints[1]) >= 3);
+
+  // A stop asked at step 2 takes effect when steps 1-4 are read: steps 3 and 4 have run, are
+  // reported and logged, and the checkpoint is step 4's.
+  std::vector<int64_t> steps;
+  const TrainSummary stopped = train(request("stopped", 4), [&](const TrainUpdate& u) {
+    if (!u.event.empty()) return true;
+    steps.push_back(u.step);
+    return u.step < 2;
+  });
+  CHECK(stopped.cancelled);
+  CHECK(stopped.last_step == 4);
+  CHECK(steps == std::vector<int64_t>{1, 2, 3, 4});
+  CHECK_THAT(stopped.checkpoint, Catch::EndsWith("step-4"));
+  const std::vector<std::string> stopped_losses = losses_of(request("stopped", 4).out);
+  CHECK(stopped_losses == std::vector<std::string>(every_1.begin(), every_1.begin() + 4));
 }
 
 // Two processes may time cuDNN's algorithms differently (cudnnFind*Ex picks the fastest, per
