@@ -12,6 +12,7 @@
 #include "benchmarks/cases.h"
 #include "benchmarks/cuda_util.h"
 #include "engine/sampler.h"
+#include "kernels/attention.h"
 #include "kernels/noise.h"
 #include "nn/autograd.h"
 #include "nn/ops.h"
@@ -94,22 +95,33 @@ void bench_group_norm(const Workload& w, const RepeatPolicy& pol, size_t rot, Ke
   for (auto& s : sets) s->y = Tensor();
 }
 
+// A forced path (the workload's attention_path) or the rule. The reference (f32 cuBLAS + cuDNN
+// softmax) runs for f32 workloads only; bf16 ones time the op alone.
 void bench_attention(const Workload& w, const RepeatPolicy& pol, size_t rot, KernelResult& r) {
   const k::AttentionDesc d = w.attn;
   const Shape tok = {d.n, d.len, d.width()};
+  using k::cuda::AttentionPathChoice;
+  const k::cuda::ScopedAttentionPath path(w.attention_path == "flash"  ? AttentionPathChoice::flash
+                                          : w.attention_path == "gemm" ? AttentionPathChoice::gemm
+                                                                       : AttentionPathChoice::automatic);
   struct Set {
     DeviceArena arena;
     Tensor q, k, v, out, dout, p, dp, dq, dk, dv;
   };
-  const bool fwd = w.pass == "fwd";
+  const bool fwd = w.pass == "fwd", with_reference = !w.bf16;
+  auto input = [&](Set& s, uint64_t seed) {
+    const Tensor t = s.arena.random(tok, seed);
+    return w.bf16 ? ops::cast(t, DType::bf16) : t;
+  };
   auto sets = make_sets<Set>(rot, [&](Set& s, int i) {
-    s.q = s.arena.random(tok, 90 + i);
-    s.k = s.arena.random(tok, 100 + i);
-    s.v = s.arena.random(tok, 110 + i);
+    s.q = input(s, 90 + i);
+    s.k = input(s, 100 + i);
+    s.v = input(s, 110 + i);
+    if (!fwd) s.dout = input(s, 120 + i);
+    if (!with_reference) return;
     s.out = s.arena.zeros(tok);
     s.p = s.arena.zeros({d.n * d.heads, d.len, d.len});
     if (fwd) return;
-    s.dout = s.arena.random(tok, 120 + i);
     s.dp = s.arena.zeros({d.n * d.heads, d.len, d.len});
     s.dq = s.arena.zeros(tok);
     s.dk = s.arena.zeros(tok);
@@ -122,6 +134,7 @@ void bench_attention(const Workload& w, const RepeatPolicy& pol, size_t rot, Ker
   if (fwd) {
     NoGrad no_grad;
     r.ours = time_device([&](int i) { set(i).out = ops::attention(set(i).q, set(i).k, set(i).v, heads); }, pol);
+    if (!with_reference) return;
     r.reference = "cuBLAS gemm, cuDNN softmax, cuBLAS gemm";
     r.ref = time_device([&](int i) {
       Set& s = set(i);
@@ -137,6 +150,7 @@ void bench_attention(const Workload& w, const RepeatPolicy& pol, size_t rot, Ker
     s.out = ops::attention(s.q, s.k, s.v, heads);
   });
   for (auto& s : sets) drop_grads({&s->q, &s->k, &s->v});
+  if (!with_reference) return;
   r.reference = "from stored p: 4 cuBLAS gemm + cuDNN softmax'";
   r.ref = time_device([&](int i) {
     Set& s = set(i);

@@ -247,10 +247,22 @@ std::vector<Workload> kernel_workloads(const WorkloadOptions& o) {
     for (const char* pass : {"fwd", "bwd"}) large.push_back(g ? make_conv(pass, 32, 64, 256) : make_conv(pass, 8, 64, 128));
     large.push_back(g ? make_linear(65536, 1024, 1024, "dense") : make_linear(16384, 512, 512, "dense"));
     large.push_back(make_optim(std::vector<int64_t>(g ? 256 : 64, int64_t(1) << 20), "1M x"));
-    for (Workload& w : large) {
-      w.where = "large";
+    for (Workload& w : large) w.where = "large";
+    // ddpm-cifar10's 16×16 attention as its bf16 training step runs it (batch 128, one head of
+    // 256), on each CUDA path: the flash kernels against the batched tensor-core GEMMs.
+    if (g)
+      for (const char* path : {"flash", "gemm"})
+        for (const char* pass : {"fwd", "bwd"}) {
+          Workload w = make_attention(pass, 128, 256, 1, 256, "16x16");
+          w.bf16 = true;
+          w.attention_path = path;
+          w.bytes /= 2;  // bf16 storage
+          w.shape += std::string(" bf16 ") + path;
+          w.where = "ddpm-cifar10 b128 bf16";
+          large.push_back(w);
+        }
+    for (Workload& w : large)
       if (matches(w, o.filter)) out.push_back(std::move(w));
-    }
   }
   return out;
 }

@@ -44,6 +44,8 @@ struct Workload {
   std::string shape;  // human-readable
   kernels::GroupNormDesc gn;
   kernels::AttentionDesc attn;
+  bool bf16 = false;           // attention: bf16 storage (f32 otherwise)
+  std::string attention_path;  // attention: "flash" or "gemm" forced, "" the rule (kernels/attention.h)
   kernels::Conv2dDesc conv;
   kernels::LinearDesc lin;
   int64_t numel = 0;         // noise and denoise_step: elements of x

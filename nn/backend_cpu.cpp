@@ -199,7 +199,6 @@ class CpuBackend final : public Backend {
     });
   }
 
-  bool attention_takes_head_dim(int64_t) const override { return true; }
   bool attention_keeps_lse() const override { return false; }
   void attention_forward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v,
                          const Tensor& out, const Tensor&) const override {

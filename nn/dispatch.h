@@ -106,10 +106,8 @@ class Backend {
                                    const Tensor& dadd_nc) const = 0;
 
   // ---- attention (kernels/attention.h) ----
-  // Whether this backend's kernels take the head dim; the op runs others through the CPU backend.
-  virtual bool attention_takes_head_dim(int64_t head_dim) const = 0;
   // lse: f32 [N, heads, L] log-sum-exp kept for the backward where the backend uses one (the CUDA
-  // flash kernels; undefined when no backward follows); the CPU backend recomputes instead.
+  // flash kernels and GEMM path; undefined when no backward follows); the CPU backend recomputes instead.
   virtual bool attention_keeps_lse() const = 0;
   virtual void attention_forward(const kernels::AttentionDesc& d, const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& out, const Tensor& lse) const = 0;
@@ -154,8 +152,8 @@ enum class DeviceDTypes { f32, f32_bf16 };
 // tensor in a CPU-only build: "<op>: this build has no CUDA backend".
 const Backend& backend_for(const char* op, const Tensor& t, DeviceDTypes dtypes = DeviceDTypes::f32);
 const Backend& backend_for(const char* op, Device device);
-// The same backend for a question about it (attention_takes_head_dim), not a kernel call: the op
-// profiler (nn/op_profile.h), which backend_for tells of every call, does not count it.
+// The same backend for a question about it, not a kernel call: the op profiler (nn/op_profile.h),
+// which backend_for tells of every call, does not count it (backend_for's own lookup).
 const Backend& backend_to_ask(const char* op, Device device);
 
 const Backend& cpu_backend();

@@ -175,17 +175,14 @@ AttentionBlock::AttentionBlock(int channels, int head_dim, int groups, double ep
 Tensor AttentionBlock::forward(const Tensor& x) const {
   const int64_t n = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
   Tensor tokens = ops::reshape(group_norm.forward(x, /*silu=*/false), {n, h * w, c});
-  // Under autocast the projections and the attention core stay in bf16 end to end (the flash
-  // kernels keep the softmax in f32) when the backend's kernels take the head dim; otherwise the
-  // core runs on f32 copies of q, k, v (cast back to bf16 by to_out).
-  const bool bf16 = bf16_layer(x, "attention");
+  // Under autocast the projections and the attention core stay in bf16 end to end (the CUDA
+  // attention keeps the softmax statistics in f32, at any head dim).
   Tensor a;
-  if (bf16 && dispatch::backend_to_ask("attention", x.device()).attention_takes_head_dim(c / heads)) {
+  if (bf16_layer(x, "attention")) {
     const Tensor t16 = ops::cast(tokens, DType::bf16);  // bf16 already inside the UNet: no cast
     a = ops::attention(to_q.forward_bf16(t16), to_k.forward_bf16(t16), to_v.forward_bf16(t16), heads);
   } else {
-    auto core = [bf16](const Tensor& t) { return bf16 ? ops::cast(t, DType::f32) : t; };
-    a = ops::attention(core(to_q.forward(tokens)), core(to_k.forward(tokens)), core(to_v.forward(tokens)), heads);
+    a = ops::attention(to_q.forward(tokens), to_k.forward(tokens), to_v.forward(tokens), heads);
   }
   // The skip is added by to_out as it stores its output (cast to to_out's dtype there).
   return ops::reshape(to_out.forward(a, ops::reshape(x, {n, h * w, c})), {n, h, w, c});

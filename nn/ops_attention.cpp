@@ -1,13 +1,9 @@
 // attention op (kernels/attention.h): q, k, v [N, L, heads * d] -> softmax(q kᵀ / √d) v. The
 // backward node keeps q, k, v and the output and recomputes the probabilities (docs/design.md §5); on
-// CUDA it also keeps the forward's per-row log-sum-exp [N, heads, L] f32, from which the flash
-// kernels rebuild P without a softmax pass (the backend's attention_keeps_lse). CUDA takes f32 or
-// bf16 and head dims 32, 64, 128, 256 (attention_takes_head_dim); the kernels are reached through
-// the device seam (nn/dispatch.h).
-// Other head dims on CUDA (no shipped config has one; a model directory may) take a stopgap: f32
-// only, q, k, v copied to the host and the CPU twin run there, forward and backward, the result
-// copied back. Correct on any device, but it synchronises the stream, cannot be captured in a
-// graph and is slow at large batches.
+// CUDA it also keeps the forward's per-row log-sum-exp [N, heads, L] f32, from which either CUDA
+// path (flash kernels or batched GEMMs: kernels/attention.h's rule) rebuilds P without a softmax
+// pass (the backend's attention_keeps_lse). CUDA takes f32 or bf16 and any head dim; the kernels
+// are reached through the device seam (nn/dispatch.h).
 #include "kernels/attention.h"
 
 #include "nn/autograd.h"
@@ -20,30 +16,6 @@ namespace diffuse::ops {
 using namespace detail;
 using dispatch::backend_for;
 namespace k = diffuse::kernels;
-
-namespace {
-
-// The host stopgap for CUDA tensors (see the top of the file): f32 CUDA tensors in and out, the
-// CPU backend in between.
-void host_forward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v, Tensor out) {
-  const Tensor hq = q.to(Device::cpu), hk = kt.to(Device::cpu), hv = v.to(Device::cpu);
-  Tensor hout = Tensor::empty(out.shape(), DType::f32);
-  dispatch::cpu_backend().attention_forward(d, hq, hk, hv, hout, Tensor());
-  out.copy_from(hout);
-}
-
-void host_backward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v, const Tensor& out,
-                   const Tensor& dout, Tensor gq, Tensor gk, Tensor gv) {
-  const Tensor hq = q.to(Device::cpu), hk = kt.to(Device::cpu), hv = v.to(Device::cpu);
-  const Tensor hout = out.to(Device::cpu), hdout = dout.to(Device::cpu);
-  auto host_grad = [](const Tensor& g) { return g.defined() ? Tensor::empty(g.shape(), DType::f32) : Tensor(); };
-  Tensor hgq = host_grad(gq), hgk = host_grad(gk), hgv = host_grad(gv);
-  dispatch::cpu_backend().attention_backward(d, hq, hk, hv, hout, Tensor(), hdout, hgq, hgk, hgv);
-  for (auto [dev, host] : {std::pair{&gq, &hgq}, std::pair{&gk, &hgk}, std::pair{&gv, &hgv}})
-    if (dev->defined()) dev->copy_from(*host);
-}
-
-}  // namespace
 
 Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int heads) {
   const char* op = "attention";
@@ -66,37 +38,25 @@ Tensor attention(const Tensor& q, const Tensor& kt, const Tensor& v, int heads) 
   d.heads = heads;
   d.head_dim = q.dim(2) / heads;
   const dispatch::Backend& backend = backend_for(op, q, dispatch::DeviceDTypes::f32_bf16);
-  const bool on_host_stopgap = !backend.attention_takes_head_dim(d.head_dim);
-  if (on_host_stopgap && q.dtype() != DType::f32)
-    fail(op, "head dim " + std::to_string(d.head_dim) + " is supported on CUDA in f32 only (" +
-                 dtype_name(q.dtype()) + " needs head dim 32, 64, 128 or 256)" + what());
 
   const bool need_grad = any_requires_grad({&q, &kt, &v});
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse;  // only for a backend that keeps it, and only for a backward
-  if (on_host_stopgap) {
-    host_forward(d, q, kt, v, out);
-  } else {
-    if (need_grad && backend.attention_keeps_lse())
-      lse = Tensor::empty({d.n, d.heads, d.len}, DType::f32, q.device());
-    backend.attention_forward(d, q, kt, v, out, lse);
-  }
+  if (need_grad && backend.attention_keeps_lse()) lse = Tensor::empty({d.n, d.heads, d.len}, DType::f32, q.device());
+  backend.attention_forward(d, q, kt, v, out, lse);
   if (need_grad) {
     Tensor sq = q.detach(), sk = kt.detach(), sv = v.detach(), so = out.detach();
     bool need_q = q.requires_grad(), need_k = kt.requires_grad(), need_v = v.requires_grad();
     record(op, {&q, &kt, &v}, {&out},
-           [d, sq, sk, sv, so, lse, need_q, need_k, need_v, on_host_stopgap](const TensorList& g) {
+           [d, sq, sk, sv, so, lse, need_q, need_k, need_v](const TensorList& g) {
              auto grad_if = [&](bool need) {
                return need ? Tensor::empty(sq.shape(), sq.dtype(), sq.device()) : Tensor();
              };
              Tensor gq = grad_if(need_q), gk = grad_if(need_k), gv = grad_if(need_v);
              if (g[0].dtype() != sq.dtype() || g[0].device() != sq.device() || g[0].shape() != sq.shape())
                fail("attention", "output grad " + g[0].describe() + " does not match the output " + so.describe());
-             if (on_host_stopgap)
-               host_backward(d, sq, sk, sv, so, g[0], gq, gk, gv);
-             else
-               backend_for("attention", sq, dispatch::DeviceDTypes::f32_bf16)
-                   .attention_backward(d, sq, sk, sv, so, lse, g[0], gq, gk, gv);
+             backend_for("attention", sq, dispatch::DeviceDTypes::f32_bf16)
+                 .attention_backward(d, sq, sk, sv, so, lse, g[0], gq, gk, gv);
              return TensorList{gq, gk, gv};
            });
   }

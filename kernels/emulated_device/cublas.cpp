@@ -236,8 +236,8 @@ std::string str(int64_t v) { return std::to_string(v); }
 
 std::string describe(const void* p) { return ed::describe_address(p); }
 
-// One GEMM or strided batch of them, checked and queued: what cublasGemmEx, cublasSgemm and
-// cublasSgemmStridedBatched share.
+// One GEMM or strided batch of them, checked and queued: what cublasGemmEx, cublasSgemm,
+// cublasSgemmStridedBatched and cublasGemmStridedBatchedEx share.
 struct GemmArgs {
   const char* function;
   cublasHandle_t handle;
@@ -545,6 +545,17 @@ cublasStatus_t CUBLASWINAPI cublasSgemmStridedBatched(cublasHandle_t handle, cub
   return gemm({"cublasSgemmStridedBatched", handle, transa, transb, m, n, k, alpha, A, CUDA_R_32F, lda, strideA, B,
                CUDA_R_32F, ldb, strideB, beta, C, CUDA_R_32F, ldc, strideC, batchCount, CUBLAS_COMPUTE_32F,
                CUBLAS_GEMM_DEFAULT});
+}
+
+cublasStatus_t CUBLASWINAPI cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation_t transa,
+                                                       cublasOperation_t transb, int m, int n, int k, const void* alpha,
+                                                       const void* A, cudaDataType Atype, int lda, long long int strideA,
+                                                       const void* B, cudaDataType Btype, int ldb, long long int strideB,
+                                                       const void* beta, void* C, cudaDataType Ctype, int ldc,
+                                                       long long int strideC, int batchCount,
+                                                       cublasComputeType_t computeType, cublasGemmAlgo_t algo) {
+  return gemm({"cublasGemmStridedBatchedEx", handle, transa, transb, m, n, k, alpha, A, Atype, lda, strideA, B, Btype,
+               ldb, strideB, beta, C, Ctype, ldc, strideC, batchCount, computeType, algo});
 }
 
 }  // extern "C"

@@ -63,7 +63,6 @@ class CudaBackend final : public Backend {
                            const Tensor& dy, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta,
                            const Tensor& dadd_nc) const override;
 
-  bool attention_takes_head_dim(int64_t head_dim) const override;
   bool attention_keeps_lse() const override { return true; }
   void attention_forward(const kernels::AttentionDesc& d, const Tensor& q, const Tensor& k, const Tensor& v,
                          const Tensor& out, const Tensor& lse) const override;

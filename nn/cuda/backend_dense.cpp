@@ -1,6 +1,6 @@
 // The CUDA backend's storage casts, attention, conv2d, linear and optimizer entries (see
 // nn/cuda/backend.h); the casts (f32 <-> bf16) are what bf16 autocast runs around these layers.
-// Attention takes f32 or bf16 storage and head dims 32, 64, 128, 256 (the flash kernels); conv2d and
+// Attention takes f32 or bf16 storage and any head dim (the flash kernels or the GEMM path); conv2d and
 // linear take f32 or bf16 through cuDNN and cuBLAS/cuBLASLt. The optimizer entries upload their
 // host-built entry list as one multi-tensor table (kept and reused while the list recurs) and run
 // ONE launch over every tensor.
@@ -117,10 +117,14 @@ void CudaBackend::cast(const Tensor& x, const Tensor& out) const {
 
 // ---- attention ----
 
-bool CudaBackend::attention_takes_head_dim(int64_t head_dim) const { return k::attention_device_head_dim(head_dim); }
-
+// The path is kernels/attention.h's rule (dev::attention_device_path), asked by each pass.
 void CudaBackend::attention_forward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v,
                                     const Tensor& out, const Tensor& lse) const {
+  if (dev::attention_device_path(d) == dev::AttentionPath::gemm) {
+    dev::attention_gemm_forward(d, dense_type(q), q.raw(), kt.raw(), v.raw(), out.raw(), data_or_null<float>(lse),
+                                diffuse::cuda::device_memory(), current_stream());
+    return;
+  }
   with_storage_type(q, [&](auto t) {
     using T = decltype(t);
     dev::attention_forward(d, q.data<T>(), kt.data<T>(), v.data<T>(), out.data<T>(), data_or_null<float>(lse),
@@ -131,7 +135,13 @@ void CudaBackend::attention_forward(const k::AttentionDesc& d, const Tensor& q, 
 void CudaBackend::attention_backward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v,
                                      const Tensor& out, const Tensor& lse, const Tensor& dout, const Tensor& dq,
                                      const Tensor& dk, const Tensor& dv) const {
-  // The kernels' f32 [N, heads, L] scratch for rowsum(dout ∘ out).
+  if (dev::attention_device_path(d) == dev::AttentionPath::gemm) {
+    dev::attention_gemm_backward(d, dense_type(q), q.raw(), kt.raw(), v.raw(), out.raw(), dout.raw(), lse.data<float>(),
+                                 raw_or_null(dq), raw_or_null(dk), raw_or_null(dv), diffuse::cuda::device_memory(),
+                                 current_stream());
+    return;
+  }
+  // The flash kernels' f32 [N, heads, L] scratch for rowsum(dout ∘ out).
   const Tensor delta = Tensor::empty({d.n, d.heads, d.len}, DType::f32, Device::cuda);
   with_storage_type(q, [&](auto t) {
     using T = decltype(t);

@@ -16,6 +16,7 @@
 #include <tuple>
 #include <vector>
 
+#include "kernels/attention.h"
 #include "kernels/group_norm.h"
 #include "nn/autograd.h"
 #include "kernels/linear.h"
@@ -70,14 +71,30 @@ TEST_CASE("ops cuda: attention over a single key gives out = v, dv = dout and (n
 TEST_CASE("ops cuda: bf16 attention against the CPU on the same rounded inputs", "[cuda][ops][attention][bf16]") {
   DIFFUSE_CUDA_TEST_GUARD();
   PoisonDeviceAllocations poison;
+  using kernels::cuda::AttentionPathChoice;
   struct Case {
     int64_t n, len;
     int heads, d;
+    AttentionPathChoice path;
+    int64_t gemm_budget = kernels::cuda::kAttentionGemmScratchBudget;
   };
-  const std::vector<Case> cases = {{2, 100, 2, 32}, {1, 77, 2, 64}, {2, 130, 1, 128}, {2, 256, 4, 32}};
+  // Each CUDA path (kernels/attention.h): the flash kernels, the GEMM path in one chunk and in
+  // chunks of one image (budget 1 byte), at head dims the flash kernels take and one they do not
+  // (48, the GEMM path whatever is forced); lengths off the 16-row tensor-core tile.
+  const std::vector<Case> cases = {{2, 100, 2, 32, AttentionPathChoice::flash},
+                                   {1, 77, 2, 64, AttentionPathChoice::flash},
+                                   {2, 130, 1, 128, AttentionPathChoice::flash},
+                                   {2, 256, 4, 32, AttentionPathChoice::flash},
+                                   {2, 100, 2, 32, AttentionPathChoice::gemm},
+                                   {2, 37, 1, 256, AttentionPathChoice::gemm},
+                                   {3, 45, 2, 64, AttentionPathChoice::gemm, 1},
+                                   {2, 37, 2, 48, AttentionPathChoice::automatic},
+                                   {2, 29, 1, 48, AttentionPathChoice::gemm, 1}};
   uint64_t seed = 500;
   for (const Case& c : cases) {
-    INFO("bf16 attention N " << c.n << " L " << c.len << " heads " << c.heads << " d " << c.d);
+    INFO("bf16 attention N " << c.n << " L " << c.len << " heads " << c.heads << " d " << c.d << " path "
+                             << static_cast<int>(c.path) << " GEMM scratch budget " << c.gemm_budget);
+    const kernels::cuda::ScopedAttentionPath path(c.path, c.gemm_budget);
     const Shape s{c.n, c.len, static_cast<int64_t>(c.heads) * c.d};
     // The CPU sees exactly the bf16 values the GPU sees, widened to f32; so does the output grad,
     // which is fed straight into the op's backward (no bf16 loss arithmetic in between).
@@ -354,21 +371,54 @@ TEST_CASE("ops cuda: the op table's lowered shared-memory caps take group_norm's
   }
 }
 
-TEST_CASE("ops cuda: attention at a head dim the kernels do not take refuses bf16", "[cuda][ops][attention]") {
-  DIFFUSE_CUDA_TEST_GUARD();
-  // A head dim no flash kernel is compiled for (48): f32 takes the host path (a row of the op
-  // table); bf16 has none and says so.
-  const Tensor b = Tensor::randn({1, 4, 48}, 1606).to(DType::bf16).to(Device::cuda);
-  CHECK_THROWS_WITH(ops::attention(b, b, b, 1), Catch::Contains("head dim 48") && Catch::Contains("f32 only"));
+TEST_CASE("ops cuda: the rule between attention's flash kernels and GEMM path", "[cuda][ops][attention]") {
+  namespace kc = kernels::cuda;
+  using kc::AttentionPath;
+  using kc::AttentionPathChoice;
+  auto path = [](int64_t n, int64_t len, int64_t heads, int64_t d) { return kc::attention_device_path({n, len, heads, d}); };
+  const kc::ScopedAttentionPath rule(AttentionPathChoice::automatic);
+  // Scratch within the budget: the GEMM path (the op table's rows; ddpm-cifar10 and fmnist-small
+  // at batch 128: 64 and 256 MiB); past it the flash kernels (a 64×64 map: 4.3 GB); a head dim
+  // the flash kernels do not take, or a batch past their grid: the GEMM path at any size.
+  CHECK(path(2, 9, 2, 32) == AttentionPath::gemm);
+  CHECK(path(128, 256, 1, 256) == AttentionPath::gemm);
+  CHECK(path(128, 256, 4, 32) == AttentionPath::gemm);
+  CHECK(path(64, 1024, 1, 256) == AttentionPath::gemm);  // exactly 512 MiB
+  CHECK(path(65, 1024, 1, 256) == AttentionPath::flash);
+  CHECK(path(4, 4096, 8, 64) == AttentionPath::flash);
+  CHECK(path(4, 4096, 8, 48) == AttentionPath::gemm);
+  CHECK(path(70000, 16, 1, 32) == AttentionPath::gemm);
+  {
+    const kc::ScopedAttentionPath flash(AttentionPathChoice::flash);
+    CHECK(path(2, 9, 2, 32) == AttentionPath::flash);
+    CHECK(path(2, 9, 2, 48) == AttentionPath::gemm);
+  }
+  {
+    const kc::ScopedAttentionPath gemm(AttentionPathChoice::gemm);
+    CHECK(path(4, 4096, 8, 64) == AttentionPath::gemm);
+  }
+  {
+    const kc::ScopedAttentionPath small(AttentionPathChoice::automatic, 1000);
+    CHECK(path(1, 8, 1, 32) == AttentionPath::gemm);   // 512 bytes
+    CHECK(path(1, 16, 1, 32) == AttentionPath::flash);  // 2048 bytes
+  }
+  CHECK(kc::attention_path_setting().choice == AttentionPathChoice::automatic);
+  CHECK(kc::attention_path_setting().gemm_scratch_budget == kc::kAttentionGemmScratchBudget);
 }
 
 TEST_CASE("ops cuda: bf16 attention with q = k = v accumulates the three grads", "[cuda][ops][attention][bf16]") {
   DIFFUSE_CUDA_TEST_GUARD();
   PoisonDeviceAllocations poison;
   // One tensor used three times: its grad is the sum of three, accumulated in bf16 on the device.
-  check_bf16_against_cpu("self-attention of one tensor",
-                         [](const std::vector<Tensor>& in) { return ops::attention(in[0], in[0], in[0], 2); },
-                         {input({2, 40, 64}, 1700)});
+  // On each CUDA path.
+  using kernels::cuda::AttentionPathChoice;
+  for (AttentionPathChoice path : {AttentionPathChoice::flash, AttentionPathChoice::gemm}) {
+    INFO((path == AttentionPathChoice::flash ? "flash kernels" : "GEMM path"));
+    const kernels::cuda::ScopedAttentionPath forced(path);
+    check_bf16_against_cpu("self-attention of one tensor",
+                           [](const std::vector<Tensor>& in) { return ops::attention(in[0], in[0], in[0], 2); },
+                           {input({2, 40, 64}, 1700)});
+  }
 }
 
 TEST_CASE("ops cuda: a tensor used several times gets the sum of its grads", "[cuda][ops][autograd]") {

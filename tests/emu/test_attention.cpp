@@ -4,6 +4,8 @@
 // any tile (partial query and key tiles, several of each), f32 and bf16. Every output and the
 // scratch are NaN-poisoned before each launch, so an unwritten element fails. The thread order
 // is the one CTest sets (DIFFUSE_EMU_ORDER = fwd, rev, shuffle: each test runs under all three).
+// Also the GEMM path's row kernels (attention_softmax.cu: softmax and softmax gradient, P and dS
+// written in place over f32 scores) against f64 loops.
 #include <catch2/catch.hpp>
 #include <algorithm>
 #include <cmath>
@@ -13,6 +15,8 @@
 
 #include "emu_test_helpers.h"
 #include "kernels/attention.h"
+#include "kernels/compat.cuh"
+#include "kernels/cuda/grid_helpers.cuh"
 #include "kernels/bf16.h"
 #include "kernels/philox.h"
 #include "support/bf16_vectors.h"
@@ -216,4 +220,96 @@ TEST_CASE("attention: the device launchers reject what the kernels do not suppor
   CHECK_THAT(fwd(desc(70000, 1, 1, 32), p), Catch::Contains("grid limits"));
   CHECK(fwd(desc(0, 4, 1, 32), p).empty());  // nothing to do
   CHECK(fwd(desc(1, 0, 1, 32), p).empty());
+}
+
+// ---- the GEMM path's row kernels (attention_softmax.cu) against f64 loops -----------------------
+
+namespace {
+
+// The storage-type view of a row written in place over f32 scores: element j of row r.
+float in_place(const std::vector<float>& rows, int64_t len, int64_t r, int64_t j, bool bf16) {
+  if (!bf16) return rows[static_cast<size_t>(r * len + j)];
+  const auto* bits = reinterpret_cast<const uint16_t*>(rows.data() + r * len);
+  return kernels::bf16_to_float(bits[j]);
+}
+
+}  // namespace
+
+TEST_CASE("attention: the GEMM path's softmax writes P over the scores and the log-sum-exp", "[emu][attention]") {
+  const int64_t rows = 20, len = 70;  // three 32-element steps a row, the last partial
+  std::vector<float> s = normals(static_cast<size_t>(rows * len), 41);
+  for (float& x : s) x *= 3.0f;
+  for (int64_t j = 0; j < len; ++j) s[static_cast<size_t>(5 * len + j)] += 400.0f;  // exp overflows without the max
+  for (bool bf16 : {false, true}) {
+    INFO((bf16 ? "bf16 P" : "f32 P"));
+    const kernels::emu::grid::ScopedBlockCap cap(2);  // 16 warps for 20 rows: the row loop runs twice
+    std::vector<float> p = s, lse(rows, kNaN);
+    kernels::emu::attention_softmax_rows(rows, len, bf16 ? kernels::DenseType::bf16 : kernels::DenseType::f32,
+                                         p.data(), lse.data(), nullptr);
+    std::vector<float> got, want, lse_want;
+    for (int64_t r = 0; r < rows; ++r) {
+      double mx = -INFINITY, total = 0;
+      for (int64_t j = 0; j < len; ++j) mx = std::max(mx, double(s[static_cast<size_t>(r * len + j)]));
+      for (int64_t j = 0; j < len; ++j) total += std::exp(double(s[static_cast<size_t>(r * len + j)]) - mx);
+      lse_want.push_back(static_cast<float>(mx + std::log(total)));
+      for (int64_t j = 0; j < len; ++j) {
+        want.push_back(static_cast<float>(std::exp(double(s[static_cast<size_t>(r * len + j)]) - mx) / total));
+        got.push_back(in_place(p, len, r, j, bf16));
+      }
+    }
+    CHECK(rel_err(got, want) < (bf16 ? 4e-3 : 2e-6));  // bf16: one rounding, 2^-9 relative
+    CHECK(rel_err(lse, lse_want) < 1e-6);
+    // Without a log-sum-exp (no backward to come): the same P.
+    std::vector<float> p2 = s;
+    kernels::emu::attention_softmax_rows(rows, len, bf16 ? kernels::DenseType::bf16 : kernels::DenseType::f32,
+                                         p2.data(), nullptr, nullptr);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < len; ++j) REQUIRE(in_place(p2, len, r, j, bf16) == in_place(p, len, r, j, bf16));
+  }
+}
+
+TEST_CASE("attention: the GEMM path's softmax gradient writes P and dS over S and dP", "[emu][attention]") {
+  // delta_r = Σ_j P_rj dP_rj is the kernel's own (f32); rows of 37: a full and a partial 32-lane step.
+  const int64_t rows = 30, len = 37;
+  const std::vector<float> s = normals(static_cast<size_t>(rows * len), 62), dp = normals(s.size(), 63);
+  std::vector<float> lse(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    double total = 0;
+    for (int64_t j = 0; j < len; ++j) total += std::exp(double(s[static_cast<size_t>(r * len + j)]));
+    lse[static_cast<size_t>(r)] = static_cast<float>(std::log(total));
+  }
+  std::vector<float> p_want, ds_want;
+  for (int64_t r = 0; r < rows; ++r) {
+    double delta = 0;
+    for (int64_t j = 0; j < len; ++j) {
+      const size_t at = static_cast<size_t>(r * len + j);
+      delta += std::exp(double(s[at]) - double(lse[static_cast<size_t>(r)])) * dp[at];
+    }
+    for (int64_t j = 0; j < len; ++j) {
+      const size_t at = static_cast<size_t>(r * len + j);
+      const double pj = std::exp(double(s[at]) - double(lse[static_cast<size_t>(r)]));
+      p_want.push_back(static_cast<float>(pj));
+      ds_want.push_back(static_cast<float>(pj * (double(dp[at]) - delta)));
+    }
+  }
+  for (bool bf16 : {false, true}) {
+    INFO((bf16 ? "bf16 P and dS" : "f32 P and dS"));
+    const kernels::DenseType type = bf16 ? kernels::DenseType::bf16 : kernels::DenseType::f32;
+    const kernels::emu::grid::ScopedBlockCap cap(3);  // 24 warps for 30 rows: the row loop runs twice
+    std::vector<float> p = s, ds = dp;
+    kernels::emu::attention_softmax_grad(rows, len, type, p.data(), ds.data(), lse.data(), nullptr);
+    std::vector<float> p_got, ds_got;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < len; ++j) {
+        p_got.push_back(in_place(p, len, r, j, bf16));
+        ds_got.push_back(in_place(ds, len, r, j, bf16));
+      }
+    CHECK(rel_err(p_got, p_want) < (bf16 ? 4e-3 : 2e-6));
+    CHECK(rel_err(ds_got, ds_want) < (bf16 ? 4e-3 : 2e-6));
+    // Without dp (only dv wanted): the same P.
+    std::vector<float> p2 = s;
+    kernels::emu::attention_softmax_grad(rows, len, type, p2.data(), nullptr, lse.data(), nullptr);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < len; ++j) REQUIRE(in_place(p2, len, r, j, bf16) == in_place(p, len, r, j, bf16));
+  }
 }

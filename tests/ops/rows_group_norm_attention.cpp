@@ -5,8 +5,9 @@
 // two-pass path forced on tiny shapes by a lowered shared-memory cap (GroupNormOptions::
 // cuda_smem_limit_bytes; the CPU ignores it); a large mean, where one-pass f32 statistics would lose
 // the variance. attention: head dims 32, 64, 128 and 256 (the flash kernels) and 48 (which they
-// do not take: the host path), lengths off the 64-row tile, several heads, one key, some of q, k, v frozen,
-// and large logits (the softmax must subtract the row max).
+// do not take: the GEMM path only), lengths off the 64-row tile, several heads, one key, some of q, k, v
+// frozen, and large logits (the softmax must subtract the row max). CUDA runs the attention rows on
+// each of its paths (tests/ops/cuda/test_op_table_cuda.cpp).
 #include <string>
 
 #include "nn/ops.h"
@@ -107,6 +108,7 @@ std::vector<OpRow> group_norm_attention_rows() {
   rows.push_back(attention_row("flash head dim 64, length off the tile", {1, 65, 64}, 1));
   rows.push_back(attention_row("head dim 128", {1, 9, 128}, 1));
   rows.push_back(attention_row("head dim 48 (no flash kernel)", {2, 9, 96}, 2));
+  rows.push_back(attention_row("head dim 48, one head, three images", {3, 17, 48}, 1));
   rows.push_back(attention_row("head dim 256 (ddpm-cifar10's one head)", {1, 6, 256}, 1));
   rows.push_back(attention_row("head dim 256, length off the 32-row tile", {2, 33, 512}, 2));
   // One key: the softmax is constant 1, so dq and dk are zero in exact arithmetic and rounding
