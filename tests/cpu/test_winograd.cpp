@@ -55,7 +55,7 @@ struct Case {
 };
 
 struct Data {
-  std::vector<double> x, w, b, dy, y_ref, dx_ref, dw_ref;
+  std::vector<double> x, w, b, dy, y_ref, dx_ref, dw_ref, db_ref;
   std::vector<float> xf, wf, bf, dyf;
 };
 
@@ -73,13 +73,15 @@ Data make(const Conv2dDesc& d, bool bias) {
   s.y_ref.resize(out);
   s.dx_ref.resize(in);
   s.dw_ref.resize(s.w.size());
+  s.db_ref.resize(size_t(d.cout));
   kernels::cpu::conv2d_forward<double>(d, s.x.data(), s.w.data(), bias ? s.b.data() : nullptr, s.y_ref.data());
   kernels::cpu::conv2d_backward<double>(d, s.x.data(), s.w.data(), s.dy.data(), s.dx_ref.data(), s.dw_ref.data(),
-                                        nullptr);
+                                        s.db_ref.data());
   return s;
 }
 
-TEST_CASE("Winograd F(2x2,3x3) forward, dx and dw match the f64 convolution on every ISA path", "[conv][winograd]") {
+TEST_CASE("Winograd F(2x2,3x3) forward, dx, dw and dbias match the f64 convolution on every ISA path",
+          "[conv][winograd]") {
   const std::vector<Case> cases = {
       {1, 1, 1, 4, 3, true},      // one partial tile, every neighbour padding
       {1, 5, 7, 3, 4, true},      // odd sizes, 3 channels (under every vector width)
@@ -98,14 +100,19 @@ TEST_CASE("Winograd F(2x2,3x3) forward, dx and dw match the f64 convolution on e
       INFO("x [" << c.n << ", " << c.h << ", " << c.w << ", " << c.cin << "], " << c.cout << " out, "
                  << (c.bias ? "bias" : "no bias") << ", on the " << kernels::cpu::cpu_isa_name(isa) << " path");
       std::vector<float> y(s.y_ref.size(), NAN), dx(s.dx_ref.size(), NAN), dw(s.dw_ref.size(), NAN);
+      std::vector<float> db(s.db_ref.size(), NAN);
       kernels::cpu::winograd_conv3x3_forward(d, s.xf.data(), s.wf.data(), c.bias ? s.bf.data() : nullptr, y.data());
       kernels::cpu::winograd_conv3x3_backward_data(d, s.wf.data(), s.dyf.data(), dx.data());
-      kernels::cpu::winograd_conv3x3_backward_weights(d, s.xf.data(), s.dyf.data(), dw.data());
+      // With a bias, dbias comes from dw's pass over dy; without, that pass must not need it.
+      kernels::cpu::winograd_conv3x3_backward_weights(d, s.xf.data(), s.dyf.data(), dw.data(),
+                                                      c.bias ? db.data() : nullptr);
       const double ey = rel_to_peak(y, s.y_ref), edx = rel_to_peak(dx, s.dx_ref), edw = rel_to_peak(dw, s.dw_ref);
-      INFO("forward " << ey << ", dx " << edx << ", dw " << edw);
+      const double edb = c.bias ? rel_to_peak(db, s.db_ref) : 0.0;
+      INFO("forward " << ey << ", dx " << edx << ", dw " << edw << ", dbias " << edb);
       CHECK(ey <= kBound);
       CHECK(edx <= kBound);
       CHECK(edw <= kBound);
+      CHECK(edb <= kBound);
     }
   }
 }
@@ -145,17 +152,18 @@ TEST_CASE("conv2d routes 3x3 stride-1 pad-1 convolutions through Winograd", "[co
 TEST_CASE("Winograd results do not depend on the thread count", "[conv][winograd]") {
   const Conv2dDesc d = same3x3(4, 16, 16, 40, 33);
   const Data s = make(d, true);
-  std::vector<std::vector<float>> ys, dxs, dws;
+  std::vector<std::vector<float>> ys, dxs, dws, dbs;
   const int saved = omp_get_max_threads();
   for (int threads : {1, 2, 3}) {
     omp_set_num_threads(threads);
-    std::vector<float> y(s.y_ref.size()), dx(s.dx_ref.size()), dw(s.dw_ref.size());
+    std::vector<float> y(s.y_ref.size()), dx(s.dx_ref.size()), dw(s.dw_ref.size()), db(s.db_ref.size());
     kernels::cpu::winograd_conv3x3_forward(d, s.xf.data(), s.wf.data(), s.bf.data(), y.data());
     kernels::cpu::winograd_conv3x3_backward_data(d, s.wf.data(), s.dyf.data(), dx.data());
-    kernels::cpu::winograd_conv3x3_backward_weights(d, s.xf.data(), s.dyf.data(), dw.data());
+    kernels::cpu::winograd_conv3x3_backward_weights(d, s.xf.data(), s.dyf.data(), dw.data(), db.data());
     ys.push_back(y);
     dxs.push_back(dx);
     dws.push_back(dw);
+    dbs.push_back(db);
   }
   omp_set_num_threads(saved);
   CHECK(ys[0] == ys[1]);
@@ -164,6 +172,8 @@ TEST_CASE("Winograd results do not depend on the thread count", "[conv][winograd
   CHECK(dxs[0] == dxs[2]);
   CHECK(dws[0] == dws[1]);
   CHECK(dws[0] == dws[2]);
+  CHECK(dbs[0] == dbs[1]);
+  CHECK(dbs[0] == dbs[2]);
 }
 
 TEST_CASE("Winograd refuses a convolution that is not 3x3 stride 1 pad 1", "[conv][winograd]") {
