@@ -1,14 +1,19 @@
 // CUDA GroupNorm over NHWC (see kernels/group_norm.h), also run by the SIMT emulator. A group is
 // the [S, C/G] slab of one image: S rows of a contiguous run of channels, row stride C.
 //
-// Forward, one read (slab + 2·C/G floats fit the block's shared memory, e.g. 64x64 positions of
-// 10 channels = 160 KiB on an H100): grid (1, G, N), 64..1024 threads. The block copies its slab
-// (with add_nc applied) into shared memory, reduces the mean, then the squared deviations from it
-// (an exact two-pass in f32 over shared memory, like the CPU's double two-pass), and writes y from
-// shared memory: x read once, y written once. With one such block per SM, small N·G underfills.
+// Forward, the bytes it must move: x read, y written (2·NSC elements) plus the small per-channel
+// vectors. One read (the slab as f32 plus per-channel scratch fits the block's shared memory: the
+// benchmark's [16, 64x64, 256] f32, 128 KiB, and every ddpm-cifar10 / fmnist-small shape): grid
+// (1, G/gpb, N), a block over gpb consecutive groups (1, or as many as fill a 32-byte sector when
+// a group's channel run is narrower), 256 threads, or 1024 from 4096 channel packs (a block that
+// may have the SM to itself). It reads x once (threads stride the rows with a fixed channel pack
+// each), keeps h = x + add_nc in shared memory, reduces per-channel sums and then per group the
+// mean, then the squared deviations from shared memory (an exact two-pass in f32, like the CPU's
+// double two-pass), and writes y from shared memory: traffic the minimum.
 // Forward, chunked (bigger slabs): grid (chunks, G, N), 256 threads, chunk ≈ 4096 elements. Pass
 // 1 keeps its chunk in shared memory for an exact per-chunk (mean, M2); pass 2 merges the chunks'
-// partials in double (Chan et al., fixed order) and normalises its chunk: x read twice.
+// partials in double (Chan et al., fixed order) and normalises its chunk (in reverse block order,
+// for L2): x read twice.
 // Backward, the bytes it must move: x and dy read, dx written (3·NSC elements) plus the small
 // per-channel vectors. Three paths, then a small kernel that reduces dγ and dβ over N in order
 // from per-(n, c) sums: deterministic, no atomics. The two slab paths take one block per (n, run
@@ -56,7 +61,6 @@ namespace {
 
 constexpr int kThreads = 256;          // chunked kernels, the two-slab backward
 constexpr int kBigThreads = 1024;      // the dy-slab backward: one block may have the SM
-constexpr int kFusedMaxThreads = 1024;
 constexpr int kMaxWarps = 32;
 constexpr int64_t kChunkElems = 4096;  // elements of an (n, g) slab one chunked block covers
 constexpr int64_t kStaticSmem = 1024;  // reserved for the kernels' static shared arrays
@@ -149,16 +153,13 @@ __device__ __forceinline__ ChunkIndex reversed_chunk() {
 
 // ---- forward -----------------------------------------------------------------------------------
 
-// Grid (chunks, G, N). Copies rows [k·chunk_rows, +rows) of the (n, g) slab, plus add_nc, into
-// shared memory and reduces their exact (mean, M2). kFused (one chunk = the whole slab): then
-// writes mean/rstd and y from shared memory. Otherwise: writes the chunk's partial (mean, M2).
-// Dynamic shared memory: (chunk_rows + 2) · C/G floats.
-template <int VEC, bool kFused, typename S>
-__global__ void __launch_bounds__(kFusedMaxThreads)
+// Chunked pass 1. Grid (chunks, G, N), kThreads. Copies rows [k·chunk_rows, +rows) of the (n, g)
+// slab, plus add_nc, into shared memory, reduces their exact (mean, M2) and writes them to the
+// chunk's partial. Dynamic shared memory: (chunk_rows + 2) · C/G floats.
+template <int VEC, typename S>
+__global__ void __launch_bounds__(kThreads)
     gn_forward_stats(GroupNormDesc d, int64_t chunk_rows, const S* __restrict__ x,
-                     const float* __restrict__ add_nc, const float* __restrict__ gamma,
-                     const float* __restrict__ beta, S* __restrict__ y, double* __restrict__ mean_out,
-                     double* __restrict__ rstd_out, float2* __restrict__ partial) {
+                     const float* __restrict__ add_nc, float2* __restrict__ partial) {
   DIFFUSE_SHARED(float, red, kMaxWarps);
   const int64_t C = d.channels, Sp = d.spatial, G = d.groups;
   const int cg = static_cast<int>(C / G), cgv = cg / VEC;
@@ -166,8 +167,7 @@ __global__ void __launch_bounds__(kFusedMaxThreads)
   const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, Sp - s0);
   const int tid = threadIdx.x, T = blockDim.x;
   float* slab = dynamic_smem<float>();   // [rows, cg]: h = x + add_nc
-  float* chan_a = slab + chunk_rows * cg;  // [cg]: add_nc, later gamma
-  float* chan_b = chan_a + cg;             // [cg]: beta
+  float* chan_a = slab + chunk_rows * cg;  // [cg]: add_nc
 
   for (int c = tid; c < cg; c += T) chan_a[c] = add_nc ? add_nc[n * C + g * cg + c] : 0.0f;
   __syncthreads();
@@ -202,38 +202,7 @@ __global__ void __launch_bounds__(kFusedMaxThreads)
     }
   }
   const float m2 = block_sum_to_all(local, red);
-
-  if constexpr (!kFused) {
-    if (tid == 0) partial[(n * G + g) * gridDim.x + k] = make_float2(mean, m2);
-  } else {
-    const double var = rows > 0 ? static_cast<double>(m2) / static_cast<double>(count) : 0.0;
-    const double rstd_d = 1.0 / sqrt(var + d.eps);
-    const float rstd = static_cast<float>(rstd_d);
-    if (tid == 0) {
-      mean_out[n * G + g] = mean;
-      rstd_out[n * G + g] = rstd_d;
-    }
-    // block_sum_to_all's barriers ordered every read of chan_a (add_nc) before these writes.
-    for (int c = tid; c < cg; c += T) {
-      chan_a[c] = gamma[g * cg + c];
-      chan_b[c] = beta[g * cg + c];
-    }
-    __syncthreads();
-    S* yg = y + (n * Sp + s0) * C + g * cg;
-    PackWalk wo(tid, T, cgv);
-    DIFFUSE_UNROLL_BY(4)
-    for (int64_t e = tid; e < packs; e += T, wo.next()) {
-      const int64_t r = wo.r;
-      const int cv = wo.cv;
-      Pack<VEC> v = load_pack<VEC>(slab + e * VEC);
-      DIFFUSE_UNROLL
-      for (int j = 0; j < VEC; ++j) {
-        const float a = (v.v[j] - mean) * rstd * chan_a[cv * VEC + j] + chan_b[cv * VEC + j];
-        v.v[j] = d.silu ? a * sigmoid(a) : a;
-      }
-      store_pack<VEC>(yg + r * C + cv * VEC, v);
-    }
-  }
+  if (tid == 0) partial[(n * G + g) * gridDim.x + k] = make_float2(mean, m2);
 }
 
 // Grid (chunks, G, N), kThreads. Warp 0 merges the chunk partials of (n, g) in double (every
@@ -332,6 +301,46 @@ inline int lanes_for(int64_t packs) {
   return lanes;
 }
 
+// The tail of a per-channel reduction over a channel tile (packs c0 .. c0 + lanes − 1 of cgv,
+// lanes `L`, kBlock / L row-groups): thread t holds acc[q][j] for quantity q of channel
+// (c0 + t % L)·VEC + j over its rows. Sums them over the row-groups — shuffled within a warp, then
+// added across warps in order: a fixed tree — into out[q · width + channel] (threads 0..L-1
+// write; the caller's barrier publishes). red: Q · VEC · reduce_slots(kBlock, L) floats.
+template <int VEC, int kBlock, int Q>
+__device__ __forceinline__ void reduce_columns(const float (&acc)[Q][VEC], int L, int c0, int cgv, int width,
+                                               float* red, float* out) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, slots = reduce_slots(kBlock, L);
+  // The previous tile's reads of red are done. (Several tiles occur only with lanes == kThreads,
+  // where each thread reads back just its own slots, but the barrier keeps that from mattering.)
+  __syncthreads();
+  DIFFUSE_UNROLL
+  for (int q = 0; q < Q; ++q)
+    DIFFUSE_UNROLL
+    for (int j = 0; j < VEC; ++j) {
+      float v = acc[q][j];
+      float* slot = red + (q * VEC + j) * slots;
+      if (L < 32) {  // lanes l, l + L, l + 2L, ... of a warp share a channel
+        for (int off = L; off < 32; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+        if (lane < L) slot[warp * L + lane] = v;
+      } else {
+        slot[tid] = v;
+      }
+    }
+  __syncthreads();
+  const int parts = L < 32 ? kBlock / 32 : kBlock / L;
+  if (tid < L && c0 + tid < cgv) {
+    DIFFUSE_UNROLL
+    for (int q = 0; q < Q; ++q)
+      DIFFUSE_UNROLL
+      for (int j = 0; j < VEC; ++j) {
+        const float* slot = red + (q * VEC + j) * slots;
+        float s = 0.0f;
+        for (int p = 0; p < parts; ++p) s += slot[p * L + tid];
+        out[q * width + (c0 + tid) * VEC + j] = s;
+      }
+  }
+}
+
 // Per channel of `width` consecutive channels (one group, or several whole groups), over `rows`
 // rows of x and dy (row strides x_stride, dy_stride elements; xg, dyg at the first channel):
 // Σ dŷ, Σ dŷ·x̂ and Σ x̂ into out[3 · width] (written by threads 0..lanes-1; the caller's barrier
@@ -349,8 +358,8 @@ __device__ __forceinline__ void channel_sums(const GroupNormDesc& d, int64_t row
                                              const float* grp_mean, const float* grp_rstd, float* red, float* out,
                                              S* x_copy, S* dy_copy) {
   const int group_size = static_cast<int>(d.channels / d.groups), cg = width, cgv = cg / VEC;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int L = lanes, row_groups = kBlock / L, r0 = tid / L, slots = reduce_slots(kBlock, L);
+  const int tid = threadIdx.x;
+  const int L = lanes, row_groups = kBlock / L, r0 = tid / L;
   for (int c0 = 0; c0 < cgv; c0 += L) {  // channel tiles (one unless the group is very wide)
     const int cv = c0 + tid % L;
     float acc[3][VEC];
@@ -383,35 +392,115 @@ __device__ __forceinline__ void channel_sums(const GroupNormDesc& d, int64_t row
         }
       }
     }
-    // The previous tile's reads of red are done. (Several tiles occur only with lanes == kThreads,
-    // where each thread reads back just its own slots, but the barrier keeps that from mattering.)
-    __syncthreads();
+    reduce_columns<VEC, kBlock, 3>(acc, L, c0, cgv, cg, red, out);
+  }
+}
+
+// Forward, one read. Grid (1, G / gpb, N), kBlock threads; a block covers gpb consecutive groups
+// (W = gpb · C/G channels: as the slab backwards choose them). Pass 1 reads x once (threads stride
+// the rows with a fixed channel pack each, `lanes` per row, four rows in flight), keeps h = x +
+// add_nc in shared memory as f32 and sums it per channel (reduce_columns); one thread per group
+// adds its channels in order for the mean. Pass 2 sums (h − mean)² per channel from shared memory
+// the same way (an exact two-pass, like the CPU's double one); rstd in double. Then y from shared
+// memory: x read once, y written once. Dynamic shared memory: 4 · gpb + 4 · W + red_floats
+// floats (red_floats = VEC · reduce_slots(kBlock, lanes)), then the slab, S · W floats.
+template <int VEC, int kBlock, typename S>
+__global__ void __launch_bounds__(kBlock, kBlock == kThreads ? 4 : 1)  // 64 registers a thread
+    gn_forward_slab(GroupNormDesc d, int gpb, int lanes, int red_floats, const S* __restrict__ x,
+                    const float* __restrict__ add_nc, const float* __restrict__ gamma,
+                    const float* __restrict__ beta, S* __restrict__ y, double* __restrict__ mean_out,
+                    double* __restrict__ rstd_out) {
+  const int64_t C = d.channels, Sp = d.spatial, G = d.groups;
+  const int cg = static_cast<int>(C / G), W = gpb * cg, Wv = W / VEC;
+  const int64_t g0 = static_cast<int64_t>(blockIdx.y) * gpb, n = blockIdx.z, c_first = g0 * cg;
+  const int tid = threadIdx.x, T = blockDim.x;
+  const int L = lanes, row_groups = kBlock / L, r0 = tid / L;
+  float* grp = dynamic_smem<float>();  // [4, gpb]: mean, rstd (f32), two spare rows for alignment
+  float* colsum = grp + 4 * gpb;       // [W]: per-channel sums of pass 1, then of pass 2
+  float* chan_add = colsum + W;        // [W] each
+  float* chan_gamma = chan_add + W;
+  float* chan_beta = chan_gamma + W;
+  float* red = chan_beta + W;          // [red_floats]
+  float* slab = red + red_floats;      // [Sp, W]: h = x + add_nc
+  for (int c = tid; c < W; c += T) {
+    chan_add[c] = add_nc ? add_nc[n * C + c_first + c] : 0.0f;
+    chan_gamma[c] = gamma[c_first + c];
+    chan_beta[c] = beta[c_first + c];
+  }
+  __syncthreads();
+  const S* xg = x + n * Sp * C + c_first;
+  for (int c0 = 0; c0 < Wv; c0 += L) {  // channel tiles (one unless the run is very wide)
+    const int cv = c0 + tid % L;
+    float acc[1][VEC];
     DIFFUSE_UNROLL
-    for (int q = 0; q < 3; ++q)
-      DIFFUSE_UNROLL
-      for (int j = 0; j < VEC; ++j) {
-        float v = acc[q][j];
-        float* slot = red + (q * VEC + j) * slots;
-        if (L < 32) {  // lanes l, l + L, l + 2L, ... of a warp share a channel
-          for (int off = L; off < 32; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-          if (lane < L) slot[warp * L + lane] = v;
-        } else {
-          slot[tid] = v;
-        }
-      }
-    __syncthreads();
-    const int parts = L < 32 ? kBlock / 32 : row_groups;
-    if (tid < L && c0 + tid < cgv) {
-      DIFFUSE_UNROLL
-      for (int q = 0; q < 3; ++q)
+    for (int j = 0; j < VEC; ++j) acc[0][j] = 0.0f;
+    if (cv < Wv) {
+      DIFFUSE_UNROLL_BY(4)
+      for (int64_t r = r0; r < Sp; r += row_groups) {
+        Pack<VEC> h = load_pack<VEC>(xg + r * C + cv * VEC);
         DIFFUSE_UNROLL
         for (int j = 0; j < VEC; ++j) {
-          const float* slot = red + (q * VEC + j) * slots;
-          float s = 0.0f;
-          for (int p = 0; p < parts; ++p) s += slot[p * L + tid];
-          out[q * cg + (c0 + tid) * VEC + j] = s;
+          h.v[j] += chan_add[cv * VEC + j];
+          acc[0][j] += h.v[j];
         }
+        store_pack<VEC>(slab + r * W + cv * VEC, h);
+      }
     }
+    reduce_columns<VEC, kBlock, 1>(acc, L, c0, Wv, W, red, colsum);
+  }
+  __syncthreads();  // publishes colsum and the slab
+  const float count = static_cast<float>(Sp * cg);
+  for (int k = tid; k < gpb; k += T) {
+    float sum = 0.0f;
+    for (int c = k * cg; c < (k + 1) * cg; ++c) sum += colsum[c];
+    grp[k] = Sp > 0 ? sum / count : 0.0f;
+  }
+  __syncthreads();  // publishes the means (and every read of colsum is done)
+  for (int c0 = 0; c0 < Wv; c0 += L) {
+    const int cv = c0 + tid % L;
+    float acc[1][VEC];
+    DIFFUSE_UNROLL
+    for (int j = 0; j < VEC; ++j) acc[0][j] = 0.0f;
+    if (cv < Wv) {
+      const float mean = grp[cv * VEC / cg];
+      DIFFUSE_UNROLL_BY(4)
+      for (int64_t r = r0; r < Sp; r += row_groups) {
+        const Pack<VEC> h = load_pack<VEC>(slab + r * W + cv * VEC);
+        DIFFUSE_UNROLL
+        for (int j = 0; j < VEC; ++j) {
+          const float dev = h.v[j] - mean;
+          acc[0][j] += dev * dev;
+        }
+      }
+    }
+    reduce_columns<VEC, kBlock, 1>(acc, L, c0, Wv, W, red, colsum);
+  }
+  __syncthreads();
+  for (int k = tid; k < gpb; k += T) {
+    float m2 = 0.0f;
+    for (int c = k * cg; c < (k + 1) * cg; ++c) m2 += colsum[c];
+    const double var = Sp > 0 ? static_cast<double>(m2) / static_cast<double>(count) : 0.0;
+    const double rstd_d = 1.0 / sqrt(var + d.eps);
+    grp[gpb + k] = static_cast<float>(rstd_d);
+    mean_out[n * G + g0 + k] = grp[k];
+    rstd_out[n * G + g0 + k] = rstd_d;
+  }
+  __syncthreads();
+  S* yg = y + n * Sp * C + c_first;
+  const int packs = static_cast<int>(Sp * Wv);  // fits shared memory
+  PackWalk wo(tid, T, Wv);
+  DIFFUSE_UNROLL_BY(4)
+  for (int e = tid; e < packs; e += T, wo.next()) {
+    const int64_t r = wo.r;
+    const int cv = wo.cv, k = cv * VEC / cg;
+    const float mean = grp[k], rstd = grp[gpb + k];
+    Pack<VEC> v = load_pack<VEC>(slab + static_cast<int64_t>(e) * VEC);
+    DIFFUSE_UNROLL
+    for (int j = 0; j < VEC; ++j) {
+      const float a = (v.v[j] - mean) * rstd * chan_gamma[cv * VEC + j] + chan_beta[cv * VEC + j];
+      v.v[j] = d.silu ? a * sigmoid(a) : a;
+    }
+    store_pack<VEC>(yg + r * C + cv * VEC, v);
   }
 }
 
@@ -651,14 +740,24 @@ int groups_per_block(const GroupNormDesc& d, int64_t elem_bytes) {
   return static_cast<int>(d.groups);
 }
 
+// The one-read forward's block: 1024 threads from 4096 packs (a block that may have the SM to
+// itself), else 256.
+int forward_block(int64_t packs) { return packs >= 4096 ? kBigThreads : kThreads; }
+
+// Dynamic shared memory of gn_forward_slab over gpb groups (W = gpb·C/G channels) in layout vec.
+int64_t forward_slab_smem(const GroupNormDesc& d, int gpb, int vec) {
+  const int64_t W = gpb * d.group_size(), Wv = W / vec;
+  const int64_t red = vec * reduce_slots(forward_block(d.spatial * Wv), lanes_for(Wv));
+  return (4 * gpb + 4 * W + red + d.spatial * W) * static_cast<int64_t>(sizeof(float));
+}
+
 // How a descriptor is split into blocks; a pure function of d and the device, so the workspace
 // sizes agree with the launches.
 struct Plan {
   bool fused = false;      // forward: the whole slab in one block's shared memory
+  int fwd_gpb = 1;         // groups per block of the one-read forward
   int64_t chunk_rows = 1;  // rows per block of the chunked kernels
   int64_t chunks = 1;      // chunked blocks per (n, g)
-  size_t fused_smem = 0;   // bytes
-  int fused_threads = 64;
   BackwardPath bwd = BackwardPath::chunked;
   int gpb = 1;  // groups per block of the slab backwards
 };
@@ -684,11 +783,17 @@ Plan make_plan(const GroupNormDesc& d, int64_t elem_bytes = 4, int vec = 0) {
   require((cg + 2 * cg) * static_cast<int64_t>(sizeof(float)) <= device_limit,
           "group_norm: a group of " + std::to_string(cg) + " channels is too wide for the CUDA kernels");
   Plan p;
-  p.fused_smem = static_cast<size_t>((S + 2) * cg) * sizeof(float);
-  p.fused = static_cast<int64_t>(p.fused_smem) <= limit;
-  const int64_t fwd_vec = cg % 4 == 0 ? 4 : 1;
-  p.fused_threads =
-      32 * static_cast<int>(std::clamp<int64_t>((S * cg / fwd_vec + 127) / 128, 2, kFusedMaxThreads / 32));
+  // One-read forward: over the groups a block covers (as many as fill a sector), or one group if
+  // those do not fit; the bytes of the given layout (vec), or the larger of both (vec 0).
+  const auto fwd_bytes = [&](int gpb) {
+    if (vec != 0) return forward_slab_smem(d, gpb, vec);
+    int64_t b = forward_slab_smem(d, gpb, 1);
+    if (cg % 4 == 0) b = std::max(b, forward_slab_smem(d, gpb, 4));
+    return b;
+  };
+  p.fwd_gpb = groups_per_block(d, elem_bytes);
+  if (fwd_bytes(p.fwd_gpb) > limit) p.fwd_gpb = 1;
+  p.fused = S * cg * p.fwd_gpb <= INT_MAX && fwd_bytes(p.fwd_gpb) <= limit;
   const int64_t chunk_elems = std::clamp<int64_t>(limit / static_cast<int64_t>(sizeof(float)), 1, kChunkElems);
   p.chunk_rows = std::max<int64_t>(1, chunk_elems / std::max<int64_t>(cg, 1));
   p.chunks = std::max<int64_t>(1, (S + p.chunk_rows - 1) / p.chunk_rows);
@@ -735,17 +840,24 @@ template <int VEC, typename S>
 void forward_impl(const GroupNormDesc& d, const Plan& p, const S* x, const float* add_nc, const float* gamma,
                   const float* beta, S* y, double* mean, double* rstd, void* workspace, Stream stream) {
   const int64_t cg = d.group_size();
-  const dim3 groups_images(1, static_cast<unsigned>(d.groups), static_cast<unsigned>(d.n));
   if (p.fused) {
-    DIFFUSE_LAUNCH((gn_forward_stats<VEC, true, S>), groups_images, p.fused_threads, p.fused_smem, stream, d,
-                   d.spatial, x, add_nc, gamma, beta, y, mean, rstd, static_cast<float2*>(nullptr));
+    const int gpb = p.fwd_gpb, Wv = static_cast<int>(gpb * cg / VEC), lanes = lanes_for(Wv);
+    const int block = forward_block(d.spatial * Wv), red = VEC * reduce_slots(block, lanes);
+    const size_t smem = static_cast<size_t>(forward_slab_smem(d, gpb, VEC));
+    const dim3 runs_images(1, static_cast<unsigned>(d.groups / gpb), static_cast<unsigned>(d.n));
+    if (block == kBigThreads)
+      DIFFUSE_LAUNCH((gn_forward_slab<VEC, kBigThreads, S>), runs_images, kBigThreads, smem, stream, d, gpb, lanes, red,
+                     x, add_nc, gamma, beta, y, mean, rstd);
+    else
+      DIFFUSE_LAUNCH((gn_forward_slab<VEC, kThreads, S>), runs_images, kThreads, smem, stream, d, gpb, lanes, red, x,
+                     add_nc, gamma, beta, y, mean, rstd);
     return;
   }
   const dim3 grid(static_cast<unsigned>(p.chunks), static_cast<unsigned>(d.groups), static_cast<unsigned>(d.n));
   float2* partial = static_cast<float2*>(workspace);
-  DIFFUSE_LAUNCH((gn_forward_stats<VEC, false, S>), grid, kThreads,
+  DIFFUSE_LAUNCH((gn_forward_stats<VEC, S>), grid, kThreads,
                  static_cast<size_t>((p.chunk_rows + 2) * cg) * sizeof(float), stream, d, p.chunk_rows, x, add_nc,
-                 gamma, beta, y, mean, rstd, partial);
+                 partial);
   DIFFUSE_LAUNCH((gn_forward_apply<VEC, S>), grid, kThreads, static_cast<size_t>(3 * cg) * sizeof(float), stream, d,
                  p.chunk_rows, x, add_nc, gamma, beta, static_cast<const float2*>(partial), y, mean, rstd);
 }
@@ -795,10 +907,12 @@ void forward_entry(const GroupNormDesc& d, const S* x, const float* add_nc, cons
                    S* y, double* mean, double* rstd, void* workspace, Stream stream) {
   check_desc(d);
   if (d.n == 0 || d.channels == 0) return;
-  const Plan p = make_plan(d);
   require(gamma && beta && mean && rstd && (d.spatial == 0 || (x && y)), "group_norm: null buffer");
+  const int64_t elem = static_cast<int64_t>(sizeof(S));
+  const bool four = d.group_size() % 4 == 0 && aligned4(x) && aligned4(y);
+  const Plan p = make_plan(d, elem, four ? 4 : 1);
   require(p.fused || workspace, "group_norm: the chunked forward needs its workspace");
-  if (d.group_size() % 4 == 0 && aligned4(x) && aligned4(y))
+  if (four)
     forward_impl<4>(d, p, x, add_nc, gamma, beta, y, mean, rstd, workspace, stream);
   else
     forward_impl<1>(d, p, x, add_nc, gamma, beta, y, mean, rstd, workspace, stream);

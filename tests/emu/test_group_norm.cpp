@@ -215,6 +215,9 @@ TEST_CASE("group_norm: one-read forward and backward match the CPU twin on odd s
   check_group_norm({3, 5, 16, 2}, true, true, 0, 0);   // 8 per group: float4 loads
   check_group_norm({3, 5, 16, 2}, true, true, 0, 1);   // same, misaligned: scalar loads
   check_group_norm({1, 1, 5, 5}, false, true, 0, 0);   // one value per group: x̂ = 0
+  // 4098 channel packs in a group: the forward's 1024-thread block.
+  check_group_norm({1, 1366, 3, 1}, true, true, 0, 0);
+  check_group_norm_bf16({1, 1366, 3, 1}, false, true, 0, 0);
 }
 
 TEST_CASE("group_norm: the chunked two-pass path matches the CPU twin", "[emu][group_norm]") {
