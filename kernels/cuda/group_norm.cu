@@ -773,9 +773,9 @@ void check_desc(const GroupNormDesc& d) {
 }
 
 // elem_bytes: the activations' storage (4 f32, 2 bf16) and vec: the launch's pack width (4 or 1;
-// 0: the larger of the two layouts' needs); only the backward's choice depends on them. The
-// workspace sizes take the f32, vec 0 plan, whose backward workspace is never smaller than a
-// launch's.
+// 0: the larger of the two layouts' needs); the groups per block and the paths depend on them.
+// The workspace sizes take the f32, vec 0 plan: a launch's plan never needs more (more groups a
+// block fall back to one where they would not fit, and one group needs the least).
 Plan make_plan(const GroupNormDesc& d, int64_t elem_bytes = 4, int vec = 0) {
   const int64_t device_limit = device_smem_limit() - kStaticSmem;
   const int64_t limit = d.smem_limit_bytes > 0 ? std::min(device_limit, d.smem_limit_bytes) : device_limit;
