@@ -2,7 +2,8 @@
 // through the real API, on device memory from the emulated cudaMalloc: every entry point diffuse
 // calls against a naive double-precision GEMM on small odd shapes (all four transpose
 // combinations, padded leading dimensions, alpha/beta, beta = 0 over NaN-poisoned C), bf16
-// rounding, bounded TF32 error, the bias epilogue, strided batches, both pointer modes; that the
+// rounding, bounded TF32 error, the bias epilogue, strided batches (f32, and bf16 in with f32 or bf16
+// out), both pointer modes; that the
 // work runs only when the host synchronises; and that each documented misuse returns the
 // documented status (the planted bug: a bad leading dimension is CUBLAS_STATUS_INVALID_VALUE, and
 // nn/cuda's check turns it into a diffuse::Error naming it).
@@ -239,6 +240,56 @@ TEST_CASE("cublasGemmEx bf16: f32 accumulation, outputs rounded to nearest even,
       CHECK(max_error(download<float>(dc32.p, s.c_count()), s.ldc(),
                       reference(ta, tb, s.m, s.n, s.k, alpha, a, s.lda(), b, s.ldb(), 0, c, s.ldc()), s.m, s.n) == 0);
     }
+}
+
+TEST_CASE("cublasGemmStridedBatchedEx: bf16 in, f32 or bf16 out, per-entry strides and extents", "[cuda][emulated]") {
+  // What attention's GEMM path calls (kernels/cuda/attention_gemm.cpp): bf16 operands, one batch
+  // entry per image, a head as a strided operand. Integer inputs: f32 results are exact.
+  Handle handle;
+  const int batch = 3;
+  const Shape s{false, true, 6, 5, 7};
+  const long long sa = static_cast<long long>(s.a_count()) + 5, sb = static_cast<long long>(s.b_count()) + 1,
+                  sc = static_cast<long long>(s.c_count()) + 2;
+  const auto a = random_ints(static_cast<size_t>(sa) * batch, 21, 8), b = random_ints(static_cast<size_t>(sb) * batch, 22, 8);
+  DeviceBuffer da(a.size() * 2), db(b.size() * 2), dc32(static_cast<size_t>(sc) * batch * 4),
+      dc16(static_cast<size_t>(sc) * batch * 2);
+  upload(da.p, to_bf16(a));
+  upload(db.p, to_bf16(b));
+  upload(dc32.p, std::vector<float>(static_cast<size_t>(sc) * batch, kNaN));
+  upload(dc16.p, to_bf16(std::vector<float>(static_cast<size_t>(sc) * batch, kNaN)));
+  const float alpha = 0.5f, zero = 0.0f;
+  BLAS_OK(cublasGemmStridedBatchedEx(handle.h, CUBLAS_OP_N, CUBLAS_OP_T, s.m, s.n, s.k, &alpha, da.p, CUDA_R_16BF,
+                                     s.lda(), sa, db.p, CUDA_R_16BF, s.ldb(), sb, &zero, dc32.p, CUDA_R_32F, s.ldc(),
+                                     sc, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  BLAS_OK(cublasGemmStridedBatchedEx(handle.h, CUBLAS_OP_N, CUBLAS_OP_T, s.m, s.n, s.k, &alpha, da.p, CUDA_R_16BF,
+                                     s.lda(), sa, db.p, CUDA_R_16BF, s.ldb(), sb, &zero, dc16.p, CUDA_R_16BF, s.ldc(),
+                                     sc, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  const auto got32 = download<float>(dc32.p, static_cast<size_t>(sc) * batch);
+  const auto got16 = download<uint16_t>(dc16.p, static_cast<size_t>(sc) * batch);
+  for (int e = 0; e < batch; ++e) {
+    INFO("batch entry " << e);
+    const std::vector<float> ae(a.begin() + e * sa, a.begin() + (e + 1) * sa), be(b.begin() + e * sb, b.begin() + (e + 1) * sb);
+    const auto want = reference(false, true, s.m, s.n, s.k, alpha, ae, s.lda(), be, s.ldb(), 0, {}, s.ldc());
+    for (int j = 0; j < s.n; ++j)
+      for (int i = 0; i < s.m; ++i) {
+        const size_t at = static_cast<size_t>(e * sc + j * s.ldc() + i);
+        const double w = want[static_cast<size_t>(j) * s.m + i];
+        CHECK(got32[at] == w);
+        CHECK(got16[at] == float_to_bf16(static_cast<float>(w)));
+      }
+  }
+  // An A stride that carries the last entry past A's allocation is refused; C is left alone.
+  const auto before = download<float>(dc32.p, static_cast<size_t>(sc) * batch);
+  CHECK(cublasGemmStridedBatchedEx(handle.h, CUBLAS_OP_N, CUBLAS_OP_T, s.m, s.n, s.k, &alpha, da.p, CUDA_R_16BF,
+                                   s.lda(), sa + 10, db.p, CUDA_R_16BF, s.ldb(), sb, &zero, dc32.p, CUDA_R_32F, s.ldc(),
+                                   sc, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_INVALID_VALUE);
+  // f32 A with bf16 B is not a combination cuBLAS has.
+  CHECK(cublasGemmStridedBatchedEx(handle.h, CUBLAS_OP_N, CUBLAS_OP_T, s.m, s.n, s.k, &alpha, da.p, CUDA_R_32F,
+                                   s.lda(), sa / 2, db.p, CUDA_R_16BF, s.ldb(), sb, &zero, dc32.p, CUDA_R_32F, s.ldc(),
+                                   sc, 1, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_NOT_SUPPORTED);
+  cudaDeviceSynchronize();
+  const auto after = download<float>(dc32.p, static_cast<size_t>(sc) * batch);  // NaN padding: compare bits
+  CHECK(std::memcmp(after.data(), before.data(), after.size() * sizeof(float)) == 0);
 }
 
 TEST_CASE("TF32: CUBLAS_COMPUTE_32F_FAST_TF32 and the TF32 math mode round inputs to 10 mantissa bits",
