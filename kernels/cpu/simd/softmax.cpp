@@ -22,13 +22,13 @@ void softmax_rows(float* s, int64_t rows, int64_t len, int64_t ld) {
     const Vec m = set1(row_max);
     Vec total = zero();
     for (int64_t j = 0; j < whole; j += kLanes) {
-      const Vec e = exp(load(row + j) - m);
+      const Vec e = exp_nonpositive(load(row + j) - m);
       store(row + j, e);
       total = total + e;
     }
     float sum = hsum(total);
     if (tail) {
-      const Vec e = exp(load_n(row + whole, tail) - m);
+      const Vec e = exp_nonpositive(load_n(row + whole, tail) - m);
       store_n(row + whole, e, tail);
       float t[kLanes];
       store(t, e);

@@ -143,10 +143,9 @@ inline Vec zero() { return set1(0.0f); }
 
 // e^x: x = n·ln2 + r with |r| ≤ ln2/2, e^r by a degree-6 polynomial (Cephes' expf coefficients),
 // then 2^n in two factors so that n = 128 (x just below ln FLT_MAX) still scales correctly.
-inline Vec exp(Vec x) {
-  const Vec lo = set1(-87.33654475f), hi = set1(88.8f);
-  Vec xc = min(max(x, lo), hi);
-  Vec n = round_nearest(xc * set1(1.44269504088896341f));
+// exp_reduction returns e^r for an x already clamped to [lo, hi] and sets n.
+inline Vec exp_reduction(Vec xc, Vec& n) {
+  n = round_nearest(xc * set1(1.44269504088896341f));
   Vec r = fma(n, set1(-0.693359375f), xc);  // ln2 in two parts: the first exact in n·hi
   r = fma(n, set1(2.12194440e-4f), r);
   Vec p = set1(1.9875691500e-4f);
@@ -155,10 +154,27 @@ inline Vec exp(Vec x) {
   p = fma(p, r, set1(4.1665795894e-2f));
   p = fma(p, r, set1(1.6666665459e-1f));
   p = fma(p, r, set1(5.0000001201e-1f));
-  p = fma(p, r * r, r + set1(1.0f));
+  return fma(p, r * r, r + set1(1.0f));
+}
+inline Vec exp_low_clamp() { return set1(-87.33654475f); }
+
+inline Vec exp(Vec x) {
+  const Vec lo = exp_low_clamp(), hi = set1(88.8f);
+  Vec n;
+  const Vec p = exp_reduction(min(max(x, lo), hi), n);
   Vec n1 = min(n, set1(127.0f));
   Vec y = p * pow2_int(n1) * pow2_int(n - n1);
   y = where_less(x, lo, zero(), y);
+  return where_nan(x, x, y);
+}
+
+// exp for x ≤ 0 or NaN (a softmax's scores less their row maximum), bit for bit: there n ≤ 0, so
+// exp's second scale factor is 1 and its upper clamp never acts; both are left out.
+inline Vec exp_nonpositive(Vec x) {
+  const Vec lo = exp_low_clamp();
+  Vec n;
+  const Vec p = exp_reduction(max(x, lo), n);
+  const Vec y = where_less(x, lo, zero(), p * pow2_int(n));
   return where_nan(x, x, y);
 }
 
