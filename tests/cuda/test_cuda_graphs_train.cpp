@@ -5,7 +5,7 @@
 // (forward, loss, backward, clipping, AdamW, EMA, zero_grad) ends with bit-identical weights, EMA
 // weights, AdamW moments and losses to the same run stepped eagerly — class-conditional with label
 // dropout, min-SNR weights and clipping that bites; with dropout in the UNet too (its mask position
-// read from device memory). Steps queued without a read make no host wait (counted by the
+// read from device memory, which gives the host position's mask and grad on the CPU and CUDA). Steps queued without a read make no host wait (counted by the
 // emulated device) and, read back later, give the same bits; a batch staged through pinned memory
 // gives a device batch's bits. The gated AdamW + EMA (lr and step counts in
 // device memory, clipping and the non-finite skip decided there) gives the host path's bits on the
@@ -31,6 +31,7 @@
 #include "engine/train_step.h"
 #include "kernels/noise.h"
 #include "kernels/philox.h"
+#include "nn/autograd.h"
 #include "nn/ops.h"
 #include "nn/optim.h"
 #include "support/process.h"
@@ -316,6 +317,31 @@ TEST_CASE("train step: a batch staged through pinned memory and one already on t
     CHECK(std::memcmp(&losses[0][i], &losses[1][i], sizeof(double)) == 0);
   }
   CHECK(same_bits(weights[0], weights[1]));
+}
+
+TEST_CASE("dropout: a mask position read from device memory gives the host position's mask and grad, CPU and CUDA",
+          "[cuda][graphs][train]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  const Tensor x = Tensor::randn({3, 5, 7}, 21), g = Tensor::randn({3, 5, 7}, 22);
+  for (Device device : {Device::cpu, Device::cuda}) {
+    INFO(device_name(device));
+    std::vector<Tensor> ys, grads;
+    for (bool from_memory : {false, true}) {
+      Tensor xd = x.to(device);
+      xd.set_requires_grad(true);
+      // Block 17: the host position, or 5 past a position of 12 held in device memory.
+      const Tensor y = from_memory ? ops::dropout(xd, 0.4, 9, 5, Tensor::from({12}, {1}, DType::i64).to(device))
+                                   : ops::dropout(xd, 0.4, 9, 17);
+      run_backward(y, g.to(device));
+      ys.push_back(y.to(Device::cpu));
+      grads.push_back(xd.grad().to(Device::cpu));
+    }
+    CHECK(same_bits(ys[0], ys[1]));
+    CHECK(same_bits(grads[0], grads[1]));
+    CHECK_FALSE(same_bits(ys[0], ops::dropout(x, 0.4, 9, 18)));  // another position, another mask
+  }
+  CHECK_THROWS_WITH(ops::dropout(x, 0.4, 9, 0, Tensor::from({1}, {1}, DType::f32)),
+                    Catch::Contains("dropout: base must be i64[1] on x's device"));
 }
 
 TEST_CASE("train cuda graph: with dropout the replays draw each step's masks: the eager steps' bits",
