@@ -15,8 +15,9 @@ import sys
 
 
 def read(path):
+    # Logs can hold bytes that are not UTF-8 (a test printing a file's raw bytes): replace them.
     try:
-        with open(path) as f:
+        with open(path, errors="replace") as f:
             return f.read()
     except OSError:
         return None

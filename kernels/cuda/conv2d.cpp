@@ -1,7 +1,9 @@
 // The CUDA conv2d family behind kernels/conv2d.h: cuDNN, through cuDNN's legacy convolution API (still shipped
 // by cuDNN 9). One plan per (shape, padding, dtype, TF32 setting, pointer alignment) holds the
-// descriptors and, per direction, the algorithm cudnnFind*Ex measured fastest the first time that
-// direction ran; later calls only allocate the chosen workspace from the caching allocator.
+// descriptors and, per direction, the deterministic algorithm cudnnFind*Ex measured fastest the
+// first time that direction ran; later calls only allocate the chosen workspace from the caching
+// allocator. (The choice is by timing, so two processes may choose differently and differ in the
+// last bits; within one process every run of a shape uses the same deterministic algorithm.)
 // Asymmetric padding: the legacy descriptor pads both sides equally, so cuDNN gets the symmetric
 // part min(top, bottom) and the excess is made real by copying x into a zeroed buffer (one
 // cudaMemset + one cudaMemcpy3DAsync; backward-data computes the padded gradient and copies its
@@ -198,26 +200,38 @@ class SearchWorkspace {
   size_t bytes_ = 0;
 };
 
-// The fastest successful result (cuDNN sorts them by time) in the math the plan allows. If f32
-// without TF32 finds no FMA-math algorithm, the fastest other one runs, with a warning on stderr,
-// rather than failing the op.
+// The fastest successful result (cuDNN sorts them by time) that is deterministic — cuDNN reports
+// which algorithms accumulate with atomics (some backward-data and backward-filter ones), and
+// with one of those two runs of the same step in one process differ in the last bits, so a CUDA
+// graph replay could not be held to the eager step bit for bit — in the math the plan allows. If
+// f32 without TF32 finds no FMA-math algorithm, the fastest other deterministic one runs, with a
+// warning on stderr; if no deterministic one succeeds, the fastest of all, with a warning, rather
+// than failing the op.
 template <typename Perf>
 Choice pick(const Plan& p, const std::vector<Perf>& perf, int returned, const char* direction,
             const Conv2dDesc& d, DenseType t) {
   ++g_searches;
-  const Perf* fallback = nullptr;
+  const Perf* other_math = nullptr;  // deterministic, but not FMA math where the plan wants it
+  const Perf* fastest = nullptr;     // any successful one
   for (int i = 0; i < returned; ++i) {
     if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+    if (!fastest) fastest = &perf[i];
+    if (perf[i].determinism != CUDNN_DETERMINISTIC) continue;
     if (p.fma_only && perf[i].mathType != CUDNN_FMA_MATH) {
-      if (!fallback) fallback = &perf[i];
+      if (!other_math) other_math = &perf[i];
       continue;
     }
     return {true, static_cast<int>(perf[i].algo), perf[i].mathType, perf[i].memory};
   }
-  if (!fallback) throw Error(describe(d, t) + ": cuDNN found no usable " + direction + " algorithm");
-  std::fprintf(stderr, "diffuse: warning: %s: cuDNN has no FMA-only %s algorithm; using math type %d (may use TF32)\n",
-               describe(d, t).c_str(), direction, static_cast<int>(fallback->mathType));
-  return {true, static_cast<int>(fallback->algo), fallback->mathType, fallback->memory};
+  if (!fastest) throw Error(describe(d, t) + ": cuDNN found no usable " + direction + " algorithm");
+  if (other_math) {
+    std::fprintf(stderr, "diffuse: warning: %s: cuDNN has no FMA-only %s algorithm; using math type %d (may use TF32)\n",
+                 describe(d, t).c_str(), direction, static_cast<int>(other_math->mathType));
+    return {true, static_cast<int>(other_math->algo), other_math->mathType, other_math->memory};
+  }
+  std::fprintf(stderr, "diffuse: warning: %s: cuDNN has no deterministic %s algorithm; results may differ in the "
+               "last bits from run to run\n", describe(d, t).c_str(), direction);
+  return {true, static_cast<int>(fastest->algo), fastest->mathType, fastest->memory};
 }
 
 void choose_forward(Plan& p, const Conv2dDesc& d, DenseType t, const void* x, const void* w, void* y,

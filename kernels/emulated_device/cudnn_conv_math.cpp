@@ -10,6 +10,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -181,6 +182,21 @@ void forward(const AlgoPlan& p, const ConvGeom& g, float alpha, float beta, cons
   }
 }
 
+// The tiles' start rows in the order a call accumulates them. On a GPU an algorithm cuDNN reports
+// as CUDNN_NON_DETERMINISTIC adds its partial results with atomics, in an order that changes from
+// call to call, so two calls on the same inputs may differ in the last bits. The emulation does
+// the same: such an algorithm runs its tiles in reverse order on every other call (the sums then
+// round differently), so a caller that needs one call's bits again (a CUDA graph replay held to
+// the eager step) fails here as it would on a GPU. Deterministic algorithms keep one order.
+std::vector<int64_t> tile_order(const AlgoPlan& p, int64_t M) {
+  static std::atomic<uint64_t> nondeterministic_calls{0};
+  std::vector<int64_t> starts;
+  for (int64_t m0 = 0; m0 < M; m0 += p.tile) starts.push_back(m0);
+  if (p.determinism == CUDNN_NON_DETERMINISTIC && (nondeterministic_calls.fetch_add(1) & 1))
+    std::reverse(starts.begin(), starts.end());
+  return starts;
+}
+
 void backward_data(const AlgoPlan& p, const ConvGeom& g, float alpha, float beta, const void* w, const void* dy,
                    void* dx, char* ws) {
   const std::vector<float> wm = filter_matrix(g, w);
@@ -196,7 +212,7 @@ void backward_data(const AlgoPlan& p, const ConvGeom& g, float alpha, float beta
   const float* rows = reinterpret_cast<const float*>(ws + p.off_rows);
   int32_t* table = reinterpret_cast<int32_t*>(ws + p.off_table);
   std::vector<int32_t> local(RS);
-  for (int64_t m0 = 0; m0 < M; m0 += p.tile) {
+  for (const int64_t m0 : tile_order(p, M)) {
     const int64_t t = std::min(p.tile, M - m0);
     load_rows(p, g, dy, m0, t, ws);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(t), int(Kd), g.K, 1.0f, rows, g.K, wm.data(), int(Kd),
@@ -234,7 +250,7 @@ void backward_filter(const AlgoPlan& p, const ConvGeom& g, float alpha, float be
   std::fill(acc, acc + size_t(g.K) * Kd, 0.0f);
   const float* col = reinterpret_cast<const float*>(ws + p.off_col);
   const float* rows = reinterpret_cast<const float*>(ws + p.off_rows);
-  for (int64_t m0 = 0; m0 < M; m0 += p.tile) {
+  for (const int64_t m0 : tile_order(p, M)) {
     const int64_t t = std::min(p.tile, M - m0);
     im2col(p, g, src, m0, t, ws);
     load_rows(p, g, dy, m0, t, ws);

@@ -21,7 +21,7 @@ TEST_CASE("op profile of a tiny CPU training step: calls per op, times that add 
   check_training_profile(Device::cpu);
 }
 
-TEST_CASE("op profile: only the profiler's thread is counted; one profiler at a time", "[profile]") {
+TEST_CASE("op profile: only the profiler's thread is counted and one profiler exists at a time", "[profile]") {
   op_profile::Profiler profiler(Device::cpu);
   CHECK_THROWS_WITH(op_profile::Profiler(Device::cpu), Catch::Contains("another profiler"));
   const Tensor a = Tensor::ones({4}), b = Tensor::ones({4});
@@ -44,7 +44,7 @@ TEST_CASE("op profile: only the profiler's thread is counted; one profiler at a 
   CHECK(profiler.result().ops.size() == 2);
 }
 
-TEST_CASE("op profile: the event pool grows between steps; a step it was too small for is not counted", "[profile]") {
+TEST_CASE("op profile: the event pool grows between steps and a step it was too small for is not counted", "[profile]") {
   op_profile::Profiler profiler(Device::cpu);
   const Tensor a = Tensor::ones({4}), b = Tensor::ones({4});
   auto step = [&] {

@@ -15,7 +15,7 @@
 
 using namespace diffuse::test;
 
-TEST_CASE("bench train on cuda replays the step's graph; --cuda-graphs off splits eager steps into phases",
+TEST_CASE("bench train on cuda replays the step's graph and --cuda-graphs off splits eager steps into phases",
           "[cuda][graphs][bench][cli]") {
   DIFFUSE_CUDA_TEST_GUARD();
   TempDir dir;

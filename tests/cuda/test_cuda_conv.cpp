@@ -125,6 +125,28 @@ TEST_CASE("the conv algorithm search runs once per shape and direction", "[cuda]
   CHECK(k::cuda::conv_algorithm_searches() == before + 3);
 }
 
+TEST_CASE("the conv backward repeats its bits: only deterministic cuDNN algorithms are chosen", "[cuda][conv2d]") {
+  // cuDNN's non-deterministic algorithms (atomics; the emulated device varies their order per call)
+  // would make two calls differ; the search skips them, so every call of a shape gives the same bits.
+  DIFFUSE_CUDA_TEST_GUARD();
+  const k::Conv2dDesc d = desc_of({2, 8, 8, 6}, {5, 3, 3, 6}, ops::Conv2dOptions::same(3));
+  Tensor x = Tensor::randn({2, 8, 8, 6}, 3).to(Device::cuda), w = Tensor::randn({5, 3, 3, 6}, 4).to(Device::cuda);
+  Tensor dy = Tensor::randn({2, 8, 8, 5}, 5).to(Device::cuda);
+  std::vector<double> first_dx, first_dw;
+  for (int call = 0; call < 4; ++call) {
+    Tensor dx = Tensor::empty(x.shape(), DType::f32, Device::cuda), dw = Tensor::empty(w.shape(), DType::f32, Device::cuda);
+    test::conv2d_backward(d, x, w, dy, dx, dw, Tensor());
+    if (call == 0) {
+      first_dx = dx.to_vector();
+      first_dw = dw.to_vector();
+      continue;
+    }
+    INFO("call " << call);
+    CHECK(dx.to_vector() == first_dx);
+    CHECK(dw.to_vector() == first_dw);
+  }
+}
+
 TEST_CASE("ops::conv2d on CUDA tensors runs forward and its backward node on the device", "[cuda][conv2d]") {
   DIFFUSE_CUDA_TEST_GUARD();
   const Case& c = kCases[1];

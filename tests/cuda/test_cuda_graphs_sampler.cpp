@@ -155,7 +155,7 @@ TEST_CASE("sampler cuda graph: a replayed step makes no host wait and no host co
     }
 }
 
-TEST_CASE("sampler cuda graph: under bf16 autocast the loop casts the weights once; replays give per-forward casting's bits",
+TEST_CASE("sampler cuda graph: under bf16 autocast the loop casts the weights once and replays give per-forward casting's bits",
           "[cuda][graphs][sample][bf16]") {
   DIFFUSE_CUDA_TEST_GUARD();
   const Run run(SamplerKind::ddim, true);

@@ -34,6 +34,7 @@
 #include "nn/autograd.h"
 #include "nn/ops.h"
 #include "nn/optim.h"
+#include "support/cuda_compare.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
 #if DIFFUSE_CUDA_EMULATED
@@ -56,6 +57,21 @@ bool same_bits(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
   for (size_t i = 0; i < a.size(); ++i)
     if (!same_bits(a[i], b[i])) return false;
   return true;
+}
+
+// The CUDA optimizer against the host path: bit for bit on the emulated device, whose kernels run
+// the host's arithmetic. On a GPU the AdamW + EMA kernel computes its bias corrections and EMA decay
+// with the device's powf, and nvcc contracts its multiply-adds into FMAs, so the weights may differ
+// from the host's in the last bits: there, within 1e-6 of each tensor's peak (a few f32 ulps).
+bool matches_host_path(const std::vector<Tensor>& dev, const std::vector<Tensor>& host) {
+#if DIFFUSE_CUDA_EMULATED
+  return same_bits(dev, host);
+#else
+  if (dev.size() != host.size()) return false;
+  for (size_t i = 0; i < dev.size(); ++i)
+    if (!(rel_to_peak_error(dev[i], host[i]) <= 1e-6)) return false;
+  return true;
+#endif
 }
 
 // tiny at 8x8, class-conditional (3 classes + the null class), label dropout, min-SNR weights,
@@ -243,7 +259,7 @@ TEST_CASE("train cuda graph: several queued steps are read back in one collect, 
   CHECK(step.collect().empty());
 }
 
-TEST_CASE("train cuda graph: replayed steps queued without reads wait for nothing; one read gives every-step bits",
+TEST_CASE("train cuda graph: replayed steps queued without reads wait for nothing and one read gives every-step bits",
           "[cuda][graphs][train]") {
   DIFFUSE_CUDA_TEST_GUARD();
   const Trained every_step = train_steps(true, 9);  // run(): queued and read back one by one
@@ -595,9 +611,9 @@ TEST_CASE("gated AdamW + EMA: device-held lr, step counts, clipping and the non-
     CHECK(same_bits(cpu.params, reference.params));
     CHECK(same_bits(cpu.ema.shadow(), reference.ema.shadow()));
     CHECK(same_bits(cpu.adam.exp_avg_sq(), reference.adam.exp_avg_sq()));
-    CHECK(same_bits(dev.params, reference.params));
-    CHECK(same_bits(dev.ema.shadow(), reference.ema.shadow()));
-    CHECK(same_bits(dev.adam.exp_avg(), reference.adam.exp_avg()));
+    CHECK(matches_host_path(dev.params, reference.params));
+    CHECK(matches_host_path(dev.ema.shadow(), reference.ema.shadow()));
+    CHECK(matches_host_path(dev.adam.exp_avg(), reference.adam.exp_avg()));
   }
   // A non-finite loss, then a non-finite grad: no update, the counts stay, the row says skipped.
   for (int bad = 0; bad < 2; ++bad) {
@@ -614,7 +630,8 @@ TEST_CASE("gated AdamW + EMA: device-held lr, step counts, clipping and the non-
       const std::vector<double> row = gated_step(o, steps[k], step_numbers[k], rings[k], 1e-3, bad == 0 ? NAN : 0.5f);
       CHECK(row[2] == 1.0);
       CHECK(same_bits(o.params, before));
-      CHECK(same_bits(o.ema.shadow(), reference.ema.shadow()));
+      CHECK(k == 0 ? same_bits(o.ema.shadow(), reference.ema.shadow())
+                   : matches_host_path(o.ema.shadow(), reference.ema.shadow()));
       const std::vector<double> state = steps[k].state.to_vector();
       CHECK(state[1] == 3.0);
       CHECK(state[2] == 3.0);

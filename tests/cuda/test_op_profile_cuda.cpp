@@ -21,7 +21,7 @@ TEST_CASE("op profile of a tiny CUDA training step: calls per op, times that add
   check_training_profile(Device::cuda);
 }
 
-TEST_CASE("bench train --profile on cuda profiles a second, eager TrainStep after graph replays; bench sample too",
+TEST_CASE("bench train --profile on cuda profiles a second, eager TrainStep after graph replays, and bench sample too",
           "[cuda][profile][bench][cli]") {
   DIFFUSE_CUDA_TEST_GUARD();
   TempDir dir;

@@ -202,6 +202,52 @@ TEST_CASE("emulated cuDNN: every offered algorithm of the three directions match
   }
 }
 
+TEST_CASE("emulated cuDNN: an algorithm reported non-deterministic gives different bits on a second call",
+          "[cuda][emulated]") {
+  // 2 x 8 x 8 outputs: 128 pixels, four 32-pixel tiles for ALGO_0, one tile for ALGO_1.
+  const Shape sh{2, 8, 8, 6, 5, 3, 3, 1, 1, 1, 1};
+  Handle handle;
+  const auto x = randoms(sh.xn(), 11), w = randoms(sh.wn(), 12), dy = randoms(sh.yn(), 13);
+  const Reference ref = reference(sh, x, w, dy);
+  Descs d(sh, CUDNN_DATA_FLOAT, CUDNN_FMA_MATH);
+  DeviceBuffer xd = DeviceBuffer::from(x), wd = DeviceBuffer::from(w), dyd = DeviceBuffer::from(dy);
+  DeviceBuffer dw(sh.wn() * 4), dx(sh.xn() * 4);
+  const float one = 1.0f, zero = 0.0f;
+  auto filter_twice = [&](cudnnConvolutionBwdFilterAlgo_t algo) {
+    size_t bytes = 0;
+    DNN_OK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle.h, d.x, d.y, d.conv, d.w, algo, &bytes));
+    DeviceBuffer ws(bytes);
+    std::vector<std::vector<float>> out;
+    for (int call = 0; call < 2; ++call) {
+      DNN_OK(cudnnConvolutionBackwardFilter(handle.h, &one, d.x, xd.p, d.y, dyd.p, d.conv, algo, ws.p, bytes, &zero,
+                                            d.w, dw.p));
+      out.push_back(dw.get<float>());
+      CHECK(max_err(out.back(), ref.dw) < 1e-5);
+    }
+    return out[0] != out[1];
+  };
+  auto data_twice = [&](cudnnConvolutionBwdDataAlgo_t algo) {
+    size_t bytes = 0;
+    DNN_OK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle.h, d.w, d.y, d.conv, d.x, algo, &bytes));
+    DeviceBuffer ws(bytes);
+    std::vector<std::vector<float>> out;
+    for (int call = 0; call < 2; ++call) {
+      DNN_OK(cudnnConvolutionBackwardData(handle.h, &one, d.w, wd.p, d.y, dyd.p, d.conv, algo, ws.p, bytes, &zero,
+                                          d.x, dx.p));
+      out.push_back(dx.get<float>());
+      CHECK(max_err(out.back(), ref.dx) < 1e-5);
+    }
+    return out[0] != out[1];
+  };
+  // What the real library reports as non-deterministic (atomics on a GPU) differs between two
+  // calls here too, within rounding of the reference; what it reports deterministic repeats.
+  // (ALGO_3, also non-deterministic, has 1024-pixel tiles: one tile here, so one order.)
+  CHECK(filter_twice(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0));
+  CHECK_FALSE(filter_twice(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1));
+  CHECK(data_twice(CUDNN_CONVOLUTION_BWD_DATA_ALGO_0));
+  CHECK_FALSE(data_twice(CUDNN_CONVOLUTION_BWD_DATA_ALGO_1));
+}
+
 TEST_CASE("emulated cuDNN: NCHW tensors with a KCRS filter and convolution mode (mirrored filter)",
           "[cuda][emulated]") {
   Handle handle;
