@@ -5,8 +5,9 @@
 // vectors. One read (the slab as f32 plus per-channel scratch fits the block's shared memory: the
 // benchmark's [16, 64x64, 256] f32, 128 KiB, and every ddpm-cifar10 / fmnist-small shape): grid
 // (1, G/gpb, N), a block over gpb consecutive groups (1, or as many as fill a 32-byte sector when
-// a group's channel run is narrower), 256 threads, or 1024 from 4096 channel packs (a block that
-// may have the SM to itself). It reads x once (threads stride the rows with a fixed channel pack
+// a group's channel run is narrower), 32 threads up to 128 channel packs, 64 up to 512 (small
+// slabs: many blocks resident, see kTinyThreads), 1024 from 4096 (a block that may have the SM to
+// itself), else 256. It reads x once (threads stride the rows with a fixed channel pack
 // each), keeps h = x + add_nc in shared memory, reduces per-channel sums and then per group the
 // mean, then the squared deviations from shared memory (an exact two-pass in f32, like the CPU's
 // double two-pass), and writes y from shared memory: traffic the minimum.
@@ -22,7 +23,7 @@
 // fetch the same sector.
 //  - Two slabs (x's and dy's slabs in their storage type plus scratch fit half an SM's shared
 //    memory, so two blocks share an SM: every ddpm-cifar10 / fmnist-small shape; bf16 halves the
-//    slabs): 256 threads. The per-channel sums Σ dŷ, Σ dŷ·x̂, Σ x̂ (dŷ = dy through the recomputed
+//    slabs): 32, 64 or 256 threads, as the forward's. The per-channel sums Σ dŷ, Σ dŷ·x̂, Σ x̂ (dŷ = dy through the recomputed
 //    SiLU; threads stride the rows with a fixed channel each, power-of-two lanes per row, then
 //    shuffle + shared-memory reduction) are reduced straight from global memory while both slabs
 //    are copied into shared memory; then the group means of dŷ·γ and dŷ·γ·x̂, and dx, dadd_nc (in
@@ -61,6 +62,14 @@ namespace {
 
 constexpr int kThreads = 256;          // chunked kernels, the two-slab backward
 constexpr int kBigThreads = 1024;      // the dy-slab backward: one block may have the SM
+// The one-read kernels over small slabs (the 4x4 .. 16x16 levels): a block per (n, group run)
+// whose threads do one to eight packs, so that every block is a short chain of barriers and as
+// many as possible are resident (the 64-register kernels fit 32 one-warp or 16 two-warp blocks
+// an SM; 256-thread blocks only 4, so 4096 small blocks took 8 waves).
+constexpr int kTinyThreads = 32;       // up to kTinyPacks packs
+constexpr int64_t kTinyPacks = 128;
+constexpr int kSmallThreads = 64;      // up to kSmallPacks packs
+constexpr int64_t kSmallPacks = 512;
 constexpr int kMaxWarps = 32;
 constexpr int64_t kChunkElems = 4096;  // elements of an (n, g) slab one chunked block covers
 constexpr int64_t kStaticSmem = 1024;  // reserved for the kernels' static shared arrays
@@ -293,11 +302,11 @@ __device__ __forceinline__ void dx_pack(bool silu, int cv, const Pack<VEC>& xp, 
 // Slots per sum of channel_sums' shared scratch for a block of `block` threads and `lanes` lanes.
 __host__ __device__ inline int reduce_slots(int block, int lanes) { return lanes < 32 ? block / 32 * lanes : block; }
 
-// Lanes per row for a group of `packs` channel packs: a power of two <= kThreads, >= packs where
-// possible.
-inline int lanes_for(int64_t packs) {
+// Lanes per row for a group of `packs` channel packs in a block of `block` threads: a power of
+// two <= min(block, kThreads), >= packs where possible.
+inline int lanes_for(int64_t packs, int block = kThreads) {
   int lanes = 1;
-  while (lanes < packs && lanes < kThreads) lanes *= 2;
+  while (lanes < packs && lanes < std::min(block, kThreads)) lanes *= 2;
   return lanes;
 }
 
@@ -405,7 +414,7 @@ __device__ __forceinline__ void channel_sums(const GroupNormDesc& d, int64_t row
 // memory: x read once, y written once. Dynamic shared memory: 4 · gpb + 4 · W + red_floats
 // floats (red_floats = VEC · reduce_slots(kBlock, lanes)), then the slab, S · W floats.
 template <int VEC, int kBlock, typename S>
-__global__ void __launch_bounds__(kBlock, kBlock == kThreads ? 4 : 1)  // 64 registers a thread
+__global__ void __launch_bounds__(kBlock, kBigThreads / kBlock)  // 64 registers a thread
     gn_forward_slab(GroupNormDesc d, int gpb, int lanes, int red_floats, const S* __restrict__ x,
                     const float* __restrict__ add_nc, const float* __restrict__ gamma,
                     const float* __restrict__ beta, S* __restrict__ y, double* __restrict__ mean_out,
@@ -537,7 +546,7 @@ __global__ void __launch_bounds__(kThreads)
 // 4 · gpb doubles, then 4 · gpb + 6 · W + red_floats floats (W = gpb · C/G, red_floats =
 // 3 · VEC · reduce_slots(kBlock, lanes)), then the slabs, S · W elements of S each.
 template <int VEC, int kBlock, bool kXInSmem, typename S>
-__global__ void __launch_bounds__(kBlock, kBlock == kThreads ? 4 : 1)  // 64 registers a thread
+__global__ void __launch_bounds__(kBlock, kBigThreads / kBlock)  // 64 registers a thread
     gn_backward_slab(GroupNormDesc d, int gpb, int lanes, int red_floats, const S* __restrict__ x,
                      const float* __restrict__ add_nc, const float* __restrict__ gamma,
                      const float* __restrict__ beta, const double* __restrict__ mean_in,
@@ -689,13 +698,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One thread per channel: dβ = Σ_n Σdŷ, dγ = Σ_n Σdŷ·x̂, summed over n in order.
+// One thread per channel: dβ = Σ_n Σdŷ, dγ = Σ_n Σdŷ·x̂, summed over n in order. Unrolled by
+// 8 so that eight images' loads are in flight before their (in-order) additions: a C of 256 is
+// one block, whose threads would otherwise wait out N L2 round trips one after another.
 __global__ void __launch_bounds__(kThreads)
     gn_backward_params(int64_t N, int64_t C, const float* __restrict__ nc_sums, float* __restrict__ dgamma,
                        float* __restrict__ dbeta) {
   const int64_t c = grid::global_thread();
   if (c >= C) return;
   double sb = 0.0, sg = 0.0;
+  DIFFUSE_UNROLL_BY(8)
   for (int64_t n = 0; n < N; ++n) {
     sb += nc_sums[n * C + c];
     sg += nc_sums[(N + n) * C + c];
@@ -727,7 +739,7 @@ enum class BackwardPath { slabs = 1, dy_slab = 2, chunked = 3 };
 // elem_bytes each.
 int64_t backward_slab_smem(const GroupNormDesc& d, int gpb, int vec, int block, int slabs, int64_t elem_bytes) {
   const int64_t W = gpb * d.group_size();
-  const int64_t red = 3 * vec * reduce_slots(block, lanes_for(W / vec));
+  const int64_t red = 3 * vec * reduce_slots(block, lanes_for(W / vec, block));
   return 4 * gpb * static_cast<int64_t>(sizeof(double)) +
          (4 * gpb + 6 * W + red) * static_cast<int64_t>(sizeof(float)) + slabs * d.spatial * W * elem_bytes;
 }
@@ -740,14 +752,21 @@ int groups_per_block(const GroupNormDesc& d, int64_t elem_bytes) {
   return static_cast<int>(d.groups);
 }
 
-// The one-read forward's block: 1024 threads from 4096 packs (a block that may have the SM to
-// itself), else 256.
-int forward_block(int64_t packs) { return packs >= 4096 ? kBigThreads : kThreads; }
+// The two-slab backward's block for a slab of `packs` packs: 32 or 64 threads for the small ones
+// (see kTinyThreads), else 256.
+int backward_slabs_block(int64_t packs) {
+  return packs <= kTinyPacks ? kTinyThreads : packs <= kSmallPacks ? kSmallThreads : kThreads;
+}
+
+// The one-read forward's block: as the backward's, but 1024 threads from 4096 packs (a block that
+// may have the SM to itself).
+int forward_block(int64_t packs) { return packs >= 4096 ? kBigThreads : backward_slabs_block(packs); }
 
 // Dynamic shared memory of gn_forward_slab over gpb groups (W = gpb·C/G channels) in layout vec.
 int64_t forward_slab_smem(const GroupNormDesc& d, int gpb, int vec) {
   const int64_t W = gpb * d.group_size(), Wv = W / vec;
-  const int64_t red = vec * reduce_slots(forward_block(d.spatial * Wv), lanes_for(Wv));
+  const int block = forward_block(d.spatial * Wv);
+  const int64_t red = vec * reduce_slots(block, lanes_for(Wv, block));
   return (4 * gpb + 4 * W + red + d.spatial * W) * static_cast<int64_t>(sizeof(float));
 }
 
@@ -836,21 +855,51 @@ Plan make_plan(const GroupNormDesc& d, int64_t elem_bytes = 4, int vec = 0) {
   return p;
 }
 
+// gn_forward_slab over gpb groups a block in blocks of kBlock threads: grid (1, G / gpb, N).
+template <int VEC, int kBlock, typename S>
+void launch_forward_slab(const GroupNormDesc& d, int gpb, const S* x, const float* add_nc, const float* gamma,
+                         const float* beta, S* y, double* mean, double* rstd, Stream stream) {
+  const int lanes = lanes_for(gpb * d.group_size() / VEC, kBlock), red = VEC * reduce_slots(kBlock, lanes);
+  const dim3 runs_images(1, static_cast<unsigned>(d.groups / gpb), static_cast<unsigned>(d.n));
+  DIFFUSE_LAUNCH((gn_forward_slab<VEC, kBlock, S>), runs_images, kBlock,
+                 static_cast<size_t>(forward_slab_smem(d, gpb, VEC)), stream, d, gpb, lanes, red, x, add_nc, gamma,
+                 beta, y, mean, rstd);
+}
+
+// gn_backward_slab over gpb groups a block in blocks of kBlock threads: grid (1, G / gpb, N); x's
+// slab in shared memory too, except in the 1024-thread dy-slab block.
+template <int VEC, int kBlock, typename S>
+void launch_backward_slab(const GroupNormDesc& d, int gpb, const S* x, const float* add_nc, const float* gamma,
+                          const float* beta, const double* mean, const double* rstd, const S* dy, S* dx,
+                          float* nc_sums, float* dadd_nc, Stream stream) {
+  constexpr bool kXInSmem = kBlock != kBigThreads;
+  const int lanes = lanes_for(gpb * d.group_size() / VEC, kBlock), red = 3 * VEC * reduce_slots(kBlock, lanes);
+  const dim3 runs_images(1, static_cast<unsigned>(d.groups / gpb), static_cast<unsigned>(d.n));
+  const size_t smem =
+      static_cast<size_t>(backward_slab_smem(d, gpb, VEC, kBlock, kXInSmem ? 2 : 1, static_cast<int64_t>(sizeof(S))));
+  DIFFUSE_LAUNCH((gn_backward_slab<VEC, kBlock, kXInSmem, S>), runs_images, kBlock, smem, stream, d, gpb, lanes, red,
+                 x, add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums, dadd_nc);
+}
+
 template <int VEC, typename S>
 void forward_impl(const GroupNormDesc& d, const Plan& p, const S* x, const float* add_nc, const float* gamma,
                   const float* beta, S* y, double* mean, double* rstd, void* workspace, Stream stream) {
   const int64_t cg = d.group_size();
   if (p.fused) {
-    const int gpb = p.fwd_gpb, Wv = static_cast<int>(gpb * cg / VEC), lanes = lanes_for(Wv);
-    const int block = forward_block(d.spatial * Wv), red = VEC * reduce_slots(block, lanes);
-    const size_t smem = static_cast<size_t>(forward_slab_smem(d, gpb, VEC));
-    const dim3 runs_images(1, static_cast<unsigned>(d.groups / gpb), static_cast<unsigned>(d.n));
-    if (block == kBigThreads)
-      DIFFUSE_LAUNCH((gn_forward_slab<VEC, kBigThreads, S>), runs_images, kBigThreads, smem, stream, d, gpb, lanes, red,
-                     x, add_nc, gamma, beta, y, mean, rstd);
-    else
-      DIFFUSE_LAUNCH((gn_forward_slab<VEC, kThreads, S>), runs_images, kThreads, smem, stream, d, gpb, lanes, red, x,
-                     add_nc, gamma, beta, y, mean, rstd);
+    const int gpb = p.fwd_gpb;
+    switch (forward_block(d.spatial * (gpb * cg / VEC))) {
+      case kTinyThreads:
+        launch_forward_slab<VEC, kTinyThreads>(d, gpb, x, add_nc, gamma, beta, y, mean, rstd, stream);
+        break;
+      case kSmallThreads:
+        launch_forward_slab<VEC, kSmallThreads>(d, gpb, x, add_nc, gamma, beta, y, mean, rstd, stream);
+        break;
+      case kThreads:
+        launch_forward_slab<VEC, kThreads>(d, gpb, x, add_nc, gamma, beta, y, mean, rstd, stream);
+        break;
+      default:
+        launch_forward_slab<VEC, kBigThreads>(d, gpb, x, add_nc, gamma, beta, y, mean, rstd, stream);
+    }
     return;
   }
   const dim3 grid(static_cast<unsigned>(p.chunks), static_cast<unsigned>(d.groups), static_cast<unsigned>(d.n));
@@ -869,19 +918,23 @@ void backward_impl(const GroupNormDesc& d, const Plan& p, const S* x, const floa
   const int64_t cg = d.group_size();
   if (p.bwd != BackwardPath::chunked) {
     float* nc_sums = static_cast<float*>(workspace);  // [2, N, C]
-    const int lanes = lanes_for(p.gpb * cg / VEC);
-    const dim3 runs_images(1, static_cast<unsigned>(d.groups / p.gpb), static_cast<unsigned>(d.n));
-    const int64_t elem = static_cast<int64_t>(sizeof(S));
-    if (p.bwd == BackwardPath::slabs) {
-      const int red = 3 * VEC * reduce_slots(kThreads, lanes);
-      DIFFUSE_LAUNCH((gn_backward_slab<VEC, kThreads, true, S>), runs_images, kThreads,
-                     static_cast<size_t>(backward_slab_smem(d, p.gpb, VEC, kThreads, 2, elem)), stream, d, p.gpb,
-                     lanes, red, x, add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums, dadd_nc);
-    } else {
-      const int red = 3 * VEC * reduce_slots(kBigThreads, lanes);
-      DIFFUSE_LAUNCH((gn_backward_slab<VEC, kBigThreads, false, S>), runs_images, kBigThreads,
-                     static_cast<size_t>(backward_slab_smem(d, p.gpb, VEC, kBigThreads, 1, elem)), stream, d, p.gpb,
-                     lanes, red, x, add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums, dadd_nc);
+    const int64_t packs = d.spatial * (p.gpb * cg / VEC);
+    switch (p.bwd == BackwardPath::slabs ? backward_slabs_block(packs) : kBigThreads) {
+      case kTinyThreads:
+        launch_backward_slab<VEC, kTinyThreads>(d, p.gpb, x, add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums,
+                                                dadd_nc, stream);
+        break;
+      case kSmallThreads:
+        launch_backward_slab<VEC, kSmallThreads>(d, p.gpb, x, add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums,
+                                                 dadd_nc, stream);
+        break;
+      case kThreads:
+        launch_backward_slab<VEC, kThreads>(d, p.gpb, x, add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums, dadd_nc,
+                                            stream);
+        break;
+      default:
+        launch_backward_slab<VEC, kBigThreads>(d, p.gpb, x, add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums,
+                                               dadd_nc, stream);
     }
     if (dgamma || dbeta)
       DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + kThreads - 1) / kThreads), kThreads, 0,

@@ -253,6 +253,14 @@ TEST_CASE("group_norm: wide groups take every per-channel reduction layout", "[e
   check_group_norm({2, 3, 72, 1}, true, true, 0, 0);   // 18 float4 packs: 32 lanes per row
   check_group_norm({1, 4, 33, 1}, false, true, 0, 0);  // 33 scalar channels: 64 lanes per row
   check_group_norm({1, 2, 260, 1}, true, false, 0, 1);  // wider than a block: channel tiles
+  check_group_norm({1, 2, 200, 1}, true, true, 0, 1);   // 400 packs, a 64-thread block: 4 tiles of 64 lanes
+}
+
+TEST_CASE("group_norm: slabs of 513..4095 packs take the 256-thread one-read kernels", "[emu][group_norm]") {
+  // 300 rows of 2 groups of 4 channels: one block over both groups (a 32-byte run), 600 packs.
+  // Smaller slabs (every other shape here) take the 64-thread kernels.
+  check_group_norm({1, 300, 8, 2}, true, true, 0, 0);
+  check_group_norm_bf16({1, 300, 8, 2}, true, true, 0, 0);
 }
 
 TEST_CASE("group_norm: device launchers reject bad descriptors and handle empty input", "[emu][group_norm]") {
