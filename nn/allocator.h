@@ -30,9 +30,9 @@ Allocator& host_allocator();
 
 // The host allocator's cache. A freed block is kept on the free list of its size class (64-byte
 // steps up to 64 KiB, then eight classes per power of two) and handed out again only for a
-// request of that same class. The cache never holds more free bytes than the most bytes ever in
-// use at once (nor more than DIFFUSE_HOST_CACHE_MB when that is set): a freed block beyond that
-// bound goes back to the C library at once.
+// request of that same class. The cache never holds more free bytes than twice the most bytes
+// ever in use at once (nor more than DIFFUSE_HOST_CACHE_MB when that is set): a freed block beyond
+// that bound goes back to the C library at once.
 struct HostMemoryStats {
   size_t bytes_in_use = 0;           // in blocks handed out (rounded to their class)
   size_t peak_bytes_in_use = 0;
