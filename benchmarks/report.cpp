@@ -15,9 +15,12 @@ struct Floor {
   const char* bound = "memory";
 };
 
+// bf16 workloads (attention's bf16 rows) against the bf16 tensor-core GEMM rate where it was measured.
 Floor floor_of(const Workload& w, const Peaks& p) {
   const double mem = p.copy_gbps > 0 ? w.bytes / (p.copy_gbps * 1e9) : 0;
-  const double math = p.gemm_gflops > 0 ? w.flops / (p.gemm_gflops * 1e9) : 0;
+  double gemm = p.gemm_gflops;
+  if (w.bf16 && p.detail.contains("gemm_bf16")) gemm = p.detail["gemm_bf16"]["gflops"].get<double>();
+  const double math = gemm > 0 ? w.flops / (gemm * 1e9) : 0;
   return {1e3 * std::max(mem, math), math > mem ? "compute" : "memory"};
 }
 
@@ -35,7 +38,12 @@ nlohmann::json dims_json(const Workload& w) {
     case Family::group_norm:
       return {{"n", w.gn.n}, {"spatial", w.gn.spatial}, {"channels", w.gn.channels}, {"groups", w.gn.groups}};
     case Family::attention:
-      return {{"n", w.attn.n}, {"len", w.attn.len}, {"heads", w.attn.heads}, {"head_dim", w.attn.head_dim}};
+      return {{"n", w.attn.n},
+              {"len", w.attn.len},
+              {"heads", w.attn.heads},
+              {"head_dim", w.attn.head_dim},
+              {"dtype", w.bf16 ? "bf16" : "f32"},
+              {"path", w.attention_path.empty() ? "rule" : w.attention_path}};
     case Family::conv2d:
       return {{"n", w.conv.n}, {"h", w.conv.h}, {"w", w.conv.w}, {"cin", w.conv.cin}, {"cout", w.conv.cout}, {"k", w.conv.kh}};
     case Family::linear: return {{"rows", w.lin.rows}, {"in", w.lin.in}, {"out", w.lin.out}};
