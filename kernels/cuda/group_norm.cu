@@ -6,8 +6,8 @@
 // benchmark's [16, 64x64, 256] f32, 128 KiB, and every ddpm-cifar10 / fmnist-small shape): grid
 // (1, G/gpb, N), a block over gpb consecutive groups (1, or as many as fill a 32-byte sector when
 // a group's channel run is narrower), 32 threads up to 128 channel packs, 64 up to 512 (small
-// slabs: many blocks resident, see kTinyThreads), 1024 from 4096 (a block that may have the SM to
-// itself), else 256. It reads x once (threads stride the rows with a fixed channel pack
+// slabs: many blocks resident, see kTinyThreads), 1024 from 4096 where the slab takes over half
+// the shared memory (a block that has the SM to itself), else 256. It reads x once (threads stride the rows with a fixed channel pack
 // each), keeps h = x + add_nc in shared memory, reduces per-channel sums and then per group the
 // mean, then the squared deviations from shared memory (an exact two-pass in f32, like the CPU's
 // double two-pass), and writes y from shared memory: traffic the minimum.
@@ -758,14 +758,28 @@ int backward_slabs_block(int64_t packs) {
   return packs <= kTinyPacks ? kTinyThreads : packs <= kSmallPacks ? kSmallThreads : kThreads;
 }
 
-// The one-read forward's block: as the backward's, but 1024 threads from 4096 packs (a block that
-// may have the SM to itself).
-int forward_block(int64_t packs) { return packs >= 4096 ? kBigThreads : backward_slabs_block(packs); }
+// The shared memory a block may use: the device's opt-in less the static arrays, or
+// d.smem_limit_bytes (tests) where lower.
+int64_t smem_limit(const GroupNormDesc& d) {
+  const int64_t device_limit = device_smem_limit() - kStaticSmem;
+  return d.smem_limit_bytes > 0 ? std::min(device_limit, d.smem_limit_bytes) : device_limit;
+}
+
+// The one-read forward's block over gpb groups (`packs` packs): as the backward's, but 1024
+// threads from 4096 packs when the f32 slab takes over half the limit, so that a block has the SM
+// to itself anyway (the `large` [16, 64x64, 256] f32: 128 KiB). Where two or more fit (bf16
+// [128, 32x32, 128]: 64 KiB slabs over 4 groups), 256-thread blocks: at 64 registers a thread an
+// SM holds 4 of them against one 1024-thread block, so 3 slabs share it instead of 1 (1024 such
+// blocks took 8 waves of one block an SM).
+int forward_block(const GroupNormDesc& d, int gpb, int64_t packs) {
+  const int64_t slab_bytes = d.spatial * gpb * d.group_size() * static_cast<int64_t>(sizeof(float));
+  return packs >= 4096 && slab_bytes > smem_limit(d) / 2 ? kBigThreads : backward_slabs_block(packs);
+}
 
 // Dynamic shared memory of gn_forward_slab over gpb groups (W = gpb·C/G channels) in layout vec.
 int64_t forward_slab_smem(const GroupNormDesc& d, int gpb, int vec) {
   const int64_t W = gpb * d.group_size(), Wv = W / vec;
-  const int block = forward_block(d.spatial * Wv);
+  const int block = forward_block(d, gpb, d.spatial * Wv);
   const int64_t red = vec * reduce_slots(block, lanes_for(Wv, block));
   return (4 * gpb + 4 * W + red + d.spatial * W) * static_cast<int64_t>(sizeof(float));
 }
@@ -796,8 +810,7 @@ void check_desc(const GroupNormDesc& d) {
 // The workspace sizes take the f32, vec 0 plan: a launch's plan never needs more (more groups a
 // block fall back to one where they would not fit, and one group needs the least).
 Plan make_plan(const GroupNormDesc& d, int64_t elem_bytes = 4, int vec = 0) {
-  const int64_t device_limit = device_smem_limit() - kStaticSmem;
-  const int64_t limit = d.smem_limit_bytes > 0 ? std::min(device_limit, d.smem_limit_bytes) : device_limit;
+  const int64_t device_limit = device_smem_limit() - kStaticSmem, limit = smem_limit(d);
   const int64_t cg = d.group_size(), S = d.spatial;
   require((cg + 2 * cg) * static_cast<int64_t>(sizeof(float)) <= device_limit,
           "group_norm: a group of " + std::to_string(cg) + " channels is too wide for the CUDA kernels");
@@ -887,7 +900,7 @@ void forward_impl(const GroupNormDesc& d, const Plan& p, const S* x, const float
   const int64_t cg = d.group_size();
   if (p.fused) {
     const int gpb = p.fwd_gpb;
-    switch (forward_block(d.spatial * (gpb * cg / VEC))) {
+    switch (forward_block(d, gpb, d.spatial * (gpb * cg / VEC))) {
       case kTinyThreads:
         launch_forward_slab<VEC, kTinyThreads>(d, gpb, x, add_nc, gamma, beta, y, mean, rstd, stream);
         break;

@@ -104,10 +104,12 @@ void check_group_norm(Shape sh, bool silu, bool with_add, int64_t smem_limit, in
 
   const size_t ws_fwd = kernels::emu::group_norm_forward_workspace_bytes(d);
   const size_t ws_bwd = kernels::emu::group_norm_backward_workspace_bytes(d);
-  CHECK((smem_limit > 0) == (ws_fwd > 0));  // the small limit must really take the chunked path
-  // The slab backwards need only the per-(n, c) sums; the chunked one its partials as well.
-  const bool chunked_bwd = backward_path == 3 || (backward_path == 0 && smem_limit > 0);
-  CHECK(chunked_bwd == (ws_bwd > 2 * nc * sizeof(float)));
+  if (smem_limit < 1024) {  // the tiny limits force the chunked paths (larger ones: the caller checks)
+    CHECK((smem_limit > 0) == (ws_fwd > 0));  // the small limit must really take the chunked path
+    // The slab backwards need only the per-(n, c) sums; the chunked one its partials as well.
+    const bool chunked_bwd = backward_path == 3 || (backward_path == 0 && smem_limit > 0);
+    CHECK(chunked_bwd == (ws_bwd > 2 * nc * sizeof(float)));
+  }
   INFO("N=" << sh.n << " S=" << sh.s << " C=" << sh.c << " G=" << sh.g << " silu=" << silu << " add=" << with_add
             << " smem_limit=" << smem_limit << " shift=" << shift << " backward_path=" << backward_path
             << " order=" << emulator::thread_order_name(emulator::thread_order()));
@@ -215,9 +217,16 @@ TEST_CASE("group_norm: one-read forward and backward match the CPU twin on odd s
   check_group_norm({3, 5, 16, 2}, true, true, 0, 0);   // 8 per group: float4 loads
   check_group_norm({3, 5, 16, 2}, true, true, 0, 1);   // same, misaligned: scalar loads
   check_group_norm({1, 1, 5, 5}, false, true, 0, 0);   // one value per group: x̂ = 0
-  // 4098 channel packs in a group: the forward's 1024-thread block.
+  // 4098 channel packs in a group: a 256-thread forward block where two 16 KiB f32 slabs fit the
+  // limit, the 1024-thread one where only one does (a 20000-byte limit; the backward then takes
+  // the dy-slab path, f32 and bf16).
   check_group_norm({1, 1366, 3, 1}, true, true, 0, 0);
   check_group_norm_bf16({1, 1366, 3, 1}, false, true, 0, 0);
+  const GroupNormDesc big = desc_of({1, 1366, 3, 1}, true, 20000);
+  CHECK(kernels::emu::group_norm_forward_workspace_bytes(big) == 0);             // one read
+  CHECK(kernels::emu::group_norm_backward_workspace_bytes(big) == 2 * 3 * sizeof(float));  // a slab path
+  check_group_norm({1, 1366, 3, 1}, true, true, 20000, 0);
+  check_group_norm_bf16({1, 1366, 3, 1}, false, true, 20000, 0);
 }
 
 TEST_CASE("group_norm: the chunked two-pass path matches the CPU twin", "[emu][group_norm]") {
