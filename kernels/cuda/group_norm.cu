@@ -16,8 +16,9 @@
 // partials in double (Chan et al., fixed order) and normalises its chunk (in reverse block order,
 // for L2): x read twice.
 // Backward, the bytes it must move: x and dy read, dx written (3·NSC elements) plus the small
-// per-channel vectors. Three paths, then a small kernel that reduces dγ and dβ over N in order
-// from per-(n, c) sums: deterministic, no atomics. The two slab paths take one block per (n, run
+// per-channel vectors. Three paths, then a small kernel that reduces dγ and dβ over N in a fixed
+// order from per-(n, c) sums (8 warps a block over every 8th image, then their partials in warp
+// order): deterministic, no atomics. The two slab paths take one block per (n, run
 // of consecutive groups): one group, or as many as fill a 32-byte sector when a group's channel
 // run is narrower (C/G = 4 f32 or 4, 8 bf16: the ddpm-cifar10 shapes), so that no two blocks
 // fetch the same sector.
@@ -698,22 +699,45 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One thread per channel: dβ = Σ_n Σdŷ, dγ = Σ_n Σdŷ·x̂, summed over n in order. Unrolled by
-// 8 so that eight images' loads are in flight before their (in-order) additions: a C of 256 is
-// one block, whose threads would otherwise wait out N L2 round trips one after another.
+// dβ = Σ_n Σdŷ, dγ = Σ_n Σdŷ·x̂ per channel, from the per-(n, c) sums [2, N, C]. Grid ⌈C / 32⌉,
+// kThreads: lane l of warp w takes channel 32·blockIdx.x + l over the images n ≡ w (mod 8), in
+// order, four images' loads in flight; then warp 0 adds the 8 partials in warp order. A fixed
+// order (deterministic), and N / 8 loads a thread instead of N: at [128, ·, 256] one thread a
+// channel waited out 128 L2 round trips in a row (~20 µs), this ~16.
+constexpr int kParamSlices = kThreads / 32;
 __global__ void __launch_bounds__(kThreads)
     gn_backward_params(int64_t N, int64_t C, const float* __restrict__ nc_sums, float* __restrict__ dgamma,
                        float* __restrict__ dbeta) {
-  const int64_t c = grid::global_thread();
-  if (c >= C) return;
+  DIFFUSE_SHARED_2D(double, part, 2 * kParamSlices, 32);  // [q · slices + slice][lane]
+  const int lane = threadIdx.x & 31, slice = threadIdx.x >> 5;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + lane;
   double sb = 0.0, sg = 0.0;
-  DIFFUSE_UNROLL_BY(8)
-  for (int64_t n = 0; n < N; ++n) {
-    sb += nc_sums[n * C + c];
-    sg += nc_sums[(N + n) * C + c];
+  if (c < C) {
+    DIFFUSE_UNROLL_BY(4)
+    for (int64_t n = slice; n < N; n += kParamSlices) {
+      sb += nc_sums[n * C + c];
+      sg += nc_sums[(N + n) * C + c];
+    }
+  }
+  part[slice][lane] = sb;
+  part[kParamSlices + slice][lane] = sg;
+  __syncthreads();
+  if (slice != 0 || c >= C) return;
+  sb = 0.0, sg = 0.0;
+  for (int w = 0; w < kParamSlices; ++w) {
+    sb += part[w][lane];
+    sg += part[kParamSlices + w][lane];
   }
   if (dgamma) dgamma[c] = static_cast<float>(sg);
   if (dbeta) dbeta[c] = static_cast<float>(sb);
+}
+
+// gn_backward_params over the descriptor's channels (nc_sums null when N = 0: zeros).
+void launch_backward_params(const GroupNormDesc& d, const float* nc_sums, float* dgamma, float* dbeta,
+                            Stream stream) {
+  if (!dgamma && !dbeta) return;
+  DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + 31) / 32), kThreads, 0, stream, d.n,
+                 d.channels, nc_sums, dgamma, dbeta);
 }
 
 // ---- host side ---------------------------------------------------------------------------------
@@ -949,9 +973,7 @@ void backward_impl(const GroupNormDesc& d, const Plan& p, const S* x, const floa
         launch_backward_slab<VEC, kBigThreads>(d, p.gpb, x, add_nc, gamma, beta, mean, rstd, dy, dx, nc_sums,
                                                dadd_nc, stream);
     }
-    if (dgamma || dbeta)
-      DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + kThreads - 1) / kThreads), kThreads, 0,
-                     stream, d.n, d.channels, static_cast<const float*>(nc_sums), dgamma, dbeta);
+    launch_backward_params(d, nc_sums, dgamma, dbeta, stream);
     return;
   }
   float* partial = static_cast<float*>(workspace);  // [N, G, chunks, 3, cg]
@@ -963,9 +985,7 @@ void backward_impl(const GroupNormDesc& d, const Plan& p, const S* x, const floa
   DIFFUSE_LAUNCH((gn_backward_apply<VEC, S>), grid, kThreads, static_cast<size_t>(3 * cg) * sizeof(float), stream, d,
                  p.chunk_rows, x, add_nc, gamma, beta, mean, rstd, dy, static_cast<const float*>(partial), dx,
                  nc_sums, dadd_nc);
-  if (dgamma || dbeta)
-    DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + kThreads - 1) / kThreads), kThreads, 0,
-                   stream, d.n, d.channels, static_cast<const float*>(nc_sums), dgamma, dbeta);
+  launch_backward_params(d, nc_sums, dgamma, dbeta, stream);
 }
 
 template <typename S>
@@ -991,9 +1011,7 @@ void backward_entry(const GroupNormDesc& d, const S* x, const float* add_nc, con
   check_desc(d);
   if (d.channels == 0) return;
   if (d.n == 0) {  // nothing to reduce: the parameter grads are zeros
-    if (dgamma || dbeta)
-      DIFFUSE_LAUNCH(gn_backward_params, static_cast<unsigned>((d.channels + kThreads - 1) / kThreads), kThreads, 0,
-                     stream, int64_t{0}, d.channels, static_cast<const float*>(nullptr), dgamma, dbeta);
+    launch_backward_params(d, nullptr, dgamma, dbeta, stream);
     return;
   }
   require(gamma && beta && mean && rstd && workspace && (d.spatial == 0 || (x && dy && dx)),

@@ -217,6 +217,8 @@ TEST_CASE("group_norm: one-read forward and backward match the CPU twin on odd s
   check_group_norm({3, 5, 16, 2}, true, true, 0, 0);   // 8 per group: float4 loads
   check_group_norm({3, 5, 16, 2}, true, true, 0, 1);   // same, misaligned: scalar loads
   check_group_norm({1, 1, 5, 5}, false, true, 0, 0);   // one value per group: x̂ = 0
+  // dγ, dβ over 12 images in 8 slices (two images in some), 40 channels: two blocks, one part-full.
+  check_group_norm({12, 3, 40, 2}, true, true, 0, 0);
   // 4098 channel packs in a group: a 256-thread forward block where two 16 KiB f32 slabs fit the
   // limit, the 1024-thread one where only one does (a 20000-byte limit; the backward then takes
   // the dy-slab path, f32 and bf16).
