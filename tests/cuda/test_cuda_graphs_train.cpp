@@ -630,8 +630,8 @@ TEST_CASE("gated AdamW + EMA: device-held lr, step counts, clipping and the non-
       const std::vector<double> row = gated_step(o, steps[k], step_numbers[k], rings[k], 1e-3, bad == 0 ? NAN : 0.5f);
       CHECK(row[2] == 1.0);
       CHECK(same_bits(o.params, before));
-      CHECK(k == 0 ? same_bits(o.ema.shadow(), reference.ema.shadow())
-                   : matches_host_path(o.ema.shadow(), reference.ema.shadow()));
+      CHECK((k == 0 ? same_bits(o.ema.shadow(), reference.ema.shadow())
+                   : matches_host_path(o.ema.shadow(), reference.ema.shadow())));
       const std::vector<double> state = steps[k].state.to_vector();
       CHECK(state[1] == 3.0);
       CHECK(state[2] == 3.0);
