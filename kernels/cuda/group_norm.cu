@@ -3,14 +3,14 @@
 //
 // Forward, the bytes it must move: x read, y written (2·NSC elements) plus the small per-channel
 // vectors. One read (the slab as f32 plus per-channel scratch fits the block's shared memory: the
-// benchmark's [16, 64x64, 256] f32, 128 KiB, and every ddpm-cifar10 / fmnist-small shape): grid
-// (1, G/gpb, N), a block over gpb consecutive groups (1, or as many as fill a 32-byte sector when
-// a group's channel run is narrower), 32 threads up to 128 channel packs, 64 up to 512 (small
-// slabs: many blocks resident, see kTinyThreads), 1024 from 4096 where the slab takes over half
-// the shared memory (a block that has the SM to itself), else 256. It reads x once (threads stride the rows with a fixed channel pack
-// each), keeps h = x + add_nc in shared memory, reduces per-channel sums and then per group the
-// mean, then the squared deviations from shared memory (an exact two-pass in f32, like the CPU's
-// double two-pass), and writes y from shared memory: traffic the minimum.
+// benchmark's [16, 64x64, 256] f32, 128 KiB, and every ddpm-cifar10 / fmnist-small shape): grid (1,
+// G/gpb, N), a block over gpb consecutive groups (1, or as many as fill a 32-byte sector when a
+// group's channel run is narrower), 32 threads up to 128 channel packs, 64 up to 512 (small slabs:
+// many blocks resident, see kTinyThreads), 1024 from 4096 where the slab takes over half the shared
+// memory (a block that has the SM to itself), else 256. It reads x once (threads stride the rows
+// with a fixed channel pack each), keeps h = x + add_nc in shared memory, reduces per-channel sums
+// and then per group the mean, then the squared deviations from shared memory (an exact two-pass in
+// f32, like the CPU's double two-pass), and writes y from shared memory: traffic the minimum.
 // Forward, chunked (bigger slabs): grid (chunks, G, N), 256 threads, chunk ≈ 4096 elements. Pass
 // 1 keeps its chunk in shared memory for an exact per-chunk (mean, M2); pass 2 merges the chunks'
 // partials in double (Chan et al., fixed order) and normalises its chunk (in reverse block order,
@@ -24,11 +24,12 @@
 // fetch the same sector.
 //  - Two slabs (x's and dy's slabs in their storage type plus scratch fit half an SM's shared
 //    memory, so two blocks share an SM: every ddpm-cifar10 / fmnist-small shape; bf16 halves the
-//    slabs): 32, 64 or 256 threads, as the forward's. The per-channel sums Σ dŷ, Σ dŷ·x̂, Σ x̂ (dŷ = dy through the recomputed
-//    SiLU; threads stride the rows with a fixed channel each, power-of-two lanes per row, then
-//    shuffle + shared-memory reduction) are reduced straight from global memory while both slabs
-//    are copied into shared memory; then the group means of dŷ·γ and dŷ·γ·x̂, and dx, dadd_nc (in
-//    closed form) and the per-(n, c) sums are written from shared memory. Traffic: the minimum.
+//    slabs): 32, 64 or 256 threads, as the forward's. The per-channel sums Σ dŷ, Σ dŷ·x̂, Σ x̂
+//    (dŷ = dy through the recomputed SiLU; threads stride the rows with a fixed channel each,
+//    power-of-two lanes per row, then shuffle + shared-memory reduction) are reduced straight
+//    from global memory while both slabs are copied into shared memory; then the group means of
+//    dŷ·γ and dŷ·γ·x̂, and dx, dadd_nc (in closed form) and the per-(n, c) sums are written from
+//    shared memory. Traffic: the minimum.
 //  - dy's slab (fits the whole limit: e.g. the benchmark's [16, 64x64, 256] f32, 128 KiB of dy per
 //    (n, g)): 1024 threads, a block may have the SM to itself. The same, but only dy is kept; x is
 //    re-read for dx: the block's own slab, read microseconds before, so served by L2 (132 SMs ×
@@ -703,7 +704,7 @@ __global__ void __launch_bounds__(kThreads)
 // kThreads: lane l of warp w takes channel 32·blockIdx.x + l over the images n ≡ w (mod 8), in
 // order, four images' loads in flight; then warp 0 adds the 8 partials in warp order. A fixed
 // order (deterministic), and N / 8 loads a thread instead of N: at [128, ·, 256] one thread a
-// channel waited out 128 L2 round trips in a row (~20 µs), this ~16.
+// channel waited out 128 L2 round trips in a row (~20 µs); now 8 blocks of 16 loads a thread.
 constexpr int kParamSlices = kThreads / 32;
 __global__ void __launch_bounds__(kThreads)
     gn_backward_params(int64_t N, int64_t C, const float* __restrict__ nc_sums, float* __restrict__ dgamma,
