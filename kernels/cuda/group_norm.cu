@@ -762,11 +762,16 @@ enum class BackwardPath { slabs = 1, dy_slab = 2, chunked = 3 };
 // Dynamic shared memory of gn_backward_slab over gpb groups (W = gpb·C/G channels): the groups'
 // statistics, per-channel floats, channel_sums' scratch, `slabs` slabs of S·W elements of
 // elem_bytes each.
+// Dynamic shared memory sizes are rounded up to 16 bytes. A GPU starts the buffer 16-byte aligned
+// whatever its size; the SIMT emulator aligns its start only as far as the size allows (so that an
+// overrun faults at once), and the layouts below need 8 bytes (the doubles) and 16 (vector loads).
+int64_t round_up_16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
+
 int64_t backward_slab_smem(const GroupNormDesc& d, int gpb, int vec, int block, int slabs, int64_t elem_bytes) {
   const int64_t W = gpb * d.group_size();
   const int64_t red = 3 * vec * reduce_slots(block, lanes_for(W / vec, block));
-  return 4 * gpb * static_cast<int64_t>(sizeof(double)) +
-         (4 * gpb + 6 * W + red) * static_cast<int64_t>(sizeof(float)) + slabs * d.spatial * W * elem_bytes;
+  return round_up_16(4 * gpb * static_cast<int64_t>(sizeof(double)) +
+                     (4 * gpb + 6 * W + red) * static_cast<int64_t>(sizeof(float)) + slabs * d.spatial * W * elem_bytes);
 }
 
 // Groups per slab block: the fewest consecutive groups (a divisor of G) whose channel run fills a
@@ -806,7 +811,7 @@ int64_t forward_slab_smem(const GroupNormDesc& d, int gpb, int vec) {
   const int64_t W = gpb * d.group_size(), Wv = W / vec;
   const int block = forward_block(d, gpb, d.spatial * Wv);
   const int64_t red = vec * reduce_slots(block, lanes_for(Wv, block));
-  return (4 * gpb + 4 * W + red + d.spatial * W) * static_cast<int64_t>(sizeof(float));
+  return round_up_16((4 * gpb + 4 * W + red + d.spatial * W) * static_cast<int64_t>(sizeof(float)));
 }
 
 // How a descriptor is split into blocks; a pure function of d and the device, so the workspace
