@@ -213,31 +213,33 @@ TEST_CASE("emulated cuDNN: an algorithm reported non-deterministic gives differe
   DeviceBuffer xd = DeviceBuffer::from(x), wd = DeviceBuffer::from(w), dyd = DeviceBuffer::from(dy);
   DeviceBuffer dw(sh.wn() * 4), dx(sh.xn() * 4);
   const float one = 1.0f, zero = 0.0f;
+  // Runs `call` (one cuDNN backward into out) twice with `bytes` of workspace; each result within
+  // rounding of the reference; true when the two differ in any bit.
+  auto differs_twice = [&](size_t bytes, const DeviceBuffer& out, const std::vector<double>& want, auto call) {
+    DeviceBuffer ws(bytes);
+    std::vector<std::vector<float>> got;
+    for (int i = 0; i < 2; ++i) {
+      DNN_OK(call(ws.p));
+      got.push_back(out.get<float>());
+      CHECK(max_err(got.back(), want) < 1e-5);
+    }
+    return got[0] != got[1];
+  };
   auto filter_twice = [&](cudnnConvolutionBwdFilterAlgo_t algo) {
     size_t bytes = 0;
     DNN_OK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle.h, d.x, d.y, d.conv, d.w, algo, &bytes));
-    DeviceBuffer ws(bytes);
-    std::vector<std::vector<float>> out;
-    for (int call = 0; call < 2; ++call) {
-      DNN_OK(cudnnConvolutionBackwardFilter(handle.h, &one, d.x, xd.p, d.y, dyd.p, d.conv, algo, ws.p, bytes, &zero,
-                                            d.w, dw.p));
-      out.push_back(dw.get<float>());
-      CHECK(max_err(out.back(), ref.dw) < 1e-5);
-    }
-    return out[0] != out[1];
+    return differs_twice(bytes, dw, ref.dw, [&](void* ws) {
+      return cudnnConvolutionBackwardFilter(handle.h, &one, d.x, xd.p, d.y, dyd.p, d.conv, algo, ws, bytes, &zero,
+                                            d.w, dw.p);
+    });
   };
   auto data_twice = [&](cudnnConvolutionBwdDataAlgo_t algo) {
     size_t bytes = 0;
     DNN_OK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle.h, d.w, d.y, d.conv, d.x, algo, &bytes));
-    DeviceBuffer ws(bytes);
-    std::vector<std::vector<float>> out;
-    for (int call = 0; call < 2; ++call) {
-      DNN_OK(cudnnConvolutionBackwardData(handle.h, &one, d.w, wd.p, d.y, dyd.p, d.conv, algo, ws.p, bytes, &zero,
-                                          d.x, dx.p));
-      out.push_back(dx.get<float>());
-      CHECK(max_err(out.back(), ref.dx) < 1e-5);
-    }
-    return out[0] != out[1];
+    return differs_twice(bytes, dx, ref.dx, [&](void* ws) {
+      return cudnnConvolutionBackwardData(handle.h, &one, d.w, wd.p, d.y, dyd.p, d.conv, algo, ws, bytes, &zero, d.x,
+                                          dx.p);
+    });
   };
   // What the real library reports as non-deterministic (atomics on a GPU) differs between two
   // calls here too, within rounding of the reference; what it reports deterministic repeats.
