@@ -130,31 +130,12 @@ size_t cpu_last_level_cache_bytes() {
   return size_t(32) << 20;
 }
 
-namespace {
-
-// The first line printed by `cmd`, or "" when it fails.
-std::string first_line_of(const std::string& cmd) {
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return "";
-  char buf[256] = {};
-  std::string line = std::fgets(buf, sizeof buf, f) ? buf : "";
-  int status = pclose(f);
-  if (status != 0) return "";
-  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
-  return line;
-}
-
-}  // namespace
+extern const char* const kBuiltCommit;  // built_commit.cpp, written at build time
 
 std::string git_commit() {
   // A copy of the tree without .git (a GPU machine's) is told its commit by scripts/gpu-check.sh.
   if (const char* env = std::getenv("DIFFUSE_GIT_COMMIT"); env && *env) return env;
-  const std::string dir = DIFFUSE_SOURCE_DIR;
-  std::string head = first_line_of("git -C '" + dir + "' rev-parse HEAD 2>/dev/null");
-  if (head.empty()) return DIFFUSE_BENCH_GIT_COMMIT;
-  // Uncommitted changes to tracked files make the commit an approximation: say so.
-  std::string dirty = first_line_of("git -C '" + dir + "' status --porcelain --untracked-files=no 2>/dev/null | head -1");
-  return dirty.empty() ? head : head + "-dirty";
+  return kBuiltCommit;
 }
 
 std::string utc_date() {

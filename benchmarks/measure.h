@@ -50,8 +50,8 @@ size_t cpu_last_level_cache_bytes();  // L3 (or L2) size; 32 MiB when the system
 // {"device": {...}, "build": {build_info()}, "cpu_threads", "cpu_threads_choice", "cpu_isa",
 // "load_average", "git_commit", "date"} for `device`.
 nlohmann::json run_context(Device device);
-// $DIFFUSE_GIT_COMMIT, else `git rev-parse HEAD` of the source tree (+ "-dirty"), else the
-// configure-time commit.
+// $DIFFUSE_GIT_COMMIT, else the commit this binary was built from (+ "-dirty" when tracked files
+// had uncommitted changes; "unknown" when built outside git): cmake/built_commit.cmake.
 std::string git_commit();
 std::string utc_date();    // "2025-01-31T12:00:00Z"
 

@@ -119,7 +119,8 @@ def build_table(folder):
              f"({head.get('cpu_threads_choice', '?')}), ISA path {head.get('cpu_isa', '?')}, "
              f"PyTorch {torch_head.get('torch_version', '?')} at {torch_head.get('device', {}).get('torch_threads', '?')} "
              f"threads, OMP_WAIT_POLICY={head.get('openmp_env', {}).get('OMP_WAIT_POLICY', 'unset')}, "
-             f"commit {head['git_commit'][:12]}, {head['date']}"
+             f"diffuse built from commit {head['git_commit'][:12]}"
+             f"{'-dirty' if head['git_commit'].endswith('-dirty') else ''}, {head['date']}"
              + (f", load average {la[0]:.1f} at the start" if la else ""))
     lines = [f"### {title}", "",
              "| workload | diffuse | PyTorch | ratio | target |", "|---|---:|---:|---:|---|"]
