@@ -28,12 +28,15 @@ struct OptimEntry {
   double bias_correction2_sqrt = 1.0;  // sqrt(1 - beta2^step)
 };
 
-// diffusers' EMAModel decay schedule (nn/optim.h's EMAOptions), one definition for host and device.
+// diffusers' EMAModel decay schedule and its defaults, one definition for host and device (nn/optim.h
+// calls it EMAOptions).
 struct EmaSchedule {
-  double decay = 0.9999, min_decay = 0.0;
+  double decay = 0.9999;        // the ceiling of the schedule
+  double min_decay = 0.0;       // its floor
   int64_t update_after_step = 0;
-  bool use_warmup = false;
-  double inv_gamma = 1.0, power = 2.0 / 3.0;
+  bool use_ema_warmup = false;  // decay = 1 - (1 + step/inv_gamma)^-power instead of (1+step)/(10+step)
+  double inv_gamma = 1.0;
+  double power = 2.0 / 3.0;
 };
 
 // EMAModel.get_decay: s = optimization_step - update_after_step - 1; 0 when s <= 0, else the
@@ -42,7 +45,7 @@ DIFFUSE_HD inline double ema_decay_at(const EmaSchedule& e, int64_t optimization
   const int64_t step = optimization_step - e.update_after_step - 1;
   if (step <= 0) return 0.0;
   const double s = static_cast<double>(step);
-  double decay = e.use_warmup ? 1.0 - pow(1.0 + s / e.inv_gamma, -e.power) : (1.0 + s) / (10.0 + s);
+  double decay = e.use_ema_warmup ? 1.0 - pow(1.0 + s / e.inv_gamma, -e.power) : (1.0 + s) / (10.0 + s);
   decay = decay < e.decay ? decay : e.decay;
   return decay > e.min_decay ? decay : e.min_decay;
 }

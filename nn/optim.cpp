@@ -80,18 +80,7 @@ EMA::EMA(const std::vector<Tensor>& params, EMAOptions options) : options_(optio
   for (const Tensor& p : params) shadow_.push_back(p.detach().clone());
 }
 
-double EMA::decay_at(int64_t optimization_step) const { return k::ema_decay_at(schedule(), optimization_step); }
-
-k::EmaSchedule EMA::schedule() const {
-  k::EmaSchedule s;
-  s.decay = options_.decay;
-  s.min_decay = options_.min_decay;
-  s.update_after_step = options_.update_after_step;
-  s.use_warmup = options_.use_ema_warmup;
-  s.inv_gamma = options_.inv_gamma;
-  s.power = options_.power;
-  return s;
-}
+double EMA::decay_at(int64_t optimization_step) const { return k::ema_decay_at(options_, optimization_step); }
 
 void EMA::check_matches(const char* op, const std::vector<Tensor>& params) const {
   if (params.size() != shadow_.size())
@@ -225,7 +214,7 @@ void AdamW::step_on_device(const DeviceStep& d, EMA* ema) {
   h.gate.loss = d.loss.defined() ? d.loss.data<float>() : nullptr;
   h.gate.max_norm = d.max_norm;
   h.gate.loss_gates = d.loss_gates;
-  if (ema) h.ema = ema->schedule();
+  if (ema) h.ema = ema->options();
   dispatch_list(params_, [&](auto t) {
     using T = decltype(t);
     std::vector<k::OptimEntry<T>>& entries = reused_list<k::OptimEntry<T>>();

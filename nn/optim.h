@@ -21,15 +21,8 @@ struct AdamWOptions {
   double weight_decay = 0.0;  // decoupled: p -= lr * weight_decay * p before the Adam update
 };
 
-// diffusers' EMAModel defaults.
-struct EMAOptions {
-  double decay = 0.9999;       // the ceiling of the schedule
-  double min_decay = 0.0;      // its floor
-  int64_t update_after_step = 0;
-  bool use_ema_warmup = false;  // decay = 1 - (1 + step/inv_gamma)^-power instead of (1+step)/(10+step)
-  double inv_gamma = 1.0;
-  double power = 2.0 / 3.0;
-};
+// diffusers' EMAModel options: the kernels' schedule, one definition (kernels/optim.h).
+using EMAOptions = kernels::EmaSchedule;
 
 class AdamW;
 
@@ -71,7 +64,6 @@ class EMA {
   const EMAOptions& options() const { return options_; }
   int64_t optimization_step() const { return optimization_step_; }
   void set_optimization_step(int64_t step) { optimization_step_ = step; }  // resuming a checkpoint
-  kernels::EmaSchedule schedule() const;  // the options as the kernels' schedule
   double last_decay() const { return last_decay_; }  // the decay the latest update used
 
  private:
