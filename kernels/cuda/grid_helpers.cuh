@@ -6,6 +6,8 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
+#include <vector>
 
 namespace diffuse::kernels::DIFFUSE_DEVICE_NS::grid {
 
@@ -36,21 +38,44 @@ inline int blocks_for(int64_t items, int64_t per_block = kThreads, int64_t cap =
   return static_cast<int>(std::min<int64_t>((items + per_block - 1) / per_block, cap));
 }
 
+#if defined(__CUDACC__)
+// One wave of `kernel` at `threads` a block on the current device: SMs × its resident blocks per
+// SM. Asked of the runtime once per (kernel, threads, device) and remembered: the occupancy query
+// costs microseconds, and an eager step launches these kernels hundreds of times.
+template <typename Kernel>
+inline int64_t wave_size(Kernel kernel, int threads) {
+  int device = 0;
+  DIFFUSE_CUDA_CHECK(cudaGetDevice(&device));
+  struct Entry {
+    const void* kernel;
+    int threads, device;
+    int64_t wave;
+  };
+  static std::mutex mutex;
+  static std::vector<Entry> known;
+  const void* key = reinterpret_cast<const void*>(kernel);
+  std::lock_guard<std::mutex> lock(mutex);
+  for (const Entry& e : known)
+    if (e.kernel == key && e.threads == threads && e.device == device) return e.wave;
+  int sms = 0, per_sm = 0;
+  DIFFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  DIFFUSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
+  const int64_t wave = static_cast<int64_t>(sms) * std::max(per_sm, 1);
+  known.push_back({key, threads, device, wave});
+  return wave;
+}
+#endif
+
 // Blocks for a grid-stride kernel that covers `items` work items of `per_block` each: on a GPU,
-// as many as the device holds at once (SMs × the kernel's resident blocks per SM), so the grid is
-// exactly one wave and every thread strides the same number of times (no partly filled last wave);
-// fewer when the items need fewer. Under the emulator: blocks_for(items, per_block, emu_cap).
+// as many as the device holds at once (wave_size), so the grid is exactly one wave and every
+// thread strides the same number of times (no partly filled last wave); fewer when the items need
+// fewer. Under the emulator: blocks_for(items, per_block, emu_cap).
 template <typename Kernel>
 inline int wave_blocks(Kernel kernel, int threads, int64_t items, int64_t per_block, int64_t emu_cap = kMaxBlocks) {
 #if defined(__CUDACC__)
   (void)emu_cap;
   if (items <= 0) return 0;
-  int device = 0, sms = 0, per_sm = 0;
-  DIFFUSE_CUDA_CHECK(cudaGetDevice(&device));
-  DIFFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  DIFFUSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
-  const int64_t wave = static_cast<int64_t>(sms) * std::max(per_sm, 1);
-  return static_cast<int>(std::min<int64_t>((items + per_block - 1) / per_block, wave));
+  return static_cast<int>(std::min<int64_t>((items + per_block - 1) / per_block, wave_size(kernel, threads)));
 #else
   (void)kernel;
   (void)threads;
