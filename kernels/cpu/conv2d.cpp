@@ -7,9 +7,10 @@
 // tap (ki, kj) holds dy at ((ih + pad_top − ki) / stride, ...) when that divides and lies inside,
 // zero otherwise (so stride 2 is exact, its rows are only sparser), and w' row (tap, co) is
 // w[co, tap, :]. No scatter, no col2im gather, deterministic. A 3×3 stride-1 pad-1 convolution's
-// forward, dx and dw run as Winograd F(2×2, 3×3) instead (kernels/cpu/winograd.h: 2.25× fewer
-// FLOPs; where it runs is the rule behind winograd_*_wanted there). f64 (gradient checks) keeps the plain
-// im2col + dgemm with a col2im gather, chunked so the column buffer stays near kColumnBytes.
+// forward, dx and dw run as Winograd instead (kernels/cpu/winograd.h: F(4×4, 3×3) or F(2×2, 3×3),
+// 4× or 2.25× fewer FLOPs; where and which is the rule behind winograd_*_wanted there). f64
+// (gradient checks) keeps the plain im2col + dgemm with a col2im gather, chunked so the column
+// buffer stays near kColumnBytes.
 #include "kernels/conv2d.h"
 
 #include <algorithm>

@@ -19,15 +19,23 @@ namespace diffuse::kernels::cpu {
 namespace {
 
 constexpr int kWeightSlot = 1, kInputSlot = 2, kProductSlot = 3;  // thread_scratch slots
-constexpr int64_t kPositions = 16;                                 // 4×4 transformed positions per tile
+constexpr int64_t kPositions = 16;                                 // F(2×2)'s 4×4 transformed positions per tile
+// Transformed positions per tile for m×m output tiles: (m + 2)².
+constexpr int64_t positions(int m) { return int64_t(m + 2) * (m + 2); }
 constexpr int64_t kBlockK = 384;  // reduction channels per packed weight block (as the blocked GEMM's)
-// Transformed input + products of one tile block: 16 · tiles · (Cin + Cout) floats up to 512 KB,
+// F(4×4)'s reduction runs in blocks of at most 32 channels, each summed from zero in the
+// micro-kernel's registers and added to the products in order: the rounding of one long f32 sum
+// grows with its length (√K relative), and F(4×4)'s output transform (entries up to 8, 64 at the
+// corner) magnifies it; with 32-channel blocks its error no longer grows with the channel count
+// (measured: kernels/cpu/winograd.h).
+constexpr int64_t kBlockKF4 = 32;
+// Transformed input + products of one tile block: α² · tiles · (Cin + Cout) floats up to 512 KB,
 // inside one core's L2 (1 MB on Zen 4, 2 MB on the Xeons these machines also are), in multiples
 // of 24 tiles (every path's MR divides 24).
 constexpr int64_t kBlockFloats = 128 * 1024;
 constexpr int64_t kTileQuantum = 24, kMaxBlockTiles = 192;
-// The 16 position planes of a tile block's V, M and Z lie one plane size plus one cache line
-// apart: a tile's transform touches all 16 at once, and with 48 tiles of 64 channels (a multiple
+// The α² position planes of a tile block's V, M and Z lie one plane size plus one cache line
+// apart: a tile's transform touches all of them at once, and with 48 tiles of 64 channels (a multiple
 // of 4 KiB per plane) 16 streams a power of two apart would share one L1 set.
 constexpr int64_t kPlaneSkew = 16;
 inline int64_t plane_stride(int64_t block, int64_t channels) { return block * channels + kPlaneSkew; }
@@ -41,7 +49,8 @@ bool is_3x3_same(const Conv2dDesc& d) {
          d.pad_right == 1;
 }
 
-// The rule, in one place: where Winograd is faster than the implicit GEMM. Measured on an Intel
+// The rule, in one place: the implicit GEMM, F(2×2) or F(4×4) per shape and pass, whichever
+// measured fastest. Winograd against the implicit GEMM, measured on an Intel
 // Xeon (2 cores, 2 threads, avx512; docs/performance.md, the Winograd entry), the two alternated
 // shape by shape on a shared machine (load 6–15). Forward and dx: 27 layer shapes (1 to 256
 // channels in, 1 to 128 out, 8×8 to 32×32; every 3×3 same convolution of `tiny` and
@@ -51,21 +60,41 @@ bool is_3x3_same(const Conv2dDesc& d) {
 // 64: 1.1–26× faster from 32 channels in (single cells at 0.56–0.93×, not repeated at other
 // batches), but 0.24–0.82× with 1 channel in (conv_in: its GEMMs are 1 column wide), so dw needs
 // 32 channels in; nothing between 1 and 32 was measured for dw.
-bool faster_than_implicit_gemm(const Conv2dDesc& d, bool weight_grad) {
-  return is_3x3_same(d) && (!weight_grad || d.cin >= 32);
+// F(4×4) against F(2×2) for forward and dx (CPU time of one thread, the two alternated, second
+// session's load 6–7; docs/performance.md, the F(4×4) entry): every 3×3 same convolution of `tiny`
+// and `fmnist-small` (22 shapes) at batch 1, 16, 32 and 64: F(4×4) 1.03–1.66× faster wherever
+// N·h·w·32 ≥ Cin·Cout, and slower only below it — 0.48–0.93× at batch 1 with 128 or more
+// channels at 8×8 and 16×16 (128→128, 192→128, 256→128), where its per-call weight transform
+// (36 planes of Cin·Cout floats, 2.4 MB at 128→128) outweighs the GEMMs of so few tiles. dw stays
+// F(2×2) (its F(3×3, 4×4) analogue was not built).
+enum class Algorithm { implicit_gemm, f2x2, f4x4 };
+enum class Pass { forward, backward_data, backward_weights };
+Algorithm fastest_algorithm(const Conv2dDesc& d, Pass pass) {
+  if (!is_3x3_same(d)) return Algorithm::implicit_gemm;
+  if (pass == Pass::backward_weights) return d.cin >= 32 ? Algorithm::f2x2 : Algorithm::implicit_gemm;
+  return d.n * d.h * d.w * 32 >= d.cin * d.cout ? Algorithm::f4x4 : Algorithm::f2x2;
 }
 
-// Tiles per block for k channels in and n out (kBlockFloats).
-int64_t tile_block(int64_t k, int64_t n) {
-  const int64_t fit = kBlockFloats / (kPositions * (k + n));
+// The tile a forward (backward_data false) or dx runs with: the one asked for, or the rule's.
+int tile_size(const Conv2dDesc& d, bool backward_data, WinogradTile tile) {
+  if (tile == WinogradTile::chosen)
+    tile = winograd_tile_for(d, backward_data);
+  return tile == WinogradTile::f4x4 ? 4 : 2;
+}
+
+// Tiles per block for k channels in and n out with p transformed positions per tile (kBlockFloats).
+int64_t tile_block(int64_t k, int64_t n, int64_t p) {
+  const int64_t fit = kBlockFloats / (p * (k + n));
   return std::clamp(fit / kTileQuantum * kTileQuantum, kTileQuantum, kMaxBlockTiles);
 }
 
-// The transformed weights as the micro-kernel's B panels: for position xi and reduction block
-// [p0, p0 + kc), panels of kc × nr floats at u + xi · xi_stride + p0 · n_pad (panel q holds
-// columns q·nr ..), zero past n. xi_stride is k · n_pad plus one cache line: the weight transform
-// writes the 16 positions at once, and 16 streams a power of two apart would share one L1 set.
+// The transformed weights as the micro-kernel's B panels, for m×m output tiles: for position xi
+// and reduction block [p0, p0 + kc), panels of kc × nr floats at u + xi · xi_stride + p0 · n_pad
+// (panel q holds columns q·nr ..), zero past n. xi_stride is k · n_pad plus one cache line: the
+// weight transform writes every position at once, and 16 or 36 streams a power of two apart would
+// share one L1 set.
 struct PackedWeights {
+  int m;
   int64_t k, n, nr, n_pad, kc_max, xi_stride;
   float* u;
   const float* panels(int64_t xi, int64_t p0) const { return u + xi * xi_stride + p0 * n_pad; }
@@ -89,16 +118,18 @@ void gather_rows(const float* __restrict w, int64_t cin, int64_t n, int64_t kk0,
 // with the kernel flipped (k = Cout, n = Cin, g_{co→ci}(a, b) = w[co, 2 − a, 2 − b, ci]), whose rows
 // of n floats are w's own rows. Forward's rows are gathered per chunk of 16 reduction channels into
 // the thread's slot-2 scratch first.
-PackedWeights transform_weights(const Conv2dDesc& d, const float* w, bool backward_data) {
+PackedWeights transform_weights(const Conv2dDesc& d, const float* w, bool backward_data, int m) {
   PackedWeights pw;
+  pw.m = m;
   pw.k = backward_data ? d.cout : d.cin;
   pw.n = backward_data ? d.cin : d.cout;
   pw.nr = simd::gemm_panel_width();
   pw.n_pad = (pw.n + pw.nr - 1) / pw.nr * pw.nr;
   const int64_t k_blocks = std::max<int64_t>(1, (pw.k + kBlockK - 1) / kBlockK);
   pw.kc_max = std::max<int64_t>(1, (pw.k + k_blocks - 1) / k_blocks);  // blocks of equal length
+  if (m == 4) pw.kc_max = std::min(pw.kc_max, kBlockKF4);
   pw.xi_stride = pw.k * pw.n_pad + 16;
-  pw.u = thread_scratch_of<float>(kWeightSlot, size_t(kPositions * pw.xi_stride));
+  pw.u = thread_scratch_of<float>(kWeightSlot, size_t(positions(m) * pw.xi_stride));
   const int64_t k = pw.k, n = pw.n, cin = d.cin;
   constexpr int64_t kChunk = 16;
   parallel_for((k + kChunk - 1) / kChunk, double(kChunk * n) * 48, [&](int64_t c0, int64_t c1) {
@@ -111,41 +142,42 @@ PackedWeights transform_weights(const Conv2dDesc& d, const float* w, bool backwa
         for (int tap = 0; tap < 9; ++tap)
           g[tap] = backward_data ? w + (kk * 9 + (8 - tap)) * cin : rows + ((kk - kk0) * 9 + tap) * n;
         const int64_t p0 = kk / pw.kc_max * pw.kc_max, kc = std::min(pw.kc_max, k - p0);
-        simd::winograd_weight_row(g, n, pw.nr, kc * pw.nr, pw.u + p0 * pw.n_pad + (kk - p0) * pw.nr, pw.xi_stride);
+        simd::winograd_weight_row(m, g, n, pw.nr, kc * pw.nr, pw.u + p0 * pw.n_pad + (kk - p0) * pw.nr, pw.xi_stride);
       }
     }
   });
   return pw;
 }
 
-// y [N, h, w, n] = the 3×3 pad-1 convolution of src [N, h, w, k] with the packed weights, + bias
-// + residual (each may be null), both added by the output transform as it stores y.
+// y [N, h, w, n] = the 3×3 pad-1 convolution of src [N, h, w, k] with the packed weights (in
+// pw.m × pw.m output tiles), + bias + residual (each may be null), both added by the output
+// transform as it stores y.
 void convolve(int64_t images, int64_t h, int64_t w, const float* src, const PackedWeights& pw, const float* bias,
               const float* residual, float* y) {
-  const int64_t k = pw.k, n = pw.n;
-  const int64_t tiles = images * ((h + 1) / 2) * ((w + 1) / 2);
+  const int64_t k = pw.k, n = pw.n, tm = pw.m, pos = positions(pw.m);
+  const int64_t tiles = images * ((h + tm - 1) / tm) * ((w + tm - 1) / tm);
   if (tiles == 0 || n == 0) return;
-  int64_t block = tile_block(k, n);
+  int64_t block = tile_block(k, n, pos);
   // At least two blocks per thread when the tiles allow (a batch-1 sampling step).
   const int64_t per_thread = (tiles + 2 * region_threads() - 1) / (2 * region_threads());
   block = std::min(block, std::max(kTileQuantum, (per_thread + kTileQuantum - 1) / kTileQuantum * kTileQuantum));
   const int64_t blocks = (tiles + block - 1) / block;
-  const double cost = double(block) * kPositions * double(k) * double(n) / 4;
+  const double cost = double(block) * double(pos) * double(k) * double(n) / 4;
   parallel_for(blocks, cost, [&](int64_t b0, int64_t b1) {
     const int64_t v_stride = plane_stride(block, k), m_stride = plane_stride(block, n);
-    float* v = thread_scratch_of<float>(kInputSlot, size_t(kPositions * v_stride));
-    float* m = thread_scratch_of<float>(kProductSlot, size_t(kPositions * m_stride));
+    float* v = thread_scratch_of<float>(kInputSlot, size_t(pos * v_stride));
+    float* m = thread_scratch_of<float>(kProductSlot, size_t(pos * m_stride));
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t t0 = b * block, count = std::min(block, tiles - t0);
-      simd::winograd_input_tiles(src, h, w, k, t0, count, v, v_stride, k, 0);
-      for (int64_t xi = 0; xi < kPositions; ++xi) {
+      simd::winograd_input_tiles(pw.m, src, h, w, k, t0, count, v, v_stride, k, 0);
+      for (int64_t xi = 0; xi < pos; ++xi) {
         for (int64_t p0 = 0; p0 < k; p0 += pw.kc_max) {
           const int64_t kc = std::min(pw.kc_max, k - p0);
           simd::gemm_block(count, n, kc, v + xi * v_stride + p0, k, pw.panels(xi, p0), 1.0f, p0 == 0 ? 0.0f : 1.0f,
                            nullptr, m + xi * m_stride, n);
         }
       }
-      simd::winograd_output_tiles(m, m_stride, n, bias, residual, h, w, t0, count, y);
+      simd::winograd_output_tiles(pw.m, m, m_stride, n, bias, residual, h, w, t0, count, y);
     }
   });
 }
@@ -164,7 +196,7 @@ void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw
   const int64_t nr = simd::gemm_panel_width(), cin_pad = (cin + nr - 1) / nr * nr;
   const int64_t mr = simd::gemm_panel_height();
   const int64_t plane = cout * cin, slice_stride = kPositions * plane;
-  const int64_t block = tile_block(cin, cout), blocks = (tiles + block - 1) / block;
+  const int64_t block = tile_block(cin, cout, kPositions), blocks = (tiles + block - 1) / block;
   const int64_t slices = std::min(kWeightGradSlices, blocks);
   float* du = thread_scratch_of<float>(kWeightSlot, size_t(slices * slice_stride));
   // dbias's partial sums per slice: Σ of Z at position 5 (a tile's four dy summed) over its tiles.
@@ -187,7 +219,7 @@ void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw
       if (bias_part) std::fill(bias_part + s * cout, bias_part + (s + 1) * cout, 0.0);
       for (int64_t b = b_begin; b < b_end; ++b) {
         const int64_t t0 = b * block, count = std::min(block, tiles - t0);
-        simd::winograd_input_tiles(x, h, w, cin, t0, count, v, v_stride, nr, count * nr);
+        simd::winograd_input_tiles(2, x, h, w, cin, t0, count, v, v_stride, nr, count * nr);
         simd::winograd_output_grad_tiles(dy, h, w, cout, t0, count, z, z_stride);
         if (bias_part) simd::column_sum_rows(z + kTileSumPosition * z_stride, count, cout, bias_part + s * cout);
         for (int64_t xi = 0; xi < kPositions; ++xi) {
@@ -211,26 +243,39 @@ void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw
 
 void check_shape(const Conv2dDesc& d, const char* what) {
   if (!is_3x3_same(d))
-    throw Error(std::string(what) + ": Winograd F(2x2, 3x3) takes a 3x3 kernel, stride 1, padding 1 on every side");
+    throw Error(std::string(what) + ": Winograd takes a 3x3 kernel, stride 1, padding 1 on every side");
 }
 
 }  // namespace
 
-bool winograd_forward_wanted(const Conv2dDesc& d) { return faster_than_implicit_gemm(d, false); }
-
-bool winograd_backward_data_wanted(const Conv2dDesc& d) { return faster_than_implicit_gemm(d, false); }
-
-bool winograd_backward_weights_wanted(const Conv2dDesc& d) { return faster_than_implicit_gemm(d, true); }
-
-void winograd_conv3x3_forward(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
-                              const float* residual) {
-  check_shape(d, "winograd_conv3x3_forward");
-  convolve(d.n, d.h, d.w, x, transform_weights(d, w, false), bias, residual, y);
+bool winograd_forward_wanted(const Conv2dDesc& d) {
+  return fastest_algorithm(d, Pass::forward) != Algorithm::implicit_gemm;
 }
 
-void winograd_conv3x3_backward_data(const Conv2dDesc& d, const float* w, const float* dy, float* dx) {
+bool winograd_backward_data_wanted(const Conv2dDesc& d) {
+  return fastest_algorithm(d, Pass::backward_data) != Algorithm::implicit_gemm;
+}
+
+bool winograd_backward_weights_wanted(const Conv2dDesc& d) {
+  return fastest_algorithm(d, Pass::backward_weights) != Algorithm::implicit_gemm;
+}
+
+WinogradTile winograd_tile_for(const Conv2dDesc& d, bool backward_data) {
+  return fastest_algorithm(d, backward_data ? Pass::backward_data : Pass::forward) == Algorithm::f4x4
+             ? WinogradTile::f4x4
+             : WinogradTile::f2x2;
+}
+
+void winograd_conv3x3_forward(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
+                              const float* residual, WinogradTile tile) {
+  check_shape(d, "winograd_conv3x3_forward");
+  convolve(d.n, d.h, d.w, x, transform_weights(d, w, false, tile_size(d, false, tile)), bias, residual, y);
+}
+
+void winograd_conv3x3_backward_data(const Conv2dDesc& d, const float* w, const float* dy, float* dx,
+                                    WinogradTile tile) {
   check_shape(d, "winograd_conv3x3_backward_data");
-  convolve(d.n, d.h, d.w, dy, transform_weights(d, w, true), nullptr, nullptr, dx);
+  convolve(d.n, d.h, d.w, dy, transform_weights(d, w, true, tile_size(d, true, tile)), nullptr, nullptr, dx);
 }
 
 void winograd_conv3x3_backward_weights(const Conv2dDesc& d, const float* x, const float* dy, float* dw,

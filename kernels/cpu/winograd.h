@@ -1,21 +1,26 @@
-// Winograd F(2×2, 3×3) for the CPU's f32 convolutions (kernels/cpu/conv2d.cpp calls it): a 3×3,
-// stride-1, pad-1 convolution computes each 2×2 output tile from a 4×4 input window with 16
-// multiplications per (input, output) channel pair instead of 36, so 2.25× fewer FLOPs than the
-// implicit GEMM at the same GEMM rate. Why F(2×2) and not F(4×4, 3×3) (4× fewer): measured f32
-// error against an f64 convolution on UNet-like data (N(0,1) or SiLU inputs, 1/√(9·Cin) weights,
-// 32 to 256 channels), as max |error| / max |exact|: direct 2.6–3.6e-7, F(2×2) 2.3–6.4e-7,
-// F(4×4) 4.0e-6–1.1e-5 — F(4×4)'s larger transform constants cost 15–35× the error, up to the op
-// table's whole f32 bound (1e-5), so it is not used (docs/performance.md, the Winograd entry).
+// Winograd convolutions for the CPU's f32 3×3, stride-1, pad-1 convolutions (kernels/cpu/conv2d.cpp
+// calls them). F(m×m, 3×3) computes each m×m output tile from an (m + 2)×(m + 2) input window with
+// (m + 2)² multiplications per (input, output) channel pair instead of 9·m²: F(2×2) 16 for 4
+// outputs (2.25× fewer than the implicit GEMM), F(4×4) 36 for 16 (4× fewer). Forward and dx run
+// either (winograd_tile_for says which); dw runs F(2×2) only.
+//
+// Accuracy, as max |error| / max |exact| against an f64 convolution on UNet-like data (N(0,1) or
+// SiLU inputs, 1/√(9·Cin) weights, 32 to 256 channels, 8×8 to 32×32; docs/performance.md, the
+// F(4×4) entry): direct f32 2.6–3.6e-7, F(2×2) 2.4–6.4e-7, F(4×4) 1.1–2.2e-6 — F(4×4) with the
+// interpolation points 0, ±1, ½, −2, ∞ and its reduction summed in blocks of 32 channels
+// (kernels/cpu/simd/winograd.cpp, kBlockKF4 in winograd.cpp). The usual points 0, ±1, ±2, ∞ with one
+// long sum measured 4.0e-6–1.3e-5, past the op table's f32 bound (1e-5) on its own conv rows; the
+// mixed points alone cut that ~3×, the 32-channel blocks stop it growing with the channel count.
 //
 // The steps, per block of tiles (sized so the block's transformed input and products stay in L2):
 // the input transform V = Bᵀ·d·B of every tile's window (kernels/cpu/simd/winograd.h), then for
-// each of the 16 transformed positions one GEMM [tiles, Cin] · [Cin, Cout] on the project's
+// each of the (m + 2)² transformed positions one GEMM [tiles, Cin] · [Cin, Cout] on the project's
 // micro-kernel (kernels/cpu/simd/gemm_micro.h) against the transformed weights U = G·g·Gᵀ (packed
 // once per call, shared by the threads), then the output transform Y = Aᵀ·M·A with the bias (and
 // conv2d's fused residual). The
 // blocks are spread over threads by parallel_for; every output element is computed by one thread
 // in a fixed order, so results do not depend on the thread count. The weight gradient runs the
-// adjoint of the same steps (winograd_conv3x3_backward_weights below). Scratch: the calling
+// adjoint of F(2×2)'s steps (winograd_conv3x3_backward_weights below). Scratch: the calling
 // thread's thread_scratch slot 1 (U, or dw's partial sums) and every thread's slots 2 and 3
 // (V, M, dw's Z), grow-only.
 #pragma once
@@ -26,8 +31,8 @@
 namespace diffuse::kernels::cpu {
 
 // Whether conv2d_forward (f32) runs d through Winograd: where it measured faster than the implicit
-// GEMM (the rule and its numbers: faster_than_implicit_gemm in kernels/cpu/winograd.cpp) — today
-// every 3×3, stride-1, pad-1 convolution (dw: from 32 input channels).
+// GEMM (the rule and its numbers: fastest_algorithm in kernels/cpu/winograd.cpp) — today every
+// 3×3, stride-1, pad-1 convolution (dw: from 32 input channels).
 bool winograd_forward_wanted(const Conv2dDesc& d);
 // The same for the input gradient dx (a 3×3 stride-1 pad-1 convolution of dy with the flipped,
 // transposed kernel: Cout channels in, Cin out).
@@ -35,12 +40,19 @@ bool winograd_backward_data_wanted(const Conv2dDesc& d);
 // The same for the weight gradient dw.
 bool winograd_backward_weights_wanted(const Conv2dDesc& d);
 
+// The output tile of a forward or dx: F(2×2, 3×3), F(4×4, 3×3), or `chosen`: the one the rule
+// picks for the shape and pass (winograd_tile_for). Tests ask for each by name.
+enum class WinogradTile { chosen, f2x2, f4x4 };
+// The tile the rule runs d's forward (backward_data false) or dx with (when it runs Winograd).
+WinogradTile winograd_tile_for(const Conv2dDesc& d, bool backward_data);
+
 // y = conv(x, w) + bias + residual for a 3×3, stride-1, pad-1 d (bias and residual may be null;
 // both are added by the output transform as it stores y). Throws on another shape.
 void winograd_conv3x3_forward(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
-                              const float* residual = nullptr);
+                              const float* residual = nullptr, WinogradTile tile = WinogradTile::chosen);
 // dx = the input gradient of that convolution from dy (overwritten).
-void winograd_conv3x3_backward_data(const Conv2dDesc& d, const float* w, const float* dy, float* dx);
+void winograd_conv3x3_backward_data(const Conv2dDesc& d, const float* w, const float* dy, float* dx,
+                                    WinogradTile tile = WinogradTile::chosen);
 // dw [Cout, 3, 3, Cin] = the weight gradient of that convolution from x and dy (overwritten): the
 // adjoint of the forward's transforms, dU_xi = Σ over tiles of (A·dY·Aᵀ)_xiᵀ · (Bᵀ·d·B)_xi (16
 // GEMMs [Cout, tiles]·[tiles, Cin]), then dw = Gᵀ·dU·G. The sum over tiles runs in a fixed number

@@ -1,14 +1,17 @@
-// The CPU's Winograd F(2×2, 3×3) convolution (kernels/cpu/winograd.h), forward, input and weight gradient,
-// on every instruction-set path this CPU runs, against the f64 convolution kernel (im2col + dgemm,
-// exact up to f64 rounding) on the same inputs: partial tiles (odd h, w; a 1×1 image), batch 1,
-// Cin ≠ Cout, channel counts that are not a multiple of any path's vector width, a reduction
-// longer than one packed block (400 channels), enough tiles for several blocks over threads; that
-// conv2d_forward/backward route the shapes the rule picks through it; that the result does not
-// depend on the thread count; the error for another shape.
+// The CPU's Winograd convolutions (kernels/cpu/winograd.h): F(2×2, 3×3) and F(4×4, 3×3) forward and
+// input gradient, F(2×2) weight gradient, on every instruction-set path this CPU runs, against the
+// f64 convolution kernel (im2col + dgemm, exact up to f64 rounding) on the same inputs: partial
+// tiles (odd h, w; a 1×1 image; 7×7 and 10×6 for F(4×4)'s 4-pixel tiles), batch 1, Cin ≠ Cout,
+// channel counts that are not a multiple of any path's vector width, a reduction longer than one
+// packed block (400 channels; F(4×4)'s 32-channel blocks from 33 channels on), enough tiles for
+// several blocks over threads; that conv2d_forward/backward route the shapes the rule picks
+// through it, F(4×4) or F(2×2) as the rule says; that neither tile's result depends on the thread
+// count; the error for another shape.
 //
-// Bound: max |f32 − f64| / max |f64| ≤ 2e-6. Measured on this table: worst 5.5e-7 over every path
-// (forward, dx and dw alike); the implicit GEMM's own f32 error on such data is 2–4e-7, and
-// F(2×2) measured 2.3–6.4e-7 on UNet-sized layers (kernels/cpu/winograd.h). A transform bug is
+// Bounds: max |f32 − f64| / max |f64| ≤ 2e-6 for F(2×2), ≤ 6e-6 for F(4×4). Measured on this
+// table: F(2×2) worst 5.5e-7 over every path (forward, dx and dw alike; the implicit GEMM's own
+// f32 error on such data is 2–4e-7), F(4×4) worst 2.1e-6 (on UNet-sized layers, 32 to 256
+// channels: F(2×2) 2.4–6.4e-7, F(4×4) 1.1–2.2e-6; kernels/cpu/winograd.h). A transform bug is
 // off by O(1).
 #include <catch2/catch.hpp>
 #include <omp.h>
@@ -16,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <random>
 #include <vector>
 
@@ -32,6 +36,15 @@ using kernels::Conv2dDesc;
 using kernels::cpu::CpuIsa;
 
 constexpr double kBound = 2e-6;
+constexpr double kBoundF4 = 6e-6;  // F(4×4)
+
+using kernels::cpu::WinogradTile;
+struct Tile {
+  WinogradTile tile;
+  const char* name;
+  double bound;
+};
+constexpr Tile kTiles[] = {{WinogradTile::f2x2, "F(2x2, 3x3)", kBound}, {WinogradTile::f4x4, "F(4x4, 3x3)", kBoundF4}};
 
 using test::normal_values;
 using test::rel_to_peak;
@@ -80,7 +93,7 @@ Data make(const Conv2dDesc& d, bool bias) {
   return s;
 }
 
-TEST_CASE("Winograd F(2x2,3x3) forward, dx, dw and dbias match the f64 convolution on every ISA path",
+TEST_CASE("Winograd F(2x2,3x3) and F(4x4,3x3) forward, dx, dw and dbias match the f64 convolution on every ISA path",
           "[conv][winograd]") {
   const std::vector<Case> cases = {
       {1, 1, 1, 4, 3, true},      // one partial tile, every neighbour padding
@@ -90,6 +103,8 @@ TEST_CASE("Winograd F(2x2,3x3) forward, dx, dw and dbias match the f64 convoluti
       {1, 16, 15, 64, 48, true},  // batch 1, Cin ≠ Cout, odd w
       {4, 16, 16, 40, 33, true},  // 256 tiles: several tile blocks over the threads
       {1, 4, 5, 400, 8, true},    // 400 channels: two packed reduction blocks
+      {1, 7, 7, 24, 20, true},    // 7×7: F(4×4)'s second tile row and column partial
+      {2, 10, 6, 9, 16, false},   // 10×6: partial F(4×4) tiles on one side only
   };
   test::CpuIsaGuard guard;
   for (const Case& c : cases) {
@@ -99,20 +114,25 @@ TEST_CASE("Winograd F(2x2,3x3) forward, dx, dw and dbias match the f64 convoluti
       kernels::cpu::set_cpu_isa(isa);
       INFO("x [" << c.n << ", " << c.h << ", " << c.w << ", " << c.cin << "], " << c.cout << " out, "
                  << (c.bias ? "bias" : "no bias") << ", on the " << kernels::cpu::cpu_isa_name(isa) << " path");
-      std::vector<float> y(s.y_ref.size(), NAN), dx(s.dx_ref.size(), NAN), dw(s.dw_ref.size(), NAN);
-      std::vector<float> db(s.db_ref.size(), NAN);
-      kernels::cpu::winograd_conv3x3_forward(d, s.xf.data(), s.wf.data(), c.bias ? s.bf.data() : nullptr, y.data());
-      kernels::cpu::winograd_conv3x3_backward_data(d, s.wf.data(), s.dyf.data(), dx.data());
+      std::vector<float> dw(s.dw_ref.size(), NAN), db(s.db_ref.size(), NAN);
       // With a bias, dbias comes from dw's pass over dy; without, that pass must not need it.
       kernels::cpu::winograd_conv3x3_backward_weights(d, s.xf.data(), s.dyf.data(), dw.data(),
                                                       c.bias ? db.data() : nullptr);
-      const double ey = rel_to_peak(y, s.y_ref), edx = rel_to_peak(dx, s.dx_ref), edw = rel_to_peak(dw, s.dw_ref);
-      const double edb = c.bias ? rel_to_peak(db, s.db_ref) : 0.0;
-      INFO("forward " << ey << ", dx " << edx << ", dw " << edw << ", dbias " << edb);
-      CHECK(ey <= kBound);
-      CHECK(edx <= kBound);
+      const double edw = rel_to_peak(dw, s.dw_ref), edb = c.bias ? rel_to_peak(db, s.db_ref) : 0.0;
+      INFO("dw " << edw << ", dbias " << edb);
       CHECK(edw <= kBound);
       CHECK(edb <= kBound);
+      for (const Tile& t : kTiles) {
+        INFO(t.name);
+        std::vector<float> y(s.y_ref.size(), NAN), dx(s.dx_ref.size(), NAN);
+        kernels::cpu::winograd_conv3x3_forward(d, s.xf.data(), s.wf.data(), c.bias ? s.bf.data() : nullptr, y.data(),
+                                               nullptr, t.tile);
+        kernels::cpu::winograd_conv3x3_backward_data(d, s.wf.data(), s.dyf.data(), dx.data(), t.tile);
+        const double ey = rel_to_peak(y, s.y_ref), edx = rel_to_peak(dx, s.dx_ref);
+        INFO("forward " << ey << ", dx " << edx);
+        CHECK(ey <= t.bound);
+        CHECK(edx <= t.bound);
+      }
     }
   }
 }
@@ -124,6 +144,13 @@ TEST_CASE("conv2d routes 3x3 stride-1 pad-1 convolutions through Winograd", "[co
   CHECK(kernels::cpu::winograd_backward_weights_wanted(wide));
   CHECK(kernels::cpu::winograd_forward_wanted(same3x3(1, 5, 7, 3, 4)));  // measured faster at any channel count
   CHECK(kernels::cpu::winograd_backward_data_wanted(same3x3(1, 5, 7, 3, 4)));
+  // F(4×4) where its per-call weight transform (36 planes of Cin·Cout) is paid off by enough
+  // pixels, F(2×2) below: batch 1 at 8×8 with 128 channels each way.
+  CHECK(kernels::cpu::winograd_tile_for(wide, false) == WinogradTile::f4x4);
+  CHECK(kernels::cpu::winograd_tile_for(wide, true) == WinogradTile::f4x4);
+  CHECK(kernels::cpu::winograd_tile_for(same3x3(1, 8, 8, 128, 128), false) == WinogradTile::f2x2);
+  CHECK(kernels::cpu::winograd_tile_for(same3x3(1, 8, 8, 128, 128), true) == WinogradTile::f2x2);
+  CHECK(kernels::cpu::winograd_tile_for(same3x3(16, 8, 8, 128, 128), false) == WinogradTile::f4x4);
   CHECK_FALSE(kernels::cpu::winograd_backward_weights_wanted(same3x3(1, 5, 7, 1, 32)));  // conv_in's dw: slower
   Conv2dDesc strided = wide;
   strided.stride = 2;
@@ -144,36 +171,44 @@ TEST_CASE("conv2d routes 3x3 stride-1 pad-1 convolutions through Winograd", "[co
   CHECK(y == y_w);
   CHECK(dx == dx_w);
   CHECK(dw == dw_w);
-  CHECK(rel_to_peak(y, s.y_ref) <= kBound);
-  CHECK(rel_to_peak(dx, s.dx_ref) <= kBound);
+  CHECK(rel_to_peak(y, s.y_ref) <= kBoundF4);
+  CHECK(rel_to_peak(dx, s.dx_ref) <= kBoundF4);
   CHECK(rel_to_peak(dw, s.dw_ref) <= kBound);
 }
 
 TEST_CASE("Winograd results do not depend on the thread count", "[conv][winograd]") {
-  const Conv2dDesc d = same3x3(4, 16, 16, 40, 33);
-  const Data s = make(d, true);
-  std::vector<std::vector<float>> ys, dxs, dws, dbs;
-  const int saved = omp_get_max_threads();
-  for (int threads : {1, 2, 3}) {
-    omp_set_num_threads(threads);
-    std::vector<float> y(s.y_ref.size()), dx(s.dx_ref.size()), dw(s.dw_ref.size()), db(s.db_ref.size());
-    kernels::cpu::winograd_conv3x3_forward(d, s.xf.data(), s.wf.data(), s.bf.data(), y.data());
-    kernels::cpu::winograd_conv3x3_backward_data(d, s.wf.data(), s.dyf.data(), dx.data());
-    kernels::cpu::winograd_conv3x3_backward_weights(d, s.xf.data(), s.dyf.data(), dw.data(), db.data());
-    ys.push_back(y);
-    dxs.push_back(dx);
-    dws.push_back(dw);
-    dbs.push_back(db);
+  // 4 × 16 × 16 pixels, 40 → 33 channels: several tile blocks of either tile, two F(4×4)
+  // reduction blocks; 48 channels in: a reduction block of 16 after one of 32.
+  for (const Conv2dDesc& d : {same3x3(4, 16, 16, 40, 33), same3x3(3, 11, 13, 48, 20)}) {
+    const Data s = make(d, true);
+    std::vector<std::vector<float>> ys, dxs, dws, dbs;
+    const int saved = omp_get_max_threads();
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      std::vector<float> dw(s.dw_ref.size()), db(s.db_ref.size());
+      for (const Tile& t : kTiles) {
+        std::vector<float> y(s.y_ref.size()), dx(s.dx_ref.size());
+        kernels::cpu::winograd_conv3x3_forward(d, s.xf.data(), s.wf.data(), s.bf.data(), y.data(), nullptr, t.tile);
+        kernels::cpu::winograd_conv3x3_backward_data(d, s.wf.data(), s.dyf.data(), dx.data(), t.tile);
+        ys.push_back(y);
+        dxs.push_back(dx);
+      }
+      kernels::cpu::winograd_conv3x3_backward_weights(d, s.xf.data(), s.dyf.data(), dw.data(), db.data());
+      dws.push_back(dw);
+      dbs.push_back(db);
+    }
+    omp_set_num_threads(saved);
+    for (size_t run = 1; run < 3; ++run) {
+      INFO(run + 1 << " threads against 1");
+      for (size_t t = 0; t < std::size(kTiles); ++t) {
+        INFO(kTiles[t].name);
+        CHECK(ys[run * std::size(kTiles) + t] == ys[t]);
+        CHECK(dxs[run * std::size(kTiles) + t] == dxs[t]);
+      }
+      CHECK(dws[run] == dws[0]);
+      CHECK(dbs[run] == dbs[0]);
+    }
   }
-  omp_set_num_threads(saved);
-  CHECK(ys[0] == ys[1]);
-  CHECK(ys[0] == ys[2]);
-  CHECK(dxs[0] == dxs[1]);
-  CHECK(dxs[0] == dxs[2]);
-  CHECK(dws[0] == dws[1]);
-  CHECK(dws[0] == dws[2]);
-  CHECK(dbs[0] == dbs[1]);
-  CHECK(dbs[0] == dbs[2]);
 }
 
 TEST_CASE("Winograd refuses a convolution that is not 3x3 stride 1 pad 1", "[conv][winograd]") {
