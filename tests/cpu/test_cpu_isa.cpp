@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -84,6 +85,21 @@ TEST_CASE("vector exp and SiLU agree with std::exp on every path this CPU runs",
     CHECK(std::isnan(out[3]));
     CHECK(out[4] == 0.0f);
     CHECK(std::isinf(out[5]));
+    // The softmax's exp for x ≤ 0 gives exp's bits there; −∞ gives 0 and NaN stays NaN.
+    std::vector<float> nonpositive;
+    for (float v : x)
+      if (!(v > 0.0f)) nonpositive.push_back(v);
+    nonpositive.push_back(-std::numeric_limits<float>::infinity());
+    nonpositive.push_back(std::numeric_limits<float>::quiet_NaN());
+    const size_t count = nonpositive.size();
+    std::vector<float> want(count), got(count);
+    kernels::cpu::simd::exp_array(nonpositive.data(), want.data(), int64_t(count));
+    kernels::cpu::simd::exp_nonpositive_array(nonpositive.data(), got.data(), int64_t(count));
+    int64_t differing = 0;
+    for (size_t i = 0; i + 1 < count; ++i) differing += std::memcmp(&got[i], &want[i], sizeof(float)) != 0;
+    CHECK(differing == 0);
+    CHECK(got[count - 2] == 0.0f);
+    CHECK(std::isnan(got[count - 1]));
   }
 }
 

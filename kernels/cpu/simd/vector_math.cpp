@@ -20,6 +20,10 @@ void exp_array(const float* x, float* y, int64_t n) {
   map(x, y, n, [](Vec v) { return exp(v); });
 }
 
+void exp_nonpositive_array(const float* x, float* y, int64_t n) {
+  map(x, y, n, [](Vec v) { return exp_nonpositive(v); });
+}
+
 void silu_array(const float* x, float* y, int64_t n) {
   map(x, y, n, [](Vec v) { return silu(v); });
 }
