@@ -4,11 +4,13 @@
 // rows or the grads. R is chosen so the tile (and the backward's second one) stays in L2 however
 // long the sequence, so no L×L matrix is ever held. One parallel region per call
 // (kernels/cpu/parallel.h) runs the items; the GEMMs inside run serially.
-// The backward's dk and dv sum over every query row: the blocks of one pair normally run in turn
-// in one item and add into dk, dv directly; with fewer pairs than threads (a batch of one) a
-// pair's blocks are split into groups that sum into per-group partials (the calling thread's
-// scratch), added up after the region. f64 (gradient checks) runs the same tiles with scalar
-// row loops.
+// The backward of a short sequence (L ≤ 256) takes one item per pair on transposed tiles (keys
+// down, queries across: attention_backward_whole_pairs says why). A longer one runs the query-row
+// tiles, where dk and dv sum over every query row: the blocks of one pair normally run in turn in
+// one item and add into dk, dv directly; with fewer than 8 pairs (a batch of one) a pair's blocks
+// are split into groups that sum into per-group partials (the calling thread's scratch), added up
+// after the region, the same groups at any thread count. f64 (gradient checks) runs the same
+// tiles with scalar row and column loops.
 #include "kernels/attention.h"
 
 #include <algorithm>
@@ -69,6 +71,27 @@ void probabilities(int64_t rows, int64_t len, int64_t dim, int64_t ld, T scale, 
   softmax_rows(p, rows, len, len);
 }
 
+void softmax_columns(float* s, int64_t rows, int64_t cols, int64_t ld, float* work) {
+  simd::softmax_columns(s, rows, cols, ld, work);
+}
+void softmax_columns(double* s, int64_t rows, int64_t cols, int64_t ld, double*) {
+  for (int64_t j = 0; j < cols; ++j) {
+    double mx = s[j], total = 0;
+    for (int64_t i = 1; i < rows; ++i) mx = std::max(mx, s[i * ld + j]);
+    for (int64_t i = 0; i < rows; ++i) total += s[i * ld + j] = std::exp(s[i * ld + j] - mx);
+    for (int64_t i = 0; i < rows; ++i) s[i * ld + j] /= total;
+  }
+}
+
+void softmax_backward_columns(const float* p, float* dp, const float* dot, int64_t rows, int64_t cols, int64_t ld) {
+  simd::softmax_backward_columns(p, dp, dot, rows, cols, ld);
+}
+void softmax_backward_columns(const double* p, double* dp, const double* dot, int64_t rows, int64_t cols,
+                              int64_t ld) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dp[i * ld + j] = p[i * ld + j] * (dp[i * ld + j] - dot[j]);
+}
+
 // Roughly the simple operations of one item of `rows` query rows (parallel_for's cost unit).
 double tile_cost(const AttentionDesc& d, int64_t rows) { return 4.0 * double(rows) * double(d.len) * double(d.head_dim); }
 
@@ -91,15 +114,51 @@ void attention_forward(const AttentionDesc& d, const T* q, const T* k, const T* 
   });
 }
 
+// The backward of a short sequence (L² ≤ kWholePairTile): one item per (image, head) pair on its
+// transposed tiles, keys down and queries across. Pᵀ = softmax over the columns of Sᵀ = k qᵀ/√d,
+// dPᵀ = v dOᵀ, dSᵀ = Pᵀ ∘ (dPᵀ − rowsum(dO ∘ O) per column); then dv = Pᵀ dO and dk = dSᵀ q/√d
+// read their L×L operand as stored rows (the GEMM's fastest A, no packing), and only dq = dS k/√d
+// packs its transpose, where the query-row tiles pack two (Pᵀ for dv, dSᵀ for dk). Every grad is
+// summed within its item: no partials, nothing depends on the thread count.
+constexpr int64_t kGroupThreads = 8;
+constexpr int64_t kWholePairTile = int64_t{1} << 16;  // L ≤ 256: two tiles of 256 KiB f32 stay in L2
+
+template <typename T>
+void attention_backward_whole_pairs(const AttentionDesc& d, const T* q, const T* k, const T* v, const T* out,
+                                    const T* dout, T* dq, T* dk, T* dv) {
+  const int64_t L = d.len, dh = d.head_dim, W = d.width();
+  const T scale = static_cast<T>(1.0 / std::sqrt(double(dh)));
+  parallel_for(d.n * d.heads, tile_cost(d, L) * 2.5, [&](int64_t begin, int64_t end) {
+    T* pt = thread_scratch_of<T>(kScoreSlot, size_t(L * L));
+    T* dst = thread_scratch_of<T>(kGradSlot, size_t(L * L));
+    T* dot = thread_scratch_of<T>(kDotSlot, size_t(3 * L));  // and the column softmax's 2·L
+    for (int64_t pair = begin; pair < end; ++pair) {
+      const int64_t off = (pair / d.heads) * L * W + (pair % d.heads) * dh;
+      gemm<T>(false, true, L, L, dh, scale, k + off, W, q + off, W, T(0), pt, L);  // Sᵀ = k qᵀ/√d
+      softmax_columns(pt, L, L, L, dot + L);
+      if (dv) gemm<T>(false, false, L, dh, L, T(1), pt, L, dout + off, W, T(0), dv + off, W);  // Pᵀ dO
+      if (!dq && !dk) continue;
+      gemm<T>(false, true, L, L, dh, T(1), v + off, W, dout + off, W, T(0), dst, L);  // dPᵀ = v dOᵀ
+      row_dots(out + off, dout + off, L, dh, W, dot);
+      softmax_backward_columns(pt, dst, dot, L, L, L);
+      if (dk) gemm<T>(false, false, L, dh, L, scale, dst, L, q + off, W, T(0), dk + off, W);  // dSᵀ q/√d
+      if (dq) gemm<T>(true, false, L, dh, L, scale, dst, L, k + off, W, T(0), dq + off, W);   // dS k/√d
+    }
+  });
+}
+
 template <typename T>
 void attention_backward(const AttentionDesc& d, const T* q, const T* k, const T* v, const T* out, const T* dout,
                         T* dq, T* dk, T* dv) {
   const int64_t L = d.len, dh = d.head_dim, W = d.width();
   if (L == 0 || dh == 0 || (!dq && !dk && !dv)) return;
+  if (L * L <= kWholePairTile) return attention_backward_whole_pairs(d, q, k, v, out, dout, dq, dk, dv);
   const T scale = static_cast<T>(1.0 / std::sqrt(double(dh)));
   const int64_t rows = rows_per_tile(L), blocks = (L + rows - 1) / rows, pairs = d.n * d.heads;
-  // Groups of row blocks per pair: one unless the pairs alone cannot keep every thread busy.
-  const int64_t wanted = std::min<int64_t>(blocks, std::max<int64_t>(1, (region_threads() + pairs - 1) / pairs));
+  // Groups of row blocks per pair: one unless the pairs alone could not keep kGroupThreads threads
+  // busy. A count of the shape's, not of this run's threads: the partials' order of addition, and
+  // so the bits of dk and dv, must not depend on the thread count.
+  const int64_t wanted = std::min<int64_t>(blocks, std::max<int64_t>(1, (kGroupThreads + pairs - 1) / pairs));
   const int64_t blocks_per_group = (blocks + wanted - 1) / wanted;
   const int64_t groups = (blocks + blocks_per_group - 1) / blocks_per_group;  // none of them empty
   // Partials [pair, group, {dk, dv}, L, dh] when groups > 1.

@@ -1,9 +1,11 @@
 // The CPU attention's tiling (kernels/cpu/attention.cpp) on every instruction-set path this
 // machine runs: sequences long enough to span several tiles of query rows, a single (n, head)
-// pair with two threads (its tiles split into groups whose dk, dv partials are added after the
-// region) and several pairs (each pair's tiles summed in turn), each grad wanted alone; against a
-// naive f64 attention written out here. Also the row kernels (kernels/cpu/simd/softmax.h) on row
-// lengths around every vector width, rows padded to a larger stride.
+// pair (its tiles split into groups whose dk, dv partials are added after the region) and
+// several pairs (each pair's tiles summed in turn), at 1, 2 and 3 threads with the same bits, and
+// short sequences whose backward
+// runs one transposed tile per pair, each grad wanted alone; against a naive f64 attention written
+// out here. Also the row and column kernels (kernels/cpu/simd/softmax.h) on lengths around every
+// vector width, rows padded to a larger stride.
 #include <catch2/catch.hpp>
 
 #include <omp.h>
@@ -115,6 +117,22 @@ void check_attention(const AttentionDesc& d) {
     if (wanted == 0 || wanted == 2) CHECK(relative_error(dk, want.dk) < 1e-5);
     if (wanted == 0 || wanted == 3) CHECK(relative_error(dv, want.dv) < 1e-5);
   }
+  // The same bits at 1, 2 and 3 threads (a lone pair's groups of tiles, and the order their
+  // partials are added in, depend on the shape only).
+  std::vector<float> bits[3][4];
+  for (int threads = 1; threads <= 3; ++threads) {
+    const ThreadsGuard restore;
+    omp_set_num_threads(threads);
+    auto& [o, dq, dk, dv] = bits[threads - 1];
+    for (auto* b : {&o, &dq, &dk, &dv}) b->assign(size, 0.0f);
+    kernels::cpu::attention_forward<float>(d, q.data(), k.data(), v.data(), o.data());
+    kernels::cpu::attention_backward<float>(d, q.data(), k.data(), v.data(), o.data(), dout.data(), dq.data(),
+                                            dk.data(), dv.data());
+  }
+  for (int t = 1; t < 3; ++t) {
+    CAPTURE(t + 1);
+    for (int g = 0; g < 4; ++g) CHECK(bits[t][g] == bits[0][g]);
+  }
 }
 
 }  // namespace
@@ -123,15 +141,57 @@ TEST_CASE("CPU attention over several tiles of query rows matches a naive f64 at
           "[attention]") {
   test::CpuIsaGuard isa_guard;
   ThreadsGuard threads_guard;
-  omp_set_num_threads(2);  // a lone pair then splits its tiles into two groups
+  omp_set_num_threads(2);  // check_attention also runs 1 and 3
   for (CpuIsa isa : kernels::cpu::available_cpu_isas()) {
     kernels::cpu::set_cpu_isa(isa);
     CAPTURE(kernels::cpu::cpu_isa_name(isa));
-    // L = 300: 96-row tiles, the last one of 12 rows; L = 520: 48-row tiles, 11 of them (the last
-    // of 40), in groups of 6 and 5, with a head dim off every vector width.
+    // L = 300: 96-row tiles, the last one of 12 rows, a lone pair's 4 tiles in 4 groups; L = 520:
+    // 48-row tiles, 11 of them (the last of 40), in 6 groups (five of 2 tiles, one of 1), with a
+    // head dim off every vector width.
     check_attention({.n = 1, .len = 300, .heads = 1, .head_dim = 32});
     check_attention({.n = 3, .len = 300, .heads = 2, .head_dim = 16});
     check_attention({.n = 1, .len = 520, .heads = 1, .head_dim = 20});
+    // Short sequences (L² ≤ 64K): the backward's whole-pair transposed tiles, one pair per item
+    // (L = 256 the longest such; L = 37 with a head dim off every vector width).
+    check_attention({.n = 1, .len = 256, .heads = 1, .head_dim = 32});
+    check_attention({.n = 3, .len = 37, .heads = 2, .head_dim = 20});
+  }
+}
+
+TEST_CASE("CPU attention column kernels: softmax and the softmax backward down columns on every path",
+          "[attention]") {
+  test::CpuIsaGuard isa_guard;
+  for (CpuIsa isa : kernels::cpu::available_cpu_isas()) {
+    kernels::cpu::set_cpu_isa(isa);
+    CAPTURE(kernels::cpu::cpu_isa_name(isa));
+    for (int64_t cols : {1, 3, 8, 15, 16, 17, 33, 100}) {
+      CAPTURE(cols);
+      const int64_t rows = 7, ld = cols + 5;
+      std::vector<float> s = normals(size_t(rows * ld), uint32_t(cols));
+      for (float& x : s) x *= 30.0f;  // large scores: the max subtraction must happen
+      const std::vector<float> original = s, b = normals(size_t(rows * ld), 11), dots = normals(size_t(cols), 12);
+      std::vector<float> work(size_t(2 * cols));
+      kernels::cpu::simd::softmax_columns(s.data(), rows, cols, ld, work.data());
+      std::vector<float> ds = b;
+      kernels::cpu::simd::softmax_backward_columns(s.data(), ds.data(), dots.data(), rows, cols, ld);
+      for (int64_t j = 0; j < cols; ++j) {
+        double mx = -INFINITY, total = 0;
+        for (int64_t i = 0; i < rows; ++i) mx = std::max(mx, double(original[i * ld + j]));
+        // x − max rounded to f32 as the kernel does (that rounding is the input's).
+        auto e = [&](int64_t i) { return std::exp(double(original[i * ld + j] - float(mx))); };
+        for (int64_t i = 0; i < rows; ++i) total += e(i);
+        for (int64_t i = 0; i < rows; ++i) {
+          const double p = e(i) / total;
+          CHECK(std::abs(s[i * ld + j] - p) <= 1e-6 * std::max(p, 1e-30) + 1e-30);
+          const double want_ds = double(s[i * ld + j]) * (double(b[i * ld + j]) - double(dots[j]));
+          const double magnitude = std::abs(s[i * ld + j]) * (std::abs(b[i * ld + j]) + std::abs(dots[j]));
+          CHECK(std::abs(ds[i * ld + j] - want_ds) <= 1e-6 * magnitude + 1e-30);
+        }
+      }
+      // The stride's padding is left alone.
+      for (int64_t i = 0; i + 1 < rows; ++i)
+        for (int64_t j = cols; j < ld; ++j) CHECK(s[i * ld + j] == original[i * ld + j]);
+    }
   }
 }
 

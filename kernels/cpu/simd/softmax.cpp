@@ -65,4 +65,51 @@ void softmax_backward_rows(const float* p, float* dp, const float* dot, int64_t 
   }
 }
 
+void softmax_columns(float* s, int64_t rows, int64_t cols, int64_t ld, float* work) {
+  if (rows <= 0 || cols <= 0) return;
+  const int64_t whole = cols / kLanes * kLanes;
+  const int tail = int(cols - whole);
+  float* mx = work;
+  float* total = work + cols;
+  // Per column: the max over the rows (the first row starts it), then e^(x − max) and its sum,
+  // then the scaling by 1 / sum. A column's sum runs down the rows in order.
+  for (int64_t j = 0; j < cols; ++j) mx[j] = s[j], total[j] = 0.0f;
+  for (int64_t r = 1; r < rows; ++r) {
+    const float* row = s + r * ld;
+    for (int64_t j = 0; j < whole; j += kLanes) store(mx + j, max(load(mx + j), load(row + j)));
+    if (tail) store_n(mx + whole, max(load_n(mx + whole, tail), load_n(row + whole, tail)), tail);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = s + r * ld;
+    for (int64_t j = 0; j < whole; j += kLanes) {
+      const Vec e = exp_nonpositive(load(row + j) - load(mx + j));
+      store(row + j, e);
+      store(total + j, load(total + j) + e);
+    }
+    if (tail) {
+      const Vec e = exp_nonpositive(load_n(row + whole, tail) - load_n(mx + whole, tail));
+      store_n(row + whole, e, tail);
+      store_n(total + whole, load_n(total + whole, tail) + e, tail);
+    }
+  }
+  for (int64_t j = 0; j < cols; ++j) mx[j] = 1.0f / total[j];  // mx now holds the inverses
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = s + r * ld;
+    for (int64_t j = 0; j < whole; j += kLanes) store(row + j, load(row + j) * load(mx + j));
+    if (tail) store_n(row + whole, load_n(row + whole, tail) * load_n(mx + whole, tail), tail);
+  }
+}
+
+void softmax_backward_columns(const float* p, float* dp, const float* dot, int64_t rows, int64_t cols, int64_t ld) {
+  const int64_t whole = cols / kLanes * kLanes;
+  const int tail = int(cols - whole);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* pr = p + r * ld;
+    float* dr = dp + r * ld;
+    for (int64_t j = 0; j < whole; j += kLanes) store(dr + j, load(pr + j) * (load(dr + j) - load(dot + j)));
+    if (tail)
+      store_n(dr + whole, load_n(pr + whole, tail) * (load_n(dr + whole, tail) - load_n(dot + whole, tail)), tail);
+  }
+}
+
 }  // namespace diffuse::kernels::cpu::simd::DIFFUSE_ISA_NS
