@@ -135,6 +135,15 @@ void check_attention(const AttentionDesc& d) {
   }
 }
 
+// One element of a row or column kernel's softmax (p against the f64 want_p) and of its softmax
+// backward ds = p · (b − dot), from the kernel's own p and dot: only its arithmetic is under test.
+void check_softmax_element(float p, double want_p, float ds, float b, float dot) {
+  CHECK(std::abs(p - want_p) <= 1e-6 * std::max(want_p, 1e-30) + 1e-30);
+  const double want_ds = double(p) * (double(b) - double(dot));
+  const double magnitude = std::abs(p) * (std::abs(b) + std::abs(dot));
+  CHECK(std::abs(ds - want_ds) <= 1e-6 * magnitude + 1e-30);
+}
+
 }  // namespace
 
 TEST_CASE("CPU attention over several tiles of query rows matches a naive f64 attention on every path",
@@ -180,13 +189,8 @@ TEST_CASE("CPU attention column kernels: softmax and the softmax backward down c
         // x − max rounded to f32 as the kernel does (that rounding is the input's).
         auto e = [&](int64_t i) { return std::exp(double(original[i * ld + j] - float(mx))); };
         for (int64_t i = 0; i < rows; ++i) total += e(i);
-        for (int64_t i = 0; i < rows; ++i) {
-          const double p = e(i) / total;
-          CHECK(std::abs(s[i * ld + j] - p) <= 1e-6 * std::max(p, 1e-30) + 1e-30);
-          const double want_ds = double(s[i * ld + j]) * (double(b[i * ld + j]) - double(dots[j]));
-          const double magnitude = std::abs(s[i * ld + j]) * (std::abs(b[i * ld + j]) + std::abs(dots[j]));
-          CHECK(std::abs(ds[i * ld + j] - want_ds) <= 1e-6 * magnitude + 1e-30);
-        }
+        for (int64_t i = 0; i < rows; ++i)
+          check_softmax_element(s[i * ld + j], e(i) / total, ds[i * ld + j], b[i * ld + j], dots[j]);
       }
       // The stride's padding is left alone.
       for (int64_t i = 0; i + 1 < rows; ++i)
@@ -219,14 +223,8 @@ TEST_CASE("CPU attention row kernels: softmax, row dots and the softmax backward
         auto e = [&](int64_t j) { return std::exp(double(x[j] - float(mx))); };
         for (int64_t j = 0; j < len; ++j) total += e(j);
         for (int64_t j = 0; j < len; ++j) dot += double(x[j]) * double(b[r * ld + j]);
-        for (int64_t j = 0; j < len; ++j) {
-          const double p = e(j) / total;
-          CHECK(std::abs(s[r * ld + j] - p) <= 1e-6 * std::max(p, 1e-30) + 1e-30);
-          // dS from the kernel's own p and dot: only its arithmetic is under test here.
-          const double want_ds = double(s[r * ld + j]) * (double(b[r * ld + j]) - double(dots[r]));
-          const double magnitude = std::abs(s[r * ld + j]) * (std::abs(b[r * ld + j]) + std::abs(dots[r]));
-          CHECK(std::abs(ds[r * ld + j] - want_ds) <= 1e-6 * magnitude + 1e-30);
-        }
+        for (int64_t j = 0; j < len; ++j)
+          check_softmax_element(s[r * ld + j], e(j) / total, ds[r * ld + j], b[r * ld + j], dots[r]);
         CHECK(std::abs(dots[r] - dot) <= 1e-5 * (std::abs(dot) + 1));
         // The stride's padding is left alone.
         for (int64_t j = len; j < ld && r + 1 < rows; ++j) CHECK(s[r * ld + j] == original[r * ld + j]);

@@ -53,16 +53,24 @@ void row_dots(const float* a, const float* b, int64_t rows, int64_t len, int64_t
   }
 }
 
-void softmax_backward_rows(const float* p, float* dp, const float* dot, int64_t rows, int64_t len, int64_t ld) {
+namespace {
+// dp = p · (dp − dot(r, j, n)) over `rows` rows of `len`, where dot gives the n lanes (kLanes, or a
+// tail's count) to subtract at row r from column j on.
+template <class Dot>
+void softmax_backward(const float* p, float* dp, int64_t rows, int64_t len, int64_t ld, Dot dot) {
   const int64_t whole = len / kLanes * kLanes;
   const int tail = int(len - whole);
   for (int64_t r = 0; r < rows; ++r) {
     const float* pr = p + r * ld;
     float* dr = dp + r * ld;
-    const Vec d = set1(dot[r]);
-    for (int64_t j = 0; j < whole; j += kLanes) store(dr + j, load(pr + j) * (load(dr + j) - d));
-    if (tail) store_n(dr + whole, load_n(pr + whole, tail) * (load_n(dr + whole, tail) - d), tail);
+    for (int64_t j = 0; j < whole; j += kLanes) store(dr + j, load(pr + j) * (load(dr + j) - dot(r, j, kLanes)));
+    if (tail) store_n(dr + whole, load_n(pr + whole, tail) * (load_n(dr + whole, tail) - dot(r, whole, tail)), tail);
   }
+}
+}  // namespace
+
+void softmax_backward_rows(const float* p, float* dp, const float* dot, int64_t rows, int64_t len, int64_t ld) {
+  softmax_backward(p, dp, rows, len, ld, [dot](int64_t r, int64_t, int) { return set1(dot[r]); });
 }
 
 void softmax_columns(float* s, int64_t rows, int64_t cols, int64_t ld, float* work) {
@@ -101,15 +109,8 @@ void softmax_columns(float* s, int64_t rows, int64_t cols, int64_t ld, float* wo
 }
 
 void softmax_backward_columns(const float* p, float* dp, const float* dot, int64_t rows, int64_t cols, int64_t ld) {
-  const int64_t whole = cols / kLanes * kLanes;
-  const int tail = int(cols - whole);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* pr = p + r * ld;
-    float* dr = dp + r * ld;
-    for (int64_t j = 0; j < whole; j += kLanes) store(dr + j, load(pr + j) * (load(dr + j) - load(dot + j)));
-    if (tail)
-      store_n(dr + whole, load_n(pr + whole, tail) * (load_n(dr + whole, tail) - load_n(dot + whole, tail)), tail);
-  }
+  softmax_backward(p, dp, rows, cols, ld,
+                   [dot](int64_t, int64_t j, int n) { return n == kLanes ? load(dot + j) : load_n(dot + j, n); });
 }
 
 }  // namespace diffuse::kernels::cpu::simd::DIFFUSE_ISA_NS
