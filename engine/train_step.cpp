@@ -256,9 +256,11 @@ void TrainStep::run_body(const PhaseFn& after_phase) {
   adam_.zero_grad();
 }
 
+// Data-parallel steps are captured too: the gradient all-reduce's NCCL calls, on the comm stream
+// forked off the capturing stream and joined back through events, become nodes of the graph
+// (nn/collective.h, GradientSync). What remains refused is an NCCL that cannot be captured.
 std::string TrainStep::why_not_graph() const {
-  if (communicator_ && communicator_->distributed())
-    return "data-parallel training all-reduces the gradients in the middle of the step";
+  if (communicator_ && communicator_->distributed()) return communicator_->why_not_capturable();
   return "";
 }
 
@@ -277,10 +279,21 @@ void TrainStep::enqueue(int64_t step, const Batch& batch) {
     std::string why = why_not_graph();
     if (why.empty()) {
       graph_ = DeviceGraph::capture([&] { run_body({}); });
+      if (!graph_.ok()) why = graph_.why();
+      // NCCL: whether a collective is captured must be the same on every rank, and a graph holding
+      // captured collectives must be launched by every rank of the capture. So the ranks agree
+      // (one host collective, after the capture, before any replay) and replay only if every
+      // rank captured; otherwise all of them run eagerly, the same collectives in the same order.
+      if (communicator_ && communicator_->distributed() &&
+          communicator_->allreduce_mean(graph_.ok() ? 0.0 : 1.0,
+                                        "the capture of step " + std::to_string(step) + " on every rank") != 0.0 &&
+          graph_.ok()) {
+        graph_ = DeviceGraph();
+        why = "another rank's capture of the step failed, and every rank must replay the same captured collectives";
+      }
       host_ran = graph_.ok();
       if (!graph_.ok()) {
-        why = graph_.why();
-        adam_.zero_grad();  // what the refused capture left on the host: grads, a tape, dropout's position
+        adam_.zero_grad();  // what the capture left on the host: grads, a tape, dropout's position
         clear_tape();
         model_->set_dropout_state(options_.seed, dropout_before);
       }
@@ -313,12 +326,21 @@ const std::vector<TrainStepResult>& TrainStep::collect() {
   copy_to_host_async(status_host_.data(), ring_);
   copy_to_host_async(status_host_.as<double>(ring_.nbytes()), dstep_.state);
   status_copied_.record(options_.device);
+  const bool distributed = communicator_ && communicator_->distributed();
+  if (distributed && options_.device == Device::cuda) {
+    // A replayed step's graph holds the gradient all-reduce: the host waits for it within the
+    // communicator's deadline, so a dead or hung rank ends the job naming it (an eager step
+    // already waited in GradientSync::finish, and this returns at once).
+    const int64_t first = pending_.front(), last = pending_.back();
+    communicator_->wait_for_device("the all-reduce of the gradients of step" +
+                                   (first == last ? " " + std::to_string(last)
+                                                  : "s " + std::to_string(first) + " to " + std::to_string(last)));
+  }
   status_copied_.wait();
   const double* ring_rows = status_host_.as<double>();
   const double* state = status_host_.as<double>(ring_.nbytes());
   adam_.set_step_count(static_cast<int64_t>(state[kernels::kStateAdamSteps]));
   ema_.set_optimization_step(static_cast<int64_t>(state[kernels::kStateEmaSteps]));
-  const bool distributed = communicator_ && communicator_->distributed();
   for (int64_t step : pending_) {
     const double* row = ring_rows + ((step - 1) % kMaxPending) * kernels::kStatusWords;
     TrainStepResult r;

@@ -82,8 +82,10 @@ class TrainStep {
   size_t staging_slots() const { return staging_.size(); }
 
   // CUDA graphs (docs/design.md §4): on (the default) a CUDA step is captured after kWarmupSteps
-  // eager steps and replayed. A capture that fails, or a run that cannot be one graph
-  // (data-parallel gradients), runs eagerly and calls on_fallback once with the reason. Dropout's
+  // eager steps and replayed; a data-parallel step too, its gradient all-reduce's NCCL calls
+  // inside the graph (every rank captures the same step and replays only if every rank's
+  // capture succeeded). A capture that fails, or a run that cannot be one graph (an NCCL too old
+  // to be captured), runs eagerly and calls on_fallback once with the reason. Dropout's
   // masks start at a position read from device memory, so replays draw each step's own masks
   // and the host position (model().dropout_offset(), saved in checkpoints) advances per replay.
   void set_cuda_graphs(bool on, std::function<void(const std::string&)> on_fallback = {});
@@ -100,7 +102,8 @@ class TrainStep {
   // `batch` as rank r's rows [r·B, (r+1)·B) of a global batch of K·B and draws its timesteps,
   // noise and label dropouts as those global rows (so K ranks at B equal one process at K·B up
   // to summation order), logs the global loss, and averages the gradients over the ranks before
-  // clipping, in buckets reduced while backward runs (collective::GradientSync). Null (the
+  // clipping, in buckets reduced while backward runs (collective::GradientSync). collect() waits
+  // for the device within the communicator's deadline (a replay holds the all-reduce). Null (the
   // default) or one rank: the batch is the whole batch. Not owned.
   void set_communicator(collective::Communicator* communicator) {
     communicator_ = communicator;

@@ -258,6 +258,7 @@ void GradientSync::begin(const std::string& what) {
   next_ = 0;
   in_backward_ = true;
   first_start_ = -1;
+  stats_before_ = stats_;
 }
 
 void GradientSync::grad_ready(AutogradMeta& leaf) {
@@ -345,7 +346,10 @@ void GradientSync::finish() {
   in_backward_ = false;
   launch_ready(false);  // what backward did not start: all of it without overlap
   if (params_.front().device() == Device::cuda) {
-    comm_.nccl_finish_buckets(what_);
+    if (!comm_.nccl_finish_buckets(what_)) {  // captured into a graph: nothing ran, nothing to count
+      stats_ = stats_before_;
+      return;
+    }
   } else {
     const float inv = 1.0f / static_cast<float>(comm_.size());
     for (size_t k = 0; k < buckets_.size(); ++k) {

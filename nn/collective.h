@@ -51,6 +51,16 @@ class Communicator {
   bool overlap_grads() const { return overlap_grads_; }
   void set_grad_buckets(double mib, bool overlap);
 
+  // Waits, within the deadline, for the work queued so far on the compute stream (current_stream())
+  // when it may hold NCCL collectives: a replayed training step's graph holds its gradient
+  // all-reduce, which a dead or hung rank would hold forever. On expiry the communicator is
+  // aborted and the missing ranks named, as for every collective ("<what> did not complete
+  // within ..."). A no-op before the first CUDA collective (nothing of another rank is queued).
+  void wait_for_device(const std::string& what);
+  // "" when a training step holding this communicator's collectives can be captured into a CUDA
+  // graph (NCCL 2.9 or later), else why not.
+  std::string why_not_capturable() const;
+
   // Ends every rank of the job after printing "rank R: message" on stderr: what a rank does with
   // an error the others cannot see (they would otherwise wait at the next collective).
   [[noreturn]] void abort(const std::string& message) const;
@@ -77,9 +87,10 @@ class Communicator {
   // Waits, within the deadline, for the work queued on `stream` (a cudaStream_t).
   void wait_for_stream(void* stream, const std::string& what);
   // GradientSync's CUDA side: bucket `index` of `grads` averaged on the comm stream after the
-  // compute stream's work so far; then the compute stream made to wait for all of them.
+  // compute stream's work so far; then the compute stream made to wait for all of them, and the
+  // host too unless the compute stream is being captured into a graph (returns whether it waited).
   void nccl_start_bucket(const std::vector<Tensor>& grads, size_t index, const std::string& what);
-  void nccl_finish_buckets(const std::string& what);
+  bool nccl_finish_buckets(const std::string& what);
 
   int rank_ = 0, size_ = 1, local_rank_ = 0;
   bool mpi_ = false;  // MPI initialised by us (launched by mpirun, built with MPI)
@@ -115,6 +126,13 @@ struct GradientSyncStats {
 // waits for everything within the communicator's deadline, and on CUDA makes the compute stream
 // wait for the comm stream. Averaging is per element, so neither the bucket layout nor the
 // overlap changes a bit of the result. With one rank every call is a no-op.
+//
+// Inside a CUDA graph capture (the training step's, engine/train_step.cpp) the same host logic
+// runs once: the events fork the comm stream off the capturing compute stream and join it back,
+// so the NCCL calls become graph nodes in bucket order, and every replay repeats those reductions
+// in that order on every rank. finish() then makes no host wait (the host waits for a replay
+// within the deadline at its read-back, Communicator::wait_for_device) and the captured run is
+// not counted in stats() (it ran nothing).
 class GradientSync final : public GradReadyHook {
  public:
   GradientSync(Communicator& communicator, std::vector<Tensor> params);
@@ -154,6 +172,7 @@ class GradientSync final : public GradReadyHook {
   std::string what_;
   double first_start_ = 0;          // seconds since the epoch of the steady clock
   GradientSyncStats stats_;
+  GradientSyncStats stats_before_;  // at begin(): what a captured run leaves the stats at
   std::unique_ptr<Impl> impl_;
 };
 

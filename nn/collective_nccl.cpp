@@ -196,13 +196,37 @@ void Communicator::nccl_start_bucket(const std::vector<Tensor>& grads, size_t in
 
 // Clipping and the optimizer, on the compute stream, read the averaged gradients: the compute
 // stream waits for the comm stream's event, and the host for the comm stream, within the deadline.
-void Communicator::nccl_finish_buckets(const std::string& what) {
-  if (!comm_stream_) return;
+// Inside a capture of the compute stream the two events are the fork and the join of the comm
+// stream (it joined the capture by waiting on the first bucket's event, and this wait joins it
+// back, as cudaStreamEndCapture requires), and the host cannot wait (a synchronisation of a
+// capturing stream is refused): the read-back of the replay waits instead (wait_for_device).
+bool Communicator::nccl_finish_buckets(const std::string& what) {
+  if (!comm_stream_) return true;
+  const auto compute = static_cast<cudaStream_t>(current_stream());
   const auto comm_stream = static_cast<cudaStream_t>(comm_stream_);
   const auto reduced = static_cast<cudaEvent_t>(reduced_event_);
   DIFFUSE_CUDA_CHECK(cudaEventRecord(reduced, comm_stream));
-  DIFFUSE_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(current_stream()), reduced, 0));
+  DIFFUSE_CUDA_CHECK(cudaStreamWaitEvent(compute, reduced, 0));
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  DIFFUSE_CUDA_CHECK(cudaStreamIsCapturing(compute, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return false;
   wait_for_stream(comm_stream_, what);
+  return true;
+}
+
+void Communicator::wait_for_device(const std::string& what) {
+  if (nccl_comm_) wait_for_stream(current_stream(), what);
+}
+
+// NCCL can capture its collectives into a CUDA graph from 2.9 on (its documentation, "Using NCCL
+// with CUDA Graphs"); the version is the nccl.h this build was compiled against.
+std::string Communicator::why_not_capturable() const {
+#if NCCL_VERSION_CODE < NCCL_VERSION(2, 9, 0)
+  return "this build's NCCL (" + std::to_string(NCCL_VERSION_CODE) +
+         ") cannot capture collectives into a CUDA graph (2.9 or later can)";
+#else
+  return "";
+#endif
 }
 
 void Communicator::nccl_broadcast(const std::vector<Tensor>& tensors, int root, const std::string& what) {
@@ -225,7 +249,11 @@ void Communicator::nccl_start_bucket(const std::vector<Tensor>&, size_t, const s
   throw Error(what + ": CUDA tensors across ranks need NCCL, and this build has none "
               "(configure with MPI found and the CUDA backend on)");
 }
-void Communicator::nccl_finish_buckets(const std::string&) {}
+bool Communicator::nccl_finish_buckets(const std::string&) { return true; }
+void Communicator::wait_for_device(const std::string&) {}
+std::string Communicator::why_not_capturable() const {
+  return "this build has no NCCL to carry CUDA tensors across ranks";
+}
 
 void Communicator::nccl_broadcast(const std::vector<Tensor>&, int, const std::string& what) {
   throw Error("broadcast of " + what + ": CUDA tensors across ranks need NCCL, and this build has none "

@@ -14,9 +14,16 @@
 //    the legacy stream while a blocking stream captures. Synchronous cudaMemcpy/cudaMemset on the
 //    legacy stream while only non-blocking streams capture run at once, outside any graph, as
 //    they did on an H200 with CUDA 13 (checked by tests/cuda/test_cuda_graphs.cpp on both).
-//  - Stricter than a GPU: event records and waits on a capturing stream (fork/join into other
-//    streams) are not emulated; they fail with cudaErrorStreamCaptureUnsupported. The project
-//    captures on one stream.
+//  - Fork/join: an event recorded on a capturing stream marks its position in the capture; a
+//    stream that waits on such an event joins the capture (its work is recorded into the same
+//    graph, after that position), and the origin joins it back by waiting on an event recorded
+//    there. EndCapture refuses a fork never joined back (cudaErrorStreamCaptureUnjoined) and an
+//    end on a joined stream rather than the origin (cudaErrorStreamCaptureUnmatched); a capturing
+//    stream may not wait on an event recorded outside its capture, nor two captures merge
+//    (cudaErrorStreamCaptureIsolation); an event last recorded in a capture cannot be queried or
+//    synchronised (cudaErrorCapturedEvent). Stricter than a GPU in one respect: a wait outside
+//    any capture on an event last recorded in a capture that has ended is refused too
+//    (cudaErrorCapturedEvent) rather than guessed at.
 // Everything here is called with device_lock() held.
 #pragma once
 #include <cuda_runtime_api.h>
@@ -56,13 +63,23 @@ cudaError_t check_device_sync();
 // captures prohibit it (cudaThreadExchangeStreamCaptureMode's rules); those captures are
 // invalidated.
 cudaError_t check_unsafe_call();
-// An operation the emulator does not record into a capture (event record/wait): refused with
-// cudaErrorStreamCaptureUnsupported and s's capture invalidated when s captures; cudaSuccess
-// otherwise.
-cudaError_t check_not_capturing(const StreamRef& s);
-// True while `s` has an open capture (active or invalidated).
+// cudaEventRecord(event, s): nullopt when s does not capture (a plain record, which replaces a
+// captured one); otherwise the status: cudaSuccess (the event now marks s's position in its
+// capture) or cudaErrorStreamCaptureInvalidated.
+std::optional<cudaError_t> capture_event_record(const StreamRef& s, cudaEvent_t event);
+// cudaStreamWaitEvent(s, event): nullopt for a plain wait (neither s captures nor the event's
+// latest record was captured); otherwise the status of the fork, join or refusal (capture.h's
+// model above), the captures concerned invalidated on a refusal.
+std::optional<cudaError_t> capture_event_wait(const StreamRef& s, cudaEvent_t event);
+// cudaEventQuery / cudaEventSynchronize / cudaEventElapsedTime: cudaErrorCapturedEvent (and the
+// open capture invalidated) when the event's latest record was made in a capture.
+cudaError_t check_event_not_captured(cudaEvent_t event);
+// cudaEventDestroy.
+void forget_event(cudaEvent_t event);
+// True while `s` is in an open capture (active or invalidated), as its origin or having joined.
 bool is_capturing(const StreamRef& s);
-// cudaStreamDestroy: an open capture on the stream ends with it (its recorded work is dropped).
+// cudaStreamDestroy: an open capture begun on the stream ends with it (its recorded work is
+// dropped); a stream that had joined one leaves it, invalidated.
 void forget_capture(const StreamRef& s);
 
 }  // namespace diffuse::emulated_device

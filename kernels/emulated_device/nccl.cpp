@@ -22,6 +22,17 @@
 // whose deadline passed while the host synchronises) makes a collective that still waits for
 // another rank give up: its work fails (the device's sticky error), so a rank that died or hung
 // cannot hold the others forever.
+//
+// Stream capture (NCCL >= 2.9 lets a CUDA graph capture its collectives): a collective on a
+// capturing stream goes through the same enqueue, so it is recorded into the capture and each
+// replay of the graph runs it again (the closure holds the communicator's state, so an abort
+// still ends a replayed collective). What NCCL cannot do while a capture is open is refused as
+// the runtime refuses its cudaMalloc: a communicator's set-up (ncclUnhandledCudaError, the capture
+// invalidated, under the capture modes' rules; create the communicator before capturing). NCCL
+// also makes "captured or not" a property every rank of a collective must share (a graph's
+// collectives pair only with the same graph's on the other ranks); the emulated all-reduce checks
+// it: each rank adds 1 if it runs the reduction from a graph, 0 if eagerly, in one more float of
+// the same MPI reduction, and a sum other than 0 or the rank count fails the work on every rank.
 #include <nccl.h>
 
 #include <algorithm>
@@ -37,6 +48,7 @@
 #include <vector>
 #include <unistd.h>
 
+#include "kernels/emulated_device/capture.h"
 #include "kernels/emulated_device/device.h"
 
 #if DIFFUSE_WITH_MPI
@@ -179,6 +191,15 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId, 
   if (nranks < 1 || rank < 0 || rank >= nranks)
     return refuse(ncclInvalidArgument, "ncclCommInitRankConfig: rank " + std::to_string(rank) + " of " +
                                            std::to_string(nranks) + " ranks");
+  {
+    // NCCL's set-up allocates device memory: refused, as that cudaMalloc would be, while a capture
+    // that prohibits it is open.
+    std::lock_guard<std::recursive_mutex> lock(ed::device_lock());
+    if (const cudaError_t refused = ed::check_unsafe_call(); refused != cudaSuccess)
+      return refuse(ncclUnhandledCudaError, std::string("ncclCommInitRankConfig: its cudaMalloc was refused during "
+                                                        "stream capture (") + cudaGetErrorName(refused) +
+                                                "): create the communicator before capturing");
+  }
   if (nranks > 1) {
 #if DIFFUSE_WITH_MPI
     int initialized = 0, world_rank = 0, world_size = 0;
@@ -289,24 +310,36 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, n
   if (ncclResult_t bad = check_call("ncclAllReduce", comm, sendbuff, recvbuff, bytes); bad != ncclSuccess) return bad;
   const int nranks = comm->nranks;
   std::shared_ptr<CommState> state = comm->state;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  const cudaError_t asked = cudaStreamIsCapturing(stream, &capture);  // a bad stream: queue() says why
+  if (asked != cudaSuccess) cudaGetLastError();
+  const bool captured = asked == cudaSuccess && capture != cudaStreamCaptureStatusNone;  // runs at each replay
   return queue(stream, "ncclAllReduce", [=] {
     auto* out = static_cast<float*>(recvbuff);
     if (sendbuff != recvbuff) std::memmove(out, sendbuff, bytes);
 #if DIFFUSE_WITH_MPI
     if (nranks > 1) {
       std::vector<float> host(out, out + count);  // staged: see mpi_staging
-      for (size_t done = 0; done < count;) {
-        const int n = static_cast<int>(std::min<size_t>(count - done, 1u << 30));
+      host.push_back(captured ? 1.0f : 0.0f);     // how many ranks run it from a graph
+      for (size_t done = 0; done < host.size();) {
+        const int n = static_cast<int>(std::min<size_t>(host.size() - done, 1u << 30));
         MPI_Request req;
         mpi_or_throw(MPI_Iallreduce(MPI_IN_PLACE, host.data() + done, n, MPI_FLOAT, MPI_SUM, state->mpi, &req),
                      "MPI_Iallreduce");
         wait_or_abort(&req, *state, "ncclAllReduce");
         done += static_cast<size_t>(n);
       }
+      const float from_graphs = host.back();
+      if (from_graphs != 0.0f && from_graphs != static_cast<float>(nranks))
+        throw std::runtime_error("ncclAllReduce: " + std::to_string(static_cast<int>(from_graphs)) + " of " +
+                                 std::to_string(nranks) + " ranks ran it from a captured CUDA graph and the others "
+                                 "eagerly (rank " + std::to_string(state->rank) + ": " +
+                                 (captured ? "graph" : "eager") + "); NCCL requires a collective to be captured on "
+                                 "every rank or on none");
       std::memcpy(out, host.data(), bytes);
     }
 #else
-    (void)state;
+    (void)state, (void)captured;
 #endif
     if (op == ncclAvg && nranks > 1)
       for (size_t i = 0; i < count; ++i) out[i] /= static_cast<float>(nranks);

@@ -174,12 +174,6 @@ StreamRef ref_of(CUstream_st* s) {
   return {s, s == &state().legacy, !(s->flags & cudaStreamNonBlocking)};
 }
 
-// An event record or wait on `s` (capture.h): not recorded into a capture here, and on the legacy
-// stream an implicit dependency on a blocking stream's capture.
-cudaError_t check_event_use(const StreamRef& s) {
-  if (cudaError_t refused = check_not_capturing(s); refused != cudaSuccess) return refused;
-  return s.legacy ? check_stream_sync(s) : cudaSuccess;
-}
 
 }  // namespace
 
@@ -323,7 +317,11 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   CUevent_st* e = resolve(event);
   if (!s || !e) return record(cudaErrorInvalidResourceHandle);
   if (flags != 0) return record(cudaErrorInvalidValue);
-  if (cudaError_t refused = check_event_use(ref_of(s)); refused != cudaSuccess) return record(refused);
+  // A fork, join or refusal when a capture is concerned (capture.h); on the legacy stream an
+  // implicit dependency on a blocking stream's capture.
+  if (std::optional<cudaError_t> captured = capture_event_wait(ref_of(s), e)) return record(*captured);
+  if (s == &state().legacy)
+    if (cudaError_t refused = check_stream_sync(ref_of(s)); refused != cudaSuccess) return record(refused);
   if (!e->recorded() || e->complete() || e->stream == s) return cudaSuccess;  // nothing to wait for
   QueuedItem w;
   w.kind = QueuedItem::Kind::wait;
@@ -363,6 +361,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   if (call.status() != cudaSuccess) return record(call.status());
   CUevent_st* e = resolve(event);
   if (!e) return record(cudaErrorInvalidResourceHandle);
+  forget_event(e);
   state().events.erase(e);
   if (e->complete() || state().sticky != cudaSuccess)
     delete e;
@@ -378,7 +377,10 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   CUstream_st* s = resolve(stream);
   CUevent_st* e = resolve(event);
   if (!s || !e) return record(cudaErrorInvalidResourceHandle);
-  if (cudaError_t refused = check_event_use(ref_of(s)); refused != cudaSuccess) return record(refused);
+  // On a capturing stream the event marks a position in the capture, not queued work (capture.h).
+  if (std::optional<cudaError_t> captured = capture_event_record(ref_of(s), e)) return record(*captured);
+  if (s == &state().legacy)
+    if (cudaError_t refused = check_stream_sync(ref_of(s)); refused != cudaSuccess) return record(refused);
   QueuedItem marker;
   marker.kind = QueuedItem::Kind::record;
   marker.event = e;
@@ -396,6 +398,7 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
   if (state().sticky != cudaSuccess) return record(state().sticky);
   CUevent_st* e = resolve(event);
   if (!e) return record(cudaErrorInvalidResourceHandle);
+  if (cudaError_t refused = check_event_not_captured(e); refused != cudaSuccess) return record(refused);
   return e->complete() ? cudaSuccess : cudaErrorNotReady;
 }
 
@@ -405,6 +408,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (state().sticky != cudaSuccess) return record(state().sticky);
   CUevent_st* e = resolve(event);
   if (!e) return record(cudaErrorInvalidResourceHandle);
+  if (cudaError_t refused = check_event_not_captured(e); refused != cudaSuccess) return record(refused);
   ++traffic().waits;
   if (e->complete()) return cudaSuccess;
   std::optional<WorkScope> scope;
@@ -420,6 +424,8 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
   CUevent_st* a = resolve(start);
   CUevent_st* b = resolve(end);
   if (!a || !b) return record(cudaErrorInvalidResourceHandle);
+  for (CUevent_st* e : {a, b})
+    if (cudaError_t refused = check_event_not_captured(e); refused != cudaSuccess) return record(refused);
   if ((a->flags | b->flags) & cudaEventDisableTiming) return record(cudaErrorInvalidResourceHandle);
   if (!a->recorded() || !b->recorded()) return record(cudaErrorInvalidResourceHandle);
   if (!a->complete() || !b->complete()) return cudaErrorNotReady;

@@ -2,7 +2,9 @@
 // emulated device, the driver on a GPU): captured work is recorded, not run; a replay of a few
 // kernels, a memset, a device copy and a cuBLAS GEMM gives the eager result bit for bit and reads
 // the device memory of its launch; and every call the runtime refuses during capture fails with
-// its documented code and invalidates the capture, whose end then yields no graph.
+// its documented code and invalidates the capture, whose end then yields no graph. A side stream
+// forked off a capture and joined back through events (the data-parallel step's gradient
+// all-reduce does so) is captured into the same graph, and the fork/join rules are enforced.
 #include <catch2/catch.hpp>
 #include <cuda_runtime.h>
 
@@ -56,6 +58,14 @@ struct Pipeline {
 };
 
 cudaStream_t nn_stream() { return static_cast<cudaStream_t>(current_stream()); }
+
+struct Event {
+  cudaEvent_t e = nullptr;
+  Event() { REQUIRE_CUDA_OK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming)); }
+  ~Event() { cudaEventDestroy(e); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+};
 
 // Begins a global-mode capture on `s` and records one memset into it.
 void begin_capture_with_work(cudaStream_t s, const DeviceBuffer& buf) {
@@ -268,4 +278,93 @@ TEST_CASE("cuda graphs: the capture modes decide whose cudaMalloc a capture refu
     }
     cudaGetLastError();
   }
+}
+
+// The shape of the gradient all-reduce in a captured training step (nn/collective_nccl.cpp): the
+// capturing stream records an event, a second stream waits on it and so joins the capture, its
+// work is recorded into the same graph, and an event it records, waited on by the first stream,
+// joins it back before the capture ends. Here d = 3·silu(2·a), the silu on the side stream.
+TEST_CASE("cuda graphs: a stream forked off a capture and joined back through events is captured with it",
+          "[cuda][graphs]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  constexpr int64_t n = 256;
+  DeviceStream origin, side;
+  Event forked, joined, outside;
+  DeviceBuffer a = DeviceBuffer::from(ramp(n, -1.0f, 0.05f)), b = device_floats(n), c = device_floats(n),
+               d = device_floats(n);
+  auto fork_join = [&] {
+    kernels::cuda::scale(n, 2.0f, a.as<float>(), b.as<float>(), origin.s);
+    REQUIRE_CUDA_OK(cudaEventRecord(forked.e, origin.s));
+    REQUIRE_CUDA_OK(cudaStreamWaitEvent(side.s, forked.e, 0));
+    kernels::cuda::silu_forward(n, b.as<float>(), c.as<float>(), side.s);
+    REQUIRE_CUDA_OK(cudaEventRecord(joined.e, side.s));
+    REQUIRE_CUDA_OK(cudaStreamWaitEvent(origin.s, joined.e, 0));
+    kernels::cuda::scale(n, 3.0f, c.as<float>(), d.as<float>(), origin.s);
+  };
+  auto status_of = [](cudaStream_t s) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    REQUIRE_CUDA_OK(cudaStreamIsCapturing(s, &status));
+    return status;
+  };
+  auto end_without_graph = [&](cudaError_t expected) {
+    cudaGraph_t graph = nullptr;
+    CHECK(cudaStreamEndCapture(origin.s, &graph) == expected);
+    CHECK(graph == nullptr);
+    cudaGetLastError();
+    CHECK(status_of(origin.s) == cudaStreamCaptureStatusNone);
+    CHECK(status_of(side.s) == cudaStreamCaptureStatusNone);  // the capture's end ends the fork's too
+  };
+  fork_join();  // eagerly
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(origin.s));
+  const std::vector<float> eager = d.get<float>();
+
+  SECTION("the fork's work is recorded and replayed") {
+    for (const DeviceBuffer* buf : {&b, &c, &d}) buf->poison();
+    REQUIRE_CUDA_OK(cudaStreamBeginCapture(origin.s, cudaStreamCaptureModeGlobal));
+    CHECK(status_of(side.s) == cudaStreamCaptureStatusNone);
+    fork_join();
+    CHECK(status_of(side.s) == cudaStreamCaptureStatusActive);  // it joined by waiting on `forked`
+    cudaGraph_t graph = nullptr;
+    REQUIRE_CUDA_OK(cudaStreamEndCapture(origin.s, &graph));
+    REQUIRE(graph != nullptr);
+    CHECK(status_of(side.s) == cudaStreamCaptureStatusNone);
+    REQUIRE_CUDA_OK(cudaDeviceSynchronize());
+    CHECK(std::isnan(d.get<float>()[0]));  // recorded, not run
+    cudaGraphExec_t exec = nullptr;
+    REQUIRE_CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+    REQUIRE_CUDA_OK(cudaGraphDestroy(graph));
+    REQUIRE_CUDA_OK(cudaGraphLaunch(exec, origin.s));
+    REQUIRE_CUDA_OK(cudaStreamSynchronize(origin.s));
+    CHECK(same_bits(d.get<float>(), eager));
+    REQUIRE_CUDA_OK(cudaGraphExecDestroy(exec));
+  }
+  SECTION("a fork never joined back fails the capture's end") {
+    REQUIRE_CUDA_OK(cudaStreamBeginCapture(origin.s, cudaStreamCaptureModeGlobal));
+    REQUIRE_CUDA_OK(cudaEventRecord(forked.e, origin.s));
+    REQUIRE_CUDA_OK(cudaStreamWaitEvent(side.s, forked.e, 0));
+    REQUIRE_CUDA_OK(cudaMemsetAsync(c.p, 0, c.bytes, side.s));
+    end_without_graph(cudaErrorStreamCaptureUnjoined);
+  }
+  SECTION("a capturing stream may not wait on an event recorded outside the capture") {
+    REQUIRE_CUDA_OK(cudaEventRecord(outside.e, side.s));
+    begin_capture_with_work(origin.s, b);
+    CHECK(cudaStreamWaitEvent(origin.s, outside.e, 0) == cudaErrorStreamCaptureIsolation);
+    require_invalidated(origin.s, b);
+  }
+  SECTION("the stream that joined the capture cannot be synchronised") {
+    begin_capture_with_work(origin.s, b);
+    REQUIRE_CUDA_OK(cudaEventRecord(forked.e, origin.s));
+    REQUIRE_CUDA_OK(cudaStreamWaitEvent(side.s, forked.e, 0));
+    CHECK(cudaStreamSynchronize(side.s) == cudaErrorStreamCaptureUnsupported);
+    end_without_graph(cudaErrorStreamCaptureInvalidated);
+  }
+  SECTION("an event recorded in the capture cannot be queried") {
+    begin_capture_with_work(origin.s, b);
+    REQUIRE_CUDA_OK(cudaEventRecord(forked.e, origin.s));
+    CHECK(cudaEventQuery(forked.e) == cudaErrorCapturedEvent);
+    cudaGraph_t graph = nullptr;
+    if (cudaStreamEndCapture(origin.s, &graph) == cudaSuccess) cudaGraphDestroy(graph);
+    cudaGetLastError();
+  }
+  cudaGetLastError();
 }

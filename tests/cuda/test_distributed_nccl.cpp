@@ -2,14 +2,18 @@
 // --batch 2 with --device cuda train the same model as one process at --batch 4, and rank 0 alone
 // writes the run; the gradient all-reduce on its own stream, overlapped with backward, changes no
 // bit and does overlap; a rank that hangs or dies (during training, the all-reduce or the NCCL
-// set-up) ends the job within 60 s, naming it. In the -DDIFFUSE_CUDA=EMULATED build every rank process has its own emulated
+// set-up) ends the job within 60 s, naming it. The step is one CUDA graph on CUDA ranks too (its
+// NCCL all-reduce captured into it): replays give the eager steps' bits on every rank, and a rank
+// that hangs while the others replay is named within the deadline. In the -DDIFFUSE_CUDA=EMULATED build every rank process has its own emulated
 // device and the NCCL calls are served by kernels/emulated_device/nccl.cpp over MPI, so this runs
 // in CI; on a real machine it needs two GPUs (NCCL refuses two ranks on one GPU). Steps are few
 // and batches small: under the emulated device every custom kernel runs thread by thread.
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <cstring>
 
+#include "engine/train_step.h"
 #include "mpi/distributed_run.h"
 #include "support/cuda_guard.h"
 #include "support/temp_dir.h"
@@ -35,6 +39,67 @@ namespace {
 // GPU sums in other orders again); a wrong shard moves the step-1 loss by percents.
 constexpr double kCurveTolerance = 1e-4;
 constexpr double kWeightTolerance = 3e-4;
+
+// tiny at 8x8, 2 rows per rank of a global batch of 4: the in-process data-parallel steps below.
+TrainOptions graph_step_options(bool graphs) {
+  TrainOptions o;
+  o.config = "tiny";
+  o.device = Device::cuda;
+  o.batch = 2;
+  o.lr = 1e-3;
+  o.seed = 5;
+  o.steps = 5;
+  o.warmup = 1;
+  o.cuda_graphs = graphs;
+  return o;
+}
+
+UNet2DConfig graph_step_config(const TrainOptions& o) {
+  UNet2DConfig c = training_unet_config(o);
+  c.sample_size = 8;
+  return c;
+}
+
+// This rank's rows of step s's global batch, as the batcher hands them out.
+Batch graph_step_batch(int64_t s, int rank) {
+  Batch b;
+  b.images = Tensor::randn({4, 8, 8, 1}, 300 + static_cast<uint64_t>(s)).slice0(2 * rank, 2 * rank + 2);
+  return b;
+}
+
+struct GraphStepRun {
+  std::vector<double> losses, norms;
+  std::vector<Tensor> weights;
+  std::vector<std::string> notices;
+  bool replaying = false;
+  int64_t host_reductions = 0;  // steps whose gradient all-reduce ran from the host (GradientSync's count)
+};
+
+// `steps` data-parallel steps of a fresh TrainStep (the same initial weights on every rank: one seed).
+GraphStepRun train_graph_steps(collective::Communicator& comm, bool graphs, int64_t steps) {
+  const TrainOptions o = graph_step_options(graphs);
+  TrainStep step(graph_step_config(o), o);
+  step.set_communicator(&comm);
+  GraphStepRun r;
+  step.set_cuda_graphs(graphs, [&](const std::string& why) { r.notices.push_back(why); });
+  for (int64_t s = 1; s <= steps; ++s) {
+    const TrainStepResult res = step.run(s, graph_step_batch(s, comm.rank()));
+    REQUIRE(res.non_finite.empty());
+    r.losses.push_back(res.loss);
+    r.norms.push_back(res.grad_norm);
+  }
+  r.replaying = step.replaying();
+  r.host_reductions = step.gradient_sync() ? step.gradient_sync()->stats().steps : 0;
+  for (const Tensor& p : step.parameters()) r.weights.push_back(p.to(Device::cpu));
+  return r;
+}
+
+bool same_bits(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].nbytes() != b[i].nbytes() || std::memcmp(a[i].raw(), b[i].raw(), a[i].nbytes()) != 0) return false;
+  return true;
+}
 
 std::vector<std::string> cuda_run(const std::string& out, int batch) {
   return {"train", "--device", "cuda", "--data", "fashion-mnist", "--max-images", "32", "--config", "tiny",
@@ -65,7 +130,11 @@ TEST_CASE("two CUDA ranks at batch 2 (NCCL) train like one process at batch 4", 
   TempDir dir;
   const std::string one = dir.file("one"), two = dir.file("two");
   require_ok(run_cli(cuda_run(one, 4)), "one process at batch 4");
-  require_ok(run_cli_ranks(2, cuda_run(two, 2)), "two ranks at batch 2");
+  const RunResult ranks = run_cli_ranks(2, cuda_run(two, 2));
+  require_ok(ranks, "two ranks at batch 2");
+  // Both replay the step's CUDA graph from step 3 on (--cuda-graphs defaults to on): no fallback
+  // line. (That the replays ran, and give the eager steps' bits, is the in-process test's.)
+  CHECK(ranks.output.find("cuda graphs:") == std::string::npos);
 
   REQUIRE(metric(two, "loss").size() == 8);
   for (const char* field : {"loss", "grad_norm"}) {
@@ -75,6 +144,78 @@ TEST_CASE("two CUDA ranks at batch 2 (NCCL) train like one process at batch 4", 
   const std::string weights = "/checkpoints/step-8/model/unet/diffusion_pytorch_model.safetensors";
   CHECK(max_weight_difference(one + weights, two + weights) < kWeightTolerance);
   CHECK(run_files(one) == run_files(two));
+}
+
+// Run by every rank of the test below (hidden: only under mpirun). The same five steps (two eager,
+// the capture, two replays) with graphs and without, in one process, so that cuDNN's timed
+// algorithm choice (per process, kernels/cuda/conv2d.cpp) is the same for both: the replays,
+// whose gradient all-reduce is NCCL calls captured into the graph, give the eager steps' losses,
+// gradient norms and weights bit for bit, and the weights are the same bits on both ranks.
+TEST_CASE("train steps with and without the CUDA graph (CUDA rank)", "[.mpi_rank]") {
+  collective::Communicator& comm = collective::world();
+  REQUIRE(comm.size() == 2);
+  const GraphStepRun graphed = train_graph_steps(comm, true, 5);
+  const GraphStepRun eager = train_graph_steps(comm, false, 5);
+  INFO("rank " << comm.rank());
+  CHECK(graphed.notices.empty());  // no fallback
+  CHECK(graphed.replaying);
+  CHECK(graphed.host_reductions == TrainStep::kWarmupSteps);  // the capture and the replays ran none
+  CHECK(!eager.replaying);
+  CHECK(eager.host_reductions == 5);
+  CHECK(graphed.losses == eager.losses);
+  CHECK(graphed.norms == eager.norms);
+  CHECK(same_bits(graphed.weights, eager.weights));
+  comm.check_agreement(collective::checksum(graphed.weights), "the replayed steps' weights");
+}
+
+TEST_CASE("CUDA ranks: the data-parallel step replayed as a CUDA graph gives the eager steps' bits",
+          "[cuda][mpi]") {
+  DIFFUSE_TWO_CUDA_RANKS_GUARD();
+  const RunResult r = run_self_ranks(2, "train steps with and without the CUDA graph (CUDA rank)");
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("All tests passed"));
+  // And what `bench train` reports of it: the timed step after two eager ones is a replay, its
+  // all-reduce inside the graph.
+  TempDir dir;
+  const auto replayed = bench_two_ranks(dir.file("replayed.json"),
+                                        {"--device", "cuda", "--config", "tiny", "--batch", "1", "--warmup", "2",
+                                         "--iters", "1", "--threads", "1"},
+                                        {});
+  CHECK(replayed.at("cuda_graphs").get<bool>());
+  CHECK(replayed.at("allreduce_in_graph").get<bool>());
+  CHECK(replayed.at("allreduce_buckets").get<double>() == 1);  // tiny's 2.8 MB: one 4 MiB bucket
+}
+
+// Run by every rank of the test below (hidden: only under mpirun): three steps (two eager, then
+// the capture and its first replay), then rank 1 stops (SIGSTOP, a hung process) and rank 0's
+// next step, a replay whose graph holds the NCCL all-reduce, must end within the communicator's
+// 5 s deadline at its read-back (TrainStep::collect), naming rank 1.
+TEST_CASE("replayed train step with a hung rank (CUDA)", "[.mpi_rank]") {
+  collective::Communicator& comm = collective::world();
+  REQUIRE(comm.size() == 2);
+  comm.set_timeout(5);
+  const TrainOptions o = graph_step_options(true);
+  TrainStep step(graph_step_config(o), o);
+  step.set_communicator(&comm);
+  step.set_cuda_graphs(true);
+  for (int64_t s = 1; s <= 3; ++s) (void)step.run(s, graph_step_batch(s, comm.rank()));
+  REQUIRE(step.replaying());
+  if (comm.rank() == 1) std::raise(SIGSTOP);
+  try {
+    (void)step.run(4, graph_step_batch(4, comm.rank()));
+  } catch (const std::exception& e) {
+    comm.abort(e.what());
+  }
+  comm.abort("the replay of step 4 completed although rank 1 was stopped");
+}
+
+TEST_CASE("CUDA ranks: a rank that hangs while the others replay the step's graph ends the job within its deadline",
+          "[cuda][mpi]") {
+  DIFFUSE_TWO_CUDA_RANKS_GUARD();
+  check_hung_rank_ends_job("replayed train step with a hung rank (CUDA)",
+                           "rank 0 of 2: the all-reduce of the gradients of step 4 did not complete within 5 s: "
+                           "rank 1 did not answer (dead or hung)");
 }
 
 // Run by every rank of the test below (hidden: only under mpirun).
@@ -155,3 +296,52 @@ TEST_CASE("CUDA ranks: a rank that hangs during NCCL set-up ends the job within 
                            "rank 0 of 2: the set-up of the NCCL communicator did not complete within 5 s: "
                            "rank 1 did not answer (dead or hung)");
 }
+
+// Run by every rank of the test below (hidden: only under mpirun). NCCL requires a collective to
+// be captured on every rank or on none; here rank 0 replays an all-reduce it captured into a
+// graph while rank 1 runs the same all-reduce eagerly. The emulated NCCL refuses the pair: the
+// work fails on both ranks, each saying so (on a GPU the two would not pair up at all).
+TEST_CASE("an all-reduce captured on one rank only (CUDA rank)", "[.mpi_rank]") {
+#if DIFFUSE_WITH_NCCL && DIFFUSE_CUDA_EMULATED
+  const collective::Communicator& world = collective::world();  // initialises MPI
+  const int rank = world.rank(), size = world.size();
+  REQUIRE(size == 2);
+  ncclUniqueId id;
+  if (rank == 0) REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
+  REQUIRE(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD) == MPI_SUCCESS);
+  ncclComm_t comm = nullptr;
+  REQUIRE(ncclCommInitRankConfig(&comm, size, id, rank, nullptr) == ncclSuccess);
+  cudaStream_t s = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+  float* buf = nullptr;
+  REQUIRE(cudaMalloc(&buf, 16 * sizeof(float)) == cudaSuccess);
+  REQUIRE(cudaMemsetAsync(buf, 0, 16 * sizeof(float), s) == cudaSuccess);
+  if (rank == 0) {
+    REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    REQUIRE(ncclAllReduce(buf, buf, 16, ncclFloat32, ncclSum, comm, s) == ncclSuccess);
+    cudaGraph_t graph = nullptr;
+    REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+    cudaGraphExec_t exec = nullptr;
+    REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+    REQUIRE(cudaGraphLaunch(exec, s) == cudaSuccess);
+  } else {
+    REQUIRE(ncclAllReduce(buf, buf, 16, ncclFloat32, ncclSum, comm, s) == ncclSuccess);
+  }
+  CHECK(cudaStreamSynchronize(s) == cudaErrorLaunchFailure);
+#endif
+}
+
+#if DIFFUSE_CUDA_EMULATED
+TEST_CASE("emulated NCCL: an all-reduce captured into a graph on one rank and run eagerly on another fails on both",
+          "[cuda][mpi]") {
+  DIFFUSE_TWO_CUDA_RANKS_GUARD();
+  // The failed device keeps its buffer: no leak check at exit.
+  const RunResult r =
+      run_self_ranks(2, "an all-reduce captured on one rank only (CUDA rank)", {{"DIFFUSE_EMU_LEAK_CHECK", "0"}});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("ncclAllReduce: 1 of 2 ranks ran it from a captured CUDA graph and the others "
+                                       "eagerly (rank 0: graph)") &&
+                           Catch::Contains("(rank 1: eager)"));
+}
+#endif
