@@ -171,10 +171,7 @@ TEST_CASE("train steps with and without the CUDA graph (CUDA rank)", "[.mpi_rank
 TEST_CASE("CUDA ranks: the data-parallel step replayed as a CUDA graph gives the eager steps' bits",
           "[cuda][mpi]") {
   DIFFUSE_TWO_CUDA_RANKS_GUARD();
-  const RunResult r = run_self_ranks(2, "train steps with and without the CUDA graph (CUDA rank)");
-  INFO(r.output);
-  CHECK(r.exit_code == 0);
-  CHECK_THAT(r.output, Catch::Contains("All tests passed"));
+  check_self_ranks_pass("train steps with and without the CUDA graph (CUDA rank)");
   // And what `bench train` reports of it: the timed step after two eager ones is a replay, its
   // all-reduce inside the graph.
   TempDir dir;
@@ -221,16 +218,13 @@ TEST_CASE("CUDA ranks: a rank that hangs while the others replay the step's grap
 // Run by every rank of the test below (hidden: only under mpirun).
 TEST_CASE("gradient sync rank (CUDA)", "[.mpi_rank]") { check_gradient_sync_on_this_rank(Device::cuda); }
 
-// The exact mean and the overlap proven on the tensors themselves: a whole CUDA training run is
-// not bit-reproducible even in one process (cuDNN's algorithm search times its candidates), so
-// the bit-for-bit comparison of two runs is the CPU test's.
+// The exact mean and the overlap proven on the tensors themselves: two CUDA training runs in
+// separate processes are not bit-reproducible (cuDNN's algorithm search times its candidates, once
+// per process), so the bit-for-bit comparison of two whole runs is the CPU test's.
 TEST_CASE("CUDA ranks: the all-reduce on its own stream during backward gives the exact mean and overlaps",
           "[cuda][mpi]") {
   DIFFUSE_TWO_CUDA_RANKS_GUARD();
-  const RunResult r = run_self_ranks(2, "gradient sync rank (CUDA)");
-  INFO(r.output);
-  CHECK(r.exit_code == 0);
-  CHECK_THAT(r.output, Catch::Contains("All tests passed"));
+  check_self_ranks_pass("gradient sync rank (CUDA)");
   // And through the trainer: tiny's gradients in 64 KiB buckets start during backward.
   TempDir dir;
   const std::vector<std::string> bench = {"--device", "cuda", "--config", "tiny", "--batch", "1", "--warmup", "1",

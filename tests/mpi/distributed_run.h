@@ -169,6 +169,14 @@ inline RunResult run_self_ranks(int ranks, const std::string& test_name, const E
              "", env);
 }
 
+// Runs a hidden test case on 2 ranks (run_self_ranks) and checks that every rank passed it.
+inline void check_self_ranks_pass(const std::string& test_name, const EnvVars& env = {}) {
+  const RunResult r = run_self_ranks(2, test_name, env);
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("All tests passed"));
+}
+
 // One rank's part of the GradientSync test (2 ranks): parameters whose gradients are known
 // rank-dependent inputs, so the expected mean (g0 + g1) / 2 is computed exactly on the host.
 //   loss = sum(x0·P1) + sum(x1·P2) + sum(x2·P3) + sum(xa·P4) + sum(xb·P4) + sum(w·(P6 + x5·P5))
