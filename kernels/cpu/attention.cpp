@@ -1,7 +1,7 @@
 // CPU attention (see kernels/attention.h) as batched GEMMs over tiles of query rows. A work item
 // is one (n, head) pair's block of R query rows: S = q kᵀ/√d for those rows by GEMM into an R×L
 // tile, a vectorised row softmax (kernels/cpu/simd/softmax.h) in place, then GEMMs for the output
-// rows or the grads. R is chosen so the tile (and the backward's second one) stays in L2 however
+// rows (the forward's tile left at e^(S − max), its output rows divided by Σ) or the grads. R is chosen so the tile (and the backward's second one) stays in L2 however
 // long the sequence, so no L×L matrix is ever held. One parallel region per call
 // (kernels/cpu/parallel.h) runs the items; the GEMMs inside run serially.
 // The backward of a short sequence (L ≤ 256) takes one item per pair on transposed tiles (keys
@@ -34,14 +34,20 @@ int64_t rows_per_tile(int64_t len) {
   return std::min(r, len);
 }
 
-void softmax_rows(float* s, int64_t rows, int64_t len, int64_t ld) { simd::softmax_rows(s, rows, len, ld); }
-void softmax_rows(double* s, int64_t rows, int64_t len, int64_t ld) {
+void softmax_rows(float* s, int64_t rows, int64_t len, int64_t ld, float* inv) {
+  simd::softmax_rows(s, rows, len, ld, inv);
+}
+void softmax_rows(double* s, int64_t rows, int64_t len, int64_t ld, double* inv) {
   for (int64_t i = 0; i < rows; ++i) {
     double* row = s + i * ld;
     const double mx = *std::max_element(row, row + len);
     double total = 0;
     for (int64_t j = 0; j < len; ++j) total += row[j] = std::exp(row[j] - mx);
-    for (int64_t j = 0; j < len; ++j) row[j] /= total;
+    if (inv) {
+      inv[i] = 1 / total;
+    } else {
+      for (int64_t j = 0; j < len; ++j) row[j] /= total;
+    }
   }
 }
 
@@ -65,10 +71,12 @@ void softmax_backward_rows(const double* p, double* dp, const double* dot, int64
 }
 
 // p[rows, L] = softmax over rows of (q_rows k_hᵀ) · scale; q_rows and k_h with leading dimension ld.
+// With inv not null, p is left unnormalised and inv holds each row's 1 / Σ (softmax_rows).
 template <typename T>
-void probabilities(int64_t rows, int64_t len, int64_t dim, int64_t ld, T scale, const T* q_rows, const T* kh, T* p) {
+void probabilities(int64_t rows, int64_t len, int64_t dim, int64_t ld, T scale, const T* q_rows, const T* kh, T* p,
+                   T* inv = nullptr) {
   gemm<T>(false, true, rows, len, dim, scale, q_rows, ld, kh, ld, T(0), p, len);
-  softmax_rows(p, rows, len, len);
+  softmax_rows(p, rows, len, len, inv);
 }
 
 void softmax_columns(float* s, int64_t rows, int64_t cols, int64_t ld, float* work) {
@@ -105,11 +113,16 @@ void attention_forward(const AttentionDesc& d, const T* q, const T* k, const T* 
   const int64_t rows = rows_per_tile(L), blocks = (L + rows - 1) / rows;
   parallel_for(d.n * d.heads * blocks, tile_cost(d, rows), [&](int64_t begin, int64_t end) {
     T* p = thread_scratch_of<T>(kScoreSlot, size_t(rows * L));
+    T* inv = thread_scratch_of<T>(kDotSlot, size_t(rows));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t pair = item / blocks, row0 = (item % blocks) * rows, r = std::min(rows, L - row0);
       const int64_t off = (pair / d.heads) * L * W + (pair % d.heads) * dh;
-      probabilities(r, L, dh, W, scale, q + off + row0 * W, k + off, p);
-      gemm<T>(false, false, r, dh, L, T(1), p, L, v + off, W, T(0), out + off + row0 * W, W);
+      // O = (e^(S − max) v) / Σ: the division scales d values per row instead of L.
+      probabilities(r, L, dh, W, scale, q + off + row0 * W, k + off, p, inv);
+      T* o = out + off + row0 * W;
+      gemm<T>(false, false, r, dh, L, T(1), p, L, v + off, W, T(0), o, W);
+      for (int64_t i = 0; i < r; ++i)
+        for (int64_t c = 0; c < dh; ++c) o[i * W + c] *= inv[i];
     }
   });
 }

@@ -211,7 +211,12 @@ TEST_CASE("CPU attention row kernels: softmax, row dots and the softmax backward
       for (float& x : s) x *= 30.0f;  // large scores: the max subtraction must happen
       const std::vector<float> original = s, b = normals(size_t(rows * ld), 7);
       std::vector<float> dots(static_cast<size_t>(rows));
-      kernels::cpu::simd::softmax_rows(s.data(), rows, len, ld);
+      // Unnormalised with each row's 1 / Σ first: times it, the normalised rows to the bit.
+      std::vector<float> exps = s, inv(static_cast<size_t>(rows));
+      kernels::cpu::simd::softmax_rows(exps.data(), rows, len, ld, inv.data());
+      kernels::cpu::simd::softmax_rows(s.data(), rows, len, ld, nullptr);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < len; ++j) CHECK(exps[r * ld + j] * inv[r] == s[r * ld + j]);
       kernels::cpu::simd::row_dots(original.data(), b.data(), rows, len, ld, dots.data());
       std::vector<float> ds = b;
       kernels::cpu::simd::softmax_backward_rows(s.data(), ds.data(), dots.data(), rows, len, ld);

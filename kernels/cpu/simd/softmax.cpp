@@ -7,7 +7,7 @@
 
 namespace diffuse::kernels::cpu::simd::DIFFUSE_ISA_NS {
 
-void softmax_rows(float* s, int64_t rows, int64_t len, int64_t ld) {
+void softmax_rows(float* s, int64_t rows, int64_t len, int64_t ld, float* inv_out) {
   if (len <= 0) return;
   const int64_t whole = len / kLanes * kLanes;
   const int tail = int(len - whole);
@@ -33,6 +33,10 @@ void softmax_rows(float* s, int64_t rows, int64_t len, int64_t ld) {
       float t[kLanes];
       store(t, e);
       for (int i = 0; i < tail; ++i) sum += t[i];
+    }
+    if (inv_out) {
+      inv_out[r] = 1.0f / sum;
+      continue;
     }
     const Vec inv = set1(1.0f / sum);
     for (int64_t j = 0; j < whole; j += kLanes) store(row + j, load(row + j) * inv);

@@ -9,8 +9,11 @@
 #include "kernels/cpu/simd/dispatch.h"
 
 namespace diffuse::kernels::cpu::simd {
-// Each of `rows` rows of s (row stride ld, `len` used) becomes softmax(row): e^(x − max) / Σ.
-DIFFUSE_SIMD_FUNCTION(void, softmax_rows, (float* s, int64_t rows, int64_t len, int64_t ld), (s, rows, len, ld))
+// Each of `rows` rows of s (row stride ld, `len` used) becomes softmax(row): e^(x − max) / Σ. With
+// inv not null the rows stay e^(x − max) and inv[r] = 1 / Σ: the forward scales its output rows
+// (d values each) instead of the probabilities (L each).
+DIFFUSE_SIMD_FUNCTION(void, softmax_rows, (float* s, int64_t rows, int64_t len, int64_t ld, float* inv),
+                      (s, rows, len, ld, inv))
 // dot[i] = Σ_c a[i·ld + c] · b[i·ld + c] for i < rows, c < len.
 DIFFUSE_SIMD_FUNCTION(void, row_dots, (const float* a, const float* b, int64_t rows, int64_t len, int64_t ld, float* dot),
                       (a, b, rows, len, ld, dot))
