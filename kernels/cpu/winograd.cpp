@@ -19,7 +19,6 @@ namespace diffuse::kernels::cpu {
 namespace {
 
 constexpr int kWeightSlot = 1, kInputSlot = 2, kProductSlot = 3;  // thread_scratch slots
-constexpr int64_t kPositions = 16;                                 // F(2×2)'s 4×4 transformed positions per tile
 // Transformed positions per tile for m×m output tiles: (m + 2)².
 constexpr int64_t positions(int m) { return int64_t(m + 2) * (m + 2); }
 constexpr int64_t kBlockK = 384;  // reduction channels per packed weight block (as the blocked GEMM's)
@@ -65,20 +64,22 @@ bool is_3x3_same(const Conv2dDesc& d) {
 // and `fmnist-small` (22 shapes) at batch 1, 16, 32 and 64: F(4×4) 1.03–1.66× faster wherever
 // N·h·w·32 ≥ Cin·Cout, and slower only below it — 0.48–0.93× at batch 1 with 128 or more
 // channels at 8×8 and 16×16 (128→128, 192→128, 256→128), where its per-call weight transform
-// (36 planes of Cin·Cout floats, 2.4 MB at 128→128) outweighs the GEMMs of so few tiles. dw stays
-// F(2×2) (its F(3×3, 4×4) analogue was not built).
+// (36 planes of Cin·Cout floats, 2.4 MB at 128→128) outweighs the GEMMs of so few tiles. dw,
+// F(3×3, 4×4) against F(2×2)'s adjoint, the same way at the same shapes (from 32 channels in):
+// 1.09–1.71× faster at 16×16 and 32×32 at every batch, but 0.66–1.15× at 8×8 (128→128 and
+// 256→128: 0.66–0.70× at batch 1, 0.98–1.03× at 16 and 32), so F(3×3, 4×4) from 16×16 images.
 enum class Algorithm { implicit_gemm, f2x2, f4x4 };
-enum class Pass { forward, backward_data, backward_weights };
+using Pass = WinogradPass;
 Algorithm fastest_algorithm(const Conv2dDesc& d, Pass pass) {
   if (!is_3x3_same(d)) return Algorithm::implicit_gemm;
-  if (pass == Pass::backward_weights) return d.cin >= 32 ? Algorithm::f2x2 : Algorithm::implicit_gemm;
+  if (pass == Pass::backward_weights)
+    return d.cin < 32 ? Algorithm::implicit_gemm : d.h * d.w >= 256 ? Algorithm::f4x4 : Algorithm::f2x2;
   return d.n * d.h * d.w * 32 >= d.cin * d.cout ? Algorithm::f4x4 : Algorithm::f2x2;
 }
 
-// The tile a forward (backward_data false) or dx runs with: the one asked for, or the rule's.
-int tile_size(const Conv2dDesc& d, bool backward_data, WinogradTile tile) {
-  if (tile == WinogradTile::chosen)
-    tile = winograd_tile_for(d, backward_data);
+// The tile size m a pass runs with: the tile asked for, or the rule's.
+int tile_size(const Conv2dDesc& d, Pass pass, WinogradTile tile) {
+  if (tile == WinogradTile::chosen) tile = winograd_tile_for(d, pass);
   return tile == WinogradTile::f4x4 ? 4 : 2;
 }
 
@@ -182,12 +183,13 @@ void convolve(int64_t images, int64_t h, int64_t w, const float* src, const Pack
   });
 }
 
-// dw [Cout, 3, 3, Cin] of the 3×3 pad-1 convolution of x [N, h, w, Cin] from dy [N, h, w, Cout]:
-// dU_xi = Σ_tiles Z_xiᵀ · V_xi (Z = A·dY·Aᵀ, V = Bᵀ·d·B; one GEMM [Cout, tiles]·[tiles, Cin] per
-// position, the tiles in blocks and the blocks in slices), then dw = Gᵀ·dU·G.
-void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* dbias) {
-  const int64_t cin = d.cin, cout = d.cout, h = d.h, w = d.w;
-  const int64_t tiles = d.n * ((h + 1) / 2) * ((w + 1) / 2);
+// dw [Cout, 3, 3, Cin] of the 3×3 pad-1 convolution of x [N, h, w, Cin] from dy [N, h, w, Cout],
+// over m×m tiles of dy: dU_xi = Σ_tiles Z_xiᵀ · V_xi (F(2×2): Z = A·dY·Aᵀ, V = Bᵀ·d·B, dw = Gᵀ·dU·G;
+// m = 4, F(3×3, 4×4): Z = G₄·dY·G₄ᵀ, V as F(4×4)'s forward, dw = A₃ᵀ·dU·A₃; one GEMM
+// [Cout, tiles]·[tiles, Cin] per position, the tiles in blocks and the blocks in slices).
+void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* dbias, int m) {
+  const int64_t cin = d.cin, cout = d.cout, h = d.h, w = d.w, pos = positions(m);
+  const int64_t tiles = d.n * ((h + m - 1) / m) * ((w + m - 1) / m);
   if (tiles == 0) {
     std::fill(dw, dw + cout * 9 * cin, 0.0f);
     if (dbias) std::fill(dbias, dbias + cout, 0.0f);
@@ -195,19 +197,21 @@ void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw
   }
   const int64_t nr = simd::gemm_panel_width(), cin_pad = (cin + nr - 1) / nr * nr;
   const int64_t mr = simd::gemm_panel_height();
-  const int64_t plane = cout * cin, slice_stride = kPositions * plane;
-  const int64_t block = tile_block(cin, cout, kPositions), blocks = (tiles + block - 1) / block;
+  const int64_t plane = cout * cin, slice_stride = pos * plane;
+  const int64_t block = tile_block(cin, cout, pos), blocks = (tiles + block - 1) / block;
   const int64_t slices = std::min(kWeightGradSlices, blocks);
   float* du = thread_scratch_of<float>(kWeightSlot, size_t(slices * slice_stride));
-  // dbias's partial sums per slice: Σ of Z at position 5 (a tile's four dy summed) over its tiles.
-  constexpr int64_t kTileSumPosition = 5;
+  // dbias's partial sums per slice: Σ of Z at position 5 (F(2×2): a tile's four dy summed) or 7
+  // (F(3×3, 4×4): a tile's sixteen dy summed, / 36) over its tiles.
+  const int64_t tile_sum_position = m == 4 ? 7 : 5;
+  const double tile_sum_scale = m == 4 ? 36.0 : 1.0;
   double* bias_part = dbias ? thread_scratch_of<double>(kColumnSumSlot, size_t(slices * cout)) : nullptr;
-  const double cost = double(tiles) * kPositions * double(cin) * double(cout) / double(slices) / 4;
+  const double cost = double(tiles) * double(pos) * double(cin) * double(cout) / double(slices) / 4;
   parallel_for(slices, cost, [&](int64_t s0, int64_t s1) {
     // V (written by the input transform straight into the micro-kernel's B panels of NR columns),
     // Z, and one position's Zᵀ packed into MR-row panels.
     const int64_t v_stride = plane_stride(block, cin_pad), z_stride = plane_stride(block, cout);
-    const int64_t v_size = kPositions * v_stride, z_size = kPositions * z_stride;
+    const int64_t v_size = pos * v_stride, z_size = pos * z_stride;
     const int64_t cout_pad = (cout + mr - 1) / mr * mr;
     float* v = thread_scratch_of<float>(kInputSlot, size_t(v_size + z_size + cout_pad * block));
     float* z = v + v_size;
@@ -219,10 +223,10 @@ void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw
       if (bias_part) std::fill(bias_part + s * cout, bias_part + (s + 1) * cout, 0.0);
       for (int64_t b = b_begin; b < b_end; ++b) {
         const int64_t t0 = b * block, count = std::min(block, tiles - t0);
-        simd::winograd_input_tiles(2, x, h, w, cin, t0, count, v, v_stride, nr, count * nr);
-        simd::winograd_output_grad_tiles(dy, h, w, cout, t0, count, z, z_stride);
-        if (bias_part) simd::column_sum_rows(z + kTileSumPosition * z_stride, count, cout, bias_part + s * cout);
-        for (int64_t xi = 0; xi < kPositions; ++xi) {
+        simd::winograd_input_tiles(m, x, h, w, cin, t0, count, v, v_stride, nr, count * nr);
+        simd::winograd_output_grad_tiles(m, dy, h, w, cout, t0, count, z, z_stride);
+        if (bias_part) simd::column_sum_rows(z + tile_sum_position * z_stride, count, cout, bias_part + s * cout);
+        for (int64_t xi = 0; xi < pos; ++xi) {
           TransposedA{z + xi * z_stride, cout}(0, cout, 0, count, zt);
           simd::gemm_block_panels(cout, cin, count, zt, v + xi * v_stride, 1.0f, b == b_begin ? 0.0f : 1.0f, nullptr,
                                   du + s * slice_stride + xi * plane, cin);
@@ -230,14 +234,14 @@ void weight_grad(const Conv2dDesc& d, const float* x, const float* dy, float* dw
       }
     }
   });
-  parallel_for(cout, double(kPositions * slices + 40) * double(cin), [&](int64_t c0, int64_t c1) {
+  parallel_for(cout, double(pos * slices + 40) * double(cin), [&](int64_t c0, int64_t c1) {
     for (int64_t co = c0; co < c1; ++co)
-      simd::winograd_weight_grad_row(du + co * cin, slices, slice_stride, plane, cin, dw + co * 9 * cin);
+      simd::winograd_weight_grad_row(m, du + co * cin, slices, slice_stride, plane, cin, dw + co * 9 * cin);
   });
   for (int64_t co = 0; co < cout && dbias; ++co) {
     double sum = 0;
     for (int64_t s = 0; s < slices; ++s) sum += bias_part[s * cout + co];
-    dbias[co] = float(sum);
+    dbias[co] = float(sum * tile_sum_scale);
   }
 }
 
@@ -260,28 +264,27 @@ bool winograd_backward_weights_wanted(const Conv2dDesc& d) {
   return fastest_algorithm(d, Pass::backward_weights) != Algorithm::implicit_gemm;
 }
 
-WinogradTile winograd_tile_for(const Conv2dDesc& d, bool backward_data) {
-  return fastest_algorithm(d, backward_data ? Pass::backward_data : Pass::forward) == Algorithm::f4x4
-             ? WinogradTile::f4x4
-             : WinogradTile::f2x2;
+WinogradTile winograd_tile_for(const Conv2dDesc& d, WinogradPass pass) {
+  return fastest_algorithm(d, pass) == Algorithm::f4x4 ? WinogradTile::f4x4 : WinogradTile::f2x2;
 }
 
 void winograd_conv3x3_forward(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
                               const float* residual, WinogradTile tile) {
   check_shape(d, "winograd_conv3x3_forward");
-  convolve(d.n, d.h, d.w, x, transform_weights(d, w, false, tile_size(d, false, tile)), bias, residual, y);
+  convolve(d.n, d.h, d.w, x, transform_weights(d, w, false, tile_size(d, Pass::forward, tile)), bias, residual, y);
 }
 
 void winograd_conv3x3_backward_data(const Conv2dDesc& d, const float* w, const float* dy, float* dx,
                                     WinogradTile tile) {
   check_shape(d, "winograd_conv3x3_backward_data");
-  convolve(d.n, d.h, d.w, dy, transform_weights(d, w, true, tile_size(d, true, tile)), nullptr, nullptr, dx);
+  const PackedWeights pw = transform_weights(d, w, true, tile_size(d, Pass::backward_data, tile));
+  convolve(d.n, d.h, d.w, dy, pw, nullptr, nullptr, dx);
 }
 
 void winograd_conv3x3_backward_weights(const Conv2dDesc& d, const float* x, const float* dy, float* dw,
-                                       float* dbias) {
+                                       float* dbias, WinogradTile tile) {
   check_shape(d, "winograd_conv3x3_backward_weights");
-  weight_grad(d, x, dy, dw, dbias);
+  weight_grad(d, x, dy, dw, dbias, tile_size(d, Pass::backward_weights, tile));
 }
 
 }  // namespace diffuse::kernels::cpu

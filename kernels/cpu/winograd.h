@@ -2,11 +2,13 @@
 // calls them). F(m×m, 3×3) computes each m×m output tile from an (m + 2)×(m + 2) input window with
 // (m + 2)² multiplications per (input, output) channel pair instead of 9·m²: F(2×2) 16 for 4
 // outputs (2.25× fewer than the implicit GEMM), F(4×4) 36 for 16 (4× fewer). Forward and dx run
-// either (winograd_tile_for says which); dw runs F(2×2) only.
+// either, and dw either adjoint: F(2×2)'s, or F(3×3, 4×4) (the 3×3 dw from 6×6 windows of x and
+// 4×4 tiles of dy, 36 products per tile); winograd_tile_for says which.
 //
 // Accuracy, as max |error| / max |exact| against an f64 convolution on UNet-like data (N(0,1) or
 // SiLU inputs, 1/√(9·Cin) weights, 32 to 256 channels, 8×8 to 32×32; docs/performance.md, the
-// F(4×4) entry): direct f32 2.6–3.6e-7, F(2×2) 2.4–6.4e-7, F(4×4) 1.1–2.2e-6 — F(4×4) with the
+// F(4×4) entry): direct f32 2.6–3.6e-7, F(2×2) 2.4–6.4e-7, F(4×4) 1.1–2.2e-6 (dw with F(3×3, 4×4):
+// 0.8–1.5e-6, F(2×2)'s dw 1.6–4.1e-7) — F(4×4) with the
 // interpolation points 0, ±1, ½, −2, ∞ and its reduction summed in blocks of 32 channels
 // (kernels/cpu/simd/winograd.cpp, kBlockKF4 in winograd.cpp). The usual points 0, ±1, ±2, ∞ with one
 // long sum measured 4.0e-6–1.3e-5, past the op table's f32 bound (1e-5) on its own conv rows; the
@@ -20,7 +22,7 @@
 // conv2d's fused residual). The
 // blocks are spread over threads by parallel_for; every output element is computed by one thread
 // in a fixed order, so results do not depend on the thread count. The weight gradient runs the
-// adjoint of F(2×2)'s steps (winograd_conv3x3_backward_weights below). Scratch: the calling
+// adjoint steps (winograd_conv3x3_backward_weights below). Scratch: the calling
 // thread's thread_scratch slot 1 (U, or dw's partial sums) and every thread's slots 2 and 3
 // (V, M, dw's Z), grow-only.
 #pragma once
@@ -40,11 +42,13 @@ bool winograd_backward_data_wanted(const Conv2dDesc& d);
 // The same for the weight gradient dw.
 bool winograd_backward_weights_wanted(const Conv2dDesc& d);
 
-// The output tile of a forward or dx: F(2×2, 3×3), F(4×4, 3×3), or `chosen`: the one the rule
-// picks for the shape and pass (winograd_tile_for). Tests ask for each by name.
+// The tile of a pass: F(2×2, 3×3) (dw: its adjoint), F(4×4, 3×3) (dw: F(3×3, 4×4), 4×4 tiles of
+// dy), or `chosen`: the one the rule picks for the shape and pass (winograd_tile_for). Tests ask
+// for each by name.
 enum class WinogradTile { chosen, f2x2, f4x4 };
-// The tile the rule runs d's forward (backward_data false) or dx with (when it runs Winograd).
-WinogradTile winograd_tile_for(const Conv2dDesc& d, bool backward_data);
+enum class WinogradPass { forward, backward_data, backward_weights };
+// The tile the rule runs d's pass with (when it runs Winograd).
+WinogradTile winograd_tile_for(const Conv2dDesc& d, WinogradPass pass);
 
 // y = conv(x, w) + bias + residual for a 3×3, stride-1, pad-1 d (bias and residual may be null;
 // both are added by the output transform as it stores y). Throws on another shape.
@@ -55,13 +59,15 @@ void winograd_conv3x3_backward_data(const Conv2dDesc& d, const float* w, const f
                                     WinogradTile tile = WinogradTile::chosen);
 // dw [Cout, 3, 3, Cin] = the weight gradient of that convolution from x and dy (overwritten): the
 // adjoint of the forward's transforms, dU_xi = Σ over tiles of (A·dY·Aᵀ)_xiᵀ · (Bᵀ·d·B)_xi (16
-// GEMMs [Cout, tiles]·[tiles, Cin]), then dw = Gᵀ·dU·G. The sum over tiles runs in a fixed number
+// GEMMs [Cout, tiles]·[tiles, Cin]), then dw = Gᵀ·dU·G; or with F(3×3, 4×4) Z = G₄·dY·G₄ᵀ of 4×4
+// dy tiles, V of 6×6 windows (36 GEMMs), dw = A₃ᵀ·dU·A₃. The sum over tiles runs in a fixed number
 // of slices added in order (a shape-determined count), so dw does not depend on the thread count;
 // the slices' partial sums are the calling thread's slot-1 scratch. With dbias (may be null) the
 // bias gradient Σ dy over pixels comes from the same pass: position 5 of A·dY·Aᵀ is the sum of a
-// tile's four dy, so dbias is the column sum of Z_5 over the tiles (in f64 per slice, added in
-// order; kColumnSumSlot scratch) and dy is not read again.
+// tile's four dy (position 7 of G₄·dY·G₄ᵀ: its sixteen, / 36), so dbias is the column sum of that
+// position over the tiles (in f64 per slice, added in order; kColumnSumSlot scratch) and dy is
+// not read again.
 void winograd_conv3x3_backward_weights(const Conv2dDesc& d, const float* x, const float* dy, float* dw,
-                                       float* dbias = nullptr);
+                                       float* dbias = nullptr, WinogradTile tile = WinogradTile::chosen);
 
 }  // namespace diffuse::kernels::cpu

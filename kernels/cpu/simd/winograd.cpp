@@ -14,7 +14,16 @@
 //         0 −2 −1  2 1 0;            −4/30 −2/30 −1/30;           0 1 −1 1 −8 1]
 //         0  1 −2 −1 2 0;             1/30 −2/30  4/30;
 //         0  2 −3 −4 3 2]             0     0     1/2]
-// The fractions sit in G, which runs once per weight per call.
+// The fractions sit in G, which runs once per weight per call. The weight gradient's F(3×3, 4×4)
+// (the same points, so the same Bᵀ for x's 6×6 windows) transforms 4×4 tiles of dy with G₄ and
+// the 6×6 sums back to the 3×3 dw with A₃ᵀ, scaled to match Bᵀ's rows and checked the same way:
+//   G₄ = [ 1/2    0     0     0;       A₃ᵀ = [1 1  1 4  1 0;
+//          1/6   1/6   1/6   1/6;              0 1 −1 2 −2 0;
+//         −1/6   1/6  −1/6   1/6;              0 1  1 1  4 1]
+//         −8/30 −4/30 −2/30 −1/30;
+//          1/30 −2/30  4/30 −8/30;
+//          0     0     0     1/2]
+// Row 1 of G₄ sums the tile's dy (/ 6), so position 7 of G₄·dY·G₄ᵀ is the tile's dy sum / 36.
 #include <cstdint>
 
 #include "kernels/cpu/simd/isa_begin.h"
@@ -299,8 +308,10 @@ void winograd_weight_row(int tile, const float* const* g, int64_t n, int64_t nr,
   }
 }
 
-void winograd_output_grad_tiles(const float* dy, int64_t h, int64_t w, int64_t channels, int64_t t0, int64_t count,
-                                float* z, int64_t z_stride) {
+namespace {
+
+void output_grad_tiles2(const float* dy, int64_t h, int64_t w, int64_t channels, int64_t t0, int64_t count, float* z,
+                        int64_t z_stride) {
   const int64_t th = (h + 1) / 2, tw = (w + 1) / 2;
   for (int64_t k = 0; k < count; ++k) {
     const TilePos p = tile_pos(t0 + k, th, tw, 2);
@@ -333,8 +344,8 @@ void winograd_output_grad_tiles(const float* dy, int64_t h, int64_t w, int64_t c
   }
 }
 
-void winograd_weight_grad_row(const float* du, int64_t slices, int64_t slice_stride, int64_t plane_stride, int64_t cin,
-                              float* dw_row) {
+void weight_grad_row2(const float* du, int64_t slices, int64_t slice_stride, int64_t plane_stride, int64_t cin,
+                      float* dw_row) {
   const Vec half = set1(0.5f);
   over_lanes(cin, [&](int64_t c, int lanes) {
     Vec u[4][4];
@@ -359,6 +370,106 @@ void winograd_weight_grad_row(const float* du, int64_t slices, int64_t slice_str
       store_part(out + 2 * cin, half * (t[a][1] + t[a][2]) + t[a][3], lanes);
     }
   });
+}
+
+// F(3×3, 4×4)'s G (6×4) on four dy values: z = G·dY column, the dY tile's rows or columns.
+inline void grad_1d4(Vec d0, Vec d1, Vec d2, Vec d3, Vec (&z)[6]) {
+  const Vec half = set1(0.5f), sixth = set1(1.0f / 6.0f), thirtieth = set1(1.0f / 30.0f);
+  const Vec even = d0 + d2, odd = d1 + d3, two = set1(2.0f), four = set1(4.0f), eight = set1(8.0f);
+  z[0] = half * d0;
+  z[1] = sixth * (even + odd);
+  z[2] = sixth * (odd - even);
+  z[3] = set1(-1.0f / 30.0f) * fma(eight, d0, fma(four, d1, fma(two, d2, d3)));
+  z[4] = thirtieth * fma(set1(-8.0f), d3, fma(four, d2, fma(set1(-2.0f), d1, d0)));
+  z[5] = half * d3;
+}
+
+// F(3×3, 4×4)'s Aᵀ (3×6) on six values.
+inline void grad_out_1d4(const Vec (&u)[6], Vec (&w)[3]) {
+  const Vec s12 = u[1] + u[2], d12 = u[1] - u[2], two = set1(2.0f), four = set1(4.0f);
+  w[0] = u[0] + s12 + fma(four, u[3], u[4]);
+  w[1] = fma(two, u[3], fma(set1(-2.0f), u[4], d12));
+  w[2] = s12 + u[3] + fma(four, u[4], u[5]);
+}
+
+void output_grad_tiles4(const float* dy, int64_t h, int64_t w, int64_t channels, int64_t t0, int64_t count, float* z,
+                        int64_t z_stride) {
+  const int64_t th = (h + 3) / 4, tw = (w + 3) / 4;
+  for (int64_t k = 0; k < count; ++k) {
+    const TilePos p = tile_pos(t0 + k, th, tw, 4);
+    const float* img = dy + p.n * h * w * channels;
+    const float* in[4][4];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j)
+        in[i][j] = p.y + i < h && p.x + j < w ? img + ((p.y + i) * w + p.x + j) * channels : nullptr;
+    float* zt = z + k * channels;
+    over_lanes(channels, [&](int64_t c, int lanes) {
+      Vec r[6][4];  // G·dY
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        Vec col[6];
+        grad_1d4(in[0][j] ? load_part(in[0][j] + c, lanes) : zero(), in[1][j] ? load_part(in[1][j] + c, lanes) : zero(),
+                 in[2][j] ? load_part(in[2][j] + c, lanes) : zero(), in[3][j] ? load_part(in[3][j] + c, lanes) : zero(),
+                 col);
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; ++i) r[i][j] = col[i];
+      }
+#pragma GCC unroll 6
+      for (int i = 0; i < 6; ++i) {  // (G·dY)·Gᵀ
+        Vec row[6];
+        grad_1d4(r[i][0], r[i][1], r[i][2], r[i][3], row);
+        float* out = zt + 6 * i * z_stride + c;
+#pragma GCC unroll 6
+        for (int j = 0; j < 6; ++j) store_part(out + j * z_stride, row[j], lanes);
+      }
+    });
+  }
+}
+
+void weight_grad_row4(const float* du, int64_t slices, int64_t slice_stride, int64_t plane_stride, int64_t cin,
+                      float* dw_row) {
+  over_lanes(cin, [&](int64_t c, int lanes) {
+    Vec t[3][6];  // Aᵀ·dU, column by column
+#pragma GCC unroll 6
+    for (int j = 0; j < 6; ++j) {
+      Vec col[6], w[3];
+#pragma GCC unroll 6
+      for (int i = 0; i < 6; ++i) {
+        const float* q = du + (6 * i + j) * plane_stride + c;
+        Vec sum = load_part(q, lanes);
+        for (int64_t s = 1; s < slices; ++s) sum = sum + load_part(q + s * slice_stride, lanes);
+        col[i] = sum;
+      }
+      grad_out_1d4(col, w);
+#pragma GCC unroll 3
+      for (int a = 0; a < 3; ++a) t[a][j] = w[a];
+    }
+#pragma GCC unroll 3
+    for (int a = 0; a < 3; ++a) {  // (Aᵀ·dU)·A
+      Vec w[3];
+      grad_out_1d4(t[a], w);
+#pragma GCC unroll 3
+      for (int b = 0; b < 3; ++b) store_part(dw_row + (3 * a + b) * cin + c, w[b], lanes);
+    }
+  });
+}
+
+}  // namespace
+
+void winograd_output_grad_tiles(int tile, const float* dy, int64_t h, int64_t w, int64_t channels, int64_t t0,
+                                int64_t count, float* z, int64_t z_stride) {
+  if (tile == 4)
+    output_grad_tiles4(dy, h, w, channels, t0, count, z, z_stride);
+  else
+    output_grad_tiles2(dy, h, w, channels, t0, count, z, z_stride);
+}
+
+void winograd_weight_grad_row(int tile, const float* du, int64_t slices, int64_t slice_stride, int64_t plane_stride,
+                              int64_t cin, float* dw_row) {
+  if (tile == 4)
+    weight_grad_row4(du, slices, slice_stride, plane_stride, cin, dw_row);
+  else
+    weight_grad_row2(du, slices, slice_stride, plane_stride, cin, dw_row);
 }
 
 }  // namespace diffuse::kernels::cpu::simd::DIFFUSE_ISA_NS

@@ -1,8 +1,9 @@
 // The tile transforms of the CPU's Winograd convolutions (kernels/cpu/winograd.h), F(2×2, 3×3) and
 // F(4×4, 3×3), one version per instruction-set path (kernels/cpu/simd/dispatch.h), vectorised over
-// channels. For an output tile of m×m pixels (`tile` = m = 2 or 4; the weight gradient's functions
-// are F(2×2) only) each transform works on an α×α window, α = m + 2, and 16 or 36 transformed
-// positions xi = α·row + column. Tiles are numbered over the whole batch: tile t is image
+// channels. For an output tile of m×m pixels (`tile` = m = 2 or 4) each transform works on an α×α
+// window, α = m + 2, and 16 or 36 transformed positions xi = α·row + column. The weight
+// gradient's tile 4 is F(3×3, 4×4): the same 6×6 windows of x, 4×4 tiles of dy. Tiles are
+// numbered over the whole batch: tile t is image
 // t / (th·tw), tile row (t / tw) % th, tile column t % tw, with th = ⌈h/m⌉, tw = ⌈w/m⌉; tile (ty, tx)
 // covers output pixels m·ty.. × m·tx.. and reads the α×α input window from (m·ty − 1, m·tx − 1):
 // pad 1 on every side, zeros outside the image (so sizes that are not a multiple of m end in
@@ -40,17 +41,19 @@ DIFFUSE_SIMD_FUNCTION(void, winograd_weight_row,
                        int64_t xi_stride),
                       (tile, g, n, nr, panel_stride, out, xi_stride))
 // The weight gradient's transform of dy: for tiles [t0, t0 + count) of dy [N, h, w, channels],
-// Z = A·dY·Aᵀ of each tile's 2×2 output gradient dY (zero for pixels outside the image; A = Aᵀ's
-// transpose, 4×2), written as z[xi · z_stride + (t − t0) · channels + c].
+// Z = A·dY·Aᵀ (F(2×2): A = Aᵀ's transpose, 4×2) or G·dY·Gᵀ (tile 4: F(3×3, 4×4), whose G is 6×4;
+// kernels/cpu/simd/winograd.cpp) of each tile's m×m output gradient dY (zero for pixels outside the
+// image), written as z[xi · z_stride + (t − t0) · channels + c] for the α² positions xi.
 DIFFUSE_SIMD_FUNCTION(void, winograd_output_grad_tiles,
-                      (const float* dy, int64_t h, int64_t w, int64_t channels, int64_t t0, int64_t count, float* z,
-                       int64_t z_stride),
-                      (dy, h, w, channels, t0, count, z, z_stride))
-// The weight gradient from its 16 transformed planes for one output channel: dU[xi][ci] is the sum
+                      (int tile, const float* dy, int64_t h, int64_t w, int64_t channels, int64_t t0, int64_t count,
+                       float* z, int64_t z_stride),
+                      (tile, dy, h, w, channels, t0, count, z, z_stride))
+// The weight gradient from its α² transformed planes for one output channel: dU[xi][ci] is the sum
 // over s < slices of du[s · slice_stride + xi · plane_stride + ci] (in order), and
-// dw_row[(3·a + b) · cin + ci] = (Gᵀ·dU·G)[a][b] for ci < cin (dw_row = dw + co · 9 · cin).
+// dw_row[(3·a + b) · cin + ci] = (Gᵀ·dU·G)[a][b] (F(2×2)) or (Aᵀ·dU·A)[a][b] (tile 4: F(3×3, 4×4),
+// Aᵀ 3×6) for ci < cin (dw_row = dw + co · 9 · cin).
 DIFFUSE_SIMD_FUNCTION(void, winograd_weight_grad_row,
-                      (const float* du, int64_t slices, int64_t slice_stride, int64_t plane_stride, int64_t cin,
-                       float* dw_row),
-                      (du, slices, slice_stride, plane_stride, cin, dw_row))
+                      (int tile, const float* du, int64_t slices, int64_t slice_stride, int64_t plane_stride,
+                       int64_t cin, float* dw_row),
+                      (tile, du, slices, slice_stride, plane_stride, cin, dw_row))
 }  // namespace diffuse::kernels::cpu::simd
