@@ -47,6 +47,13 @@ SizeClass size_class(size_t bytes) {
   return {kSmallClasses + static_cast<size_t>(log2 - 16) * 8 + (rounded / step - 8), rounded};
 }
 
+// The bytes of size class `index` (the inverse of size_class).
+size_t class_bytes(size_t index) {
+  if (index < kSmallClasses) return index * 64;
+  const size_t log2 = (index - kSmallClasses) / 8 + 16, eighth = (index - kSmallClasses) % 8;
+  return (size_t{8} + eighth) << (log2 - 3);
+}
+
 // The cache keeps at most this many times the most bytes ever in use at once (see deallocate).
 constexpr size_t kCacheFactor = 2;
 
@@ -70,6 +77,7 @@ class HostAllocator final : public Allocator {
     const SizeClass c = size_class(bytes);
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      last_request_[c.index] = ++requests_;
       if (FreeBlock* b = free_[c.index]) {
         free_[c.index] = b->next;
         stats_.bytes_cached -= c.bytes;
@@ -93,6 +101,8 @@ class HostAllocator final : public Allocator {
   void deallocate(void* ptr, size_t bytes) override {
     if (!ptr) return;
     const SizeClass c = size_class(bytes);
+    FreeBlock* evicted = nullptr;  // blocks to hand back to the C library, outside the lock
+    bool cached = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stats_.bytes_in_use -= c.bytes;
@@ -101,15 +111,19 @@ class HostAllocator final : public Allocator {
       // high-water mark itself fills with one phase's blocks and hands the other phase's back to
       // the C library every step (136 misses per steady `tiny` step at batch 32 of 32x32); at
       // twice it both phases' blocks stay.
-      if (stats_.bytes_cached + c.bytes <= std::min(kCacheFactor * stats_.peak_bytes_in_use, cap_)) {
+      const size_t budget = std::min(kCacheFactor * stats_.peak_bytes_in_use, cap_);
+      if (stats_.bytes_cached + c.bytes > budget && c.bytes <= budget)
+        evicted = evict_staler_than(c.index, stats_.bytes_cached + c.bytes - budget);
+      if (stats_.bytes_cached + c.bytes <= budget) {
         auto* b = static_cast<FreeBlock*>(ptr);
         b->next = free_[c.index];
         free_[c.index] = b;
         stats_.bytes_cached += c.bytes;
-        return;
+        cached = true;
       }
     }
-    std::free(ptr);
+    if (!cached) std::free(ptr);
+    free_list(evicted);
   }
 
   Device device() const override { return Device::cpu; }
@@ -131,15 +145,47 @@ class HostAllocator final : public Allocator {
       for (size_t i = 0; i < kClasses; ++i) lists[i] = free_[i], free_[i] = nullptr;
       stats_.bytes_cached = 0;
     }
-    for (FreeBlock* b : lists)
-      while (b) {
-        FreeBlock* next = b->next;
-        std::free(b);
-        b = next;
-      }
+    for (FreeBlock* b : lists) free_list(b);
   }
 
  private:
+  static void free_list(FreeBlock* b) {
+    while (b) {
+      FreeBlock* next = b->next;
+      std::free(b);
+      b = next;
+    }
+  }
+
+  // Under mutex_: takes cached blocks out of the classes asked for least recently, as long as
+  // they were asked for before class `keep` was, until `bytes` are out or no such class is left;
+  // returns them as one list for the caller to free. So a full cache makes room for the blocks
+  // being used now by dropping those of a workload that has ended (an embedder that trains one
+  // model and then samples another, a test binary running many cases) instead of refusing them
+  // every step; when every cached class is in use the incoming block goes, as before.
+  FreeBlock* evict_staler_than(size_t keep, size_t bytes) {
+    FreeBlock* out = nullptr;
+    size_t freed = 0;
+    while (freed < bytes) {
+      size_t victim = kClasses;
+      for (size_t i = 0; i < kClasses; ++i)
+        if (free_[i] && i != keep && last_request_[i] < last_request_[keep] &&
+            (victim == kClasses || last_request_[i] < last_request_[victim]))
+          victim = i;
+      if (victim == kClasses) break;
+      const size_t block = class_bytes(victim);
+      while (free_[victim] && freed < bytes) {
+        FreeBlock* b = free_[victim];
+        free_[victim] = b->next;
+        b->next = out;
+        out = b;
+        freed += block;
+        stats_.bytes_cached -= block;
+      }
+    }
+    return out;
+  }
+
   void note_in_use(size_t bytes) {  // under mutex_
     stats_.bytes_in_use += bytes;
     stats_.peak_bytes_in_use = std::max(stats_.peak_bytes_in_use, stats_.bytes_in_use);
@@ -148,6 +194,8 @@ class HostAllocator final : public Allocator {
 
   std::mutex mutex_;
   FreeBlock* free_[kClasses] = {};
+  uint64_t last_request_[kClasses] = {};  // the request count when each class was last asked for
+  uint64_t requests_ = 0;
   HostMemoryStats stats_;
   const size_t cap_ = cache_cap_from_environment();
 };

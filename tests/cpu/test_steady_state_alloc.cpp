@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <new>
+#include <vector>
+#include <algorithm>
 
 #include "engine/train_step.h"
 #include "engine/sampler.h"
@@ -179,4 +181,37 @@ TEST_CASE("a steady-state sampling step allocates nothing", "[alloc]") {
       }
     }
   }
+}
+
+// The host cache is process-wide and bounded (twice the most ever in use). When an earlier
+// workload's blocks fill it (an embedder that trains one model and then samples another; this
+// binary running one case after another: the training case above missed 57 times a step after
+// the torch-parity case had run in the same process), the blocks in use now must displace them,
+// not be refused every step. Block sizes scale with the process's high-water mark so far, so the
+// earlier workloads here always fill the whole budget, whatever ran before this case.
+TEST_CASE("the host cache makes room for the blocks in use by dropping a finished workload's", "[alloc]") {
+  release_cached_host_memory();
+  Allocator& host = host_allocator();
+  const size_t mib = size_t{1} << 20;
+  const size_t blocks = std::max<size_t>(4, host_memory_stats().peak_bytes_in_use / (8 * mib) + 1);
+  // Three size classes (eight per power of two above 64 KiB): two finished workloads, then the
+  // one running now. Blocks are never touched, so their pages are never made resident.
+  auto run = [&](size_t bytes) {
+    std::vector<void*> held;
+    for (size_t i = 0; i < blocks; ++i) held.push_back(host.allocate(bytes));
+    for (void* p : held) host.deallocate(p, bytes);
+  };
+  run(8 * mib);  // the high-water mark becomes blocks · 8 MiB or more; the budget twice it
+  run(9 * mib);
+  run(9 * mib);  // both finished workloads cached: the budget is (nearly) full
+  const HostMemoryStats full = host_memory_stats();
+  CHECK(full.bytes_cached > full.peak_bytes_in_use);
+  run(10 * mib);  // the first step of the new workload misses, and its blocks must stay
+  const uint64_t misses = host_memory_stats().system_allocations;
+  for (int step = 0; step < 3; ++step) run(10 * mib);
+  const HostMemoryStats after = host_memory_stats();
+  CHECK(after.system_allocations == misses);  // steady: every block from the cache
+  CHECK(after.bytes_cached <= 2 * after.peak_bytes_in_use);
+  release_cached_host_memory();
+  CHECK(host_memory_stats().bytes_cached == 0);
 }
