@@ -1,6 +1,8 @@
 // See kernels/cpu/simd/group_norm.h; compiled once per path (kernels/cpu/simd/isa_begin.h).
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include "kernels/cpu/simd/isa_begin.h"
 #include "kernels/cpu/simd/vec.h"
@@ -24,6 +26,51 @@ void walk_rows(int64_t spatial, Row&& row, Flush&& flush) {
   }
 }
 
+// A block's channels are walked in chunks of at most kChunkVecs vectors, each chunk over every
+// row, so a chunk's running sums and per-channel constants stay in registers (K of each) rather
+// than going through memory once per row. A channel's arithmetic, and the order of its sums, is
+// the same whichever chunk it falls in.
+constexpr int kChunkVecs = 4;
+
+// f(k, j, n) for the K vectors of the chunk at channel j0: j = j0 + k·kLanes, n lanes (kLanes, but
+// `last` for the last vector); k is a constant once inlined.
+template <int K, typename F>
+inline void each_vec(int64_t j0, int last, F&& f) {
+  [&]<int... k>(std::integer_sequence<int, k...>) {
+    (f(k, j0 + int64_t(k) * kLanes, k == K - 1 ? last : kLanes), ...);
+  }(std::make_integer_sequence<int, K>{});
+}
+
+// body(std::integral_constant<int, K>{}, j0, w, last) for each chunk: channels [j0, j0 + w) in K
+// vectors, the last of them `last` lanes wide.
+template <typename Body>
+void over_chunks(int64_t W, Body&& body) {
+  constexpr int64_t kChunk = int64_t(kChunkVecs) * kLanes;
+  static_assert(kChunkVecs == 4, "the switch below dispatches 1 to 4 vectors");
+  for (int64_t j0 = 0; j0 < W; j0 += kChunk) {
+    const int64_t w = W - j0 < kChunk ? W - j0 : kChunk;
+    const int vecs = int((w + kLanes - 1) / kLanes);
+    const int last = int(w - int64_t(vecs - 1) * kLanes);
+    switch (vecs) {
+      case 1: body(std::integral_constant<int, 1>{}, j0, w, last); break;
+      case 2: body(std::integral_constant<int, 2>{}, j0, w, last); break;
+      case 3: body(std::integral_constant<int, 3>{}, j0, w, last); break;
+      default: body(std::integral_constant<int, 4>{}, j0, w, last); break;
+    }
+  }
+}
+
+// Moves a chunk's K f32 running sums into its slice of the f64 sums (through `spill`, f32 scratch
+// of the block's width) and zeroes them.
+template <int K>
+inline void flush_chunk(Vec* acc, int64_t j0, int64_t w, int last, float* spill, double* sum) {
+  each_vec<K>(j0, last, [&](int k, int64_t j, int n) {
+    store_part(spill + j, acc[k], n);
+    acc[k] = zero();
+  });
+  flush_to_doubles(spill + j0, sum + j0, w);
+}
+
 // The pre-norm input h = x + add at position s, channels [j, j + n) of the block.
 template <bool kAdd>
 inline Vec pre_norm(const GroupNormBlock& b, int64_t s, int64_t j, int n) {
@@ -35,8 +82,8 @@ inline Vec pre_norm(const GroupNormBlock& b, int64_t s, int64_t j, int n) {
 // h − shift formed as (x − shift) + add: x − shift is exact when x lies near the mean, so nothing
 // is rounded at the mean's magnitude (x + add first would be, for a mean of 1000 by 3·10⁻⁵).
 template <bool kAdd>
-inline Vec deviation(const GroupNormBlock& b, int64_t s, int64_t j, int n, const float* shift) {
-  Vec d = load_part(b.x + s * b.row_stride + j, n) - load_part(shift + j, n);
+inline Vec deviation(const GroupNormBlock& b, int64_t s, int64_t j, int n, Vec shift) {
+  Vec d = load_part(b.x + s * b.row_stride + j, n) - shift;
   if constexpr (kAdd) d = d + load_part(b.add + j, n);
   return d;
 }
@@ -53,23 +100,26 @@ void forward(const GroupNormForwardBlock& f) {
   const GroupNormBlock& b = f.b;
   const int64_t W = b.width, S = b.spatial, cg = b.group_size, G = W / cg;
   const double count = double(S * cg);
-  float* acc1 = b.scratch_f;
-  float* acc2 = acc1 + W;
-  float* shift = acc2 + W;  // m0 of the channel's group
+  float* spill = b.scratch_f;
+  float* shift = spill + W;  // m0 of the channel's group
   float* scale = shift + W;
   float* bias = scale + W;
   double* sum1 = b.scratch_d;
   double* sum2 = sum1 + W;
 
   // Pass 1: the first mean m0.
-  fill_floats(acc1, W, 0.0f);
   fill_doubles(sum1, W, 0.0);
-  walk_rows(
-      S,
-      [&](int64_t s) {
-        over_lanes(W, [&](int64_t j, int n) { store_part(acc1 + j, load_part(acc1 + j, n) + pre_norm<kAdd>(b, s, j, n), n); });
-      },
-      [&] { flush_to_doubles(acc1, sum1, W); });
+  over_chunks(W, [&](auto kv, int64_t j0, int64_t w, int last) {
+    constexpr int K = decltype(kv)::value;
+    Vec acc[K];
+    for (Vec& a : acc) a = zero();
+    walk_rows(
+        S,
+        [&](int64_t s) {
+          each_vec<K>(j0, last, [&](int i, int64_t j, int n) { acc[i] = acc[i] + pre_norm<kAdd>(b, s, j, n); });
+        },
+        [&] { flush_chunk<K>(acc, j0, w, last, spill, sum1); });
+  });
   for (int64_t g = 0; g < G; ++g) {
     const float m0 = count > 0 ? float(group_total(sum1, g, cg) / count) : 0.0f;
     for (int64_t c = g * cg; c < (g + 1) * cg; ++c) shift[c] = m0;
@@ -78,20 +128,28 @@ void forward(const GroupNormForwardBlock& f) {
   // Pass 2: Σd and Σd² with d = h − m0.
   fill_doubles(sum1, W, 0.0);
   fill_doubles(sum2, W, 0.0);
-  fill_floats(acc2, W, 0.0f);
-  walk_rows(
-      S,
-      [&](int64_t s) {
-        over_lanes(W, [&](int64_t j, int n) {
-          const Vec d = deviation<kAdd>(b, s, j, n, shift);
-          store_part(acc1 + j, load_part(acc1 + j, n) + d, n);
-          store_part(acc2 + j, fma(d, d, load_part(acc2 + j, n)), n);
+  over_chunks(W, [&](auto kv, int64_t j0, int64_t w, int last) {
+    constexpr int K = decltype(kv)::value;
+    Vec acc1[K], acc2[K], sh[K];
+    each_vec<K>(j0, last, [&](int i, int64_t j, int n) {
+      acc1[i] = zero();
+      acc2[i] = zero();
+      sh[i] = load_part(shift + j, n);
+    });
+    walk_rows(
+        S,
+        [&](int64_t s) {
+          each_vec<K>(j0, last, [&](int i, int64_t j, int n) {
+            const Vec d = deviation<kAdd>(b, s, j, n, sh[i]);
+            acc1[i] = acc1[i] + d;
+            acc2[i] = fma(d, d, acc2[i]);
+          });
+        },
+        [&] {
+          flush_chunk<K>(acc1, j0, w, last, spill, sum1);
+          flush_chunk<K>(acc2, j0, w, last, spill, sum2);
         });
-      },
-      [&] {
-        flush_to_doubles(acc1, sum1, W);
-        flush_to_doubles(acc2, sum2, W);
-      });
+  });
   for (int64_t g = 0; g < G; ++g) {
     const double delta = count > 0 ? group_total(sum1, g, cg) / count : 0.0;
     const double mean_sq = count > 0 ? group_total(sum2, g, cg) / count : 0.0;
@@ -107,15 +165,23 @@ void forward(const GroupNormForwardBlock& f) {
   }
 
   // Pass 3: y = (h − m0)·scale + bias, then SiLU when fused.
-  for (int64_t s = 0; s < S; ++s) {
-    float* yr = f.y + s * b.row_stride;
-    over_lanes(W, [&](int64_t j, int n) {
-      const Vec d = deviation<kAdd>(b, s, j, n, shift);
-      Vec v = fma(d, load_part(scale + j, n), load_part(bias + j, n));
-      if (b.silu) v = silu(v);
-      store_part(yr + j, v, n);
+  over_chunks(W, [&](auto kv, int64_t j0, int64_t, int last) {
+    constexpr int K = decltype(kv)::value;
+    Vec sh[K], sc[K], bi[K];
+    each_vec<K>(j0, last, [&](int i, int64_t j, int n) {
+      sh[i] = load_part(shift + j, n);
+      sc[i] = load_part(scale + j, n);
+      bi[i] = load_part(bias + j, n);
     });
-  }
+    for (int64_t s = 0; s < S; ++s) {
+      float* yr = f.y + s * b.row_stride;
+      each_vec<K>(j0, last, [&](int i, int64_t j, int n) {
+        Vec v = fma(deviation<kAdd>(b, s, j, n, sh[i]), sc[i], bi[i]);
+        if (b.silu) v = silu(v);
+        store_part(yr + j, v, n);
+      });
+    }
+  });
 }
 
 template <bool kAdd>
@@ -123,12 +189,12 @@ void backward(const GroupNormBackwardBlock& k) {
   const GroupNormBlock& b = k.b;
   const int64_t W = b.width, S = b.spatial, cg = b.group_size, G = W / cg;
   const double count = double(S * cg);
-  float* acc1 = b.scratch_f;
-  float* acc2 = acc1 + W;
-  float* shift = acc2 + W;  // the forward's mean as f32 m0 + f32 remainder delta
+  float* spill = b.scratch_f;
+  float* m1 = spill + W;  // per channel, the group means of pass 2
+  float* m2 = m1 + W;
+  float* shift = m2 + W;  // the forward's mean as f32 m0 + f32 remainder delta
   float* delta = shift + W;
   float* rs = delta + W;
-  float* acc3 = rs + W;
   double* dadd_sum = b.scratch_d;
   for (int64_t g = 0; g < G; ++g) {
     const float m0 = float(k.mean[g]);
@@ -140,73 +206,100 @@ void backward(const GroupNormBackwardBlock& k) {
       rs[c] = r;
     }
   }
-  auto xhat = [&](int64_t s, int64_t j, int n) {
-    return (deviation<kAdd>(b, s, j, n, shift) - load_part(delta + j, n)) * load_part(rs + j, n);
+  // A chunk's constants of xhat = ((x − m0) + add − delta)·rstd, per vector.
+  struct Xhat {
+    Vec m0, delta, rstd;
+  };
+  auto xhat_constants = [&](int64_t j, int n) {
+    return Xhat{load_part(shift + j, n), load_part(delta + j, n), load_part(rs + j, n)};
+  };
+  auto xhat = [&](const Xhat& c, int64_t s, int64_t j, int n) {
+    return (deviation<kAdd>(b, s, j, n, c.m0) - c.delta) * c.rstd;
   };
 
   // Pass 1: g, the grad of the affine output (through SiLU when fused), into dx as scratch, and
   // its per-channel sums Σg and Σg·xhat.
-  fill_floats(acc1, W, 0.0f);
-  fill_floats(acc2, W, 0.0f);
   fill_doubles(k.sum_dy, W, 0.0);
   fill_doubles(k.sum_dyx, W, 0.0);
-  walk_rows(
-      S,
-      [&](int64_t s) {
-        const float* dyr = k.dy + s * b.row_stride;
-        float* dxr = k.dx + s * b.row_stride;
-        over_lanes(W, [&](int64_t j, int n) {
-          const Vec xh = xhat(s, j, n);
-          Vec g = load_part(dyr + j, n);
-          if (b.silu) {
-            const Vec v = fma(xh, load_part(b.gamma + j, n), load_part(b.beta + j, n));
-            const Vec sg = sigmoid(v);
-            g = g * (sg * (set1(1.0f) + v * (set1(1.0f) - sg)));
-          }
-          store_part(dxr + j, g, n);
-          store_part(acc1 + j, load_part(acc1 + j, n) + g, n);
-          store_part(acc2 + j, fma(g, xh, load_part(acc2 + j, n)), n);
+  over_chunks(W, [&](auto kv, int64_t j0, int64_t w, int last) {
+    constexpr int K = decltype(kv)::value;
+    Vec acc1[K], acc2[K], gm[K], bt[K];
+    Xhat xc[K];
+    each_vec<K>(j0, last, [&](int i, int64_t j, int n) {
+      acc1[i] = zero();
+      acc2[i] = zero();
+      gm[i] = load_part(b.gamma + j, n);
+      bt[i] = load_part(b.beta + j, n);
+      xc[i] = xhat_constants(j, n);
+    });
+    walk_rows(
+        S,
+        [&](int64_t s) {
+          const float* dyr = k.dy + s * b.row_stride;
+          float* dxr = k.dx + s * b.row_stride;
+          each_vec<K>(j0, last, [&](int i, int64_t j, int n) {
+            const Vec xh = xhat(xc[i], s, j, n);
+            Vec g = load_part(dyr + j, n);
+            if (b.silu) {
+              const Vec v = fma(xh, gm[i], bt[i]);
+              const Vec sg = sigmoid(v);
+              g = g * (sg * (set1(1.0f) + v * (set1(1.0f) - sg)));
+            }
+            store_part(dxr + j, g, n);
+            acc1[i] = acc1[i] + g;
+            acc2[i] = fma(g, xh, acc2[i]);
+          });
+        },
+        [&] {
+          flush_chunk<K>(acc1, j0, w, last, spill, k.sum_dy);
+          flush_chunk<K>(acc2, j0, w, last, spill, k.sum_dyx);
         });
-      },
-      [&] {
-        flush_to_doubles(acc1, k.sum_dy, W);
-        flush_to_doubles(acc2, k.sum_dyx, W);
-      });
+  });
 
-  // Group means of dxhat = g·gamma and of dxhat·xhat, per channel in acc1 (m1) and acc2 (m2).
+  // Group means of dxhat = g·gamma and of dxhat·xhat, per channel in m1 and m2.
   for (int64_t g = 0; g < G; ++g) {
     double t1 = 0, t2 = 0;
     for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
       t1 += double(b.gamma[c]) * k.sum_dy[c];
       t2 += double(b.gamma[c]) * k.sum_dyx[c];
     }
-    const float m1 = count > 0 ? float(t1 / count) : 0.0f, m2 = count > 0 ? float(t2 / count) : 0.0f;
+    const float g1 = count > 0 ? float(t1 / count) : 0.0f, g2 = count > 0 ? float(t2 / count) : 0.0f;
     for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
-      acc1[c] = m1;
-      acc2[c] = m2;
+      m1[c] = g1;
+      m2[c] = g2;
     }
   }
 
   // Pass 2: dh = rstd·((g·gamma − m1) − xhat·m2), in this order and with g·gamma rounded on its
   // own: a group of one element (xhat 0, m1 the same product rounded alike) gives exactly 0.
-  fill_floats(acc3, W, 0.0f);
-  fill_doubles(dadd_sum, W, 0.0);
-  walk_rows(
-      S,
-      [&](int64_t s) {
-        float* dxr = k.dx + s * b.row_stride;
-        over_lanes(W, [&](int64_t j, int n) {
-          const Vec xh = xhat(s, j, n);
-          const Vec g = load_part(dxr + j, n);
-          const Vec dxhat = product_rounded(g, load_part(b.gamma + j, n));
-          const Vec dh = load_part(rs + j, n) * ((dxhat - load_part(acc1 + j, n)) - xh * load_part(acc2 + j, n));
-          store_part(dxr + j, dh, n);
-          if (k.dadd) store_part(acc3 + j, load_part(acc3 + j, n) + dh, n);
+  if (k.dadd) fill_doubles(dadd_sum, W, 0.0);
+  over_chunks(W, [&](auto kv, int64_t j0, int64_t w, int last) {
+    constexpr int K = decltype(kv)::value;
+    Vec acc[K], gm[K], c1[K], c2[K];
+    Xhat xc[K];
+    each_vec<K>(j0, last, [&](int i, int64_t j, int n) {
+      acc[i] = zero();
+      gm[i] = load_part(b.gamma + j, n);
+      c1[i] = load_part(m1 + j, n);
+      c2[i] = load_part(m2 + j, n);
+      xc[i] = xhat_constants(j, n);
+    });
+    walk_rows(
+        S,
+        [&](int64_t s) {
+          float* dxr = k.dx + s * b.row_stride;
+          each_vec<K>(j0, last, [&](int i, int64_t j, int n) {
+            const Vec xh = xhat(xc[i], s, j, n);
+            const Vec dxhat = product_rounded(load_part(dxr + j, n), gm[i]);
+            const Vec dh = xc[i].rstd * ((dxhat - c1[i]) - xh * c2[i]);
+            store_part(dxr + j, dh, n);
+            if (k.dadd) acc[i] = acc[i] + dh;
+          });
+        },
+        [&] {
+          if (k.dadd) flush_chunk<K>(acc, j0, w, last, spill, dadd_sum);
         });
-      },
-      [&] {
-        if (k.dadd) flush_to_doubles(acc3, dadd_sum, W);
-      });
+  });
   if (k.dadd)
     for (int64_t c = 0; c < W; ++c) k.dadd[c] = float(dadd_sum[c]);
 }

@@ -7,7 +7,9 @@
 // m0 + Σd/count with Σd small, and the variance Σd²/count − (Σd/count)² suffers no cancellation
 // even when the mean is far larger than the spread. Lane sums are f32 over at most kFlushRows rows,
 // then added into per-channel f64 sums. The output is (h − m0)·scale + bias with bias folding the
-// small Σd/count in, so a large mean is never multiplied and then subtracted again in f32.
+// small Σd/count in, so a large mean is never multiplied and then subtracted again in f32. Each
+// pass walks the block's channels in chunks of up to four vectors over every row, so a chunk's
+// running sums and per-channel constants live in registers.
 #pragma once
 #include <cstdint>
 

@@ -162,8 +162,14 @@ inline Vec exp(Vec x) {
   const Vec lo = exp_low_clamp(), hi = set1(88.8f);
   Vec n;
   const Vec p = exp_reduction(min(max(x, lo), hi), n);
+#if DIFFUSE_ISA == 2
+  // p·2^n in one instruction (n ≤ 128 overflows to inf as the two factors below do): the same
+  // bits as them, a third of the instructions of the whole exp fewer.
+  Vec y = {_mm512_scalef_ps(p.v, n.v)};
+#else
   Vec n1 = min(n, set1(127.0f));
   Vec y = p * pow2_int(n1) * pow2_int(n - n1);
+#endif
   y = where_less(x, lo, zero(), y);
   return where_nan(x, x, y);
 }
