@@ -67,6 +67,15 @@ Tensor add(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+void add_in_place(const Tensor& a, const Tensor& b) {
+  check_defined("add", a, "a");
+  check_defined("add", b, "b");
+  check_same("add", {&a, &b});
+  if (a.shape() != b.shape()) fail("add", "in place needs one shape, got " + a.describe() + " and " + b.describe());
+  // Element by element, each output read from the same index of a just before: out may be a.
+  backend_for("add", a, kBf16Too).binary(k::BinaryOp::add, broadcast_of(a.shape(), b.shape(), "add"), a, b, a);
+}
+
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = binary_raw(k::BinaryOp::sub, "sub", a, b);
   if (any_requires_grad({&a, &b})) {

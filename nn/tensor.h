@@ -96,6 +96,9 @@ class Tensor {
   std::shared_ptr<AutogradMeta>& meta() { return meta_; }
 
   bool same_storage(const Tensor& o) const { return storage_ == o.storage_; }
+  // Whether this handle is the only one on its storage (no other tensor, view, saved copy or grad
+  // shares it): a write through it in place is then seen by nothing else.
+  bool sole_user() const { return storage_ != nullptr && storage_.use_count() == 1; }
 
  private:
   std::shared_ptr<Storage> storage_;

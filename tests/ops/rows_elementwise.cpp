@@ -1,9 +1,9 @@
 // Op table rows for nn/ops_elementwise.cpp: add, sub and mul over every broadcast the UNet uses
 // (per-channel [C], per-(n, c) [N, 1, 1, C], a scalar [1], same shape) and odd ones (a with size-1
-// dims, b of lower rank, one side not differentiated); scale, silu, reshape, sum and mean at
-// aligned (float4) and odd sizes. sum and mean take positive inputs so their result cannot cancel
-// towards zero (an error relative to a near-zero peak would measure nothing). cast (f32/f64 <->
-// bf16 storage) as a round trip through bf16.
+// dims, b of lower rank, one side not differentiated); add_in_place, scale, silu, reshape, sum and
+// mean at aligned (float4) and odd sizes. sum and mean take positive inputs so their result cannot
+// cancel towards zero (an error relative to a near-zero peak would measure nothing). cast
+// (f32/f64 <-> bf16 storage) as a round trip through bf16.
 #include <utility>
 
 #include "nn/ops.h"
@@ -65,6 +65,19 @@ std::vector<OpRow> elementwise_rows() {
   }
 
   const std::vector<Shape> shapes = {{7}, {3, 5, 1, 3}, {2, 4, 4, 8}, {3, 5, 7, 3}};
+  // add_in_place (the tape's gradient sums): into a copy of a, so the row's inputs stay as made.
+  for (const Shape& s : shapes)
+    rows.push_back({.op = "add_in_place",
+                    .name = shape_str(s),
+                    .inputs = {constant(s), constant(s, 2.0)},
+                    .run = [](const Inputs& in) -> Outputs {
+                      Tensor a = in[0].clone();
+                      ops::add_in_place(a, in[1]);
+                      return {a};
+                    },
+                    .reference = [](const Inputs& in) -> Outputs { return {naive::binary(naive::Binary::add, in[0], in[1])}; },
+                    .differentiable = false,
+                    .bounds = kElementRounding});
   for (const Shape& s : shapes) {
     rows.push_back({.op = "scale",
                     .name = shape_str(s) + " by -2.5",
