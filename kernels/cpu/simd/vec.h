@@ -163,8 +163,8 @@ inline Vec exp(Vec x) {
   Vec n;
   const Vec p = exp_reduction(min(max(x, lo), hi), n);
 #if DIFFUSE_ISA == 2
-  // p·2^n in one instruction (n ≤ 128 overflows to inf as the two factors below do): the same
-  // bits as them, a third of the instructions of the whole exp fewer.
+  // p·2^n in one vscalefps (n = 128 overflows to inf as the two factors below do): the same bits
+  // as them, with a third fewer instructions in the whole exp.
   Vec y = {_mm512_scalef_ps(p.v, n.v)};
 #else
   Vec n1 = min(n, set1(127.0f));
