@@ -161,17 +161,20 @@ inline Vec exp_low_clamp() { return set1(-87.33654475f); }
 inline Vec exp(Vec x) {
   const Vec lo = exp_low_clamp(), hi = set1(88.8f);
   Vec n;
-  const Vec p = exp_reduction(min(max(x, lo), hi), n);
 #if DIFFUSE_ISA == 2
-  // p·2^n in one vscalefps (n = 128 overflows to inf as the two factors below do): the same bits
-  // as them, with a third fewer instructions in the whole exp.
-  Vec y = {_mm512_scalef_ps(p.v, n.v)};
+  // AVX-512, the same bits in 17 instructions where the form below takes 27: p·2^n by one
+  // vscalefps (n = 128 overflows to inf as the two factors do), lanes below the clamp zeroed by
+  // its mask, and a NaN carried through the clamp by the operand order (vmaxps and vminps return
+  // their second operand when either is NaN) and through every step after it, so no NaN select.
+  const Vec p = exp_reduction({_mm512_min_ps(hi.v, _mm512_max_ps(lo.v, x.v))}, n);
+  return {_mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(x.v, lo.v, _CMP_NLT_UQ), p.v, n.v)};
 #else
+  const Vec p = exp_reduction(min(max(x, lo), hi), n);
   Vec n1 = min(n, set1(127.0f));
   Vec y = p * pow2_int(n1) * pow2_int(n - n1);
-#endif
   y = where_less(x, lo, zero(), y);
   return where_nan(x, x, y);
+#endif
 }
 
 // exp for x ≤ 0 or NaN (a softmax's scores less their row maximum), bit for bit: there n ≤ 0, so
