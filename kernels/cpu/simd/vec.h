@@ -162,7 +162,7 @@ inline Vec exp(Vec x) {
   const Vec lo = exp_low_clamp(), hi = set1(88.8f);
   Vec n;
 #if DIFFUSE_ISA == 2
-  // AVX-512, the same bits in 17 instructions where the form below takes 27: p·2^n by one
+  // AVX-512, the same bits in 16 instructions where the form below takes 28: p·2^n by one
   // vscalefps (n = 128 overflows to inf as the two factors do), lanes below the clamp zeroed by
   // its mask, and a NaN carried through the clamp by the operand order (vmaxps and vminps return
   // their second operand when either is NaN) and through every step after it, so no NaN select.
