@@ -19,10 +19,11 @@ std::shared_ptr<AutogradMeta> meta_of(Tensor& t) {
   return m;
 }
 
-// Adds g into meta's grad: in place when nothing else holds the grad's storage (a grad handed to
-// two inputs, a view of it, a copy the caller kept: each is one more user, and then the sum goes
-// to a new tensor, so nothing another holder sees ever changes). In place saves a buffer and the
-// write to fresh memory; which case applies depends on the tape alone, so every step allocates alike.
+// Adds g into meta's grad: on the CPU in place when nothing else holds the grad's storage (a grad
+// handed to two inputs, a view of it, a copy the caller kept: each is one more user, and then the
+// sum goes to a new tensor, so nothing another holder sees ever changes). In place saves a buffer
+// and the write to fresh memory; which case applies depends on the tape alone, so every step
+// allocates alike. CUDA keeps the new tensor: its binary kernels declare a and out __restrict__.
 void accumulate(AutogradMeta& m, const Tensor& g) {
   if (g.shape() != m.shape)
     throw Error("autograd: grad " + g.describe() + " for a tensor of shape " + shape_str(m.shape));
@@ -32,7 +33,8 @@ void accumulate(AutogradMeta& m, const Tensor& g) {
     // bf16 grads (CUDA attention, conv2d, linear) have no bf16 add kernel: sum in f32, round back,
     // on the grads' device (ops::cast: no host round trip, nothing that stops a graph capture).
     m.grad = ops::cast(ops::add(ops::cast(m.grad, DType::f32), ops::cast(g, DType::f32)), DType::bf16).detach();
-  } else if (m.grad.sole_user() && m.grad.dtype() == g.dtype() && m.grad.device() == g.device()) {
+  } else if (m.grad.sole_user() && m.grad.dtype() == g.dtype() && m.grad.device() == Device::cpu &&
+             g.device() == Device::cpu) {
     ops::add_in_place(m.grad, g);
   } else {
     m.grad = ops::add(m.grad, g).detach();
