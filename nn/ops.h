@@ -15,8 +15,9 @@ namespace diffuse::ops {
 // Binary ops broadcast b over a: b's shape, right-aligned to a's, has each dim equal to a's or 1
 // (e.g. [C], [N, 1, 1, C], [1]). The result has a's shape.
 Tensor add(const Tensor& a, const Tensor& b);
-// a += b in place, a and b of one shape, dtype and device; never recorded. The tape's gradient
-// sums (nn/autograd.cpp) use it on the CPU when nothing else shares a's storage.
+// a += b in place, a and b of one shape, dtype and device; never recorded (on CUDA through a
+// temporary). The tape's gradient sums (nn/autograd.cpp) use it on the CPU when nothing else
+// shares a's storage.
 void add_in_place(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);

@@ -72,8 +72,16 @@ void add_in_place(const Tensor& a, const Tensor& b) {
   check_defined("add", b, "b");
   check_same("add", {&a, &b});
   if (a.shape() != b.shape()) fail("add", "in place needs one shape, got " + a.describe() + " and " + b.describe());
-  // Element by element, each output read from the same index of a just before: out may be a.
-  backend_for("add", a, kBf16Too).binary(k::BinaryOp::add, broadcast_of(a.shape(), b.shape(), "add"), a, b, a);
+  // The CPU kernel goes element by element, each output read from the same index of a just
+  // before, so out may be a. CUDA's takes a and out as __restrict__: there the sum goes to a new
+  // buffer, copied back in stream order.
+  if (a.device() == Device::cpu) {
+    backend_for("add", a, kBf16Too).binary(k::BinaryOp::add, broadcast_of(a.shape(), b.shape(), "add"), a, b, a);
+  } else {
+    Tensor sum = binary_raw(k::BinaryOp::add, "add", a, b);
+    Tensor target = a;
+    target.copy_from(sum);
+  }
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
