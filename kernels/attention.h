@@ -1,7 +1,8 @@
 // Multi-head self-attention: q, k, v [N, L, heads * d] read as [N, L, heads, d] (no transpose:
 // a head is a strided GEMM operand with leading dimension heads * d); out = softmax(q kᵀ / √d) v
-// in the same layout. The CPU path works on tiles of query rows, holding the probabilities of one
-// tile at a time (kernels/cpu/attention.cpp), and its backward recomputes them. CUDA has two paths,
+// in the same layout. The CPU path works on tiles of query rows (a backward of L <= 256 on one
+// pair's whole transposed L×L tile), holding the probabilities of one tile per thread at a time
+// (kernels/cpu/attention.cpp), and its backward recomputes them. CUDA has two paths,
 // both writing the per-row log-sum-exp [N, heads, L] f32 in the forward, from which their backward
 // rebuilds P: flash-style kernels that never store the L×L scores (attention_forward.cu,
 // attention_backward.cu; SIMT f32, head dims 32..256), and batched cuBLAS GEMMs on tensor cores

@@ -1,8 +1,9 @@
 // CPU attention (see kernels/attention.h) as batched GEMMs over tiles of query rows. A work item
 // is one (n, head) pair's block of R query rows: S = q kᵀ/√d for those rows by GEMM into an R×L
 // tile, a vectorised row softmax (kernels/cpu/simd/softmax.h) in place, then GEMMs for the output
-// rows (the forward's tile left at e^(S − max), its output rows divided by Σ) or the grads. R is chosen so the tile (and the backward's second one) stays in L2 however
-// long the sequence, so no L×L matrix is ever held. One parallel region per call
+// rows (the forward's tile left at e^(S − max), its output rows divided by Σ) or the grads. R is
+// chosen so the tile (and the backward's second one) stays in L2 however long the sequence: an
+// L×L matrix is held only as the short backward's tile below (L ≤ 256). One parallel region per call
 // (kernels/cpu/parallel.h) runs the items; the GEMMs inside run serially.
 // The backward of a short sequence (L ≤ 256) takes one item per pair on transposed tiles (keys
 // down, queries across: attention_backward_whole_pairs says why). A longer one runs the query-row
