@@ -1,0 +1,104 @@
+// The CPU kernels' thread pool (kernels/cpu/parallel.h): every chunk runs exactly once and its
+// writes are visible when the region returns; a region inside a chunk runs serially; a chunk's
+// exception reaches the caller after the other claimed chunks finished; two application threads
+// starting regions at once both complete; and thousands of short regions in a row (the pattern of
+// a training step: ~300 per step) neither hang nor lose a wake-up.
+#include <catch2/catch.hpp>
+#include <omp.h>
+
+#include <atomic>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "kernels/cpu/parallel.h"
+
+using namespace diffuse::kernels::cpu;
+
+namespace {
+
+// Sets omp_get_max_threads (the pool's thread count) for a scope.
+struct Threads {
+  int saved = omp_get_max_threads();
+  explicit Threads(int n) { omp_set_num_threads(n); }
+  ~Threads() { omp_set_num_threads(saved); }
+};
+
+}  // namespace
+
+TEST_CASE("the CPU pool runs every chunk once, at any thread count", "[threads][pool]") {
+  for (int threads : {1, 2, 3, 5}) {
+    Threads t(threads);
+    INFO(threads << " threads");
+    for (int64_t n : {int64_t(2), int64_t(7), int64_t(1000), int64_t(100000)}) {
+      std::vector<int> hits(static_cast<size_t>(n), 0);
+      parallel_for(n, 1e6, [&](int64_t b, int64_t e) {
+        CHECK(region_threads() == 1);  // inside a region
+        for (int64_t i = b; i < e; ++i) ++hits[static_cast<size_t>(i)];
+      });
+      int64_t wrong = 0;
+      for (int h : hits) wrong += h != 1;
+      CHECK(wrong == 0);
+    }
+  }
+}
+
+TEST_CASE("a region started inside a chunk runs serially on that thread", "[threads][pool]") {
+  Threads t(3);
+  std::atomic<int64_t> total{0};
+  parallel_for(12, 1e6, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const std::thread::id self = std::this_thread::get_id();
+      parallel_for(100, 1e6, [&](int64_t ib, int64_t ie) {
+        CHECK(std::this_thread::get_id() == self);
+        total += ie - ib;
+      });
+    }
+  });
+  CHECK(total == 1200);
+}
+
+TEST_CASE("a chunk's exception reaches the caller after the region's chunks are done", "[threads][pool]") {
+  Threads t(3);
+  std::atomic<int> finished{0};
+  CHECK_THROWS_WITH(parallel_for(24, 1e6,
+                                 [&](int64_t b, int64_t) {
+                                   if (b == 0) throw std::runtime_error("chunk 0 failed");
+                                   finished++;
+                                 }),
+                    "chunk 0 failed");
+  CHECK(finished == 11);  // 12 chunks (3 threads × 4), all but the first ran to the end
+  // The pool is usable afterwards.
+  std::atomic<int64_t> sum{0};
+  parallel_for(1000, 1e6, [&](int64_t b, int64_t e) { sum += e - b; });
+  CHECK(sum == 1000);
+}
+
+TEST_CASE("two application threads run regions at the same time", "[threads][pool]") {
+  Threads t(2);
+  std::atomic<int64_t> sums[2] = {0, 0};
+  auto body = [&](int which) {
+    omp_set_num_threads(2);  // per thread: OpenMP's setting is a thread's own
+    for (int r = 0; r < 300; ++r)
+      parallel_for(64, 1e6, [&](int64_t b, int64_t e) { sums[which] += e - b; });
+  };
+  std::thread a(body, 0), b(body, 1);
+  a.join();
+  b.join();
+  CHECK(sums[0] == 300 * 64);
+  CHECK(sums[1] == 300 * 64);
+}
+
+TEST_CASE("thousands of short regions in a row all complete", "[threads][pool]") {
+  Threads t(2);
+  int64_t total = 0;
+  std::vector<int64_t> part(8);
+  for (int r = 0; r < 20000; ++r) {
+    std::fill(part.begin(), part.end(), 0);
+    parallel_for(8, 1e6, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) part[static_cast<size_t>(i)] = i + r;
+    });
+    for (int64_t v : part) total += v;
+  }
+  CHECK(total == 20000 * 28 + 8 * (int64_t(20000) * 19999 / 2));
+}
