@@ -45,6 +45,16 @@ inline TilePos tile_pos(int64_t t, int64_t th, int64_t tw, int64_t m) {
   return {rest / th, m * (rest % th), m * tx};
 }
 
+// at[i][j]: pixel (p.y + i, p.x + j) of the tile's image in the NHWC tensor `base` [N, h, w, C],
+// or null outside the image (the partial tiles at the right and bottom edges).
+template <int M, typename T>
+inline void tile_pixels(T* base, int64_t h, int64_t w, int64_t channels, const TilePos& p, T* (&at)[M][M]) {
+  T* img = base + p.n * h * w * channels;
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < M; ++j)
+      at[i][j] = p.y + i < h && p.x + j < w ? img + ((p.y + i) * w + p.x + j) * channels : nullptr;
+}
+
 // V = Bᵀ·d·B for the `lanes` channels at offset c of one tile: window row i starts at rows[i] (null
 // outside the image), column j is cols[j] floats into it (negative outside the image); position
 // xi's lanes are stored at v + xi · v_stride.
@@ -221,14 +231,11 @@ void output_tiles(const float* m, int64_t m_stride, int64_t channels, const floa
   const int64_t th = (h + M - 1) / M, tw = (w + M - 1) / M;
   for (int64_t k = 0; k < count; ++k) {
     const TilePos p = tile_pos(t0 + k, th, tw, M);
-    float* img = y + p.n * h * w * channels;
     float* out[M][M];
     const float* res[M][M];
+    tile_pixels<M>(y, h, w, channels, p, out);
     for (int i = 0; i < M; ++i)
-      for (int j = 0; j < M; ++j) {
-        out[i][j] = p.y + i < h && p.x + j < w ? img + ((p.y + i) * w + p.x + j) * channels : nullptr;
-        res[i][j] = residual && out[i][j] ? residual + (out[i][j] - y) : nullptr;
-      }
+      for (int j = 0; j < M; ++j) res[i][j] = residual && out[i][j] ? residual + (out[i][j] - y) : nullptr;
     const float* mt = m + k * channels;
     over_lanes(channels, [&](int64_t c, int lanes) {
       if constexpr (M == 2)
@@ -315,11 +322,8 @@ void output_grad_tiles2(const float* dy, int64_t h, int64_t w, int64_t channels,
   const int64_t th = (h + 1) / 2, tw = (w + 1) / 2;
   for (int64_t k = 0; k < count; ++k) {
     const TilePos p = tile_pos(t0 + k, th, tw, 2);
-    const float* img = dy + p.n * h * w * channels;
     const float* in[2][2];
-    for (int i = 0; i < 2; ++i)
-      for (int j = 0; j < 2; ++j)
-        in[i][j] = p.y + i < h && p.x + j < w ? img + ((p.y + i) * w + p.x + j) * channels : nullptr;
+    tile_pixels<2>(dy, h, w, channels, p, in);
     float* zt = z + k * channels;
     over_lanes(channels, [&](int64_t c, int lanes) {
       Vec r[4][2];  // A·dY, A = [1 0; 1 1; 1 −1; 0 −1]
@@ -397,11 +401,8 @@ void output_grad_tiles4(const float* dy, int64_t h, int64_t w, int64_t channels,
   const int64_t th = (h + 3) / 4, tw = (w + 3) / 4;
   for (int64_t k = 0; k < count; ++k) {
     const TilePos p = tile_pos(t0 + k, th, tw, 4);
-    const float* img = dy + p.n * h * w * channels;
     const float* in[4][4];
-    for (int i = 0; i < 4; ++i)
-      for (int j = 0; j < 4; ++j)
-        in[i][j] = p.y + i < h && p.x + j < w ? img + ((p.y + i) * w + p.x + j) * channels : nullptr;
+    tile_pixels<4>(dy, h, w, channels, p, in);
     float* zt = z + k * channels;
     over_lanes(channels, [&](int64_t c, int lanes) {
       Vec r[6][4];  // G·dY
