@@ -2,11 +2,16 @@
 // writes are visible when the region returns; a region inside a chunk runs serially; a chunk's
 // exception reaches the caller after the other claimed chunks finished; two application threads
 // starting regions at once both complete; and thousands of short regions in a row (the pattern of
-// a training step: ~300 per step) neither hang nor lose a wake-up.
+// a training step: ~300 per step) neither hang nor lose a wake-up; and a waiting thread watches its
+// word only briefly before it sleeps, so neither an idle pool nor a caller waiting on a long chunk
+// burns a core.
 #include <catch2/catch.hpp>
 #include <omp.h>
 
+#include <time.h>
+
 #include <atomic>
+#include <chrono>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -23,6 +28,13 @@ struct Threads {
   explicit Threads(int n) { omp_set_num_threads(n); }
   ~Threads() { omp_set_num_threads(saved); }
 };
+
+// CPU time consumed so far by this thread or by the whole process, in milliseconds.
+double cpu_ms(clockid_t clock) {
+  timespec ts{};
+  clock_gettime(clock, &ts);
+  return double(ts.tv_sec) * 1e3 + double(ts.tv_nsec) / 1e6;
+}
 
 }  // namespace
 
@@ -61,13 +73,14 @@ TEST_CASE("a region started inside a chunk runs serially on that thread", "[thre
 TEST_CASE("a chunk's exception reaches the caller after the region's chunks are done", "[threads][pool]") {
   Threads t(3);
   std::atomic<int> finished{0};
-  CHECK_THROWS_WITH(parallel_for(24, 1e6,
+  const int64_t chunks = 3 * kChunksPerThread;
+  CHECK_THROWS_WITH(parallel_for(2 * chunks, 1e6,
                                  [&](int64_t b, int64_t) {
                                    if (b == 0) throw std::runtime_error("chunk 0 failed");
                                    finished++;
                                  }),
                     "chunk 0 failed");
-  CHECK(finished == 11);  // 12 chunks (3 threads × 4), all but the first ran to the end
+  CHECK(finished == chunks - 1);  // every chunk but the first ran to the end
   // The pool is usable afterwards.
   std::atomic<int64_t> sum{0};
   parallel_for(1000, 1e6, [&](int64_t b, int64_t e) { sum += e - b; });
@@ -101,4 +114,30 @@ TEST_CASE("thousands of short regions in a row all complete", "[threads][pool]")
     for (int64_t v : part) total += v;
   }
   CHECK(total == 20000 * 28 + 8 * (int64_t(20000) * 19999 / 2));
+}
+
+TEST_CASE("waiting threads sleep: an idle pool and a caller waiting on a long chunk use no CPU", "[threads][pool]") {
+  Threads t(2);
+  const std::thread::id caller = std::this_thread::get_id();
+  // The caller's chunk is short; the other one, run by the worker, sleeps 300 ms. A caller that
+  // spun until it finished would spend ~300 ms of CPU in parallel_for; the bounded watch spends
+  // 50 microseconds.
+  std::atomic<int> on_worker{0};
+  const double caller_before = cpu_ms(CLOCK_THREAD_CPUTIME_ID);
+  parallel_for(2, 1e6, [&](int64_t, int64_t) {
+    if (std::this_thread::get_id() == caller) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // lets the worker claim the other
+    } else {
+      ++on_worker;
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+  });
+  const double caller_spent = cpu_ms(CLOCK_THREAD_CPUTIME_ID) - caller_before;
+  if (on_worker == 0) WARN("the worker took no chunk (a very busy machine): the caller's wait was not exercised");
+  CHECK(caller_spent < 30.0);
+  // With no region running, the worker watches for the next one briefly and then sleeps: the
+  // process spends (almost) nothing while this thread sleeps.
+  const double process_before = cpu_ms(CLOCK_PROCESS_CPUTIME_ID);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(cpu_ms(CLOCK_PROCESS_CPUTIME_ID) - process_before < 30.0);
 }
