@@ -78,8 +78,7 @@ class HostAllocator final : public Allocator {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       last_request_[c.index] = ++requests_;
-      if (FreeBlock* b = free_[c.index]) {
-        free_[c.index] = b->next;
+      if (FreeBlock* b = pop_block(c.index)) {
         stats_.bytes_cached -= c.bytes;
         ++stats_.cache_hits;
         note_in_use(c.bytes);
@@ -115,9 +114,7 @@ class HostAllocator final : public Allocator {
       if (stats_.bytes_cached + c.bytes > budget && c.bytes <= budget)
         evicted = evict_staler_than(c.index, stats_.bytes_cached + c.bytes - budget);
       if (stats_.bytes_cached + c.bytes <= budget) {
-        auto* b = static_cast<FreeBlock*>(ptr);
-        b->next = free_[c.index];
-        free_[c.index] = b;
+        push_block(c.index, static_cast<FreeBlock*>(ptr));
         stats_.bytes_cached += c.bytes;
         cached = true;
       }
@@ -144,6 +141,7 @@ class HostAllocator final : public Allocator {
       std::lock_guard<std::mutex> lock(mutex_);
       for (size_t i = 0; i < kClasses; ++i) lists[i] = free_[i], free_[i] = nullptr;
       stats_.bytes_cached = 0;
+      cached_count_ = 0;
     }
     for (FreeBlock* b : lists) free_list(b);
   }
@@ -168,15 +166,17 @@ class HostAllocator final : public Allocator {
     size_t freed = 0;
     while (freed < bytes) {
       size_t victim = kClasses;
-      for (size_t i = 0; i < kClasses; ++i)
-        if (free_[i] && i != keep && last_request_[i] < last_request_[keep] &&
+      for (size_t k = 0; k < cached_count_; ++k) {
+        const size_t i = cached_[k];
+        if (i != keep && last_request_[i] < last_request_[keep] &&
             (victim == kClasses || last_request_[i] < last_request_[victim]))
           victim = i;
+      }
       if (victim == kClasses) break;
       const size_t block = class_bytes(victim);
-      while (free_[victim] && freed < bytes) {
-        FreeBlock* b = free_[victim];
-        free_[victim] = b->next;
+      while (freed < bytes) {
+        FreeBlock* b = pop_block(victim);
+        if (!b) break;
         b->next = out;
         out = b;
         freed += block;
@@ -184,6 +184,28 @@ class HostAllocator final : public Allocator {
       }
     }
     return out;
+  }
+
+  // Under mutex_: a class's free list, and the list of classes holding blocks (so an eviction
+  // looks at the few classes with blocks, not at all kClasses), kept together.
+  void push_block(size_t index, FreeBlock* b) {
+    if (!free_[index]) {
+      slot_[index] = cached_count_;
+      cached_[cached_count_++] = static_cast<uint16_t>(index);
+    }
+    b->next = free_[index];
+    free_[index] = b;
+  }
+  FreeBlock* pop_block(size_t index) {
+    FreeBlock* b = free_[index];
+    if (!b) return nullptr;
+    free_[index] = b->next;
+    if (!free_[index]) {  // the class is empty now: the last listed class takes its place
+      const uint16_t last = cached_[--cached_count_];
+      cached_[slot_[index]] = last;
+      slot_[last] = slot_[index];
+    }
+    return b;
   }
 
   void note_in_use(size_t bytes) {  // under mutex_
@@ -195,6 +217,10 @@ class HostAllocator final : public Allocator {
   std::mutex mutex_;
   FreeBlock* free_[kClasses] = {};
   uint64_t last_request_[kClasses] = {};  // the request count when each class was last asked for
+  uint16_t cached_[kClasses] = {};        // the classes whose free list is not empty, in any order
+  size_t slot_[kClasses] = {};            // where a class with blocks is listed in cached_
+  size_t cached_count_ = 0;
+  static_assert(kClasses <= 65536, "class indices are kept in 16 bits");
   uint64_t requests_ = 0;
   HostMemoryStats stats_;
   const size_t cap_ = cache_cap_from_environment();
