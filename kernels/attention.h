@@ -1,6 +1,7 @@
 // Multi-head self-attention: q, k, v [N, L, heads * d] read as [N, L, heads, d] (no transpose:
-// a head is a strided GEMM operand with leading dimension heads * d); out = softmax(q kᵀ / √d) v
-// in the same layout. The CPU path works on tiles of query rows (a backward of L <= 256 on one
+// a head is a strided GEMM operand with leading dimension heads * d, or 3 · heads * d when q, k
+// and v are packed in one tensor: AttentionDesc::packed); out = softmax(q kᵀ / √d) v in the
+// [N, L, heads * d] layout. The CPU path works on tiles of query rows (a backward of L <= 256 on one
 // pair's whole transposed L×L tile), holding the probabilities of one tile per thread at a time
 // (kernels/cpu/attention.cpp), and its backward recomputes them. CUDA has two paths,
 // both writing the per-row log-sum-exp [N, heads, L] f32 in the forward, from which their backward
@@ -20,8 +21,29 @@ namespace diffuse::kernels {
 
 struct AttentionDesc {
   int64_t n = 0, len = 0, heads = 1, head_dim = 0;
+  // q, k and v (and their grads) as one packed tensor qkv [N, L, 3W] (the attention block's fused
+  // projection, ops::attention_packed): q, k and v side by side in each row, k at column W and v at
+  // 2W, so their row stride is 3W; out and dout stay [N, L, W]. The launchers take the q, k and v
+  // pointers already offset (part_offset); only the row stride changes inside.
+  bool packed = false;
   int64_t width() const { return heads * head_dim; }
+  int64_t qkv_ld() const { return packed ? 3 * width() : width(); }  // row stride of q, k, v, dq, dk, dv
+  // Elements from the start of the tensor given for part (0 q, 1 k, 2 v) to the part's first column.
+  int64_t part_offset(int part) const { return packed ? part * width() : 0; }
 };
+
+// Part `part` (0 q, 1 k, 2 v) of the buffer given for it (a grad's too), or null for null; `bytes`
+// per element for untyped storage.
+template <typename T>
+T* attention_part(const AttentionDesc& d, T* base, int part) {
+  return base ? base + d.part_offset(part) : nullptr;
+}
+inline const void* attention_part(const AttentionDesc& d, const void* base, int part, size_t bytes) {
+  return base ? static_cast<const char*>(base) + d.part_offset(part) * static_cast<int64_t>(bytes) : nullptr;
+}
+inline void* attention_part(const AttentionDesc& d, void* base, int part, size_t bytes) {
+  return base ? static_cast<char*>(base) + d.part_offset(part) * static_cast<int64_t>(bytes) : nullptr;
+}
 
 namespace cpu {
 template <typename T>

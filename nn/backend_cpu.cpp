@@ -204,7 +204,8 @@ class CpuBackend final : public Backend {
                          const Tensor& out, const Tensor&) const override {
     with_float_type("attention", q, [&](auto t) {
       using T = decltype(t);
-      cpu::attention_forward<T>(d, q.data<T>(), kt.data<T>(), v.data<T>(), out.data<T>());
+      cpu::attention_forward<T>(d, q.data<T>(), k::attention_part(d, kt.data<T>(), 1),
+                                k::attention_part(d, v.data<T>(), 2), out.data<T>());
     });
   }
   void attention_backward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v,
@@ -212,8 +213,10 @@ class CpuBackend final : public Backend {
                           const Tensor& dv) const override {
     with_float_type("attention", q, [&](auto t) {
       using T = decltype(t);
-      cpu::attention_backward<T>(d, q.data<T>(), kt.data<T>(), v.data<T>(), out.data<T>(), dout.data<T>(),
-                                 data_or_null<T>(dq), data_or_null<T>(dk), data_or_null<T>(dv));
+      cpu::attention_backward<T>(d, q.data<T>(), k::attention_part(d, kt.data<T>(), 1),
+                                 k::attention_part(d, v.data<T>(), 2), out.data<T>(), dout.data<T>(),
+                                 data_or_null<T>(dq), k::attention_part(d, data_or_null<T>(dk), 1),
+                                 k::attention_part(d, data_or_null<T>(dv), 2));
     });
   }
 

@@ -172,18 +172,37 @@ AttentionBlock::AttentionBlock(int channels, int head_dim, int groups, double ep
       to_out(channels, channels, rng),
       heads(channels / head_dim) {}
 
+namespace {
+// The rows of three [C, ...] tensors stacked into one [3C, ...] (their memory back to back): the
+// fused projection's weight [3C, C] and bias [3C]. Differentiable: the grad splits back.
+Tensor stack_rows(const Tensor& a, const Tensor& b, const Tensor& c) {
+  auto flat = [](const Tensor& t) { return ops::reshape(t, {t.numel()}); };
+  Shape shape = a.shape();
+  shape[0] *= 3;
+  return ops::reshape(ops::concat_channels(ops::concat_channels(flat(a), flat(b)), flat(c)), shape);
+}
+}  // namespace
+
 Tensor AttentionBlock::forward(const Tensor& x) const {
   const int64_t n = x.dim(0), h = x.dim(1), w = x.dim(2), c = x.dim(3);
   Tensor tokens = ops::reshape(group_norm.forward(x, /*silu=*/false), {n, h * w, c});
-  // Under autocast the projections and the attention core stay in bf16 end to end (the CUDA
+  // q, k and v come from one linear with the three weights (and biases) stacked: one GEMM of n = 3C
+  // writes them side by side in each token's row, attention_packed reads them there, and the
+  // backward's dx is one GEMM over k = 3C (no sum of three dx), the weight grads one GEMM of
+  // m = 3C split back into to_q/to_k/to_v (the parameters stay three tensors: checkpoints and
+  // diffusers names unchanged). Stacking costs two small copies of 3·C² floats per direction.
+  // Under autocast the projection and the attention core stay in bf16 end to end (the CUDA
   // attention keeps the softmax statistics in f32, at any head dim).
-  Tensor a;
+  Tensor qkv;
   if (bf16_layer(x, "attention")) {
-    const Tensor t16 = ops::cast(tokens, DType::bf16);  // bf16 already inside the UNet: no cast
-    a = ops::attention(to_q.forward_bf16(t16), to_k.forward_bf16(t16), to_v.forward_bf16(t16), heads);
+    qkv = ops::linear(to_bf16(tokens),  // bf16 already inside the UNet: no cast
+                      stack_rows(weight_to_bf16(to_q.weight), weight_to_bf16(to_k.weight), weight_to_bf16(to_v.weight)),
+                      stack_rows(weight_to_bf16(to_q.bias), weight_to_bf16(to_k.bias), weight_to_bf16(to_v.bias)));
   } else {
-    a = ops::attention(to_q.forward(tokens), to_k.forward(tokens), to_v.forward(tokens), heads);
+    qkv = ops::linear(tokens, stack_rows(to_q.weight, to_k.weight, to_v.weight),
+                      stack_rows(to_q.bias, to_k.bias, to_v.bias));
   }
+  const Tensor a = ops::attention_packed(qkv, heads);
   // The skip is added by to_out as it stores its output (cast to to_out's dtype there).
   return ops::reshape(to_out.forward(a, ops::reshape(x, {n, h * w, c})), {n, h, w, c});
 }

@@ -72,6 +72,11 @@ Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
 // ---- attention (ops_attention.cpp) -------------------------------------------------------------
 // q, k, v [N, L, heads * d] (i.e. [N, L, heads, d]) -> softmax(q kᵀ / √d) v, same shape.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads);
+// The same on q, k and v packed side by side in each row: qkv [N, L, 3 · heads * d] (q at columns
+// [0, W), k at [W, 2W), v at [2W, 3W), W = heads * d) -> [N, L, W]; its grad is one qkv-shaped
+// tensor. The attention block's fused projection (one linear with the three weights stacked)
+// writes qkv, so neither direction splits or sums q, k and v.
+Tensor attention_packed(const Tensor& qkv, int heads);
 
 // ---- shape ops (ops_shape.cpp) -----------------------------------------------------------------
 Tensor concat_channels(const Tensor& a, const Tensor& b);  // along the last dim

@@ -101,6 +101,15 @@ void softmax_backward_columns(const double* p, double* dp, const double* dot, in
     for (int64_t j = 0; j < cols; ++j) dp[i * ld + j] = p[i * ld + j] * (dp[i * ld + j] - dot[j]);
 }
 
+// Where (image, head) pair `pair` starts in q, k, v and their grads (row stride qkv_ld), and in out
+// and dout (row stride W).
+int64_t input_offset(const AttentionDesc& d, int64_t pair) {
+  return (pair / d.heads) * d.len * d.qkv_ld() + (pair % d.heads) * d.head_dim;
+}
+int64_t output_offset(const AttentionDesc& d, int64_t pair) {
+  return (pair / d.heads) * d.len * d.width() + (pair % d.heads) * d.head_dim;
+}
+
 // Roughly the simple operations of one item of `rows` query rows (parallel_for's cost unit).
 double tile_cost(const AttentionDesc& d, int64_t rows) { return 4.0 * double(rows) * double(d.len) * double(d.head_dim); }
 
@@ -108,7 +117,7 @@ double tile_cost(const AttentionDesc& d, int64_t rows) { return 4.0 * double(row
 
 template <typename T>
 void attention_forward(const AttentionDesc& d, const T* q, const T* k, const T* v, T* out) {
-  const int64_t L = d.len, dh = d.head_dim, W = d.width();
+  const int64_t L = d.len, dh = d.head_dim, W = d.width(), I = d.qkv_ld();
   if (L == 0 || dh == 0) return;
   const T scale = static_cast<T>(1.0 / std::sqrt(double(dh)));
   const int64_t rows = rows_per_tile(L), blocks = (L + rows - 1) / rows;
@@ -117,11 +126,11 @@ void attention_forward(const AttentionDesc& d, const T* q, const T* k, const T* 
     T* inv = thread_scratch_of<T>(kDotSlot, size_t(rows));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t pair = item / blocks, row0 = (item % blocks) * rows, r = std::min(rows, L - row0);
-      const int64_t off = (pair / d.heads) * L * W + (pair % d.heads) * dh;
+      const int64_t in = input_offset(d, pair), off = output_offset(d, pair);
       // O = (e^(S − max) v) / Σ: the division scales d values per row instead of L.
-      probabilities(r, L, dh, W, scale, q + off + row0 * W, k + off, p, inv);
+      probabilities(r, L, dh, I, scale, q + in + row0 * I, k + in, p, inv);
       T* o = out + off + row0 * W;
-      gemm<T>(false, false, r, dh, L, T(1), p, L, v + off, W, T(0), o, W);
+      gemm<T>(false, false, r, dh, L, T(1), p, L, v + in, I, T(0), o, W);
       for (int64_t i = 0; i < r; ++i)
         for (int64_t c = 0; c < dh; ++c) o[i * W + c] *= inv[i];
     }
@@ -140,23 +149,23 @@ constexpr int64_t kWholePairTile = int64_t{1} << 16;  // L ≤ 256: two tiles of
 template <typename T>
 void attention_backward_whole_pairs(const AttentionDesc& d, const T* q, const T* k, const T* v, const T* out,
                                     const T* dout, T* dq, T* dk, T* dv) {
-  const int64_t L = d.len, dh = d.head_dim, W = d.width();
+  const int64_t L = d.len, dh = d.head_dim, W = d.width(), I = d.qkv_ld();
   const T scale = static_cast<T>(1.0 / std::sqrt(double(dh)));
   parallel_for(d.n * d.heads, tile_cost(d, L) * 2.5, [&](int64_t begin, int64_t end) {
     T* pt = thread_scratch_of<T>(kScoreSlot, size_t(L * L));
     T* dst = thread_scratch_of<T>(kGradSlot, size_t(L * L));
     T* dot = thread_scratch_of<T>(kDotSlot, size_t(3 * L));  // and the column softmax's 2·L
     for (int64_t pair = begin; pair < end; ++pair) {
-      const int64_t off = (pair / d.heads) * L * W + (pair % d.heads) * dh;
-      gemm<T>(false, true, L, L, dh, scale, k + off, W, q + off, W, T(0), pt, L);  // Sᵀ = k qᵀ/√d
+      const int64_t in = input_offset(d, pair), off = output_offset(d, pair);
+      gemm<T>(false, true, L, L, dh, scale, k + in, I, q + in, I, T(0), pt, L);  // Sᵀ = k qᵀ/√d
       softmax_columns(pt, L, L, L, dot + L);
-      if (dv) gemm<T>(false, false, L, dh, L, T(1), pt, L, dout + off, W, T(0), dv + off, W);  // Pᵀ dO
+      if (dv) gemm<T>(false, false, L, dh, L, T(1), pt, L, dout + off, W, T(0), dv + in, I);  // Pᵀ dO
       if (!dq && !dk) continue;
-      gemm<T>(false, true, L, L, dh, T(1), v + off, W, dout + off, W, T(0), dst, L);  // dPᵀ = v dOᵀ
+      gemm<T>(false, true, L, L, dh, T(1), v + in, I, dout + off, W, T(0), dst, L);  // dPᵀ = v dOᵀ
       row_dots(out + off, dout + off, L, dh, W, dot);
       softmax_backward_columns(pt, dst, dot, L, L, L);
-      if (dk) gemm<T>(false, false, L, dh, L, scale, dst, L, q + off, W, T(0), dk + off, W);  // dSᵀ q/√d
-      if (dq) gemm<T>(true, false, L, dh, L, scale, dst, L, k + off, W, T(0), dq + off, W);   // dS k/√d
+      if (dk) gemm<T>(false, false, L, dh, L, scale, dst, L, q + in, I, T(0), dk + in, I);  // dSᵀ q/√d
+      if (dq) gemm<T>(true, false, L, dh, L, scale, dst, L, k + in, I, T(0), dq + in, I);   // dS k/√d
     }
   });
 }
@@ -164,7 +173,7 @@ void attention_backward_whole_pairs(const AttentionDesc& d, const T* q, const T*
 template <typename T>
 void attention_backward(const AttentionDesc& d, const T* q, const T* k, const T* v, const T* out, const T* dout,
                         T* dq, T* dk, T* dv) {
-  const int64_t L = d.len, dh = d.head_dim, W = d.width();
+  const int64_t L = d.len, dh = d.head_dim, W = d.width(), I = d.qkv_ld();
   if (L == 0 || dh == 0 || (!dq && !dk && !dv)) return;
   if (L * L <= kWholePairTile) return attention_backward_whole_pairs(d, q, k, v, out, dout, dq, dk, dv);
   const T scale = static_cast<T>(1.0 / std::sqrt(double(dh)));
@@ -184,11 +193,11 @@ void attention_backward(const AttentionDesc& d, const T* q, const T* k, const T*
     T* dot = thread_scratch_of<T>(kDotSlot, size_t(rows));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t pair = item / groups, group = item % groups;
-      const int64_t off = (pair / d.heads) * L * W + (pair % d.heads) * dh;
+      const int64_t in = input_offset(d, pair), off = output_offset(d, pair);
       // Where this item sums dk and dv over its query rows: the outputs, or its partials.
-      T* dk_sum = dk ? dk + off : nullptr;
-      T* dv_sum = dv ? dv + off : nullptr;
-      int64_t sum_ld = W;
+      T* dk_sum = dk ? dk + in : nullptr;
+      T* dv_sum = dv ? dv + in : nullptr;
+      int64_t sum_ld = I;
       if (groups > 1) {
         T* part = partials + item * partial_size;
         dk_sum = dk ? part : nullptr;
@@ -199,28 +208,28 @@ void attention_backward(const AttentionDesc& d, const T* q, const T* k, const T*
       for (int64_t b = first; b < last; ++b) {
         const int64_t row0 = b * rows, r = std::min(rows, L - row0);
         const T beta = b == first ? T(0) : T(1);  // the first block overwrites the sums
-        const T* q_rows = q + off + row0 * W;
+        const T* q_rows = q + in + row0 * I;
         const T* dout_rows = dout + off + row0 * W;
-        probabilities(r, L, dh, W, scale, q_rows, k + off, p);
+        probabilities(r, L, dh, I, scale, q_rows, k + in, p);
         if (dv_sum) gemm<T>(true, false, L, dh, r, T(1), p, L, dout_rows, W, beta, dv_sum, sum_ld);  // Pᵀ dO
         if (!dq && !dk) continue;
-        gemm<T>(false, true, r, L, dh, T(1), dout_rows, W, v + off, W, T(0), ds, L);  // dP = dO Vᵀ
+        gemm<T>(false, true, r, L, dh, T(1), dout_rows, W, v + in, I, T(0), ds, L);  // dP = dO Vᵀ
         // dS = P ∘ (dP − rowsum(dO ∘ O)): the softmax backward, row by row.
         row_dots(out + off + row0 * W, dout_rows, r, dh, W, dot);
         softmax_backward_rows(p, ds, dot, r, L, L);
-        if (dq) gemm<T>(false, false, r, dh, L, scale, ds, L, k + off, W, T(0), dq + off + row0 * W, W);  // dS K/√d
-        if (dk_sum) gemm<T>(true, false, L, dh, r, scale, ds, L, q_rows, W, beta, dk_sum, sum_ld);       // dSᵀ Q/√d
+        if (dq) gemm<T>(false, false, r, dh, L, scale, ds, L, k + in, I, T(0), dq + in + row0 * I, I);  // dS K/√d
+        if (dk_sum) gemm<T>(true, false, L, dh, r, scale, ds, L, q_rows, I, beta, dk_sum, sum_ld);     // dSᵀ Q/√d
       }
     }
   });
   if (groups == 1) return;
   for (int64_t pair = 0; pair < pairs; ++pair) {
-    const int64_t off = (pair / d.heads) * L * W + (pair % d.heads) * dh;
+    const int64_t in = input_offset(d, pair);
     for (int which = 0; which < 2; ++which) {
       T* target = which == 0 ? dk : dv;
       if (!target) continue;
       for (int64_t i = 0; i < L; ++i) {
-        T* row = target + off + i * W;
+        T* row = target + in + i * I;
         const T* part = partials + pair * groups * partial_size + which * L * dh + i * dh;
         for (int64_t c = 0; c < dh; ++c) row[c] = part[c];
         for (int64_t g = 1; g < groups; ++g)

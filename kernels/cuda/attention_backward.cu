@@ -44,6 +44,7 @@ struct BackwardTiles {
 struct PassShape {
   int len, heads;
   float scale;
+  int64_t qkv_stride;  // row stride of q, k, v and their grads (3 · heads · d when packed)
 };
 
 template <typename T, int kD>
@@ -62,9 +63,10 @@ __global__ void __launch_bounds__(BackwardTiles<kD>::kThreads, BackwardTiles<kD>
   const int len = sh.len, n = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * C::kOwn;
   const int64_t row_stride = static_cast<int64_t>(sh.heads) * kD;
   const int64_t head_offset = static_cast<int64_t>(n) * len * row_stride + static_cast<int64_t>(h) * kD;
+  const int64_t in_offset = static_cast<int64_t>(n) * len * sh.qkv_stride + static_cast<int64_t>(h) * kD;
   const int64_t stat_offset = (static_cast<int64_t>(n) * sh.heads + h) * len;  // into lse / delta
 
-  load_tile<kD, C::kOwn, C::kThreads>(q_s, kD, q + head_offset, row_stride, q0, len);
+  load_tile<kD, C::kOwn, C::kThreads>(q_s, kD, q + in_offset, sh.qkv_stride, q0, len);
   load_tile<kD, C::kOwn, C::kThreads>(do_s, kD, dout + head_offset, row_stride, q0, len);
   __syncthreads();
   const float* q_own = q_s + warp * kR * kD;
@@ -96,8 +98,8 @@ __global__ void __launch_bounds__(BackwardTiles<kD>::kThreads, BackwardTiles<kD>
 
   for (int k0 = 0; k0 < len; k0 += C::kStream) {
     __syncthreads();  // the previous K/V/dS tile is consumed
-    load_tile<kD, C::kStream, C::kThreads>(k_s, kD + 1, k + head_offset, row_stride, k0, len);
-    load_tile<kD, C::kStream, C::kThreads>(v_s, kD + 1, v + head_offset, row_stride, k0, len);
+    load_tile<kD, C::kStream, C::kThreads>(k_s, kD + 1, k + in_offset, sh.qkv_stride, k0, len);
+    load_tile<kD, C::kStream, C::kThreads>(v_s, kD + 1, v + in_offset, sh.qkv_stride, k0, len);
     __syncthreads();
     float s[kR][1], dp[kR][1];
     warp_dots<kD, kR, 1>(q_own, k_s, lane, s);
@@ -116,7 +118,7 @@ __global__ void __launch_bounds__(BackwardTiles<kD>::kThreads, BackwardTiles<kD>
   for (int r = 0; r < kR; ++r) {
     const int row = q0 + warp * kR + r;
     if (row >= len) continue;
-    T* g = dq + head_offset + row * row_stride;
+    T* g = dq + in_offset + row * sh.qkv_stride;
     DIFFUSE_UNROLL
     for (int u = 0; u < kU; ++u) store(g + lane + 32 * u, acc[r][u] * sh.scale);
   }
@@ -141,10 +143,11 @@ __global__ void __launch_bounds__(BackwardTiles<kD>::kThreads, BackwardTiles<kD>
   const int len = sh.len, n = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * C::kOwn;
   const int64_t row_stride = static_cast<int64_t>(sh.heads) * kD;
   const int64_t head_offset = static_cast<int64_t>(n) * len * row_stride + static_cast<int64_t>(h) * kD;
+  const int64_t in_offset = static_cast<int64_t>(n) * len * sh.qkv_stride + static_cast<int64_t>(h) * kD;
   const int64_t stat_offset = (static_cast<int64_t>(n) * sh.heads + h) * len;
 
-  load_tile<kD, C::kOwn, C::kThreads>(k_s, kD, k + head_offset, row_stride, k0, len);
-  load_tile<kD, C::kOwn, C::kThreads>(v_s, kD, v + head_offset, row_stride, k0, len);
+  load_tile<kD, C::kOwn, C::kThreads>(k_s, kD, k + in_offset, sh.qkv_stride, k0, len);
+  load_tile<kD, C::kOwn, C::kThreads>(v_s, kD, v + in_offset, sh.qkv_stride, k0, len);
   const float* k_own = k_s + warp * kR * kD;
   const float* v_own = v_s + warp * kR * kD;
   float* p_own = p_s + warp * kR * C::kStream;
@@ -158,7 +161,7 @@ __global__ void __launch_bounds__(BackwardTiles<kD>::kThreads, BackwardTiles<kD>
 
   for (int q0 = 0; q0 < len; q0 += C::kStream) {
     __syncthreads();  // the previous Q/dO/P/dS tile is consumed (and, at first, K and V are stored)
-    load_tile<kD, C::kStream, C::kThreads>(q_s, kD + 1, q + head_offset, row_stride, q0, len);
+    load_tile<kD, C::kStream, C::kThreads>(q_s, kD + 1, q + in_offset, sh.qkv_stride, q0, len);
     load_tile<kD, C::kStream, C::kThreads>(do_s, kD + 1, dout + head_offset, row_stride, q0, len);
     if (threadIdx.x < C::kStream) {
       const int row = q0 + threadIdx.x;
@@ -187,7 +190,7 @@ __global__ void __launch_bounds__(BackwardTiles<kD>::kThreads, BackwardTiles<kD>
   for (int r = 0; r < kR; ++r) {
     const int row = k0 + warp * kR + r;
     if (row >= len) continue;
-    const int64_t at = head_offset + row * row_stride;
+    const int64_t at = in_offset + row * sh.qkv_stride;
     DIFFUSE_UNROLL
     for (int u = 0; u < kU; ++u) {
       if (dk != nullptr) store(dk + at + lane + 32 * u, dk_acc[r][u] * sh.scale);
@@ -201,7 +204,7 @@ void launch_backward(const AttentionDesc& d, const T* q, const T* k, const T* v,
                      const float* lse, float* delta, T* dq, T* dk, T* dv, Stream stream) {
   using C = BackwardTiles<kD>;
   const PassShape sh{static_cast<int>(d.len), static_cast<int>(d.heads),
-                 static_cast<float>(1.0 / std::sqrt(static_cast<double>(kD)))};
+                     static_cast<float>(1.0 / std::sqrt(static_cast<double>(kD))), d.qkv_ld()};
   const dim3 grid(static_cast<unsigned>((d.len + C::kOwn - 1) / C::kOwn), static_cast<unsigned>(d.heads),
                   static_cast<unsigned>(d.n));
   DIFFUSE_LAUNCH((attention_backward_query_pass<T, kD>), grid, C::kThreads, C::kQueryPassSmem, stream, sh, q, k, v,

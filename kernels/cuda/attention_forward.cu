@@ -38,7 +38,8 @@ struct ForwardTiles {
 
 template <typename T, int kD>
 __global__ void __launch_bounds__(ForwardTiles<kD>::kThreads, ForwardTiles<kD>::kMinBlocksPerSm)
-    attention_forward_kernel(int len, int heads, float scale, const T* __restrict__ q, const T* __restrict__ k,
+    attention_forward_kernel(int len, int heads, int64_t qkv_stride, float scale, const T* __restrict__ q,
+                             const T* __restrict__ k,
                              const T* __restrict__ v, T* __restrict__ out, float* __restrict__ lse) {
   using C = ForwardTiles<kD>;
   constexpr int kR = C::kRowsPerWarp, kCols = C::kKeysPerLane, kU = kD / 32;
@@ -50,8 +51,10 @@ __global__ void __launch_bounds__(ForwardTiles<kD>::kThreads, ForwardTiles<kD>::
   const int n = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * C::kBr;
   const int64_t row_stride = static_cast<int64_t>(heads) * kD;
   const int64_t head_offset = static_cast<int64_t>(n) * len * row_stride + static_cast<int64_t>(h) * kD;
+  // q, k and v: rows qkv_stride apart (3 · row_stride when packed, AttentionDesc::packed).
+  const int64_t in_offset = static_cast<int64_t>(n) * len * qkv_stride + static_cast<int64_t>(h) * kD;
 
-  load_tile<kD, C::kBr, C::kThreads>(q_s, kD, q + head_offset, row_stride, q0, len);
+  load_tile<kD, C::kBr, C::kThreads>(q_s, kD, q + in_offset, qkv_stride, q0, len);
   const float* q_own = q_s + warp * kR * kD;  // this warp's query rows
   float* p_own = p_s + warp * kR * C::kBc;   // and its slice of probabilities
 
@@ -67,8 +70,8 @@ __global__ void __launch_bounds__(ForwardTiles<kD>::kThreads, ForwardTiles<kD>::
 
   for (int k0 = 0; k0 < len; k0 += C::kBc) {
     __syncthreads();  // the previous tile's K/V/P are consumed (and, at first, Q is stored)
-    load_tile<kD, C::kBc, C::kThreads>(k_s, kD + 1, k + head_offset, row_stride, k0, len);
-    load_tile<kD, C::kBc, C::kThreads>(v_s, kD + 1, v + head_offset, row_stride, k0, len);
+    load_tile<kD, C::kBc, C::kThreads>(k_s, kD + 1, k + in_offset, qkv_stride, k0, len);
+    load_tile<kD, C::kBc, C::kThreads>(v_s, kD + 1, v + in_offset, qkv_stride, k0, len);
     __syncthreads();
 
     float s[kR][kCols];
@@ -119,7 +122,7 @@ void launch_forward(const AttentionDesc& d, const T* q, const T* k, const T* v, 
                   static_cast<unsigned>(d.n));
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(kD)));  // as the CPU twin
   DIFFUSE_LAUNCH((attention_forward_kernel<T, kD>), grid, C::kThreads, C::kSmemBytes, stream,
-                 static_cast<int>(d.len), static_cast<int>(d.heads), scale, q, k, v, out, lse);
+                 static_cast<int>(d.len), static_cast<int>(d.heads), d.qkv_ld(), scale, q, k, v, out, lse);
 }
 
 template <typename T>

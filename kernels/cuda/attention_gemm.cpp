@@ -63,7 +63,8 @@ void batched_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
 
 // The shapes of one call, for the loops below.
 struct Geometry {
-  int64_t len, heads, d, width, token_stride;  // token_stride: one image of q/k/v/out, in elements
+  int64_t len, heads, d, width, token_stride;  // token_stride: one image of out/dout, in elements
+  int64_t qkv_ld, qkv_stride;                  // q, k, v and their grads: row and image strides
   int64_t score_stride, p_ld, p_stride;        // f32 scores per image; P's row and image strides
   float scale;
   DenseType type;
@@ -73,14 +74,19 @@ struct Geometry {
         d(desc.head_dim),
         width(desc.width()),
         token_stride(desc.len * desc.width()),
+        qkv_ld(desc.qkv_ld()),
+        qkv_stride(desc.len * desc.qkv_ld()),
         score_stride(desc.heads * desc.len * desc.len),
         p_ld(desc.len * 4 / static_cast<int64_t>(dense_type_size(t))),
         p_stride(score_stride * 4 / static_cast<int64_t>(dense_type_size(t))),
         scale(static_cast<float>(1.0 / std::sqrt(static_cast<double>(desc.head_dim)))),  // as the CPU twin
         type(t) {}
-  // Head h of the chunk starting at image n0 of a token tensor.
+  // Head h of the chunk starting at image n0 of out or dout, and of q, k, v or a grad of theirs.
   Operand head(const void* base, int64_t n0, int64_t h) const {
     return {at(base, n0 * token_stride + h * d, type), width, token_stride, type};
+  }
+  Operand input_head(const void* base, int64_t n0, int64_t h) const {
+    return {at(base, n0 * qkv_stride + h * d, type), qkv_ld, qkv_stride, type};
   }
   // Head h's f32 scores (or dP) in a chunk's scratch, and the same rows read as P (or dS).
   Operand scores(float* s, int64_t h) const { return {s + h * len * len, len, score_stride, DenseType::f32}; }
@@ -128,12 +134,12 @@ void attention_gemm_forward(const AttentionDesc& d, DenseType type, const void* 
   for (int64_t n0 = 0; n0 < d.n; n0 += chunk) {
     const int64_t images = std::min(chunk, d.n - n0);
     for (int64_t h = 0; h < d.heads; ++h)  // S = scale · q kᵀ
-      batched_gemm(false, true, d.len, d.len, d.head_dim, g.scale, g.head(q, n0, h), g.head(k, n0, h), g.scores(s, h),
-                   images, mem, stream);
+      batched_gemm(false, true, d.len, d.len, d.head_dim, g.scale, g.input_head(q, n0, h), g.input_head(k, n0, h),
+                   g.scores(s, h), images, mem, stream);
     attention_softmax_rows(images * d.heads * d.len, d.len, type, s, lse ? lse + n0 * d.heads * d.len : nullptr,
                            stream);
     for (int64_t h = 0; h < d.heads; ++h)  // out = P v
-      batched_gemm(false, false, d.len, d.head_dim, d.len, 1.0f, g.probs(s, h), g.head(v, n0, h),
+      batched_gemm(false, false, d.len, d.head_dim, d.len, 1.0f, g.probs(s, h), g.input_head(v, n0, h),
                    g.head(out, n0, h), images, mem, stream);
   }
 }
@@ -155,23 +161,23 @@ void attention_gemm_backward(const AttentionDesc& d, DenseType type, const void*
     const int64_t images = std::min(chunk, d.n - n0), stat = n0 * d.heads * d.len;
     for (int64_t h = 0; h < d.heads; ++h) {
       // S = scale · q kᵀ (the forward's call: the same bits), dP = dout vᵀ
-      batched_gemm(false, true, d.len, d.len, d.head_dim, g.scale, g.head(q, n0, h), g.head(k, n0, h), g.scores(s, h),
-                   images, mem, stream);
+      batched_gemm(false, true, d.len, d.len, d.head_dim, g.scale, g.input_head(q, n0, h), g.input_head(k, n0, h),
+                   g.scores(s, h), images, mem, stream);
       if (with_dp)
-        batched_gemm(false, true, d.len, d.len, d.head_dim, 1.0f, g.head(dout, n0, h), g.head(v, n0, h),
+        batched_gemm(false, true, d.len, d.len, d.head_dim, 1.0f, g.head(dout, n0, h), g.input_head(v, n0, h),
                      g.scores(dp, h), images, mem, stream);
     }
     attention_softmax_grad(images * d.heads * d.len, d.len, type, s, dp, lse + stat, stream);
     for (int64_t h = 0; h < d.heads; ++h) {
       if (dv)  // dv = Pᵀ dout
         batched_gemm(true, false, d.len, d.head_dim, d.len, 1.0f, g.probs(s, h), g.head(dout, n0, h),
-                     g.head(dv, n0, h), images, mem, stream);
+                     g.input_head(dv, n0, h), images, mem, stream);
       if (dq)  // dq = scale · dS k
-        batched_gemm(false, false, d.len, d.head_dim, d.len, g.scale, g.probs(dp, h), g.head(k, n0, h),
-                     g.head(dq, n0, h), images, mem, stream);
+        batched_gemm(false, false, d.len, d.head_dim, d.len, g.scale, g.probs(dp, h), g.input_head(k, n0, h),
+                     g.input_head(dq, n0, h), images, mem, stream);
       if (dk)  // dk = scale · dSᵀ q
-        batched_gemm(true, false, d.len, d.head_dim, d.len, g.scale, g.probs(dp, h), g.head(q, n0, h),
-                     g.head(dk, n0, h), images, mem, stream);
+        batched_gemm(true, false, d.len, d.head_dim, d.len, g.scale, g.probs(dp, h), g.input_head(q, n0, h),
+                     g.input_head(dk, n0, h), images, mem, stream);
     }
   }
 }

@@ -121,14 +121,16 @@ void CudaBackend::cast(const Tensor& x, const Tensor& out) const {
 void CudaBackend::attention_forward(const k::AttentionDesc& d, const Tensor& q, const Tensor& kt, const Tensor& v,
                                     const Tensor& out, const Tensor& lse) const {
   if (dev::attention_device_path(d) == dev::AttentionPath::gemm) {
-    dev::attention_gemm_forward(d, dense_type(q), q.raw(), kt.raw(), v.raw(), out.raw(), data_or_null<float>(lse),
+    const size_t bytes = dtype_size(q.dtype());
+    dev::attention_gemm_forward(d, dense_type(q), q.raw(), k::attention_part(d, kt.raw(), 1, bytes),
+                                k::attention_part(d, v.raw(), 2, bytes), out.raw(), data_or_null<float>(lse),
                                 diffuse::cuda::device_memory(), current_stream());
     return;
   }
   with_storage_type(q, [&](auto t) {
     using T = decltype(t);
-    dev::attention_forward(d, q.data<T>(), kt.data<T>(), v.data<T>(), out.data<T>(), data_or_null<float>(lse),
-                           current_stream());
+    dev::attention_forward(d, q.data<T>(), k::attention_part(d, kt.data<T>(), 1), k::attention_part(d, v.data<T>(), 2),
+                           out.data<T>(), data_or_null<float>(lse), current_stream());
   });
 }
 
@@ -136,8 +138,11 @@ void CudaBackend::attention_backward(const k::AttentionDesc& d, const Tensor& q,
                                      const Tensor& out, const Tensor& lse, const Tensor& dout, const Tensor& dq,
                                      const Tensor& dk, const Tensor& dv) const {
   if (dev::attention_device_path(d) == dev::AttentionPath::gemm) {
-    dev::attention_gemm_backward(d, dense_type(q), q.raw(), kt.raw(), v.raw(), out.raw(), dout.raw(), lse.data<float>(),
-                                 raw_or_null(dq), raw_or_null(dk), raw_or_null(dv), diffuse::cuda::device_memory(),
+    const size_t bytes = dtype_size(q.dtype());
+    dev::attention_gemm_backward(d, dense_type(q), q.raw(), k::attention_part(d, kt.raw(), 1, bytes),
+                                 k::attention_part(d, v.raw(), 2, bytes), out.raw(), dout.raw(), lse.data<float>(),
+                                 raw_or_null(dq), k::attention_part(d, raw_or_null(dk), 1, bytes),
+                                 k::attention_part(d, raw_or_null(dv), 2, bytes), diffuse::cuda::device_memory(),
                                  current_stream());
     return;
   }
@@ -145,9 +150,10 @@ void CudaBackend::attention_backward(const k::AttentionDesc& d, const Tensor& q,
   const Tensor delta = Tensor::empty({d.n, d.heads, d.len}, DType::f32, Device::cuda);
   with_storage_type(q, [&](auto t) {
     using T = decltype(t);
-    dev::attention_backward(d, q.data<T>(), kt.data<T>(), v.data<T>(), out.data<T>(), dout.data<T>(),
-                            lse.data<float>(), delta.data<float>(), data_or_null<T>(dq), data_or_null<T>(dk),
-                            data_or_null<T>(dv), current_stream());
+    dev::attention_backward(d, q.data<T>(), k::attention_part(d, kt.data<T>(), 1), k::attention_part(d, v.data<T>(), 2),
+                            out.data<T>(), dout.data<T>(), lse.data<float>(), delta.data<float>(), data_or_null<T>(dq),
+                            k::attention_part(d, data_or_null<T>(dk), 1), k::attention_part(d, data_or_null<T>(dv), 2),
+                            current_stream());
   });
 }
 

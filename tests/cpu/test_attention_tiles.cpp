@@ -133,6 +133,26 @@ void check_attention(const AttentionDesc& d) {
     CAPTURE(t + 1);
     for (int g = 0; g < 4; ++g) CHECK(bits[t][g] == bits[0][g]);
   }
+  // q, k and v packed side by side in one qkv [N, L, 3W] (AttentionDesc::packed), the grads in one
+  // tensor of that shape: the same GEMMs with a row stride of 3W, so the same bits.
+  AttentionDesc pd = d;
+  pd.packed = true;
+  const int64_t rows = d.n * d.len, W = d.width();
+  std::vector<float> qkv(3 * size), gqkv(3 * size, NAN), o(size);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < W; ++c) {
+      qkv[size_t(r * 3 * W + c)] = q[size_t(r * W + c)];
+      qkv[size_t(r * 3 * W + W + c)] = k[size_t(r * W + c)];
+      qkv[size_t(r * 3 * W + 2 * W + c)] = v[size_t(r * W + c)];
+    }
+  kernels::cpu::attention_forward<float>(pd, qkv.data(), qkv.data() + W, qkv.data() + 2 * W, o.data());
+  CHECK(o == bits[0][0]);
+  kernels::cpu::attention_backward<float>(pd, qkv.data(), qkv.data() + W, qkv.data() + 2 * W, o.data(), dout.data(),
+                                          gqkv.data(), gqkv.data() + W, gqkv.data() + 2 * W);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int which = 0; which < 3; ++which)
+      for (int64_t c = 0; c < W; ++c)
+        REQUIRE(gqkv[size_t(r * 3 * W + which * W + c)] == bits[0][1 + which][size_t(r * W + c)]);
 }
 
 // One element of a row or column kernel's softmax (p against the f64 want_p) and of its softmax

@@ -406,11 +406,13 @@ TEST_CASE("ops cuda: the rule between attention's flash kernels and GEMM path", 
   CHECK(kc::attention_path_setting().gemm_scratch_budget == kc::kAttentionGemmScratchBudget);
 }
 
-TEST_CASE("ops cuda: bf16 attention with q = k = v accumulates the three grads", "[cuda][ops][attention][bf16]") {
+TEST_CASE("ops cuda: bf16 attention of one tensor: q = k = v accumulates the three grads, packed qkv",
+          "[cuda][ops][attention][bf16]") {
   DIFFUSE_CUDA_TEST_GUARD();
   PoisonDeviceAllocations poison;
   // One tensor used three times: its grad is the sum of three, accumulated in bf16 on the device.
-  // On each CUDA path.
+  // And q, k, v side by side in one qkv (the attention block's fused projection), its grad one
+  // tensor written part by part. On each CUDA path.
   using kernels::cuda::AttentionPathChoice;
   for (AttentionPathChoice path : {AttentionPathChoice::flash, AttentionPathChoice::gemm}) {
     INFO((path == AttentionPathChoice::flash ? "flash kernels" : "GEMM path"));
@@ -418,6 +420,8 @@ TEST_CASE("ops cuda: bf16 attention with q = k = v accumulates the three grads",
     check_bf16_against_cpu("self-attention of one tensor",
                            [](const std::vector<Tensor>& in) { return ops::attention(in[0], in[0], in[0], 2); },
                            {input({2, 40, 64}, 1700)});
+    check_bf16_against_cpu("packed qkv", [](const std::vector<Tensor>& in) { return ops::attention_packed(in[0], 2); },
+                           {input({2, 40, 192}, 1710)});
   }
 }
 

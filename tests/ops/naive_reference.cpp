@@ -164,6 +164,17 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads) {
   return f64(out, q.shape());
 }
 
+Tensor attention_packed(const Tensor& qkv, int heads) {
+  const int64_t rows = qkv.dim(0) * qkv.dim(1), W = qkv.dim(2) / 3;
+  const auto all = qkv.to_vector();
+  std::vector<double> part[3];
+  for (int which = 0; which < 3; ++which)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < W; ++c) part[which].push_back(all[size_t(r * 3 * W + which * W + c)]);
+  const Shape s{qkv.dim(0), qkv.dim(1), W};
+  return attention(f64(part[0], s), f64(part[1], s), f64(part[2], s), heads);
+}
+
 Tensor concat_channels(const Tensor& a, const Tensor& b) {
   const int64_t ca = a.dim(-1), cb = b.dim(-1), rows = a.numel() / ca;
   const auto va = a.to_vector(), vb = b.to_vector();

@@ -27,6 +27,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
 Tensor group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const ops::GroupNormOptions& o,
                   const Tensor& add_nc);
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads);
+Tensor attention_packed(const Tensor& qkv, int heads);  // q, k, v side by side in each row
 Tensor concat_channels(const Tensor& a, const Tensor& b);
 Tensor upsample_nearest2x(const Tensor& x);
 Tensor embedding(const Tensor& table, const Tensor& index);

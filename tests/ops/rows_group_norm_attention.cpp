@@ -6,8 +6,12 @@
 // cuda_smem_limit_bytes; the CPU ignores it); a large mean, where one-pass f32 statistics would lose
 // the variance. attention: head dims 32, 64, 128 and 256 (the flash kernels) and 48 (which they
 // do not take: the GEMM path only), lengths off the 64-row tile, several heads, one key, some of q, k, v
-// frozen, and large logits (the softmax must subtract the row max). CUDA runs the attention rows on
-// each of its paths (tests/ops/cuda/test_op_table_cuda.cpp).
+// frozen, and large logits (the softmax must subtract the row max). attention_packed: the same
+// kernels reading q, k and v packed in one qkv (flash and GEMM-path head dims, lengths off the
+// tiles), and the attention block's fused projection (one linear, weights stacked) against three
+// linears, every weight and bias but k's differentiated. CUDA runs the attention rows on each of its
+// paths (tests/ops/cuda/test_op_table_cuda.cpp).
+#include <cmath>
 #include <string>
 
 #include "nn/ops.h"
@@ -64,6 +68,47 @@ OpRow attention_row(const std::string& what, const InputSpec& q, const InputSpec
 
 OpRow attention_row(const std::string& what, const Shape& s, int heads) {
   return attention_row(what, normal(s), normal(s), normal(s), heads);
+}
+
+// qkv [N, L, 3W] with W = heads · d.
+OpRow attention_packed_row(const std::string& what, const Shape& s, int heads) {
+  const int64_t d = s.back() / 3 / heads;
+  return {.op = "attention_packed",
+          .name = what + ": qkv " + shape_str(s) + ", " + std::to_string(heads) + " heads of " + std::to_string(d),
+          .inputs = {normal(s)},
+          .run = [heads](const Inputs& in) -> Outputs { return {ops::attention_packed(in[0], heads)}; },
+          .reference = [heads](const Inputs& in) -> Outputs { return {naive::attention_packed(in[0], heads)}; },
+          .bounds = Bounds{}};
+}
+
+// The attention block's fused projection (nn/layers.cpp): one linear with to_q, to_k and to_v's
+// weights and biases stacked, into attention_packed, against the unfused composition (three
+// linears into attention). Inputs: x [N, L, C], then the three weights [C, C] and biases [C]. k's
+// bias adds q·b_k to every score of a row, which the softmax removes: its grad is zero in exact
+// arithmetic and rounding noise otherwise, with no peak to compare against, so it is frozen.
+OpRow fused_projection_row(const std::string& what, const Shape& x, int heads) {
+  const int64_t c = x.back(), d = c / heads;
+  const double w_scale = 1.0 / std::sqrt(double(c));
+  return {.op = "attention_packed",
+          .name = what + ": x " + shape_str(x) + ", " + std::to_string(heads) + " heads of " + std::to_string(d) +
+                  ", fused q/k/v projection against three linears",
+          .inputs = {normal(x), normal({c, c}, w_scale), normal({c, c}, w_scale), normal({c, c}, w_scale),
+                     normal({c}, 0.1), constant({c}, 0.1), normal({c}, 0.1)},
+          .run = [heads](const Inputs& in) -> Outputs {
+            auto stack = [](const Tensor& a, const Tensor& b, const Tensor& t) {
+              auto flat = [](const Tensor& u) { return ops::reshape(u, {u.numel()}); };
+              Shape shape = a.shape();
+              shape[0] *= 3;
+              return ops::reshape(ops::concat_channels(ops::concat_channels(flat(a), flat(b)), flat(t)), shape);
+            };
+            return {ops::attention_packed(ops::linear(in[0], stack(in[1], in[2], in[3]), stack(in[4], in[5], in[6])),
+                                          heads)};
+          },
+          .reference = [heads](const Inputs& in) -> Outputs {
+            return {naive::attention(naive::linear(in[0], in[1], in[4]), naive::linear(in[0], in[2], in[5]),
+                                     naive::linear(in[0], in[3], in[6]), heads)};
+          },
+          .bounds = Bounds{}};
 }
 
 }  // namespace
@@ -132,6 +177,17 @@ std::vector<OpRow> group_norm_attention_rows() {
   pairs.cpu_only = single.cpu_only = true;
   rows.push_back(pairs);
   rows.push_back(single);
+
+  rows.push_back(attention_packed_row("tiny", {2, 5, 18}, 2));
+  rows.push_back(attention_packed_row("flash head dim 32", {2, 16, 192}, 2));
+  rows.push_back(attention_packed_row("flash head dim 64, length off the tile", {1, 65, 192}, 1));
+  rows.push_back(attention_packed_row("head dim 48 (no flash kernel)", {2, 9, 288}, 2));
+  rows.push_back(attention_packed_row("head dim 256, length off the 32-row tile", {1, 33, 768}, 1));
+  OpRow packed_pairs = attention_packed_row("threaded (n, head) pairs", {2, 40, 192}, 2);
+  packed_pairs.cpu_only = true;
+  rows.push_back(packed_pairs);
+  rows.push_back(fused_projection_row("tiny", {2, 5, 8}, 2));
+  rows.push_back(fused_projection_row("flash head dim 32", {2, 9, 64}, 2));
   return rows;
 }
 

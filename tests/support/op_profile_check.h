@@ -1,8 +1,9 @@
 // The op profiler's test (nn/op_profile.h) on one device, shared by the CPU test (tests/cpu) and
 // the CUDA one (tests/cuda, the emulated device in CI): tiny training steps at 8x8, batch 2, run
 // eagerly twice over from the same seed, one run profiled from its second step. The profile's op
-// rows must count what the model must call (one conv2d per 4-D weight, one linear per 2-D weight,
-// one group_norm per GroupNorm layer, each forward and backward), every time is >= 0, the op
+// rows must count what the model must call (one conv2d per 4-D weight, one linear per 2-D weight
+// but an attention block's q/k/v projection, one linear for three weights, one group_norm per
+// GroupNorm layer, each forward and backward), every time is >= 0, the op
 // times plus the rest are the step's time, and the profiled run ends with the unprofiled run's
 // weights and losses, bit for bit.
 #pragma once
@@ -48,7 +49,9 @@ inline ProfiledRun run_tiny_training(Device device, int64_t steps, bool profiled
       const bool weight = name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
       if (!weight) continue;
       if (p->ndim() == 4) ++*convs;
-      if (p->ndim() == 2) ++*linears;
+      // An attention block's to_q, to_k and to_v are one linear (their weights stacked, nn/layers.cpp).
+      const bool stacked = name.find(".to_k.") != std::string::npos || name.find(".to_v.") != std::string::npos;
+      if (p->ndim() == 2 && !stacked) ++*linears;
       if (p->ndim() == 1 && name.find("norm") != std::string::npos) ++*norms;
     }
   }

@@ -2,9 +2,10 @@
 // "op table: <op> on cuda-f32" per op, with device allocations NaN-poisoned so an element an op
 // never writes fails. Linked into test_cuda: a GPU in a CUDA build, the emulated device in a
 // -DDIFFUSE_CUDA=EMULATED build. Without a device each case says so and returns. Attention's rows
-// run on each CUDA path: the rule's choice (the GEMM path in one chunk at these sizes, checked in
-// test_ops_cuda.cpp), the flash kernels forced (rows at other head dims stay on the GEMM path),
-// and the GEMM path in chunks of one image (its scratch budget lowered to one byte).
+// (attention's and attention_packed's) run on each CUDA path: the rule's choice (the GEMM path in
+// one chunk at these sizes, checked in test_ops_cuda.cpp), the flash kernels forced (rows at other
+// head dims stay on the GEMM path), and the GEMM path in chunks of one image (its scratch budget
+// lowered to one byte).
 #include <catch2/catch.hpp>
 
 #include "kernels/attention.h"
@@ -31,6 +32,7 @@ TEST_CASE("op table: attention on cuda-f32, flash kernels forced", "[ops][table]
   PoisonDeviceAllocations poison;
   const kernels::cuda::ScopedAttentionPath flash(kernels::cuda::AttentionPathChoice::flash);
   run_op("attention", kCudaF32);
+  run_op("attention_packed", kCudaF32);
 }
 
 TEST_CASE("op table: attention on cuda-f32, GEMM path in chunks of one image", "[ops][table][cuda]") {
@@ -38,6 +40,7 @@ TEST_CASE("op table: attention on cuda-f32, GEMM path in chunks of one image", "
   PoisonDeviceAllocations poison;
   const kernels::cuda::ScopedAttentionPath chunked(kernels::cuda::AttentionPathChoice::gemm, 1);
   run_op("attention", kCudaF32);
+  run_op("attention_packed", kCudaF32);
 }
 
 // Linear: one cuBLASLt matmul, y = x·wᵀ + bias + residual (C, beta = 1) rounded once, or (without
