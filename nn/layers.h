@@ -136,7 +136,9 @@ struct ResnetBlock2D {
 };
 
 // diffusers' Attention as UNet2DModel uses it: group norm, q/k/v projections, softmax(q kᵀ/√d) v,
-// output projection, residual. NHWC in and out.
+// output projection, residual. NHWC in and out. to_q, to_k and to_v stay three Linears (their
+// names and tensors are diffusers'), but forward runs them as one linear over their stacked
+// weights into ops::attention_packed (nn/layers.cpp says why).
 struct AttentionBlock {
   GroupNorm group_norm;
   Linear to_q, to_k, to_v, to_out;
