@@ -1,6 +1,7 @@
 """The table of issue 12's CPU targets from the JSON files scripts/compare-cpu.sh leaves in one
 folder: peaks.json (`diffuse bench kernels`, for the sgemm peak) and, for rounds N = 1, 2, ...,
-{diffuse,torch}_{train_tiny,train_fmnist,ddim_tiny,step_fmnist,train_tiny_loaded}.rN.json.
+{diffuse,torch}_{train_tiny,train_fmnist,ddim_tiny,step_fmnist,train_tiny_loaded}.rN.json, and
+torch_train_tiny_spinning.rN.json (PyTorch with OMP_WAIT_POLICY unset).
 
 Each side's time is its best round's median (a round runs both sides back to back); ratios are
 PyTorch / diffuse for times (above 1: diffuse is faster), loaded / idle of the same round for the
@@ -67,14 +68,17 @@ def build_table(folder):
 
     rows = []  # (workload, diffuse, PyTorch, ratio text, target)
 
-    def time_row(name, stem, pick, unit_scale, unit, target):
-        d, t = side(folder, "diffuse_" + stem, pick), side(folder, "torch_" + stem, pick)
+    def time_row(name, stem, pick, unit_scale, unit, target, torch_stem=None):
+        d, t = side(folder, "diffuse_" + stem, pick), side(folder, "torch_" + (torch_stem or stem), pick)
         rows.append((name, fmt(d and d * unit_scale, ".2f" if unit == " s" else ".1f", unit),
                      fmt(t and t * unit_scale, ".2f" if unit == " s" else ".1f", unit),
                      fmt(ratio(t, d), ".2f", "×"), target))
         return d, t
 
     tiny = time_row(f"train step `tiny`, batch {head['batch']}", "train_tiny", train_ms, 1, " ms", "≥ 3×")
+    if rounds_of(folder, "torch_train_tiny_spinning"):
+        time_row(f"train step `tiny`, batch {head['batch']}, PyTorch's OpenMP threads spinning (policy unset)",
+                 "train_tiny", train_ms, 1, " ms", "≥ 3×", torch_stem="train_tiny_spinning")
     fm = rounds_of(folder, "diffuse_train_fmnist")
     fm_head = next(iter(fm.values()), {})
     fmnist = time_row(f"train step `fmnist-small`, batch {fm_head.get('batch', '?')}", "train_fmnist", train_ms, 1,
