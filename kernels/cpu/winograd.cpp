@@ -171,13 +171,9 @@ void convolve(int64_t images, int64_t h, int64_t w, const float* src, const Pack
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t t0 = b * block, count = std::min(block, tiles - t0);
       simd::winograd_input_tiles(pw.m, src, h, w, k, t0, count, v, v_stride, k, 0);
-      for (int64_t xi = 0; xi < pos; ++xi) {
-        for (int64_t p0 = 0; p0 < k; p0 += pw.kc_max) {
-          const int64_t kc = std::min(pw.kc_max, k - p0);
-          simd::gemm_block(count, n, kc, v + xi * v_stride + p0, k, pw.panels(xi, p0), 1.0f, p0 == 0 ? 0.0f : 1.0f,
-                           nullptr, m + xi * m_stride, n);
-        }
-      }
+      for (int64_t xi = 0; xi < pos; ++xi)
+        simd::gemm_block_ksum(count, n, k, pw.kc_max, v + xi * v_stride, k, pw.panels(xi, 0), pw.n_pad,
+                              m + xi * m_stride, n);
       simd::winograd_output_tiles(pw.m, m, m_stride, n, bias, residual, h, w, t0, count, y);
     }
   });

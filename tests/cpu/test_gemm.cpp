@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "support/cpu_isa_guard.h"
+#include "kernels/cpu/simd/gemm_micro.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/gemm.h"
 
@@ -134,6 +135,38 @@ TEST_CASE("f32 GEMM gives the same bits with one thread and with all of them", "
     kernels::cpu::gemm<float>(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, all.data(), n);
     omp_set_num_threads(saved);
     CHECK(one == all);
+  }
+}
+
+TEST_CASE("the block-summing micro-kernel gives gemm_block's bits block by block on every path", "[simd][gemm]") {
+  // gemm_block_ksum (Winograd's per-position GEMMs) keeps the sums of its reduction blocks in
+  // registers; it must give exactly what gemm_block gives run block by block (beta 0, then 1):
+  // rows that are not a multiple of the tile's, a partial last panel and block, one block only.
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  test::CpuIsaGuard guard;
+  for (CpuIsa isa : kernels::cpu::available_cpu_isas()) {
+    kernels::cpu::set_cpu_isa(isa);
+    namespace simd = kernels::cpu::simd;
+    const int64_t nr = simd::gemm_panel_width();
+    for (auto [m, n, k, kblock] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{23, 40, 70, 32},
+                                   {6, 64, 64, 32}, {13, 17, 96, 32}, {48, 96, 20, 32}, {1, 1, 33, 32}}) {
+      const int64_t lda = k + 3, ldc = n + 5, n_pad = (n + nr - 1) / nr * nr;
+      std::vector<float> a(m * lda), bmat(k * n), panels(k * n_pad);
+      for (float& v : a) v = dist(rng);
+      for (float& v : bmat) v = dist(rng);
+      for (int64_t p0 = 0; p0 < k; p0 += kblock) {
+        const int64_t kc = std::min(kblock, k - p0);
+        simd::gemm_pack_b(bmat.data() + p0 * n, n, n, kc, panels.data() + p0 * n_pad);
+      }
+      std::vector<float> want(m * ldc, -7.0f), got(m * ldc, -7.0f);
+      for (int64_t p0 = 0; p0 < k; p0 += kblock)
+        simd::gemm_block(m, n, std::min(kblock, k - p0), a.data() + p0, lda, panels.data() + p0 * n_pad, 1.0f,
+                         p0 == 0 ? 0.0f : 1.0f, nullptr, want.data(), ldc);
+      simd::gemm_block_ksum(m, n, k, kblock, a.data(), lda, panels.data(), n_pad, got.data(), ldc);
+      INFO(kernels::cpu::cpu_isa_name(isa) << " path, m " << m << " n " << n << " k " << k);
+      CHECK(got == want);
+    }
   }
 }
 

@@ -56,14 +56,12 @@ double sum_run(const float* g, const float* w, int64_t n) {
 
 void column_sum_rows(const float* m, int64_t rows, int64_t cols, double* acc) {
   constexpr int64_t kRows = 8;
-  float part[kLanes];
   for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
     const int64_t r1 = r0 + kRows < rows ? r0 + kRows : rows;
     over_lanes(cols, [&](int64_t c, int lanes) {
       Vec s = load_part(m + r0 * cols + c, lanes);
       for (int64_t r = r0 + 1; r < r1; ++r) s = s + load_part(m + r * cols + c, lanes);
-      store(part, s);
-      for (int l = 0; l < lanes; ++l) acc[c + l] += double(part[l]);
+      add_to_doubles(s, acc + c, lanes);
     });
   }
 }

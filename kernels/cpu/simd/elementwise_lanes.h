@@ -48,12 +48,29 @@ inline void fill_doubles(double* p, int64_t w, double value) {
   for (int64_t j = 0; j < w; ++j) p[j] = value;
 }
 
-// sum[j] += acc[j] in f64, then acc[j] = 0: f32 lane sums kept short enough to stay accurate.
-inline void flush_to_doubles(float* acc, double* sum, int64_t w) {
-  for (int64_t j = 0; j < w; ++j) {
-    sum[j] += double(acc[j]);
-    acc[j] = 0.0f;
+// sum[j] += double(part lane j) for the first `lanes` lanes of a vector of f32 partial sums.
+// Vector converts and adds where the path has them: each lane's convert and add are the same IEEE
+// operations as the scalar loop's, so every path gives the same bits, where the scalar loop cost
+// more than the sums it flushed (GroupNorm's statistics, the bias gradient's column sums).
+inline void add_to_doubles(Vec part, double* sum, int lanes) {
+#if DIFFUSE_ISA == 2
+  if (lanes == kLanes) {
+    const __m256 lo = _mm512_castps512_ps256(part.v);
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(part.v), 1));
+    _mm512_storeu_pd(sum, _mm512_add_pd(_mm512_loadu_pd(sum), _mm512_cvtps_pd(lo)));
+    _mm512_storeu_pd(sum + 8, _mm512_add_pd(_mm512_loadu_pd(sum + 8), _mm512_cvtps_pd(hi)));
+    return;
   }
+#elif DIFFUSE_ISA == 1
+  if (lanes == kLanes) {
+    _mm256_storeu_pd(sum, _mm256_add_pd(_mm256_loadu_pd(sum), _mm256_cvtps_pd(_mm256_castps256_ps128(part.v))));
+    _mm256_storeu_pd(sum + 4, _mm256_add_pd(_mm256_loadu_pd(sum + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(part.v, 1))));
+    return;
+  }
+#endif
+  float spill[kLanes];
+  store(spill, part);
+  for (int l = 0; l < lanes; ++l) sum[l] += double(spill[l]);
 }
 
 }  // namespace diffuse::kernels::cpu::simd::DIFFUSE_ISA_NS

@@ -29,14 +29,15 @@ inline void store_row_part(Vec acc, float* c, const float* bias, int cols, float
   }
 }
 
-// Accumulates `len` reduction steps into one MR × NR tile: row r's a values are ar[r][0 .. len),
-// b advances by len panel rows.
-inline void accumulate(const float* const* ar, int64_t len, const float*& b, Vec (&acc)[kMR][2]) {
-  for (int64_t p = 0; p < len; ++p) {
+// Accumulates `len` reduction steps into one R × NR tile (R = MR but in gemm_block_ksum): row r's
+// a values are ar[r][p0 .. p0 + len), b advances by len panel rows.
+template <int R = kMR>
+inline void accumulate(const float* const* ar, int64_t len, const float*& b, Vec (&acc)[R][2], int64_t p0 = 0) {
+  for (int64_t p = p0; p < p0 + len; ++p) {
     const Vec b0 = load(b), b1 = load(b + kLanes);
     b += kNR;
 #pragma GCC unroll 16
-    for (int r = 0; r < kMR; ++r) {
+    for (int r = 0; r < R; ++r) {
       const Vec av = set1(ar[r][p]);
       acc[r][0] = fma(av, b0, acc[r][0]);
       acc[r][1] = fma(av, b1, acc[r][1]);
@@ -101,9 +102,69 @@ inline void tile_rows(int64_t segments, int64_t seg_len, const float* const* tab
   store_tile(acc, rows, c, ldc, cols, alpha, beta, bias);
 }
 
+#if DIFFUSE_ISA == 2
+// gemm_block_ksum's tile on AVX-512: 6 rows × NR, the block's sums and the running totals both in
+// registers (12 + 12 of the 32, with the two b vectors and the broadcast). Rows past `rows` read
+// the last valid row of a and are not stored.
+constexpr int kMRSum = 6;
+inline void tile_ksum(int64_t k, int64_t kblock, const float* a, int64_t lda, int rows, const float* b,
+                      int64_t n_pad, int64_t panel, float* c, int64_t ldc, int cols) {
+  const float* ar[kMRSum];
+  for (int r = 0; r < kMRSum; ++r) ar[r] = a + (r < rows ? r : rows - 1) * lda;
+  Vec total[kMRSum][2];
+  for (int64_t p0 = 0; p0 < k; p0 += kblock) {
+    const int64_t kc = k - p0 < kblock ? k - p0 : kblock;
+    const float* bp = b + p0 * n_pad + panel * kc * kNR;
+    Vec acc[kMRSum][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < kMRSum; ++r) acc[r][0] = acc[r][1] = zero();
+    accumulate<kMRSum>(ar, kc, bp, acc, p0);
+#pragma GCC unroll 6
+    for (int r = 0; r < kMRSum; ++r) {
+      total[r][0] = p0 == 0 ? acc[r][0] : total[r][0] + acc[r][0];
+      total[r][1] = p0 == 0 ? acc[r][1] : total[r][1] + acc[r][1];
+    }
+  }
+  const int w0 = cols < kLanes ? cols : kLanes, w1 = cols - w0;
+  for (int r = 0; r < rows; ++r) {
+    float* cr = c + r * ldc;
+    if (w0 == kLanes) {
+      store(cr, total[r][0]);
+    } else {
+      store_n(cr, total[r][0], w0);
+    }
+    if (w1 == kLanes) {
+      store(cr + kLanes, total[r][1]);
+    } else if (w1 > 0) {
+      store_n(cr + kLanes, total[r][1], w1);
+    }
+  }
+}
+#endif
+
 }  // namespace
 
 int gemm_panel_width() { return kNR; }
+
+void gemm_block_ksum(int64_t m, int64_t n, int64_t k, int64_t kblock, const float* a, int64_t lda, const float* b,
+                     int64_t n_pad, float* c, int64_t ldc) {
+#if DIFFUSE_ISA == 2
+  if (k > 0) {
+    for (int64_t i = 0; i < m; i += kMRSum) {
+      const int rows = int(m - i < kMRSum ? m - i : kMRSum);
+      for (int64_t j = 0; j < n; j += kNR)
+        tile_ksum(k, kblock, a + i * lda, lda, rows, b, n_pad, j / kNR, c + i * ldc + j, ldc,
+                  int(n - j < kNR ? n - j : kNR));
+    }
+    return;
+  }
+#endif
+  // The other paths have 16 vector registers: too few for a second set of sums beside the tile.
+  if (k == 0) return gemm_block(m, n, 0, a, lda, b, 1.0f, 0.0f, nullptr, c, ldc);
+  for (int64_t p0 = 0; p0 < k; p0 += kblock)
+    gemm_block(m, n, k - p0 < kblock ? k - p0 : kblock, a + p0, lda, b + p0 * n_pad, 1.0f, p0 == 0 ? 0.0f : 1.0f,
+               nullptr, c, ldc);
+}
 
 void gemm_block(int64_t m, int64_t n, int64_t kc, const float* a, int64_t lda, const float* b_panels, float alpha,
                 float beta, const float* bias, float* c, int64_t ldc) {

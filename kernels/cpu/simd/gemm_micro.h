@@ -19,6 +19,16 @@ DIFFUSE_SIMD_FUNCTION(void, gemm_block,
                       (int64_t m, int64_t n, int64_t kc, const float* a, int64_t lda, const float* b_panels,
                        float alpha, float beta, const float* bias, float* c, int64_t ldc),
                       (m, n, kc, a, lda, b_panels, alpha, beta, bias, c, ldc))
+// c[i, j] = Σ over reduction blocks [p0, p0 + kblock) of Σ_{p in block} a[i·lda + p] · B[p, j]
+// for i < m, j < n: each block summed from zero, the block sums added in order, c written once
+// (never read). The same bits as gemm_block per block (beta 0 for the first, then 1, alpha 1, no
+// bias), which Winograd F(4×4) ran before: its 32-channel blocks bound the f32 rounding
+// (kernels/cpu/winograd.cpp), and per block c went out to memory and back. B's block at p0 is
+// b + p0 · n_pad, gemm_block's panels of kc × NR floats for kc = min(kblock, k − p0).
+DIFFUSE_SIMD_FUNCTION(void, gemm_block_ksum,
+                      (int64_t m, int64_t n, int64_t k, int64_t kblock, const float* a, int64_t lda, const float* b,
+                       int64_t n_pad, float* c, int64_t ldc),
+                      (m, n, k, kblock, a, lda, b, n_pad, c, ldc))
 // MR: the rows of the a panels gemm_block_panels reads.
 DIFFUSE_SIMD_FUNCTION(int, gemm_panel_height, (), ())
 // dst = rows [0, m) of A, columns [0, kc), where A's (i, p) is a[p · lda + i] (A stored transposed,

@@ -60,15 +60,13 @@ void over_chunks(int64_t W, Body&& body) {
   }
 }
 
-// Moves a chunk's K f32 running sums into its slice of the f64 sums (through `spill`, f32 scratch
-// of the block's width) and zeroes them.
+// Adds a chunk's K f32 running sums into its slice of the f64 sums and zeroes them.
 template <int K>
-inline void flush_chunk(Vec* acc, int64_t j0, int64_t w, int last, float* spill, double* sum) {
+inline void flush_chunk(Vec* acc, int64_t j0, int last, double* sum) {
   each_vec<K>(j0, last, [&](int k, int64_t j, int n) {
-    store_part(spill + j, acc[k], n);
+    add_to_doubles(acc[k], sum + j, n);
     acc[k] = zero();
   });
-  flush_to_doubles(spill + j0, sum + j0, w);
 }
 
 // The pre-norm input h = x + add at position s, channels [j, j + n) of the block.
@@ -103,8 +101,7 @@ template <bool kAdd>
   const GroupNormBlock& b = f.b;
   const int64_t W = b.width, S = b.spatial, cg = b.group_size, G = W / cg;
   const double count = double(S * cg);
-  float* spill = b.scratch_f;
-  float* shift = spill + W;  // m0 of the channel's group
+  float* shift = b.scratch_f;  // m0 of the channel's group
   float* scale = shift + W;
   float* bias = scale + W;
   double* sum1 = b.scratch_d;
@@ -112,7 +109,7 @@ template <bool kAdd>
 
   // Pass 1: the first mean m0.
   fill_doubles(sum1, W, 0.0);
-  over_chunks(W, [&](auto kv, int64_t j0, int64_t w, int last) {
+  over_chunks(W, [&](auto kv, int64_t j0, int64_t, int last) {
     constexpr int K = decltype(kv)::value;
     Vec acc[K];
     for (Vec& a : acc) a = zero();
@@ -121,7 +118,7 @@ template <bool kAdd>
         [&](int64_t s) {
           each_vec<K>(j0, last, [&](int i, int64_t j, int n) { acc[i] = acc[i] + pre_norm<kAdd>(b, s, j, n); });
         },
-        [&] { flush_chunk<K>(acc, j0, w, last, spill, sum1); });
+        [&] { flush_chunk<K>(acc, j0, last, sum1); });
   });
   for (int64_t g = 0; g < G; ++g) {
     const float m0 = count > 0 ? float(group_total(sum1, g, cg) / count) : 0.0f;
@@ -131,7 +128,7 @@ template <bool kAdd>
   // Pass 2: Σd and Σd² with d = h − m0.
   fill_doubles(sum1, W, 0.0);
   fill_doubles(sum2, W, 0.0);
-  over_chunks(W, [&](auto kv, int64_t j0, int64_t w, int last) {
+  over_chunks(W, [&](auto kv, int64_t j0, int64_t, int last) {
     constexpr int K = decltype(kv)::value;
     Vec acc1[K], acc2[K], sh[K];
     each_vec<K>(j0, last, [&](int i, int64_t j, int n) {
@@ -149,8 +146,8 @@ template <bool kAdd>
           });
         },
         [&] {
-          flush_chunk<K>(acc1, j0, w, last, spill, sum1);
-          flush_chunk<K>(acc2, j0, w, last, spill, sum2);
+          flush_chunk<K>(acc1, j0, last, sum1);
+          flush_chunk<K>(acc2, j0, last, sum2);
         });
   });
   for (int64_t g = 0; g < G; ++g) {
@@ -192,8 +189,7 @@ template <bool kAdd>
   const GroupNormBlock& b = k.b;
   const int64_t W = b.width, S = b.spatial, cg = b.group_size, G = W / cg;
   const double count = double(S * cg);
-  float* spill = b.scratch_f;
-  float* m1 = spill + W;  // per channel, the group means of pass 2
+  float* m1 = b.scratch_f;  // per channel, the group means of pass 2
   float* m2 = m1 + W;
   float* shift = m2 + W;  // the forward's mean as f32 m0 + f32 remainder delta
   float* delta = shift + W;
@@ -224,7 +220,7 @@ template <bool kAdd>
   // its per-channel sums Σg and Σg·xhat.
   fill_doubles(k.sum_dy, W, 0.0);
   fill_doubles(k.sum_dyx, W, 0.0);
-  over_chunks(W, [&](auto kv, int64_t j0, int64_t w, int last) {
+  over_chunks(W, [&](auto kv, int64_t j0, int64_t, int last) {
     constexpr int K = decltype(kv)::value;
     Vec acc1[K], acc2[K], gm[K], bt[K];
     Xhat xc[K];
@@ -254,8 +250,8 @@ template <bool kAdd>
           });
         },
         [&] {
-          flush_chunk<K>(acc1, j0, w, last, spill, k.sum_dy);
-          flush_chunk<K>(acc2, j0, w, last, spill, k.sum_dyx);
+          flush_chunk<K>(acc1, j0, last, k.sum_dy);
+          flush_chunk<K>(acc2, j0, last, k.sum_dyx);
         });
   });
 
@@ -276,7 +272,7 @@ template <bool kAdd>
   // Pass 2: dh = rstd·((g·gamma − m1) − xhat·m2), in this order and with g·gamma rounded on its
   // own: a group of one element (xhat 0, m1 the same product rounded alike) gives exactly 0.
   if (k.dadd) fill_doubles(dadd_sum, W, 0.0);
-  over_chunks(W, [&](auto kv, int64_t j0, int64_t w, int last) {
+  over_chunks(W, [&](auto kv, int64_t j0, int64_t, int last) {
     constexpr int K = decltype(kv)::value;
     Vec acc[K], gm[K], c1[K], c2[K];
     Xhat xc[K];
@@ -300,7 +296,7 @@ template <bool kAdd>
           });
         },
         [&] {
-          if (k.dadd) flush_chunk<K>(acc, j0, w, last, spill, dadd_sum);
+          if (k.dadd) flush_chunk<K>(acc, j0, last, dadd_sum);
         });
   });
   if (k.dadd)

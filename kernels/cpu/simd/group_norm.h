@@ -34,7 +34,7 @@ struct GroupNormBlock {
   float* scratch_f = nullptr;
 };
 constexpr int64_t kGroupNormScratchDoubles = 2;
-constexpr int64_t kGroupNormScratchFloats = 6;
+constexpr int64_t kGroupNormScratchFloats = 5;
 
 struct GroupNormForwardBlock {
   GroupNormBlock b;
