@@ -15,9 +15,18 @@ void softmax_rows(float* s, int64_t rows, int64_t len, int64_t ld, float* inv_ou
     float* row = s + r * ld;
     // The max subtraction keeps e^x finite for large scores; the tail's padding lanes are
     // excluded from the max by starting from the row's first element.
-    Vec mx = set1(row[0]);
-    for (int64_t j = 0; j < whole; j += kLanes) mx = max(mx, load(row + j));
-    float row_max = hmax(mx);
+    // Four running maxima: one chain of vmaxps waited out its latency on every vector (a max is
+    // exact, so the order does not matter).
+    Vec mx0 = set1(row[0]), mx1 = mx0, mx2 = mx0, mx3 = mx0;
+    int64_t j0 = 0;
+    for (; j0 + 4 * kLanes <= whole; j0 += 4 * kLanes) {
+      mx0 = max(mx0, load(row + j0));
+      mx1 = max(mx1, load(row + j0 + kLanes));
+      mx2 = max(mx2, load(row + j0 + 2 * kLanes));
+      mx3 = max(mx3, load(row + j0 + 3 * kLanes));
+    }
+    for (; j0 < whole; j0 += kLanes) mx0 = max(mx0, load(row + j0));
+    float row_max = hmax(max(max(mx0, mx1), max(mx2, mx3)));
     for (int64_t j = whole; j < len; ++j) row_max = row[j] > row_max ? row[j] : row_max;
     const Vec m = set1(row_max);
     Vec total = zero();
