@@ -41,8 +41,8 @@ inline void each_vec(int64_t j0, int last, F&& f) {
   }(std::make_integer_sequence<int, K>{});
 }
 
-// body(std::integral_constant<int, K>{}, j0, w, last) for each chunk: channels [j0, j0 + w) in K
-// vectors, the last of them `last` lanes wide.
+// body(std::integral_constant<int, K>{}, j0, last) for each chunk: the K vectors of channels from
+// j0 on, the last of them `last` lanes wide.
 template <typename Body>
 void over_chunks(int64_t W, Body&& body) {
   constexpr int64_t kChunk = int64_t(kChunkVecs) * kLanes;
@@ -52,10 +52,10 @@ void over_chunks(int64_t W, Body&& body) {
     const int vecs = int((w + kLanes - 1) / kLanes);
     const int last = int(w - int64_t(vecs - 1) * kLanes);
     switch (vecs) {
-      case 1: body(std::integral_constant<int, 1>{}, j0, w, last); break;
-      case 2: body(std::integral_constant<int, 2>{}, j0, w, last); break;
-      case 3: body(std::integral_constant<int, 3>{}, j0, w, last); break;
-      default: body(std::integral_constant<int, 4>{}, j0, w, last); break;
+      case 1: body(std::integral_constant<int, 1>{}, j0, last); break;
+      case 2: body(std::integral_constant<int, 2>{}, j0, last); break;
+      case 3: body(std::integral_constant<int, 3>{}, j0, last); break;
+      default: body(std::integral_constant<int, 4>{}, j0, last); break;
     }
   }
 }
@@ -109,7 +109,7 @@ template <bool kAdd>
 
   // Pass 1: the first mean m0.
   fill_doubles(sum1, W, 0.0);
-  over_chunks(W, [&](auto kv, int64_t j0, int64_t, int last) {
+  over_chunks(W, [&](auto kv, int64_t j0, int last) {
     constexpr int K = decltype(kv)::value;
     Vec acc[K];
     for (Vec& a : acc) a = zero();
@@ -128,7 +128,7 @@ template <bool kAdd>
   // Pass 2: Σd and Σd² with d = h − m0.
   fill_doubles(sum1, W, 0.0);
   fill_doubles(sum2, W, 0.0);
-  over_chunks(W, [&](auto kv, int64_t j0, int64_t, int last) {
+  over_chunks(W, [&](auto kv, int64_t j0, int last) {
     constexpr int K = decltype(kv)::value;
     Vec acc1[K], acc2[K], sh[K];
     each_vec<K>(j0, last, [&](int i, int64_t j, int n) {
@@ -165,7 +165,7 @@ template <bool kAdd>
   }
 
   // Pass 3: y = (h − m0)·scale + bias, then SiLU when fused.
-  over_chunks(W, [&](auto kv, int64_t j0, int64_t, int last) {
+  over_chunks(W, [&](auto kv, int64_t j0, int last) {
     constexpr int K = decltype(kv)::value;
     Vec sh[K], sc[K], bi[K];
     each_vec<K>(j0, last, [&](int i, int64_t j, int n) {
@@ -220,7 +220,7 @@ template <bool kAdd>
   // its per-channel sums Σg and Σg·xhat.
   fill_doubles(k.sum_dy, W, 0.0);
   fill_doubles(k.sum_dyx, W, 0.0);
-  over_chunks(W, [&](auto kv, int64_t j0, int64_t, int last) {
+  over_chunks(W, [&](auto kv, int64_t j0, int last) {
     constexpr int K = decltype(kv)::value;
     Vec acc1[K], acc2[K], gm[K], bt[K];
     Xhat xc[K];
@@ -272,7 +272,7 @@ template <bool kAdd>
   // Pass 2: dh = rstd·((g·gamma − m1) − xhat·m2), in this order and with g·gamma rounded on its
   // own: a group of one element (xhat 0, m1 the same product rounded alike) gives exactly 0.
   if (k.dadd) fill_doubles(dadd_sum, W, 0.0);
-  over_chunks(W, [&](auto kv, int64_t j0, int64_t, int last) {
+  over_chunks(W, [&](auto kv, int64_t j0, int last) {
     constexpr int K = decltype(kv)::value;
     Vec acc[K], gm[K], c1[K], c2[K];
     Xhat xc[K];
