@@ -66,6 +66,7 @@ TrainStep::TrainStep(const UNet2DConfig& cfg, const TrainOptions& options)
       ema_(params_, ema_options(options)) {
   pending_.reserve(kMaxPending);
   collected_.reserve(kMaxPending);
+  losses_.reserve(kMaxPending);
 }
 
 double TrainStep::lr_at(int64_t step) const {
@@ -315,6 +316,9 @@ void TrainStep::enqueue(int64_t step, const Batch& batch) {
   else  // a replay: the device drew at dropout_base_; the host position moves as an eager step's would
     model_->set_dropout_state(options_.seed, dropout_before + dropout_per_step_);
   pending_.push_back(step);
+  // Data-parallel CUDA runs: the mark collect() waits for within the deadline, step by step.
+  if (communicator_ && communicator_->distributed() && options_.device == Device::cuda)
+    step_done_[(step - 1) % kMaxPending].record(Device::cuda);
 }
 
 const std::vector<TrainStepResult>& TrainStep::collect() {
@@ -328,26 +332,33 @@ const std::vector<TrainStepResult>& TrainStep::collect() {
   status_copied_.record(options_.device);
   const bool distributed = communicator_ && communicator_->distributed();
   if (distributed && options_.device == Device::cuda) {
-    // A replayed step's graph holds the gradient all-reduce: the host waits for it within the
-    // communicator's deadline, so a dead or hung rank ends the job naming it (an eager step
-    // already waited in GradientSync::finish, and this returns at once).
-    const int64_t first = pending_.front(), last = pending_.back();
-    communicator_->wait_for_device("the all-reduce of the gradients of step" +
-                                   (first == last ? " " + std::to_string(last)
-                                                  : "s " + std::to_string(first) + " to " + std::to_string(last)));
+    // A replayed step's graph holds the gradient all-reduce: the host waits for the queued steps
+    // one by one, each within the communicator's deadline, so a dead or hung rank ends the job
+    // naming it and the step, and a group of healthy steps may take longer than the deadline in
+    // all (an eager step already waited in GradientSync::finish, and its wait returns at once).
+    for (int64_t step : pending_)
+      communicator_->wait_for_device(step_done_[(step - 1) % kMaxPending],
+                                     "the all-reduce of the gradients of step " + std::to_string(step));
   }
   status_copied_.wait();
   const double* ring_rows = status_host_.as<double>();
   const double* state = status_host_.as<double>(ring_.nbytes());
   adam_.set_step_count(static_cast<int64_t>(state[kernels::kStateAdamSteps]));
   ema_.set_optimization_step(static_cast<int64_t>(state[kernels::kStateEmaSteps]));
-  for (int64_t step : pending_) {
-    const double* row = ring_rows + ((step - 1) % kMaxPending) * kernels::kStatusWords;
+  const auto row_of = [&](int64_t step) { return ring_rows + ((step - 1) % kMaxPending) * kernels::kStatusWords; };
+  losses_.clear();
+  for (int64_t step : pending_) losses_.push_back(row_of(step)[0]);
+  if (distributed) {  // the global batch's losses, so every rank logs and decides alike: one host collective
+    const int64_t first = pending_.front(), last = pending_.back();
+    communicator_->allreduce_mean(losses_, "the loss of step" + (first == last ? " " + std::to_string(last)
+                                                                               : "s " + std::to_string(first) +
+                                                                                     " to " + std::to_string(last)));
+  }
+  for (size_t i = 0; i < pending_.size(); ++i) {
+    const double* row = row_of(pending_[i]);
     TrainStepResult r;
-    r.step = step;
-    r.loss = row[0];
-    if (distributed)  // the global batch's loss, so every rank logs and decides alike
-      r.loss = communicator_->allreduce_mean(r.loss, "the loss of step " + std::to_string(step));
+    r.step = pending_[i];
+    r.loss = losses_[i];
     r.grad_norm = row[1];
     if (row[2] != 0.0) {
       r.non_finite = !std::isfinite(r.loss) ? "loss is " + std::to_string(r.loss)

@@ -14,6 +14,7 @@
 // once as a CUDA graph (after two eager steps) and replayed. Its loss, norm and skip flag land in
 // a status ring on the device, read back by collect() for any number of steps at once.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -103,7 +104,8 @@ class TrainStep {
   // noise and label dropouts as those global rows (so K ranks at B equal one process at K·B up
   // to summation order), logs the global loss, and averages the gradients over the ranks before
   // clipping, in buckets reduced while backward runs (collective::GradientSync). collect() waits
-  // for the device within the communicator's deadline (a replay holds the all-reduce). Null (the
+  // for the device step by step, each within the communicator's deadline (a replay holds the
+  // all-reduce), and averages the group's losses in one host collective. Null (the
   // default) or one rank: the batch is the whole batch. Not owned.
   void set_communicator(collective::Communicator* communicator) {
     communicator_ = communicator;
@@ -157,6 +159,10 @@ class TrainStep {
   bool state_loaded_ = false;  // whether dstep_.state holds the host's step counts
   std::vector<int64_t> pending_;  // steps queued since the last collect() (capacity kMaxPending)
   std::vector<TrainStepResult> collected_;
+  std::vector<double> losses_;    // collect()'s losses of the pending steps (capacity kMaxPending)
+  // Data-parallel CUDA runs: a mark after each queued step (at its status row's index), for
+  // collect()'s per-step waits within the communicator's deadline.
+  std::array<DeviceEvent, kMaxPending> step_done_;
   int64_t eager_steps_ = 0;      // steps run eagerly towards the graph's warm-up
 
   bool graphs_ = true;

@@ -225,9 +225,10 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
   const bool skip_non_finite = o.precision == "bf16";
   const auto t_start = std::chrono::steady_clock::now();
   // The steps' status is read back in groups (TrainRequest::status_every): on CUDA a step is
-  // queued without waiting for the device, and the host waits once per group. The CPU has nothing
-  // to overlap, and a data-parallel run votes on stopping after every step: they read every step.
-  const int64_t status_every = o.device == Device::cuda && !comm.distributed() ? o.status_every : 1;
+  // queued without waiting for the device, and the host waits once per group (data-parallel runs
+  // too: step by step within the deadline, TrainStep::collect, and every rank reads at the same
+  // steps, so the votes on stopping below pair up). The CPU has nothing to overlap: every step.
+  const int64_t status_every = o.device == Device::cuda ? o.status_every : 1;
   auto read_after = [&](int64_t step) {
     return step % status_every == 0 || step == o.steps || train_step.pending() >= TrainStep::kMaxPending ||
            (o.checkpoint_every > 0 && step % o.checkpoint_every == 0) ||

@@ -372,16 +372,20 @@ void GradientSync::finish() {
 }
 
 double Communicator::allreduce_mean(double value, const std::string& what) {
-  if (!distributed()) return value;
+  allreduce_mean(std::span<double>(&value, 1), what);
+  return value;
+}
+
+void Communicator::allreduce_mean(std::span<double> values, const std::string& what) {
+  if (!distributed() || values.empty()) return;
 #if DIFFUSE_WITH_MPI
-  double sum = value;
   MPI_Request req;
-  DIFFUSE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &req));
+  DIFFUSE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_DOUBLE, MPI_SUM,
+                                  MPI_COMM_WORLD, &req));
   wait(&req, what);
-  return sum / size_;
+  for (double& v : values) v /= size_;
 #else
   (void)what;
-  return value;
 #endif
 }
 

@@ -13,11 +13,13 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "nn/autograd.h"
+#include "nn/device_transfer.h"
 #include "nn/tensor.h"
 
 namespace diffuse::collective {
@@ -35,6 +37,8 @@ class Communicator {
 
   // The mean of a host value over the ranks.
   double allreduce_mean(double value, const std::string& what);
+  // The same for each of `values` in place, in one collective.
+  void allreduce_mean(std::span<double> values, const std::string& what);
   // Copies rank `root`'s tensors into every other rank's (same shapes on every rank).
   void broadcast(const std::vector<Tensor>& tensors, int root, const std::string& what);
   // Every rank's `value`, indexed by rank (for reports: per-rank throughput).
@@ -51,12 +55,15 @@ class Communicator {
   bool overlap_grads() const { return overlap_grads_; }
   void set_grad_buckets(double mib, bool overlap);
 
-  // Waits, within the deadline, for the work queued so far on the compute stream (current_stream())
-  // when it may hold NCCL collectives: a replayed training step's graph holds its gradient
-  // all-reduce, which a dead or hung rank would hold forever. On expiry the communicator is
-  // aborted and the missing ranks named, as for every collective ("<what> did not complete
-  // within ..."). A no-op before the first CUDA collective (nothing of another rank is queued).
-  void wait_for_device(const std::string& what);
+  // Waits, within the deadline, until the device has run the work `upto` marks (recorded on the
+  // compute stream) when it may hold NCCL collectives: a replayed training step's graph holds its
+  // gradient all-reduce, which a dead or hung rank would hold forever. The deadline is per call,
+  // so the reader of a group of queued steps waits step by step (one mark each): every step's
+  // all-reduce gets the whole deadline, however many steps are queued. On expiry the communicator
+  // is aborted and the missing ranks named, as for every collective ("<what> did not complete
+  // within ..."). A no-op before the first CUDA collective (nothing of another rank is queued) and
+  // for a mark never recorded on CUDA.
+  void wait_for_device(const DeviceEvent& upto, const std::string& what);
   // "" when a training step holding this communicator's collectives can be captured into a CUDA
   // graph (NCCL 2.9 or later), else why not.
   std::string why_not_capturable() const;
@@ -84,8 +91,9 @@ class Communicator {
   void destroy_nccl();
   // `status` is an ncclResult_t of `call`; ncclInProgress is polled to its end within the deadline.
   void nccl_settle(int status, const char* call, const std::string& what);
-  // Waits, within the deadline, for the work queued on `stream` (a cudaStream_t).
-  void wait_for_stream(void* stream, const std::string& what);
+  // Waits, within the deadline, for the work `event` (a cudaEvent_t) marks, or when it is null
+  // for the work queued on `stream` (a cudaStream_t).
+  void wait_for_work(void* stream, void* event, const std::string& what);
   // GradientSync's CUDA side: bucket `index` of `grads` averaged on the comm stream after the
   // compute stream's work so far; then the compute stream made to wait for all of them, and the
   // host too unless the compute stream is being captured into a graph (returns whether it waited).

@@ -107,17 +107,19 @@ void Communicator::select_gpu() {
   DIFFUSE_CUDA_CHECK(cudaSetDevice(local_rank_ % devices));
 }
 
-// Waits for the work queued on `stream` (NCCL's among it), within the deadline; on expiry the
-// communicator is aborted and the missing ranks are named (fail_missing_ranks).
-//  - A real GPU is polled (cudaStreamQuery, ncclCommGetAsyncError), answering the other ranks'
-//    census queries meanwhile.
+// Waits for the work `event` marks, or when it is null for the work queued on `stream` (NCCL's work
+// among it), within the deadline; on expiry the communicator is aborted and the missing ranks are
+// named (fail_missing_ranks).
+//  - A real GPU is polled (cudaEventQuery or cudaStreamQuery, ncclCommGetAsyncError), answering
+//    the other ranks' census queries meanwhile.
 //  - The emulated device runs queued work only when the host synchronises
-//    (kernels/emulated_device/device.h), so the host synchronises while a watchdog thread waits
-//    for the deadline and, if it passes first, calls ncclCommAbort: the emulated collective that
-//    waits on MPI sees it, fails its work, and the synchronisation returns. The watchdog makes no
-//    MPI call (MPI is initialised MPI_THREAD_FUNNELED).
-void Communicator::wait_for_stream(void* stream_handle, const std::string& what) {
+//    (kernels/emulated_device/device.h), so the host synchronises (with the event or the stream)
+//    while a watchdog thread waits for the deadline and, if it passes first, calls ncclCommAbort:
+//    the emulated collective that waits on MPI sees it, fails its work, and the synchronisation
+//    returns. The watchdog makes no MPI call (MPI is initialised MPI_THREAD_FUNNELED).
+void Communicator::wait_for_work(void* stream_handle, void* event_handle, const std::string& what) {
   const auto stream = static_cast<cudaStream_t>(stream_handle);
+  const auto event = static_cast<cudaEvent_t>(event_handle);
 #if DIFFUSE_CUDA_EMULATED
   std::mutex mutex;
   std::condition_variable cv;
@@ -130,7 +132,7 @@ void Communicator::wait_for_stream(void* stream_handle, const std::string& what)
       ncclCommAbort(comm);
     }
   });
-  const cudaError_t status = cudaStreamSynchronize(stream);
+  const cudaError_t status = event ? cudaEventSynchronize(event) : cudaStreamSynchronize(stream);
   {
     std::lock_guard<std::mutex> lock(mutex);
     done = true;
@@ -145,7 +147,7 @@ void Communicator::wait_for_stream(void* stream_handle, const std::string& what)
 #else
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s_);
   for (;;) {
-    const cudaError_t state = cudaStreamQuery(stream);
+    const cudaError_t state = event ? cudaEventQuery(event) : cudaStreamQuery(stream);
     if (state == cudaSuccess) return;
     if (state != cudaErrorNotReady) DIFFUSE_CUDA_CHECK(state);
     ncclResult_t async = ncclSuccess;
@@ -210,12 +212,12 @@ bool Communicator::nccl_finish_buckets(const std::string& what) {
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   DIFFUSE_CUDA_CHECK(cudaStreamIsCapturing(compute, &capture));
   if (capture != cudaStreamCaptureStatusNone) return false;
-  wait_for_stream(comm_stream_, what);
+  wait_for_work(comm_stream_, nullptr, what);
   return true;
 }
 
-void Communicator::wait_for_device(const std::string& what) {
-  if (nccl_comm_) wait_for_stream(current_stream(), what);
+void Communicator::wait_for_device(const DeviceEvent& upto, const std::string& what) {
+  if (nccl_comm_ && upto.cuda_event()) wait_for_work(nullptr, upto.cuda_event(), what);
 }
 
 // NCCL can capture its collectives into a CUDA graph from 2.9 on (its documentation, "Using NCCL
@@ -236,7 +238,7 @@ void Communicator::nccl_broadcast(const std::vector<Tensor>& tensors, int root, 
   for (const Tensor& t : tensors)
     DIFFUSE_NCCL_CHECK(ncclBroadcast(t.raw(), t.raw(), t.nbytes(), ncclUint8, root, as_comm(nccl_comm_), stream));
   nccl_settle(ncclGroupEnd(), "ncclGroupEnd", "the broadcast of " + what);
-  wait_for_stream(stream, "the broadcast of " + what);
+  wait_for_work(stream, nullptr, "the broadcast of " + what);
 }
 
 #else  // no NCCL: CUDA tensors can only meet a one-rank communicator, which never gets here
@@ -250,7 +252,7 @@ void Communicator::nccl_start_bucket(const std::vector<Tensor>&, size_t, const s
               "(configure with MPI found and the CUDA backend on)");
 }
 bool Communicator::nccl_finish_buckets(const std::string&) { return true; }
-void Communicator::wait_for_device(const std::string&) {}
+void Communicator::wait_for_device(const DeviceEvent&, const std::string&) {}
 std::string Communicator::why_not_capturable() const {
   return "this build has no NCCL to carry CUDA tensors across ranks";
 }

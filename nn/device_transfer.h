@@ -63,6 +63,9 @@ class DeviceEvent {
   bool done() const;
   // Blocks the host until the marked work has run: the one host wait of this interface.
   void wait() const;
+  // The cudaEvent_t of the latest record on CUDA, for a caller that waits on it its own way
+  // (collective::Communicator, within its deadline); null when there is nothing to wait for.
+  void* cuda_event() const { return pending_ ? event_ : nullptr; }
 
  private:
   void* event_ = nullptr;  // cudaEvent_t, created at the first record on CUDA

@@ -185,7 +185,8 @@ struct TrainRequest {
   // grid step, at the last step). A false from the callback stops the run at the end of the group
   // being reported: the steps already queued after it have run, are reported (their return values
   // ignored) and are in metrics.jsonl, and the checkpoint is of the last of them (last_step says
-  // which). 1: every step, as on the CPU and in data-parallel runs, which always read every step.
+  // which). 1: every step, as on the CPU, which always reads every step. Data-parallel runs read
+  // in the same groups on every rank; rank 0's false ends every rank after the same group.
   int64_t status_every = 10;
 };
 

@@ -299,6 +299,15 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
 }
 
 // Never runs work: a host thread that polls must synchronise before it sees progress.
+// Host work in the stream's order (a host node when captured: each replay calls it again). The
+// real runtime forbids CUDA calls inside `fn`; here it runs at the synchronisation that reaches it.
+cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void* userData) {
+  ApiCall call;
+  if (call.status() != cudaSuccess) return record(call.status());
+  if (!fn) return record(cudaErrorInvalidValue);
+  return record(enqueue(stream, "host function", [fn, userData] { fn(userData); }));
+}
+
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());

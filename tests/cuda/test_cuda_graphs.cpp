@@ -4,7 +4,8 @@
 // the device memory of its launch; and every call the runtime refuses during capture fails with
 // its documented code and invalidates the capture, whose end then yields no graph. A side stream
 // forked off a capture and joined back through events (the data-parallel step's gradient
-// all-reduce does so) is captured into the same graph, and the fork/join rules are enforced.
+// all-reduce does so) is captured into the same graph, and the fork/join rules are enforced. A
+// host function (cudaLaunchHostFunc) runs in stream order, and at every replay when captured.
 #include <catch2/catch.hpp>
 #include <cuda_runtime.h>
 
@@ -131,6 +132,49 @@ TEST_CASE("cuda graphs: a captured pipeline is recorded, not run, and replays bi
   REQUIRE_CUDA_OK(cudaStreamSynchronize(s));
   CHECK(same_bits(p.d.get<float>(), eager2));
   REQUIRE_CUDA_OK(cudaGraphExecDestroy(exec));
+}
+
+// The trainer's tests slow a replayed step down with one (tests/cuda/test_distributed_nccl.cpp).
+TEST_CASE("cuda graphs: a host function runs in its stream's order, and again at every replay when captured",
+          "[cuda][graphs]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  const cudaStream_t s = nn_stream();
+  DeviceBuffer value = DeviceBuffer::from(std::vector<float>{1.0f});
+  float* host = nullptr;
+  REQUIRE_CUDA_OK(cudaMallocHost(reinterpret_cast<void**>(&host), sizeof(float)));
+  struct Seen {
+    const float* host;
+    std::vector<float> values;
+  } seen{host, {}};
+  const cudaHostFn_t note = [](void* p) {
+    auto* into = static_cast<Seen*>(p);
+    into->values.push_back(*into->host);
+  };
+  // value ·= 2, copied into `host`, then the function reads `host`: it sees its own run's copy.
+  const auto queue = [&] {
+    kernels::cuda::scale(1, 2.0f, value.as<float>(), value.as<float>(), s);
+    REQUIRE_CUDA_OK(cudaMemcpyAsync(host, value.p, sizeof(float), cudaMemcpyDeviceToHost, s));
+    REQUIRE_CUDA_OK(cudaLaunchHostFunc(s, note, &seen));
+  };
+  queue();
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(s));
+  CHECK(seen.values == std::vector<float>{2.0f});
+
+  REQUIRE_CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  queue();
+  cudaGraph_t graph = nullptr;
+  REQUIRE_CUDA_OK(cudaStreamEndCapture(s, &graph));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(s));
+  CHECK(seen.values.size() == 1);  // recorded, not run
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE_CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  REQUIRE_CUDA_OK(cudaGraphDestroy(graph));
+  REQUIRE_CUDA_OK(cudaGraphLaunch(exec, s));
+  REQUIRE_CUDA_OK(cudaGraphLaunch(exec, s));
+  REQUIRE_CUDA_OK(cudaStreamSynchronize(s));
+  CHECK(seen.values == std::vector<float>{2.0f, 4.0f, 8.0f});
+  REQUIRE_CUDA_OK(cudaGraphExecDestroy(exec));
+  REQUIRE_CUDA_OK(cudaFreeHost(host));
 }
 
 TEST_CASE("cuda graphs: capture starts only on a created stream that is not capturing, and ends where it began",

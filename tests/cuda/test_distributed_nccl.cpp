@@ -9,12 +9,16 @@
 // in CI; on a real machine it needs two GPUs (NCCL refuses two ranks on one GPU). Steps are few
 // and batches small: under the emulated device every custom kernel runs thread by thread.
 #include <catch2/catch.hpp>
+#include <cuda_runtime_api.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstring>
+#include <thread>
 
 #include "engine/train_step.h"
 #include "mpi/distributed_run.h"
+#include "nn/device_context.h"
 #include "support/cuda_guard.h"
 #include "support/temp_dir.h"
 
@@ -130,7 +134,10 @@ TEST_CASE("two CUDA ranks at batch 2 (NCCL) train like one process at batch 4", 
   TempDir dir;
   const std::string one = dir.file("one"), two = dir.file("two");
   require_ok(run_cli(cuda_run(one, 4)), "one process at batch 4");
-  const RunResult ranks = run_cli_ranks(2, cuda_run(two, 2));
+  // The ranks read their steps back in groups of 3 (3, 6, 8), the one process in one group.
+  std::vector<std::string> args = cuda_run(two, 2);
+  args.insert(args.end(), {"--status-every", "3"});
+  const RunResult ranks = run_cli_ranks(2, args);
   require_ok(ranks, "two ranks at batch 2");
   // Both replay the step's CUDA graph from step 3 on (--cuda-graphs defaults to on): no fallback
   // line. (That the replays ran, and give the eager steps' bits, is the in-process test's.)
@@ -184,10 +191,72 @@ TEST_CASE("CUDA ranks: the data-parallel step replayed as a CUDA graph gives the
   CHECK(replayed.at("allreduce_buckets").get<double>() == 1);  // tiny's 2.8 MB: one 4 MiB bucket
 }
 
+// A host function on the step's stream that sleeps `seconds` (captured into the step's graph, so
+// every replay sleeps too): a step that takes that much longer on the device.
+void slow_down_step(double* seconds) {
+  REQUIRE(cudaLaunchHostFunc(
+              static_cast<cudaStream_t>(current_stream()),
+              [](void* p) { std::this_thread::sleep_for(std::chrono::duration<double>(*static_cast<double*>(p))); },
+              seconds) == cudaSuccess);
+}
+
+// Run by every rank of the test below (hidden: only under mpirun). Seven steps queued and read
+// back as one group (the trainer's --status-every; the capture at step 3, replays after it) give
+// the bits of the same steps each read back at once. Every step sleeps 0.6 s on the device and
+// the deadline is 2.5 s: the group's read-back waits over 3 s for the replays, so it passes only
+// because each step's all-reduce gets the whole deadline (TrainStep::collect waits step by step).
+TEST_CASE("train steps queued and read back as one group (CUDA rank)", "[.mpi_rank]") {
+  collective::Communicator& comm = collective::world();
+  REQUIRE(comm.size() == 2);
+  constexpr int64_t kSteps = 7;
+  double sleep_s = 0.6;
+  const auto train = [&](bool grouped) {
+    const TrainOptions o = graph_step_options(true);
+    TrainStep step(graph_step_config(o), o);
+    step.set_communicator(&comm);
+    step.set_cuda_graphs(true);
+    step.set_inside_step_for_test([&] { slow_down_step(&sleep_s); });
+    std::vector<TrainStepResult> results;
+    if (grouped) {
+      for (int64_t s = 1; s <= kSteps; ++s) step.enqueue(s, graph_step_batch(s, comm.rank()));
+      const auto t0 = std::chrono::steady_clock::now();
+      results = step.collect();
+      CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > comm.timeout());
+    } else {
+      for (int64_t s = 1; s <= kSteps; ++s) results.push_back(step.run(s, graph_step_batch(s, comm.rank())));
+    }
+    CHECK(step.replaying());
+    GraphStepRun r;
+    for (const TrainStepResult& res : results) {
+      CHECK(res.non_finite.empty());
+      r.losses.push_back(res.loss);
+      r.norms.push_back(res.grad_norm);
+    }
+    for (const Tensor& p : step.parameters()) r.weights.push_back(p.to(Device::cpu));
+    return r;
+  };
+  const GraphStepRun one_by_one = train(false);
+  comm.set_timeout(2.5);
+  const GraphStepRun grouped = train(true);
+  INFO("rank " << comm.rank());
+  REQUIRE(grouped.losses.size() == kSteps);
+  CHECK(grouped.losses == one_by_one.losses);  // the global batch's losses, averaged in one collective
+  CHECK(grouped.norms == one_by_one.norms);
+  CHECK(same_bits(grouped.weights, one_by_one.weights));
+}
+
+TEST_CASE("CUDA ranks: train steps read back in a group give the bits of steps read one by one, each step within "
+          "the deadline",
+          "[cuda][mpi]") {
+  DIFFUSE_TWO_CUDA_RANKS_GUARD();
+  check_self_ranks_pass("train steps queued and read back as one group (CUDA rank)");
+}
+
 // Run by every rank of the test below (hidden: only under mpirun): three steps (two eager, then
-// the capture and its first replay), then rank 1 stops (SIGSTOP, a hung process) and rank 0's
-// next step, a replay whose graph holds the NCCL all-reduce, must end within the communicator's
-// 5 s deadline at its read-back (TrainStep::collect), naming rank 1.
+// the capture and its first replay), then rank 1 stops (SIGSTOP, a hung process) and rank 0
+// queues three more replays, whose graphs hold the NCCL all-reduce: their read-back as one group
+// (TrainStep::collect) must end within the communicator's 5 s deadline, naming rank 1 and the
+// first step it did not reach.
 TEST_CASE("replayed train step with a hung rank (CUDA)", "[.mpi_rank]") {
   collective::Communicator& comm = collective::world();
   REQUIRE(comm.size() == 2);
@@ -200,11 +269,12 @@ TEST_CASE("replayed train step with a hung rank (CUDA)", "[.mpi_rank]") {
   REQUIRE(step.replaying());
   if (comm.rank() == 1) std::raise(SIGSTOP);
   try {
-    (void)step.run(4, graph_step_batch(4, comm.rank()));
+    for (int64_t s = 4; s <= 6; ++s) step.enqueue(s, graph_step_batch(s, comm.rank()));
+    (void)step.collect();
   } catch (const std::exception& e) {
     comm.abort(e.what());
   }
-  comm.abort("the replay of step 4 completed although rank 1 was stopped");
+  comm.abort("the replays of steps 4 to 6 completed although rank 1 was stopped");
 }
 
 TEST_CASE("CUDA ranks: a rank that hangs while the others replay the step's graph ends the job within its deadline",
