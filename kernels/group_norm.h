@@ -40,9 +40,10 @@ void group_norm_backward(const GroupNormDesc& d, const T* x, const T* add_nc, co
                          T* dadd_nc);
 }  // namespace cpu
 
-// Device launchers (kernels/cuda/group_norm.cu), f32, and bf16 activations (x, y, dy, dx as
-// uint16_t bits; add_nc, gamma, beta and every grad of them f32; statistics and math f32/f64, each
-// stored activation rounded once): cuda:: takes device pointers, emu:: host pointers. mean/rstd are f64 [N, groups] as on the CPU (computed with f32 accumulation).
+// Device launchers (kernels/cuda/group_norm_forward.cu, group_norm_backward.cu), f32, and bf16
+// activations (x, y, dy, dx as uint16_t bits; add_nc, gamma, beta and every grad of them f32;
+// statistics and math f32/f64, each stored activation rounded once): cuda:: takes device pointers,
+// emu:: host pointers. mean/rstd are f64 [N, groups] as on the CPU (computed with f32 accumulation).
 // `workspace` is scratch of at least the matching *_workspace_bytes(d) (null when that is 0);
 // both sizes depend only on d and the current device. dgamma, dbeta, dadd_nc may be null.
 #define DIFFUSE_GROUP_NORM_LAUNCHERS                                                                              \

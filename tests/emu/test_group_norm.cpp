@@ -1,8 +1,9 @@
-// The `group_norm` family under the emulator: kernels/cuda/group_norm.cu against the CPU twin
-// (kernels/cpu/group_norm.cpp, f32) on odd NHWC shapes, with and without SiLU and add_nc, on the
-// one-read path and (by lowering smem_limit_bytes) the chunked two-pass path, float4 and scalar
-// loads; and the bf16 launchers on bf16-rounded inputs. Outputs, statistics and workspace are
-// NaN-poisoned before each launch, so an unwritten element fails. The thread order is the ambient one: CTest runs this binary under all three.
+// The `group_norm` family under the emulator: kernels/cuda/group_norm_{forward,backward}.cu against
+// the CPU twin (kernels/cpu/group_norm.cpp, f32) on odd NHWC shapes, with and without SiLU and
+// add_nc, on the one-read path and (by lowering smem_limit_bytes) the chunked two-pass path, float4
+// and scalar loads; and the bf16 launchers on bf16-rounded inputs. Outputs, statistics and
+// workspace are NaN-poisoned before each launch, so an unwritten element fails. The thread order is
+// the ambient one: CTest runs this binary under all three.
 #include <catch2/catch.hpp>
 #include <algorithm>
 #include <cmath>
