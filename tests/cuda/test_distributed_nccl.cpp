@@ -13,9 +13,12 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
+#include "diffuse/diffuse.h"
 #include "engine/train_step.h"
 #include "mpi/distributed_run.h"
 #include "nn/device_context.h"
@@ -250,6 +253,56 @@ TEST_CASE("CUDA ranks: train steps read back in a group give the bits of steps r
           "[cuda][mpi]") {
   DIFFUSE_TWO_CUDA_RANKS_GUARD();
   check_self_ranks_pass("train steps queued and read back as one group (CUDA rank)");
+}
+
+// Run by every rank of the test below (hidden: only under mpirun), which names the run directory
+// in DIFFUSE_TEST_RUN_DIR (rank 0 writes it). Six steps read back in groups of 4; rank 0's
+// callback asks to stop at step 2 (only rank 0's is called: it reports and writes the run). The
+// ranks vote step by step as each group is read, rank 0's answer deciding, so every rank ends
+// after step 4, the group's last, with the checkpoint of step 4: rank 1 stops by the vote alone.
+TEST_CASE("a stop asked on rank 0 ends every rank after the same group (CUDA rank)", "[.mpi_rank]") {
+  collective::Communicator& comm = collective::world();
+  REQUIRE(comm.size() == 2);
+  const char* run_dir = std::getenv("DIFFUSE_TEST_RUN_DIR");
+  REQUIRE(run_dir != nullptr);
+  TrainRequest t;
+  t.data = "fashion-mnist";
+  t.max_images = 16;
+  t.config = "tiny";
+  t.out = run_dir;
+  t.steps = 6;
+  t.batch = 2;
+  t.lr = 1e-3;
+  t.seed = 5;
+  t.threads = 1;
+  t.device = Device::cuda;
+  t.status_every = 4;
+  std::vector<int64_t> steps;
+  const TrainSummary s = train(t, [&](const TrainUpdate& u) {
+    if (!u.event.empty()) return true;
+    steps.push_back(u.step);
+    return u.step < 2;
+  });
+  INFO("rank " << comm.rank());
+  CHECK(s.cancelled);
+  CHECK(s.last_step == 4);
+  if (comm.rank() == 0) {
+    CHECK(steps == std::vector<int64_t>{1, 2, 3, 4});
+    CHECK_THAT(s.checkpoint, Catch::EndsWith("step-4"));
+  } else {
+    CHECK(steps.empty());
+  }
+}
+
+TEST_CASE("CUDA ranks: a stop on rank 0 ends every rank after the group it was read in", "[cuda][mpi]") {
+  DIFFUSE_TWO_CUDA_RANKS_GUARD();
+  TempDir dir;
+  const std::string run = dir.file("run");
+  check_self_ranks_pass("a stop asked on rank 0 ends every rank after the same group (CUDA rank)",
+                        {{"DIFFUSE_TEST_RUN_DIR", run}});
+  CHECK(metric(run, "loss").size() == 4);  // steps 1-4 logged, nothing after
+  CHECK(std::filesystem::is_directory(run + "/checkpoints/step-4"));
+  CHECK_FALSE(std::filesystem::exists(run + "/checkpoints/step-6"));
 }
 
 // Run by every rank of the test below (hidden: only under mpirun): three steps (two eager, then
