@@ -12,10 +12,10 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
-#include <mutex>
 #include <string>
 
 #include "kernels/cpu/gemm_blocked.h"
+#include "kernels/single_threaded_blas.h"
 
 namespace diffuse::kernels::cpu {
 
@@ -37,11 +37,6 @@ void scale_c(int64_t m, int64_t n, double beta, double* c, int64_t ldc) {
 
 // Below this many multiply-adds a dgemm runs on the calling thread alone.
 constexpr double kSplitWork = 1 << 18;
-
-void single_threaded_blas() {
-  static std::once_flag once;
-  std::call_once(once, [] { openblas_set_num_threads(1); });
-}
 
 void dgemm_call(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
                 int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {

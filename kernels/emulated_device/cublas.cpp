@@ -25,6 +25,7 @@
 #include "kernels/bf16.h"
 #include "kernels/emulated_device/device.h"
 #include "kernels/emulated_device/gemm_reference.h"
+#include "kernels/single_threaded_blas.h"
 
 namespace ed = diffuse::emulated_device;
 namespace blas = diffuse::emulated_device::blas;
@@ -149,12 +150,14 @@ std::vector<float> to_f32(const Matrix& x, bool tf32) {
 void run_gemm(const GemmCall& g) {
   if (g.m <= 0 || g.n <= 0) return;
   const size_t mn = static_cast<size_t>(g.m * g.n);
-  // Device memory is touched only here, on the thread running the queued work: OpenBLAS (which
-  // may use worker threads) multiplies host copies, and the emulated device's fault handling
-  // (first touch, out-of-bounds reports) sees every access from the thread it expects.
+  // Device memory is touched only here, on the thread running the queued work: OpenBLAS multiplies
+  // host copies (on this thread, kernels/single_threaded_blas.h, though nothing here relies on it),
+  // and the emulated device's fault handling (first touch, out-of-bounds reports) sees every
+  // access from the thread it expects.
   std::vector<float> t(mn, 0.0f);
   if (g.k > 0) {
     const std::vector<float> a32 = to_f32(g.a, g.tf32), b32 = to_f32(g.b, g.tf32);
+    kernels::single_threaded_blas();
     cblas_sgemm(CblasColMajor, g.trans_a ? CblasTrans : CblasNoTrans, g.trans_b ? CblasTrans : CblasNoTrans,
                 static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), g.alpha, a32.data(),
                 static_cast<int>(std::max<int64_t>(1, g.a.rows)), b32.data(),

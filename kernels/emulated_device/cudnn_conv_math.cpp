@@ -17,6 +17,7 @@
 
 #include "kernels/bf16.h"
 #include "kernels/emulated_device/cudnn_internal.h"
+#include "kernels/single_threaded_blas.h"
 
 namespace diffuse::emulated_device::dnn {
 
@@ -402,6 +403,7 @@ void run_conv(Dir d, int algo, const AlgoPlan& p, const ConvGeom& g, float alpha
   std::memset(ws, 0, p.header);
   const int64_t record[4] = {0x64696666, int64_t(d), algo, p.tile};
   std::memcpy(ws, record, sizeof(record));
+  kernels::single_threaded_blas();
   switch (d) {
     case Dir::fwd: forward(p, g, alpha, beta, a, b, out, ws); break;
     case Dir::bwd_data: backward_data(p, g, alpha, beta, a, b, out, ws); break;
