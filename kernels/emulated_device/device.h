@@ -36,7 +36,8 @@ std::string describe_address(const void* p);
 
 // Queues `run` on `stream` (nullptr: the legacy default stream). It runs later, on the host
 // thread, when the host synchronises with that work, with device memory accessible. `what` names
-// the work in reports ("cublasGemmEx", "kernel gn_forward_stats launched at group_norm_forward.cu:120").
+// the work in reports ("cublasGemmEx", "kernel gn_forward_stats launched at
+// group_norm_forward.cu:120").
 // Returns cudaErrorInvalidResourceHandle for an unknown stream and the sticky error if the
 // device has already failed. An exception thrown by `run` makes cudaErrorLaunchFailure the
 // device's sticky error; its message is printed on stderr prefixed with `what`.

@@ -298,7 +298,6 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   return record(flush_all_of(s));
 }
 
-// Never runs work: a host thread that polls must synchronise before it sees progress.
 // Host work in the stream's order (a host node when captured: each replay calls it again). The
 // real runtime forbids CUDA calls inside `fn`; here it runs at the synchronisation that reaches it.
 cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void* userData) {
@@ -308,6 +307,7 @@ cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void* userD
   return record(enqueue(stream, "host function", [fn, userData] { fn(userData); }));
 }
 
+// Never runs work: a host thread that polls must synchronise before it sees progress.
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
   ApiCall call;
   if (call.status() != cudaSuccess) return record(call.status());
