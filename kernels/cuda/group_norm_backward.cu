@@ -232,13 +232,10 @@ __global__ void __launch_bounds__(kThreads)
   DIFFUSE_SHARED(double, red, kMaxWarps);
   const int64_t N = d.n, C = d.channels, Sp = d.spatial, G = d.groups;
   const int cg = static_cast<int>(C / G), cgv = cg / VEC;
-  const ChunkIndex at = reversed_chunk();
-  const int64_t k = at.k, g = at.g, n = at.n, chunks = gridDim.x;
-  const int64_t s0 = k * chunk_rows, rows = min64(chunk_rows, Sp - s0);
+  const ChunkBlock at = second_pass_block(chunk_rows, Sp, cg);
+  const int64_t k = at.k, g = at.g, n = at.n, chunks = at.chunks, s0 = at.s0, rows = at.rows;
+  float *chan_add = at.chan_add, *chan_gamma = at.chan_gamma, *chan_beta = at.chan_beta;
   const int tid = threadIdx.x, T = blockDim.x;
-  float* chan_add = dynamic_smem<float>();  // [cg] each
-  float* chan_gamma = chan_add + cg;
-  float* chan_beta = chan_gamma + cg;
   const double mean_d = mean_in[n * G + g], rstd_d = rstd_in[n * G + g];
   const float* pg = partial + (n * G + g) * chunks * 3 * cg;
 

@@ -114,16 +114,21 @@ __device__ __forceinline__ T block_sum_to_all(T v, T* red) {
   return total;
 }
 
-// The (chunk, group, image) a second-pass block of a (chunks, G, N) grid works on: the blocks in
-// reverse order, so that the chunks the first pass read last (most likely still in L2) are read
-// again first. Blocks start in about linear index order on a GPU; either order is correct.
-struct ChunkIndex {
-  int64_t k, g, n;
+// What a second-pass block of a (chunks, G, N) grid works on, for both directions: its chunk k of
+// `chunks`, group g and image n, taken in reverse block order so that the chunks the first pass
+// read last (most likely still in L2) are read again first (blocks start in about linear index
+// order on a GPU; either order is correct); the chunk's rows [s0, s0 + rows) of the slab; and the
+// group's per-channel add_nc, γ and β, [cg] floats each at the start of dynamic shared memory.
+struct ChunkBlock {
+  int64_t k, g, n, chunks, s0, rows;
+  float *chan_add, *chan_gamma, *chan_beta;
 };
-__device__ __forceinline__ ChunkIndex reversed_chunk() {
+__device__ __forceinline__ ChunkBlock second_pass_block(int64_t chunk_rows, int64_t spatial, int cg) {
   const int64_t X = gridDim.x, Y = gridDim.y, Z = gridDim.z;
   const int64_t lin = X * Y * Z - 1 - (blockIdx.x + X * (blockIdx.y + Y * static_cast<int64_t>(blockIdx.z)));
-  return {lin % X, (lin / X) % Y, lin / (X * Y)};
+  const int64_t k = lin % X, s0 = k * chunk_rows;
+  float* chan = dynamic_smem<float>();
+  return {k, (lin / X) % Y, lin / (X * Y), X, s0, min64(chunk_rows, spatial - s0), chan, chan + cg, chan + 2 * cg};
 }
 
 // ---- reductions (the one-read forward and the backward) ---------------------------------------
