@@ -400,7 +400,13 @@ void check_output_directory(const std::string& path, const std::string& label) {
   fs::path dir = fs::absolute(path, ec);
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
     throw Error(label + " " + path + ": exists and is not a directory", ErrorKind::bad_input);
-  while (!dir.empty() && !fs::exists(dir, ec) && dir != dir.parent_path()) dir = dir.parent_path();  // nearest that exists
+  // The nearest ancestor that exists. A lookup that fails for another reason than a missing
+  // entry (a name too long, a loop of links) fails the check: creating the directory would too.
+  while (!dir.empty() && !fs::exists(dir, ec) && dir != dir.parent_path()) {
+    if (ec && ec != std::errc::no_such_file_or_directory)
+      throw Error(label + " " + path + ": " + ec.message(), ErrorKind::bad_input);
+    dir = dir.parent_path();
+  }
   if (!fs::is_directory(dir, ec))
     throw Error(label + " " + path + ": " + dir.string() + " is not a directory", ErrorKind::bad_input);
   if (::access(dir.c_str(), W_OK | X_OK) != 0)

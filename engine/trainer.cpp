@@ -94,7 +94,7 @@ std::string write_sample_grid(const TrainOptions& o, int64_t step, TrainStep& tr
   ddim.kind = SamplerKind::ddim;
   Tensor images = generate(ema_model, ddim, g);
   const fs::path dir = fs::path(o.out) / "samples";
-  fs::create_directories(dir);
+  create_directories(dir.string(), "the samples directory");
   std::string path = (dir / ("step-" + std::to_string(step) + ".png")).string();
   save_png_grid(path, images);
   return path;
@@ -180,7 +180,7 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
   const SchedulerConfig sampler_cfg = training_scheduler_config(train_step.schedule().options());
   const std::string scheduler_json = scheduler_config_to_json(sampler_cfg);
 
-  fs::create_directories(run);
+  create_directories(run.string(), "the run directory");
   TrainResult result;
   int64_t start = 1;
   if (o.resume) {

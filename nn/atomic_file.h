@@ -53,6 +53,10 @@ inline void write_file_atomic(const std::string& path, std::string_view bytes) {
 // it is larger than max_bytes (checked before anything is read).
 std::string read_file(const std::string& path, size_t max_bytes = SIZE_MAX);
 
+// std::filesystem::create_directories, failing as one diffuse::Error naming the directory and what
+// it is for ("the run directory"), not as a std::filesystem_error.
+void create_directories(const std::string& dir, const std::string& what);
+
 // fsync(2) on a directory, so that renames and removals in it are durable. Best effort: some file
 // systems refuse fsync on a directory, and nothing can be done about that here.
 void fsync_directory(const std::string& dir);

@@ -19,6 +19,7 @@
 #include "engine/memory_estimate.h"
 #include "engine/options.h"
 #include "engine/scheduler_config.h"
+#include "nn/atomic_file.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/option_flags.h"
@@ -161,13 +162,13 @@ int cmd_sample(int argc, char** argv) {
   const int count = static_cast<int>(request.count);
   if (!own.out.empty()) {
     std::filesystem::path parent = std::filesystem::path(own.out).parent_path();
-    if (!parent.empty()) std::filesystem::create_directories(parent);
+    if (!parent.empty()) create_directories(parent.string(), "the directory of --out");
     write_png(own.out, images.data(), count, side, side, channels);
     std::cout << "wrote " << own.out << " (" << count << " images)\n";
   }
   if (!own.out_dir.empty()) {
     std::filesystem::path out_dir = own.out_dir;
-    std::filesystem::create_directories(out_dir);
+    create_directories(out_dir.string(), "--out-dir");
     for (int i = 0; i < count; ++i) {
       char name[32];
       std::snprintf(name, sizeof name, "%05d.png", i);

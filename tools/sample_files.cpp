@@ -7,6 +7,7 @@
 
 #include "diffuse/error.h"
 #include "engine/options.h"
+#include "nn/atomic_file.h"
 #include "nn/layout.h"
 #include "nn/safetensors.h"
 
@@ -55,7 +56,7 @@ void write_raw_samples(const std::string& path, const std::vector<float>& nhwc, 
   Tensor t = Tensor::empty({count, side, side, channels});
   std::copy(nhwc.begin(), nhwc.end(), t.data<float>());
   fs::path parent = fs::path(path).parent_path();
-  if (!parent.empty()) fs::create_directories(parent);
+  if (!parent.empty()) create_directories(parent.string(), "the directory of " + path);
   save_safetensors(path, {{"samples", nhwc_to_nchw(t)}});
 }
 
