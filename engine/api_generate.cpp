@@ -72,7 +72,9 @@ Model Model::load(const std::string& dir, Device device, const std::string& vari
       throw Error(e.what(), e.kind() == ErrorKind::usage ? ErrorKind::usage : ErrorKind::bad_input);
     } catch (const std::bad_alloc&) {
       throw;  // a runtime failure (api::boundary words it)
-    } catch (const std::exception& e) {  // e.g. a filesystem error reading the directory
+    } catch (const std::filesystem::filesystem_error&) {
+      throw;  // names its own path (api::boundary words it)
+    } catch (const std::exception& e) {
       throw Error(dir + ": " + e.what(), ErrorKind::bad_input);
     }
     impl->unet->set_requires_grad(false);

@@ -4,11 +4,13 @@
 // carried through the engine untouched and rethrown. An Error keeps its kind (diffuse/error.h).
 #pragma once
 #include <exception>
+#include <filesystem>
 #include <new>
 #include <string>
 #include <utility>
 
 #include "diffuse/diffuse.h"
+#include "nn/atomic_file.h"
 
 namespace diffuse::api {
 
@@ -39,6 +41,8 @@ decltype(auto) boundary(const std::string& what, F&& body) {
     std::rethrow_exception(c.error);
   } catch (const std::bad_alloc&) {
     throw Error(what + ": out of memory");
+  } catch (const std::filesystem::filesystem_error& e) {
+    throw filesystem_failure(e);
   } catch (const std::exception& e) {
     throw Error(what + ": " + e.what());
   }

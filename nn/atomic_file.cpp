@@ -51,6 +51,12 @@ void create_directories(const std::string& dir, const std::string& what) {
   if (ec) throw Error(dir + ": cannot create " + what + " (" + ec.message() + ")");
 }
 
+Error filesystem_failure(const std::filesystem::filesystem_error& e) {
+  const std::string path = !e.path1().empty() ? e.path1().string() : e.path2().string();
+  return Error((path.empty() ? std::string("a file or directory") : path) + ": " + e.code().message(),
+               ErrorKind::bad_input);
+}
+
 void fsync_directory(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return;

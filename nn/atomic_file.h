@@ -8,9 +8,12 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "diffuse/error.h"
 
 namespace diffuse {
 
@@ -56,6 +59,11 @@ std::string read_file(const std::string& path, size_t max_bytes = SIZE_MAX);
 // std::filesystem::create_directories, failing as one diffuse::Error naming the directory and what
 // it is for ("the run directory"), not as a std::filesystem_error.
 void create_directories(const std::string& dir, const std::string& what);
+
+// A std::filesystem failure that escaped to an exception boundary (a status query on a name over
+// NAME_MAX, a loop of links, a directory that cannot be searched) as the one line every other
+// failure is: "PATH: reason", ErrorKind::bad_input. The public API and the CLI translate with it.
+Error filesystem_failure(const std::filesystem::filesystem_error& e);
 
 // fsync(2) on a directory, so that renames and removals in it are durable. Best effort: some file
 // systems refuse fsync on a directory, and nothing can be done about that here.

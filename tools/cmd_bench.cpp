@@ -16,6 +16,7 @@
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/option_flags.h"
+#include "tools/sample_files.h"
 
 namespace diffuse::cli {
 
@@ -79,6 +80,8 @@ std::optional<cxxopts::ParseResult> parse_mode(cxxopts::Options& cli, int argc, 
   read_flags(args, options::thread_table(), threads);
   options::check(options::thread_table(), threads, options::Naming::flag);
   set_cpu_threads(threads.threads);
+  // --json is written after the whole benchmark: a path it cannot be written to fails now instead.
+  if (args.count("json")) check_output_file("--json", args["json"].as<std::string>(), "");
   return args;
 }
 

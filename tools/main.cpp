@@ -3,9 +3,11 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <string>
 
 #include "diffuse/error.h"
+#include "nn/atomic_file.h"
 #include "nn/runtime.h"
 #include "tools/commands.h"
 #include "tools/openmp_wait.h"
@@ -68,6 +70,10 @@ int main(int argc, char** argv) {
     } catch (const diffuse::Error& e) {
       std::fprintf(stderr, "diffuse %s: %s\n", c.name, e.what());
       return exit_code(e.kind());
+    } catch (const std::filesystem::filesystem_error& e) {
+      const diffuse::Error error = diffuse::filesystem_failure(e);
+      std::fprintf(stderr, "diffuse %s: %s\n", c.name, error.what());
+      return exit_code(error.kind());
     } catch (const std::exception& e) {
       std::fprintf(stderr, "diffuse %s: %s\n", c.name, e.what());
       return 1;

@@ -25,7 +25,7 @@ std::string lower(std::string s) {
 }  // namespace
 
 void check_output_file(const std::string& flag, const std::string& path, const std::string& extension) {
-  if (lower(fs::path(path).extension().string()) != extension)
+  if (!extension.empty() && lower(fs::path(path).extension().string()) != extension)
     throw Error(flag + " " + path + ": expected a " + extension + " file", ErrorKind::usage);
   std::error_code ec;
   if (fs::is_directory(path, ec)) throw Error(flag + " " + path + ": is a directory", ErrorKind::bad_input);

@@ -12,7 +12,7 @@
 namespace diffuse::cli {
 
 // `path`, given to `flag`, must name a file with this extension (".png", ".safetensors"; any
-// case), else a usage error naming the flag; and one this process can create: not an existing
+// case; "" takes any), else a usage error naming the flag; and one this process can create: not an existing
 // directory, and the nearest existing directory above it writable (options::check_output_directory,
 // as for `train --out`; missing directories are created when writing), else ErrorKind::bad_input.
 void check_output_file(const std::string& flag, const std::string& path, const std::string& extension);

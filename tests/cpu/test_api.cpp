@@ -83,6 +83,16 @@ TEST_CASE("Model::load failures are one diffuse::Error naming the path", "[api]"
   CHECK_THROWS_WITH(Model::load(dir.file("absent")), Catch::Contains(dir.file("absent")));
   fs::create_directories(dir.file("empty"));
   CHECK_THROWS_AS(Model::load(dir.file("empty")), Error);
+  // A path the file system refuses to look up (a name over NAME_MAX): the path and the reason, as
+  // bad input, not std::filesystem's own message.
+  const std::string long_name = dir.file(std::string(300, 'x'));
+  try {
+    Model::load(long_name);
+    FAIL("Model::load of a name over NAME_MAX returned");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()) == long_name + ": File name too long");
+    CHECK(e.kind() == ErrorKind::bad_input);
+  }
   if (!cuda_available())
     CHECK_THROWS_WITH(Model::load(save_tiny_model(dir, "m"), Device::cuda), Catch::Contains("CUDA"));
 }

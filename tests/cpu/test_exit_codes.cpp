@@ -55,6 +55,18 @@ TEST_CASE("each kind of failure exits with the code docs/cli.md gives it", "[cli
        "--out " + long_name + "/run: File name too long"},
       {"bad input: an --out-dir name too long",
        {"sample", "--model", missing, "--out-dir", long_name}, 1, "--out-dir " + long_name + ": File name too long"},
+      {"bad input: a model name too long", {"sample", "--model", long_name, "--out", dir.file("g.png")}, 1,
+       long_name + ": File name too long"},
+      {"bad input: a --noise name too long",
+       {"sample", "--model", source_path("tests/data/diffusers_latents/pipeline"), "--noise", long_name, "--out",
+        dir.file("g.png")},
+       1, long_name + ": File name too long"},
+      {"bad input: a --config name too long", {"train", "--config", long_name, "--out", run}, 1,
+       long_name + ": File name too long"},
+      {"bad input: a name too long to inspect", {"inspect", long_name}, 1, long_name + ": File name too long"},
+      {"bad input: a --json name too long (before the benchmark runs)",
+       {"bench", "train", "--iters", "1", "--warmup", "0", "--json", long_name + "/b.json"}, 1,
+       "--json " + long_name + ": File name too long"},
       // Root may write into /proc, whose directories cannot be made: the run directory's creation
       // fails after the checks (others fail the check itself); either way one line naming it.
       {"bad input: --out that cannot be made",
