@@ -41,7 +41,7 @@ threads="${threads:-$(nproc)}"
 [[ "$threads" =~ ^[1-9][0-9]*$ ]] || { echo "compare-cpu.sh: --threads $threads: expected a positive integer" >&2; exit 2; }
 export OMP_WAIT_POLICY=passive
 out="${out:-compare-cpu-$(date -u +%Y%m%d-%H%M%S)}"
-mkdir -p "$out"
+make_results_folder "$out"
 ref=benchmarks/reference
 
 small_batch=32 big_batch=64 ddim_images=16 sample_batch=16 ddim_steps=50 sample_iters="$iters"

@@ -11,3 +11,15 @@ if [[ -z "$python" ]]; then
   done
 fi
 [[ -n "$python" ]] || { echo "$script: no python3 with torch found; set PYTHON" >&2; exit 2; }
+
+# make_results_folder DIR: creates the folder the JSON files go to. The reports read every round
+# file they find there (NAME.rN.json), so an earlier run's, left in the same folder, would count as
+# rounds of this one: they are removed first, and the script says so.
+make_results_folder() {
+  mkdir -p "$1"
+  local old=("$1"/*.r[0-9]*.json)
+  if [[ -e "${old[0]}" ]]; then
+    echo "$script: removing ${#old[@]} round file(s) of an earlier run from $1"
+    rm -f "${old[@]}"
+  fi
+}

@@ -46,7 +46,7 @@ done
 script=compare.sh
 source scripts/compare-tools.sh
 out="${out:-compare-$config-$device-$(date -u +%Y%m%d-%H%M%S)}"
-mkdir -p "$out"
+make_results_folder "$out"
 ref=benchmarks/reference
 
 for ((r = 1; r <= rounds; r++)); do
