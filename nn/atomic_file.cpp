@@ -48,7 +48,7 @@ std::string write_error_text(int err) {
 void create_directories(const std::string& dir, const std::string& what) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) throw Error(dir + ": cannot create " + what + " (" + ec.message() + ")");
+  if (ec) throw Error(dir + ": cannot create " + what + " (" + ec.message() + ")", ErrorKind::bad_input);
 }
 
 Error filesystem_failure(const std::filesystem::filesystem_error& e) {

@@ -57,7 +57,7 @@ inline void write_file_atomic(const std::string& path, std::string_view bytes) {
 std::string read_file(const std::string& path, size_t max_bytes = SIZE_MAX);
 
 // std::filesystem::create_directories, failing as one diffuse::Error naming the directory and what
-// it is for ("the run directory"), not as a std::filesystem_error.
+// it is for ("the run directory"), ErrorKind::bad_input, not as a std::filesystem_error.
 void create_directories(const std::string& dir, const std::string& what);
 
 // A std::filesystem failure that escaped to an exception boundary (a status query on a name over
