@@ -80,7 +80,7 @@ Model Model::load(const std::string& dir, Device device, const std::string& vari
     impl->unet->set_requires_grad(false);
     impl->unet->set_training(false);
     if (device != Device::cpu) impl->unet->to(device);
-    impl->directory = dir;
+    impl->directory = located.root;  // a checkpoint's or run's resolved model directory
     impl->scheduler_path = located.scheduler_config_path;
     if (!impl->scheduler_path.empty()) impl->scheduler_json = read_file(impl->scheduler_path);
     return Model(std::move(impl));

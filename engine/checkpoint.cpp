@@ -107,6 +107,31 @@ std::string find_latest_checkpoint(const std::string& run_dir) {
   return best_path;
 }
 
+bool is_checkpoint_dir(const std::string& dir) {
+  std::error_code ec;
+  const fs::path p(dir);
+  return fs::exists(p / "state.json", ec) && (fs::is_directory(p / "ema", ec) || fs::is_directory(p / "model", ec));
+}
+
+bool is_run_dir(const std::string& dir) {
+  std::error_code ec;
+  return fs::is_directory(fs::path(dir) / "checkpoints", ec) || fs::exists(fs::path(dir) / "metrics.jsonl", ec);
+}
+
+std::string checkpoint_model_dir(const std::string& checkpoint) {
+  std::error_code ec;
+  const fs::path p(checkpoint);
+  return fs::is_directory(p / "ema", ec) ? (p / "ema").string() : (p / "model").string();
+}
+
+std::string resolve_model_dir(const std::string& path) {
+  if (is_checkpoint_dir(path)) return checkpoint_model_dir(path);
+  if (!is_run_dir(path)) return path;
+  const std::string latest = find_latest_checkpoint(path);
+  if (latest.empty()) throw Error(path + ": a run directory without a complete checkpoint yet", ErrorKind::bad_input);
+  return checkpoint_model_dir(latest);
+}
+
 std::string save_checkpoint(const std::string& run_dir, const TrainState& st, UNet2D& model, UNet2D& ema_model,
                             optim::EMA& ema, optim::AdamW& adam, const std::string& scheduler_json,
                             const std::string& ema_variant) {

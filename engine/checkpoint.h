@@ -24,6 +24,17 @@ struct TrainState {
 // "" when the run has no complete checkpoint (temporary directories are ignored).
 std::string find_latest_checkpoint(const std::string& run_dir);
 
+// What a path names: a checkpoint (state.json beside ema/ or model/), a run directory
+// (checkpoints/ or metrics.jsonl), or neither.
+bool is_checkpoint_dir(const std::string& dir);
+bool is_run_dir(const std::string& dir);
+// A checkpoint's model for sampling: ema/, or model/ when a copy lacks ema/.
+std::string checkpoint_model_dir(const std::string& checkpoint);
+// The model directory a path stands for wherever a model is loaded (`sample --model`, `forward
+// --model`, Model::load): a checkpoint's checkpoint_model_dir, a run's latest complete checkpoint's
+// (ErrorKind::bad_input naming the run when it has none yet), else the path itself.
+std::string resolve_model_dir(const std::string& path);
+
 // Crash leftovers of processes that are gone: removes RUN/checkpoints/step-<digits>.tmp-<pid>/
 // directories (a checkpoint being written) and RUN/, RUN/samples/ files <name>.tmp-<pid>-<digits>
 // (nn/atomic_file.h's temporaries) whose <pid> no longer exists (kill(pid, 0) fails with ESRCH).

@@ -172,17 +172,6 @@ RunSummary summarise_run(const fs::path& dir) {
   return r;
 }
 
-// A checkpoint's models: ema/ is what sampling should use; model/ when a copy lacks ema/.
-std::string checkpoint_model_dir(const fs::path& checkpoint) {
-  return fs::is_directory(checkpoint / "ema") ? (checkpoint / "ema").string() : (checkpoint / "model").string();
-}
-
-bool is_checkpoint(const fs::path& dir) {
-  return fs::exists(dir / "state.json") && (fs::is_directory(dir / "ema") || fs::is_directory(dir / "model"));
-}
-
-bool is_run(const fs::path& dir) { return fs::is_directory(dir / "checkpoints") || fs::exists(dir / "metrics.jsonl"); }
-
 json scheduler_json(const ModelSummary& m) {
   if (!m.scheduler) return nullptr;
   const SchedulerConfig& s = *m.scheduler;
@@ -205,19 +194,18 @@ Inspection inspect_path(const std::string& path) {
     throw bad_input(path + ": not a directory (expected a model directory, a checkpoint or a run directory)");
   Inspection out;
   out.path = path;
-  if (is_checkpoint(p)) {
+  if (is_checkpoint_dir(path)) {
     out.kind = "checkpoint";
     out.checkpoint = summarise_checkpoint(p);
-    out.model = summarise_model(checkpoint_model_dir(p));
+    out.model = summarise_model(checkpoint_model_dir(path));
     const fs::path run = p.parent_path().parent_path();  // RUN/checkpoints/step-N
-    if (p.parent_path().filename() == "checkpoints" && is_run(run)) out.run = summarise_run(run);
-  } else if (is_run(p)) {
+    if (p.parent_path().filename() == "checkpoints" && is_run_dir(run.string())) out.run = summarise_run(run);
+  } else if (is_run_dir(path)) {
     out.kind = "run";
-    const std::string latest = find_latest_checkpoint(path);
-    if (latest.empty()) throw bad_input(path + ": a run directory without a complete checkpoint yet");
+    const std::string model = resolve_model_dir(path);  // the latest checkpoint's (an error if none)
     out.run = summarise_run(p);
-    out.checkpoint = summarise_checkpoint(latest);
-    out.model = summarise_model(checkpoint_model_dir(latest));
+    out.checkpoint = summarise_checkpoint(fs::path(model).parent_path());
+    out.model = summarise_model(model);
   } else {
     out.kind = "model";
     out.model = summarise_model(path);

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "engine/checkpoint.h"
 #include "engine/unet_weights.h"
 #include "nn/atomic_file.h"
 #include "nn/json_input.h"
@@ -92,8 +93,9 @@ std::string weights_index_name(const std::string& variant) {
                          : "diffusion_pytorch_model.safetensors.index." + variant + ".json";
 }
 
-ModelDirectory locate_model_dir(const std::string& dir, const std::string& variant) {
+ModelDirectory locate_model_dir(const std::string& given, const std::string& variant) {
   if (!variant.empty()) check_variant(variant);
+  const std::string dir = resolve_model_dir(given);
   if (!fs::is_directory(dir)) refuse(dir + ": model directory not found");
   ModelDirectory m;
   m.root = dir;
@@ -102,7 +104,7 @@ ModelDirectory locate_model_dir(const std::string& dir, const std::string& varia
   } else if (fs::exists(fs::path(dir) / "config.json")) {
     m.unet_dir = dir;
   } else {
-    refuse(dir + ": not a model directory (expected unet/config.json or config.json)");
+    refuse(dir + ": not a model directory (expected unet/config.json or config.json, a checkpoint or a run)");
   }
   // As diffusers: a sharded model's index wins over a single file.
   const fs::path index = fs::path(m.unet_dir) / weights_index_name(variant);

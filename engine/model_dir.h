@@ -19,6 +19,8 @@ struct ModelDirectory {
   std::string scheduler_config_path;  // empty when the directory has none
 };
 
+// `dir` may also be a training checkpoint or run directory: resolve_model_dir (engine/checkpoint.h)
+// picks its model directory, and `root` is that one.
 // `variant` ("" for none; "fp16", "bf16", ... as diffusers' `variant=`) picks
 // diffusion_pytorch_model.VARIANT.safetensors (or diffusion_pytorch_model.safetensors.index.VARIANT.json).
 // When the weights asked for are absent the error says what is there instead: the variant to

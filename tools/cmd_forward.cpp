@@ -104,7 +104,8 @@ std::vector<std::pair<std::string, Tensor>> random_inputs(const UNet2D& model, c
 int cmd_forward(int argc, char** argv) {
   cxxopts::Options cli("diffuse forward", "Run the UNet once on tensors from a safetensors file.");
   cli.add_options()
-    ("model", "model directory (diffusers layout or bare UNet)", cxxopts::value<std::string>())
+    ("model", "model directory (diffusers layout or bare UNet), or a checkpoint or training run: their ema/",
+     cxxopts::value<std::string>())
     ("variant", "load the weights variant diffusion_pytorch_model.VARIANT.safetensors (e.g. fp16)",
      cxxopts::value<std::string>()->default_value(""))
     ("input", "safetensors with `sample` (NCHW), `timestep`, optional `class_labels`", cxxopts::value<std::string>())
@@ -146,6 +147,7 @@ int cmd_forward(int argc, char** argv) {
 
   ModelDirectory located = locate_model_dir(model_path, args["variant"].as<std::string>());
   auto model = load_unet(located);
+  if (located.root != model_path) std::cout << "forward: model " << located.root << "\n";
   model->to(device);
   const bool want_grads = args.count("grad-out") > 0;
   const std::string input = random_input ? "--random-input" : args["input"].as<std::string>();

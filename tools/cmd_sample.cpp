@@ -47,7 +47,9 @@ const options::Table<SampleCliOptions>& cli_table() {
       "SampleCliOptions",
       {
           {"model", DIFFUSE_OPTION_FIELD(C, model), false,
-           "the model directory (diffusers layout, a bare UNet directory, or a checkpoint's `model/` or `ema/`)",
+           "the model directory (diffusers layout, a bare UNet directory, or a checkpoint's `model/` or `ema/`); a "
+           "checkpoint (`RUN/checkpoints/step-N`) stands for its `ema/`, a training run for its latest checkpoint's "
+           "`ema/` (`model/` where a copy lacks `ema/`), and the command prints which",
            options::required()},
           {"variant", DIFFUSE_OPTION_FIELD(C, variant), false,
            "load the weights variant `diffusion_pytorch_model.VARIANT.safetensors` (e.g. `fp16`, as diffusers' `variant=`)"},
@@ -145,6 +147,7 @@ int cmd_sample(int argc, char** argv) {
   check_outputs(own);
 
   Model model = Model::load(own.model, own.device, own.variant);
+  if (model.directory() != own.model) std::cout << "sample: model " << model.directory() << "\n";
   options::check_class_label(request, model.num_classes(), options::Naming::flag);
   options::check_inference_steps(
       sampler,

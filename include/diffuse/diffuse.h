@@ -33,7 +33,8 @@ class Model {
   // `dir` is diffusers' pipeline layout (model_index.json, unet/config.json,
   // unet/diffusion_pytorch_model.safetensors, scheduler/scheduler_config.json) or a bare UNet
   // directory (config.json + diffusion_pytorch_model.safetensors), such as a training
-  // checkpoint's ema/ directory.
+  // checkpoint's ema/ directory. A checkpoint (checkpoints/step-N) loads its ema/, a training run
+  // directory its latest checkpoint's ema/ (model/ where a copy lacks ema/); directory() says which.
   static Model load(const std::string& dir, Device device = Device::cpu);
   // The same with a weights variant, as diffusers' `variant=`: "fp16" loads
   // diffusion_pytorch_model.fp16.safetensors (or the sharded index ...safetensors.index.fp16.json);
@@ -47,7 +48,7 @@ class Model {
   int num_classes() const;
   int64_t num_parameters() const;
   Device device() const;
-  const std::string& directory() const;
+  const std::string& directory() const;  // the model directory loaded (a checkpoint's or run's, resolved)
   // The directory's scheduler_config.json text, "" when it has none.
   const std::string& scheduler_config_json() const;
 

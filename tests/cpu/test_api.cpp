@@ -95,6 +95,11 @@ TEST_CASE("Model::load failures are one diffuse::Error naming the path", "[api]"
   }
   if (!cuda_available())
     CHECK_THROWS_WITH(Model::load(save_tiny_model(dir, "m"), Device::cuda), Catch::Contains("CUDA"));
+  // A run directory without a complete checkpoint: bad input naming it (a run with one loads its
+  // latest checkpoint's ema/: tests/cpu/test_sample_cli.cpp).
+  fs::create_directories(dir.file("run/checkpoints/step-3.tmp-1"));
+  CHECK(kind_of([&] { Model::load(dir.file("run")); }) == ErrorKind::bad_input);
+  CHECK_THROWS_WITH(Model::load(dir.file("run")), Catch::Contains(dir.file("run") + ": a run directory without"));
 }
 
 TEST_CASE("Pipeline takes the scheduler from the model, a file or defaults, and the sampler from options", "[api]") {

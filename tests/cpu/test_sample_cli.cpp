@@ -266,3 +266,38 @@ TEST_CASE("forward --random-input makes a seeded input of the model's shape that
   check_usage_error({"forward", "--model", model, "--out", dir.file("x.safetensors"), "--random-input", "--batch", "0"},
                     {"--batch"});
 }
+
+TEST_CASE("sample and forward take a training run or checkpoint for --model: its EMA weights", "[cli][sample]") {
+  TempDir dir;
+  const std::string run = dir.file("run");
+  auto trained = run_cli({"train", "--out", run, "--max-images", "8", "--batch", "2", "--steps", "2",
+                          "--checkpoint-every", "1"});
+  INFO(trained.output);
+  REQUIRE(trained.exit_code == 0);
+  const std::string latest = run + "/checkpoints/step-2/ema", first = run + "/checkpoints/step-1/ema";
+
+  // Each form samples the model it resolves to, says which, and gives that model's samples.
+  auto samples = [&](const std::string& model, const std::string& says) {
+    const std::string raw = dir.file("raw-" + std::to_string(std::hash<std::string>{}(model)) + ".safetensors");
+    auto r = run_cli({"sample", "--model", model, "--steps", "2", "--n", "2", "--out-raw", raw});
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    if (says.empty()) CHECK_THAT(r.output, !Catch::Contains("sample: model"));
+    else CHECK_THAT(r.output, Catch::Contains("sample: model " + says + "\n"));
+    return SafetensorsFile::open(raw).get("samples").to_vector();
+  };
+  const std::vector<double> direct = samples(latest, "");
+  CHECK(samples(run, latest) == direct);
+  CHECK(samples(run + "/checkpoints/step-2", latest) == direct);
+  CHECK(samples(run + "/checkpoints/step-1", first) != direct);  // an earlier checkpoint's own weights
+
+  auto fwd = run_cli({"forward", "--model", run, "--random-input", "--out", dir.file("f.safetensors")});
+  INFO(fwd.output);
+  CHECK(fwd.exit_code == 0);
+  CHECK_THAT(fwd.output, Catch::Contains("forward: model " + latest + "\n"));
+
+  // A run with no complete checkpoint yet: one line naming it, bad input.
+  fs::create_directories(dir.file("empty-run/checkpoints"));
+  check_error({"sample", "--model", dir.file("empty-run"), "--out", dir.file("g.png")}, 1,
+              {dir.file("empty-run"), "without a complete checkpoint"});
+}
