@@ -79,6 +79,19 @@ Dataset training_data(const TrainOptions& o, const UNet2DConfig& cfg) {
   return data;
 }
 
+// The data event before the first step: what was loaded, so that a wrong path (6 images where
+// 60,000 were meant) or a conversion (RGB files to a 1-channel config) shows before the run does.
+std::string describe_data(const Dataset& data) {
+  const auto n = [](int64_t v, const char* one, const char* many) {
+    return std::to_string(v) + " " + (v == 1 ? one : many);
+  };
+  std::string s = "data " + data.source() + ": " + n(data.count(), "image", "images") + ", " +
+                  std::to_string(data.width()) + "x" + std::to_string(data.height()) + ", " +
+                  n(data.channels(), "channel", "channels");
+  if (data.has_labels()) s += ", " + n(data.num_classes(), "class", "classes");
+  return s;
+}
+
 // samples/step-N.png: sample_count unconditional images, DDIM-50 from the EMA weights under the
 // run's seed. Returns the file written.
 std::string write_sample_grid(const TrainOptions& o, int64_t step, TrainStep& train_step, UNet2D& ema_model,
@@ -205,6 +218,7 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
                        {"scheduler", json::parse(scheduler_json)}, {"session", session_json(o.device == Device::cuda)}};
     if (writer) write_file_atomic((run / "config.json").string(), run_config.dump(2) + "\n");
   }
+  if (callback) callback(TrainProgress{start - 1, o.steps, 0, 0, 0, 0, 0, describe_data(data)});
   // Rank 0's weights on every rank, fresh or resumed (they start equal anyway: same seed, same
   // checkpoint); from here on identical updates keep them so, and kAgreementEvery checks it.
   comm.broadcast(train_step.parameters(), 0, "the initial weights");

@@ -197,7 +197,9 @@ struct TrainUpdate {
   double loss = 0, lr = 0, grad_norm = 0, images_per_second = 0, seconds = 0;
   // "" after a step; "checkpoint DIR" or "samples FILE" after writing one; before the first step of
   // a resumed run, "resumed with KEY = VALUE (the run had OLD)" per option the resume changed;
-  // before any step, "removed PATH, left by a run that was killed" per stale temporary cleaned up.
+  // before any step, "removed PATH, left by a run that was killed" per stale temporary cleaned up,
+  // then "data SOURCE: N images, WxH, C channels[, K classes]" (as loaded: resized, converted to the
+  // config's channels; classes when the run is class-conditional).
   std::string event;
 };
 

@@ -326,11 +326,13 @@ TEST_CASE("train through the public API: progress, cancel, a loadable checkpoint
   CHECK(std::isfinite(s.final_loss));
   CHECK(fs::path(s.checkpoint).filename() == "step-2");
   CHECK(s.model_dir == s.checkpoint + "/ema");
-  REQUIRE(updates.size() == 3);  // step 1, step 2, then the checkpoint notice
-  CHECK(updates[0].step == 1);
-  CHECK(updates[0].total == 5);
-  CHECK(updates[1].loss == s.final_loss);
-  CHECK(updates[2].event == "checkpoint " + s.checkpoint);
+  REQUIRE(updates.size() == 4);  // the data, step 1, step 2, then the checkpoint notice
+  CHECK(updates[0].step == 0);
+  CHECK(updates[0].event == "data " + req.data + ": 4 images, 16x16, 1 channel, 2 classes");
+  CHECK(updates[1].step == 1);
+  CHECK(updates[1].total == 5);
+  CHECK(updates[2].loss == s.final_loss);
+  CHECK(updates[3].event == "checkpoint " + s.checkpoint);
 
   Model trained = Model::load(s.model_dir);
   CHECK(trained.num_classes() == 2);
