@@ -59,6 +59,7 @@
 
 #include "kernels/common.h"
 #include "kernels/cuda_status.h"  // cuda_check and DIFFUSE_CUDA_CHECK, shared with nn/cuda/
+#include "kernels/dynamic_smem.h"
 
 #define DIFFUSE_DEVICE_NS cuda
 
@@ -69,9 +70,7 @@ void launch_kernel(const char* file, int line, void (*kernel)(P...), dim3 grid, 
                    Stream stream, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "DIFFUSE_LAUNCH: argument count differs from the kernel's");
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
-  if (smem_bytes > 48 * 1024)
-    cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes)),
-               "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)", file, line);
+  reserve_dynamic_smem(reinterpret_cast<const void*>(kernel), smem_bytes, file, line);
   kernel<<<grid, block, smem_bytes, static_cast<cudaStream_t>(stream)>>>(std::forward<A>(args)...);
   cuda_check(cudaGetLastError(), "kernel launch", file, line);
 }

@@ -5,8 +5,12 @@
 // events in streams.cpp, errors in cudart_errors.cpp.
 #include <cstring>
 #include <map>
+#include <string>
 
+#include "diffuse/error.h"
+#include "kernels/dynamic_smem.h"
 #include "kernels/emulated_device/device.h"
+#include "kernels/emulated_device/kernel_queue.h"
 
 namespace diffuse::emulated_device {
 namespace {
@@ -144,6 +148,15 @@ int max_dynamic_shared_bytes(const void* kernel) {
   std::lock_guard<std::recursive_mutex> lock(device_lock());
   auto it = dynamic_smem_opt_ins().find(kernel);
   return it == dynamic_smem_opt_ins().end() ? static_cast<int>(kSharedPerBlock) : it->second;
+}
+
+void prepare_dynamic_smem(const void* kernel, size_t bytes, const char* name, const char* file, int line) {
+  kernels::reserve_dynamic_smem(kernel, bytes, file, line);
+  const int limit = max_dynamic_shared_bytes(kernel);
+  if (bytes > static_cast<size_t>(limit))
+    throw Error(std::string("DIFFUSE_LAUNCH at ") + file + ":" + std::to_string(line) + ": " + name + " asks for " +
+                std::to_string(bytes) + " bytes of dynamic shared memory, over its limit of " + std::to_string(limit) +
+                " (cudaFuncSetAttribute(MaxDynamicSharedMemorySize) raises it)");
 }
 
 }  // namespace diffuse::emulated_device

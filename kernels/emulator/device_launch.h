@@ -65,6 +65,8 @@ void launch_on_device(const char* name, const char* file, int line, void (*kerne
   detail::check_launch(file, line, grid, block, dynamic_smem_bytes);
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;  // launches nothing (compat.cuh)
   const std::string kernel_name = detail::kernel_display_name(name);
+  emulated_device::prepare_dynamic_smem(reinterpret_cast<const void*>(kernel), dynamic_smem_bytes,
+                                        kernel_name.c_str(), file, line);
   std::tuple<P...> params(std::forward<A>(args)...);
   detail::check_pointer_params(kernel_name, file, line, params, std::index_sequence_for<P...>{});
 

@@ -14,7 +14,9 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/dynamic_smem.h"
 #include "kernels/emulated_device/device.h"
+#include "kernels/emulated_device/kernel_queue.h"
 #include "support/device_memory.h"
 #include "support/process.h"
 
@@ -389,6 +391,8 @@ TEST_CASE("emulated cudart: host threads may use the device at once, each with i
 
 namespace {
 void some_kernel() {}
+void reserving_kernel() {}
+void lowered_kernel() {}
 }  // namespace
 
 TEST_CASE("emulated cudart: cudaFuncSetAttribute opts a kernel into more dynamic shared memory, up to 227 KiB",
@@ -405,4 +409,32 @@ TEST_CASE("emulated cudart: cudaFuncSetAttribute opts a kernel into more dynamic
   CHECK(cudaFuncSetAttribute(nullptr, cudaFuncAttributeMaxDynamicSharedMemorySize, 0) ==
         cudaErrorInvalidDeviceFunction);
   cudaGetLastError();
+}
+
+TEST_CASE("a launch's dynamic shared memory is reserved once per kernel, and a launch over its limit is refused",
+          "[cuda][emulated]") {
+  // kernels/dynamic_smem.h, as every DIFFUSE_LAUNCH calls it (on a GPU and here): the kernel's limit
+  // is set to what a launch asks for, even below 48 KiB (a kernel's static arrays count against the
+  // default), and raised only when a launch asks for more.
+  const void* kernel = reinterpret_cast<const void*>(&reserving_kernel);
+  diffuse::kernels::reserve_dynamic_smem(kernel, 1000, __FILE__, __LINE__);
+  CHECK(device::max_dynamic_shared_bytes(kernel) == 1000);
+  diffuse::kernels::reserve_dynamic_smem(kernel, 500, __FILE__, __LINE__);
+  CHECK(device::max_dynamic_shared_bytes(kernel) == 1000);
+  diffuse::kernels::reserve_dynamic_smem(kernel, 100 * 1024, __FILE__, __LINE__);
+  CHECK(device::max_dynamic_shared_bytes(kernel) == 100 * 1024);
+  diffuse::kernels::reserve_dynamic_smem(kernel, 0, __FILE__, __LINE__);  // none asked: nothing set
+  CHECK(device::max_dynamic_shared_bytes(kernel) == 100 * 1024);
+  CHECK_THROWS_WITH(diffuse::kernels::reserve_dynamic_smem(kernel, 227 * 1024 + 16, "k.cu", 7),
+                    Catch::Contains("cudaFuncSetAttribute(MaxDynamicSharedMemorySize)") && Catch::Contains("k.cu:7"));
+
+  // The launch check: bytes over the kernel's limit are refused, naming the kernel and the site.
+  // (Reserved at 60 KiB, then lowered behind the launcher's back: the launcher does not ask again.)
+  const void* lowered = reinterpret_cast<const void*>(&lowered_kernel);
+  device::prepare_dynamic_smem(lowered, 60 * 1024, "lowered_kernel", "k.cu", 9);
+  REQUIRE_CUDA_OK(cudaFuncSetAttribute(lowered, cudaFuncAttributeMaxDynamicSharedMemorySize, 10 * 1024));
+  CHECK_THROWS_WITH(device::prepare_dynamic_smem(lowered, 50 * 1024, "lowered_kernel", "k.cu", 9),
+                    Catch::Contains("DIFFUSE_LAUNCH at k.cu:9: lowered_kernel asks for 51200 bytes of dynamic shared "
+                                    "memory, over its limit of 10240"));
+  device::prepare_dynamic_smem(lowered, 10 * 1024, "lowered_kernel", "k.cu", 9);  // within it: fine
 }
