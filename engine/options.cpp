@@ -191,7 +191,7 @@ const Table<TrainRequest>& train_table() {
            "batch size per rank (under `mpirun -np K` the global batch is K × this: docs/distributed.md)", positive()},
           {"lr", DIFFUSE_OPTION_FIELD(R, lr), kSaved, "peak learning rate of AdamW (β 0.9/0.999, ε 1e-8)",
            positive()},
-          {"warmup", DIFFUSE_OPTION_FIELD(R, warmup), kSaved, "linear warmup steps (step s uses lr·s/warmup)",
+          {"warmup", DIFFUSE_OPTION_FIELD(R, warmup), kSaved, "linear warmup steps, as diffusers' (torch's LambdaLR): step s uses lr·(s − 1)/warmup, so step 1 has lr 0",
            at_least(0)},
           {"lr-schedule", DIFFUSE_OPTION_FIELD(R, lr_schedule), kSaved,
            "after warmup: `constant` or `cosine` (to 0 at `--steps`)", one_of({"constant", "cosine"})},
