@@ -203,7 +203,8 @@ const Table<TrainRequest>& train_table() {
            "the EMA's maximum decay (diffusers' warmup rule with `--ema-inv-gamma` and `--ema-power`)",
            within(0, 1, false)},
           {"ema-inv-gamma", DIFFUSE_OPTION_FIELD(R, ema_inv_gamma), kSaved,
-           "EMA warmup: the decay at step s is 1 - (1 + s/inv_gamma)^-power, capped by `--ema-decay`", positive()},
+           "EMA warmup, as diffusers' EMAModel: the decay at step s is 1 - (1 + (s - 1)/inv_gamma)^-power (0 at step 1), "
+           "capped by `--ema-decay`", positive()},
           {"ema-power", DIFFUSE_OPTION_FIELD(R, ema_power), kSaved, "EMA warmup power (see `--ema-inv-gamma`)",
            positive()},
           {"prediction", DIFFUSE_OPTION_FIELD(R, prediction), kSaved,
