@@ -6,8 +6,10 @@
 #include <catch2/catch.hpp>
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <thread>
 
 #include "diffuse/diffuse.h"
 #include "engine/api_internal.h"
@@ -350,6 +352,31 @@ TEST_CASE("train through the public API: progress, cancel, a loadable checkpoint
   req.out = dir.file("run2");
   req.data = dir.file("nothing-here");
   CHECK_THROWS_WITH(train(req), Catch::Contains("nothing-here"));
+}
+
+TEST_CASE("a step's images/s counts its own steps, not the sample grid or checkpoint written before it", "[api]") {
+  // The callback holds the trainer for a second at the step-2 grid: that second belongs to no
+  // step. Step 3's throughput is its own (a `tiny` step at batch 2 takes milliseconds; before,
+  // the second showed as step 3 at about 2 images/s).
+  TempDir dir;
+  TrainRequest req;
+  req.out = dir.file("run");
+  req.max_images = 8;
+  req.batch = 2;
+  req.steps = 4;
+  req.sample_every = 2;
+  req.sample_count = 1;
+  std::vector<TrainUpdate> steps;
+  train(req, [&](const TrainUpdate& u) {
+    if (u.event.rfind("samples ", 0) == 0 && u.step == 2) std::this_thread::sleep_for(std::chrono::seconds(1));
+    if (u.event.empty()) steps.push_back(u);
+    return true;
+  });
+  REQUIRE(steps.size() == 4);
+  CHECK(steps[2].step == 3);
+  INFO("step 3: " << steps[2].images_per_second << " images/s");
+  CHECK(steps[2].images_per_second > 2 / 0.5);  // its interval excludes the second (a step of 0.5 s would fail)
+  CHECK(steps[2].seconds - steps[1].seconds >= 1.0);  // the elapsed time still includes it
 }
 
 TEST_CASE("each error carries its kind: usage, bad input, an unavailable device", "[api]") {
