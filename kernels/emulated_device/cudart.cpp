@@ -151,6 +151,7 @@ int max_dynamic_shared_bytes(const void* kernel) {
 }
 
 void prepare_dynamic_smem(const void* kernel, size_t bytes, const char* name, const char* file, int line) {
+  if (bytes == 0) return;  // most launches: nothing to reserve or check (no device lock taken)
   kernels::reserve_dynamic_smem(kernel, bytes, file, line);
   const int limit = max_dynamic_shared_bytes(kernel);
   if (bytes > static_cast<size_t>(limit))
