@@ -51,8 +51,8 @@ double ms_since(clock::time_point t0, Device device) {
 
 void check_precision(const std::string& precision, Device device) {
   if (precision == "fp32") return;
-  if (precision != "bf16") throw Error("--precision " + precision + ": expected fp32 or bf16");
-  if (device != Device::cuda) throw Error("--precision bf16 needs --device cuda");
+  if (precision != "bf16") throw Error("--precision " + precision + ": expected fp32 or bf16", ErrorKind::usage);
+  if (device != Device::cuda) throw Error("--precision bf16 needs --device cuda", ErrorKind::usage);
 }
 
 }  // namespace
@@ -61,7 +61,7 @@ int64_t nominal_steps(const std::string& sampler) {
   if (sampler == "ddpm") return 1000;
   if (sampler == "ddim") return 50;
   if (sampler == "dpmpp-2m") return 20;
-  throw Error("--samplers " + sampler + ": expected ddpm, ddim or dpmpp-2m");
+  throw Error("--samplers " + sampler + ": expected ddpm, ddim or dpmpp-2m", ErrorKind::usage);
 }
 
 nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& all_out) {
@@ -70,8 +70,8 @@ nlohmann::json run_train_bench(const TrainBenchOptions& o, std::ostream& all_out
   std::ostream& out = comm.rank() == 0 ? all_out : silent;
   check_precision(o.precision, o.device);
   if (o.device == Device::cuda) require_cuda_device();
-  if (o.batch <= 0) throw Error("--batch must be positive, got " + std::to_string(o.batch));
-  if (o.iters <= 0 || o.warmup < 0) throw Error("--iters must be positive and --warmup >= 0");
+  if (o.batch <= 0) throw Error("--batch must be positive, got " + std::to_string(o.batch), ErrorKind::usage);
+  if (o.iters <= 0 || o.warmup < 0) throw Error("--iters must be positive and --warmup >= 0", ErrorKind::usage);
   const UNet2DConfig cfg = resolve_unet_config(o.config);
   const double baseline_rss = current_rss_mib();  // before the model and its buffers exist
   TrainOptions topt;  // the trainer's defaults (lr, clipping, EMA, schedule) for this model and batch
@@ -230,7 +230,7 @@ nlohmann::json run_sample_bench(const SampleBenchOptions& o, std::ostream& out) 
   if (o.device == Device::cuda) require_cuda_device();
   for (const std::string& s : o.samplers) nominal_steps(s);
   for (int64_t b : o.batches)
-    if (b <= 0) throw Error("--batch must be positive, got " + std::to_string(b));
+    if (b <= 0) throw Error("--batch must be positive, got " + std::to_string(b), ErrorKind::usage);
   const UNet2DConfig cfg = resolve_unet_config(o.config);
   UNet2D model(cfg, o.seed);
   model.to(o.device);

@@ -22,7 +22,7 @@ nlohmann::json run_kernel_bench(const KernelBenchOptions& o, std::ostream& out) 
   wo.cuda = cuda;
   wo.filter = o.filter;
   std::vector<Workload> work = kernel_workloads(wo);
-  if (work.empty()) throw Error("--filter " + o.filter + ": matches no kernel family (try group_norm, attention, noise, denoise_step, optim, conv2d, linear)");
+  if (work.empty()) throw Error("--filter " + o.filter + ": matches no kernel family (try group_norm, attention, noise, denoise_step, optim, conv2d, linear)", ErrorKind::usage);
 
   nlohmann::json report = run_context(o.device);
   report["benchmark"] = "kernels";

@@ -19,6 +19,7 @@ TrainSummary train(const TrainRequest& request, const TrainProgressFn& progress)
       run = TrainOptions{resumed.request, std::move(resumed.changes)};
     }
     options::validate(run, options::Naming::field);
+    options::check_run_directory(run, options::Naming::field);
     TrainCallback callback;
     if (progress) callback = [&](const TrainUpdate& u) { return api::call_user([&] { return progress(u); }); };
     TrainResult r = train(run, callback);

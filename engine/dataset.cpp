@@ -136,13 +136,13 @@ Dataset load_dataset(const std::string& path_or_name, int64_t sample_size, int64
     std::error_code ec;
     if (!fs::is_regular_file(images_path, ec))
       throw Error("dataset " + path_or_name + ": " + images_path +
-                  " not found (install Debian's dataset-fashion-mnist package)");
+                  " not found (install Debian's dataset-fashion-mnist package)", ErrorKind::bad_input);
   } else {
     std::error_code ec;
     fs::file_status st = fs::status(path_or_name, ec);
     if (ec || !fs::exists(st))
       throw Error("dataset " + path_or_name +
-                  " not found (expected an IDX file, a folder of images, or 'fashion-mnist')");
+                  " not found (expected an IDX file, a folder of images, or 'fashion-mnist')", ErrorKind::bad_input);
     if (fs::is_directory(st)) {
       std::vector<std::string> idx_files;
       for (const auto& e : fs::directory_iterator(path_or_name, ec))

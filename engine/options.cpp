@@ -13,6 +13,7 @@
 #include <sstream>
 #include <unistd.h>
 
+#include "engine/checkpoint.h"
 #include "engine/noise_schedule.h"
 #include "engine/scheduler_config.h"
 #include "nn/allocator.h"
@@ -476,6 +477,24 @@ nlohmann::json saved_train_options(const std::string& run_dir) {
   if (!config.is_object() || !config.contains("train") || !config["train"].is_object())
     throw Error(path + ": not a run's config.json (no \"train\" object)", ErrorKind::bad_input);
   return config["train"];
+}
+
+void check_run_directory(const TrainRequest& request, Naming naming) {
+  const std::string latest = find_latest_checkpoint(request.out);
+  const std::string resume = label("TrainRequest", "resume", "resume", naming);
+  if (!request.resume && !latest.empty())
+    throw Error(request.out + ": the run directory already has checkpoints; set " + resume +
+                    " to continue it or choose another " + label("TrainRequest", "out", "out", naming),
+                ErrorKind::usage);
+  if (request.resume && latest.empty())
+    throw Error(request.out + ": " + resume + " given but the run has no checkpoint", ErrorKind::bad_input);
+  if (!request.resume) return;
+  // find_latest_checkpoint takes only step-<digits> directories: the name is the step.
+  const int64_t done = std::stoll(std::filesystem::path(latest).filename().string().substr(5));
+  if (done >= request.steps)
+    throw Error(request.out + ": already trained to step " + std::to_string(done) + "; raise " +
+                    label("TrainRequest", "steps", "steps", naming) + " to continue",
+                ErrorKind::usage);
 }
 
 ResumedTrainRequest resume_train_request(const TrainRequest& given, const nlohmann::json& saved,

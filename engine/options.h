@@ -205,6 +205,11 @@ using GivenExplicitly = std::function<bool(const char* member)>;
 ResumedTrainRequest resume_train_request(const TrainRequest& given, const nlohmann::json& saved,
                                          const std::string& source, Naming naming,
                                          const GivenExplicitly& given_explicitly);
+// The run directory (request.out) against the request, before any work: one that already has a
+// checkpoint is continued only with `resume` (ErrorKind::usage), `resume` needs a complete
+// checkpoint (ErrorKind::bad_input), and a resumed run needs steps left to train (usage); each
+// names the option by `naming`. The CLI calls it before the library does, so its flags are named.
+void check_run_directory(const TrainRequest& request, Naming naming);
 // The library's rule for "given explicitly" (include/diffuse/diffuse.h, TrainRequest::resume): a
 // kept option is given when it differs from its default; a may-change option always is.
 GivenExplicitly fields_set_in(const TrainRequest& request);

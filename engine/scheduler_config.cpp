@@ -5,13 +5,12 @@
 #include "engine/scheduler_config.h"
 
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "diffuse/error.h"
+#include "nn/atomic_file.h"
 #include "nn/json_input.h"
 #include "nn/unet_config.h"
 
@@ -342,21 +341,7 @@ std::string scheduler_config_to_json(const SchedulerConfig& c) {
 }
 
 void write_scheduler_config(const std::string& path, const SchedulerConfig& c) {
-  namespace fs = std::filesystem;
-  std::string text = scheduler_config_to_json(c);
-  fs::path tmp = fs::path(path).string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw Error(path + ": cannot write scheduler config");
-    f << text;
-    if (!f.flush()) throw Error(path + ": cannot write scheduler config");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw Error(path + ": cannot write scheduler config (rename failed)");
-  }
+  write_file_atomic(path, scheduler_config_to_json(c));  // the one way files are written (nn/atomic_file.h)
 }
 
 }  // namespace diffuse

@@ -68,6 +68,6 @@ SchedulerConfig sampling_scheduler_config(const std::string& override_path, cons
 // The JSON diffusers writes for kind's class (sorted keys, 2-space indent), loadable by
 // diffusers' from_pretrained/from_config.
 std::string scheduler_config_to_json(const SchedulerConfig& c);
-void write_scheduler_config(const std::string& path, const SchedulerConfig& c);  // temp + rename
+void write_scheduler_config(const std::string& path, const SchedulerConfig& c);  // write_file_atomic
 
 }  // namespace diffuse

@@ -6,6 +6,7 @@
 #include "engine/trainer.h"
 
 #include <chrono>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -71,10 +72,16 @@ Dataset training_data(const TrainOptions& o, const UNet2DConfig& cfg) {
   dopt.load_labels = o.classes > 0;
   Dataset data = load_dataset(o.data, cfg.sample_size, cfg.in_channels, dopt);
   if (o.classes > 0) {
-    if (!data.has_labels()) throw Error(data.source() + ": --classes needs labels, and this dataset has none");
+    // Named without the option (the CLI's --classes, the library's TrainRequest::classes): the
+    // dataset is what is wrong for the run.
+    if (!data.has_labels())
+      throw Error(data.source() + ": has no labels, and the run is class-conditional (" + std::to_string(o.classes) +
+                      " classes)",
+                  ErrorKind::bad_input);
     if (data.num_classes() > o.classes)
-      throw Error(data.source() + ": has " + std::to_string(data.num_classes()) + " classes, more than --classes " +
-                  std::to_string(o.classes));
+      throw Error(data.source() + ": has " + std::to_string(data.num_classes()) + " classes, more than the run's " +
+                      std::to_string(o.classes),
+                  ErrorKind::bad_input);
   }
   return data;
 }
@@ -132,8 +139,9 @@ bool all_keep_going(collective::Communicator& comm, bool keep_going, int64_t ste
 // The weights of every rank must stay identical; checked this often, at checkpoints and at the end.
 constexpr int64_t kAgreementEvery = 100;
 // --precision bf16 skips a step whose loss or gradient norm is not finite (no update; the weights,
-// moments and EMA stay those of the step before) instead of stopping, as loss scalers do; this
-// many such steps in a row still stop the run, which is then diverging rather than overflowing.
+// moments and EMA stay those of the step before) instead of stopping, as loss scalers do; at most
+// this many in a row are skipped: the next non-finite step in a row stops the run, which is then
+// diverging rather than overflowing.
 constexpr int64_t kMaxSkippedInARow = 10;
 
 TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback);
@@ -168,10 +176,6 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
     for (const std::string& path : remove_stale_temporaries(o.out))
       if (callback) callback(TrainProgress{0, o.steps, 0, 0, 0, 0, 0, "removed " + path + ", left by a run that was killed"});
   const fs::path run(o.out);
-  const bool has_checkpoints = !find_latest_checkpoint(o.out).empty();
-  if (!o.resume && has_checkpoints)
-    throw Error(o.out + ": the run directory already has checkpoints; pass --resume to continue it or choose another --out");
-  if (o.resume && !has_checkpoints) throw Error(o.out + ": --resume given but the run has no checkpoint");
 
   const UNet2DConfig cfg = training_unet_config(o);
   // Refuse what cannot fit before allocating anything, and again once the dataset's size is known.
@@ -203,7 +207,6 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
     train_step.model().set_dropout_state(o.seed, st.dropout_offset);
     start = st.step + 1;
     result.last_checkpoint = ckpt;
-    if (start > o.steps) throw Error(o.out + ": already trained to step " + std::to_string(st.step) + "; raise --steps to continue");
     // config.json records the options this run now trains with (the may-change ones as applied).
     const std::string config_path = (run / "config.json").string();
     json run_config = parse_json_input(read_json_input_file(config_path, "the run's config"), config_path);
@@ -225,6 +228,20 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
   const std::string metrics_path = (run / "metrics.jsonl").string();
   std::ofstream metrics;
   std::optional<LiveReport> report;  // report.html: rewritten at grids, checkpoints, every ~15 s and at the end
+  // However the run ends, the page stops reloading itself: a run that throws (a NaN loss, disk
+  // full, out of memory, a CUDA error, a callback's own exception) finishes it on the way out, best
+  // effort (the error being thrown is the one to report).
+  struct FinishReportOnThrow {
+    std::optional<LiveReport>& report;
+    const int uncaught = std::uncaught_exceptions();
+    ~FinishReportOnThrow() {
+      if (!report || std::uncaught_exceptions() == uncaught) return;
+      try {
+        report->finish();
+      } catch (...) {
+      }
+    }
+  } finish_report_on_throw{report};
   if (writer) {
     truncate_metrics(metrics_path, start - 1);
     metrics.open(metrics_path, std::ios::app);
@@ -246,7 +263,8 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
   auto read_after = [&](int64_t step) {
     return step % status_every == 0 || step == o.steps || train_step.pending() >= TrainStep::kMaxPending ||
            (o.checkpoint_every > 0 && step % o.checkpoint_every == 0) ||
-           (o.sample_every > 0 && step % o.sample_every == 0);
+           (o.sample_every > 0 && step % o.sample_every == 0) ||
+           (comm.distributed() && step % kAgreementEvery == 0);  // the ranks' weights compared there
   };
   auto t_group = t_start;  // when the group being queued began
   bool keep_going = true;
@@ -268,7 +286,6 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
       if (skipped) {
         ++skipped_steps;
       } else if (!r.non_finite.empty()) {
-        if (report) report->finish();
         throw Error("step " + std::to_string(r.step) + ": " + r.non_finite + "; training stopped" +
                     (result.last_checkpoint.empty() ? std::string(" (no checkpoint written yet)")
                                                     : "; the last good checkpoint is " + result.last_checkpoint));

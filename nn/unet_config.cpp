@@ -244,7 +244,7 @@ UNet2DConfig resolve_unet_config(const std::string& name_or_path) {
   if (!std::filesystem::exists(name_or_path)) {
     std::string names;
     for (const auto& n : named_unet_configs()) names += (names.empty() ? "" : ", ") + n;
-    throw Error("--config " + name_or_path + ": neither a named config (" + names + ") nor an existing file");
+    throw Error("--config " + name_or_path + ": neither a named config (" + names + ") nor an existing file", ErrorKind::bad_input);
   }
   return load_unet_config(name_or_path);
 }

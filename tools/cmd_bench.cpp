@@ -37,7 +37,7 @@ std::vector<std::string> split_list(const std::string& s, const char* flag) {
   std::string item;
   while (std::getline(in, item, ','))
     if (!item.empty()) out.push_back(item);
-  if (out.empty()) throw Error(std::string("--") + flag + " needs at least one value, got '" + s + "'");
+  if (out.empty()) throw Error(std::string("--") + flag + " needs at least one value, got '" + s + "'", ErrorKind::usage);
   return out;
 }
 
@@ -52,7 +52,7 @@ std::vector<int64_t> split_ints(const std::string& s, const char* flag) {
       used = 0;
     }
     if (used != item.size() || v <= 0)
-      throw Error(std::string("--") + flag + " " + s + ": expected positive integers separated by commas");
+      throw Error(std::string("--") + flag + " " + s + ": expected positive integers separated by commas", ErrorKind::usage);
     out.push_back(v);
   }
   return out;
@@ -95,7 +95,7 @@ void add_profile_flags(cxxopts::Options& cli) {
 
 int64_t profile_steps(const cxxopts::ParseResult& args) {
   const int64_t steps = args["profile-steps"].as<int64_t>();
-  if (steps <= 0) throw Error("--profile-steps must be positive, got " + std::to_string(steps));
+  if (steps <= 0) throw Error("--profile-steps must be positive, got " + std::to_string(steps), ErrorKind::usage);
   return args["profile"].as<bool>() ? steps : 0;
 }
 
@@ -179,7 +179,7 @@ int bench_sample(int argc, char** argv) {
   o.batches = split_ints((*args)["batch"].as<std::string>(), "batch");
   o.samplers = split_list((*args)["samplers"].as<std::string>(), "samplers");
   o.timed_steps = (*args)["steps"].as<int64_t>();
-  if (o.timed_steps < 0) throw Error("--steps must be >= 0, got " + std::to_string(o.timed_steps));
+  if (o.timed_steps < 0) throw Error("--steps must be >= 0, got " + std::to_string(o.timed_steps), ErrorKind::usage);
   o.seed = (*args)["seed"].as<uint64_t>();
   o.profile_steps = profile_steps(*args);
   write_json(*args, bench::run_sample_bench(o, std::cout));

@@ -75,6 +75,7 @@ int cmd_train(int argc, char** argv) {
                   .request;
   }
   options::validate(request, options::Naming::flag);
+  options::check_run_directory(request, options::Naming::flag);
   options::check(cli_table(), own, options::Naming::flag);
 
   // Under mpirun only rank 0 speaks (the library calls back on rank 0 alone): one progress display.

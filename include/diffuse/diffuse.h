@@ -90,8 +90,8 @@ struct GenerateRequest {
   // comparing numbers. The 8-bit generate() always clamps.
   bool clamp = true;
   // On CUDA: after two eager steps, each sampler step (UNet, guidance, update) is replayed as one
-  // CUDA graph, bit-identical to eager steps; a capture that fails says why once (on stderr in the
-  // CLI) and the steps run eagerly. Ignored on the CPU.
+  // CUDA graph, bit-identical to eager steps; a capture that fails says why once on stderr
+  // ("diffuse: ...", the library's one message there) and the steps run eagerly. Ignored on the CPU.
   bool cuda_graphs = true;
   // fp32, or bf16 with a model on CUDA: the UNet's activations in bf16 with f32 math and
   // accumulation (the sampler's update and its state stay f32). Refused for a CPU model.
@@ -135,7 +135,7 @@ class Pipeline {
 void write_png(const std::string& path, const float* images, int count, int height, int width, int channels,
                int nrow = 0);
 
-// A training run (docs/design.md §8). Defaults are those of `diffuse train`: its flags, their
+// A training run (docs/design.md §8; its files §9). Defaults are those of `diffuse train`: its flags, their
 // defaults and the run's saved config.json are all derived from these fields.
 struct TrainRequest {
   std::string data = "fashion-mnist";  // a folder of images, an IDX file, or "fashion-mnist"
@@ -165,10 +165,13 @@ struct TrainRequest {
   // Continue the run in `out` from its latest checkpoint with the run's saved options (its
   // config.json). A field left at its default is taken from the saved run; a field set to another
   // value than the saved one is an Error (ErrorKind::usage) naming it and both values, except
-  // steps, sample_every, sample_count, checkpoint_every and threads: those are this call's, applied
-  // as given (a change is reported to the progress callback as an event "resumed with steps = 30
-  // (the run had 20)") and recorded in config.json. (The CLI, which knows which flags were typed,
-  // restores the intervals too unless their flags are given.)
+  // steps, sample_every, sample_count, checkpoint_every, device and save_dtype: those are this
+  // call's, applied as given (a change is reported to the progress callback as an event "resumed
+  // with steps = 30 (the run had 20)") and recorded in config.json. Fields that are not saved
+  // (threads, cuda_graphs, status_every) are always this call's. (The CLI, which knows which flags
+  // were typed, restores the intervals too unless their flags are given.) A run directory that
+  // already has a checkpoint is continued only with resume (else ErrorKind::usage); resume needs
+  // one (ErrorKind::bad_input) and steps past its step (ErrorKind::usage).
   bool resume = false;
   Device device = Device::cpu;
   std::string precision = "fp32";        // fp32, or bf16 on CUDA
@@ -183,7 +186,7 @@ struct TrainRequest {
   // steps (1..64) instead of after every step, so the host queues steps without waiting for the
   // device. The progress callback still gets one update per step, in order, but those of a group
   // arrive together when it is read (at a multiple of status_every, at a checkpoint or sample
-  // grid step, at the last step). A false from the callback stops the run at the end of the group
+  // grid step, at the last step, and in a data-parallel run at every 100th step). A false from the callback stops the run at the end of the group
   // being reported: the steps already queued after it have run, are reported (their return values
   // ignored) and are in metrics.jsonl, and the checkpoint is of the last of them (last_step says
   // which). 1: every step, as on the CPU, which always reads every step. Data-parallel runs read

@@ -7,7 +7,7 @@
 // and accumulates output columns l, l+32, ... .
 // Shared memory (f32 whatever the input): Q Br×d, K and V Bc×(d+1) (odd stride: conflict-free
 // per-lane rows), P Br×Bc; 40.5/64.5/72.3/100.3 KiB for d = 32/64/128/256. Global traffic: Q, O once; K, V
-// once per query tile (⌈L/64⌉ times, mostly from L2). SIMT f32 FMAs only (no tensor cores yet):
+// once per query tile (⌈L/Br⌉ times, mostly from L2). SIMT f32 FMAs only (no tensor cores yet):
 // each K/V element read from shared memory feeds the warp's 8 rows, about one shared load per
 // 3-5 FMAs.
 #include "kernels/compat.cuh"

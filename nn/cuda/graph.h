@@ -1,4 +1,4 @@
-// CUDA graphs for nn's CUDA backend (docs/design.md §5): host code that queues work on
+// CUDA graphs for nn's CUDA backend (docs/design.md §4): host code that queues work on
 // current_stream() (ops on CUDA tensors, kernel launchers, cuBLAS/cuDNN calls) is captured once
 // into an instantiated graph and replayed with one cudaGraphLaunch. A replay repeats the captured
 // work exactly: the same device addresses, kernel arguments and host scalars. Inputs that change

@@ -2,8 +2,9 @@
 // queries, library versions for `diffuse info`, and the caching allocator as the device
 // allocator. cudaGetDeviceCount on a machine without a driver returns an error and leaves its
 // argument untouched, so the count starts at 0. DIFFUSE_CUDA_EMULATED (the -DDIFFUSE_CUDA=EMULATED
-// build) is tested here and nowhere else in nn/, engine/ or tools/: `diffuse info` must say that
-// its CUDA device is not a GPU.
+// build) is tested here so that `diffuse info` says its CUDA device is not a GPU (outside kernels/
+// only nn/collective_nccl.cpp, which waits on the emulated device differently, and
+// tools/cmd_info.cpp, which says who serves NCCL, test it too).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>

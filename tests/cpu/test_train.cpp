@@ -49,8 +49,13 @@ TEST_CASE("a resumed run continues bit-for-bit", "[train]") {
   CHECK(losses(a + "/metrics.jsonl") == losses(b + "/metrics.jsonl"));
   // Resuming a finished run, or starting over a run that has checkpoints, is refused.
   auto again = run_cli(small_run(b, "4"));
-  CHECK(again.exit_code == 1);
-  CHECK_THAT(again.output, Catch::Contains("already has checkpoints"));
+  CHECK(again.exit_code == 2);
+  CHECK_THAT(again.output, Catch::Contains("already has checkpoints; set --resume to continue it or choose another --out"));
+  auto finished = small_run(b, "4");
+  finished.push_back("--resume");
+  auto more = run_cli(finished);
+  CHECK(more.exit_code == 2);
+  CHECK_THAT(more.output, Catch::Contains("already trained to step 4; raise --steps to continue"));
 }
 
 TEST_CASE("a NaN loss stops training naming the step and keeps the last good checkpoint", "[train]") {

@@ -5,6 +5,9 @@
 // thread order; and the bf16 launchers (binary, scale, SiLU) on bf16-rounded inputs. Outputs and
 // workspaces are NaN-poisoned first.
 #include <catch2/catch.hpp>
+#include <cmath>
+#include <bit>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -221,6 +224,55 @@ TEST_CASE("elementwise: the bf16 launchers round the twin's f32 result once", "[
           CHECK((s.guard_intact() && fy.guard_intact() && bx.guard_intact()));
         }
       }
+}
+
+TEST_CASE("elementwise: the storage casts round f32 to bf16 to nearest even and widen bf16 exactly",
+          "[emu][elementwise][bf16]") {
+  // Random values and the cases rounding must get right: ties to even both ways, a carry into the
+  // exponent, the largest finite values (just past them rounds to infinity), ±0, subnormals, ±∞
+  // and NaN (kept a NaN; its payload is not compared).
+  auto f32 = [](uint32_t bits) { return std::bit_cast<float>(bits); };
+  const std::vector<float> special = {
+      0.0f, -0.0f, 1.0f, -2.5f,
+      f32(0x3f808000),  // a tie whose lower neighbour is even: down
+      f32(0x3f818000),  // a tie whose lower neighbour is odd: up
+      f32(0x3f808001),  // just past a tie: up
+      f32(0x3fffffff),  // rounds up into the next exponent
+      f32(0x7f7f7fff), -f32(0x7f7f7fff),  // stays the largest finite bf16
+      f32(0x7f7f8000),  // a tie above the largest finite bf16: infinity
+      f32(0x00000001), f32(0x00418000), -f32(0x00400000),  // subnormals
+      INFINITY, -INFINITY, NAN, -NAN};
+  for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{3}, int64_t{4}, int64_t{5}, int64_t{18}, int64_t{1001}})
+    for (int shift_x : {0, 1})
+      for (int shift_y : {0, 1})
+        for (int64_t cap : {0, 1}) {
+          Buf<float> x = randn_buf(n, 8, shift_x);
+          for (int64_t i = 0; i < n && i < static_cast<int64_t>(special.size()); ++i) x.p[i] = special[i];
+          for (emulator::ThreadOrder order : kOrders) {
+            emulator::ScopedThreadOrder scoped(order);
+            kernels::emu::grid::ScopedBlockCap block_cap(cap);
+            INFO("n " << n << " shifts " << shift_x << "/" << shift_y << " cap " << cap << " order "
+                      << emulator::thread_order_name(order));
+            Bf16Buf y(n, shift_y);
+            kernels::emu::cast_f32_to_bf16(n, x.p, y.p, nullptr);
+            Buf<float> back(n, shift_x);
+            kernels::emu::cast_bf16_to_f32(n, y.p, back.p, nullptr);
+            int64_t wrong_rounding = 0, wrong_widening = 0;
+            for (int64_t i = 0; i < n; ++i) {
+              const bool nan_kept = std::isnan(x.p[i]) && (y.p[i] & 0x7fffu) > 0x7f80u;
+              if (!nan_kept && y.p[i] != kernels::float_to_bf16(x.p[i])) ++wrong_rounding;
+              if (std::bit_cast<uint32_t>(back.p[i]) != static_cast<uint32_t>(y.p[i]) << 16) ++wrong_widening;
+            }
+            CHECK(wrong_rounding == 0);
+            CHECK(wrong_widening == 0);
+            CHECK((y.guard_intact() && back.guard_intact()));
+          }
+        }
+  // The table's rounding, spelled out: the host helper the test compares with is itself right.
+  CHECK(kernels::float_to_bf16(f32(0x3f808000)) == 0x3f80);
+  CHECK(kernels::float_to_bf16(f32(0x3f818000)) == 0x3f82);
+  CHECK(kernels::float_to_bf16(f32(0x3fffffff)) == 0x4000);
+  CHECK(kernels::float_to_bf16(f32(0x7f7f8000)) == 0x7f80);
 }
 
 TEST_CASE("elementwise: add_bias_residual is the twin's bias add then residual add", "[emu][elementwise]") {
