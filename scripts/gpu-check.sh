@@ -253,6 +253,13 @@ if [[ -x "$bin" ]]; then
     # The same DDIM rows with the sampler's CUDA graph off (ours only): what the graph saves.
     run_stage sample_eager 45 "$bin" bench sample --device cuda --config "$cfg" --batch 64,1 --samplers ddim \
       --steps 20 --precision bf16 --cuda-graphs off --json "$out/sample_eager.json"
+    # Issue 15's other training target: fmnist-small at batch 128 in bf16 against the same PyTorch
+    # modes (--quick already compares tiny above).
+    if ((!quick)); then
+      run_stage compare_train_fmnist 150 env DIFFUSE_BIN="$bin" PYTHON="$python" scripts/compare.sh --device cuda \
+        --config fmnist-small --batch 128 --warmup 3 --iters 10 --rounds 1 --precision bf16 \
+        --modes "$torch_modes" --out "$out/compare_train_fmnist"
+    fi
   else
     printf 'compare\tskipped\t0\tno python3 with torch\n' >> "$status"
   fi

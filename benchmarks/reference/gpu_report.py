@@ -154,9 +154,12 @@ def main():
         md += ["## Kernels", "", "kernels.json missing (see bench_kernels.log)", ""]
     profile_md, report["profiles"] = profiles(d)
     md += profile_md
-    for name in ("compare_train", "compare_sample"):
+    titles = {"compare_train": "Training step", "compare_train_fmnist": "fmnist-small's training step",
+              "compare_sample": "Sampling"}
+    for name, title in titles.items():
         cmp_md = read(os.path.join(d, name, "compare.md"))
-        title = "Training step" if name == "compare_train" else "Sampling"
+        if name == "compare_train_fmnist" and name not in {s["stage"] for s in report["stages"]}:
+            continue  # not run (--quick compares tiny only)
         md += [f"## {title} against PyTorch", ""]
         md += [cmp_md.rstrip() if cmp_md else f"{name}/compare.md missing (see {name}.log)", ""]
         runs = {}
