@@ -483,7 +483,8 @@ void check_run_directory(const TrainRequest& request, Naming naming) {
   const std::string latest = find_latest_checkpoint(request.out);
   const std::string resume = label("TrainRequest", "resume", "resume", naming);
   if (!request.resume && !latest.empty())
-    throw Error(request.out + ": the run directory already has checkpoints; set " + resume +
+    throw Error(request.out + ": the run directory already has checkpoints; " +
+                    (naming == Naming::flag ? "pass " : "set ") + resume +
                     " to continue it or choose another " + label("TrainRequest", "out", "out", naming),
                 ErrorKind::usage);
   if (request.resume && latest.empty())

@@ -50,7 +50,7 @@ TEST_CASE("a resumed run continues bit-for-bit", "[train]") {
   // Resuming a finished run, or starting over a run that has checkpoints, is refused.
   auto again = run_cli(small_run(b, "4"));
   CHECK(again.exit_code == 2);
-  CHECK_THAT(again.output, Catch::Contains("already has checkpoints; set --resume to continue it or choose another --out"));
+  CHECK_THAT(again.output, Catch::Contains("already has checkpoints; pass --resume to continue it or choose another --out"));
   auto finished = small_run(b, "4");
   finished.push_back("--resume");
   auto more = run_cli(finished);
