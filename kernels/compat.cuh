@@ -22,7 +22,7 @@
 //     the .cu. A template kernel goes in parentheses: DIFFUSE_LAUNCH((foo_kernel<float, 4>), ...).
 //     Kernels take at least one parameter (the macro needs a non-empty argument list).
 //     nvcc: kernel<<<grid, block, smem_bytes, stream>>>(args...) + status check (and the opt-in
-//     for more than 48 KiB of dynamic smem); emulator: runs the whole grid before returning;
+//     for any dynamic smem, kernels/dynamic_smem.h); emulator: runs the whole grid before returning;
 //     emulated device: checks the launch and every pointer argument (null or device memory),
 //     then queues the grid. A grid with a zero dimension launches nothing. Failures throw
 //     diffuse::Error naming the launch site (file:line) and the CUDA error string or the

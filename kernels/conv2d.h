@@ -4,7 +4,7 @@
 // implicit GEMM: im2col rows are output pixels and columns (ki, kj, ci) in OHWI order, so
 // y = cols · wᵀ, and the f32 GEMM packs those columns block by block straight from x without
 // ever writing the whole column matrix (f64: im2col + dgemm); 3×3 stride-1 pad-1 f32 convolutions
-// run as Winograd F(2×2, 3×3) instead (kernels/cpu/winograd.h). An optional residual of y's shape
+// run as Winograd F(2×2, 3×3) or F(4×4, 3×3) instead (kernels/cpu/winograd.h). An optional residual of y's shape
 // is added in the same output pass (the fused ResnetBlock skip). The CUDA path
 // (kernels/cuda/conv2d.cpp) is cuDNN.
 #pragma once

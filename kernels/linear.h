@@ -37,8 +37,8 @@ void column_sum(int64_t rows, int64_t cols, const T* m, T* out);
 namespace cuda {
 // Device pointers in `type` storage; bias may be null. Forward uses cuBLASLt's bias epilogue when
 // it has a kernel for the shape and alignment, else a GEMM followed by add_row_bias. With a
-// residual [rows, out] (may be null), y = x·wᵀ + bias + residual: the GEMM, then one
-// add_bias_residual pass (kernels/elementwise.h) that adds both.
+// residual [rows, out] (may be null), y = x·wᵀ + bias + residual: cuBLASLt's C operand (beta 1), or
+// on the fallback the GEMM, then one add_bias_residual pass (kernels/elementwise.h) that adds both.
 void linear_forward(const LinearDesc& d, DenseType type, const void* x, const void* w, const void* bias, void* y,
                     const DeviceMemory& mem, Stream stream, const void* residual = nullptr);
 // dx = dy·w, dw = dyᵀ·x, dbias = column sums of dy; null outputs are not computed.

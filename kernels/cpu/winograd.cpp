@@ -1,4 +1,4 @@
-// Winograd F(2×2, 3×3) for the CPU's f32 3×3 convolutions: the driver (blocking, weight transform,
+// Winograd F(2×2, 3×3) and F(4×4, 3×3) for the CPU's f32 3×3 convolutions: the driver (blocking, weight transform,
 // threads) around the per-path tile transforms of kernels/cpu/simd/winograd.h and the GEMM
 // micro-kernel of kernels/cpu/simd/gemm_micro.h. See kernels/cpu/winograd.h for why and how.
 #include "kernels/cpu/winograd.h"

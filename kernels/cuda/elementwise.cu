@@ -6,7 +6,7 @@
 // the grid stride mod C: no per-element division; b as float4 when C % 4 == 0), and any other
 // broadcast ([N,1,1,C], [N,1,1,1], ...) through a mixed-radix cursor that also only adds.
 // The binary ops, scale and SiLU are templates over the storage type (kernels/cuda/storage.cuh):
-// f32, or bf16 with f32 math and one rounding per stored value (8 B per element when b streams).
+// f32, or bf16 with f32 math and one rounding per stored value (6 B per element when b streams).
 // add_bias_residual is the conv2d / linear output epilogue (y += bias + residual, one pass).
 // The reductions (reduce_to_broadcast, sum) are in elementwise_reduce.cu, f32 only.
 #include "kernels/compat.cuh"

@@ -1,6 +1,6 @@
 // Stream capture on the emulated device (graphs.cpp), as the other runtime files of this folder
 // see it: where work enqueued on a capturing stream goes, and which calls a capture forbids. Kept
-// out of device.h because only streams.cpp and cudart_memory.cpp consult it; the cuBLAS and cuDNN
+// out of device.h because only streams.cpp, cudart_memory.cpp and nccl.cpp consult it; the cuBLAS and cuDNN
 // emulations are captured without knowing, since all their work goes through enqueue().
 //
 // The model (graphs.cpp has the details and the error codes, which are the real runtime's):

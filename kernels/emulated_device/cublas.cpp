@@ -1,4 +1,4 @@
-// The emulated device's cuBLAS: the functions of cublas_v2.h that diffuse calls (nn/cuda,
+// The emulated device's cuBLAS: the functions of cublas_v2.h that diffuse calls (kernels/cuda/,
 // benchmarks), with the toolkit's own signatures and symbol names (cublas_v2.h maps cublasCreate
 // to cublasCreate_v2 and so on), so host code compiles unchanged and links here instead of
 // libcublas in the -DDIFFUSE_CUDA=EMULATED build.

@@ -1,5 +1,5 @@
 // The emulated device's cuBLASLt: handles, matmul/layout/preference descriptors, the algorithm
-// heuristic and cublasLtMatmul, with the toolkit's signatures from cublasLt.h, so nn/cuda/blas.cpp
+// heuristic and cublasLtMatmul, with the toolkit's signatures from cublasLt.h, so kernels/cuda/linear.cpp
 // (the linear forward with the bias epilogue) runs unchanged in the -DDIFFUSE_CUDA=EMULATED build.
 //
 // What is modelled, and why:

@@ -2,8 +2,8 @@
 // F(2×2, 3×3) (interpolation points 0, ±1, ∞): Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1] and
 // Aᵀ = [1 1 1 0; 0 1 −1 −1]: additions only, so the transforms add no rounding beyond the sums
 // themselves. F(4×4, 3×3): interpolation points 0, 1, −1, ½, −2, ∞ rather than the usual 0, ±1,
-// ±2, ∞ — the same work, but 2.5–3× less f32 error (the usual points measured 1.2–1.6e-5 on the op
-// table's conv rows against their 1e-5 bound; kernels/cpu/winograd.h). Worked out from the
+// ±2, ∞ — the same work, but 2.5–3× less f32 error (the usual points measured 1.46e-5 and 1.58e-5 on two
+// of the op table's conv rows against their 1e-5 bound; kernels/cpu/winograd.h). Worked out from the
 // Toom–Cook construction (Bᵀ row j: the coefficients of Π_{l≠j}(x − p_l); G row j: p_jᵏ / Π_{l≠j}(p_j −
 // p_l); Aᵀ column j: p_jⁱ), rows of Bᵀ and G and the ½ column of Aᵀ then scaled by powers of two
 // (exact) so that Bᵀ and Aᵀ hold small integers, and checked in f64 against the correlation,
