@@ -291,8 +291,8 @@ void GradientSync::launch(size_t k) {
     for (size_t i : b.params) {
       // NCCL averages in place while backward goes on. That is safe because no later node reads a
       // final gradient: its last user has run, and every backward in nn/ returns tensors of its
-      // own, except add's, which passes its output's grad on to its first input, and nothing
-      // else holds that grad any more.
+      // own, except those that pass their output's grad on (add's and sub's first input, a fused
+      // residual, reshape's view), and nothing else holds that grad any more.
       // Never arrived (unused this step): zeros, so that every rank reduces the same buffers.
       if (!params_[i].grad().defined()) params_[i].set_grad(Tensor::zeros(params_[i].shape(), DType::f32, Device::cuda));
       grads.push_back(params_[i].grad());

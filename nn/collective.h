@@ -68,7 +68,7 @@ class Communicator {
   // graph (NCCL 2.9 or later), else why not.
   std::string why_not_capturable() const;
 
-  // Ends every rank of the job after printing "rank R: message" on stderr: what a rank does with
+  // Ends every rank of the job after printing "diffuse: rank R of N: message" on stderr: what a rank does with
   // an error the others cannot see (they would otherwise wait at the next collective).
   [[noreturn]] void abort(const std::string& message) const;
 

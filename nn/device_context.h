@@ -1,4 +1,4 @@
-// The CUDA execution context every op on CUDA tensors uses: one stream per device (docs/design.md §4).
+// The CUDA execution context every op on CUDA tensors uses: one stream per process (docs/design.md §4).
 // Host code passes current_stream() to the kernel launchers; in a build without CUDA it is null.
 // Defined by the device seam (nn/dispatch.h): nn/cuda/context.cpp or nn/no_cuda/backend.cpp.
 #pragma once

@@ -1,7 +1,8 @@
 // conv2d op (kernels/conv2d.h): NHWC x, OHWI w, optional bias and residual, per-side padding.
 // Checks name the op and every tensor's shape; the body after the descriptor (forward, backward node keeping x and
-// w) is linear's too (nn/weighted_op.h). The backend (nn/dispatch.h) runs im2col + OpenBLAS on the
-// CPU and cuDNN on CUDA (kernels/cuda/conv2d.cpp).
+// w) is linear's too (nn/weighted_op.h). The backend (nn/dispatch.h) runs an implicit GEMM on the
+// project's packed GEMM or Winograd on the CPU (f64: im2col + OpenBLAS; kernels/cpu/conv2d.cpp)
+// and cuDNN on CUDA (kernels/cuda/conv2d.cpp).
 #include "kernels/conv2d.h"
 
 #include "nn/ops.h"

@@ -1,7 +1,7 @@
 // linear op (kernels/linear.h): x [..., in] · wᵀ + bias (+ residual) with w [out, in]. The
 // leading dims of x are flattened into GEMM rows; the body after the descriptor (forward, backward node keeping x
-// and w) is conv2d's too (nn/weighted_op.h). The backend (nn/dispatch.h) runs OpenBLAS on the CPU
-// and cuBLAS / cuBLASLt on CUDA (kernels/cuda/linear.cpp).
+// and w) is conv2d's too (nn/weighted_op.h). The backend (nn/dispatch.h) runs the project's packed
+// GEMM on the CPU (f64: OpenBLAS; kernels/gemm.h) and cuBLAS / cuBLASLt on CUDA (kernels/cuda/linear.cpp).
 #include "kernels/linear.h"
 
 #include "nn/ops.h"

@@ -54,7 +54,8 @@ class SafetensorsFile {
 };
 
 // Writes tensors (any device; copied to the host) atomically through nn/atomic_file.h. Data is
-// ordered by descending element size, then name, like the reference writer, so every tensor
+// ordered by dtype, descending in the reference's Dtype enum (so by descending element size), then
+// name, like the reference writer, so every tensor
 // starts at an offset aligned to its element size; the header is padded with spaces to a
 // multiple of 8 bytes. Duplicate names, "__metadata__" as a tensor name and undefined tensors
 // are errors; on any error nothing at `path` changes.

@@ -1,6 +1,6 @@
 // Shape: a tensor's dimensions, held inline (at most kMaxRank of them) so that making, copying and
 // comparing shapes never touches the heap — every op makes a few, and a steady-state training or
-// sampling step must allocate nothing (docs/design.md §3). It reads like the std::vector<int64_t>
+// sampling step must allocate nothing (docs/design.md §4). It reads like the std::vector<int64_t>
 // it replaces (size, indexing, iteration, push_back, ==) and converts from one implicitly.
 #pragma once
 #include <algorithm>

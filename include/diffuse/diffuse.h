@@ -149,7 +149,7 @@ struct TrainRequest {
   double weight_decay = 0.0;
   double grad_clip = 1.0;                // max global gradient norm; 0 = off
   double ema_decay = 0.9999;             // the EMA's maximum decay (diffusers' ema_max_decay)
-  double ema_inv_gamma = 1.0;            // the EMA warmup: decay = 1 - (1 + step / inv_gamma)^-power
+  double ema_inv_gamma = 1.0;            // the EMA warmup: decay = 1 - (1 + (s - 1) / inv_gamma)^-power at update s
   double ema_power = 0.75;
   std::string prediction = "epsilon";    // epsilon, v_prediction or sample
   std::string beta_schedule = "linear";  // linear, scaled_linear or squaredcos_cap_v2
@@ -198,8 +198,9 @@ struct TrainUpdate {
   int64_t step = 0;   // the step just finished (or, with status_every > 1, read back), 1-based
   int64_t total = 0;  // TrainRequest::steps
   double loss = 0, lr = 0, grad_norm = 0, images_per_second = 0, seconds = 0;
-  // "" after a step; "checkpoint DIR" or "samples FILE" after writing one; before the first step of
-  // a resumed run, "resumed with KEY = VALUE (the run had OLD)" per option the resume changed;
+  // "" after a step ("skipped (bf16): ..." after a skipped one); "checkpoint DIR" or "samples FILE"
+  // after writing one; "cuda graphs: WHY; running eagerly" once if a capture is refused; before the
+  // first step of a resumed run, "resumed with KEY = VALUE (the run had OLD)" per option the resume changed;
   // before any step, "removed PATH, left by a run that was killed" per stale temporary cleaned up,
   // then "data SOURCE: N images, WxH, C channels[, K classes]" (as loaded: resized, converted to the
   // config's channels; classes when the run is class-conditional).

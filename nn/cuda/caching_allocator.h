@@ -32,8 +32,8 @@ void empty_cache();
 // ---- private pools for CUDA graphs (nn/cuda/graph.h) ----
 // A graph replays the device addresses its capture used, so those blocks must stay reserved for
 // it while it lives: while a pool captures, every block allocated comes from that pool (its own
-// free blocks first, then the shared cache, then a cudaMalloc made in relaxed capture mode, as a
-// cudaMalloc is not stream work) and every block freed goes back to that pool, whoever allocated
+// free blocks first, then the shared cache; a request neither can serve is an Error that fails the
+// capture, never a cudaMalloc) and every block freed goes back to that pool, whoever allocated
 // it, since recorded work may still use it. After the capture the pool's free blocks serve only
 // later captures into the same pool; blocks freed after the capture return to the pool while it
 // lives. Releasing the pool gives its free blocks back to the shared cache (safe: all work is on

@@ -3,7 +3,7 @@
 // allocator. cudaGetDeviceCount on a machine without a driver returns an error and leaves its
 // argument untouched, so the count starts at 0. DIFFUSE_CUDA_EMULATED (the -DDIFFUSE_CUDA=EMULATED
 // build) is tested here so that `diffuse info` says its CUDA device is not a GPU (outside kernels/
-// only nn/collective_nccl.cpp, which waits on the emulated device differently, and
+// and tests/ only nn/collective_nccl.cpp, which waits on the emulated device differently, and
 // tools/cmd_info.cpp, which says who serves NCCL, test it too).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
