@@ -4,7 +4,7 @@
 // matrix products — because that is what the peak measures and it is nearly all of a step; the
 // element-wise ops (GroupNorm, SiLU, softmax, the optimizer) are left out. A multiply-add is 2.
 // `diffuse bench train` uses this one definition for its own GFLOP/s and writes the count into
-// its JSON, where scripts/compare.sh divides PyTorch's step time by it too.
+// its JSON, where scripts/compare-cpu.sh divides PyTorch's step time by it too.
 #pragma once
 #include <cstdint>
 

@@ -1,6 +1,5 @@
-// See measure.h. The git commit is read at run time from the source tree the binary was built
-// from (DIFFUSE_SOURCE_DIR), so a rebuild is not needed after a commit; the configure-time value
-// (DIFFUSE_BENCH_GIT_COMMIT) is the fallback where git or the tree is absent.
+// See measure.h. The git commit is $DIFFUSE_GIT_COMMIT when set, else kBuiltCommit, which
+// cmake/built_commit.cmake writes into built_commit.cpp at build time (benchmarks/CMakeLists.txt).
 #include "benchmarks/measure.h"
 
 #include <sys/resource.h>

@@ -1,9 +1,9 @@
 // Folders of PNG/JPEG/BMP images (decoded by read_image, engine/image_io.h, with its size and
-// format checks; converted to gray or RGB by stb: its gray is (77R + 150G + 29B) >> 8, and alpha
-// is dropped), resized and centre-cropped to S×S; the whole dataset's size is checked before the
-// first file is decoded. Class subfolders (non-hidden, holding at least one image) give labels in
-// sorted-name order, like torchvision's ImageFolder; mixing them with top-level images is an error
-// rather than a guess.
+// format checks; converted there to gray or RGB by stb_image's rules: gray is (77R + 150G + 29B)
+// >> 8, and alpha is dropped), resized and centre-cropped to S×S; the whole dataset's size is
+// checked before the first file is decoded. Class subfolders (non-hidden, holding at least one
+// image) give labels in sorted-name order, like torchvision's ImageFolder; mixing them with
+// top-level images is an error rather than a guess.
 #include <algorithm>
 #include <cmath>
 #include <filesystem>

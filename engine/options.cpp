@@ -73,8 +73,6 @@ const Rule kPrediction = parsed_by(parse_prediction_type);
 const Rule kBetaSchedule = parsed_by(parse_beta_schedule);
 constexpr Saved kSaved = Saved::kept, kNotSaved = Saved::no, kSavedMayChange = Saved::may_change;
 
-// The one `--threads` row, for every table whose struct has a `threads` field. Not saved: the
-// thread count is the machine's business, so a resumed run may use another one.
 // The one `--cuda-graphs` row, for every table whose struct has a `cuda_graphs` field (not saved:
 // graphs on or off give the same bits); `help` says what is replayed as one graph.
 template <class S>
@@ -98,6 +96,8 @@ Option<S> sampling_precision_row() {
           one_of({"fp32", "bf16"})};
 }
 
+// The one `--threads` row, for every table whose struct has a `threads` field. Not saved: the
+// thread count is the machine's business, so a resumed run may use another one.
 template <class S>
 Option<S> threads_row() {
   return {"threads", DIFFUSE_OPTION_FIELD(S, threads), kNotSaved,

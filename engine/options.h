@@ -41,8 +41,9 @@ Rule available_device();                                   // cpu, or cuda when 
 
 // Whether a run's config.json saves an option, and whether `--resume` may change it
 // (docs/design.md §9): a kept option is restored from the saved run and a different value given
-// explicitly is a usage error; a may-change one (the step count, the intervals) takes the value
-// given, and the change is logged and saved. Built from a bool too (false: not saved, true: kept).
+// explicitly is a usage error; a may-change one (the step count, the sample and checkpoint
+// settings, the device, the save dtype) takes the value given, and the change is logged and saved.
+// Built from a bool too (false: not saved, true: kept).
 struct Saved {
   enum Kind : unsigned char { no, kept, may_change } kind;
   constexpr Saved(bool saved) : kind(saved ? kept : no) {}  // NOLINT: rows write true/false

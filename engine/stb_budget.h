@@ -1,8 +1,8 @@
 // A per-thread memory budget for stb_image's decoders (docs/formats.md "Limits"). stb_image grows
 // some buffers as the data asks (a PNG's inflated IDAT stream has no upper bound in stb), so a
 // 1 MB file declaring a 1 x 1 image could still make it allocate gigabytes. engine/stb_impl.cpp
-// routes stb_image's malloc/realloc/free through this budget; image_io.cpp opens one scope per
-// decode, sized from the header's width x height, and reports a decode that ran out of budget
+// routes stb_image's malloc/realloc/free through this budget; image_decode_bmp.cpp opens one scope
+// per decode, sized from the header's width x height, and reports a decode that ran out of budget
 // as a file that needs more memory than its declared size allows.
 #pragma once
 #include <cstddef>

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Configures and builds diffuse into ./build (or $DIFFUSE_BUILD_DIR). Shared by test.sh and demo.sh.
+# Configures and builds diffuse into ./build (or $DIFFUSE_BUILD_DIR). Used by test.sh (demo.sh
+# builds only the CLI target, with its own cmake calls).
 # $DIFFUSE_CMAKE_ARGS (e.g. -DDIFFUSE_CUDA=EMULATED) are applied on every run when given, so an
 # existing build directory picks them up too.
 set -euo pipefail

@@ -2,9 +2,10 @@
 // (diffuse::train, include/diffuse/diffuse.h), with a live progress bar on a terminal and plain
 // log lines when piped. Its flags are TrainRequest's option table (engine/options.h) plus the
 // CLI's own --log-every. With --resume, the run's saved options come back and a flag that would
-// change a kept one is refused before any work (engine/options.h resume_train_request). Ctrl-C stops after the current step and writes a checkpoint, so --resume
-// can continue (exit code 130). Under `mpirun -np K` every rank runs this command and rank 0 alone
-// prints (docs/distributed.md).
+// change a kept one is refused before any work (engine/options.h resume_train_request). Ctrl-C
+// stops after the current step (on CUDA, the next step whose status is read back: --status-every)
+// and writes a checkpoint, so --resume can continue (exit code 130). Under `mpirun -np K` every
+// rank runs this command and rank 0 alone prints (docs/distributed.md).
 #include <csignal>
 #include <cstdio>
 #include <cxxopts.hpp>

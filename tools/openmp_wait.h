@@ -7,9 +7,9 @@
 
 namespace diffuse::cli {
 
-// Call first thing in main(). Returns only when the policy was already set or the re-exec failed
-// (then one warning line on stderr says idle threads may spin); otherwise the process image is
-// replaced by the same program with the same arguments.
+// Call first thing in main(). Returns only when the policy was already set, when setenv fails
+// (silently), or when the re-exec fails (then one warning line on stderr says idle threads may
+// spin); otherwise the process image is replaced by the same program with the same arguments.
 void default_to_passive_openmp_waits(char** argv);
 
 }  // namespace diffuse::cli
