@@ -208,11 +208,12 @@ TrainState load_checkpoint(const std::string& dir, UNet2D& model, UNet2D& ema_mo
   for (size_t i = 0; i < names.size(); ++i) {
     for (auto [prefix, vec] : {std::pair{"exp_avg.", &adam.exp_avg()}, std::pair{"exp_avg_sq.", &adam.exp_avg_sq()}}) {
       std::string key = prefix + names[i].first;
-      if (!opt.contains(key)) throw Error(opt_path + ": tensor " + key + " is missing");
+      if (!opt.contains(key)) throw Error(opt_path + ": tensor " + key + " is missing", ErrorKind::bad_input);
       Tensor v = opt.get(key, DType::f32);
       if (v.shape() != (*vec)[i].shape())
         throw Error(opt_path + ": tensor " + key + " has shape " + shape_str(v.shape()) + ", expected " +
-                    shape_str((*vec)[i].shape()));
+                        shape_str((*vec)[i].shape()),
+                    ErrorKind::bad_input);
       (*vec)[i].copy_from(v.to((*vec)[i].device()));
     }
   }

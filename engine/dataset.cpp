@@ -160,7 +160,8 @@ Dataset load_dataset(const std::string& path_or_name, int64_t sample_size, int64
       std::string ext = fs::path(path_or_name).extension().string();
       for (auto& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
       if (ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp")
-        throw Error("dataset " + path_or_name + " is a single image; give the folder that holds the images");
+        throw Error("dataset " + path_or_name + " is a single image; give the folder that holds the images",
+                    ErrorKind::bad_input);
       images_path = path_or_name;
     }
   }

@@ -26,8 +26,9 @@ namespace diffuse::kernels::cpu {
 
 // c[m, n] = alpha * op(a) · op(b) + beta * c, all row-major; op(a) is [m, k], op(b) is [k, n].
 // trans_a: a is stored [k, m]; trans_b: b is stored [n, k]. Empty dims are fine (k == 0 scales c
-// by beta; beta == 0 overwrites c, NaN included). Threads: a large GEMM called outside an OpenMP
-// region runs as one region over blocks of c, one inside runs serially; the result does not depend
+// by beta; beta == 0 overwrites c, NaN included). Threads: a large GEMM called outside a parallel
+// region (OpenMP's or the pool's, kernels/cpu/parallel.h) runs as one region over blocks of c, one
+// inside runs serially; the result does not depend
 // on the thread count. The first f64 call pins OpenBLAS to one thread for the whole process.
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -67,7 +68,8 @@ size_t cache_cap_from_environment() {
   if (!v || !*v) return SIZE_MAX;
   char* end = nullptr;
   unsigned long long mb = std::strtoull(v, &end, 10);
-  if (*end != 0) throw Error("DIFFUSE_HOST_CACHE_MB must be a whole number of MiB, got '" + std::string(v) + "'");
+  if (*end != 0 || !std::isdigit(static_cast<unsigned char>(*v)))  // strtoull takes "-1" (and wraps it)
+    throw Error("DIFFUSE_HOST_CACHE_MB must be a whole number of MiB, got '" + std::string(v) + "'", ErrorKind::usage);
   return static_cast<size_t>(mb) << 20;
 }
 

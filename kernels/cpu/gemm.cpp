@@ -57,7 +57,9 @@ void dgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double a
   check_fits(ldb, "ldb");
   check_fits(ldc, "ldc");
   single_threaded_blas();
-  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  // Serial inside an OpenMP region or a chunk of the pool's (the f64 attention tiles call it
+  // there): a nested team would put more threads on the cores than there are.
+  const int threads = region_threads();
   if (threads <= 1 || double(m) * double(n) * double(k) < kSplitWork) {
     dgemm_call(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;

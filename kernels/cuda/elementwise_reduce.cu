@@ -288,8 +288,9 @@ void reduce_to_broadcast(const BroadcastDesc& d, const float* g, const float* w,
   if (d.b_numel == 0) return;
   const ReducePlan p = plan(d);
   require(out && (d.numel == 0 || g), "reduce_to_broadcast: null buffer");
-  require(p.workspace == 0 || workspace, "reduce_to_broadcast: the shape needs a workspace of " +
-                                             std::to_string(p.workspace) + " floats, got none");
+  require(p.workspace == 0 || workspace, [&] {
+    return "reduce_to_broadcast: the shape needs a workspace of " + std::to_string(p.workspace) + " floats, got none";
+  });
   switch (p.kind) {
     case ReducePlan::zero: launch_product(d.b_numel, nullptr, nullptr, out, stream); break;
     case ReducePlan::copy: launch_product(d.numel, g, w, out, stream); break;
@@ -307,8 +308,9 @@ void sum(int64_t n, const float* x, float* out, float* workspace, Stream stream)
   require(out && (n == 0 || x), "sum: null buffer");
   if (n == 0) return launch_product(1, nullptr, nullptr, out, stream);
   const ReducePlan p = plan_rows(1, n);
-  require(p.workspace == 0 || workspace,
-          "sum: " + std::to_string(n) + " elements need a workspace of " + std::to_string(p.workspace) + " floats");
+  require(p.workspace == 0 || workspace, [&] {
+    return "sum: " + std::to_string(n) + " elements need a workspace of " + std::to_string(p.workspace) + " floats";
+  });
   launch_rows(p, x, nullptr, out, workspace, stream);
 }
 

@@ -111,16 +111,19 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename TIn>
 void launch_timestep_embedding(const TimestepEmbeddingDesc& d, const TIn* t, float* out, Stream stream) {
-  require(d.n >= 0 && d.dim >= 1, "timestep_embedding: bad size (n " + std::to_string(d.n) + ", dim " +
-                                      std::to_string(d.dim) + ")");
+  require(d.n >= 0 && d.dim >= 1, [&] {
+    return "timestep_embedding: bad size (n " + std::to_string(d.n) + ", dim " + std::to_string(d.dim) + ")";
+  });
   const int64_t cols = d.dim / 2 + d.dim % 2;
   if (d.n == 0) return;
   DIFFUSE_LAUNCH((timestep_embedding_kernel<TIn>), blocks_for(d.n * cols), kThreads, 0, stream, d, t, out);
 }
 
 void check_desc(const EmbeddingDesc& d, const char* op) {
-  require(d.n >= 0 && d.v >= 0 && d.d >= 0, std::string(op) + ": negative size (n " + std::to_string(d.n) + ", v " +
-                                                 std::to_string(d.v) + ", d " + std::to_string(d.d) + ")");
+  require(d.n >= 0 && d.v >= 0 && d.d >= 0, [&] {
+    return std::string(op) + ": negative size (n " + std::to_string(d.n) + ", v " + std::to_string(d.v) + ", d " +
+           std::to_string(d.d) + ")";
+  });
 }
 
 template <typename I>

@@ -269,12 +269,14 @@ struct Plan {
 };
 
 inline void check_desc(const GroupNormDesc& d) {
-  require(d.n >= 0 && d.spatial >= 0 && d.channels >= 0 && d.groups >= 1 && d.channels % d.groups == 0,
-          "group_norm: bad descriptor (n " + std::to_string(d.n) + ", spatial " + std::to_string(d.spatial) +
-              ", channels " + std::to_string(d.channels) + ", groups " + std::to_string(d.groups) + ")");
-  require(d.n <= 65535 && d.groups <= 65535 && d.channels <= INT_MAX,
-          "group_norm: the CUDA kernels take at most 65535 images and groups, got n " + std::to_string(d.n) +
-              ", groups " + std::to_string(d.groups));
+  require(d.n >= 0 && d.spatial >= 0 && d.channels >= 0 && d.groups >= 1 && d.channels % d.groups == 0, [&] {
+    return "group_norm: bad descriptor (n " + std::to_string(d.n) + ", spatial " + std::to_string(d.spatial) +
+           ", channels " + std::to_string(d.channels) + ", groups " + std::to_string(d.groups) + ")";
+  });
+  require(d.n <= 65535 && d.groups <= 65535 && d.channels <= INT_MAX, [&] {
+    return "group_norm: the CUDA kernels take at most 65535 images and groups, got n " + std::to_string(d.n) +
+           ", groups " + std::to_string(d.groups);
+  });
   require(d.eps >= 0, "group_norm: eps must be >= 0");
 }
 
@@ -285,8 +287,9 @@ inline void check_desc(const GroupNormDesc& d) {
 inline Plan make_plan(const GroupNormDesc& d, int64_t elem_bytes = 4, int vec = 0) {
   const int64_t device_limit = device_smem_limit() - kStaticSmem, limit = smem_limit(d);
   const int64_t cg = d.group_size(), S = d.spatial;
-  require((cg + 2 * cg) * static_cast<int64_t>(sizeof(float)) <= device_limit,
-          "group_norm: a group of " + std::to_string(cg) + " channels is too wide for the CUDA kernels");
+  require((cg + 2 * cg) * static_cast<int64_t>(sizeof(float)) <= device_limit, [&] {
+    return "group_norm: a group of " + std::to_string(cg) + " channels is too wide for the CUDA kernels";
+  });
   Plan p;
   // One-read forward: over the groups a block covers (as many as fill a sector), or one group if
   // those do not fit; the bytes of the given layout (vec), or the larger of both (vec 0).

@@ -135,14 +135,17 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 void check_mse(const MseDesc& d, const char* op) {
-  require(d.batch >= 0 && d.per_item >= 0, std::string(op) + ": negative size (batch " + std::to_string(d.batch) +
-                                                ", per_item " + std::to_string(d.per_item) + ")");
+  require(d.batch >= 0 && d.per_item >= 0, [&] {
+    return std::string(op) + ": negative size (batch " + std::to_string(d.batch) + ", per_item " +
+           std::to_string(d.per_item) + ")";
+  });
 }
 
 template <typename S>
 void dropout_impl(const DropoutDesc& d, const S* x, S* y, Stream stream) {
-  require(d.n >= 0 && d.p >= 0.0f && d.p < 1.0f, "dropout: need n >= 0 and p in [0, 1), got n " +
-                                                     std::to_string(d.n) + ", p " + std::to_string(d.p));
+  require(d.n >= 0 && d.p >= 0.0f && d.p < 1.0f, [&] {
+    return "dropout: need n >= 0 and p in [0, 1), got n " + std::to_string(d.n) + ", p " + std::to_string(d.p);
+  });
   const bool vector = storage::aligned4(x) && storage::aligned4(y);
   DIFFUSE_LAUNCH(dropout_kernel<S>, blocks_for((d.n + 3) / 4), kThreads, 0, stream, d, x, y, vector);
 }
@@ -160,8 +163,9 @@ void mse_loss(const MseDesc& d, double scale, const float* pred, const float* ta
               double* workspace, Stream stream) {
   check_mse(d, "mse_loss");
   const MsePlan p = plan_mse(d);
-  require(loss && (p.partials == 0 || (pred && target && workspace)), "mse_loss: null buffer or workspace (needs " +
-                                                                         std::to_string(p.partials) + " doubles)");
+  require(loss && (p.partials == 0 || (pred && target && workspace)), [&] {
+    return "mse_loss: null buffer or workspace (needs " + std::to_string(p.partials) + " doubles)";
+  });
   const bool vector = d.per_item % 4 == 0 && aligned16(pred) && aligned16(target);
   DIFFUSE_LAUNCH(mse_partials, blocks_for(p.partials, 1), kThreads, 0, stream, d, p.splits, p.span, pred, target, w,
                  workspace, vector);

@@ -193,9 +193,10 @@ __global__ void train_status_kernel(DeviceStepGate g, const int64_t* step, doubl
 
 template <typename Entry>
 void check_table(const MultiTensorTable<Entry>& t, const char* op) {
-  require(t.count >= 0 && t.chunks >= 0 && (t.chunks == 0 || (t.entries && t.first_chunk)),
-          std::string(op) + ": bad multi-tensor table (" + std::to_string(t.count) + " entries, " +
-              std::to_string(t.chunks) + " chunks)");
+  require(t.count >= 0 && t.chunks >= 0 && (t.chunks == 0 || (t.entries && t.first_chunk)), [&] {
+    return std::string(op) + ": bad multi-tensor table (" + std::to_string(t.count) + " entries, " +
+           std::to_string(t.chunks) + " chunks)";
+  });
 }
 
 }  // namespace
@@ -215,8 +216,9 @@ void train_status(const DeviceStepGate& g, const int64_t* step, double* ring, in
 
 void sum_of_squares(const MultiTensorTable<Span<const float>>& table, double* partials, double* out, Stream stream) {
   check_table(table, "sum_of_squares");
-  require(out && (table.chunks == 0 || partials), "sum_of_squares: needs out and a workspace of " +
-                                                      std::to_string(table.chunks) + " doubles");
+  require(out && (table.chunks == 0 || partials), [&] {
+    return "sum_of_squares: needs out and a workspace of " + std::to_string(table.chunks) + " doubles";
+  });
   DIFFUSE_LAUNCH(sum_of_squares_kernel, blocks_for(table.chunks, 1), kThreads, 0, stream, table, partials);
   DIFFUSE_LAUNCH(combine_kernel, 1, kThreads, 0, stream, table.chunks, static_cast<const double*>(partials), out);
 }

@@ -123,8 +123,10 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 void check_concat(const ConcatDesc& d) {
-  require(d.rows >= 0 && d.ca >= 0 && d.cb >= 0, "concat_last: negative size (rows " + std::to_string(d.rows) +
-                                                    ", ca " + std::to_string(d.ca) + ", cb " + std::to_string(d.cb) + ")");
+  require(d.rows >= 0 && d.ca >= 0 && d.cb >= 0, [&] {
+    return "concat_last: negative size (rows " + std::to_string(d.rows) + ", ca " + std::to_string(d.ca) + ", cb " +
+           std::to_string(d.cb) + ")";
+  });
 }
 
 void check_upsample(const Upsample2xDesc& d) {

@@ -97,6 +97,18 @@ TEST_CASE("each kind of failure exits with the code docs/cli.md gives it", "[cli
   CHECK_FALSE(std::filesystem::exists(dir.file("g.png")));
 }
 
+TEST_CASE("a bad DIFFUSE_HOST_CACHE_MB is a usage error naming it, exit 2", "[cli][exit]") {
+  TempDir dir;
+  for (const char* value : {"-1", "12MB", "lots"}) {
+    auto r = run_cli({"train", "--out", dir.file("run"), "--steps", "1"}, "", {{"DIFFUSE_HOST_CACHE_MB", value}});
+    INFO(value << ": " << r.output);
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.output, Catch::Contains("DIFFUSE_HOST_CACHE_MB must be a whole number of MiB, got '" +
+                                         std::string(value) + "'"));
+    CHECK(lines(r.output) == 1);
+  }
+}
+
 TEST_CASE("asking for a CUDA device that is not there exits with code 2", "[cli][exit]") {
   TempDir dir;
   auto r = run_cli({"train", "--out", dir.file("run"), "--device", "cuda", "--steps", "1"});
