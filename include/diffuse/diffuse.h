@@ -91,7 +91,7 @@ struct GenerateRequest {
   bool clamp = true;
   // On CUDA: after two eager steps, each sampler step (UNet, guidance, update) is replayed as one
   // CUDA graph, bit-identical to eager steps; a capture that fails says why once on stderr
-  // ("diffuse: ...", the library's one message there) and the steps run eagerly. Ignored on the CPU.
+  // ("diffuse: ...") and the steps run eagerly. Ignored on the CPU.
   bool cuda_graphs = true;
   // fp32, or bf16 with a model on CUDA: the UNet's activations in bf16 with f32 math and
   // accumulation (the sampler's update and its state stay f32). Refused for a CPU model.
