@@ -89,7 +89,7 @@ std::vector<std::string> remove_stale_temporaries(const std::string& run_dir) {
   return removed;
 }
 
-std::string find_latest_checkpoint(const std::string& run_dir) {
+std::string find_latest_checkpoint(const std::string& run_dir, int64_t* step) {
   fs::path dir = fs::path(run_dir) / "checkpoints";
   if (!fs::is_directory(dir)) return "";
   int64_t best = -1;
@@ -104,6 +104,7 @@ std::string find_latest_checkpoint(const std::string& run_dir) {
       best_path = e.path().string();
     }
   }
+  if (step) *step = best;
   return best_path;
 }
 

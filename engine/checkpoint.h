@@ -21,8 +21,9 @@ struct TrainState {
   double loss = 0;
 };
 
-// "" when the run has no complete checkpoint (temporary directories are ignored).
-std::string find_latest_checkpoint(const std::string& run_dir);
+// "" when the run has no complete checkpoint (temporary directories are ignored); its step (the
+// N of step-N) into *step when given and one is found.
+std::string find_latest_checkpoint(const std::string& run_dir, int64_t* step = nullptr);
 
 // What a path names: a checkpoint (state.json beside ema/ or model/), a run directory
 // (checkpoints/ or metrics.jsonl), or neither.

@@ -480,7 +480,8 @@ nlohmann::json saved_train_options(const std::string& run_dir) {
 }
 
 void check_run_directory(const TrainRequest& request, Naming naming) {
-  const std::string latest = find_latest_checkpoint(request.out);
+  int64_t done = 0;
+  const std::string latest = find_latest_checkpoint(request.out, &done);
   const std::string resume = label("TrainRequest", "resume", "resume", naming);
   if (!request.resume && !latest.empty())
     throw Error(request.out + ": the run directory already has checkpoints; " +
@@ -490,8 +491,6 @@ void check_run_directory(const TrainRequest& request, Naming naming) {
   if (request.resume && latest.empty())
     throw Error(request.out + ": " + resume + " given but the run has no checkpoint", ErrorKind::bad_input);
   if (!request.resume) return;
-  // find_latest_checkpoint takes only step-<digits> directories: the name is the step.
-  const int64_t done = std::stoll(std::filesystem::path(latest).filename().string().substr(5));
   if (done >= request.steps)
     throw Error(request.out + ": already trained to step " + std::to_string(done) + "; raise " +
                     label("TrainRequest", "steps", "steps", naming) + " to continue",
