@@ -1,6 +1,10 @@
 // PNG through libpng's progressive-free reader, the way stb_image and PIL present a PNG: palettes
 // and tRNS become RGB(A), gray below 8 bits is expanded, 16 bits keep their high byte, and
-// gamma/colour chunks are ignored (pixels are taken as stored). libpng reports errors by
+// gamma/colour chunks are ignored (pixels are taken as stored). What libpng itself may allocate is
+// capped here rather than left to how the system's libpng was built: one ancillary chunk (text,
+// ICC profile, ...) of at most 8 MiB decompressed and at most 128 ancillary chunks kept (past a
+// cap an ancillary chunk is dropped with a warning); its row buffers follow the width, which the
+// header check below holds to kMaxImagePixels with the height before anything is allocated. libpng reports errors by
 // longjmp, so the one function that calls setjmp holds only trivially destructible locals and
 // writes into objects its caller owns; C++ objects are never jumped over.
 #include <png.h>
@@ -57,6 +61,8 @@ bool decode(PngRead& r) {
     return false;
   }
   png_set_read_fn(png, &r, read_from_memory);
+  png_set_chunk_malloc_max(png, size_t{8} << 20);
+  png_set_chunk_cache_max(png, 128);
   png_read_info(png, info);
   r.width = png_get_image_width(png, info);
   r.height = png_get_image_height(png, info);

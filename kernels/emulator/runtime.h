@@ -85,7 +85,8 @@ void* static_smem(const void* key, size_t bytes, size_t align);
 template <typename A>
 A& static_shared(const void* key) {
   static_assert(std::is_trivially_copyable_v<std::remove_all_extents_t<A>>,
-                "shared arrays hold trivial types (docs/design.md §5)");
+                "shared arrays hold trivially copyable types: their memory is raw NaN-poisoned bytes and no "
+                "constructor runs, as for CUDA's __shared__");
   return *static_cast<A*>(detail::static_smem(key, sizeof(A), alignof(A)));
 }
 

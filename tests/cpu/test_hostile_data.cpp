@@ -70,6 +70,36 @@ std::string png_chunk(const std::string& type, const std::string& data) {
   return be32(static_cast<uint32_t>(data.size())) + body + be32(static_cast<uint32_t>(crc));
 }
 
+// A zlib stream of `n` zero bytes, deflated a block at a time (no n-byte buffer here).
+std::string zlib_zeros(size_t n) {
+  z_stream z{};
+  REQUIRE(deflateInit(&z, 9) == Z_OK);
+  const std::string block(1 << 20, '\0');
+  std::string out;
+  char buf[1 << 16];
+  for (size_t left = n;;) {
+    const size_t take = std::min(left, block.size());
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(block.data()));
+    z.avail_in = static_cast<uInt>(take);
+    left -= take;
+    const int flush = left == 0 ? Z_FINISH : Z_NO_FLUSH;
+    int rc = Z_OK;
+    do {
+      z.next_out = reinterpret_cast<Bytef*>(buf);
+      z.avail_out = sizeof buf;
+      rc = deflate(&z, flush);
+      REQUIRE(rc != Z_STREAM_ERROR);
+      out.append(buf, sizeof buf - z.avail_out);
+    } while (z.avail_out == 0);
+    if (flush == Z_FINISH) {
+      REQUIRE(rc == Z_STREAM_END);
+      break;
+    }
+  }
+  deflateEnd(&z);
+  return out;
+}
+
 // A 1x1 gray PNG whose IDAT inflates to `inflated` zero bytes instead of the 2 it needs.
 std::string png_bomb(size_t inflated) {
   std::string ihdr = be32(1) + be32(1) + std::string{8, 0, 0, 0, 0};
@@ -92,6 +122,13 @@ void write_gzip(const std::string& path, const std::string& head, size_t zeros) 
 }
 
 std::string idx3_header(uint32_t n, uint32_t rows, uint32_t cols) { return be32(0x803) + be32(n) + be32(rows) + be32(cols); }
+
+// This process's peak resident set so far (getrusage), in KiB.
+long peak_rss_kib() {
+  rusage u{};
+  REQUIRE(getrusage(RUSAGE_SELF, &u) == 0);
+  return u.ru_maxrss;
+}
 
 // Caps this process's address space at what it maps now plus `extra` bytes.
 void cap_address_space(size_t extra) {
@@ -291,6 +328,17 @@ TEST_CASE("hostile data child: refusals under an address-space cap", "[.hostile-
   REQUIRE(env != nullptr);  // a child: never a silent pass
   const std::string dir = env;
   cap_address_space(size_t{384} << 20);
+  // First, while the peak resident size is still the process's own: a comment chunk inflating to
+  // 256 MiB (within the cap) is dropped without being held (engine/image_decode_png.cpp caps one
+  // chunk at 8 MiB; libpng unbounded holds all of it), and the pixels decode.
+  const long peak_before = peak_rss_kib();
+  const Image8 commented = read_image(dir + "/comment-bomb.png");
+  CHECK(commented.width == 3);
+  CHECK(commented.height == 2);
+  CHECK(commented.pixels == std::vector<uint8_t>{1, 2, 3, 4, 5, 6});
+  const long grew_mib = (peak_rss_kib() - peak_before) / 1024;
+  INFO("decoding the PNG raised the peak resident size by " << grew_mib << " MiB");
+  CHECK(grew_mib < 64);
   auto refused = [](const std::function<void()>& load, const std::string& expected) {
     try {
       load();
@@ -319,6 +367,10 @@ TEST_CASE("hostile images and datasets are refused without large allocations", "
   write_bytes(dir.file("tiny-images-idx3-ubyte"), idx3_header(8u << 20, 1, 1) + std::string(8u << 20, '\0'));
   write_gzip(dir.file("zeros-images-idx3-ubyte.gz"), "", size_t{512} << 20);  // 512 MiB of zeros, ~1 MB on disk
   write_gzip(dir.file("long-images-idx3-ubyte.gz"), idx3_header(10, 28, 28), size_t{512} << 20);
+  write_image(dir.file("plain.png"), Image8{3, 2, 1, {1, 2, 3, 4, 5, 6}});
+  std::string png = test::slurp(dir.file("plain.png"));
+  png.insert(png.find("IDAT") - 4, png_chunk("zTXt", std::string("Comment\0\0", 9) + zlib_zeros(size_t{256} << 20)));
+  write_bytes(dir.file("comment-bomb.png"), png);
   const test::RunResult r = test::run_self("hostile data child: refusals under an address-space cap", {{"HOSTILE_DIR", dir.path().string()}});
   INFO(r.output);
   CHECK(r.exit_code == 0);

@@ -351,6 +351,7 @@ TEST_CASE("ops cuda: the op table's lowered shared-memory caps take group_norm's
   // which real activations (e.g. 64x64x128 in a fmnist-small training batch) take, on tiny shapes
   // by lowering GroupNormOptions::cuda_smem_limit_bytes. Its "chunked" rows are only meaningful if
   // each cap makes the op hand the kernels a descriptor that chooses that path: checked here.
+  DIFFUSE_CUDA_TEST_GUARD();  // the workspace sizes ask the device for its shared memory
   struct Case {
     Shape x;
     int groups;
