@@ -161,6 +161,9 @@ nlohmann::json run_context(Device device) {
   ctx["cpu_threads"] = cpu_threads();
   ctx["cpu_threads_choice"] = cpu_threads_choice();
   ctx["cpu_isa"] = cpu_isa_in_use();
+  // How cuDNN chose the convolutions' algorithms (--conv-search): timed is the fastest, heuristic
+  // what reproducible runs cost.
+  if (device == Device::cuda) ctx["conv_search"] = conv_search();
   // A shared machine's other work shows up in every CPU number: record how busy it was.
   std::ifstream load("/proc/loadavg");
   double l1 = 0, l5 = 0, l15 = 0;

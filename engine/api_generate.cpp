@@ -148,6 +148,7 @@ size_t check_request(const GenerateRequest& r, const Model& model, size_t image_
 Tensor run_generate(UNet2D& unet, const SchedulerConfig& scheduler, int steps, const GenerateRequest& r,
                     const GenerateProgress& progress) {
   set_cpu_threads(r.threads);
+  set_conv_search(r.conv_search);
   // A batch whose activations cannot fit is refused before sampling (engine/memory_estimate.h); the
   // weights are loaded already, so only the activations count. Guidance runs both halves at once.
   MemoryEstimate need;

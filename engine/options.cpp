@@ -96,6 +96,19 @@ Option<S> sampling_precision_row() {
           one_of({"fp32", "bf16"})};
 }
 
+// The one `--conv-search` row, for every table whose struct has a `conv_search` field. A training
+// run saves it (a resumed run repeats bit for bit only with the same choice; `--resume` may change
+// it); the other commands do not.
+template <class S>
+Option<S> conv_search_row(Saved saved) {
+  return {"conv-search", DIFFUSE_OPTION_FIELD(S, conv_search), saved,
+          "on CUDA, how cuDNN chooses each convolution's algorithms: `timed` runs them once per shape and keeps "
+          "the fastest (processes may choose differently, and differ in the last bits); `heuristic` takes "
+          "cuDNN's own ranking without running them (the same choice in every process on one card and cuDNN "
+          "version: runs repeat bit for bit); ignored on the CPU",
+          one_of({"timed", "heuristic"})};
+}
+
 // The one `--threads` row, for every table whose struct has a `threads` field. Not saved: the
 // thread count is the machine's business, so a resumed run may use another one.
 template <class S>
@@ -248,6 +261,7 @@ const Table<TrainRequest>& train_table() {
           cuda_graphs_row<R>("on CUDA, replay the training step (forward, loss, backward, clipping, AdamW, EMA) "
                              "as one CUDA graph after two eager steps (`--cuda-graphs off`: eager); ignored on "
                              "the CPU"),
+          conv_search_row<R>(kSavedMayChange),
           {"status-every", DIFFUSE_OPTION_FIELD(R, status_every), kNotSaved,
            "on CUDA, read the steps' loss and status back every N steps (1..64), so no step waits for the "
            "host; progress lines and a stop request (Ctrl-C) take effect at those steps; the CPU reads every step",
@@ -287,6 +301,7 @@ const Table<GenerateRequest>& generate_table() {
           {"batch", DIFFUSE_OPTION_FIELD(G, batch), kNotSaved, "images per sampler batch", positive()},
           sampler_graphs_row<G>(),
           sampling_precision_row<G>(),
+          conv_search_row<G>(kNotSaved),
           threads_row<G>(),
       }};
   return table;
@@ -298,8 +313,9 @@ const Table<SamplingRunOptions>& sampling_run_table() {
   return table;
 }
 
-const Table<ThreadOptions>& thread_table() {
-  static const Table<ThreadOptions> table{"ThreadOptions", {threads_row<ThreadOptions>()}};
+const Table<ComputeOptions>& compute_table() {
+  using C = ComputeOptions;
+  static const Table<C> table{"ComputeOptions", {conv_search_row<C>(kNotSaved), threads_row<C>()}};
   return table;
 }
 

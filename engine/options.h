@@ -81,11 +81,13 @@ ValueRef bind_member(typename member_owner<decltype(Member)>::type& s) {
 }
 #define DIFFUSE_OPTION_FIELD(Struct, name) #name, &::diffuse::options::bind_member<&Struct::name>
 
-// The CPU thread count of the commands that run kernels but take no public request (`diffuse
-// bench`, `diffuse forward`); train and sample carry the same row in TrainRequest and
-// GenerateRequest. Every `--threads` row is the one definition in engine/options.cpp.
-struct ThreadOptions {
-  int threads = 0;  // 0: the cores this process may use (nn/runtime.h set_cpu_threads)
+// How the kernels run, for the commands that run kernels but take no public request (`diffuse
+// bench`, `diffuse forward`): the CPU thread count and cuDNN's algorithm choice. Train and sample
+// carry the same rows in TrainRequest and GenerateRequest; each row (`--threads`,
+// `--conv-search`) is one definition in engine/options.cpp.
+struct ComputeOptions {
+  std::string conv_search = GenerateRequest{}.conv_search;  // nn/runtime.h set_conv_search
+  int threads = 0;                    // 0: the cores this process may use (nn/runtime.h set_cpu_threads)
 };
 
 // The settings `diffuse bench sample` shares with `diffuse sample`: GenerateRequest's rows of the
@@ -97,12 +99,12 @@ struct SamplingRunOptions {
 
 // The tables: `diffuse train` is TrainRequest; `diffuse sample` is SamplerOptions then
 // GenerateRequest (plus the CLI's own flags, tools/cmd_sample.cpp); `diffuse bench` and `diffuse
-// forward` add ThreadOptions to flags of their own.
+// forward` add ComputeOptions to flags of their own.
 const Table<TrainRequest>& train_table();
 const Table<SamplerOptions>& sampler_table();
 const Table<GenerateRequest>& generate_table();
 const Table<SamplingRunOptions>& sampling_run_table();
-const Table<ThreadOptions>& thread_table();
+const Table<ComputeOptions>& compute_table();
 
 // ---- what the tables drive ------------------------------------------------------------------
 

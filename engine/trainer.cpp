@@ -170,6 +170,7 @@ TrainResult train_ranks(const TrainOptions& o, const TrainCallback& callback_in)
   const TrainCallback callback = writer ? callback_in : TrainCallback{};
   options::validate(o, options::Naming::flag);
   set_cpu_threads(o.threads);
+  set_conv_search(o.conv_search);
   ignore_file_size_signal();  // a write past ulimit -f becomes an error naming the file (metrics too)
   // Leftovers of a killed run (checkpoints/step-N.tmp-<pid>/, <file>.tmp-<pid>-<n>) go first.
   if (writer)

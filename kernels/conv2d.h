@@ -53,9 +53,24 @@ void conv2d_forward(const Conv2dDesc& d, DenseType type, const void* x, const vo
 // overwritten otherwise.
 void conv2d_backward(const Conv2dDesc& d, DenseType type, const void* x, const void* w, const void* dy, void* dx,
                      void* dw, void* dbias, const DeviceMemory& mem, Stream stream);
-// How many (shape, dtype, direction) algorithm searches have run: a second identical call must
-// not add one (tests).
-int conv_algorithm_searches();
+// How each plan chooses a direction's algorithm the first time that direction runs (the mode in
+// force then; plans are kept per mode, so switching modes re-chooses):
+// - timed: cudnnFind*AlgorithmEx runs every algorithm once and the fastest deterministic one is
+//   kept: the fastest steps, but the choice follows the timings, so two processes may choose
+//   differently and their results differ in the last bits;
+// - heuristic: cudnnGet*Algorithm_v7 ranks the algorithms without running any and the best-ranked
+//   deterministic one is kept: the same choice in every process on one card and cuDNN version,
+//   so runs repeat bit for bit (possibly slower steps).
+// Process-wide, like set_allow_tf32; default timed.
+enum class ConvSearch : unsigned char { timed, heuristic };
+void set_conv_search(ConvSearch mode);
+ConvSearch conv_search();
+// How many (shape, dtype, direction) algorithm choices each mode has made: a second identical
+// call must not add one (tests).
+struct ConvSearchCounts {
+  int timed = 0, heuristic = 0;
+};
+ConvSearchCounts conv_algorithm_searches();
 }  // namespace cuda
 
 }  // namespace diffuse::kernels

@@ -171,6 +171,9 @@ BadIndex first_index_out_of_range(const char* op, const Tensor& host_index, int6
 // ---- the device runtime behind nn/runtime.h, nn/allocator.h and nn/device_context.h ----
 // The caching device allocator when this build has CUDA and the machine a device, else null.
 Allocator* cuda_device_allocator_if_available();
+// nn/runtime.h's set_conv_search after its check (heuristic or timed); nothing without CUDA.
+void set_cuda_conv_search(bool heuristic);
+bool cuda_conv_search_heuristic();
 // "key: value" lines describing the CUDA runtime, driver and libraries (none without CUDA).
 void append_cuda_build_info(std::vector<std::pair<std::string, std::string>>& info);
 

@@ -90,6 +90,14 @@ void set_cpu_threads(int threads) {
   omp_set_num_threads(cpu_threads());
 }
 
+void set_conv_search(const std::string& mode) {
+  if (mode != "timed" && mode != "heuristic")
+    throw Error("conv search must be timed or heuristic, got '" + mode + "'", ErrorKind::usage);
+  dispatch::set_cuda_conv_search(mode == "heuristic");
+}
+
+std::string conv_search() { return dispatch::cuda_conv_search_heuristic() ? "heuristic" : "timed"; }
+
 int cpu_threads() { return g_requested_threads > 0 ? g_requested_threads : default_cpu_threads(); }
 
 std::string cpu_threads_choice() {

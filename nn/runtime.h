@@ -47,6 +47,16 @@ int cpu_threads();
 // How that count was chosen, e.g. "the 2 CPUs this process may run on; --threads N overrides".
 std::string cpu_threads_choice();
 
+// How cuDNN chooses each convolution's algorithms on CUDA, for this process (every command's
+// --conv-search, TrainRequest::conv_search, GenerateRequest::conv_search; kernels/conv2d.h
+// ConvSearch): "timed" (the default: the fastest, measured once per shape, which may differ
+// between processes and with it the last bits) or "heuristic" (cuDNN's ranking, the same in every
+// process on one card and cuDNN version: runs repeat bit for bit). Takes effect for shapes first
+// run after the call. Another name is diffuse::Error(ErrorKind::usage). No effect without CUDA.
+void set_conv_search(const std::string& mode);
+// The mode in force ("timed" until set_conv_search is called; "timed" in a build without CUDA).
+std::string conv_search();
+
 // Throws diffuse::Error("no CUDA device ...", ErrorKind::device_unavailable) unless a CUDA device is usable.
 void require_cuda_device();
 

@@ -30,7 +30,8 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-# ---- --bundle: the build's Debian dependencies as a relocatable prefix, and Fashion-MNIST (about 44 MB)
+# ---- --bundle: the build's Debian dependencies as a relocatable prefix, and Fashion-MNIST (its 30 MB
+# of gzipped IDX files are most of the archive's ~49 MB)
 if ((bundle)); then
   stage=$(mktemp -d)
   mkdir -p "$stage"/{include,lib/cmake,share/cmake}
@@ -204,13 +205,17 @@ if [[ -x "$bin" ]]; then
   else
     printf 'ctest_cuda\tskipped\t0\tno test_cuda target in this tree\n' >> "$status"
   fi
-  # --precision bf16 against fp32, our own training step only, alternated twice (each stage's log
-  # ends with its median step; train_<precision>_<round>.json holds the numbers).
+  # --precision bf16 against fp32, and bf16 with cuDNN's heuristic algorithm choice instead of the
+  # timed one (--conv-search heuristic: what a bit-reproducible run costs), our own training step
+  # only, alternated twice (each stage's log ends with its median step;
+  # train_<variant>_<round>.json holds the numbers; gpu_report.py tabulates them).
   tcfg=fmnist-small tbatch=128; ((quick)) && tcfg=tiny tbatch=32
   for round in 1 2; do
-    for prec in fp32 bf16; do
-      run_stage "train_${prec}_$round" 60 "$bin" bench train --device cuda --config "$tcfg" --batch "$tbatch" \
-        --warmup 2 --iters 5 --precision "$prec" --json "$out/train_${prec}_$round.json"
+    for variant in fp32 bf16 bf16-heuristic; do
+      search=timed; [[ $variant == *-heuristic ]] && search=heuristic
+      run_stage "train_${variant}_$round" 60 "$bin" bench train --device cuda --config "$tcfg" --batch "$tbatch" \
+        --warmup 2 --iters 5 --precision "${variant%%-*}" --conv-search "$search" \
+        --json "$out/train_${variant}_$round.json"
     done
   done
   # Where issue 15's training step and a sampling step spend their time, op by op (bench --profile,

@@ -66,20 +66,21 @@ void write_json(const cxxopts::ParseResult& args, const nlohmann::json& report) 
 }
 
 // Parses one mode's flags (a bad or stray one is a usage error, exit 2) and sets the CPU thread
-// count (--threads); nullopt after printing --help.
+// count (--threads) and cuDNN's algorithm choice (--conv-search); nullopt after printing --help.
 std::optional<cxxopts::ParseResult> parse_mode(cxxopts::Options& cli, int argc, char** argv) {
   cli.add_options()("device", "cpu or cuda", cxxopts::value<std::string>()->default_value("cpu"))(
       "json", "also write the results as JSON to this file", cxxopts::value<std::string>())("h,help", "show this help");
-  add_flags(cli, options::thread_table());
+  add_flags(cli, options::compute_table());
   cxxopts::ParseResult args = parse_flags(cli, argc, argv);
   if (args.count("help")) {
     std::cout << cli.help() << "\n";
     return std::nullopt;
   }
-  options::ThreadOptions threads;
-  read_flags(args, options::thread_table(), threads);
-  options::check(options::thread_table(), threads, options::Naming::flag);
-  set_cpu_threads(threads.threads);
+  options::ComputeOptions compute;
+  read_flags(args, options::compute_table(), compute);
+  options::check(options::compute_table(), compute, options::Naming::flag);
+  set_cpu_threads(compute.threads);
+  set_conv_search(compute.conv_search);
   // --json is written after the whole benchmark: a path it cannot be written to fails now instead.
   if (args.count("json")) check_output_file("--json", args["json"].as<std::string>(), "");
   return args;

@@ -118,15 +118,15 @@ int cmd_forward(int argc, char** argv) {
     ("precision", "fp32, or bf16 with --device cuda (the UNet's activations in bf16 with f32 math; f32 output)",
      cxxopts::value<std::string>()->default_value("fp32"))
     ("h,help", "show this help");
-  add_flags(cli, options::thread_table());
+  add_flags(cli, options::compute_table());
   auto args = parse_flags(cli, argc, argv);
   if (args.count("help")) {
     std::cout << cli.help() << "\n";
     return 0;
   }
-  options::ThreadOptions threads;
-  read_flags(args, options::thread_table(), threads);
-  options::check(options::thread_table(), threads, options::Naming::flag);
+  options::ComputeOptions compute;
+  read_flags(args, options::compute_table(), compute);
+  options::check(options::compute_table(), compute, options::Naming::flag);
   const bool random_input = args.count("random-input") > 0;
   if (random_input == (args.count("input") > 0))
     throw Error(random_input ? "--input and --random-input exclude each other" : "--input or --random-input is required",
@@ -143,7 +143,8 @@ int cmd_forward(int argc, char** argv) {
   if (precision == "bf16" && device != Device::cuda)
     throw Error("--precision bf16 needs --device cuda (the CPU has no bf16 kernels); use fp32", ErrorKind::usage);
   const AutocastBf16 autocast(precision == "bf16");  // the whole command: forward and backward
-  set_cpu_threads(threads.threads);
+  set_cpu_threads(compute.threads);
+  set_conv_search(compute.conv_search);
 
   ModelDirectory located = locate_model_dir(model_path, args["variant"].as<std::string>());
   auto model = load_unet(located);

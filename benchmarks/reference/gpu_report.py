@@ -143,6 +143,20 @@ def main():
         failed = re.findall(r"^\s*\d+ - (.+?) \(Failed\)", ctest, re.M)
         report["ctest_cuda"] = {"summary": summary, "failed": failed}
         md += ["## `ctest -L cuda`", "", summary, ""] + [f"- failed: {t}" for t in failed] + [""]
+    steps = {(v, r): load_json(os.path.join(d, f"train_{v}_{r}.json"))
+             for v in ("fp32", "bf16", "bf16-heuristic") for r in (1, 2)}
+    if any(steps.values()):
+        report["train_steps"] = {f"{v}_{r}": j for (v, r), j in steps.items() if j}
+        some = next(j for j in steps.values() if j)
+        md += ["## diffuse's training step by precision and algorithm choice", "",
+               f"`bench train --config {some['config']} --batch {some['batch']}` (median of the timed steps, ms; "
+               "`-heuristic`: `--conv-search heuristic`, cuDNN's ranking instead of timing, what a "
+               "bit-reproducible run costs), two alternated rounds:", "",
+               "| variant | round 1 | round 2 |", "|---|---:|---:|"]
+        for v in ("fp32", "bf16", "bf16-heuristic"):
+            cells = [f"{steps[(v, r)]['step_ms']:.2f}" if steps[(v, r)] else "missing" for r in (1, 2)]
+            md.append(f"| {v} | " + " | ".join(cells) + " |")
+        md.append("")
     kernels = load_json(os.path.join(d, "kernels.json"))
     if kernels:
         report["kernels"] = kernels

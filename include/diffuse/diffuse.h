@@ -96,6 +96,12 @@ struct GenerateRequest {
   // fp32, or bf16 with a model on CUDA: the UNet's activations in bf16 with f32 math and
   // accumulation (the sampler's update and its state stay f32). Refused for a CPU model.
   std::string precision = "fp32";
+  // On CUDA, how cuDNN chooses each convolution's algorithms, for the whole process: "timed"
+  // measures them the first time a shape runs and keeps the fastest, a choice that may differ
+  // between processes and with it the last bits of the images; "heuristic" takes cuDNN's own
+  // ranking, the same in every process on one card and cuDNN version, so the same request gives
+  // the same bits every time (perhaps more slowly). Ignored on the CPU.
+  std::string conv_search = "timed";
 };
 
 // After each sampler step of each batch: (batch index from 0, step 1..steps counted afresh in each
@@ -165,11 +171,11 @@ struct TrainRequest {
   // Continue the run in `out` from its latest checkpoint with the run's saved options (its
   // config.json). A field left at its default is taken from the saved run; a field set to another
   // value than the saved one is an Error (ErrorKind::usage) naming it and both values, except
-  // steps, sample_every, sample_count, checkpoint_every, device and save_dtype: those are this
-  // call's, applied as given (a change is reported to the progress callback as an event "resumed
-  // with steps = 30 (the run had 20)") and recorded in config.json. Fields that are not saved
-  // (threads, cuda_graphs, status_every) are always this call's. (The CLI, which knows which flags
-  // were typed, restores the intervals too unless their flags are given.) A run directory that
+  // steps, sample_every, sample_count, checkpoint_every, device, save_dtype and conv_search: those
+  // are this call's, applied as given (a change is reported to the progress callback as an event
+  // "resumed with steps = 30 (the run had 20)") and recorded in config.json. Fields that are not
+  // saved (threads, cuda_graphs, status_every) are always this call's. (The CLI, which knows which
+  // flags were typed, restores those seven too unless their flags are given.) A run directory that
   // already has a checkpoint is continued only with resume (else ErrorKind::usage); resume needs
   // one (ErrorKind::bad_input) and steps past its step (ErrorKind::usage).
   bool resume = false;
@@ -182,6 +188,11 @@ struct TrainRequest {
   // (the same bits as eager steps); a refused capture is reported once as an event and the run
   // goes on eagerly. Ignored on the CPU.
   bool cuda_graphs = true;
+  // On CUDA, how cuDNN chooses each convolution's algorithms, as GenerateRequest::conv_search:
+  // "timed" (the fastest; two processes may differ in the last bits, so a resumed run may drift
+  // from an uninterrupted one by rounding) or "heuristic" (cuDNN's ranking: the same run repeats
+  // bit for bit, resumed or not, on one card and cuDNN version). Ignored on the CPU.
+  std::string conv_search = "timed";
   // On CUDA, the steps' status (loss, lr, grad norm, skipped) is read back once every this many
   // steps (1..64) instead of after every step, so the host queues steps without waiting for the
   // device. The progress callback still gets one update per step, in order, but those of a group

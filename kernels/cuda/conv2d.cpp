@@ -1,15 +1,18 @@
 // The CUDA conv2d family behind kernels/conv2d.h: cuDNN, through cuDNN's legacy convolution API (still shipped
 // by cuDNN 9). One plan per (shape, padding, dtype, TF32 setting, pointer alignment) holds the
-// descriptors and, per direction, the deterministic algorithm cudnnFind*Ex measured fastest the
-// first time that direction ran; later calls only allocate the chosen workspace from the caching
-// allocator. (The choice is by timing, so two processes may choose differently and differ in the
-// last bits; within one process every run of a shape uses the same deterministic algorithm.)
+// descriptors and, per direction, the deterministic algorithm chosen the first time that direction
+// ran — measured fastest by cudnnFind*Ex, or ranked first by cudnnGet*_v7's heuristics
+// (set_conv_search, kernels/conv2d.h); later calls only allocate the chosen workspace from the
+// caching allocator. (A timed choice may differ between processes, and with it the last bits; a
+// heuristic one is the same in every process on one card and cuDNN version. Within one process
+// every run of a shape uses the same deterministic algorithm either way.)
 // Asymmetric padding: the legacy descriptor pads both sides equally, so cuDNN gets the symmetric
 // part min(top, bottom) and the excess is made real by copying x into a zeroed buffer (one
 // cudaMemset + one cudaMemcpy3DAsync; backward-data computes the padded gradient and copies its
 // interior out). That costs an extra pass over x for the few downsample convs and needs no kernel.
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <climits>
 #include <cstdio>
 #include <map>
@@ -25,8 +28,11 @@ namespace diffuse::kernels::cuda {
 
 namespace {
 
+// The largest workspace a chosen algorithm may need, in either mode (a timed search offers no
+// more; a heuristic ranking's algorithms that need more are passed over).
 constexpr size_t kMaxSearchWorkspace = size_t(512) << 20;
-int g_searches = 0;
+std::atomic<ConvSearch> g_mode{ConvSearch::timed};
+ConvSearchCounts g_searches;
 
 struct Choice {
   bool found = false;
@@ -47,13 +53,14 @@ struct Plan {
   PadSplit pad;
   bool fma_only = false;  // f32 without TF32: accept only algorithms that run in FMA math
   cudnnMathType_t search_math = CUDNN_DEFAULT_MATH;
+  ConvSearch search = ConvSearch::timed;
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;  // x: the (explicitly padded) input
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
   Choice fwd, bwd_data, bwd_filter;
 };
 
-using Key = std::tuple<std::array<int64_t, 12>, DenseType, bool, uint32_t>;
+using Key = std::tuple<std::array<int64_t, 12>, DenseType, bool, uint32_t, ConvSearch>;
 
 std::string describe(const Conv2dDesc& d, DenseType t) {
   auto s = [](int64_t v) { return std::to_string(v); };
@@ -87,7 +94,8 @@ Plan& plan_for(const Conv2dDesc& d, DenseType t, uint32_t alignment) {
   const Key key{{d.n, d.h, d.w, d.cin, d.cout, d.kh, d.kw, d.stride, d.pad_top, d.pad_bottom, d.pad_left, d.pad_right},
                 t,
                 allow_tf32(),
-                alignment};
+                alignment,
+                conv_search()};
   auto found = plans->find(key);
   if (found != plans->end()) return found->second;
 
@@ -108,6 +116,7 @@ Plan& plan_for(const Conv2dDesc& d, DenseType t, uint32_t alignment) {
   const cudnnDataType_t type = t == DenseType::f32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16;
   p.fma_only = t == DenseType::f32 && !allow_tf32();
   p.search_math = t == DenseType::f32 ? (allow_tf32() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH) : CUDNN_TENSOR_OP_MATH;
+  p.search = std::get<4>(key);
   DIFFUSE_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p.x));
   DIFFUSE_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p.y));
   DIFFUSE_CUDNN_CHECK(cudnnCreateFilterDescriptor(&p.w));
@@ -200,7 +209,8 @@ class SearchWorkspace {
   size_t bytes_ = 0;
 };
 
-// The fastest successful result (cuDNN sorts them by time) that is deterministic — cuDNN reports
+// The first successful result (cuDNN sorts them: by measured time, or by its heuristics' rank)
+// whose workspace fits kMaxSearchWorkspace and that is deterministic — cuDNN reports
 // which algorithms accumulate with atomics (some backward-data and backward-filter ones), and
 // with one of those two runs of the same step in one process differ in the last bits, so a CUDA
 // graph replay could not be held to the eager step bit for bit — in the math the plan allows. If
@@ -210,11 +220,11 @@ class SearchWorkspace {
 template <typename Perf>
 Choice pick(const Plan& p, const std::vector<Perf>& perf, int returned, const char* direction,
             const Conv2dDesc& d, DenseType t) {
-  ++g_searches;
+  ++(p.search == ConvSearch::heuristic ? g_searches.heuristic : g_searches.timed);
   const Perf* other_math = nullptr;  // deterministic, but not FMA math where the plan wants it
   const Perf* fastest = nullptr;     // any successful one
   for (int i = 0; i < returned; ++i) {
-    if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+    if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > kMaxSearchWorkspace) continue;
     if (!fastest) fastest = &perf[i];
     if (perf[i].determinism != CUDNN_DETERMINISTIC) continue;
     if (p.fma_only && perf[i].mathType != CUDNN_FMA_MATH) {
@@ -234,66 +244,85 @@ Choice pick(const Plan& p, const std::vector<Perf>& perf, int returned, const ch
   return {true, static_cast<int>(fastest->algo), fastest->mathType, fastest->memory};
 }
 
-void choose_forward(Plan& p, const Conv2dDesc& d, DenseType t, const void* x, const void* w, void* y,
-                    const DeviceMemory& mem, cudaStream_t stream) {
+// One direction's choice: cuDNN's ranking (heuristic: `rank` runs nothing; timed: `find` runs
+// every algorithm that fits the largest workspace any of them asks for, capped, once on the call's
+// own buffers), then pick(). The direction's API calls come as lambdas over (handle, count, ...);
+// each checks its own status, so an error names the cuDNN function that failed.
+template <typename Perf, typename MaxCount, typename Rank, typename WorkspaceSize, typename Find>
+Choice choose(const Plan& p, const Conv2dDesc& d, DenseType t, const char* direction, int algorithms,
+              const DeviceMemory& mem, cudaStream_t stream, MaxCount max_count_of, Rank rank,
+              WorkspaceSize workspace_size, Find find) {
   cudnnHandle_t h = cudnn_handle(stream);
   DIFFUSE_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.search_math));
-  size_t need = 0;
-  for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; ++a) {
-    size_t bytes = 0;
-    if (cudnnGetConvolutionForwardWorkspaceSize(h, p.x, p.w, p.conv, p.y, static_cast<cudnnConvolutionFwdAlgo_t>(a),
-                                                &bytes) == CUDNN_STATUS_SUCCESS)
-      need = std::max(need, bytes);
-  }
-  SearchWorkspace ws(need, mem, stream);
   int max_count = 0, returned = 0;
-  DIFFUSE_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &max_count));
-  std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(static_cast<size_t>(std::max(max_count, 1)));
-  DIFFUSE_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(h, p.x, x, p.w, w, p.conv, p.y, y, max_count, &returned,
-                                                             perf.data(), ws.data(), ws.size()));
-  p.fwd = pick(p, perf, returned, "forward", d, t);
+  max_count_of(h, &max_count);
+  std::vector<Perf> perf(static_cast<size_t>(std::max(max_count, 1)));
+  if (p.search == ConvSearch::heuristic) {
+    rank(h, max_count, &returned, perf.data());
+  } else {
+    size_t need = 0;
+    for (int a = 0; a < algorithms; ++a) {
+      size_t bytes = 0;
+      if (workspace_size(h, a, &bytes) == CUDNN_STATUS_SUCCESS) need = std::max(need, bytes);
+    }
+    SearchWorkspace ws(need, mem, stream);
+    find(h, max_count, &returned, perf.data(), ws.data(), ws.size());
+  }
+  return pick(p, perf, returned, direction, d, t);
+}
+
+void choose_forward(Plan& p, const Conv2dDesc& d, DenseType t, const void* x, const void* w, void* y,
+                    const DeviceMemory& mem, cudaStream_t stream) {
+  using Algo = cudnnConvolutionFwdAlgo_t;
+  p.fwd = choose<cudnnConvolutionFwdAlgoPerf_t>(
+      p, d, t, "forward", CUDNN_CONVOLUTION_FWD_ALGO_COUNT, mem, stream,
+      [](cudnnHandle_t h, int* n) { DIFFUSE_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, n)); },
+      [&](cudnnHandle_t h, int n, int* got, cudnnConvolutionFwdAlgoPerf_t* perf) {
+        DIFFUSE_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p.x, p.w, p.conv, p.y, n, got, perf));
+      },
+      [&](cudnnHandle_t h, int a, size_t* bytes) {
+        return cudnnGetConvolutionForwardWorkspaceSize(h, p.x, p.w, p.conv, p.y, static_cast<Algo>(a), bytes);
+      },
+      [&](cudnnHandle_t h, int n, int* got, cudnnConvolutionFwdAlgoPerf_t* perf, void* ws, size_t ws_bytes) {
+        DIFFUSE_CUDNN_CHECK(
+            cudnnFindConvolutionForwardAlgorithmEx(h, p.x, x, p.w, w, p.conv, p.y, y, n, got, perf, ws, ws_bytes));
+      });
 }
 
 void choose_backward_data(Plan& p, const Conv2dDesc& d, DenseType t, const void* w, const void* dy, void* dx,
-                    const DeviceMemory& mem, cudaStream_t stream) {
-  cudnnHandle_t h = cudnn_handle(stream);
-  DIFFUSE_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.search_math));
-  size_t need = 0;
-  for (int a = 0; a < CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT; ++a) {
-    size_t bytes = 0;
-    if (cudnnGetConvolutionBackwardDataWorkspaceSize(h, p.w, p.y, p.conv, p.x,
-                                                     static_cast<cudnnConvolutionBwdDataAlgo_t>(a),
-                                                     &bytes) == CUDNN_STATUS_SUCCESS)
-      need = std::max(need, bytes);
-  }
-  SearchWorkspace ws(need, mem, stream);
-  int max_count = 0, returned = 0;
-  DIFFUSE_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &max_count));
-  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(static_cast<size_t>(std::max(max_count, 1)));
-  DIFFUSE_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(h, p.w, w, p.y, dy, p.conv, p.x, dx, max_count,
-                                                                  &returned, perf.data(), ws.data(), ws.size()));
-  p.bwd_data = pick(p, perf, returned, "backward-data", d, t);
+                          const DeviceMemory& mem, cudaStream_t stream) {
+  using Algo = cudnnConvolutionBwdDataAlgo_t;
+  p.bwd_data = choose<cudnnConvolutionBwdDataAlgoPerf_t>(
+      p, d, t, "backward-data", CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, mem, stream,
+      [](cudnnHandle_t h, int* n) { DIFFUSE_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, n)); },
+      [&](cudnnHandle_t h, int n, int* got, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
+        DIFFUSE_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p.w, p.y, p.conv, p.x, n, got, perf));
+      },
+      [&](cudnnHandle_t h, int a, size_t* bytes) {
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(h, p.w, p.y, p.conv, p.x, static_cast<Algo>(a), bytes);
+      },
+      [&](cudnnHandle_t h, int n, int* got, cudnnConvolutionBwdDataAlgoPerf_t* perf, void* ws, size_t ws_bytes) {
+        DIFFUSE_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(h, p.w, w, p.y, dy, p.conv, p.x, dx, n, got,
+                                                                        perf, ws, ws_bytes));
+      });
 }
 
 void choose_backward_filter(Plan& p, const Conv2dDesc& d, DenseType t, const void* x, const void* dy, void* dw,
-                    const DeviceMemory& mem, cudaStream_t stream) {
-  cudnnHandle_t h = cudnn_handle(stream);
-  DIFFUSE_CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.search_math));
-  size_t need = 0;
-  for (int a = 0; a < CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT; ++a) {
-    size_t bytes = 0;
-    if (cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p.x, p.y, p.conv, p.w,
-                                                       static_cast<cudnnConvolutionBwdFilterAlgo_t>(a),
-                                                       &bytes) == CUDNN_STATUS_SUCCESS)
-      need = std::max(need, bytes);
-  }
-  SearchWorkspace ws(need, mem, stream);
-  int max_count = 0, returned = 0;
-  DIFFUSE_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &max_count));
-  std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(static_cast<size_t>(std::max(max_count, 1)));
-  DIFFUSE_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(h, p.x, x, p.y, dy, p.conv, p.w, dw, max_count,
-                                                                    &returned, perf.data(), ws.data(), ws.size()));
-  p.bwd_filter = pick(p, perf, returned, "backward-filter", d, t);
+                            const DeviceMemory& mem, cudaStream_t stream) {
+  using Algo = cudnnConvolutionBwdFilterAlgo_t;
+  p.bwd_filter = choose<cudnnConvolutionBwdFilterAlgoPerf_t>(
+      p, d, t, "backward-filter", CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, mem, stream,
+      [](cudnnHandle_t h, int* n) { DIFFUSE_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, n)); },
+      [&](cudnnHandle_t h, int n, int* got, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
+        DIFFUSE_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p.x, p.y, p.conv, p.w, n, got, perf));
+      },
+      [&](cudnnHandle_t h, int a, size_t* bytes) {
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p.x, p.y, p.conv, p.w, static_cast<Algo>(a), bytes);
+      },
+      [&](cudnnHandle_t h, int n, int* got, cudnnConvolutionBwdFilterAlgoPerf_t* perf, void* ws, size_t ws_bytes) {
+        DIFFUSE_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(h, p.x, x, p.y, dy, p.conv, p.w, dw, n, got,
+                                                                          perf, ws, ws_bytes));
+      });
 }
 
 void zero(void* p, size_t bytes, cudaStream_t stream) {
@@ -302,7 +331,9 @@ void zero(void* p, size_t bytes, cudaStream_t stream) {
 
 }  // namespace
 
-int conv_algorithm_searches() { return g_searches; }
+void set_conv_search(ConvSearch mode) { g_mode.store(mode); }
+ConvSearch conv_search() { return g_mode.load(); }
+ConvSearchCounts conv_algorithm_searches() { return g_searches; }
 
 void conv2d_forward(const Conv2dDesc& d, DenseType t, const void* x, const void* w, const void* bias, void* y,
                     const DeviceMemory& mem, Stream stream_handle, const void* residual) {

@@ -1,11 +1,18 @@
 // The emulated cuDNN's legacy convolution API: workspace-size queries, algorithm counts,
-// cudnnFind*AlgorithmEx and the forward, backward-data and backward-filter calls, with the
-// signatures of the toolkit's cudnn_cnn.h. Arguments are checked on the host when the call is
+// cudnnFind*AlgorithmEx, cudnnGet*Algorithm_v7 and the forward, backward-data and backward-filter
+// calls, with the signatures of the toolkit's cudnn_cnn.h. Arguments are checked on the host when the call is
 // made, as cuDNN documents them and stricter where a GPU would only fault later: every device
 // pointer must lie in one live allocation for the whole extent the call touches, outputs must not
 // overlap inputs or the workspace, and the workspace must hold what the algorithm needs. The
 // arithmetic (cudnn_conv_math.cpp) is queued on the handle's stream and runs when the host
 // synchronises; Find*Ex is blocking, as the real one is.
+//
+// Find*Ex ranks by the measured time of each algorithm, so two processes may rank differently,
+// as on a GPU. DIFFUSE_EMU_CUDNN_FIND=reverse reports the successful algorithms slowest first (the
+// ranking another card might give), so a test can make two processes choose differently on
+// purpose. The _v7 heuristics run nothing and rank by a fixed rule of the case alone: supported
+// algorithms first, fewer and larger GEMM tiles first, then the smaller workspace, then the
+// enumerant; time is -1, as the real library reports for an algorithm it did not run.
 //
 // Statuses: a NULL pointer, an unset/destroyed descriptor, mismatched data types, feature maps or
 // output dimensions, a bad algorithm enumerant, a short workspace, a device range outside a live
@@ -13,6 +20,8 @@
 // than FLOAT, an algorithm this emulation does not offer for the case: CUDNN_STATUS_NOT_SUPPORTED.
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -198,6 +207,50 @@ cudnnStatus_t convolve(const char* fn, Dir d, cudnnHandle_t h, const void* alpha
   return queue_status(fn, enqueue(h->stream, fn, [=] { run_conv(d, algo, p, g, al, be, bf.a, bf.b, bf.out, ws); }));
 }
 
+// DIFFUSE_EMU_CUDNN_FIND: unset, empty or "timed" ranks by measured time; "reverse" slowest first;
+// anything else makes Find*Ex fail with BAD_PARAM naming the variable (a test's mistake).
+const char* find_order() {
+  const char* env = std::getenv("DIFFUSE_EMU_CUDNN_FIND");
+  return env && *env ? env : "timed";
+}
+
+template <typename Perf>
+cudnnStatus_t rank_by_heuristic(const char* fn, Dir d, cudnnHandle_t h, const cudnnTensorStruct* x,
+                                const cudnnFilterStruct* w, const cudnnConvolutionStruct* conv,
+                                const cudnnTensorStruct* y, int requested, int* returned, Perf* perf) {
+  ConvGeom g;
+  if (cudnnStatus_t s = check_descs(fn, d, h, x, w, conv, y, g)) return s;
+  if (!returned || !perf) return fail(CUDNN_STATUS_BAD_PARAM, fn, "returnedAlgoCount or perfResults is NULL");
+  if (requested <= 0)
+    return fail(CUDNN_STATUS_BAD_PARAM, fn, "requestedAlgoCount must be positive, got " + std::to_string(requested));
+  struct Ranked {
+    Perf perf;
+    int64_t tile;
+  };
+  std::vector<Ranked> results;
+  for (int algo = 0; algo < algo_count(d); ++algo) {
+    Perf r{};
+    r.algo = static_cast<decltype(r.algo)>(algo);
+    r.mathType = conv->math;
+    r.time = -1.0f;
+    const AlgoPlan p = plan_algo(d, algo, g);
+    r.determinism = p.determinism;
+    r.status = p.supported ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_NOT_SUPPORTED;
+    if (p.supported) r.memory = p.bytes;
+    results.push_back({r, p.supported ? p.tile : 0});
+  }
+  std::stable_sort(results.begin(), results.end(), [](const Ranked& l, const Ranked& r) {
+    const bool lo = l.perf.status == CUDNN_STATUS_SUCCESS, ro = r.perf.status == CUDNN_STATUS_SUCCESS;
+    if (lo != ro) return lo;
+    if (l.tile != r.tile) return l.tile > r.tile;
+    return l.perf.memory < r.perf.memory;
+  });
+  const int n = std::min<int>(requested, int(results.size()));
+  for (int i = 0; i < n; ++i) perf[i] = results[size_t(i)].perf;
+  *returned = n;
+  return CUDNN_STATUS_SUCCESS;
+}
+
 template <typename Perf>
 cudnnStatus_t find(const char* fn, Dir d, cudnnHandle_t h, const cudnnTensorStruct* x, const cudnnFilterStruct* w,
                    const cudnnConvolutionStruct* conv, const cudnnTensorStruct* y, const void* a, const void* b,
@@ -207,6 +260,10 @@ cudnnStatus_t find(const char* fn, Dir d, cudnnHandle_t h, const cudnnTensorStru
   if (!returned || !perf) return fail(CUDNN_STATUS_BAD_PARAM, fn, "returnedAlgoCount or perfResults is NULL");
   if (requested <= 0)
     return fail(CUDNN_STATUS_BAD_PARAM, fn, "requestedAlgoCount must be positive, got " + std::to_string(requested));
+  const char* order = find_order();
+  if (std::strcmp(order, "timed") != 0 && std::strcmp(order, "reverse") != 0)
+    return fail(CUDNN_STATUS_BAD_PARAM, fn,
+                std::string("DIFFUSE_EMU_CUDNN_FIND must be timed or reverse, got '") + order + "'");
   const Buffers bf = buffers_of(d, x, w, y, a, b, out);
   if (cudnnStatus_t s = check_pointers(fn, d, bf)) return s;
   if (cudnnStatus_t s = check_workspace(fn, bf, ws, ws_bytes)) return s;
@@ -248,6 +305,11 @@ cudnnStatus_t find(const char* fn, Dir d, cudnnHandle_t h, const cudnnTensorStru
     if (lo != ro) return lo;
     return lo && l.time < r.time;
   });
+  if (std::strcmp(order, "reverse") == 0) {
+    const auto succeeded = std::find_if(results->begin(), results->end(),
+                                        [](const Perf& r) { return r.status != CUDNN_STATUS_SUCCESS; });
+    std::reverse(results->begin(), succeeded);
+  }
   const int n = std::min<int>(requested, int(results->size()));
   std::copy(results->begin(), results->begin() + n, perf);
   *returned = n;
@@ -277,6 +339,28 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardDataAlgorithmMaxCount(cudnn
 }
 cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(cudnnHandle_t handle, int* count) {
   return max_count("cudnnGetConvolutionBackwardFilterAlgorithmMaxCount", Dir::bwd_filter, handle, count);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionForwardAlgorithm_v7(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t srcDesc, const cudnnFilterDescriptor_t filterDesc,
+    const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t destDesc, const int requestedAlgoCount,
+    int* returnedAlgoCount, cudnnConvolutionFwdAlgoPerf_t* perfResults) {
+  return rank_by_heuristic("cudnnGetConvolutionForwardAlgorithm_v7", Dir::fwd, handle, srcDesc, filterDesc, convDesc,
+                           destDesc, requestedAlgoCount, returnedAlgoCount, perfResults);
+}
+cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardDataAlgorithm_v7(
+    cudnnHandle_t handle, const cudnnFilterDescriptor_t filterDesc, const cudnnTensorDescriptor_t diffDesc,
+    const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t gradDesc, const int requestedAlgoCount,
+    int* returnedAlgoCount, cudnnConvolutionBwdDataAlgoPerf_t* perfResults) {
+  return rank_by_heuristic("cudnnGetConvolutionBackwardDataAlgorithm_v7", Dir::bwd_data, handle, gradDesc, filterDesc,
+                           convDesc, diffDesc, requestedAlgoCount, returnedAlgoCount, perfResults);
+}
+cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t srcDesc, const cudnnTensorDescriptor_t diffDesc,
+    const cudnnConvolutionDescriptor_t convDesc, const cudnnFilterDescriptor_t gradDesc, const int requestedAlgoCount,
+    int* returnedAlgoCount, cudnnConvolutionBwdFilterAlgoPerf_t* perfResults) {
+  return rank_by_heuristic("cudnnGetConvolutionBackwardFilterAlgorithm_v7", Dir::bwd_filter, handle, srcDesc,
+                           gradDesc, convDesc, diffDesc, requestedAlgoCount, returnedAlgoCount, perfResults);
 }
 
 cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t handle,

@@ -1,6 +1,6 @@
 // The CUDA build's half of nn/runtime.h and of the device-runtime hooks in nn/dispatch.h: device
-// queries, library versions for `diffuse info`, and the caching allocator as the device
-// allocator. cudaGetDeviceCount on a machine without a driver returns an error and leaves its
+// queries, library versions for `diffuse info`, cuDNN's algorithm choice (set_conv_search), and the
+// caching allocator as the device allocator. cudaGetDeviceCount on a machine without a driver returns an error and leaves its
 // argument untouched, so the count starts at 0. DIFFUSE_CUDA_EMULATED (the -DDIFFUSE_CUDA=EMULATED
 // build) is tested here so that `diffuse info` says its CUDA device is not a GPU (outside kernels/
 // and tests/ only nn/collective_nccl.cpp, which waits on the emulated device differently, and
@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include "kernels/conv2d.h"
 #include "nn/cuda/caching_allocator.h"
 #include "nn/dispatch.h"
 #include "nn/runtime.h"
@@ -53,6 +54,11 @@ namespace dispatch {
 Allocator* cuda_device_allocator_if_available() {
   return cuda_device_count() > 0 ? &cuda::caching_allocator() : nullptr;
 }
+
+void set_cuda_conv_search(bool heuristic) {
+  kernels::cuda::set_conv_search(heuristic ? kernels::cuda::ConvSearch::heuristic : kernels::cuda::ConvSearch::timed);
+}
+bool cuda_conv_search_heuristic() { return kernels::cuda::conv_search() == kernels::cuda::ConvSearch::heuristic; }
 
 void append_cuda_build_info(std::vector<std::pair<std::string, std::string>>& info) {
 #if DIFFUSE_CUDA_EMULATED

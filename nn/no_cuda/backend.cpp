@@ -19,6 +19,8 @@ namespace dispatch {
 
 const Backend* cuda_backend() { return nullptr; }
 Allocator* cuda_device_allocator_if_available() { return nullptr; }
+void set_cuda_conv_search(bool) {}
+bool cuda_conv_search_heuristic() { return false; }
 void append_cuda_build_info(std::vector<std::pair<std::string, std::string>>&) {}
 
 }  // namespace dispatch

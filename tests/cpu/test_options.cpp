@@ -181,7 +181,7 @@ TEST_CASE("threads: one row in every table, never saved, checked by name, applie
     return std::make_pair(std::string(), true);
   };
   CHECK(row(options::train_table()) == row(options::generate_table()));
-  CHECK(row(options::train_table()) == row(options::thread_table()));
+  CHECK(row(options::train_table()) == row(options::compute_table()));
   CHECK_FALSE(row(options::train_table()).second);  // a resumed run may use another thread count
 
   TrainRequest t;
@@ -202,6 +202,44 @@ TEST_CASE("threads: one row in every table, never saved, checked by name, applie
   CHECK_THROWS_WITH(set_cpu_threads(-1), Catch::Contains("must be >= 0"));
   CHECK(cpu_threads() == default_cpu_threads());  // a refused value changes nothing
   set_cpu_threads(before);
+}
+
+TEST_CASE("conv-search: one row in every table, saved by a run (resume may change it), checked, applied",
+          "[options][conv-search]") {
+  const auto row = [](const auto& table) {
+    for (const auto& o : table.rows)
+      if (std::string(o.flag) == "conv-search") return std::string(o.help);
+    FAIL("no --conv-search row in " << table.struct_name);
+    return std::string();
+  };
+  CHECK(row(options::train_table()) == row(options::generate_table()));
+  CHECK(row(options::train_table()) == row(options::compute_table()));
+  for (const auto& o : options::train_table().rows)
+    if (std::string(o.flag) == "conv-search") CHECK(o.saved.kind == options::Saved::may_change);
+  for (const auto& o : options::generate_table().rows)
+    if (std::string(o.flag) == "conv-search") CHECK_FALSE(o.saved);
+  CHECK(TrainRequest{}.conv_search == "timed");
+  CHECK(GenerateRequest{}.conv_search == "timed");
+  CHECK(options::ComputeOptions{}.conv_search == "timed");
+
+  TrainRequest t;
+  t.out = "run";
+  t.conv_search = "fastest";
+  CHECK_THROWS_WITH(options::validate(t, options::Naming::field), Catch::StartsWith("TrainRequest::conv_search"));
+  GenerateRequest g;
+  g.conv_search = "Heuristic";
+  CHECK_THROWS_WITH(options::validate(g, options::Naming::flag), Catch::StartsWith("--conv-search"));
+  g.conv_search = "heuristic";
+  CHECK_NOTHROW(options::validate(g, options::Naming::flag));
+
+  // The process-wide setting (a no-op for the kernels without CUDA, but named and checked alike).
+  REQUIRE(conv_search() == "timed");
+  CHECK_THROWS_WITH(set_conv_search("fast"), "conv search must be timed or heuristic, got 'fast'");
+  CHECK(conv_search() == "timed");  // a refused value changes nothing
+  set_conv_search("heuristic");
+  CHECK(conv_search() == (built_with_cuda() ? "heuristic" : "timed"));
+  set_conv_search("timed");
+  CHECK(conv_search() == "timed");
 }
 
 TEST_CASE("threads 0 is the cores this process may use, or OMP_NUM_THREADS when it is set", "[options][threads][cli]") {

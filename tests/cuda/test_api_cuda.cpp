@@ -13,6 +13,7 @@
 #include "diffuse/diffuse.h"
 #include "engine/model_dir.h"
 #include "engine/scheduler_config.h"
+#include "nn/runtime.h"
 #include "nn/unet2d.h"
 #include "support/cuda_guard.h"
 #include "support/temp_dir.h"
@@ -83,6 +84,33 @@ TEST_CASE("api cuda: a model loaded onto CUDA generates the CPU's images for the
     for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(int(a[i]) - int(b[i])));
     CHECK(worst <= 1);
   }
+}
+
+TEST_CASE("api cuda: GenerateRequest::conv_search sets how cuDNN chooses for the call, and heuristic images match",
+          "[cuda][api]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  TempDir dir;
+  const std::string path = save_tiny_model(dir, "tiny");
+  SamplerOptions o;
+  o.sampler = "ddim";
+  o.steps = 3;
+  const Pipeline cpu(Model::load(path), o), gpu(Model::load(path, Device::cuda), o);
+  GenerateRequest r;
+  r.count = 2;
+  r.seed = 5;
+  const std::vector<float> want = generate<float>(cpu, r);
+  r.conv_search = "heuristic";
+  const std::vector<float> heuristic = generate<float>(gpu, r);
+  CHECK(conv_search() == "heuristic");
+  CHECK(max_abs_difference(heuristic, want) <= 1e-4);
+  CHECK(generate<float>(gpu, r) == heuristic);  // the plans made by the first call, again
+  r.conv_search = "timed";
+  CHECK(max_abs_difference(generate<float>(gpu, r), want) <= 1e-4);
+  CHECK(conv_search() == "timed");
+  r.conv_search = "fastest";
+  std::vector<float> out(r.count * gpu.image_elements());
+  CHECK_THROWS_WITH(gpu.generate(r, out.data(), out.size()), Catch::Contains("GenerateRequest::conv_search"));
+  CHECK(conv_search() == "timed");
 }
 
 TEST_CASE("api cuda: guided class-conditional generation on CUDA equals the CPU's", "[cuda][api]") {

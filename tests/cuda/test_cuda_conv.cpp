@@ -1,8 +1,8 @@
 // conv2d on a CUDA device (cuDNN, kernels/cuda/conv2d.cpp; a GPU or the emulated device) against the CPU
 // implementation in f64: forward and all three gradients into NaN-poisoned outputs, f32 (no TF32:
 // 2e-4) and bf16 (1e-2 of the tensor's scale), including diffusers' stride-2 (0, 1, 0, 1)
-// downsample; the algorithm search runs once per shape; the op and its autograd node dispatch to
-// the device.
+// downsample, with the algorithms chosen by timing and by cuDNN's heuristics; the algorithm
+// search runs once per shape and mode; the op and its autograd node dispatch to the device.
 #include <catch2/catch.hpp>
 
 #include "cuda_test_util.h"
@@ -110,19 +110,54 @@ TEST_CASE("cuDNN conv2d with TF32 allowed stays within TF32 rounding", "[cuda][c
   k::cuda::set_allow_tf32(false);
 }
 
-TEST_CASE("the conv algorithm search runs once per shape and direction", "[cuda][conv2d]") {
+namespace {
+
+// Sets the algorithm choice for one test and restores the default (timed) after it, thrown or not.
+struct ScopedConvSearch {
+  explicit ScopedConvSearch(k::cuda::ConvSearch mode) { k::cuda::set_conv_search(mode); }
+  ~ScopedConvSearch() { k::cuda::set_conv_search(k::cuda::ConvSearch::timed); }
+  ScopedConvSearch(const ScopedConvSearch&) = delete;
+  ScopedConvSearch& operator=(const ScopedConvSearch&) = delete;
+};
+
+}  // namespace
+
+TEST_CASE("the conv algorithm search runs once per shape, direction and mode", "[cuda][conv2d]") {
   DIFFUSE_CUDA_TEST_GUARD();
+  REQUIRE(k::cuda::conv_search() == k::cuda::ConvSearch::timed);  // the default
   const k::Conv2dDesc d = desc_of({1, 9, 9, 5}, {6, 3, 3, 5}, {2, 0, 1, 0, 1});
   Tensor x = Tensor::randn({1, 9, 9, 5}, 1).to(Device::cuda), w = Tensor::randn({6, 3, 3, 5}, 2).to(Device::cuda);
   Tensor y = Tensor::empty({1, 4, 4, 6}, DType::f32, Device::cuda);
   Tensor dx = Tensor::empty(x.shape(), DType::f32, Device::cuda), dw = Tensor::empty(w.shape(), DType::f32, Device::cuda);
-  const int before = k::cuda::conv_algorithm_searches();
-  test::conv2d_forward(d, x, w, Tensor(), y);
-  test::conv2d_backward(d, x, w, y, dx, dw, Tensor());
-  CHECK(k::cuda::conv_algorithm_searches() == before + 3);
-  test::conv2d_forward(d, x, w, Tensor(), y);
-  test::conv2d_backward(d, x, w, y, dx, dw, Tensor());
-  CHECK(k::cuda::conv_algorithm_searches() == before + 3);
+  auto step = [&] {
+    test::conv2d_forward(d, x, w, Tensor(), y);
+    test::conv2d_backward(d, x, w, y, dx, dw, Tensor());
+  };
+  const k::cuda::ConvSearchCounts before = k::cuda::conv_algorithm_searches();
+  step();
+  CHECK(k::cuda::conv_algorithm_searches().timed == before.timed + 3);
+  step();
+  CHECK(k::cuda::conv_algorithm_searches().timed == before.timed + 3);
+  CHECK(k::cuda::conv_algorithm_searches().heuristic == before.heuristic);
+  {
+    // The same shape in the other mode chooses afresh, by ranking alone, once.
+    ScopedConvSearch heuristic(k::cuda::ConvSearch::heuristic);
+    step();
+    step();
+    CHECK(k::cuda::conv_algorithm_searches().heuristic == before.heuristic + 3);
+    CHECK(k::cuda::conv_algorithm_searches().timed == before.timed + 3);
+  }
+  step();  // back to the timed plan made first
+  CHECK(k::cuda::conv_algorithm_searches().timed == before.timed + 3);
+}
+
+TEST_CASE("cuDNN conv2d with heuristic algorithm choice matches the CPU, f32 and bf16", "[cuda][conv2d]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  ScopedConvSearch heuristic(k::cuda::ConvSearch::heuristic);
+  const int before = k::cuda::conv_algorithm_searches().heuristic;
+  for (const Case& c : kCases) check_case(c, DType::f32, 2e-4);
+  for (const Case& c : kCases) check_case(c, DType::bf16, 1e-2);
+  CHECK(k::cuda::conv_algorithm_searches().heuristic > before);
 }
 
 TEST_CASE("the conv backward repeats its bits: only deterministic cuDNN algorithms are chosen", "[cuda][conv2d]") {

@@ -1,7 +1,7 @@
 // Data-parallel training on CUDA ranks (docs/distributed.md), the NCCL path: two ranks at
 // --batch 2 with --device cuda train the same model as one process at --batch 4, and rank 0 alone
 // writes the run; the gradient all-reduce on its own stream, overlapped with backward, changes no
-// bit and does overlap; a rank that hangs or dies (during training, the all-reduce or the NCCL
+// bit (within a job, and across two jobs with `--conv-search heuristic`) and does overlap; a rank that hangs or dies (during training, the all-reduce or the NCCL
 // set-up) ends the job within 60 s, naming it. The step is one CUDA graph on CUDA ranks too (its
 // NCCL all-reduce captured into it): replays give the eager steps' bits on every rank, and a rank
 // that hangs while the others replay is named within the deadline. In the -DDIFFUSE_CUDA=EMULATED build every rank process has its own emulated
@@ -154,6 +154,25 @@ TEST_CASE("two CUDA ranks at batch 2 (NCCL) train like one process at batch 4", 
   const std::string weights = "/checkpoints/step-8/model/unet/diffusion_pytorch_model.safetensors";
   CHECK(max_weight_difference(one + weights, two + weights) < kWeightTolerance);
   CHECK(run_files(one) == run_files(two));
+}
+
+// Two jobs are the same bits only when their ranks choose the same cuDNN algorithms:
+// `--conv-search heuristic`, even though the second job's emulated cuDNN ranks its timings
+// slowest first (DIFFUSE_EMU_CUDNN_FIND=reverse), so the CPU's check that the all-reduce's
+// schedule changes no bit holds across CUDA jobs too.
+TEST_CASE("two CUDA ranks with --conv-search heuristic: two jobs, the all-reduce after or during backward, "
+          "give the same bits",
+          "[cuda][mpi]") {
+  DIFFUSE_TWO_CUDA_RANKS_GUARD();
+  TempDir dir;
+  check_overlap_changes_no_bit(
+      dir.path().string(),
+      [](const std::string& out) {
+        std::vector<std::string> args = cuda_run(out, 2);
+        args.insert(args.end(), {"--conv-search", "heuristic"});
+        return args;
+      },
+      "/checkpoints/step-8/model/unet/diffusion_pytorch_model.safetensors", {{"DIFFUSE_EMU_CUDNN_FIND", "reverse"}});
 }
 
 // Run by every rank of the test below (hidden: only under mpirun). The same five steps (two eager,

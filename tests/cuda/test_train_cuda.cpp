@@ -2,7 +2,8 @@
 // a 20-step `tiny` training run on Fashion-MNIST whose loss curve follows the CPU run's (same
 // seed, so the same batches, timesteps and noise: only float rounding differs), the same with
 // every training option that has a device path (labels, min-SNR weights, v-prediction), a run resumed
-// on the device that continues its own curve, checkpoints moved between the devices both ways,
+// on the device that continues its own curve (bit for bit with `--conv-search heuristic`, even in a
+// process whose cuDNN times the algorithms otherwise), checkpoints moved between the devices both ways,
 // `diffuse sample` (DDIM, and a guided class-conditional DDPM) giving the CPU's grid for the same
 // seed, `diffuse forward` (output and parameter grads) on one checkpoint, and (emulated device
 // only) a card too small for the model: one line naming the allocation; and `diffuse bench`
@@ -55,16 +56,16 @@ void require_ok(const RunResult& r, const std::string& what) {
 }
 
 // `diffuse train` on 64 Fashion-MNIST images, `tiny`, batch 2, lr 1e-3, a checkpoint every
-// 5 steps; `resume` continues the run already in `out`.
+// 5 steps; `resume` continues the run already in `out`; `env` is added to the process's environment.
 std::vector<double> train(const std::string& out, int steps, const std::string& device, bool resume = false,
-                          const std::vector<std::string>& extra = {}) {
+                          const std::vector<std::string>& extra = {}, const EnvVars& env = {}) {
   std::vector<std::string> args = {"train", "--data", "fashion-mnist", "--max-images", "64", "--config", "tiny",
                                    "--out", out, "--steps", std::to_string(steps), "--batch", "2", "--lr", "1e-3",
                                    "--seed", "3", "--log-every", "5", "--checkpoint-every", "5",
                                    "--device", device};
   if (resume) args.push_back("--resume");
   args.insert(args.end(), extra.begin(), extra.end());
-  require_ok(run_cli(args), "train --device " + device + (resume ? " --resume" : "") + " to step " + std::to_string(steps));
+  require_ok(run_cli(args, "", env), "train --device " + device + (resume ? " --resume" : "") + " to step " + std::to_string(steps));
   std::vector<double> curve = losses(out + "/metrics.jsonl");
   REQUIRE(curve.size() == static_cast<size_t>(steps));
   for (double l : curve) REQUIRE(std::isfinite(l));
@@ -185,9 +186,50 @@ TEST_CASE("train cuda: --resume on the device continues the same curve", "[cuda]
   for (int s = 1; s <= 5; ++s) CHECK(resumed[s - 1] == whole[s - 1]);  // kept lines
   // Not bit for bit, unlike the CPU: cuDNN's algorithm search times the candidates, so another
   // process may pick another algorithm, which sums in another order (on the emulated device as
-  // on a GPU; measured: 1.3e-7 apart after 5 resumed steps). Hence the curve tolerance.
+  // on a GPU; measured: 1.3e-7 apart after 5 resumed steps). Hence the curve tolerance; the next
+  // case is the bit-for-bit resume, with --conv-search heuristic.
   check_curve("resumed cuda run against the uninterrupted one", resumed, whole, 6, 10);
   CHECK(fs::exists(run + "/checkpoints/step-10/state.json"));
+}
+
+namespace {
+
+// The emulated cuDNN ranks Find*Ex's results slowest first under DIFFUSE_EMU_CUDNN_FIND=reverse:
+// a process that times the algorithms differently, as another run on a GPU may. (A real cuDNN
+// ignores the variable: on a GPU the case still checks that heuristic runs repeat themselves.)
+const EnvVars kOtherTimings = {{"DIFFUSE_EMU_CUDNN_FIND", "reverse"}};
+
+std::string model_bytes(const std::string& run, int step) {
+  return slurp(run + "/checkpoints/step-" + std::to_string(step) + "/model/unet/diffusion_pytorch_model.safetensors");
+}
+
+}  // namespace
+
+TEST_CASE("train cuda: --conv-search heuristic repeats a run bit for bit, resumed by a process that times otherwise",
+          "[cuda][train][resume]") {
+  DIFFUSE_CUDA_TEST_GUARD();
+  TempDir dir;
+  // The timed default follows the timings: the other ranking changes the weights' bits (on the
+  // emulated device, where the control is ours; on a GPU two processes usually agree).
+  const std::vector<double> timed = train(dir.file("timed"), 5, "cuda");
+#if DIFFUSE_CUDA_EMULATED
+  train(dir.file("timed-other"), 5, "cuda", false, {}, kOtherTimings);
+  CHECK(model_bytes(dir.file("timed"), 5) != model_bytes(dir.file("timed-other"), 5));
+#endif
+
+  // Heuristic: the run and a copy resumed at step 5 by a process with the other timings (the
+  // mode restored from config.json, not typed again) agree bit for bit, losses and weights.
+  const std::vector<double> whole = train(dir.file("whole"), 10, "cuda", false, {"--conv-search", "heuristic"});
+  const nlohmann::json config = nlohmann::json::parse(slurp(dir.file("whole") + "/config.json"));
+  CHECK(config.at("train").at("conv_search") == "heuristic");
+  const std::string run = interrupted_at_5(dir.file("whole"), dir.file("resumed"));
+  const std::vector<double> resumed = train(run, 10, "cuda", true, {}, kOtherTimings);
+  CHECK(resumed == whole);
+  CHECK(model_bytes(run, 10) == model_bytes(dir.file("whole"), 10));
+  CHECK(slurp(run + "/checkpoints/step-10/ema/unet/diffusion_pytorch_model.safetensors") ==
+        slurp(dir.file("whole") + "/checkpoints/step-10/ema/unet/diffusion_pytorch_model.safetensors"));
+  // And the heuristic run follows the same curve as the timed one, to rounding.
+  check_curve("heuristic against timed", std::vector<double>(whole.begin(), whole.begin() + 5), timed, 1, 5);
 }
 
 TEST_CASE("train: a CPU checkpoint continues on CUDA, and a CUDA checkpoint on the CPU", "[cuda][train][resume]") {
@@ -253,6 +295,17 @@ TEST_CASE("forward cuda: the output and parameter grads of diffuse forward equal
     INFO(name << ": output error " << out_err);
     CHECK(out_err <= 1e-3);
   }
+  // --conv-search heuristic: the same bits again from a process that times cuDNN's algorithms
+  // otherwise (the emulated device's reversed ranking).
+  for (int i = 0; i < 2; ++i)
+    require_ok(run_cli({"forward", "--model", model, "--input", input, "--out",
+                        dir.file("out-h" + std::to_string(i) + ".safetensors"), "--grad-out",
+                        dir.file("grad-h" + std::to_string(i) + ".safetensors"), "--device", "cuda",
+                        "--conv-search", "heuristic"},
+                       "", i == 0 ? EnvVars{} : kOtherTimings),
+               "forward --device cuda --conv-search heuristic");
+  CHECK(slurp(dir.file("out-h0.safetensors")) == slurp(dir.file("out-h1.safetensors")));
+  CHECK(slurp(dir.file("grad-h0.safetensors")) == slurp(dir.file("grad-h1.safetensors")));
   const SafetensorsFile g_cpu = SafetensorsFile::open(dir.file("grad-cpu.safetensors"));
   const SafetensorsFile g_gpu = SafetensorsFile::open(dir.file("grad-cuda.safetensors"));
   REQUIRE(g_gpu.names() == g_cpu.names());

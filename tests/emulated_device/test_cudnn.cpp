@@ -2,7 +2,8 @@
 // convolution directions against a naive f64 loop on small odd shapes for every algorithm it
 // offers, alpha/beta blending (beta = 0 never reads a NaN-poisoned output), bf16 storage with
 // f32 compute, TF32 rounding under tensor-op math, Find*Ex (several algorithms, distinct non-zero
-// workspaces, sorted by time, honouring requestedAlgoCount and the workspace given), the statuses
+// workspaces, sorted by time or, with DIFFUSE_EMU_CUDNN_FIND=reverse, slowest first, honouring
+// requestedAlgoCount and the workspace given), Get*_v7 (a ranking that runs nothing), the statuses
 // of misuse (short workspace, mismatched or unset descriptors, host pointers) with their
 // messages, and softmax forward/backward in place. Device memory is reached only through cudart.
 #include <catch2/catch.hpp>
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -124,6 +126,18 @@ struct Handle {
   Handle() { DNN_OK(cudnnCreate(&h)); }
   ~Handle() { cudnnDestroy(h); }
 };
+
+// The largest workspace any forward algorithm asks for in case `d` (what a Find call is given).
+size_t largest_forward_workspace(const Handle& handle, const Descs& d) {
+  size_t need = 0;
+  for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; ++a) {
+    size_t b = 0;
+    if (cudnnGetConvolutionForwardWorkspaceSize(handle.h, d.x, d.w, d.conv, d.y, cudnnConvolutionFwdAlgo_t(a), &b) ==
+        CUDNN_STATUS_SUCCESS)
+      need = std::max(need, b);
+  }
+  return need;
+}
 
 const Shape kShapes[] = {
     {2, 5, 7, 3, 4, 3, 3, 1, 1, 1, 1},  // 3x3 same
@@ -479,6 +493,107 @@ TEST_CASE("emulated cuDNN: Find*Ex runs several algorithms with distinct workspa
   CHECK(max_err(dw.get<float>(), ref.dw) < 1e-5);
 }
 
+TEST_CASE("emulated cuDNN: Get*Algorithm_v7 ranks every algorithm without running one, the same way each call",
+          "[cuda][emulated]") {
+  Handle handle;
+  const Shape sh = kShapes[0];  // 3x3 stride 1: every offered algorithm applies
+  Descs d(sh, CUDNN_DATA_FLOAT, CUDNN_FMA_MATH);
+  int max_count = 0;
+  DNN_OK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle.h, &max_count));
+  std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(max_count), again(max_count);
+  int returned = 0;
+  DNN_OK(cudnnGetConvolutionForwardAlgorithm_v7(handle.h, d.x, d.w, d.conv, d.y, max_count, &returned, perf.data()));
+  CHECK(returned == max_count);
+  int ok = 0;
+  for (int i = 0; i < returned; ++i) {
+    INFO("rank " << i << ": algorithm " << int(perf[i].algo));
+    CHECK(perf[i].time == -1.0f);  // nothing ran
+    size_t bytes = 0;
+    const cudnnStatus_t size_status =
+        cudnnGetConvolutionForwardWorkspaceSize(handle.h, d.x, d.w, d.conv, d.y, perf[i].algo, &bytes);
+    if (perf[i].status != CUDNN_STATUS_SUCCESS) {
+      CHECK(perf[i].status == CUDNN_STATUS_NOT_SUPPORTED);
+      CHECK(size_status == CUDNN_STATUS_NOT_SUPPORTED);
+      continue;
+    }
+    CHECK(i == ok);  // the supported ones first
+    CHECK(size_status == CUDNN_STATUS_SUCCESS);
+    CHECK(perf[i].memory == bytes);
+    CHECK(perf[i].mathType == CUDNN_FMA_MATH);
+    ++ok;
+  }
+  CHECK(ok >= 4);
+  // Every call, and another handle, ranks the case alike.
+  Handle other;
+  DNN_OK(cudnnGetConvolutionForwardAlgorithm_v7(other.h, d.x, d.w, d.conv, d.y, max_count, &returned, again.data()));
+  for (int i = 0; i < max_count; ++i) {
+    CHECK(again[i].algo == perf[i].algo);
+    CHECK(again[i].memory == perf[i].memory);
+    CHECK(again[i].determinism == perf[i].determinism);
+  }
+  // requestedAlgoCount caps the list; 0 and NULL outputs are refused.
+  DNN_OK(cudnnGetConvolutionForwardAlgorithm_v7(handle.h, d.x, d.w, d.conv, d.y, 2, &returned, again.data()));
+  CHECK(returned == 2);
+  CHECK(again[0].algo == perf[0].algo);
+  CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle.h, d.x, d.w, d.conv, d.y, 0, &returned, again.data()) ==
+        CUDNN_STATUS_BAD_PARAM);
+  CHECK(last_error().find("requestedAlgoCount must be positive") != std::string::npos);
+  CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle.h, d.x, d.w, d.conv, d.y, 2, nullptr, again.data()) ==
+        CUDNN_STATUS_BAD_PARAM);
+  CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle.h, d.x, d.w, d.conv, nullptr, 2, &returned, again.data()) ==
+        CUDNN_STATUS_BAD_PARAM);
+  CHECK(last_error().find("yDesc") != std::string::npos);
+
+  // The backward directions rank their own algorithms, with the descriptors in their API's order.
+  DNN_OK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle.h, &max_count));
+  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> dperf(max_count);
+  DNN_OK(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle.h, d.w, d.y, d.conv, d.x, max_count, &returned,
+                                                     dperf.data()));
+  CHECK(returned == max_count);
+  CHECK(dperf[0].status == CUDNN_STATUS_SUCCESS);
+  CHECK(dperf[1].status == CUDNN_STATUS_SUCCESS);
+  size_t dbytes = 0;
+  DNN_OK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle.h, d.w, d.y, d.conv, d.x, dperf[0].algo, &dbytes));
+  CHECK(dperf[0].memory == dbytes);
+  DNN_OK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle.h, &max_count));
+  std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> fperf(max_count);
+  DNN_OK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle.h, d.x, d.y, d.conv, d.w, max_count, &returned,
+                                                       fperf.data()));
+  CHECK(returned == max_count);
+  CHECK(fperf[0].status == CUDNN_STATUS_SUCCESS);
+  size_t fbytes = 0;
+  DNN_OK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle.h, d.x, d.y, d.conv, d.w, fperf[0].algo, &fbytes));
+  CHECK(fperf[0].memory == fbytes);
+}
+
+TEST_CASE("emulated cuDNN: DIFFUSE_EMU_CUDNN_FIND=reverse ranks Find*Ex's results slowest first", "[cuda][emulated]") {
+  struct RestoreEnv {
+    ~RestoreEnv() { unsetenv("DIFFUSE_EMU_CUDNN_FIND"); }
+  } restore;
+  Handle handle;
+  const Shape sh = kShapes[0];
+  const auto x = randoms(sh.xn(), 26), w = randoms(sh.wn(), 27);
+  Descs d(sh, CUDNN_DATA_FLOAT, CUDNN_FMA_MATH);
+  DeviceBuffer xd = DeviceBuffer::from(x), wd = DeviceBuffer::from(w), y(sh.yn() * 4);
+  int max_count = 0, returned = 0;
+  DNN_OK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle.h, &max_count));
+  DeviceBuffer ws(largest_forward_workspace(handle, d));
+  std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(max_count);
+  setenv("DIFFUSE_EMU_CUDNN_FIND", "reverse", 1);
+  DNN_OK(cudnnFindConvolutionForwardAlgorithmEx(handle.h, d.x, xd.p, d.w, wd.p, d.conv, d.y, y.p, max_count,
+                                                &returned, perf.data(), ws.p, ws.bytes));
+  int ok = 0;
+  for (int i = 0; i < returned && perf[i].status == CUDNN_STATUS_SUCCESS; ++i, ++ok)
+    if (i > 0) CHECK(perf[i].time <= perf[i - 1].time);
+  CHECK(ok >= 4);
+  for (int i = ok; i < returned; ++i) CHECK(perf[i].status != CUDNN_STATUS_SUCCESS);  // failures stay last
+
+  setenv("DIFFUSE_EMU_CUDNN_FIND", "fastest", 1);
+  CHECK(cudnnFindConvolutionForwardAlgorithmEx(handle.h, d.x, xd.p, d.w, wd.p, d.conv, d.y, y.p, max_count,
+                                               &returned, perf.data(), ws.p, ws.bytes) == CUDNN_STATUS_BAD_PARAM);
+  CHECK(last_error().find("DIFFUSE_EMU_CUDNN_FIND must be timed or reverse, got 'fastest'") != std::string::npos);
+}
+
 TEST_CASE("emulated cuDNN: misuse gets the documented status and a specific last-error message",
           "[cuda][emulated]") {
   Handle handle;
@@ -654,14 +769,7 @@ TEST_CASE("emulated cuDNN: work is queued on the handle's stream, and Find*Ex wa
   DNN_OK(cudnnSetStream(handle.h, stream));
   Descs d(sh, CUDNN_DATA_FLOAT, CUDNN_FMA_MATH);
   DeviceBuffer xd(sh.xn() * 4), wd = DeviceBuffer::from(w), y(sh.yn() * 4), y2(sh.yn() * 4);
-  size_t need = 0;
-  for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; ++a) {
-    size_t b = 0;
-    if (cudnnGetConvolutionForwardWorkspaceSize(handle.h, d.x, d.w, d.conv, d.y, cudnnConvolutionFwdAlgo_t(a), &b) ==
-        CUDNN_STATUS_SUCCESS)
-      need = std::max(need, b);
-  }
-  DeviceBuffer ws(need);
+  DeviceBuffer ws(largest_forward_workspace(handle, d));
   // x arrives by an async copy queued on the same stream: Find must run after it.
   REQUIRE_CUDA_OK(cudaMemcpyAsync(xd.p, x.data(), xd.bytes, cudaMemcpyHostToDevice, stream));
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];

@@ -134,14 +134,15 @@ inline void check_rank_kill_ends_job(const std::string& out, const std::string& 
 // 4 MiB buckets) and with 64 KiB buckets reduced while backward runs. Averaging is per element
 // and a sum of two ranks does not depend on how the elements are grouped, so the loss curve,
 // the gradient norms and the weights file (`weights`, under the run directory) must be the same
-// bits.
+// bits. `overlapped_env` is added to the second job's environment.
 inline void check_overlap_changes_no_bit(const std::string& dir,
                                          const std::function<std::vector<std::string>(const std::string&)>& train_args,
-                                         const std::string& weights) {
+                                         const std::string& weights, const EnvVars& overlapped_env = {}) {
   const std::string plain = dir + "/plain", overlapped = dir + "/overlapped";
   require_ok(run_cli_ranks(2, train_args(plain), {{"DIFFUSE_GRAD_OVERLAP", "0"}}), "two ranks, reduced after backward");
-  require_ok(run_cli_ranks(2, train_args(overlapped), {{"DIFFUSE_GRAD_BUCKET_MB", "0.0625"}}),
-             "two ranks, 64 KiB buckets reduced during backward");
+  EnvVars env = {{"DIFFUSE_GRAD_BUCKET_MB", "0.0625"}};
+  env.insert(env.end(), overlapped_env.begin(), overlapped_env.end());
+  require_ok(run_cli_ranks(2, train_args(overlapped), env), "two ranks, 64 KiB buckets reduced during backward");
   for (const char* field : {"loss", "grad_norm"}) {
     INFO(field);
     REQUIRE(!metric(plain, field).empty());
