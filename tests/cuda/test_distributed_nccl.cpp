@@ -360,9 +360,9 @@ TEST_CASE("CUDA ranks: a rank that hangs while the others replay the step's grap
 // Run by every rank of the test below (hidden: only under mpirun).
 TEST_CASE("gradient sync rank (CUDA)", "[.mpi_rank]") { check_gradient_sync_on_this_rank(Device::cuda); }
 
-// The exact mean and the overlap proven on the tensors themselves: two CUDA training runs in
-// separate processes are not bit-reproducible (cuDNN's algorithm search times its candidates, once
-// per process), so the bit-for-bit comparison of two whole runs is the CPU test's.
+// The exact mean and the overlap proven on the tensors themselves, and through the trainer's
+// bucket counts (two whole jobs compared bit for bit, with `--conv-search heuristic`, is the test
+// above).
 TEST_CASE("CUDA ranks: the all-reduce on its own stream during backward gives the exact mean and overlaps",
           "[cuda][mpi]") {
   DIFFUSE_TWO_CUDA_RANKS_GUARD();
