@@ -4,9 +4,9 @@
 // capped here rather than left to how the system's libpng was built: one ancillary chunk (text,
 // ICC profile, ...) of at most 8 MiB decompressed and at most 128 ancillary chunks kept (past a
 // cap an ancillary chunk is dropped with a warning); its row buffers follow the width, which the
-// header check below holds to kMaxImagePixels with the height before anything is allocated. libpng reports errors by
-// longjmp, so the one function that calls setjmp holds only trivially destructible locals and
-// writes into objects its caller owns; C++ objects are never jumped over.
+// header check below holds to kMaxImagePixels with the height before anything is allocated.
+// libpng reports errors by longjmp, so the one function that calls setjmp holds only trivially
+// destructible locals and writes into objects its caller owns; C++ objects are never jumped over.
 #include <png.h>
 
 #include <csetjmp>

@@ -87,7 +87,7 @@ ValueRef bind_member(typename member_owner<decltype(Member)>::type& s) {
 // `--conv-search`) is one definition in engine/options.cpp.
 struct ComputeOptions {
   std::string conv_search = GenerateRequest{}.conv_search;  // nn/runtime.h set_conv_search
-  int threads = 0;                    // 0: the cores this process may use (nn/runtime.h set_cpu_threads)
+  int threads = 0;  // 0: the cores this process may use (nn/runtime.h set_cpu_threads)
 };
 
 // The settings `diffuse bench sample` shares with `diffuse sample`: GenerateRequest's rows of the

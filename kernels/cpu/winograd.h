@@ -7,8 +7,8 @@
 //
 // Accuracy, as max |error| / max |exact| against an f64 convolution on UNet-like data (N(0,1) or
 // SiLU inputs, 1/√(9·Cin) weights, 32 to 256 channels, 8×8 to 32×32; docs/performance.md, the
-// F(2×2) and F(4×4) entries): direct f32 2.6–3.6e-7, F(2×2) 2.0–6.4e-7, F(4×4) 1.1–2.2e-6 (dw with F(3×3, 4×4):
-// 0.8–1.5e-6, F(2×2)'s dw 1.6–4.1e-7) — F(4×4) with the
+// F(2×2) and F(4×4) entries): direct f32 2.6–3.6e-7, F(2×2) 2.0–6.4e-7, F(4×4) 1.1–2.2e-6 (dw
+// with F(3×3, 4×4): 0.8–1.5e-6, F(2×2)'s dw 1.6–4.1e-7) — F(4×4) with the
 // interpolation points 0, ±1, ½, −2, ∞ and its reduction summed in blocks of 32 channels
 // (kernels/cpu/simd/winograd.cpp, kBlockKF4 in winograd.cpp). The usual points 0, ±1, ±2, ∞ with one
 // long sum measured 4.0e-6–1.3e-5, past the op table's f32 bound (1e-5) on its own conv rows; the

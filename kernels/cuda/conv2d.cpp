@@ -1,6 +1,6 @@
 // The CUDA conv2d family behind kernels/conv2d.h: cuDNN, through cuDNN's legacy convolution API (still shipped
-// by cuDNN 9). One plan per (shape, padding, dtype, TF32 setting, pointer alignment) holds the
-// descriptors and, per direction, the deterministic algorithm chosen the first time that direction
+// by cuDNN 9). One plan per (shape, padding, dtype, TF32 setting, pointer alignment, search mode)
+// holds the descriptors and, per direction, the deterministic algorithm chosen the first time that direction
 // ran — measured fastest by cudnnFind*Ex, or ranked first by cudnnGet*_v7's heuristics
 // (set_conv_search, kernels/conv2d.h); later calls only allocate the chosen workspace from the
 // caching allocator. (A timed choice may differ between processes, and with it the last bits; a

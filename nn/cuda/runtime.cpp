@@ -1,7 +1,7 @@
 // The CUDA build's half of nn/runtime.h and of the device-runtime hooks in nn/dispatch.h: device
 // queries, library versions for `diffuse info`, cuDNN's algorithm choice (set_conv_search), and the
-// caching allocator as the device allocator. cudaGetDeviceCount on a machine without a driver returns an error and leaves its
-// argument untouched, so the count starts at 0. DIFFUSE_CUDA_EMULATED (the -DDIFFUSE_CUDA=EMULATED
+// caching allocator as the device allocator. cudaGetDeviceCount on a machine without a driver
+// returns an error and leaves its argument untouched, so the count starts at 0. DIFFUSE_CUDA_EMULATED (the -DDIFFUSE_CUDA=EMULATED
 // build) is tested here so that `diffuse info` says its CUDA device is not a GPU (outside kernels/
 // and tests/ only nn/collective_nccl.cpp, which waits on the emulated device differently, and
 // tools/cmd_info.cpp, which says who serves NCCL, test it too).
