@@ -20,6 +20,7 @@
 // than FLOAT, an algorithm this emulation does not offer for the case: CUDNN_STATUS_NOT_SUPPORTED.
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -214,6 +215,32 @@ const char* find_order() {
   return env && *env ? env : "timed";
 }
 
+// One entry per algorithm enumerant, in enumerant order, as both Find*Ex and Get*_v7 report
+// them before ranking: NOT_SUPPORTED where the emulation does not offer it for the case,
+// ALLOC_FAILED where it needs more than `ws_bytes`, else SUCCESS with its workspace in `memory`;
+// `time` -1 (nothing ran yet). The math type is the descriptor's: FMA for f32 when it asks for it
+// (and then runs exact f32), otherwise what the algorithms run in.
+template <typename Perf>
+std::vector<Perf> offered(Dir d, const ConvGeom& g, cudnnMathType_t math, size_t ws_bytes) {
+  std::vector<Perf> out;
+  for (int algo = 0; algo < algo_count(d); ++algo) {
+    Perf r{};
+    r.algo = static_cast<decltype(r.algo)>(algo);
+    r.mathType = math;
+    r.time = -1.0f;
+    const AlgoPlan p = plan_algo(d, algo, g);
+    r.determinism = p.determinism;
+    if (!p.supported) {
+      r.status = CUDNN_STATUS_NOT_SUPPORTED;
+    } else {
+      r.memory = p.bytes;
+      r.status = p.bytes > ws_bytes ? CUDNN_STATUS_ALLOC_FAILED : CUDNN_STATUS_SUCCESS;
+    }
+    out.push_back(r);
+  }
+  return out;
+}
+
 template <typename Perf>
 cudnnStatus_t rank_by_heuristic(const char* fn, Dir d, cudnnHandle_t h, const cudnnTensorStruct* x,
                                 const cudnnFilterStruct* w, const cudnnConvolutionStruct* conv,
@@ -223,30 +250,17 @@ cudnnStatus_t rank_by_heuristic(const char* fn, Dir d, cudnnHandle_t h, const cu
   if (!returned || !perf) return fail(CUDNN_STATUS_BAD_PARAM, fn, "returnedAlgoCount or perfResults is NULL");
   if (requested <= 0)
     return fail(CUDNN_STATUS_BAD_PARAM, fn, "requestedAlgoCount must be positive, got " + std::to_string(requested));
-  struct Ranked {
-    Perf perf;
-    int64_t tile;
-  };
-  std::vector<Ranked> results;
-  for (int algo = 0; algo < algo_count(d); ++algo) {
-    Perf r{};
-    r.algo = static_cast<decltype(r.algo)>(algo);
-    r.mathType = conv->math;
-    r.time = -1.0f;
-    const AlgoPlan p = plan_algo(d, algo, g);
-    r.determinism = p.determinism;
-    r.status = p.supported ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_NOT_SUPPORTED;
-    if (p.supported) r.memory = p.bytes;
-    results.push_back({r, p.supported ? p.tile : 0});
-  }
-  std::stable_sort(results.begin(), results.end(), [](const Ranked& l, const Ranked& r) {
-    const bool lo = l.perf.status == CUDNN_STATUS_SUCCESS, ro = r.perf.status == CUDNN_STATUS_SUCCESS;
+  std::vector<Perf> results = offered<Perf>(d, g, conv->math, SIZE_MAX);
+  std::vector<int64_t> tile(results.size());  // by enumerant; 0 where not supported
+  for (size_t a = 0; a < tile.size(); ++a) tile[a] = plan_algo(d, int(a), g).tile;
+  std::stable_sort(results.begin(), results.end(), [&](const Perf& l, const Perf& r) {
+    const bool lo = l.status == CUDNN_STATUS_SUCCESS, ro = r.status == CUDNN_STATUS_SUCCESS;
     if (lo != ro) return lo;
-    if (l.tile != r.tile) return l.tile > r.tile;
-    return l.perf.memory < r.perf.memory;
+    if (tile[size_t(l.algo)] != tile[size_t(r.algo)]) return tile[size_t(l.algo)] > tile[size_t(r.algo)];
+    return l.memory < r.memory;
   });
   const int n = std::min<int>(requested, int(results.size()));
-  for (int i = 0; i < n; ++i) perf[i] = results[size_t(i)].perf;
+  std::copy(results.begin(), results.begin() + n, perf);
   *returned = n;
   return CUDNN_STATUS_SUCCESS;
 }
@@ -267,25 +281,7 @@ cudnnStatus_t find(const char* fn, Dir d, cudnnHandle_t h, const cudnnTensorStru
   const Buffers bf = buffers_of(d, x, w, y, a, b, out);
   if (cudnnStatus_t s = check_pointers(fn, d, bf)) return s;
   if (cudnnStatus_t s = check_workspace(fn, bf, ws, ws_bytes)) return s;
-  // Find reports FMA math for f32 when the descriptor asks for it (and then runs exact f32),
-  // otherwise the descriptor's math type, which is what the algorithms ran in.
-  const cudnnMathType_t math = conv->math;
-  auto results = std::make_shared<std::vector<Perf>>();
-  for (int algo = 0; algo < algo_count(d); ++algo) {
-    Perf r{};
-    r.algo = static_cast<decltype(r.algo)>(algo);
-    r.mathType = math;
-    r.time = -1.0f;
-    const AlgoPlan p = plan_algo(d, algo, g);
-    r.determinism = p.determinism;
-    if (!p.supported) {
-      r.status = CUDNN_STATUS_NOT_SUPPORTED;
-    } else {
-      r.memory = p.bytes;
-      r.status = p.bytes > ws_bytes ? CUDNN_STATUS_ALLOC_FAILED : CUDNN_STATUS_SUCCESS;
-    }
-    results->push_back(r);
-  }
+  auto results = std::make_shared<std::vector<Perf>>(offered<Perf>(d, g, conv->math, ws_bytes));
   // One queued job runs every algorithm that fits, in order after the work already queued, and
   // times it; the output holds the last one's result, as on the real library.
   const cudaError_t e = enqueue(h->stream, fn, [=] {

@@ -199,8 +199,10 @@ namespace {
 // ignores the variable: on a GPU the case still checks that heuristic runs repeat themselves.)
 const EnvVars kOtherTimings = {{"DIFFUSE_EMU_CUDNN_FIND", "reverse"}};
 
-std::string model_bytes(const std::string& run, int step) {
-  return slurp(run + "/checkpoints/step-" + std::to_string(step) + "/model/unet/diffusion_pytorch_model.safetensors");
+// The bytes of a checkpoint's weights file: `which` is "model" (raw) or "ema".
+std::string weights_bytes(const std::string& run, int step, const char* which = "model") {
+  return slurp(run + "/checkpoints/step-" + std::to_string(step) + "/" + which +
+               "/unet/diffusion_pytorch_model.safetensors");
 }
 
 }  // namespace
@@ -214,7 +216,7 @@ TEST_CASE("train cuda: --conv-search heuristic repeats a run bit for bit, resume
   const std::vector<double> timed = train(dir.file("timed"), 5, "cuda");
 #if DIFFUSE_CUDA_EMULATED
   train(dir.file("timed-other"), 5, "cuda", false, {}, kOtherTimings);
-  CHECK(model_bytes(dir.file("timed"), 5) != model_bytes(dir.file("timed-other"), 5));
+  CHECK(weights_bytes(dir.file("timed"), 5) != weights_bytes(dir.file("timed-other"), 5));
 #endif
 
   // Heuristic: the run and a copy resumed at step 5 by a process with the other timings (the
@@ -225,9 +227,8 @@ TEST_CASE("train cuda: --conv-search heuristic repeats a run bit for bit, resume
   const std::string run = interrupted_at_5(dir.file("whole"), dir.file("resumed"));
   const std::vector<double> resumed = train(run, 10, "cuda", true, {}, kOtherTimings);
   CHECK(resumed == whole);
-  CHECK(model_bytes(run, 10) == model_bytes(dir.file("whole"), 10));
-  CHECK(slurp(run + "/checkpoints/step-10/ema/unet/diffusion_pytorch_model.safetensors") ==
-        slurp(dir.file("whole") + "/checkpoints/step-10/ema/unet/diffusion_pytorch_model.safetensors"));
+  CHECK(weights_bytes(run, 10) == weights_bytes(dir.file("whole"), 10));
+  CHECK(weights_bytes(run, 10, "ema") == weights_bytes(dir.file("whole"), 10, "ema"));
   // And the heuristic run follows the same curve as the timed one, to rounding.
   check_curve("heuristic against timed", std::vector<double>(whole.begin(), whole.begin() + 5), timed, 1, 5);
 }
